@@ -1,0 +1,13 @@
+"""Exceptions shared by every layer. Each message is one line naming the thing and the reason."""
+
+
+class ByakuganError(Exception):
+    """Base class: the CLI turns any of these into one line on stderr and exit code 2."""
+
+
+class ImageError(ByakuganError):
+    """An input image could not be used (missing, not an image, corrupt, too large)."""
+
+
+class ModelError(ByakuganError):
+    """A model could not be created or loaded, or does not fit what it is used with."""

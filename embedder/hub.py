@@ -1,0 +1,59 @@
+"""`load(name_or_path)`: the one way to get a ready model (eval mode) and its preprocessing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .backbones import get_spec, list_backbones
+from .errors import ModelError
+from .model import CONFIG_FILE, Embedder, create_embedder, load_saved
+from .preprocess import Preprocess
+
+DEFAULT_MODEL = "default"
+# Used for "default" until a trained model is shipped in models/default.
+FALLBACK_DEFAULT = "efficientnet_lite0"
+
+
+def models_dir() -> Path:
+    """Where shipped models live: $BYAKUGAN_MODELS_DIR, else the repository's models/ folder."""
+    env = os.environ.get("BYAKUGAN_MODELS_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "models"
+
+
+def list_models() -> list[str]:
+    """Names load() accepts: shipped model folders, then backbones with ImageNet weights."""
+    shipped = sorted(p.name for p in models_dir().glob("*") if (p / CONFIG_FILE).is_file()) if models_dir().is_dir() else []
+    return [DEFAULT_MODEL] + [n for n in shipped if n != DEFAULT_MODEL] + list_backbones()
+
+
+def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | None = None) -> tuple[Embedder, Preprocess]:
+    """Return (model in eval mode, its preprocess).
+
+    name_or_path: a directory saved by Embedder.save, a model folder name under models/,
+    "default", a backbone name from list_backbones() (ImageNet weights, no head), or "timm/NAME".
+    """
+    model = _resolve(str(name_or_path))
+    if device:
+        model = model.to(device)
+    return model.eval(), model.preprocess
+
+
+def _resolve(name: str) -> Embedder:
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return load_saved(path)
+    shipped = models_dir() / name
+    if (shipped / CONFIG_FILE).is_file():
+        return load_saved(shipped)
+    if name == DEFAULT_MODEL:
+        return create_embedder(FALLBACK_DEFAULT, pretrained=True, name=FALLBACK_DEFAULT)
+    if os.sep in name or name.endswith((".json", ".safetensors")):
+        raise ModelError(f"model {name!r}: no such model directory (it needs {CONFIG_FILE} and model.safetensors)")
+    try:
+        get_spec(name)
+    except ModelError:
+        raise ModelError(
+            f"unknown model {name!r}; valid: {', '.join(list_models())}, 'timm/NAME', or a saved model directory"
+        ) from None
+    return create_embedder(name, pretrained=True)

@@ -1,0 +1,94 @@
+"""Image loading: any source to an RGB PIL image, with EXIF orientation and a pixel limit."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+# 40 megapixels covers phone and DSLR photos; beyond that decoding alone can take GBs of memory.
+DEFAULT_MAX_PIXELS = 40_000_000
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+
+
+def describe(source: ImageSource) -> str:
+    """A short human name for an image source, used in error messages and results."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, bytes):
+        return f"<{len(source)} bytes>"
+    if isinstance(source, Image.Image):
+        return getattr(source, "filename", "") or "<PIL image>"
+    return "<array>"
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        # Transparent pixels are undefined colour; a white backdrop is what a viewer shows.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _check_size(size: tuple[int, int], name: str, max_pixels: int) -> None:
+    w, h = size
+    if w * h > max_pixels:
+        raise ImageError(f"{name}: image too large: {w}x{h} = {w * h} pixels, limit is {max_pixels}")
+    if w < 1 or h < 1:
+        raise ImageError(f"{name}: image has no pixels ({w}x{h})")
+
+
+def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Return an RGB PIL image, upright per its EXIF orientation.
+
+    Accepts a path, encoded bytes, a PIL image or an HxWx3 uint8 array. Raises ImageError with
+    one line naming the source and the reason.
+    """
+    name = describe(source)
+    if isinstance(source, Image.Image):
+        _check_size(source.size, name, max_pixels)
+        return _to_rgb(source)
+    if isinstance(source, np.ndarray):
+        if source.ndim != 3 or source.shape[2] != 3 or source.dtype != np.uint8:
+            raise ImageError(f"{name}: expected an HxWx3 uint8 array, got shape {source.shape} dtype {source.dtype}")
+        _check_size((source.shape[1], source.shape[0]), name, max_pixels)
+        return Image.fromarray(source, "RGB")
+    if isinstance(source, bytes):
+        fp: object = io.BytesIO(source)
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise ImageError(f"{name}: no such file")
+        if path.is_dir():
+            raise ImageError(f"{name}: is a directory, not an image file")
+        fp = path
+    try:
+        # Pillow's own bomb check warns or raises at its own limit; ours is checked first, on the
+        # header alone, before any pixel is decoded.
+        with Image.open(fp) as img:
+            _check_size(img.size, name, max_pixels)
+            img.load()
+            return _to_rgb(img)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image (format not recognised)") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"{name}: image too large (decompression bomb check)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{name}: corrupt or truncated image ({exc})") from None
+
+
+def list_images(folder: Union[str, os.PathLike]) -> list[Path]:
+    """Image files directly inside a folder, sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

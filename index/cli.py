@@ -1,0 +1,271 @@
+"""The `byakugan` command line. Any ByakuganError becomes one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+
+import embedder
+from embedder import ByakuganError, ImageError
+
+from . import store
+from .errors import GalleryError
+from .gallery import Gallery
+
+EXIT_BAD_INPUT = 2
+
+
+def _report(msg: str) -> None:
+    print(f"byakugan: error: {msg}", file=sys.stderr)
+
+
+def _embed_reporting(model: embedder.Embedder, images: Sequence[str], progress: bool) -> tuple[np.ndarray, list[bool]]:
+    """Embed what can be read; report each bad file on stderr and mark it."""
+    emb, errors = model.embed_each(images, progress=progress)
+    for err in errors:
+        if err is not None:
+            _report(str(err))
+    return emb, [e is None for e in errors]
+
+
+def _print_json(obj: object) -> None:
+    json.dump(obj, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def _table(rows: list[Sequence[object]], header: Sequence[str]) -> str:
+    cells = [list(map(str, header))] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
+# ---- commands ------------------------------------------------------------------------------
+def cmd_enroll(a: argparse.Namespace) -> int:
+    if a.from_folder:
+        if a.label or a.images:
+            raise GalleryError("enroll: give either LABEL IMAGE... or --from-folder DIR, not both")
+        root = Path(a.from_folder)
+        if not root.is_dir():
+            raise GalleryError(f"--from-folder {root}: not a folder")
+        plan = [(d.name, [str(p) for p in embedder.list_images(d)]) for d in sorted(root.iterdir()) if d.is_dir()]
+        plan = [(lab, files) for lab, files in plan if files]
+        if not plan:
+            raise GalleryError(f"--from-folder {root}: no sub-folders with images (expected one sub-folder per label)")
+    else:
+        if not a.label or not a.images:
+            raise GalleryError("enroll: needs LABEL and at least one IMAGE, or --from-folder DIR")
+        plan = [(a.label, a.images)]
+    ok_all = True
+    gallery_dir = Path(a.gallery)
+    with store.locked(gallery_dir):
+        g = Gallery.open_or_create(gallery_dir, a.model)
+        added: dict[str, int] = {}
+        files = [f for _, fs in plan for f in fs]
+        emb, ok = _embed_reporting(g.model, files, progress=len(files) > 1)
+        ok_all = all(ok)
+        start = 0
+        for label, fs in plan:
+            sl = slice(start, start + len(fs))
+            start += len(fs)
+            good = [i for i in range(sl.start, sl.stop) if ok[i]]
+            if good:
+                g.enroll(label, emb[good], sources=[files[i] for i in good])
+                added[label] = len(good)
+        if not added:
+            raise ImageError("enroll: none of the images could be read; gallery unchanged")
+        g.save()
+    if a.json:
+        _print_json({"gallery": str(gallery_dir), "added": added, "labels": g.labels()})
+    else:
+        for label, n in added.items():
+            print(f"enrolled {n} image(s) as {label!r}")
+        print(f"{gallery_dir}: {len(g)} references, {len(g.labels())} labels")
+    return 0 if ok_all else EXIT_BAD_INPUT
+
+
+def cmd_search(a: argparse.Namespace) -> int:
+    g = Gallery.open(a.gallery, a.model)
+    if a.threshold is not None:
+        g.threshold = a.threshold
+    if not len(g):
+        raise GalleryError(f"gallery {a.gallery}: is empty; enrol images first")
+    emb, ok = _embed_reporting(g.model, a.images, progress=len(a.images) > 8)
+    good = [i for i, o in enumerate(ok) if o]
+    results = dict(zip(good, g.search(emb[good], k=a.k))) if good else {}
+    matches = dict(zip(good, g.match(emb[good]))) if good else {}
+    out = []
+    for i, image in enumerate(a.images):
+        if i not in results:
+            out.append({"image": image, "error": "could not be read"})
+            continue
+        m = matches[i]
+        out.append({"image": image, "match": {"label": m.label, "score": m.score, "known": m.known,
+                                              "nearest": m.nearest, "threshold": m.threshold},
+                    **results[i].to_dict()})
+    if a.json:
+        _print_json(out)
+    else:
+        for item in out:
+            if "error" in item:
+                continue
+            m = item["match"]
+            print(f"{item['image']}: {m['label']} ({m['score']:.3f})")
+            rows = [(n + 1, h["label"], f"{h['score']:.3f}", h["source"]) for n, h in enumerate(item["hits"])]
+            print("  " + _table(rows, ("#", "label", "score", "reference")).replace("\n", "\n  "))
+    return 0 if len(good) == len(a.images) else EXIT_BAD_INPUT
+
+
+def cmd_labels(a: argparse.Namespace) -> int:
+    g = Gallery.open(a.gallery)
+    labels = g.labels()
+    if a.json:
+        _print_json({"gallery": a.gallery, "model": g.model_name, "threshold": g.threshold, "labels": labels})
+    elif labels:
+        print(_table(sorted(labels.items()), ("label", "references")))
+    else:
+        print(f"{a.gallery}: no labels enrolled")
+    return 0
+
+
+@contextlib.contextmanager
+def _edit(gallery: str) -> Iterator[Gallery]:
+    """Open a gallery under its lock for a read-modify-save; nothing is saved if the edit fails."""
+    path = Path(gallery)
+    if not (path / store.META_FILE).is_file():
+        Gallery.open(path)  # raises the precise "missing" or "not a gallery" error without creating a lock file
+    with store.locked(path):
+        g = Gallery.open(path)
+        yield g
+        g.save()
+
+
+def cmd_remove(a: argparse.Namespace) -> int:
+    if (a.label is None) == (a.id is None):
+        raise GalleryError("remove: give either LABEL or --id N")
+    with _edit(a.gallery) as g:
+        if a.id is not None:
+            ref = g.remove_reference(a.id)
+            print(f"removed reference {ref.id} ({ref.label!r}, {ref.source})")
+        else:
+            n = g.remove(a.label)
+            print(f"removed {a.label!r} ({n} references)")
+    return 0
+
+
+def cmd_rename(a: argparse.Namespace) -> int:
+    with _edit(a.gallery) as g:
+        n = g.rename(a.old, a.new)
+    print(f"renamed {a.old!r} to {a.new!r} ({n} references)")
+    return 0
+
+
+def cmd_threshold(a: argparse.Namespace) -> int:
+    if a.value is None:
+        print(Gallery.open(a.gallery).threshold)
+        return 0
+    with _edit(a.gallery) as g:
+        g.threshold = a.value
+    print(f"threshold set to {g.threshold}")
+    return 0
+
+
+def cmd_embed(a: argparse.Namespace) -> int:
+    out = Path(a.out)
+    if out.suffix != ".npy":
+        raise ByakuganError(f"--out {out}: must end with .npy")
+    if not out.parent.is_dir():
+        raise ByakuganError(f"--out {out}: folder {out.parent} does not exist")
+    model, _ = embedder.load(a.model)
+    emb, ok = _embed_reporting(model, a.images, progress=len(a.images) > 8)
+    buf = io.BytesIO()
+    np.save(buf, emb)
+    store.write_atomic(out, buf.getvalue())
+    note = f" ({len(ok) - sum(ok)} unreadable: NaN rows)" if not all(ok) else ""
+    print(f"wrote {out}: {emb.shape[0]} x {emb.shape[1]} float32, model {model.name}{note}", file=sys.stderr)
+    return 0 if all(ok) else EXIT_BAD_INPUT
+
+
+def cmd_models(a: argparse.Namespace) -> int:
+    for name in embedder.list_models():
+        print(name)
+    return 0
+
+
+# ---- parser --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="byakugan", description="Recognise characters and gestures from a few enrolled images.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    model_help = "model name or directory (default: the gallery's own model, or 'default' for a new gallery)"
+
+    s = sub.add_parser("enroll", help="add reference images for a label (creates the gallery if needed)")
+    s.add_argument("gallery", metavar="GALLERY")
+    s.add_argument("label", metavar="LABEL", nargs="?")
+    s.add_argument("images", metavar="IMAGE", nargs="*")
+    s.add_argument("--from-folder", metavar="DIR", help="enrol every sub-folder of DIR as a label")
+    s.add_argument("--model", help=model_help)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_enroll)
+
+    s = sub.add_parser("search", help="find the nearest enrolled references for images")
+    s.add_argument("gallery", metavar="GALLERY")
+    s.add_argument("images", metavar="IMAGE", nargs="+")
+    s.add_argument("--k", type=int, default=5, help="references and labels to return per image (default 5)")
+    s.add_argument("--threshold", type=float, help="below this score the match is 'unknown' (default: the gallery's)")
+    s.add_argument("--model", help="check the gallery against this model (default: the gallery's own)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_search)
+
+    s = sub.add_parser("labels", help="list enrolled labels and their reference counts")
+    s.add_argument("gallery", metavar="GALLERY")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_labels)
+
+    s = sub.add_parser("remove", help="remove a label, or one reference with --id")
+    s.add_argument("gallery", metavar="GALLERY")
+    s.add_argument("label", metavar="LABEL", nargs="?")
+    s.add_argument("--id", type=int, help="remove only the reference with this id")
+    s.set_defaults(func=cmd_remove)
+
+    s = sub.add_parser("rename", help="rename a label")
+    s.add_argument("gallery", metavar="GALLERY")
+    s.add_argument("old", metavar="OLD")
+    s.add_argument("new", metavar="NEW")
+    s.set_defaults(func=cmd_rename)
+
+    s = sub.add_parser("threshold", help="show or set the gallery's unknown threshold")
+    s.add_argument("gallery", metavar="GALLERY")
+    s.add_argument("value", metavar="VALUE", type=float, nargs="?")
+    s.set_defaults(func=cmd_threshold)
+
+    s = sub.add_parser("embed", help="write embeddings of images to a .npy file, one row per image in order")
+    s.add_argument("images", metavar="IMAGE", nargs="+")
+    s.add_argument("--out", required=True, metavar="FILE.npy")
+    s.add_argument("--model", default=embedder.DEFAULT_MODEL, help="model name or directory (default: default)")
+    s.set_defaults(func=cmd_embed)
+
+    s = sub.add_parser("models", help="list model names")
+    s.set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ByakuganError as exc:
+        _report(str(exc))
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""The gallery: enrolled reference embeddings in a FAISS inner-product index (cosine on unit vectors)."""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import faiss
+import numpy as np
+
+import embedder
+from embedder import Embedder
+from embedder.images import ImageSource, describe
+
+from . import store
+from .errors import GalleryError, ModelMismatchError
+
+UNKNOWN = "unknown"
+MAX_LABEL_LEN = 100
+
+Queries = Union[np.ndarray, Sequence[ImageSource]]
+
+
+@dataclass(frozen=True)
+class Reference:
+    id: int
+    label: str
+    source: str
+    added: str  # ISO 8601, UTC
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int
+    label: str
+    score: float
+    source: str
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[Hit]  # top-k references, best first
+    labels: list[tuple[str, float]]  # top-k labels by their best reference score, best first
+
+    def to_dict(self) -> dict:
+        return {
+            "hits": [asdict(h) for h in self.hits],
+            "labels": [{"label": lab, "score": s} for lab, s in self.labels],
+        }
+
+
+@dataclass(frozen=True)
+class Match:
+    label: str  # UNKNOWN when the best score is below the threshold
+    score: float
+    nearest: str  # best label even when below the threshold
+    threshold: float
+
+    @property
+    def known(self) -> bool:
+        return self.label != UNKNOWN
+
+
+def check_label(label: object) -> str:
+    if not isinstance(label, str) or not label.strip():
+        raise GalleryError(f"label {label!r}: must be a non-empty string")
+    label = label.strip()
+    if len(label) > MAX_LABEL_LEN:
+        raise GalleryError(f"label {label[:20]!r}...: longer than {MAX_LABEL_LEN} characters")
+    if any(unicodedata.category(c) == "Cc" for c in label):
+        raise GalleryError(f"label {label!r}: must not contain control characters")
+    if label.lower() == UNKNOWN:
+        raise GalleryError(f"label {label!r}: reserved for queries below the threshold; choose another name")
+    return label
+
+
+class Gallery:
+    """Enrolled classes and their reference embeddings, persisted to a directory.
+
+    The model is loaded only when images must be embedded, so listing, renaming and removing
+    are fast and work without the model.
+    """
+
+    def __init__(self, model: Embedder, path: Optional[os.PathLike | str] = None, threshold: Optional[float] = None):
+        self.path = Path(path) if path else None
+        self._model: Optional[Embedder] = model
+        self._meta = {
+            "model": {"name": model.name, "fingerprint": model.fingerprint(), "dim": model.dim},
+            "threshold": float(model.config.get("threshold", 0.5) if threshold is None else threshold),
+            "next_id": 0,
+            "references": [],
+        }
+        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(model.dim))
+        self._refs: dict[int, Reference] = {}
+
+    # ---- opening and saving -------------------------------------------------------------
+    @classmethod
+    def open(cls, path: os.PathLike | str, model: Union[Embedder, str, None] = None) -> "Gallery":
+        """Open a saved gallery. model: None to use the one it was built with, or one to check against it."""
+        meta, index = store.load(Path(path))
+        g = cls.__new__(cls)
+        g.path, g._meta, g._index, g._model = Path(path), meta, index, None
+        g._refs = {r["id"]: Reference(**r) for r in meta["references"]}
+        if index.ntotal != len(g._refs):
+            raise GalleryError(f"gallery {path}: index holds {index.ntotal} vectors but metadata lists {len(g._refs)}")
+        if model is not None:
+            g._model = g._checked(model if isinstance(model, Embedder) else embedder.load(model)[0])
+        return g
+
+    @classmethod
+    def open_or_create(cls, path: os.PathLike | str, model: Union[Embedder, str, None] = None) -> "Gallery":
+        if (Path(path) / store.META_FILE).is_file():
+            return cls.open(path, model)
+        if Path(path).exists() and any(p.name != store.LOCK_FILE for p in Path(path).iterdir()):
+            raise GalleryError(f"gallery {path}: folder exists, is not empty and holds no {store.META_FILE}; refusing to use it")
+        m = model if isinstance(model, Embedder) else embedder.load(model or embedder.DEFAULT_MODEL)[0]
+        return cls(m, path)
+
+    def save(self, path: Optional[os.PathLike | str] = None) -> None:
+        self.path = Path(path) if path else self.path
+        if self.path is None:
+            raise GalleryError("gallery has no path to save to; pass one")
+        self._meta["references"] = [asdict(r) for r in self._refs.values()]
+        store.save(self.path, self._meta, self._index)
+
+    def _checked(self, model: Embedder) -> Embedder:
+        want = self._meta["model"]
+        if model.fingerprint() != want["fingerprint"] or model.dim != want["dim"]:
+            raise ModelMismatchError(
+                f"gallery {self.path}: built with model {want['name']!r} (fingerprint {want['fingerprint']}, "
+                f"dim {want['dim']}), not with {model.name!r} (fingerprint {model.fingerprint()}, dim {model.dim}); "
+                "use the same model or enrol into a new gallery"
+            )
+        return model
+
+    @property
+    def model(self) -> Embedder:
+        if self._model is None:
+            self._model = self._checked(embedder.load(self._meta["model"]["name"])[0])
+        return self._model
+
+    @property
+    def model_name(self) -> str:
+        return self._meta["model"]["name"]
+
+    @property
+    def threshold(self) -> float:
+        return float(self._meta["threshold"])
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        if not -1.0 <= float(value) <= 1.0:
+            raise GalleryError(f"threshold {value!r}: must be a cosine similarity between -1 and 1")
+        self._meta["threshold"] = float(value)
+
+    # ---- contents -----------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def labels(self) -> dict[str, int]:
+        """Each enrolled label with its number of references, sorted by label."""
+        return dict(sorted(Counter(r.label for r in self._refs.values()).items()))
+
+    def references(self, label: Optional[str] = None) -> list[Reference]:
+        if label is not None:
+            self._require_label(label)
+        return [r for r in self._refs.values() if label is None or r.label == label]
+
+    def embeddings(self, ids: Sequence[int]) -> np.ndarray:
+        return np.stack([self._index.reconstruct(int(i)) for i in ids]) if ids else np.zeros((0, self._index.d), np.float32)
+
+    def _require_label(self, label: str) -> None:
+        if label not in self.labels():
+            known = ", ".join(self.labels()) or "none"
+            raise GalleryError(f"label {label!r}: not in gallery {self.path or ''} (labels: {known})".replace("  ", " "))
+
+    # ---- editing ------------------------------------------------------------------------
+    def enroll(self, label: str, images: Queries, sources: Optional[Sequence[str]] = None) -> list[int]:
+        """Add references for `label` from images, or from an (N, D) array of embeddings. Returns their ids."""
+        label = check_label(label)
+        emb = self._as_embeddings(images)
+        if sources is None:
+            sources = ["<embedding>"] * len(emb) if isinstance(images, np.ndarray) else [describe(i) for i in images]
+        if len(sources) != len(emb):
+            raise GalleryError(f"enroll: {len(sources)} sources for {len(emb)} images")
+        first = int(self._meta["next_id"])
+        ids = np.arange(first, first + len(emb), dtype=np.int64)
+        self._index.add_with_ids(emb, ids)
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for i, src in zip(ids.tolist(), sources):
+            self._refs[i] = Reference(i, label, str(src), now)
+        self._meta["next_id"] = first + len(emb)
+        return ids.tolist()
+
+    def remove(self, label: str) -> int:
+        """Remove every reference of a label; returns how many were removed."""
+        self._require_label(label)
+        return self._drop([r.id for r in self._refs.values() if r.label == label])
+
+    def remove_reference(self, ref_id: int) -> Reference:
+        if ref_id not in self._refs:
+            raise GalleryError(f"reference id {ref_id}: not in gallery {self.path or ''}")
+        ref = self._refs[ref_id]
+        self._drop([ref_id])
+        return ref
+
+    def _drop(self, ids: list[int]) -> int:
+        self._index.remove_ids(np.asarray(ids, dtype=np.int64))
+        for i in ids:
+            del self._refs[i]
+        return len(ids)
+
+    def rename(self, old: str, new: str) -> int:
+        self._require_label(old)
+        new = check_label(new)
+        if new in self.labels() and new != old:
+            raise GalleryError(f"rename {old!r} -> {new!r}: {new!r} already exists; remove it first")
+        for i, r in list(self._refs.items()):
+            if r.label == old:
+                self._refs[i] = Reference(r.id, new, r.source, r.added)
+        return sum(1 for r in self._refs.values() if r.label == new)
+
+    # ---- querying -----------------------------------------------------------------------
+    def _as_embeddings(self, queries: Queries) -> np.ndarray:
+        if isinstance(queries, np.ndarray) and queries.dtype.kind == "f" and queries.ndim == 2:
+            emb = np.ascontiguousarray(queries, dtype=np.float32)
+            if emb.shape[1] != self._index.d:
+                raise GalleryError(f"embeddings have dim {emb.shape[1]}, gallery {self.path or ''} needs {self._index.d}")
+            if not np.isfinite(emb).all():
+                raise GalleryError("embeddings contain NaN or infinite values")
+            return emb
+        return self.model.embed(list(queries))
+
+    def search(self, queries: Queries, k: int = 5) -> list[SearchResult]:
+        """For each query: its k nearest references and the k best labels (each by its best reference)."""
+        if k < 1:
+            raise GalleryError(f"k={k}: must be at least 1")
+        if not self._refs:
+            raise GalleryError(f"gallery {self.path or ''}: is empty; enrol images first")
+        emb = self._as_embeddings(queries)
+        # The first k distinct labels are certain to lie within the top k * (largest class size) hits.
+        depth = min(len(self._refs), k * max(self.labels().values()))
+        scores, ids = self._index.search(emb, depth)
+        results = []
+        for row_s, row_i in zip(scores, ids):
+            hits = [Hit(int(i), self._refs[int(i)].label, float(s), self._refs[int(i)].source)
+                    for s, i in zip(row_s, row_i) if i >= 0]
+            best: dict[str, float] = {}
+            for h in hits:
+                best.setdefault(h.label, h.score)
+            results.append(SearchResult(hits[:k], list(best.items())[:k]))
+        return results
+
+    def match(self, queries: Queries, threshold: Optional[float] = None) -> list[Match]:
+        """search(k=1) plus a threshold: the best label, or UNKNOWN when its score is below it."""
+        t = self.threshold if threshold is None else float(threshold)
+        out = []
+        for r in self.search(queries, k=1):
+            label, score = r.labels[0]
+            out.append(Match(label if score >= t else UNKNOWN, score, label, t))
+        return out
