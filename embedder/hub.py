@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from .backbones import get_spec, list_backbones
@@ -11,8 +12,12 @@ from .model import CONFIG_FILE, Embedder, create_embedder, load_saved
 from .preprocess import Preprocess
 
 DEFAULT_MODEL = "default"
-# Used for "default" until a trained model is shipped in models/default.
-FALLBACK_DEFAULT = "efficientnet_lite0"
+# Until a trained model ships in models/default, "default" is frozen ImageNet EfficientNet-Lite0 at
+# 160 px: 5-shot accuracy matched 224 px on sign-digits, anime-faces and hand-fingers at ~2x the speed.
+FALLBACK_BACKBONE, FALLBACK_SIZE = "efficientnet_lite0", 160
+# Cosine that accepts 95% of known queries on sign-digits, 5 shots (benchmarks/open_set.py: 0.75;
+# anime-faces and hand-fingers gave 0.57). Galleries keep their own, set by `byakugan threshold`.
+FALLBACK_THRESHOLD = 0.75
 
 
 def models_dir() -> Path:
@@ -47,7 +52,13 @@ def _resolve(name: str) -> Embedder:
     if (shipped / CONFIG_FILE).is_file():
         return load_saved(shipped)
     if name == DEFAULT_MODEL:
-        return create_embedder(FALLBACK_DEFAULT, pretrained=True, name=FALLBACK_DEFAULT)
+        return create_embedder(
+            FALLBACK_BACKBONE,
+            pretrained=True,
+            preprocess=replace(get_spec(FALLBACK_BACKBONE).preprocess, size=FALLBACK_SIZE),
+            name=DEFAULT_MODEL,
+            threshold=FALLBACK_THRESHOLD,
+        )
     if os.sep in name or name.endswith((".json", ".safetensors")):
         raise ModelError(f"model {name!r}: no such model directory (it needs {CONFIG_FILE} and model.safetensors)")
     try:

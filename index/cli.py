@@ -258,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    import faiss
+
+    # The CLI searches a few images at a time; for single queries on 10k references one OpenMP
+    # thread took 8 ms and two took 19 ms here (benchmarks/speed.py).
+    faiss.omp_set_num_threads(1)
     try:
         return args.func(args)
     except ByakuganError as exc:

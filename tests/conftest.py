@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+DATASETS = SHARED / "datasets"
+
+
+@pytest.fixture(scope="session")
+def datasets() -> Path:
+    if not DATASETS.is_dir():
+        pytest.skip(f"real-data test: {DATASETS} is absent (CI always has ../shared beside the clone)")
+    return DATASETS
+
+
+@pytest.fixture(scope="session")
+def model():
+    import embedder
+
+    return embedder.load("default")[0]
+
+
+@pytest.fixture(scope="session")
+def digits(datasets) -> dict[str, list[Path]]:
+    """sign-digits, 15 seeded images per class: the first 5 to enrol, the other 10 to query."""
+    rng = random.Random(0)
+    out = {}
+    for d in sorted((datasets / "sign-digits").iterdir()):
+        files = sorted(d.glob("*.jpg"))
+        rng.shuffle(files)
+        out[d.name] = files[:15]
+    return out
+
+
+@pytest.fixture()
+def tiny_images(tmp_path) -> list[Path]:
+    """Three small generated images with different colours and shapes."""
+    paths = []
+    for i, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200)]):
+        arr = np.full((64, 48, 3), colour, np.uint8)
+        arr[10 + 10 * i : 30 + 10 * i, 5:40] = 255
+        p = tmp_path / f"tiny{i}.png"
+        Image.fromarray(arr).save(p)
+        paths.append(p)
+    return paths
+
+
+def unit_rows(n: int, d: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)

@@ -1,0 +1,129 @@
+"""The byakugan command on real sign-digits images, in process and as a real subprocess."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index.cli import main
+
+BYAKUGAN = [sys.executable, "-m", "index.cli"]
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture()
+def enrolled(digits, tmp_path, capsys):
+    """A gallery with 5 images of each of 3 digits, enrolled label by label."""
+    g = tmp_path / "gallery"
+    for label in ("0", "3", "7"):
+        code, out, err = run(capsys, "enroll", g, label, *digits[label][:5])
+        assert code == 0, err
+    return g
+
+
+def test_enroll_then_search_finds_the_right_digit(enrolled, digits, capsys):
+    queries = [p for label in ("0", "3", "7") for p in digits[label][5:15]]
+    code, out, err = run(capsys, "search", enrolled, *queries, digits["3"][0], "--json", "--k", "3")
+    assert code == 0, err
+    results = json.loads(out)
+    got = [r["match"]["nearest"] for r in results[:-1]]
+    want = [label for label in ("0", "3", "7") for _ in range(10)]
+    # Frozen ImageNet features: 5-shot accuracy on sign-digits is ~0.64 over 10 classes (README);
+    # chance here is 1/3.
+    assert np.mean([g == w for g, w in zip(got, want)]) >= 0.6
+    itself = results[-1]  # an enrolled image finds itself
+    assert itself["match"]["label"] == "3" and itself["match"]["score"] > 0.999
+    for r in results:
+        assert len(r["hits"]) == 3 and 0 < r["match"]["score"] <= 1.0001
+        assert r["hits"][0]["score"] == r["labels"][0]["score"]
+
+
+def test_results_identical_after_reload_in_a_new_process(enrolled, digits, capsys):
+    queries = [digits["3"][6], digits["7"][6]]
+    code, out, _ = run(capsys, "search", enrolled, *queries, "--json")
+    proc = subprocess.run([*BYAKUGAN, "search", str(enrolled), *map(str, queries), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == json.loads(out)
+
+
+def test_enroll_from_folder_skips_and_reports_a_bad_file(datasets, digits, tmp_path, capsys):
+    root = tmp_path / "photos"
+    for label in ("1", "2"):
+        (root / label).mkdir(parents=True)
+        for p in digits[label][:3]:
+            shutil.copy(p, root / label)
+    (root / "2" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    code, out, err = run(capsys, "enroll", tmp_path / "g", "--from-folder", root, "--json")
+    assert code == 2
+    assert "broken.jpg" in err and "Traceback" not in err
+    assert json.loads(out)["labels"] == {"1": 3, "2": 3}
+
+
+def test_labels_remove_rename_threshold(enrolled, capsys):
+    code, out, _ = run(capsys, "labels", enrolled, "--json")
+    assert json.loads(out)["labels"] == {"0": 5, "3": 5, "7": 5}
+    assert run(capsys, "rename", enrolled, "7", "seven")[0] == 0
+    assert run(capsys, "remove", enrolled, "0")[0] == 0
+    assert run(capsys, "threshold", enrolled, "0.9")[0] == 0
+    code, out, _ = run(capsys, "labels", enrolled, "--json")
+    assert json.loads(out)["labels"] == {"3": 5, "seven": 5} and json.loads(out)["threshold"] == 0.9
+
+
+def test_embed_writes_rows_in_argument_order(digits, tmp_path, capsys):
+    a, b = digits["4"][0], digits["9"][0]
+    out = tmp_path / "e.npy"
+    assert run(capsys, "embed", a, b, "--out", out)[0] == 0
+    e = np.load(out)
+    assert e.shape == (2, 1280) and e.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
+    assert run(capsys, "embed", b, a, "--out", out)[0] == 0
+    np.testing.assert_allclose(np.load(out), e[::-1], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["search", "{tmp}/none", "{img}"], "gallery {tmp}/none: does not exist"),
+        (["search", "{gallery}", "{tmp}/nope.jpg"], "{tmp}/nope.jpg: no such file"),
+        (["search", "{gallery}", "{text}"], "{text}: not an image"),
+        (["remove", "{gallery}", "zz"], "label 'zz': not in gallery"),
+        (["search", "{gallery}", "{img}", "--model", "efficientnet_lite0"], "built with model 'default'"),
+        (["labels", "{tmp}"], "not a gallery (gallery.json missing)"),
+        (["embed", "{img}", "--out", "{tmp}/e.txt"], "must end with .npy"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(enrolled, digits, tmp_path, capsys, args, message):
+    text = tmp_path / "notes.txt"
+    text.write_text("plain text")
+    fill = {"tmp": tmp_path, "gallery": enrolled, "img": digits["3"][7], "text": text}
+    before = (enrolled / "gallery.json").read_bytes()
+    code, out, err = run(capsys, *[a.format(**fill) for a in args])
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("byakugan: error: ")
+    assert message.format(**fill) in err
+    assert (enrolled / "gallery.json").read_bytes() == before  # nothing lost or changed
+
+
+def test_one_bad_image_among_several_is_reported_and_the_rest_answered(enrolled, digits, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    code, out, err = run(capsys, "search", enrolled, digits["3"][5], bad, digits["0"][5], "--json")
+    assert code == 2 and "bad.png" in err
+    res = json.loads(out)
+    assert [("error" in r) for r in res] == [False, True, False]
+
+
+def test_cli_process_has_no_traceback_for_bad_input(tmp_path):
+    proc = subprocess.run([*BYAKUGAN, "labels", str(tmp_path / "missing")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"byakugan: error: gallery {tmp_path / 'missing'}: does not exist (create one with `byakugan enroll`)"

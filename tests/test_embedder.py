@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+import torch
+
+import embedder
+from embedder import ModelError, Preprocess, create_embedder, load, load_saved
+
+
+def test_imagenet_weights_classify_real_photographs():
+    """The offline .pth loaded by tensor order into timm's tf_efficientnet_lite0 is the real network."""
+    from skimage import data
+
+    import timm
+
+    from embedder.backbones import _assign, _lite0_weights
+
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    _assign(net, _lite0_weights(), "test")
+    net.eval()
+    pre = Preprocess(size=224)
+    with torch.no_grad():
+        cat = net(pre(embedder.load_image(data.chelsea()))[None]).softmax(-1)[0]
+        cup = net(pre(embedder.load_image(data.coffee()))[None]).softmax(-1)[0]
+    assert 281 in cat.topk(3).indices.tolist()  # tabby
+    assert 281 <= int(cat.argmax()) <= 285  # a domestic cat class
+    assert int(cup.argmax()) == 967  # espresso
+
+
+def test_default_model_embeds_unit_vectors(model, tiny_images):
+    assert not model.training
+    e = model.embed(tiny_images)
+    assert e.shape == (3, model.dim) and e.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    # Batching must not change the answer.
+    np.testing.assert_allclose(model.embed(tiny_images, batch_size=1), e, atol=1e-5)
+
+
+def test_load_returns_model_and_preprocess():
+    m, pre = load("default")
+    assert pre is m.preprocess and pre.size == 160 and m.config["threshold"] == pytest.approx(0.75)
+
+
+def test_save_and_load_roundtrip_keeps_config_and_outputs(tmp_path, tiny_images):
+    m = create_embedder("efficientnet_lite0", dim=64, preprocess=Preprocess(size=96, resize="pad"), name="mini")
+    m.save(tmp_path / "fp32", half=False)
+    m2 = load_saved(tmp_path / "fp32")
+    assert m2.config == m.config and m2.fingerprint() == m.fingerprint() and not m2.training
+    np.testing.assert_array_equal(m2.embed(tiny_images), m.embed(tiny_images))
+    m.save(tmp_path / "fp16")
+    m3, pre3 = load(str(tmp_path / "fp16"))
+    assert pre3.resize == "pad" and pre3.size == 96
+    assert m3.fingerprint() != m.fingerprint()  # rounded weights are a different model
+    np.testing.assert_allclose(m3.embed(tiny_images), m.embed(tiny_images), atol=2e-2)
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_fingerprint_tracks_weights_and_preprocessing():
+    a = create_embedder("efficientnet_lite0", preprocess=Preprocess(size=96))
+    b = create_embedder("efficientnet_lite0", preprocess=Preprocess(size=128))
+    assert a.fingerprint() != b.fingerprint()
+    c = create_embedder("efficientnet_lite0", preprocess=Preprocess(size=96), name="renamed")
+    assert c.fingerprint() == a.fingerprint()  # the name is not part of what the model computes
+
+
+def test_unknown_names_list_the_valid_choices():
+    with pytest.raises(ModelError, match="unknown model 'nope'.*default.*efficientnet_lite0"):
+        load("nope")
+    with pytest.raises(ModelError, match="unknown backbone 'nope'.*timm/NAME"):
+        create_embedder("nope")
+    with pytest.raises(ModelError, match="timm has no model"):
+        create_embedder("timm/not_a_model_at_all")
+    with pytest.raises(ModelError, match="no such model directory"):
+        load("./missing/model")
+
+
+def test_offline_hub_error_says_how_to_pass_local_weights(monkeypatch, tmp_path):
+    import timm
+
+    real = timm.create_model
+
+    def offline(name, pretrained=False, **kw):
+        if pretrained:
+            raise OSError("We couldn't connect to the hub")
+        return real(name, pretrained=False, **kw)
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(ModelError, match=r"offline\?.*--weights PATH"):
+        create_embedder("resnet18")
+    # A local weights file is the offline way in.
+    from safetensors.torch import save_file
+
+    net = real("resnet18", pretrained=False)
+    torch.nn.init.constant_(net.fc.bias, 0.5)
+    save_file(net.state_dict(), str(tmp_path / "r18.safetensors"))
+    m = create_embedder("resnet18", pretrained=tmp_path / "r18.safetensors")
+    assert m.dim == 512
+
+
+def test_saved_model_errors(tmp_path):
+    with pytest.raises(ModelError, match="needs config.json and model.safetensors"):
+        load_saved(tmp_path)
+    create_embedder("efficientnet_lite0", dim=8).save(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        load_saved(tmp_path)
+
+
+def test_preprocess_rejects_unknown_settings():
+    with pytest.raises(ModelError, match="resize 'zoom' is not one of crop, stretch, pad"):
+        Preprocess(resize="zoom")
+    with pytest.raises(ModelError, match="unknown preprocess settings"):
+        Preprocess.from_dict({"size": 96, "colour": "blue"})

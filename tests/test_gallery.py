@@ -1,0 +1,141 @@
+"""Gallery behaviour on seeded tiny embeddings (fast, no model needed for most)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import embedder
+from index import UNKNOWN, Gallery, GalleryError, ModelMismatchError
+from index import store
+
+from .conftest import unit_rows
+
+D = 1280
+
+
+@pytest.fixture()
+def gallery(model, tmp_path):
+    g = Gallery(model, tmp_path / "g")
+    x = unit_rows(30, D, seed=1)
+    for i, label in enumerate(["ame", "gura", "seal-tiger"]):
+        g.enroll(label, x[i * 10 : (i + 1) * 10], sources=[f"{label}{j}.png" for j in range(10)])
+    return g
+
+
+def brute_force(g, q, k):
+    refs = g.references()
+    e = g.embeddings([r.id for r in refs])
+    s = q @ e.T
+    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    return [[refs[j].label for j in row] for row in order], s
+
+
+def test_search_save_load_search_identical(gallery, tmp_path):
+    q = unit_rows(7, D, seed=2)
+    before = gallery.search(q, k=4)
+    labels, s = brute_force(gallery, q, 4)
+    assert [[h.label for h in r.hits] for r in before] == labels
+    np.testing.assert_allclose([[h.score for h in r.hits] for r in before], -np.sort(-s, axis=1)[:, :4], atol=1e-6)
+    gallery.save()
+    reopened = Gallery.open(tmp_path / "g")
+    assert reopened.search(q, k=4) == before
+    assert reopened.labels() == {"ame": 10, "gura": 10, "seal-tiger": 10}
+
+
+def test_labels_ranked_by_best_reference(gallery):
+    q = gallery.embeddings([25]) * 0.9 + gallery.embeddings([3]) * 0.1  # near a seal-tiger ref, then ame
+    r = gallery.search(q.astype(np.float32), k=2)[0]
+    assert [lab for lab, _ in r.labels] == ["seal-tiger", "ame"]
+    assert r.labels[0][1] == r.hits[0].score
+
+
+def test_match_applies_threshold(gallery):
+    q = gallery.embeddings([12])
+    assert gallery.match(q, threshold=0.99)[0].label == "gura"
+    far = unit_rows(1, D, seed=9)
+    m = gallery.match(far, threshold=0.5)[0]
+    assert m.label == UNKNOWN and not m.known and m.nearest in gallery.labels()
+
+
+def test_remove_rename_and_ids_are_stable(gallery, tmp_path):
+    ids = [r.id for r in gallery.references("gura")]
+    assert gallery.remove("ame") == 10
+    assert [r.id for r in gallery.references("gura")] == ids
+    gallery.remove_reference(ids[0])
+    assert gallery.rename("gura", "Gawr Gura") == 9
+    new = gallery.enroll("ame", unit_rows(1, D, seed=5))
+    assert new == [30]  # ids are never reused
+    gallery.save()
+    g = Gallery.open(tmp_path / "g")
+    assert g.labels() == {"Gawr Gura": 9, "ame": 1, "seal-tiger": 10}
+    assert g.search(g.embeddings([ids[1]]), k=1)[0].hits[0].id == ids[1]
+
+
+def test_bad_labels_and_ids(gallery):
+    with pytest.raises(GalleryError, match=r"label 'zz': not in gallery .*labels: ame, gura, seal-tiger"):
+        gallery.remove("zz")
+    with pytest.raises(GalleryError, match="reserved"):
+        gallery.enroll("Unknown", unit_rows(1, D))
+    with pytest.raises(GalleryError, match="non-empty"):
+        gallery.enroll("  ", unit_rows(1, D))
+    with pytest.raises(GalleryError, match="already exists"):
+        gallery.rename("ame", "gura")
+    with pytest.raises(GalleryError, match="reference id 999"):
+        gallery.remove_reference(999)
+    with pytest.raises(GalleryError, match="dim 3"):
+        gallery.search(np.ones((1, 3), np.float32))
+
+
+def test_empty_and_missing_galleries(model, tmp_path):
+    with pytest.raises(GalleryError, match="is empty"):
+        Gallery(model).search(unit_rows(1, D))
+    with pytest.raises(GalleryError, match="does not exist"):
+        Gallery.open(tmp_path / "none")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(GalleryError, match="not empty"):
+        Gallery.open_or_create(tmp_path / "other")
+
+
+def test_crash_during_save_keeps_previous_state(gallery, tmp_path, monkeypatch):
+    gallery.save()
+    before = Gallery.open(tmp_path / "g").labels()
+    gallery.remove("ame")
+    real_replace = os.replace
+
+    def crash(src, dst):
+        if str(dst).endswith(store.META_FILE):
+            raise OSError("simulated power cut")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="power cut"):
+        gallery.save()
+    monkeypatch.undo()
+    # The new index file was written, but gallery.json still names the old, complete one.
+    assert Gallery.open(tmp_path / "g").labels() == before
+    gallery.save()
+    assert Gallery.open(tmp_path / "g").labels() == {"gura": 10, "seal-tiger": 10}
+    assert len(list((tmp_path / "g").glob("index.*.faiss"))) == 1
+
+
+def test_damaged_files_are_reported(gallery, tmp_path):
+    gallery.save()
+    meta = json.loads((tmp_path / "g" / store.META_FILE).read_text())
+    with open(tmp_path / "g" / meta["index_file"], "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff\xff\xff\xff")
+    with pytest.raises(GalleryError, match="does not match its checksum"):
+        Gallery.open(tmp_path / "g")
+    (tmp_path / "g" / store.META_FILE).write_text("{")
+    with pytest.raises(GalleryError, match="not valid JSON"):
+        Gallery.open(tmp_path / "g")
+
+
+def test_wrong_model_is_refused(gallery, tmp_path):
+    gallery.save()
+    other = embedder.create_embedder("efficientnet_lite0", dim=16, name="other")
+    with pytest.raises(ModelMismatchError, match=r"built with model 'default'.*not with 'other'"):
+        Gallery.open(tmp_path / "g", other)

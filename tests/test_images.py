@@ -1,0 +1,64 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from embedder import ImageError, load_image
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (40, 20), (10, 20, 30))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
+    p = tmp_path / "rot.jpg"
+    img.save(p, exif=exif)
+    assert load_image(p).size == (20, 40)
+
+
+def test_rgba_and_grey_become_rgb(tmp_path):
+    rgba = Image.new("RGBA", (8, 8), (255, 0, 0, 0))  # fully transparent -> white backdrop
+    out = load_image(rgba)
+    assert out.mode == "RGB" and out.getpixel((0, 0)) == (255, 255, 255)
+    assert load_image(Image.new("L", (8, 8), 7)).mode == "RGB"
+
+
+def test_bytes_and_arrays(tmp_path):
+    buf = io.BytesIO()
+    Image.new("RGB", (5, 6), (1, 2, 3)).save(buf, "PNG")
+    assert load_image(buf.getvalue()).size == (5, 6)
+    assert load_image(np.zeros((6, 5, 3), np.uint8)).size == (5, 6)
+    with pytest.raises(ImageError, match="HxWx3 uint8"):
+        load_image(np.zeros((6, 5), np.float32))
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [(b"", "not an image"), (b"hello, not an image", "not an image")],
+)
+def test_non_images_are_named(tmp_path, content, reason):
+    p = tmp_path / "x.jpg"
+    p.write_bytes(content)
+    with pytest.raises(ImageError, match=reason) as e:
+        load_image(p)
+    assert str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_truncated_jpeg(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    p = tmp_path / "cut.jpg"
+    p.write_bytes(buf.getvalue()[:300])
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        load_image(p)
+
+
+def test_missing_directory_and_too_large(tmp_path):
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "nope.png")
+    with pytest.raises(ImageError, match="is a directory"):
+        load_image(tmp_path)
+    p = tmp_path / "big.png"
+    Image.new("RGB", (300, 200)).save(p)
+    with pytest.raises(ImageError, match=r"too large: 300x200 = 60000 pixels, limit is 50000"):
+        load_image(p, max_pixels=50_000)
