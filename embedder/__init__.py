@@ -1,27 +1,23 @@
-"""Images in, unit-length embeddings out: image loading, preprocessing, backbones and the embedder."""
+"""Images in, unit-length embeddings out: image loading, preprocessing, backbones and the embedder.
 
-from .backbones import create_backbone, list_backbones
-from .errors import ByakuganError, ImageError, ModelError
-from .hub import DEFAULT_MODEL, list_models, load, models_dir
-from .images import DEFAULT_MAX_PIXELS, list_images, load_image
-from .model import Embedder, create_embedder, load_saved
-from .preprocess import Preprocess
+Names are imported on first use, so `embedder.images`, `embedder.preprocess` and
+`embedder.errors` work without torch (an exported bundle relies on that).
+"""
 
-__all__ = [
-    "ByakuganError",
-    "DEFAULT_MAX_PIXELS",
-    "DEFAULT_MODEL",
-    "Embedder",
-    "ImageError",
-    "ModelError",
-    "Preprocess",
-    "create_backbone",
-    "create_embedder",
-    "list_backbones",
-    "list_images",
-    "list_models",
-    "load",
-    "load_image",
-    "load_saved",
-    "models_dir",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "ByakuganError": "errors", "ImageError": "errors", "ModelError": "errors",
+    "DEFAULT_MAX_PIXELS": "images", "list_images": "images", "load_image": "images",
+    "Preprocess": "preprocess",
+    "create_backbone": "backbones", "list_backbones": "backbones",
+    "DEFAULT_MODEL": "hub", "list_models": "hub", "load": "hub", "models_dir": "hub",
+    "Embedder": "model", "create_embedder": "model", "load_saved": "model",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'embedder' has no attribute {name!r}")

@@ -1,26 +1,30 @@
-"""Preprocessing settings that travel with the weights (saved in the model's config.json)."""
+"""Preprocessing settings that travel with the weights (saved in the model's config.json).
+
+Written with PIL and numpy only, so an exported bundle reproduces it exactly without torch.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
-import torch
+import numpy as np
 from PIL import Image
-from torchvision.transforms import InterpolationMode, v2
 
 from .errors import ModelError
 
 RESIZE_MODES = ("crop", "stretch", "pad")
+_INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+                   "nearest": Image.Resampling.NEAREST}
 
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Turns an RGB PIL image into a normalised CHW float tensor.
+    """Turns an RGB PIL image into a normalised CHW float32 array or tensor.
 
     mean/std are in pixel units (0-255), so EfficientNet-Lite's `(x - 127) / 128` is stated
     exactly rather than approximated by ImageNet statistics.
     resize: "crop" scales the short side to `size` and cuts the centre square; "stretch" scales
-    both sides to `size`; "pad" scales the long side to `size` and pads with grey.
+    both sides to `size`; "pad" scales the long side to `size` and centres it on grey.
     """
 
     size: int = 224
@@ -28,45 +32,47 @@ class Preprocess:
     mean: tuple[float, float, float] = (127.0, 127.0, 127.0)
     std: tuple[float, float, float] = (128.0, 128.0, 128.0)
     interpolation: str = "bicubic"
-    _transform: v2.Compose | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_MODES:
             raise ModelError(f"preprocess resize {self.resize!r} is not one of {', '.join(RESIZE_MODES)}")
         if not isinstance(self.size, int) or self.size < 16:
             raise ModelError(f"preprocess size {self.size!r} must be an integer >= 16")
-        try:
-            interp = InterpolationMode(self.interpolation)
-        except ValueError:
-            valid = ", ".join(m.value for m in InterpolationMode)
-            raise ModelError(f"preprocess interpolation {self.interpolation!r} is not one of {valid}") from None
+        if self.interpolation not in _INTERPOLATIONS:
+            raise ModelError(f"preprocess interpolation {self.interpolation!r} is not one of {', '.join(_INTERPOLATIONS)}")
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-        object.__setattr__(self, "_transform", self._build(interp))
 
-    def _build(self, interp: InterpolationMode) -> v2.Compose:
-        s = self.size
+    def geometry(self, img: Image.Image) -> Image.Image:
+        """Resize and crop or pad to size x size."""
+        s, w, h = self.size, img.width, img.height
+        resample = _INTERPOLATIONS[self.interpolation]
+        if self.resize == "stretch":
+            return img.resize((s, s), resample)
         if self.resize == "crop":
-            geometry = [v2.Resize(s, interpolation=interp, antialias=True), v2.CenterCrop(s)]
-        elif self.resize == "stretch":
-            geometry = [v2.Resize((s, s), interpolation=interp, antialias=True)]
-        else:
-            geometry = [_Letterbox(s, interp)]
-        return v2.Compose(
-            [
-                *geometry,
-                v2.ToImage(),
-                v2.ToDtype(torch.float32, scale=False),
-                v2.Normalize(mean=list(self.mean), std=list(self.std)),
-            ]
-        )
+            scale = s / min(w, h)
+            nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
+            img = img.resize((nw, nh), resample)
+            left, top = (nw - s) // 2, (nh - s) // 2
+            return img.crop((left, top, left + s, top + s))
+        scale = s / max(w, h)
+        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample)
+        canvas = Image.new("RGB", (s, s), (127, 127, 127))
+        canvas.paste(img, ((s - img.width) // 2, (s - img.height) // 2))
+        return canvas
 
-    def __call__(self, img: Image.Image) -> torch.Tensor:
-        return self._transform(img)
+    def to_array(self, img: Image.Image) -> np.ndarray:
+        x = np.asarray(self.geometry(img), dtype=np.float32)
+        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+    def __call__(self, img: Image.Image):
+        import torch
+
+        return torch.from_numpy(self.to_array(img))
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.pop("_transform")
         d["mean"], d["std"] = list(self.mean), list(self.std)
         return d
 
@@ -77,20 +83,3 @@ class Preprocess:
         if unknown:
             raise ModelError(f"unknown preprocess settings {sorted(unknown)}; valid: {sorted(known)}")
         return cls(**d)
-
-
-class _Letterbox(torch.nn.Module):
-    """Scale the long side to `size` and centre the image on a grey square."""
-
-    def __init__(self, size: int, interp: InterpolationMode) -> None:
-        super().__init__()
-        self.size, self.interp = size, interp
-
-    def forward(self, img: Image.Image) -> Image.Image:
-        w, h = img.size
-        scale = self.size / max(w, h)
-        new = [max(1, round(h * scale)), max(1, round(w * scale))]
-        img = v2.functional.resize(img, new, interpolation=self.interp, antialias=True)
-        canvas = Image.new("RGB", (self.size, self.size), (127, 127, 127))
-        canvas.paste(img, ((self.size - img.width) // 2, (self.size - img.height) // 2))
-        return canvas

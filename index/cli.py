@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Iterator, Optional, Sequence

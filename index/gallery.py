@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import unicodedata
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -17,53 +17,14 @@ import embedder
 from embedder import Embedder
 from embedder.images import ImageSource, describe
 
+from . import search as ranking
 from . import store
 from .errors import GalleryError, ModelMismatchError
+from .search import UNKNOWN, Match, Reference, SearchResult
 
-UNKNOWN = "unknown"
 MAX_LABEL_LEN = 100
 
 Queries = Union[np.ndarray, Sequence[ImageSource]]
-
-
-@dataclass(frozen=True)
-class Reference:
-    id: int
-    label: str
-    source: str
-    added: str  # ISO 8601, UTC
-
-
-@dataclass(frozen=True)
-class Hit:
-    id: int
-    label: str
-    score: float
-    source: str
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    hits: list[Hit]  # top-k references, best first
-    labels: list[tuple[str, float]]  # top-k labels by their best reference score, best first
-
-    def to_dict(self) -> dict:
-        return {
-            "hits": [asdict(h) for h in self.hits],
-            "labels": [{"label": lab, "score": s} for lab, s in self.labels],
-        }
-
-
-@dataclass(frozen=True)
-class Match:
-    label: str  # UNKNOWN when the best score is below the threshold
-    score: float
-    nearest: str  # best label even when below the threshold
-    threshold: float
-
-    @property
-    def known(self) -> bool:
-        return self.label != UNKNOWN
 
 
 def check_label(label: object) -> str:
@@ -242,25 +203,9 @@ class Gallery:
             raise GalleryError(f"k={k}: must be at least 1")
         if not self._refs:
             raise GalleryError(f"gallery {self.path or ''}: is empty; enrol images first")
-        emb = self._as_embeddings(queries)
-        # The first k distinct labels are certain to lie within the top k * (largest class size) hits.
-        depth = min(len(self._refs), k * max(self.labels().values()))
-        scores, ids = self._index.search(emb, depth)
-        results = []
-        for row_s, row_i in zip(scores, ids):
-            hits = [Hit(int(i), self._refs[int(i)].label, float(s), self._refs[int(i)].source)
-                    for s, i in zip(row_s, row_i) if i >= 0]
-            best: dict[str, float] = {}
-            for h in hits:
-                best.setdefault(h.label, h.score)
-            results.append(SearchResult(hits[:k], list(best.items())[:k]))
-        return results
+        return ranking.search(self._index, self._refs, self._as_embeddings(queries), k)
 
     def match(self, queries: Queries, threshold: Optional[float] = None) -> list[Match]:
         """search(k=1) plus a threshold: the best label, or UNKNOWN when its score is below it."""
         t = self.threshold if threshold is None else float(threshold)
-        out = []
-        for r in self.search(queries, k=1):
-            label, score = r.labels[0]
-            out.append(Match(label if score >= t else UNKNOWN, score, label, t))
-        return out
+        return [ranking.match(r, t) for r in self.search(queries, k=1)]

@@ -1,0 +1,76 @@
+"""Ranking shared by the live gallery and an exported bundle (numpy and faiss only, no torch)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Mapping
+
+import faiss
+import numpy as np
+
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Reference:
+    id: int
+    label: str
+    source: str
+    added: str  # ISO 8601, UTC
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int
+    label: str
+    score: float
+    source: str
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[Hit]  # top-k references, best first
+    labels: list[tuple[str, float]]  # top-k labels by their best reference score, best first
+
+    def to_dict(self) -> dict:
+        return {
+            "hits": [asdict(h) for h in self.hits],
+            "labels": [{"label": lab, "score": s} for lab, s in self.labels],
+        }
+
+
+@dataclass(frozen=True)
+class Match:
+    label: str  # UNKNOWN when the best score is below the threshold
+    score: float
+    nearest: str  # best label even when below the threshold
+    threshold: float
+
+    @property
+    def known(self) -> bool:
+        return self.label != UNKNOWN
+
+    def to_dict(self) -> dict:
+        return dict(asdict(self), known=self.known)
+
+
+def search(index: faiss.Index, refs: Mapping[int, Reference], emb: np.ndarray, k: int) -> list[SearchResult]:
+    """For each query row: its k nearest references and the k best labels (each by its best reference)."""
+    counts = Counter(r.label for r in refs.values())
+    # The first k distinct labels are certain to lie within the top k * (largest class size) hits.
+    depth = min(len(refs), k * max(counts.values()))
+    scores, ids = index.search(emb, depth)
+    results = []
+    for row_s, row_i in zip(scores, ids):
+        hits = [Hit(int(i), refs[int(i)].label, float(s), refs[int(i)].source) for s, i in zip(row_s, row_i) if i >= 0]
+        best: dict[str, float] = {}
+        for h in hits:
+            best.setdefault(h.label, h.score)
+        results.append(SearchResult(hits[:k], list(best.items())[:k]))
+    return results
+
+
+def match(result: SearchResult, threshold: float) -> Match:
+    label, score = result.labels[0]
+    return Match(label if score >= threshold else UNKNOWN, score, label, threshold)
