@@ -48,13 +48,13 @@ def _check_size(size: tuple[int, int], name: str, max_pixels: int) -> None:
         raise ImageError(f"{name}: image has no pixels ({w}x{h})")
 
 
-def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None) -> Image.Image:
     """Return an RGB PIL image, upright per its EXIF orientation.
 
     Accepts a path, encoded bytes, a PIL image or an HxWx3 uint8 array. Raises ImageError with
-    one line naming the source and the reason.
+    one line naming the source (or `name`, e.g. an upload's file name) and the reason.
     """
-    name = describe(source)
+    name = name or describe(source)
     if isinstance(source, Image.Image):
         _check_size(source.size, name, max_pixels)
         return _to_rgb(source)

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -192,6 +193,24 @@ def cmd_embed(a: argparse.Namespace) -> int:
     return 0 if all(ok) else EXIT_BAD_INPUT
 
 
+def cmd_export(a: argparse.Namespace) -> int:
+    from .export import export
+
+    out = export(Gallery.open(a.gallery, a.model), a.out, overwrite=a.overwrite)
+    print(f"exported {a.gallery} to {out}")
+    return 0
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .serve import create_app
+
+    app = create_app(a.source, token=a.token or os.environ.get("BYAKUGAN_TOKEN"), max_bytes=int(a.max_upload_mb * 2**20))
+    uvicorn.run(app, host=a.host, port=a.port, log_level="info")
+    return 0
+
+
 def cmd_models(a: argparse.Namespace) -> int:
     for name in embedder.list_models():
         print(name)
@@ -249,6 +268,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, metavar="FILE.npy")
     s.add_argument("--model", default=embedder.DEFAULT_MODEL, help="model name or directory (default: default)")
     s.set_defaults(func=cmd_embed)
+
+    s = sub.add_parser("export", help="write a gallery as a bundle (directory, .zip or .tar.gz) for other services")
+    s.add_argument("gallery", metavar="GALLERY")
+    s.add_argument("out", metavar="OUT")
+    s.add_argument("--model", help="check the gallery against this model (default: the gallery's own)")
+    s.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("serve", help="serve a gallery or a bundle over HTTP (FastAPI; docs at /docs)")
+    s.add_argument("source", metavar="BUNDLE_OR_GALLERY")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $BYAKUGAN_TOKEN, else none)")
+    s.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body accepted (default 10)")
+    s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("models", help="list model names")
     s.set_defaults(func=cmd_models)

@@ -74,3 +74,8 @@ def search(index: faiss.Index, refs: Mapping[int, Reference], emb: np.ndarray, k
 def match(result: SearchResult, threshold: float) -> Match:
     label, score = result.labels[0]
     return Match(label if score >= threshold else UNKNOWN, score, label, threshold)
+
+
+def detection(box: list[int], result: SearchResult, threshold: float) -> dict:
+    """The JSON form of one detection's answer, shared by the gallery, a bundle and the server."""
+    return {"box": box, "match": match(result, threshold).to_dict(), **result.to_dict()}

@@ -53,3 +53,16 @@ def tiny_images(tmp_path) -> list[Path]:
 def unit_rows(n: int, d: int, seed: int = 0) -> np.ndarray:
     x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="session")
+def digit_gallery(model, digits, tmp_path_factory):
+    """A saved gallery of 5 sign-digits images for each of 0, 3 and 7 (build once, copy to edit)."""
+    from index import Gallery
+
+    path = tmp_path_factory.mktemp("digits") / "gallery"
+    g = Gallery(model, path)
+    for label in ("0", "3", "7"):
+        g.enroll(label, digits[label][:5])
+    g.save()
+    return path

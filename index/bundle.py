@@ -1,0 +1,151 @@
+"""Load an exported bundle and search it: needs only onnxruntime, faiss, numpy and pillow.
+
+    from index import bundle
+    b = bundle.load("gallery.zip")
+    b.search("query.jpg", k=5)   # one result per detection
+    b.embed("query.jpg")         # (D,) unit vector
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Optional
+
+import faiss
+import numpy as np
+
+from embedder.errors import ByakuganError
+from embedder.images import ImageSource, load_image
+from embedder.preprocess import Preprocess
+
+from . import search as ranking
+
+FORMAT = "byakugan-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class BundleError(ByakuganError):
+    """A bundle is missing, damaged, unsafe, or of a format this loader does not know."""
+
+
+def archive_kind(path: Path) -> Optional[str]:
+    name = path.name.lower()
+    return "zip" if name.endswith(".zip") else "tar.gz" if name.endswith((".tar.gz", ".tgz")) else None
+
+
+def _safe_name(name: str, archive: Path) -> str:
+    p = PurePosixPath(name)
+    if p.is_absolute() or ".." in p.parts or "\\" in name or not p.parts:
+        raise BundleError(f"bundle {archive}: member {name!r} would escape the target directory; refusing it")
+    return name
+
+
+def _extract(archive: Path, kind: str, target: Path) -> None:
+    """Extract only plain files whose paths stay inside target."""
+    try:
+        if kind == "zip":
+            with zipfile.ZipFile(archive) as z:
+                for info in z.infolist():
+                    _safe_name(info.filename, archive)
+                    if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                        raise BundleError(f"bundle {archive}: member {info.filename!r} is a symlink; refusing it")
+                z.extractall(target)
+        else:
+            with tarfile.open(archive, "r:gz") as t:
+                members = t.getmembers()
+                for m in members:
+                    _safe_name(m.name, archive)
+                    if not (m.isfile() or m.isdir()):
+                        raise BundleError(f"bundle {archive}: member {m.name!r} is not a plain file; refusing it")
+                t.extractall(target, members=members, filter="data")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+        raise BundleError(f"bundle {archive}: not a readable {kind} archive ({exc})") from None
+
+
+def _verify(d: Path, origin: Path) -> dict:
+    try:
+        manifest = json.loads((d / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise BundleError(f"bundle {origin}: {MANIFEST} missing; not a byakugan bundle") from None
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"bundle {origin}: {MANIFEST} is not valid JSON ({exc})") from None
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"bundle {origin}: format {manifest.get('format')!r} is not {FORMAT!r}")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise BundleError(f"bundle {origin}: format version {manifest.get('version')!r} is unknown (this loader reads {FORMAT_VERSION})")
+    for name, digest in manifest.get("files", {}).items():
+        p = d / _safe_name(name, origin)
+        if not p.is_file():
+            raise BundleError(f"bundle {origin}: file {name} listed in the manifest is missing")
+        if hashlib.sha256(p.read_bytes()).hexdigest() != digest:
+            raise BundleError(f"bundle {origin}: file {name} does not match its SHA-256 in the manifest")
+    for required in ("model.onnx", "index.faiss", "references.json", "config.json", "thresholds.json"):
+        if required not in manifest.get("files", {}):
+            raise BundleError(f"bundle {origin}: manifest does not list {required}")
+    return manifest
+
+
+class Bundle:
+    def __init__(self, directory: Path, origin: Path, tmp: Optional[tempfile.TemporaryDirectory] = None):
+        self._tmp = tmp  # keeps an extracted archive alive as long as the bundle
+        self.manifest = _verify(directory, origin)
+        self.config = json.loads((directory / "config.json").read_text())
+        self.preprocess = Preprocess.from_dict(self.config["preprocess"])
+        self.thresholds = json.loads((directory / "thresholds.json").read_text())
+        refs = json.loads((directory / "references.json").read_text())["references"]
+        self._refs = {r["id"]: ranking.Reference(**r) for r in refs}
+        self._index = faiss.deserialize_index(np.frombuffer((directory / "index.faiss").read_bytes(), dtype=np.uint8))
+        if self._index.ntotal != len(self._refs):
+            raise BundleError(f"bundle {origin}: index holds {self._index.ntotal} vectors, references.json {len(self._refs)}")
+        import onnxruntime as ort
+
+        self._session = ort.InferenceSession(str(directory / "model.onnx"), providers=["CPUExecutionProvider"])
+        self._input = self.config["model"]["input"]
+
+    @property
+    def threshold(self) -> float:
+        return float(self.thresholds["default"])
+
+    def labels(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self._refs.values():
+            out[r.label] = out.get(r.label, 0) + 1
+        return dict(sorted(out.items()))
+
+    def embed(self, image: ImageSource) -> np.ndarray:
+        """The (D,) unit embedding of the whole image, as the live gallery's model computes it."""
+        x = self.preprocess.to_array(load_image(image))[None]
+        return self._session.run(None, {self._input: x})[0][0]
+
+    def search(self, image: ImageSource, k: int = 5, threshold: Optional[float] = None) -> list[dict]:
+        """One result per detection: its box, the match (label or "unknown"), top-k hits and labels."""
+        if k < 1:
+            raise BundleError(f"k={k}: must be at least 1")
+        img = load_image(image)
+        x = self.preprocess.to_array(img)[None]
+        emb = self._session.run(None, {self._input: x})[0]
+        res = ranking.search(self._index, self._refs, np.ascontiguousarray(emb, np.float32), k)[0]
+        t = self.threshold if threshold is None else float(threshold)
+        return [ranking.detection([0, 0, img.width, img.height], res, t)]
+
+
+def load(path: os.PathLike | str) -> Bundle:
+    """Open a bundle directory, .zip or .tar.gz, checking every file against the manifest."""
+    p = Path(path)
+    if not p.exists():
+        raise BundleError(f"bundle {p}: does not exist")
+    kind = archive_kind(p)
+    if p.is_dir():
+        return Bundle(p, p)
+    if kind is None:
+        raise BundleError(f"bundle {p}: expected a directory, .zip or .tar.gz")
+    tmp = tempfile.TemporaryDirectory(prefix="byakugan-bundle-")
+    _extract(p, kind, Path(tmp.name))
+    return Bundle(Path(tmp.name), p, tmp)

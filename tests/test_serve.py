@@ -1,0 +1,94 @@
+"""The HTTP API: every route and error through FastAPI's TestClient, then schemathesis."""
+
+import io
+import shutil
+
+import pytest
+import schemathesis
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+
+from index.export import export
+from index.serve import create_app
+
+
+@pytest.fixture()
+def gallery_copy(digit_gallery, tmp_path):
+    return shutil.copytree(digit_gallery, tmp_path / "g")
+
+
+def upload(path, name="q.jpg"):
+    return {"image": (name, open(path, "rb"), "image/jpeg")}
+
+
+def test_gallery_routes(gallery_copy, digits):
+    c = TestClient(create_app(gallery_copy))
+    assert c.get("/healthz").json() == {"status": "ok", "labels": 3, "references": 15, "writable": True}
+    assert c.get("/labels").json() == {"labels": {"0": 5, "3": 5, "7": 5}}
+    r = c.post("/search?k=2", files=upload(digits["3"][0]))
+    assert r.status_code == 200
+    det = r.json()["detections"]
+    assert len(det) == 1 and det[0]["match"]["label"] == "3" and det[0]["match"]["score"] > 0.999
+    assert len(det[0]["hits"]) == 2
+    files = [("images", (p.name, open(p, "rb"), "image/jpeg")) for p in digits["5"][:3]]
+    r = c.post("/enroll", data={"label": "5"}, files=files)
+    assert r.status_code == 200 and r.json()["labels"]["5"] == 3
+    assert c.delete("/labels/0").json() == {"label": "0", "removed": 5}
+    assert c.get("/labels").json() == {"labels": {"3": 5, "5": 3, "7": 5}}
+    # Edits reach the disk: a new server sees them.
+    assert TestClient(create_app(gallery_copy)).get("/labels").json()["labels"] == {"3": 5, "5": 3, "7": 5}
+
+
+def test_errors_are_json_with_status_codes(gallery_copy, digits):
+    c = TestClient(create_app(gallery_copy, max_bytes=20_000))
+    r = c.post("/search", files={"image": ("notes.txt", io.BytesIO(b"plain text"), "text/plain")})
+    assert r.status_code == 400 and r.json() == {"error": "notes.txt: not an image (format not recognised)"}
+    r = c.post("/search", files={"image": ("big.jpg", io.BytesIO(b"\0" * 30_000), "image/jpeg")})
+    assert r.status_code == 413 and "limit of 20000 bytes" in r.json()["error"]
+    assert c.delete("/labels/nope").status_code == 404
+    assert c.delete("/labels/nope").json() == {"error": "label 'nope': not in the gallery"}
+    r = c.post("/search")
+    assert r.status_code == 422 and "image" in r.json()["error"]
+    assert c.post("/search?k=0", files=upload(digits["3"][0])).status_code == 422
+    r = c.post("/enroll", data={"label": "unknown"}, files=upload(digits["3"][0], "a.jpg") | {})
+    assert r.status_code in (400, 422)
+    r = c.post("/enroll", data={"label": "unknown"}, files=[("images", ("a.jpg", open(digits["3"][0], "rb"), "image/jpeg"))])
+    assert r.status_code == 400 and "reserved" in r.json()["error"]
+    assert c.get("/labels").json()["labels"] == {"0": 5, "3": 5, "7": 5}  # nothing changed
+
+
+def test_bearer_token(gallery_copy):
+    c = TestClient(create_app(gallery_copy, token="s3cret"))
+    assert c.get("/healthz").status_code == 200  # for load balancers
+    r = c.get("/labels")
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert c.get("/labels", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert c.get("/labels", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_bundle_is_read_only(digit_gallery, digits, tmp_path):
+    from index import Gallery
+
+    b = export(Gallery.open(digit_gallery), tmp_path / "b.zip")
+    c = TestClient(create_app(b))
+    assert c.get("/healthz").json()["writable"] is False
+    assert c.post("/search", files=upload(digits["7"][0])).json()["detections"][0]["match"]["label"] == "7"
+    assert c.post("/enroll", data={"label": "x"}).status_code in (404, 405)
+    assert c.delete("/labels/7").status_code in (404, 405)
+    assert "/enroll" not in c.get("/openapi.json").json()["paths"]
+
+
+def test_schema_fuzz_finds_no_server_error(gallery_copy):
+    """schemathesis generates requests for every operation from the OpenAPI schema; none may give a 5xx."""
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(gallery_copy))
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {op.path for op in operations} == {"/healthz", "/labels", "/search", "/enroll", "/labels/{label}"}
+    for op in operations:
+
+        @given(case=op.as_strategy())
+        @settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        def check(case):
+            case.call_and_validate(checks=[not_a_server_error])
+
+        check()
