@@ -13,6 +13,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import warnings
 import zipfile
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -34,9 +35,17 @@ def _export_onnx(model, path: Path) -> None:
     model = model.eval().to(memory_format=torch.contiguous_format)
     with torch.inference_mode():
         expected = model(x).numpy()
-    # The TorchScript-based exporter writes one self-contained file in ~2 s; dynamo took ~25 s here.
-    torch.onnx.export(model, (x,), str(path), input_names=["pixels"], output_names=["embedding"],
-                      dynamic_axes={"pixels": {0: "batch"}, "embedding": {0: "batch"}}, opset_version=17, dynamo=False)
+    names = {"input_names": ["pixels"], "output_names": ["embedding"]}
+    try:
+        # The TorchScript-based exporter writes one self-contained file in ~2 s; dynamo took ~25 s
+        # here. It is deprecated, so the dynamo exporter is the fallback once it is gone.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, (x,), str(path), dynamic_axes={"pixels": {0: "batch"}, "embedding": {0: "batch"}},
+                              opset_version=17, dynamo=False, **names)
+    except (TypeError, RuntimeError, ImportError):
+        batch = torch.export.Dim("batch")
+        torch.onnx.export(model, (x,), str(path), dynamic_shapes=({0: batch},), dynamo=True, external_data=False, **names)
     import onnxruntime as ort
 
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"pixels": x.numpy()})[0]
