@@ -68,17 +68,18 @@ def cmd_enroll(a: argparse.Namespace) -> int:
     with store.locked(gallery_dir):
         g = Gallery.open_or_create(gallery_dir, a.model)
         added: dict[str, int] = {}
-        files = [f for _, fs in plan for f in fs]
-        emb, ok = _embed_reporting(g.model, files, progress=len(files) > 1)
-        ok_all = all(ok)
-        start = 0
-        for label, fs in plan:
-            sl = slice(start, start + len(fs))
-            start += len(fs)
-            good = [i for i in range(sl.start, sl.stop) if ok[i]]
-            if good:
-                g.enroll(label, emb[good], sources=[files[i] for i in good])
-                added[label] = len(good)
+        for label, files in plan:
+            images, sources = [], []
+            for f in files:
+                try:
+                    images.append(embedder.load_image(f))
+                    sources.append(f)
+                except ImageError as exc:
+                    _report(str(exc))
+                    ok_all = False
+            if images:
+                g.enroll(label, images, sources=sources)
+                added[label] = len(images)
         if not added:
             raise ImageError("enroll: none of the images could be read; gallery unchanged")
         g.save()
@@ -211,6 +212,25 @@ def cmd_serve(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(a: argparse.Namespace) -> int:
+    import importlib.util
+    import subprocess
+
+    spec = importlib.util.find_spec("ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise ByakuganError("ui: the ui package is not installed")
+    app = Path(list(spec.submodule_search_locations)[0]) / "app.py"
+    env = dict(os.environ, BYAKUGAN_MAX_UPLOAD_MB=str(a.max_upload_mb))
+    if a.gallery:
+        env["BYAKUGAN_GALLERY"] = str(Path(a.gallery).resolve())
+    if a.model:
+        env["BYAKUGAN_MODEL"] = a.model
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(a.port),
+           "--server.address", a.host, "--server.headless", "true", "--server.maxUploadSize", str(a.max_upload_mb),
+           "--browser.gatherUsageStats", "false"]
+    return subprocess.call(cmd, env=env)
+
+
 def cmd_models(a: argparse.Namespace) -> int:
     for name in embedder.list_models():
         print(name)
@@ -283,6 +303,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $BYAKUGAN_TOKEN, else none)")
     s.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body accepted (default 10)")
     s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("ui", help="start the Streamlit page (search, enrol, manage, export)")
+    s.add_argument("--gallery", help="gallery folder (default: byakugan/gallery in the user data directory)")
+    s.add_argument("--model", help="model for a new gallery (default: the gallery's own, or 'default')")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8501)
+    s.add_argument("--max-upload-mb", type=int, default=10, help="largest image upload accepted (default 10)")
+    s.set_defaults(func=cmd_ui)
 
     s = sub.add_parser("models", help="list model names")
     s.set_defaults(func=cmd_models)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import unicodedata
 from collections import Counter
@@ -12,10 +13,11 @@ from typing import Optional, Sequence, Union
 
 import faiss
 import numpy as np
+from PIL import Image
 
 import embedder
 from embedder import Embedder
-from embedder.images import ImageSource, describe
+from embedder.images import ImageSource, describe, load_image
 
 from . import search as ranking
 from . import store
@@ -23,8 +25,18 @@ from .errors import GalleryError, ModelMismatchError
 from .search import UNKNOWN, Match, Reference, SearchResult
 
 MAX_LABEL_LEN = 100
+THUMBS_DIR = "thumbs"
+THUMB_SIZE = 128
 
 Queries = Union[np.ndarray, Sequence[ImageSource]]
+
+
+def _thumbnail(img: Image.Image) -> bytes:
+    small = img.copy()
+    small.thumbnail((THUMB_SIZE, THUMB_SIZE))
+    buf = io.BytesIO()
+    small.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
 
 
 def check_label(label: object) -> str:
@@ -58,6 +70,8 @@ class Gallery:
         }
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(model.dim))
         self._refs: dict[int, Reference] = {}
+        self._new_thumbs: dict[int, bytes] = {}
+        self._dropped: set[int] = set()
 
     # ---- opening and saving -------------------------------------------------------------
     @classmethod
@@ -66,6 +80,7 @@ class Gallery:
         meta, index = store.load(Path(path))
         g = cls.__new__(cls)
         g.path, g._meta, g._index, g._model = Path(path), meta, index, None
+        g._new_thumbs, g._dropped = {}, set()
         g._refs = {r["id"]: Reference(**r) for r in meta["references"]}
         if index.ntotal != len(g._refs):
             raise GalleryError(f"gallery {path}: index holds {index.ntotal} vectors but metadata lists {len(g._refs)}")
@@ -86,8 +101,24 @@ class Gallery:
         self.path = Path(path) if path else self.path
         if self.path is None:
             raise GalleryError("gallery has no path to save to; pass one")
+        # Thumbnails go first and are deleted last, so every saved reference has its thumbnail.
+        thumbs = self.path / THUMBS_DIR
+        if self._new_thumbs:
+            thumbs.mkdir(parents=True, exist_ok=True)
+            for i, data in self._new_thumbs.items():
+                store.write_atomic(thumbs / f"{i}.jpg", data, sync_dir=False)
         self._meta["references"] = [asdict(r) for r in self._refs.values()]
         store.save(self.path, self._meta, self._index)
+        for i in self._dropped:
+            (thumbs / f"{i}.jpg").unlink(missing_ok=True)
+        self._new_thumbs, self._dropped = {}, set()
+
+    def thumbnail(self, ref_id: int) -> Optional[bytes]:
+        """A small JPEG of the reference image, when it was enrolled from an image."""
+        if ref_id in self._new_thumbs:
+            return self._new_thumbs[ref_id]
+        p = self.path / THUMBS_DIR / f"{ref_id}.jpg" if self.path else None
+        return p.read_bytes() if p is not None and p.is_file() else None
 
     def _checked(self, model: Embedder) -> Embedder:
         want = self._meta["model"]
@@ -144,9 +175,14 @@ class Gallery:
     def enroll(self, label: str, images: Queries, sources: Optional[Sequence[str]] = None) -> list[int]:
         """Add references for `label` from images, or from an (N, D) array of embeddings. Returns their ids."""
         label = check_label(label)
-        emb = self._as_embeddings(images)
-        if sources is None:
-            sources = ["<embedding>"] * len(emb) if isinstance(images, np.ndarray) else [describe(i) for i in images]
+        from_embeddings = isinstance(images, np.ndarray) and images.dtype.kind == "f"
+        if from_embeddings:
+            emb = self._as_embeddings(images)
+            sources = sources if sources is not None else ["<embedding>"] * len(emb)
+        else:
+            sources = sources if sources is not None else [describe(i) for i in images]
+            loaded = [load_image(i) for i in images]
+            emb = self.model.embed(loaded, progress=len(loaded) > 8)
         if len(sources) != len(emb):
             raise GalleryError(f"enroll: {len(sources)} sources for {len(emb)} images")
         first = int(self._meta["next_id"])
@@ -156,7 +192,14 @@ class Gallery:
         for i, src in zip(ids.tolist(), sources):
             self._refs[i] = Reference(i, label, str(src), now)
         self._meta["next_id"] = first + len(emb)
+        if not from_embeddings:
+            self.set_thumbnails(ids.tolist(), loaded)
         return ids.tolist()
+
+    def set_thumbnails(self, ids: Sequence[int], images: Sequence[ImageSource]) -> None:
+        """Keep small JPEGs of the reference images (written on save) for people to look at."""
+        for i, im in zip(ids, images):
+            self._new_thumbs[int(i)] = _thumbnail(load_image(im))
 
     def remove(self, label: str) -> int:
         """Remove every reference of a label; returns how many were removed."""
@@ -174,6 +217,8 @@ class Gallery:
         self._index.remove_ids(np.asarray(ids, dtype=np.int64))
         for i in ids:
             del self._refs[i]
+            self._new_thumbs.pop(i, None)
+        self._dropped.update(ids)
         return len(ids)
 
     def rename(self, old: str, new: str) -> int:

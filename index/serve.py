@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import secrets
-import threading
 from pathlib import Path
 from typing import Optional, Union
 
@@ -29,49 +28,14 @@ from PIL import Image
 from embedder.errors import ByakuganError
 from embedder.images import load_image
 
-from . import search as ranking
 from . import store
+from .service import GalleryService
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 
 
-class _GalleryService:
-    """A live gallery: searches in memory; edits reopen it under the folder lock and save."""
-
+class _GalleryService(GalleryService):
     writable = True
-
-    def __init__(self, path: Path, model=None) -> None:
-        from .gallery import Gallery
-
-        self._Gallery = Gallery
-        self.path = path
-        self.gallery = Gallery.open(path, model)
-        self.model = self.gallery.model
-        self._lock = threading.Lock()
-
-    def search(self, img: Image.Image, k: int, threshold: Optional[float]) -> list[dict]:
-        with self._lock:
-            g = self.gallery
-        res = g.search(g.model.embed([img]), k=k)[0]
-        return [ranking.detection([0, 0, img.width, img.height], res, g.threshold if threshold is None else threshold)]
-
-    def labels(self) -> dict[str, int]:
-        return self.gallery.labels()
-
-    def _edit(self, fn):
-        with self._lock, store.locked(self.path):
-            g = self._Gallery.open(self.path, self.model)
-            out = fn(g)
-            g.save()
-            self.gallery = g
-        return out
-
-    def enroll(self, label: str, images: list[tuple[str, Image.Image]]) -> list[int]:
-        emb = self.model.embed([img for _, img in images])
-        return self._edit(lambda g: g.enroll(label, emb, sources=[name for name, _ in images]))
-
-    def delete(self, label: str) -> int:
-        return self._edit(lambda g: g.remove(label))
 
 
 class _BundleService:
@@ -149,14 +113,14 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
             from .gallery import check_label
 
             label = check_label(label)
-            items = [(f.filename or "upload", await read(f)) for f in images]
-            ids = service.enroll(label, items)
+            loaded = [await read(f) for f in images]
+            ids = service.enroll(label, loaded, [f.filename or "upload" for f in images])
             return {"label": label, "ids": ids, "labels": service.labels()}
 
         @app.delete("/labels/{label}", dependencies=[Depends(authorised)])
         def delete_label(label: str = PathParam(..., min_length=1, max_length=100)) -> dict:
             if label not in service.labels():
                 raise HTTPException(404, f"label {label!r}: not in the gallery")
-            return {"label": label, "removed": service.delete(label)}
+            return {"label": label, "removed": service.remove(label)}
 
     return app

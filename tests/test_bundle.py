@@ -1,6 +1,5 @@
 """Export a gallery and load the bundle without torch: same answers, and no unsafe or damaged bundle."""
 
-import io
 import json
 import subprocess
 import sys

@@ -139,3 +139,16 @@ def test_wrong_model_is_refused(gallery, tmp_path):
     other = embedder.create_embedder("efficientnet_lite0", dim=16, name="other")
     with pytest.raises(ModelMismatchError, match=r"built with model 'default'.*not with 'other'"):
         Gallery.open(tmp_path / "g", other)
+
+
+def test_thumbnails_follow_their_references(model, tiny_images, tmp_path):
+    g = Gallery(model, tmp_path / "t")
+    ids = g.enroll("red", tiny_images[:2])
+    assert g.thumbnail(ids[0])[:2] == b"\xff\xd8"  # before saving, from memory
+    g.save()
+    assert sorted(p.name for p in (tmp_path / "t" / "thumbs").iterdir()) == [f"{i}.jpg" for i in ids]
+    g = Gallery.open(tmp_path / "t")
+    g.remove_reference(ids[0])
+    g.save()
+    assert g.thumbnail(ids[0]) is None and g.thumbnail(ids[1]) is not None
+    assert [r.source for r in g.references()] == [str(tiny_images[1])]

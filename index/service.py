@@ -1,0 +1,130 @@
+"""A gallery shared by many users of one process (the HTTP server, the Streamlit page).
+
+Reads use an in-memory copy, refreshed when another process saved the folder. Every edit
+reopens the gallery under the folder lock, applies itself and saves, so concurrent writers,
+here or in other processes, never lose each other's changes.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Callable, Optional, TypeVar
+
+from PIL import Image
+
+import embedder
+
+from . import search as ranking
+from . import store
+from .errors import GalleryError
+from .gallery import Gallery
+
+T = TypeVar("T")
+# A new reference this close to an existing one adds nothing but weight to its class.
+DUPLICATE_SCORE = 0.98
+
+
+class GalleryService:
+    def __init__(self, path: Path | str, model: Optional[embedder.Embedder] = None) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._gallery: Optional[Gallery] = None
+        self._stamp: Optional[tuple[int, int]] = None
+        exists = (self.path / store.META_FILE).is_file()
+        if model is None:
+            model = Gallery.open(self.path).model if exists else embedder.load()[0]
+        elif exists:
+            Gallery.open(self.path, model)  # refuses a model other than the gallery's
+        self.model = model
+
+    def _disk_stamp(self) -> Optional[tuple[int, int]]:
+        try:
+            st = (self.path / store.META_FILE).stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def gallery(self) -> Gallery:
+        """The current gallery (read-only use); an empty unsaved one until the first enrolment."""
+        with self._lock:
+            stamp = self._disk_stamp()
+            if self._gallery is None or stamp != self._stamp:
+                self._gallery = Gallery.open(self.path, self.model) if stamp else Gallery(self.model, self.path)
+                self._stamp = stamp
+            return self._gallery
+
+    def _edit(self, fn: Callable[[Gallery], T]) -> T:
+        with self._lock, store.locked(self.path):
+            g = Gallery.open_or_create(self.path, self.model)
+            out = fn(g)
+            g.save()
+            self._gallery, self._stamp = g, self._disk_stamp()
+        return out
+
+    # ---- reading -------------------------------------------------------------------------
+    def labels(self) -> dict[str, int]:
+        return self.gallery().labels()
+
+    def search(self, img: Image.Image, k: int = 5, threshold: Optional[float] = None) -> list[dict]:
+        """One result per detection (for now the whole image), as JSON-ready dicts."""
+        g = self.gallery()
+        if not len(g):
+            raise GalleryError("the gallery is empty; enrol some images first")
+        res = g.search(self.model.embed([img]), k=k)[0]
+        return [ranking.detection([0, 0, img.width, img.height], res, g.threshold if threshold is None else threshold)]
+
+    def check(self, label: str, images: list[Image.Image]) -> list[str]:
+        """Warnings about images before they are enrolled as `label`: near-duplicates, or closer to another class."""
+        g = self.gallery()
+        if not len(g) or not images:
+            return []
+        emb = self.model.embed(images)
+        warnings = []
+        k = len(g.labels())
+        for n, r in enumerate(g.search(emb, k=k), 1):
+            top = r.hits[0]
+            if top.score >= DUPLICATE_SCORE:
+                warnings.append(f"image {n}: near-duplicate of reference {top.id} ({top.label}, {top.source}), score {top.score:.3f}")
+            own = dict(r.labels).get(label)
+            best_label, best = r.labels[0]
+            if label in g.labels() and best_label != label:
+                own_text = f"{own:.3f}" if own is not None else "lower"
+                warnings.append(f"image {n}: closer to {best_label!r} ({best:.3f}) than to its own class {label!r} ({own_text})")
+        return warnings
+
+    # ---- editing -------------------------------------------------------------------------
+    def enroll(self, label: str, images: list[Image.Image], sources: list[str]) -> list[int]:
+        # Embedding happens outside the lock so that other users wait only for the save.
+        emb = self.model.embed(images)
+
+        def add(g: Gallery) -> list[int]:
+            ids = g.enroll(label, emb, sources=sources)
+            g.set_thumbnails(ids, images)
+            return ids
+
+        return self._edit(add)
+
+    def remove(self, label: str) -> int:
+        return self._edit(lambda g: g.remove(label))
+
+    def remove_reference(self, ref_id: int) -> None:
+        self._edit(lambda g: g.remove_reference(ref_id))
+
+    def rename(self, old: str, new: str) -> int:
+        return self._edit(lambda g: g.rename(old, new))
+
+    def set_threshold(self, value: float) -> None:
+        def set_(g: Gallery) -> None:
+            g.threshold = value
+
+        self._edit(set_)
+
+    def export_bundle(self) -> bytes:
+        """The gallery as a .zip bundle (see index.export), for a download button."""
+        import tempfile
+
+        from .export import export
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return export(self.gallery(), Path(tmp) / "bundle.zip").read_bytes()
