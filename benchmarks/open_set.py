@@ -35,7 +35,7 @@ def main() -> None:
             files += imgs[: a.per_class]
             labels += [d.name] * len(imgs[: a.per_class])
         emb = model.embed(files, progress=True)
-        report["results"][ds] = enrolment_trials(emb, labels, shots=a.shots, trials=a.trials)
+        report["results"][ds] = enrolment_trials(emb, labels, shots=a.shots, trials=a.trials).summary
     print(json.dumps(report, indent=2))
 
 

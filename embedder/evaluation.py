@@ -6,6 +6,7 @@ and queries with everything else. Scores are cosines (embeddings are unit vector
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -21,6 +22,17 @@ def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float(np.mean((below + 0.5 * equal) / len(neg)))
 
 
+@dataclass
+class Trials:
+    """Everything the trials produced: the summary plus what the plots need."""
+
+    summary: dict
+    classes: list[str]
+    confusion: np.ndarray  # [true, predicted] counts, nearest reference, known queries
+    known_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    unknown_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
 def enrolment_trials(
     emb: np.ndarray,
     labels: Sequence[str],
@@ -28,14 +40,20 @@ def enrolment_trials(
     trials: int = 10,
     unknown_fraction: float = 0.33,
     seed: int = 0,
-) -> dict:
+) -> Trials:
     labels = np.asarray(labels)
     classes = np.unique(labels)
+    index = {c: i for i, c in enumerate(classes)}
     rng = np.random.default_rng(seed)
     n_unknown = int(round(len(classes) * unknown_fraction)) if unknown_fraction > 0 else 0
     if len(classes) - n_unknown < 2:
         raise ValueError(f"need at least 2 known classes; have {len(classes)} classes with {n_unknown} held out as unknown")
+    small = [c for c in classes if np.sum(labels == c) <= shots]
+    if small:
+        raise ValueError(f"classes {small[:5]} have no images left to query after {shots} references")
     near, proto, thr, far, auc = [], [], [], [], []
+    confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    known_all, unknown_all = [], []
     for _ in range(trials):
         unknown = set(rng.choice(classes, n_unknown, replace=False).tolist())
         known = [c for c in classes if c not in unknown]
@@ -44,33 +62,40 @@ def enrolment_trials(
             idx = rng.permutation(np.flatnonzero(labels == c))
             refs += idx[:shots].tolist()
             queries += idx[shots:].tolist()
-        unk_q = np.flatnonzero(np.isin(labels, list(unknown)))
         S = emb[queries] @ emb[refs].T
-        ref_lab = labels[refs]
-        near.append(np.mean(ref_lab[S.argmax(1)] == labels[queries]))
+        predicted = labels[refs][S.argmax(1)]
+        near.append(np.mean(predicted == labels[queries]))
+        np.add.at(confusion, ([index[c] for c in labels[queries]], [index[c] for c in predicted]), 1)
         P = np.stack([emb[[r for r in refs if labels[r] == c]].mean(0) for c in known])
         P /= np.linalg.norm(P, axis=1, keepdims=True)
         proto.append(np.mean(np.asarray(known)[(emb[queries] @ P.T).argmax(1)] == labels[queries]))
+        unk_q = np.flatnonzero(np.isin(labels, list(unknown)))
         if len(unk_q):
-            known_best = S.max(1)
-            unk_best = (emb[unk_q] @ emb[refs].T).max(1)
+            known_best, unk_best = S.max(1), (emb[unk_q] @ emb[refs].T).max(1)
             t = float(np.quantile(known_best, 0.05))  # keeps 95% of known queries
             thr.append(t)
             far.append(float(np.mean(unk_best >= t)))
             auc.append(roc_auc(known_best, unk_best))
-    out = {
+            known_all.append(known_best)
+            unknown_all.append(unk_best)
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
+    summary = {
         "shots": shots,
         "trials": trials,
         "classes": len(classes),
+        "images": len(labels),
         "unknown_classes_per_trial": n_unknown,
         "top1_nearest": round(float(np.mean(near)), 4),
         "top1_nearest_std": round(float(np.std(near)), 4),
         "top1_prototype": round(float(np.mean(proto)), 4),
+        "per_class_top1_nearest": {c: round(float(a), 4) for c, a in zip(classes.tolist(), per_class)},
     }
     if thr:
-        out |= {
+        summary |= {
             "threshold_tar95": round(float(np.mean(thr)), 4),
             "far_at_tar95": round(float(np.mean(far)), 4),
             "roc_auc": round(float(np.mean(auc)), 4),
         }
-    return out
+    return Trials(summary, classes.tolist(), confusion,
+                  np.concatenate(known_all) if known_all else np.zeros(0),
+                  np.concatenate(unknown_all) if unknown_all else np.zeros(0))

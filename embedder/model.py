@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from .backbones import WeightsArg, create_backbone
 from .errors import ImageError, ModelError
+from .heads import Head
 from .images import ImageSource, load_image
 from .preprocess import Preprocess
 
@@ -30,9 +31,7 @@ class Embedder(torch.nn.Module):
         self.backbone = backbone
         self.config = config
         self.preprocess = Preprocess.from_dict(config["preprocess"])
-        dim, feat = config.get("dim"), config["feature_dim"]
-        # No head means the pooled backbone features are the embedding (the untrained ImageNet default).
-        self.head = torch.nn.Linear(feat, dim) if dim else torch.nn.Identity()
+        self.head = Head(head_config(config), config["feature_dim"])
         self._fingerprint: Optional[str] = None
 
     @property
@@ -41,7 +40,7 @@ class Embedder(torch.nn.Module):
 
     @property
     def dim(self) -> int:
-        return self.config.get("dim") or self.config["feature_dim"]
+        return self.head.out_dim
 
     @property
     def device(self) -> torch.device:
@@ -125,6 +124,13 @@ class Embedder(torch.nn.Module):
         return d
 
 
+def head_config(config: dict) -> dict:
+    """The head settings; a bare `dim` means a linear projection, none means the raw features."""
+    if "head" in config:
+        return config["head"]
+    return {"type": "linear", "dim": config["dim"]} if config.get("dim") else {"type": "none"}
+
+
 def _progress(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -138,8 +144,13 @@ def create_embedder(
     preprocess: Optional[Preprocess] = None,
     name: Optional[str] = None,
     threshold: float = 0.5,
+    head: Optional[dict] = None,
 ) -> Embedder:
-    """Build an embedder from a backbone name. dim=None uses the pooled features as they are."""
+    """Build an embedder from a backbone name.
+
+    dim=None and head=None use the pooled features as they are; dim=N adds a linear projection;
+    head={"type": "concat", "dim": N, ...} is the head byakugan trains (see embedder.heads).
+    """
     if dim is not None and (not isinstance(dim, int) or dim < 1):
         raise ModelError(f"embedding dim {dim!r} must be a positive integer or None")
     net, spec = create_backbone(backbone, pretrained)
@@ -147,7 +158,7 @@ def create_embedder(
         "name": name or backbone,
         "backbone": backbone,
         "feature_dim": int(net.num_features),
-        "dim": dim,
+        "head": head or ({"type": "linear", "dim": dim} if dim else {"type": "none"}),
         "preprocess": (preprocess or spec.preprocess).to_dict(),
         "threshold": threshold,
     }

@@ -231,6 +231,51 @@ def cmd_ui(a: argparse.Namespace) -> int:
     return subprocess.call(cmd, env=env)
 
 
+def cmd_train(a: argparse.Namespace) -> int:
+    from embedder.training import TrainConfig, train
+
+    cfg = TrainConfig(data=a.data, out=a.out, backbone=a.backbone, size=a.size, head_dim=a.dim, loss=a.loss,
+                      miner=a.miner, m_per_class=a.m_per_class, batch_size=a.batch_size, epochs=a.epochs, lr=a.lr,
+                      backbone_lr=a.backbone_lr, views=a.views, hflip=a.hflip, holdout=a.holdout or [],
+                      seed=a.seed, cache=a.cache, head_weight=a.head_weight, per_class=a.per_class,
+                      **({"device": a.device} if a.device else {}))
+    model = train(cfg, resume=a.resume, log=lambda m: print(m, file=sys.stderr))
+    print(f"saved {model.name} ({model.dim}-d) to {a.out}")
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from embedder.data import scan
+    from embedder.evaluation import enrolment_trials
+
+    samples = scan([a.data], per_class=a.per_class, seed=a.seed, classes=a.classes)
+    model, _ = embedder.load(a.model)
+    emb = model.embed([s.path for s in samples], progress=True)
+    labels = [s.label.split("/", 1)[1] for s in samples]
+    try:
+        trials = enrolment_trials(emb, labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction, seed=a.seed)
+    except ValueError as exc:
+        raise ByakuganError(f"evaluate {a.data}: {exc}") from None
+    summary = {"data": a.data, "model": model.name, **trials.summary}
+    if a.report:
+        from embedder.report import write_report
+
+        summary["report"] = [str(p) for p in write_report(Path(a.report), trials, emb, labels, Path(a.data).name)]
+    if a.json:
+        _print_json(summary)
+    else:
+        s = trials.summary
+        print(f"{a.data}: {s['classes']} classes, {s['images']} images, model {model.name}, {a.shots} shots, {a.trials} trials")
+        print(f"  top-1 nearest reference {s['top1_nearest']:.3f} (std {s['top1_nearest_std']:.3f}), class mean {s['top1_prototype']:.3f}")
+        if "far_at_tar95" in s:
+            print(f"  open set: FAR@TAR95 {s['far_at_tar95']:.3f}, ROC AUC {s['roc_auc']:.3f}, threshold {s['threshold_tar95']:.3f}")
+        worst = sorted(s["per_class_top1_nearest"].items(), key=lambda kv: kv[1])[:5]
+        print("  weakest classes: " + ", ".join(f"{c} {v:.2f}" for c, v in worst))
+        for p in summary.get("report", []):
+            print(f"  wrote {p}")
+    return 0
+
+
 def cmd_models(a: argparse.Namespace) -> int:
     for name in embedder.list_models():
         print(name)
@@ -311,6 +356,43 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8501)
     s.add_argument("--max-upload-mb", type=int, default=10, help="largest image upload accepted (default 10)")
     s.set_defaults(func=cmd_ui)
+
+    s = sub.add_parser("train", help="train an embedding head (metric learning) on labelled image folders")
+    s.add_argument("data", metavar="DATA_DIR", nargs="+", help="folders with one sub-folder per class")
+    s.add_argument("--out", required=True, help="model folder to write, e.g. models/NAME")
+    s.add_argument("--backbone", default="efficientnet_lite0")
+    s.add_argument("--size", type=int, default=160, help="input size in pixels (default 160)")
+    s.add_argument("--dim", type=int, default=128, help="size of the learned part of the embedding (default 128)")
+    s.add_argument("--head-weight", type=float, default=1.0, help="weight of the learned part beside the frozen features")
+    s.add_argument("--loss", default="multisimilarity", help="triplet, multisimilarity, supcon, proxyanchor, arcface")
+    s.add_argument("--miner", default="multisimilarity", help="none, semihard, hard, multisimilarity")
+    s.add_argument("--m-per-class", type=int, default=4, help="images per class in each batch (MPerClassSampler)")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--epochs", type=int, default=30)
+    s.add_argument("--lr", type=float, default=1e-3, help="learning rate of the head")
+    s.add_argument("--backbone-lr", type=float, default=0.0, help="0 keeps the backbone frozen (default)")
+    s.add_argument("--views", type=int, default=4, help="augmented views per image for a frozen backbone")
+    s.add_argument("--hflip", action="store_true", help="augment with horizontal flips (off: it swaps hands)")
+    s.add_argument("--holdout", nargs="*", metavar="DATASET/CLASS", help="classes kept out of training, validated on")
+    s.add_argument("--cache", help="folder to keep frozen-backbone features in between runs")
+    s.add_argument("--per-class", type=int, help="train on a seeded sample of this many images per class")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("evaluate", help="few-shot enrolment protocol on a labelled folder, with open-set figures")
+    s.add_argument("data", metavar="DATA_DIR")
+    s.add_argument("--model", default=embedder.DEFAULT_MODEL)
+    s.add_argument("--shots", type=int, default=5)
+    s.add_argument("--trials", type=int, default=10)
+    s.add_argument("--unknown-fraction", type=float, default=0.33, help="share of classes left out of the gallery")
+    s.add_argument("--per-class", type=int, help="use a seeded sample of this many images per class")
+    s.add_argument("--classes", nargs="+", metavar="CLASS", help="evaluate only these class folders")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--report", metavar="DIR", help="write confusion.png, scores.png, embeddings.png, summary.json")
+    s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("models", help="list model names")
     s.set_defaults(func=cmd_models)
