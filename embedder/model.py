@@ -91,7 +91,10 @@ class Embedder(torch.nn.Module):
     def embed_each(
         self, images: Sequence[ImageSource], batch_size: int = 32, progress: bool = False
     ) -> tuple[np.ndarray, list[Optional[ImageError]]]:
-        """Like embed, but a bad image gives a NaN row and its error instead of stopping the rest."""
+        """Like embed, but a bad image gives a NaN row and its error instead of stopping the rest.
+
+        An ImageError in `images` stands for an image already found bad (its row stays NaN).
+        """
         out = np.full((len(images), self.dim), np.nan, dtype=np.float32)
         errors: list[Optional[ImageError]] = [None] * len(images)
         bar = _progress(len(images), progress)
@@ -99,6 +102,8 @@ class Embedder(torch.nn.Module):
             rows, tensors = [], []
             for i in range(start, min(start + batch_size, len(images))):
                 try:
+                    if isinstance(images[i], ImageError):
+                        raise images[i]
                     tensors.append(self.preprocess(load_image(images[i])))
                     rows.append(i)
                 except ImageError as exc:

@@ -15,6 +15,7 @@ import numpy as np
 
 import embedder
 from embedder import ByakuganError, ImageError
+from embedder.detect import create_detector, list_detectors, regions
 
 from . import store
 from .errors import GalleryError
@@ -27,8 +28,8 @@ def _report(msg: str) -> None:
     print(f"byakugan: error: {msg}", file=sys.stderr)
 
 
-def _embed_reporting(model: embedder.Embedder, images: Sequence[str], progress: bool) -> tuple[np.ndarray, list[bool]]:
-    """Embed what can be read; report each bad file on stderr and mark it."""
+def _embed_reporting(model: embedder.Embedder, images: Sequence, progress: bool) -> tuple[np.ndarray, list[bool]]:
+    """Embed what can be read; report each bad file (or an ImageError already met) on stderr and mark it."""
     emb, errors = model.embed_each(images, progress=progress)
     for err in errors:
         if err is not None:
@@ -66,19 +67,21 @@ def cmd_enroll(a: argparse.Namespace) -> int:
     ok_all = True
     gallery_dir = Path(a.gallery)
     with store.locked(gallery_dir):
-        g = Gallery.open_or_create(gallery_dir, a.model)
+        g = Gallery.open_or_create(gallery_dir, a.model, detector=a.detector)
         added: dict[str, int] = {}
         for label, files in plan:
             images, sources = [], []
             for f in files:
                 try:
-                    images.append(embedder.load_image(f))
-                    sources.append(f)
+                    crops = g.crops(f, every=a.all, fallback=a.fallback)
                 except ImageError as exc:
                     _report(str(exc))
                     ok_all = False
+                    continue
+                images += [crop for _, crop in crops]
+                sources += [f if len(crops) == 1 else f"{f}#{n}" for n in range(1, len(crops) + 1)]
             if images:
-                g.enroll(label, images, sources=sources)
+                g.enroll(label, images, sources=sources, detect=False)
                 added[label] = len(images)
         if not added:
             raise ImageError("enroll: none of the images could be read; gallery unchanged")
@@ -98,30 +101,30 @@ def cmd_search(a: argparse.Namespace) -> int:
         g.threshold = a.threshold
     if not len(g):
         raise GalleryError(f"gallery {a.gallery}: is empty; enrol images first")
-    emb, ok = _embed_reporting(g.model, a.images, progress=len(a.images) > 8)
-    good = [i for i, o in enumerate(ok) if o]
-    results = dict(zip(good, g.search(emb[good], k=a.k))) if good else {}
-    matches = dict(zip(good, g.match(emb[good]))) if good else {}
-    out = []
-    for i, image in enumerate(a.images):
-        if i not in results:
-            out.append({"image": image, "error": "could not be read"})
+    out, ok_all = [], True
+    for image in a.images:
+        try:
+            detections = g.find(image, k=a.k, fallback=a.fallback)
+        except ImageError as exc:
+            _report(str(exc))
+            out.append({"image": image, "error": str(exc)})
+            ok_all = False
             continue
-        m = matches[i]
-        out.append({"image": image, "match": {"label": m.label, "score": m.score, "known": m.known,
-                                              "nearest": m.nearest, "threshold": m.threshold},
-                    **results[i].to_dict()})
+        if not detections:
+            print(f"byakugan: {image}: no {g.detector_config['name']} found (--fallback whole searches the whole image)",
+                  file=sys.stderr)
+        out.append({"image": image, "detections": detections})
     if a.json:
         _print_json(out)
     else:
         for item in out:
-            if "error" in item:
-                continue
-            m = item["match"]
-            print(f"{item['image']}: {m['label']} ({m['score']:.3f})")
-            rows = [(n + 1, h["label"], f"{h['score']:.3f}", h["source"]) for n, h in enumerate(item["hits"])]
-            print("  " + _table(rows, ("#", "label", "score", "reference")).replace("\n", "\n  "))
-    return 0 if len(good) == len(a.images) else EXIT_BAD_INPUT
+            for n, d in enumerate(item.get("detections", []), 1):
+                m = d["match"]
+                where = f" [detection {n} at {tuple(d['box'])}]" if g.detector_config["name"] != "none" else ""
+                print(f"{item['image']}{where}: {m['label']} ({m['score']:.3f})")
+                rows = [(r + 1, h["label"], f"{h['score']:.3f}", h["source"]) for r, h in enumerate(d["hits"])]
+                print("  " + _table(rows, ("#", "label", "score", "reference")).replace("\n", "\n  "))
+    return 0 if ok_all else EXIT_BAD_INPUT
 
 
 def cmd_labels(a: argparse.Namespace) -> int:
@@ -185,7 +188,18 @@ def cmd_embed(a: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise ByakuganError(f"--out {out}: folder {out.parent} does not exist")
     model, _ = embedder.load(a.model)
-    emb, ok = _embed_reporting(model, a.images, progress=len(a.images) > 8)
+    detector = create_detector(a.detector)
+    regions_or_errors: list = []
+    for image in a.images:
+        try:
+            img = embedder.load_image(image)
+            found = regions(detector, img, a.fallback)
+            if not found:
+                raise ImageError(f"{image}: no {detector.name} found (--fallback whole embeds the whole image)")
+            regions_or_errors.append(found[0].crop(img))
+        except ImageError as exc:
+            regions_or_errors.append(exc)
+    emb, ok = _embed_reporting(model, regions_or_errors, progress=len(a.images) > 8)
     buf = io.BytesIO()
     np.save(buf, emb)
     store.write_atomic(out, buf.getvalue())
@@ -294,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("images", metavar="IMAGE", nargs="*")
     s.add_argument("--from-folder", metavar="DIR", help="enrol every sub-folder of DIR as a label")
     s.add_argument("--model", help=model_help)
+    s.add_argument("--detector", choices=list_detectors(), help="crop with this detector (a new gallery keeps it; default none)")
+    s.add_argument("--all", action="store_true", help="enrol every detection, not only the largest")
+    s.add_argument("--fallback", choices=["whole"], help="use the whole image when nothing is detected")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_enroll)
 
@@ -303,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--k", type=int, default=5, help="references and labels to return per image (default 5)")
     s.add_argument("--threshold", type=float, help="below this score the match is 'unknown' (default: the gallery's)")
     s.add_argument("--model", help="check the gallery against this model (default: the gallery's own)")
+    s.add_argument("--fallback", choices=["whole"], help="search the whole image when nothing is detected")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_search)
 
@@ -332,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("images", metavar="IMAGE", nargs="+")
     s.add_argument("--out", required=True, metavar="FILE.npy")
     s.add_argument("--model", default=embedder.DEFAULT_MODEL, help="model name or directory (default: default)")
+    s.add_argument("--detector", choices=list_detectors(), default="none", help="embed the largest detection (default: none)")
+    s.add_argument("--fallback", choices=["whole"], help="embed the whole image when nothing is detected")
     s.set_defaults(func=cmd_embed)
 
     s = sub.add_parser("export", help="write a gallery as a bundle (directory, .zip or .tar.gz) for other services")

@@ -17,6 +17,8 @@ from PIL import Image
 
 import embedder
 from embedder import Embedder
+from embedder.detect import Detection, create_detector, regions
+from embedder.errors import ImageError
 from embedder.images import ImageSource, describe, load_image
 
 from . import search as ranking
@@ -59,12 +61,16 @@ class Gallery:
     are fast and work without the model.
     """
 
-    def __init__(self, model: Embedder, path: Optional[os.PathLike | str] = None, threshold: Optional[float] = None):
+    def __init__(self, model: Embedder, path: Optional[os.PathLike | str] = None, threshold: Optional[float] = None,
+                 detector: Union[str, dict, None] = "none"):
         self.path = Path(path) if path else None
         self._model: Optional[Embedder] = model
+        self._detector = create_detector(detector)
         self._meta = {
             "model": {"name": model.name, "fingerprint": model.fingerprint(), "dim": model.dim},
             "threshold": float(model.config.get("threshold", 0.5) if threshold is None else threshold),
+            # Stored so that queries are cropped the way the references were.
+            "detector": self._detector.config,
             "next_id": 0,
             "references": [],
         }
@@ -79,7 +85,7 @@ class Gallery:
         """Open a saved gallery. model: None to use the one it was built with, or one to check against it."""
         meta, index = store.load(Path(path))
         g = cls.__new__(cls)
-        g.path, g._meta, g._index, g._model = Path(path), meta, index, None
+        g.path, g._meta, g._index, g._model, g._detector = Path(path), meta, index, None, None
         g._new_thumbs, g._dropped = {}, set()
         g._refs = {r["id"]: Reference(**r) for r in meta["references"]}
         if index.ntotal != len(g._refs):
@@ -89,13 +95,24 @@ class Gallery:
         return g
 
     @classmethod
-    def open_or_create(cls, path: os.PathLike | str, model: Union[Embedder, str, None] = None) -> "Gallery":
+    def open_or_create(cls, path: os.PathLike | str, model: Union[Embedder, str, None] = None,
+                       detector: Union[str, dict, None] = None) -> "Gallery":
+        """Open the gallery at path, or start a new one there (saved on the first save()).
+
+        detector: for a new gallery, the detector its images are cropped with (default "none");
+        for an existing one it must match the stored one, if given.
+        """
         if (Path(path) / store.META_FILE).is_file():
-            return cls.open(path, model)
+            g = cls.open(path, model)
+            wanted = create_detector(detector).config if detector is not None else None
+            if wanted is not None and wanted["name"] != g.detector_config["name"]:
+                raise GalleryError(f"gallery {path}: its images are cropped with detector {g.detector_config['name']!r}, "
+                                   f"not {wanted['name']!r}; omit --detector or use a new gallery")
+            return g
         if Path(path).exists() and any(p.name != store.LOCK_FILE for p in Path(path).iterdir()):
             raise GalleryError(f"gallery {path}: folder exists, is not empty and holds no {store.META_FILE}; refusing to use it")
         m = model if isinstance(model, Embedder) else embedder.load(model or embedder.DEFAULT_MODEL)[0]
-        return cls(m, path)
+        return cls(m, path, detector=detector or "none")
 
     def save(self, path: Optional[os.PathLike | str] = None) -> None:
         self.path = Path(path) if path else self.path
@@ -137,6 +154,40 @@ class Gallery:
         return self._model
 
     @property
+    def detector_config(self) -> dict:
+        return self._meta.get("detector", {"name": "none"})
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            self._detector = create_detector(self.detector_config)
+        return self._detector
+
+    def crops(self, image: ImageSource, every: bool = False, fallback: Optional[str] = None,
+              name: Optional[str] = None) -> list[tuple[Detection, Image.Image]]:
+        """The regions of an image this gallery embeds: the largest detection, or every one.
+
+        Raises ImageError when nothing is found, unless fallback == "whole".
+        """
+        img = load_image(image, name=name)
+        found = regions(self.detector, img, fallback)
+        if not found:
+            raise ImageError(f"{name or describe(image)}: no {self.detector_config['name']} found "
+                             "(use the whole image with fallback 'whole')")
+        return [(d, d.crop(img)) for d in (found if every else found[:1])]
+
+    def find(self, image: ImageSource, k: int = 5, threshold: Optional[float] = None,
+             fallback: Optional[str] = None, name: Optional[str] = None) -> list[dict]:
+        """Detect, then search each detection: one JSON-ready result per detection, largest first."""
+        img = load_image(image, name=name)
+        found = regions(self.detector, img, fallback)
+        if not found:
+            return []
+        results = self.search(self.model.embed([d.crop(img) for d in found]), k=k)
+        t = self.threshold if threshold is None else float(threshold)
+        return [ranking.detection(list(d.box), r, t) for d, r in zip(found, results)]
+
+    @property
     def model_name(self) -> str:
         return self._meta["model"]["name"]
 
@@ -172,8 +223,13 @@ class Gallery:
             raise GalleryError(f"label {label!r}: not in gallery {self.path or ''} (labels: {known})".replace("  ", " "))
 
     # ---- editing ------------------------------------------------------------------------
-    def enroll(self, label: str, images: Queries, sources: Optional[Sequence[str]] = None) -> list[int]:
-        """Add references for `label` from images, or from an (N, D) array of embeddings. Returns their ids."""
+    def enroll(self, label: str, images: Queries, sources: Optional[Sequence[str]] = None, detect: bool = True,
+               fallback: Optional[str] = None) -> list[int]:
+        """Add references for `label` from images, or from an (N, D) array of embeddings. Returns their ids.
+
+        Images are cropped to their largest detection first (detect=False: they already are crops);
+        an image with none raises ImageError unless fallback == "whole".
+        """
         label = check_label(label)
         from_embeddings = isinstance(images, np.ndarray) and images.dtype.kind == "f"
         if from_embeddings:
@@ -181,7 +237,10 @@ class Gallery:
             sources = sources if sources is not None else ["<embedding>"] * len(emb)
         else:
             sources = sources if sources is not None else [describe(i) for i in images]
-            loaded = [load_image(i) for i in images]
+            if detect:
+                loaded = [self.crops(i, fallback=fallback, name=str(n))[0][1] for i, n in zip(images, sources)]
+            else:
+                loaded = [load_image(i) for i in images]
             emb = self.model.embed(loaded, progress=len(loaded) > 8)
         if len(sources) != len(emb):
             raise GalleryError(f"enroll: {len(sources)} sources for {len(emb)} images")

@@ -15,7 +15,6 @@ from PIL import Image
 
 import embedder
 
-from . import search as ranking
 from . import store
 from .errors import GalleryError
 from .gallery import Gallery
@@ -66,13 +65,18 @@ class GalleryService:
     def labels(self) -> dict[str, int]:
         return self.gallery().labels()
 
-    def search(self, img: Image.Image, k: int = 5, threshold: Optional[float] = None) -> list[dict]:
-        """One result per detection (for now the whole image), as JSON-ready dicts."""
+    def search(self, img: Image.Image, k: int = 5, threshold: Optional[float] = None,
+               fallback: Optional[str] = None) -> list[dict]:
+        """One JSON-ready result per detection (box, match, hits, labels), largest first."""
         g = self.gallery()
         if not len(g):
             raise GalleryError("the gallery is empty; enrol some images first")
-        res = g.search(self.model.embed([img]), k=k)[0]
-        return [ranking.detection([0, 0, img.width, img.height], res, g.threshold if threshold is None else threshold)]
+        return g.find(img, k=k, threshold=threshold, fallback=fallback)
+
+    def crops(self, images: list[tuple[str, Image.Image]], fallback: Optional[str] = "whole") -> list[tuple[str, Image.Image]]:
+        """(name, crop) of the largest detection of each image, as enrolment would take them."""
+        g = self.gallery()
+        return [(name, g.crops(img, fallback=fallback, name=name)[0][1]) for name, img in images]
 
     def check(self, label: str, images: list[Image.Image]) -> list[str]:
         """Warnings about images before they are enrolled as `label`: near-duplicates, or closer to another class."""

@@ -33,7 +33,7 @@ def test_enroll_then_search_finds_the_right_digit(enrolled, digits, capsys):
     queries = [p for label in ("0", "3", "7") for p in digits[label][5:15]]
     code, out, err = run(capsys, "search", enrolled, *queries, digits["3"][0], "--json", "--k", "3")
     assert code == 0, err
-    results = json.loads(out)
+    results = [r["detections"][0] for r in json.loads(out)]
     got = [r["match"]["nearest"] for r in results[:-1]]
     want = [label for label in ("0", "3", "7") for _ in range(10)]
     # Frozen ImageNet features: 5-shot accuracy on sign-digits is ~0.64 over 10 classes (README);

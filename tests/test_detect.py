@@ -1,0 +1,105 @@
+"""Detectors and the cascade file: found locally, downloaded with a checksum, clear errors offline."""
+
+import hashlib
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+from embedder import ModelError, load_image
+from embedder.assets import ANIMEFACE_CASCADE, Asset, fetch
+from embedder.detect import create_detector, list_detectors
+from index import Gallery
+from index.cli import main
+
+from .conftest import SHARED
+
+CASCADE = SHARED / "detectors" / "lbpcascade_animeface.xml"
+
+
+@pytest.fixture()
+def cascade(monkeypatch, datasets, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # never touch the user's cache
+    monkeypatch.setenv(ANIMEFACE_CASCADE.env, str(CASCADE))
+    return CASCADE
+
+
+def test_download_checks_the_sha256(datasets, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(ANIMEFACE_CASCADE.env, raising=False)
+    good = Asset(ANIMEFACE_CASCADE.filename, CASCADE.as_uri(), ANIMEFACE_CASCADE.sha256, "NO_SUCH_ENV")
+    path = fetch(good)
+    assert path == tmp_path / "cache" / "byakugan" / "lbpcascade_animeface.xml"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == ANIMEFACE_CASCADE.sha256
+    assert fetch(good) == path  # cached: no second download
+    path.write_text("damaged")  # a bad cached copy is replaced
+    assert hashlib.sha256(fetch(good).read_bytes()).hexdigest() == ANIMEFACE_CASCADE.sha256
+
+    wrong = Asset("other.xml", CASCADE.as_uri(), "0" * 64, "NO_SUCH_ENV")
+    with pytest.raises(ModelError, match="does not match its SHA-256"):
+        fetch(wrong)
+    assert not (tmp_path / "cache" / "byakugan" / "other.xml").exists()
+
+
+def test_offline_and_missing_says_where_to_put_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    offline = Asset("lbp.xml", (tmp_path / "unreachable.xml").as_uri(), "0" * 64, "NO_SUCH_ENV")
+    with pytest.raises(ModelError, match=r"could not be downloaded .*put it at .*lbp.xml or set NO_SUCH_ENV"):
+        fetch(offline)
+    with pytest.raises(ModelError, match="not found; put it at"):
+        fetch(offline, download=False)
+    with pytest.raises(ModelError, match="does not exist"):
+        fetch(offline, path=tmp_path / "nope.xml")
+
+
+def test_detector_registry(cascade):
+    assert list_detectors() == ["none", "anime-face", "face"]
+    img = Image.new("RGB", (64, 48))
+    assert [d.box for d in create_detector("none")(img)] == [(0, 0, 64, 48)]
+    assert create_detector("anime-face")(img) == []
+    assert create_detector("face")(img) == []
+    with pytest.raises(ModelError, match="unknown detector 'cat'; valid: none, anime-face, face"):
+        create_detector("cat")
+
+
+def test_anime_faces_are_found_in_whole_illustrations(cascade, datasets):
+    det = create_detector("anime-face")
+    files = sorted((datasets / "anime-scenes").glob("*/*.jpg"))[::6]
+    images = [load_image(f) for f in files]
+    found = [det(img) for img in images]
+    assert sum(1 for f in found if f) >= 0.8 * len(files)
+    for img, dets in zip(images, found):
+        for d in dets:
+            x, y, w, h = d.box
+            assert 0 <= x and 0 <= y and x + w <= img.width and y + h <= img.height and min(w, h) > 20
+
+
+def test_gallery_keeps_its_detector_and_crops_queries(cascade, datasets, model, tmp_path, capsys):
+    scenes = datasets / "anime-scenes"
+    g = tmp_path / "g"
+    maki = sorted((scenes / "nishikino_maki").glob("*.jpg"))
+    riko = sorted((scenes / "sakurauchi_riko").glob("*.jpg"))
+    code = main(["enroll", str(g), "maki", *map(str, maki[:5]), "--detector", "anime-face", "--fallback", "whole"])
+    assert code == 0, capsys.readouterr().err
+    assert main(["enroll", str(g), "riko", *map(str, riko[:5]), "--fallback", "whole"]) == 0
+    assert Gallery.open(g).detector_config["name"] == "anime-face"
+    assert main(["enroll", str(g), "riko", str(riko[5]), "--detector", "face"]) == 2
+    assert "cropped with detector 'anime-face', not 'face'" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["search", str(g), str(maki[6]), "--json", "--fallback", "whole"]) == 0
+    result = json.loads(capsys.readouterr().out)[0]
+    assert result["detections"] and len(result["detections"][0]["box"]) == 4
+    w, h = Image.open(maki[6]).size
+    box = result["detections"][0]["box"]
+    assert box != [0, 0, w, h]  # a face crop, not the whole picture
+
+
+def test_no_detection_is_reported(cascade, datasets, model, tmp_path, capsys, digits):
+    g = tmp_path / "g"
+    assert main(["enroll", str(g), "x", str(digits["1"][0]), "--detector", "anime-face"]) == 2
+    assert "no anime-face found" in capsys.readouterr().err
+    assert not (g / "gallery.json").exists()  # nothing enrolled, nothing written
+    out = tmp_path / "e.npy"
+    assert main(["embed", str(digits["1"][0]), "--detector", "anime-face", "--out", str(out)]) == 2
+    assert main(["embed", str(digits["1"][0]), "--detector", "anime-face", "--fallback", "whole", "--out", str(out)]) == 0
