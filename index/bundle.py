@@ -20,6 +20,7 @@ from typing import Optional
 import faiss
 import numpy as np
 
+from embedder.detect import create_detector, regions
 from embedder.errors import ByakuganError
 from embedder.images import ImageSource, load_image
 from embedder.preprocess import Preprocess
@@ -108,6 +109,10 @@ class Bundle:
 
         self._session = ort.InferenceSession(str(directory / "model.onnx"), providers=["CPUExecutionProvider"])
         self._input = self.config["model"]["input"]
+        detector = dict(self.config.get("detector", {"name": "none"}))
+        if "cascade" in detector:  # shipped inside the bundle, named relative to it
+            detector["cascade"] = str(directory / _safe_name(detector["cascade"], origin))
+        self.detector = create_detector(detector)
 
     @property
     def threshold(self) -> float:
@@ -119,21 +124,30 @@ class Bundle:
             out[r.label] = out.get(r.label, 0) + 1
         return dict(sorted(out.items()))
 
-    def embed(self, image: ImageSource) -> np.ndarray:
-        """The (D,) unit embedding of the whole image, as the live gallery's model computes it."""
-        x = self.preprocess.to_array(load_image(image))[None]
-        return self._session.run(None, {self._input: x})[0][0]
+    def _embed(self, crops: list) -> np.ndarray:
+        x = np.stack([self.preprocess.to_array(c) for c in crops])
+        return np.ascontiguousarray(self._session.run(None, {self._input: x})[0], np.float32)
 
-    def search(self, image: ImageSource, k: int = 5, threshold: Optional[float] = None) -> list[dict]:
-        """One result per detection: its box, the match (label or "unknown"), top-k hits and labels."""
+    def embed(self, image: ImageSource, fallback: Optional[str] = "whole") -> np.ndarray:
+        """The (D,) unit embedding of the largest detection (the whole image for detector "none")."""
+        img = load_image(image)
+        found = regions(self.detector, img, fallback)
+        if not found:
+            raise BundleError(f"no {self.detector.name} found in the image")
+        return self._embed([found[0].crop(img)])[0]
+
+    def search(self, image: ImageSource, k: int = 5, threshold: Optional[float] = None,
+               fallback: Optional[str] = None) -> list[dict]:
+        """One result per detection, largest first: its box, the match (label or "unknown"), top-k hits and labels."""
         if k < 1:
             raise BundleError(f"k={k}: must be at least 1")
         img = load_image(image)
-        x = self.preprocess.to_array(img)[None]
-        emb = self._session.run(None, {self._input: x})[0]
-        res = ranking.search(self._index, self._refs, np.ascontiguousarray(emb, np.float32), k)[0]
+        found = regions(self.detector, img, fallback)
+        if not found:
+            return []
+        results = ranking.search(self._index, self._refs, self._embed([d.crop(img) for d in found]), k)
         t = self.threshold if threshold is None else float(threshold)
-        return [ranking.detection([0, 0, img.width, img.height], res, t)]
+        return [ranking.detection(list(d.box), r, t) for d, r in zip(found, results)]
 
 
 def load(path: os.PathLike | str) -> Bundle:

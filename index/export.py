@@ -73,7 +73,7 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False) ->
             "model": {"name": model.name, "fingerprint": model.fingerprint(), "dim": model.dim,
                       "input": "pixels", "output": "embedding"},
             "preprocess": model.preprocess.to_dict(),
-            "detector": {"name": "none"},
+            "detector": _bundle_detector(gallery, d),
         })
         _write_json(d / "thresholds.json", {"default": gallery.threshold, "per_label": {}})
         files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir())}
@@ -97,6 +97,17 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False) ->
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         os.replace(staged, out)
     return out
+
+
+def _bundle_detector(gallery: Gallery, d: Path) -> dict:
+    """The gallery's detector config; a cascade file it needs travels inside the bundle."""
+    config = dict(gallery.detector_config)
+    if config["name"] == "anime-face":
+        from embedder.assets import ANIMEFACE_CASCADE, fetch
+
+        shutil.copyfile(fetch(ANIMEFACE_CASCADE, config.get("cascade")), d / "detector.xml")
+        config["cascade"] = "detector.xml"
+    return config
 
 
 def _write_json(path: Path, obj: object) -> None:

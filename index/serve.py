@@ -113,8 +113,9 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
             from .gallery import check_label
 
             label = check_label(label)
-            loaded = [await read(f) for f in images]
-            ids = service.enroll(label, loaded, [f.filename or "upload" for f in images])
+            names = [f.filename or "upload" for f in images]
+            crops = service.crops([(n, await read(f)) for n, f in zip(names, images)], fallback=None)
+            ids = service.enroll(label, [c for _, c in crops], names)
             return {"label": label, "ids": ids, "labels": service.labels()}
 
         @app.delete("/labels/{label}", dependencies=[Depends(authorised)])

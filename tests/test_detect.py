@@ -103,3 +103,20 @@ def test_no_detection_is_reported(cascade, datasets, model, tmp_path, capsys, di
     out = tmp_path / "e.npy"
     assert main(["embed", str(digits["1"][0]), "--detector", "anime-face", "--out", str(out)]) == 2
     assert main(["embed", str(digits["1"][0]), "--detector", "anime-face", "--fallback", "whole", "--out", str(out)]) == 0
+
+
+def test_bundle_crops_like_the_gallery(cascade, datasets, model, tmp_path):
+    from index import bundle
+    from index.export import export
+
+    scenes = sorted((datasets / "anime-scenes" / "takimoto_hifumi").glob("*.jpg"))
+    g = Gallery(model, tmp_path / "g", detector="anime-face")
+    g.enroll("hifumi", scenes[:4], fallback="whole")
+    g.save()
+    b = bundle.load(export(g, tmp_path / "b.zip"))
+    assert b.config["detector"]["name"] == "anime-face" and b.config["detector"]["cascade"] == "detector.xml"
+    live, got = g.find(scenes[5], k=2), b.search(scenes[5], k=2)
+    assert [d["box"] for d in got] == [d["box"] for d in live] and got
+    for a, c in zip(live, got):
+        assert [h["id"] for h in a["hits"]] == [h["id"] for h in c["hits"]]
+        assert all(abs(h1["score"] - h2["score"]) < 1e-5 for h1, h2 in zip(a["hits"], c["hits"]))

@@ -114,7 +114,8 @@ def enrol_ui(svc: GalleryService) -> Optional[list[int]]:
                                key=f"enrol_upload_{round_}") or []
     images = [(u.name, img) for u in uploads if (img := read_upload(u)) is not None]
     if images:
-        st.write("What will be enrolled:")
+        images = svc.crops(images)  # the largest detection of each, or the whole image when none
+        st.write("What will be enrolled (the detector's crops):")
         cols = st.columns(min(6, len(images)))
         for i, (name, img) in enumerate(images):
             cols[i % len(cols)].image(img, caption=name, width=96)
