@@ -264,13 +264,26 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
     samples = scan([a.data], per_class=a.per_class, seed=a.seed, classes=a.classes)
     model, _ = embedder.load(a.model)
-    emb = model.embed([s.path for s in samples], progress=True)
+    inputs: list = [s.path for s in samples]
+    detected = None
+    if a.detector != "none":
+        # The largest detection of each image; the whole image where none is found (counted).
+        detector, found = create_detector(a.detector), 0
+        for i, path in enumerate(inputs):
+            img = embedder.load_image(path)
+            dets = detector(img)
+            found += bool(dets)
+            inputs[i] = dets[0].crop(img) if dets else img
+        detected = round(found / len(inputs), 4)
+    emb = model.embed(inputs, progress=True)
     labels = [s.label.split("/", 1)[1] for s in samples]
     try:
         trials = enrolment_trials(emb, labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction, seed=a.seed)
     except ValueError as exc:
         raise ByakuganError(f"evaluate {a.data}: {exc}") from None
-    summary = {"data": a.data, "model": model.name, **trials.summary}
+    summary = {"data": a.data, "model": model.name, "detector": a.detector, **trials.summary}
+    if detected is not None:
+        summary["detected"] = detected
     if a.report:
         from embedder.report import write_report
 
@@ -409,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--unknown-fraction", type=float, default=0.33, help="share of classes left out of the gallery")
     s.add_argument("--per-class", type=int, help="use a seeded sample of this many images per class")
     s.add_argument("--classes", nargs="+", metavar="CLASS", help="evaluate only these class folders")
+    s.add_argument("--detector", choices=list_detectors(), default="none", help="crop each image to its largest detection")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true")
     s.add_argument("--report", metavar="DIR", help="write confusion.png, scores.png, embeddings.png, summary.json")

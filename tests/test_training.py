@@ -1,0 +1,74 @@
+"""Training, the enrolment protocol and `byakugan evaluate`, on small seeded samples."""
+
+import json
+
+import numpy as np
+import pytest
+
+import embedder
+from embedder.evaluation import enrolment_trials, roc_auc
+from index.cli import main
+
+
+def clusters(n_classes, per_class, spread, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_classes, 32))
+    x = np.repeat(centres, per_class, 0) + spread * rng.standard_normal((n_classes * per_class, 32))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32), [f"c{i}" for i in range(n_classes) for _ in range(per_class)]
+
+
+def test_protocol_separates_clean_clusters_and_not_noise():
+    x, y = clusters(6, 20, 0.05)
+    s = enrolment_trials(x, y, shots=5, trials=5).summary
+    assert s["top1_nearest"] == 1.0 and s["top1_prototype"] == 1.0
+    assert s["unknown_classes_per_trial"] == 2 and s["roc_auc"] > 0.99 and s["far_at_tar95"] == 0.0
+    x, y = clusters(6, 20, 50.0)  # noise swamps the centres
+    s = enrolment_trials(x, y, shots=5, trials=5).summary
+    assert s["top1_nearest"] < 0.5 and 0.3 < s["roc_auc"] < 0.7
+    assert roc_auc(np.array([1.0, 2.0]), np.array([0.0, 2.0])) == 0.625
+
+
+def test_protocol_rejects_too_few_images():
+    x, y = clusters(3, 5, 0.1)
+    with pytest.raises(ValueError, match="no images left to query"):
+        enrolment_trials(x, y, shots=5)
+
+
+def test_train_saves_a_loadable_model_and_resumes(datasets, tmp_path, capsys):
+    out = tmp_path / "tiny"
+    args = ["train", str(datasets / "sign-digits"), str(datasets / "rock-paper-scissors"), "--out", str(out),
+            "--per-class", "8", "--views", "1", "--dim", "16", "--holdout", "sign-digits/0", "sign-digits/1",
+            "sign-digits/2", "--cache", str(tmp_path / "cache")]
+    assert main([*args, "--epochs", "1"]) == 0
+    assert main([*args, "--epochs", "2", "--resume"]) == 0  # continues at epoch 2, features from the cache
+    err = capsys.readouterr().err
+    assert "resumed from" in err and err.count('"epoch": 2') == 1 and err.count('"epoch": 1') == 1
+    record = json.loads((out / "training.json").read_text())
+    assert [h["epoch"] for h in record["history"]] == [1, 2]
+    assert 0 <= record["history"][-1]["heldout_precision_at_1"] <= 1
+    model, pre = embedder.load(str(out))
+    assert model.dim == 1280 + 16 and pre.size == 160 and not model.training
+    e = model.embed([next((datasets / "sign-digits" / "0").glob("*.jpg"))])
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
+
+
+def test_train_rejects_unknown_names(datasets, tmp_path, capsys):
+    assert main(["train", str(datasets / "sign-digits"), "--out", str(tmp_path / "m"), "--loss", "hinge"]) == 2
+    assert "loss 'hinge' is not one of triplet, multisimilarity" in capsys.readouterr().err
+    assert main(["train", str(datasets / "sign-digits"), "--out", str(tmp_path / "m"), "--holdout", "sign-digits/x"]) == 2
+    assert "held-out classes ['sign-digits/x'] not found" in capsys.readouterr().err
+
+
+def test_evaluate_writes_figures_and_plots(datasets, tmp_path, capsys):
+    report = tmp_path / "report"
+    code = main(["evaluate", str(datasets / "rock-paper-scissors"), "--per-class", "12", "--trials", "3",
+                 "--json", "--report", str(report)])
+    assert code == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["classes"] == 3 and s["images"] == 36 and set(s["per_class_top1_nearest"]) == {"paper", "rock", "scissors"}
+    assert 0 <= s["far_at_tar95"] <= 1 and 0 <= s["roc_auc"] <= 1
+    for name in ("confusion.png", "scores.png", "embeddings.png"):
+        assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+    assert "not a folder" in capsys.readouterr().err
