@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from .data import Sample, scan, split_classes
 from .errors import ByakuganError
+from .evaluation import enrolment_trials
 from .images import load_image
 from .model import Embedder, create_embedder
 from .preprocess import Preprocess
@@ -170,6 +171,8 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
         held_feats = features(model, held) if held else None
     held_labels = np.array([s.label for s in held])
 
+    # Seeded again here so a run gives the same model whether its features came from the cache or not.
+    random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
     batch = min(cfg.batch_size, cfg.m_per_class * len(classes))  # the sampler needs m * classes >= batch
     if batch != cfg.batch_size:
         log(f"batch size {cfg.batch_size} > {cfg.m_per_class} per class x {len(classes)} classes; using {batch}")
@@ -204,6 +207,14 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
         log(json.dumps(record))
         _checkpoint(model, opt, epoch + 1, history, ckpt)
     model.eval().cpu()
+    if held_feats is not None and len(set(held_labels)) >= 3:
+        # The default unknown threshold: the cosine that keeps 95% of known queries when the
+        # held-out classes are enrolled 5-shot (galleries can set their own).
+        with torch.inference_mode():
+            emb = torch.nn.functional.normalize(model.head(held_feats), dim=-1).numpy()
+        trials = enrolment_trials(emb, held_labels, shots=5, trials=10, unknown_fraction=0.25, seed=cfg.seed)
+        model.config["threshold"] = trials.summary.get("threshold_tar95", model.config["threshold"])
+        log(f"threshold {model.config['threshold']} (keeps 95% of held-out known queries)")
     model.save(cfg.out)
     (Path(cfg.out) / "training.json").write_text(json.dumps({"config": asdict(cfg), "history": history}, indent=1) + "\n")
     return model

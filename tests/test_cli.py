@@ -78,12 +78,12 @@ def test_labels_remove_rename_threshold(enrolled, capsys):
     assert json.loads(out)["labels"] == {"3": 5, "seven": 5} and json.loads(out)["threshold"] == 0.9
 
 
-def test_embed_writes_rows_in_argument_order(digits, tmp_path, capsys):
+def test_embed_writes_rows_in_argument_order(digits, model, tmp_path, capsys):
     a, b = digits["4"][0], digits["9"][0]
     out = tmp_path / "e.npy"
     assert run(capsys, "embed", a, b, "--out", out)[0] == 0
     e = np.load(out)
-    assert e.shape == (2, 1280) and e.dtype == np.float32
+    assert e.shape == (2, model.dim) and e.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
     assert run(capsys, "embed", b, a, "--out", out)[0] == 0
     np.testing.assert_allclose(np.load(out), e[::-1], atol=1e-6)

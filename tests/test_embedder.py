@@ -37,7 +37,8 @@ def test_default_model_embeds_unit_vectors(model, tiny_images):
 
 def test_load_returns_model_and_preprocess():
     m, pre = load("default")
-    assert pre is m.preprocess and pre.size == 160 and m.config["threshold"] == pytest.approx(0.75)
+    assert pre is m.preprocess and pre.size == 160 and -1 < m.config["threshold"] < 1 and not m.training
+    assert m.name == "default"
 
 
 def test_save_and_load_roundtrip_keeps_config_and_outputs(tmp_path, tiny_images):

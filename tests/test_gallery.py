@@ -12,11 +12,13 @@ from index import store
 
 from .conftest import unit_rows
 
-D = 1280
+@pytest.fixture(scope="module")
+def D(model) -> int:
+    return model.dim
 
 
 @pytest.fixture()
-def gallery(model, tmp_path):
+def gallery(model, tmp_path, D):
     g = Gallery(model, tmp_path / "g")
     x = unit_rows(30, D, seed=1)
     for i, label in enumerate(["ame", "gura", "seal-tiger"]):
@@ -32,7 +34,7 @@ def brute_force(g, q, k):
     return [[refs[j].label for j in row] for row in order], s
 
 
-def test_search_save_load_search_identical(gallery, tmp_path):
+def test_search_save_load_search_identical(gallery, tmp_path, D):
     q = unit_rows(7, D, seed=2)
     before = gallery.search(q, k=4)
     labels, s = brute_force(gallery, q, 4)
@@ -51,7 +53,7 @@ def test_labels_ranked_by_best_reference(gallery):
     assert r.labels[0][1] == r.hits[0].score
 
 
-def test_match_applies_threshold(gallery):
+def test_match_applies_threshold(gallery, D):
     q = gallery.embeddings([12])
     assert gallery.match(q, threshold=0.99)[0].label == "gura"
     far = unit_rows(1, D, seed=9)
@@ -59,7 +61,7 @@ def test_match_applies_threshold(gallery):
     assert m.label == UNKNOWN and not m.known and m.nearest in gallery.labels()
 
 
-def test_remove_rename_and_ids_are_stable(gallery, tmp_path):
+def test_remove_rename_and_ids_are_stable(gallery, tmp_path, D):
     ids = [r.id for r in gallery.references("gura")]
     assert gallery.remove("ame") == 10
     assert [r.id for r in gallery.references("gura")] == ids
@@ -73,7 +75,7 @@ def test_remove_rename_and_ids_are_stable(gallery, tmp_path):
     assert g.search(g.embeddings([ids[1]]), k=1)[0].hits[0].id == ids[1]
 
 
-def test_bad_labels_and_ids(gallery):
+def test_bad_labels_and_ids(gallery, D):
     with pytest.raises(GalleryError, match=r"label 'zz': not in gallery .*labels: ame, gura, seal-tiger"):
         gallery.remove("zz")
     with pytest.raises(GalleryError, match="reserved"):
@@ -88,7 +90,7 @@ def test_bad_labels_and_ids(gallery):
         gallery.search(np.ones((1, 3), np.float32))
 
 
-def test_empty_and_missing_galleries(model, tmp_path):
+def test_empty_and_missing_galleries(model, tmp_path, D):
     with pytest.raises(GalleryError, match="is empty"):
         Gallery(model).search(unit_rows(1, D))
     with pytest.raises(GalleryError, match="does not exist"):
