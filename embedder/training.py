@@ -101,7 +101,7 @@ def view_features(model: Embedder, samples: list[Sample], cfg: "TrainConfig") ->
     out = []
     for dataset, group in groupby(samples, key=lambda s: s.dataset):
         group = list(group)
-        key = json.dumps([model.fingerprint(), cfg.views, cfg.hflip, cfg.seed, [str(s.path) for s in group]])
+        key = json.dumps([model.fingerprint(), cfg.views, cfg.hflip, cfg.seed, [str(s.path.resolve()) for s in group]])
         path = Path(cfg.cache) / f"{dataset}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors" if cfg.cache else None
         if path is not None and path.is_file():
             out.append(load_file(str(path))["features"])
