@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Optional
-
 import numpy as np
 from PIL import Image
 
@@ -86,7 +84,3 @@ def encode_landmarks(hands: list[tuple[str, np.ndarray]]) -> np.ndarray:
 def create_hand_detector(config: dict) -> HandDetector:
     settings = {k: v for k, v in config.items() if k != "name"}
     return HandDetector(HandSettings(**settings))
-
-
-def landmark_vector(detection) -> Optional[np.ndarray]:
-    return getattr(detection, "landmarks", None)

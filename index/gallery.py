@@ -220,7 +220,7 @@ class Gallery:
     def _require_label(self, label: str) -> None:
         if label not in self.labels():
             known = ", ".join(self.labels()) or "none"
-            raise GalleryError(f"label {label!r}: not in gallery {self.path or ''} (labels: {known})".replace("  ", " "))
+            raise GalleryError(f"label {label!r}: not in gallery {self.path or '(unsaved)'} (labels: {known})")
 
     # ---- editing ------------------------------------------------------------------------
     def enroll(self, label: str, images: Queries, sources: Optional[Sequence[str]] = None, detect: bool = True,

@@ -52,7 +52,7 @@ def test_enrol_three_digits_then_search_reads_the_right_label(app, digits, tmp_p
     verdicts = {label: search(app, digits[label][6]) for label in ("0", "3", "7")}
     # Each verdict names the label, or "unknown (nearest: label)" below the threshold.
     right = [lab for lab, text in verdicts.items() if text.split(":", 1)[1].strip().rstrip(")").endswith(lab)]
-    assert len(right) >= 2, verdicts  # frozen ImageNet features; chance is 1 in 3
+    assert len(right) >= 2, verdicts  # chance is 1 in 3
     assert any(m.value.startswith("**") for m in app.markdown)  # the top matches, with scores
     assert app.get("progress")  # similarity bars
     assert (tmp_path / "gallery" / "gallery.json").is_file()
