@@ -46,13 +46,18 @@ def scan(data_dirs: Sequence[os.PathLike | str], per_class: Optional[int] = None
 
 
 def split_classes(samples: list[Sample], holdout: Sequence[str]) -> tuple[list[Sample], list[Sample]]:
-    """(train, held out): samples of the classes named in `holdout` ("dataset/class") go to the second."""
-    known = {s.label for s in samples}
-    unknown = sorted(set(holdout) - known)
+    """(train, held out): samples of the classes named in `holdout` go to the second.
+
+    An entry is "dataset/class", or a dataset name alone to hold out all of its classes.
+    """
+    known, datasets = {s.label for s in samples}, {s.dataset for s in samples}
+    unknown = sorted(h for h in set(holdout) if h not in known and h not in datasets)
     if unknown:
-        raise ByakuganError(f"held-out classes {unknown} not found; classes look like {sorted(known)[:3]}")
+        raise ByakuganError(f"held-out classes {unknown} not found; classes look like {sorted(known)[:3]}, "
+                            f"datasets are {sorted(datasets)}")
     held = set(holdout)
-    return [s for s in samples if s.label not in held], [s for s in samples if s.label in held]
+    is_held = [s.label in held or s.dataset in held for s in samples]
+    return [s for s, h in zip(samples, is_held) if not h], [s for s, h in zip(samples, is_held) if h]
 
 
 def pick_holdout(samples: list[Sample], dataset: str, n: int, seed: int = 0) -> list[str]:

@@ -72,3 +72,15 @@ def test_evaluate_writes_figures_and_plots(datasets, tmp_path, capsys):
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_holdout_takes_whole_datasets():
+    from pathlib import Path
+
+    from embedder.data import Sample, split_classes
+
+    samples = [Sample(Path(f"{d}/{c}.jpg"), f"{d}/{c}", d) for d in ("a", "b") for c in ("x", "y")]
+    train, held = split_classes(samples, ["b", "a/x"])
+    assert [s.label for s in train] == ["a/y"] and [s.label for s in held] == ["a/x", "b/x", "b/y"]
+    with pytest.raises(embedder.ByakuganError, match=r"held-out classes \['c'\] not found"):
+        split_classes(samples, ["c"])

@@ -1,0 +1,41 @@
+"""The shared gallery behind the page and the server: concurrent writers lose nothing."""
+
+import threading
+
+from index import Gallery
+from index.service import GalleryService
+
+
+def test_two_servers_enrolling_at_once_lose_nothing(model, digits, tmp_path):
+    # Two services on one folder stand for two server processes (or two page sessions).
+    a, b = GalleryService(tmp_path / "g", model), GalleryService(tmp_path / "g", model)
+    from embedder import load_image
+
+    errors = []
+
+    def enrol(svc, label):
+        try:
+            for p in digits[label][:4]:
+                svc.enroll(label, [load_image(p)], [p.name])
+        except Exception as exc:  # surfaced below; a thread cannot fail the test itself
+            errors.append(exc)
+
+    threads = [threading.Thread(target=enrol, args=(a, "1")), threading.Thread(target=enrol, args=(b, "2"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert Gallery.open(tmp_path / "g").labels() == {"1": 4, "2": 4}
+    assert a.labels() == b.labels() == {"1": 4, "2": 4}  # each sees the other's saves
+
+
+def test_check_warns_about_duplicates_and_confusions(model, digits, tmp_path):
+    from embedder import load_image
+
+    svc = GalleryService(tmp_path / "g", model)
+    svc.enroll("1", [load_image(p) for p in digits["1"][:3]], ["a", "b", "c"])
+    svc.enroll("2", [load_image(p) for p in digits["2"][:3]], ["d", "e", "f"])
+    warnings = svc.check("2", [load_image(digits["1"][0])])
+    assert any("near-duplicate of reference 0" in w for w in warnings)
+    assert any("closer to '1'" in w and "own class '2'" in w for w in warnings)
