@@ -1,0 +1,148 @@
+"""The `byakugan` commands that work on models, bundles and servers rather than on one gallery:
+embed, export, serve, ui, train, evaluate, models. The parser lives in index.cli."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import embedder
+from embedder import ByakuganError, ImageError
+from embedder.detect import create_detector, regions
+
+from . import store
+from .cli_util import EXIT_BAD_INPUT, _embed_reporting, _print_json
+from .gallery import Gallery
+
+
+def cmd_embed(a: argparse.Namespace) -> int:
+    out = Path(a.out)
+    if out.suffix != ".npy":
+        raise ByakuganError(f"--out {out}: must end with .npy")
+    if not out.parent.is_dir():
+        raise ByakuganError(f"--out {out}: folder {out.parent} does not exist")
+    model, _ = embedder.load(a.model)
+    detector = create_detector(a.detector)
+    regions_or_errors: list = []
+    for image in a.images:
+        try:
+            img = embedder.load_image(image)
+            found = regions(detector, img, a.fallback)
+            if not found:
+                raise ImageError(f"{image}: no {detector.name} found (--fallback whole embeds the whole image)")
+            regions_or_errors.append(found[0].crop(img))
+        except ImageError as exc:
+            regions_or_errors.append(exc)
+    emb, ok = _embed_reporting(model, regions_or_errors, progress=len(a.images) > 8)
+    buf = io.BytesIO()
+    np.save(buf, emb)
+    store.write_atomic(out, buf.getvalue())
+    note = f" ({len(ok) - sum(ok)} unreadable: NaN rows)" if not all(ok) else ""
+    print(f"wrote {out}: {emb.shape[0]} x {emb.shape[1]} float32, model {model.name}{note}", file=sys.stderr)
+    return 0 if all(ok) else EXIT_BAD_INPUT
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from .export import export
+
+    out = export(Gallery.open(a.gallery, a.model), a.out, overwrite=a.overwrite)
+    print(f"exported {a.gallery} to {out}")
+    return 0
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .serve import create_app
+
+    app = create_app(a.source, token=a.token or os.environ.get("BYAKUGAN_TOKEN"), max_bytes=int(a.max_upload_mb * 2**20))
+    uvicorn.run(app, host=a.host, port=a.port, log_level="info")
+    return 0
+
+
+def cmd_ui(a: argparse.Namespace) -> int:
+    import importlib.util
+    import subprocess
+
+    spec = importlib.util.find_spec("ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise ByakuganError("ui: the ui package is not installed")
+    app = Path(list(spec.submodule_search_locations)[0]) / "app.py"
+    env = dict(os.environ, BYAKUGAN_MAX_UPLOAD_MB=str(a.max_upload_mb))
+    if a.gallery:
+        env["BYAKUGAN_GALLERY"] = str(Path(a.gallery).resolve())
+    if a.model:
+        env["BYAKUGAN_MODEL"] = a.model
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(a.port),
+           "--server.address", a.host, "--server.headless", "true", "--server.maxUploadSize", str(a.max_upload_mb),
+           "--browser.gatherUsageStats", "false"]
+    return subprocess.call(cmd, env=env)
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from embedder.training import TrainConfig, train
+
+    cfg = TrainConfig(data=a.data, out=a.out, backbone=a.backbone, size=a.size, head_dim=a.dim, loss=a.loss,
+                      miner=a.miner, m_per_class=a.m_per_class, batch_size=a.batch_size, epochs=a.epochs, lr=a.lr,
+                      backbone_lr=a.backbone_lr, views=a.views, hflip=a.hflip, holdout=a.holdout or [],
+                      seed=a.seed, cache=a.cache, head_weight=a.head_weight, per_class=a.per_class,
+                      **({"device": a.device} if a.device else {}))
+    model = train(cfg, resume=a.resume, log=lambda m: print(m, file=sys.stderr))
+    print(f"saved {model.name} ({model.dim}-d) to {a.out}")
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from embedder.data import scan
+    from embedder.evaluation import enrolment_trials
+
+    samples = scan([a.data], per_class=a.per_class, seed=a.seed, classes=a.classes)
+    model, _ = embedder.load(a.model)
+    inputs: list = [s.path for s in samples]
+    detected = None
+    if a.detector != "none":
+        # The largest detection of each image; the whole image where none is found (counted).
+        detector, found = create_detector(a.detector), 0
+        for i, path in enumerate(inputs):
+            img = embedder.load_image(path)
+            dets = detector(img)
+            found += bool(dets)
+            inputs[i] = dets[0].crop(img) if dets else img
+        detected = round(found / len(inputs), 4)
+    emb = model.embed(inputs, progress=True)
+    labels = [s.label.split("/", 1)[1] for s in samples]
+    try:
+        trials = enrolment_trials(emb, labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction, seed=a.seed)
+    except ValueError as exc:
+        raise ByakuganError(f"evaluate {a.data}: {exc}") from None
+    summary = {"data": a.data, "model": model.name, "detector": a.detector, **trials.summary}
+    if detected is not None:
+        summary["detected"] = detected
+    if a.report:
+        from embedder.report import write_report
+
+        summary["report"] = [str(p) for p in write_report(Path(a.report), trials, emb, labels, Path(a.data).name)]
+    if a.json:
+        _print_json(summary)
+    else:
+        s = trials.summary
+        print(f"{a.data}: {s['classes']} classes, {s['images']} images, model {model.name}, {a.shots} shots, {a.trials} trials")
+        print(f"  top-1 nearest reference {s['top1_nearest']:.3f} (std {s['top1_nearest_std']:.3f}), class mean {s['top1_prototype']:.3f}")
+        if "far_at_tar95" in s:
+            print(f"  open set: FAR@TAR95 {s['far_at_tar95']:.3f}, ROC AUC {s['roc_auc']:.3f}, threshold {s['threshold_tar95']:.3f}")
+        worst = sorted(s["per_class_top1_nearest"].items(), key=lambda kv: kv[1])[:5]
+        print("  weakest classes: " + ", ".join(f"{c} {v:.2f}" for c, v in worst))
+        for p in summary.get("report", []):
+            print(f"  wrote {p}")
+    return 0
+
+
+def cmd_models(a: argparse.Namespace) -> int:
+    for name in embedder.list_models():
+        print(name)
+    return 0
