@@ -238,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("ui", help="start the Streamlit page (search, enrol, manage, export)")
     s.add_argument("--gallery", help="gallery folder (default: byakugan/gallery in the user data directory)")
     s.add_argument("--model", help="model for a new gallery (default: the gallery's own, or 'default')")
+    s.add_argument("--detector", choices=list_detectors(), help="detector for a new gallery (default none)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8501)
     s.add_argument("--max-upload-mb", type=int, default=10, help="largest image upload accepted (default 10)")

@@ -78,6 +78,8 @@ def cmd_ui(a: argparse.Namespace) -> int:
         env["BYAKUGAN_GALLERY"] = str(Path(a.gallery).resolve())
     if a.model:
         env["BYAKUGAN_MODEL"] = a.model
+    if a.detector:
+        env["BYAKUGAN_DETECTOR"] = a.detector
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(a.port),
            "--server.address", a.host, "--server.headless", "true", "--server.maxUploadSize", str(a.max_upload_mb),
            "--browser.gatherUsageStats", "false"]

@@ -25,8 +25,11 @@ DUPLICATE_SCORE = 0.98
 
 
 class GalleryService:
-    def __init__(self, path: Path | str, model: Optional[embedder.Embedder] = None) -> None:
+    def __init__(self, path: Path | str, model: Optional[embedder.Embedder] = None,
+                 detector: Optional[str] = None) -> None:
+        """detector: what a new gallery crops with (an existing one keeps its own)."""
         self.path = Path(path)
+        self.detector = detector
         self._lock = threading.RLock()
         self._gallery: Optional[Gallery] = None
         self._stamp: Optional[tuple[int, int]] = None
@@ -49,13 +52,15 @@ class GalleryService:
         with self._lock:
             stamp = self._disk_stamp()
             if self._gallery is None or stamp != self._stamp:
-                self._gallery = Gallery.open(self.path, self.model) if stamp else Gallery(self.model, self.path)
+                self._gallery = (Gallery.open(self.path, self.model) if stamp
+                                 else Gallery(self.model, self.path, detector=self.detector or "none"))
                 self._stamp = stamp
             return self._gallery
 
     def _edit(self, fn: Callable[[Gallery], T]) -> T:
         with self._lock, store.locked(self.path):
-            g = Gallery.open_or_create(self.path, self.model)
+            g = Gallery.open_or_create(self.path, self.model) if self._disk_stamp() else \
+                Gallery(self.model, self.path, detector=self.detector or "none")
             out = fn(g)
             g.save()
             self._gallery, self._stamp = g, self._disk_stamp()

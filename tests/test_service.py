@@ -39,3 +39,18 @@ def test_check_warns_about_duplicates_and_confusions(model, digits, tmp_path):
     warnings = svc.check("2", [load_image(digits["1"][0])])
     assert any("near-duplicate of reference 0" in w for w in warnings)
     assert any("closer to '1'" in w and "own class '2'" in w for w in warnings)
+
+
+def test_a_new_gallery_takes_the_services_detector(model, datasets, tmp_path, monkeypatch):
+    from embedder import load_image
+    from embedder.assets import ANIMEFACE_CASCADE
+
+    from .conftest import SHARED
+
+    monkeypatch.setenv(ANIMEFACE_CASCADE.env, str(SHARED / "detectors" / "lbpcascade_animeface.xml"))
+    svc = GalleryService(tmp_path / "g", model, detector="anime-face")
+    scene = sorted((datasets / "anime-scenes" / "nishikino_maki").glob("*.jpg"))[0]
+    (name, crop), = svc.crops([("maki.jpg", load_image(scene))])
+    assert crop.size != load_image(scene).size  # cropped to the face
+    svc.enroll("maki", [crop], [name])
+    assert Gallery.open(tmp_path / "g").detector_config["name"] == "anime-face"

@@ -30,11 +30,11 @@ def default_gallery_dir() -> Path:
 
 
 @st.cache_resource(show_spinner="Loading the model…")
-def get_service(gallery: str, model: Optional[str]) -> GalleryService:
+def get_service(gallery: str, model: Optional[str], detector: Optional[str]) -> GalleryService:
     # One per gallery for the whole server: it holds the model once and locks its own edits.
     import embedder
 
-    return GalleryService(gallery, embedder.load(model)[0] if model else None)
+    return GalleryService(gallery, embedder.load(model)[0] if model else None, detector)
 
 
 def read_upload(upload) -> Optional[Image.Image]:
@@ -197,7 +197,7 @@ def main() -> None:
     st.set_page_config(page_title="byakugan", page_icon="👁", layout="wide")
     gallery = os.environ.get("BYAKUGAN_GALLERY") or str(default_gallery_dir())
     try:
-        svc = get_service(gallery, os.environ.get("BYAKUGAN_MODEL") or None)
+        svc = get_service(gallery, os.environ.get("BYAKUGAN_MODEL") or None, os.environ.get("BYAKUGAN_DETECTOR") or None)
     except ByakuganError as exc:
         st.error(str(exc))
         st.stop()
