@@ -292,8 +292,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     import faiss
 
-    # The CLI searches a few images at a time; for single queries on 10k references one OpenMP
-    # thread took 8 ms and two took 19 ms here (benchmarks/speed.py).
+    # The CLI searches a few images at a time. On 10k references a single query took 8-10 ms with
+    # one OpenMP thread in every run of benchmarks/speed.py here, and 8-19 ms with two.
     faiss.omp_set_num_threads(1)
     try:
         return args.func(args)
