@@ -104,10 +104,10 @@ class Gallery:
         """
         if (Path(path) / store.META_FILE).is_file():
             g = cls.open(path, model)
-            wanted = create_detector(detector).config if detector is not None else None
-            if wanted is not None and wanted["name"] != g.detector_config["name"]:
+            wanted = detector.get("name") if isinstance(detector, dict) else detector
+            if wanted is not None and wanted != g.detector_config["name"]:
                 raise GalleryError(f"gallery {path}: its images are cropped with detector {g.detector_config['name']!r}, "
-                                   f"not {wanted['name']!r}; omit --detector or use a new gallery")
+                                   f"not {wanted!r}; omit --detector or use a new gallery")
             return g
         if Path(path).exists() and any(p.name != store.LOCK_FILE for p in Path(path).iterdir()):
             raise GalleryError(f"gallery {path}: folder exists, is not empty and holds no {store.META_FILE}; refusing to use it")
