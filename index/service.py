@@ -52,15 +52,16 @@ class GalleryService:
         with self._lock:
             stamp = self._disk_stamp()
             if self._gallery is None or stamp != self._stamp:
-                self._gallery = (Gallery.open(self.path, self.model) if stamp
-                                 else Gallery(self.model, self.path, detector=self.detector or "none"))
-                self._stamp = stamp
+                self._gallery, self._stamp = self._load(stamp), stamp
             return self._gallery
+
+    def _load(self, stamp: Optional[tuple[int, int]]) -> Gallery:
+        # The service's detector applies only to a gallery not yet on disk; a saved one keeps its own.
+        return Gallery.open_or_create(self.path, self.model, detector=None if stamp else self.detector)
 
     def _edit(self, fn: Callable[[Gallery], T]) -> T:
         with self._lock, store.locked(self.path):
-            g = Gallery.open_or_create(self.path, self.model) if self._disk_stamp() else \
-                Gallery(self.model, self.path, detector=self.detector or "none")
+            g = self._load(self._disk_stamp())
             out = fn(g)
             g.save()
             self._gallery, self._stamp = g, self._disk_stamp()
