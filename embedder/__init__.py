@@ -13,6 +13,7 @@ _EXPORTS = {
     "create_backbone": "backbones", "list_backbones": "backbones",
     "DEFAULT_MODEL": "hub", "list_models": "hub", "load": "hub", "models_dir": "hub",
     "Embedder": "model", "create_embedder": "model", "load_saved": "model",
+    "LandmarkEncoder": "landmarks", "load_landmarks": "landmarks",
 }
 __all__ = sorted(_EXPORTS)
 

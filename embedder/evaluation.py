@@ -7,7 +7,7 @@ and queries with everything else. Scores are cosines (embeddings are unit vector
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -40,8 +40,12 @@ def enrolment_trials(
     trials: int = 10,
     unknown_fraction: float = 0.33,
     seed: int = 0,
+    query_emb: Optional[np.ndarray] = None,
 ) -> Trials:
+    """query_emb: the rows to query with when they differ from the enrolled form (fused vectors
+    without landmarks, see embedder.fusion.query_form); emb by default."""
     labels = np.asarray(labels)
+    q_emb = emb if query_emb is None else query_emb
     classes = np.unique(labels)
     index = {c: i for i, c in enumerate(classes)}
     rng = np.random.default_rng(seed)
@@ -62,16 +66,16 @@ def enrolment_trials(
             idx = rng.permutation(np.flatnonzero(labels == c))
             refs += idx[:shots].tolist()
             queries += idx[shots:].tolist()
-        S = emb[queries] @ emb[refs].T
+        S = q_emb[queries] @ emb[refs].T
         predicted = labels[refs][S.argmax(1)]
         near.append(np.mean(predicted == labels[queries]))
         np.add.at(confusion, ([index[c] for c in labels[queries]], [index[c] for c in predicted]), 1)
         P = np.stack([emb[[r for r in refs if labels[r] == c]].mean(0) for c in known])
         P /= np.linalg.norm(P, axis=1, keepdims=True)
-        proto.append(np.mean(np.asarray(known)[(emb[queries] @ P.T).argmax(1)] == labels[queries]))
+        proto.append(np.mean(np.asarray(known)[(q_emb[queries] @ P.T).argmax(1)] == labels[queries]))
         unk_q = np.flatnonzero(np.isin(labels, list(unknown)))
         if len(unk_q):
-            known_best, unk_best = S.max(1), (emb[unk_q] @ emb[refs].T).max(1)
+            known_best, unk_best = S.max(1), (q_emb[unk_q] @ emb[refs].T).max(1)
             t = float(np.quantile(known_best, 0.05))  # keeps 95% of known queries
             thr.append(t)
             far.append(float(np.mean(unk_best >= t)))

@@ -30,7 +30,10 @@ def models_dir() -> Path:
 
 def list_models() -> list[str]:
     """Names load() accepts: shipped model folders, then backbones with ImageNet weights."""
-    shipped = sorted(p.name for p in models_dir().glob("*") if (p / CONFIG_FILE).is_file()) if models_dir().is_dir() else []
+    from .landmarks import is_landmark_model
+
+    shipped = sorted(p.name for p in models_dir().glob("*")
+                     if (p / CONFIG_FILE).is_file() and not is_landmark_model(p)) if models_dir().is_dir() else []
     return [DEFAULT_MODEL, IMAGENET_MODEL] + [n for n in shipped if n != DEFAULT_MODEL] + list_backbones()
 
 

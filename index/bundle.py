@@ -3,7 +3,7 @@
     from index import bundle
     b = bundle.load("gallery.zip")
     b.search("query.jpg", k=5)   # one result per detection
-    b.embed("query.jpg")         # (D,) unit vector
+    b.embed("query.jpg")         # (D,) embedding, as the gallery stores it
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 
 from embedder.detect import create_detector, regions
 from embedder.errors import ByakuganError
+from embedder.fusion import fuse, query_form
 from embedder.images import ImageSource, load_image
 from embedder.preprocess import Preprocess
 
@@ -113,6 +114,13 @@ class Bundle:
         if "cascade" in detector:  # shipped inside the bundle, named relative to it
             detector["cascade"] = str(directory / _safe_name(detector["cascade"], origin))
         self.detector = create_detector(detector)
+        self.landmarks = self.config.get("landmarks")  # how hand landmarks are fused in, if they are
+        self._marks = None
+        if self.landmarks is not None:
+            if self.landmarks["file"] not in self.manifest["files"]:
+                raise BundleError(f"bundle {origin}: manifest does not list {self.landmarks['file']}")
+            self._marks = ort.InferenceSession(str(directory / _safe_name(self.landmarks["file"], origin)),
+                                               providers=["CPUExecutionProvider"])
 
     @property
     def threshold(self) -> float:
@@ -124,9 +132,14 @@ class Bundle:
             out[r.label] = out.get(r.label, 0) + 1
         return dict(sorted(out.items()))
 
-    def _embed(self, crops: list) -> np.ndarray:
+    def _embed(self, crops: list, marks: list) -> np.ndarray:
         x = np.stack([self.preprocess.to_array(c) for c in crops])
-        return np.ascontiguousarray(self._session.run(None, {self._input: x})[0], np.float32)
+        cnn = np.ascontiguousarray(self._session.run(None, {self._input: x})[0], np.float32)
+        if self._marks is None:
+            return cnn
+        m = np.stack([np.zeros(128, np.float32) if v is None else v for v in marks]).astype(np.float32)
+        lm = self._marks.run(None, {self.landmarks["input"]: m})[0]
+        return fuse(cnn, lm, float(self.landmarks["weight"]))
 
     def embed(self, image: ImageSource, fallback: Optional[str] = "whole") -> np.ndarray:
         """The (D,) unit embedding of the largest detection (the whole image for detector "none")."""
@@ -134,7 +147,7 @@ class Bundle:
         found = regions(self.detector, img, fallback)
         if not found:
             raise BundleError(f"no {self.detector.name} found in the image")
-        return self._embed([found[0].crop(img)])[0]
+        return self._embed([found[0].crop(img)], [found[0].landmarks])[0]
 
     def search(self, image: ImageSource, k: int = 5, threshold: Optional[float] = None,
                fallback: Optional[str] = None) -> list[dict]:
@@ -145,9 +158,14 @@ class Bundle:
         found = regions(self.detector, img, fallback)
         if not found:
             return []
-        results = ranking.search(self._index, self._refs, self._embed([d.crop(img) for d in found]), k)
+        emb = self._embed([d.crop(img) for d in found], [d.landmarks for d in found])
+        fused = self.landmarks is not None
+        if fused:
+            emb = query_form(emb, int(self.landmarks["split"]), float(self.landmarks["weight"]))
+        results = ranking.search(self._index, self._refs, emb, k)
         t = self.threshold if threshold is None else float(threshold)
-        return [ranking.detection(list(d.box), r, t) for d, r in zip(found, results)]
+        return [ranking.detection(list(d.box), r, t, (d.landmarks is not None) if fused else None)
+                for d, r in zip(found, results)]
 
 
 def load(path: os.PathLike | str) -> Bundle:

@@ -20,6 +20,7 @@ from .cli_more import (
     cmd_models,
     cmd_serve,
     cmd_train,
+    cmd_train_landmarks,
     cmd_ui,
 )
 from .cli_util import EXIT_BAD_INPUT, _print_json, _report, _table
@@ -46,10 +47,10 @@ def cmd_enroll(a: argparse.Namespace) -> int:
     ok_all = True
     gallery_dir = Path(a.gallery)
     with store.locked(gallery_dir):
-        g = Gallery.open_or_create(gallery_dir, a.model, detector=a.detector)
+        g = Gallery.open_or_create(gallery_dir, a.model, detector=a.detector, landmarks=a.landmarks)
         added: dict[str, int] = {}
         for label, files in plan:
-            images, sources = [], []
+            images, sources, marks = [], [], []
             for f in files:
                 try:
                     crops = g.crops(f, every=a.all, fallback=a.fallback)
@@ -58,9 +59,10 @@ def cmd_enroll(a: argparse.Namespace) -> int:
                     ok_all = False
                     continue
                 images += [crop for _, crop in crops]
+                marks += [det.landmarks for det, _ in crops]
                 sources += [f if len(crops) == 1 else f"{f}#{n}" for n in range(1, len(crops) + 1)]
             if images:
-                g.enroll(label, images, sources=sources, detect=False)
+                g.enroll(label, images, sources=sources, detect=False, landmarks=marks)
                 added[label] = len(images)
         if not added:
             raise ImageError("enroll: none of the images could be read; gallery unchanged")
@@ -175,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--from-folder", metavar="DIR", help="enrol every sub-folder of DIR as a label")
     s.add_argument("--model", help=model_help)
     s.add_argument("--detector", choices=list_detectors(), help="crop with this detector (a new gallery keeps it; default none)")
+    s.add_argument("--landmarks", default="auto", metavar="NAME|DIR|none",
+                   help="landmark model fused with the CNN embedding for a new gallery with detector 'hand' (default: hand-landmarks)")
     s.add_argument("--all", action="store_true", help="enrol every detection, not only the largest")
     s.add_argument("--fallback", choices=["whole"], help="use the whole image when nothing is detected")
     s.add_argument("--json", action="store_true")
@@ -218,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=embedder.DEFAULT_MODEL, help="model name or directory (default: default)")
     s.add_argument("--detector", choices=list_detectors(), default="none", help="embed the largest detection (default: none)")
     s.add_argument("--fallback", choices=["whole"], help="embed the whole image when nothing is detected")
+    s.add_argument("--landmarks", default="auto", metavar="NAME|DIR|none",
+                   help="landmark model fused with the CNN embedding for detector 'hand' (default: hand-landmarks)")
     s.set_defaults(func=cmd_embed)
 
     s = sub.add_parser("export", help="write a gallery as a bundle (directory, .zip or .tar.gz) for other services")
@@ -269,6 +275,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     s.set_defaults(func=cmd_train)
 
+    s = sub.add_parser("train-landmarks", help="train the hand-landmark encoder fused with the CNN for detector 'hand'")
+    s.add_argument("data", metavar="DATA_DIR", nargs="+", help="folders with one sub-folder per gesture")
+    s.add_argument("--out", required=True, help="model folder to write, e.g. models/hand-landmarks")
+    s.add_argument("--dim", type=int, default=64)
+    s.add_argument("--loss", default="multisimilarity", help="triplet, multisimilarity, supcon, proxyanchor, arcface")
+    s.add_argument("--miner", default="multisimilarity", help="none, semihard, hard, multisimilarity")
+    s.add_argument("--epochs", type=int, default=40)
+    s.add_argument("--weight", type=float, default=0.4, help="landmark share of a fused score (default 0.4)")
+    s.add_argument("--threshold", type=float, help="landmark part of a fused gallery's default threshold "
+                   "(default: the cosine keeping 95%% of known queries of the --holdout classes)")
+    s.add_argument("--holdout", nargs="*", metavar="DATASET[/CLASS]", help="kept out of training, validated on")
+    s.add_argument("--cache", help="folder to keep extracted landmarks in between runs")
+    s.add_argument("--per-class", type=int, help="train on a seeded sample of this many images per class")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_train_landmarks)
+
     s = sub.add_parser("evaluate", help="few-shot enrolment protocol on a labelled folder, with open-set figures")
     s.add_argument("data", metavar="DATA_DIR")
     s.add_argument("--model", default=embedder.DEFAULT_MODEL)
@@ -278,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--per-class", type=int, help="use a seeded sample of this many images per class")
     s.add_argument("--classes", nargs="+", metavar="CLASS", help="evaluate only these class folders")
     s.add_argument("--detector", choices=list_detectors(), default="none", help="crop each image to its largest detection")
+    s.add_argument("--landmarks", default="auto", metavar="NAME|DIR|none",
+                   help="landmark model fused with the CNN embedding for detector 'hand' (default: hand-landmarks)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true")
     s.add_argument("--report", metavar="DIR", help="write confusion.png, scores.png, embeddings.png, summary.json")

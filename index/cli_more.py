@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 import embedder
 from embedder import ByakuganError, ImageError
@@ -28,7 +29,9 @@ def cmd_embed(a: argparse.Namespace) -> int:
         raise ByakuganError(f"--out {out}: folder {out.parent} does not exist")
     model, _ = embedder.load(a.model)
     detector = create_detector(a.detector)
+    encoder = _landmark_encoder(a.landmarks, a.detector)
     regions_or_errors: list = []
+    marks: list = []
     for image in a.images:
         try:
             img = embedder.load_image(image)
@@ -36,9 +39,15 @@ def cmd_embed(a: argparse.Namespace) -> int:
             if not found:
                 raise ImageError(f"{image}: no {detector.name} found (--fallback whole embeds the whole image)")
             regions_or_errors.append(found[0].crop(img))
+            marks.append(found[0].landmarks)
         except ImageError as exc:
             regions_or_errors.append(exc)
+            marks.append(None)
     emb, ok = _embed_reporting(model, regions_or_errors, progress=len(a.images) > 8)
+    if encoder is not None:
+        from embedder.fusion import fuse
+
+        emb = fuse(emb, encoder.encode(np.stack([np.zeros(128, np.float32) if m is None else m for m in marks])), encoder.weight)
     buf = io.BytesIO()
     np.save(buf, emb)
     store.write_atomic(out, buf.getvalue())
@@ -99,32 +108,64 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def _landmark_encoder(spec: str, detector: str):
+    """The landmark encoder a command fuses in: --landmarks auto means the shipped one for 'hand'."""
+    if spec == "none" or (spec == "auto" and detector != "hand"):
+        return None
+    if detector != "hand":
+        raise ByakuganError(f"--landmarks {spec}: needs --detector hand, not {detector!r}")
+    from embedder.landmarks import DEFAULT_LANDMARKS, load_landmarks
+
+    return load_landmarks(DEFAULT_LANDMARKS if spec == "auto" else spec)
+
+
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from embedder.data import scan
     from embedder.evaluation import enrolment_trials
+    from embedder.fusion import fuse, query_form
 
     samples = scan([a.data], per_class=a.per_class, seed=a.seed, classes=a.classes)
     model, _ = embedder.load(a.model)
+    encoder = _landmark_encoder(a.landmarks, a.detector)
     inputs: list = [s.path for s in samples]
+    marks = np.zeros((len(inputs), 128), np.float32)
     detected = None
     if a.detector != "none":
         # The largest detection of each image; the whole image where none is found (counted).
         detector, found = create_detector(a.detector), 0
-        for i, path in enumerate(inputs):
+        for i, path in enumerate(tqdm(inputs, desc=f"detecting ({a.detector})", unit="img", leave=False)):
             img = embedder.load_image(path)
             dets = detector(img)
             found += bool(dets)
             inputs[i] = dets[0].crop(img) if dets else img
+            if dets and dets[0].landmarks is not None:
+                marks[i] = dets[0].landmarks
         detected = round(found / len(inputs), 4)
     emb = model.embed(inputs, progress=True)
     labels = [s.label.split("/", 1)[1] for s in samples]
-    try:
-        trials = enrolment_trials(emb, labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction, seed=a.seed)
-    except ValueError as exc:
-        raise ByakuganError(f"evaluate {a.data}: {exc}") from None
+
+    def run(e: np.ndarray, q=None):
+        try:
+            return enrolment_trials(e, labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction,
+                                    seed=a.seed, query_emb=q)
+        except ValueError as exc:
+            raise ByakuganError(f"evaluate {a.data}: {exc}") from None
+
+    parts = {}
+    if encoder is not None:
+        lm = encoder.encode(marks)
+        parts = {"cnn": run(emb).summary, "landmarks": run(lm).summary}
+        emb = fuse(emb, lm, encoder.weight)
+        trials = run(emb, query_form(emb, model.dim, encoder.weight))
+    else:
+        trials = run(emb)
     summary = {"data": a.data, "model": model.name, "detector": a.detector, **trials.summary}
     if detected is not None:
         summary["detected"] = detected
+    if encoder is not None:
+        summary["landmarks"] = {"model": encoder.name, "weight": encoder.weight, "found": round(float((np.abs(marks).sum(1) > 0).mean()), 4)}
+        summary["parts"] = {name: {k: p[k] for k in ("top1_nearest", "top1_prototype", "far_at_tar95", "roc_auc") if k in p}
+                            for name, p in parts.items()}
     if a.report:
         from embedder.report import write_report
 
@@ -133,10 +174,14 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         _print_json(summary)
     else:
         s = trials.summary
-        print(f"{a.data}: {s['classes']} classes, {s['images']} images, model {model.name}, {a.shots} shots, {a.trials} trials")
+        fused = f" + landmarks {encoder.name} (weight {encoder.weight})" if encoder is not None else ""
+        print(f"{a.data}: {s['classes']} classes, {s['images']} images, model {model.name}{fused}, {a.shots} shots, {a.trials} trials")
         print(f"  top-1 nearest reference {s['top1_nearest']:.3f} (std {s['top1_nearest_std']:.3f}), class mean {s['top1_prototype']:.3f}")
         if "far_at_tar95" in s:
             print(f"  open set: FAR@TAR95 {s['far_at_tar95']:.3f}, ROC AUC {s['roc_auc']:.3f}, threshold {s['threshold_tar95']:.3f}")
+        for name, p in summary.get("parts", {}).items():
+            print(f"  {name} alone: top-1 nearest {p['top1_nearest']:.3f}, class mean {p['top1_prototype']:.3f}"
+                  + (f", FAR@TAR95 {p['far_at_tar95']:.3f}" if "far_at_tar95" in p else ""))
         worst = sorted(s["per_class_top1_nearest"].items(), key=lambda kv: kv[1])[:5]
         print("  weakest classes: " + ", ".join(f"{c} {v:.2f}" for c, v in worst))
         for p in summary.get("report", []):
@@ -144,7 +189,23 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_landmarks(a: argparse.Namespace) -> int:
+    from embedder.landmark_training import LandmarkTrainConfig, train_landmarks
+
+    cfg = LandmarkTrainConfig(data=a.data, out=a.out, dim=a.dim, loss=a.loss, miner=a.miner, epochs=a.epochs,
+                              weight=a.weight, threshold=a.threshold, holdout=a.holdout or [], cache=a.cache, per_class=a.per_class, seed=a.seed)
+    model = train_landmarks(cfg, log=lambda m: print(m, file=sys.stderr))
+    print(f"saved landmark model {model.name} ({model.dim}-d, weight {model.weight}) to {a.out}")
+    return 0
+
+
 def cmd_models(a: argparse.Namespace) -> int:
+    from embedder.landmarks import is_landmark_model
+
     for name in embedder.list_models():
         print(name)
+    d = embedder.models_dir()
+    for p in sorted(d.glob("*")) if d.is_dir() else []:
+        if is_landmark_model(p):
+            print(f"{p.name} (hand-landmark model, for detector 'hand')")
     return 0

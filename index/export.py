@@ -27,28 +27,30 @@ from .errors import GalleryError
 from .gallery import Gallery
 
 
-def _export_onnx(model, path: Path) -> None:
+def _export_onnx(model, path: Path, x=None, input_name: str = "pixels") -> None:
     import torch
 
-    size = model.preprocess.size
-    x = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32))
-    model = model.eval().to(memory_format=torch.contiguous_format)
+    if x is None:
+        size = model.preprocess.size
+        x = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32))
+        model = model.eval().to(memory_format=torch.contiguous_format)
+    model = model.eval()
     with torch.inference_mode():
         expected = model(x).numpy()
-    names = {"input_names": ["pixels"], "output_names": ["embedding"]}
+    names = {"input_names": [input_name], "output_names": ["embedding"]}
     try:
         # The TorchScript-based exporter writes one self-contained file in ~2 s; dynamo took ~25 s
         # here. It is deprecated, so the dynamo exporter is the fallback once it is gone.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(model, (x,), str(path), dynamic_axes={"pixels": {0: "batch"}, "embedding": {0: "batch"}},
+            torch.onnx.export(model, (x,), str(path), dynamic_axes={input_name: {0: "batch"}, "embedding": {0: "batch"}},
                               opset_version=17, dynamo=False, **names)
     except (TypeError, RuntimeError, ImportError):
         batch = torch.export.Dim("batch")
         torch.onnx.export(model, (x,), str(path), dynamic_shapes=({0: batch},), dynamo=True, external_data=False, **names)
     import onnxruntime as ort
 
-    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"pixels": x.numpy()})[0]
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {input_name: x.numpy()})[0]
     if not np.allclose(got, expected, atol=1e-5):
         raise GalleryError(f"export: ONNX model differs from the torch model by {np.abs(got - expected).max():.2e}")
 
@@ -74,6 +76,7 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False) ->
                       "input": "pixels", "output": "embedding"},
             "preprocess": model.preprocess.to_dict(),
             "detector": _bundle_detector(gallery, d),
+            **_bundle_landmarks(gallery, d),
         })
         _write_json(d / "thresholds.json", {"default": gallery.threshold, "per_label": {}})
         files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir())}
@@ -108,6 +111,20 @@ def _bundle_detector(gallery: Gallery, d: Path) -> dict:
         shutil.copyfile(fetch(ANIMEFACE_CASCADE, config.get("cascade")), d / "detector.xml")
         config["cascade"] = "detector.xml"
     return config
+
+
+def _bundle_landmarks(gallery: Gallery, d: Path) -> dict:
+    """For a gallery that fuses hand landmarks: landmarks.onnx and how to fuse (embedder.fusion)."""
+    if not gallery.fused:
+        return {}
+    import torch
+
+    encoder = gallery.landmark_model
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((3, encoder.config["in_dim"])).astype(np.float32))
+    x[2] = 0  # an image without hands: the output must stay zero
+    _export_onnx(encoder, d / "landmarks.onnx", x, input_name="landmarks")
+    return {"landmarks": {**gallery._meta["landmarks"], "split": gallery.model.dim, "file": "landmarks.onnx",
+                          "input": "landmarks", "output": "embedding"}}
 
 
 def _write_json(path: Path, obj: object) -> None:

@@ -18,7 +18,8 @@ from PIL import Image
 import embedder
 from embedder import Embedder
 from embedder.detect import Detection, create_detector, regions
-from embedder.errors import ImageError
+from embedder.errors import ImageError, ModelError
+from embedder.fusion import query_form
 from embedder.images import ImageSource, describe, load_image
 
 from . import search as ranking
@@ -62,19 +63,32 @@ class Gallery:
     """
 
     def __init__(self, model: Embedder, path: Optional[os.PathLike | str] = None, threshold: Optional[float] = None,
-                 detector: Union[str, dict, None] = "none"):
+                 detector: Union[str, dict, None] = "none", landmarks: Union[str, object, None] = "auto"):
+        """landmarks: the landmark encoder fused with the CNN embedding ("auto": the shipped one
+        when the detector is "hand", else none; a name, a directory, an encoder, or None)."""
         self.path = Path(path) if path else None
         self._model: Optional[Embedder] = model
         self._detector = create_detector(detector)
+        self._landmarks = _landmark_encoder(landmarks, self._detector.name)
+        base = float(model.config.get("threshold", 0.5))
         self._meta = {
             "model": {"name": model.name, "fingerprint": model.fingerprint(), "dim": model.dim},
-            "threshold": float(model.config.get("threshold", 0.5) if threshold is None else threshold),
+            "threshold": base,
             # Stored so that queries are cropped the way the references were.
             "detector": self._detector.config,
             "next_id": 0,
             "references": [],
         }
-        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(model.dim))
+        dim = model.dim
+        if self._landmarks is not None:
+            lm = self._landmarks
+            self._meta["landmarks"] = {"name": lm.name, "fingerprint": lm.fingerprint(), "dim": lm.dim, "weight": lm.weight}
+            dim += lm.dim
+            # A fused score is the weighted sum of the two cosines, so is its default threshold.
+            self._meta["threshold"] = round((1 - lm.weight) * base + lm.weight * float(lm.config["threshold"]), 4)
+        if threshold is not None:
+            self._meta["threshold"] = float(threshold)
+        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self._refs: dict[int, Reference] = {}
         self._new_thumbs: dict[int, bytes] = {}
         self._dropped: set[int] = set()
@@ -85,7 +99,7 @@ class Gallery:
         """Open a saved gallery. model: None to use the one it was built with, or one to check against it."""
         meta, index = store.load(Path(path))
         g = cls.__new__(cls)
-        g.path, g._meta, g._index, g._model, g._detector = Path(path), meta, index, None, None
+        g.path, g._meta, g._index, g._model, g._detector, g._landmarks = Path(path), meta, index, None, None, None
         g._new_thumbs, g._dropped = {}, set()
         g._refs = {r["id"]: Reference(**r) for r in meta["references"]}
         if index.ntotal != len(g._refs):
@@ -96,11 +110,11 @@ class Gallery:
 
     @classmethod
     def open_or_create(cls, path: os.PathLike | str, model: Union[Embedder, str, None] = None,
-                       detector: Union[str, dict, None] = None) -> "Gallery":
+                       detector: Union[str, dict, None] = None, landmarks: Union[str, object, None] = "auto") -> "Gallery":
         """Open the gallery at path, or start a new one there (saved on the first save()).
 
         detector: for a new gallery, the detector its images are cropped with (default "none");
-        for an existing one it must match the stored one, if given.
+        for an existing one it must match the stored one, if given. landmarks: see Gallery().
         """
         if (Path(path) / store.META_FILE).is_file():
             g = cls.open(path, model)
@@ -112,7 +126,7 @@ class Gallery:
         if Path(path).exists() and any(p.name != store.LOCK_FILE for p in Path(path).iterdir()):
             raise GalleryError(f"gallery {path}: folder exists, is not empty and holds no {store.META_FILE}; refusing to use it")
         m = model if isinstance(model, Embedder) else embedder.load(model or embedder.DEFAULT_MODEL)[0]
-        return cls(m, path, detector=detector or "none")
+        return cls(m, path, detector=detector or "none", landmarks=landmarks)
 
     def save(self, path: Optional[os.PathLike | str] = None) -> None:
         self.path = Path(path) if path else self.path
@@ -154,6 +168,43 @@ class Gallery:
         return self._model
 
     @property
+    def landmark_model(self):
+        """The landmark encoder fused into this gallery's embeddings, or None."""
+        spec = self._meta.get("landmarks")
+        if spec is None:
+            return None
+        if self._landmarks is None:
+            from embedder.landmarks import load_landmarks
+
+            lm = load_landmarks(spec["name"])
+            if lm.fingerprint() != spec["fingerprint"]:
+                raise ModelMismatchError(f"gallery {self.path}: built with landmark model {spec['name']!r} "
+                                         f"(fingerprint {spec['fingerprint']}), not {lm.fingerprint()}; use a new gallery")
+            self._landmarks = lm
+        return self._landmarks
+
+    @property
+    def fused(self) -> bool:
+        return "landmarks" in self._meta
+
+    def embed_crops(self, crops: Sequence[ImageSource], landmarks: Optional[Sequence[Optional[np.ndarray]]] = None,
+                    progress: bool = False) -> np.ndarray:
+        """Embeddings of images already cropped, as this gallery stores them: with a landmark model,
+        fused with the landmark embedding (of `landmarks`, or found by the detector in each crop)."""
+        if not self.fused:
+            return self.model.embed(list(crops), progress=progress)
+        from embedder.landmarks import embed_regions
+
+        imgs = [load_image(c) for c in crops]
+        if landmarks is None:
+            landmarks = [self._landmarks_in(im) for im in imgs]
+        return embed_regions(self.model, self.landmark_model, imgs, landmarks, progress=progress)
+
+    def _landmarks_in(self, img: Image.Image) -> Optional[np.ndarray]:
+        found = self.detector(img)
+        return found[0].landmarks if found else None
+
+    @property
     def detector_config(self) -> dict:
         return self._meta.get("detector", {"name": "none"})
 
@@ -183,9 +234,10 @@ class Gallery:
         found = regions(self.detector, img, fallback)
         if not found:
             return []
-        results = self.search(self.model.embed([d.crop(img) for d in found]), k=k)
+        results = self.search(self.embed_crops([d.crop(img) for d in found], [d.landmarks for d in found]), k=k)
         t = self.threshold if threshold is None else float(threshold)
-        return [ranking.detection(list(d.box), r, t) for d, r in zip(found, results)]
+        return [ranking.detection(list(d.box), r, t, (d.landmarks is not None) if self.fused else None)
+                for d, r in zip(found, results)]
 
     @property
     def model_name(self) -> str:
@@ -224,11 +276,12 @@ class Gallery:
 
     # ---- editing ------------------------------------------------------------------------
     def enroll(self, label: str, images: Queries, sources: Optional[Sequence[str]] = None, detect: bool = True,
-               fallback: Optional[str] = None) -> list[int]:
+               fallback: Optional[str] = None, landmarks: Optional[Sequence[Optional[np.ndarray]]] = None) -> list[int]:
         """Add references for `label` from images, or from an (N, D) array of embeddings. Returns their ids.
 
-        Images are cropped to their largest detection first (detect=False: they already are crops);
-        an image with none raises ImageError unless fallback == "whole".
+        Images are cropped to their largest detection first (detect=False: they already are crops,
+        with their detections' `landmarks` if known); an image with none raises ImageError unless
+        fallback == "whole".
         """
         label = check_label(label)
         from_embeddings = isinstance(images, np.ndarray) and images.dtype.kind == "f"
@@ -238,10 +291,11 @@ class Gallery:
         else:
             sources = sources if sources is not None else [describe(i) for i in images]
             if detect:
-                loaded = [self.crops(i, fallback=fallback, name=str(n))[0][1] for i, n in zip(images, sources)]
+                found = [self.crops(i, fallback=fallback, name=str(n))[0] for i, n in zip(images, sources)]
+                loaded, landmarks = [c for _, c in found], [d.landmarks for d, _ in found]
             else:
                 loaded = [load_image(i) for i in images]
-            emb = self.model.embed(loaded, progress=len(loaded) > 8)
+            emb = self.embed_crops(loaded, landmarks, progress=len(loaded) > 8)
         if len(sources) != len(emb):
             raise GalleryError(f"enroll: {len(sources)} sources for {len(emb)} images")
         first = int(self._meta["next_id"])
@@ -299,7 +353,7 @@ class Gallery:
             if not np.isfinite(emb).all():
                 raise GalleryError("embeddings contain NaN or infinite values")
             return emb
-        return self.model.embed(list(queries))
+        return self.embed_crops(list(queries))
 
     def search(self, queries: Queries, k: int = 5) -> list[SearchResult]:
         """For each query: its k nearest references and the k best labels (each by its best reference)."""
@@ -307,9 +361,24 @@ class Gallery:
             raise GalleryError(f"k={k}: must be at least 1")
         if not self._refs:
             raise GalleryError(f"gallery {self.path or ''}: is empty; enrol images first")
-        return ranking.search(self._index, self._refs, self._as_embeddings(queries), k)
+        emb = self._as_embeddings(queries)
+        if self.fused:
+            emb = query_form(emb, self._meta["model"]["dim"], self._meta["landmarks"]["weight"])
+        return ranking.search(self._index, self._refs, emb, k)
 
     def match(self, queries: Queries, threshold: Optional[float] = None) -> list[Match]:
         """search(k=1) plus a threshold: the best label, or UNKNOWN when its score is below it."""
         t = self.threshold if threshold is None else float(threshold)
         return [ranking.match(r, t) for r in self.search(queries, k=1)]
+
+
+def _landmark_encoder(spec, detector_name: str):
+    if spec == "auto":
+        spec = "hand-landmarks" if detector_name == "hand" else None
+    if spec is None or spec == "none":
+        return None
+    if detector_name != "hand":
+        raise GalleryError(f"landmarks {spec!r}: only a gallery with detector 'hand' has landmarks, not {detector_name!r}")
+    from embedder.landmarks import LandmarkEncoder, load_landmarks
+
+    return spec if isinstance(spec, LandmarkEncoder) else load_landmarks(spec)

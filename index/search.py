@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Mapping
+from typing import Mapping, Optional
 
 import faiss
 import numpy as np
@@ -76,6 +76,13 @@ def match(result: SearchResult, threshold: float) -> Match:
     return Match(label if score >= threshold else UNKNOWN, score, label, threshold)
 
 
-def detection(box: list[int], result: SearchResult, threshold: float) -> dict:
-    """The JSON form of one detection's answer, shared by the gallery, a bundle and the server."""
-    return {"box": box, "match": match(result, threshold).to_dict(), **result.to_dict()}
+def detection(box: list[int], result: SearchResult, threshold: float, landmarks: Optional[bool] = None) -> dict:
+    """The JSON form of one detection's answer, shared by the gallery, a bundle and the server.
+
+    landmarks: for a gallery that fuses hand landmarks, whether this detection had them
+    (False: it was scored by the CNN embedding alone).
+    """
+    out = {"box": box, "match": match(result, threshold).to_dict(), **result.to_dict()}
+    if landmarks is not None:
+        out["landmarks"] = landmarks
+    return out

@@ -115,7 +115,7 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
             label = check_label(label)
             names = [f.filename or "upload" for f in images]
             crops = service.crops([(n, await read(f)) for n, f in zip(names, images)], fallback=None)
-            ids = service.enroll(label, [c for _, c in crops], names)
+            ids = service.enroll(label, crops)
             return {"label": label, "ids": ids, "labels": service.labels()}
 
         @app.delete("/labels/{label}", dependencies=[Depends(authorised)])

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
+from typing import Callable, NamedTuple, Optional, TypeVar
+
+import numpy as np
 
 from PIL import Image
 
@@ -22,6 +24,14 @@ from .gallery import Gallery
 T = TypeVar("T")
 # A new reference this close to an existing one adds nothing but weight to its class.
 DUPLICATE_SCORE = 0.98
+
+
+class Crop(NamedTuple):
+    """What enrolment takes from one uploaded image: its largest detection."""
+
+    name: str
+    image: Image.Image
+    landmarks: Optional[np.ndarray] = None  # hand landmarks, when the detector found them
 
 
 class GalleryService:
@@ -79,17 +89,21 @@ class GalleryService:
             raise GalleryError("the gallery is empty; enrol some images first")
         return g.find(img, k=k, threshold=threshold, fallback=fallback)
 
-    def crops(self, images: list[tuple[str, Image.Image]], fallback: Optional[str] = "whole") -> list[tuple[str, Image.Image]]:
-        """(name, crop) of the largest detection of each image, as enrolment would take them."""
+    def crops(self, images: list[tuple[str, Image.Image]], fallback: Optional[str] = "whole") -> list[Crop]:
+        """The largest detection of each image, as enrolment would take them."""
         g = self.gallery()
-        return [(name, g.crops(img, fallback=fallback, name=name)[0][1]) for name, img in images]
+        out = []
+        for name, img in images:
+            det, crop = g.crops(img, fallback=fallback, name=name)[0]
+            out.append(Crop(name, crop, det.landmarks))
+        return out
 
-    def check(self, label: str, images: list[Image.Image]) -> list[str]:
-        """Warnings about images before they are enrolled as `label`: near-duplicates, or closer to another class."""
+    def check(self, label: str, crops: list[Crop]) -> list[str]:
+        """Warnings about crops before they are enrolled as `label`: near-duplicates, or closer to another class."""
         g = self.gallery()
-        if not len(g) or not images:
+        if not len(g) or not crops:
             return []
-        emb = self.model.embed(images)
+        emb = g.embed_crops([c.image for c in crops], [c.landmarks for c in crops])
         warnings = []
         k = len(g.labels())
         for n, r in enumerate(g.search(emb, k=k), 1):
@@ -104,13 +118,13 @@ class GalleryService:
         return warnings
 
     # ---- editing -------------------------------------------------------------------------
-    def enroll(self, label: str, images: list[Image.Image], sources: list[str]) -> list[int]:
+    def enroll(self, label: str, crops: list[Crop]) -> list[int]:
         # Embedding happens outside the lock so that other users wait only for the save.
-        emb = self.model.embed(images)
+        emb = self.gallery().embed_crops([c.image for c in crops], [c.landmarks for c in crops])
 
         def add(g: Gallery) -> list[int]:
-            ids = g.enroll(label, emb, sources=sources)
-            g.set_thumbnails(ids, images)
+            ids = g.enroll(label, emb, sources=[c.name for c in crops])
+            g.set_thumbnails(ids, [c.image for c in crops])
             return ids
 
         return self._edit(add)

@@ -3,7 +3,7 @@
 import threading
 
 from index import Gallery
-from index.service import GalleryService
+from index.service import Crop, GalleryService
 
 
 def test_two_servers_enrolling_at_once_lose_nothing(model, digits, tmp_path):
@@ -16,7 +16,7 @@ def test_two_servers_enrolling_at_once_lose_nothing(model, digits, tmp_path):
     def enrol(svc, label):
         try:
             for p in digits[label][:4]:
-                svc.enroll(label, [load_image(p)], [p.name])
+                svc.enroll(label, [Crop(p.name, load_image(p))])
         except Exception as exc:  # surfaced below; a thread cannot fail the test itself
             errors.append(exc)
 
@@ -34,9 +34,9 @@ def test_check_warns_about_duplicates_and_confusions(model, digits, tmp_path):
     from embedder import load_image
 
     svc = GalleryService(tmp_path / "g", model)
-    svc.enroll("1", [load_image(p) for p in digits["1"][:3]], ["a", "b", "c"])
-    svc.enroll("2", [load_image(p) for p in digits["2"][:3]], ["d", "e", "f"])
-    warnings = svc.check("2", [load_image(digits["1"][0])])
+    svc.enroll("1", [Crop(n, load_image(p)) for n, p in zip("abc", digits["1"][:3])])
+    svc.enroll("2", [Crop(n, load_image(p)) for n, p in zip("def", digits["2"][:3])])
+    warnings = svc.check("2", [Crop("x", load_image(digits["1"][0]))])
     assert any("near-duplicate of reference 0" in w for w in warnings)
     assert any("closer to '1'" in w and "own class '2'" in w for w in warnings)
 
@@ -50,7 +50,7 @@ def test_a_new_gallery_takes_the_services_detector(model, datasets, tmp_path, mo
     monkeypatch.setenv(ANIMEFACE_CASCADE.env, str(SHARED / "detectors" / "lbpcascade_animeface.xml"))
     svc = GalleryService(tmp_path / "g", model, detector="anime-face")
     scene = sorted((datasets / "anime-scenes" / "nishikino_maki").glob("*.jpg"))[0]
-    (name, crop), = svc.crops([("maki.jpg", load_image(scene))])
-    assert crop.size != load_image(scene).size  # cropped to the face
-    svc.enroll("maki", [crop], [name])
+    crops = svc.crops([("maki.jpg", load_image(scene))])
+    assert crops[0].image.size != load_image(scene).size  # cropped to the face
+    svc.enroll("maki", crops)
     assert Gallery.open(tmp_path / "g").detector_config["name"] == "anime-face"

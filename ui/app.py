@@ -76,7 +76,8 @@ def results_ui(svc: GalleryService, detections: list[dict]) -> None:
         m = d["match"]
         verdict = m["label"] if m["known"] else f"unknown (nearest: {m['nearest']})"
         st.subheader(f"Detection {n}: {verdict}")
-        st.caption(f"best score {m['score']:.3f}, threshold {m['threshold']:.2f}")
+        st.caption(f"best score {m['score']:.3f}, threshold {m['threshold']:.2f}"
+                   + (" · no hand landmarks found: scored by the image alone" if d.get("landmarks") is False else ""))
         for hit in d["hits"]:
             thumb, text = st.columns([1, 5])
             data = g.thumbnail(hit["id"])
@@ -117,15 +118,15 @@ def enrol_ui(svc: GalleryService) -> Optional[list[int]]:
         images = svc.crops(images)  # the largest detection of each, or the whole image when none
         st.write("What will be enrolled (the detector's crops):")
         cols = st.columns(min(6, len(images)))
-        for i, (name, img) in enumerate(images):
-            cols[i % len(cols)].image(img, caption=name, width=96)
+        for i, crop in enumerate(images):
+            cols[i % len(cols)].image(crop.image, caption=crop.name, width=96)
         if label:
-            for warning in svc.check(label, [img for _, img in images]):
+            for warning in svc.check(label, images):
                 st.warning(warning)
     ready = bool(label and images)
     if st.button(f"Enrol {len(images)} image(s)" + (f" as {label!r}" if label else ""), key="enrol_button", disabled=not ready):
         try:
-            ids = svc.enroll(label, [img for _, img in images], [name for name, _ in images])
+            ids = svc.enroll(label, images)
         except ByakuganError as exc:
             st.error(str(exc))
             return None

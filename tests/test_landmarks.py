@@ -1,0 +1,169 @@
+"""Hand landmarks fused with the CNN embedding: the fusion arithmetic, the encoder, its training,
+and a `hand` gallery, its bundle and `byakugan evaluate` on real hand photos."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from embedder import ModelError
+from embedder.fusion import fuse, has_landmarks, query_form
+from embedder.landmark_training import LandmarkTrainConfig, augment, fit
+from embedder.landmarks import DEFAULT_LANDMARKS, LandmarkEncoder, load_landmarks
+from index import Gallery
+from index.cli import main
+
+from .conftest import unit_rows
+
+
+def test_a_query_without_landmarks_scores_by_the_cnn_alone():
+    cnn_q, cnn_r, lm_r = unit_rows(3, 16, seed=1), unit_rows(4, 16, seed=2), unit_rows(4, 8, seed=3)
+    lm_q = np.vstack([unit_rows(1, 8, seed=4), np.zeros((2, 8), np.float32)])  # queries 1 and 2 have no hands
+    w = 0.3
+    refs, queries = fuse(cnn_r, lm_r, w), fuse(cnn_q, lm_q, w)
+    np.testing.assert_allclose(np.linalg.norm(refs, axis=1), 1, atol=1e-6)
+    assert has_landmarks(queries, 16).tolist() == [True, False, False]
+    scores = query_form(queries, 16, w) @ refs.T
+    np.testing.assert_allclose(scores[0], (1 - w) * cnn_q[0] @ cnn_r.T + w * lm_q[0] @ lm_r.T, atol=1e-6)
+    np.testing.assert_allclose(scores[1:], cnn_q[1:] @ cnn_r.T, atol=1e-6)
+    with pytest.raises(ValueError, match="must be in"):
+        fuse(cnn_q, lm_q, 1.0)
+
+
+def test_encoder_keeps_missing_hands_zero_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    enc = LandmarkEncoder({"name": "lm", "dim": 8, "hidden": 32, "weight": 0.3}).eval()
+    x = np.random.default_rng(0).standard_normal((3, 128)).astype(np.float32)
+    x[1] = 0
+    out = enc.encode(x)
+    assert out.shape == (3, 8) and not out[1].any()
+    np.testing.assert_allclose(np.linalg.norm(out[[0, 2]], axis=1), 1, atol=1e-5)
+    back = load_landmarks(enc.save(tmp_path / "lm"))
+    np.testing.assert_array_equal(back.encode(x), out)
+    assert back.fingerprint() == enc.fingerprint() and back.weight == 0.3
+    (tmp_path / "lm" / "config.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ModelError, match="format is not"):
+        load_landmarks(tmp_path / "lm")
+    with pytest.raises(ModelError, match="no config.json"):
+        load_landmarks(tmp_path / "nowhere")
+
+
+def test_augment_rotates_points_but_keeps_hand_slots():
+    x = torch.zeros(2, 128)
+    x[:, 0] = 1.0  # one hand in slot 0, none in slot 1
+    x[:, 1:64] = torch.randn(2, 63)
+    y = augment(x, rotate=30, noise=0.0, gen=torch.Generator().manual_seed(0))
+    assert torch.equal(y[:, 0], x[:, 0]) and not y[:, 64:].any()
+    # A rotation in the image plane keeps each point's distance to the wrist and its depth.
+    p, q = x[:, 1:64].reshape(2, 21, 3), y[:, 1:64].reshape(2, 21, 3)
+    torch.testing.assert_close(p[..., :2].norm(dim=-1), q[..., :2].norm(dim=-1))
+    torch.testing.assert_close(p[..., 2], q[..., 2])
+    assert not torch.allclose(p, q)
+
+
+def test_fit_separates_unseen_gestures_better_than_an_untrained_encoder(tmp_path):
+    # Gestures are prototypes plus noise; training sees six, held-out validation four others.
+    rng = np.random.default_rng(0)
+    protos = rng.standard_normal((10, 128)).astype(np.float32)
+    protos[:, 0] = 1.0
+    labels = np.repeat(np.arange(10), 30)
+    X = protos[labels] + 0.6 * rng.standard_normal((300, 128)).astype(np.float32)
+    X[:, 0] = 1.0
+    names = np.array([f"g{i}" for i in labels])
+    train, held = labels < 6, labels >= 6
+    cfg = LandmarkTrainConfig(data=[], out=str(tmp_path / "lm"), dim=16, hidden=64, epochs=15, rotate=0, noise=0.0)
+    from embedder.training import accuracy
+
+    untrained = LandmarkEncoder({"dim": 16, "hidden": 64}).eval()
+    model, history = fit(X[train], names[train], cfg, (X[held], names[held]), log=lambda m: None)
+    before = accuracy(untrained.encode(X[held]), names[held])["mean_average_precision_at_r"]
+    after = accuracy(model.encode(X[held]), names[held])["mean_average_precision_at_r"]
+    assert after > before + 0.1, (before, after)
+    assert history[-1]["loss"] < history[0]["loss"]
+
+
+@pytest.fixture(scope="module")
+def rps(datasets):
+    """rock-paper-scissors, 8 seeded images per class: 5 to enrol, 3 to query."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for d in sorted((datasets / "rock-paper-scissors").iterdir()):
+        files = sorted(d.glob("*.png")) + sorted(d.glob("*.jpg"))
+        out[d.name] = [files[i] for i in rng.permutation(len(files))[:8]]
+    return out
+
+
+@pytest.fixture(scope="module")
+def hand_gallery(model, rps, tmp_path_factory):
+    path = tmp_path_factory.mktemp("hands") / "g"
+    g = Gallery(model, path, detector="hand")
+    for label, files in rps.items():
+        g.enroll(label, files[:5], fallback="whole")
+    g.save()
+    return path
+
+
+def test_hand_gallery_fuses_landmarks_and_flags_queries_without_them(hand_gallery, rps, model, tiny_images):
+    g = Gallery.open(hand_gallery)
+    lm = load_landmarks(DEFAULT_LANDMARKS)
+    assert g.fused and g._index.d == model.dim + lm.dim
+    assert g._meta["landmarks"]["fingerprint"] == lm.fingerprint()
+    right = 0
+    for label, files in rps.items():
+        for f in files[5:]:
+            (d,) = g.find(f, k=3)
+            assert d["landmarks"] in (True, False)
+            right += d["match"]["nearest"] == label
+    assert right >= 7, right  # of 9
+    # A picture with no hand, searched whole: flagged, and scored by the CNN embedding alone.
+    (d,) = g.find(tiny_images[0], k=1, fallback="whole")
+    assert d["landmarks"] is False
+    ref = g.embeddings([d["hits"][0]["id"]])[0]
+    cnn = model.embed([tiny_images[0]])[0]
+    assert d["hits"][0]["score"] == pytest.approx(float(cnn @ ref[: model.dim]) / np.sqrt(1 - lm.weight), abs=1e-5)
+
+
+def test_hand_bundle_gives_the_galleries_answers(hand_gallery, rps, tmp_path):
+    from index import bundle
+    from index.export import export
+
+    g = Gallery.open(hand_gallery)
+    b = bundle.load(export(g, tmp_path / "hands.zip"))
+    assert b.landmarks["weight"] == g._meta["landmarks"]["weight"]
+    for f in (rps["rock"][6], rps["paper"][7]):
+        live, got = g.find(f, k=3), b.search(f, k=3)
+        assert [d["landmarks"] for d in got] == [d["landmarks"] for d in live]
+        for a, c in zip(live, got):
+            assert [h["id"] for h in a["hits"]] == [h["id"] for h in c["hits"]]
+            assert all(abs(h1["score"] - h2["score"]) < 1e-4 for h1, h2 in zip(a["hits"], c["hits"]))
+
+
+def test_landmarks_need_the_hand_detector(model, tmp_path, capsys, tiny_images):
+    from index.errors import GalleryError
+
+    with pytest.raises(GalleryError, match="only a gallery with detector 'hand'"):
+        Gallery(model, tmp_path / "g", landmarks=DEFAULT_LANDMARKS)
+    assert main(["embed", str(tiny_images[0]), "--landmarks", DEFAULT_LANDMARKS, "--out", str(tmp_path / "e.npy")]) == 2
+    assert "needs --detector hand" in capsys.readouterr().err
+    assert not Gallery(model, tmp_path / "g2", detector="hand", landmarks="none").fused
+
+
+def test_evaluate_reports_fusion_and_each_part(datasets, capsys):
+    code = main(["evaluate", str(datasets / "rock-paper-scissors"), "--detector", "hand", "--per-class", "12",
+                 "--trials", "2", "--unknown-fraction", "0", "--json"])
+    assert code == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["landmarks"]["model"] == DEFAULT_LANDMARKS and 0.5 < s["landmarks"]["found"] <= 1
+    assert set(s["parts"]) == {"cnn", "landmarks"}
+    assert 0.5 < s["top1_nearest"] <= 1 and 0 < s["parts"]["landmarks"]["top1_nearest"] <= 1
+
+
+def test_train_landmarks_command_writes_a_loadable_model(datasets, tmp_path, capsys):
+    out = tmp_path / "lm"
+    code = main(["train-landmarks", str(datasets / "rock-paper-scissors"), "--out", str(out), "--per-class", "10",
+                 "--epochs", "2", "--dim", "16", "--cache", str(tmp_path / "cache")])
+    assert code == 0, capsys.readouterr().err
+    m = load_landmarks(out)
+    assert m.dim == 16 and m.name == "lm" and json.loads((out / "training.json").read_text())["history"]
+    assert list((tmp_path / "cache").glob("landmarks-rock-paper-scissors-*.safetensors"))
