@@ -50,6 +50,7 @@ def main() -> None:
             keys = ("top1_nearest", "top1_prototype", "far_at_tar95", "roc_auc")
             report["results"][ds] = {
                 "images": s["images"], "classes": s["classes"], "hands_found": s["landmarks"]["found"],
+                "detect_ms_per_image": s["detect_ms_per_image"],
                 "evaluate_seconds": round(time.perf_counter() - start, 1),
                 "cnn_hand_crop": s["parts"]["cnn"], "landmarks_only": s["parts"]["landmarks"],
                 "fusion": {k: s[k] for k in keys if k in s},

@@ -114,6 +114,8 @@ class Bundle:
         if "cascade" in detector:  # shipped inside the bundle, named relative to it
             detector["cascade"] = str(directory / _safe_name(detector["cascade"], origin))
         self.detector = create_detector(detector)
+        self.scoring = ranking.check_scoring(self.config.get("scoring", "nearest"))
+        self._protos = ranking.prototypes(self._index, self._refs) if self.scoring == "mean" else None
         self.landmarks = self.config.get("landmarks")  # how hand landmarks are fused in, if they are
         self._marks = None
         if self.landmarks is not None:
@@ -162,7 +164,7 @@ class Bundle:
         fused = self.landmarks is not None
         if fused:
             emb = query_form(emb, int(self.landmarks["split"]), float(self.landmarks["weight"]))
-        results = ranking.search(self._index, self._refs, emb, k)
+        results = ranking.search(self._index, self._refs, emb, k, self._protos)
         t = self.threshold if threshold is None else float(threshold)
         return [ranking.detection(list(d.box), r, t, (d.landmarks is not None) if fused else None)
                 for d, r in zip(found, results)]

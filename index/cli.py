@@ -162,6 +162,15 @@ def cmd_threshold(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scoring(a: argparse.Namespace) -> int:
+    if a.value is None:
+        print(Gallery.open(a.gallery).scoring)
+        return 0
+    with _edit(a.gallery) as g:
+        g.scoring = a.value
+    print(f"scoring set to {g.scoring}; the threshold ({g.threshold}) was calibrated for one scoring: "
+          "check it with `byakugan evaluate` (threshold_tar95 / threshold_tar95_mean)")
+    return 0
 
 
 # ---- parser --------------------------------------------------------------------------------
@@ -215,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("gallery", metavar="GALLERY")
     s.add_argument("value", metavar="VALUE", type=float, nargs="?")
     s.set_defaults(func=cmd_threshold)
+
+    s = sub.add_parser("scoring", help="show or set how labels are ranked: nearest reference or class mean")
+    s.add_argument("gallery", metavar="GALLERY")
+    s.add_argument("value", metavar="nearest|mean", nargs="?")
+    s.set_defaults(func=cmd_scoring)
 
     s = sub.add_parser("embed", help="write embeddings of images to a .npy file, one row per image in order")
     s.add_argument("images", metavar="IMAGE", nargs="+")

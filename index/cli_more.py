@@ -7,6 +7,7 @@ import argparse
 import io
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -132,15 +133,18 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     detected = None
     if a.detector != "none":
         # The largest detection of each image; the whole image where none is found (counted).
-        detector, found = create_detector(a.detector), 0
+        detector, found, spent = create_detector(a.detector), 0, 0.0
         for i, path in enumerate(tqdm(inputs, desc=f"detecting ({a.detector})", unit="img", leave=False)):
             img = embedder.load_image(path)
+            start = time.perf_counter()
             dets = detector(img)
+            spent += time.perf_counter() - start
             found += bool(dets)
             inputs[i] = dets[0].crop(img) if dets else img
             if dets and dets[0].landmarks is not None:
                 marks[i] = dets[0].landmarks
         detected = round(found / len(inputs), 4)
+        detect_ms = round(spent / len(inputs) * 1000, 1)
     emb = model.embed(inputs, progress=True)
     labels = [s.label.split("/", 1)[1] for s in samples]
 
@@ -162,6 +166,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     summary = {"data": a.data, "model": model.name, "detector": a.detector, **trials.summary}
     if detected is not None:
         summary["detected"] = detected
+        summary["detect_ms_per_image"] = detect_ms
     if encoder is not None:
         summary["landmarks"] = {"model": encoder.name, "weight": encoder.weight, "found": round(float((np.abs(marks).sum(1) > 0).mean()), 4)}
         summary["parts"] = {name: {k: p[k] for k in ("top1_nearest", "top1_prototype", "far_at_tar95", "roc_auc") if k in p}
@@ -178,7 +183,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         print(f"{a.data}: {s['classes']} classes, {s['images']} images, model {model.name}{fused}, {a.shots} shots, {a.trials} trials")
         print(f"  top-1 nearest reference {s['top1_nearest']:.3f} (std {s['top1_nearest_std']:.3f}), class mean {s['top1_prototype']:.3f}")
         if "far_at_tar95" in s:
-            print(f"  open set: FAR@TAR95 {s['far_at_tar95']:.3f}, ROC AUC {s['roc_auc']:.3f}, threshold {s['threshold_tar95']:.3f}")
+            print(f"  open set: FAR@TAR95 {s['far_at_tar95']:.3f}, ROC AUC {s['roc_auc']:.3f}, threshold {s['threshold_tar95']:.3f}"
+                  f" (class mean: {s['far_at_tar95_mean']:.3f}, {s['roc_auc_mean']:.3f}, {s['threshold_tar95_mean']:.3f})")
         for name, p in summary.get("parts", {}).items():
             print(f"  {name} alone: top-1 nearest {p['top1_nearest']:.3f}, class mean {p['top1_prototype']:.3f}"
                   + (f", FAR@TAR95 {p['far_at_tar95']:.3f}" if "far_at_tar95" in p else ""))

@@ -76,6 +76,7 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False) ->
                       "input": "pixels", "output": "embedding"},
             "preprocess": model.preprocess.to_dict(),
             "detector": _bundle_detector(gallery, d),
+            "scoring": gallery.scoring,
             **_bundle_landmarks(gallery, d),
         })
         _write_json(d / "thresholds.json", {"default": gallery.threshold, "per_label": {}})

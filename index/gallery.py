@@ -92,6 +92,7 @@ class Gallery:
         self._refs: dict[int, Reference] = {}
         self._new_thumbs: dict[int, bytes] = {}
         self._dropped: set[int] = set()
+        self._protos = None
 
     # ---- opening and saving -------------------------------------------------------------
     @classmethod
@@ -100,7 +101,7 @@ class Gallery:
         meta, index = store.load(Path(path))
         g = cls.__new__(cls)
         g.path, g._meta, g._index, g._model, g._detector, g._landmarks = Path(path), meta, index, None, None, None
-        g._new_thumbs, g._dropped = {}, set()
+        g._new_thumbs, g._dropped, g._protos = {}, set(), None
         g._refs = {r["id"]: Reference(**r) for r in meta["references"]}
         if index.ntotal != len(g._refs):
             raise GalleryError(f"gallery {path}: index holds {index.ntotal} vectors but metadata lists {len(g._refs)}")
@@ -253,6 +254,18 @@ class Gallery:
             raise GalleryError(f"threshold {value!r}: must be a cosine similarity between -1 and 1")
         self._meta["threshold"] = float(value)
 
+    @property
+    def scoring(self) -> str:
+        """How labels are ranked: "nearest" (best reference) or "mean" (cosine to the class mean)."""
+        return self._meta.get("scoring", "nearest")
+
+    @scoring.setter
+    def scoring(self, value: str) -> None:
+        try:
+            self._meta["scoring"] = ranking.check_scoring(value)
+        except ValueError as exc:
+            raise GalleryError(str(exc)) from None
+
     # ---- contents -----------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._refs)
@@ -301,6 +314,7 @@ class Gallery:
         first = int(self._meta["next_id"])
         ids = np.arange(first, first + len(emb), dtype=np.int64)
         self._index.add_with_ids(emb, ids)
+        self._protos = None
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for i, src in zip(ids.tolist(), sources):
             self._refs[i] = Reference(i, label, str(src), now)
@@ -327,6 +341,7 @@ class Gallery:
         return ref
 
     def _drop(self, ids: list[int]) -> int:
+        self._protos = None
         self._index.remove_ids(np.asarray(ids, dtype=np.int64))
         for i in ids:
             del self._refs[i]
@@ -342,6 +357,7 @@ class Gallery:
         for i, r in list(self._refs.items()):
             if r.label == old:
                 self._refs[i] = Reference(r.id, new, r.source, r.added)
+        self._protos = None
         return sum(1 for r in self._refs.values() if r.label == new)
 
     # ---- querying -----------------------------------------------------------------------
@@ -364,7 +380,9 @@ class Gallery:
         emb = self._as_embeddings(queries)
         if self.fused:
             emb = query_form(emb, self._meta["model"]["dim"], self._meta["landmarks"]["weight"])
-        return ranking.search(self._index, self._refs, emb, k)
+        if self.scoring == "mean" and self._protos is None:
+            self._protos = ranking.prototypes(self._index, self._refs)
+        return ranking.search(self._index, self._refs, emb, k, self._protos if self.scoring == "mean" else None)
 
     def match(self, queries: Queries, threshold: Optional[float] = None) -> list[Match]:
         """search(k=1) plus a threshold: the best label, or UNKNOWN when its score is below it."""

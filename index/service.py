@@ -144,6 +144,12 @@ class GalleryService:
 
         self._edit(set_)
 
+    def set_scoring(self, value: str) -> None:
+        def set_(g: Gallery) -> None:
+            g.scoring = value
+
+        self._edit(set_)
+
     def export_bundle(self) -> bytes:
         """The gallery as a .zip bundle (see index.export), for a download button."""
         import tempfile

@@ -111,3 +111,18 @@ def test_export_refuses_to_overwrite_or_export_nothing(exported, digit_gallery, 
     assert "already exists" in capsys.readouterr().err
     assert main(["export", str(digit_gallery), str(tmp_path / "cli.tar.gz")]) == 0
     assert load(tmp_path / "cli.tar.gz").labels() == {"0": 5, "3": 5, "7": 5}
+
+
+def test_bundle_keeps_class_mean_scoring(digit_gallery, digits, tmp_path):
+    import shutil
+
+    shutil.copytree(digit_gallery, tmp_path / "g")
+    g = Gallery.open(tmp_path / "g")
+    g.scoring = "mean"
+    g.save()
+    b = load(export(g, tmp_path / "b"))
+    assert b.scoring == "mean"
+    for q in [digits["3"][9], digits["5"][0]]:
+        live, got = g.search([q], k=3)[0], b.search(q, k=3)[0]
+        assert [d["label"] for d in got["labels"]] == [lab for lab, _ in live.labels]
+        np.testing.assert_allclose([d["score"] for d in got["labels"]], [s for _, s in live.labels], atol=1e-5)

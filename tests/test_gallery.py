@@ -154,3 +154,39 @@ def test_thumbnails_follow_their_references(model, tiny_images, tmp_path):
     g.save()
     assert g.thumbnail(ids[0]) is None and g.thumbnail(ids[1]) is not None
     assert [r.source for r in g.references()] == [str(tiny_images[1])]
+
+
+def test_class_mean_scoring_ranks_labels_by_their_mean_and_survives_save(model, tmp_path, D, capsys):
+    from index.cli import main
+
+    # "lone" has one reference right next to the query and four far ones; "tight" has five
+    # references all fairly close: nearest picks "lone", class mean picks "tight".
+    rng = np.random.default_rng(0)
+    q = unit_rows(1, D, seed=3)[0]
+
+    def near(cos, n):
+        noise = rng.standard_normal((n, D)).astype(np.float32)
+        noise -= (noise @ q)[:, None] * q
+        noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+        return (cos * q + np.sqrt(1 - cos**2) * noise).astype(np.float32)
+
+    g = Gallery(model, tmp_path / "g")
+    g.enroll("lone", np.vstack([near(0.95, 1), near(0.05, 4)]))
+    g.enroll("tight", near(0.8, 5))
+    assert g.search(q[None], k=2)[0].labels[0][0] == "lone"
+    with pytest.raises(GalleryError, match="must be one of nearest, mean"):
+        g.scoring = "median"
+    g.scoring = "mean"
+    (res,) = g.search(q[None], k=2)
+    assert [lab for lab, _ in res.labels] == ["tight", "lone"]
+    m = g.embeddings([r.id for r in g.references("tight")]).mean(0)
+    assert res.labels[0][1] == pytest.approx(float(q @ m / np.linalg.norm(m)), abs=1e-5)
+    assert res.hits[0].label == "lone"  # hits stay the nearest references
+    g.save()
+    assert Gallery.open(tmp_path / "g").search(q[None], k=2)[0].labels == res.labels
+    g.remove("tight")  # prototypes follow edits
+    assert g.search(q[None], k=1)[0].labels[0][0] == "lone"
+    assert main(["scoring", str(tmp_path / "g")]) == 0 and capsys.readouterr().out.strip() == "mean"
+    assert main(["scoring", str(tmp_path / "g"), "nearest"]) == 0
+    assert Gallery.open(tmp_path / "g").scoring == "nearest"
+    assert main(["scoring", str(tmp_path / "g"), "best"]) == 2

@@ -103,9 +103,10 @@ def test_gallery_page_manages_classes(app, digits, tmp_path):
     app.button(key="rm_2").click().run()
     app.number_input(key="threshold").set_value(0.6).run()
     app.button(key="save_threshold").click().run()
+    app.radio(key="scoring").set_value("mean").run()
     assert not app.exception
     g = Gallery.open(tmp_path / "gallery")
-    assert g.labels() == {"one": 2} and g.threshold == pytest.approx(0.6)
+    assert g.labels() == {"one": 2} and g.threshold == pytest.approx(0.6) and g.scoring == "mean"
     assert sorted(r.id for r in g.references()) == [0, 2]
 
 

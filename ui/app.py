@@ -146,6 +146,11 @@ def gallery_ui(svc: GalleryService) -> None:
     value = st.number_input("Unknown threshold (cosine)", -1.0, 1.0, float(g.threshold), 0.01, key="threshold")
     if st.button("Save threshold", key="save_threshold"):
         _act(lambda: svc.set_threshold(value), f"Threshold set to {value:.2f}.")
+    scorings = ["nearest", "mean"]
+    scoring = st.radio("Rank labels by", scorings, index=scorings.index(g.scoring), horizontal=True, key="scoring",
+                       captions=["best reference", "class mean (steadier with 5+ references)"])
+    if scoring != g.scoring:
+        _act(lambda: svc.set_scoring(scoring), f"Labels now ranked by {scoring}; re-check the threshold.")
     for label, count in labels.items():
         with st.expander(f"{label} · {count} reference(s)"):
             refs = g.references(label)
