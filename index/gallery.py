@@ -18,7 +18,7 @@ from PIL import Image
 import embedder
 from embedder import Embedder
 from embedder.detect import Detection, create_detector, regions
-from embedder.errors import ImageError, ModelError
+from embedder.errors import ImageError
 from embedder.fusion import query_form
 from embedder.images import ImageSource, describe, load_image
 
@@ -82,7 +82,8 @@ class Gallery:
         dim = model.dim
         if self._landmarks is not None:
             lm = self._landmarks
-            self._meta["landmarks"] = {"name": lm.name, "fingerprint": lm.fingerprint(), "dim": lm.dim, "weight": lm.weight}
+            self._meta["landmarks"] = {"name": lm.name, "source": _source(landmarks, lm), "fingerprint": lm.fingerprint(),
+                                       "dim": lm.dim, "weight": lm.weight}
             dim += lm.dim
             # A fused score is the weighted sum of the two cosines, so is its default threshold.
             self._meta["threshold"] = round((1 - lm.weight) * base + lm.weight * float(lm.config["threshold"]), 4)
@@ -177,7 +178,7 @@ class Gallery:
         if self._landmarks is None:
             from embedder.landmarks import load_landmarks
 
-            lm = load_landmarks(spec["name"])
+            lm = load_landmarks(spec.get("source", spec["name"]))
             if lm.fingerprint() != spec["fingerprint"]:
                 raise ModelMismatchError(f"gallery {self.path}: built with landmark model {spec['name']!r} "
                                          f"(fingerprint {spec['fingerprint']}), not {lm.fingerprint()}; use a new gallery")
@@ -372,7 +373,8 @@ class Gallery:
         return self.embed_crops(list(queries))
 
     def search(self, queries: Queries, k: int = 5) -> list[SearchResult]:
-        """For each query: its k nearest references and the k best labels (each by its best reference)."""
+        """For each query: its k nearest references and the k best labels (by best reference, or by
+        class mean when scoring is "mean")."""
         if k < 1:
             raise GalleryError(f"k={k}: must be at least 1")
         if not self._refs:
@@ -388,6 +390,13 @@ class Gallery:
         """search(k=1) plus a threshold: the best label, or UNKNOWN when its score is below it."""
         t = self.threshold if threshold is None else float(threshold)
         return [ranking.match(r, t) for r in self.search(queries, k=1)]
+
+
+def _source(spec, encoder) -> str:
+    """Where a gallery finds its landmark model again: a shipped name, or an absolute directory."""
+    if isinstance(spec, (str, os.PathLike)) and Path(spec).is_dir():
+        return str(Path(spec).resolve())
+    return spec if isinstance(spec, str) and spec != "auto" else encoder.name
 
 
 def _landmark_encoder(spec, detector_name: str):

@@ -159,7 +159,7 @@ def test_evaluate_reports_fusion_and_each_part(datasets, capsys):
     assert 0.5 < s["top1_nearest"] <= 1 and 0 < s["parts"]["landmarks"]["top1_nearest"] <= 1
 
 
-def test_train_landmarks_command_writes_a_loadable_model(datasets, tmp_path, capsys):
+def test_train_landmarks_command_writes_a_loadable_model(datasets, model, tmp_path, capsys):
     out = tmp_path / "lm"
     code = main(["train-landmarks", str(datasets / "rock-paper-scissors"), "--out", str(out), "--per-class", "10",
                  "--epochs", "2", "--dim", "16", "--cache", str(tmp_path / "cache")])
@@ -167,3 +167,8 @@ def test_train_landmarks_command_writes_a_loadable_model(datasets, tmp_path, cap
     m = load_landmarks(out)
     assert m.dim == 16 and m.name == "lm" and json.loads((out / "training.json").read_text())["history"]
     assert list((tmp_path / "cache").glob("landmarks-rock-paper-scissors-*.safetensors"))
+    # A gallery built with it from its folder finds it there again, wherever it is opened from.
+    g = Gallery(model, tmp_path / "g", detector="hand", landmarks=str(out))
+    g.enroll("x", unit_rows(1, g._index.d))
+    g.save()
+    assert Gallery.open(tmp_path / "g").landmark_model.fingerprint() == m.fingerprint()
