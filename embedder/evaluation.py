@@ -22,6 +22,19 @@ def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float(np.mean((below + 0.5 * equal) / len(neg)))
 
 
+def draw_trial(rng: np.random.Generator, labels: np.ndarray, classes: np.ndarray, n_unknown: int,
+               shots: int) -> tuple[list, set, list[int], list[int]]:
+    """One trial: (known classes, unknown classes, reference rows, known-query rows)."""
+    unknown = set(rng.choice(classes, n_unknown, replace=False).tolist())
+    known = [c for c in classes if c not in unknown]
+    refs, queries = [], []
+    for c in known:
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        refs += idx[:shots].tolist()
+        queries += idx[shots:].tolist()
+    return known, unknown, refs, queries
+
+
 @dataclass
 class Trials:
     """Everything the trials produced: the summary plus what the plots need."""
@@ -60,13 +73,7 @@ def enrolment_trials(
     confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
     known_all, unknown_all = [], []
     for _ in range(trials):
-        unknown = set(rng.choice(classes, n_unknown, replace=False).tolist())
-        known = [c for c in classes if c not in unknown]
-        refs, queries = [], []
-        for c in known:
-            idx = rng.permutation(np.flatnonzero(labels == c))
-            refs += idx[:shots].tolist()
-            queries += idx[shots:].tolist()
+        known, unknown, refs, queries = draw_trial(rng, labels, classes, n_unknown, shots)
         S = q_emb[queries] @ emb[refs].T
         predicted = labels[refs][S.argmax(1)]
         near.append(np.mean(predicted == labels[queries]))

@@ -178,21 +178,25 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     if a.json:
         _print_json(summary)
     else:
-        s = trials.summary
-        fused = f" + landmarks {encoder.name} (weight {encoder.weight})" if encoder is not None else ""
-        print(f"{a.data}: {s['classes']} classes, {s['images']} images, model {model.name}{fused}, {a.shots} shots, {a.trials} trials")
-        print(f"  top-1 nearest reference {s['top1_nearest']:.3f} (std {s['top1_nearest_std']:.3f}), class mean {s['top1_prototype']:.3f}")
-        if "far_at_tar95" in s:
-            print(f"  open set: FAR@TAR95 {s['far_at_tar95']:.3f}, ROC AUC {s['roc_auc']:.3f}, threshold {s['threshold_tar95']:.3f}"
-                  f" (class mean: {s['far_at_tar95_mean']:.3f}, {s['roc_auc_mean']:.3f}, {s['threshold_tar95_mean']:.3f})")
-        for name, p in summary.get("parts", {}).items():
-            print(f"  {name} alone: top-1 nearest {p['top1_nearest']:.3f}, class mean {p['top1_prototype']:.3f}"
-                  + (f", FAR@TAR95 {p['far_at_tar95']:.3f}" if "far_at_tar95" in p else ""))
-        worst = sorted(s["per_class_top1_nearest"].items(), key=lambda kv: kv[1])[:5]
-        print("  weakest classes: " + ", ".join(f"{c} {v:.2f}" for c, v in worst))
-        for p in summary.get("report", []):
-            print(f"  wrote {p}")
+        _print_evaluation(summary, encoder)
     return 0
+
+
+def _print_evaluation(s: dict, encoder) -> None:
+    fused = f" + landmarks {encoder.name} (weight {encoder.weight})" if encoder is not None else ""
+    print(f"{s['data']}: {s['classes']} classes, {s['images']} images, model {s['model']}{fused}, "
+          f"{s['shots']} shots, {s['trials']} trials")
+    print(f"  top-1 nearest reference {s['top1_nearest']:.3f} (std {s['top1_nearest_std']:.3f}), class mean {s['top1_prototype']:.3f}")
+    if "far_at_tar95" in s:
+        print(f"  open set: FAR@TAR95 {s['far_at_tar95']:.3f}, ROC AUC {s['roc_auc']:.3f}, threshold {s['threshold_tar95']:.3f}"
+              f" (class mean: {s['far_at_tar95_mean']:.3f}, {s['roc_auc_mean']:.3f}, {s['threshold_tar95_mean']:.3f})")
+    for name, p in s.get("parts", {}).items():
+        print(f"  {name} alone: top-1 nearest {p['top1_nearest']:.3f}, class mean {p['top1_prototype']:.3f}"
+              + (f", FAR@TAR95 {p['far_at_tar95']:.3f}" if "far_at_tar95" in p else ""))
+    worst = sorted(s["per_class_top1_nearest"].items(), key=lambda kv: kv[1])[:5]
+    print("  weakest classes: " + ", ".join(f"{c} {v:.2f}" for c, v in worst))
+    for p in s.get("report", []):
+        print(f"  wrote {p}")
 
 
 def cmd_train_landmarks(a: argparse.Namespace) -> int:
