@@ -199,6 +199,8 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
             total += loss.item()
         model.eval()
         record = {"epoch": epoch + 1, "loss": round(total / max(1, len(steps)), 4)}
+        if held and not frozen:  # the backbone moved: validate on its new features
+            held_feats = features(model, held)
         if held_feats is not None:
             with torch.inference_mode():
                 emb = torch.nn.functional.normalize(model.head(held_feats.to(cfg.device)), dim=-1).cpu().numpy()

@@ -84,3 +84,30 @@ def test_holdout_takes_whole_datasets():
     assert [s.label for s in train] == ["a/y"] and [s.label for s in held] == ["a/x", "b/x", "b/y"]
     with pytest.raises(embedder.ByakuganError, match=r"held-out classes \['c'\] not found"):
         split_classes(samples, ["c"])
+
+
+def test_fine_tuning_moves_the_backbone_and_validates_on_its_new_features(datasets, tmp_path, monkeypatch):
+    import torch
+
+    from embedder import training
+    from embedder.training import TrainConfig, train
+
+    held_passes = []
+    real = training.features
+
+    def spy(model, samples, *args, **kwargs):
+        held_passes.append(len(samples))
+        return real(model, samples, *args, **kwargs)
+
+    monkeypatch.setattr(training, "features", spy)
+    logs = []
+    cfg = TrainConfig(data=[str(datasets / "rock-paper-scissors")], out=str(tmp_path / "ft"), per_class=6, epochs=2,
+                      head_dim=8, batch_size=12, backbone_lr=1e-3, holdout=["rock-paper-scissors/rock"], size=96)
+    model = train(cfg, log=logs.append)
+    before = embedder.create_embedder("efficientnet_lite0").backbone.state_dict()
+    after = model.backbone.state_dict()
+    assert any(not torch.allclose(before[k], after[k]) for k in before if before[k].is_floating_point())
+    history = json.loads((tmp_path / "ft" / "training.json").read_text())["history"]
+    # Held-out figures come from each epoch's backbone, so they are allowed to change between epochs.
+    assert all("heldout_precision_at_1" in h for h in history) and len(history) == 2
+    assert held_passes == [6, 6, 6]  # the held-out class before training and after each epoch
