@@ -172,3 +172,18 @@ def test_train_landmarks_command_writes_a_loadable_model(datasets, model, tmp_pa
     g.enroll("x", unit_rows(1, g._index.d))
     g.save()
     assert Gallery.open(tmp_path / "g").landmark_model.fingerprint() == m.fingerprint()
+
+
+def test_server_enrols_and_answers_with_landmarks(hand_gallery, rps, tmp_path):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from index.serve import create_app
+
+    c = TestClient(create_app(shutil.copytree(hand_gallery, tmp_path / "g")))
+    files = [("images", (p.name, open(p, "rb"), "image/png")) for p in rps["scissors"][5:7]]
+    r = c.post("/enroll", data={"label": "scissors"}, files=files)
+    assert r.status_code == 200 and r.json()["labels"]["scissors"] == 7
+    (d,) = c.post("/search?k=1", files={"image": ("q.png", open(rps["scissors"][5], "rb"), "image/png")}).json()["detections"]
+    assert d["landmarks"] is True and d["match"]["label"] == "scissors" and d["match"]["score"] > 0.999
