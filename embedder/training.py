@@ -101,7 +101,8 @@ def view_features(model: Embedder, samples: list[Sample], cfg: "TrainConfig") ->
     out = []
     for dataset, group in groupby(samples, key=lambda s: s.dataset):
         group = list(group)
-        key = json.dumps([model.fingerprint(), cfg.views, cfg.hflip, cfg.seed, [str(s.path.resolve()) for s in group]])
+        # Keyed by the backbone, not the whole model: every head setting reuses the same features.
+        key = json.dumps([backbone_key(model), cfg.views, cfg.hflip, cfg.seed, [str(s.path.resolve()) for s in group]])
         path = Path(cfg.cache) / f"{dataset}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors" if cfg.cache else None
         if path is not None and path.is_file():
             out.append(load_file(str(path))["features"])
@@ -114,6 +115,15 @@ def view_features(model: Embedder, samples: list[Sample], cfg: "TrainConfig") ->
             save_file({"features": f.contiguous()}, str(path))
         out.append(f)
     return torch.cat(out, dim=1)
+
+
+def backbone_key(model: Embedder) -> str:
+    """SHA-256 of what the cached features depend on: backbone name, preprocessing, backbone weights."""
+    h = hashlib.sha256(json.dumps([model.config["backbone"], model.config["preprocess"]], sort_keys=True).encode())
+    for key, t in sorted(model.backbone.state_dict().items()):
+        h.update(key.encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
 
 
 def accuracy(emb: np.ndarray, labels: np.ndarray) -> dict[str, float]:

@@ -47,6 +47,10 @@ def test_train_saves_a_loadable_model_and_resumes(datasets, tmp_path, capsys):
     record = json.loads((out / "training.json").read_text())
     assert [h["epoch"] for h in record["history"]] == [1, 2]
     assert 0 <= record["history"][-1]["heldout_precision_at_1"] <= 1
+    cached = sorted((tmp_path / "cache").iterdir())
+    other = [a if a != str(out) else str(tmp_path / "other") for a in args]
+    assert main([*other, "--epochs", "1", "--dim", "8", "--loss", "proxyanchor", "--miner", "none"]) == 0
+    assert sorted((tmp_path / "cache").iterdir()) == cached  # another head reuses the backbone's features
     model, pre = embedder.load(str(out))
     assert model.dim == 1280 + 16 and pre.size == 160 and not model.training
     e = model.embed([next((datasets / "sign-digits" / "0").glob("*.jpg"))])
