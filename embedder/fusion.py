@@ -8,7 +8,11 @@ alone against every reference instead of being pulled down by the part it lacks.
 
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import numpy as np
+
+from .hands import LANDMARK_DIM
 
 
 def fuse(cnn: np.ndarray, landmarks: np.ndarray, weight: float) -> np.ndarray:
@@ -17,6 +21,15 @@ def fuse(cnn: np.ndarray, landmarks: np.ndarray, weight: float) -> np.ndarray:
         raise ValueError(f"landmark weight {weight!r}: must be in [0, 1)")
     return np.ascontiguousarray(
         np.concatenate([np.sqrt(1.0 - weight) * cnn, np.sqrt(weight) * landmarks], axis=1), dtype=np.float32)
+
+
+def stack_landmarks(marks: Sequence[Optional[np.ndarray]]) -> np.ndarray:
+    """(N, LANDMARK_DIM) float32 rows from per-region landmark encodings; None (no hands) -> zeros."""
+    out = np.zeros((len(marks), LANDMARK_DIM), np.float32)
+    for i, m in enumerate(marks):
+        if m is not None:
+            out[i] = m
+    return out
 
 
 def has_landmarks(emb: np.ndarray, split: int) -> np.ndarray:

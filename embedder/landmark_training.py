@@ -21,6 +21,7 @@ from .data import Sample, scan, split_classes
 from .detect import create_detector
 from .errors import ByakuganError
 from .evaluation import enrolment_trials
+from .hands import LANDMARK_DIM
 from .images import load_image
 from .landmarks import LandmarkEncoder
 from .training import LOSSES, MINERS, accuracy
@@ -65,10 +66,11 @@ def extract(samples: Sequence[Sample], cache: Optional[str] = None) -> tuple[np.
         path = Path(cache) / f"landmarks-{dataset}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors" if cache else None
         if path is not None and path.is_file():
             saved = load_file(str(path))
-            marks.append(saved["marks"]), found.append(saved["found"].astype(bool))
+            marks.append(saved["marks"])
+            found.append(saved["found"].astype(bool))
             continue
         detector = detector or create_detector("hand")
-        m = np.zeros((len(group), 128), np.float32)
+        m = np.zeros((len(group), LANDMARK_DIM), np.float32)
         for i, s in enumerate(tqdm(group, desc=f"landmarks {dataset}", unit="img", leave=False)):
             d = detector(load_image(s.path))
             if d:
@@ -77,7 +79,8 @@ def extract(samples: Sequence[Sample], cache: Optional[str] = None) -> tuple[np.
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             save_file({"marks": m, "found": f.astype(np.uint8)}, str(path))
-        marks.append(m), found.append(f)
+        marks.append(m)
+        found.append(f)
     return np.concatenate(marks), np.concatenate(found)
 
 
@@ -100,7 +103,7 @@ def augment(x: torch.Tensor, rotate: float, noise: float, gen: torch.Generator) 
     pts = torch.stack([x_rot, y_rot, pts[..., 2]], dim=-1)
     pts = pts + noise * torch.randn(pts.shape, generator=gen)
     pts = pts * present[..., None]  # an absent hand stays all zero
-    return torch.cat([present, pts.reshape(n, 2, 63)], dim=2).reshape(n, 128)
+    return torch.cat([present, pts.reshape(n, 2, 63)], dim=2).reshape(n, LANDMARK_DIM)
 
 
 def train_landmarks(cfg: LandmarkTrainConfig, log: Callable[[str], None] = print) -> LandmarkEncoder:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from .errors import ModelError
-from .fusion import fuse
+from .fusion import fuse, stack_landmarks
 from .hands import LANDMARK_DIM
 
 LANDMARKS_FORMAT = "byakugan-landmarks/1"
@@ -116,6 +116,4 @@ def embed_regions(model, encoder: Optional[LandmarkEncoder], crops: Sequence, ma
     cnn = model.embed(list(crops), progress=progress)
     if encoder is None:
         return cnn
-    stacked = np.stack([np.zeros(encoder.config["in_dim"], np.float32) if m is None else m for m in marks]) \
-        if len(marks) else np.zeros((0, encoder.config["in_dim"]), np.float32)
-    return fuse(cnn, encoder.encode(stacked), encoder.weight)
+    return fuse(cnn, encoder.encode(stack_landmarks(marks)), encoder.weight)

@@ -22,7 +22,7 @@ import numpy as np
 
 from embedder.detect import create_detector, regions
 from embedder.errors import ByakuganError
-from embedder.fusion import fuse, query_form
+from embedder.fusion import fuse, query_form, stack_landmarks
 from embedder.images import ImageSource, load_image
 from embedder.preprocess import Preprocess
 
@@ -139,8 +139,7 @@ class Bundle:
         cnn = np.ascontiguousarray(self._session.run(None, {self._input: x})[0], np.float32)
         if self._marks is None:
             return cnn
-        m = np.stack([np.zeros(128, np.float32) if v is None else v for v in marks]).astype(np.float32)
-        lm = self._marks.run(None, {self.landmarks["input"]: m})[0]
+        lm = self._marks.run(None, {self.landmarks["input"]: stack_landmarks(marks)})[0]
         return fuse(cnn, lm, float(self.landmarks["weight"]))
 
     def embed(self, image: ImageSource, fallback: Optional[str] = "whole") -> np.ndarray:

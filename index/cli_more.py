@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 import embedder
 from embedder import ByakuganError, ImageError
 from embedder.detect import create_detector, regions
+from embedder.hands import LANDMARK_DIM
 
 from . import store
 from .cli_util import EXIT_BAD_INPUT, _embed_reporting, _print_json
@@ -46,9 +47,9 @@ def cmd_embed(a: argparse.Namespace) -> int:
             marks.append(None)
     emb, ok = _embed_reporting(model, regions_or_errors, progress=len(a.images) > 8)
     if encoder is not None:
-        from embedder.fusion import fuse
+        from embedder.fusion import fuse, stack_landmarks
 
-        emb = fuse(emb, encoder.encode(np.stack([np.zeros(128, np.float32) if m is None else m for m in marks])), encoder.weight)
+        emb = fuse(emb, encoder.encode(stack_landmarks(marks)), encoder.weight)
     buf = io.BytesIO()
     np.save(buf, emb)
     store.write_atomic(out, buf.getvalue())
@@ -129,7 +130,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     model, _ = embedder.load(a.model)
     encoder = _landmark_encoder(a.landmarks, a.detector)
     inputs: list = [s.path for s in samples]
-    marks = np.zeros((len(inputs), 128), np.float32)
+    marks = np.zeros((len(inputs), LANDMARK_DIM), np.float32)
     detected = None
     if a.detector != "none":
         # The largest detection of each image; the whole image where none is found (counted).
