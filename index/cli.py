@@ -174,6 +174,11 @@ def cmd_scoring(a: argparse.Namespace) -> int:
 
 
 # ---- parser --------------------------------------------------------------------------------
+def _landmarks_arg(s: argparse.ArgumentParser, when: str) -> None:
+    s.add_argument("--landmarks", default="auto", metavar="NAME|DIR|none",
+                   help=f"landmark model fused with the CNN embedding {when} (default: hand-landmarks)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="byakugan", description="Recognise characters and gestures from a few enrolled images.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -186,8 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--from-folder", metavar="DIR", help="enrol every sub-folder of DIR as a label")
     s.add_argument("--model", help=model_help)
     s.add_argument("--detector", choices=list_detectors(), help="crop with this detector (a new gallery keeps it; default none)")
-    s.add_argument("--landmarks", default="auto", metavar="NAME|DIR|none",
-                   help="landmark model fused with the CNN embedding for a new gallery with detector 'hand' (default: hand-landmarks)")
+    _landmarks_arg(s, "for a new gallery with detector 'hand'")
     s.add_argument("--all", action="store_true", help="enrol every detection, not only the largest")
     s.add_argument("--fallback", choices=["whole"], help="use the whole image when nothing is detected")
     s.add_argument("--json", action="store_true")
@@ -236,8 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=embedder.DEFAULT_MODEL, help="model name or directory (default: default)")
     s.add_argument("--detector", choices=list_detectors(), default="none", help="embed the largest detection (default: none)")
     s.add_argument("--fallback", choices=["whole"], help="embed the whole image when nothing is detected")
-    s.add_argument("--landmarks", default="auto", metavar="NAME|DIR|none",
-                   help="landmark model fused with the CNN embedding for detector 'hand' (default: hand-landmarks)")
+    _landmarks_arg(s, "for detector 'hand'")
     s.set_defaults(func=cmd_embed)
 
     s = sub.add_parser("export", help="write a gallery as a bundle (directory, .zip or .tar.gz) for other services")
@@ -314,8 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--per-class", type=int, help="use a seeded sample of this many images per class")
     s.add_argument("--classes", nargs="+", metavar="CLASS", help="evaluate only these class folders")
     s.add_argument("--detector", choices=list_detectors(), default="none", help="crop each image to its largest detection")
-    s.add_argument("--landmarks", default="auto", metavar="NAME|DIR|none",
-                   help="landmark model fused with the CNN embedding for detector 'hand' (default: hand-landmarks)")
+    _landmarks_arg(s, "for detector 'hand'")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true")
     s.add_argument("--report", metavar="DIR", help="write confusion.png, scores.png, embeddings.png, summary.json")
