@@ -78,7 +78,6 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
 def cmd_ui(a: argparse.Namespace) -> int:
     import importlib.util
-    import subprocess
 
     spec = importlib.util.find_spec("ui")
     if spec is None or not spec.submodule_search_locations:
@@ -94,7 +93,12 @@ def cmd_ui(a: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(a.port),
            "--server.address", a.host, "--server.headless", "true", "--server.maxUploadSize", str(a.max_upload_mb),
            "--browser.gatherUsageStats", "false"]
-    return subprocess.call(cmd, env=env)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Become the Streamlit server rather than wait on a child: a signal that stops `byakugan ui`
+    # (Ctrl-C, a service manager's SIGTERM) then stops the server, instead of orphaning it.
+    os.execve(sys.executable, cmd, env)
+    return 0  # not reached
 
 
 def cmd_train(a: argparse.Namespace) -> int:

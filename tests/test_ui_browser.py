@@ -61,6 +61,9 @@ def ui_server(digit_gallery, tmp_path):
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+    # Stopping `byakugan ui` stops the server too (no orphaned Streamlit left on the port).
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
 
 
 def test_upload_in_chromium_shows_the_top_match(browser, ui_server, digits, tmp_path):
