@@ -7,6 +7,9 @@ left hand then right hand, with a presence flag each (128 numbers).
 
 from __future__ import annotations
 
+import contextlib
+import io
+import sys
 import threading
 from dataclasses import dataclass
 import numpy as np
@@ -30,7 +33,7 @@ class HandDetector:
 
     def __init__(self, settings: HandSettings) -> None:
         try:
-            import mediapipe as mp
+            mp = _import_mediapipe()
         except ImportError as exc:
             raise ModelError(f"the hand detector needs MediaPipe ({exc}); install it: {INSTALL_HINT}") from None
         self.settings = settings
@@ -65,6 +68,23 @@ class HandDetector:
         x0, y0 = max(0, int(x0 - pad)), max(0, int(y0 - pad))
         x1, y1 = min(img.width, int(x1 + pad + 1)), min(img.height, int(y1 + pad + 1))
         return [Detection((x0, y0, x1 - x0, y1 - y0), 1.0, encode_landmarks(hands))]
+
+
+# mediapipe 0.10.21's compiled module prints this when it meets protobuf 6 and then works on;
+# users of the hand detector should not see an AttributeError on every command.
+_IMPORT_NOISE = "'MessageFactory' object has no attribute 'GetPrototype'"
+
+
+def _import_mediapipe():
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buf):
+            import mediapipe
+    finally:
+        rest = "".join(line for line in buf.getvalue().splitlines(True) if _IMPORT_NOISE not in line)
+        if rest.strip():
+            sys.stderr.write(rest)
+    return mediapipe
 
 
 def encode_landmarks(hands: list[tuple[str, np.ndarray]]) -> np.ndarray:

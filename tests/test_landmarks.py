@@ -172,6 +172,19 @@ def test_train_landmarks_command_writes_a_loadable_model(datasets, model, tmp_pa
     g.enroll("x", unit_rows(1, g._index.d))
     g.save()
     assert Gallery.open(tmp_path / "g").landmark_model.fingerprint() == m.fingerprint()
+    # A different landmark model in that folder is refused, in one line, and the gallery is untouched.
+    from index import ModelMismatchError
+
+    capsys.readouterr()
+    before = (tmp_path / "g" / "gallery.json").read_text()
+    torch.manual_seed(1)
+    LandmarkEncoder(dict(m.config)).save(out)
+    with pytest.raises(ModelMismatchError, match="built with landmark model 'lm'"):
+        Gallery.open(tmp_path / "g").landmark_model
+    assert main(["search", str(tmp_path / "g"), str(next((datasets / "rock-paper-scissors" / "rock").iterdir()))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "landmark model 'lm'" in err[0]
+    assert (tmp_path / "g" / "gallery.json").read_text() == before
 
 
 def test_server_enrols_and_answers_with_landmarks(hand_gallery, rps, tmp_path):
