@@ -110,6 +110,19 @@ def load_landmarks(name_or_path: Union[str, os.PathLike] = DEFAULT_LANDMARKS) ->
     return model.eval()
 
 
+def resolve_landmarks(spec: Union[str, os.PathLike, LandmarkEncoder, None], detector: str) -> Optional[LandmarkEncoder]:
+    """The encoder a gallery or command fuses in: "auto" is the shipped one for detector "hand" and
+    none for any other; None or "none" is none; else an encoder, a shipped name or a directory.
+    Landmarks exist only for "hand": naming one for another detector raises ValueError."""
+    if spec == "auto":
+        spec = DEFAULT_LANDMARKS if detector == "hand" else None
+    if spec is None or spec == "none":
+        return None
+    if detector != "hand":
+        raise ValueError(f"landmarks {spec!r} need detector 'hand', not {detector!r}")
+    return spec if isinstance(spec, LandmarkEncoder) else load_landmarks(spec)
+
+
 def embed_regions(model, encoder: Optional[LandmarkEncoder], crops: Sequence, marks: Sequence[Optional[np.ndarray]],
                   progress: bool = False) -> np.ndarray:
     """CNN embeddings of the crops, fused with the landmark embeddings when an encoder is given."""

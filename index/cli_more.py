@@ -115,14 +115,12 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def _landmark_encoder(spec: str, detector: str):
-    """The landmark encoder a command fuses in: --landmarks auto means the shipped one for 'hand'."""
-    if spec == "none" or (spec == "auto" and detector != "hand"):
-        return None
-    if detector != "hand":
-        raise ByakuganError(f"--landmarks {spec}: needs --detector hand, not {detector!r}")
-    from embedder.landmarks import DEFAULT_LANDMARKS, load_landmarks
+    from embedder.landmarks import resolve_landmarks
 
-    return load_landmarks(DEFAULT_LANDMARKS if spec == "auto" else spec)
+    try:
+        return resolve_landmarks(spec, detector)
+    except ValueError:
+        raise ByakuganError(f"--landmarks {spec}: needs --detector hand, not {detector!r}") from None
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:

@@ -400,12 +400,10 @@ def _source(spec, encoder) -> str:
 
 
 def _landmark_encoder(spec, detector_name: str):
-    if spec == "auto":
-        spec = "hand-landmarks" if detector_name == "hand" else None
-    if spec is None or spec == "none":
-        return None
-    if detector_name != "hand":
-        raise GalleryError(f"landmarks {spec!r}: only a gallery with detector 'hand' has landmarks, not {detector_name!r}")
-    from embedder.landmarks import LandmarkEncoder, load_landmarks
+    from embedder.landmarks import resolve_landmarks
 
-    return spec if isinstance(spec, LandmarkEncoder) else load_landmarks(spec)
+    try:
+        return resolve_landmarks(spec, detector_name)
+    except ValueError:
+        raise GalleryError(f"landmarks {spec!r}: only a gallery with detector 'hand' has landmarks, "
+                           f"not {detector_name!r}") from None
