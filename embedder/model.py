@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from .backbones import WeightsArg, create_backbone
+from .colour import ColourHistogram, colour_config
 from .errors import ImageError, ModelError
 from .heads import Head
 from .images import ImageSource, load_image
@@ -32,6 +33,8 @@ class Embedder(torch.nn.Module):
         self.config = config
         self.preprocess = Preprocess.from_dict(config["preprocess"])
         self.head = Head(head_config(config), config["feature_dim"])
+        # Optional colour histogram joined to the CNN part (see embedder.colour); no weights.
+        self.colour = ColourHistogram(config["colour"], self.preprocess) if config.get("colour") else None
         self._fingerprint: Optional[str] = None
 
     @property
@@ -40,14 +43,18 @@ class Embedder(torch.nn.Module):
 
     @property
     def dim(self) -> int:
-        return self.head.out_dim
+        return self.head.out_dim + (self.colour.dim if self.colour is not None else 0)
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(self.backbone(x)), dim=-1)
+        e = F.normalize(self.head(self.backbone(x)), dim=-1)
+        if self.colour is None:
+            return e
+        # cosine = (CNN cosine + weight * histogram cosine) / (1 + weight)
+        return F.normalize(torch.cat([e, self.colour.weight ** 0.5 * self.colour(x)], -1), dim=-1)
 
     def fingerprint(self) -> str:
         """SHA-256 of the config and every weight, so a gallery can tell if its model changed."""
@@ -150,11 +157,13 @@ def create_embedder(
     name: Optional[str] = None,
     threshold: float = 0.5,
     head: Optional[dict] = None,
+    colour: Optional[dict] = None,
 ) -> Embedder:
     """Build an embedder from a backbone name.
 
     dim=None and head=None use the pooled features as they are; dim=N adds a linear projection;
     head={"type": "concat", "dim": N, ...} is the head byakugan trains (see embedder.heads).
+    colour={"weight": W} joins a colour histogram of the crop (see embedder.colour).
     """
     if dim is not None and (not isinstance(dim, int) or dim < 1):
         raise ModelError(f"embedding dim {dim!r} must be a positive integer or None")
@@ -167,6 +176,8 @@ def create_embedder(
         "preprocess": (preprocess or spec.preprocess).to_dict(),
         "threshold": threshold,
     }
+    if colour:
+        config["colour"] = colour_config(colour)
     return Embedder(net, config).eval()
 
 

@@ -54,6 +54,7 @@ class TrainConfig:
     head_dim: int = 128
     head_hidden: int = 512
     head_weight: float = 1.0
+    colour_weight: float = 0.0  # > 0 joins a colour histogram to the embedding (anime; see embedder.colour)
     loss: str = "multisimilarity"
     miner: str = "multisimilarity"
     m_per_class: int = 4
@@ -73,6 +74,8 @@ class TrainConfig:
         for name, table in (("loss", LOSSES), ("miner", MINERS)):
             if getattr(self, name) not in table:
                 raise ByakuganError(f"{name} {getattr(self, name)!r} is not one of {', '.join(table)}")
+        if self.colour_weight < 0:
+            raise ByakuganError(f"colour weight {self.colour_weight} must be >= 0 (0 leaves colour out)")
 
 
 def augmentation(size: int, hflip: bool) -> v2.Compose:
@@ -151,8 +154,9 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     classes = sorted({s.label for s in train_set})
     y = torch.tensor([classes.index(s.label) for s in train_set])
     head = {"type": "concat", "dim": cfg.head_dim, "hidden": cfg.head_hidden, "weight": cfg.head_weight}
+    colour = {"weight": cfg.colour_weight} if cfg.colour_weight > 0 else None
     model = create_embedder(cfg.backbone, pretrained=True, head=head, preprocess=Preprocess(size=cfg.size),
-                            name=Path(cfg.out).name).to(cfg.device)
+                            name=Path(cfg.out).name, colour=colour).to(cfg.device)
     loss_fn = LOSSES[cfg.loss](len(classes), cfg.head_dim).to(cfg.device)
     miner = MINERS[cfg.miner]()
     frozen = cfg.backbone_lr == 0
@@ -222,8 +226,11 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     if held_feats is not None and len(set(held_labels)) >= 3:
         # The default unknown threshold: the cosine that keeps 95% of known queries when the
         # held-out classes are enrolled 5-shot (galleries can set their own).
-        with torch.inference_mode():
-            emb = torch.nn.functional.normalize(model.head(held_feats), dim=-1).numpy()
+        if model.colour is not None:  # the histogram needs pixels, not cached features
+            emb = model.embed([s.path for s in held], progress=True)
+        else:
+            with torch.inference_mode():
+                emb = torch.nn.functional.normalize(model.head(held_feats), dim=-1).numpy()
         trials = enrolment_trials(emb, held_labels, shots=5, trials=10, unknown_fraction=0.25, seed=cfg.seed)
         model.config["threshold"] = trials.summary.get("threshold_tar95", model.config["threshold"])
         log(f"threshold {model.config['threshold']} (keeps 95% of held-out known queries)")
