@@ -22,6 +22,8 @@ from .preprocess import Preprocess
 
 CONFIG_FORMAT = "byakugan-embedder/1"
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+# How a gallery built with the model ranks labels unless told otherwise (config "scoring").
+GALLERY_SCORINGS = ("nearest", "mean")
 
 
 class Embedder(torch.nn.Module):
@@ -32,6 +34,8 @@ class Embedder(torch.nn.Module):
         self.backbone = backbone
         self.config = config
         self.preprocess = Preprocess.from_dict(config["preprocess"])
+        if config.get("scoring", "nearest") not in GALLERY_SCORINGS:
+            raise ModelError(f"model scoring {config['scoring']!r} is not one of {', '.join(GALLERY_SCORINGS)}")
         self.head = Head(head_config(config), config["feature_dim"])
         # Optional colour histogram joined to the CNN part (see embedder.colour); no weights.
         self.colour = ColourHistogram(config["colour"], self.preprocess) if config.get("colour") else None
@@ -67,7 +71,8 @@ class Embedder(torch.nn.Module):
         return self._fingerprint
 
     def _identity_config(self) -> dict:
-        return {k: v for k, v in self.config.items() if k not in ("name", "threshold", "description")}
+        # Settings that do not change the vectors stay out, so galleries accept a re-tuned model.
+        return {k: v for k, v in self.config.items() if k not in ("name", "threshold", "description", "scoring")}
 
     @torch.inference_mode()
     def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:

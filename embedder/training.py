@@ -27,7 +27,7 @@ from .data import Sample, scan, split_classes
 from .errors import ByakuganError
 from .evaluation import enrolment_trials
 from .images import load_image
-from .model import Embedder, create_embedder
+from .model import GALLERY_SCORINGS, Embedder, create_embedder
 from .preprocess import Preprocess
 
 LOSSES: dict[str, Callable[[int, int], torch.nn.Module]] = {
@@ -55,6 +55,7 @@ class TrainConfig:
     head_hidden: int = 512
     head_weight: float = 1.0
     colour_weight: float = 0.0  # > 0 joins a colour histogram to the embedding (anime; see embedder.colour)
+    scoring: Optional[str] = None  # how new galleries with this model rank labels: "nearest" or "mean"
     loss: str = "multisimilarity"
     miner: str = "multisimilarity"
     m_per_class: int = 4
@@ -74,6 +75,8 @@ class TrainConfig:
         for name, table in (("loss", LOSSES), ("miner", MINERS)):
             if getattr(self, name) not in table:
                 raise ByakuganError(f"{name} {getattr(self, name)!r} is not one of {', '.join(table)}")
+        if self.scoring not in (None, *GALLERY_SCORINGS):
+            raise ByakuganError(f"scoring {self.scoring!r} is not one of {', '.join(GALLERY_SCORINGS)}")
         if self.colour_weight < 0:
             raise ByakuganError(f"colour weight {self.colour_weight} must be >= 0 (0 leaves colour out)")
 
@@ -157,6 +160,8 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     colour = {"weight": cfg.colour_weight} if cfg.colour_weight > 0 else None
     model = create_embedder(cfg.backbone, pretrained=True, head=head, preprocess=Preprocess(size=cfg.size),
                             name=Path(cfg.out).name, colour=colour).to(cfg.device)
+    if cfg.scoring:
+        model.config["scoring"] = cfg.scoring
     loss_fn = LOSSES[cfg.loss](len(classes), cfg.head_dim).to(cfg.device)
     miner = MINERS[cfg.miner]()
     frozen = cfg.backbone_lr == 0
@@ -232,8 +237,9 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
             with torch.inference_mode():
                 emb = torch.nn.functional.normalize(model.head(held_feats), dim=-1).numpy()
         trials = enrolment_trials(emb, held_labels, shots=5, trials=10, unknown_fraction=0.25, seed=cfg.seed)
-        model.config["threshold"] = trials.summary.get("threshold_tar95", model.config["threshold"])
-        log(f"threshold {model.config['threshold']} (keeps 95% of held-out known queries)")
+        key = "threshold_tar95_mean" if cfg.scoring == "mean" else "threshold_tar95"
+        model.config["threshold"] = trials.summary.get(key, model.config["threshold"])
+        log(f"threshold {model.config['threshold']} (keeps 95% of held-out known queries, {cfg.scoring or 'nearest'} scoring)")
     model.save(cfg.out)
     (Path(cfg.out) / "training.json").write_text(json.dumps({"config": asdict(cfg), "history": history}, indent=1) + "\n")
     return model

@@ -276,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--head-weight", type=float, default=1.0, help="weight of the learned part beside the frozen features")
     s.add_argument("--colour-weight", type=float, default=0.0,
                    help="> 0 joins a colour histogram of the crop with this weight (anime characters; hurts hands)")
+    s.add_argument("--scoring", choices=["nearest", "mean"],
+                   help="how galleries built with the model rank labels unless set (default nearest)")
     s.add_argument("--loss", default="multisimilarity", help="triplet, multisimilarity, supcon, proxyanchor, arcface")
     s.add_argument("--miner", default="multisimilarity", help="none, semihard, hard, multisimilarity")
     s.add_argument("--m-per-class", type=int, default=4, help="images per class in each batch (MPerClassSampler)")

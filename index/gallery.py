@@ -79,6 +79,8 @@ class Gallery:
             "next_id": 0,
             "references": [],
         }
+        if model.config.get("scoring"):  # the model's own advice, e.g. class mean for anime
+            self._meta["scoring"] = model.config["scoring"]
         dim = model.dim
         if self._landmarks is not None:
             lm = self._landmarks

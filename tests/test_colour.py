@@ -104,3 +104,16 @@ def test_anime_model_beats_default_on_characters_it_never_saw(datasets):
         emb = embedder.load(name)[0].embed(files)
         top1[name] = enrolment_trials(emb, labels, shots=5, trials=10, unknown_fraction=0, seed=0).summary["top1_nearest"]
     assert top1["anime"] >= 0.80 and top1["anime"] > top1["default"] + 0.1, top1
+
+
+def test_a_model_can_advise_class_mean_scoring_for_new_galleries(tmp_path):
+    from embedder.model import Embedder
+
+    m = embedder.create_embedder(pretrained=False, preprocess=Preprocess(size=64), name="m")
+    plain = m.fingerprint()
+    m.config["scoring"] = "mean"
+    assert Gallery(m, tmp_path / "g").scoring == "mean"
+    assert Embedder(m.backbone, dict(m.config)).fingerprint() == plain  # galleries of the model still fit
+    with pytest.raises(ModelError, match="model scoring 'best' is not one of nearest, mean"):
+        Embedder(m.backbone, dict(m.config, scoring="best"))
+    assert embedder.load("anime")[0].config["scoring"] == "mean"
