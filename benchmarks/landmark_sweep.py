@@ -40,11 +40,11 @@ VARIANTS = {
 
 def crops_and_marks(ds: str, model, cache: Path) -> dict[str, np.ndarray]:
     samples = scan([DATA / ds])
-    key = json.dumps([model.fingerprint(), [str(s.path.resolve()) for s in samples]])
+    det = create_detector("hand")
+    key = json.dumps([model.fingerprint(), det.config, [str(s.path.resolve()) for s in samples]])
     path = cache / f"crops-{ds}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
     if path.is_file():
         return load_file(str(path))
-    det = create_detector("hand")
     crops, marks = [], np.zeros((len(samples), 128), np.float32)
     for i, s in enumerate(tqdm(samples, desc=f"hands {ds}", unit="img")):
         img = embedder.load_image(s.path)
@@ -61,7 +61,7 @@ def crops_and_marks(ds: str, model, cache: Path) -> dict[str, np.ndarray]:
 
 def brief(emb: np.ndarray, labels: np.ndarray, queries=None) -> list[float]:
     s = enrolment_trials(emb, labels, shots=5, trials=10, unknown_fraction=0.25, query_emb=queries).summary
-    return [s["top1_nearest"], s["top1_prototype"], s["far_at_tar95"], s["roc_auc"]]
+    return [s["top1_nearest"], s["top1_prototype"], s["far_at_tar95"], s["roc_auc"], s["threshold_tar95"]]
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -79,7 +79,7 @@ def main() -> None:
     model, _ = embedder.load(a.model)
     sets = ["sign-digits", "rock-paper-scissors", "hand-fingers"]
     data = {ds: crops_and_marks(ds, model, Path(a.cache)) for ds in sets}
-    report = {"model": a.model, "columns": ["top1_nearest", "top1_prototype", "far_at_tar95", "roc_auc"], "results": {}}
+    report = {"model": a.model, "columns": ["top1_nearest", "top1_prototype", "far_at_tar95", "roc_auc", "threshold_tar95"], "results": {}}
     for name in a.variants:
         base = LandmarkTrainConfig(data=[], out="sweep")
         cfg = replace(base, **VARIANTS[name])

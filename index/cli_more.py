@@ -172,7 +172,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         summary["detect_ms_per_image"] = detect_ms
     if encoder is not None:
         summary["landmarks"] = {"model": encoder.name, "weight": encoder.weight, "found": round(float((np.abs(marks).sum(1) > 0).mean()), 4)}
-        summary["parts"] = {name: {k: p[k] for k in ("top1_nearest", "top1_prototype", "far_at_tar95", "roc_auc") if k in p}
+        summary["parts"] = {name: {k: p[k] for k in ("top1_nearest", "top1_prototype", "far_at_tar95", "roc_auc",
+                                                      "threshold_tar95") if k in p}
                             for name, p in parts.items()}
     if a.report:
         from embedder.report import write_report

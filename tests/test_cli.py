@@ -46,13 +46,26 @@ def test_enroll_then_search_finds_the_right_digit(enrolled, digits, capsys):
         assert r["hits"][0]["score"] == r["labels"][0]["score"]
 
 
-def test_results_identical_after_reload_in_a_new_process(enrolled, digits, capsys):
+def test_same_results_after_reload_in_a_new_process(enrolled, digits, capsys):
     queries = [digits["3"][6], digits["7"][6]]
     code, out, _ = run(capsys, "search", enrolled, *queries, "--json")
     proc = subprocess.run([*BYAKUGAN, "search", str(enrolled), *map(str, queries), "--json"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == json.loads(out)
+    # Same answers; scores may differ in the 7th decimal when this process's torch kernels were
+    # picked differently by earlier tests (thread count, oneDNN primitive cache).
+    assert _same(json.loads(proc.stdout), json.loads(out))
+
+
+def _same(a, b) -> bool:
+    """Equal, with floats equal to 1e-5."""
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= 1e-5
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
 
 
 def test_enroll_from_folder_skips_and_reports_a_bad_file(datasets, digits, tmp_path, capsys):

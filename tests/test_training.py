@@ -49,8 +49,12 @@ def test_train_saves_a_loadable_model_and_resumes(datasets, tmp_path, capsys):
     assert 0 <= record["history"][-1]["heldout_precision_at_1"] <= 1
     cached = sorted((tmp_path / "cache").iterdir())
     other = [a if a != str(out) else str(tmp_path / "other") for a in args]
-    assert main([*other, "--epochs", "1", "--dim", "8", "--loss", "proxyanchor", "--miner", "none"]) == 0
+    assert main([*other, "--epochs", "1", "--dim", "8", "--loss", "proxyanchor", "--miner", "none",
+                 "--colour-weight", "0.5", "--scoring", "mean"]) == 0
     assert sorted((tmp_path / "cache").iterdir()) == cached  # another head reuses the backbone's features
+    coloured = embedder.load(str(tmp_path / "other"))[0]
+    assert coloured.dim == 1280 + 8 + 192 and coloured.config["colour"]["weight"] == 0.5
+    assert coloured.config["scoring"] == "mean"
     model, pre = embedder.load(str(out))
     assert model.dim == 1280 + 16 and pre.size == 160 and not model.training
     e = model.embed([next((datasets / "sign-digits" / "0").glob("*.jpg"))])
@@ -62,6 +66,8 @@ def test_train_rejects_unknown_names(datasets, tmp_path, capsys):
     assert "loss 'hinge' is not one of triplet, multisimilarity" in capsys.readouterr().err
     assert main(["train", str(datasets / "sign-digits"), "--out", str(tmp_path / "m"), "--holdout", "sign-digits/x"]) == 2
     assert "held-out classes ['sign-digits/x'] not found" in capsys.readouterr().err
+    assert main(["train", str(datasets / "sign-digits"), "--out", str(tmp_path / "m"), "--colour-weight", "-1"]) == 2
+    assert "colour weight -1.0 must be >= 0" in capsys.readouterr().err
 
 
 def test_evaluate_writes_figures_and_plots(datasets, tmp_path, capsys):
