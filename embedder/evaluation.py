@@ -11,6 +11,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+# How labels are ranked: by their best reference, or by the cosine to their references' mean.
+# The protocol below reports both; galleries (index.search) and model configs choose one.
+SCORINGS = ("nearest", "mean")
+
 
 def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
     """Probability that a random positive outscores a random negative (ties count half)."""

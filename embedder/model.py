@@ -16,14 +16,13 @@ from safetensors.torch import load_file, save_file
 from .backbones import WeightsArg, create_backbone
 from .colour import ColourHistogram, colour_config
 from .errors import ImageError, ModelError
+from .evaluation import SCORINGS
 from .heads import Head
 from .images import ImageSource, load_image
 from .preprocess import Preprocess
 
 CONFIG_FORMAT = "byakugan-embedder/1"
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
-# How a gallery built with the model ranks labels unless told otherwise (config "scoring").
-GALLERY_SCORINGS = ("nearest", "mean")
 
 
 class Embedder(torch.nn.Module):
@@ -34,8 +33,9 @@ class Embedder(torch.nn.Module):
         self.backbone = backbone
         self.config = config
         self.preprocess = Preprocess.from_dict(config["preprocess"])
-        if config.get("scoring", "nearest") not in GALLERY_SCORINGS:
-            raise ModelError(f"model scoring {config['scoring']!r} is not one of {', '.join(GALLERY_SCORINGS)}")
+        # "scoring": how a gallery built with the model ranks labels unless told otherwise
+        if config.get("scoring", "nearest") not in SCORINGS:
+            raise ModelError(f"model scoring {config['scoring']!r} is not one of {', '.join(SCORINGS)}")
         self.head = Head(head_config(config), config["feature_dim"])
         # Optional colour histogram joined to the CNN part (see embedder.colour); no weights.
         self.colour = ColourHistogram(config["colour"], self.preprocess) if config.get("colour") else None

@@ -25,9 +25,9 @@ from tqdm.auto import tqdm
 
 from .data import Sample, scan, split_classes
 from .errors import ByakuganError
-from .evaluation import enrolment_trials
+from .evaluation import SCORINGS, enrolment_trials
 from .images import load_image
-from .model import GALLERY_SCORINGS, Embedder, create_embedder
+from .model import Embedder, create_embedder
 from .preprocess import Preprocess
 
 LOSSES: dict[str, Callable[[int, int], torch.nn.Module]] = {
@@ -75,8 +75,8 @@ class TrainConfig:
         for name, table in (("loss", LOSSES), ("miner", MINERS)):
             if getattr(self, name) not in table:
                 raise ByakuganError(f"{name} {getattr(self, name)!r} is not one of {', '.join(table)}")
-        if self.scoring not in (None, *GALLERY_SCORINGS):
-            raise ByakuganError(f"scoring {self.scoring!r} is not one of {', '.join(GALLERY_SCORINGS)}")
+        if self.scoring not in (None, *SCORINGS):
+            raise ByakuganError(f"scoring {self.scoring!r} is not one of {', '.join(SCORINGS)}")
         if self.colour_weight < 0:
             raise ByakuganError(f"colour weight {self.colour_weight} must be >= 0 (0 leaves colour out)")
 

@@ -11,6 +11,7 @@ from typing import Iterator, Optional, Sequence
 import embedder
 from embedder import ByakuganError, ImageError
 from embedder.detect import list_detectors
+from embedder.evaluation import SCORINGS
 
 from . import store
 from .cli_more import (
@@ -276,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--head-weight", type=float, default=1.0, help="weight of the learned part beside the frozen features")
     s.add_argument("--colour-weight", type=float, default=0.0,
                    help="> 0 joins a colour histogram of the crop with this weight (anime characters; hurts hands)")
-    s.add_argument("--scoring", choices=["nearest", "mean"],
+    s.add_argument("--scoring", choices=SCORINGS,
                    help="how galleries built with the model rank labels unless set (default nearest)")
     s.add_argument("--loss", default="multisimilarity", help="triplet, multisimilarity, supcon, proxyanchor, arcface")
     s.add_argument("--miner", default="multisimilarity", help="none, semihard, hard, multisimilarity")

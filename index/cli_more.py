@@ -107,7 +107,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     cfg = TrainConfig(data=a.data, out=a.out, backbone=a.backbone, size=a.size, head_dim=a.dim, loss=a.loss,
                       miner=a.miner, m_per_class=a.m_per_class, batch_size=a.batch_size, epochs=a.epochs, lr=a.lr,
                       backbone_lr=a.backbone_lr, views=a.views, hflip=a.hflip, holdout=a.holdout or [],
-                      seed=a.seed, cache=a.cache, head_weight=a.head_weight, colour_weight=a.colour_weight, scoring=a.scoring, per_class=a.per_class,
+                      seed=a.seed, cache=a.cache, head_weight=a.head_weight, colour_weight=a.colour_weight,
+                      scoring=a.scoring, per_class=a.per_class,
                       **({"device": a.device} if a.device else {}))
     model = train(cfg, resume=a.resume, log=lambda m: print(m, file=sys.stderr))
     print(f"saved {model.name} ({model.dim}-d) to {a.out}")

@@ -9,6 +9,8 @@ from typing import Mapping, Optional
 import faiss
 import numpy as np
 
+from embedder.evaluation import SCORINGS
+
 UNKNOWN = "unknown"
 
 
@@ -53,9 +55,6 @@ class Match:
 
     def to_dict(self) -> dict:
         return dict(asdict(self), known=self.known)
-
-
-SCORINGS = ("nearest", "mean")
 
 
 def check_scoring(scoring: str) -> str:
