@@ -58,11 +58,15 @@ def enrolment_trials(
     unknown_fraction: float = 0.33,
     seed: int = 0,
     query_emb: Optional[np.ndarray] = None,
+    offset: Optional[np.ndarray] = None,
 ) -> Trials:
     """query_emb: the rows to query with when they differ from the enrolled form (fused vectors
-    without landmarks, see embedder.fusion.query_form); emb by default."""
+    without landmarks, see embedder.fusion.query_form); emb by default.
+    offset: a per-row amount taken off every score of that row as a query (cohort normalisation,
+    see embedder.cohort), as a gallery with a cohort does."""
     labels = np.asarray(labels)
     q_emb = emb if query_emb is None else query_emb
+    off = np.zeros(len(labels), np.float32) if offset is None else np.asarray(offset, np.float32)
     classes = np.unique(labels)
     index = {c: i for i, c in enumerate(classes)}
     rng = np.random.default_rng(seed)
@@ -78,24 +82,24 @@ def enrolment_trials(
     known_all, unknown_all = [], []
     for _ in range(trials):
         known, unknown, refs, queries = draw_trial(rng, labels, classes, n_unknown, shots)
-        S = q_emb[queries] @ emb[refs].T
+        S = q_emb[queries] @ emb[refs].T - off[queries, None]
         predicted = labels[refs][S.argmax(1)]
         near.append(np.mean(predicted == labels[queries]))
         np.add.at(confusion, ([index[c] for c in labels[queries]], [index[c] for c in predicted]), 1)
         P = np.stack([emb[[r for r in refs if labels[r] == c]].mean(0) for c in known])
         P /= np.linalg.norm(P, axis=1, keepdims=True)
-        PS = q_emb[queries] @ P.T
+        PS = q_emb[queries] @ P.T - off[queries, None]
         proto.append(np.mean(np.asarray(known)[PS.argmax(1)] == labels[queries]))
         unk_q = np.flatnonzero(np.isin(labels, list(unknown)))
         if len(unk_q):
-            known_best, unk_best = S.max(1), (q_emb[unk_q] @ emb[refs].T).max(1)
+            known_best, unk_best = S.max(1), (q_emb[unk_q] @ emb[refs].T - off[unk_q, None]).max(1)
             t = float(np.quantile(known_best, 0.05))  # keeps 95% of known queries
             thr.append(t)
             far.append(float(np.mean(unk_best >= t)))
             auc.append(roc_auc(known_best, unk_best))
             known_all.append(known_best)
             unknown_all.append(unk_best)
-            kp, up = PS.max(1), (q_emb[unk_q] @ P.T).max(1)
+            kp, up = PS.max(1), (q_emb[unk_q] @ P.T - off[unk_q, None]).max(1)
             tp = float(np.quantile(kp, 0.05))
             open_mean.append((tp, float(np.mean(up >= tp)), roc_auc(kp, up)))
     per_class = confusion.diagonal() / np.maximum(confusion.sum(1), 1)

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from .backbones import WeightsArg, create_backbone
+from .cohort import cohort_settings, load_cohort, offsets, save_cohort
 from .colour import ColourHistogram, colour_config
-from .errors import ImageError, ModelError
+from .errors import ByakuganError, ImageError, ModelError
 from .evaluation import SCORINGS
 from .heads import Head
 from .images import ImageSource, load_image
@@ -39,6 +40,10 @@ class Embedder(torch.nn.Module):
         self.head = Head(head_config(config), config["feature_dim"])
         # Optional colour histogram joined to the CNN part (see embedder.colour); no weights.
         self.colour = ColourHistogram(config["colour"], self.preprocess) if config.get("colour") else None
+        # Optional cohort score normalisation (see embedder.cohort): settings in the config, the
+        # vectors (unit rows, N x dim) in a file beside the weights; set by training or load_saved.
+        self.cohort_settings = cohort_settings(config.get("cohort"))
+        self.cohort: Optional[np.ndarray] = None
         self._fingerprint: Optional[str] = None
 
     @property
@@ -72,7 +77,14 @@ class Embedder(torch.nn.Module):
 
     def _identity_config(self) -> dict:
         # Settings that do not change the vectors stay out, so galleries accept a re-tuned model.
-        return {k: v for k, v in self.config.items() if k not in ("name", "threshold", "description", "scoring")}
+        return {k: v for k, v in self.config.items()
+                if k not in ("name", "threshold", "description", "scoring", "cohort")}
+
+    def cohort_offsets(self, emb: np.ndarray) -> Optional[np.ndarray]:
+        """What cohort normalisation takes off each row's scores; None for a model without a cohort."""
+        if self.cohort is None or self.cohort_settings is None:
+            return None
+        return offsets(emb, self.cohort, self.cohort_settings["top"])
 
     @torch.inference_mode()
     def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
@@ -134,6 +146,8 @@ class Embedder(torch.nn.Module):
         tmp = d / (WEIGHTS_FILE + ".tmp")
         save_file(sd, str(tmp), metadata={"format": CONFIG_FORMAT})
         os.replace(tmp, d / WEIGHTS_FILE)
+        if self.cohort is not None:
+            save_cohort(d, self.cohort)
         cfg = dict(self.config, format=CONFIG_FORMAT)
         tmp = d / (CONFIG_FILE + ".tmp")
         tmp.write_text(json.dumps(cfg, indent=2) + "\n")
@@ -206,4 +220,9 @@ def load_saved(directory: os.PathLike | str) -> Embedder:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
     except Exception as exc:
         raise ModelError(f"model weights {w_path}: cannot be loaded ({exc})") from None
+    if model.cohort_settings is not None:
+        try:
+            model.cohort = load_cohort(d, model.dim)
+        except ByakuganError as exc:
+            raise ModelError(f"model directory {d}: {exc}") from None
     return model.eval()

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
+from .cohort import build_cohort
 from .data import Sample, scan, split_classes
 from .errors import ByakuganError
 from .evaluation import SCORINGS, enrolment_trials
@@ -56,6 +57,8 @@ class TrainConfig:
     head_weight: float = 1.0
     colour_weight: float = 0.0  # > 0 joins a colour histogram to the embedding (anime; see embedder.colour)
     scoring: Optional[str] = None  # how new galleries with this model rank labels: "nearest" or "mean"
+    cohort_top: Optional[int] = None  # N >= 0: scores normalised by a cohort of the training classes (embedder.cohort)
+    cohort_per_class: int = 50  # images per training class in the cohort's class means
     loss: str = "multisimilarity"
     miner: str = "multisimilarity"
     m_per_class: int = 4
@@ -77,6 +80,10 @@ class TrainConfig:
                 raise ByakuganError(f"{name} {getattr(self, name)!r} is not one of {', '.join(table)}")
         if self.scoring not in (None, *SCORINGS):
             raise ByakuganError(f"scoring {self.scoring!r} is not one of {', '.join(SCORINGS)}")
+        if self.cohort_top is not None and self.cohort_top < 0:
+            raise ByakuganError(f"cohort top {self.cohort_top} must be >= 0 (0: the mean over the whole cohort)")
+        if self.cohort_per_class < 1:
+            raise ByakuganError(f"cohort images per class {self.cohort_per_class} must be >= 1")
         if self.colour_weight < 0:
             raise ByakuganError(f"colour weight {self.colour_weight} must be >= 0 (0 leaves colour out)")
 
@@ -228,6 +235,11 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
         log(json.dumps(record))
         _checkpoint(model, opt, epoch + 1, history, ckpt)
     model.eval().cpu()
+    if cfg.cohort_top is not None:
+        log(f"cohort: class means of the {len(classes)} training classes, {cfg.cohort_per_class} images each")
+        model.cohort = build_cohort(model, cfg.data, cfg.holdout, cfg.cohort_per_class, cfg.seed)
+        model.config["cohort"] = {"top": cfg.cohort_top}
+        model.cohort_settings = model.config["cohort"]
     if held_feats is not None and len(set(held_labels)) >= 3:
         # The default unknown threshold: the cosine that keeps 95% of known queries when the
         # held-out classes are enrolled 5-shot (galleries can set their own).
@@ -236,7 +248,8 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
         else:
             with torch.inference_mode():
                 emb = torch.nn.functional.normalize(model.head(held_feats), dim=-1).numpy()
-        trials = enrolment_trials(emb, held_labels, shots=5, trials=10, unknown_fraction=0.25, seed=cfg.seed)
+        trials = enrolment_trials(emb, held_labels, shots=5, trials=10, unknown_fraction=0.25, seed=cfg.seed,
+                                  offset=model.cohort_offsets(emb))
         key = "threshold_tar95_mean" if cfg.scoring == "mean" else "threshold_tar95"
         model.config["threshold"] = trials.summary.get(key, model.config["threshold"])
         log(f"threshold {model.config['threshold']} (keeps 95% of held-out known queries, {cfg.scoring or 'nearest'} scoring)")

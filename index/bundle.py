@@ -20,6 +20,7 @@ from typing import Optional
 import faiss
 import numpy as np
 
+from embedder.cohort import load_cohort, offsets
 from embedder.detect import create_detector, regions
 from embedder.errors import ByakuganError
 from embedder.fusion import fuse, query_form, stack_landmarks
@@ -116,6 +117,13 @@ class Bundle:
         self.detector = create_detector(detector)
         self.scoring = ranking.check_scoring(self.config.get("scoring", "nearest"))
         self._protos = ranking.prototypes(self._index, self._refs) if self.scoring == "mean" else None
+        self._cohort = None  # (top, vectors) when scores are cohort-normalised (embedder.cohort)
+        if "cohort" in self.config:
+            spec = self.config["cohort"]
+            if spec.get("file") not in self.manifest["files"]:
+                raise BundleError(f"bundle {origin}: manifest does not list {spec.get('file')}")
+            self._cohort = (int(spec["top"]), load_cohort(directory, int(self.config["model"]["dim"]),
+                                                          _safe_name(spec["file"], origin)))
         self.landmarks = self.config.get("landmarks")  # how hand landmarks are fused in, if they are
         self._marks = None
         if self.landmarks is not None:
@@ -163,7 +171,8 @@ class Bundle:
         fused = self.landmarks is not None
         if fused:
             emb = query_form(emb, int(self.landmarks["split"]), float(self.landmarks["weight"]))
-        results = ranking.search(self._index, self._refs, emb, k, self._protos)
+        off = offsets(emb, self._cohort[1], self._cohort[0]) if self._cohort is not None else None
+        results = ranking.search(self._index, self._refs, emb, k, self._protos, off)
         t = self.threshold if threshold is None else float(threshold)
         return [ranking.detection(list(d.box), r, t, (d.landmarks is not None) if fused else None)
                 for d, r in zip(found, results)]

@@ -279,6 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="> 0 joins a colour histogram of the crop with this weight (anime characters; hurts hands)")
     s.add_argument("--scoring", choices=SCORINGS,
                    help="how galleries built with the model rank labels unless set (default nearest)")
+    s.add_argument("--cohort-top", type=int, metavar="N",
+                   help="normalise scores by a cohort of the training classes: take off a query's mean cosine to "
+                        "its N most similar class means (0: all); fewer unknowns accepted (anime: 5)")
+    s.add_argument("--cohort-per-class", type=int, default=50, help="images per class in the cohort (default 50)")
     s.add_argument("--loss", default="multisimilarity", help="triplet, multisimilarity, supcon, proxyanchor, arcface")
     s.add_argument("--miner", default="multisimilarity", help="none, semihard, hard, multisimilarity")
     s.add_argument("--m-per-class", type=int, default=4, help="images per class in each batch (MPerClassSampler)")
@@ -323,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--classes", nargs="+", metavar="CLASS", help="evaluate only these class folders")
     s.add_argument("--detector", choices=list_detectors(), default="none", help="crop each image to its largest detection")
     _landmarks_arg(s, "for detector 'hand'")
+    s.add_argument("--no-cohort", action="store_true", help="raw cosines even if the model normalises scores by a cohort")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true")
     s.add_argument("--report", metavar="DIR", help="write confusion.png, scores.png, embeddings.png, summary.json")

@@ -7,15 +7,13 @@ import argparse
 import io
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 import embedder
 from embedder import ByakuganError, ImageError
-from embedder.detect import create_detector, regions
+from embedder.detect import create_detector, largest_crops, regions
 from embedder.hands import LANDMARK_DIM
 
 from . import store
@@ -108,7 +106,8 @@ def cmd_train(a: argparse.Namespace) -> int:
                       miner=a.miner, m_per_class=a.m_per_class, batch_size=a.batch_size, epochs=a.epochs, lr=a.lr,
                       backbone_lr=a.backbone_lr, views=a.views, hflip=a.hflip, holdout=a.holdout or [],
                       seed=a.seed, cache=a.cache, head_weight=a.head_weight, colour_weight=a.colour_weight,
-                      scoring=a.scoring, per_class=a.per_class,
+                      scoring=a.scoring, per_class=a.per_class, cohort_top=a.cohort_top,
+                      cohort_per_class=a.cohort_per_class,
                       **({"device": a.device} if a.device else {}))
     model = train(cfg, resume=a.resume, log=lambda m: print(m, file=sys.stderr))
     print(f"saved {model.name} ({model.dim}-d) to {a.out}")
@@ -137,25 +136,20 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     detected = None
     if a.detector != "none":
         # The largest detection of each image; the whole image where none is found (counted).
-        detector, found, spent = create_detector(a.detector), 0, 0.0
-        for i, path in enumerate(tqdm(inputs, desc=f"detecting ({a.detector})", unit="img", leave=False)):
-            img = embedder.load_image(path)
-            start = time.perf_counter()
-            dets = detector(img)
-            spent += time.perf_counter() - start
-            found += bool(dets)
-            inputs[i] = dets[0].crop(img) if dets else img
-            if dets and dets[0].landmarks is not None:
-                marks[i] = dets[0].landmarks
-        detected = round(found / len(inputs), 4)
-        detect_ms = round(spent / len(inputs) * 1000, 1)
+        inputs, marks, detected, detect_ms = largest_crops(create_detector(a.detector), inputs, LANDMARK_DIM)
     emb = model.embed(inputs, progress=True)
     labels = [s.label.split("/", 1)[1] for s in samples]
+
+    # A gallery with this model normalises scores by its cohort (embedder.cohort); so do the trials.
+    offset = None if a.no_cohort else model.cohort_offsets(emb)
+    if offset is not None and encoder is not None:
+        raise ByakuganError(f"evaluate: model {model.name} normalises scores by a cohort, which fused landmarks do not "
+                            "support; add --no-cohort or --landmarks none")
 
     def run(e: np.ndarray, q=None):
         try:
             return enrolment_trials(e, labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction,
-                                    seed=a.seed, query_emb=q)
+                                    seed=a.seed, query_emb=q, offset=offset)
         except ValueError as exc:
             raise ByakuganError(f"evaluate {a.data}: {exc}") from None
 
@@ -168,6 +162,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     else:
         trials = run(emb)
     summary = {"data": a.data, "model": model.name, "detector": a.detector, **trials.summary}
+    if offset is not None:
+        summary["cohort"] = model.cohort_settings | {"size": len(model.cohort)}
     if detected is not None:
         summary["detected"] = detected
         summary["detect_ms_per_image"] = detect_ms
@@ -191,6 +187,9 @@ def _print_evaluation(s: dict, encoder) -> None:
     fused = f" + landmarks {encoder.name} (weight {encoder.weight})" if encoder is not None else ""
     print(f"{s['data']}: {s['classes']} classes, {s['images']} images, model {s['model']}{fused}, "
           f"{s['shots']} shots, {s['trials']} trials")
+    if "cohort" in s:
+        print(f"  scores cohort-normalised: less the mean cosine to the {s['cohort']['top'] or 'all'} most similar "
+              f"of {s['cohort']['size']} cohort classes (--no-cohort for raw cosines)")
     print(f"  top-1 nearest reference {s['top1_nearest']:.3f} (std {s['top1_nearest_std']:.3f}), class mean {s['top1_prototype']:.3f}")
     if "far_at_tar95" in s:
         print(f"  open set: FAR@TAR95 {s['far_at_tar95']:.3f}, ROC AUC {s['roc_auc']:.3f}, threshold {s['threshold_tar95']:.3f}"

@@ -78,6 +78,7 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False) ->
             "detector": _bundle_detector(gallery, d),
             "scoring": gallery.scoring,
             **_bundle_landmarks(gallery, d),
+            **_bundle_cohort(gallery, d),
         })
         _write_json(d / "thresholds.json", {"default": gallery.threshold, "per_label": {}})
         files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir())}
@@ -126,6 +127,16 @@ def _bundle_landmarks(gallery: Gallery, d: Path) -> dict:
     _export_onnx(encoder, d / "landmarks.onnx", x, input_name="landmarks")
     return {"landmarks": {**gallery._meta["landmarks"], "split": gallery.model.dim, "file": "landmarks.onnx",
                           "input": "landmarks", "output": "embedding"}}
+
+
+def _bundle_cohort(gallery: Gallery, d: Path) -> dict:
+    """For a gallery whose scores are cohort-normalised: the cohort file and its settings."""
+    if gallery.cohort is None:
+        return {}
+    from embedder.cohort import COHORT_FILE, save_cohort
+
+    save_cohort(d, gallery.cohort)
+    return {"cohort": {"top": int(gallery._meta["cohort"]["top"]), "file": COHORT_FILE}}
 
 
 def _write_json(path: Path, obj: object) -> None:

@@ -17,6 +17,7 @@ from PIL import Image
 
 import embedder
 from embedder import Embedder
+from embedder.cohort import COHORT_FILE, load_cohort, offsets, save_cohort
 from embedder.detect import Detection, create_detector, regions
 from embedder.errors import ImageError
 from embedder.fusion import query_form
@@ -89,6 +90,15 @@ class Gallery:
             dim += lm.dim
             # A fused score is the weighted sum of the two cosines, so is its default threshold.
             self._meta["threshold"] = round((1 - lm.weight) * base + lm.weight * float(lm.config["threshold"]), 4)
+        self._cohort = None
+        if model.cohort is not None:
+            if self._landmarks is not None:
+                raise GalleryError(f"model {model.name!r} normalises scores by a cohort, which fused hand landmarks do not "
+                                   "support; use a model without a cohort (default) or landmarks None")
+            # Scores, and so the model's threshold, are cohort-normalised; the cohort is copied
+            # into the gallery (saved beside gallery.json) so it stays self-contained.
+            self._cohort = model.cohort
+            self._meta["cohort"] = {**model.cohort_settings, "size": len(model.cohort), "sha256": _digest(model.cohort)}
         if threshold is not None:
             self._meta["threshold"] = float(threshold)
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
@@ -104,7 +114,7 @@ class Gallery:
         meta, index = store.load(Path(path))
         g = cls.__new__(cls)
         g.path, g._meta, g._index, g._model, g._detector, g._landmarks = Path(path), meta, index, None, None, None
-        g._new_thumbs, g._dropped, g._protos = {}, set(), None
+        g._new_thumbs, g._dropped, g._protos, g._cohort = {}, set(), None, None
         g._refs = {r["id"]: Reference(**r) for r in meta["references"]}
         if index.ntotal != len(g._refs):
             raise GalleryError(f"gallery {path}: index holds {index.ntotal} vectors but metadata lists {len(g._refs)}")
@@ -133,6 +143,7 @@ class Gallery:
         return cls(m, path, detector=detector or "none", landmarks=landmarks)
 
     def save(self, path: Optional[os.PathLike | str] = None) -> None:
+        cohort = self.cohort  # read from where the gallery was, before its path changes
         self.path = Path(path) if path else self.path
         if self.path is None:
             raise GalleryError("gallery has no path to save to; pass one")
@@ -142,6 +153,9 @@ class Gallery:
             thumbs.mkdir(parents=True, exist_ok=True)
             for i, data in self._new_thumbs.items():
                 store.write_atomic(thumbs / f"{i}.jpg", data, sync_dir=False)
+        if cohort is not None and not (self.path / COHORT_FILE).is_file():
+            self.path.mkdir(parents=True, exist_ok=True)
+            save_cohort(self.path, cohort)  # written once, before the gallery.json that names it
         self._meta["references"] = [asdict(r) for r in self._refs.values()]
         store.save(self.path, self._meta, self._index)
         for i in self._dropped:
@@ -242,6 +256,24 @@ class Gallery:
         t = self.threshold if threshold is None else float(threshold)
         return [ranking.detection(list(d.box), r, t, (d.landmarks is not None) if self.fused else None)
                 for d, r in zip(found, results)]
+
+    @property
+    def cohort_settings(self) -> Optional[dict]:
+        """{"top", "size", "sha256"} when scores are cohort-normalised (see embedder.cohort), else None."""
+        return self._meta.get("cohort")
+
+    @property
+    def cohort(self) -> Optional[np.ndarray]:
+        """The cohort that normalises this gallery's scores (see embedder.cohort), or None."""
+        spec = self._meta.get("cohort")
+        if spec is None:
+            return None
+        if self._cohort is None:
+            cohort = load_cohort(self.path, int(self._meta["model"]["dim"]))
+            if _digest(cohort) != spec["sha256"]:
+                raise GalleryError(f"gallery {self.path}: {COHORT_FILE} does not match its checksum (damaged)")
+            self._cohort = cohort
+        return self._cohort
 
     @property
     def model_name(self) -> str:
@@ -386,12 +418,19 @@ class Gallery:
             emb = query_form(emb, self._meta["model"]["dim"], self._meta["landmarks"]["weight"])
         if self.scoring == "mean" and self._protos is None:
             self._protos = ranking.prototypes(self._index, self._refs)
-        return ranking.search(self._index, self._refs, emb, k, self._protos if self.scoring == "mean" else None)
+        off = offsets(emb, self.cohort, int(self._meta["cohort"]["top"])) if "cohort" in self._meta else None
+        return ranking.search(self._index, self._refs, emb, k, self._protos if self.scoring == "mean" else None, off)
 
     def match(self, queries: Queries, threshold: Optional[float] = None) -> list[Match]:
         """search(k=1) plus a threshold: the best label, or UNKNOWN when its score is below it."""
         t = self.threshold if threshold is None else float(threshold)
         return [ranking.match(r, t) for r in self.search(queries, k=1)]
+
+
+def _digest(cohort: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(cohort, np.float32).tobytes()).hexdigest()
 
 
 def _source(spec, encoder) -> str:

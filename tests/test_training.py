@@ -50,11 +50,15 @@ def test_train_saves_a_loadable_model_and_resumes(datasets, tmp_path, capsys):
     cached = sorted((tmp_path / "cache").iterdir())
     other = [a if a != str(out) else str(tmp_path / "other") for a in args]
     assert main([*other, "--epochs", "1", "--dim", "8", "--loss", "proxyanchor", "--miner", "none",
-                 "--colour-weight", "0.5", "--scoring", "mean"]) == 0
+                 "--colour-weight", "0.5", "--scoring", "mean", "--cohort-top", "2", "--cohort-per-class", "3"]) == 0
     assert sorted((tmp_path / "cache").iterdir()) == cached  # another head reuses the backbone's features
     coloured = embedder.load(str(tmp_path / "other"))[0]
     assert coloured.dim == 1280 + 8 + 192 and coloured.config["colour"]["weight"] == 0.5
     assert coloured.config["scoring"] == "mean"
+    # the cohort: one unit class mean for each of the 10 training classes (7 digits + 3 gestures)
+    assert coloured.config["cohort"] == {"top": 2} and coloured.cohort.shape == (10, coloured.dim)
+    np.testing.assert_allclose(np.linalg.norm(coloured.cohort, axis=1), 1, atol=1e-5)
+    assert (tmp_path / "other" / "cohort.safetensors").is_file() and embedder.load(str(out))[0].cohort is None
     model, pre = embedder.load(str(out))
     assert model.dim == 1280 + 16 and pre.size == 160 and not model.training
     e = model.embed([next((datasets / "sign-digits" / "0").glob("*.jpg"))])

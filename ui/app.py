@@ -143,7 +143,9 @@ def gallery_ui(svc: GalleryService) -> None:
     g = svc.gallery()
     labels = g.labels()
     st.caption(f"{svc.path} · model {g.model_name} · {len(g)} references in {len(labels)} classes")
-    value = st.number_input("Unknown threshold (cosine)", -1.0, 1.0, float(g.threshold), 0.01, key="threshold")
+    # With a cohort (models/anime) a score is a cosine less the query's likeness to other identities.
+    unit = "cohort-normalised score" if g.cohort_settings else "cosine"
+    value = st.number_input(f"Unknown threshold ({unit})", -1.0, 1.0, float(g.threshold), 0.01, key="threshold")
     if st.button("Save threshold", key="save_threshold"):
         _act(lambda: svc.set_threshold(value), f"Threshold set to {value:.2f}.")
     scorings = ["nearest", "mean"]

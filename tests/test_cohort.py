@@ -1,0 +1,128 @@
+"""Cohort score normalisation (embedder.cohort): offsets, model files, galleries, bundles, evaluation."""
+
+import json
+import random
+import shutil
+
+import numpy as np
+import pytest
+
+import embedder
+from embedder.cohort import COHORT_FILE, offsets
+from embedder.errors import ByakuganError, ModelError
+from embedder.evaluation import enrolment_trials
+from embedder.preprocess import Preprocess
+from index import Gallery
+from index.bundle import load as load_bundle
+from index.errors import GalleryError
+from index.export import export
+
+from .conftest import unit_rows
+
+
+def test_offsets_are_the_mean_of_the_top_cohort_cosines():
+    q, c = unit_rows(4, 8, seed=1), unit_rows(6, 8, seed=2)
+    cos = q @ c.T
+    np.testing.assert_allclose(offsets(q, c, 0), cos.mean(1), atol=1e-6)
+    np.testing.assert_allclose(offsets(q, c, 2), np.sort(cos, 1)[:, -2:].mean(1), atol=1e-6)
+    np.testing.assert_allclose(offsets(q, c, 99), cos.mean(1), atol=1e-6)  # more than there are: all
+
+
+@pytest.fixture()
+def cohort_model(tmp_path):
+    m = embedder.create_embedder(pretrained=False, preprocess=Preprocess(size=64), name="coh")
+    plain = embedder.load(m.save(tmp_path / "plain"))[0].fingerprint()  # (saved in fp16)
+    m.cohort, m.config["cohort"] = unit_rows(5, m.dim, seed=3), {"top": 2}
+    m.cohort_settings = m.config["cohort"]
+    loaded, _ = embedder.load(m.save(tmp_path / "m"))
+    assert loaded.fingerprint() == plain  # a cohort does not change the vectors: galleries still fit
+    np.testing.assert_array_equal(loaded.cohort, m.cohort)
+    return loaded
+
+
+def test_bad_or_missing_cohort_is_refused_in_one_line(cohort_model, tmp_path):
+    with pytest.raises(ByakuganError, match=r"cohort settings \{'top': -1\}: must be"):
+        embedder.model.Embedder(cohort_model.backbone, dict(cohort_model.config, cohort={"top": -1}))
+    (tmp_path / "m" / COHORT_FILE).unlink()
+    with pytest.raises(ModelError, match=f"{COHORT_FILE}: missing"):
+        embedder.load(tmp_path / "m")
+    (tmp_path / "m" / COHORT_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(ModelError, match="not a readable cohort file"):
+        embedder.load(tmp_path / "m")
+
+
+def test_gallery_scores_are_cosines_less_the_cohort_offset(cohort_model, tiny_images, tmp_path):
+    refs = unit_rows(6, cohort_model.dim, seed=4)
+    queries = unit_rows(3, cohort_model.dim, seed=5)
+    g = Gallery(cohort_model, tmp_path / "g", threshold=0.1)
+    plain = Gallery(embedder.create_embedder(pretrained=False, preprocess=Preprocess(size=64), name="p"))
+    for gal in (g, plain):
+        gal.enroll("a", refs[:3])
+        gal.enroll("b", refs[3:])
+    off = offsets(queries, cohort_model.cohort, 2)
+    got, raw = g.search(queries, k=2), plain.search(queries, k=2)
+    for r, w, o in zip(got, raw, off):
+        assert [h.id for h in r.hits] == [h.id for h in w.hits] and [lab for lab, _ in r.labels] == [lab for lab, _ in w.labels]
+        np.testing.assert_allclose([h.score for h in r.hits], [h.score - o for h in w.hits], atol=1e-6)
+    g.save()
+    assert (tmp_path / "g" / COHORT_FILE).is_file() and json.loads((tmp_path / "g" / "gallery.json").read_text())["cohort"]["top"] == 2
+    again = Gallery.open(tmp_path / "g").search(queries, k=2)
+    assert [r.to_dict() for r in again] == [r.to_dict() for r in got]
+    # saved elsewhere, the cohort goes along
+    Gallery.open(tmp_path / "g").save(tmp_path / "copy")
+    assert [r.to_dict() for r in Gallery.open(tmp_path / "copy").search(queries, k=2)] == [r.to_dict() for r in got]
+    # the bundle applies the same offsets to its scores
+    g2 = Gallery(cohort_model, tmp_path / "g2")
+    g2.enroll("red", tiny_images[:1])
+    g2.enroll("green", tiny_images[1:2])
+    b = load_bundle(export(g2, tmp_path / "b.zip"))
+    for q in tiny_images:
+        ours, theirs = g2.search([q], k=2)[0], b.search(q, k=2)[0]
+        np.testing.assert_allclose([h["score"] for h in theirs["hits"]], [h.score for h in ours.hits], atol=1e-5)
+
+
+def test_damaged_gallery_cohort_and_fused_landmarks_are_refused(cohort_model, tmp_path):
+    g = Gallery(cohort_model, tmp_path / "g")
+    g.enroll("a", unit_rows(2, cohort_model.dim))
+    g.save()
+    (tmp_path / "g" / COHORT_FILE).unlink()
+    with pytest.raises(ByakuganError, match=f"{COHORT_FILE}: missing"):
+        Gallery.open(tmp_path / "g").search(unit_rows(1, cohort_model.dim))
+    shutil.copyfile(tmp_path / "m" / COHORT_FILE, tmp_path / "g" / COHORT_FILE)
+    Gallery.open(tmp_path / "g").search(unit_rows(1, cohort_model.dim))  # the same vectors: fine again
+    cohort_model.cohort = cohort_model.cohort[::-1].copy()
+    Gallery(cohort_model, tmp_path / "h").save()
+    shutil.copyfile(tmp_path / "h" / COHORT_FILE, tmp_path / "g" / COHORT_FILE)
+    with pytest.raises(GalleryError, match="does not match its checksum"):
+        Gallery.open(tmp_path / "g").search(unit_rows(1, cohort_model.dim))
+    with pytest.raises(GalleryError, match="normalises scores by a cohort"):
+        Gallery(cohort_model, tmp_path / "f", detector="hand", landmarks="hand-landmarks")
+
+
+def test_a_constant_offset_moves_thresholds_not_rejection():
+    rng = np.random.default_rng(0)
+    centres = unit_rows(4, 16, seed=6)
+    emb = centres.repeat(12, 0) + 0.3 * rng.standard_normal((48, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    labels = np.repeat(list("abcd"), 12)
+    plain = enrolment_trials(emb, labels, trials=5, unknown_fraction=0.25).summary
+    moved = enrolment_trials(emb, labels, trials=5, unknown_fraction=0.25, offset=np.full(48, 0.25)).summary
+    assert moved["threshold_tar95"] == pytest.approx(plain["threshold_tar95"] - 0.25, abs=1e-4)
+    assert moved["far_at_tar95"] == plain["far_at_tar95"] and moved["top1_nearest"] == plain["top1_nearest"]
+
+
+def test_anime_cohort_accepts_fewer_unseen_characters(datasets):
+    """The 4 characters the anime model never saw: one left out of the gallery in each trial."""
+    rng = random.Random(0)
+    files, labels = [], []
+    for name in ("ame", "ceci", "fauna", "irys"):
+        f = sorted((datasets / "anime-faces" / name).glob("*.jpg"))
+        files += rng.sample(f, 40)
+        labels += [name] * 40
+    model = embedder.load("anime")[0]
+    assert model.config["cohort"] == {"top": 5} and model.cohort.shape == (27, model.dim)
+    emb = model.embed(files)
+    kw = dict(shots=5, trials=20, unknown_fraction=0.25, seed=0)
+    raw = enrolment_trials(emb, labels, **kw).summary
+    normalised = enrolment_trials(emb, labels, **kw, offset=model.cohort_offsets(emb)).summary
+    assert normalised["far_at_tar95_mean"] < raw["far_at_tar95_mean"] - 0.05, (raw, normalised)
