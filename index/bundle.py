@@ -1,4 +1,4 @@
-"""Load an exported bundle and search it: needs only onnxruntime, faiss, numpy and pillow.
+"""Load an exported bundle and search it: needs only onnxruntime, faiss, numpy, pillow and safetensors.
 
     from index import bundle
     b = bundle.load("gallery.zip")

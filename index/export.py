@@ -1,8 +1,8 @@
 """`export(gallery, out)`: a self-contained bundle another service can load without torch.
 
 Contents: model.onnx (embedder on preprocessed pixels), index.faiss, references.json,
-config.json (preprocessing, detector, model identity), thresholds.json, and manifest.json with a
-format version and the SHA-256 of every file. Written to a directory, or a .zip / .tar.gz.
+config.json (preprocessing, detector, model identity), thresholds.json, cohort.safetensors when
+scores are cohort-normalised, and manifest.json with a format version and the SHA-256 of every file. Written to a directory, or a .zip / .tar.gz.
 """
 
 from __future__ import annotations
