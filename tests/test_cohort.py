@@ -126,3 +126,30 @@ def test_anime_cohort_accepts_fewer_unseen_characters(datasets):
     raw = enrolment_trials(emb, labels, **kw).summary
     normalised = enrolment_trials(emb, labels, **kw, offset=model.cohort_offsets(emb)).summary
     assert normalised["far_at_tar95_mean"] < raw["far_at_tar95_mean"] - 0.05, (raw, normalised)
+
+
+def test_a_gallery_made_before_the_model_had_a_cohort_keeps_raw_cosines(cohort_model, tmp_path):
+    old_model = embedder.load(tmp_path / "plain")[0]  # the same weights, saved without a cohort
+    refs, queries = unit_rows(4, old_model.dim, seed=7), unit_rows(2, old_model.dim, seed=8)
+    g = Gallery(old_model, tmp_path / "old")
+    g.enroll("a", refs[:2])
+    g.enroll("b", refs[2:])
+    g.save()
+    before = [r.to_dict() for r in g.search(queries, k=2)]
+    reopened = Gallery.open(tmp_path / "old", model=cohort_model)  # same fingerprint: accepted
+    assert reopened.cohort is None and [r.to_dict() for r in reopened.search(queries, k=2)] == before
+    assert not (tmp_path / "old" / COHORT_FILE).exists()
+
+
+def test_evaluate_uses_the_models_cohort_unless_told_not_to(datasets, capsys):
+    from index.cli import main
+
+    args = ["evaluate", str(datasets / "anime-faces"), "--classes", "ame", "ceci", "fauna", "irys", "--per-class", "8",
+            "--trials", "2", "--unknown-fraction", "0.25", "--model", "anime", "--json"]
+    assert main(args) == 0
+    normalised = json.loads(capsys.readouterr().out)
+    assert main([*args, "--no-cohort"]) == 0
+    raw = json.loads(capsys.readouterr().out)
+    assert normalised["cohort"] == {"top": 5, "size": 27} and "cohort" not in raw
+    assert normalised["top1_prototype"] == raw["top1_prototype"]  # the ranking is the same
+    assert normalised["threshold_tar95_mean"] < raw["threshold_tar95_mean"] - 0.3  # scores are not cosines
