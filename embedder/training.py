@@ -68,6 +68,7 @@ class TrainConfig:
     backbone_lr: float = 0.0
     views: int = 4  # augmented views per image when the backbone is frozen (plus the plain one)
     hflip: bool = False  # off by default: flipping swaps left and right hands
+    colour_jitter: bool = True  # off keeps colours as drawn (anime characters are told apart by them)
     cache: Optional[str] = None  # folder for frozen-backbone features, reused across runs
     per_class: Optional[int] = None  # a seeded sample of images per class (quick runs)
     holdout: list[str] = field(default_factory=list)  # "dataset/class" labels kept out of training
@@ -88,9 +89,10 @@ class TrainConfig:
             raise ByakuganError(f"colour weight {self.colour_weight} must be >= 0 (0 leaves colour out)")
 
 
-def augmentation(size: int, hflip: bool) -> v2.Compose:
-    steps = [v2.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.8, 1.25), antialias=True),
-             v2.RandomRotation(12), v2.ColorJitter(0.3, 0.3, 0.2, 0.03), v2.RandomGrayscale(0.05)]
+def augmentation(size: int, hflip: bool, colour_jitter: bool = True) -> v2.Compose:
+    steps = [v2.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.8, 1.25), antialias=True), v2.RandomRotation(12)]
+    if colour_jitter:
+        steps += [v2.ColorJitter(0.3, 0.3, 0.2, 0.03), v2.RandomGrayscale(0.05)]
     return v2.Compose(steps + ([v2.RandomHorizontalFlip()] if hflip else []))
 
 
@@ -115,13 +117,14 @@ def view_features(model: Embedder, samples: list[Sample], cfg: "TrainConfig") ->
     for dataset, group in groupby(samples, key=lambda s: s.dataset):
         group = list(group)
         # Keyed by the backbone, not the whole model: every head setting reuses the same features.
-        key = json.dumps([backbone_key(model), cfg.views, cfg.hflip, cfg.seed, [str(s.path.resolve()) for s in group]])
+        key = json.dumps([backbone_key(model), cfg.views, cfg.hflip, cfg.seed, [str(s.path.resolve()) for s in group]]
+                         + ([] if cfg.colour_jitter else ["no colour jitter"]))  # older caches keep their keys
         path = Path(cfg.cache) / f"{dataset}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors" if cfg.cache else None
         if path is not None and path.is_file():
             out.append(load_file(str(path))["features"])
             continue
         torch.manual_seed(cfg.seed)
-        aug = augmentation(cfg.size, cfg.hflip)
+        aug = augmentation(cfg.size, cfg.hflip, cfg.colour_jitter)
         f = torch.stack([features(model, group)] + [features(model, group, aug) for _ in range(cfg.views)])
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -186,7 +189,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
         start, history = state["epoch"], state["history"]
         log(f"resumed from {ckpt} at epoch {start}")
 
-    aug = augmentation(cfg.size, cfg.hflip)
+    aug = augmentation(cfg.size, cfg.hflip, cfg.colour_jitter)
     if frozen:
         log(f"features of {len(samples)} images x {cfg.views + 1} views; training on {len(classes)} classes")
         every = view_features(model, samples, cfg)

@@ -292,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backbone-lr", type=float, default=0.0, help="0 keeps the backbone frozen (default)")
     s.add_argument("--views", type=int, default=4, help="augmented views per image for a frozen backbone")
     s.add_argument("--hflip", action="store_true", help="augment with horizontal flips (off: it swaps hands)")
+    s.add_argument("--no-colour-jitter", dest="colour_jitter", action="store_false",
+                   help="augment without colour jitter or greyscale (for classes told apart by colour)")
     s.add_argument("--holdout", nargs="*", metavar="DATASET[/CLASS]",
                    help="classes, or whole datasets, kept out of training and validated on each epoch")
     s.add_argument("--cache", help="folder to keep frozen-backbone features in between runs")

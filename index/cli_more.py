@@ -107,7 +107,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                       backbone_lr=a.backbone_lr, views=a.views, hflip=a.hflip, holdout=a.holdout or [],
                       seed=a.seed, cache=a.cache, head_weight=a.head_weight, colour_weight=a.colour_weight,
                       scoring=a.scoring, per_class=a.per_class, cohort_top=a.cohort_top,
-                      cohort_per_class=a.cohort_per_class,
+                      cohort_per_class=a.cohort_per_class, colour_jitter=a.colour_jitter,
                       **({"device": a.device} if a.device else {}))
     model = train(cfg, resume=a.resume, log=lambda m: print(m, file=sys.stderr))
     print(f"saved {model.name} ({model.dim}-d) to {a.out}")

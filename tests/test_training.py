@@ -125,3 +125,14 @@ def test_fine_tuning_moves_the_backbone_and_validates_on_its_new_features(datase
     # Held-out figures come from each epoch's backbone, so they are allowed to change between epochs.
     assert all("heldout_precision_at_1" in h for h in history) and len(history) == 2
     assert held_passes == [6, 6, 6]  # the held-out class before training and after each epoch
+
+
+def test_colour_jitter_can_be_left_out_of_augmentation():
+    from torchvision.transforms import v2
+
+    from embedder.training import augmentation
+
+    kinds = lambda aug: {type(t) for t in aug.transforms}  # noqa: E731
+    assert {v2.ColorJitter, v2.RandomGrayscale} <= kinds(augmentation(64, hflip=False))
+    assert not {v2.ColorJitter, v2.RandomGrayscale} & kinds(augmentation(64, hflip=False, colour_jitter=False))
+    assert v2.RandomHorizontalFlip in kinds(augmentation(64, hflip=True, colour_jitter=False))
