@@ -5,7 +5,7 @@ whatever is enrolled, so an unknown character passes the threshold. A fixed coho
 identities measures that: the mean cosine of the query to its `top` most similar cohort vectors
 (all of them when `top` is 0) is subtracted from every score of that query. Rankings within a
 query do not change; only scores, and so what passes the threshold, do (on the 4 held-out anime
-characters FAR@TAR95 fell by 12-16 points, benchmarks/cohort_norm.py).
+characters FAR@TAR95 fell by 11-13 points, benchmarks/cohort_norm.py).
 
 The cohort is part of a model folder (COHORT_FILE, unit rows, the class means of the classes the
 model was trained on) and is copied into each gallery and bundle made with it, whose thresholds

@@ -42,13 +42,17 @@ class Embedder(torch.nn.Module):
         self.colour = ColourHistogram(config["colour"], self.preprocess) if config.get("colour") else None
         # Optional cohort score normalisation (see embedder.cohort): settings in the config, the
         # vectors (unit rows, N x dim) in a file beside the weights; set by training or load_saved.
-        self.cohort_settings = cohort_settings(config.get("cohort"))
+        cohort_settings(config.get("cohort"))  # refuse bad settings when the model is made
         self.cohort: Optional[np.ndarray] = None
         self._fingerprint: Optional[str] = None
 
     @property
     def name(self) -> str:
         return self.config["name"]
+
+    @property
+    def cohort_settings(self) -> Optional[dict]:
+        return cohort_settings(self.config.get("cohort"))
 
     @property
     def dim(self) -> int:

@@ -242,7 +242,6 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
         log(f"cohort: class means of the {len(classes)} training classes, {cfg.cohort_per_class} images each")
         model.cohort = build_cohort(model, cfg.data, cfg.holdout, cfg.cohort_per_class, cfg.seed)
         model.config["cohort"] = {"top": cfg.cohort_top}
-        model.cohort_settings = model.config["cohort"]
     if held_feats is not None and len(set(held_labels)) >= 3:
         # The default unknown threshold: the cosine that keeps 95% of known queries when the
         # held-out classes are enrolled 5-shot (galleries can set their own).

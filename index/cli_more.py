@@ -188,8 +188,9 @@ def _print_evaluation(s: dict, encoder) -> None:
     print(f"{s['data']}: {s['classes']} classes, {s['images']} images, model {s['model']}{fused}, "
           f"{s['shots']} shots, {s['trials']} trials")
     if "cohort" in s:
-        print(f"  scores cohort-normalised: less the mean cosine to the {s['cohort']['top'] or 'all'} most similar "
-              f"of {s['cohort']['size']} cohort classes (--no-cohort for raw cosines)")
+        top, size = s["cohort"]["top"], s["cohort"]["size"]
+        which = f"the {top} most similar of {size}" if top else f"all {size}"
+        print(f"  scores cohort-normalised: less the mean cosine to {which} cohort classes (--no-cohort for raw cosines)")
     print(f"  top-1 nearest reference {s['top1_nearest']:.3f} (std {s['top1_nearest_std']:.3f}), class mean {s['top1_prototype']:.3f}")
     if "far_at_tar95" in s:
         print(f"  open set: FAR@TAR95 {s['far_at_tar95']:.3f}, ROC AUC {s['roc_auc']:.3f}, threshold {s['threshold_tar95']:.3f}"

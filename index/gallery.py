@@ -91,7 +91,7 @@ class Gallery:
             # A fused score is the weighted sum of the two cosines, so is its default threshold.
             self._meta["threshold"] = round((1 - lm.weight) * base + lm.weight * float(lm.config["threshold"]), 4)
         self._cohort = None
-        if model.cohort is not None:
+        if model.cohort is not None and model.cohort_settings is not None:
             if self._landmarks is not None:
                 raise GalleryError(f"model {model.name!r} normalises scores by a cohort, which fused hand landmarks do not "
                                    "support; use a model without a cohort (default) or landmarks None")

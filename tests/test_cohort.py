@@ -33,7 +33,6 @@ def cohort_model(tmp_path):
     m = embedder.create_embedder(pretrained=False, preprocess=Preprocess(size=64), name="coh")
     plain = embedder.load(m.save(tmp_path / "plain"))[0].fingerprint()  # (saved in fp16)
     m.cohort, m.config["cohort"] = unit_rows(5, m.dim, seed=3), {"top": 2}
-    m.cohort_settings = m.config["cohort"]
     loaded, _ = embedder.load(m.save(tmp_path / "m"))
     assert loaded.fingerprint() == plain  # a cohort does not change the vectors: galleries still fit
     np.testing.assert_array_equal(loaded.cohort, m.cohort)
