@@ -26,7 +26,17 @@ def pca_2d(emb: np.ndarray) -> np.ndarray:
     return centred @ vt[:2].T
 
 
-def write_report(directory: Path, trials: Trials, emb: np.ndarray, labels: Sequence[str], title: str) -> list[Path]:
+def score_bins(*scores: np.ndarray, n: int = 60) -> np.ndarray:
+    """Histogram edges that hold every score: cosines, or cohort-normalised scores (around 0)."""
+    every = np.concatenate([np.ravel(s) for s in scores if len(s)] or [np.zeros(1)])
+    lo, hi = min(float(every.min()), -0.2), max(float(every.max()), 0.2)
+    pad = 0.02 * (hi - lo)
+    return np.linspace(lo - pad, hi + pad, n + 1)
+
+
+def write_report(directory: Path, trials: Trials, emb: np.ndarray, labels: Sequence[str], title: str,
+                 score_name: str = "cosine") -> list[Path]:
+    """score_name: what the scores are ("cosine", or "cohort-normalised score" for a model with a cohort)."""
     plt = _pyplot()
     directory.mkdir(parents=True, exist_ok=True)
     written = []
@@ -50,12 +60,12 @@ def write_report(directory: Path, trials: Trials, emb: np.ndarray, labels: Seque
     written.append(_save(fig, directory / "confusion.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    bins = np.linspace(-0.2, 1.0, 61)
+    bins = score_bins(trials.known_scores, trials.unknown_scores)
     ax.hist(trials.known_scores, bins=bins, alpha=0.6, density=True, label="enrolled classes")
     if len(trials.unknown_scores):
         ax.hist(trials.unknown_scores, bins=bins, alpha=0.6, density=True, label="classes not enrolled")
         ax.axvline(trials.summary["threshold_tar95"], color="k", ls="--", label="threshold at TAR 95%")
-    ax.set_xlabel("best cosine score to a reference")
+    ax.set_xlabel(f"best {score_name} to a reference")
     ax.set_ylabel("density")
     ax.legend()
     ax.set_title(f"{title}: FAR@TAR95 {trials.summary.get('far_at_tar95', float('nan')):.3f}, "

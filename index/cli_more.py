@@ -175,7 +175,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     if a.report:
         from embedder.report import write_report
 
-        summary["report"] = [str(p) for p in write_report(Path(a.report), trials, emb, labels, Path(a.data).name)]
+        score_name = "cohort-normalised score" if offset is not None else "cosine"
+        summary["report"] = [str(p) for p in write_report(Path(a.report), trials, emb, labels, Path(a.data).name,
+                                                          score_name)]
     if a.json:
         _print_json(summary)
     else:

@@ -152,3 +152,12 @@ def test_evaluate_uses_the_models_cohort_unless_told_not_to(datasets, capsys):
     assert normalised["cohort"] == {"top": 5, "size": 27} and "cohort" not in raw
     assert normalised["top1_prototype"] == raw["top1_prototype"]  # the ranking is the same
     assert normalised["threshold_tar95_mean"] < raw["threshold_tar95_mean"] - 0.3  # scores are not cosines
+
+
+def test_score_histogram_holds_normalised_scores_too():
+    from embedder.report import score_bins
+
+    cosines = score_bins(np.array([0.4, 0.95]), np.array([0.3]))
+    assert cosines[0] <= -0.2 and cosines[-1] >= 0.95
+    normalised = score_bins(np.array([-0.45, 0.1]), np.array([-0.6, 0.05]))
+    assert normalised[0] <= -0.6 and normalised[-1] >= 0.2 and len(normalised) == 61
