@@ -80,6 +80,7 @@ def enrolment_trials(
     open_mean: list[tuple[float, float, float]] = []  # threshold, FAR, AUC when labels score by class mean
     confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
     known_all, unknown_all = [], []
+    by_unknown: dict[str, list[tuple[float, float]]] = {}  # per class left out: (FAR nearest, FAR class mean)
     for _ in range(trials):
         known, unknown, refs, queries = draw_trial(rng, labels, classes, n_unknown, shots)
         S = q_emb[queries] @ emb[refs].T - off[queries, None]
@@ -102,6 +103,9 @@ def enrolment_trials(
             kp, up = PS.max(1), (q_emb[unk_q] @ P.T - off[unk_q, None]).max(1)
             tp = float(np.quantile(kp, 0.05))
             open_mean.append((tp, float(np.mean(up >= tp)), roc_auc(kp, up)))
+            for c in unknown:  # which left-out classes pass for enrolled ones
+                rows = labels[unk_q] == c
+                by_unknown.setdefault(c, []).append((float(np.mean(unk_best[rows] >= t)), float(np.mean(up[rows] >= tp))))
     per_class = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
     summary = {
         "shots": shots,
@@ -123,6 +127,10 @@ def enrolment_trials(
             "threshold_tar95_mean": round(float(np.mean([o[0] for o in open_mean])), 4),
             "far_at_tar95_mean": round(float(np.mean([o[1] for o in open_mean])), 4),
             "roc_auc_mean": round(float(np.mean([o[2] for o in open_mean])), 4),
+            # each class's FAR@TAR95 over the trials that left it out: [nearest, class mean]
+            "far_at_tar95_by_unknown_class": {c: [round(float(np.mean([v[0] for v in vs])), 4),
+                                                  round(float(np.mean([v[1] for v in vs])), 4)]
+                                              for c, vs in sorted(by_unknown.items())},
         }
     return Trials(summary, classes.tolist(), confusion,
                   np.concatenate(known_all) if known_all else np.zeros(0),

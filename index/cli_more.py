@@ -202,6 +202,10 @@ def _print_evaluation(s: dict, encoder) -> None:
               + (f", FAR@TAR95 {p['far_at_tar95']:.3f}" if "far_at_tar95" in p else ""))
     worst = sorted(s["per_class_top1_nearest"].items(), key=lambda kv: kv[1])[:5]
     print("  weakest classes: " + ", ".join(f"{c} {v:.2f}" for c, v in worst))
+    if s.get("far_at_tar95_by_unknown_class"):
+        passing = sorted(s["far_at_tar95_by_unknown_class"].items(), key=lambda kv: -kv[1][0])[:5]
+        print("  most often accepted when not enrolled (FAR nearest / class mean): "
+              + ", ".join(f"{c} {n:.2f}/{m:.2f}" for c, (n, m) in passing))
     for p in s.get("report", []):
         print(f"  wrote {p}")
 

@@ -29,6 +29,14 @@ def test_protocol_separates_clean_clusters_and_not_noise():
     assert roc_auc(np.array([1.0, 2.0]), np.array([0.0, 2.0])) == 0.625
 
 
+def test_protocol_names_the_unknown_classes_that_pass_for_known_ones():
+    x, y = clusters(5, 20, 0.05)
+    x[80:] = clusters(1, 20, 0.05)[0]  # c4: another sample around c0's centre (the same seed draws it first)
+    by_class = enrolment_trials(x, y, shots=5, trials=30, unknown_fraction=0.2).summary["far_at_tar95_by_unknown_class"]
+    assert by_class["c4"][0] > 0.5 and by_class["c4"][1] > 0.5  # accepted as c0 whenever c0 is enrolled
+    assert by_class["c2"] == [0.0, 0.0]
+
+
 def test_protocol_rejects_too_few_images():
     x, y = clusters(3, 5, 0.1)
     with pytest.raises(ValueError, match="no images left to query"):
@@ -82,6 +90,8 @@ def test_evaluate_writes_figures_and_plots(datasets, tmp_path, capsys):
     s = json.loads(capsys.readouterr().out)
     assert s["classes"] == 3 and s["images"] == 36 and set(s["per_class_top1_nearest"]) == {"paper", "rock", "scissors"}
     assert 0 <= s["far_at_tar95"] <= 1 and 0 <= s["roc_auc"] <= 1
+    by_class = s["far_at_tar95_by_unknown_class"]  # 1 of 3 classes left out in each of 3 trials
+    assert set(by_class) <= {"paper", "rock", "scissors"} and all(0 <= v <= 1 for vs in by_class.values() for v in vs)
     for name in ("confusion.png", "scores.png", "embeddings.png"):
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2
