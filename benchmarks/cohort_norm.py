@@ -2,8 +2,9 @@
 
 The cohort is what `byakugan train --cohort-top N` stores: the class means of the classes the
 model trained on, 50 seeded images each (the model's own cohort when it has one, else built the
-same way from models/M/training.json, or `default`'s for a model without one). Each rule subtracts from a query's scores its mean cosine to the `top` most
-similar cohort vectors (`top 0`: all of them).
+same way from models/M/training.json, or `default`'s for a model without one). Each rule
+subtracts from a query's scores its mean cosine to the `top` most similar cohort vectors
+(`top 0`: all of them).
 
 - selection: ../shared/datasets/anime-scenes, faces cropped by the anime-face detector (3
   characters no model trained on), as `byakugan evaluate ... --detector anime-face --trials 20 --seed 1`.

@@ -136,7 +136,7 @@ def _bundle_cohort(gallery: Gallery, d: Path) -> dict:
     from embedder.cohort import COHORT_FILE, save_cohort
 
     save_cohort(d, gallery.cohort)
-    return {"cohort": {"top": int(gallery._meta["cohort"]["top"]), "file": COHORT_FILE}}
+    return {"cohort": {"top": int(gallery.cohort_settings["top"]), "file": COHORT_FILE}}
 
 
 def _write_json(path: Path, obj: object) -> None:

@@ -143,17 +143,19 @@ class Gallery:
         return cls(m, path, detector=detector or "none", landmarks=landmarks)
 
     def save(self, path: Optional[os.PathLike | str] = None) -> None:
-        cohort = self.cohort  # read from where the gallery was, before its path changes
-        self.path = Path(path) if path else self.path
-        if self.path is None:
+        target = Path(path) if path else self.path
+        if target is None:
             raise GalleryError("gallery has no path to save to; pass one")
+        # The cohort file is written once per folder; it may still have to be read from the old one.
+        cohort = self.cohort if self.cohort_settings and not (target / COHORT_FILE).is_file() else None
+        self.path = target
         # Thumbnails go first and are deleted last, so every saved reference has its thumbnail.
         thumbs = self.path / THUMBS_DIR
         if self._new_thumbs:
             thumbs.mkdir(parents=True, exist_ok=True)
             for i, data in self._new_thumbs.items():
                 store.write_atomic(thumbs / f"{i}.jpg", data, sync_dir=False)
-        if cohort is not None and not (self.path / COHORT_FILE).is_file():
+        if cohort is not None:
             self.path.mkdir(parents=True, exist_ok=True)
             save_cohort(self.path, cohort)  # written once, before the gallery.json that names it
         self._meta["references"] = [asdict(r) for r in self._refs.values()]
@@ -265,7 +267,7 @@ class Gallery:
     @property
     def cohort(self) -> Optional[np.ndarray]:
         """The cohort that normalises this gallery's scores (see embedder.cohort), or None."""
-        spec = self._meta.get("cohort")
+        spec = self.cohort_settings
         if spec is None:
             return None
         if self._cohort is None:
@@ -418,7 +420,7 @@ class Gallery:
             emb = query_form(emb, self._meta["model"]["dim"], self._meta["landmarks"]["weight"])
         if self.scoring == "mean" and self._protos is None:
             self._protos = ranking.prototypes(self._index, self._refs)
-        off = offsets(emb, self.cohort, int(self._meta["cohort"]["top"])) if "cohort" in self._meta else None
+        off = offsets(emb, self.cohort, int(self.cohort_settings["top"])) if self.cohort_settings else None
         return ranking.search(self._index, self._refs, emb, k, self._protos if self.scoring == "mean" else None, off)
 
     def match(self, queries: Queries, threshold: Optional[float] = None) -> list[Match]:
