@@ -50,15 +50,17 @@ def main() -> None:
     p.add_argument("--backbone-lr", type=float, default=0.0, help="> 0 fine-tunes the backbone (slow on a CPU)")
     p.add_argument("--per-class", type=int, help="train on a seeded sample of this many images per class")
     p.add_argument("--only", choices=["anime", "hands"], help="run one half")
+    p.add_argument("--taps", type=int, nargs="+", default=[],
+                   help="also pool these earlier backbone levels, in the trained and the frozen model (embedder.taps)")
     a = p.parse_args()
     held = pick_holdout(scan([DATA / "anime-faces"]), "anime-faces", 4, seed=0)
     names = [h.split("/", 1)[1] for h in held]
     base = TrainConfig(data=[], out="", views=a.views, epochs=a.epochs, loss=a.loss, miner=a.miner, head_dim=a.dim,
-                       head_weight=a.head_weight, lr=a.lr, cache=a.cache, backbone_lr=a.backbone_lr, per_class=a.per_class)
-    frozen = create_embedder("efficientnet_lite0", preprocess=Preprocess(size=base.size), name="frozen-imagenet")
+                       head_weight=a.head_weight, lr=a.lr, cache=a.cache, backbone_lr=a.backbone_lr, per_class=a.per_class, taps=a.taps)
+    frozen = create_embedder("efficientnet_lite0", preprocess=Preprocess(size=base.size), name="frozen-imagenet", taps=a.taps)
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     out = {"settings": {k: getattr(a, k) for k in ("epochs", "views", "loss", "miner", "dim", "head_weight", "lr",
-                                                   "backbone_lr", "per_class")},
+                                                   "backbone_lr", "per_class", "taps")},
            "anime_heldout_characters": names, "results": {}}
     with tempfile.TemporaryDirectory() as tmp:
         if a.only != "hands":

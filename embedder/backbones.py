@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import timm
 import torch
@@ -119,11 +119,13 @@ def _assign(model: torch.nn.Module, sd: dict, source: str) -> None:
     raise ModelError(f"weights from {source} do not fit this backbone: names and tensor shapes differ")
 
 
-def create_backbone(name: str, pretrained: WeightsArg = True) -> tuple[torch.nn.Module, BackboneSpec]:
+def create_backbone(name: str, pretrained: WeightsArg = True,
+                    taps: Optional[Sequence[int]] = None) -> tuple[torch.nn.Module, BackboneSpec]:
     """Build a backbone that maps a batch of images to pooled features (num_classes=0).
 
     pretrained: True for ImageNet weights (offline where the spec has them, else timm's hub),
     False for random init, or a path to a local .safetensors/.pth file.
+    taps: earlier feature levels whose pooled outputs join the final ones (see embedder.taps).
     """
     spec = get_spec(name)
     # The classifier is kept while loading so that full ImageNet checkpoints fit by name or order.
@@ -142,4 +144,8 @@ def create_backbone(name: str, pretrained: WeightsArg = True) -> tuple[torch.nn.
     elif pretrained:
         _assign(model, _load_weights_file(Path(pretrained)), str(pretrained))
     model.reset_classifier(0)
+    if taps:
+        from .taps import Tapped
+
+        return Tapped(model, taps), spec
     return model, spec

@@ -181,19 +181,22 @@ def create_embedder(
     threshold: float = 0.5,
     head: Optional[dict] = None,
     colour: Optional[dict] = None,
+    taps: Optional[Sequence[int]] = None,
 ) -> Embedder:
     """Build an embedder from a backbone name.
 
     dim=None and head=None use the pooled features as they are; dim=N adds a linear projection;
     head={"type": "concat", "dim": N, ...} is the head byakugan trains (see embedder.heads).
     colour={"weight": W} joins a colour histogram of the crop (see embedder.colour).
+    taps=[i, ...] joins pooled features of earlier backbone levels (see embedder.taps).
     """
     if dim is not None and (not isinstance(dim, int) or dim < 1):
         raise ModelError(f"embedding dim {dim!r} must be a positive integer or None")
-    net, spec = create_backbone(backbone, pretrained)
+    net, spec = create_backbone(backbone, pretrained, taps)
     config = {
         "name": name or backbone,
         "backbone": backbone,
+        **({"taps": sorted(taps)} if taps else {}),
         "feature_dim": int(net.num_features),
         "head": head or ({"type": "linear", "dim": dim} if dim else {"type": "none"}),
         "preprocess": (preprocess or spec.preprocess).to_dict(),
@@ -217,7 +220,7 @@ def load_saved(directory: os.PathLike | str) -> Embedder:
     if config.get("format") != CONFIG_FORMAT:
         raise ModelError(f"model config {cfg_path}: format {config.get('format')!r}, expected {CONFIG_FORMAT!r}")
     config.pop("format")
-    net, _ = create_backbone(config["backbone"], pretrained=False)
+    net, _ = create_backbone(config["backbone"], pretrained=False, taps=config.get("taps"))
     model = Embedder(net, config)
     try:
         sd = load_file(str(w_path))

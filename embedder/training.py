@@ -51,6 +51,7 @@ class TrainConfig:
     data: list[str]
     out: str
     backbone: str = "efficientnet_lite0"
+    taps: list[int] = field(default_factory=list)  # earlier backbone levels joined to the final features (embedder.taps)
     size: int = 160
     head_dim: int = 128
     head_hidden: int = 512
@@ -135,7 +136,9 @@ def view_features(model: Embedder, samples: list[Sample], cfg: "TrainConfig") ->
 
 def backbone_key(model: Embedder) -> str:
     """SHA-256 of what the cached features depend on: backbone name, preprocessing, backbone weights."""
-    h = hashlib.sha256(json.dumps([model.config["backbone"], model.config["preprocess"]], sort_keys=True).encode())
+    # taps are in the key only when set, so caches made before they existed keep their keys
+    h = hashlib.sha256(json.dumps([model.config["backbone"], model.config["preprocess"]]
+                                  + ([model.config["taps"]] if model.config.get("taps") else []), sort_keys=True).encode())
     for key, t in sorted(model.backbone.state_dict().items()):
         h.update(key.encode())
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
@@ -169,7 +172,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     head = {"type": "concat", "dim": cfg.head_dim, "hidden": cfg.head_hidden, "weight": cfg.head_weight}
     colour = {"weight": cfg.colour_weight} if cfg.colour_weight > 0 else None
     model = create_embedder(cfg.backbone, pretrained=True, head=head, preprocess=Preprocess(size=cfg.size),
-                            name=Path(cfg.out).name, colour=colour).to(cfg.device)
+                            name=Path(cfg.out).name, colour=colour, taps=cfg.taps).to(cfg.device)
     if cfg.scoring:
         model.config["scoring"] = cfg.scoring
     loss_fn = LOSSES[cfg.loss](len(classes), cfg.head_dim).to(cfg.device)

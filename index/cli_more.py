@@ -102,7 +102,7 @@ def cmd_ui(a: argparse.Namespace) -> int:
 def cmd_train(a: argparse.Namespace) -> int:
     from embedder.training import TrainConfig, train
 
-    cfg = TrainConfig(data=a.data, out=a.out, backbone=a.backbone, size=a.size, head_dim=a.dim, loss=a.loss,
+    cfg = TrainConfig(data=a.data, out=a.out, backbone=a.backbone, taps=a.taps or [], size=a.size, head_dim=a.dim, loss=a.loss,
                       miner=a.miner, m_per_class=a.m_per_class, batch_size=a.batch_size, epochs=a.epochs, lr=a.lr,
                       backbone_lr=a.backbone_lr, views=a.views, hflip=a.hflip, holdout=a.holdout or [],
                       seed=a.seed, cache=a.cache, head_weight=a.head_weight, colour_weight=a.colour_weight,
