@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="model folder to write, e.g. models/NAME")
     s.add_argument("--backbone", default="efficientnet_lite0")
     s.add_argument("--taps", type=int, nargs="+", metavar="LEVEL",
-                   help="also pool these earlier backbone levels (timm feature_info indices; anime: 3)")
+                   help="also pool these earlier backbone levels (timm feature_info indices, e.g. 3; see embedder/taps.py)")
     s.add_argument("--size", type=int, default=160, help="input size in pixels (default 160)")
     s.add_argument("--dim", type=int, default=128, help="size of the learned part of the embedding (default 128)")
     s.add_argument("--head-weight", type=float, default=1.0, help="weight of the learned part beside the frozen features")
