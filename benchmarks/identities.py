@@ -33,8 +33,9 @@ def main() -> None:
     p.add_argument("--counts", type=int, nargs="+", default=[0, 2, 4, 6, 8])
     p.add_argument("--repeats", type=int, default=2, help="seeded subsets per count (one when the count is 0 or all)")
     a = p.parse_args()
-    held = pick_holdout(scan([DATA / "anime-faces"]), "anime-faces", 4, seed=0)
-    others = sorted({s.label for s in scan([DATA / "anime-faces"])} - set(held))
+    anime = scan([DATA / "anime-faces"])
+    held = pick_holdout(anime, "anime-faces", 4, seed=0)
+    others = sorted({s.label for s in anime} - set(held))
     test = scan([DATA / "anime-faces"], per_class=100, seed=1, classes=[h.split("/", 1)[1] for h in held])
     out = {"test_characters": held, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -45,8 +45,8 @@ def figures(emb, labels, unknown_fraction=0.25, offset=None) -> dict:
 @torch.inference_mode()
 def levels(paths) -> list[torch.Tensor]:
     """Per image: the unit pooled final features, then each unit pooled level 0..4."""
-    net = embedder.create_embedder("efficientnet_lite0").backbone
-    pre = embedder.Preprocess(size=160, mean=(127.0,) * 3, std=(128.0,) * 3, interpolation="bicubic")
+    frozen = embedder.create_embedder("efficientnet_lite0", preprocess=embedder.Preprocess(size=160))
+    net, pre = frozen.backbone, frozen.preprocess
     out = []
     for i in range(0, len(paths), 64):
         x = torch.stack([pre(load_image(p)) for p in paths[i : i + 64]])

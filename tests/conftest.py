@@ -50,6 +50,16 @@ def tiny_images(tmp_path) -> list[Path]:
     return paths
 
 
+def heldout_anime(datasets: Path, per_class: int) -> tuple[list[Path], list[str]]:
+    """A seeded sample of the 4 anime characters both shipped models were trained without."""
+    rng = random.Random(0)
+    files, labels = [], []
+    for name in ("ame", "ceci", "fauna", "irys"):
+        files += rng.sample(sorted((datasets / "anime-faces" / name).glob("*.jpg")), per_class)
+        labels += [name] * per_class
+    return files, labels
+
+
 def unit_rows(n: int, d: int, seed: int = 0) -> np.ndarray:
     x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)

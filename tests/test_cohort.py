@@ -1,7 +1,6 @@
 """Cohort score normalisation (embedder.cohort): offsets, model files, galleries, bundles, evaluation."""
 
 import json
-import random
 import shutil
 
 import numpy as np
@@ -17,7 +16,7 @@ from index.bundle import load as load_bundle
 from index.errors import GalleryError
 from index.export import export
 
-from .conftest import unit_rows
+from .conftest import heldout_anime, unit_rows
 
 
 def test_offsets_are_the_mean_of_the_top_cohort_cosines():
@@ -112,12 +111,7 @@ def test_a_constant_offset_moves_thresholds_not_rejection():
 
 def test_anime_cohort_accepts_fewer_unseen_characters(datasets):
     """The 4 characters the anime model never saw: one left out of the gallery in each trial."""
-    rng = random.Random(0)
-    files, labels = [], []
-    for name in ("ame", "ceci", "fauna", "irys"):
-        f = sorted((datasets / "anime-faces" / name).glob("*.jpg"))
-        files += rng.sample(f, 40)
-        labels += [name] * 40
+    files, labels = heldout_anime(datasets, 40)
     model = embedder.load("anime")[0]
     assert model.config["cohort"] == {"top": 5} and model.cohort.shape == (27, model.dim)
     emb = model.embed(files)

@@ -1,7 +1,6 @@
 """The colour histogram part of an embedding (models/anime): bins, export, save/load, accuracy."""
 
 import colorsys
-import random
 
 import numpy as np
 import pytest
@@ -15,6 +14,8 @@ from embedder.preprocess import Preprocess
 from index import Gallery
 from index.bundle import load as load_bundle
 from index.export import export
+
+from .conftest import heldout_anime
 
 PRE = Preprocess(size=32)
 
@@ -93,12 +94,7 @@ def test_anime_model_beats_default_on_characters_it_never_saw(datasets):
     """The four characters both shipped models were trained without, 5-shot."""
     from embedder.evaluation import enrolment_trials
 
-    rng = random.Random(0)
-    files, labels = [], []
-    for name in ("ame", "ceci", "fauna", "irys"):
-        f = sorted((datasets / "anime-faces" / name).glob("*.jpg"))
-        files += rng.sample(f, 25)
-        labels += [name] * 25
+    files, labels = heldout_anime(datasets, 25)
     top1 = {}
     for name in ("default", "anime"):
         emb = embedder.load(name)[0].embed(files)
