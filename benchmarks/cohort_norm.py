@@ -1,4 +1,4 @@
-"""Open-set rejection with cohort score normalisation (embedder.cohort), on two anime sets. Prints JSON.
+"""Open-set rejection with cohort score normalisation (embedder/scoring/cohort.py), on two anime sets. Prints JSON.
 
 The cohort is what `byakugan train --cohort-top N` stores: the class means of the classes the
 model trained on, 50 seeded images each (the model's own cohort when it has one, else built the
@@ -27,11 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-import embedder
-from embedder.cohort import build_cohort, offsets
-from embedder.data import scan
-from embedder.detect import create_detector, largest_crops
-from embedder.evaluation import enrolment_trials
+import byakugan.embedder as embedder
+from byakugan.embedder.scoring.cohort import offsets
+from byakugan.embedder.training.cohort import build_cohort
+from byakugan.embedder.training.data import scan
+from byakugan.embedder.evaluation.protocol import enrolment_trials
+from byakugan.index.pipeline import Pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets"
@@ -65,10 +66,11 @@ def main() -> None:
     cohort = model.cohort if model.cohort is not None else build_cohort(model, dirs, holdout, per_class=50, seed=0)
 
     scenes = scan([DATA / "anime-scenes"], seed=1)
-    crops, _, found, _ = largest_crops(create_detector("anime-face"), [s.path for s in scenes])
+    faces = Pipeline.create(model, "anime-face").embed_images([s.path for s in scenes], fallback="whole", progress=True)
+    found = round(float(np.mean(faces.found)), 4)
     test = scan([DATA / "anime-faces"], per_class=100, seed=1, classes=[h.split("/", 1)[1] for h in holdout])
     out = {"model": a.model, "cohort_classes": len(cohort), "holdout": holdout,
-           "selection anime-scenes": {"faces_found": found, **study(model, model.embed(crops, progress=True),
+           "selection anime-scenes": {"faces_found": found, **study(model, faces.cnn,
                                                                     [s.label for s in scenes], cohort, 0.33)},
            "test anime-faces held out": study(model, model.embed([s.path for s in test], progress=True),
                                               [s.label for s in test], cohort, 0.25)}

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import embedder
-from embedder.colour import ColourHistogram
-from embedder.data import pick_holdout, scan
-from embedder.evaluation import enrolment_trials
-from embedder.images import load_image
+import byakugan.embedder as embedder
+from byakugan.embedder.embedding.colour import ColourHistogram
+from byakugan.embedder.training.data import pick_holdout, scan
+from byakugan.embedder.evaluation.protocol import enrolment_trials
+from byakugan.embedder.images import load_image
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 WEIGHTS = (0.25, 0.5, 1.0, 2.0)

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from embedder import list_images, load_image
-from embedder.detect import create_detector
+from byakugan.embedder import list_images, load_image
+from byakugan.embedder.detection import create_detector
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "anime-scenes"
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-BYAKUGAN = [sys.executable, "-m", "index.cli"]
+BYAKUGAN = [sys.executable, "-m", "byakugan.ui.cli"]
 
 
 def run(args: list[str]) -> str:

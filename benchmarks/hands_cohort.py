@@ -1,4 +1,4 @@
-"""Would cohort score normalisation (embedder.cohort) help hand galleries? A study, not shipped.
+"""Would cohort score normalisation (embedder/scoring/cohort.py) help hand galleries? A study, not shipped.
 
 Leave one dataset out, as benchmarks/landmark_sweep.py (cached crops and landmarks, frozen
 ImageNet CNN, the shipped landmark-encoder settings fitted on the other two datasets, fused at
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-import embedder
-from embedder.cohort import class_means, offsets
-from embedder.evaluation import enrolment_trials
-from embedder.fusion import fuse, query_form
-from embedder.landmark_training import LandmarkTrainConfig, fit
+import byakugan.embedder as embedder
+from byakugan.embedder.scoring.cohort import class_means, offsets
+from byakugan.embedder.evaluation.protocol import enrolment_trials
+from byakugan.embedder.scoring.fusion import fuse, query_form
+from byakugan.embedder.training.landmarks import LandmarkTrainConfig, fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from landmark_sweep import crops_and_marks  # noqa: E402

@@ -18,9 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from embedder.data import pick_holdout, scan
-from embedder.evaluation import enrolment_trials
-from embedder.training import TrainConfig, train
+from byakugan.embedder.training.data import pick_holdout, scan
+from byakugan.embedder.evaluation.protocol import enrolment_trials
+from byakugan.embedder.training.metric import TrainConfig, train
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 ALL = ["anime-faces", "sign-digits", "rock-paper-scissors", "hand-fingers"]

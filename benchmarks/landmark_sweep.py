@@ -20,12 +20,12 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
-import embedder
-from embedder.data import scan
-from embedder.detect import create_detector
-from embedder.evaluation import enrolment_trials
-from embedder.fusion import fuse, query_form
-from embedder.landmark_training import LandmarkTrainConfig, fit
+import byakugan.embedder as embedder
+from byakugan.embedder.training.data import scan
+from byakugan.embedder.detection import create_detector
+from byakugan.embedder.evaluation.protocol import enrolment_trials
+from byakugan.embedder.scoring.fusion import fuse, query_form
+from byakugan.embedder.training.landmarks import LandmarkTrainConfig, fit
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 VARIANTS = {

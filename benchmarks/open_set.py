@@ -10,8 +10,8 @@ import json
 import random
 from pathlib import Path
 
-import embedder
-from embedder.evaluation import enrolment_trials
+import byakugan.embedder as embedder
+from byakugan.embedder.evaluation.protocol import enrolment_trials
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 

@@ -17,9 +17,9 @@ import json
 import numpy as np
 from PIL import ImageOps
 
-import embedder
-from embedder.data import scan
-from embedder.evaluation import draw_trial, enrolment_trials, roc_auc
+import byakugan.embedder as embedder
+from byakugan.embedder.training.data import scan
+from byakugan.embedder.evaluation.protocol import draw_trial, enrolment_trials, roc_auc
 
 
 def scores(Q: np.ndarray, R: np.ndarray, rl: np.ndarray, known: list[str]) -> dict[str, np.ndarray]:

@@ -21,8 +21,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-import embedder
-from index import Gallery
+import byakugan.embedder as embedder
+from byakugan.index import Pipeline
 
 
 def free_port() -> int:
@@ -41,7 +41,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         model, pre = embedder.load("default")
-        g = Gallery(model, Path(tmp) / "g")
+        g = Pipeline.create(model).new_gallery(Path(tmp) / "g")
         refs = rng.standard_normal((a.refs, model.dim)).astype(np.float32)
         refs /= np.linalg.norm(refs, axis=1, keepdims=True)
         labels = rng.integers(0, 1000, a.refs)
@@ -50,14 +50,14 @@ def main() -> None:
         g.save()
         source = g.path
         if a.bundle:
-            from index.export import export
+            from byakugan.index.export import export
 
             source = export(g, Path(tmp) / "bundle.zip")
         buf = io.BytesIO()
         Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(buf, "JPEG")
         body = buf.getvalue()
         port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "index.cli", "serve", str(source), "--port", str(port)],
+        server = subprocess.Popen([sys.executable, "-m", "byakugan.ui.cli", "serve", str(source), "--port", str(port)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         try:

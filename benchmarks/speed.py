@@ -14,8 +14,8 @@ import faiss
 import numpy as np
 import torch
 
-import embedder
-from index import Gallery
+import byakugan.embedder as embedder
+from byakugan.index import Pipeline
 
 
 def rate(fn, n_items: int, seconds: float) -> float:
@@ -46,7 +46,7 @@ def main() -> None:
 
     refs = rng.standard_normal((a.refs, model.dim)).astype(np.float32)
     refs /= np.linalg.norm(refs, axis=1, keepdims=True)
-    g = Gallery(model)
+    g = Pipeline.create(model).new_gallery()
     labels = rng.integers(0, a.labels, a.refs)
     for lab in np.unique(labels):
         g.enroll(f"class{lab}", refs[labels == lab])

@@ -1,4 +1,4 @@
-"""Earlier backbone levels for anime characters (embedder.taps, `train --taps`). Prints JSON.
+"""Earlier backbone levels for anime characters (embedder/embedding/taps.py, `train --taps`). Prints JSON.
 
 1. Frozen ImageNet EfficientNet-Lite0 (160 px), each feature level pooled alone, and sets of them
    joined to the final level: on the 8 anime-faces characters the shipped models trained on (for choosing a
@@ -6,7 +6,7 @@
 2. For each --models entry (a name or a folder with training.json): anime-scenes faces found by
    the anime-face detector (3 characters no model trained on: the selection set) and the 4 held-out
    anime-faces characters, with the colour part at each --colour-weights (0 drops it), raw cosines
-   and with a top-5 cohort of the training classes (embedder.cohort).
+   and with a top-5 cohort of the training classes (embedder/scoring/cohort.py).
 
 Same protocol as `byakugan evaluate` (5 shots, 20 trials, seed 1; 100 images per class).
 
@@ -24,12 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import embedder
-from embedder.cohort import build_cohort, offsets
-from embedder.data import pick_holdout, scan
-from embedder.detect import create_detector, largest_crops
-from embedder.evaluation import enrolment_trials
-from embedder.images import load_image
+import byakugan.embedder as embedder
+from byakugan.embedder.scoring.cohort import offsets
+from byakugan.embedder.training.cohort import build_cohort
+from byakugan.embedder.training.data import pick_holdout, scan
+from byakugan.embedder.detection import create_detector, regions
+from byakugan.embedder.evaluation.protocol import enrolment_trials
+from byakugan.embedder.images import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets"
@@ -102,7 +103,8 @@ def main() -> None:
     out = {"frozen": {"the 8 training characters (choosing)": frozen_study(others), "the 4 held out": frozen_study(names)}}
     if a.models:
         scenes = scan([DATA / "anime-scenes"], seed=1)
-        crops = largest_crops(create_detector("anime-face"), [s.path for s in scenes])[0]
+        det = create_detector("anime-face")
+        crops = [regions(det, img, "whole")[0].crop(img) for img in (load_image(s.path) for s in scenes)]
         held = scan([DATA / "anime-faces"], per_class=100, seed=1, classes=names)
         out["trained"] = {m: model_study(m, a.colour_weights, scenes, crops, held) for m in a.models}
     print(json.dumps(out, indent=1))

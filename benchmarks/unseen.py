@@ -17,10 +17,10 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from embedder import Preprocess, create_embedder
-from embedder.data import pick_holdout, scan
-from embedder.evaluation import enrolment_trials
-from embedder.training import TrainConfig, train
+from byakugan.embedder import Preprocess, create_embedder
+from byakugan.embedder.training.data import pick_holdout, scan
+from byakugan.embedder.evaluation.protocol import enrolment_trials
+from byakugan.embedder.training.metric import TrainConfig, train
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 HANDS = ["sign-digits", "rock-paper-scissors", "hand-fingers"]
@@ -51,7 +51,7 @@ def main() -> None:
     p.add_argument("--per-class", type=int, help="train on a seeded sample of this many images per class")
     p.add_argument("--only", choices=["anime", "hands"], help="run one half")
     p.add_argument("--taps", type=int, nargs="+", default=[],
-                   help="also pool these earlier backbone levels, in the trained and the frozen model (embedder.taps)")
+                   help="also pool these earlier backbone levels, in the trained and the frozen model (embedder/embedding/taps.py)")
     a = p.parse_args()
     held = pick_holdout(scan([DATA / "anime-faces"]), "anime-faces", 4, seed=0)
     names = [h.split("/", 1)[1] for h in held]

@@ -29,12 +29,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         gallery = Path(tmp) / "gallery"
         for label in ("0", "1", "2", "3", "4"):
-            subprocess.run([sys.executable, "-m", "index.cli", "enroll", str(gallery), label, *map(str, files[label][:5])],
+            subprocess.run([sys.executable, "-m", "byakugan.ui.cli", "enroll", str(gallery), label, *map(str, files[label][:5])],
                            check=True, stdout=subprocess.DEVNULL)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        proc = subprocess.Popen([sys.executable, "-m", "index.cli", "ui", "--gallery", str(gallery), "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "byakugan.ui.cli", "ui", "--gallery", str(gallery), "--port", str(port)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         try:

@@ -1,7 +1,8 @@
-"""Images in, unit-length embeddings out: image loading, preprocessing, backbones and the embedder.
+"""Images in, unit-length embeddings out: image loading, preprocessing, detection, backbones and
+heads, the embedder, scoring parts, training and evaluation.
 
-Names are imported on first use, so `embedder.images`, `embedder.preprocess` and
-`embedder.errors` work without torch (an exported bundle relies on that).
+Names are imported on first use, so `byakugan.embedder.images`, `.preprocess`, `.scoring` and
+`.errors` work without torch (an exported bundle relies on that).
 """
 
 from importlib import import_module
@@ -10,10 +11,12 @@ _EXPORTS = {
     "ByakuganError": "errors", "ImageError": "errors", "ModelError": "errors",
     "DEFAULT_MAX_PIXELS": "images", "list_images": "images", "load_image": "images",
     "Preprocess": "preprocess",
-    "create_backbone": "backbones", "list_backbones": "backbones",
-    "DEFAULT_MODEL": "hub", "list_models": "hub", "load": "hub", "models_dir": "hub",
-    "Embedder": "model", "create_embedder": "model", "load_saved": "model",
-    "LandmarkEncoder": "landmarks", "load_landmarks": "landmarks",
+    "Detection": "detection", "create_detector": "detection", "list_detectors": "detection",
+    "create_backbone": "embedding.backbones", "list_backbones": "embedding.backbones",
+    "DEFAULT_MODEL": "embedding.hub", "list_models": "embedding.hub", "load": "embedding.hub",
+    "models_dir": "embedding.files",
+    "Embedder": "embedding.model", "create_embedder": "embedding.model", "load_saved": "embedding.model",
+    "LandmarkEncoder": "embedding.landmarks", "load_landmarks": "embedding.landmarks",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -21,4 +24,4 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module 'embedder' has no attribute {name!r}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

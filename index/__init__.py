@@ -1,14 +1,18 @@
-"""The FAISS gallery of enrolled references: enrol, search, match, persist, export.
+"""Vectors to matches: the gallery (labelled references in a vector store, persisted atomically),
+the pipeline every image goes through, ranking, export bundles and the shared gallery service.
 
-Names are imported on first use, so `index.bundle` loads an exported bundle without torch.
+Names are imported on first use, so `byakugan.index.bundle` loads an exported bundle without torch.
 """
 
 from importlib import import_module
 
 _EXPORTS = {
     "GalleryError": "errors", "ModelMismatchError": "errors",
-    "Gallery": "gallery",
-    "UNKNOWN": "search", "Hit": "search", "Match": "search", "Reference": "search", "SearchResult": "search",
+    "Gallery": "gallery", "GallerySettings": "settings",
+    "Pipeline": "pipeline", "Region": "pipeline", "open_gallery": "pipeline",
+    "UNKNOWN": "ranking", "Hit": "ranking", "Match": "ranking", "Recognition": "ranking", "Reference": "ranking",
+    "SearchResult": "ranking",
+    "FlatStore": "vectors", "VectorStore": "vectors",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -16,4 +20,4 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module 'index' has no attribute {name!r}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,9 +1,12 @@
 """Load an exported bundle and search it: needs only onnxruntime, faiss, numpy, pillow and safetensors.
 
-    from index import bundle
+    from byakugan.index import bundle
     b = bundle.load("gallery.zip")
     b.search("query.jpg", k=5)   # one result per detection
     b.embed("query.jpg")         # (D,) embedding, as the gallery stores it
+
+The bundle's files become a read-only Gallery and a Pipeline running the ONNX models, so a bundle
+answers through the same code as the live gallery.
 """
 
 from __future__ import annotations
@@ -11,65 +14,28 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tarfile
 import tempfile
-import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Optional
 
-import faiss
-import numpy as np
+from byakugan.embedder.embedding.onnx import OnnxEmbedder, OnnxLandmarks
+from byakugan.embedder.images import ImageSource
+from byakugan.embedder.preprocess import Preprocess
+from byakugan.embedder.scoring import check_scoring
+from byakugan.embedder.scoring.cohort import load_cohort
 
-from embedder.cohort import load_cohort, offsets
-from embedder.detect import create_detector, regions
-from embedder.errors import ByakuganError
-from embedder.fusion import fuse, query_form, stack_landmarks
-from embedder.images import ImageSource, load_image
-from embedder.preprocess import Preprocess
-
-from . import search as ranking
+from .archive import BundleError, archive_kind, extract, safe_name
+from .gallery import Gallery
+from .pipeline import Pipeline
+from .ranking import Recognition
+from .vectors import FlatStore
 
 FORMAT = "byakugan-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+REQUIRED = ("model.onnx", "index.faiss", "references.json", "config.json", "thresholds.json")
 
-
-class BundleError(ByakuganError):
-    """A bundle is missing, damaged, unsafe, or of a format this loader does not know."""
-
-
-def archive_kind(path: Path) -> Optional[str]:
-    name = path.name.lower()
-    return "zip" if name.endswith(".zip") else "tar.gz" if name.endswith((".tar.gz", ".tgz")) else None
-
-
-def _safe_name(name: str, archive: Path) -> str:
-    p = PurePosixPath(name)
-    if p.is_absolute() or ".." in p.parts or "\\" in name or not p.parts:
-        raise BundleError(f"bundle {archive}: member {name!r} would escape the target directory; refusing it")
-    return name
-
-
-def _extract(archive: Path, kind: str, target: Path) -> None:
-    """Extract only plain files whose paths stay inside target."""
-    try:
-        if kind == "zip":
-            with zipfile.ZipFile(archive) as z:
-                for info in z.infolist():
-                    _safe_name(info.filename, archive)
-                    if (info.external_attr >> 16) & 0o170000 == 0o120000:
-                        raise BundleError(f"bundle {archive}: member {info.filename!r} is a symlink; refusing it")
-                z.extractall(target)
-        else:
-            with tarfile.open(archive, "r:gz") as t:
-                members = t.getmembers()
-                for m in members:
-                    _safe_name(m.name, archive)
-                    if not (m.isfile() or m.isdir()):
-                        raise BundleError(f"bundle {archive}: member {m.name!r} is not a plain file; refusing it")
-                t.extractall(target, members=members, filter="data")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
-        raise BundleError(f"bundle {archive}: not a readable {kind} archive ({exc})") from None
+__all__ = ["Bundle", "BundleError", "FORMAT", "FORMAT_VERSION", "MANIFEST", "archive_kind", "load"]
 
 
 def _verify(d: Path, origin: Path) -> dict:
@@ -84,12 +50,12 @@ def _verify(d: Path, origin: Path) -> dict:
     if manifest.get("version") != FORMAT_VERSION:
         raise BundleError(f"bundle {origin}: format version {manifest.get('version')!r} is unknown (this loader reads {FORMAT_VERSION})")
     for name, digest in manifest.get("files", {}).items():
-        p = d / _safe_name(name, origin)
+        p = d / safe_name(name, origin)
         if not p.is_file():
             raise BundleError(f"bundle {origin}: file {name} listed in the manifest is missing")
         if hashlib.sha256(p.read_bytes()).hexdigest() != digest:
             raise BundleError(f"bundle {origin}: file {name} does not match its SHA-256 in the manifest")
-    for required in ("model.onnx", "index.faiss", "references.json", "config.json", "thresholds.json"):
+    for required in REQUIRED:
         if required not in manifest.get("files", {}):
             raise BundleError(f"bundle {origin}: manifest does not list {required}")
     return manifest
@@ -99,83 +65,68 @@ class Bundle:
     def __init__(self, directory: Path, origin: Path, tmp: Optional[tempfile.TemporaryDirectory] = None):
         self._tmp = tmp  # keeps an extracted archive alive as long as the bundle
         self.manifest = _verify(directory, origin)
+        listed = self.manifest["files"]
+
+        def member(name: str) -> Path:
+            if name not in listed:
+                raise BundleError(f"bundle {origin}: manifest does not list {name}")
+            return directory / safe_name(name, origin)
+
         self.config = json.loads((directory / "config.json").read_text())
         self.preprocess = Preprocess.from_dict(self.config["preprocess"])
         self.thresholds = json.loads((directory / "thresholds.json").read_text())
-        refs = json.loads((directory / "references.json").read_text())["references"]
-        self._refs = {r["id"]: ranking.Reference(**r) for r in refs}
-        self._index = faiss.deserialize_index(np.frombuffer((directory / "index.faiss").read_bytes(), dtype=np.uint8))
-        if self._index.ntotal != len(self._refs):
-            raise BundleError(f"bundle {origin}: index holds {self._index.ntotal} vectors, references.json {len(self._refs)}")
-        import onnxruntime as ort
-
-        self._session = ort.InferenceSession(str(directory / "model.onnx"), providers=["CPUExecutionProvider"])
-        self._input = self.config["model"]["input"]
+        model = self.config["model"]
         detector = dict(self.config.get("detector", {"name": "none"}))
         if "cascade" in detector:  # shipped inside the bundle, named relative to it
-            detector["cascade"] = str(directory / _safe_name(detector["cascade"], origin))
-        self.detector = create_detector(detector)
-        self.scoring = ranking.check_scoring(self.config.get("scoring", "nearest"))
-        self._protos = ranking.prototypes(self._index, self._refs) if self.scoring == "mean" else None
-        self._cohort = None  # (top, vectors) when scores are cohort-normalised (embedder.cohort)
-        if "cohort" in self.config:
+            detector["cascade"] = str(directory / safe_name(detector["cascade"], origin))
+        cohort = None
+        meta = {"model": {k: model[k] for k in ("name", "fingerprint", "dim")}, "detector": detector,
+                "threshold": float(self.thresholds["default"]), "read_only": True,
+                "scoring": check_scoring(self.config.get("scoring", "nearest")),
+                "references": json.loads((directory / "references.json").read_text())["references"]}
+        if "cohort" in self.config:  # scores are cohort-normalised (byakugan.embedder.scoring.cohort)
             spec = self.config["cohort"]
-            if spec.get("file") not in self.manifest["files"]:
-                raise BundleError(f"bundle {origin}: manifest does not list {spec.get('file')}")
-            self._cohort = (int(spec["top"]), load_cohort(directory, int(self.config["model"]["dim"]),
-                                                          _safe_name(spec["file"], origin)))
+            cohort = load_cohort(directory, int(model["dim"]), member(spec.get("file")).name)
+            meta["cohort"] = {"top": int(spec["top"]), "size": len(cohort)}
         self.landmarks = self.config.get("landmarks")  # how hand landmarks are fused in, if they are
-        self._marks = None
+        marks = None
         if self.landmarks is not None:
-            if self.landmarks["file"] not in self.manifest["files"]:
-                raise BundleError(f"bundle {origin}: manifest does not list {self.landmarks['file']}")
-            self._marks = ort.InferenceSession(str(directory / _safe_name(self.landmarks["file"], origin)),
-                                               providers=["CPUExecutionProvider"])
+            lm = self.landmarks
+            meta["landmarks"] = {k: lm[k] for k in ("name", "fingerprint", "dim", "weight")}
+            marks = OnnxLandmarks(member(lm["file"]), lm["name"], lm["dim"], lm["weight"], lm["fingerprint"], lm["input"])
+        vectors = FlatStore.from_bytes((directory / "index.faiss").read_bytes())
+        if len(vectors) != len(meta["references"]):
+            raise BundleError(f"bundle {origin}: index holds {len(vectors)} vectors, references.json {len(meta['references'])}")
+        self.gallery = Gallery(meta, vectors, None, cohort)
+        encoder = OnnxEmbedder(directory / "model.onnx", self.preprocess, model["name"], model["dim"],
+                               model["fingerprint"], model["input"])
+        self.pipeline = Pipeline(encoder, detector, marks)
+        self.scoring = self.gallery.scoring
 
     @property
     def threshold(self) -> float:
-        return float(self.thresholds["default"])
+        return self.gallery.threshold
 
     def labels(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for r in self._refs.values():
-            out[r.label] = out.get(r.label, 0) + 1
-        return dict(sorted(out.items()))
+        return self.gallery.labels()
 
-    def _embed(self, crops: list, marks: list) -> np.ndarray:
-        x = np.stack([self.preprocess.to_array(c) for c in crops])
-        cnn = np.ascontiguousarray(self._session.run(None, {self._input: x})[0], np.float32)
-        if self._marks is None:
-            return cnn
-        lm = self._marks.run(None, {self.landmarks["input"]: stack_landmarks(marks)})[0]
-        return fuse(cnn, lm, float(self.landmarks["weight"]))
-
-    def embed(self, image: ImageSource, fallback: Optional[str] = "whole") -> np.ndarray:
+    def embed(self, image: ImageSource, fallback: Optional[str] = "whole"):
         """The (D,) unit embedding of the largest detection (the whole image for detector "none")."""
-        img = load_image(image)
-        found = regions(self.detector, img, fallback)
+        found = self.pipeline.regions(image, every=False, fallback=fallback)
         if not found:
-            raise BundleError(f"no {self.detector.name} found in the image")
-        return self._embed([found[0].crop(img)], [found[0].landmarks])[0]
+            raise BundleError(f"no {self.pipeline.detector_config['name']} found in the image")
+        return self.pipeline.embed_regions([found[0].crop], [found[0].landmarks])[0]
+
+    def recognize(self, image: ImageSource, k: int = 5, threshold: Optional[float] = None,
+                  fallback: Optional[str] = None) -> list[Recognition]:
+        if k < 1:
+            raise BundleError(f"k={k}: must be at least 1")
+        return self.pipeline.recognize(self.gallery, image, k, threshold, fallback)
 
     def search(self, image: ImageSource, k: int = 5, threshold: Optional[float] = None,
                fallback: Optional[str] = None) -> list[dict]:
         """One result per detection, largest first: its box, the match (label or "unknown"), top-k hits and labels."""
-        if k < 1:
-            raise BundleError(f"k={k}: must be at least 1")
-        img = load_image(image)
-        found = regions(self.detector, img, fallback)
-        if not found:
-            return []
-        emb = self._embed([d.crop(img) for d in found], [d.landmarks for d in found])
-        fused = self.landmarks is not None
-        if fused:
-            emb = query_form(emb, int(self.landmarks["split"]), float(self.landmarks["weight"]))
-        off = offsets(emb, self._cohort[1], self._cohort[0]) if self._cohort is not None else None
-        results = ranking.search(self._index, self._refs, emb, k, self._protos, off)
-        t = self.threshold if threshold is None else float(threshold)
-        return [ranking.detection(list(d.box), r, t, (d.landmarks is not None) if fused else None)
-                for d, r in zip(found, results)]
+        return [r.to_dict() for r in self.recognize(image, k, threshold, fallback)]
 
 
 def load(path: os.PathLike | str) -> Bundle:
@@ -189,5 +140,5 @@ def load(path: os.PathLike | str) -> Bundle:
     if kind is None:
         raise BundleError(f"bundle {p}: expected a directory, .zip or .tar.gz")
     tmp = tempfile.TemporaryDirectory(prefix="byakugan-bundle-")
-    _extract(p, kind, Path(tmp.name))
+    extract(p, kind, Path(tmp.name))
     return Bundle(Path(tmp.name), p, tmp)

@@ -1,6 +1,6 @@
 """Gallery errors; all are ByakuganError so the CLI reports them as one line with exit code 2."""
 
-from embedder.errors import ByakuganError
+from byakugan.embedder.errors import ByakuganError
 
 
 class GalleryError(ByakuganError):

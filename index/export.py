@@ -13,49 +13,25 @@ import os
 import shutil
 import tarfile
 import tempfile
-import warnings
 import zipfile
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Optional
 
-import faiss
 import numpy as np
+
+from byakugan.embedder.embedding.onnx import export_onnx
 
 from .bundle import FORMAT, FORMAT_VERSION, MANIFEST, archive_kind
 from .errors import GalleryError
 from .gallery import Gallery
+from .pipeline import Pipeline
 
 
-def _export_onnx(model, path: Path, x=None, input_name: str = "pixels") -> None:
-    import torch
-
-    if x is None:
-        size = model.preprocess.size
-        x = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32))
-        model = model.eval().to(memory_format=torch.contiguous_format)
-    model = model.eval()
-    with torch.inference_mode():
-        expected = model(x).numpy()
-    names = {"input_names": [input_name], "output_names": ["embedding"]}
-    try:
-        # The TorchScript-based exporter writes one self-contained file in ~2 s; dynamo took ~25 s
-        # here. It is deprecated, so the dynamo exporter is the fallback once it is gone.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(model, (x,), str(path), dynamic_axes={input_name: {0: "batch"}, "embedding": {0: "batch"}},
-                              opset_version=17, dynamo=False, **names)
-    except (TypeError, RuntimeError, ImportError):
-        batch = torch.export.Dim("batch")
-        torch.onnx.export(model, (x,), str(path), dynamic_shapes=({0: batch},), dynamo=True, external_data=False, **names)
-    import onnxruntime as ort
-
-    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {input_name: x.numpy()})[0]
-    if not np.allclose(got, expected, atol=1e-5):
-        raise GalleryError(f"export: ONNX model differs from the torch model by {np.abs(got - expected).max():.2e}")
-
-
-def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False) -> Path:
+def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False,
+           pipeline: Optional[Pipeline] = None) -> Path:
+    """pipeline: the gallery's own (Pipeline.for_gallery), made here when not given."""
     out = Path(out)
     if not len(gallery):
         raise GalleryError(f"export: gallery {gallery.path}: is empty; enrol images first")
@@ -66,9 +42,10 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False) ->
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
         d = Path(tmp) / "bundle"
         d.mkdir()
-        model = gallery.model
-        _export_onnx(model, d / "model.onnx")
-        (d / "index.faiss").write_bytes(faiss.serialize_index(gallery._index).tobytes())
+        pipeline = pipeline or Pipeline.for_gallery(gallery)
+        model = pipeline.encoder
+        export_onnx(model, d / "model.onnx")
+        (d / "index.faiss").write_bytes(gallery.vectors.to_bytes())
         refs = [asdict(r) for r in gallery.references()]
         _write_json(d / "references.json", {"references": refs, "labels": gallery.labels()})
         _write_json(d / "config.json", {
@@ -77,7 +54,7 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False) ->
             "preprocess": model.preprocess.to_dict(),
             "detector": _bundle_detector(gallery, d),
             "scoring": gallery.scoring,
-            **_bundle_landmarks(gallery, d),
+            **_bundle_landmarks(gallery, pipeline, d),
             **_bundle_cohort(gallery, d),
         })
         _write_json(d / "thresholds.json", {"default": gallery.threshold, "per_label": {}})
@@ -108,24 +85,24 @@ def _bundle_detector(gallery: Gallery, d: Path) -> dict:
     """The gallery's detector config; a cascade file it needs travels inside the bundle."""
     config = dict(gallery.detector_config)
     if config["name"] == "anime-face":
-        from embedder.assets import ANIMEFACE_CASCADE, fetch
+        from byakugan.embedder.detection.assets import ANIMEFACE_CASCADE, fetch
 
         shutil.copyfile(fetch(ANIMEFACE_CASCADE, config.get("cascade")), d / "detector.xml")
         config["cascade"] = "detector.xml"
     return config
 
 
-def _bundle_landmarks(gallery: Gallery, d: Path) -> dict:
-    """For a gallery that fuses hand landmarks: landmarks.onnx and how to fuse (embedder.fusion)."""
+def _bundle_landmarks(gallery: Gallery, pipeline: Pipeline, d: Path) -> dict:
+    """For a gallery that fuses hand landmarks: landmarks.onnx and how to fuse (embedder.scoring.fusion)."""
     if not gallery.fused:
         return {}
     import torch
 
-    encoder = gallery.landmark_model
+    encoder = pipeline.landmarks
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((3, encoder.config["in_dim"])).astype(np.float32))
     x[2] = 0  # an image without hands: the output must stay zero
-    _export_onnx(encoder, d / "landmarks.onnx", x, input_name="landmarks")
-    return {"landmarks": {**gallery._meta["landmarks"], "split": gallery.model.dim, "file": "landmarks.onnx",
+    export_onnx(encoder, d / "landmarks.onnx", x, input_name="landmarks")
+    return {"landmarks": {**gallery.landmark_settings, "split": pipeline.encoder.dim, "file": "landmarks.onnx",
                           "input": "landmarks", "output": "embedding"}}
 
 
@@ -133,7 +110,7 @@ def _bundle_cohort(gallery: Gallery, d: Path) -> dict:
     """For a gallery whose scores are cohort-normalised: the cohort file and its settings."""
     if gallery.cohort is None:
         return {}
-    from embedder.cohort import COHORT_FILE, save_cohort
+    from byakugan.embedder.scoring.cohort import COHORT_FILE, save_cohort
 
     save_cohort(d, gallery.cohort)
     return {"cohort": {"top": int(gallery.cohort_settings["top"]), "file": COHORT_FILE}}

@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Optional, TypeVar
 
 import numpy as np
-
 from PIL import Image
 
-import embedder
-
 from . import store
-from .errors import GalleryError
+from .errors import GalleryError, ModelMismatchError
 from .gallery import Gallery
+from .pipeline import Pipeline
+from .ranking import Recognition
 
 T = TypeVar("T")
 # A new reference this close to an existing one adds nothing but weight to its class.
@@ -35,20 +34,17 @@ class Crop(NamedTuple):
 
 
 class GalleryService:
-    def __init__(self, path: Path | str, model: Optional[embedder.Embedder] = None,
-                 detector: Optional[str] = None) -> None:
-        """detector: what a new gallery crops with (an existing one keeps its own)."""
+    def __init__(self, path: Path | str, model=None, detector: Optional[str] = None) -> None:
+        """model: an Embedder or a model name (default: the gallery's own, or "default" for a new
+        one); detector: what a new gallery crops with (an existing one keeps its own)."""
         self.path = Path(path)
-        self.detector = detector
         self._lock = threading.RLock()
         self._gallery: Optional[Gallery] = None
         self._stamp: Optional[tuple[int, int]] = None
-        exists = (self.path / store.META_FILE).is_file()
-        if model is None:
-            model = Gallery.open(self.path).model if exists else embedder.load()[0]
-        elif exists:
-            Gallery.open(self.path, model)  # refuses a model other than the gallery's
-        self.model = model
+        if Gallery.exists(self.path):  # refuses a model other than the gallery's
+            self.pipeline = Pipeline.for_gallery(Gallery.open(self.path), model)
+        else:
+            self.pipeline = Pipeline.create(model, detector or "none")
 
     def _disk_stamp(self) -> Optional[tuple[int, int]]:
         try:
@@ -66,8 +62,13 @@ class GalleryService:
             return self._gallery
 
     def _load(self, stamp: Optional[tuple[int, int]]) -> Gallery:
-        # The service's detector applies only to a gallery not yet on disk; a saved one keeps its own.
-        return Gallery.open_or_create(self.path, self.model, detector=None if stamp else self.detector)
+        if stamp is None:
+            return self.pipeline.new_gallery(self.path)
+        g = Gallery.open(self.path)
+        if g.model_settings["fingerprint"] != self.pipeline.encoder.fingerprint():
+            raise ModelMismatchError(f"gallery {self.path}: was rebuilt with model {g.model_name!r} while this "
+                                     "server ran with another; restart it")
+        return g
 
     def _edit(self, fn: Callable[[Gallery], T]) -> T:
         with self._lock, store.locked(self.path):
@@ -82,20 +83,19 @@ class GalleryService:
         return self.gallery().labels()
 
     def search(self, img: Image.Image, k: int = 5, threshold: Optional[float] = None,
-               fallback: Optional[str] = None) -> list[dict]:
-        """One JSON-ready result per detection (box, match, hits, labels), largest first."""
+               fallback: Optional[str] = None) -> list[Recognition]:
+        """One answer per detection (box, match, hits, labels), largest first."""
         g = self.gallery()
         if not len(g):
             raise GalleryError("the gallery is empty; enrol some images first")
-        return g.find(img, k=k, threshold=threshold, fallback=fallback)
+        return self.pipeline.recognize(g, img, k=k, threshold=threshold, fallback=fallback)
 
     def crops(self, images: list[tuple[str, Image.Image]], fallback: Optional[str] = "whole") -> list[Crop]:
         """The largest detection of each image, as enrolment would take them."""
-        g = self.gallery()
         out = []
         for name, img in images:
-            det, crop = g.crops(img, fallback=fallback, name=name)[0]
-            out.append(Crop(name, crop, det.landmarks))
+            r = self.pipeline.crops(img, fallback=fallback, name=name)[0]
+            out.append(Crop(name, r.crop, r.landmarks))
         return out
 
     def check(self, label: str, crops: list[Crop]) -> list[str]:
@@ -103,10 +103,10 @@ class GalleryService:
         g = self.gallery()
         if not len(g) or not crops:
             return []
-        emb = g.embed_crops([c.image for c in crops], [c.landmarks for c in crops])
+        emb = self.pipeline.embed_regions([c.image for c in crops], [c.landmarks for c in crops])
         warnings = []
         k = len(g.labels())
-        for n, r in enumerate(g.search(emb, k=k), 1):
+        for n, r in enumerate(self.pipeline.search(g, emb, k=k), 1):
             top = r.hits[0]
             if top.score >= DUPLICATE_SCORE:
                 warnings.append(f"image {n}: near-duplicate of reference {top.id} ({top.label}, {top.source}), score {top.score:.3f}")
@@ -120,12 +120,10 @@ class GalleryService:
     # ---- editing -------------------------------------------------------------------------
     def enroll(self, label: str, crops: list[Crop]) -> list[int]:
         # Embedding happens outside the lock so that other users wait only for the save.
-        emb = self.gallery().embed_crops([c.image for c in crops], [c.landmarks for c in crops])
+        emb = self.pipeline.embed_regions([c.image for c in crops], [c.landmarks for c in crops])
 
         def add(g: Gallery) -> list[int]:
-            ids = g.enroll(label, emb, sources=[c.name for c in crops])
-            g.set_thumbnails(ids, [c.image for c in crops])
-            return ids
+            return g.enroll(label, emb, sources=[c.name for c in crops], images=[c.image for c in crops])
 
         return self._edit(add)
 
@@ -157,4 +155,4 @@ class GalleryService:
         from .export import export
 
         with tempfile.TemporaryDirectory() as tmp:
-            return export(self.gallery(), Path(tmp) / "bundle.zip").read_bytes()
+            return export(self.gallery(), Path(tmp) / "bundle.zip", pipeline=self.pipeline).read_bytes()

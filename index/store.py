@@ -10,14 +10,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Iterator
 
-import faiss
-import numpy as np
+from byakugan.embedder.atomic import write_atomic
 
 from .errors import GalleryError
+
+__all__ = ["META_FILE", "LOCK_FILE", "load", "locked", "save", "write_atomic"]
 
 META_FILE = "gallery.json"
 LOCK_FILE = ".lock"
@@ -25,30 +25,10 @@ FORMAT = "byakugan-gallery"
 FORMAT_VERSION = 1
 
 
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes, sync_dir: bool = True) -> None:
-    """Write beside the target, fsync, then rename over it."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if sync_dir:
-        _fsync_dir(path.parent)
-
-
-def save(directory: Path, meta: dict, index: faiss.Index) -> None:
+def save(directory: Path, meta: dict, blob: bytes) -> None:
+    """Write the serialised vector store as a new index file, then gallery.json naming it."""
     directory.mkdir(parents=True, exist_ok=True)
     generation = int(meta.get("generation", 0)) + 1
-    blob = faiss.serialize_index(index).tobytes()
     index_name = f"index.{generation:06d}.faiss"
     write_atomic(directory / index_name, blob)
     new_meta = dict(meta, format=FORMAT, version=FORMAT_VERSION, generation=generation,
@@ -60,7 +40,8 @@ def save(directory: Path, meta: dict, index: faiss.Index) -> None:
             old.unlink(missing_ok=True)
 
 
-def load(directory: Path) -> tuple[dict, faiss.Index]:
+def load(directory: Path) -> tuple[dict, bytes]:
+    """gallery.json and the checked bytes of the index file it names."""
     meta_path = directory / META_FILE
     if not directory.exists():
         raise GalleryError(f"gallery {directory}: does not exist (create one with `byakugan enroll`)")
@@ -83,8 +64,7 @@ def load(directory: Path) -> tuple[dict, faiss.Index]:
         raise GalleryError(f"gallery {directory}: index file {meta['index_file']} unreadable ({exc.strerror})") from None
     if hashlib.sha256(blob).hexdigest() != meta["index_sha256"]:
         raise GalleryError(f"gallery {directory}: index file {meta['index_file']} does not match its checksum (damaged)")
-    index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
-    return meta, index
+    return meta, blob
 
 
 @contextlib.contextmanager

@@ -20,9 +20,17 @@ def datasets() -> Path:
 
 @pytest.fixture(scope="session")
 def model():
-    import embedder
+    import byakugan.embedder as embedder
 
     return embedder.load("default")[0]
+
+
+def new_gallery(model, path=None, threshold=None, detector="none", landmarks="auto"):
+    """(pipeline, new gallery) for a model, as `byakugan enroll` makes them."""
+    from byakugan.index import Pipeline
+
+    pipe = Pipeline.create(model, detector, landmarks)
+    return pipe, pipe.new_gallery(path, threshold)
 
 
 @pytest.fixture(scope="session")
@@ -68,11 +76,9 @@ def unit_rows(n: int, d: int, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="session")
 def digit_gallery(model, digits, tmp_path_factory):
     """A saved gallery of 5 sign-digits images for each of 0, 3 and 7 (build once, copy to edit)."""
-    from index import Gallery
-
     path = tmp_path_factory.mktemp("digits") / "gallery"
-    g = Gallery(model, path)
+    pipe, g = new_gallery(model, path)
     for label in ("0", "3", "7"):
-        g.enroll(label, digits[label][:5])
+        pipe.enroll(g, label, digits[label][:5])
     g.save()
     return path

@@ -9,10 +9,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from index import Gallery, GalleryError
-from index.bundle import BundleError, load
-from index.cli import main
-from index.export import export
+from byakugan.index import Gallery, GalleryError, Pipeline
+from byakugan.index.bundle import BundleError, load
+from byakugan.ui.cli import main
+from byakugan.index.export import export
 
 
 @pytest.fixture(scope="module")
@@ -25,16 +25,17 @@ def exported(digit_gallery, tmp_path_factory):
 @pytest.mark.parametrize("kind", ["", ".zip", ".tar.gz"])
 def test_bundle_gives_the_live_gallerys_answers(exported, digit_gallery, digits, kind):
     g = Gallery.open(digit_gallery)
+    pipe = Pipeline.for_gallery(g)
     b = load(exported[kind])
     assert b.labels() == g.labels() and b.threshold == g.threshold
     for q in [digits["3"][9], digits["7"][9], digits["5"][0]]:
-        live = g.search([q], k=4)[0]
+        live = pipe.search(g, [q], k=4)[0]
         got = b.search(q, k=4)
         assert len(got) == 1 and got[0]["box"][:2] == [0, 0]
         assert [h["id"] for h in got[0]["hits"]] == [h.id for h in live.hits]
         np.testing.assert_allclose([h["score"] for h in got[0]["hits"]], [h.score for h in live.hits], atol=1e-5)
         assert got[0]["match"]["nearest"] == live.labels[0][0]
-        np.testing.assert_allclose(b.embed(q), g.model.embed([q])[0], atol=1e-5)
+        np.testing.assert_allclose(b.embed(q), pipe.encoder.embed([q])[0], atol=1e-5)
 
 
 def test_fresh_process_without_torch_or_streamlit(exported, digit_gallery, digits):
@@ -42,14 +43,15 @@ def test_fresh_process_without_torch_or_streamlit(exported, digit_gallery, digit
     script = (
         "import sys, json\n"
         "sys.modules['streamlit'] = None; sys.modules['torch'] = None; sys.modules['timm'] = None\n"
-        "from index import bundle\n"
+        "from byakugan.index import bundle\n"
         f"b = bundle.load({str(exported['.zip'])!r})\n"
         f"print(json.dumps(b.search({q!r}, k=3)))\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)[0]
-    live = Gallery.open(digit_gallery).search([q], k=3)[0]
+    g = Gallery.open(digit_gallery)
+    live = Pipeline.for_gallery(g).search(g, [q], k=3)[0]
     assert [h["label"] for h in got["hits"]] == [h.label for h in live.hits]
     np.testing.assert_allclose([h["score"] for h in got["hits"]], [h.score for h in live.hits], atol=1e-5)
 
@@ -106,7 +108,7 @@ def test_export_refuses_to_overwrite_or_export_nothing(exported, digit_gallery, 
     with pytest.raises(GalleryError, match="already exists"):
         export(Gallery.open(digit_gallery), exported[".zip"])
     with pytest.raises(GalleryError, match="is empty"):
-        export(Gallery(model, tmp_path / "empty"), tmp_path / "out")
+        export(Pipeline.create(model).new_gallery(tmp_path / "empty"), tmp_path / "out")
     assert main(["export", str(digit_gallery), str(exported[".zip"])]) == 2
     assert "already exists" in capsys.readouterr().err
     assert main(["export", str(digit_gallery), str(tmp_path / "cli.tar.gz")]) == 0
@@ -123,6 +125,6 @@ def test_bundle_keeps_class_mean_scoring(digit_gallery, digits, tmp_path):
     b = load(export(g, tmp_path / "b"))
     assert b.scoring == "mean"
     for q in [digits["3"][9], digits["5"][0]]:
-        live, got = g.search([q], k=3)[0], b.search(q, k=3)[0]
+        live, got = Pipeline.for_gallery(g).search(g, [q], k=3)[0], b.search(q, k=3)[0]
         assert [d["label"] for d in got["labels"]] == [lab for lab, _ in live.labels]
         np.testing.assert_allclose([d["score"] for d in got["labels"]], [s for _, s in live.labels], atol=1e-5)

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from index.cli import main
+from byakugan.ui.cli import main
 
-BYAKUGAN = [sys.executable, "-m", "index.cli"]
+BYAKUGAN = [sys.executable, "-m", "byakugan.ui.cli"]
 
 
 def run(capsys, *args):

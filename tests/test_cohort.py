@@ -1,4 +1,4 @@
-"""Cohort score normalisation (embedder.cohort): offsets, model files, galleries, bundles, evaluation."""
+"""Cohort score normalisation (embedder.scoring.cohort): offsets, model files, galleries, bundles, evaluation."""
 
 import json
 import shutil
@@ -6,17 +6,18 @@ import shutil
 import numpy as np
 import pytest
 
-import embedder
-from embedder.cohort import COHORT_FILE, offsets
-from embedder.errors import ByakuganError, ModelError
-from embedder.evaluation import enrolment_trials
-from embedder.preprocess import Preprocess
-from index import Gallery
-from index.bundle import load as load_bundle
-from index.errors import GalleryError
-from index.export import export
+import byakugan.embedder as embedder
+from byakugan.embedder.scoring.cohort import COHORT_FILE, offsets
+from byakugan.embedder.errors import ByakuganError, ModelError
+from byakugan.embedder.evaluation.protocol import enrolment_trials
+from byakugan.embedder.embedding.model import Embedder
+from byakugan.embedder.preprocess import Preprocess
+from byakugan.index import Gallery, Pipeline
+from byakugan.index.bundle import load as load_bundle
+from byakugan.index.errors import GalleryError
+from byakugan.index.export import export
 
-from .conftest import heldout_anime, unit_rows
+from .conftest import heldout_anime, new_gallery, unit_rows
 
 
 def test_offsets_are_the_mean_of_the_top_cohort_cosines():
@@ -40,7 +41,7 @@ def cohort_model(tmp_path):
 
 def test_bad_or_missing_cohort_is_refused_in_one_line(cohort_model, tmp_path):
     with pytest.raises(ByakuganError, match=r"cohort settings \{'top': -1\}: must be"):
-        embedder.model.Embedder(cohort_model.backbone, dict(cohort_model.config, cohort={"top": -1}))
+        Embedder(cohort_model.backbone, dict(cohort_model.config, cohort={"top": -1}))
     (tmp_path / "m" / COHORT_FILE).unlink()
     with pytest.raises(ModelError, match=f"{COHORT_FILE}: missing"):
         embedder.load(tmp_path / "m")
@@ -52,49 +53,49 @@ def test_bad_or_missing_cohort_is_refused_in_one_line(cohort_model, tmp_path):
 def test_gallery_scores_are_cosines_less_the_cohort_offset(cohort_model, tiny_images, tmp_path):
     refs = unit_rows(6, cohort_model.dim, seed=4)
     queries = unit_rows(3, cohort_model.dim, seed=5)
-    g = Gallery(cohort_model, tmp_path / "g", threshold=0.1)
-    plain = Gallery(embedder.create_embedder(pretrained=False, preprocess=Preprocess(size=64), name="p"))
+    pipe, g = new_gallery(cohort_model, tmp_path / "g", threshold=0.1)
+    plain_pipe, plain = new_gallery(embedder.create_embedder(pretrained=False, preprocess=Preprocess(size=64), name="p"))
     for gal in (g, plain):
         gal.enroll("a", refs[:3])
         gal.enroll("b", refs[3:])
     off = offsets(queries, cohort_model.cohort, 2)
-    got, raw = g.search(queries, k=2), plain.search(queries, k=2)
+    got, raw = pipe.search(g, queries, k=2), plain_pipe.search(plain, queries, k=2)
     for r, w, o in zip(got, raw, off):
         assert [h.id for h in r.hits] == [h.id for h in w.hits] and [lab for lab, _ in r.labels] == [lab for lab, _ in w.labels]
         np.testing.assert_allclose([h.score for h in r.hits], [h.score - o for h in w.hits], atol=1e-6)
     g.save()
     assert (tmp_path / "g" / COHORT_FILE).is_file() and json.loads((tmp_path / "g" / "gallery.json").read_text())["cohort"]["top"] == 2
-    again = Gallery.open(tmp_path / "g").search(queries, k=2)
+    again = pipe.search(Gallery.open(tmp_path / "g"), queries, k=2)
     assert [r.to_dict() for r in again] == [r.to_dict() for r in got]
     # saved elsewhere, the cohort goes along
     Gallery.open(tmp_path / "g").save(tmp_path / "copy")
-    assert [r.to_dict() for r in Gallery.open(tmp_path / "copy").search(queries, k=2)] == [r.to_dict() for r in got]
+    assert [r.to_dict() for r in pipe.search(Gallery.open(tmp_path / "copy"), queries, k=2)] == [r.to_dict() for r in got]
     # the bundle applies the same offsets to its scores
-    g2 = Gallery(cohort_model, tmp_path / "g2")
-    g2.enroll("red", tiny_images[:1])
-    g2.enroll("green", tiny_images[1:2])
-    b = load_bundle(export(g2, tmp_path / "b.zip"))
+    _, g2 = new_gallery(cohort_model, tmp_path / "g2")
+    pipe.enroll(g2, "red", tiny_images[:1])
+    pipe.enroll(g2, "green", tiny_images[1:2])
+    b = load_bundle(export(g2, tmp_path / "b.zip", pipeline=pipe))
     for q in tiny_images:
-        ours, theirs = g2.search([q], k=2)[0], b.search(q, k=2)[0]
+        ours, theirs = pipe.search(g2, [q], k=2)[0], b.search(q, k=2)[0]
         np.testing.assert_allclose([h["score"] for h in theirs["hits"]], [h.score for h in ours.hits], atol=1e-5)
 
 
 def test_damaged_gallery_cohort_and_fused_landmarks_are_refused(cohort_model, tmp_path):
-    g = Gallery(cohort_model, tmp_path / "g")
+    pipe, g = new_gallery(cohort_model, tmp_path / "g")
     g.enroll("a", unit_rows(2, cohort_model.dim))
     g.save()
     (tmp_path / "g" / COHORT_FILE).unlink()
     with pytest.raises(ByakuganError, match=f"{COHORT_FILE}: missing"):
-        Gallery.open(tmp_path / "g").search(unit_rows(1, cohort_model.dim))
+        pipe.search(Gallery.open(tmp_path / "g"), unit_rows(1, cohort_model.dim))
     shutil.copyfile(tmp_path / "m" / COHORT_FILE, tmp_path / "g" / COHORT_FILE)
-    Gallery.open(tmp_path / "g").search(unit_rows(1, cohort_model.dim))  # the same vectors: fine again
+    pipe.search(Gallery.open(tmp_path / "g"), unit_rows(1, cohort_model.dim))  # the same vectors: fine again
     cohort_model.cohort = cohort_model.cohort[::-1].copy()
-    Gallery(cohort_model, tmp_path / "h").save()
+    new_gallery(cohort_model, tmp_path / "h")[1].save()
     shutil.copyfile(tmp_path / "h" / COHORT_FILE, tmp_path / "g" / COHORT_FILE)
     with pytest.raises(GalleryError, match="does not match its checksum"):
-        Gallery.open(tmp_path / "g").search(unit_rows(1, cohort_model.dim))
+        pipe.search(Gallery.open(tmp_path / "g"), unit_rows(1, cohort_model.dim))
     with pytest.raises(GalleryError, match="normalises scores by a cohort"):
-        Gallery(cohort_model, tmp_path / "f", detector="hand", landmarks="hand-landmarks")
+        new_gallery(cohort_model, tmp_path / "f", detector="hand", landmarks="hand-landmarks")
 
 
 def test_a_constant_offset_moves_thresholds_not_rejection():
@@ -124,18 +125,19 @@ def test_anime_cohort_accepts_fewer_unseen_characters(datasets):
 def test_a_gallery_made_before_the_model_had_a_cohort_keeps_raw_cosines(cohort_model, tmp_path):
     old_model = embedder.load(tmp_path / "plain")[0]  # the same weights, saved without a cohort
     refs, queries = unit_rows(4, old_model.dim, seed=7), unit_rows(2, old_model.dim, seed=8)
-    g = Gallery(old_model, tmp_path / "old")
+    old_pipe, g = new_gallery(old_model, tmp_path / "old")
     g.enroll("a", refs[:2])
     g.enroll("b", refs[2:])
     g.save()
-    before = [r.to_dict() for r in g.search(queries, k=2)]
-    reopened = Gallery.open(tmp_path / "old", model=cohort_model)  # same fingerprint: accepted
-    assert reopened.cohort is None and [r.to_dict() for r in reopened.search(queries, k=2)] == before
+    before = [r.to_dict() for r in old_pipe.search(g, queries, k=2)]
+    reopened = Gallery.open(tmp_path / "old")
+    pipe = Pipeline.for_gallery(reopened, model=cohort_model)  # same fingerprint: accepted
+    assert reopened.cohort is None and [r.to_dict() for r in pipe.search(reopened, queries, k=2)] == before
     assert not (tmp_path / "old" / COHORT_FILE).exists()
 
 
 def test_evaluate_uses_the_models_cohort_unless_told_not_to(datasets, capsys):
-    from index.cli import main
+    from byakugan.ui.cli import main
 
     args = ["evaluate", str(datasets / "anime-faces"), "--classes", "ame", "ceci", "fauna", "irys", "--per-class", "8",
             "--trials", "2", "--unknown-fraction", "0.25", "--model", "anime", "--json"]
@@ -149,7 +151,7 @@ def test_evaluate_uses_the_models_cohort_unless_told_not_to(datasets, capsys):
 
 
 def test_score_histogram_holds_normalised_scores_too():
-    from embedder.report import score_bins
+    from byakugan.embedder.evaluation.report import score_bins
 
     cosines = score_bins(np.array([0.4, 0.95]), np.array([0.3]))
     assert cosines[0] <= -0.2 and cosines[-1] >= 0.95

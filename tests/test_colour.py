@@ -7,13 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-import embedder
-from embedder.colour import ColourHistogram
-from embedder.errors import ModelError
-from embedder.preprocess import Preprocess
-from index import Gallery
-from index.bundle import load as load_bundle
-from index.export import export
+import byakugan.embedder as embedder
+from byakugan.embedder.embedding.colour import ColourHistogram
+from byakugan.embedder.errors import ModelError
+from byakugan.embedder.preprocess import Preprocess
+from byakugan.index import Pipeline
+from byakugan.index.bundle import load as load_bundle
+from byakugan.index.export import export
 
 from .conftest import heldout_anime
 
@@ -81,18 +81,19 @@ def test_colour_joins_the_cnn_part_and_survives_save_and_load(colour_model, tiny
 
 
 def test_exported_bundle_computes_the_histogram_too(colour_model, tiny_images, tmp_path):
-    g = Gallery(colour_model, tmp_path / "g")
-    g.enroll("red", tiny_images[:1])
-    g.enroll("green", tiny_images[1:2])
-    b = load_bundle(export(g, tmp_path / "b.zip"))
+    pipe = Pipeline.create(colour_model)
+    g = pipe.new_gallery(tmp_path / "g")
+    pipe.enroll(g, "red", tiny_images[:1])
+    pipe.enroll(g, "green", tiny_images[1:2])
+    b = load_bundle(export(g, tmp_path / "b.zip", pipeline=pipe))
     for q in tiny_images:
         np.testing.assert_allclose(b.embed(q), colour_model.embed([q])[0], atol=1e-5)
-        assert b.search(q, k=1)[0]["hits"][0]["id"] == g.search([q], k=1)[0].hits[0].id
+        assert b.search(q, k=1)[0]["hits"][0]["id"] == pipe.search(g, [q], k=1)[0].hits[0].id
 
 
 def test_anime_model_beats_default_on_characters_it_never_saw(datasets):
     """The four characters both shipped models were trained without, 5-shot."""
-    from embedder.evaluation import enrolment_trials
+    from byakugan.embedder.evaluation.protocol import enrolment_trials
 
     files, labels = heldout_anime(datasets, 25)
     top1 = {}
@@ -103,12 +104,12 @@ def test_anime_model_beats_default_on_characters_it_never_saw(datasets):
 
 
 def test_a_model_can_advise_class_mean_scoring_for_new_galleries(tmp_path):
-    from embedder.model import Embedder
+    from byakugan.embedder.embedding.model import Embedder
 
     m = embedder.create_embedder(pretrained=False, preprocess=Preprocess(size=64), name="m")
     plain = m.fingerprint()
     m.config["scoring"] = "mean"
-    assert Gallery(m, tmp_path / "g").scoring == "mean"
+    assert Pipeline.create(m).new_gallery(tmp_path / "g").scoring == "mean"
     assert Embedder(m.backbone, dict(m.config)).fingerprint() == plain  # galleries of the model still fit
     with pytest.raises(ModelError, match="model scoring 'best' is not one of nearest, mean"):
         Embedder(m.backbone, dict(m.config, scoring="best"))

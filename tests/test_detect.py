@@ -6,13 +6,13 @@ import json
 import pytest
 from PIL import Image
 
-from embedder import ModelError, load_image
-from embedder.assets import ANIMEFACE_CASCADE, Asset, fetch
-from embedder.detect import create_detector, list_detectors
-from index import Gallery
-from index.cli import main
+from byakugan.embedder import ModelError, load_image
+from byakugan.embedder.detection.assets import ANIMEFACE_CASCADE, Asset, fetch
+from byakugan.embedder.detection import create_detector, list_detectors
+from byakugan.index import Gallery
+from byakugan.ui.cli import main
 
-from .conftest import SHARED
+from .conftest import new_gallery, SHARED
 
 CASCADE = SHARED / "detectors" / "lbpcascade_animeface.xml"
 
@@ -105,16 +105,16 @@ def test_no_detection_is_reported(cascade, datasets, model, tmp_path, capsys, di
 
 
 def test_bundle_crops_like_the_gallery(cascade, datasets, model, tmp_path):
-    from index import bundle
-    from index.export import export
+    from byakugan.index import bundle
+    from byakugan.index.export import export
 
     scenes = sorted((datasets / "anime-scenes" / "takimoto_hifumi").glob("*.jpg"))
-    g = Gallery(model, tmp_path / "g", detector="anime-face")
-    g.enroll("hifumi", scenes[:4], fallback="whole")
+    pipe, g = new_gallery(model, tmp_path / "g", detector="anime-face")
+    pipe.enroll(g, "hifumi", scenes[:4], fallback="whole")
     g.save()
-    b = bundle.load(export(g, tmp_path / "b.zip"))
+    b = bundle.load(export(g, tmp_path / "b.zip", pipeline=pipe))
     assert b.config["detector"]["name"] == "anime-face" and b.config["detector"]["cascade"] == "detector.xml"
-    live, got = g.find(scenes[5], k=2), b.search(scenes[5], k=2)
+    live, got = [r.to_dict() for r in pipe.recognize(g, scenes[5], k=2)], b.search(scenes[5], k=2)
     assert [d["box"] for d in got] == [d["box"] for d in live] and got
     for a, c in zip(live, got):
         assert [h["id"] for h in a["hits"]] == [h["id"] for h in c["hits"]]
@@ -140,7 +140,7 @@ def test_hand_detector_boxes_both_hands_and_encodes_landmarks(datasets):
 def test_landmark_encoding_ignores_position_scale_and_order():
     import numpy as np
 
-    from embedder.hands import encode_landmarks
+    from byakugan.embedder.detection.hands import encode_landmarks
 
     rng = np.random.default_rng(0)
     left, right = rng.random((21, 3)).astype(np.float32), rng.random((21, 3)).astype(np.float32)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-import embedder
-from embedder import ModelError, Preprocess, create_embedder, load, load_saved
+import byakugan.embedder as embedder
+from byakugan.embedder import ModelError, Preprocess, create_embedder, load, load_saved
 
 
 def test_imagenet_weights_classify_real_photographs():
@@ -12,7 +12,7 @@ def test_imagenet_weights_classify_real_photographs():
 
     import timm
 
-    from embedder.backbones import _assign, _lite0_weights
+    from byakugan.embedder.embedding.backbones import _assign, _lite0_weights
 
     net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     _assign(net, _lite0_weights(), "test")

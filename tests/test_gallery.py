@@ -6,11 +6,11 @@ import os
 import numpy as np
 import pytest
 
-import embedder
-from index import UNKNOWN, Gallery, GalleryError, ModelMismatchError
-from index import store
+import byakugan.embedder as embedder
+from byakugan.index import UNKNOWN, Gallery, GalleryError, ModelMismatchError, Pipeline, open_gallery
+from byakugan.index import store
 
-from .conftest import unit_rows
+from .conftest import new_gallery, unit_rows
 
 @pytest.fixture(scope="module")
 def D(model) -> int:
@@ -19,7 +19,7 @@ def D(model) -> int:
 
 @pytest.fixture()
 def gallery(model, tmp_path, D):
-    g = Gallery(model, tmp_path / "g")
+    _, g = new_gallery(model, tmp_path / "g")
     x = unit_rows(30, D, seed=1)
     for i, label in enumerate(["ame", "gura", "seal-tiger"]):
         g.enroll(label, x[i * 10 : (i + 1) * 10], sources=[f"{label}{j}.png" for j in range(10)])
@@ -53,11 +53,12 @@ def test_labels_ranked_by_best_reference(gallery):
     assert r.labels[0][1] == r.hits[0].score
 
 
-def test_match_applies_threshold(gallery, D):
+def test_match_applies_threshold(gallery, model, D):
     q = gallery.embeddings([12])
-    assert gallery.match(q, threshold=0.99)[0].label == "gura"
+    pipe = Pipeline.create(model)
+    assert pipe.match(gallery, q, threshold=0.99)[0].label == "gura"
     far = unit_rows(1, D, seed=9)
-    m = gallery.match(far, threshold=0.5)[0]
+    m = pipe.match(gallery, far, threshold=0.5)[0]
     assert m.label == UNKNOWN and not m.known and m.nearest in gallery.labels()
 
 
@@ -92,13 +93,13 @@ def test_bad_labels_and_ids(gallery, D):
 
 def test_empty_and_missing_galleries(model, tmp_path, D):
     with pytest.raises(GalleryError, match="is empty"):
-        Gallery(model).search(unit_rows(1, D))
+        new_gallery(model)[1].search(unit_rows(1, D))
     with pytest.raises(GalleryError, match="does not exist"):
         Gallery.open(tmp_path / "none")
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(GalleryError, match="not empty"):
-        Gallery.open_or_create(tmp_path / "other")
+        open_gallery(tmp_path / "other")
 
 
 def test_crash_during_save_keeps_previous_state(gallery, tmp_path, monkeypatch):
@@ -140,12 +141,12 @@ def test_wrong_model_is_refused(gallery, tmp_path):
     gallery.save()
     other = embedder.create_embedder("efficientnet_lite0", dim=16, name="other")
     with pytest.raises(ModelMismatchError, match=r"built with model 'default'.*not with 'other'"):
-        Gallery.open(tmp_path / "g", other)
+        Pipeline.for_gallery(Gallery.open(tmp_path / "g"), other)
 
 
 def test_thumbnails_follow_their_references(model, tiny_images, tmp_path):
-    g = Gallery(model, tmp_path / "t")
-    ids = g.enroll("red", tiny_images[:2])
+    pipe, g = new_gallery(model, tmp_path / "t")
+    ids = pipe.enroll(g, "red", tiny_images[:2])
     assert g.thumbnail(ids[0])[:2] == b"\xff\xd8"  # before saving, from memory
     g.save()
     assert sorted(p.name for p in (tmp_path / "t" / "thumbs").iterdir()) == [f"{i}.jpg" for i in ids]
@@ -157,7 +158,7 @@ def test_thumbnails_follow_their_references(model, tiny_images, tmp_path):
 
 
 def test_class_mean_scoring_ranks_labels_by_their_mean_and_survives_save(model, tmp_path, D, capsys):
-    from index.cli import main
+    from byakugan.ui.cli import main
 
     # "lone" has one reference right next to the query and four far ones; "tight" has five
     # references all fairly close: nearest picks "lone", class mean picks "tight".
@@ -170,7 +171,7 @@ def test_class_mean_scoring_ranks_labels_by_their_mean_and_survives_save(model, 
         noise /= np.linalg.norm(noise, axis=1, keepdims=True)
         return (cos * q + np.sqrt(1 - cos**2) * noise).astype(np.float32)
 
-    g = Gallery(model, tmp_path / "g")
+    _, g = new_gallery(model, tmp_path / "g")
     g.enroll("lone", np.vstack([near(0.95, 1), near(0.05, 4)]))
     g.enroll("tight", near(0.8, 5))
     assert g.search(q[None], k=2)[0].labels[0][0] == "lone"

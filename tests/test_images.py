@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from embedder import ImageError, load_image
+from byakugan.embedder import ImageError, load_image
 
 
 def test_exif_orientation_is_applied(tmp_path):

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from embedder import ModelError
-from embedder.fusion import fuse, has_landmarks, query_form
-from embedder.landmark_training import LandmarkTrainConfig, augment, fit
-from embedder.landmarks import DEFAULT_LANDMARKS, LandmarkEncoder, load_landmarks
-from index import Gallery
-from index.cli import main
+from byakugan.embedder import ModelError
+from byakugan.embedder.scoring.fusion import fuse, has_landmarks, query_form
+from byakugan.embedder.training.landmarks import LandmarkTrainConfig, augment, fit
+from byakugan.embedder.embedding.landmarks import DEFAULT_LANDMARKS, LandmarkEncoder, load_landmarks
+from byakugan.index import Gallery, Pipeline
+from byakugan.ui.cli import main
 
-from .conftest import unit_rows
+from .conftest import new_gallery, unit_rows
 
 
 def test_a_query_without_landmarks_scores_by_the_cnn_alone():
@@ -73,7 +73,7 @@ def test_fit_separates_unseen_gestures_better_than_an_untrained_encoder(tmp_path
     names = np.array([f"g{i}" for i in labels])
     train, held = labels < 6, labels >= 6
     cfg = LandmarkTrainConfig(data=[], out=str(tmp_path / "lm"), dim=16, hidden=64, epochs=15, rotate=0, noise=0.0)
-    from embedder.training import accuracy
+    from byakugan.embedder.training.metric import accuracy
 
     untrained = LandmarkEncoder({"dim": 16, "hidden": 64}).eval()
     model, history = fit(X[train], names[train], cfg, (X[held], names[held]), log=lambda m: None)
@@ -97,27 +97,32 @@ def rps(datasets):
 @pytest.fixture(scope="module")
 def hand_gallery(model, rps, tmp_path_factory):
     path = tmp_path_factory.mktemp("hands") / "g"
-    g = Gallery(model, path, detector="hand")
+    pipe, g = new_gallery(model, path, detector="hand")
     for label, files in rps.items():
-        g.enroll(label, files[:5], fallback="whole")
+        pipe.enroll(g, label, files[:5], fallback="whole")
     g.save()
     return path
 
 
 def test_hand_gallery_fuses_landmarks_and_flags_queries_without_them(hand_gallery, rps, model, tiny_images):
     g = Gallery.open(hand_gallery)
+    pipe = Pipeline.for_gallery(g)
+
+    def find(image, **kw):
+        return [r.to_dict() for r in pipe.recognize(g, image, **kw)]
+
     lm = load_landmarks(DEFAULT_LANDMARKS)
-    assert g.fused and g._index.d == model.dim + lm.dim
-    assert g._meta["landmarks"]["fingerprint"] == lm.fingerprint()
+    assert g.fused and g.dim == model.dim + lm.dim
+    assert g.landmark_settings["fingerprint"] == lm.fingerprint()
     right = 0
     for label, files in rps.items():
         for f in files[5:]:
-            (d,) = g.find(f, k=3)
+            (d,) = find(f, k=3)
             assert d["landmarks"] in (True, False)
             right += d["match"]["nearest"] == label
     assert right >= 7, right  # of 9
     # A picture with no hand, searched whole: flagged, and scored by the CNN embedding alone.
-    (d,) = g.find(tiny_images[0], k=1, fallback="whole")
+    (d,) = find(tiny_images[0], k=1, fallback="whole")
     assert d["landmarks"] is False
     ref = g.embeddings([d["hits"][0]["id"]])[0]
     cnn = model.embed([tiny_images[0]])[0]
@@ -125,14 +130,15 @@ def test_hand_gallery_fuses_landmarks_and_flags_queries_without_them(hand_galler
 
 
 def test_hand_bundle_gives_the_galleries_answers(hand_gallery, rps, tmp_path):
-    from index import bundle
-    from index.export import export
+    from byakugan.index import bundle
+    from byakugan.index.export import export
 
     g = Gallery.open(hand_gallery)
-    b = bundle.load(export(g, tmp_path / "hands.zip"))
-    assert b.landmarks["weight"] == g._meta["landmarks"]["weight"]
+    pipe = Pipeline.for_gallery(g)
+    b = bundle.load(export(g, tmp_path / "hands.zip", pipeline=pipe))
+    assert b.landmarks["weight"] == g.landmark_settings["weight"]
     for f in (rps["rock"][6], rps["paper"][7]):
-        live, got = g.find(f, k=3), b.search(f, k=3)
+        live, got = [r.to_dict() for r in pipe.recognize(g, f, k=3)], b.search(f, k=3)
         assert [d["landmarks"] for d in got] == [d["landmarks"] for d in live]
         for a, c in zip(live, got):
             assert [h["id"] for h in a["hits"]] == [h["id"] for h in c["hits"]]
@@ -140,13 +146,13 @@ def test_hand_bundle_gives_the_galleries_answers(hand_gallery, rps, tmp_path):
 
 
 def test_landmarks_need_the_hand_detector(model, tmp_path, capsys, tiny_images):
-    from index.errors import GalleryError
+    from byakugan.index.errors import GalleryError
 
     with pytest.raises(GalleryError, match="only a gallery with detector 'hand'"):
-        Gallery(model, tmp_path / "g", landmarks=DEFAULT_LANDMARKS)
+        new_gallery(model, tmp_path / "g", landmarks=DEFAULT_LANDMARKS)
     assert main(["embed", str(tiny_images[0]), "--landmarks", DEFAULT_LANDMARKS, "--out", str(tmp_path / "e.npy")]) == 2
     assert "needs --detector hand" in capsys.readouterr().err
-    assert not Gallery(model, tmp_path / "g2", detector="hand", landmarks="none").fused
+    assert not new_gallery(model, tmp_path / "g2", detector="hand", landmarks="none")[1].fused
 
 
 def test_evaluate_reports_fusion_and_each_part(datasets, capsys):
@@ -168,19 +174,19 @@ def test_train_landmarks_command_writes_a_loadable_model(datasets, model, tmp_pa
     assert m.dim == 16 and m.name == "lm" and json.loads((out / "training.json").read_text())["history"]
     assert list((tmp_path / "cache").glob("landmarks-rock-paper-scissors-*.safetensors"))
     # A gallery built with it from its folder finds it there again, wherever it is opened from.
-    g = Gallery(model, tmp_path / "g", detector="hand", landmarks=str(out))
-    g.enroll("x", unit_rows(1, g._index.d))
+    _, g = new_gallery(model, tmp_path / "g", detector="hand", landmarks=str(out))
+    g.enroll("x", unit_rows(1, g.dim))
     g.save()
-    assert Gallery.open(tmp_path / "g").landmark_model.fingerprint() == m.fingerprint()
+    assert Pipeline.for_gallery(Gallery.open(tmp_path / "g")).landmarks.fingerprint() == m.fingerprint()
     # A different landmark model in that folder is refused, in one line, and the gallery is untouched.
-    from index import ModelMismatchError
+    from byakugan.index import ModelMismatchError
 
     capsys.readouterr()
     before = (tmp_path / "g" / "gallery.json").read_text()
     torch.manual_seed(1)
     LandmarkEncoder(dict(m.config)).save(out)
     with pytest.raises(ModelMismatchError, match="built with landmark model 'lm'"):
-        Gallery.open(tmp_path / "g").landmark_model
+        Pipeline.for_gallery(Gallery.open(tmp_path / "g"))
     assert main(["search", str(tmp_path / "g"), str(next((datasets / "rock-paper-scissors" / "rock").iterdir()))]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "landmark model 'lm'" in err[0]
@@ -192,7 +198,7 @@ def test_server_enrols_and_answers_with_landmarks(hand_gallery, rps, tmp_path):
 
     from fastapi.testclient import TestClient
 
-    from index.serve import create_app
+    from byakugan.ui.http import create_app
 
     c = TestClient(create_app(shutil.copytree(hand_gallery, tmp_path / "g")))
     files = [("images", (p.name, open(p, "rb"), "image/png")) for p in rps["scissors"][5:7]]

@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
-from index.export import export
-from index.serve import create_app
+from byakugan.index.export import export
+from byakugan.ui.http import create_app
 
 
 @pytest.fixture()
@@ -68,7 +68,7 @@ def test_bearer_token(gallery_copy):
 
 
 def test_bundle_is_read_only(digit_gallery, digits, tmp_path):
-    from index import Gallery
+    from byakugan.index import Gallery
 
     b = export(Gallery.open(digit_gallery), tmp_path / "b.zip")
     c = TestClient(create_app(b))

@@ -2,14 +2,14 @@
 
 import threading
 
-from index import Gallery
-from index.service import Crop, GalleryService
+from byakugan.index import Gallery
+from byakugan.index.service import Crop, GalleryService
 
 
 def test_two_servers_enrolling_at_once_lose_nothing(model, digits, tmp_path):
     # Two services on one folder stand for two server processes (or two page sessions).
     a, b = GalleryService(tmp_path / "g", model), GalleryService(tmp_path / "g", model)
-    from embedder import load_image
+    from byakugan.embedder import load_image
 
     errors = []
 
@@ -31,7 +31,7 @@ def test_two_servers_enrolling_at_once_lose_nothing(model, digits, tmp_path):
 
 
 def test_check_warns_about_duplicates_and_confusions(model, digits, tmp_path):
-    from embedder import load_image
+    from byakugan.embedder import load_image
 
     svc = GalleryService(tmp_path / "g", model)
     svc.enroll("1", [Crop(n, load_image(p)) for n, p in zip("abc", digits["1"][:3])])
@@ -42,8 +42,8 @@ def test_check_warns_about_duplicates_and_confusions(model, digits, tmp_path):
 
 
 def test_a_new_gallery_takes_the_services_detector(model, datasets, tmp_path, monkeypatch):
-    from embedder import load_image
-    from embedder.assets import ANIMEFACE_CASCADE
+    from byakugan.embedder import load_image
+    from byakugan.embedder.detection.assets import ANIMEFACE_CASCADE
 
     from .conftest import SHARED
 

@@ -1,14 +1,14 @@
-"""Tapped backbones: earlier feature levels joined to the final ones (embedder.taps)."""
+"""Tapped backbones: earlier feature levels joined to the final ones (embedder/embedding/taps.py)."""
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-import embedder
-from embedder import ModelError, create_embedder
-from index.cli import main
-from index.export import _export_onnx
+import byakugan.embedder as embedder
+from byakugan.embedder import ModelError, create_embedder
+from byakugan.ui.cli import main
+from byakugan.embedder.embedding.onnx import export_onnx as _export_onnx
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-import embedder
-from embedder.evaluation import enrolment_trials, roc_auc
-from index.cli import main
+import byakugan.embedder as embedder
+from byakugan.embedder.evaluation.protocol import enrolment_trials, roc_auc
+from byakugan.ui.cli import main
 
 
 def clusters(n_classes, per_class, spread, seed=0):
@@ -101,7 +101,7 @@ def test_evaluate_writes_figures_and_plots(datasets, tmp_path, capsys):
 def test_holdout_takes_whole_datasets():
     from pathlib import Path
 
-    from embedder.data import Sample, split_classes
+    from byakugan.embedder.training.data import Sample, split_classes
 
     samples = [Sample(Path(f"{d}/{c}.jpg"), f"{d}/{c}", d) for d in ("a", "b") for c in ("x", "y")]
     train, held = split_classes(samples, ["b", "a/x"])
@@ -113,8 +113,8 @@ def test_holdout_takes_whole_datasets():
 def test_fine_tuning_moves_the_backbone_and_validates_on_its_new_features(datasets, tmp_path, monkeypatch):
     import torch
 
-    from embedder import training
-    from embedder.training import TrainConfig, train
+    from byakugan.embedder.training import metric as training
+    from byakugan.embedder.training.metric import TrainConfig, train
 
     held_passes = []
     real = training.features
@@ -140,7 +140,7 @@ def test_fine_tuning_moves_the_backbone_and_validates_on_its_new_features(datase
 def test_colour_jitter_can_be_left_out_of_augmentation():
     from torchvision.transforms import v2
 
-    from embedder.training import augmentation
+    from byakugan.embedder.training.metric import augmentation
 
     kinds = lambda aug: {type(t) for t in aug.transforms}  # noqa: E731
     assert {v2.ColorJitter, v2.RandomGrayscale} <= kinds(augmentation(64, hflip=False))

@@ -88,7 +88,7 @@ def test_uploads_over_the_limit_are_refused(tmp_path, monkeypatch, digits):
 
 
 def test_gallery_page_manages_classes(app, digits, tmp_path):
-    from index import Gallery
+    from byakugan.index import Gallery
 
     go(app, "Enrol")
     enrol(app, "1", digits["1"][:3])
@@ -111,7 +111,7 @@ def test_gallery_page_manages_classes(app, digits, tmp_path):
 
 
 def test_export_page_downloads_a_loadable_bundle(app, digits, tmp_path):
-    from index import bundle
+    from byakugan.index import bundle
 
     go(app, "Enrol")
     enrol(app, "5", digits["5"][:2])

@@ -40,7 +40,7 @@ def browser():
 def ui_server(digit_gallery, tmp_path):
     gallery = shutil.copytree(digit_gallery, tmp_path / "g")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "index.cli", "ui", "--gallery", str(gallery), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "byakugan.ui.cli", "ui", "--gallery", str(gallery), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120

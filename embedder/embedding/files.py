@@ -1,0 +1,79 @@
+"""A model folder, written once for every kind of model: config.json (with a format tag) beside
+model.safetensors, a fingerprint of both, and where shipped models live. No pickle is ever read."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from ..atomic import write_atomic
+from ..errors import ModelError
+
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+
+
+def models_dir() -> Path:
+    """Where shipped models live: $BYAKUGAN_MODELS_DIR, else the repository's models/ folder."""
+    env = os.environ.get("BYAKUGAN_MODELS_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "models"
+
+
+def config_format(directory: Path) -> Optional[str]:
+    """The format tag of the config.json in directory, or None when there is no readable one."""
+    try:
+        return json.loads((directory / CONFIG_FILE).read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def fingerprint(identity: dict, module: torch.nn.Module) -> str:
+    """SHA-256 of the settings that shape the vectors and of every weight (32 hex digits)."""
+    h = hashlib.sha256(json.dumps(identity, sort_keys=True).encode())
+    for key, t in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def save_folder(directory: os.PathLike | str, config: dict, fmt: str, module: torch.nn.Module, half: bool) -> Path:
+    """Write the weights (fp16 when half), then the config that names their format, each atomically."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().contiguous().cpu()
+             for k, v in module.state_dict().items()}
+    write_atomic(d / WEIGHTS_FILE, save_tensors(state, metadata={"format": fmt}))
+    write_atomic(d / CONFIG_FILE, (json.dumps(dict(config, format=fmt), indent=2) + "\n").encode())
+    return d
+
+
+def read_config(d: Path, fmt: str, what: str = "model") -> dict:
+    """The config of the model folder d, without its format tag; one-line ModelError otherwise."""
+    cfg_path, w_path = d / CONFIG_FILE, d / WEIGHTS_FILE
+    if not cfg_path.is_file() or not w_path.is_file():
+        raise ModelError(f"{what} directory {d}: needs {CONFIG_FILE} and {WEIGHTS_FILE}")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{what} config {cfg_path}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or config.get("format") != fmt:
+        found = config.get("format") if isinstance(config, dict) else None
+        raise ModelError(f"{what} config {cfg_path}: format is not {fmt!r} (found {found!r})")
+    config.pop("format")
+    return config
+
+
+def load_weights(module: torch.nn.Module, d: Path, what: str = "model") -> None:
+    """Load model.safetensors into module (as float32); one-line ModelError when it does not fit."""
+    path = d / WEIGHTS_FILE
+    try:
+        state = load_tensors(path.read_bytes())
+        module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except Exception as exc:  # safetensors and torch raise many kinds for a damaged or foreign file
+        raise ModelError(f"{what} weights {path}: cannot be loaded ({exc})") from None

@@ -1,0 +1,70 @@
+"""`load(name_or_path)`: the one way to get a ready model (eval mode) and its preprocessing."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from ..errors import ModelError
+from ..preprocess import Preprocess
+from .backbones import get_spec, list_backbones
+from .files import CONFIG_FILE, models_dir
+from .landmarks import is_landmark_model
+from .model import Embedder, create_embedder, load_saved
+
+DEFAULT_MODEL = "default"
+# "imagenet" is frozen ImageNet EfficientNet-Lite0 at 160 px, the baseline trained models are
+# compared with, and "default" when models/default is missing. 160 px matched 224 px in 5-shot
+# accuracy on sign-digits, anime-faces and hand-fingers at ~2x the speed.
+IMAGENET_MODEL = "imagenet"
+FALLBACK_BACKBONE, FALLBACK_SIZE = "efficientnet_lite0", 160
+# Cosine that accepts 95% of known queries on sign-digits, 5 shots (benchmarks/open_set.py: 0.75;
+# anime-faces and hand-fingers gave 0.57). Galleries keep their own, set by `byakugan threshold`.
+FALLBACK_THRESHOLD = 0.75
+
+
+def list_models() -> list[str]:
+    """Names load() accepts: shipped model folders, then backbones with ImageNet weights."""
+    shipped = sorted(p.name for p in models_dir().glob("*")
+                     if (p / CONFIG_FILE).is_file() and not is_landmark_model(p)) if models_dir().is_dir() else []
+    return [DEFAULT_MODEL, IMAGENET_MODEL] + [n for n in shipped if n != DEFAULT_MODEL] + list_backbones()
+
+
+def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | None = None) -> tuple[Embedder, Preprocess]:
+    """Return (model in eval mode, its preprocess).
+
+    name_or_path: a directory saved by Embedder.save, a model folder name under models/,
+    "default" (models/default), "imagenet" (frozen ImageNet features), a backbone name from
+    list_backbones() (ImageNet weights at their own size, no head), or "timm/NAME".
+    """
+    model = _resolve(str(name_or_path))
+    if device:
+        model = model.to(device)
+    return model.eval(), model.preprocess
+
+
+def _resolve(name: str) -> Embedder:
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return load_saved(path)
+    shipped = models_dir() / name
+    if (shipped / CONFIG_FILE).is_file():
+        return load_saved(shipped)
+    if name in (DEFAULT_MODEL, IMAGENET_MODEL):
+        return create_embedder(
+            FALLBACK_BACKBONE,
+            pretrained=True,
+            preprocess=replace(get_spec(FALLBACK_BACKBONE).preprocess, size=FALLBACK_SIZE),
+            name=name,
+            threshold=FALLBACK_THRESHOLD,
+        )
+    if os.sep in name or name.endswith((".json", ".safetensors")):
+        raise ModelError(f"model {name!r}: no such model directory (it needs {CONFIG_FILE} and model.safetensors)")
+    try:
+        get_spec(name)
+    except ModelError:
+        raise ModelError(
+            f"unknown model {name!r}; valid: {', '.join(list_models())}, 'timm/NAME', or a saved model directory"
+        ) from None
+    return create_embedder(name, pretrained=True)

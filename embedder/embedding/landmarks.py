@@ -1,0 +1,92 @@
+"""A learned embedding of hand landmarks, fused with the CNN embedding of the hand crop.
+
+The input is the `hand` detector's encoding (embedder.hands.encode_landmarks: up to two hands,
+each relative to its wrist and scaled to unit size, 128 numbers); a small MLP trained with a
+pytorch-metric-learning loss maps it to a unit vector. Saved like an embedder: config.json
+(format byakugan-landmarks/1, with the fusion weight and a threshold) and model.safetensors.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..detection.hands import LANDMARK_DIM
+from ..errors import ModelError
+from .files import config_format, fingerprint, load_weights, models_dir, read_config, save_folder
+
+LANDMARKS_FORMAT = "byakugan-landmarks/1"
+DEFAULT_LANDMARKS = "hand-landmarks"
+
+
+class LandmarkEncoder(torch.nn.Module):
+    """(N, 128) landmark encodings -> (N, dim) unit vectors; an all-zero row (no hands) stays zero."""
+
+    def __init__(self, config: dict) -> None:
+        super().__init__()
+        self.config = {"name": "landmarks", "in_dim": LANDMARK_DIM, "hidden": 256, "dim": 64, "weight": 0.5,
+                       "threshold": 0.5, **config}
+        c = self.config
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(c["in_dim"], c["hidden"]), torch.nn.ReLU(),
+            torch.nn.Linear(c["hidden"], c["hidden"]), torch.nn.ReLU(),
+            torch.nn.Linear(c["hidden"], c["dim"]),
+        )
+        self._fingerprint: Optional[str] = None
+
+    name = property(lambda self: self.config["name"])
+    dim = property(lambda self: int(self.config["dim"]))
+    weight = property(lambda self: float(self.config["weight"]))  # share of the fused score
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        present = (x.abs().sum(dim=1, keepdim=True) > 0).to(x.dtype)
+        return F.normalize(self.net(x), dim=-1) * present
+
+    @torch.inference_mode()
+    def encode(self, marks: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(marks, dtype=np.float32).reshape(-1, self.config["in_dim"]))
+        return self(x).numpy()
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None or self.training:
+            identity = {k: v for k, v in self.config.items() if k not in ("name", "threshold", "description")}
+            self._fingerprint = fingerprint(identity, self)
+        return self._fingerprint
+
+    def save(self, directory: os.PathLike | str) -> Path:
+        """config.json and model.safetensors (float32: the whole model is ~100 kB)."""
+        return save_folder(directory, self.config, LANDMARKS_FORMAT, self, half=False)
+
+
+def is_landmark_model(directory: Path) -> bool:
+    return config_format(directory) == LANDMARKS_FORMAT
+
+
+def load_landmarks(name_or_path: Union[str, os.PathLike] = DEFAULT_LANDMARKS) -> LandmarkEncoder:
+    """A landmark encoder from a directory, or by name from the shipped models/ folder."""
+    d = Path(name_or_path).expanduser()
+    if not d.is_dir():
+        d = models_dir() / str(name_or_path)
+    if not d.is_dir():
+        raise ModelError(f"landmark model {name_or_path!r}: no config.json and model.safetensors in {d}")
+    model = LandmarkEncoder(read_config(d, LANDMARKS_FORMAT, "landmark model"))
+    load_weights(model, d, "landmark model")
+    return model.eval()
+
+
+def resolve_landmarks(spec: Union[str, os.PathLike, LandmarkEncoder, None], detector: str) -> Optional[LandmarkEncoder]:
+    """The encoder a gallery or command fuses in: "auto" is the shipped one for detector "hand" and
+    none for any other; None or "none" is none; else an encoder, a shipped name or a directory.
+    Landmarks exist only for "hand": naming one for another detector raises ValueError."""
+    if spec == "auto":
+        spec = DEFAULT_LANDMARKS if detector == "hand" else None
+    if spec is None or spec == "none":
+        return None
+    if detector != "hand":
+        raise ValueError(f"landmarks {spec!r} need detector 'hand', not {detector!r}")
+    return spec if isinstance(spec, LandmarkEncoder) else load_landmarks(spec)

@@ -1,0 +1,97 @@
+"""PNG plots of an evaluation: confusion matrix, known-vs-unknown score histograms, embedding map."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .protocol import Trials
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on a server
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def pca_2d(emb: np.ndarray) -> np.ndarray:
+    centred = emb - emb.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:2].T
+
+
+def score_bins(*scores: np.ndarray, n: int = 60) -> np.ndarray:
+    """Histogram edges that hold every score: cosines, or cohort-normalised scores (around 0)."""
+    every = np.concatenate([np.ravel(s) for s in scores if len(s)] or [np.zeros(1)])
+    lo, hi = min(float(every.min()), -0.2), max(float(every.max()), 0.2)
+    pad = 0.02 * (hi - lo)
+    return np.linspace(lo - pad, hi + pad, n + 1)
+
+
+def write_report(directory: Path, trials: Trials, emb: np.ndarray, labels: Sequence[str], title: str,
+                 score_name: str = "cosine") -> list[Path]:
+    """score_name: what the scores are ("cosine", or "cohort-normalised score" for a model with a cohort)."""
+    plt = _pyplot()
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    n = len(trials.classes)
+    fig, ax = plt.subplots(figsize=(max(5, 0.5 * n + 2), max(4, 0.5 * n + 1.5)))
+    rates = trials.confusion / np.maximum(trials.confusion.sum(1, keepdims=True), 1)
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), trials.classes, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(n), trials.classes, fontsize=8)
+    ax.set_xlabel("predicted (nearest reference)")
+    ax.set_ylabel("true")
+    if n <= 15:
+        for i in range(n):
+            for j in range(n):
+                if trials.confusion[i, j]:
+                    ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if rates[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(f"{title}: {trials.summary['shots']}-shot top-1 {trials.summary['top1_nearest']:.3f}")
+    written.append(_save(fig, directory / "confusion.png"))
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = score_bins(trials.known_scores, trials.unknown_scores)
+    ax.hist(trials.known_scores, bins=bins, alpha=0.6, density=True, label="enrolled classes")
+    if len(trials.unknown_scores):
+        ax.hist(trials.unknown_scores, bins=bins, alpha=0.6, density=True, label="classes not enrolled")
+        ax.axvline(trials.summary["threshold_tar95"], color="k", ls="--", label="threshold at TAR 95%")
+    ax.set_xlabel(f"best {score_name} to a reference")
+    ax.set_ylabel("density")
+    ax.legend()
+    ax.set_title(f"{title}: FAR@TAR95 {trials.summary.get('far_at_tar95', float('nan')):.3f}, "
+                 f"AUC {trials.summary.get('roc_auc', float('nan')):.3f}")
+    written.append(_save(fig, directory / "scores.png"))
+
+    fig, ax = plt.subplots(figsize=(7, 6))
+    xy = pca_2d(emb)
+    labels = np.asarray(labels)
+    cmap = plt.get_cmap("tab20", max(n, 1))
+    for i, c in enumerate(trials.classes):
+        sel = labels == c
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=6, color=cmap(i), label=c)
+    if n <= 20:
+        ax.legend(markerscale=3, fontsize=7, loc="best")
+    ax.set_title(f"{title}: embeddings, first two principal components")
+    written.append(_save(fig, directory / "embeddings.png"))
+
+    (directory / "summary.json").write_text(json.dumps(trials.summary, indent=1) + "\n")
+    return written + [directory / "summary.json"]
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path

@@ -1,0 +1,35 @@
+"""The few-shot protocol on a set of embeddings, fused or not: what `byakugan evaluate` reports."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..errors import ByakuganError
+from ..scoring.fusion import fuse, query_form
+from .protocol import Trials, enrolment_trials
+
+PART_KEYS = ("top1_nearest", "top1_prototype", "far_at_tar95", "roc_auc", "threshold_tar95")
+
+
+def evaluate_embeddings(cnn: np.ndarray, labels: Sequence[str], *, shots: int = 5, trials: int = 10,
+                        unknown_fraction: float = 0.33, seed: int = 0, offset: Optional[np.ndarray] = None,
+                        landmarks: Optional[np.ndarray] = None, weight: float = 0.0,
+                        name: str = "data") -> tuple[Trials, np.ndarray, dict]:
+    """Run the protocol on the CNN embeddings, or on their fusion with `landmarks` (then also on
+    each part alone). Returns (trials, the embeddings evaluated, {part: its summary figures})."""
+
+    def run(e: np.ndarray, q: Optional[np.ndarray] = None) -> Trials:
+        try:
+            return enrolment_trials(e, labels, shots=shots, trials=trials, unknown_fraction=unknown_fraction,
+                                    seed=seed, query_emb=q, offset=offset)
+        except ValueError as exc:
+            raise ByakuganError(f"evaluate {name}: {exc}") from None
+
+    if landmarks is None:
+        return run(cnn), cnn, {}
+    parts = {"cnn": run(cnn).summary, "landmarks": run(landmarks).summary}
+    emb = fuse(cnn, landmarks, weight)
+    result = run(emb, query_form(emb, cnn.shape[1], weight))
+    return result, emb, {n: {k: p[k] for k in PART_KEYS if k in p} for n, p in parts.items()}

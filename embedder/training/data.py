@@ -1,0 +1,68 @@
+"""Labelled image folders (one sub-folder per class) and the splits training and evaluation need."""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ..errors import ByakuganError
+from ..images import list_images
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: str  # "dataset/class", so equal class names in two datasets stay apart
+    dataset: str
+
+
+def scan(data_dirs: Sequence[os.PathLike | str], per_class: Optional[int] = None, seed: int = 0,
+         classes: Optional[Sequence[str]] = None) -> list[Sample]:
+    """Every image under DATA_DIR/CLASS/ for each DATA_DIR; per_class keeps a seeded sample of each
+    class, and `classes` (folder names) keeps only those classes."""
+    rng = random.Random(seed)
+    out: list[Sample] = []
+    for d in map(Path, data_dirs):
+        if not d.is_dir():
+            raise ByakuganError(f"data folder {d}: not a folder")
+        folders = sorted(c for c in d.iterdir() if c.is_dir())
+        if not folders:
+            raise ByakuganError(f"data folder {d}: no class sub-folders (expected DATA_DIR/CLASS/image.jpg)")
+        if classes is not None:
+            missing = sorted(set(classes) - {c.name for c in folders})
+            if missing:
+                raise ByakuganError(f"data folder {d}: no class {missing}; it has {[c.name for c in folders]}")
+            folders = [c for c in folders if c.name in set(classes)]
+        for c in folders:
+            files = list_images(c)
+            if per_class is not None:
+                rng.shuffle(files)
+                files = sorted(files[:per_class])
+            out += [Sample(f, f"{d.name}/{c.name}", d.name) for f in files]
+    return out
+
+
+def split_classes(samples: list[Sample], holdout: Sequence[str]) -> tuple[list[Sample], list[Sample]]:
+    """(train, held out): samples of the classes named in `holdout` go to the second.
+
+    An entry is "dataset/class", or a dataset name alone to hold out all of its classes.
+    """
+    known, datasets = {s.label for s in samples}, {s.dataset for s in samples}
+    unknown = sorted(h for h in set(holdout) if h not in known and h not in datasets)
+    if unknown:
+        raise ByakuganError(f"held-out classes {unknown} not found; classes look like {sorted(known)[:3]}, "
+                            f"datasets are {sorted(datasets)}")
+    held = set(holdout)
+    is_held = [s.label in held or s.dataset in held for s in samples]
+    return [s for s, h in zip(samples, is_held) if not h], [s for s, h in zip(samples, is_held) if h]
+
+
+def pick_holdout(samples: list[Sample], dataset: str, n: int, seed: int = 0) -> list[str]:
+    """A seeded choice of n class labels of one dataset to hold out of training."""
+    classes = sorted({s.label for s in samples if s.dataset == dataset})
+    if n > len(classes) - 2:
+        raise ByakuganError(f"cannot hold out {n} of {dataset}'s {len(classes)} classes")
+    return sorted(random.Random(seed).sample(classes, n))

@@ -1,0 +1,166 @@
+"""Training the landmark encoder: MediaPipe landmarks of labelled hand images (cached), a
+pytorch-metric-learning loss and miner by name, MPerClassSampler, and held-out validation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from itertools import groupby
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from pytorch_metric_learning import samplers
+from safetensors.numpy import load_file, save_file
+from tqdm.auto import tqdm
+
+from ..detection import create_detector
+from ..detection.hands import LANDMARK_DIM
+from ..embedding.landmarks import LandmarkEncoder
+from ..errors import ByakuganError
+from ..evaluation.protocol import enrolment_trials
+from ..images import load_image
+from .data import Sample, scan, split_classes
+from .metric import LOSSES, MINERS, accuracy
+
+
+@dataclass
+class LandmarkTrainConfig:
+    data: list[str]
+    out: str
+    dim: int = 64
+    hidden: int = 256
+    loss: str = "multisimilarity"
+    miner: str = "multisimilarity"
+    m_per_class: int = 8
+    batch_size: int = 128
+    epochs: int = 40
+    lr: float = 1e-3
+    weight: float = 0.4  # the landmark share of a fused score
+    threshold: Optional[float] = None  # landmark part of a gallery's default threshold; None: calibrate on holdout
+    rotate: float = 15.0  # degrees of in-plane rotation added to each training draw
+    noise: float = 0.02  # landmark jitter, in units of hand size
+    holdout: list[str] = field(default_factory=list)  # "dataset/class" or whole "dataset" kept out
+    per_class: Optional[int] = None
+    cache: Optional[str] = None
+    seed: int = 0
+
+    def check(self) -> None:
+        for name, table in (("loss", LOSSES), ("miner", MINERS)):
+            if getattr(self, name) not in table:
+                raise ByakuganError(f"{name} {getattr(self, name)!r} is not one of {', '.join(table)}")
+        if not 0.0 < self.weight < 1.0:
+            raise ByakuganError(f"landmark weight {self.weight!r}: must be between 0 and 1")
+
+
+def extract(samples: Sequence[Sample], cache: Optional[str] = None) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 128) landmark encodings and a found mask, per dataset cached in `cache` when given."""
+    detector = None
+    marks, found = [], []
+    for dataset, group in groupby(samples, key=lambda s: s.dataset):
+        group = list(group)
+        key = json.dumps([detector_key(), [str(s.path.resolve()) for s in group]])
+        path = Path(cache) / f"landmarks-{dataset}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors" if cache else None
+        if path is not None and path.is_file():
+            saved = load_file(str(path))
+            marks.append(saved["marks"])
+            found.append(saved["found"].astype(bool))
+            continue
+        detector = detector or create_detector("hand")
+        m = np.zeros((len(group), LANDMARK_DIM), np.float32)
+        for i, s in enumerate(tqdm(group, desc=f"landmarks {dataset}", unit="img", leave=False)):
+            d = detector(load_image(s.path))
+            if d:
+                m[i] = d[0].landmarks
+        f = np.abs(m).sum(1) > 0
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file({"marks": m, "found": f.astype(np.uint8)}, str(path))
+        marks.append(m)
+        found.append(f)
+    return np.concatenate(marks), np.concatenate(found)
+
+
+def detector_key() -> dict:
+    from ..detection.hands import HandSettings
+
+    return asdict(HandSettings())
+
+
+def augment(x: torch.Tensor, rotate: float, noise: float, gen: torch.Generator) -> torch.Tensor:
+    """Rotate each hand in the image plane and jitter its points (hand order and presence kept)."""
+    n = x.shape[0]
+    hands = x.view(n, 2, 64)
+    present, pts = hands[:, :, :1], hands[:, :, 1:].reshape(n, 2, 21, 3)
+    angle = (torch.rand(n, 1, generator=gen) * 2 - 1) * np.deg2rad(rotate)
+    c, s = torch.cos(angle), torch.sin(angle)
+    px, py = pts[..., 0], pts[..., 1]
+    x_rot = c[:, :, None] * px - s[:, :, None] * py
+    y_rot = s[:, :, None] * px + c[:, :, None] * py
+    pts = torch.stack([x_rot, y_rot, pts[..., 2]], dim=-1)
+    pts = pts + noise * torch.randn(pts.shape, generator=gen)
+    pts = pts * present[..., None]  # an absent hand stays all zero
+    return torch.cat([present, pts.reshape(n, 2, 63)], dim=2).reshape(n, LANDMARK_DIM)
+
+
+def train_landmarks(cfg: LandmarkTrainConfig, log: Callable[[str], None] = print) -> LandmarkEncoder:
+    """Extract (or read cached) landmarks of cfg.data, fit the encoder, set its threshold, save it."""
+    cfg.check()
+    samples = scan(cfg.data, per_class=cfg.per_class, seed=cfg.seed)
+    marks, found = extract(samples, cfg.cache)
+    log(f"hands found in {found.mean():.1%} of {len(samples)} images; training on those")
+    train_set, _ = split_classes(samples, cfg.holdout)
+    train_keys = set(train_set)
+    in_train = np.array([s in train_keys for s in samples])
+    labels = np.array([s.label for s in samples])
+    use, held = in_train & found, ~in_train & found
+    model, history = fit(marks[use], labels[use], cfg, (marks[held], labels[held]), log)
+    if cfg.threshold is not None:
+        model.config["threshold"] = cfg.threshold
+    elif len(set(labels[held])) >= 3:
+        # The landmark part of a fused gallery's default threshold: keeps 95% of held-out known queries.
+        trials = enrolment_trials(model.encode(marks[held]), labels[held], shots=5, trials=10, unknown_fraction=0.25, seed=cfg.seed)
+        model.config["threshold"] = trials.summary.get("threshold_tar95", model.config["threshold"])
+        log(f"threshold {model.config['threshold']} (keeps 95% of held-out known queries)")
+    model.save(cfg.out)
+    (Path(cfg.out) / "training.json").write_text(json.dumps({"config": asdict(cfg), "history": history}, indent=1) + "\n")
+    return model
+
+
+def fit(X: np.ndarray, labels: np.ndarray, cfg: LandmarkTrainConfig,
+        held: Optional[tuple[np.ndarray, np.ndarray]] = None, log: Callable[[str], None] = print) -> tuple[LandmarkEncoder, list]:
+    """Train an encoder on (N, 128) landmark encodings; held = (X, labels) of classes kept out."""
+    random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
+    classes = sorted(set(labels.tolist()))
+    y = torch.tensor([classes.index(c) for c in labels])
+    X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    model = LandmarkEncoder({"name": Path(cfg.out).name, "dim": cfg.dim, "hidden": cfg.hidden, "weight": cfg.weight})
+    loss_fn = LOSSES[cfg.loss](len(classes), cfg.dim)
+    miner = MINERS[cfg.miner]()
+    opt = torch.optim.AdamW([{"params": model.parameters()}, {"params": loss_fn.parameters()}], lr=cfg.lr, weight_decay=1e-4)
+    batch = min(cfg.batch_size, cfg.m_per_class * len(classes))
+    sampler = samplers.MPerClassSampler(y.tolist(), m=cfg.m_per_class, batch_size=batch, length_before_new_iter=len(y))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    validate = held is not None and len(set(held[1].tolist())) >= 2
+    history = []
+    for epoch in tqdm(range(cfg.epochs), desc="landmark epochs", unit="epoch", leave=False):
+        model.train()
+        order, total, steps = list(iter(sampler)), 0.0, 0
+        for i in range(0, len(order) - batch + 1, batch):
+            idx = order[i : i + batch]
+            z = model(augment(X[idx], cfg.rotate, cfg.noise, gen))
+            loss = loss_fn(z, y[idx], miner(z, y[idx])) if miner else loss_fn(z, y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, steps = total + loss.item(), steps + 1
+        model.eval()
+        record = {"epoch": epoch + 1, "loss": round(total / max(1, steps), 4)}
+        if validate and ((epoch + 1) % 5 == 0 or epoch + 1 == cfg.epochs):
+            record |= {f"heldout_{k}": v for k, v in accuracy(model.encode(held[0]), held[1]).items()}
+            log(json.dumps(record))
+        history.append(record)
+    return model.eval(), history

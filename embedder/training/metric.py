@@ -1,0 +1,264 @@
+"""Metric-learning training of an embedder: loss, miner and sampler from pytorch-metric-learning.
+
+With backbone_lr=0 (the default) the backbone stays frozen: features of a few augmented views of
+every image are computed once and the head trains on them in seconds. With backbone_lr>0 the
+backbone is fine-tuned on augmented images each step (slow on a CPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from itertools import groupby
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from pytorch_metric_learning import losses, miners, samplers
+from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+from safetensors.torch import load_file, save_file
+from torchvision.transforms import v2
+from tqdm.auto import tqdm
+
+from ..embedding.model import Embedder, create_embedder
+from ..errors import ByakuganError
+from ..evaluation.protocol import enrolment_trials
+from ..images import load_image
+from ..preprocess import Preprocess
+from ..scoring import SCORINGS
+from .cohort import build_cohort
+from .data import Sample, scan, split_classes
+
+LOSSES: dict[str, Callable[[int, int], torch.nn.Module]] = {
+    "triplet": lambda n, d: losses.TripletMarginLoss(margin=0.1),
+    "multisimilarity": lambda n, d: losses.MultiSimilarityLoss(),
+    "supcon": lambda n, d: losses.SupConLoss(temperature=0.1),
+    "proxyanchor": lambda n, d: losses.ProxyAnchorLoss(n, d),
+    "arcface": lambda n, d: losses.ArcFaceLoss(n, d),
+}
+MINERS: dict[str, Callable[[], Optional[torch.nn.Module]]] = {
+    "none": lambda: None,
+    "semihard": lambda: miners.TripletMarginMiner(margin=0.1, type_of_triplets="semihard"),
+    "hard": lambda: miners.BatchHardMiner(),
+    "multisimilarity": lambda: miners.MultiSimilarityMiner(epsilon=0.1),
+}
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]
+    out: str
+    backbone: str = "efficientnet_lite0"
+    taps: list[int] = field(default_factory=list)  # earlier backbone levels joined to the final features (embedder.taps)
+    size: int = 160
+    head_dim: int = 128
+    head_hidden: int = 512
+    head_weight: float = 1.0
+    colour_weight: float = 0.0  # > 0 joins a colour histogram to the embedding (anime; see embedder.colour)
+    scoring: Optional[str] = None  # how new galleries with this model rank labels: "nearest" or "mean"
+    cohort_top: Optional[int] = None  # N >= 0: scores normalised by a cohort of the training classes (embedder.cohort)
+    cohort_per_class: int = 50  # images per training class in the cohort's class means
+    loss: str = "multisimilarity"
+    miner: str = "multisimilarity"
+    m_per_class: int = 4
+    batch_size: int = 64
+    epochs: int = 30
+    lr: float = 1e-3
+    backbone_lr: float = 0.0
+    views: int = 4  # augmented views per image when the backbone is frozen (plus the plain one)
+    hflip: bool = False  # off by default: flipping swaps left and right hands
+    colour_jitter: bool = True  # off keeps colours as drawn (anime characters are told apart by them)
+    cache: Optional[str] = None  # folder for frozen-backbone features, reused across runs
+    per_class: Optional[int] = None  # a seeded sample of images per class (quick runs)
+    holdout: list[str] = field(default_factory=list)  # "dataset/class" labels kept out of training
+    seed: int = 0
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+
+    def check(self) -> None:
+        for name, table in (("loss", LOSSES), ("miner", MINERS)):
+            if getattr(self, name) not in table:
+                raise ByakuganError(f"{name} {getattr(self, name)!r} is not one of {', '.join(table)}")
+        if self.scoring not in (None, *SCORINGS):
+            raise ByakuganError(f"scoring {self.scoring!r} is not one of {', '.join(SCORINGS)}")
+        if self.cohort_top is not None and self.cohort_top < 0:
+            raise ByakuganError(f"cohort top {self.cohort_top} must be >= 0 (0: the mean over the whole cohort)")
+        if self.cohort_per_class < 1:
+            raise ByakuganError(f"cohort images per class {self.cohort_per_class} must be >= 1")
+        if self.colour_weight < 0:
+            raise ByakuganError(f"colour weight {self.colour_weight} must be >= 0 (0 leaves colour out)")
+
+
+def augmentation(size: int, hflip: bool, colour_jitter: bool = True) -> v2.Compose:
+    steps = [v2.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.8, 1.25), antialias=True), v2.RandomRotation(12)]
+    if colour_jitter:
+        steps += [v2.ColorJitter(0.3, 0.3, 0.2, 0.03), v2.RandomGrayscale(0.05)]
+    return v2.Compose(steps + ([v2.RandomHorizontalFlip()] if hflip else []))
+
+
+def _batches(model: Embedder, samples: Sequence[Sample], aug: Optional[v2.Compose], batch: int, desc: str):
+    for start in tqdm(range(0, len(samples), batch), desc=desc, unit="batch", leave=False):
+        imgs = [load_image(s.path) for s in samples[start : start + batch]]
+        yield torch.stack([model.preprocess(aug(im) if aug else im) for im in imgs])
+
+
+@torch.inference_mode()
+def features(model: Embedder, samples: Sequence[Sample], aug: Optional[v2.Compose] = None, batch: int = 64) -> torch.Tensor:
+    """Pooled backbone features (before the head) of each sample, one augmented draw if aug is given."""
+    model.eval()
+    out = [model.backbone(x.to(model.device).contiguous(memory_format=torch.channels_last)).cpu()
+           for x in _batches(model, samples, aug, batch, "features")]
+    return torch.cat(out)
+
+
+def view_features(model: Embedder, samples: list[Sample], cfg: "TrainConfig") -> torch.Tensor:
+    """[views + 1, N, F]: plain features, then `views` augmented draws; cached per dataset when asked."""
+    out = []
+    for dataset, group in groupby(samples, key=lambda s: s.dataset):
+        group = list(group)
+        # Keyed by the backbone, not the whole model: every head setting reuses the same features.
+        key = json.dumps([backbone_key(model), cfg.views, cfg.hflip, cfg.seed, [str(s.path.resolve()) for s in group]]
+                         + ([] if cfg.colour_jitter else ["no colour jitter"]))  # older caches keep their keys
+        path = Path(cfg.cache) / f"{dataset}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors" if cfg.cache else None
+        if path is not None and path.is_file():
+            out.append(load_file(str(path))["features"])
+            continue
+        torch.manual_seed(cfg.seed)
+        aug = augmentation(cfg.size, cfg.hflip, cfg.colour_jitter)
+        f = torch.stack([features(model, group)] + [features(model, group, aug) for _ in range(cfg.views)])
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file({"features": f.contiguous()}, str(path))
+        out.append(f)
+    return torch.cat(out, dim=1)
+
+
+def backbone_key(model: Embedder) -> str:
+    """SHA-256 of what the cached features depend on: backbone name, preprocessing, backbone weights."""
+    # taps are in the key only when set, so caches made before they existed keep their keys
+    h = hashlib.sha256(json.dumps([model.config["backbone"], model.config["preprocess"]]
+                                  + ([model.config["taps"]] if model.config.get("taps") else []), sort_keys=True).encode())
+    for key, t in sorted(model.backbone.state_dict().items()):
+        h.update(key.encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def accuracy(emb: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """precision@1 and MAP@R of held-out samples against each other (AccuracyCalculator)."""
+    calc = AccuracyCalculator(include=("precision_at_1", "mean_average_precision_at_r"), k="max_bin_count", device=torch.device("cpu"))
+    codes = np.unique(labels, return_inverse=True)[1]
+    r = calc.get_accuracy(torch.from_numpy(emb), torch.from_numpy(codes), ref_includes_query=True)
+    return {k: round(float(v), 4) for k, v in r.items()}
+
+
+def _checkpoint(model: Embedder, opt: torch.optim.Optimizer, epoch: int, history: list, d: Path) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "model.safetensors"))
+    torch.save(opt.state_dict(), d / "optimizer.pt")  # read back with weights_only=True
+    (d / "state.json").write_text(json.dumps({"epoch": epoch, "history": history}))
+
+
+def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = print) -> Embedder:
+    cfg.check()
+    random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
+    samples = scan(cfg.data, per_class=cfg.per_class, seed=cfg.seed)
+    train_set, held = split_classes(samples, cfg.holdout)
+    train_keys = set(train_set)
+    in_train = np.array([s in train_keys for s in samples])
+    classes = sorted({s.label for s in train_set})
+    y = torch.tensor([classes.index(s.label) for s in train_set])
+    head = {"type": "concat", "dim": cfg.head_dim, "hidden": cfg.head_hidden, "weight": cfg.head_weight}
+    colour = {"weight": cfg.colour_weight} if cfg.colour_weight > 0 else None
+    model = create_embedder(cfg.backbone, pretrained=True, head=head, preprocess=Preprocess(size=cfg.size),
+                            name=Path(cfg.out).name, colour=colour, taps=cfg.taps).to(cfg.device)
+    if cfg.scoring:
+        model.config["scoring"] = cfg.scoring
+    loss_fn = LOSSES[cfg.loss](len(classes), cfg.head_dim).to(cfg.device)
+    miner = MINERS[cfg.miner]()
+    frozen = cfg.backbone_lr == 0
+    groups = [{"params": model.head.parameters(), "lr": cfg.lr}, {"params": loss_fn.parameters(), "lr": cfg.lr}]
+    if not frozen:
+        groups.append({"params": model.backbone.parameters(), "lr": cfg.backbone_lr})
+    else:
+        model.backbone.requires_grad_(False)
+    opt = torch.optim.AdamW(groups, weight_decay=1e-4)
+    ckpt, start, history = Path(cfg.out) / "checkpoint", 0, []
+    if resume and (ckpt / "state.json").is_file():
+        model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        state = json.loads((ckpt / "state.json").read_text())
+        start, history = state["epoch"], state["history"]
+        log(f"resumed from {ckpt} at epoch {start}")
+
+    aug = augmentation(cfg.size, cfg.hflip, cfg.colour_jitter)
+    if frozen:
+        log(f"features of {len(samples)} images x {cfg.views + 1} views; training on {len(classes)} classes")
+        every = view_features(model, samples, cfg)
+        feats = every[:, torch.from_numpy(in_train)].reshape(-1, every.shape[-1])
+        y_all = y.repeat(cfg.views + 1)
+        held_feats = every[0, torch.from_numpy(~in_train)] if held else None
+    else:
+        held_feats = features(model, held) if held else None
+    held_labels = np.array([s.label for s in held])
+
+    # Seeded again here so a run gives the same model whether its features came from the cache or not.
+    random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
+    batch = min(cfg.batch_size, cfg.m_per_class * len(classes))  # the sampler needs m * classes >= batch
+    if batch != cfg.batch_size:
+        log(f"batch size {cfg.batch_size} > {cfg.m_per_class} per class x {len(classes)} classes; using {batch}")
+    sampler = samplers.MPerClassSampler((y_all if frozen else y).tolist(), m=cfg.m_per_class, batch_size=batch,
+                                        length_before_new_iter=len(y_all if frozen else y))
+    for epoch in range(start, cfg.epochs):
+        model.head.train()
+        model.backbone.train(not frozen)
+        order = list(iter(sampler))
+        total = 0.0
+        steps = range(0, len(order) - batch + 1, batch)
+        for i in tqdm(steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False):
+            idx = order[i : i + batch]
+            if frozen:
+                f, labels = feats[idx].to(cfg.device), y_all[idx].to(cfg.device)
+            else:
+                x = next(_batches(model, [train_set[j] for j in idx], aug, len(idx), "batch"))
+                f, labels = model.backbone(x.to(cfg.device)), y[idx].to(cfg.device)
+            z = torch.nn.functional.normalize(model.head.learned(f), dim=-1)
+            loss = loss_fn(z, labels, miner(z, labels)) if miner else loss_fn(z, labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item()
+        model.eval()
+        record = {"epoch": epoch + 1, "loss": round(total / max(1, len(steps)), 4)}
+        if held and not frozen:  # the backbone moved: validate on its new features
+            held_feats = features(model, held)
+        if held_feats is not None:
+            with torch.inference_mode():
+                emb = torch.nn.functional.normalize(model.head(held_feats.to(cfg.device)), dim=-1).cpu().numpy()
+            record |= {f"heldout_{k}": v for k, v in accuracy(emb, held_labels).items()}
+        history.append(record)
+        log(json.dumps(record))
+        _checkpoint(model, opt, epoch + 1, history, ckpt)
+    model.eval().cpu()
+    if cfg.cohort_top is not None:
+        log(f"cohort: class means of the {len(classes)} training classes, {cfg.cohort_per_class} images each")
+        model.cohort = build_cohort(model, cfg.data, cfg.holdout, cfg.cohort_per_class, cfg.seed)
+        model.config["cohort"] = {"top": cfg.cohort_top}
+    if held_feats is not None and len(set(held_labels)) >= 3:
+        # The default unknown threshold: the cosine that keeps 95% of known queries when the
+        # held-out classes are enrolled 5-shot (galleries can set their own).
+        if model.colour is not None:  # the histogram needs pixels, not cached features
+            emb = model.embed([s.path for s in held], progress=True)
+        else:
+            with torch.inference_mode():
+                emb = torch.nn.functional.normalize(model.head(held_feats), dim=-1).numpy()
+        trials = enrolment_trials(emb, held_labels, shots=5, trials=10, unknown_fraction=0.25, seed=cfg.seed,
+                                  offset=model.cohort_offsets(emb))
+        key = "threshold_tar95_mean" if cfg.scoring == "mean" else "threshold_tar95"
+        model.config["threshold"] = trials.summary.get(key, model.config["threshold"])
+        log(f"threshold {model.config['threshold']} (keeps 95% of held-out known queries, {cfg.scoring or 'nearest'} scoring)")
+    model.save(cfg.out)
+    (Path(cfg.out) / "training.json").write_text(json.dumps({"config": asdict(cfg), "history": history}, indent=1) + "\n")
+    return model

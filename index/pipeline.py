@@ -1,0 +1,297 @@
+"""The one path an image takes: detect -> crop -> embed (torch or ONNX) -> fuse hand landmarks ->
+query form and cohort normalisation -> ranked by a gallery.
+
+Every interface calls it: the CLI, the HTTP server, the Streamlit page and an exported bundle
+(`recognize`, `enroll`), `byakugan embed` and `byakugan evaluate` (`embed_images`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+from byakugan.embedder.detection import Detection, create_detector
+from byakugan.embedder.detection.base import whole
+from byakugan.embedder.errors import ImageError
+from byakugan.embedder.images import ImageSource, describe, load_image
+from byakugan.embedder.scoring.cohort import offsets
+from byakugan.embedder.scoring.fusion import fuse, query_form, stack_landmarks
+
+from .errors import GalleryError, ModelMismatchError
+from .gallery import Gallery
+from .ranking import Match, Recognition, SearchResult
+from .settings import GallerySettings
+
+Queries = Union[np.ndarray, Sequence[ImageSource]]
+
+
+@dataclass(frozen=True)
+class Region:
+    """One detection of an image, cropped, with its hand landmarks when the detector gives them."""
+
+    box: tuple[int, int, int, int]
+    crop: Image.Image
+    landmarks: Optional[np.ndarray] = None
+    found: bool = True  # False: the whole image, taken because nothing was detected
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """Images embedded one row each by their largest detection (NaN rows where an image failed)."""
+
+    vectors: np.ndarray  # as a gallery stores them: fused when the pipeline fuses landmarks
+    cnn: np.ndarray  # the CNN part alone
+    landmarks: Optional[np.ndarray]  # the landmark part alone (zero rows where none were found)
+    errors: list[Optional[ImageError]]
+    found: list[bool]  # whether the detector found something in each image
+    detect_seconds: float
+
+
+class Pipeline:
+    """encoder: an Embedder (torch) or an OnnxEmbedder, anything with .embed(images), .name, .dim
+    and .fingerprint(). landmarks: a LandmarkEncoder or OnnxLandmarks (.encode, .weight, .dim), or None."""
+
+    def __init__(self, encoder, detector: Union[str, dict, None] = "none", landmarks=None,
+                 landmark_source: Optional[str] = None) -> None:
+        self.encoder = encoder
+        self.landmarks = landmarks
+        # A detector named here is made now, for its full config; a stored config is made on first use.
+        self._detector = None if isinstance(detector, dict) else create_detector(detector)
+        self.detector_config = dict(detector) if isinstance(detector, dict) else self._detector.config
+        self._landmark_source = landmark_source or (landmarks.name if landmarks is not None else None)
+
+    # ---- making one ---------------------------------------------------------------------
+    @classmethod
+    def create(cls, model=None, detector: Union[str, dict, None] = "none", landmarks="auto") -> "Pipeline":
+        """model: an Embedder, a name or a folder (default "default"); landmarks: "auto" (the shipped
+        encoder for detector "hand", else none), None/"none", a name, a folder or an encoder."""
+        from byakugan.embedder.embedding.landmarks import resolve_landmarks
+
+        encoder = _load_model(model)
+        name = (detector.get("name") if isinstance(detector, dict) else detector) or "none"
+        try:
+            lm = resolve_landmarks(landmarks, name)
+        except ValueError:
+            raise GalleryError(f"landmarks {landmarks!r}: only a gallery with detector 'hand' has landmarks, "
+                               f"not {name!r}") from None
+        if isinstance(landmarks, (str, os.PathLike)) and Path(landmarks).is_dir():
+            source = str(Path(landmarks).resolve())  # found again from its folder, wherever the gallery is opened
+        else:
+            source = landmarks if isinstance(landmarks, str) and landmarks != "auto" else None
+        return cls(encoder, detector or "none", lm, source)
+
+    @classmethod
+    def for_gallery(cls, gallery: Gallery, model=None) -> "Pipeline":
+        """The pipeline that made the gallery's vectors: its model (or `model`, checked against it),
+        detector and landmark encoder. Raises ModelMismatchError when a model differs."""
+        from byakugan.embedder.embedding.landmarks import load_landmarks
+
+        want = gallery.model_settings
+        encoder = _load_model(model if model is not None else want["name"])
+        if encoder.fingerprint() != want["fingerprint"] or encoder.dim != want["dim"]:
+            raise ModelMismatchError(
+                f"gallery {gallery.path}: built with model {want['name']!r} (fingerprint {want['fingerprint']}, "
+                f"dim {want['dim']}), not with {encoder.name!r} (fingerprint {encoder.fingerprint()}, dim {encoder.dim}); "
+                "use the same model or enrol into a new gallery")
+        lm, spec = None, gallery.landmark_settings
+        if spec is not None:
+            lm = load_landmarks(spec.get("source", spec["name"]))
+            if lm.fingerprint() != spec["fingerprint"]:
+                raise ModelMismatchError(f"gallery {gallery.path}: built with landmark model {spec['name']!r} "
+                                         f"(fingerprint {spec['fingerprint']}), not {lm.fingerprint()}; use a new gallery")
+        return cls(encoder, gallery.detector_config, lm, spec.get("source") if spec else None)
+
+    def settings(self) -> GallerySettings:
+        """What a new gallery filled by this pipeline records (see Gallery.create)."""
+        m = self.encoder
+        config = getattr(m, "config", {})
+        threshold = float(config.get("threshold", 0.5))
+        landmarks = None
+        if self.landmarks is not None:
+            lm = self.landmarks
+            landmarks = {"name": lm.name, "source": self._landmark_source, "fingerprint": lm.fingerprint(),
+                         "dim": lm.dim, "weight": lm.weight}
+            # A fused score is the weighted sum of the two cosines, so is its default threshold.
+            threshold = round((1 - lm.weight) * threshold + lm.weight * float(lm.config["threshold"]), 4)
+        cohort = getattr(m, "cohort", None) if getattr(m, "cohort_settings", None) is not None else None
+        if cohort is not None and landmarks is not None:
+            raise GalleryError(f"model {m.name!r} normalises scores by a cohort, which fused hand landmarks do not "
+                               "support; use a model without a cohort (default) or landmarks None")
+        return GallerySettings({"name": m.name, "fingerprint": m.fingerprint(), "dim": m.dim}, self.detector_config,
+                               threshold, config.get("scoring"), landmarks,
+                               m.cohort_settings["top"] if cohort is not None else None, cohort)
+
+    def new_gallery(self, path: Optional[os.PathLike | str] = None, threshold: Optional[float] = None) -> Gallery:
+        return Gallery.create(self.settings(), path, threshold)
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            self._detector = create_detector(self.detector_config)
+        return self._detector
+
+    @property
+    def fused(self) -> bool:
+        return self.landmarks is not None
+
+    # ---- image -> regions -> vectors ------------------------------------------------------
+    def regions(self, image: ImageSource, every: bool = True, fallback: Optional[str] = None,
+                name: Optional[str] = None) -> list[Region]:
+        """The detections of an image, largest first (only the largest unless every), cropped; the
+        whole image when none is found and fallback == "whole", else []."""
+        img = load_image(image, name=name)
+        found: list[Detection] = self.detector(img)
+        if not found:
+            return [Region(whole(img).box, img, None, False)] if fallback == "whole" else []
+        return [Region(d.box, d.crop(img), d.landmarks) for d in (found if every else found[:1])]
+
+    def crops(self, image: ImageSource, every: bool = False, fallback: Optional[str] = None,
+              name: Optional[str] = None) -> list[Region]:
+        """Like regions(), but raises ImageError when nothing is found (and no fallback)."""
+        found = self.regions(image, every, fallback, name)
+        if not found:
+            raise ImageError(f"{name or describe(image)}: no {self.detector_config['name']} found "
+                             "(use the whole image with fallback 'whole')")
+        return found
+
+    def embed_regions(self, crops: Sequence[ImageSource], landmarks: Optional[Sequence[Optional[np.ndarray]]] = None,
+                      progress: bool = False) -> np.ndarray:
+        """Vectors of images already cropped, as a gallery stores them: fused with the landmark
+        embedding when the pipeline has a landmark encoder (landmarks found in each crop if not given)."""
+        cnn = self.encoder.embed(list(crops), progress=progress)
+        if self.landmarks is None:
+            return cnn
+        if landmarks is None:
+            landmarks = [self._landmarks_in(c) for c in crops]
+        return fuse(cnn, self.landmarks.encode(stack_landmarks(landmarks)), self.landmarks.weight)
+
+    def _landmarks_in(self, crop: ImageSource) -> Optional[np.ndarray]:
+        found = self.detector(load_image(crop))
+        return found[0].landmarks if found else None
+
+    def embed_images(self, images: Sequence[ImageSource], fallback: Optional[str] = None,
+                     progress: bool = False) -> Embedded:
+        """Each image by its largest detection (or the whole image with fallback "whole"); a bad
+        image, or one with nothing found and no fallback, gives a NaN row and its error."""
+        from tqdm.auto import tqdm
+
+        crops: list = []
+        marks: list = []
+        found: list[bool] = []
+        spent = 0.0
+        for image in tqdm(images, desc=f"detecting ({self.detector_config['name']})", unit="img", leave=False,
+                          disable=not progress or len(images) < 2 or self.detector_config["name"] == "none"):
+            try:
+                start = time.perf_counter()
+                r = self.regions(image, every=False, fallback=fallback)
+                spent += time.perf_counter() - start
+                if not r:
+                    raise ImageError(f"{describe(image)}: no {self.detector_config['name']} found "
+                                     "(--fallback whole embeds the whole image)")
+                crops.append(r[0].crop)
+                marks.append(r[0].landmarks)
+                found.append(r[0].found)
+            except ImageError as exc:
+                crops.append(exc)
+                marks.append(None)
+                found.append(False)
+        cnn, errors = _embed_each(self.encoder, crops, progress)
+        lm = None
+        vectors = cnn
+        if self.landmarks is not None:
+            lm = self.landmarks.encode(stack_landmarks(marks))
+            vectors = fuse(cnn, lm, self.landmarks.weight)
+        return Embedded(vectors, cnn, lm, errors, found, spent)
+
+    # ---- vectors -> matches, given a gallery --------------------------------------------
+    def query(self, gallery: Gallery, vectors: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """Stored-form vectors ready to search the gallery with: rows without hand landmarks rescaled
+        to score by the CNN part alone, and the cohort offsets the gallery's scores are normalised by."""
+        q = np.asarray(vectors, np.float32)
+        if self.landmarks is not None and q.ndim == 2 and q.shape[1] == gallery.dim:
+            q = query_form(q, self.encoder.dim, self.landmarks.weight)
+        spec = gallery.cohort_settings
+        return q, (offsets(q, gallery.cohort, int(spec["top"])) if spec else None)
+
+    def search(self, gallery: Gallery, queries: Queries, k: int = 5) -> list[SearchResult]:
+        """For each query (a stored-form vector, or an image already cropped): the k nearest
+        references and the k best labels."""
+        if k < 1:
+            raise GalleryError(f"k={k}: must be at least 1")
+        if not len(gallery):
+            raise GalleryError(f"gallery {gallery.path or ''}: is empty; enrol images first")
+        is_vectors = isinstance(queries, np.ndarray) and queries.dtype.kind == "f" and queries.ndim == 2
+        q, off = self.query(gallery, queries if is_vectors else self.embed_regions(list(queries)))
+        return gallery.search(q, k, off)
+
+    def match(self, gallery: Gallery, queries: Queries, threshold: Optional[float] = None) -> list[Match]:
+        """search(k=1) plus the threshold: the best label, or "unknown" below it."""
+        return [gallery.match(r, threshold) for r in self.search(gallery, queries, k=1)]
+
+    def recognize(self, gallery: Gallery, image: ImageSource, k: int = 5, threshold: Optional[float] = None,
+                  fallback: Optional[str] = None, name: Optional[str] = None) -> list[Recognition]:
+        """Detect, then search each detection: one answer per detection, largest first."""
+        if k < 1:
+            raise GalleryError(f"k={k}: must be at least 1")
+        found = self.regions(image, every=True, fallback=fallback, name=name)
+        if not found:
+            return []
+        results = self.search(gallery, self.embed_regions([r.crop for r in found], [r.landmarks for r in found]), k)
+        return [Recognition(r.box, gallery.match(res, threshold), res,
+                            (r.landmarks is not None) if self.fused else None) for r, res in zip(found, results)]
+
+    def enroll(self, gallery: Gallery, label: str, images: Sequence[ImageSource], sources: Optional[Sequence[str]] = None,
+               fallback: Optional[str] = None) -> list[int]:
+        """Add the largest detection of each image as a reference of `label`; an image with none
+        raises ImageError unless fallback == "whole". Returns the new reference ids."""
+        sources = [str(s) for s in sources] if sources is not None else [describe(i) for i in images]
+        regions = [self.crops(i, fallback=fallback, name=n)[0] for i, n in zip(images, sources)]
+        return self.enroll_regions(gallery, label, regions, sources)
+
+    def enroll_regions(self, gallery: Gallery, label: str, regions: Sequence[Region], sources: Sequence[str]) -> list[int]:
+        crops = [r.crop for r in regions]
+        vectors = self.embed_regions(crops, [r.landmarks for r in regions], progress=len(crops) > 8)
+        return gallery.enroll(label, vectors, sources, images=crops)
+
+
+def open_gallery(path: os.PathLike | str, model=None, detector: Optional[str] = None,
+                 landmarks="auto", create: bool = True) -> tuple[Pipeline, Gallery]:
+    """The gallery at path and the pipeline that fills it; with create, a new one there when there
+    is none (model, detector and landmarks apply then; an existing gallery keeps its own)."""
+    if Gallery.exists(path) or not create:
+        g = Gallery.open(path)
+        if detector is not None and detector != g.detector_config["name"]:
+            raise GalleryError(f"gallery {path}: its images are cropped with detector {g.detector_config['name']!r}, "
+                               f"not {detector!r}; omit --detector or use a new gallery")
+        return Pipeline.for_gallery(g, model), g
+    from . import store
+
+    p = Path(path)
+    if p.exists() and (not p.is_dir() or any(x.name != store.LOCK_FILE for x in p.iterdir())):
+        raise GalleryError(f"gallery {path}: folder exists, is not empty and holds no {store.META_FILE}; refusing to use it")
+    pipe = Pipeline.create(model, detector or "none", landmarks)
+    return pipe, pipe.new_gallery(path)
+
+
+def _load_model(model):
+    if model is None or isinstance(model, (str, os.PathLike)):
+        import byakugan.embedder as embedder
+
+        return embedder.load(model or embedder.DEFAULT_MODEL)[0]
+    return model
+
+
+def _embed_each(encoder, images: list, progress: bool) -> tuple[np.ndarray, list[Optional[ImageError]]]:
+    """Embed what can be read: NaN rows and their errors for the rest (an ImageError stands for one)."""
+    out = np.full((len(images), encoder.dim), np.nan, dtype=np.float32)
+    errors: list[Optional[ImageError]] = [im if isinstance(im, ImageError) else None for im in images]
+    ok = [i for i, e in enumerate(errors) if e is None]
+    if ok:
+        out[ok] = encoder.embed([images[i] for i in ok], progress=progress)
+    return out, errors

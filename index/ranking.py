@@ -1,0 +1,134 @@
+"""Ranking references and labels for query vectors, and the typed results every interface gets
+(numpy only, no torch: an exported bundle ranks with it too)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Mapping, Optional
+
+import numpy as np
+
+from .vectors import VectorStore
+
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Reference:
+    id: int
+    label: str
+    source: str
+    added: str  # ISO 8601, UTC
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int
+    label: str
+    score: float
+    source: str
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[Hit]  # top-k references, best first
+    labels: list[tuple[str, float]]  # top-k labels by their best reference score, best first
+
+    def to_dict(self) -> dict:
+        return {
+            "hits": [asdict(h) for h in self.hits],
+            "labels": [{"label": lab, "score": s} for lab, s in self.labels],
+        }
+
+
+@dataclass(frozen=True)
+class Match:
+    label: str  # UNKNOWN when the best score is below the threshold
+    score: float
+    nearest: str  # best label even when below the threshold
+    threshold: float
+
+    @property
+    def known(self) -> bool:
+        return self.label != UNKNOWN
+
+    def to_dict(self) -> dict:
+        return dict(asdict(self), known=self.known)
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """The answer for one detection in an image: where it is, and what it matched."""
+
+    box: tuple[int, int, int, int]  # x, y, width, height in image pixels
+    match: Match
+    result: SearchResult
+    landmarks: Optional[bool] = None  # fused hand gallery: whether this detection had landmarks
+
+    @property
+    def hits(self) -> list[Hit]:
+        return self.result.hits
+
+    @property
+    def labels(self) -> list[tuple[str, float]]:
+        return self.result.labels
+
+    def to_dict(self) -> dict:
+        """The JSON form the CLI, the server and a bundle give: box, match, hits, labels[, landmarks]."""
+        out = {"box": list(self.box), "match": self.match.to_dict(), **self.result.to_dict()}
+        if self.landmarks is not None:
+            out["landmarks"] = self.landmarks
+        return out
+
+
+def prototypes(index: VectorStore, refs: Mapping[int, Reference]) -> tuple[list[str], np.ndarray]:
+    """Each label and the unit mean of its reference vectors (rows in label order)."""
+    by_label: dict[str, list[int]] = {}
+    for r in refs.values():
+        by_label.setdefault(r.label, []).append(r.id)
+    labels = sorted(by_label)
+    if not labels:
+        return [], np.zeros((0, index.dim), np.float32)
+    P = np.stack([index.get(by_label[lab]).mean(axis=0) for lab in labels]).astype(np.float32)
+    P /= np.maximum(np.linalg.norm(P, axis=1, keepdims=True), 1e-12)
+    return labels, np.ascontiguousarray(P)
+
+
+def search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k: int,
+           protos: Optional[tuple[list[str], np.ndarray]] = None,
+           offset: Optional[np.ndarray] = None) -> list[SearchResult]:
+    """For each query row: its k nearest references and the k best labels.
+
+    Labels are ranked by their best reference, or, given `protos` (see prototypes()), by the
+    cosine to their class mean, which was 3-6 points more accurate on unseen anime characters.
+    offset: per query row, an amount taken off all its scores (cohort normalisation, see
+    byakugan.embedder.scoring.cohort); the order of hits and labels stays the same.
+    """
+    if offset is not None:
+        return [SearchResult([Hit(h.id, h.label, h.score - float(o), h.source) for h in r.hits],
+                             [(lab, s - float(o)) for lab, s in r.labels])
+                for r, o in zip(search(index, refs, emb, k, protos), offset)]
+    if protos is not None:
+        hits = search(index, refs, emb, k)
+        names, P = protos
+        S = emb @ P.T
+        order = np.argsort(-S, axis=1, kind="stable")[:, :k]
+        return [SearchResult(h.hits, [(names[j], float(S[q, j])) for j in order[q]]) for q, h in enumerate(hits)]
+    counts = Counter(r.label for r in refs.values())
+    # The first k distinct labels are certain to lie within the top k * (largest class size) hits.
+    depth = min(len(refs), k * max(counts.values()))
+    scores, ids = index.search(emb, depth)
+    results = []
+    for row_s, row_i in zip(scores, ids):
+        hits = [Hit(int(i), refs[int(i)].label, float(s), refs[int(i)].source) for s, i in zip(row_s, row_i) if i >= 0]
+        best: dict[str, float] = {}
+        for h in hits:
+            best.setdefault(h.label, h.score)
+        results.append(SearchResult(hits[:k], list(best.items())[:k]))
+    return results
+
+
+def match(result: SearchResult, threshold: float) -> Match:
+    label, score = result.labels[0]
+    return Match(label if score >= threshold else UNKNOWN, score, label, threshold)

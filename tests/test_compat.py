@@ -1,0 +1,60 @@
+"""Galleries, bundles and models written by byakugan 0.1.0 (before one namespace and one pipeline)
+open unchanged and give the answers they gave then (tests/fixtures/compat, MADE_BY.py.txt)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from byakugan.index import Gallery, Pipeline, bundle
+
+COMPAT = Path(__file__).resolve().parent / "fixtures" / "compat"
+ROOT = Path(__file__).resolve().parents[1]
+EXPECTED = json.loads((COMPAT / "expected.json").read_text())
+KINDS = ("plain", "cohort", "hand")
+
+
+@pytest.fixture(autouse=True)
+def old_models(monkeypatch):
+    # The galleries name their models ("tiny", "tiny-cohort", "tiny-landmarks"); they live here.
+    monkeypatch.setenv("BYAKUGAN_MODELS_DIR", str(COMPAT / "models"))
+    monkeypatch.chdir(ROOT)  # the queries and sources were recorded relative to the repository
+
+
+def same_answers(got: list[dict], want: list[dict]) -> None:
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g["box"] == w["box"] and g.get("landmarks") == w.get("landmarks")
+        assert {k: v for k, v in g["match"].items() if k != "score"} == {k: v for k, v in w["match"].items() if k != "score"}
+        assert g["match"]["score"] == pytest.approx(w["match"]["score"], abs=1e-5)
+        assert [h["id"] for h in g["hits"]] == [h["id"] for h in w["hits"]]
+        assert [h["source"] for h in g["hits"]] == [h["source"] for h in w["hits"]]
+        np.testing.assert_allclose([h["score"] for h in g["hits"]], [h["score"] for h in w["hits"]], atol=1e-5)
+        assert [d["label"] for d in g["labels"]] == [d["label"] for d in w["labels"]]
+        np.testing.assert_allclose([d["score"] for d in g["labels"]], [d["score"] for d in w["labels"]], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_old_gallery_opens_and_answers_the_same(kind, tmp_path):
+    want = EXPECTED[kind]
+    g = Gallery.open(COMPAT / f"gallery-{kind}")
+    assert g.labels() == want["labels"] and g.threshold == want["threshold"] and g.scoring == want["scoring"]
+    pipe = Pipeline.for_gallery(g)
+    for q, answer in zip(EXPECTED["queries"], want["find"]):
+        same_answers([r.to_dict() for r in pipe.recognize(g, q, k=3, fallback="whole")], answer)
+    # saved by this version elsewhere, it still answers the same
+    g.save(tmp_path / "copy")
+    again = Gallery.open(tmp_path / "copy")
+    for q, answer in zip(EXPECTED["queries"], want["find"]):
+        same_answers([r.to_dict() for r in pipe.recognize(again, q, k=3, fallback="whole")], answer)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_old_bundle_loads_and_answers_the_same(kind):
+    b = bundle.load(COMPAT / f"bundle-{kind}.zip")
+    want = EXPECTED[kind]
+    assert b.labels() == want["labels"]
+    for q, answer, vector in zip(EXPECTED["queries"], want["bundle"], want["embed"]):
+        same_answers(b.search(q, k=3, fallback="whole"), answer)
+        np.testing.assert_allclose(b.embed(q), vector, atol=1e-5)

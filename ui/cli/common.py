@@ -1,0 +1,43 @@
+"""What every command module shares: exit codes, error lines, JSON and table output, shared options."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+EXIT_BAD_INPUT = 2
+
+
+def report(msg: str) -> None:
+    print(f"byakugan: error: {msg}", file=sys.stderr)
+
+
+def print_json(obj: object) -> None:
+    json.dump(obj, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def table(rows: list[Sequence[object]], header: Sequence[str]) -> str:
+    cells = [list(map(str, header))] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
+def detectors() -> list[str]:
+    from byakugan.embedder.detection import list_detectors
+
+    return list_detectors()
+
+
+def landmarks_arg(s: argparse.ArgumentParser, when: str) -> None:
+    s.add_argument("--landmarks", default="auto", metavar="NAME|DIR|none",
+                   help=f"landmark model fused with the CNN embedding {when} (default: hand-landmarks)")
+
+
+def given(a: argparse.Namespace, names: Sequence[str], rename: dict[str, str] | None = None) -> dict:
+    """The options the user gave (parsers use argparse.SUPPRESS), keyed by config field name, so a
+    config dataclass keeps the only copy of each default."""
+    rename = rename or {}
+    return {rename.get(k, k): v for k, v in vars(a).items() if k in names or k in rename}

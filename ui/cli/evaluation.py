@@ -1,0 +1,97 @@
+"""`byakugan evaluate`: the few-shot enrolment protocol on a labelled folder, with open-set figures."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from byakugan.embedder.errors import ByakuganError
+
+from .common import detectors, landmarks_arg, print_json
+from .models import pipeline_for
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from byakugan.embedder.evaluation.summary import evaluate_embeddings
+    from byakugan.embedder.training.data import scan
+
+    samples = scan([a.data], per_class=a.per_class, seed=a.seed, classes=a.classes)
+    pipe = pipeline_for(a.model, a.detector, a.landmarks)
+    model, encoder = pipe.encoder, pipe.landmarks
+    # Each image by its largest detection; the whole image where none is found (counted).
+    embedded = pipe.embed_images([s.path for s in samples], fallback="whole", progress=True)
+    labels = [s.label.split("/", 1)[1] for s in samples]
+    # A gallery with this model normalises scores by its cohort (embedder.scoring.cohort); so do the trials.
+    offset = None if a.no_cohort else model.cohort_offsets(embedded.cnn)
+    if offset is not None and encoder is not None:
+        raise ByakuganError(f"evaluate: model {model.name} normalises scores by a cohort, which fused landmarks do not "
+                            "support; add --no-cohort or --landmarks none")
+    trials, emb, parts = evaluate_embeddings(
+        embedded.cnn, labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction, seed=a.seed,
+        offset=offset, landmarks=embedded.landmarks, weight=encoder.weight if encoder else 0.0, name=a.data)
+    summary = {"data": a.data, "model": model.name, "detector": a.detector, **trials.summary}
+    if offset is not None:
+        summary["cohort"] = model.cohort_settings | {"size": len(model.cohort)}
+    if a.detector != "none":
+        summary["detected"] = round(float(np.mean(embedded.found)), 4) if embedded.found else 0.0
+        summary["detect_ms_per_image"] = round(embedded.detect_seconds / max(1, len(samples)) * 1000, 1)
+    if encoder is not None:
+        found = float((np.abs(embedded.landmarks).sum(1) > 0).mean())
+        summary["landmarks"] = {"model": encoder.name, "weight": encoder.weight, "found": round(found, 4)}
+        summary["parts"] = parts
+    if a.report:
+        from byakugan.embedder.evaluation.report import write_report
+
+        score_name = "cohort-normalised score" if offset is not None else "cosine"
+        summary["report"] = [str(p) for p in write_report(Path(a.report), trials, emb, labels, Path(a.data).name,
+                                                          score_name)]
+    if a.json:
+        print_json(summary)
+    else:
+        _print_evaluation(summary, encoder)
+    return 0
+
+
+def _print_evaluation(s: dict, encoder) -> None:
+    fused = f" + landmarks {encoder.name} (weight {encoder.weight})" if encoder is not None else ""
+    print(f"{s['data']}: {s['classes']} classes, {s['images']} images, model {s['model']}{fused}, "
+          f"{s['shots']} shots, {s['trials']} trials")
+    if "cohort" in s:
+        top, size = s["cohort"]["top"], s["cohort"]["size"]
+        which = f"the {top} most similar of {size}" if top else f"all {size}"
+        print(f"  scores cohort-normalised: less the mean cosine to {which} cohort classes (--no-cohort for raw cosines)")
+    print(f"  top-1 nearest reference {s['top1_nearest']:.3f} (std {s['top1_nearest_std']:.3f}), class mean {s['top1_prototype']:.3f}")
+    if "far_at_tar95" in s:
+        print(f"  open set: FAR@TAR95 {s['far_at_tar95']:.3f}, ROC AUC {s['roc_auc']:.3f}, threshold {s['threshold_tar95']:.3f}"
+              f" (class mean: {s['far_at_tar95_mean']:.3f}, {s['roc_auc_mean']:.3f}, {s['threshold_tar95_mean']:.3f})")
+    for name, p in s.get("parts", {}).items():
+        print(f"  {name} alone: top-1 nearest {p['top1_nearest']:.3f}, class mean {p['top1_prototype']:.3f}"
+              + (f", FAR@TAR95 {p['far_at_tar95']:.3f}" if "far_at_tar95" in p else ""))
+    worst = sorted(s["per_class_top1_nearest"].items(), key=lambda kv: kv[1])[:5]
+    print("  weakest classes: " + ", ".join(f"{c} {v:.2f}" for c, v in worst))
+    if s.get("far_at_tar95_by_unknown_class"):
+        passing = sorted(s["far_at_tar95_by_unknown_class"].items(), key=lambda kv: -kv[1][0])[:5]
+        print("  most often accepted when not enrolled (FAR nearest / class mean): "
+              + ", ".join(f"{c} {n:.2f}/{m:.2f}" for c, (n, m) in passing))
+    for p in s.get("report", []):
+        print(f"  wrote {p}")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("evaluate", help="few-shot enrolment protocol on a labelled folder, with open-set figures")
+    s.add_argument("data", metavar="DATA_DIR")
+    s.add_argument("--model", default="default")
+    s.add_argument("--shots", type=int, default=5)
+    s.add_argument("--trials", type=int, default=10)
+    s.add_argument("--unknown-fraction", type=float, default=0.33, help="share of classes left out of the gallery")
+    s.add_argument("--per-class", type=int, help="use a seeded sample of this many images per class")
+    s.add_argument("--classes", nargs="+", metavar="CLASS", help="evaluate only these class folders")
+    s.add_argument("--detector", choices=detectors(), default="none", help="crop each image to its largest detection")
+    landmarks_arg(s, "for detector 'hand'")
+    s.add_argument("--no-cohort", action="store_true", help="raw cosines even if the model normalises scores by a cohort")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--report", metavar="DIR", help="write confusion.png, scores.png, embeddings.png, summary.json")
+    s.set_defaults(func=cmd_evaluate)

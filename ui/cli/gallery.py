@@ -1,0 +1,221 @@
+"""Commands on one gallery: enroll, search, labels, remove, rename, threshold, scoring."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from byakugan.embedder.errors import ImageError
+from byakugan.embedder.images import list_images
+from byakugan.embedder.scoring import SCORINGS
+from byakugan.index import store
+from byakugan.index.errors import GalleryError
+from byakugan.index.gallery import Gallery
+from byakugan.index.pipeline import Pipeline, open_gallery
+
+from .common import EXIT_BAD_INPUT, detectors, landmarks_arg, print_json, report, table
+
+MODEL_HELP = "model name or directory (default: the gallery's own model, or 'default' for a new gallery)"
+
+
+def _plan(a: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    if a.from_folder:
+        if a.label or a.images:
+            raise GalleryError("enroll: give either LABEL IMAGE... or --from-folder DIR, not both")
+        root = Path(a.from_folder)
+        if not root.is_dir():
+            raise GalleryError(f"--from-folder {root}: not a folder")
+        plan = [(d.name, [str(p) for p in list_images(d)]) for d in sorted(root.iterdir()) if d.is_dir()]
+        plan = [(lab, files) for lab, files in plan if files]
+        if not plan:
+            raise GalleryError(f"--from-folder {root}: no sub-folders with images (expected one sub-folder per label)")
+        return plan
+    if not a.label or not a.images:
+        raise GalleryError("enroll: needs LABEL and at least one IMAGE, or --from-folder DIR")
+    return [(a.label, a.images)]
+
+
+def cmd_enroll(a: argparse.Namespace) -> int:
+    plan = _plan(a)
+    ok_all = True
+    gallery_dir = Path(a.gallery)
+    with store.locked(gallery_dir):
+        pipe, g = open_gallery(gallery_dir, a.model, a.detector, a.landmarks)
+        added: dict[str, int] = {}
+        for label, files in plan:
+            regions, sources = [], []
+            for f in files:
+                try:
+                    found = pipe.crops(f, every=a.all, fallback=a.fallback)
+                except ImageError as exc:
+                    report(str(exc))
+                    ok_all = False
+                    continue
+                regions += found
+                sources += [f if len(found) == 1 else f"{f}#{n}" for n in range(1, len(found) + 1)]
+            if regions:
+                pipe.enroll_regions(g, label, regions, sources)
+                added[label] = len(regions)
+        if not added:
+            raise ImageError("enroll: none of the images could be read; gallery unchanged")
+        g.save()
+    if a.json:
+        print_json({"gallery": str(gallery_dir), "added": added, "labels": g.labels()})
+    else:
+        for label, n in added.items():
+            print(f"enrolled {n} image(s) as {label!r}")
+        print(f"{gallery_dir}: {len(g)} references, {len(g.labels())} labels")
+    return 0 if ok_all else EXIT_BAD_INPUT
+
+
+def cmd_search(a: argparse.Namespace) -> int:
+    g = Gallery.open(a.gallery)
+    if a.threshold is not None:
+        g.threshold = a.threshold
+    if not len(g):
+        raise GalleryError(f"gallery {a.gallery}: is empty; enrol images first")
+    pipe = Pipeline.for_gallery(g, a.model)
+    out, ok_all = [], True
+    for image in a.images:
+        try:
+            found = pipe.recognize(g, image, k=a.k, fallback=a.fallback)
+        except ImageError as exc:
+            report(str(exc))
+            out.append({"image": image, "error": str(exc)})
+            ok_all = False
+            continue
+        if not found:
+            print(f"byakugan: {image}: no {g.detector_config['name']} found (--fallback whole searches the whole image)",
+                  file=sys.stderr)
+        out.append({"image": image, "detections": [r.to_dict() for r in found]})
+    if a.json:
+        print_json(out)
+        return 0 if ok_all else EXIT_BAD_INPUT
+    for item in out:
+        for n, d in enumerate(item.get("detections", []), 1):
+            m = d["match"]
+            where = f" [detection {n} at {tuple(d['box'])}]" if g.detector_config["name"] != "none" else ""
+            print(f"{item['image']}{where}: {m['label']} ({m['score']:.3f})")
+            rows = [(r + 1, h["label"], f"{h['score']:.3f}", h["source"]) for r, h in enumerate(d["hits"])]
+            print("  " + table(rows, ("#", "label", "score", "reference")).replace("\n", "\n  "))
+    return 0 if ok_all else EXIT_BAD_INPUT
+
+
+def cmd_labels(a: argparse.Namespace) -> int:
+    g = Gallery.open(a.gallery)
+    labels = g.labels()
+    if a.json:
+        print_json({"gallery": a.gallery, "model": g.model_name, "threshold": g.threshold, "labels": labels})
+    elif labels:
+        print(table(sorted(labels.items()), ("label", "references")))
+    else:
+        print(f"{a.gallery}: no labels enrolled")
+    return 0
+
+
+@contextlib.contextmanager
+def _edit(gallery: str) -> Iterator[Gallery]:
+    """Open a gallery under its lock for a read-modify-save; nothing is saved if the edit fails."""
+    path = Path(gallery)
+    if not Gallery.exists(path):
+        Gallery.open(path)  # raises the precise "missing" or "not a gallery" error without creating a lock file
+    with store.locked(path):
+        g = Gallery.open(path)
+        yield g
+        g.save()
+
+
+def cmd_remove(a: argparse.Namespace) -> int:
+    if (a.label is None) == (a.id is None):
+        raise GalleryError("remove: give either LABEL or --id N")
+    with _edit(a.gallery) as g:
+        if a.id is not None:
+            ref = g.remove_reference(a.id)
+            print(f"removed reference {ref.id} ({ref.label!r}, {ref.source})")
+        else:
+            n = g.remove(a.label)
+            print(f"removed {a.label!r} ({n} references)")
+    return 0
+
+
+def cmd_rename(a: argparse.Namespace) -> int:
+    with _edit(a.gallery) as g:
+        n = g.rename(a.old, a.new)
+    print(f"renamed {a.old!r} to {a.new!r} ({n} references)")
+    return 0
+
+
+def cmd_threshold(a: argparse.Namespace) -> int:
+    if a.value is None:
+        print(Gallery.open(a.gallery).threshold)
+        return 0
+    with _edit(a.gallery) as g:
+        g.threshold = a.value
+    print(f"threshold set to {g.threshold}")
+    return 0
+
+
+def cmd_scoring(a: argparse.Namespace) -> int:
+    if a.value is None:
+        print(Gallery.open(a.gallery).scoring)
+        return 0
+    with _edit(a.gallery) as g:
+        g.scoring = a.value
+    print(f"scoring set to {g.scoring}; the threshold ({g.threshold}) was calibrated for one scoring: "
+          "check it with `byakugan evaluate` (threshold_tar95 / threshold_tar95_mean)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("enroll", help="add reference images for a label (creates the gallery if needed)")
+    s.add_argument("gallery", metavar="GALLERY")
+    s.add_argument("label", metavar="LABEL", nargs="?")
+    s.add_argument("images", metavar="IMAGE", nargs="*")
+    s.add_argument("--from-folder", metavar="DIR", help="enrol every sub-folder of DIR as a label")
+    s.add_argument("--model", help=MODEL_HELP)
+    s.add_argument("--detector", choices=detectors(), help="crop with this detector (a new gallery keeps it; default none)")
+    landmarks_arg(s, "for a new gallery with detector 'hand'")
+    s.add_argument("--all", action="store_true", help="enrol every detection, not only the largest")
+    s.add_argument("--fallback", choices=["whole"], help="use the whole image when nothing is detected")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_enroll)
+
+    s = sub.add_parser("search", help="find the nearest enrolled references for images")
+    s.add_argument("gallery", metavar="GALLERY")
+    s.add_argument("images", metavar="IMAGE", nargs="+")
+    s.add_argument("--k", type=int, default=5, help="references and labels to return per image (default 5)")
+    s.add_argument("--threshold", type=float, help="below this score the match is 'unknown' (default: the gallery's)")
+    s.add_argument("--model", help="check the gallery against this model (default: the gallery's own)")
+    s.add_argument("--fallback", choices=["whole"], help="search the whole image when nothing is detected")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_search)
+
+    s = sub.add_parser("labels", help="list enrolled labels and their reference counts")
+    s.add_argument("gallery", metavar="GALLERY")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_labels)
+
+    s = sub.add_parser("remove", help="remove a label, or one reference with --id")
+    s.add_argument("gallery", metavar="GALLERY")
+    s.add_argument("label", metavar="LABEL", nargs="?")
+    s.add_argument("--id", type=int, help="remove only the reference with this id")
+    s.set_defaults(func=cmd_remove)
+
+    s = sub.add_parser("rename", help="rename a label")
+    s.add_argument("gallery", metavar="GALLERY")
+    s.add_argument("old", metavar="OLD")
+    s.add_argument("new", metavar="NEW")
+    s.set_defaults(func=cmd_rename)
+
+    s = sub.add_parser("threshold", help="show or set the gallery's unknown threshold")
+    s.add_argument("gallery", metavar="GALLERY")
+    s.add_argument("value", metavar="VALUE", type=float, nargs="?")
+    s.set_defaults(func=cmd_threshold)
+
+    s = sub.add_parser("scoring", help="show or set how labels are ranked: nearest reference or class mean")
+    s.add_argument("gallery", metavar="GALLERY")
+    s.add_argument("value", metavar="|".join(SCORINGS), nargs="?")
+    s.set_defaults(func=cmd_scoring)

@@ -1,0 +1,78 @@
+"""Commands that hand a gallery to others: export (a bundle), serve (HTTP), ui (the Streamlit page)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .common import detectors
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from byakugan.index.export import export
+    from byakugan.index.gallery import Gallery
+    from byakugan.index.pipeline import Pipeline
+
+    g = Gallery.open(a.gallery)
+    out = export(g, a.out, overwrite=a.overwrite, pipeline=Pipeline.for_gallery(g, a.model))
+    print(f"exported {a.gallery} to {out}")
+    return 0
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ..http import create_app
+
+    app = create_app(a.source, token=a.token or os.environ.get("BYAKUGAN_TOKEN"), max_bytes=int(a.max_upload_mb * 2**20))
+    uvicorn.run(app, host=a.host, port=a.port, log_level="info")
+    return 0
+
+
+def cmd_ui(a: argparse.Namespace) -> int:
+    env = dict(os.environ, BYAKUGAN_MAX_UPLOAD_MB=str(a.max_upload_mb))
+    if a.gallery:
+        env["BYAKUGAN_GALLERY"] = str(Path(a.gallery).resolve())
+    if a.model:
+        env["BYAKUGAN_MODEL"] = a.model
+    if a.detector:
+        env["BYAKUGAN_DETECTOR"] = a.detector
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(a.port),
+           "--server.address", a.host, "--server.headless", "true", "--server.maxUploadSize", str(a.max_upload_mb),
+           "--browser.gatherUsageStats", "false"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Become the Streamlit server rather than wait on a child: a signal that stops `byakugan ui`
+    # (Ctrl-C, a service manager's SIGTERM) then stops the server, instead of orphaning it.
+    os.execve(sys.executable, cmd, env)
+    return 0  # not reached
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("export", help="write a gallery as a bundle (directory, .zip or .tar.gz) for other services")
+    s.add_argument("gallery", metavar="GALLERY")
+    s.add_argument("out", metavar="OUT")
+    s.add_argument("--model", help="check the gallery against this model (default: the gallery's own)")
+    s.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("serve", help="serve a gallery or a bundle over HTTP (FastAPI; docs at /docs)")
+    s.add_argument("source", metavar="BUNDLE_OR_GALLERY")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $BYAKUGAN_TOKEN, else none)")
+    s.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body accepted (default 10)")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("ui", help="start the Streamlit page (search, enrol, manage, export)")
+    s.add_argument("--gallery", help="gallery folder (default: byakugan/gallery in the user data directory)")
+    s.add_argument("--model", help="model for a new gallery (default: the gallery's own, or 'default')")
+    s.add_argument("--detector", choices=detectors(), help="detector for a new gallery (default none)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8501)
+    s.add_argument("--max-upload-mb", type=int, default=10, help="largest image upload accepted (default 10)")
+    s.set_defaults(func=cmd_ui)
