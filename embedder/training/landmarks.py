@@ -14,11 +14,13 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 from pytorch_metric_learning import samplers
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
+from safetensors.numpy import save as save_arrays
 from tqdm.auto import tqdm
 
 from ..detection import create_detector
 from ..detection.hands import LANDMARK_DIM
+from ..atomic import write_atomic
 from ..embedding.landmarks import LandmarkEncoder
 from ..errors import ByakuganError
 from ..evaluation.protocol import enrolment_trials
@@ -78,7 +80,7 @@ def extract(samples: Sequence[Sample], cache: Optional[str] = None) -> tuple[np.
         f = np.abs(m).sum(1) > 0
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({"marks": m, "found": f.astype(np.uint8)}, str(path))
+            write_atomic(path, save_arrays({"marks": m, "found": f.astype(np.uint8)}))
         marks.append(m)
         found.append(f)
     return np.concatenate(marks), np.concatenate(found)

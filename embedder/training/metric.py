@@ -8,6 +8,7 @@ backbone is fine-tuned on augmented images each step (slow on a CPU).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import random
 from itertools import groupby
@@ -19,10 +20,12 @@ import numpy as np
 import torch
 from pytorch_metric_learning import losses, miners, samplers
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_tensors
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
+from ..atomic import write_atomic
 from ..embedding.model import Embedder, create_embedder
 from ..errors import ByakuganError
 from ..evaluation.protocol import enrolment_trials
@@ -130,7 +133,7 @@ def view_features(model: Embedder, samples: list[Sample], cfg: "TrainConfig") ->
         f = torch.stack([features(model, group)] + [features(model, group, aug) for _ in range(cfg.views)])
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({"features": f.contiguous()}, str(path))
+            write_atomic(path, save_tensors({"features": f.contiguous()}))
         out.append(f)
     return torch.cat(out, dim=1)
 
@@ -156,9 +159,12 @@ def accuracy(emb: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 def _checkpoint(model: Embedder, opt: torch.optim.Optimizer, epoch: int, history: list, d: Path) -> None:
     d.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "model.safetensors"))
-    torch.save(opt.state_dict(), d / "optimizer.pt")  # read back with weights_only=True
-    (d / "state.json").write_text(json.dumps({"epoch": epoch, "history": history}))
+    # state.json goes last: a checkpoint is whole once it names its epoch.
+    write_atomic(d / "model.safetensors", save_tensors({k: v.contiguous() for k, v in model.state_dict().items()}))
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)  # read back with weights_only=True
+    write_atomic(d / "optimizer.pt", buf.getvalue())
+    write_atomic(d / "state.json", json.dumps({"epoch": epoch, "history": history}).encode())
 
 
 def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = print) -> Embedder:
