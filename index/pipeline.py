@@ -69,12 +69,14 @@ class Pipeline:
     # ---- making one ---------------------------------------------------------------------
     @classmethod
     def create(cls, model=None, detector: Union[str, dict, None] = "none", landmarks="auto") -> "Pipeline":
-        """model: an Embedder, a name or a folder (default "default"); landmarks: "auto" (the shipped
-        encoder for detector "hand", else none), None/"none", a name, a folder or an encoder."""
+        """model: an Embedder, a name or a folder (default: the model for the detector, see
+        byakugan.embedder.embedding.hub.model_for); landmarks: "auto" (the shipped encoder for
+        detector "hand", else none), None/"none", a name, a folder or an encoder."""
+        from byakugan.embedder.embedding.hub import model_for
         from byakugan.embedder.embedding.landmarks import resolve_landmarks
 
-        encoder = _load_model(model)
         name = (detector.get("name") if isinstance(detector, dict) else detector) or "none"
+        encoder = _load_model(model if model is not None else model_for(name))
         try:
             lm = resolve_landmarks(landmarks, name)
         except ValueError:

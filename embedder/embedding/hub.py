@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +30,24 @@ def list_models() -> list[str]:
     shipped = sorted(p.name for p in models_dir().glob("*")
                      if (p / CONFIG_FILE).is_file() and not is_landmark_model(p)) if models_dir().is_dir() else []
     return [DEFAULT_MODEL, IMAGENET_MODEL] + [n for n in shipped if n != DEFAULT_MODEL] + list_backbones()
+
+
+def model_for(detector: str) -> str:
+    """The model a new gallery uses when none is named: the shipped one whose config lists the
+    detector under "detectors" (models/anime: "anime-face"), else "default"."""
+    for name in list_models():
+        if detector in shipped_config(name).get("detectors", ()):
+            return name
+    return DEFAULT_MODEL
+
+
+def shipped_config(name: str) -> dict:
+    """The config.json of a shipped model folder, or {} (no weights are read)."""
+    try:
+        config = json.loads((models_dir() / name / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | None = None) -> tuple[Embedder, Preprocess]:

@@ -21,6 +21,9 @@ from .files import fingerprint, load_weights, read_config, save_folder
 from .heads import Head
 
 CONFIG_FORMAT = "byakugan-embedder/1"
+# Config entries that advise how the model is used (a gallery's default threshold and scoring,
+# the detectors it is chosen for, its cohort) but do not change a vector: not in the fingerprint.
+ADVICE = ("name", "threshold", "description", "scoring", "cohort", "detectors")
 
 
 class Embedder(torch.nn.Module):
@@ -74,8 +77,7 @@ class Embedder(torch.nn.Module):
 
     def _identity_config(self) -> dict:
         # Settings that do not change the vectors stay out, so galleries accept a re-tuned model.
-        return {k: v for k, v in self.config.items()
-                if k not in ("name", "threshold", "description", "scoring", "cohort")}
+        return {k: v for k, v in self.config.items() if k not in ADVICE}
 
     def cohort_offsets(self, emb: np.ndarray) -> Optional[np.ndarray]:
         """What cohort normalisation takes off each row's scores; None for a model without a cohort."""

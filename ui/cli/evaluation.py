@@ -82,7 +82,7 @@ def _print_evaluation(s: dict, encoder) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("evaluate", help="few-shot enrolment protocol on a labelled folder, with open-set figures")
     s.add_argument("data", metavar="DATA_DIR")
-    s.add_argument("--model", default="default")
+    s.add_argument("--model", help="model name or directory (default: the one for --detector, see `byakugan models`)")
     s.add_argument("--shots", type=int, default=5)
     s.add_argument("--trials", type=int, default=10)
     s.add_argument("--unknown-fraction", type=float, default=0.33, help="share of classes left out of the gallery")

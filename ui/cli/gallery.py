@@ -18,7 +18,8 @@ from byakugan.index.pipeline import Pipeline, open_gallery
 
 from .common import EXIT_BAD_INPUT, detectors, landmarks_arg, print_json, report, table
 
-MODEL_HELP = "model name or directory (default: the gallery's own model, or 'default' for a new gallery)"
+MODEL_HELP = ("model name or directory (default: the gallery's own model; for a new gallery the one for its "
+              "detector, see `byakugan models`)")
 
 
 def _plan(a: argparse.Namespace) -> list[tuple[str, list[str]]]:

@@ -51,16 +51,22 @@ def cmd_embed(a: argparse.Namespace) -> int:
 
 
 def cmd_models(a: argparse.Namespace) -> int:
+    from byakugan.embedder.detection import list_detectors
     from byakugan.embedder.embedding.files import models_dir
-    from byakugan.embedder.embedding.hub import list_models
-    from byakugan.embedder.embedding.landmarks import is_landmark_model
+    from byakugan.embedder.embedding.hub import list_models, model_for
+    from byakugan.embedder.embedding.landmarks import DEFAULT_LANDMARKS, is_landmark_model
 
+    chosen: dict[str, list[str]] = {}
+    for det in list_detectors():
+        chosen.setdefault(model_for(det), []).append(det)
     for name in list_models():
-        print(name)
+        used = chosen.get(name)
+        print(f"{name}  (new galleries with detector {', '.join(used)})" if used else name)
     d = models_dir()
     for p in sorted(d.glob("*")) if d.is_dir() else []:
         if is_landmark_model(p):
-            print(f"{p.name} (hand-landmark model, for detector 'hand')")
+            auto = ", fused in by default" if p.name == DEFAULT_LANDMARKS else ""
+            print(f"{p.name}  (hand-landmark model, for detector hand{auto})")
     return 0
 
 
@@ -94,7 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("embed", help="write embeddings of images to a .npy file, one row per image in order")
     s.add_argument("images", metavar="IMAGE", nargs="+")
     s.add_argument("--out", required=True, metavar="FILE.npy")
-    s.add_argument("--model", default="default", help="model name or directory (default: default)")
+    s.add_argument("--model", help="model name or directory (default: the one for --detector, see `byakugan models`)")
     s.add_argument("--detector", choices=detectors(), default="none", help="embed the largest detection (default: none)")
     s.add_argument("--fallback", choices=["whole"], help="embed the whole image when nothing is detected")
     landmarks_arg(s, "for detector 'hand'")
