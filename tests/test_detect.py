@@ -194,3 +194,19 @@ def test_a_new_gallery_takes_the_model_for_its_detector(cascade, tmp_path, tiny_
     lines = capsys.readouterr().out.splitlines()
     assert "anime  (new galleries with detector anime-face)" in lines
     assert any(line.startswith("default  (new galleries with detector none") for line in lines)
+
+
+def test_the_cascade_ships_in_the_package_so_first_use_is_offline(tmp_path, monkeypatch):
+    import urllib.request
+
+    monkeypatch.delenv(ANIMEFACE_CASCADE.env, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+
+    def offline(*args, **kwargs):
+        raise AssertionError("the network was used")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    path = fetch(ANIMEFACE_CASCADE)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == ANIMEFACE_CASCADE.sha256
+    assert "MIT License" in path.read_text()[:2000]
+    assert create_detector("anime-face").name == "anime-face"

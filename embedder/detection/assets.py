@@ -20,6 +20,7 @@ class Asset:
     url: str
     sha256: str
     env: str  # environment variable that may point at a local copy
+    packaged: bool = False  # a copy ships in this package's data/ folder (its licence allows it)
 
 
 ANIMEFACE_CASCADE = Asset(
@@ -27,7 +28,9 @@ ANIMEFACE_CASCADE = Asset(
     "https://raw.githubusercontent.com/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml",
     "9376d30ac38db6bda2a68b88b3b76bbd7e6aa33af47f7f5c76bc88ca75f1ce30",
     "BYAKUGAN_ANIMEFACE_CASCADE",
+    packaged=True,  # MIT (the licence text is inside the file), 246 KB: no first use needs the network
 )
+DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
 def cache_dir() -> Path:
@@ -40,7 +43,8 @@ def _sha256(path: Path) -> str:
 
 
 def fetch(asset: Asset, path: Optional[os.PathLike | str] = None, download: bool = True, timeout: float = 30) -> Path:
-    """Path to the asset: `path`, then $ENV, then the cache; downloads into the cache when missing."""
+    """Path to the asset: `path`, then $ENV, then the user cache, then the copy shipped in the
+    package; downloads into the cache when there is none of these."""
     for candidate in (path, os.environ.get(asset.env)):
         if candidate:
             p = Path(candidate)
@@ -52,6 +56,9 @@ def fetch(asset: Asset, path: Optional[os.PathLike | str] = None, download: bool
         if _sha256(cached) == asset.sha256:
             return cached
         cached.unlink()  # a damaged or partial copy; fetch it again
+    shipped = DATA_DIR / asset.filename
+    if asset.packaged and shipped.is_file() and _sha256(shipped) == asset.sha256:
+        return shipped
     where = f"put it at {cached} or set {asset.env} to its path"
     if not download:
         raise ModelError(f"{asset.filename} not found; {where}")
