@@ -15,6 +15,9 @@ from .errors import ImageError
 # 40 megapixels covers phone and DSLR photos; beyond that decoding alone can take GBs of memory.
 DEFAULT_MAX_PIXELS = 40_000_000
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# Only raster formats are decoded: Pillow would hand EPS/PS to Ghostscript, and other rare
+# plugins are attack surface with no use here.
+FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
@@ -75,7 +78,7 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: 
     try:
         # Pillow's own bomb check warns or raises at its own limit; ours is checked first, on the
         # header alone, before any pixel is decoded.
-        with Image.open(fp) as img:
+        with Image.open(fp, formats=FORMATS) as img:
             _check_size(img.size, name, max_pixels)
             img.load()
             return _to_rgb(img)

@@ -13,6 +13,7 @@ from PIL import Image
 from .errors import ModelError
 
 RESIZE_MODES = ("crop", "stretch", "pad")
+MAX_ASPECT = 8  # "crop" mode: longer sides are cut to this many short sides before resizing
 _INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
                    "nearest": Image.Resampling.NEAREST}
 
@@ -50,6 +51,12 @@ class Preprocess:
         if self.resize == "stretch":
             return img.resize((s, s), resample)
         if self.resize == "crop":
+            if max(w, h) > MAX_ASPECT * min(w, h):
+                # Only the centre square is kept: cut an extreme strip (40000x1) to its middle first,
+                # or scaling its short side up to `size` would build a gigapixel image on the way.
+                keep = MAX_ASPECT * min(w, h)
+                img = img.crop(((w - keep) // 2, 0, (w + keep) // 2, h) if w > h else (0, (h - keep) // 2, w, (h + keep) // 2))
+                w, h = img.width, img.height
             scale = s / min(w, h)
             nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
             img = img.resize((nw, nh), resample)

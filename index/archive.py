@@ -26,23 +26,60 @@ def safe_name(name: str, archive: Path) -> str:
     return name
 
 
+MAX_MEMBER_BYTES = 2 * 2**30  # no file of a bundle is near this; a zip bomb's would be
+MANIFEST = "manifest.json"
+
+
 def extract(archive: Path, kind: str, target: Path) -> None:
-    """Extract only plain files whose paths stay inside target."""
+    """Extract the manifest and the plain files it lists, each under MAX_MEMBER_BYTES, whose paths
+    stay inside target; anything else in the archive is left packed (the manifest check then
+    refuses a bundle that lacks a listed file)."""
     try:
         if kind == "zip":
             with zipfile.ZipFile(archive) as z:
-                for info in z.infolist():
+                members = {i.filename: i for i in z.infolist()}
+                for info in members.values():
                     safe_name(info.filename, archive)
                     if (info.external_attr >> 16) & 0o170000 == 0o120000:
                         raise BundleError(f"bundle {archive}: member {info.filename!r} is a symlink; refusing it")
-                z.extractall(target)
+                wanted = _wanted(archive, {n: i.file_size for n, i in members.items()},
+                                 lambda: z.read(members[MANIFEST]) if MANIFEST in members else None)
+                z.extractall(target, members=[members[n] for n in wanted])
         else:
             with tarfile.open(archive, "r:gz") as t:
-                members = t.getmembers()
-                for m in members:
+                members = {m.name: m for m in t.getmembers()}
+                for m in members.values():
                     safe_name(m.name, archive)
                     if not (m.isfile() or m.isdir()):
                         raise BundleError(f"bundle {archive}: member {m.name!r} is not a plain file; refusing it")
-                t.extractall(target, members=members, filter="data")
+
+                def manifest():
+                    if MANIFEST not in members or members[MANIFEST].size > MAX_MEMBER_BYTES:
+                        return None
+                    return t.extractfile(members[MANIFEST]).read()
+
+                wanted = _wanted(archive, {n: m.size for n, m in members.items() if m.isfile()}, manifest)
+                t.extractall(target, members=[members[n] for n in wanted], filter="data")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
         raise BundleError(f"bundle {archive}: not a readable {kind} archive ({exc})") from None
+
+
+def _wanted(archive: Path, sizes: dict[str, int], read_manifest) -> list[str]:
+    """The members to extract: the manifest and the files it lists that the archive holds."""
+    import json
+
+    if sizes.get(MANIFEST, 0) > MAX_MEMBER_BYTES:
+        raise BundleError(f"bundle {archive}: {MANIFEST} is over {MAX_MEMBER_BYTES} bytes; refusing it")
+    blob = read_manifest()
+    if blob is None:
+        return []  # the manifest check names what is missing
+    try:
+        listed = json.loads(blob).get("files", {})
+    except (ValueError, AttributeError):
+        return [MANIFEST]  # the manifest check reports it
+    wanted = [MANIFEST] + [n for n in listed if isinstance(n, str) and n in sizes]
+    for n in wanted:
+        safe_name(n, archive)
+        if sizes[n] > MAX_MEMBER_BYTES:
+            raise BundleError(f"bundle {archive}: member {n!r} is {sizes[n]} bytes, over {MAX_MEMBER_BYTES}; refusing it")
+    return wanted

@@ -24,7 +24,7 @@ from byakugan.embedder.preprocess import Preprocess
 from byakugan.embedder.scoring import check_scoring
 from byakugan.embedder.scoring.cohort import load_cohort
 
-from .archive import BundleError, archive_kind, extract, safe_name
+from .archive import MANIFEST, BundleError, archive_kind, extract, safe_name
 from .gallery import Gallery
 from .pipeline import Pipeline
 from .ranking import Recognition
@@ -32,7 +32,6 @@ from .vectors import FlatStore
 
 FORMAT = "byakugan-bundle"
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 REQUIRED = ("model.onnx", "index.faiss", "references.json", "config.json", "thresholds.json")
 
 __all__ = ["Bundle", "BundleError", "FORMAT", "FORMAT_VERSION", "MANIFEST", "archive_kind", "load"]

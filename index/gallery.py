@@ -22,8 +22,8 @@ from . import ranking, store
 from .errors import GalleryError
 from .labels import check_label
 from .ranking import Match, Reference, SearchResult
-from .settings import GallerySettings, digest
-from .vectors import FlatStore, VectorStore
+from .settings import GallerySettings, check_meta, digest
+from .vectors import FlatStore, VectorStore, as_vectors
 
 THUMBS_DIR = "thumbs"
 THUMB_SIZE = 128
@@ -66,12 +66,17 @@ class Gallery:
 
     @classmethod
     def open(cls, path: os.PathLike | str) -> "Gallery":
+        """The gallery saved at path; any damage is one GalleryError line, never a traceback."""
         meta, blob = store.load(Path(path))
         try:
             vectors = FlatStore.from_bytes(blob)
         except ValueError as exc:
             raise GalleryError(f"gallery {path}: index file {meta['index_file']} is not a readable index ({exc})") from None
-        return cls(meta, vectors, path)
+        try:
+            check_meta(meta)
+            return cls(meta, vectors, path)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GalleryError(f"gallery {path}: {store.META_FILE} is malformed ({type(exc).__name__}: {exc})") from None
 
     @staticmethod
     def exists(path: os.PathLike | str) -> bool:
@@ -213,7 +218,7 @@ class Gallery:
         """Add references for `label` from an (N, D) array of vectors as the pipeline stores them;
         `images` (the crops they came from) become thumbnails. Returns their ids."""
         label = check_label(label)
-        emb = self._checked(vectors)
+        emb = as_vectors(vectors, self.dim, self.path)
         sources = list(sources) if sources is not None else ["<embedding>"] * len(emb)
         if len(sources) != len(emb):
             raise GalleryError(f"enroll: {len(sources)} sources for {len(emb)} vectors")
@@ -223,7 +228,8 @@ class Gallery:
         self._protos = None
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for i, src in zip(ids, sources):
-            self._refs[i] = Reference(i, label, str(src), now)
+            # A file name that is not UTF-8 is kept readable (escaped) rather than failing the save.
+            self._refs[i] = Reference(i, label, str(src).encode("utf-8", "backslashreplace").decode("utf-8"), now)
         self._meta["next_id"] = first + len(emb)
         if images is not None:
             self.set_thumbnails(ids, images)
@@ -271,16 +277,6 @@ class Gallery:
         return sum(1 for r in self._refs.values() if r.label == new)
 
     # ---- searching by vector ------------------------------------------------------------
-    def _checked(self, vectors: np.ndarray) -> np.ndarray:
-        emb = np.asarray(vectors)
-        if emb.ndim != 2 or emb.dtype.kind != "f":
-            raise GalleryError(f"vectors of shape {emb.shape} and dtype {emb.dtype}: expected an (N, {self.dim}) float array")
-        if emb.shape[1] != self.dim:
-            raise GalleryError(f"embeddings have dim {emb.shape[1]}, gallery {self.path or ''} needs {self.dim}")
-        if not np.isfinite(emb).all():
-            raise GalleryError("embeddings contain NaN or infinite values")
-        return np.ascontiguousarray(emb, dtype=np.float32)
-
     def search(self, queries: np.ndarray, k: int = 5, offset: Optional[np.ndarray] = None) -> list[SearchResult]:
         """For each query vector: its k nearest references and the k best labels (by best reference,
         or by class mean when scoring is "mean"). offset: per query, taken off all its scores
@@ -289,7 +285,7 @@ class Gallery:
             raise GalleryError(f"k={k}: must be at least 1")
         if not self._refs:
             raise GalleryError(f"gallery {self.path or ''}: is empty; enrol images first")
-        emb = self._checked(queries)
+        emb = as_vectors(queries, self.dim, self.path)
         if self.scoring == "mean" and self._protos is None:
             self._protos = ranking.prototypes(self._store, self._refs)
         return ranking.search(self._store, self._refs, emb, k, self._protos if self.scoring == "mean" else None, offset)

@@ -11,13 +11,22 @@ MAX_LABEL_LEN = 100
 
 
 def check_label(label: object) -> str:
-    if not isinstance(label, str) or not label.strip():
+    """The label, stripped; GalleryError naming the rule it breaks otherwise."""
+    if not isinstance(label, str):
         raise GalleryError(f"label {label!r}: must be a non-empty string")
+    if not label.strip():
+        raise GalleryError(f"label {label!r}: is empty; must be a non-empty string")
     label = label.strip()
     if len(label) > MAX_LABEL_LEN:
         raise GalleryError(f"label {label[:20]!r}...: longer than {MAX_LABEL_LEN} characters")
-    if any(unicodedata.category(c) == "Cc" for c in label):
-        raise GalleryError(f"label {label!r}: must not contain control characters")
+    try:
+        label.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that were not UTF-8 (a shell argument decoded with surrogates)
+        raise GalleryError(f"label {label!r}: is not valid UTF-8 text") from None
+    # Cc: control characters; Cf: invisible format characters such as U+202E, which would make a
+    # label display as another.
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in label):
+        raise GalleryError(f"label {label!r}: must not contain control or invisible formatting characters")
     if label.lower() == UNKNOWN:
         raise GalleryError(f"label {label!r}: reserved for queries below the threshold; choose another name")
     return label

@@ -29,3 +29,22 @@ class GallerySettings:
 
 def digest(cohort: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(cohort, np.float32).tobytes()).hexdigest()
+
+
+def check_meta(meta: dict) -> None:
+    """Raises KeyError, TypeError or ValueError when gallery.json is not of the shape a save writes."""
+    if not isinstance(meta["model"], dict) or not isinstance(meta["model"]["dim"], int):
+        raise ValueError("model must be {name, fingerprint, dim}")
+    for key in ("name", "fingerprint"):
+        if not isinstance(meta["model"][key], str):
+            raise ValueError(f"model {key} must be text")
+    float(meta["threshold"])
+    if not isinstance(meta["next_id"], int) or not isinstance(meta["references"], list):
+        raise ValueError("next_id must be a number and references a list")
+    for r in meta["references"]:
+        if not isinstance(r, dict) or set(r) != {"id", "label", "source", "added"} or not isinstance(r["id"], int) \
+                or not all(isinstance(r[k], str) for k in ("label", "source", "added")):
+            raise ValueError(f"reference {r!r} must be {{id, label, source, added}}")
+    if not isinstance(meta.get("detector", {}), dict) or not isinstance(meta.get("landmarks", {}), dict) \
+            or not isinstance(meta.get("cohort", {}), dict):
+        raise ValueError("detector, landmarks and cohort must be objects")

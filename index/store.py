@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -40,42 +41,93 @@ def save(directory: Path, meta: dict, blob: bytes) -> None:
             old.unlink(missing_ok=True)
 
 
-def load(directory: Path) -> tuple[dict, bytes]:
-    """gallery.json and the checked bytes of the index file it names."""
+def load(directory: Path, attempts: int = 5) -> tuple[dict, bytes]:
+    """gallery.json and the checked bytes of the index file it names.
+
+    Readers take no lock: a save that lands between reading gallery.json and its index file
+    removes that file, so the read starts again from the new gallery.json.
+    """
+    for attempt in range(attempts):
+        meta = _read_meta(directory)
+        try:
+            blob = (directory / meta["index_file"]).read_bytes()
+        except FileNotFoundError:
+            if attempt + 1 < attempts and _read_meta(directory).get("generation") != meta.get("generation"):
+                continue  # replaced under us: read the new state
+            raise GalleryError(f"gallery {directory}: index file {meta['index_file']} is missing") from None
+        except OSError as exc:
+            raise GalleryError(f"gallery {directory}: index file {meta['index_file']} unreadable ({exc.strerror})") from None
+        if hashlib.sha256(blob).hexdigest() != meta["index_sha256"]:
+            raise GalleryError(f"gallery {directory}: index file {meta['index_file']} does not match its checksum (damaged)")
+        return meta, blob
+    raise GalleryError(f"gallery {directory}: changed {attempts} times while being read; try again")
+
+
+def _read_meta(directory: Path) -> dict:
     meta_path = directory / META_FILE
     if not directory.exists():
         raise GalleryError(f"gallery {directory}: does not exist (create one with `byakugan enroll`)")
+    if not directory.is_dir():
+        raise GalleryError(f"gallery {directory}: is a file, not a gallery folder")
     if not meta_path.is_file():
         raise GalleryError(f"gallery {directory}: not a gallery ({META_FILE} missing)")
     try:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise GalleryError(f"gallery {directory}: {META_FILE} is not valid JSON ({exc})") from None
-    if meta.get("format") != FORMAT:
+    except OSError as exc:
+        raise GalleryError(f"gallery {directory}: {META_FILE} unreadable ({exc.strerror})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise GalleryError(f"gallery {directory}: {META_FILE} is not a byakugan gallery")
     if meta.get("version") != FORMAT_VERSION:
         raise GalleryError(
             f"gallery {directory}: format version {meta.get('version')!r} is not supported (this byakugan reads {FORMAT_VERSION})"
         )
-    index_path = directory / meta["index_file"]
-    try:
-        blob = index_path.read_bytes()
-    except OSError as exc:
-        raise GalleryError(f"gallery {directory}: index file {meta['index_file']} unreadable ({exc.strerror})") from None
-    if hashlib.sha256(blob).hexdigest() != meta["index_sha256"]:
-        raise GalleryError(f"gallery {directory}: index file {meta['index_file']} does not match its checksum (damaged)")
-    return meta, blob
+    if not isinstance(meta.get("index_file"), str) or not isinstance(meta.get("index_sha256"), str) \
+            or "/" in meta["index_file"] or meta["index_file"].startswith("."):
+        raise GalleryError(f"gallery {directory}: {META_FILE} is malformed (index_file and index_sha256 must name a file in the folder)")
+    return meta
 
 
 @contextlib.contextmanager
 def locked(directory: Path) -> Iterator[None]:
-    """Exclusive lock for a read-modify-save cycle, so two writers never lose each other's changes."""
+    """Exclusive lock for a read-modify-save cycle, so two writers never lose each other's changes.
+    Holding it, the leftovers of writers killed mid-save are removed."""
     import fcntl
 
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / LOCK_FILE, "a") as f:
+    if directory.exists() and not directory.is_dir():
+        raise GalleryError(f"gallery {directory}: is a file, not a gallery folder")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        f = open(directory / LOCK_FILE, "a")
+    except OSError as exc:
+        raise GalleryError(f"gallery {directory}: cannot be created or locked ({exc.strerror})") from None
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
+            clean_leftovers(directory)
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def clean_leftovers(directory: Path) -> list[Path]:
+    """Remove the temporary files of writers that no longer run (killed mid-save); call it holding
+    the lock. (An index file written by a save that died is replaced by the next save.)"""
+    removed = []
+    for p in [*directory.glob(".*.tmp-*"), *directory.glob("*/.*.tmp-*")]:
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

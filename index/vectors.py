@@ -12,6 +12,8 @@ from typing import Protocol, Sequence
 import faiss
 import numpy as np
 
+from .errors import GalleryError
+
 
 class VectorStore(Protocol):
     dim: int
@@ -74,3 +76,15 @@ class FlatStore:
 
     def to_bytes(self) -> bytes:
         return faiss.serialize_index(self._index).tobytes()
+
+
+def as_vectors(vectors: np.ndarray, dim: int, where: object = "") -> np.ndarray:
+    """vectors as a contiguous float32 (N, dim) array; GalleryError for any other shape or a NaN."""
+    emb = np.asarray(vectors)
+    if emb.ndim != 2 or emb.dtype.kind != "f":
+        raise GalleryError(f"vectors of shape {emb.shape} and dtype {emb.dtype}: expected an (N, {dim}) float array")
+    if emb.shape[1] != dim:
+        raise GalleryError(f"embeddings have dim {emb.shape[1]}, gallery {where or ''} needs {dim}")
+    if not np.isfinite(emb).all():
+        raise GalleryError("embeddings contain NaN or infinite values")
+    return np.ascontiguousarray(emb, dtype=np.float32)

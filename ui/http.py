@@ -21,7 +21,9 @@ from fastapi import (
 )
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from PIL import Image
 
@@ -54,28 +56,62 @@ class _BundleService:
         return self.bundle.labels()
 
 
+class BodyLimit:
+    """Refuses a request body over max_bytes with 413, counting the bytes as they arrive, so a
+    chunked upload (no Content-Length) is held to the limit too."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_large = f"request body over the limit of {self.max_bytes} bytes"
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            return await JSONResponse({"error": too_large}, status_code=413)(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise HTTPException(413, too_large)  # FastAPI passes an HTTPException through body parsing
+            return message
+
+        await self.app(scope, counted, send)
+
+
 def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes: int = DEFAULT_MAX_BYTES) -> FastAPI:
     """source: a gallery folder (search, enrol, delete) or a bundle directory/.zip/.tar.gz (search)."""
     source = Path(source)
     service = _GalleryService(source) if Gallery.exists(source) else _BundleService(source)
-    app = FastAPI(title="byakugan", version="1",
+    # The schema and its docs page are served below, behind the token like everything but /healthz.
+    app = FastAPI(title="byakugan", version="1", docs_url=None, redoc_url=None, openapi_url=None,
                   description="Search enrolled anime characters and hand gestures by image.")
+    app.add_middleware(BodyLimit, max_bytes=max_bytes)
     bearer = HTTPBearer(auto_error=False)
 
     def authorised(creds: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
         if token and (creds is None or not secrets.compare_digest(creds.credentials.encode(), token.encode())):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    @app.middleware("http")
-    async def limit_size(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > max_bytes):
-            return JSONResponse({"error": f"request body over the limit of {max_bytes} bytes"}, status_code=413)
-        return await call_next(request)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
+    @app.exception_handler(StarletteHTTPException)  # also Starlette's own 404 and 405
+    async def http_error(request: Request, exc: StarletteHTTPException):
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception):
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}); the gallery is unchanged"}, status_code=500)
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(authorised)])
+    def openapi() -> dict:
+        return app.openapi()
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(authorised)])
+    def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="byakugan")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -112,12 +148,14 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
         @app.post("/enroll", dependencies=[Depends(authorised)])
         async def enroll(label: str = Form(..., min_length=1, max_length=100), images: list[UploadFile] = File(...)) -> dict:
             label = check_label(label)
-            names = [f.filename or "upload" for f in images]
-            crops = service.crops([(n, await read(f)) for n, f in zip(names, images)], fallback=None)
+            crops = []
+            for f in images:  # one decoded upload at a time: only the crops are kept
+                name = f.filename or "upload"
+                crops += service.crops([(name, await read(f))], fallback=None)
             ids = service.enroll(label, crops)
             return {"label": label, "ids": ids, "labels": service.labels()}
 
-        @app.delete("/labels/{label}", dependencies=[Depends(authorised)])
+        @app.delete("/labels/{label:path}", dependencies=[Depends(authorised)])  # a label may hold "/"
         def delete_label(label: str = PathParam(..., min_length=1, max_length=100)) -> dict:
             if label not in service.labels():
                 raise HTTPException(404, f"label {label!r}: not in the gallery")

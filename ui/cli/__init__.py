@@ -13,9 +13,26 @@ from . import evaluation, gallery, models, serving
 from .common import EXIT_BAD_INPUT, report
 
 
+class _Intermixed(argparse.ArgumentParser):
+    """A command's parser that takes options between positionals (`enroll G --model M LABEL A.jpg`),
+    which plain argparse stops at. argparse cannot do this with subparsers itself, so each
+    command's parser does it for its own arguments."""
+
+    _inside = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inside:  # parse_known_intermixed_args calls back into this method
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="byakugan", description="Recognise characters and gestures from a few enrolled images.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Intermixed)
     for module in (gallery, models, evaluation, serving):
         module.register(sub)
     return p

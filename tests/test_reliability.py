@@ -1,0 +1,289 @@
+"""Hostile input and hard stops (issue #15): every case is one line and exit 2 (CLI) or a 4xx JSON
+(HTTP) or a success, never a traceback; nothing is lost; readers never see a half-saved gallery."""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from byakugan.embedder.errors import ImageError
+from byakugan.embedder.images import load_image
+from byakugan.index import Gallery, GalleryError, Pipeline, store
+from byakugan.index.labels import check_label
+from byakugan.ui.cli import main
+from byakugan.ui.http import create_app
+
+from .conftest import unit_rows
+
+PY = sys.executable
+
+
+def run(capsys, *args) -> tuple[int, str]:
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+def one_line(err: str) -> bool:
+    return err.count("\n") == 1 and err.startswith("byakugan: error: ") and "Traceback" not in err
+
+
+# ---- images --------------------------------------------------------------------------------
+@given(st.binary(max_size=3000))
+@settings(max_examples=150, deadline=None, database=None)
+def test_any_bytes_give_an_image_or_one_image_error(data):
+    try:
+        img = load_image(data)
+    except ImageError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert img.mode == "RGB"
+
+
+@given(w=st.integers(1, 300), h=st.integers(1, 300), mode=st.sampled_from(["RGB", "RGBA", "L", "P", "1", "I;16", "LA"]),
+       fmt=st.sampled_from(["PNG", "GIF", "BMP", "TIFF", "WEBP"]), cut=st.integers(0, 400))
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+def test_real_and_truncated_images_of_any_shape(w, h, mode, fmt, cut):
+    buf = io.BytesIO()
+    try:
+        Image.new(mode, (w, h)).save(buf, fmt)
+    except (OSError, ValueError, KeyError):
+        return  # Pillow cannot write this mode in this format
+    data = buf.getvalue()
+    data = data[: max(1, len(data) - cut)] if cut else data
+    try:
+        img = load_image(data)
+    except ImageError:
+        return
+    from byakugan.embedder.preprocess import Preprocess
+
+    assert Preprocess(size=64).to_array(img).shape == (3, 64, 64)
+
+
+def test_postscript_is_not_handed_to_ghostscript():
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    with pytest.raises(ImageError, match="not an image"):
+        load_image(eps)
+
+
+@pytest.mark.parametrize("size", [(40000, 1), (200000, 1), (1, 40000)])
+def test_extreme_shapes_stay_under_1_gb(tmp_path, size):
+    """Decode and preprocess in a process whose address space is capped at 1 GB."""
+    path = tmp_path / "strip.png"
+    Image.new("RGB", size, (10, 200, 10)).save(path)
+    script = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))\n"
+              "from byakugan.embedder.images import load_image\n"
+              "from byakugan.embedder.preprocess import Preprocess\n"
+              f"x = Preprocess(size=160).to_array(load_image({str(path)!r}))\n"
+              "print(x.shape)\n")
+    proc = subprocess.run([PY, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "(3, 160, 160)", proc.stderr[-500:]
+
+
+# ---- labels and names ----------------------------------------------------------------------
+@pytest.mark.parametrize("label, why", [("", "is empty"), ("   ", "is empty"), ("a\u202eb", "invisible formatting"),
+                                        ("a\x07", "control"), ("lab\udcff", "not valid UTF-8"), ("Unknown", "reserved")])
+def test_bad_labels_are_refused(label, why):
+    with pytest.raises(GalleryError, match=why):
+        check_label(label)
+
+
+def test_non_utf8_file_name_and_label(model, tmp_path, capsys, tiny_images):
+    odd = tmp_path / os.fsdecode(b"non\xffutf8.png")
+    odd.write_bytes(Path(tiny_images[0]).read_bytes())
+    g = tmp_path / "g"
+    code, err = run(capsys, "enroll", g, "red", odd)
+    assert code == 0, err
+    assert any("non\\udcffutf8.png" in r.source for r in Gallery.open(g).references())
+    code, err = run(capsys, "enroll", g, os.fsdecode(b"lab\xff"), tiny_images[1])
+    assert code == 2 and one_line(err) and "not valid UTF-8" in err
+    assert not list(g.glob(".*.tmp-*")) and len(list(g.glob("index.*.faiss"))) == 1
+
+
+def test_gallery_path_that_is_a_file(tmp_path, capsys, tiny_images):
+    f = tmp_path / "F"
+    f.write_text("x")
+    for g in (f, f / "sub"):
+        code, err = run(capsys, "enroll", g, "l", tiny_images[0])
+        assert code == 2 and one_line(err), err
+    assert f.read_text() == "x"
+
+
+# ---- damaged galleries ---------------------------------------------------------------------
+def saved_gallery(model, path: Path) -> Path:
+    g = Pipeline.create(model).new_gallery(path)
+    g.enroll("a", unit_rows(3, model.dim, seed=1), sources=["a1", "a2", "a3"])
+    g.save()
+    return path
+
+
+@pytest.mark.parametrize("damage", ["no index_file", "a list", "reference without label", "threshold text",
+                                    "references not a list", "index truncated, checksum updated", "index path escapes"])
+def test_malformed_gallery_is_one_line(model, tmp_path, capsys, tiny_images, damage):
+    g = saved_gallery(model, tmp_path / "g")
+    meta_path = g / "gallery.json"
+    meta = json.loads(meta_path.read_text())
+    if damage == "no index_file":
+        del meta["index_file"]
+    elif damage == "a list":
+        meta = [1, 2, 3]
+    elif damage == "reference without label":
+        del meta["references"][0]["label"]
+    elif damage == "threshold text":
+        meta["threshold"] = "high"
+    elif damage == "references not a list":
+        meta["references"] = {"a": 1}
+    elif damage == "index path escapes":
+        meta["index_file"] = "../../etc/passwd"
+    else:
+        index = g / meta["index_file"]
+        blob = index.read_bytes()[:50]
+        index.write_bytes(blob)
+        import hashlib
+
+        meta["index_sha256"] = hashlib.sha256(blob).hexdigest()
+    meta_path.write_text(json.dumps(meta))
+    before = meta_path.read_bytes()
+    for args in (["labels", g], ["search", g, tiny_images[0]], ["enroll", g, "b", tiny_images[0]]):
+        code, err = run(capsys, *args)
+        assert code == 2 and one_line(err), (args, err)
+    assert meta_path.read_bytes() == before
+
+
+# ---- saves, readers, kills -----------------------------------------------------------------
+WRITER = """
+import sys, time, numpy as np
+from pathlib import Path
+from byakugan.index import Gallery, store
+path, stop, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+rng = np.random.default_rng(0)
+saves = 0
+while saves < n or not stop.exists():
+    with store.locked(path):
+        g = Gallery.open(path)
+        v = rng.standard_normal((1, g.dim)).astype(np.float32)
+        g.enroll("w", v / np.linalg.norm(v))
+        g.save()
+    saves += 1
+print(saves)
+"""
+
+
+def test_readers_never_fail_while_a_writer_saves(model, tmp_path):
+    g = saved_gallery(model, tmp_path / "g")
+    stop = tmp_path / "stop"
+    writer = subprocess.Popen([PY, "-c", WRITER, str(g), str(stop), "300"], stdout=subprocess.PIPE, text=True)
+    reads, failures, seen = 0, [], set()
+    try:
+        while reads < 10_000 or writer.poll() is None:
+            try:
+                got = Gallery.open(g)
+                seen.add(len(got))
+            except GalleryError as exc:
+                failures.append(str(exc))
+            reads += 1
+            if reads == 10_000:
+                stop.touch()
+            if reads > 200_000:
+                break
+    finally:
+        stop.touch()
+        out, _ = writer.communicate(timeout=120)
+    assert writer.returncode == 0 and int(out) >= 300
+    assert reads >= 10_000 and not failures, failures[:3]
+    assert len(seen) > 10  # the reads really happened during the saves
+    assert len(Gallery.open(g)) == 3 + int(out)
+
+
+def test_kill_9_during_saves_loses_no_saved_reference(model, tmp_path):
+    g = saved_gallery(model, tmp_path / "g")
+    rng = np.random.default_rng(1)
+    last = 3
+    for _ in range(12):
+        writer = subprocess.Popen([PY, "-c", WRITER, str(g), str(tmp_path / "never"), "10**9".replace("10**9", "1000000")],
+                                  stdout=subprocess.DEVNULL)
+        time.sleep(float(rng.uniform(1.0, 2.0)))  # past the imports, into the saves
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        now = Gallery.open(g)  # always opens: gallery.json names a complete index
+        assert len(now) >= last and set(now.labels()) <= {"a", "w"}
+        last = len(now)
+    assert last > 3  # the writer did save between kills
+    with store.locked(g):  # the next writer clears what the killed ones left
+        pass
+    assert not list(g.glob(".*.tmp-*")) and not list(g.glob("thumbs/.*.tmp-*"))
+
+
+# ---- HTTP ----------------------------------------------------------------------------------
+@pytest.fixture()
+def client(model, tmp_path):
+    return TestClient(create_app(saved_gallery(model, tmp_path / "g"), token="s3cret", max_bytes=50_000))
+
+
+AUTH = {"Authorization": "Bearer s3cret"}
+
+
+def test_chunked_upload_is_held_to_the_limit(client):
+    def chunks():
+        boundary = b"--xyz\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\n"
+        yield boundary
+        for _ in range(40):
+            yield b"\0" * 4096
+        yield b"\r\n--xyz--\r\n"
+
+    r = client.post("/search", content=chunks(), headers={**AUTH, "Content-Type": "multipart/form-data; boundary=xyz"})
+    assert r.status_code == 413 and "limit of 50000 bytes" in r.json()["error"]
+
+
+def test_schema_and_docs_need_the_token_and_errors_are_json(client):
+    assert client.get("/openapi.json").status_code == 401
+    assert client.get("/docs").status_code == 401
+    assert client.get("/openapi.json", headers=AUTH).json()["info"]["title"] == "byakugan"
+    r = client.get("/no/such/route", headers=AUTH)
+    assert r.status_code == 404 and "error" in r.json()
+    r = client.put("/labels", headers=AUTH)
+    assert r.status_code == 405 and "error" in r.json()
+
+
+def test_a_label_with_a_slash_can_be_deleted(client, tiny_images):
+    files = [("images", ("a.png", open(tiny_images[0], "rb"), "image/png"))]
+    assert client.post("/enroll", data={"label": "a/b"}, files=files, headers=AUTH).status_code == 200
+    r = client.delete("/labels/a%2Fb", headers=AUTH)
+    assert r.status_code == 200 and r.json() == {"label": "a/b", "removed": 1}
+    assert client.delete("/labels/a/b", headers=AUTH).status_code == 404
+
+
+def test_a_server_fault_is_json_500(model, tmp_path, monkeypatch):
+    from byakugan.index.service import GalleryService
+
+    c = TestClient(create_app(saved_gallery(model, tmp_path / "g")), raise_server_exceptions=False)
+    monkeypatch.setattr(GalleryService, "labels", lambda self: 1 / 0)
+    r = c.get("/labels")
+    assert r.status_code == 500 and r.json()["error"].startswith("internal error (ZeroDivisionError)")
+
+
+@given(label=st.text(max_size=120), body=st.binary(max_size=600), name=st.text(max_size=40))
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+def test_fuzzed_enrol_requests_are_4xx_json_or_succeed(model, tmp_path_factory, label, body, name):
+    c = TestClient(create_app(saved_gallery(model, tmp_path_factory.mktemp("fz") / "g")), raise_server_exceptions=False)
+    r = c.post("/enroll", data={"label": label}, files=[("images", (name or "x", body, "image/png"))])
+    assert r.status_code in (200, 400, 413, 422), (r.status_code, r.text)
+    assert "error" in r.json() or r.status_code == 200
+
+
+# ---- command line --------------------------------------------------------------------------
+def test_options_may_stand_between_gallery_and_label(tmp_path, capsys, tiny_images):
+    """The README's enrol example, options first: argparse alone stopped at them."""
+    code, err = run(capsys, "enroll", tmp_path / "g", "--detector", "none", "--fallback", "whole", "red", *tiny_images[:2])
+    assert code == 0, err
+    assert Gallery.open(tmp_path / "g").labels() == {"red": 2}
