@@ -65,9 +65,11 @@ def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | None = N
 
 def _resolve(name: str) -> Embedder:
     path = Path(name).expanduser()
-    if path.is_dir():
-        return load_saved(path)
     shipped = models_dir() / name
+    # A folder that holds a model wins; any other folder of that name (a gallery called "anime")
+    # does not hide the shipped model.
+    if path.is_dir() and ((path / CONFIG_FILE).is_file() or not (shipped / CONFIG_FILE).is_file()):
+        return load_saved(path)
     if (shipped / CONFIG_FILE).is_file():
         return load_saved(shipped)
     if name in (DEFAULT_MODEL, IMAGENET_MODEL):

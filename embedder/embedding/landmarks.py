@@ -70,8 +70,8 @@ def is_landmark_model(directory: Path) -> bool:
 def load_landmarks(name_or_path: Union[str, os.PathLike] = DEFAULT_LANDMARKS) -> LandmarkEncoder:
     """A landmark encoder from a directory, or by name from the shipped models/ folder."""
     d = Path(name_or_path).expanduser()
-    if not d.is_dir():
-        d = models_dir() / str(name_or_path)
+    if not (d / "config.json").is_file() and (models_dir() / str(name_or_path)).is_dir():
+        d = models_dir() / str(name_or_path)  # a shipped name, not a folder here that merely shares it
     if not d.is_dir():
         raise ModelError(f"landmark model {name_or_path!r}: no config.json and model.safetensors in {d}")
     model = LandmarkEncoder(read_config(d, LANDMARKS_FORMAT, "landmark model"))
