@@ -54,7 +54,7 @@ class LandmarkEncoder(torch.nn.Module):
 
     def fingerprint(self) -> str:
         if self._fingerprint is None or self.training:
-            identity = {k: v for k, v in self.config.items() if k not in ("name", "threshold", "description")}
+            identity = {k: v for k, v in self.config.items() if k not in ("name", "threshold", "description", "detectors")}
             self._fingerprint = fingerprint(identity, self)
         return self._fingerprint
 
@@ -79,12 +79,22 @@ def load_landmarks(name_or_path: Union[str, os.PathLike] = DEFAULT_LANDMARKS) ->
     return model.eval()
 
 
+def landmarks_for(detector: str) -> Optional[str]:
+    """The landmark model fused into a new gallery with this detector: a shipped one whose config
+    lists the detector under "detectors", else the default one for "hand", else none."""
+    d = models_dir()
+    for p in sorted(d.glob("*")) if d.is_dir() else []:
+        if is_landmark_model(p) and detector in read_config(p, LANDMARKS_FORMAT, "landmark model").get("detectors", ()):
+            return p.name
+    return DEFAULT_LANDMARKS if detector == "hand" else None
+
+
 def resolve_landmarks(spec: Union[str, os.PathLike, LandmarkEncoder, None], detector: str) -> Optional[LandmarkEncoder]:
     """The encoder a gallery or command fuses in: "auto" is the shipped one for detector "hand" and
     none for any other; None or "none" is none; else an encoder, a shipped name or a directory.
     Landmarks exist only for "hand": naming one for another detector raises ValueError."""
     if spec == "auto":
-        spec = DEFAULT_LANDMARKS if detector == "hand" else None
+        spec = landmarks_for(detector)
     if spec is None or spec == "none":
         return None
     if detector != "hand":

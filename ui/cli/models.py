@@ -54,7 +54,7 @@ def cmd_models(a: argparse.Namespace) -> int:
     from byakugan.embedder.detection import list_detectors
     from byakugan.embedder.embedding.files import models_dir
     from byakugan.embedder.embedding.hub import list_models, model_for
-    from byakugan.embedder.embedding.landmarks import DEFAULT_LANDMARKS, is_landmark_model
+    from byakugan.embedder.embedding.landmarks import is_landmark_model, landmarks_for
 
     chosen: dict[str, list[str]] = {}
     for det in list_detectors():
@@ -65,7 +65,7 @@ def cmd_models(a: argparse.Namespace) -> int:
     d = models_dir()
     for p in sorted(d.glob("*")) if d.is_dir() else []:
         if is_landmark_model(p):
-            auto = ", fused in by default" if p.name == DEFAULT_LANDMARKS else ""
+            auto = ", fused into new hand galleries" if p.name == landmarks_for("hand") else ""
             print(f"{p.name}  (hand-landmark model, for detector hand{auto})")
     return 0
 
