@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
@@ -54,13 +55,14 @@ def extract(archive: Path, kind: str, target: Path) -> None:
                         raise BundleError(f"bundle {archive}: member {m.name!r} is not a plain file; refusing it")
 
                 def manifest():
-                    if MANIFEST not in members or members[MANIFEST].size > MAX_MEMBER_BYTES:
+                    if MANIFEST not in members or not members[MANIFEST].isfile():
                         return None
                     return t.extractfile(members[MANIFEST]).read()
 
                 wanted = _wanted(archive, {n: m.size for n, m in members.items() if m.isfile()}, manifest)
                 t.extractall(target, members=[members[n] for n in wanted], filter="data")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, RuntimeError, NotImplementedError,
+            ValueError, zlib.error) as exc:  # damaged, encrypted or oddly compressed members
         raise BundleError(f"bundle {archive}: not a readable {kind} archive ({exc})") from None
 
 
@@ -77,6 +79,8 @@ def _wanted(archive: Path, sizes: dict[str, int], read_manifest) -> list[str]:
         listed = json.loads(blob).get("files", {})
     except (ValueError, AttributeError):
         return [MANIFEST]  # the manifest check reports it
+    if not isinstance(listed, dict):
+        raise BundleError(f"bundle {archive}: {MANIFEST} 'files' must map file names to SHA-256 digests")
     wanted = [MANIFEST] + [n for n in listed if isinstance(n, str) and n in sizes]
     for n in wanted:
         safe_name(n, archive)

@@ -40,10 +40,13 @@ __all__ = ["Bundle", "BundleError", "FORMAT", "FORMAT_VERSION", "MANIFEST", "arc
 def _verify(d: Path, origin: Path) -> dict:
     try:
         manifest = json.loads((d / MANIFEST).read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         raise BundleError(f"bundle {origin}: {MANIFEST} missing; not a byakugan bundle") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"bundle {origin}: {MANIFEST} is not valid JSON ({exc})") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise BundleError(f"bundle {origin}: {MANIFEST} must be an object whose 'files' maps names to SHA-256 digests")
     if manifest.get("format") != FORMAT:
         raise BundleError(f"bundle {origin}: format {manifest.get('format')!r} is not {FORMAT!r}")
     if manifest.get("version") != FORMAT_VERSION:
@@ -77,7 +80,7 @@ class Bundle:
         model = self.config["model"]
         detector = dict(self.config.get("detector", {"name": "none"}))
         if "cascade" in detector:  # shipped inside the bundle, named relative to it
-            detector["cascade"] = str(directory / safe_name(detector["cascade"], origin))
+            detector["cascade"] = str(member(detector["cascade"]))
         cohort = None
         meta = {"model": {k: model[k] for k in ("name", "fingerprint", "dim")}, "detector": detector,
                 "threshold": float(self.thresholds["default"]), "read_only": True,
@@ -85,7 +88,8 @@ class Bundle:
                 "references": json.loads((directory / "references.json").read_text())["references"]}
         if "cohort" in self.config:  # scores are cohort-normalised (byakugan.embedder.scoring.cohort)
             spec = self.config["cohort"]
-            cohort = load_cohort(directory, int(model["dim"]), member(spec.get("file")).name)
+            member(spec.get("file"))  # listed, so checked against its digest
+            cohort = load_cohort(directory, int(model["dim"]), safe_name(spec["file"], origin))
             meta["cohort"] = {"top": int(spec["top"]), "size": len(cohort)}
         self.landmarks = self.config.get("landmarks")  # how hand landmarks are fused in, if they are
         marks = None

@@ -25,7 +25,7 @@ from .ranking import Match, Reference, SearchResult
 from .settings import GallerySettings, check_meta, digest
 from .vectors import FlatStore, VectorStore, as_vectors
 
-THUMBS_DIR = "thumbs"
+THUMBS_DIR = store.THUMBS
 THUMB_SIZE = 128
 
 

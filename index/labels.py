@@ -8,6 +8,7 @@ from .errors import GalleryError
 from .ranking import UNKNOWN
 
 MAX_LABEL_LEN = 100
+BIDI_CONTROLS = set("\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def check_label(label: object) -> str:
@@ -23,9 +24,9 @@ def check_label(label: object) -> str:
         label.encode("utf-8")
     except UnicodeEncodeError:  # bytes that were not UTF-8 (a shell argument decoded with surrogates)
         raise GalleryError(f"label {label!r}: is not valid UTF-8 text") from None
-    # Cc: control characters; Cf: invisible format characters such as U+202E, which would make a
-    # label display as another.
-    if any(unicodedata.category(c) in ("Cc", "Cf") for c in label):
+    # Control characters, and the bidirectional controls (U+202E...) that make one label display as
+    # another; joiners (U+200C/D) stay allowed: emoji sequences and many scripts need them.
+    if any(unicodedata.category(c) == "Cc" or c in BIDI_CONTROLS for c in label):
         raise GalleryError(f"label {label!r}: must not contain control or invisible formatting characters")
     if label.lower() == UNKNOWN:
         raise GalleryError(f"label {label!r}: reserved for queries below the threshold; choose another name")

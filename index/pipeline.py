@@ -23,12 +23,14 @@ from byakugan.embedder.images import ImageSource, describe, load_image
 from byakugan.embedder.scoring.cohort import offsets
 from byakugan.embedder.scoring.fusion import fuse, query_form, stack_landmarks
 
-from .errors import GalleryError, ModelMismatchError
+from . import store
+from .errors import GalleryError, LandmarksNeedHandError, ModelMismatchError
 from .gallery import Gallery
 from .ranking import Match, Recognition, SearchResult
 from .settings import GallerySettings
 
 Queries = Union[np.ndarray, Sequence[ImageSource]]
+CHUNK = 256  # images decoded at a time by embed_images
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,6 @@ class Pipeline:
         self.detector_config = dict(detector) if isinstance(detector, dict) else self._detector.config
         self._landmark_source = landmark_source or (landmarks.name if landmarks is not None else None)
 
-    # ---- making one ---------------------------------------------------------------------
     @classmethod
     def create(cls, model=None, detector: Union[str, dict, None] = "none", landmarks="auto") -> "Pipeline":
         """model: an Embedder, a name or a folder (default: the model for the detector, see
@@ -80,8 +81,8 @@ class Pipeline:
         try:
             lm = resolve_landmarks(landmarks, name)
         except ValueError:
-            raise GalleryError(f"landmarks {landmarks!r}: only a gallery with detector 'hand' has landmarks, "
-                               f"not {name!r}") from None
+            raise LandmarksNeedHandError(f"landmarks {landmarks!r}: only a gallery with detector 'hand' has landmarks, "
+                                         f"not {name!r}") from None
         if isinstance(landmarks, (str, os.PathLike)) and Path(landmarks).is_dir():
             source = str(Path(landmarks).resolve())  # found again from its folder, wherever the gallery is opened
         else:
@@ -138,11 +139,8 @@ class Pipeline:
             self._detector = create_detector(self.detector_config)
         return self._detector
 
-    @property
-    def fused(self) -> bool:
-        return self.landmarks is not None
+    fused = property(lambda self: self.landmarks is not None)
 
-    # ---- image -> regions -> vectors ------------------------------------------------------
     def regions(self, image: ImageSource, every: bool = True, fallback: Optional[str] = None,
                 name: Optional[str] = None) -> list[Region]:
         """The detections of an image, largest first (only the largest unless every), cropped; the
@@ -183,27 +181,34 @@ class Pipeline:
         image, or one with nothing found and no fallback, gives a NaN row and its error."""
         from tqdm.auto import tqdm
 
-        crops: list = []
+        cnn = np.full((len(images), self.encoder.dim), np.nan, dtype=np.float32)
         marks: list = []
         found: list[bool] = []
+        errors: list[Optional[ImageError]] = []
         spent = 0.0
-        for image in tqdm(images, desc=f"detecting ({self.detector_config['name']})", unit="img", leave=False,
-                          disable=not progress or len(images) < 2 or self.detector_config["name"] == "none"):
-            try:
-                start = time.perf_counter()
-                r = self.regions(image, every=False, fallback=fallback)
-                spent += time.perf_counter() - start
-                if not r:
-                    raise ImageError(f"{describe(image)}: no {self.detector_config['name']} found "
-                                     "(--fallback whole embeds the whole image)")
-                crops.append(r[0].crop)
-                marks.append(r[0].landmarks)
-                found.append(r[0].found)
-            except ImageError as exc:
-                crops.append(exc)
-                marks.append(None)
-                found.append(False)
-        cnn, errors = _embed_each(self.encoder, crops, progress)
+        bar = tqdm(total=len(images), desc=f"embedding ({self.detector_config['name']})", unit="img", leave=False,
+                   disable=not progress or len(images) < 2)
+        for start in range(0, len(images), CHUNK):  # only a chunk of decoded images is held at a time
+            crops: list = []
+            for image in images[start : start + CHUNK]:
+                try:
+                    t = time.perf_counter()
+                    r = self.regions(image, every=False, fallback=fallback)
+                    spent += time.perf_counter() - t
+                    if not r:
+                        raise ImageError(f"{describe(image)}: no {self.detector_config['name']} found "
+                                         "(--fallback whole embeds the whole image)")
+                    crops.append(r[0].crop)
+                    marks.append(r[0].landmarks)
+                    found.append(r[0].found)
+                except ImageError as exc:
+                    crops.append(exc)
+                    marks.append(None)
+                    found.append(False)
+            cnn[start : start + len(crops)], chunk_errors = _embed_each(self.encoder, crops)
+            errors += chunk_errors
+            bar.update(len(crops))
+        bar.close()
         lm = None
         vectors = cnn
         if self.landmarks is not None:
@@ -211,7 +216,6 @@ class Pipeline:
             vectors = fuse(cnn, lm, self.landmarks.weight)
         return Embedded(vectors, cnn, lm, errors, found, spent)
 
-    # ---- vectors -> matches, given a gallery --------------------------------------------
     def query(self, gallery: Gallery, vectors: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """Stored-form vectors ready to search the gallery with: rows without hand landmarks rescaled
         to score by the CNN part alone, and the cohort offsets the gallery's scores are normalised by."""
@@ -264,19 +268,15 @@ class Pipeline:
 
 def open_gallery(path: os.PathLike | str, model=None, detector: Optional[str] = None,
                  landmarks="auto", create: bool = True) -> tuple[Pipeline, Gallery]:
-    """The gallery at path and the pipeline that fills it; with create, a new one there when there
-    is none (model, detector and landmarks apply then; an existing gallery keeps its own)."""
+    """(pipeline, gallery) at path; with create, a new gallery when there is none (model, detector
+    and landmarks apply only then)."""
     if Gallery.exists(path) or not create:
         g = Gallery.open(path)
         if detector is not None and detector != g.detector_config["name"]:
             raise GalleryError(f"gallery {path}: its images are cropped with detector {g.detector_config['name']!r}, "
                                f"not {detector!r}; omit --detector or use a new gallery")
         return Pipeline.for_gallery(g, model), g
-    from . import store
-
-    p = Path(path)
-    if p.exists() and (not p.is_dir() or any(x.name != store.LOCK_FILE for x in p.iterdir())):
-        raise GalleryError(f"gallery {path}: folder exists, is not empty and holds no {store.META_FILE}; refusing to use it")
+    store.check_new(path)
     pipe = Pipeline.create(model, detector or "none", landmarks)
     return pipe, pipe.new_gallery(path)
 
@@ -289,11 +289,11 @@ def _load_model(model):
     return model
 
 
-def _embed_each(encoder, images: list, progress: bool) -> tuple[np.ndarray, list[Optional[ImageError]]]:
-    """Embed what can be read: NaN rows and their errors for the rest (an ImageError stands for one)."""
+def _embed_each(encoder, images: list) -> tuple[np.ndarray, list[Optional[ImageError]]]:
+    """Rows for the crops, NaN rows and their errors where an ImageError stands."""
     out = np.full((len(images), encoder.dim), np.nan, dtype=np.float32)
     errors: list[Optional[ImageError]] = [im if isinstance(im, ImageError) else None for im in images]
     ok = [i for i, e in enumerate(errors) if e is None]
     if ok:
-        out[ok] = encoder.embed([images[i] for i in ok], progress=progress)
+        out[ok] = encoder.embed([images[i] for i in ok])
     return out, errors

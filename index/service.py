@@ -44,6 +44,7 @@ class GalleryService:
         if Gallery.exists(self.path):  # refuses a model other than the gallery's
             self.pipeline = Pipeline.for_gallery(Gallery.open(self.path), model)
         else:
+            store.check_new(self.path)
             self.pipeline = Pipeline.create(model, detector or "none")
 
     def _disk_stamp(self) -> Optional[tuple[int, int]]:

@@ -22,6 +22,7 @@ __all__ = ["META_FILE", "LOCK_FILE", "load", "locked", "save", "write_atomic"]
 
 META_FILE = "gallery.json"
 LOCK_FILE = ".lock"
+THUMBS, COHORT = "thumbs", "cohort.safetensors"  # also written into a gallery folder
 FORMAT = "byakugan-gallery"
 FORMAT_VERSION = 1
 
@@ -115,12 +116,33 @@ def clean_leftovers(directory: Path) -> list[Path]:
     """Remove the temporary files of writers that no longer run (killed mid-save); call it holding
     the lock. (An index file written by a save that died is replaced by the next save.)"""
     removed = []
-    for p in [*directory.glob(".*.tmp-*"), *directory.glob("*/.*.tmp-*")]:
+    for p in [*directory.glob(".*.tmp-*"), *directory.glob(f"{THUMBS}/.*.tmp-*")]:
+        if not owned(p):
+            continue
         pid = p.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+def check_new(path) -> None:
+    """Refuse to start a gallery in a file, or in a folder holding anything but a gallery's own
+    leftovers (a lock, thumbnails, index or temporary files of a first save that died)."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise GalleryError(f"gallery {path}: is a file, not a gallery folder")
+    if p.is_dir() and not (p / META_FILE).is_file() and not all(owned(x) for x in p.iterdir()):
+        raise GalleryError(f"gallery {path}: folder exists, is not empty and holds no {META_FILE}; refusing to use it")
+
+
+def owned(p: Path) -> bool:
+    """Whether a folder entry is one a gallery writes (so a first save that died leaves nothing foreign)."""
+    name = p.name
+    if name.startswith(".") and ".tmp-" in name:
+        name = name[1 : name.index(".tmp-")]
+    return (name in (META_FILE, LOCK_FILE, COHORT, THUMBS) or (name.startswith("index.") and name.endswith(".faiss"))
+            or (p.parent.name == THUMBS and name.endswith(".jpg")))
 
 
 def _alive(pid: int) -> bool:

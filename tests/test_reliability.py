@@ -287,3 +287,46 @@ def test_options_may_stand_between_gallery_and_label(tmp_path, capsys, tiny_imag
     code, err = run(capsys, "enroll", tmp_path / "g", "--detector", "none", "--fallback", "whole", "red", *tiny_images[:2])
     assert code == 0, err
     assert Gallery.open(tmp_path / "g").labels() == {"red": 2}
+
+
+def test_foreign_folders_are_refused_before_the_lock_touches_them(tmp_path, capsys, tiny_images):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    (work / ".draft.tmp-999999").write_text("someone else's")
+    code, err = run(capsys, "enroll", work, "red", tiny_images[0])
+    assert code == 2 and one_line(err) and "is not empty" in err
+    assert sorted(p.name for p in work.iterdir()) == [".draft.tmp-999999", "notes.txt"]  # no lock, nothing removed
+    # a first save that died leaves only gallery files: the folder is usable
+    (tmp_path / "died" / "thumbs").mkdir(parents=True)
+    (tmp_path / "died" / "thumbs" / "0.jpg").write_bytes(b"x")
+    (tmp_path / "died" / ".index.000001.faiss.tmp-999999").write_bytes(b"x")
+    code, err = run(capsys, "enroll", tmp_path / "died", "red", tiny_images[0])
+    assert code == 0, err
+    assert not list((tmp_path / "died").glob(".*.tmp-*"))
+
+
+def test_evaluate_refuses_unreadable_images(tmp_path, capsys, tiny_images):
+    for cls in ("a", "b", "c"):
+        (tmp_path / "d" / cls).mkdir(parents=True)
+        for i in range(7):
+            (tmp_path / "d" / cls / f"{i}.png").write_bytes(Path(tiny_images["abc".index(cls)]).read_bytes())
+    (tmp_path / "d" / "a" / "bad.png").write_bytes(b"not a png")
+    code, err = run(capsys, "evaluate", tmp_path / "d", "--trials", "1", "--unknown-fraction", "0")
+    assert code == 2 and "bad.png: not an image" in err and "1 of 22 images could not be read" in err
+
+
+@pytest.mark.parametrize("manifest", [b"[1, 2]", b'{"files": 5}', b'{"files": [1]}', b'{"files": {"a": 1}}'])
+def test_malformed_bundle_manifests_are_one_line(tmp_path, manifest):
+    import zipfile
+
+    from byakugan.index.bundle import BundleError, load
+
+    with zipfile.ZipFile(tmp_path / "b.zip", "w") as z:
+        z.writestr("manifest.json", manifest)
+    with pytest.raises(BundleError):
+        load(tmp_path / "b.zip")
+
+
+def test_joiners_stay_allowed_in_labels():
+    assert check_label("a\u200db") == "a\u200db" and check_label("می\u200cخواهم")

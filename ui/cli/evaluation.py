@@ -9,7 +9,7 @@ import numpy as np
 
 from byakugan.embedder.errors import ByakuganError
 
-from .common import detectors, landmarks_arg, print_json
+from .common import detectors, landmarks_arg, print_json, report
 from .models import pipeline_for
 
 
@@ -22,6 +22,12 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     model, encoder = pipe.encoder, pipe.landmarks
     # Each image by its largest detection; the whole image where none is found (counted).
     embedded = pipe.embed_images([s.path for s in samples], fallback="whole", progress=True)
+    bad = [e for e in embedded.errors if e is not None]
+    for e in bad:
+        report(str(e))
+    if bad:  # a NaN row would skew every figure
+        raise ByakuganError(f"evaluate {a.data}: {len(bad)} of {len(samples)} images could not be read (listed above); "
+                            "remove or fix them")
     labels = [s.label.split("/", 1)[1] for s in samples]
     # A gallery with this model normalises scores by its cohort (embedder.scoring.cohort); so do the trials.
     offset = None if a.no_cohort else model.cohort_offsets(embedded.cnn)

@@ -43,6 +43,8 @@ def cmd_enroll(a: argparse.Namespace) -> int:
     plan = _plan(a)
     ok_all = True
     gallery_dir = Path(a.gallery)
+    if not Gallery.exists(gallery_dir):
+        store.check_new(gallery_dir)  # before the lock creates anything there
     with store.locked(gallery_dir):
         pipe, g = open_gallery(gallery_dir, a.model, a.detector, a.landmarks)
         added: dict[str, int] = {}

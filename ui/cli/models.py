@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from byakugan.embedder.errors import ByakuganError
-from byakugan.index.errors import GalleryError
+from byakugan.index.errors import LandmarksNeedHandError
 from byakugan.index.pipeline import Pipeline
 from byakugan.index.store import write_atomic
 
@@ -23,9 +23,7 @@ def pipeline_for(model, detector: str, landmarks: str) -> Pipeline:
     """The pipeline a command embeds with; --landmarks without --detector hand is refused."""
     try:
         return Pipeline.create(model, detector, landmarks)
-    except GalleryError as exc:
-        if "only a gallery with detector 'hand'" not in str(exc):
-            raise
+    except LandmarksNeedHandError:
         raise ByakuganError(f"--landmarks {landmarks}: needs --detector hand, not {detector!r}") from None
 
 
