@@ -151,24 +151,26 @@ def cmd_rename(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_threshold(a: argparse.Namespace) -> int:
+def _show_or_set(a: argparse.Namespace, setting: str) -> Gallery | None:
+    """Print the gallery's setting when no value is given, else set it; the edited gallery or None."""
     if a.value is None:
-        print(Gallery.open(a.gallery).threshold)
-        return 0
+        print(getattr(Gallery.open(a.gallery), setting))
+        return None
     with _edit(a.gallery) as g:
-        g.threshold = a.value
-    print(f"threshold set to {g.threshold}")
+        setattr(g, setting, a.value)
+    return g
+
+
+def cmd_threshold(a: argparse.Namespace) -> int:
+    if (g := _show_or_set(a, "threshold")) is not None:
+        print(f"threshold set to {g.threshold}")
     return 0
 
 
 def cmd_scoring(a: argparse.Namespace) -> int:
-    if a.value is None:
-        print(Gallery.open(a.gallery).scoring)
-        return 0
-    with _edit(a.gallery) as g:
-        g.scoring = a.value
-    print(f"scoring set to {g.scoring}; the threshold ({g.threshold}) was calibrated for one scoring: "
-          "check it with `byakugan evaluate` (threshold_tar95 / threshold_tar95_mean)")
+    if (g := _show_or_set(a, "scoring")) is not None:
+        print(f"scoring set to {g.scoring}; the threshold ({g.threshold}) was calibrated for one scoring: "
+              "check it with `byakugan evaluate` (threshold_tar95 / threshold_tar95_mean)")
     return 0
 
 
