@@ -28,7 +28,7 @@ import byakugan.embedder as embedder
 from byakugan.embedder.scoring.cohort import offsets
 from byakugan.embedder.training.cohort import build_cohort
 from byakugan.embedder.training.data import pick_holdout, scan
-from byakugan.embedder.detection import create_detector, regions
+from byakugan.embedder.detection import create_detector, whole
 from byakugan.embedder.evaluation.protocol import enrolment_trials
 from byakugan.embedder.images import load_image
 
@@ -104,7 +104,7 @@ def main() -> None:
     if a.models:
         scenes = scan([DATA / "anime-scenes"], seed=1)
         det = create_detector("anime-face")
-        crops = [regions(det, img, "whole")[0].crop(img) for img in (load_image(s.path) for s in scenes)]
+        crops = [(det(img) or [whole(img)])[0].crop(img) for img in (load_image(s.path) for s in scenes)]
         held = scan([DATA / "anime-faces"], per_class=100, seed=1, classes=names)
         out["trained"] = {m: model_study(m, a.colour_weights, scenes, crops, held) for m in a.models}
     print(json.dumps(out, indent=1))

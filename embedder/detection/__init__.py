@@ -9,14 +9,10 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
-from PIL import Image
-
 from ..errors import ModelError
 from .base import Detection, NoDetector, whole
 
-__all__ = ["Detection", "create_detector", "list_detectors", "regions"]
+__all__ = ["Detection", "create_detector", "list_detectors", "whole"]
 
 
 def _anime_face(config: dict):
@@ -55,10 +51,3 @@ def create_detector(name_or_config: str | dict | None = "none"):
     except TypeError as exc:
         raise ModelError(f"detector {name}: bad settings {config} ({exc})") from None
 
-
-def regions(detector, img: Image.Image, fallback: Optional[str] = None) -> list[Detection]:
-    """The detections, or the whole image when none are found and fallback == "whole"."""
-    found = detector(img)
-    if not found and fallback == "whole":
-        return [whole(img, score=0.0)]
-    return found

@@ -125,7 +125,7 @@ def create_backbone(name: str, pretrained: WeightsArg = True,
 
     pretrained: True for ImageNet weights (offline where the spec has them, else timm's hub),
     False for random init, or a path to a local .safetensors/.pth file.
-    taps: earlier feature levels whose pooled outputs join the final ones (see embedder.taps).
+    taps: earlier feature levels whose pooled outputs join the final ones (see embedder.embedding.taps).
     """
     spec = get_spec(name)
     # The classifier is kept while loading so that full ImageNet checkpoints fit by name or order.

@@ -1,6 +1,6 @@
 """A learned embedding of hand landmarks, fused with the CNN embedding of the hand crop.
 
-The input is the `hand` detector's encoding (embedder.hands.encode_landmarks: up to two hands,
+The input is the `hand` detector's encoding (embedder.detection.hands.encode_landmarks: up to two hands,
 each relative to its wrist and scaled to unit size, 128 numbers); a small MLP trained with a
 pytorch-metric-learning loss maps it to a unit vector. Saved like an embedder: config.json
 (format byakugan-landmarks/1, with the fusion weight and a threshold) and model.safetensors.

@@ -38,9 +38,9 @@ class Embedder(torch.nn.Module):
         if config.get("scoring", "nearest") not in SCORINGS:
             raise ModelError(f"model scoring {config['scoring']!r} is not one of {', '.join(SCORINGS)}")
         self.head = Head(head_config(config), config["feature_dim"])
-        # Optional colour histogram joined to the CNN part (see embedder.colour); no weights.
+        # Optional colour histogram joined to the CNN part (see embedder.embedding.colour); no weights.
         self.colour = ColourHistogram(config["colour"], self.preprocess) if config.get("colour") else None
-        # Optional cohort score normalisation (see embedder.cohort): settings in the config, the
+        # Optional cohort score normalisation (see embedder.scoring.cohort): settings in the config, the
         # vectors (unit rows, N x dim) in a file beside the weights; set by training or load_saved.
         cohort_settings(config.get("cohort"))  # refuse bad settings when the model is made
         self.cohort: Optional[np.ndarray] = None
@@ -147,9 +147,9 @@ def create_embedder(
     """Build an embedder from a backbone name.
 
     dim=None and head=None use the pooled features as they are; dim=N adds a linear projection;
-    head={"type": "concat", "dim": N, ...} is the head byakugan trains (see embedder.heads).
-    colour={"weight": W} joins a colour histogram of the crop (see embedder.colour).
-    taps=[i, ...] joins pooled features of earlier backbone levels (see embedder.taps).
+    head={"type": "concat", "dim": N, ...} is the head byakugan trains (see embedder.embedding.heads).
+    colour={"weight": W} joins a colour histogram of the crop (see embedder.embedding.colour).
+    taps=[i, ...] joins pooled features of earlier backbone levels (see embedder.embedding.taps).
     """
     if dim is not None and (not isinstance(dim, int) or dim < 1):
         raise ModelError(f"embedding dim {dim!r} must be a positive integer or None")

@@ -56,9 +56,9 @@ def enrolment_trials(
     offset: Optional[np.ndarray] = None,
 ) -> Trials:
     """query_emb: the rows to query with when they differ from the enrolled form (fused vectors
-    without landmarks, see embedder.fusion.query_form); emb by default.
+    without landmarks, see embedder.scoring.fusion.query_form); emb by default.
     offset: a per-row amount taken off every score of that row as a query (cohort normalisation,
-    see embedder.cohort), as a gallery with a cohort does."""
+    see embedder.scoring.cohort), as a gallery with a cohort does."""
     labels = np.asarray(labels)
     q_emb = emb if query_emb is None else query_emb
     off = np.zeros(len(labels), np.float32) if offset is None else np.asarray(offset, np.float32)

@@ -55,14 +55,14 @@ class TrainConfig:
     data: list[str]
     out: str
     backbone: str = "efficientnet_lite0"
-    taps: list[int] = field(default_factory=list)  # earlier backbone levels joined to the final features (embedder.taps)
+    taps: list[int] = field(default_factory=list)  # earlier backbone levels joined to the final features (embedder.embedding.taps)
     size: int = 160
     head_dim: int = 128
     head_hidden: int = 512
     head_weight: float = 1.0
-    colour_weight: float = 0.0  # > 0 joins a colour histogram to the embedding (anime; see embedder.colour)
+    colour_weight: float = 0.0  # > 0 joins a colour histogram to the embedding (anime; see embedder.embedding.colour)
     scoring: Optional[str] = None  # how new galleries with this model rank labels: "nearest" or "mean"
-    cohort_top: Optional[int] = None  # N >= 0: scores normalised by a cohort of the training classes (embedder.cohort)
+    cohort_top: Optional[int] = None  # N >= 0: scores normalised by a cohort of the training classes (embedder.scoring.cohort)
     cohort_per_class: int = 50  # images per training class in the cohort's class means
     loss: str = "multisimilarity"
     miner: str = "multisimilarity"
