@@ -39,10 +39,11 @@ SOURCES = {k: v for k, v in json.loads(Path(__file__).with_name("sources.json").
            if not k.startswith("_")}
 
 
-def evaluate(source: str, detector: str, model: str, landmarks: str, per_class) -> dict:
+def evaluate(source: str, detector: str, model: str, landmarks: str, per_class, save: str | None = None) -> dict:
     args = ["evaluate", str(DATA / source), "--detector", detector, "--model", model, "--landmarks", landmarks,
             "--trials", "10", "--unknown-fraction", "0.33", "--seed", "1", "--json"]
     args += ["--per-class", str(per_class)] if per_class else []
+    args += ["--save-embeddings", save] if save else []
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         if byakugan(args) != 0:
@@ -83,6 +84,8 @@ def main() -> None:
     p.add_argument("--per-class", type=int, default=100, help="training images per class (seeded sample)")
     p.add_argument("--eval-per-class", type=int, help="evaluation images per class (default: all)")
     p.add_argument("--cohort-per-class", type=int, default=20, help="images per class in an anime fold's cohort")
+    p.add_argument("--save-embeddings", metavar="DIR",
+                   help="keep each fold's embeddings of its left-out source (DIR/SOURCE.safetensors) for scoring studies")
     p.add_argument("--no-baseline", action="store_true", help="skip the frozen ImageNet column")
     p.add_argument("--recipe", choices=["all", "today"], default="all",
                    help="train on every other source (all), or only on the other sources the shipped models "
@@ -90,6 +93,8 @@ def main() -> None:
     a = p.parse_args()
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     rows: dict[str, dict] = {}
+    if a.save_embeddings:
+        Path(a.save_embeddings).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for source in a.sources:
             spec, start = SOURCES[source], time.time()
@@ -110,7 +115,8 @@ def main() -> None:
                                                     cache=a.cache), log=log)
                 landmarks = f"{tmp}/{source}-lm"
             rows[source] = {"domain": spec["domain"], "detector": spec["detector"],
-                            "trained_on_the_others": evaluate(source, spec["detector"], cfg.out, landmarks, a.eval_per_class)}
+                            "trained_on_the_others": evaluate(source, spec["detector"], cfg.out, landmarks, a.eval_per_class,
+                                                                     a.save_embeddings and f"{a.save_embeddings}/{source}.safetensors")}
             if not a.no_baseline:
                 rows[source]["frozen_imagenet"] = evaluate(source, spec["detector"], "imagenet", "none", a.eval_per_class)
             rows[source]["seconds"] = round(time.time() - start)

@@ -121,14 +121,17 @@ class Bundle:
         return self.pipeline.embed_regions([found[0].crop], [found[0].landmarks])[0]
 
     def recognize(self, image: ImageSource, k: int = 5, threshold: Optional[float] = None,
-                  fallback: Optional[str] = None) -> list[Recognition]:
+                  fallback: Optional[str] = "whole") -> list[Recognition]:
+        """One answer per detection, largest first; the whole image (found False) when nothing is
+        detected, unless fallback is None."""
         if k < 1:
             raise BundleError(f"k={k}: must be at least 1")
         return self.pipeline.recognize(self.gallery, image, k, threshold, fallback)
 
     def search(self, image: ImageSource, k: int = 5, threshold: Optional[float] = None,
-               fallback: Optional[str] = None) -> list[dict]:
-        """One result per detection, largest first: its box, the match (label or "unknown"), top-k hits and labels."""
+               fallback: Optional[str] = "whole") -> list[dict]:
+        """One result per detection, largest first: its box, whether it was detected, the match
+        (label or "unknown", with its confidence), top-k hits and labels."""
         return [r.to_dict() for r in self.recognize(image, k, threshold, fallback)]
 
 

@@ -44,6 +44,7 @@ class Gallery:
         self._new_thumbs: dict[int, bytes] = {}
         self._dropped: set[int] = set()
         self._protos = None
+        self.revision = 0  # counts edits of the references: what is derived from them is cached against it
 
     # ---- creating, opening, saving ------------------------------------------------------
     @classmethod
@@ -225,7 +226,7 @@ class Gallery:
         first = int(self._meta["next_id"])
         ids = list(range(first, first + len(emb)))
         self._store.add(ids, emb)
-        self._protos = None
+        self._protos, self.revision = None, self.revision + 1
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for i, src in zip(ids, sources):
             # A file name that is not UTF-8 is kept readable (escaped) rather than failing the save.
@@ -257,7 +258,7 @@ class Gallery:
         return ref
 
     def _drop(self, ids: list[int]) -> int:
-        self._protos = None
+        self._protos, self.revision = None, self.revision + 1
         self._store.remove(ids)
         for i in ids:
             del self._refs[i]
@@ -273,7 +274,7 @@ class Gallery:
         for i, r in list(self._refs.items()):
             if r.label == old:
                 self._refs[i] = Reference(r.id, new, r.source, r.added)
-        self._protos = None
+        self._protos, self.revision = None, self.revision + 1
         return sum(1 for r in self._refs.values() if r.label == new)
 
     # ---- searching by vector ------------------------------------------------------------
@@ -290,6 +291,7 @@ class Gallery:
             self._protos = ranking.prototypes(self._store, self._refs)
         return ranking.search(self._store, self._refs, emb, k, self._protos if self.scoring == "mean" else None, offset)
 
-    def match(self, result: SearchResult, threshold: Optional[float] = None) -> Match:
-        """The best label of a result, or UNKNOWN when its score is below the threshold."""
-        return ranking.match(result, self.threshold if threshold is None else float(threshold))
+    def match(self, result: SearchResult, threshold: Optional[float] = None, calibration=None) -> Match:
+        """The best label of a result, or UNKNOWN when its score is below the threshold; with a
+        calibration (index.confidence), its confidence too."""
+        return ranking.match(result, self.threshold if threshold is None else float(threshold), calibration)

@@ -8,7 +8,7 @@ Every interface calls it: the CLI, the HTTP server, the Streamlit page and an ex
 from __future__ import annotations
 
 import os
-import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -23,14 +23,17 @@ from byakugan.embedder.images import ImageSource, describe, load_image
 from byakugan.embedder.scoring.cohort import offsets
 from byakugan.embedder.scoring.fusion import fuse, query_form, stack_landmarks
 
+from byakugan.embedder.scoring.calibration import Calibration
+
 from . import store
+from .confidence import calibrate
 from .errors import GalleryError, LandmarksNeedHandError, ModelMismatchError
+from .batch import Embedded, embed_images
 from .gallery import Gallery
 from .ranking import Match, Recognition, SearchResult
 from .settings import GallerySettings
 
 Queries = Union[np.ndarray, Sequence[ImageSource]]
-CHUNK = 256  # images decoded at a time by embed_images
 
 
 @dataclass(frozen=True)
@@ -41,18 +44,6 @@ class Region:
     crop: Image.Image
     landmarks: Optional[np.ndarray] = None
     found: bool = True  # False: the whole image, taken because nothing was detected
-
-
-@dataclass(frozen=True)
-class Embedded:
-    """Images embedded one row each by their largest detection (NaN rows where an image failed)."""
-
-    vectors: np.ndarray  # as a gallery stores them: fused when the pipeline fuses landmarks
-    cnn: np.ndarray  # the CNN part alone
-    landmarks: Optional[np.ndarray]  # the landmark part alone (zero rows where none were found)
-    errors: list[Optional[ImageError]]
-    found: list[bool]  # whether the detector found something in each image
-    detect_seconds: float
 
 
 class Pipeline:
@@ -67,6 +58,7 @@ class Pipeline:
         self._detector = None if isinstance(detector, dict) else create_detector(detector)
         self.detector_config = dict(detector) if isinstance(detector, dict) else self._detector.config
         self._landmark_source = landmark_source or (landmarks.name if landmarks is not None else None)
+        self._calibration: Optional[tuple] = None  # (the gallery, its state, its calibration): the last one asked for
 
     @classmethod
     def create(cls, model=None, detector: Union[str, dict, None] = "none", landmarks="auto") -> "Pipeline":
@@ -179,42 +171,7 @@ class Pipeline:
                      progress: bool = False) -> Embedded:
         """Each image by its largest detection (or the whole image with fallback "whole"); a bad
         image, or one with nothing found and no fallback, gives a NaN row and its error."""
-        from tqdm.auto import tqdm
-
-        cnn = np.full((len(images), self.encoder.dim), np.nan, dtype=np.float32)
-        marks: list = []
-        found: list[bool] = []
-        errors: list[Optional[ImageError]] = []
-        spent = 0.0
-        bar = tqdm(total=len(images), desc=f"embedding ({self.detector_config['name']})", unit="img", leave=False,
-                   disable=not progress or len(images) < 2)
-        for start in range(0, len(images), CHUNK):  # only a chunk of decoded images is held at a time
-            crops: list = []
-            for image in images[start : start + CHUNK]:
-                try:
-                    t = time.perf_counter()
-                    r = self.regions(image, every=False, fallback=fallback)
-                    spent += time.perf_counter() - t
-                    if not r:
-                        raise ImageError(f"{describe(image)}: no {self.detector_config['name']} found "
-                                         "(--fallback whole embeds the whole image)")
-                    crops.append(r[0].crop)
-                    marks.append(r[0].landmarks)
-                    found.append(r[0].found)
-                except ImageError as exc:
-                    crops.append(exc)
-                    marks.append(None)
-                    found.append(False)
-            cnn[start : start + len(crops)], chunk_errors = _embed_each(self.encoder, crops)
-            errors += chunk_errors
-            bar.update(len(crops))
-        bar.close()
-        lm = None
-        vectors = cnn
-        if self.landmarks is not None:
-            lm = self.landmarks.encode(stack_landmarks(marks))
-            vectors = fuse(cnn, lm, self.landmarks.weight)
-        return Embedded(vectors, cnn, lm, errors, found, spent)
+        return embed_images(self, images, fallback, progress)
 
     def query(self, gallery: Gallery, vectors: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """Stored-form vectors ready to search the gallery with: rows without hand landmarks rescaled
@@ -238,19 +195,33 @@ class Pipeline:
 
     def match(self, gallery: Gallery, queries: Queries, threshold: Optional[float] = None) -> list[Match]:
         """search(k=1) plus the threshold: the best label, or "unknown" below it."""
-        return [gallery.match(r, threshold) for r in self.search(gallery, queries, k=1)]
+        cal = self.calibration(gallery)
+        return [gallery.match(r, threshold, cal) for r in self.search(gallery, queries, k=1)]
+
+    def calibration(self, gallery: Gallery) -> Calibration:
+        """What the gallery's scores mean as a 0-1 confidence, from its own references (see
+        index.confidence); worked out again only after the references, scoring or threshold change."""
+        key = (gallery.revision, gallery.scoring, gallery.threshold, len(gallery))
+        cached = self._calibration
+        if cached is None or cached[0]() is not gallery or cached[1] != key:
+            cal = calibrate(gallery, lambda v: self.query(gallery, v))
+            self._calibration = cached = (weakref.ref(gallery), key, cal)
+        return cached[2]
 
     def recognize(self, gallery: Gallery, image: ImageSource, k: int = 5, threshold: Optional[float] = None,
-                  fallback: Optional[str] = None, name: Optional[str] = None) -> list[Recognition]:
-        """Detect, then search each detection: one answer per detection, largest first."""
+                  fallback: Optional[str] = "whole", name: Optional[str] = None) -> list[Recognition]:
+        """Detect, then search each detection: one answer per detection, largest first. With nothing
+        detected, the whole image is searched (found False) unless fallback is None: then []."""
         if k < 1:
             raise GalleryError(f"k={k}: must be at least 1")
         found = self.regions(image, every=True, fallback=fallback, name=name)
         if not found:
             return []
         results = self.search(gallery, self.embed_regions([r.crop for r in found], [r.landmarks for r in found]), k)
-        return [Recognition(r.box, gallery.match(res, threshold), res,
-                            (r.landmarks is not None) if self.fused else None) for r, res in zip(found, results)]
+        cal = self.calibration(gallery)
+        return [Recognition(r.box, gallery.match(res, threshold, cal), res,
+                            (r.landmarks is not None) if self.fused else None, r.found, cal)
+                for r, res in zip(found, results)]
 
     def enroll(self, gallery: Gallery, label: str, images: Sequence[ImageSource], sources: Optional[Sequence[str]] = None,
                fallback: Optional[str] = None) -> list[int]:
@@ -287,13 +258,3 @@ def _load_model(model):
 
         return embedder.load(model or embedder.DEFAULT_MODEL)[0]
     return model
-
-
-def _embed_each(encoder, images: list) -> tuple[np.ndarray, list[Optional[ImageError]]]:
-    """Rows for the crops, NaN rows and their errors where an ImageError stands."""
-    out = np.full((len(images), encoder.dim), np.nan, dtype=np.float32)
-    errors: list[Optional[ImageError]] = [im if isinstance(im, ImageError) else None for im in images]
-    ok = [i for i, e in enumerate(errors) if e is None]
-    if ok:
-        out[ok] = encoder.embed([images[i] for i in ok])
-    return out, errors

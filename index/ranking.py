@@ -9,6 +9,8 @@ from typing import Mapping, Optional
 
 import numpy as np
 
+from byakugan.embedder.scoring.calibration import Calibration
+
 from .vectors import VectorStore
 
 UNKNOWN = "unknown"
@@ -34,12 +36,14 @@ class Hit:
 class SearchResult:
     hits: list[Hit]  # top-k references, best first
     labels: list[tuple[str, float]]  # top-k labels by their best reference score, best first
+    offset: float = 0.0  # taken off every score by cohort normalisation: score + offset is the cosine
 
-    def to_dict(self) -> dict:
-        return {
-            "hits": [asdict(h) for h in self.hits],
-            "labels": [{"label": lab, "score": s} for lab, s in self.labels],
-        }
+    def to_dict(self, calibration: Optional[Calibration] = None) -> dict:
+        labels = [{"label": lab, "score": s} for lab, s in self.labels]
+        if calibration is not None:
+            for entry in labels:
+                entry["confidence"] = round(calibration.confidence(entry["score"]), 4)
+        return {"hits": [asdict(h) for h in self.hits], "labels": labels}
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,9 @@ class Match:
     score: float
     nearest: str  # best label even when below the threshold
     threshold: float
+    cosine: Optional[float] = None  # the score before cohort normalisation (= score without a cohort)
+    confidence: Optional[float] = None  # 0-1, the score on the gallery's calibrated scale
+    threshold_confidence: Optional[float] = None  # the threshold on that scale
 
     @property
     def known(self) -> bool:
@@ -65,6 +72,8 @@ class Recognition:
     match: Match
     result: SearchResult
     landmarks: Optional[bool] = None  # fused hand gallery: whether this detection had landmarks
+    found: bool = True  # False: nothing was detected, so the whole image was searched
+    calibration: Optional[Calibration] = None  # the gallery's, for the labels' confidences
 
     @property
     def hits(self) -> list[Hit]:
@@ -75,8 +84,9 @@ class Recognition:
         return self.result.labels
 
     def to_dict(self) -> dict:
-        """The JSON form the CLI, the server and a bundle give: box, match, hits, labels[, landmarks]."""
-        out = {"box": list(self.box), "match": self.match.to_dict(), **self.result.to_dict()}
+        """The JSON form the CLI, the server and a bundle give: box, found, match, hits, labels[, landmarks]."""
+        out = {"box": list(self.box), "found": self.found, "match": self.match.to_dict(),
+               **self.result.to_dict(self.calibration)}
         if self.landmarks is not None:
             out["landmarks"] = self.landmarks
         return out
@@ -107,7 +117,7 @@ def search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k
     """
     if offset is not None:
         return [SearchResult([Hit(h.id, h.label, h.score - float(o), h.source) for h in r.hits],
-                             [(lab, s - float(o)) for lab, s in r.labels])
+                             [(lab, s - float(o)) for lab, s in r.labels], float(o))
                 for r, o in zip(search(index, refs, emb, k, protos), offset)]
     if protos is not None:
         hits = search(index, refs, emb, k)
@@ -129,6 +139,8 @@ def search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k
     return results
 
 
-def match(result: SearchResult, threshold: float) -> Match:
+def match(result: SearchResult, threshold: float, calibration: Optional[Calibration] = None) -> Match:
     label, score = result.labels[0]
-    return Match(label if score >= threshold else UNKNOWN, score, label, threshold)
+    confidence = (round(calibration.confidence(score), 4), round(calibration.confidence(threshold), 4)) \
+        if calibration is not None else (None, None)
+    return Match(label if score >= threshold else UNKNOWN, score, label, threshold, score + result.offset, *confidence)

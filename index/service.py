@@ -15,14 +15,16 @@ import numpy as np
 from PIL import Image
 
 from . import store
+from byakugan.embedder.scoring.calibration import Calibration
+
 from .errors import GalleryError, ModelMismatchError
 from .gallery import Gallery
 from .pipeline import Pipeline
 from .ranking import Recognition
 
 T = TypeVar("T")
-# A new reference this close to an existing one adds nothing but weight to its class.
-DUPLICATE_SCORE = 0.98
+# A new reference this close to an existing one (raw cosine) adds nothing but weight to its class.
+DUPLICATE_COSINE = 0.98
 
 
 class Crop(NamedTuple):
@@ -31,6 +33,7 @@ class Crop(NamedTuple):
     name: str
     image: Image.Image
     landmarks: Optional[np.ndarray] = None  # hand landmarks, when the detector found them
+    found: bool = True  # False: nothing detected, the whole image is taken
 
 
 class GalleryService:
@@ -46,6 +49,11 @@ class GalleryService:
         else:
             store.check_new(self.path)
             self.pipeline = Pipeline.create(model, detector or "none")
+
+    def version(self) -> Optional[tuple[int, int]]:
+        """Changes whenever the gallery on disk does (None before the first save): for what is
+        derived from it, such as a bundle built for download."""
+        return self._disk_stamp()
 
     def _disk_stamp(self) -> Optional[tuple[int, int]]:
         try:
@@ -84,8 +92,9 @@ class GalleryService:
         return self.gallery().labels()
 
     def search(self, img: Image.Image, k: int = 5, threshold: Optional[float] = None,
-               fallback: Optional[str] = None) -> list[Recognition]:
-        """One answer per detection (box, match, hits, labels), largest first."""
+               fallback: Optional[str] = "whole") -> list[Recognition]:
+        """One answer per detection (box, match, hits, labels), largest first; the whole image
+        (found False) when nothing is detected."""
         g = self.gallery()
         if not len(g):
             raise GalleryError("the gallery is empty; enrol some images first")
@@ -96,32 +105,44 @@ class GalleryService:
         out = []
         for name, img in images:
             r = self.pipeline.crops(img, fallback=fallback, name=name)[0]
-            out.append(Crop(name, r.crop, r.landmarks))
+            out.append(Crop(name, r.crop, r.landmarks, r.found))
         return out
 
+    def calibration(self) -> Calibration:
+        """How the gallery's scores read as a 0-1 confidence (see index.confidence)."""
+        return self.pipeline.calibration(self.gallery())
+
     def check(self, label: str, crops: list[Crop]) -> list[str]:
-        """Warnings about crops before they are enrolled as `label`: near-duplicates, or closer to another class."""
+        """Warnings about crops before they are enrolled as `label`: near-duplicates (by the raw
+        cosine, whatever the gallery's scale), or closer to another class."""
         g = self.gallery()
         if not len(g) or not crops:
             return []
         emb = self.pipeline.embed_regions([c.image for c in crops], [c.landmarks for c in crops])
         warnings = []
         k = len(g.labels())
-        for n, r in enumerate(self.pipeline.search(g, emb, k=k), 1):
+        for crop, r in zip(crops, self.pipeline.search(g, emb, k=k)):
             top = r.hits[0]
-            if top.score >= DUPLICATE_SCORE:
-                warnings.append(f"image {n}: near-duplicate of reference {top.id} ({top.label}, {top.source}), score {top.score:.3f}")
+            if top.score + r.offset >= DUPLICATE_COSINE:
+                warnings.append(f"{crop.name}: near-duplicate of reference {top.id} ({top.label}, {top.source}), "
+                                f"cosine {top.score + r.offset:.3f}")
             own = dict(r.labels).get(label)
             best_label, best = r.labels[0]
             if label in g.labels() and best_label != label:
                 own_text = f"{own:.3f}" if own is not None else "lower"
-                warnings.append(f"image {n}: closer to {best_label!r} ({best:.3f}) than to its own class {label!r} ({own_text})")
+                warnings.append(f"{crop.name}: closer to {best_label!r} ({best:.3f}) than to its own class {label!r} ({own_text})")
         return warnings
 
     # ---- editing -------------------------------------------------------------------------
-    def enroll(self, label: str, crops: list[Crop]) -> list[int]:
+    def enroll(self, label: str, crops: list[Crop], progress: Optional[Callable[[int, int], None]] = None) -> list[int]:
+        """progress(done, total) is called as each crop is embedded."""
         # Embedding happens outside the lock so that other users wait only for the save.
-        emb = self.pipeline.embed_regions([c.image for c in crops], [c.landmarks for c in crops])
+        rows = []
+        for n, c in enumerate(crops):
+            rows.append(self.pipeline.embed_regions([c.image], [c.landmarks]))
+            if progress is not None:
+                progress(n + 1, len(crops))
+        emb = np.concatenate(rows) if rows else np.zeros((0, self.gallery().dim), np.float32)
 
         def add(g: Gallery) -> list[int]:
             return g.enroll(label, emb, sources=[c.name for c in crops], images=[c.image for c in crops])
@@ -142,6 +163,17 @@ class GalleryService:
             g.threshold = value
 
         self._edit(set_)
+
+    def set_threshold_confidence(self, confidence: float) -> float:
+        """Set the threshold to the score that reads as `confidence` (0-1) on the gallery's
+        calibrated scale now; returns that score."""
+        try:
+            value = self.calibration().score_at(confidence)
+        except ValueError as exc:
+            raise GalleryError(str(exc)) from None
+        value = min(1.0, max(-1.0, value))
+        self.set_threshold(value)
+        return value
 
     def set_scoring(self, value: str) -> None:
         def set_(g: Gallery) -> None:

@@ -7,29 +7,17 @@ gallery code live in `byakugan.embedder` and `byakugan.index`; this file only la
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Optional
 
 import streamlit as st
-from PIL import Image, ImageDraw
 
-from byakugan.embedder.errors import ByakuganError, ImageError
-from byakugan.embedder.images import IMAGE_SUFFIXES, load_image
+from byakugan.embedder.errors import ByakuganError
 from byakugan.embedder.scoring import SCORINGS
 from byakugan.index.ranking import Recognition
 from byakugan.index.service import GalleryService
+from byakugan.ui.widgets import IMAGE_TYPES, default_gallery_dir, draw_boxes, read_upload, short
 
 PAGES = ("Search", "Enrol", "Gallery", "Export")
-IMAGE_TYPES = [s.lstrip(".") for s in IMAGE_SUFFIXES]
-
-
-def max_upload_mb() -> float:
-    return float(os.environ.get("BYAKUGAN_MAX_UPLOAD_MB", "10"))
-
-
-def default_gallery_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "byakugan" / "gallery"
 
 
 @st.cache_resource(show_spinner="Loading the model…")
@@ -38,33 +26,13 @@ def get_service(gallery: str, model: Optional[str], detector: Optional[str]) -> 
     return GalleryService(gallery, model, detector)
 
 
-def read_upload(upload) -> Optional[Image.Image]:
-    """The uploaded image, or None after showing why it cannot be used."""
-    limit = max_upload_mb()
-    if upload.size > limit * 2**20:
-        st.error(f"{upload.name}: {upload.size / 2**20:.1f} MB is over the {limit:g} MB limit")
-        return None
-    try:
-        return load_image(upload.getvalue(), name=upload.name)
-    except ImageError as exc:
-        st.error(str(exc))
-        return None
+def what(svc: GalleryService) -> str:
+    name = svc.pipeline.detector_config["name"]
+    return {"anime-face": "face", "none": "picture"}.get(name, name)
 
 
-def draw_boxes(img: Image.Image, detections: list[Recognition]) -> Image.Image:
-    out = img.copy()
-    pen = ImageDraw.Draw(out)
-    width = max(2, round(max(img.size) / 200))
-    for d in detections:
-        x, y, w, h = d.box
-        pen.rectangle([x, y, x + w - 1, y + h - 1], outline=(255, 64, 64), width=width)
-        pen.text((x + width + 2, y + width + 2), d.match.label, fill=(255, 64, 64))
-    return out
-
-
-def query_image_ui() -> Optional[Image.Image]:
-    use_camera = st.toggle("Use the camera", key="use_camera")
-    if use_camera:
+def query_image_ui():
+    if st.toggle("Use the camera", key="use_camera"):
         upload = st.camera_input("Take a picture", key="search_camera")
     else:
         upload = st.file_uploader("Image to search", type=IMAGE_TYPES, key="search_upload")
@@ -75,17 +43,29 @@ def results_ui(svc: GalleryService, detections: list[Recognition]) -> None:
     g = svc.gallery()
     for n, d in enumerate(detections, 1):
         m = d.match
-        verdict = m.label if m.known else f"unknown (nearest: {m.nearest})"
-        st.subheader(f"Detection {n}: {verdict}")
-        st.caption(f"best score {m.score:.3f}, threshold {m.threshold:.2f}"
+        if not d.found:
+            st.info(f"No {what(svc)} found in the picture: searched the whole picture instead.")
+        prefix = f"Detection {n}: " if len(detections) > 1 else ""
+        st.subheader(f"{prefix}{m.label if m.known else 'unknown'} · {m.confidence:.0%}")
+        st.caption((f"confident it is {m.label}" if m.known else f"looks most like {m.nearest}, but below the threshold")
+                   + f" · unknown below {m.threshold_confidence:.0%}"
                    + (" · no hand landmarks found: scored by the image alone" if d.landmarks is False else ""))
+        nearest = {}
         for hit in d.hits:
-            thumb, text = st.columns([1, 5])
-            data = g.thumbnail(hit.id)
-            if data:
-                thumb.image(data, width=64)
-            text.markdown(f"**{hit.label}** {hit.score:.3f} · reference {hit.id} · {hit.source}")
-            text.progress(min(1.0, max(0.0, hit.score)))
+            nearest.setdefault(hit.label, hit)
+        cols = st.columns(max(4, len(d.labels)))
+        for col, (label, score) in zip(cols, d.labels):
+            confidence = d.calibration.confidence(score)
+            hit = nearest.get(label)
+            if hit is not None and (data := g.thumbnail(hit.id)):
+                col.image(data, width=96)
+            col.markdown(f"**{label}** {confidence:.0%}")
+            col.progress(confidence)
+        with st.expander("Raw scores"):
+            st.caption(f"best {m.score:.4f} (cosine {m.cosine:.4f}), threshold {m.threshold:.4f}; "
+                       f"{'calibrated on the gallery' if d.calibration.fitted else 'not calibrated yet (needs 2 classes, one with 2+ references)'}")
+            for hit in d.hits:
+                st.text(f"{hit.score:.4f}  {hit.label}  reference {hit.id}  {hit.source}")
 
 
 def search_ui(svc: GalleryService) -> Optional[list[Recognition]]:
@@ -102,41 +82,78 @@ def search_ui(svc: GalleryService) -> Optional[list[Recognition]]:
     except ByakuganError as exc:
         st.error(str(exc))
         return None
-    st.image(draw_boxes(img, detections), width=min(480, img.width))
-    results_ui(svc, detections)
+    left, right = st.columns([2, 3])
+    left.image(draw_boxes(img, detections), width=min(480, img.width))
+    with right:
+        results_ui(svc, detections)
     return detections
 
 
-def enrol_ui(svc: GalleryService) -> Optional[list[int]]:
+def enrol_images_ui(round_: int) -> list:
+    """Uploaded files and camera shots, as (name, image)."""
+    uploads = st.file_uploader("Reference images", type=IMAGE_TYPES, accept_multiple_files=True,
+                               key=f"enrol_upload_{round_}") or []
+    shots = st.session_state.setdefault("enrol_shots", {})
+    if st.toggle("Take pictures with the camera", key="enrol_use_camera"):
+        shot = st.camera_input("Take a picture, then another: each one is added", key=f"enrol_camera_{round_}")
+        if shot is not None and shot.file_id not in shots:
+            shots[shot.file_id] = shot
+        if shots and st.button(f"Forget the {len(shots)} picture(s) taken", key="enrol_forget_shots"):
+            shots.clear()
+            st.rerun()
+    named = [(u.name, u) for u in uploads] + [(f"camera-{n}.jpg", s) for n, s in enumerate(shots.values(), 1)]
+    return [(name, img) for name, u in named if (img := read_upload(u)) is not None]
+
+
+def enrol_ui(svc: GalleryService) -> None:
     st.header("Enrol a character or gesture")
     st.caption("Type a label (new or existing) and add a few images of it; no retraining needed.")
     label = st.text_input("Label", key="enrol_label").strip()
     round_ = st.session_state.setdefault("enrol_round", 0)  # a new key empties the uploader after enrolling
-    uploads = st.file_uploader("Reference images", type=IMAGE_TYPES, accept_multiple_files=True,
-                               key=f"enrol_upload_{round_}") or []
-    images = [(u.name, img) for u in uploads if (img := read_upload(u)) is not None]
-    if images:
-        images = svc.crops(images)  # the largest detection of each, or the whole image when none
-        st.write("What will be enrolled (the detector's crops):")
-        cols = st.columns(min(6, len(images)))
-        for i, crop in enumerate(images):
-            cols[i % len(cols)].image(crop.image, caption=crop.name, width=96)
+    crops = svc.crops(enrol_images_ui(round_))
+    if crops:
+        cropping = svc.pipeline.detector_config["name"] != "none"
+        st.write(f"What will be enrolled: the {what(svc)} found in each picture, or the whole picture where none is"
+                 if cropping else "What will be enrolled:")
+        cols = st.columns(min(6, len(crops)))
+        for i, crop in enumerate(crops):
+            found = (f" · {what(svc)} found" if crop.found else f" · no {what(svc)}: whole picture") if cropping else ""
+            cols[i % len(cols)].image(crop.image, caption=short(crop.name) + found, width=96)
         if label:
-            for warning in svc.check(label, images):
+            for warning in svc.check(label, crops):
                 st.warning(warning)
-    ready = bool(label and images)
-    if st.button(f"Enrol {len(images)} image(s)" + (f" as {label!r}" if label else ""), key="enrol_button", disabled=not ready):
+    ready = bool(label and crops)
+    text = f"Enrol {len(crops)} image(s) as {label!r}" if ready else "Enrol (add a label and images first)"
+    if st.button(text, key="enrol_button", disabled=not ready, type="primary"):
+        bar = st.progress(0.0, text="Embedding…")
         try:
-            ids = svc.enroll(label, images)
+            ids = svc.enroll(label, crops, progress=lambda done, total: bar.progress(done / total, f"Embedded {done} of {total}"))
         except ByakuganError as exc:
             st.error(str(exc))
-            return None
+            return
         st.session_state["enrol_round"] = round_ + 1
+        st.session_state["enrol_shots"] = {}
         st.session_state["enrol_done"] = f"Enrolled {len(ids)} image(s) as {label!r}."
         st.rerun()
     if done := st.session_state.pop("enrol_done", None):
         st.success(done)
-    return None
+        st.button("Search now →", key="to_search", on_click=lambda: st.session_state.update(page="Search"))
+
+
+def threshold_ui(svc: GalleryService) -> None:
+    g, cal = svc.gallery(), svc.calibration()
+    now = round(cal.confidence(g.threshold) * 100)
+    value = st.slider("Answer “unknown” below this confidence (%)", 1, 99, now, key="threshold_pct")
+    st.caption(("Confidence is calibrated on this gallery's own references. " if cal.fitted else
+                "Not calibrated yet (needs 2 classes, one with 2+ references): 50% is the model's threshold. ")
+               + f"Raw threshold {g.threshold:.4f}.")
+    if st.button("Save threshold", key="save_threshold", disabled=value == now):
+        _act(lambda: svc.set_threshold_confidence(value / 100), f"Unknown below {value}% confidence now.")
+    with st.expander("Raw threshold"):
+        unit = "cohort-normalised score" if g.cohort_settings else "cosine"
+        raw = st.number_input(f"Threshold ({unit})", -1.0, 1.0, float(g.threshold), 0.001, format="%.4f", key="threshold")
+        if st.button("Save raw threshold", key="save_raw_threshold", disabled=raw == float(g.threshold)):
+            _act(lambda: svc.set_threshold(raw), f"Threshold set to {raw:.4f}.")
 
 
 def gallery_ui(svc: GalleryService) -> None:
@@ -144,46 +161,43 @@ def gallery_ui(svc: GalleryService) -> None:
     g = svc.gallery()
     labels = g.labels()
     st.caption(f"{svc.path} · model {g.model_name} · {len(g)} references in {len(labels)} classes")
-    # With a cohort (models/anime) a score is a cosine less the query's likeness to other identities.
-    unit = "cohort-normalised score" if g.cohort_settings else "cosine"
-    value = st.number_input(f"Unknown threshold ({unit})", -1.0, 1.0, float(g.threshold), 0.01, key="threshold")
-    if st.button("Save threshold", key="save_threshold"):
-        _act(lambda: svc.set_threshold(value), f"Threshold set to {value:.2f}.")
+    if notice := st.session_state.pop("gallery_notice", None):
+        st.success(notice)
+    if labels:
+        threshold_ui(svc)
     scorings = list(SCORINGS)
     scoring = st.radio("Rank labels by", scorings, index=scorings.index(g.scoring), horizontal=True, key="scoring",
                        captions=["best reference", "class mean (steadier with 5+ references)"])
     if scoring != g.scoring:
-        _act(lambda: svc.set_scoring(scoring), f"Labels now ranked by {scoring}; re-check the threshold.")
+        _act(lambda: svc.set_scoring(scoring), f"Labels now ranked by {scoring}.")
+    editing = st.session_state.get("editing")
     for label, count in labels.items():
-        with st.expander(f"{label} · {count} reference(s)"):
-            refs = g.references(label)
+        with st.expander(f"{label} · {count} reference(s)", expanded=label == editing):
             cols = st.columns(8)
-            for i, ref in enumerate(refs):
-                data = g.thumbnail(ref.id)
-                if data:
-                    cols[i % 8].image(data, caption=f"#{ref.id}", width=72)
-                else:
-                    cols[i % 8].caption(f"#{ref.id} {Path(ref.source).name}")
-            a, b, c = st.columns(3)
+            for i, ref in enumerate(g.references(label)):
+                col = cols[i % 8]
+                if data := g.thumbnail(ref.id):
+                    col.image(data, width=72)
+                col.caption(f"#{ref.id} {short(ref.source, 12)}")
+                if col.button("Remove", key=f"rm_ref_{ref.id}"):
+                    _act(lambda r=ref.id: svc.remove_reference(r), f"Removed reference {ref.id} from {label!r}.", label)
+            a, b = st.columns(2)
             new = a.text_input("Rename to", key=f"rename_{label}")
             if a.button("Rename", key=f"rename_btn_{label}", disabled=not new.strip()):
-                _act(lambda: svc.rename(label, new), f"Renamed {label!r} to {new.strip()!r}.")
-            ref_id = b.selectbox("Reference", [r.id for r in refs], key=f"ref_{label}")
-            if b.button("Remove reference", key=f"rm_ref_{label}"):
-                _act(lambda: svc.remove_reference(ref_id), f"Removed reference {ref_id}.")
-            if c.button(f"Remove class {label!r}", key=f"rm_{label}", type="primary"):
+                _act(lambda: svc.rename(label, new), f"Renamed {label!r} to {new.strip()!r}.", new.strip())
+            sure = b.checkbox(f"Remove all {count} reference(s) of {label!r}", key=f"rm_sure_{label}")
+            if b.button("Remove class", key=f"rm_{label}", disabled=not sure):
                 _act(lambda: svc.remove(label), f"Removed {label!r}.")
-    if notice := st.session_state.pop("gallery_notice", None):
-        st.success(notice)
 
 
-def _act(fn, notice: str) -> None:
+def _act(fn, notice: str, editing: Optional[str] = None) -> None:
     try:
         fn()
     except ByakuganError as exc:
         st.error(str(exc))
         return
     st.session_state["gallery_notice"] = notice
+    st.session_state["editing"] = editing  # keep that class open
     st.rerun()
 
 
@@ -194,11 +208,17 @@ def export_ui(svc: GalleryService) -> None:
     if not svc.labels():
         st.info("Nothing to export yet: the gallery is empty.")
         return
+    built = st.session_state.get("bundle")
+    if built is not None and built[0] != svc.version():  # never hand out a bundle of an older gallery
+        del st.session_state["bundle"]
+        built = None
+        st.info("The gallery changed since the bundle was built: build it again.")
     if st.button("Build the bundle", key="build_bundle"):
         with st.spinner("Exporting…"):
-            st.session_state["bundle"] = svc.export_bundle()
-    if "bundle" in st.session_state:
-        st.download_button("Download bundle (.zip)", st.session_state["bundle"], file_name="byakugan-bundle.zip",
+            version = svc.version()
+            built = st.session_state["bundle"] = (version, svc.export_bundle())
+    if built is not None:
+        st.download_button("Download bundle (.zip)", built[1], file_name="byakugan-bundle.zip",
                            mime="application/zip", key="download_bundle")
 
 

@@ -47,6 +47,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         found = float((np.abs(embedded.landmarks).sum(1) > 0).mean())
         summary["landmarks"] = {"model": encoder.name, "weight": encoder.weight, "found": round(found, 4)}
         summary["parts"] = parts
+    if a.save_embeddings:
+        summary["embeddings"] = str(_save_embeddings(Path(a.save_embeddings), embedded, labels, offset, model, encoder))
     if a.report:
         from byakugan.embedder.evaluation.report import write_report
 
@@ -58,6 +60,28 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     else:
         _print_evaluation(summary, encoder)
     return 0
+
+
+def _save_embeddings(path: Path, embedded, labels: list[str], offset, model, encoder) -> Path:
+    """What the trials ran on, so other scorings can be studied without embedding again: safetensors
+    arrays (cnn, and landmarks, cohort offsets and the model's cohort where there are any) with the
+    labels and the landmark weight in its metadata."""
+    import json
+
+    from safetensors.numpy import save as save_arrays
+
+    from byakugan.embedder.atomic import write_atomic
+
+    arrays = {"cnn": np.ascontiguousarray(embedded.cnn, np.float32)}
+    if embedded.landmarks is not None:
+        arrays["landmarks"] = np.ascontiguousarray(embedded.landmarks, np.float32)
+    if offset is not None:
+        arrays["offset"] = np.ascontiguousarray(offset, np.float32)
+    if getattr(model, "cohort", None) is not None:
+        arrays["cohort"] = np.ascontiguousarray(model.cohort, np.float32)
+    meta = {"labels": json.dumps(labels), "model": model.name,
+            "landmark_weight": str(encoder.weight if encoder is not None else 0.0)}
+    return write_atomic(path, save_arrays(arrays, metadata=meta))
 
 
 def _print_evaluation(s: dict, encoder) -> None:
@@ -99,5 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--no-cohort", action="store_true", help="raw cosines even if the model normalises scores by a cohort")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true")
+    s.add_argument("--save-embeddings", metavar="FILE",
+                   help="write the embeddings and labels the trials ran on (safetensors) for further study")
     s.add_argument("--report", metavar="DIR", help="write confusion.png, scores.png, embeddings.png, summary.json")
     s.set_defaults(func=cmd_evaluate)

@@ -84,7 +84,7 @@ def cmd_search(a: argparse.Namespace) -> int:
     out, ok_all = [], True
     for image in a.images:
         try:
-            found = pipe.recognize(g, image, k=a.k, fallback=a.fallback)
+            found = pipe.recognize(g, image, k=a.k, fallback=None if a.fallback == "none" else a.fallback)
         except ImageError as exc:
             report(str(exc))
             out.append({"image": image, "error": str(exc)})
@@ -93,6 +93,8 @@ def cmd_search(a: argparse.Namespace) -> int:
         if not found:
             print(f"byakugan: {image}: no {g.detector_config['name']} found (--fallback whole searches the whole image)",
                   file=sys.stderr)
+        elif not found[0].found:
+            print(f"byakugan: {image}: no {g.detector_config['name']} found; searched the whole image", file=sys.stderr)
         out.append({"image": image, "detections": [r.to_dict() for r in found]})
     if a.json:
         print_json(out)
@@ -101,9 +103,15 @@ def cmd_search(a: argparse.Namespace) -> int:
         for n, d in enumerate(item.get("detections", []), 1):
             m = d["match"]
             where = f" [detection {n} at {tuple(d['box'])}]" if g.detector_config["name"] != "none" else ""
-            print(f"{item['image']}{where}: {m['label']} ({m['score']:.3f})")
-            rows = [(r + 1, h["label"], f"{h['score']:.3f}", h["source"]) for r, h in enumerate(d["hits"])]
-            print("  " + table(rows, ("#", "label", "score", "reference")).replace("\n", "\n  "))
+            print(f"{item['image']}{where}: {m['label']} ({m['confidence']:.0%} confident; "
+                  f"score {m['score']:.3f}, threshold {m['threshold']:.3f} = {m['threshold_confidence']:.0%})")
+            # labels as they were ranked, each with its nearest reference among the hits
+            nearest = {}
+            for h in d["hits"]:
+                nearest.setdefault(h["label"], h["source"])
+            rows = [(r + 1, e["label"], f"{e['confidence']:.0%}", f"{e['score']:.3f}", nearest.get(e["label"], ""))
+                    for r, e in enumerate(d["labels"])]
+            print("  " + table(rows, ("#", "label", "confidence", "score", "nearest reference")).replace("\n", "\n  "))
     return 0 if ok_all else EXIT_BAD_INPUT
 
 
@@ -194,7 +202,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--k", type=int, default=5, help="references and labels to return per image (default 5)")
     s.add_argument("--threshold", type=float, help="below this score the match is 'unknown' (default: the gallery's)")
     s.add_argument("--model", help="check the gallery against this model (default: the gallery's own)")
-    s.add_argument("--fallback", choices=["whole"], help="search the whole image when nothing is detected")
+    s.add_argument("--fallback", choices=["whole", "none"], default="whole",
+                   help="what to search when nothing is detected: the whole image (default), or nothing")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_search)
 

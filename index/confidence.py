@@ -1,0 +1,57 @@
+"""A gallery's calibration from its own references (see embedder.scoring.calibration): each
+reference, as a query, against its own class without itself (a true match) and against its best
+other class (what a stranger can reach), scored exactly as the gallery scores a search."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+
+from byakugan.embedder.scoring.calibration import Calibration, fit
+
+from .gallery import Gallery
+
+# References taken as queries at most (a seeded sample beyond it), so that calibrating costs
+# about as much as this many searches whatever the gallery's size.
+LIMIT = 1000
+Prepare = Callable[[np.ndarray], tuple[np.ndarray, Optional[np.ndarray]]]
+
+
+def evidence(gallery: Gallery, prepare: Prepare, limit: int = LIMIT, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(true-match scores, best-stranger scores) of the references. prepare: stored vectors ->
+    (query form, cohort offsets or None), as a search prepares its queries."""
+    refs = gallery.references()
+    members: dict[str, list[int]] = {}
+    for r in refs:
+        members.setdefault(r.label, []).append(r.id)
+    if len(members) < 2:
+        return np.zeros(0), np.zeros(0)
+    ids = np.asarray([r.id for r in refs])
+    if len(ids) > limit:
+        ids = np.sort(np.random.default_rng(seed).choice(ids, limit, replace=False))
+    label_of = {r.id: r.label for r in refs}
+    q, off = prepare(gallery.embeddings(ids.tolist()))
+    off = np.zeros(len(ids), np.float32) if off is None else np.asarray(off, np.float32)
+    impostor = np.asarray([next(s for lab, s in res.labels if lab != label_of[int(i)])
+                           for i, res in zip(ids, gallery.search(q, k=2, offset=off))])
+    genuine = []
+    for label in sorted({label_of[int(i)] for i in ids}):
+        rows = np.flatnonzero([label_of[int(i)] == label for i in ids])
+        own = members[label]
+        if len(own) < 2:
+            continue
+        V = gallery.embeddings(own)
+        S = q[rows] @ V.T
+        for n, row in enumerate(rows):  # leave the reference itself out of its class
+            keep = np.asarray(own) != ids[row]
+            if gallery.scoring == "mean":
+                m = V[keep].sum(0)
+                genuine.append(float(q[row] @ m / max(np.linalg.norm(m), 1e-12)) - off[row])
+            else:
+                genuine.append(float(S[n, keep].max()) - off[row])
+    return np.asarray(genuine), impostor
+
+
+def calibrate(gallery: Gallery, prepare: Prepare, limit: int = LIMIT) -> Calibration:
+    return fit(*evidence(gallery, prepare, limit), threshold=gallery.threshold)

@@ -1,0 +1,119 @@
+"""Calibrated confidence: the fit, a gallery's own evidence, the same answer everywhere."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from byakugan.embedder.scoring.calibration import Calibration, centred, fit
+from byakugan.index import Gallery, Pipeline
+from byakugan.index.bundle import load
+from byakugan.index.confidence import evidence
+from byakugan.index.export import export
+from byakugan.ui.cli import main
+
+
+def test_fit_reads_true_matches_high_and_strangers_low():
+    rng = np.random.default_rng(0)
+    genuine, impostor = rng.normal(0.8, 0.05, 200), rng.normal(0.5, 0.08, 200)
+    cal = fit(genuine, impostor, threshold=0.6)
+    assert cal.fitted and cal.slope > 0 and (cal.genuine, cal.impostor) == (200, 200)
+    assert cal.confidence(0.8) > 0.9 and cal.confidence(0.5) < 0.1
+    assert 0.6 < cal.score_at(0.5) < 0.7  # where the two sets cross
+
+
+def test_too_little_evidence_centres_on_the_threshold():
+    for genuine, impostor in [([], [0.1, 0.2]), ([0.9], [0.1]), ([0.9, 0.8], [])]:
+        cal = fit(np.asarray(genuine), np.asarray(impostor), threshold=0.42)
+        assert not cal.fitted and cal.confidence(0.42) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        centred(0.3).score_at(1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(0.5, 200), st.floats(-50, 50), st.floats(0.01, 0.99))
+def test_score_at_inverts_confidence(slope, intercept, p):
+    cal = Calibration(slope, intercept, True)
+    assert cal.confidence(cal.score_at(p)) == pytest.approx(p, abs=1e-6)
+
+
+def _gallery(vectors, labels, scoring="nearest"):
+    from byakugan.index.settings import GallerySettings
+
+    g = Gallery.create(GallerySettings({"name": "t", "fingerprint": "f", "dim": vectors.shape[1]}, {"name": "none"}, 0.5,
+                                       scoring))
+    for label in dict.fromkeys(labels):
+        g.enroll(label, vectors[[i for i, lab in enumerate(labels) if lab == label]])
+    return g
+
+
+@pytest.mark.parametrize("scoring", ["nearest", "mean"])
+def test_evidence_leaves_each_reference_out_of_its_own_class(scoring):
+    # Two tight classes far apart; "c" has one reference, so it gives a stranger score but no true one.
+    rng = np.random.default_rng(1)
+    base = np.eye(8, dtype=np.float32)
+    rows, labels = [], []
+    for label, axis, n in [("a", 0, 4), ("b", 1, 4), ("c", 2, 1)]:
+        v = base[axis] + 0.05 * rng.standard_normal((n, 8)).astype(np.float32)
+        rows.append(v / np.linalg.norm(v, axis=1, keepdims=True))
+        labels += [label] * n
+    g = _gallery(np.concatenate(rows), labels, scoring)
+    genuine, impostor = evidence(g, lambda v: (v, None))
+    assert len(genuine) == 8 and len(impostor) == 9
+    assert genuine.min() > 0.9 and impostor.max() < 0.3  # a reference never scores against itself
+
+
+def test_gallery_confidence_is_the_same_live_in_json_and_in_the_bundle(digit_gallery, digits, tmp_path, capsys):
+    g = Gallery.open(digit_gallery)
+    pipe = Pipeline.for_gallery(g)
+    cal = pipe.calibration(g)
+    assert cal.fitted and cal.genuine == 15 and cal.impostor == 15
+    assert pipe.calibration(g) is cal  # worked out once per state of the gallery
+    live = pipe.recognize(g, digits["3"][9], k=3)[0]
+    assert live.match.confidence == pytest.approx(cal.confidence(live.match.score), abs=1e-4)
+    assert live.match.threshold_confidence == pytest.approx(cal.confidence(g.threshold), abs=1e-4)
+    b = load(export(g, tmp_path / "b.zip"))
+    got = b.search(digits["3"][9], k=3)[0]
+    assert got["match"]["confidence"] == pytest.approx(live.match.confidence, abs=1e-4)
+    assert [e["confidence"] for e in got["labels"]] == pytest.approx([cal.confidence(s) for _, s in live.labels], abs=1e-4)
+    assert main(["search", str(digit_gallery), str(digits["3"][9]), "--json", "--k", "3"]) == 0
+    cli = json.loads(capsys.readouterr().out)[0]["detections"][0]
+    assert cli["match"]["confidence"] == pytest.approx(live.match.confidence, abs=1e-4)
+    assert cli["found"] is True and cli["match"]["cosine"] == pytest.approx(cli["match"]["score"], abs=1e-6)
+
+
+def test_calibration_follows_edits(digit_gallery, digits, tmp_path):
+    import shutil
+
+    path = shutil.copytree(digit_gallery, tmp_path / "g")
+    g = Gallery.open(path)
+    pipe = Pipeline.for_gallery(g)
+    before = pipe.calibration(g)
+    pipe.enroll(g, "9", digits["9"][:3])
+    after = pipe.calibration(g)
+    assert after is not before and after.genuine == 18
+    g.remove("9")
+    assert pipe.calibration(g).genuine == 15
+
+
+def test_search_with_nothing_detected_says_so_and_answers(tmp_path, digits, capsys):
+    g = tmp_path / "g"
+    assert main(["enroll", str(g), "3", *map(str, digits["3"][:3]), "--detector", "anime-face", "--fallback", "whole"]) == 0
+    capsys.readouterr()
+    assert main(["search", str(g), str(digits["3"][9]), "--json"]) == 0
+    out, err = capsys.readouterr()
+    d = json.loads(out)[0]["detections"]
+    assert len(d) == 1 and d[0]["found"] is False and d[0]["match"]["nearest"] == "3"
+    assert "no anime-face found; searched the whole image" in err
+    assert main(["search", str(g), str(digits["3"][9]), "--json", "--fallback", "none"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)[0]["detections"] == [] and "no anime-face found" in err
+
+
+def test_store_vectors_unchanged_by_calibration(digit_gallery):
+    g = Gallery.open(digit_gallery)
+    before = g.embeddings([r.id for r in g.references()]).copy()
+    Pipeline.for_gallery(g).calibration(g)
+    np.testing.assert_array_equal(g.embeddings([r.id for r in g.references()]), before)

@@ -1,0 +1,64 @@
+"""Small pieces the Streamlit page is built from: uploads, pictures with boxes, names that fit."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import streamlit as st
+from PIL import Image, ImageDraw, ImageFont
+
+from byakugan.embedder.errors import ImageError
+from byakugan.embedder.images import IMAGE_SUFFIXES, load_image
+from byakugan.index.ranking import Recognition
+
+IMAGE_TYPES = [s.lstrip(".") for s in IMAGE_SUFFIXES]
+
+
+def max_upload_mb() -> float:
+    return float(os.environ.get("BYAKUGAN_MAX_UPLOAD_MB", "10"))
+
+
+def default_gallery_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "byakugan" / "gallery"
+
+
+def read_upload(upload) -> Optional[Image.Image]:
+    """The uploaded image, or None after showing why it cannot be used."""
+    limit = max_upload_mb()
+    if upload.size > limit * 2**20:
+        st.error(f"{upload.name}: {upload.size / 2**20:.1f} MB is over the {limit:g} MB limit")
+        return None
+    try:
+        return load_image(upload.getvalue(), name=upload.name)
+    except ImageError as exc:
+        st.error(str(exc))
+        return None
+
+
+def short(name: str, width: int = 16) -> str:
+    """A file name that fits under a small preview: the start and the end, an ellipsis between."""
+    name = Path(name).name
+    return name if len(name) <= width else f"{name[: width - 7]}…{name[-6:]}"
+
+
+def draw_boxes(img: Image.Image, detections: list[Recognition]) -> Image.Image:
+    """The picture with each detection boxed and labelled in type that reads at any picture size."""
+    out = img.convert("RGB")
+    pen = ImageDraw.Draw(out)
+    width = max(2, round(max(img.size) / 200))
+    font = ImageFont.load_default(size=max(14, round(max(img.size) / 28)))
+    for d in detections:
+        if not d.found:  # the whole picture was searched: no box to draw
+            continue
+        x, y, w, h = d.box
+        colour = (46, 160, 67) if d.match.known else (220, 50, 50)
+        pen.rectangle([x, y, x + w - 1, y + h - 1], outline=colour, width=width)
+        text = f"{d.match.label} {d.match.confidence:.0%}" if d.match.confidence is not None else d.match.label
+        left, top, right, bottom = pen.textbbox((x, y), text, font=font)
+        ty = y - (bottom - top) - 2 * width if y - (bottom - top) - 2 * width >= 0 else y + h
+        pen.rectangle([x, ty, x + (right - left) + 2 * width, ty + (bottom - top) + 2 * width], fill=colour)
+        pen.text((x + width, ty + width - (top - y)), text, fill=(255, 255, 255), font=font)
+    return out
