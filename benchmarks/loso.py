@@ -86,6 +86,7 @@ def main() -> None:
     p.add_argument("--cohort-per-class", type=int, default=20, help="images per class in an anime fold's cohort")
     p.add_argument("--save-embeddings", metavar="DIR",
                    help="keep each fold's embeddings of its left-out source (DIR/SOURCE.safetensors) for scoring studies")
+    p.add_argument("--tta", choices=["flip"], help="evaluate the fold models with this test-time augmentation")
     p.add_argument("--no-baseline", action="store_true", help="skip the frozen ImageNet column")
     p.add_argument("--recipe", choices=["all", "today"], default="all",
                    help="train on every other source (all), or only on the other sources the shipped models "
@@ -107,6 +108,9 @@ def main() -> None:
                               cohort_per_class=a.cohort_per_class)
             log(f"== fold {source}: training on {len(others)} sources")
             train(cfg, log=log)
+            if a.tta:  # a vector-changing setting of the saved model, as `byakugan train --tta` would write it
+                config_file = Path(cfg.out) / "config.json"
+                config_file.write_text(json.dumps(json.loads(config_file.read_text()) | {"tta": a.tta}, indent=1))
             landmarks = "none"
             if not anime:
                 lm_pool = shipped_sources("hand-landmarks") if a.recipe == "today" else set(SOURCES)

@@ -21,6 +21,11 @@ domain's (class mean for anime, nearest reference for hands). Variants:
   (leave one out): 0 = like the other classes, 1 = like its own references;
 - margin: best class score less the second best (ranking unchanged).
 
+Operating points: a threshold fixed on the other sources of the domain (the mean of their TAR95
+thresholds), and the gallery's own (genuine_q05: the score keeping 95% of its references'
+leave-one-out true-match scores, what `byakugan threshold GALLERY auto` uses; logistic_p50: where
+the calibration reads 50%); each with the share of true matches accepted (TAR) and of strangers.
+
 Selection is nested: for each source, the variant is the one with the lowest mean FAR@TAR95 on the
 other sources of its domain among those whose mean top-1 there is within 0.5 points of raw/tnorm;
 the source is then reported under that pick, so no reported figure chose its own setting.
@@ -196,7 +201,12 @@ def main() -> None:
         worst = min(srcs, key=lambda s: chosen[s]["top1"])
         per_variant = {n: {k: round(float(np.mean([table[s][n][k] for s in srcs])), 4) for k in table[srcs[0]][n]}
                        for n in table[srcs[0]]}
-        summary[domain] = {"picks": picks, "nested": {
+        today = {s: table[s]["tnorm" if "tnorm" in table[s] else "raw"] for s in srcs}  # the shipped scoring
+        operating = {how: {"min_tar": round(min(t[f"tar_{how}"] for t in today.values()), 4),
+                           "mean_abs_tar_minus_0.95": round(float(np.mean([abs(t[f"tar_{how}"] - 0.95) for t in today.values()])), 4),
+                           "mean_far": round(float(np.mean([t[f"far_{how}"] for t in today.values()])), 4)}
+                     for how in ("fixed", "genuine_q05")}
+        summary[domain] = {"operating_point_today": operating, "picks": picks, "nested": {
             "mean_top1": round(float(np.mean([c["top1"] for c in chosen.values()])), 4),
             "mean_far_at_tar95": round(float(np.mean([c["far_at_tar95"] for c in chosen.values()])), 4),
             "worst": {"source": worst, **chosen[worst]}}, "per_variant_mean": per_variant}

@@ -95,3 +95,12 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: 
 def list_images(folder: Union[str, os.PathLike]) -> list[Path]:
     """Image files directly inside a folder, sorted by name."""
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def thumbnail_jpeg(image: ImageSource, size: int) -> bytes:
+    """A small JPEG of an image (at most size x size), for people to look at."""
+    small = load_image(image).copy()
+    small.thumbnail((size, size))
+    buf = io.BytesIO()
+    small.save(buf, "JPEG", quality=85)
+    return buf.getvalue()

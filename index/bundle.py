@@ -84,6 +84,7 @@ class Bundle:
         cohort = None
         meta = {"model": {k: model[k] for k in ("name", "fingerprint", "dim")}, "detector": detector,
                 "threshold": float(self.thresholds["default"]), "read_only": True,
+                "threshold_mode": "auto" if self.thresholds.get("auto") is True else "fixed",
                 "scoring": check_scoring(self.config.get("scoring", "nearest")),
                 "references": json.loads((directory / "references.json").read_text())["references"]}
         if "cohort" in self.config:  # scores are cohort-normalised (byakugan.embedder.scoring.cohort)
@@ -108,7 +109,8 @@ class Bundle:
 
     @property
     def threshold(self) -> float:
-        return self.gallery.threshold
+        """The threshold searches use (the gallery's automatic one when it had one)."""
+        return self.pipeline.threshold(self.gallery)
 
     def labels(self) -> dict[str, int]:
         return self.gallery.labels()

@@ -57,7 +57,7 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False,
             **_bundle_landmarks(gallery, pipeline, d),
             **_bundle_cohort(gallery, d),
         })
-        _write_json(d / "thresholds.json", {"default": gallery.threshold, "per_label": {}})
+        _write_json(d / "thresholds.json", {"default": gallery.threshold, "per_label": {}, "auto": gallery.threshold_auto})
         files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir())}
         _write_json(d / MANIFEST, {
             "format": FORMAT, "version": FORMAT_VERSION,

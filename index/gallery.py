@@ -3,7 +3,6 @@ atomically to a folder. No model code: the pipeline (index.pipeline) turns image
 
 from __future__ import annotations
 
-import io
 import os
 from collections import Counter
 from dataclasses import asdict
@@ -12,9 +11,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-from PIL import Image
 
-from byakugan.embedder.images import ImageSource, load_image
+from byakugan.embedder.images import ImageSource, thumbnail_jpeg
 from byakugan.embedder.scoring import check_scoring
 from byakugan.embedder.scoring.cohort import COHORT_FILE, load_cohort, save_cohort
 
@@ -58,9 +56,10 @@ class Gallery:
         if settings.landmarks is not None:
             meta["landmarks"] = dict(settings.landmarks)
         if settings.cohort is not None:
-            # Scores are cohort-normalised; the cohort is copied into the gallery folder (beside
-            # gallery.json) so the gallery stays self-contained.
+            # Scores are cohort-normalised; the cohort is copied beside gallery.json (self-contained).
             meta["cohort"] = {"top": int(settings.cohort_top), "size": len(settings.cohort), "sha256": digest(settings.cohort)}
+        # A threshold given here is fixed; otherwise the gallery's references choose it once there are enough.
+        meta["threshold_mode"] = "fixed" if threshold is not None else "auto"
         if threshold is not None:
             meta["threshold"] = float(threshold)
         return cls(meta, FlatStore.empty(settings.dim), path, settings.cohort)
@@ -171,7 +170,16 @@ class Gallery:
     def threshold(self, value: float) -> None:
         if not -1.0 <= float(value) <= 1.0:
             raise GalleryError(f"threshold {value!r}: must be a cosine similarity between -1 and 1")
-        self._meta["threshold"] = float(value)
+        self._meta["threshold"], self._meta["threshold_mode"] = float(value), "fixed"
+
+    @property
+    def threshold_auto(self) -> bool:
+        """True: searches use the threshold its references give (Pipeline.threshold), `threshold` until enough."""
+        return self._meta.get("threshold_mode") == "auto"
+
+    @threshold_auto.setter
+    def threshold_auto(self, value: bool) -> None:
+        self._meta["threshold_mode"] = "auto" if value else "fixed"
 
     @property
     def scoring(self) -> str:
@@ -238,12 +246,7 @@ class Gallery:
 
     def set_thumbnails(self, ids: Sequence[int], images: Sequence[ImageSource]) -> None:
         """Keep small JPEGs of the reference images (written on save) for people to look at."""
-        for i, im in zip(ids, images):
-            small = load_image(im).copy()
-            small.thumbnail((THUMB_SIZE, THUMB_SIZE))
-            buf = io.BytesIO()
-            small.save(buf, "JPEG", quality=85)
-            self._new_thumbs[int(i)] = buf.getvalue()
+        self._new_thumbs.update({int(i): thumbnail_jpeg(im, THUMB_SIZE) for i, im in zip(ids, images)})
 
     def remove(self, label: str) -> int:
         """Remove every reference of a label; returns how many were removed."""
@@ -279,9 +282,7 @@ class Gallery:
 
     # ---- searching by vector ------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int = 5, offset: Optional[np.ndarray] = None) -> list[SearchResult]:
-        """For each query vector: its k nearest references and the k best labels (by best reference,
-        or by class mean when scoring is "mean"). offset: per query, taken off all its scores
-        (cohort normalisation, applied by the pipeline)."""
+        """Each query's k nearest references and k best labels (see ranking.search); offset: cohort normalisation."""
         if k < 1:
             raise GalleryError(f"k={k}: must be at least 1")
         if not self._refs:
@@ -292,6 +293,5 @@ class Gallery:
         return ranking.search(self._store, self._refs, emb, k, self._protos if self.scoring == "mean" else None, offset)
 
     def match(self, result: SearchResult, threshold: Optional[float] = None, calibration=None) -> Match:
-        """The best label of a result, or UNKNOWN when its score is below the threshold; with a
-        calibration (index.confidence), its confidence too."""
+        """The best label, or UNKNOWN below the threshold; with a calibration (index.confidence), its confidence."""
         return ranking.match(result, self.threshold if threshold is None else float(threshold), calibration)

@@ -196,7 +196,14 @@ class Pipeline:
     def match(self, gallery: Gallery, queries: Queries, threshold: Optional[float] = None) -> list[Match]:
         """search(k=1) plus the threshold: the best label, or "unknown" below it."""
         cal = self.calibration(gallery)
+        threshold = self.threshold(gallery) if threshold is None else threshold
         return [gallery.match(r, threshold, cal) for r in self.search(gallery, queries, k=1)]
+
+    def threshold(self, gallery: Gallery) -> float:
+        """The threshold searches use: the gallery's own automatic one when it has one and enough
+        references to give it (Calibration.auto_threshold), else its stored one."""
+        auto = self.calibration(gallery).auto_threshold if gallery.threshold_auto else None
+        return gallery.threshold if auto is None else auto
 
     def calibration(self, gallery: Gallery) -> Calibration:
         """What the gallery's scores mean as a 0-1 confidence, from its own references (see
@@ -219,6 +226,7 @@ class Pipeline:
             return []
         results = self.search(gallery, self.embed_regions([r.crop for r in found], [r.landmarks for r in found]), k)
         cal = self.calibration(gallery)
+        threshold = self.threshold(gallery) if threshold is None else threshold
         return [Recognition(r.box, gallery.match(res, threshold, cal), res,
                             (r.landmarks is not None) if self.fused else None, r.found, cal)
                 for r, res in zip(found, results)]

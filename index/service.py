@@ -164,6 +164,16 @@ class GalleryService:
 
         self._edit(set_)
 
+    def threshold(self) -> float:
+        """The threshold searches use now (the automatic one when the gallery has it)."""
+        return self.pipeline.threshold(self.gallery())
+
+    def set_threshold_auto(self) -> None:
+        def set_(g: Gallery) -> None:
+            g.threshold_auto = True
+
+        self._edit(set_)
+
     def set_threshold_confidence(self, confidence: float) -> float:
         """Set the threshold to the score that reads as `confidence` (0-1) on the gallery's
         calibrated scale now; returns that score."""

@@ -73,8 +73,12 @@ def test_gallery_confidence_is_the_same_live_in_json_and_in_the_bundle(digit_gal
     assert pipe.calibration(g) is cal  # worked out once per state of the gallery
     live = pipe.recognize(g, digits["3"][9], k=3)[0]
     assert live.match.confidence == pytest.approx(cal.confidence(live.match.score), abs=1e-4)
-    assert live.match.threshold_confidence == pytest.approx(cal.confidence(g.threshold), abs=1e-4)
+    # a new gallery's threshold is its own: the score that keeps 95% of its references' true-match scores
+    assert g.threshold_auto and pipe.threshold(g) == cal.auto_threshold != g.threshold
+    assert live.match.threshold == cal.auto_threshold
+    assert live.match.threshold_confidence == pytest.approx(cal.confidence(cal.auto_threshold), abs=1e-4)
     b = load(export(g, tmp_path / "b.zip"))
+    assert b.threshold == pytest.approx(cal.auto_threshold)
     got = b.search(digits["3"][9], k=3)[0]
     assert got["match"]["confidence"] == pytest.approx(live.match.confidence, abs=1e-4)
     assert [e["confidence"] for e in got["labels"]] == pytest.approx([cal.confidence(s) for _, s in live.labels], abs=1e-4)
@@ -117,3 +121,29 @@ def test_store_vectors_unchanged_by_calibration(digit_gallery):
     before = g.embeddings([r.id for r in g.references()]).copy()
     Pipeline.for_gallery(g).calibration(g)
     np.testing.assert_array_equal(g.embeddings([r.id for r in g.references()]), before)
+
+
+def test_threshold_auto_or_fixed_from_the_cli(digit_gallery, tmp_path, capsys):
+    import shutil
+
+    path = shutil.copytree(digit_gallery, tmp_path / "g")
+    g = Gallery.open(path)
+    auto = Pipeline.for_gallery(g).threshold(g)
+    assert main(["threshold", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert float(out) == pytest.approx(auto, abs=1e-6) and "keeps 95% of the 15 true-match scores" in err
+    assert main(["threshold", str(path), "0.7"]) == 0
+    assert not Gallery.open(path).threshold_auto and Gallery.open(path).threshold == 0.7
+    capsys.readouterr()
+    assert main(["threshold", str(path)]) == 0 and capsys.readouterr().out.strip() == "0.7"
+    assert main(["threshold", str(path), "auto"]) == 0 and Gallery.open(path).threshold_auto
+    with pytest.raises(SystemExit) as exc:
+        main(["threshold", str(path), "high"])
+    assert exc.value.code == 2 and "'high' is not a number or 'auto'" in capsys.readouterr().err
+
+
+def test_a_threshold_given_at_creation_is_fixed(model, tmp_path):
+    from .conftest import new_gallery
+
+    assert not new_gallery(model, tmp_path / "a", threshold=0.5)[1].threshold_auto
+    assert new_gallery(model, tmp_path / "b")[1].threshold_auto

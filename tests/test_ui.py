@@ -115,21 +115,33 @@ def test_gallery_page_manages_classes(app, digits, tmp_path):
     assert g.labels() == {"one": 2} and sorted(r.id for r in g.references()) == [0, 2]
 
 
-def test_threshold_is_set_on_the_confidence_scale(app, digits, tmp_path):
+def test_threshold_is_automatic_or_set_on_the_confidence_scale(app, digits, tmp_path):
     from byakugan.index import Gallery
 
     go(app, "Enrol")
     enrol(app, "1", digits["1"][:3])
     enrol(app, "2", digits["2"][:3])
     go(app, "Gallery")
-    before = Gallery.open(tmp_path / "gallery").threshold
-    assert app.button(key="save_threshold").disabled  # saving without a change cannot move it
-    assert "calibrated on this gallery's own references" in app.caption[1].value
+    g = Gallery.open(tmp_path / "gallery")
+    assert g.threshold_auto and app.radio(key="threshold_mode").value == "automatic"
+    # 6 true-match scores (3 per class, each reference against the rest of its class) are too few yet
+    assert any("the model's until the gallery has 10 true-match scores" in c.value for c in app.caption)
+    assert "Confidence is calibrated on this gallery's own references." in [c.value for c in app.caption]
+    app.radio(key="threshold_mode").set_value("set by hand").run()
     app.slider(key="threshold_pct").set_value(80).run()
     app.button(key="save_threshold").click().run()
     assert "Unknown below 80% confidence now." in [s.value for s in app.success]
     g = Gallery.open(tmp_path / "gallery")
-    assert g.threshold > before and app.slider(key="threshold_pct").value == 80
+    assert not g.threshold_auto and g.threshold > 0.0 and app.slider(key="threshold_pct").value == 80
+    assert app.button(key="save_threshold").disabled  # saving without a change cannot move it
+    go(app, "Enrol")
+    enrol(app, "1", digits["1"][3:5])
+    enrol(app, "2", digits["2"][3:5])
+    go(app, "Gallery")
+    app.radio(key="threshold_mode").set_value("automatic").run()
+    assert "The gallery's own references choose the threshold now." in [s.value for s in app.success]
+    assert any(re.fullmatch(r"Unknown below \d+% confidence \(now; raw threshold -?[0-9.]+\)\.", c.value) for c in app.caption)
+    assert Gallery.open(tmp_path / "gallery").threshold_auto
     app.radio(key="scoring").set_value("mean").run()
     assert not app.exception and Gallery.open(tmp_path / "gallery").scoring == "mean"
 
@@ -188,6 +200,7 @@ def test_unknown_reads_unknown_with_its_nearest(app, digits):
     enrol(app, "0", digits["0"][:3])
     enrol(app, "5", digits["5"][:3])
     go(app, "Gallery")
+    app.radio(key="threshold_mode").set_value("set by hand").run()
     app.slider(key="threshold_pct").set_value(99).run()
     app.button(key="save_threshold").click().run()
     go(app, "Search")

@@ -1,6 +1,10 @@
-"""End to end: the real `byakugan ui` server on a free localhost port, driven in headless Chromium."""
+"""End to end: the real `byakugan ui` server on a free localhost port, driven in headless Chromium.
+
+The story test is also what docs/screenshots.py runs to photograph the README's pictures
+(BYAKUGAN_SCREENSHOTS names the folder they go to)."""
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -39,8 +43,12 @@ def browser():
 @pytest.fixture()
 def ui_server(digit_gallery, tmp_path):
     gallery = shutil.copytree(digit_gallery, tmp_path / "g")
+    yield from serve(["--gallery", str(gallery)])
+
+
+def serve(args: list[str]):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "byakugan.ui.cli", "ui", "--gallery", str(gallery), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "byakugan.ui.cli", "ui", *args, "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -71,10 +79,89 @@ def test_upload_in_chromium_shows_the_top_match(browser, ui_server, digits, tmp_
     page.goto(ui_server)
     page.get_by_text("Search by image").wait_for(timeout=180_000)  # first run loads the model
     page.locator("input[type=file]").set_input_files(str(digits["3"][0]))  # an enrolled image finds itself
-    verdict = page.get_by_text("Detection 1:")
+    verdict = page.get_by_text(re.compile(r"^3 · \d+%$"))
     verdict.wait_for(timeout=120_000)
-    assert verdict.inner_text().strip() == "Detection 1: 3"
-    page.get_by_text("1.000 · reference").first.wait_for(timeout=30_000)
+    page.get_by_text("Raw scores").click()
+    page.get_by_text(re.compile(r"^1\.0000  3  reference")).first.wait_for(timeout=30_000)
     shot = tmp_path / "search.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+
+
+@pytest.fixture()
+def hand_server(tmp_path):
+    yield from serve(["--gallery", str(tmp_path / "hands"), "--detector", "hand"])
+
+
+def test_whole_story_in_chromium(browser, hand_server, digits, tmp_path):
+    """Enrol three classes, search a held-back image, an unknown one and one with no hand, remove
+    a reference by its picture, export and load the bundle; photograph each page on the way."""
+    from PIL import Image
+
+    from byakugan.index import bundle
+
+    shots = Path(os.environ.get("BYAKUGAN_SCREENSHOTS") or tmp_path)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(hand_server)
+    page.get_by_text("The gallery is empty").wait_for(timeout=180_000)
+
+    def settle() -> None:  # Streamlit shows a status widget while it reruns; wait for it to go
+        page.wait_for_function("!document.querySelector('[data-testid=stStatusWidget]')", timeout=180_000)
+        page.wait_for_timeout(500)
+
+    def goto(name: str, marker: str) -> None:
+        page.get_by_text(name, exact=True).first.click()
+        page.get_by_text(marker).first.wait_for(timeout=60_000)
+        settle()  # the old page's widgets are gone only once the rerun ends
+
+    goto("Enrol", "Enrol a character or gesture")
+    for label in ("0", "3", "7"):
+        page.get_by_label("Label").fill(label)
+        page.get_by_label("Label").press("Enter")
+        page.locator("input[type=file]").first.set_input_files([str(f) for f in digits[label][:5]])
+        page.get_by_text("What will be enrolled").wait_for(timeout=120_000)
+        button = page.get_by_role("button", name=f"Enrol 5 image(s) as '{label}'")
+        button.wait_for(timeout=120_000)
+        settle()
+        if label == "7":
+            page.screenshot(path=str(shots / "enrol.png"), full_page=True)
+        button.click()
+        page.get_by_text(f"Enrolled 5 image(s) as '{label}'.").wait_for(timeout=180_000)
+
+    goto("Search", "Search by image")
+
+    def search(path: Path) -> None:
+        page.locator("input[type=file]").first.set_input_files(str(path))
+        page.get_by_text(path.name).first.wait_for(timeout=60_000)  # the uploader holds it; now wait for the answer
+        settle()
+
+    verdict = re.compile(r"^(0|3|7|unknown) · \d+%$")
+    search(digits["7"][9])  # held back
+    page.get_by_text(re.compile(r"^7 · \d+%$")).wait_for(timeout=120_000)
+    page.screenshot(path=str(shots / "search.png"), full_page=True)
+    search(digits["5"][9])  # no 5 is enrolled: an answer either way, with its confidence
+    page.get_by_text(verdict).wait_for(timeout=120_000)
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (320, 240), (90, 140, 200)).save(blank)
+    search(blank)
+    page.get_by_text("No hand found in the picture: searched the whole picture instead.").wait_for(timeout=120_000)
+    page.get_by_text(verdict).wait_for(timeout=60_000)
+
+    goto("Gallery", "Answer “unknown” below")
+    page.get_by_text("0 · 5 reference(s)").click()
+    page.get_by_role("button", name="Remove", exact=True).first.click()
+    page.get_by_text("Removed reference 0 from '0'.").wait_for(timeout=60_000)
+    page.get_by_text("0 · 4 reference(s)").wait_for(timeout=60_000)
+    settle()
+    page.screenshot(path=str(shots / "gallery.png"), full_page=True)
+
+    goto("Export", "Build the bundle")
+    page.get_by_role("button", name="Build the bundle").click()
+    download_button = page.get_by_role("button", name="Download bundle (.zip)")
+    download_button.wait_for(timeout=300_000)
+    settle()
+    page.screenshot(path=str(shots / "export.png"), full_page=True)
+    with page.expect_download(timeout=120_000) as d:
+        download_button.click()
+    d.value.save_as(tmp_path / "bundle.zip")
+    assert bundle.load(tmp_path / "bundle.zip").labels() == {"0": 4, "3": 5, "7": 5}

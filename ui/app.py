@@ -13,6 +13,7 @@ import streamlit as st
 
 from byakugan.embedder.errors import ByakuganError
 from byakugan.embedder.scoring import SCORINGS
+from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
 from byakugan.index.ranking import Recognition
 from byakugan.index.service import GalleryService
 from byakugan.ui.widgets import IMAGE_TYPES, default_gallery_dir, draw_boxes, read_upload, short
@@ -56,8 +57,9 @@ def results_ui(svc: GalleryService, detections: list[Recognition]) -> None:
         cols = st.columns(max(4, len(d.labels)))
         for col, (label, score) in zip(cols, d.labels):
             confidence = d.calibration.confidence(score)
-            hit = nearest.get(label)
-            if hit is not None and (data := g.thumbnail(hit.id)):
+            hit = nearest.get(label)  # its best reference among the hits, else any of its references
+            ref_id = hit.id if hit is not None else next((r.id for r in g.references(label)), None)
+            if ref_id is not None and (data := g.thumbnail(ref_id)):
                 col.image(data, width=96)
             col.markdown(f"**{label}** {confidence:.0%}")
             col.progress(confidence)
@@ -142,18 +144,29 @@ def enrol_ui(svc: GalleryService) -> None:
 
 def threshold_ui(svc: GalleryService) -> None:
     g, cal = svc.gallery(), svc.calibration()
-    now = round(cal.confidence(g.threshold) * 100)
-    value = st.slider("Answer “unknown” below this confidence (%)", 1, 99, now, key="threshold_pct")
-    st.caption(("Confidence is calibrated on this gallery's own references. " if cal.fitted else
-                "Not calibrated yet (needs 2 classes, one with 2+ references): 50% is the model's threshold. ")
-               + f"Raw threshold {g.threshold:.4f}.")
-    if st.button("Save threshold", key="save_threshold", disabled=value == now):
-        _act(lambda: svc.set_threshold_confidence(value / 100), f"Unknown below {value}% confidence now.")
-    with st.expander("Raw threshold"):
-        unit = "cohort-normalised score" if g.cohort_settings else "cosine"
-        raw = st.number_input(f"Threshold ({unit})", -1.0, 1.0, float(g.threshold), 0.001, format="%.4f", key="threshold")
-        if st.button("Save raw threshold", key="save_raw_threshold", disabled=raw == float(g.threshold)):
-            _act(lambda: svc.set_threshold(raw), f"Threshold set to {raw:.4f}.")
+    now_raw = svc.threshold()
+    now = round(cal.confidence(now_raw) * 100)
+    modes = ["automatic", "set by hand"]
+    mode = st.radio("Answer “unknown” below", modes, index=0 if g.threshold_auto else 1, horizontal=True, key="threshold_mode",
+                    captions=[f"keeps about {AUTO_KEEPS:.0%} of true matches, from this gallery's own references",
+                              "a confidence you choose"])
+    if mode == "automatic":
+        if not g.threshold_auto:
+            _act(svc.set_threshold_auto, "The gallery's own references choose the threshold now.")
+        how = ("now" if cal.auto_threshold is not None else
+               f"the model's until the gallery has {MIN_AUTO} true-match scores (two classes of five references)")
+        st.caption(f"Unknown below {now}% confidence ({how}; raw threshold {now_raw:.4f}).")
+    else:
+        value = st.slider("Unknown below this confidence (%)", 1, 99, now, key="threshold_pct")
+        if st.button("Save threshold", key="save_threshold", disabled=value == now and not g.threshold_auto):
+            _act(lambda: svc.set_threshold_confidence(value / 100), f"Unknown below {value}% confidence now.")
+        with st.expander("Raw threshold"):
+            unit = "cohort-normalised score" if g.cohort_settings else "cosine"
+            raw = st.number_input(f"Threshold ({unit})", -1.0, 1.0, float(now_raw), 0.001, format="%.4f", key="threshold")
+            if st.button("Save raw threshold", key="save_raw_threshold", disabled=raw == float(now_raw)):
+                _act(lambda: svc.set_threshold(raw), f"Threshold set to {raw:.4f}.")
+    st.caption("Confidence is calibrated on this gallery's own references." if cal.fitted else
+               "Confidence is not calibrated yet (needs 2 classes, one with 2+ references): 50% is the threshold.")
 
 
 def gallery_ui(svc: GalleryService) -> None:

@@ -24,6 +24,8 @@ CONFIG_FORMAT = "byakugan-embedder/1"
 # Config entries that advise how the model is used (a gallery's default threshold and scoring,
 # the detectors it is chosen for, its cohort) but do not change a vector: not in the fingerprint.
 ADVICE = ("name", "threshold", "description", "scoring", "cohort", "detectors")
+# Test-time augmentation: None, or "flip" (embed the mirror image too and average; twice the work).
+TTA = (None, "flip")
 
 
 class Embedder(torch.nn.Module):
@@ -38,6 +40,8 @@ class Embedder(torch.nn.Module):
         if config.get("scoring", "nearest") not in SCORINGS:
             raise ModelError(f"model scoring {config['scoring']!r} is not one of {', '.join(SCORINGS)}")
         self.head = Head(head_config(config), config["feature_dim"])
+        if config.get("tta") not in TTA:
+            raise ModelError(f"model tta {config['tta']!r} is not one of {', '.join(map(str, TTA))}")
         # Optional colour histogram joined to the CNN part (see embedder.embedding.colour); no weights.
         self.colour = ColourHistogram(config["colour"], self.preprocess) if config.get("colour") else None
         # Optional cohort score normalisation (see embedder.scoring.cohort): settings in the config, the
@@ -63,6 +67,11 @@ class Embedder(torch.nn.Module):
         return next(self.parameters()).device
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.get("tta") == "flip":  # the mean of the picture and its mirror image
+            return F.normalize(self._embed(x) + self._embed(torch.flip(x, dims=[3])), dim=-1)
+        return self._embed(x)
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
         e = F.normalize(self.head(self.backbone(x)), dim=-1)
         if self.colour is None:
             return e

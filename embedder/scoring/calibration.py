@@ -8,19 +8,28 @@ sets turns any score of that gallery into a confidence between 0 and 1, and the 
 on the same scale. It is a monotone map, so rankings and the known/unknown decision are unchanged.
 
 Too few references to fit (fewer than two classes, or no class with two references): the curve is
-centred on the threshold with a fixed width, and `fitted` says so. No torch: bundles use it too.
+centred on the threshold with a fixed width, and `fitted` says so.
+
+The same evidence gives an automatic threshold: the score that keeps 95% of the true-match
+scores. Left-out sources showed why (benchmarks/score_norm.py): a threshold fixed on other sources
+accepted 58-100% of true matches depending on the source, the gallery's own one 85-100%.
+No torch: bundles use it too.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 import numpy as np
 
 # Width of the curve when it cannot be fitted: a score 0.1 over the threshold reads as 88%.
 DEFAULT_SLOPE = 20.0
 MIN_GENUINE = 2
+# An automatic threshold needs at least this many true-match scores (two classes of five).
+MIN_AUTO = 10
+AUTO_KEEPS = 0.95  # share of the gallery's own true matches an automatic threshold accepts
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,9 @@ class Calibration:
     fitted: bool  # False: too few references, centred on the threshold
     genuine: int = 0  # evidence it was fitted on
     impostor: int = 0
+    # The score that keeps AUTO_KEEPS of the true-match scores: a threshold chosen by the gallery's
+    # own references (None with fewer than MIN_AUTO of them).
+    auto_threshold: Optional[float] = None
 
     def confidence(self, score: float) -> float:
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, self.slope * float(score) + self.intercept))))
@@ -70,4 +82,5 @@ def fit(genuine: np.ndarray, impostor: np.ndarray, threshold: float, ridge: floa
         a, b = np.array([a, b]) - np.linalg.solve(H, g)
     if not (np.isfinite(a) and np.isfinite(b)) or a <= 0:  # higher scores must never read as less likely
         return centred(threshold)
-    return Calibration(float(a / sd), float(b - a * mu / sd), True, len(genuine), len(impostor))
+    auto = float(np.quantile(genuine, 1.0 - AUTO_KEEPS)) if len(genuine) >= MIN_AUTO else None
+    return Calibration(float(a / sd), float(b - a * mu / sd), True, len(genuine), len(impostor), auto)

@@ -11,6 +11,7 @@ from typing import Iterator
 from byakugan.embedder.errors import ImageError
 from byakugan.embedder.images import list_images
 from byakugan.embedder.scoring import SCORINGS
+from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
 from byakugan.index import store
 from byakugan.index.errors import GalleryError
 from byakugan.index.gallery import Gallery
@@ -119,7 +120,8 @@ def cmd_labels(a: argparse.Namespace) -> int:
     g = Gallery.open(a.gallery)
     labels = g.labels()
     if a.json:
-        print_json({"gallery": a.gallery, "model": g.model_name, "threshold": g.threshold, "labels": labels})
+        print_json({"gallery": a.gallery, "model": g.model_name, "threshold": g.threshold,
+                    "threshold_mode": "auto" if g.threshold_auto else "fixed", "labels": labels})
     elif labels:
         print(table(sorted(labels.items()), ("label", "references")))
     else:
@@ -170,15 +172,50 @@ def _show_or_set(a: argparse.Namespace, setting: str) -> Gallery | None:
 
 
 def cmd_threshold(a: argparse.Namespace) -> int:
-    if (g := _show_or_set(a, "threshold")) is not None:
-        print(f"threshold set to {g.threshold}")
+    if a.value is None:
+        g = Gallery.open(a.gallery)
+        if not g.threshold_auto:
+            print(g.threshold)
+            return 0
+        cal = Pipeline.for_gallery(g).calibration(g)
+        if cal.auto_threshold is None:
+            print(g.threshold)
+            note(f"auto: the model's threshold until the references give {MIN_AUTO} true-match scores "
+                   f"(each reference against the rest of its class); they give {cal.genuine}")
+        else:
+            print(round(cal.auto_threshold, 6))
+            note(f"auto: keeps {AUTO_KEEPS:.0%} of the {cal.genuine} true-match scores of the gallery's own references")
+        return 0
+    with _edit(a.gallery) as g:
+        if a.value == "auto":
+            g.threshold_auto = True
+        else:
+            g.threshold = a.value
+    print("threshold set to auto (chosen by the gallery's own references)" if a.value == "auto"
+          else f"threshold set to {g.threshold}")
     return 0
+
+
+def note(msg: str) -> None:
+    print(f"byakugan: {msg}", file=sys.stderr)
+
+
+def threshold_value(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'auto'") from None
 
 
 def cmd_scoring(a: argparse.Namespace) -> int:
     if (g := _show_or_set(a, "scoring")) is not None:
-        print(f"scoring set to {g.scoring}; the threshold ({g.threshold}) was calibrated for one scoring: "
-              "check it with `byakugan evaluate` (threshold_tar95 / threshold_tar95_mean)")
+        if g.threshold_auto:
+            print(f"scoring set to {g.scoring}; the automatic threshold follows it")
+        else:
+            print(f"scoring set to {g.scoring}; the threshold ({g.threshold}) was calibrated for one scoring: "
+                  "check it with `byakugan evaluate` (threshold_tar95 / threshold_tar95_mean)")
     return 0
 
 
@@ -224,9 +261,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("new", metavar="NEW")
     s.set_defaults(func=cmd_rename)
 
-    s = sub.add_parser("threshold", help="show or set the gallery's unknown threshold")
+    s = sub.add_parser("threshold", help="show or set the gallery's unknown threshold (a score, or auto)")
     s.add_argument("gallery", metavar="GALLERY")
-    s.add_argument("value", metavar="VALUE", type=float, nargs="?")
+    s.add_argument("value", metavar="VALUE|auto", type=threshold_value, nargs="?",
+                   help="a score, or auto: keep 95%% of the gallery's own true matches (new galleries' default)")
     s.set_defaults(func=cmd_threshold)
 
     s = sub.add_parser("scoring", help="show or set how labels are ranked: nearest reference or class mean")
