@@ -36,6 +36,15 @@ class Crop(NamedTuple):
     found: bool = True  # False: nothing detected, the whole image is taken
 
 
+class Removed(NamedTuple):
+    """What a removal took out of the gallery: enough to put it back (GalleryService.restore)."""
+
+    label: str
+    vectors: np.ndarray
+    sources: list[str]
+    thumbnails: list[Optional[bytes]]
+
+
 class GalleryService:
     def __init__(self, path: Path | str, model=None, detector: Optional[str] = None) -> None:
         """model: an Embedder or a model name (default: the gallery's own, or "default" for a new
@@ -149,11 +158,37 @@ class GalleryService:
 
         return self._edit(add)
 
-    def remove(self, label: str) -> int:
-        return self._edit(lambda g: g.remove(label))
+    def remove(self, label: str) -> Removed:
+        """Remove a label; what was removed comes back, for restore()."""
+        def drop(g: Gallery) -> Removed:
+            refs = g.references(label)
+            kept = Removed(label, g.embeddings([r.id for r in refs]), [r.source for r in refs],
+                           [g.thumbnail(r.id) for r in refs])
+            g.remove(label)
+            return kept
 
-    def remove_reference(self, ref_id: int) -> None:
-        self._edit(lambda g: g.remove_reference(ref_id))
+        return self._edit(drop)
+
+    def remove_reference(self, ref_id: int) -> Removed:
+        """Remove one reference; what was removed comes back, for restore()."""
+        def drop(g: Gallery) -> Removed:
+            thumb = g.thumbnail(ref_id)
+            vector = g.embeddings([ref_id]) if any(r.id == ref_id for r in g.references()) else None
+            ref = g.remove_reference(ref_id)  # an unknown id stops here, with its one-line error
+            return Removed(ref.label, vector, [ref.source], [thumb])
+
+        return self._edit(drop)
+
+    def restore(self, removed: Removed) -> list[int]:
+        """Undo a removal: the same vectors, sources and thumbnails again (under new ids)."""
+        def add(g: Gallery) -> list[int]:
+            ids = g.enroll(removed.label, removed.vectors, sources=removed.sources)
+            thumbs = [(i, t) for i, t in zip(ids, removed.thumbnails) if t is not None]
+            if thumbs:
+                g.set_thumbnails(*zip(*thumbs))
+            return ids
+
+        return self._edit(add)
 
     def rename(self, old: str, new: str) -> int:
         return self._edit(lambda g: g.rename(old, new))

@@ -107,12 +107,22 @@ def test_gallery_page_manages_classes(app, digits, tmp_path):
     assert app.session_state["editing"] == "one"  # the class being edited stays open
     app.button(key="rm_ref_1").click().run()  # the button under that picture
     assert "Removed reference 1 from 'one'." in [s.value for s in app.success]
+    assert Gallery.open(tmp_path / "gallery").labels() == {"one": 2, "2": 2}
+    app.button(key="undo_remove").click().run()  # put back: same vector, source and thumbnail, a new id
+    assert "Put back 1 reference(s) of 'one'." in [s.value for s in app.success]
+    g = Gallery.open(tmp_path / "gallery")
+    assert g.labels() == {"one": 3, "2": 2} and g.references("one")[-1].source == digits["1"][1].name
+    assert g.thumbnail(g.references("one")[-1].id) is not None
+    assert not app.get("button") or "undo_remove" not in [b.key for b in app.button]
+    app.button(key=f"rm_ref_{g.references('one')[-1].id}").click().run()
     assert app.button(key="rm_2").disabled  # removing a class needs the box ticked first
     app.checkbox(key="rm_sure_2").check().run()
     app.button(key="rm_2").click().run()
     assert not app.exception
     g = Gallery.open(tmp_path / "gallery")
     assert g.labels() == {"one": 2} and sorted(r.id for r in g.references()) == [0, 2]
+    app.button(key="undo_remove").click().run()  # a whole class comes back too
+    assert Gallery.open(tmp_path / "gallery").labels() == {"one": 2, "2": 2}
 
 
 def test_threshold_is_automatic_or_set_on_the_confidence_scale(app, digits, tmp_path):

@@ -15,7 +15,7 @@ from byakugan.embedder.errors import ByakuganError
 from byakugan.embedder.scoring import SCORINGS
 from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
 from byakugan.index.ranking import Recognition
-from byakugan.index.service import GalleryService
+from byakugan.index.service import GalleryService, Removed
 from byakugan.ui.widgets import IMAGE_TYPES, default_gallery_dir, draw_boxes, read_upload, short
 
 PAGES = ("Search", "Enrol", "Gallery", "Export")
@@ -176,6 +176,7 @@ def gallery_ui(svc: GalleryService) -> None:
     st.caption(f"{svc.path} · model {g.model_name} · {len(g)} references in {len(labels)} classes")
     if notice := st.session_state.pop("gallery_notice", None):
         st.success(notice)
+    undo_ui(svc)
     if labels:
         threshold_ui(svc)
     scorings = list(SCORINGS)
@@ -205,13 +206,22 @@ def gallery_ui(svc: GalleryService) -> None:
 
 def _act(fn, notice: str, editing: Optional[str] = None) -> None:
     try:
-        fn()
+        out = fn()
     except ByakuganError as exc:
         st.error(str(exc))
         return
     st.session_state["gallery_notice"] = notice
     st.session_state["editing"] = editing  # keep that class open
+    st.session_state["removed"] = out if isinstance(out, Removed) else None  # what Undo puts back
     st.rerun()
+
+
+def undo_ui(svc: GalleryService) -> None:
+    removed: Optional[Removed] = st.session_state.get("removed")
+    if removed is not None and st.button(f"Undo: put back {len(removed.sources)} reference(s) of {removed.label!r}",
+                                         key="undo_remove"):
+        _act(lambda: svc.restore(removed), f"Put back {len(removed.sources)} reference(s) of {removed.label!r}.",
+             removed.label)
 
 
 def export_ui(svc: GalleryService) -> None:

@@ -159,6 +159,6 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
         def delete_label(label: str = PathParam(..., min_length=1, max_length=100)) -> dict:
             if label not in service.labels():
                 raise HTTPException(404, f"label {label!r}: not in the gallery")
-            return {"label": label, "removed": service.remove(label)}
+            return {"label": label, "removed": len(service.remove(label).sources)}
 
     return app
