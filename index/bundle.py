@@ -79,8 +79,9 @@ class Bundle:
         self.thresholds = json.loads((directory / "thresholds.json").read_text())
         model = self.config["model"]
         detector = dict(self.config.get("detector", {"name": "none"}))
-        if "cascade" in detector:  # shipped inside the bundle, named relative to it
-            detector["cascade"] = str(member(detector["cascade"]))
+        for key in ("cascade", "verifier"):  # shipped inside the bundle, named relative to it
+            if key in detector:
+                detector[key] = str(member(detector[key]))
         cohort = None
         meta = {"model": {k: model[k] for k in ("name", "fingerprint", "dim")}, "detector": detector,
                 "threshold": float(self.thresholds["default"]), "read_only": True,

@@ -82,13 +82,16 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False,
 
 
 def _bundle_detector(gallery: Gallery, d: Path) -> dict:
-    """The gallery's detector config; a cascade file it needs travels inside the bundle."""
+    """The gallery's detector config; the cascade and verifier files it needs travel inside the bundle."""
     config = dict(gallery.detector_config)
-    if config["name"] == "anime-face":
-        from byakugan.embedder.detection.assets import ANIMEFACE_CASCADE, fetch
+    if config["name"] in ("anime-face", "anime-face-verified"):
+        from byakugan.embedder.detection.assets import ANIMEFACE_CASCADE, ANIMEFACE_VERIFIER, fetch
 
         shutil.copyfile(fetch(ANIMEFACE_CASCADE, config.get("cascade")), d / "detector.xml")
         config["cascade"] = "detector.xml"
+        if config["name"] == "anime-face-verified":
+            shutil.copyfile(fetch(ANIMEFACE_VERIFIER, config.get("verifier")), d / "verifier.onnx")
+            config["verifier"] = "verifier.onnx"
     return config
 
 

@@ -53,12 +53,13 @@ def test_offline_and_missing_says_where_to_put_the_file(tmp_path, monkeypatch):
 
 
 def test_detector_registry(cascade):
-    assert list_detectors() == ["none", "anime-face", "face", "hand"]
+    assert list_detectors() == ["none", "anime-face", "anime-face-verified", "face", "hand"]
     img = Image.new("RGB", (64, 48))
     assert [d.box for d in create_detector("none")(img)] == [(0, 0, 64, 48)]
     assert create_detector("anime-face")(img) == []
     assert create_detector("face")(img) == []
-    with pytest.raises(ModelError, match="unknown detector 'cat'; valid: none, anime-face, face, hand"):
+    assert create_detector("anime-face-verified")(img) == []  # a blank picture is no face, not even whole
+    with pytest.raises(ModelError, match="unknown detector 'cat'; valid: none, anime-face, anime-face-verified, face, hand"):
         create_detector("cat")
 
 
@@ -192,7 +193,7 @@ def test_a_new_gallery_takes_the_model_for_its_detector(cascade, tmp_path, tiny_
     capsys.readouterr()
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "anime  (new galleries with detector anime-face)" in lines
+    assert "anime  (new galleries with detector anime-face, anime-face-verified)" in lines
     assert any(line.startswith("default  (new galleries with detector none") for line in lines)
 
 
@@ -210,3 +211,46 @@ def test_the_cascade_ships_in_the_package_so_first_use_is_offline(tmp_path, monk
     assert hashlib.sha256(path.read_bytes()).hexdigest() == ANIMEFACE_CASCADE.sha256
     assert "MIT License" in path.read_text()[:2000]
     assert create_detector("anime-face").name == "anime-face"
+
+
+def _pasted(datasets, positions=((40, 60), (400, 200)), side=150):
+    """A photograph with no anime face (a drone-gestures frame) and anime heads pasted at known places."""
+    frame = load_image(sorted((datasets / "drone-gestures" / "land").glob("*.jpg"))[0]).convert("RGB").resize((640, 480))
+    heads = sorted((datasets / "anime-onepiece" / "luobin").glob("*.jpg"))
+    boxes = []
+    for (x, y), head in zip(positions, heads[:len(positions)]):
+        im = load_image(head).convert("RGB")
+        im = im.resize((side, round(side * im.height / im.width)))
+        frame.paste(im, (x, y))
+        boxes.append((x, y, im.width, im.height))
+    return frame, boxes
+
+
+def test_verified_detector_ships_and_finds_pasted_faces(datasets, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    from byakugan.embedder.detection.assets import ANIMEFACE_VERIFIER, DATA_DIR
+
+    assert fetch(ANIMEFACE_VERIFIER, download=False) == DATA_DIR / ANIMEFACE_VERIFIER.filename  # offline, packaged
+    frame, boxes = _pasted(datasets)
+    found = create_detector("anime-face-verified")(frame)
+    for x, y, w, h in boxes:  # each pasted head is found: a box centred inside it
+        assert any(x <= d.box[0] + d.box[2] / 2 <= x + w and y <= d.box[1] + d.box[3] / 2 <= y + h for d in found), found
+    assert len(found) <= len(boxes) + 1 and all(0 <= d.score <= 1 for d in found)
+    # a tight crop (the whole picture is the face) is a face too, where the cascade finds nothing
+    crop = frame.crop((boxes[0][0], boxes[0][1], boxes[0][0] + boxes[0][2], boxes[0][1] + boxes[0][3]))
+    assert [d.box for d in create_detector("anime-face-verified")(crop)][:1] == [(0, 0, crop.width, crop.height)]
+
+
+def test_verified_detector_travels_in_the_bundle(datasets, model, tmp_path):
+    from byakugan.index import bundle
+    from byakugan.index.export import export
+
+    frame, _ = _pasted(datasets)
+    heads = sorted((datasets / "anime-onepiece" / "namei").glob("*.jpg"))[:3]
+    pipe, g = new_gallery(model, tmp_path / "g", detector="anime-face-verified")
+    pipe.enroll(g, "namei", heads, fallback="whole")
+    g.save()
+    b = bundle.load(export(g, tmp_path / "b.zip", pipeline=pipe))
+    assert b.config["detector"]["verifier"] == "verifier.onnx" and b.config["detector"]["cascade"] == "detector.xml"
+    live, got = [r.to_dict() for r in pipe.recognize(g, frame, k=2)], b.search(frame, k=2)
+    assert [d["box"] for d in got] == [d["box"] for d in live] and len(got) >= 2

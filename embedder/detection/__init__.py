@@ -3,6 +3,8 @@
 - none:       the whole image.
 - anime-face: OpenCV LBP cascade `lbpcascade_animeface` (fetched once, see assets),
               box widened upward to take in the hair, as the projects before byakugan did.
+- anime-face-verified: the same cascade, permissive, each candidate checked by a small CNN
+              (faces.py, verifier.py): more faces found, fewer false ones, slower.
 - face:       OpenCV's frontal-face Haar cascade shipped in cv2.data (human faces).
 - hand:       MediaPipe Hands, one padded box around both hands, with their landmarks (hands.py).
 """
@@ -21,6 +23,12 @@ def _anime_face(config: dict):
     return anime_face(config)
 
 
+def _anime_face_verified(config: dict):
+    from .faces import anime_face_verified
+
+    return anime_face_verified(config)
+
+
 def _face(config: dict):
     from .cascade import face
 
@@ -33,7 +41,8 @@ def _hand(config: dict):
     return create_hand_detector(config)
 
 
-_REGISTRY = {"none": lambda config: NoDetector(), "anime-face": _anime_face, "face": _face, "hand": _hand}
+_REGISTRY = {"none": lambda config: NoDetector(), "anime-face": _anime_face, "anime-face-verified": _anime_face_verified,
+             "face": _face, "hand": _hand}
 
 
 def list_detectors() -> list[str]:

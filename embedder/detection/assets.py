@@ -30,6 +30,13 @@ ANIMEFACE_CASCADE = Asset(
     "BYAKUGAN_ANIMEFACE_CASCADE",
     packaged=True,  # MIT (the licence text is inside the file), 246 KB: no first use needs the network
 )
+ANIMEFACE_VERIFIER = Asset(
+    "anime_face_verifier.onnx",
+    "",  # made here (byakugan.embedder.training.verifier) and shipped; nowhere to download it from
+    "e6b295f1ee1376efb4c80dcb8a67a076b42d130a7eda62706753895877670cb8",
+    "BYAKUGAN_ANIMEFACE_VERIFIER",
+    packaged=True,
+)
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
@@ -60,7 +67,7 @@ def fetch(asset: Asset, path: Optional[os.PathLike | str] = None, download: bool
     if asset.packaged and shipped.is_file() and _sha256(shipped) == asset.sha256:
         return shipped
     where = f"put it at {cached} or set {asset.env} to its path"
-    if not download:
+    if not download or not asset.url:
         raise ModelError(f"{asset.filename} not found; {where}")
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_name(f".{asset.filename}.{os.getpid()}.part")

@@ -1,0 +1,46 @@
+"""Is this patch an anime face? A small CNN (embedder/training/verifier.py trains it) that checks
+the candidates a permissive cascade proposes. It runs with onnxruntime on 64 px patches, so it
+works the same in the package, the server and an exported bundle, without torch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ModelError
+
+SIZE = 96  # patches are resized to SIZE x SIZE, RGB, scaled to [0, 1]
+VERIFIER_FILE = "anime_face_verifier.onnx"
+
+
+def patches(images: Sequence[Image.Image]) -> np.ndarray:
+    """(N, 3, SIZE, SIZE) float32 input for the verifier."""
+    out = np.empty((len(images), 3, SIZE, SIZE), np.float32)
+    for i, im in enumerate(images):
+        out[i] = np.asarray(im.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR), np.float32).transpose(2, 0, 1) / 255.0
+    return out
+
+
+class FaceVerifier:
+    def __init__(self, path: os.PathLike | str) -> None:
+        import onnxruntime as ort
+
+        try:
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = 1  # a few small patches per picture: threads cost more than they give
+            self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own types for a missing or damaged file
+            raise ModelError(f"face verifier {path}: cannot be loaded ({exc})") from None
+        self._input = self._session.get_inputs()[0].name
+        self.path = Path(path)
+
+    def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The probability that each image is an anime face."""
+        if not images:
+            return np.zeros(0, np.float32)
+        logits = self._session.run(None, {self._input: patches(images)})[0].reshape(-1)
+        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)

@@ -1,0 +1,137 @@
+"""Train the anime-face verifier (embedder/detection/verifier.py) and write it as ONNX.
+
+    .venv/bin/python -m byakugan.embedder.training.verifier --out embedder/detection/data/anime_face_verifier.onnx
+
+Positives: ../shared/datasets/anime-face-patches/train/face. Negatives: its not-face patches,
+plus hard negatives mined from photographs with no anime face in them (four hand sources' frames):
+every box the permissive cascade proposes there. Prints accuracy on the patches' own test split
+and the mined negatives held out, as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..detection.verifier import SIZE, patches
+from ..images import list_images, load_image
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+# drone-gestures is kept out: benchmarks/detect_composed.py pastes faces into its frames.
+PHOTOS = ("rock-paper-scissors", "hand-fingers", "sign-digits", "asl-signs")
+
+
+class Verifier(torch.nn.Module):
+    """Frozen ImageNet EfficientNet-Lite0 features of a patch -> one logit (face or not): features
+    of a large pretrained network hold across drawing styles that one dataset's patches do not cover."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from ..embedding.backbones import create_backbone
+
+        self.backbone, _ = create_backbone("efficientnet_lite0", pretrained=True)
+        self.linear = torch.nn.Linear(self.backbone.num_features, 1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(self.backbone((x * 255.0 - 127.0) / 128.0), dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.features(x))
+
+
+def mined_negatives(per_source: int, seed: int) -> list[Image.Image]:
+    """Crops the permissive cascade proposes in photographs that hold no anime face."""
+    from ..detection.faces import candidates, load_cascade
+
+    cascade = load_cascade()
+    rng = random.Random(seed)
+    out = []
+    for source in PHOTOS:
+        files = sorted(f for d in sorted((DATA / source).iterdir()) if d.is_dir() for f in list_images(d))
+        for f in rng.sample(files, min(per_source, len(files))):
+            img = load_image(f)
+            out += [img.crop((x, y, x + w, y + h)) for (x, y, w, h), _ in candidates(img, cascade)[1:]]  # not the whole frame
+    return out
+
+
+def views(images: list, rng: random.Random, n: int) -> list:
+    """n views of each image: flipped or not, cut a little tighter or looser, as candidates are."""
+    out = []
+    for im in images:
+        for _ in range(n):
+            w, h = im.size
+            m = rng.uniform(-0.12, 0.12)  # < 0: tighter, > 0: looser (edges repeated)
+            dx, dy = rng.uniform(-0.08, 0.08) * w, rng.uniform(-0.08, 0.08) * h
+            box = (-m * w + dx, -m * h + dy, w * (1 + m) + dx, h * (1 + m) + dy)
+            v = im.convert("RGB").transform((w, h), Image.EXTENT, box, Image.BILINEAR)
+            out.append(v.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else v)
+    return out
+
+
+def embed(net: Verifier, images: list, log) -> torch.Tensor:
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(images), 256):
+            out.append(net.features(torch.from_numpy(patches(images[i : i + 256]))))
+            log(f"features {min(i + 256, len(images))}/{len(images)}")
+    return torch.cat(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", required=True)
+    p.add_argument("--views", type=int, default=2, help="augmented views of each patch")
+    p.add_argument("--mined-per-source", type=int, default=150)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    torch.manual_seed(a.seed)
+    root = DATA / "anime-face-patches"
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    face = [load_image(f) for f in list_images(root / "train" / "face")]
+    bg = [load_image(f) for f in list_images(root / "train" / "not-face")]
+    mined = mined_negatives(a.mined_per_source, a.seed)
+    random.Random(a.seed).shuffle(mined)
+    held = mined[: len(mined) // 5]
+    mined = mined[len(mined) // 5 :]
+    log(f"{len(face)} faces, {len(bg)} not-face patches, {len(mined)} mined negatives (+{len(held)} held out)")
+    rng = random.Random(a.seed)
+    net = Verifier().eval()
+    X = embed(net, views(face, rng, a.views) + views(bg + mined, rng, a.views), log)
+    y = torch.cat([torch.ones(len(face) * a.views), torch.zeros((len(bg) + len(mined)) * a.views)])
+    opt = torch.optim.LBFGS(net.linear.parameters(), lr=1, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(net.linear(X).squeeze(1), y) + 1e-4 * net.linear.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    log(f"logistic regression on {len(X)} views: loss {float(opt.step(closure)):.4f}")
+
+    def accuracy(images: list, label: int) -> float:
+        with torch.inference_mode():
+            prob = torch.sigmoid(net(torch.from_numpy(patches(images))).squeeze(1))
+        return float(((prob >= 0.5) == bool(label)).float().mean())
+
+    test_face = [load_image(f) for f in list_images(root / "test" / "face")]
+    test_bg = [load_image(f) for f in list_images(root / "test" / "not-face")]
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(net.eval(), torch.zeros(1, 3, SIZE, SIZE), str(out), input_names=["patches"], output_names=["logit"],
+                      dynamic_axes={"patches": {0: "n"}, "logit": {0: "n"}}, opset_version=17, dynamo=False)
+    print(json.dumps({"out": str(out), "test_faces_accepted": round(accuracy(test_face, 1), 4),
+                      "test_not_faces_refused": round(accuracy(test_bg, 0), 4),
+                      "held_out_mined_refused": round(accuracy(held, 0), 4),
+                      "train": {"faces": len(face), "not_faces": len(bg), "mined": len(mined), "views": a.views}}))
+
+
+if __name__ == "__main__":
+    main()
