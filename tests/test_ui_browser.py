@@ -88,9 +88,18 @@ def test_upload_in_chromium_shows_the_top_match(browser, ui_server, digits, tmp_
     assert shot.stat().st_size > 10_000
 
 
+class Served(str):
+    """The server's URL, and the gallery folder it serves."""
+
+    gallery: str
+
+
 @pytest.fixture()
 def hand_server(tmp_path):
-    yield from serve(["--gallery", str(tmp_path / "hands"), "--detector", "hand"])
+    for url in serve(["--gallery", str(tmp_path / "hands"), "--detector", "hand"]):
+        served = Served(url)
+        served.gallery = str(tmp_path / "hands")
+        yield served
 
 
 def test_whole_story_in_chromium(browser, hand_server, digits, tmp_path):
@@ -165,3 +174,52 @@ def test_whole_story_in_chromium(browser, hand_server, digits, tmp_path):
         download_button.click()
     d.value.save_as(tmp_path / "bundle.zip")
     assert bundle.load(tmp_path / "bundle.zip").labels() == {"0": 4, "3": 5, "7": 5}
+
+
+def write_y4m(path: Path, img, frames: int = 30, size: tuple = (640, 480)) -> None:
+    """A still picture as a YUV4MPEG2 video, which Chromium plays as its fake camera."""
+    import numpy as np
+
+    ycc = np.asarray(img.convert("RGB").resize(size).convert("YCbCr"))
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{size[0]} H{size[1]} F30:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            f.write(b"FRAME\n")
+            for plane in (ycc[:, :, 0], ycc[::2, ::2, 1], ycc[::2, ::2, 2]):
+                f.write(np.ascontiguousarray(plane).tobytes())
+
+
+def test_enrol_from_the_camera_in_chromium(hand_server, digits, tmp_path):
+    """Chromium's fake camera plays a sign-digits picture; two photos taken on Enrol are enrolled."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("browser test: Debian's chromium is not installed (apt-get install chromium)")
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    from byakugan.index import Gallery
+
+    video = tmp_path / "camera.y4m"
+    write_y4m(video, Image.open(digits["4"][0]))
+    args = CHROMIUM_ARGS + ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                            f"--use-file-for-fake-video-capture={video}"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        page = browser.new_context(permissions=["camera"], viewport={"width": 1280, "height": 900}).new_page()
+        page.goto(hand_server)
+        page.get_by_text("The gallery is empty").wait_for(timeout=180_000)
+        page.get_by_text("Enrol", exact=True).first.click()
+        page.get_by_text("Enrol a character or gesture").wait_for(timeout=60_000)
+        page.get_by_label("Label").fill("4")
+        page.get_by_label("Label").press("Enter")
+        page.get_by_text("Take pictures with the camera").click()
+        for n in (1, 2):
+            page.get_by_role("button", name="Take Photo").click(timeout=60_000)
+            page.get_by_text(f"camera-{n}.jpg").first.wait_for(timeout=120_000)
+            if n == 1:
+                page.get_by_role("button", name="Clear photo").click(timeout=60_000)
+        button = page.get_by_role("button", name="Enrol 2 image(s) as '4'")
+        button.wait_for(timeout=120_000)
+        button.click()
+        page.get_by_text("Enrolled 2 image(s) as '4'.").wait_for(timeout=180_000)
+        browser.close()
+    assert Gallery.open(Path(hand_server.gallery)).labels() == {"4": 2}
