@@ -228,9 +228,10 @@ def _pasted(datasets, positions=((40, 60), (400, 200)), side=150):
 
 def test_verified_detector_ships_and_finds_pasted_faces(datasets, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
-    from byakugan.embedder.detection.assets import ANIMEFACE_VERIFIER, DATA_DIR
+    from byakugan.embedder.detection.assets import ANIMEFACE_VERIFIER, shipped_path
 
-    assert fetch(ANIMEFACE_VERIFIER, download=False) == DATA_DIR / ANIMEFACE_VERIFIER.filename  # offline, packaged
+    assert fetch(ANIMEFACE_VERIFIER, download=False) == shipped_path(ANIMEFACE_VERIFIER)  # offline, shipped in models/
+    assert shipped_path(ANIMEFACE_VERIFIER).parent.name == "anime-face-verifier"
     frame, boxes = _pasted(datasets)
     found = create_detector("anime-face-verified")(frame)
     for x, y, w, h in boxes:  # each pasted head is found: a box centred inside it

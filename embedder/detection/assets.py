@@ -20,7 +20,8 @@ class Asset:
     url: str
     sha256: str
     env: str  # environment variable that may point at a local copy
-    packaged: bool = False  # a copy ships in this package's data/ folder (its licence allows it)
+    packaged: bool = False  # a copy ships with byakugan (its licence allows it) ...
+    models_folder: Optional[str] = None  # ... in this folder of models/ (weights), else in the package's data/
 
 
 ANIMEFACE_CASCADE = Asset(
@@ -36,8 +37,18 @@ ANIMEFACE_VERIFIER = Asset(
     "e6b295f1ee1376efb4c80dcb8a67a076b42d130a7eda62706753895877670cb8",
     "BYAKUGAN_ANIMEFACE_VERIFIER",
     packaged=True,
+    models_folder="anime-face-verifier",  # with its model card
 )
 DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+def shipped_path(asset: Asset) -> Path:
+    """Where the copy that ships with byakugan lies (it may be absent, e.g. models/ not installed)."""
+    if asset.models_folder:
+        from ..embedding.files import models_dir
+
+        return models_dir() / asset.models_folder / asset.filename
+    return DATA_DIR / asset.filename
 
 
 def cache_dir() -> Path:
@@ -63,7 +74,7 @@ def fetch(asset: Asset, path: Optional[os.PathLike | str] = None, download: bool
         if _sha256(cached) == asset.sha256:
             return cached
         cached.unlink()  # a damaged or partial copy; fetch it again
-    shipped = DATA_DIR / asset.filename
+    shipped = shipped_path(asset)
     if asset.packaged and shipped.is_file() and _sha256(shipped) == asset.sha256:
         return shipped
     where = f"put it at {cached} or set {asset.env} to its path"

@@ -1,6 +1,6 @@
 """Train the anime-face verifier (embedder/detection/verifier.py) and write it as ONNX.
 
-    .venv/bin/python -m byakugan.embedder.training.verifier --out embedder/detection/data/anime_face_verifier.onnx
+    .venv/bin/python -m byakugan.embedder.training.verifier --out models/anime-face-verifier/anime_face_verifier.onnx
 
 Positives: ../shared/datasets/anime-face-patches/train/face. Negatives: its not-face patches,
 plus hard negatives mined from photographs with no anime face in them (four hand sources' frames):
