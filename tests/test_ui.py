@@ -15,13 +15,26 @@ def upload(path):
     return (path.name, path.read_bytes(), "image/jpeg")
 
 
-@pytest.fixture()
-def app(tmp_path, monkeypatch):
+def start(tmp_path, monkeypatch, **env) -> AppTest:
+    """The page on a new gallery under tmp_path, with these BYAKUGAN_* settings."""
     monkeypatch.setenv("BYAKUGAN_GALLERY", str(tmp_path / "gallery"))
+    for key, value in env.items():
+        monkeypatch.setenv(f"BYAKUGAN_{key.upper()}", value)
     at = AppTest.from_file(APP, default_timeout=300)
     at.run()
     assert not at.exception
     return at
+
+
+@pytest.fixture()
+def app(tmp_path, monkeypatch):
+    return start(tmp_path, monkeypatch)
+
+
+def choose(at, label, files):
+    """Type a label and upload files on the Enrol page, without enrolling them yet."""
+    at.text_input(key="enrol_label").input(label).run()
+    next(w for w in at.file_uploader if w.key.startswith("enrol_upload")).set_value([upload(p) for p in files]).run()
 
 
 def go(at, page):
@@ -30,9 +43,7 @@ def go(at, page):
 
 
 def enrol(at, label, files):
-    at.text_input(key="enrol_label").input(label).run()
-    uploader = next(w for w in at.file_uploader if w.key.startswith("enrol_upload"))
-    uploader.set_value([upload(p) for p in files]).run()
+    choose(at, label, files)
     warnings = [w.value for w in at.warning]
     at.button(key="enrol_button").click().run()
     assert not at.exception and not at.error
@@ -81,13 +92,9 @@ def test_bad_uploads_show_a_message_not_a_traceback(app, digits):
 
 
 def test_uploads_over_the_limit_are_refused(tmp_path, monkeypatch, digits):
-    monkeypatch.setenv("BYAKUGAN_GALLERY", str(tmp_path / "gallery"))
-    monkeypatch.setenv("BYAKUGAN_MAX_UPLOAD_MB", "0")
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.run()
+    at = start(tmp_path, monkeypatch, max_upload_mb="0")
     go(at, "Enrol")
-    at.text_input(key="enrol_label").input("9").run()
-    next(w for w in at.file_uploader if w.key.startswith("enrol_upload")).set_value([upload(digits["9"][0])]).run()
+    choose(at, "9", [digits["9"][0]])
     assert not at.exception
     assert at.error[0].value.endswith("MB is over the 0 MB limit")
     assert at.button(key="enrol_button").disabled
@@ -189,13 +196,9 @@ class FakeShot:
 def test_search_with_nothing_detected_answers_on_the_whole_picture(tmp_path, monkeypatch, digits):
     # An anime-face gallery of hands: the cascade finds no face in them, so enrolment and search
     # both take the whole picture, and the page says so instead of showing nothing.
-    monkeypatch.setenv("BYAKUGAN_GALLERY", str(tmp_path / "gallery"))
-    monkeypatch.setenv("BYAKUGAN_DETECTOR", "anime-face")
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.run()
+    at = start(tmp_path, monkeypatch, detector="anime-face")
     go(at, "Enrol")
-    at.text_input(key="enrol_label").input("3").run()
-    next(w for w in at.file_uploader if w.key.startswith("enrol_upload")).set_value([upload(p) for p in digits["3"][:3]]).run()
+    choose(at, "3", digits["3"][:3])
     captions = [img.caption for el in at.get("image") for img in el.proto.imgs if img.caption]
     assert captions == [f"{p.name} · no face: whole picture" for p in digits["3"][:3]], captions
     at.button(key="enrol_button").click().run()
@@ -219,19 +222,16 @@ def test_unknown_reads_unknown_with_its_nearest(app, digits):
 
 
 def test_first_start_offline_with_no_cache(tmp_path, monkeypatch, digits):
-    # Nothing may come from the network on first use: the cascade and the models ship.
+    # Nothing may come from the network on first use: the cascade, the verifier and the models ship.
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("BYAKUGAN_GALLERY", str(tmp_path / "gallery"))
-    monkeypatch.setenv("BYAKUGAN_DETECTOR", "anime-face")
 
     def no_network(*args, **kwargs):
         raise OSError("network is off in this test")
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.run()
-    assert not at.exception and not at.error
+    at = start(tmp_path, monkeypatch, detector="anime-face-verified")
+    assert not at.error
     go(at, "Enrol")
     go(at, "Search")
     assert "gallery is empty" in at.info[0].value
