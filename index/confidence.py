@@ -15,6 +15,7 @@ from .gallery import Gallery
 # References taken as queries at most (a seeded sample beyond it), so that calibrating costs
 # about as much as this many searches whatever the gallery's size.
 LIMIT = 1000
+DUPLICATE_COSINE = 0.98  # as GalleryService warns: a reference this close to another is a copy of it
 Prepare = Callable[[np.ndarray], tuple[np.ndarray, Optional[np.ndarray]]]
 
 
@@ -43,8 +44,13 @@ def evidence(gallery: Gallery, prepare: Prepare, limit: int = LIMIT, seed: int =
             continue
         V = gallery.embeddings(own)
         S = q[rows] @ V.T
-        for n, row in enumerate(rows):  # leave the reference itself out of its class
-            keep = np.asarray(own) != ids[row]
+        stored = gallery.embeddings(ids[rows].tolist())
+        for n, row in enumerate(rows):
+            # leave the reference itself out of its class, and its near-copies: a burst of camera
+            # shots would otherwise score ~1 against each other and push the automatic threshold to 1
+            keep = (np.asarray(own) != ids[row]) & (V @ stored[n] < DUPLICATE_COSINE)
+            if not keep.any():
+                continue
             if gallery.scoring == "mean":
                 m = V[keep].sum(0)
                 genuine.append(float(q[row] @ m / max(np.linalg.norm(m), 1e-12)) - off[row])

@@ -57,7 +57,10 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False,
             **_bundle_landmarks(gallery, pipeline, d),
             **_bundle_cohort(gallery, d),
         })
-        _write_json(d / "thresholds.json", {"default": gallery.threshold, "per_label": {}, "auto": gallery.threshold_auto})
+        # "default" is the threshold searches use now (the automatic one when the gallery has it), so a
+        # reader that knows nothing of "auto" still applies the same one.
+        _write_json(d / "thresholds.json", {"default": pipeline.threshold(gallery), "per_label": {},
+                                            "auto": gallery.threshold_auto})
         files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir())}
         _write_json(d / MANIFEST, {
             "format": FORMAT, "version": FORMAT_VERSION,

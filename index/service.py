@@ -146,12 +146,14 @@ class GalleryService:
     def enroll(self, label: str, crops: list[Crop], progress: Optional[Callable[[int, int], None]] = None) -> list[int]:
         """progress(done, total) is called as each crop is embedded."""
         # Embedding happens outside the lock so that other users wait only for the save.
-        rows = []
-        for n, c in enumerate(crops):
-            rows.append(self.pipeline.embed_regions([c.image], [c.landmarks]))
-            if progress is not None:
+        if progress is None:  # one batch; one image at a time only to report progress
+            emb = self.pipeline.embed_regions([c.image for c in crops], [c.landmarks for c in crops])
+        else:
+            rows = []
+            for n, c in enumerate(crops):
+                rows.append(self.pipeline.embed_regions([c.image], [c.landmarks]))
                 progress(n + 1, len(crops))
-        emb = np.concatenate(rows) if rows else np.zeros((0, self.gallery().dim), np.float32)
+            emb = np.concatenate(rows) if rows else np.zeros((0, self.gallery().dim), np.float32)
 
         def add(g: Gallery) -> list[int]:
             return g.enroll(label, emb, sources=[c.name for c in crops], images=[c.image for c in crops])
@@ -212,8 +214,12 @@ class GalleryService:
     def set_threshold_confidence(self, confidence: float) -> float:
         """Set the threshold to the score that reads as `confidence` (0-1) on the gallery's
         calibrated scale now; returns that score."""
+        cal = self.calibration()
+        if not cal.fitted:
+            raise GalleryError("the gallery's confidence is not calibrated yet (it needs 2 classes, one with 2+ "
+                               "references): set a raw threshold instead")
         try:
-            value = self.calibration().score_at(confidence)
+            value = cal.score_at(confidence)
         except ValueError as exc:
             raise GalleryError(str(exc)) from None
         value = min(1.0, max(-1.0, value))

@@ -145,7 +145,7 @@ def enrol_ui(svc: GalleryService) -> None:
 def threshold_ui(svc: GalleryService) -> None:
     g, cal = svc.gallery(), svc.calibration()
     now_raw = svc.threshold()
-    now = round(cal.confidence(now_raw) * 100)
+    now = min(99, max(1, round(cal.confidence(now_raw) * 100)))
     modes = ["automatic", "set by hand"]
     mode = st.radio("Answer “unknown” below", modes, index=0 if g.threshold_auto else 1, horizontal=True, key="threshold_mode",
                     captions=[f"keeps about {AUTO_KEEPS:.0%} of true matches, from this gallery's own references",
@@ -156,17 +156,23 @@ def threshold_ui(svc: GalleryService) -> None:
         how = ("now" if cal.auto_threshold is not None else
                f"the model's until the gallery has {MIN_AUTO} true-match scores (two classes of five references)")
         st.caption(f"Unknown below {now}% confidence ({how}; raw threshold {now_raw:.4f}).")
+    elif not cal.fitted:  # the uncalibrated curve is centred on the threshold itself: only a raw one makes sense
+        raw_threshold_ui(svc, now_raw)
     else:
         value = st.slider("Unknown below this confidence (%)", 1, 99, now, key="threshold_pct")
         if st.button("Save threshold", key="save_threshold", disabled=value == now and not g.threshold_auto):
             _act(lambda: svc.set_threshold_confidence(value / 100), f"Unknown below {value}% confidence now.")
         with st.expander("Raw threshold"):
-            unit = "cohort-normalised score" if g.cohort_settings else "cosine"
-            raw = st.number_input(f"Threshold ({unit})", -1.0, 1.0, float(now_raw), 0.001, format="%.4f", key="threshold")
-            if st.button("Save raw threshold", key="save_raw_threshold", disabled=raw == float(now_raw)):
-                _act(lambda: svc.set_threshold(raw), f"Threshold set to {raw:.4f}.")
+            raw_threshold_ui(svc, now_raw)
     st.caption("Confidence is calibrated on this gallery's own references." if cal.fitted else
                "Confidence is not calibrated yet (needs 2 classes, one with 2+ references): 50% is the threshold.")
+
+
+def raw_threshold_ui(svc: GalleryService, now_raw: float) -> None:
+    unit = "cohort-normalised score" if svc.gallery().cohort_settings else "cosine"
+    raw = st.number_input(f"Threshold ({unit})", -1.0, 1.0, float(now_raw), 0.001, format="%.4f", key="threshold")
+    if st.button("Save raw threshold", key="save_raw_threshold", disabled=raw == float(now_raw)):
+        _act(lambda: svc.set_threshold(raw), f"Threshold set to {raw:.4f}.")
 
 
 def gallery_ui(svc: GalleryService) -> None:

@@ -11,6 +11,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
+from ..errors import ModelError
 from .assets import ANIMEFACE_CASCADE, ANIMEFACE_VERIFIER, fetch
 from .base import Detection
 
@@ -36,7 +37,11 @@ def load_cascade(path: Optional[str] = None):
     """The anime-face cascade (the packaged copy unless a path is given), loaded once per detector."""
     import cv2
 
-    return cv2.CascadeClassifier(str(fetch(ANIMEFACE_CASCADE, path)))
+    file = fetch(ANIMEFACE_CASCADE, path)
+    cascade = cv2.CascadeClassifier(str(file))
+    if cascade.empty():
+        raise ModelError(f"detector anime-face-verified: cascade file {file} could not be loaded")
+    return cascade
 
 
 def candidates(img: Image.Image, cascade, s: CandidateSettings = CandidateSettings()) -> list[tuple[tuple, int]]:
@@ -85,7 +90,7 @@ class VerifiedFaceDetector:
         found = candidates(img, self._cascade, s)
         boxes = [b for b, _ in found]
         prob = self.verifier([img.crop((x, y, x + w, y + h)) for x, y, w, h in boxes])
-        # What the strict cascade finds is kept (never fewer faces than `anime-face`); the verifier
+        # What the strict cascade would keep stays (nearly what `anime-face` finds); the verifier
         # decides on the rest, the extra candidates of the permissive pass and the whole picture.
         sure = np.asarray([n >= s.sure_neighbours for _, n in found])
         kept: list[tuple[float, tuple]] = []

@@ -1,6 +1,7 @@
-"""Is this patch an anime face? A small CNN (embedder/training/verifier.py trains it) that checks
-the candidates a permissive cascade proposes. It runs with onnxruntime on 64 px patches, so it
-works the same in the package, the server and an exported bundle, without torch."""
+"""Is this patch an anime face? Frozen ImageNet EfficientNet-Lite0 features and one logistic unit
+(embedder/training/verifier.py trains it) that check the candidates a permissive cascade proposes.
+It runs with onnxruntime on 96 px patches, so it works the same in the package, the server and an
+exported bundle, without torch."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from PIL import Image
 from ..errors import ModelError
 
 SIZE = 96  # patches are resized to SIZE x SIZE, RGB, scaled to [0, 1]
-VERIFIER_FILE = "anime_face_verifier.onnx"
 
 
 def patches(images: Sequence[Image.Image]) -> np.ndarray:
