@@ -19,7 +19,6 @@ domain's (class mean for anime, nearest reference for hands). Variants:
 - calibrated: (s - impostor level) / (genuine level - impostor level) per class, the impostor level
   as in znorm_gallery, the genuine level each reference's score against the rest of its class
   (leave one out): 0 = like the other classes, 1 = like its own references;
-- margin: best class score less the second best (ranking unchanged).
 
 Operating points: a threshold fixed on the other sources of the domain (the mean of their TAR95
 thresholds), and the gallery's own (genuine_q05: the score keeping 95% of its references'
@@ -41,6 +40,7 @@ import numpy as np
 from safetensors import safe_open
 
 from byakugan.embedder.evaluation.protocol import draw_trial
+from byakugan.embedder.scoring.calibration import fit
 from byakugan.embedder.scoring.cohort import offsets
 from byakugan.embedder.scoring.fusion import fuse, query_form
 
@@ -87,22 +87,6 @@ def topmean(x: np.ndarray, k: int) -> float:
     return float(np.mean(np.sort(x)[-k:]))
 
 
-def _fit_logistic(x: np.ndarray, y: np.ndarray, steps: int = 30, ridge: float = 0.01) -> tuple[float, float]:
-    """p(y=1 | x) = sigmoid(a x + b), classes weighted equally; Newton's method on standardised x
-    with a small ridge, so that separable scores give a steep but finite slope."""
-    mu, sd = float(x.mean()), max(float(x.std()), 1e-6)
-    z = (x - mu) / sd
-    w = np.where(y == 1, 0.5 / max(1, y.sum()), 0.5 / max(1, (1 - y).sum()))
-    a, b = 1.0, 0.0
-    for _ in range(steps):
-        p = 1 / (1 + np.exp(-np.clip(a * z + b, -50, 50)))
-        g = np.array([np.sum(w * (p - y) * z) + ridge * a, np.sum(w * (p - y))])
-        h = w * p * (1 - p)
-        H = np.array([[np.sum(h * z * z) + ridge, np.sum(h * z)], [np.sum(h * z), np.sum(h) + 1e-9]])
-        a, b = np.array([a, b]) - np.linalg.solve(H, g)
-    return float(a / sd), float(b - a * mu / sd)
-
-
 def run(d: dict, mode: str, trials: int = 10, shots: int = 5, unknown_fraction: float = 0.33, seed: int = 1) -> dict:
     """Per variant and trial: (known queries' best scores, right or not, unknown queries' best
     scores, the gallery's own thresholds from its references)."""
@@ -143,9 +127,8 @@ def run(d: dict, mode: str, trials: int = 10, shots: int = 5, unknown_fraction: 
             # the gallery's own evidence: each reference's score for its class (left out) and its best other class
             genuine = VR[own]
             impostor = np.where(own, -np.inf, VR).max(1)
-            a, b = _fit_logistic(np.concatenate([genuine, impostor]),
-                                 np.concatenate([np.ones(len(genuine)), np.zeros(len(impostor))]))
-            auto = {"genuine_q05": float(np.quantile(genuine, 0.05)), "logistic_p50": -b / a}
+            auto = {"genuine_q05": float(np.quantile(genuine, 0.05)),
+                    "logistic_p50": fit(genuine, impostor, threshold=0.0).score_at(0.5)}  # what the gallery fits
             pred = np.asarray(known)[V.argmax(1)]
             out.setdefault(name, []).append((V.max(1)[is_known], pred[is_known] == truth[is_known],
                                              V.max(1)[~is_known], auto))
@@ -169,7 +152,7 @@ def figures(trials: list, fixed: float | None = None) -> dict:
 
 def nested_pick(table: dict, source: str, domain: str) -> str:
     others = [s for s in table if s != source and SOURCES[s]["domain"] == domain]
-    names = set.intersection(*(set(table[s]) for s in others)) - {"margin"}
+    names = set.intersection(*(set(table[s]) for s in others))
     mean = lambda n, k: np.mean([table[s][n][k] for s in others])  # noqa: E731
     base = "tnorm" if "tnorm" in names else "raw"
     ok = [n for n in names if mean(n, "top1") >= mean(base, "top1") - 0.005]

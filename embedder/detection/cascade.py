@@ -44,11 +44,17 @@ class CascadeDetector:
                                                minSize=(s.min_size, s.min_size))
         out = []
         for x, y, w, h in (found if len(found) else []):
-            x, y, w, h = (v / scale for v in (x, y, w, h))
-            x0, y0 = max(0, x - s.grow * w), max(0, y - (s.grow + s.grow_up) * h)
-            x1, y1 = min(img.width, x + w * (1 + s.grow)), min(img.height, y + h * (1 + s.grow))
-            out.append(Detection((round(x0), round(y0), round(x1 - x0), round(y1 - y0))))
+            out.append(Detection(grown((x, y, w, h), scale, s, img.size)))
         return sorted(out, key=lambda d: -d.area)
+
+
+def grown(box, scale: float, s: CascadeSettings, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A cascade box found at `scale`, in picture pixels, widened by s.grow (and upward by s.grow_up
+    more, for the hair) within the picture."""
+    x, y, w, h = (v / scale for v in box)
+    x0, y0 = max(0, x - s.grow * w), max(0, y - (s.grow + s.grow_up) * h)
+    x1, y1 = min(size[0], x + w * (1 + s.grow)), min(size[1], y + h * (1 + s.grow))
+    return round(x0), round(y0), round(x1 - x0), round(y1 - y0)
 
 
 def anime_face(config: dict) -> CascadeDetector:

@@ -14,6 +14,7 @@ from PIL import Image
 from ..errors import ModelError
 from .assets import ANIMEFACE_CASCADE, ANIMEFACE_VERIFIER, fetch
 from .base import Detection
+from .cascade import grown
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,8 @@ def candidates(img: Image.Image, cascade, s: CandidateSettings = CandidateSettin
     found, neighbours = cascade.detectMultiScale2(
         gray, scaleFactor=s.scale_factor, minNeighbors=s.min_neighbors, minSize=(s.min_size, s.min_size))
     out = [((0, 0, img.width, img.height), 0)]
-    for (x, y, w, h), n in zip(found if len(found) else [], neighbours if len(found) else []):
-        x, y, w, h = (v / scale for v in (x, y, w, h))
-        x0, y0 = max(0, x - s.grow * w), max(0, y - (s.grow + s.grow_up) * h)
-        x1, y1 = min(img.width, x + w * (1 + s.grow)), min(img.height, y + h * (1 + s.grow))
-        out.append(((round(x0), round(y0), round(x1 - x0), round(y1 - y0)), int(n)))
+    for box, n in zip(found if len(found) else [], neighbours if len(found) else []):
+        out.append((grown(box, scale, s, img.size), int(n)))
     return out
 
 
