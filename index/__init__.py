@@ -13,6 +13,8 @@ _EXPORTS = {
     "UNKNOWN": "ranking", "Hit": "ranking", "Match": "ranking", "Recognition": "ranking", "Reference": "ranking",
     "SearchResult": "ranking",
     "FlatStore": "vectors", "VectorStore": "vectors",
+    "Sequence": "sequences", "SequenceMatcher": "sequences", "Smoother": "smoothing", "SmoothingSettings": "smoothing",
+    "Tracker": "tracker", "TrackerSettings": "tracker", "FrameResult": "tracker", "Event": "tracker",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -27,6 +27,7 @@ from byakugan.embedder.scoring.cohort import load_cohort
 from .archive import MANIFEST, BundleError, archive_kind, extract, safe_name
 from .gallery import Gallery
 from .pipeline import Pipeline
+from .sequences import check_sequences
 from .ranking import Recognition
 from .vectors import FlatStore
 
@@ -87,7 +88,8 @@ class Bundle:
                 "threshold": float(self.thresholds["default"]), "read_only": True,
                 "threshold_mode": "auto" if self.thresholds.get("auto") is True else "fixed",
                 "scoring": check_scoring(self.config.get("scoring", "nearest")),
-                "references": json.loads((directory / "references.json").read_text())["references"]}
+                **{k: v for k, v in json.loads((directory / "references.json").read_text()).items()
+                   if k in ("references", "sequences")}}
         if "cohort" in self.config:  # scores are cohort-normalised (byakugan.embedder.scoring.cohort)
             spec = self.config["cohort"]
             member(spec.get("file"))  # listed, so checked against its digest
@@ -102,6 +104,10 @@ class Bundle:
         vectors = FlatStore.from_bytes((directory / "index.faiss").read_bytes())
         if len(vectors) != len(meta["references"]):
             raise BundleError(f"bundle {origin}: index holds {len(vectors)} vectors, references.json {len(meta['references'])}")
+        try:
+            check_sequences(meta.get("sequences"))
+        except ValueError as exc:
+            raise BundleError(f"bundle {origin}: references.json: {exc}") from None
         self.gallery = Gallery(meta, vectors, None, cohort)
         encoder = OnnxEmbedder(directory / "model.onnx", self.preprocess, model["name"], model["dim"],
                                model["fingerprint"], model["input"])
@@ -115,6 +121,12 @@ class Bundle:
 
     def labels(self) -> dict[str, int]:
         return self.gallery.labels()
+
+    def tracker(self, settings=None):
+        """Follows a stream of frames with the bundle's models and sequences (index.tracker.Tracker)."""
+        from .tracker import Tracker
+
+        return Tracker(self.pipeline, self.gallery, settings)
 
     def embed(self, image: ImageSource, fallback: Optional[str] = "whole"):
         """The (D,) unit embedding of the largest detection (the whole image for detector "none")."""

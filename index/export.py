@@ -47,7 +47,8 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False,
         export_onnx(model, d / "model.onnx")
         (d / "index.faiss").write_bytes(gallery.vectors.to_bytes())
         refs = [asdict(r) for r in gallery.references()]
-        _write_json(d / "references.json", {"references": refs, "labels": gallery.labels()})
+        _write_json(d / "references.json", {"references": refs, "labels": gallery.labels(),
+                                            "sequences": {q.name: list(q.steps) for q in gallery.sequences}})
         _write_json(d / "config.json", {
             "model": {"name": model.name, "fingerprint": model.fingerprint(), "dim": model.dim,
                       "input": "pixels", "output": "embedding"},

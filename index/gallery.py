@@ -20,6 +20,7 @@ from . import ranking, store
 from .errors import GalleryError
 from .labels import check_label
 from .ranking import Match, Reference, SearchResult
+from .sequences import SequenceBook
 from .settings import GallerySettings, check_meta, digest
 from .vectors import FlatStore, VectorStore, as_vectors
 
@@ -116,9 +117,7 @@ class Gallery:
         """{"name", "fingerprint", "dim"} of the model that made its CNN vectors."""
         return dict(self._meta["model"])
 
-    @property
-    def model_name(self) -> str:
-        return self._meta["model"]["name"]
+    model_name = property(lambda self: self._meta["model"]["name"])
 
     @property
     def detector_config(self) -> dict:
@@ -130,13 +129,9 @@ class Gallery:
         spec = self._meta.get("landmarks")
         return dict(spec) if spec is not None else None
 
-    @property
-    def fused(self) -> bool:
-        return "landmarks" in self._meta
+    fused = property(lambda self: "landmarks" in self._meta)
 
-    @property
-    def dim(self) -> int:
-        return self._store.dim
+    dim = property(lambda self: self._store.dim)
 
     @property
     def vectors(self) -> VectorStore:
@@ -192,6 +187,11 @@ class Gallery:
             self._meta["scoring"] = check_scoring(value)
         except ValueError as exc:
             raise GalleryError(str(exc)) from None
+
+    @property
+    def sequences(self) -> SequenceBook:
+        """Named sequences of its labels (index.sequences): iterate, add, remove; saved with it."""
+        return SequenceBook(self._meta.setdefault("sequences", {}), self.labels, self.read_only)
 
     # ---- contents -----------------------------------------------------------------------
     def __len__(self) -> int:
@@ -277,6 +277,7 @@ class Gallery:
         for i, r in list(self._refs.items()):
             if r.label == old:
                 self._refs[i] = Reference(r.id, new, r.source, r.added)
+        self.sequences.rename_label(old, new)
         self._protos, self.revision = None, self.revision + 1
         return sum(1 for r in self._refs.values() if r.label == new)
 

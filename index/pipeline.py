@@ -125,6 +125,25 @@ class Pipeline:
     def new_gallery(self, path: Optional[os.PathLike | str] = None, threshold: Optional[float] = None) -> Gallery:
         return Gallery.create(self.settings(), path, threshold)
 
+    def onnx(self) -> "Pipeline":
+        """The same pipeline with its models run by onnxruntime (exported once and cached, checked
+        against torch: byakugan.embedder.embedding.runtime); the live path uses it."""
+        from byakugan.embedder.embedding.runtime import onnx_embedder, onnx_landmarks
+
+        twin = Pipeline(onnx_embedder(self.encoder), self.detector_config,
+                        onnx_landmarks(self.landmarks) if self.landmarks is not None else None, self._landmark_source)
+        twin._detector, twin._calibration = self._detector, self._calibration
+        return twin
+
+    def for_video(self) -> "Pipeline":
+        """A pipeline of its own for one stream of frames: the same models, and a detector that
+        follows what it found in the last frame where it can (MediaPipe's tracking mode for hands)."""
+        twin = Pipeline(self.encoder, self.detector_config, self.landmarks, self._landmark_source)
+        detector = create_detector(self.detector_config)
+        twin._detector = detector.video() if hasattr(detector, "video") else detector
+        twin._calibration = self._calibration
+        return twin
+
     @property
     def detector(self):
         if self._detector is None:
@@ -221,7 +240,11 @@ class Pipeline:
         detected, the whole image is searched (found False) unless fallback is None: then []."""
         if k < 1:
             raise GalleryError(f"k={k}: must be at least 1")
-        found = self.regions(image, every=True, fallback=fallback, name=name)
+        return self.recognize_regions(gallery, self.regions(image, every=True, fallback=fallback, name=name), k, threshold)
+
+    def recognize_regions(self, gallery: Gallery, found: Sequence[Region], k: int = 5,
+                          threshold: Optional[float] = None) -> list[Recognition]:
+        """Search regions already detected (Pipeline.regions): one answer each."""
         if not found:
             return []
         results = self.search(gallery, self.embed_regions([r.crop for r in found], [r.landmarks for r in found]), k)

@@ -8,6 +8,8 @@ from typing import Optional
 
 import numpy as np
 
+from .sequences import check_sequences
+
 
 @dataclass(frozen=True)
 class GallerySettings:
@@ -48,3 +50,4 @@ def check_meta(meta: dict) -> None:
     if not isinstance(meta.get("detector", {}), dict) or not isinstance(meta.get("landmarks", {}), dict) \
             or not isinstance(meta.get("cohort", {}), dict):
         raise ValueError("detector, landmarks and cohort must be objects")
+    check_sequences(meta.get("sequences"))

@@ -37,7 +37,7 @@ class HandSettings:
 class HandDetector:
     name = "hand"
 
-    def __init__(self, settings: HandSettings) -> None:
+    def __init__(self, settings: HandSettings, video: bool = False) -> None:
         try:
             mp = _import_mediapipe()
         except ImportError as exc:
@@ -45,7 +45,10 @@ class HandDetector:
         self.settings = settings
         self.config = {"name": self.name, "pad": settings.pad, "min_confidence": settings.min_confidence,
                        "max_hands": settings.max_hands, "retry_border": settings.retry_border}
-        self._hands = mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=settings.max_hands,
+        # Video mode is MediaPipe's tracking mode: the palm detector runs only when the hands of the
+        # last frame are lost, the landmark model follows them in between (much cheaper per frame).
+        self._video = video
+        self._hands = mp.solutions.hands.Hands(static_image_mode=not video, max_num_hands=settings.max_hands,
                                                min_detection_confidence=settings.min_confidence)
         self._lock = threading.Lock()  # a MediaPipe graph runs one image at a time
 
@@ -53,7 +56,8 @@ class HandDetector:
         """(handedness, 21 x 3 landmarks in pixels, z scaled like x) for each hand found."""
         rgb = np.asarray(img.convert("RGB"))
         hands = self._process(rgb, 0)
-        if not hands and self.settings.retry_border > 0:
+        # The bordered retry would feed the tracker a second, shifted picture: stills only.
+        if not hands and self.settings.retry_border > 0 and not self._video:
             b = max(1, int(self.settings.retry_border * max(rgb.shape[:2])))
             hands = self._process(np.pad(rgb, ((b, b), (b, b), (0, 0)), mode="edge"), b)
         return hands
@@ -69,6 +73,10 @@ class HandDetector:
             pts = np.array([(p.x * w - border, p.y * h - border, p.z * w) for p in lm.landmark], np.float32)
             out.append((hd.classification[0].label, pts))
         return out
+
+    def video(self) -> "HandDetector":
+        """A detector of its own for one stream of frames, in tracking mode (same crops, same config)."""
+        return HandDetector(self.settings, video=True)
 
     def __call__(self, img: Image.Image):
         hands = self.landmarks(img)

@@ -27,6 +27,8 @@ def _session(path: os.PathLike | str):
 class OnnxEmbedder:
     """model.onnx (preprocessed pixels -> unit vectors) with the preprocessing it was exported with."""
 
+    runtime = "onnx"
+
     def __init__(self, path: os.PathLike | str, preprocess: Preprocess, name: str, dim: int, fingerprint: str,
                  input_name: str = "pixels") -> None:
         self._session = _session(path)
@@ -47,6 +49,8 @@ class OnnxEmbedder:
 
 class OnnxLandmarks:
     """landmarks.onnx: (N, 128) landmark encodings -> (N, dim) unit-or-zero vectors."""
+
+    runtime = "onnx"
 
     def __init__(self, path: os.PathLike | str, name: str, dim: int, weight: float, fingerprint: str,
                  input_name: str = "landmarks") -> None:

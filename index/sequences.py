@@ -1,0 +1,145 @@
+"""Named sequences of a gallery's labels (a jutsu's hand seals), and the matcher that fires them.
+
+A gallery keeps its sequences with its labels (Gallery.sequences, saved in gallery.json and in
+exported bundles). A SequenceMatcher follows one track's smoothed labels (index.smoothing) and
+fires a sequence when its steps come in order, each within `max_gap` seconds of the last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping, Optional
+
+from .errors import GalleryError
+from .labels import check_label
+
+MAX_STEPS = 64
+
+
+@dataclass(frozen=True)
+class Sequence:
+    name: str
+    steps: tuple[str, ...]
+
+    def missing(self, labels: Mapping[str, int]) -> list[str]:
+        """Steps whose label is no longer enrolled (removed after the sequence was made)."""
+        return sorted({s for s in self.steps if s not in labels})
+
+
+class SequenceBook:
+    """The sequences stored in a gallery's metadata (`store`: name -> list of labels), checked
+    against its labels (`labels()`) when one is added."""
+
+    def __init__(self, store: dict, labels: Callable[[], Mapping[str, int]], read_only: bool = False) -> None:
+        self._store, self._labels, self._read_only = store, labels, read_only
+
+    def __iter__(self) -> Iterator[Sequence]:
+        return iter([Sequence(n, tuple(s)) for n, s in sorted(self._store.items())])
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._store
+
+    def get(self, name: str) -> Sequence:
+        if name not in self._store:
+            known = ", ".join(sorted(self._store)) or "none"
+            raise GalleryError(f"sequence {name!r}: not in this gallery (sequences: {known})")
+        return Sequence(name, tuple(self._store[name]))
+
+    def add(self, name: str, steps: list[str], replace: bool = False) -> Sequence:
+        """A new sequence of enrolled labels, in order (a label may come more than once)."""
+        self._writable()
+        name = check_label(name).strip()
+        if name in self._store and not replace:
+            raise GalleryError(f"sequence {name!r}: already exists; remove it first or replace it")
+        if not steps:
+            raise GalleryError(f"sequence {name!r}: needs at least one step (a label of the gallery)")
+        if len(steps) > MAX_STEPS:
+            raise GalleryError(f"sequence {name!r}: {len(steps)} steps; at most {MAX_STEPS}")
+        labels = self._labels()
+        steps = [s.strip() if isinstance(s, str) else s for s in steps]
+        for s in steps:
+            if s not in labels:
+                raise GalleryError(f"sequence {name!r}: step {s!r} is not an enrolled label "
+                                   f"(labels: {', '.join(labels) or 'none'})")
+        self._store[name] = list(steps)
+        return Sequence(name, tuple(steps))
+
+    def remove(self, name: str) -> Sequence:
+        self._writable()
+        seq = self.get(name)
+        del self._store[name]
+        return seq
+
+    def rename_label(self, old: str, new: str) -> None:
+        """Keeps sequences naming a label in step with its new name."""
+        for name, steps in self._store.items():
+            self._store[name] = [new if s == old else s for s in steps]
+
+    def _writable(self) -> None:
+        if self._read_only:
+            raise GalleryError("this gallery comes from an exported bundle; edit sequences in its gallery folder")
+
+
+def check_sequences(raw: object) -> dict[str, list[str]]:
+    """Stored sequences as gallery.json or a bundle holds them; ValueError when malformed."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(isinstance(n, str) and isinstance(s, list) and s
+                                            and all(isinstance(x, str) for x in s) for n, s in raw.items()):
+        raise ValueError("sequences must map names to lists of labels")
+    return {n: list(s) for n, s in raw.items()}
+
+
+@dataclass
+class _Partial:
+    name: str
+    done: int  # steps matched so far
+
+
+class SequenceMatcher:
+    """Follows one track's stable labels. `update(label, t)` each frame (None: no stable label);
+    returns the names of the sequences completed at this frame (each fires once per completion).
+
+    A step is a new stable label: the same label twice needs a gap (no stable label) between. A
+    different stable label that is not the next step breaks a partial match; frames without a
+    stable label do not, but the next step must begin within max_gap seconds of the last one's end.
+    Every sequence is followed from every position at once, so overlapping and repeating
+    sequences fire too.
+    """
+
+    def __init__(self, sequences: Mapping[str, tuple[str, ...]] | list[Sequence], max_gap: float = 2.0) -> None:
+        if max_gap <= 0:
+            raise GalleryError(f"max_gap {max_gap!r}: must be a positive number of seconds")
+        items = sequences.items() if isinstance(sequences, Mapping) else [(s.name, s.steps) for s in sequences]
+        self.sequences = {n: tuple(s) for n, s in items}
+        self.max_gap = float(max_gap)
+        self._partials: list[_Partial] = []
+        self._current: Optional[str] = None
+        self._last_seen: Optional[float] = None  # when the last stable label was last held
+
+    def update(self, label: Optional[str], t: float) -> list[str]:
+        if label == self._current:
+            if label is not None:
+                self._last_seen = t
+            return []
+        self._current = label
+        if label is None:
+            return []
+        in_time = self._last_seen is not None and t - self._last_seen <= self.max_gap
+        self._last_seen = t
+        kept: list[_Partial] = []
+        for p in self._partials if in_time else []:
+            if self.sequences[p.name][p.done] == label:
+                kept.append(_Partial(p.name, p.done + 1))
+        kept += [_Partial(n, 1) for n, steps in self.sequences.items() if steps[0] == label]
+        kept = list({(p.name, p.done): p for p in kept}.values())
+        fired = sorted({p.name for p in kept if p.done == len(self.sequences[p.name])})
+        # A completed sequence starts again from nothing: it fires once per performance.
+        self._partials = [p for p in kept if p.name not in fired]
+        return fired
+
+    def reset(self) -> None:
+        self._partials, self._current, self._last_seen = [], None, None

@@ -1,0 +1,175 @@
+"""Recognition over time: feed frames, get each frame's tracks (a face or hand followed across frames
+by box overlap) with smoothed labels, and an event when a track's labels pass through one of the
+gallery's sequences. Every frame goes through the one pipeline (Pipeline.regions, then
+recognize_regions); `watch`, the page's Live tab and the WebSocket route all use this class.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from byakugan.embedder.images import ImageSource, load_image
+
+from .errors import GalleryError
+from .gallery import Gallery
+from .pipeline import Pipeline
+from .sequences import SequenceMatcher
+from .smoothing import Smoother, SmoothingSettings
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    """iou: box overlap that continues a track; max_missed: frames a track outlives its last
+    detection; embed_every: embed and vote on every n-th frame (detection runs on every frame);
+    max_gap: seconds allowed between the steps of a sequence."""
+
+    smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
+    iou: float = 0.3
+    max_missed: int = 10
+    embed_every: int = 1
+    max_gap: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.iou <= 1.0:
+            raise GalleryError(f"iou {self.iou!r}: must be in (0, 1]")
+        if not (isinstance(self.max_missed, int) and self.max_missed >= 0):
+            raise GalleryError(f"max_missed {self.max_missed!r}: must be a whole number of frames, 0 or more")
+        if not (isinstance(self.embed_every, int) and self.embed_every >= 1):
+            raise GalleryError(f"embed_every {self.embed_every!r}: must be a whole number, at least 1")
+        if not self.max_gap > 0:
+            raise GalleryError(f"max_gap {self.max_gap!r}: must be a positive number of seconds")
+
+
+@dataclass(frozen=True)
+class TrackState:
+    id: int
+    box: Box  # x, y, width, height in frame pixels
+    label: Optional[str]  # the smoothed label; None while none is steady
+    score: float  # the smoothed label's mean score over the window
+    raw: Optional[str]  # this frame's own answer ("unknown" below the threshold; None: not embedded)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "box": list(self.box), "label": self.label, "score": round(self.score, 4), "raw": self.raw}
+
+
+@dataclass(frozen=True)
+class Event:
+    t: float
+    name: str  # the sequence
+    track: int
+    kind: str = "sequence"
+
+    def to_dict(self) -> dict:
+        return {"t": round(self.t, 3), "event": self.kind, "name": self.name, "track": self.track}
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    t: float  # seconds
+    frame: int
+    tracks: tuple[TrackState, ...]
+    events: tuple[Event, ...]
+    seconds: float  # time spent on this frame
+
+    def to_dict(self) -> dict:
+        return {"t": round(self.t, 3), "frame": self.frame, "tracks": [tr.to_dict() for tr in self.tracks]}
+
+
+@dataclass
+class _Track:
+    id: int
+    box: Box
+    smoother: Smoother
+    matcher: SequenceMatcher
+    missed: int = 0
+    raw: Optional[str] = None
+
+
+class Tracker:
+    """One stream of frames against one gallery. Not shared between streams: it keeps each
+    stream's tracks, votes and detector state (make one per camera, video or connection)."""
+
+    def __init__(self, pipeline: Pipeline, gallery: Gallery, settings: Optional[TrackerSettings] = None,
+                 sequences=None) -> None:
+        """sequences: name -> labels; default the gallery's own (Gallery.sequences)."""
+        self.pipeline = pipeline.for_video()
+        self.gallery = gallery
+        self.settings = settings or TrackerSettings()
+        self.sequences = {s.name: s.steps for s in gallery.sequences} if sequences is None else dict(sequences)
+        self._tracks: list[_Track] = []
+        self._next_id = 0
+        self._frame = 0
+
+    def update(self, frame: ImageSource, t: Optional[float] = None) -> FrameResult:
+        """Detect, embed (every embed_every-th frame), follow and smooth one frame taken at t seconds
+        (default: the frame's number at 30 frames/s)."""
+        start = time.perf_counter()
+        n, self._frame = self._frame, self._frame + 1
+        t = n / 30.0 if t is None else float(t)
+        img = load_image(frame)
+        regions = self.pipeline.regions(img, every=True, fallback=None)
+        answers = None
+        if n % self.settings.embed_every == 0 and regions:
+            answers = self.pipeline.recognize_regions(self.gallery, regions, k=1)
+        pairs = _associate([tr.box for tr in self._tracks], [r.box for r in regions], self.settings.iou)
+        seen: list[_Track] = []
+        for d, region in enumerate(regions):
+            tr = self._tracks[pairs[d]] if d in pairs else self._new_track(region.box)
+            tr.box, tr.missed = region.box, 0
+            tr.raw = answers[d].match.label if answers is not None else None
+            if answers is not None:
+                m = answers[d].match
+                tr.smoother.update(m.label if m.known else None, m.score)
+            seen.append(tr)
+        events: list[Event] = []
+        for tr in self._tracks:
+            if tr not in seen:
+                tr.missed += 1
+                if n % self.settings.embed_every == 0:
+                    tr.smoother.update(None)  # nothing seen is a vote for no label
+            events += [Event(t, name, tr.id) for name in tr.matcher.update(tr.smoother.label, t)]
+        self._tracks = [tr for tr in self._tracks if tr.missed <= self.settings.max_missed]
+        states = tuple(TrackState(tr.id, tuple(int(v) for v in tr.box), tr.smoother.label, tr.smoother.score, tr.raw)
+                       for tr in self._tracks if tr.missed == 0)
+        return FrameResult(t, n, states, tuple(events), time.perf_counter() - start)
+
+    def _new_track(self, box: Box) -> _Track:
+        tr = _Track(self._next_id, box, Smoother(self.settings.smoothing),
+                    SequenceMatcher(self.sequences, self.settings.max_gap))
+        self._next_id += 1
+        self._tracks.append(tr)
+        return tr
+
+
+def iou(a: Box, b: Box) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0, min(ay + ah, by + bh) - max(ay, by))
+    inter = w * h
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _associate(tracks: list[Box], found: list[Box], threshold: float) -> dict[int, int]:
+    """detection index -> track index, greedily by the largest overlap first, each used once."""
+    if not tracks or not found:
+        return {}
+    overlap = np.array([[iou(t, f) for t in tracks] for f in found])
+    pairs: dict[int, int] = {}
+    for flat in np.argsort(-overlap, axis=None):
+        d, t = divmod(int(flat), len(tracks))
+        if overlap[d, t] < threshold:
+            break
+        if d not in pairs and t not in pairs.values():
+            pairs[d] = t
+    return pairs
+
+
+__all__ = ["Event", "FrameResult", "TrackState", "Tracker", "TrackerSettings", "iou"]
