@@ -21,6 +21,8 @@ from .errors import GalleryError, ModelMismatchError
 from .gallery import Gallery
 from .pipeline import Pipeline
 from .ranking import Recognition
+from .sequences import Sequence
+from .tracker import Tracker, TrackerSettings
 
 T = TypeVar("T")
 # A new reference this close to an existing one (raw cosine) adds nothing but weight to its class.
@@ -53,6 +55,7 @@ class GalleryService:
         self._lock = threading.RLock()
         self._gallery: Optional[Gallery] = None
         self._stamp: Optional[tuple[int, int]] = None
+        self._live: Optional[Pipeline] = None  # the pipeline on onnxruntime, made for the first tracker
         if Gallery.exists(self.path):  # refuses a model other than the gallery's
             self.pipeline = Pipeline.for_gallery(Gallery.open(self.path), model)
         else:
@@ -231,6 +234,27 @@ class GalleryService:
             g.scoring = value
 
         self._edit(set_)
+
+    # ---- sequences and live streams -------------------------------------------------------
+    def sequences(self) -> list[Sequence]:
+        return list(self.gallery().sequences)
+
+    def add_sequence(self, name: str, steps: list[str], replace: bool = False) -> Sequence:
+        return self._edit(lambda g: g.sequences.add(name, steps, replace))
+
+    def remove_sequence(self, name: str) -> Sequence:
+        return self._edit(lambda g: g.sequences.remove(name))
+
+    def tracker(self, settings: Optional[TrackerSettings] = None) -> Tracker:
+        """A tracker for one stream (a camera, a connection) over the gallery as it is now, its
+        models on onnxruntime (exported once, see Pipeline.onnx)."""
+        with self._lock:
+            if self._live is None:
+                self._live = self.pipeline.onnx()
+        g = self.gallery()
+        if not len(g):
+            raise GalleryError("the gallery is empty; enrol some images first")
+        return Tracker(self._live, g, settings)
 
     def export_bundle(self) -> bytes:
         """The gallery as a .zip bundle (see index.export), for a download button."""

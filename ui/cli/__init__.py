@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 from byakugan.embedder.errors import ByakuganError
 
-from . import evaluation, gallery, models, serving
+from . import evaluation, gallery, live, models, serving
 from .common import EXIT_BAD_INPUT, report
 
 
@@ -33,7 +33,7 @@ class _Intermixed(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="byakugan", description="Recognise characters and gestures from a few enrolled images.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Intermixed)
-    for module in (gallery, models, evaluation, serving):
+    for module in (gallery, live, models, evaluation, serving):
         module.register(sub)
     return p
 

@@ -130,7 +130,7 @@ def cmd_labels(a: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _edit(gallery: str) -> Iterator[Gallery]:
+def edit_gallery(gallery: str) -> Iterator[Gallery]:
     """Open a gallery under its lock for a read-modify-save; nothing is saved if the edit fails."""
     path = Path(gallery)
     if not Gallery.exists(path):
@@ -144,7 +144,7 @@ def _edit(gallery: str) -> Iterator[Gallery]:
 def cmd_remove(a: argparse.Namespace) -> int:
     if (a.label is None) == (a.id is None):
         raise GalleryError("remove: give either LABEL or --id N")
-    with _edit(a.gallery) as g:
+    with edit_gallery(a.gallery) as g:
         if a.id is not None:
             ref = g.remove_reference(a.id)
             print(f"removed reference {ref.id} ({ref.label!r}, {ref.source})")
@@ -155,7 +155,7 @@ def cmd_remove(a: argparse.Namespace) -> int:
 
 
 def cmd_rename(a: argparse.Namespace) -> int:
-    with _edit(a.gallery) as g:
+    with edit_gallery(a.gallery) as g:
         n = g.rename(a.old, a.new)
     print(f"renamed {a.old!r} to {a.new!r} ({n} references)")
     return 0
@@ -166,7 +166,7 @@ def _show_or_set(a: argparse.Namespace, setting: str) -> Gallery | None:
     if a.value is None:
         print(getattr(Gallery.open(a.gallery), setting))
         return None
-    with _edit(a.gallery) as g:
+    with edit_gallery(a.gallery) as g:
         setattr(g, setting, a.value)
     return g
 
@@ -186,7 +186,7 @@ def cmd_threshold(a: argparse.Namespace) -> int:
             print(round(cal.auto_threshold, 6))
             note(f"auto: keeps {AUTO_KEEPS:.0%} of the {cal.genuine} true-match scores of the gallery's own references")
         return 0
-    with _edit(a.gallery) as g:
+    with edit_gallery(a.gallery) as g:
         if a.value == "auto":
             g.threshold_auto = True
         else:

@@ -1,0 +1,137 @@
+"""Time as an input: `sequence` (named sequences of a gallery's labels) and `watch` (a video file
+or a camera through the tracker, with events when a sequence is performed)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from byakugan.index.errors import GalleryError
+from byakugan.index.gallery import Gallery
+from byakugan.index.smoothing import SmoothingSettings
+from byakugan.index.tracker import Tracker, TrackerSettings
+
+from .common import given, print_json, table
+from .gallery import edit_gallery
+
+
+def cmd_sequence(a: argparse.Namespace) -> int:
+    if a.action == "list":
+        if a.name or a.steps:
+            raise GalleryError("sequence list: takes no NAME or steps")
+        g = Gallery.open(a.gallery)
+        labels, seqs = g.labels(), list(g.sequences)
+        if a.json:
+            print_json({"sequences": [{"name": s.name, "steps": list(s.steps), "missing": s.missing(labels)} for s in seqs]})
+        elif seqs:
+            print(table([(s.name, " ".join(s.steps), ", ".join(s.missing(labels))) for s in seqs],
+                        ("sequence", "steps", "labels no longer enrolled")))
+        else:
+            print(f"{a.gallery}: no sequences (add one: byakugan sequence {a.gallery} add NAME LABEL LABEL...)")
+        return 0
+    if not a.name:
+        raise GalleryError(f"sequence {a.action}: needs NAME")
+    if a.action == "remove":
+        if a.steps:
+            raise GalleryError("sequence remove: takes only NAME")
+        with edit_gallery(a.gallery) as g:
+            g.sequences.remove(a.name)
+        print(f"removed sequence {a.name!r}")
+        return 0
+    with edit_gallery(a.gallery) as g:
+        seq = g.sequences.add(a.name, a.steps, replace=a.replace)
+    print(f"sequence {seq.name!r}: {' -> '.join(seq.steps)}")
+    return 0
+
+
+def _tracker(a: argparse.Namespace) -> Tracker:
+    smoothing = SmoothingSettings(**given(a, ("window", "enter", "leave")))
+    settings = TrackerSettings(smoothing, **given(a, ("embed_every", "max_gap", "iou", "max_missed")))
+    path = Path(a.gallery)
+    if Gallery.exists(path):
+        from byakugan.index.pipeline import Pipeline
+
+        g = Gallery.open(path)
+        if not len(g):
+            raise GalleryError(f"gallery {path}: is empty; enrol images first")
+        return Tracker(Pipeline.for_gallery(g).onnx(), g, settings)
+    from byakugan.index import bundle
+
+    if (path / bundle.MANIFEST).is_file() or path.suffix in (".zip", ".gz"):
+        return bundle.load(path).tracker(settings)
+    Gallery.open(path)  # the precise "missing" or "not a gallery" error
+    raise GalleryError(f"gallery {path}: not a gallery folder or bundle")
+
+
+def cmd_watch(a: argparse.Namespace) -> int:
+    from byakugan.ui import video
+
+    if a.max_frames is not None and a.max_frames < 1:
+        raise GalleryError(f"--max-frames {a.max_frames}: must be at least 1")
+    frames, fps = video.read(a.source, a.max_frames)  # a bad video fails before the models load
+    tracker = _tracker(a)
+    writer, annotator = None, video.Annotator()
+    shown: dict[int, object] = {}
+    count, busy, start = 0, 0.0, time.perf_counter()
+    try:
+        for frame in frames:
+            result = tracker.update(frame.rgb, frame.t)
+            count, busy = count + 1, busy + result.seconds
+            if a.json:
+                print(json.dumps(result.to_dict(), ensure_ascii=False))
+            else:
+                for tr in result.tracks:
+                    if shown.get(tr.id) != tr.label:
+                        shown[tr.id] = tr.label
+                        what = f"{tr.label} ({tr.score:.2f})" if tr.label else "no steady label"
+                        print(f"{frame.t:8.2f}s  track {tr.id}: {what}")
+            for e in result.events:
+                print(json.dumps(e.to_dict(), ensure_ascii=False) if a.json
+                      else f"{e.t:8.2f}s  track {e.track}: sequence {e.name!r}")
+            if a.out:
+                if writer is None:
+                    writer = video.Writer(a.out, fps, (frame.bgr.shape[1], frame.bgr.shape[0]))
+                writer.write(annotator.draw(frame.bgr, result, count / max(busy, 1e-9)))
+            sys.stdout.flush()
+    except BaseException:
+        if writer is not None:
+            writer.close(keep=False)
+        raise
+    if writer is not None:
+        writer.close()
+    wall = time.perf_counter() - start
+    print(f"byakugan: {count} frames in {wall:.1f} s ({count / max(wall, 1e-9):.1f} frames/s)"
+          + (f", annotated video {a.out}" if writer else ""), file=sys.stderr)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("sequence", help="add, list or remove named sequences of labels (events for watch)")
+    s.add_argument("gallery", metavar="GALLERY")
+    s.add_argument("action", choices=["add", "list", "remove"])
+    s.add_argument("name", metavar="NAME", nargs="?")
+    s.add_argument("steps", metavar="LABEL", nargs="*", help="the labels in order (add)")
+    s.add_argument("--replace", action="store_true", help="add: replace a sequence of the same name")
+    s.add_argument("--json", action="store_true", help="list: as JSON")
+    s.set_defaults(func=cmd_sequence)
+
+    d = TrackerSettings()
+    s = sub.add_parser("watch", help="recognise a video file or a camera over time; events when sequences are performed")
+    s.add_argument("gallery", metavar="GALLERY", help="a gallery folder or an exported bundle")
+    s.add_argument("source", metavar="SOURCE", help="a video file, or a camera number (0 for the first)")
+    s.add_argument("--json", action="store_true", help="one JSON object per frame and per event")
+    s.add_argument("--out", metavar="FILE.mp4", help="write the video with boxes, labels and event banners")
+    s.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    for flag, kind, default, text in [
+            ("--embed-every", int, d.embed_every, "embed every n-th frame (detection runs on all)"),
+            ("--window", int, d.smoothing.window, "frames the smoothed label is voted over"),
+            ("--enter", int, d.smoothing.enter, "votes a label needs to show"),
+            ("--leave", int, d.smoothing.leave, "a shown label goes below this many votes"),
+            ("--max-gap", float, d.max_gap, "seconds allowed between two steps of a sequence"),
+            ("--iou", float, d.iou, "box overlap that continues a track"),
+            ("--max-missed", int, d.max_missed, "frames a track outlives its last detection")]:
+        s.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=f"{text} (default {default})")
+    s.set_defaults(func=cmd_watch)

@@ -1,0 +1,136 @@
+"""Frames in and out for the live interfaces: reading a video file or a camera, drawing tracks,
+labels and sequence banners on frames, and writing an annotated video (OpenCV)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+
+from byakugan.embedder.errors import ByakuganError
+from byakugan.index.tracker import FrameResult
+
+BANNER_SECONDS = 2.0  # how long an event's banner stays on the picture
+_COLOURS = [(80, 220, 80), (60, 160, 255), (255, 140, 60), (220, 80, 220), (60, 220, 220)]  # BGR, by track id
+
+
+class VideoError(ByakuganError):
+    """A video file or camera that cannot be opened, read or written."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    t: float  # seconds from the start (the file's own clock; the wall clock for a camera)
+    index: int
+    bgr: np.ndarray
+
+    @property
+    def rgb(self) -> np.ndarray:
+        return np.ascontiguousarray(self.bgr[:, :, ::-1])
+
+
+def read(source: str, max_frames: Optional[int] = None) -> tuple[Iterator[Frame], float]:
+    """The frames of a video file, or of a camera when source is a number ("0": the first);
+    with the stream's frames per second (30 when it does not say)."""
+    import cv2
+
+    is_camera = source.isdigit() and not Path(source).exists()
+    if not is_camera and not Path(source).is_file():
+        raise VideoError(f"video {source}: no such file (give a video file, or a camera number such as 0)")
+    cap = cv2.VideoCapture(int(source) if is_camera else source)
+    if not cap.isOpened():
+        raise VideoError(f"video {source}: cannot be opened as a {'camera' if is_camera else 'video'}")
+    ok, first = cap.read()
+    if not ok or first is None:
+        cap.release()
+        raise VideoError(f"video {source}: no frame could be read (not a video, or an empty or damaged one)")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    fps = fps if 1.0 <= fps <= 1000.0 else 30.0
+
+    def frames() -> Iterator[Frame]:
+        start, frame, n = time.monotonic(), first, 0
+        try:
+            while frame is not None and (max_frames is None or n < max_frames):
+                yield Frame(time.monotonic() - start if is_camera else n / fps, n, frame)
+                n += 1
+                ok, frame = cap.read()
+                frame = frame if ok else None
+        finally:
+            cap.release()
+
+    return frames(), fps
+
+
+class Writer:
+    """An annotated video, written to a temporary name and moved into place when closed, so a
+    half-written file never carries the final name."""
+
+    def __init__(self, path: str, fps: float, size: tuple[int, int]) -> None:
+        import cv2
+
+        self.path = Path(path)
+        if self.path.suffix.lower() not in (".mp4", ".avi"):
+            raise VideoError(f"--out {path}: must end in .mp4 or .avi")
+        if not self.path.parent.is_dir():
+            raise VideoError(f"--out {path}: folder {self.path.parent} does not exist")
+        self._tmp = self.path.with_name(f".{self.path.stem}.part{self.path.suffix}")
+        codec = "mp4v" if self.path.suffix.lower() == ".mp4" else "MJPG"
+        self._out = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*codec), fps, size)
+        if not self._out.isOpened():
+            raise VideoError(f"--out {path}: cannot write a video there")
+
+    def write(self, bgr: np.ndarray) -> None:
+        self._out.write(bgr)
+
+    def close(self, keep: bool = True) -> None:
+        self._out.release()
+        if keep:
+            self._tmp.replace(self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+
+class Annotator:
+    """Draws each frame's tracks (box, smoothed label, score) and a banner for each event."""
+
+    def __init__(self) -> None:
+        self._banner: Optional[tuple[str, float]] = None
+
+    def draw(self, bgr: np.ndarray, result: FrameResult, fps: Optional[float] = None) -> np.ndarray:
+        import cv2
+
+        out = bgr.copy()
+        for tr in result.tracks:
+            x, y, w, h = tr.box
+            colour = _COLOURS[tr.id % len(_COLOURS)]
+            cv2.rectangle(out, (x, y), (x + w, y + h), colour, 2)
+            text = f"{tr.label} {tr.score:.2f}" if tr.label else "..."
+            _label(out, _ascii(text), (x, max(0, y - 6)), colour)
+        for e in result.events:
+            self._banner = (e.name, result.t)
+        if self._banner and result.t - self._banner[1] <= BANNER_SECONDS:
+            text = _ascii(self._banner[0]).upper() + "!"
+            size = cv2.getTextSize(text, cv2.FONT_HERSHEY_DUPLEX, 1.4, 3)[0]
+            org = ((out.shape[1] - size[0]) // 2, out.shape[0] - 24)
+            cv2.rectangle(out, (org[0] - 12, org[1] - size[1] - 12), (org[0] + size[0] + 12, org[1] + 12), (0, 0, 0), -1)
+            cv2.putText(out, text, org, cv2.FONT_HERSHEY_DUPLEX, 1.4, (40, 200, 255), 3, cv2.LINE_AA)
+        if fps is not None:
+            _label(out, f"{fps:.1f} frames/s", (8, 22), (255, 255, 255))
+        return out
+
+
+def _label(img: np.ndarray, text: str, org: tuple[int, int], colour: tuple[int, int, int]) -> None:
+    import cv2
+
+    size = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 2)[0]
+    x, y = org[0], max(size[1] + 4, org[1])
+    cv2.rectangle(img, (x, y - size[1] - 4), (x + size[0] + 4, y + 4), (0, 0, 0), -1)
+    cv2.putText(img, text, (x + 2, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2, cv2.LINE_AA)
+
+
+def _ascii(text: str) -> str:
+    # OpenCV's fonts draw ASCII only; other letters show as '?' on the picture (JSON keeps them).
+    return text.encode("ascii", "replace").decode("ascii")
