@@ -11,6 +11,20 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DATASETS = SHARED / "datasets"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory):
+    """Models exported for onnxruntime go to a folder of this run, not the user's cache (subprocesses inherit it)."""
+    import os
+
+    old = os.environ.get("BYAKUGAN_CACHE")
+    os.environ["BYAKUGAN_CACHE"] = str(tmp_path_factory.mktemp("byakugan-cache"))
+    yield
+    if old is None:
+        os.environ.pop("BYAKUGAN_CACHE", None)
+    else:
+        os.environ["BYAKUGAN_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def datasets() -> Path:
     if not DATASETS.is_dir():

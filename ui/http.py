@@ -5,11 +5,15 @@
 
 from __future__ import annotations
 
+import json
+import math
 import secrets
+import time
 from pathlib import Path
 from typing import Optional, Union
 
 from fastapi import (
+    Body,
     Depends,
     FastAPI,
     File,
@@ -18,11 +22,14 @@ from fastapi import (
     Query,
     Request,
     UploadFile,
+    WebSocket,
+    WebSocketDisconnect,
 )
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from PIL import Image
@@ -33,6 +40,7 @@ from byakugan.index.gallery import Gallery
 from byakugan.index.labels import check_label
 from byakugan.index.ranking import Recognition
 from byakugan.index.service import GalleryService
+from byakugan.index.tracker import TrackerSettings
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 
@@ -54,6 +62,12 @@ class _BundleService:
 
     def labels(self) -> dict[str, int]:
         return self.bundle.labels()
+
+    def sequences(self):
+        return list(self.bundle.gallery.sequences)
+
+    def tracker(self, settings=None):
+        return self.bundle.tracker(settings)
 
 
 class BodyLimit:
@@ -144,6 +158,73 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
         img = await read(image)
         return {"image": image.filename, "detections": [r.to_dict() for r in service.search(img, k, threshold)]}
 
+    @app.get("/sequences", dependencies=[Depends(authorised)])
+    def sequences() -> dict:
+        return {"sequences": {q.name: list(q.steps) for q in service.sequences()}}
+
+    @app.websocket("/watch")
+    async def watch(ws: WebSocket, embed_every: int = 1, token_param: Optional[str] = Query(None, alias="token")):
+        """A stream of frames: send each as a binary message (JPEG or PNG), optionally after a text
+        message {"t": seconds} giving its time (default: seconds since the connection opened).
+        Each frame is answered by its JSON ({"t", "frame", "tracks": [...]}, as `byakugan watch
+        --json`), then one JSON per sequence event; a bad frame by {"error": ...}, and the stream
+        goes on. Browsers cannot set headers on a WebSocket: the token may come as ?token=."""
+        header = ws.headers.get("authorization", "")
+        given = header[7:] if header.lower().startswith("bearer ") else token_param
+        if token and (given is None or not secrets.compare_digest(given.encode(), token.encode())):
+            await ws.close(code=1008, reason="missing or wrong bearer token")
+            return
+        await ws.accept()
+        try:
+            tracker = await run_in_threadpool(service.tracker, TrackerSettings(embed_every=embed_every))
+        except ByakuganError as exc:
+            await ws.send_json({"error": str(exc)})
+            await ws.close(code=1008, reason=str(exc)[:120])
+            return
+        start, when = time.monotonic(), None
+        try:
+            while True:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                if message.get("text") is not None:
+                    when = _frame_time(message["text"])
+                    if isinstance(when, str):
+                        await ws.send_json({"error": when})
+                        when = None
+                    continue
+                data = message.get("bytes") or b""
+                if len(data) > max_bytes:
+                    await ws.send_json({"error": f"frame of {len(data)} bytes: over the limit of {max_bytes}"})
+                    continue
+                t = when if when is not None else time.monotonic() - start
+                when = None
+                try:
+                    img = load_image(data, name="frame")
+                    result = await run_in_threadpool(tracker.update, img, t)
+                except ByakuganError as exc:
+                    await ws.send_json({"error": str(exc)})
+                    continue
+                await ws.send_json(result.to_dict())
+                for event in result.events:
+                    await ws.send_json(event.to_dict())
+        except WebSocketDisconnect:
+            return
+
+    if service.writable:
+        @app.put("/sequences/{name:path}", dependencies=[Depends(authorised)])
+        def put_sequence(name: str = PathParam(..., min_length=1, max_length=100),
+                         steps: list[str] = Body(..., embed=True, min_length=1, max_length=64)) -> dict:
+            """Add or replace a named sequence of enrolled labels (events for /watch)."""
+            seq = service.add_sequence(name, steps, replace=True)
+            return {"name": seq.name, "steps": list(seq.steps)}
+
+        @app.delete("/sequences/{name:path}", dependencies=[Depends(authorised)])
+        def delete_sequence(name: str = PathParam(..., min_length=1, max_length=100)) -> dict:
+            if name not in {q.name for q in service.sequences()}:
+                raise HTTPException(404, f"sequence {name!r}: not in the gallery")
+            return {"name": name, "steps": list(service.remove_sequence(name).steps)}
+
     if service.writable:
         @app.post("/enroll", dependencies=[Depends(authorised)])
         async def enroll(label: str = Form(..., min_length=1, max_length=100), images: list[UploadFile] = File(...)) -> dict:
@@ -162,3 +243,14 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
             return {"label": label, "removed": len(service.remove(label).sources)}
 
     return app
+
+
+def _frame_time(text: str) -> Union[float, str]:
+    """The t of a text message {"t": seconds}, or the error to send back."""
+    try:
+        t = json.loads(text)["t"]
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+            raise TypeError
+        return float(t)
+    except (ValueError, KeyError, TypeError):
+        return f"text message {text[:40]!r}: expected {{\"t\": seconds}} before a binary frame"

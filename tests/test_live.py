@@ -1,0 +1,187 @@
+"""Recognition over time on real hands: test videos made from held-back asl-signs images (each seal
+held for a second, a few frames of another class between), run through `byakugan watch`, the
+Python tracker and the server's WebSocket route."""
+
+import io
+import json
+import random
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from byakugan.ui.cli import main
+from tests.videos import frame_of, performance, write_video
+
+SEALS, BETWEEN = ["a", "b", "c"], "l"
+
+
+@pytest.fixture(scope="module")
+def stills(datasets):
+    """asl-signs: 5 images of each class to enrol, the rest held back for the videos."""
+    rng = random.Random(0)
+    out = {}
+    for c in SEALS + [BETWEEN]:
+        files = sorted((datasets / "asl-signs" / c).glob("*.jpg"))
+        rng.shuffle(files)
+        out[c] = files
+    return out
+
+
+@pytest.fixture(scope="module")
+def hand_gallery(stills, tmp_path_factory):
+    from byakugan.index import Pipeline
+
+    path = tmp_path_factory.mktemp("live") / "g"
+    pipe = Pipeline.create(None, "hand")
+    g = pipe.new_gallery(path)
+    for c, files in stills.items():
+        pipe.enroll(g, c, files[:5], fallback="whole")
+    g.sequences.add("abc", SEALS)
+    g.save()
+    return path
+
+
+@pytest.fixture(scope="module")
+def videos(stills, tmp_path_factory):
+    held = {c: files[5:] for c, files in stills.items()}
+    d = tmp_path_factory.mktemp("videos")
+    return {
+        "abc": write_video(d / "abc.avi", performance(SEALS, held, BETWEEN)),
+        "cba": write_video(d / "cba.avi", performance(SEALS[::-1], held, BETWEEN)),
+        "empty": write_video(d / "empty.avi", [(None, 30)]),
+    }
+
+
+def watch_json(capsys, *args):
+    assert main(["watch", *map(str, args), "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    return [x for x in lines if "frame" in x], [x for x in lines if x.get("event")]
+
+
+def test_watch_fires_a_performed_sequence_exactly_once(hand_gallery, videos, capsys):
+    frames, events = watch_json(capsys, hand_gallery, videos["abc"])
+    assert [e["name"] for e in events] == ["abc"]
+    assert len(frames) == 15 * 3 + 3 * 2
+    labels = [tr["label"] for f in frames for tr in f["tracks"]]
+    assert {"a", "b", "c"} <= set(labels)
+    # The 3 frames of another class between seals never become the steady label.
+    assert "l" not in labels
+    assert events[0]["t"] >= 2.0 and set(frames[0]) == {"t", "frame", "tracks"}
+    assert set(frames[-1]["tracks"][0]) == {"id", "box", "label", "score", "raw"}
+
+
+def test_the_same_frames_in_another_order_or_no_hands_fire_nothing(hand_gallery, videos, capsys):
+    frames, events = watch_json(capsys, hand_gallery, videos["cba"])
+    assert events == [] and {"a", "c"} <= {tr["label"] for f in frames for tr in f["tracks"]}
+    frames, events = watch_json(capsys, hand_gallery, videos["empty"])
+    assert events == [] and all(f["tracks"] == [] for f in frames) and len(frames) == 30
+
+
+def test_watch_reads_as_lines_and_writes_an_annotated_video(hand_gallery, videos, capsys, tmp_path):
+    import cv2
+
+    out = tmp_path / "annotated.mp4"
+    assert main(["watch", str(hand_gallery), str(videos["abc"]), "--out", str(out), "--embed-every", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "track 0: a (" in text and "sequence 'abc'" in text
+    cap = cv2.VideoCapture(str(out))
+    n, drawn = 0, 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        n += 1
+        drawn += int(((frame[:, :, 1] > 180) & (frame[:, :, 0] < 120) & (frame[:, :, 2] < 120)).sum() > 200)  # green box
+    assert n == 51 and drawn > 30
+    assert not list(tmp_path.glob(".*part*"))
+
+
+@pytest.mark.parametrize("source, message", [("missing.mp4", "no such file"), ("{text}", "cannot be opened"),
+                                             ("{empty}", "cannot be opened|no frame")])
+def test_a_bad_video_is_one_line_and_exit_2(hand_gallery, tmp_path, capsys, source, message):
+    (tmp_path / "text.mp4").write_text("not a video")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    source = source.format(text=tmp_path / "text.mp4", empty=tmp_path / "empty.mp4")
+    assert main(["watch", str(hand_gallery), source]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("byakugan: error: video ") and re.search(message, err[0])
+
+
+def test_sequence_commands(hand_gallery, capsys, tmp_path):
+    import shutil
+
+    g = shutil.copytree(hand_gallery, tmp_path / "g")
+    assert main(["sequence", str(g), "add", "summon", "a", "b", "a"]) == 0
+    assert main(["sequence", str(g), "add", "bad", "a", "zebra"]) == 2
+    assert "step 'zebra' is not an enrolled label" in capsys.readouterr().err
+    assert main(["sequence", str(g), "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["sequences"]
+    assert [s["name"] for s in listed] == ["abc", "summon"] and listed[1]["steps"] == ["a", "b", "a"]
+    assert main(["sequence", str(g), "remove", "summon"]) == 0
+    assert main(["sequence", str(g), "remove", "summon"]) == 2
+
+
+def test_bundle_carries_sequences_and_tracks(hand_gallery, stills, tmp_path):
+    from byakugan.index import bundle
+    from byakugan.index.export import export
+    from byakugan.index.gallery import Gallery
+
+    out = export(Gallery.open(hand_gallery), tmp_path / "b.zip")
+    b = bundle.load(out)
+    assert [(s.name, s.steps) for s in b.gallery.sequences] == [("abc", tuple(SEALS))]
+    tracker = b.tracker()
+    frame = np.ascontiguousarray(frame_of(stills["b"][7])[:, :, ::-1])
+    labels = [tracker.update(frame).tracks[0].label for _ in range(5)]
+    assert labels[-1] == "b"
+
+
+def jpeg(bgr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(bgr[:, :, ::-1])).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_websocket_takes_jpeg_frames_and_answers_like_watch(hand_gallery, stills):
+    from fastapi.testclient import TestClient
+
+    from byakugan.ui.http import create_app
+
+    held = {c: files[5:] for c, files in stills.items()}
+    frames = [jpeg(frame_of(img)) for img, n in performance(SEALS, held, BETWEEN, fps=5, gap_frames=1)
+              for _ in range(n)]
+    client = TestClient(create_app(hand_gallery, token="s3cret"))
+    with pytest.raises(Exception):
+        with client.websocket_connect("/watch") as ws:
+            ws.receive_json()
+    answers = []
+    with client.websocket_connect("/watch?token=s3cret") as ws:
+        ws.send_bytes(b"not an image")
+        assert "error" in ws.receive_json()
+        ws.send_text("{oops")
+        assert "expected" in ws.receive_json()["error"]
+        for i, data in enumerate(frames):
+            ws.send_text(json.dumps({"t": i / 5}))
+            ws.send_bytes(data)
+        while sum("frame" in a for a in answers) < len(frames):
+            answers.append(ws.receive_json())
+    events = [a for a in answers if a.get("event")]
+    assert [e["name"] for e in events] == ["abc"] and events[0]["t"] > 1.0
+    assert answers[0]["frame"] == 0 and answers[0]["tracks"][0]["raw"] == "a"
+    assert client.get("/sequences", headers={"Authorization": "Bearer s3cret"}).json() == {"sequences": {"abc": SEALS}}
+
+
+def test_onnx_twin_matches_torch_and_is_exported_once(model, tmp_path, monkeypatch, tiny_images):
+    from byakugan.embedder.embedding import runtime
+
+    monkeypatch.setenv(runtime.CACHE_ENV, str(tmp_path / "cache"))
+    twin = runtime.onnx_embedder(model)
+    assert twin.fingerprint() == model.fingerprint() and twin.dim == model.dim
+    assert np.allclose(twin.embed(tiny_images), model.embed(tiny_images), atol=1e-5)
+    (cached,) = (tmp_path / "cache" / "onnx").glob("*.onnx")
+    stamp = cached.stat().st_mtime_ns
+    runtime.onnx_embedder(model)
+    assert cached.stat().st_mtime_ns == stamp  # reused, not exported again
+    cached.write_bytes(b"damaged")
+    assert np.allclose(runtime.onnx_embedder(model).embed(tiny_images[:1]), model.embed(tiny_images[:1]), atol=1e-5)

@@ -1,0 +1,158 @@
+"""Smoothing and sequences, on their own: votes with hysteresis, and the matcher that fires named
+sequences of labels (order, gaps, repeats, overlaps), and sequences stored in galleries and bundles."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from byakugan.index.errors import GalleryError
+from byakugan.index.gallery import Gallery
+from byakugan.index.sequences import SequenceMatcher
+from byakugan.index.settings import GallerySettings
+from byakugan.index.smoothing import Smoother, SmoothingSettings
+
+
+def run(smoother, votes):
+    return [smoother.update(v, 0.9) for v in votes]
+
+
+def test_a_steady_label_appears_within_the_window_and_flicker_is_suppressed():
+    s = Smoother(SmoothingSettings(window=7, enter=4, leave=2))
+    out = run(s, ["a"] * 4)
+    assert out == [None, None, None, "a"]  # the 4th vote makes it steady
+    # Single odd frames and unknown frames neither replace nor drop it.
+    assert run(s, ["b", "a", None, "a", "b", None, "a"]) == ["a"] * 7
+    assert s.score == pytest.approx(0.9)
+
+
+def test_hysteresis_a_label_leaves_only_when_its_votes_fall_below_leave():
+    s = Smoother(SmoothingSettings(window=5, enter=3, leave=2))
+    run(s, ["a"] * 5)
+    assert run(s, [None, None, None]) == ["a", "a", "a"]  # 2 votes of 5 left: still held
+    assert s.update(None) is None  # 1 vote left
+    assert run(s, ["b", "b"]) == [None, None] and s.update("b") == "b"
+
+
+def test_a_label_switches_to_another_once_that_one_is_steady():
+    s = Smoother(SmoothingSettings(window=5, enter=3, leave=1))
+    run(s, ["a"] * 5)
+    assert run(s, ["b", "b", "b"]) == ["a", "a", "b"]
+
+
+@pytest.mark.parametrize("kw", [dict(window=0), dict(window=6, enter=3), dict(enter=8), dict(leave=0),
+                                dict(leave=5, enter=4), dict(window=2.5)])
+def test_bad_smoothing_settings_are_one_line_errors(kw):
+    with pytest.raises(GalleryError, match="smoothing"):
+        SmoothingSettings(**kw)
+
+
+def feed(matcher, labels, step=1.0):
+    """Each label held for one second (None: nothing steady); the names fired, in order."""
+    fired, t = [], 0.0
+    for label in labels:
+        fired += matcher.update(label, t)
+        fired += matcher.update(label, t + 0.5)
+        t += step
+    return fired
+
+
+def test_a_sequence_fires_once_in_order_and_never_out_of_order():
+    m = SequenceMatcher({"chidori": ("ox", "hare", "monkey")})
+    assert feed(m, ["ox", "hare", "monkey"]) == ["chidori"]
+    m.reset()
+    assert feed(m, ["monkey", "hare", "ox"]) == []
+    m.reset()
+    assert feed(m, ["ox", "hare", "dog", "monkey"]) == []  # another seal between breaks it
+    m.reset()
+    assert feed(m, ["ox", None, "hare", None, "monkey"]) == ["chidori"]  # unsteady moments do not
+
+
+def test_a_gap_longer_than_max_gap_breaks_a_sequence():
+    m = SequenceMatcher({"s": ("a", "b")}, max_gap=1.0)
+    assert feed(m, ["a", None, None, "b"]) == []  # b begins 2.5 s after a was last held
+    m.reset()
+    assert feed(m, ["a", None, "b"]) == []  # 1.5 s
+    m = SequenceMatcher({"s": ("a", "b")}, max_gap=2.0)
+    assert feed(m, ["a", None, "b"]) == ["s"]
+
+
+def test_repeated_seals_and_overlapping_sequences():
+    m = SequenceMatcher({
+        "summoning": ("boar", "dog", "bird", "monkey", "ram"),
+        "fireball": ("snake", "ram", "monkey", "boar", "horse", "tiger"),
+        "double": ("tiger", "tiger"),
+    })
+    assert feed(m, ["snake", "ram", "monkey", "boar", "horse", "tiger"]) == ["fireball"]
+    m.reset()
+    # Summoning's last seal starts nothing, then fireball from its own first seal.
+    assert feed(m, ["boar", "dog", "bird", "monkey", "ram", "snake", "ram", "monkey", "boar", "horse", "tiger"]) \
+        == ["summoning", "fireball"]
+    m.reset()
+    assert feed(m, ["tiger", "tiger"]) == []  # one steady run is one step
+    m.reset()
+    assert feed(m, ["tiger", None, "tiger", None, "tiger", None, "tiger"]) == ["double", "double"]
+    m.reset()
+    # A false start restarts from the position it reached: boar boar dog ... still fires.
+    assert feed(m, ["boar", None, "boar", "dog", "bird", "monkey", "ram"]) == ["summoning"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "c", None]), max_size=30))
+def test_a_sequence_fires_exactly_when_its_steps_are_consecutive_steady_labels(stream):
+    m = SequenceMatcher({"abc": ("a", "b", "c")}, max_gap=10.0)
+    fired = feed(m, stream)
+    steps = [x for i, x in enumerate(stream) if x is not None and (i == 0 or stream[i - 1] != x)]
+    expected = 0
+    i = 0
+    while i + 3 <= len(steps):
+        if steps[i : i + 3] == ["a", "b", "c"]:
+            expected, i = expected + 1, i + 3
+        else:
+            i += 1
+    assert fired == ["abc"] * expected
+
+
+def tiny_gallery(tmp_path):
+    settings = GallerySettings({"name": "t", "fingerprint": "f", "dim": 4}, {"name": "none"}, 0.5)
+    g = Gallery.create(settings, tmp_path / "g")
+    rng = np.random.default_rng(0)
+    for label in ("ox", "hare", "monkey"):
+        v = rng.standard_normal((2, 4)).astype(np.float32)
+        g.enroll(label, v / np.linalg.norm(v, axis=1, keepdims=True))
+    return g
+
+
+def test_sequences_are_stored_checked_renamed_and_saved(tmp_path):
+    g = tiny_gallery(tmp_path)
+    g.sequences.add("chidori", ["ox", "hare", "monkey"])
+    with pytest.raises(GalleryError, match="step 'tiger' is not an enrolled label.*labels: hare, monkey, ox"):
+        g.sequences.add("fire", ["ox", "tiger"])
+    with pytest.raises(GalleryError, match="already exists"):
+        g.sequences.add("chidori", ["ox"])
+    with pytest.raises(GalleryError, match="at least one step"):
+        g.sequences.add("empty", [])
+    with pytest.raises(GalleryError, match="sequence 'nope': not in this gallery"):
+        g.sequences.remove("nope")
+    g.rename("ox", "bull")
+    g.save()
+    again = Gallery.open(tmp_path / "g")
+    assert [(s.name, s.steps) for s in again.sequences] == [("chidori", ("bull", "hare", "monkey"))]
+    again.remove("hare")
+    assert again.sequences.get("chidori").missing(again.labels()) == ["hare"]
+    again.sequences.remove("chidori")
+    again.save()
+    assert list(Gallery.open(tmp_path / "g").sequences) == []
+
+
+def test_a_malformed_sequence_in_gallery_json_is_one_line(tmp_path):
+    g = tiny_gallery(tmp_path)
+    g.save()
+    meta_path = tmp_path / "g" / "gallery.json"
+    meta = json.loads(meta_path.read_text())
+    meta["sequences"] = {"x": "ox hare"}
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(GalleryError, match="gallery.json is malformed.*sequences must map names to lists"):
+        Gallery.open(tmp_path / "g")
