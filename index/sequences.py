@@ -103,32 +103,36 @@ class SequenceMatcher:
     """Follows one track's stable labels. `update(label, t)` each frame (None: no stable label);
     returns the names of the sequences completed at this frame (each fires once per completion).
 
-    A step is a new stable label: the same label twice needs a gap (no stable label) between. A
-    different stable label that is not the next step breaks a partial match; frames without a
-    stable label do not, but the next step must begin within max_gap seconds of the last one's end.
-    Every sequence is followed from every position at once, so overlapping and repeating
-    sequences fire too.
+    A step is a stable label held for min_hold seconds: shorter ones (a hand passing through
+    another seal) are ignored, and the same label twice needs a gap between. A different step
+    that is not the next one breaks a partial match; frames without a stable label do not, but
+    the next step must begin within max_gap seconds of the last one's end. Every sequence is
+    followed from every position at once, so overlapping and repeating sequences fire too.
     """
 
-    def __init__(self, sequences: Mapping[str, tuple[str, ...]] | list[Sequence], max_gap: float = 2.0) -> None:
-        if max_gap <= 0:
+    def __init__(self, sequences: Mapping[str, tuple[str, ...]] | list[Sequence], max_gap: float = 2.0,
+                 min_hold: float = 0.0) -> None:
+        if not max_gap > 0:
             raise GalleryError(f"max_gap {max_gap!r}: must be a positive number of seconds")
+        if not min_hold >= 0:
+            raise GalleryError(f"min_hold {min_hold!r}: must be 0 or more seconds")
         items = sequences.items() if isinstance(sequences, Mapping) else [(s.name, s.steps) for s in sequences]
         self.sequences = {n: tuple(s) for n, s in items}
-        self.max_gap = float(max_gap)
-        self._partials: list[_Partial] = []
-        self._current: Optional[str] = None
-        self._last_seen: Optional[float] = None  # when the last stable label was last held
+        self.max_gap, self.min_hold = float(max_gap), float(min_hold)
+        self.reset()
 
     def update(self, label: Optional[str], t: float) -> list[str]:
-        if label == self._current:
-            if label is not None:
-                self._last_seen = t
-            return []
-        self._current = label
+        if label != self._current:
+            self._current, self._since, self._counted = label, t, False
         if label is None:
             return []
-        in_time = self._last_seen is not None and t - self._last_seen <= self.max_gap
+        if self._counted:
+            self._last_seen = t
+            return []
+        if t - self._since < self.min_hold:
+            return []
+        self._counted = True
+        in_time = self._last_seen is not None and self._since - self._last_seen <= self.max_gap
         self._last_seen = t
         kept: list[_Partial] = []
         for p in self._partials if in_time else []:
@@ -142,4 +146,8 @@ class SequenceMatcher:
         return fired
 
     def reset(self) -> None:
-        self._partials, self._current, self._last_seen = [], None, None
+        self._partials: list[_Partial] = []
+        self._current: Optional[str] = None
+        self._since = 0.0  # when the current stable label began
+        self._counted = False  # whether it has been taken as a step
+        self._last_seen: Optional[float] = None  # when the last step's label was last held

@@ -25,25 +25,34 @@ Box = tuple[int, int, int, int]
 
 @dataclass(frozen=True)
 class TrackerSettings:
-    """iou: box overlap that continues a track; max_missed: frames a track outlives its last
+    """iou: box overlap that continues a track; max_jump: failing that, how far a box may move and
+    still continue the one left over (centre distance over the track's box diagonal: hands move
+    between seals faster than boxes overlap); max_missed: frames a track outlives its last
     detection; embed_every: embed and vote on every n-th frame (detection runs on every frame);
-    max_gap: seconds allowed between the steps of a sequence."""
+    max_gap: seconds allowed between the steps of a sequence; min_hold: seconds a steady label
+    must last to count as a step. Defaults measured by benchmarks/watch.py."""
 
     smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
     iou: float = 0.3
+    max_jump: float = 1.0
     max_missed: int = 10
     embed_every: int = 1
     max_gap: float = 2.0
+    min_hold: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.iou <= 1.0:
             raise GalleryError(f"iou {self.iou!r}: must be in (0, 1]")
+        if not self.max_jump >= 0:
+            raise GalleryError(f"max_jump {self.max_jump!r}: must be 0 or more box diagonals")
         if not (isinstance(self.max_missed, int) and self.max_missed >= 0):
             raise GalleryError(f"max_missed {self.max_missed!r}: must be a whole number of frames, 0 or more")
         if not (isinstance(self.embed_every, int) and self.embed_every >= 1):
             raise GalleryError(f"embed_every {self.embed_every!r}: must be a whole number, at least 1")
         if not self.max_gap > 0:
             raise GalleryError(f"max_gap {self.max_gap!r}: must be a positive number of seconds")
+        if not self.min_hold >= 0:
+            raise GalleryError(f"min_hold {self.min_hold!r}: must be 0 or more seconds")
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,8 @@ class Tracker:
         answers = None
         if n % self.settings.embed_every == 0 and regions:
             answers = self.pipeline.recognize_regions(self.gallery, regions, k=1)
-        pairs = _associate([tr.box for tr in self._tracks], [r.box for r in regions], self.settings.iou)
+        pairs = _associate([tr.box for tr in self._tracks], [r.box for r in regions], self.settings.iou,
+                           self.settings.max_jump)
         seen: list[_Track] = []
         for d, region in enumerate(regions):
             tr = self._tracks[pairs[d]] if d in pairs else self._new_track(region.box)
@@ -141,7 +151,7 @@ class Tracker:
 
     def _new_track(self, box: Box) -> _Track:
         tr = _Track(self._next_id, box, Smoother(self.settings.smoothing),
-                    SequenceMatcher(self.sequences, self.settings.max_gap))
+                    SequenceMatcher(self.sequences, self.settings.max_gap, self.settings.min_hold))
         self._next_id += 1
         self._tracks.append(tr)
         return tr
@@ -157,8 +167,9 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _associate(tracks: list[Box], found: list[Box], threshold: float) -> dict[int, int]:
-    """detection index -> track index, greedily by the largest overlap first, each used once."""
+def _associate(tracks: list[Box], found: list[Box], threshold: float, max_jump: float) -> dict[int, int]:
+    """detection index -> track index: greedily by the largest overlap first, then what is left by
+    the nearest centre within max_jump track diagonals; each used once."""
     if not tracks or not found:
         return {}
     overlap = np.array([[iou(t, f) for t in tracks] for f in found])
@@ -169,7 +180,20 @@ def _associate(tracks: list[Box], found: list[Box], threshold: float) -> dict[in
             break
         if d not in pairs and t not in pairs.values():
             pairs[d] = t
+    jump = np.array([[_jump(t, f) for t in tracks] for f in found])
+    for flat in np.argsort(jump, axis=None):
+        d, t = divmod(int(flat), len(tracks))
+        if jump[d, t] > max_jump:
+            break
+        if d not in pairs and t not in pairs.values():
+            pairs[d] = t
     return pairs
+
+
+def _jump(track: Box, box: Box) -> float:
+    (tx, ty, tw, th), (bx, by, bw, bh) = track, box
+    distance = np.hypot(tx + tw / 2 - bx - bw / 2, ty + th / 2 - by - bh / 2)
+    return float(distance / max(np.hypot(tw, th), 1.0))
 
 
 __all__ = ["Event", "FrameResult", "TrackState", "Tracker", "TrackerSettings", "iou"]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from byakugan.ui.cli import main
+from tests.videos import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIP = {"train": "a template (DATA_DIR..., models/NAME)", "serve": "runs until stopped (tests/test_serve.py)"}
@@ -27,7 +28,7 @@ def readme_commands() -> list[list[str]]:
 def test_the_readme_shows_the_commands():
     names = {c[0] for c in readme_commands()}
     assert {"enroll", "search", "labels", "remove", "rename", "threshold", "scoring", "embed", "models", "evaluate",
-            "export", "train", "serve"} <= names
+            "export", "train", "serve", "sequence", "watch"} <= names
 
 
 def test_every_readme_command_runs(datasets, tmp_path, monkeypatch, capsys):
@@ -54,8 +55,12 @@ def test_every_readme_command_runs(datasets, tmp_path, monkeypatch, capsys):
               "scene1.jpg": scenes[0], "scene2.jpg": scenes[1], "group.jpg": scenes[2], "party.jpg": scenes[3],
               "photo.jpg": scenes[4]}
     images |= {f"t{i}.jpg": f for i, f in enumerate(pick("rock-paper-scissors", "rock", 5), 1)}
+    images |= {f"r{i}.jpg": f for i, f in enumerate(pick("rock-paper-scissors", "paper", 5), 1)}
     for name, src in images.items():
         shutil.copy(src, work / name)
+    # seals.mp4: tiger (rock), then ram (paper), each held for a second, as `watch` reads a webcam
+    held = {"tiger": pick("rock-paper-scissors", "rock", 3), "ram": pick("rock-paper-scissors", "paper", 3)}
+    write_video(work / "seals.mp4", [(f, 5) for f in held["tiger"]] + [(None, 3)] + [(f, 5) for f in held["ram"]])
     monkeypatch.chdir(work)  # ../shared/datasets is the sample beside it
     ran = []
     for args in readme_commands():
@@ -67,3 +72,4 @@ def test_every_readme_command_runs(datasets, tmp_path, monkeypatch, capsys):
         ran.append(args[0])
     assert len(ran) >= 20
     assert (work / "my-gallery.zip").is_file() and (work / "report" / "confusion.png").is_file()
+    assert (work / "annotated.mp4").is_file()

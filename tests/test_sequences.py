@@ -156,3 +156,58 @@ def test_a_malformed_sequence_in_gallery_json_is_one_line(tmp_path):
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(GalleryError, match="gallery.json is malformed.*sequences must map names to lists"):
         Gallery.open(tmp_path / "g")
+
+
+class Script:
+    """A pipeline for the Tracker that 'detects' given boxes with given answers, frame by frame."""
+
+    def __init__(self, frames):
+        self.frames, self.n = frames, -1  # each frame: [(box, label or None for unknown)]
+
+    def for_video(self):
+        return self
+
+    def regions(self, img, every=True, fallback=None):
+        from byakugan.index.pipeline import Region
+
+        self.n += 1
+        return [Region(box, img) for box, _ in self.frames[self.n]]
+
+    def recognize_regions(self, gallery, regions, k=1, threshold=None):
+        from types import SimpleNamespace
+
+        from byakugan.index.ranking import UNKNOWN, Match
+
+        return [SimpleNamespace(match=Match(label or UNKNOWN, 0.9, label or "x", 0.5))
+                for _, label in self.frames[self.n]]
+
+
+def track(frames, **settings):
+    from byakugan.index.tracker import Tracker, TrackerSettings
+
+    tracker = Tracker(Script(frames), tiny_gallery_for_tracks(), TrackerSettings(**settings), sequences={})
+    return [tracker.update(np.zeros((2, 2, 3), np.uint8), i / 10) for i in range(len(frames))]
+
+
+def tiny_gallery_for_tracks():
+    settings = GallerySettings({"name": "t", "fingerprint": "f", "dim": 4}, {"name": "none"}, 0.5)
+    return Gallery.create(settings)
+
+
+def test_tracks_follow_boxes_by_overlap_then_by_a_short_jump():
+    left, right = (0, 0, 100, 100), (500, 0, 100, 100)
+    frames = [[(left, "a"), (right, "b")]] * 5 + [[((10, 5, 100, 100), "a"), ((150, 0, 100, 100), "b")]]
+    results = track(frames, max_jump=1.0)
+    ids = [{tr.id: tr.label for tr in r.tracks} for r in results]
+    assert ids[-1] == {0: "a", 2: None}  # the right box jumped 2.5 diagonals: a new track, no label yet
+    results = track(frames, max_jump=3.0)
+    assert {tr.id: tr.label for tr in results[-1].tracks} == {0: "a", 1: "b"}
+
+
+def test_a_lost_track_ends_after_max_missed_frames_and_flicker_stays_hidden():
+    box = (0, 0, 100, 100)
+    frames = [[(box, "a")]] * 4 + [[(box, "b")], [(box, None)], [(box, "a")]] + [[]] * 3 + [[(box, "a")]]
+    results = track(frames, max_missed=2)
+    assert [r.tracks[0].label if r.tracks else "-" for r in results] == \
+        [None, None, None, "a", "a", "a", "a", "-", "-", "-", None]
+    assert results[-1].tracks[0].id == 1  # the first track ended while nothing was seen

@@ -12,19 +12,23 @@ SIZE = (640, 480)
 Still = Union[Path, np.ndarray, None]  # None: an empty frame (nothing to see)
 
 
-def frame_of(image: Still, size: tuple[int, int] = SIZE, height: float = 0.8) -> np.ndarray:
-    """The image (BGR), scaled to `height` of the frame's height, in the middle of a black frame."""
+def frame_of(image: Still, size: tuple[int, int] = SIZE, height: float = 0.8, shift: tuple[int, int] = (0, 0),
+             edge: bool = False) -> np.ndarray:
+    """The image (BGR), scaled to `height` of the frame's height (fitting its width), in the middle
+    of a black frame (moved by shift pixels); edge: the image's border pixels fill the frame instead."""
     import cv2
 
     w, h = size
-    out = np.zeros((h, w, 3), np.uint8)
     if image is None:
-        return out
+        return np.zeros((h, w, 3), np.uint8)
     img = cv2.imread(str(image)) if isinstance(image, (str, Path)) else np.asarray(image)
-    scale = height * h / img.shape[0]
-    img = cv2.resize(img, (min(w, round(img.shape[1] * scale)), round(img.shape[0] * scale)),
-                     interpolation=cv2.INTER_AREA)
-    y, x = (h - img.shape[0]) // 2, (w - img.shape[1]) // 2
+    scale = min(height * h / img.shape[0], w / img.shape[1])
+    img = cv2.resize(img, (round(img.shape[1] * scale), round(img.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    y = min(max(0, (h - img.shape[0]) // 2 + shift[1]), h - img.shape[0])
+    x = min(max(0, (w - img.shape[1]) // 2 + shift[0]), w - img.shape[1])
+    if edge:
+        return cv2.copyMakeBorder(img, y, h - y - img.shape[0], x, w - x - img.shape[1], cv2.BORDER_REPLICATE)
+    out = np.zeros((h, w, 3), np.uint8)
     out[y : y + img.shape[0], x : x + img.shape[1]] = img
     return out
 

@@ -49,7 +49,7 @@ def cmd_sequence(a: argparse.Namespace) -> int:
 
 def _tracker(a: argparse.Namespace) -> Tracker:
     smoothing = SmoothingSettings(**given(a, ("window", "enter", "leave")))
-    settings = TrackerSettings(smoothing, **given(a, ("embed_every", "max_gap", "iou", "max_missed")))
+    settings = TrackerSettings(smoothing, **given(a, ("embed_every", "max_gap", "min_hold", "iou", "max_jump", "max_missed")))
     path = Path(a.gallery)
     if Gallery.exists(path):
         from byakugan.index.pipeline import Pipeline
@@ -131,7 +131,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             ("--enter", int, d.smoothing.enter, "votes a label needs to show"),
             ("--leave", int, d.smoothing.leave, "a shown label goes below this many votes"),
             ("--max-gap", float, d.max_gap, "seconds allowed between two steps of a sequence"),
+            ("--min-hold", float, d.min_hold, "seconds a steady label must last to count as a step"),
             ("--iou", float, d.iou, "box overlap that continues a track"),
+            ("--max-jump", float, d.max_jump, "else how far a box may move, in box diagonals, and continue its track"),
             ("--max-missed", int, d.max_missed, "frames a track outlives its last detection")]:
         s.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=f"{text} (default {default})")
     s.set_defaults(func=cmd_watch)
