@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+params: dict[str, tuple] = {}  # a setting's key -> (window/enter/leave, min_hold, embed_every, max_jump)
 sys.path.insert(0, str(ROOT))
 from tests.videos import frame_of, write_video  # noqa: E402
 
@@ -156,7 +157,7 @@ def sequence_accuracy(sources: list[str], n_videos: int) -> tuple[dict, dict]:
         logs, seconds = [], []
         for kind, seq, frames in videos:
             rec = Recorder(live)
-            tracker = Tracker(rec, g, sequences={"s": seq})
+            tracker = Tracker(rec, g, TrackerSettings(embed_every=1), sequences={"s": seq})  # every answer recorded
             for i, f in enumerate(frames):
                 seconds.append(tracker.update(np.ascontiguousarray(f[:, :, ::-1]), i / FPS).seconds)
             logs.append((kind, seq, rec.log))
@@ -167,6 +168,7 @@ def sequence_accuracy(sources: list[str], n_videos: int) -> tuple[dict, dict]:
             for kind, seq, log in logs:
                 fired = replay(log, g, seq, setting, hold, every, jump)
                 (pos if kind == "positive" else neg).append(fired == ["s"] if kind == "positive" else fired == [])
+            params[key(setting, hold, every, jump)] = (setting, hold, every, jump)
             table[key(setting, hold, every, jump)] = {
                 "positives_fired": round(sum(pos) / len(pos), 3), "negatives_silent": round(sum(neg) / len(neg), 3),
                 "accuracy": round((sum(pos) + sum(neg)) / (len(pos) + len(neg)), 3)}
@@ -226,9 +228,13 @@ def main() -> None:
     sources = a.sources.split(",")
     accuracy, timing = sequence_accuracy(sources, a.videos)
     chosen_on = [s for s in SELECT if s in accuracy] or sources
-    scores = {k: statistics.mean(accuracy[s][k]["accuracy"] for s in chosen_on) for k in accuracy[chosen_on[0]]}
-    best = max(scores, key=lambda k: (scores[k], -list(scores).index(k)))
     default = TrackerSettings()
+    # max_jump is not chosen here: the chosen sources give one still box per step, so every value
+    # ties; 3 box diagonals is a design choice, and the table shows what it does on drone-gestures.
+    scores = {k: statistics.mean(accuracy[s][k]["accuracy"] for s in chosen_on) for k in accuracy[chosen_on[0]]
+              if params[k][3] == default.max_jump}
+    # Ties go to the fewest embeddings (faster), then to the first in GRID and HOLDS order.
+    best = max(scores, key=lambda k: (round(scores[k], 6), params[k][2], -list(scores).index(k)))
     sm = default.smoothing
     d = key((sm.window, sm.enter, sm.leave), default.min_hold, default.embed_every, default.max_jump)
     report = {"fps_of_videos": FPS, "chosen_on": chosen_on, "best_on_chosen": best, "shipped_default": d,

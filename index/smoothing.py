@@ -14,11 +14,12 @@ from .errors import GalleryError
 class SmoothingSettings:
     """window: frames voted over; enter: votes a label needs to become the track's label (more than
     half the window, so two labels cannot both hold it); leave: the track's label is dropped when
-    its votes fall below this. Defaults chosen by benchmarks/watch.py on generated sequence videos."""
+    its votes fall below this. Votes are counted per embedded frame. Defaults chosen by
+    benchmarks/watch.py on generated 15 frames/s sequence videos (with embed_every 3)."""
 
-    window: int = 7
-    enter: int = 4
-    leave: int = 2
+    window: int = 5
+    enter: int = 3
+    leave: int = 1
 
     def __post_init__(self) -> None:
         if not (isinstance(self.window, int) and self.window >= 1):

@@ -34,9 +34,9 @@ class TrackerSettings:
 
     smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
     iou: float = 0.3
-    max_jump: float = 1.0
+    max_jump: float = 3.0
     max_missed: int = 10
-    embed_every: int = 1
+    embed_every: int = 3
     max_gap: float = 2.0
     min_hold: float = 0.0
 

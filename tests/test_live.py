@@ -133,7 +133,7 @@ def test_bundle_carries_sequences_and_tracks(hand_gallery, stills, tmp_path):
     assert [(s.name, s.steps) for s in b.gallery.sequences] == [("abc", tuple(SEALS))]
     tracker = b.tracker()
     frame = np.ascontiguousarray(frame_of(stills["b"][7])[:, :, ::-1])
-    labels = [tracker.update(frame).tracks[0].label for _ in range(5)]
+    labels = [tracker.update(frame).tracks[0].label for _ in range(7)]  # votes on frames 0, 3 and 6
     assert labels[-1] == "b"
 
 

@@ -185,6 +185,7 @@ class Script:
 def track(frames, **settings):
     from byakugan.index.tracker import Tracker, TrackerSettings
 
+    settings.setdefault("embed_every", 1)
     tracker = Tracker(Script(frames), tiny_gallery_for_tracks(), TrackerSettings(**settings), sequences={})
     return [tracker.update(np.zeros((2, 2, 3), np.uint8), i / 10) for i in range(len(frames))]
 
@@ -207,7 +208,7 @@ def test_tracks_follow_boxes_by_overlap_then_by_a_short_jump():
 def test_a_lost_track_ends_after_max_missed_frames_and_flicker_stays_hidden():
     box = (0, 0, 100, 100)
     frames = [[(box, "a")]] * 4 + [[(box, "b")], [(box, None)], [(box, "a")]] + [[]] * 3 + [[(box, "a")]]
-    results = track(frames, max_missed=2)
+    results = track(frames, max_missed=2, smoothing=SmoothingSettings(window=7, enter=4, leave=2))
     assert [r.tracks[0].label if r.tracks else "-" for r in results] == \
         [None, None, None, "a", "a", "a", "a", "-", "-", "-", None]
     assert results[-1].tracks[0].id == 1  # the first track ended while nothing was seen

@@ -1,4 +1,5 @@
-"""byakugan's Streamlit page: search by image, enrol without retraining, manage and export the gallery.
+"""byakugan's Streamlit page: search by image, enrol without retraining, manage the gallery, follow a
+webcam live (ui/live.py) and export.
 
 Run with `byakugan ui` (sets BYAKUGAN_GALLERY / BYAKUGAN_MODEL and the upload limit). Model and
 gallery code live in `byakugan.embedder` and `byakugan.index`; this file only lays out widgets.
@@ -16,9 +17,10 @@ from byakugan.embedder.scoring import SCORINGS
 from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
 from byakugan.index.ranking import Recognition
 from byakugan.index.service import GalleryService, Removed
+from byakugan.ui.live import live_ui
 from byakugan.ui.widgets import IMAGE_TYPES, default_gallery_dir, draw_boxes, read_upload, short
 
-PAGES = ("Search", "Enrol", "Gallery", "Export")
+PAGES = ("Search", "Enrol", "Gallery", "Live", "Export")
 
 
 @st.cache_resource(show_spinner="Loading the model…")
@@ -261,7 +263,7 @@ def main() -> None:
         st.stop()
     page = st.sidebar.radio("Page", PAGES, key="page")
     st.sidebar.caption(f"Gallery: {gallery}")
-    {"Search": search_ui, "Enrol": enrol_ui, "Gallery": gallery_ui, "Export": export_ui}[page](svc)
+    {"Search": search_ui, "Enrol": enrol_ui, "Gallery": gallery_ui, "Live": live_ui, "Export": export_ui}[page](svc)
 
 
 main()

@@ -117,8 +117,10 @@ class Annotator:
             org = ((out.shape[1] - size[0]) // 2, out.shape[0] - 24)
             cv2.rectangle(out, (org[0] - 12, org[1] - size[1] - 12), (org[0] + size[0] + 12, org[1] + 12), (0, 0, 0), -1)
             cv2.putText(out, text, org, cv2.FONT_HERSHEY_DUPLEX, 1.4, (40, 200, 255), 3, cv2.LINE_AA)
-        if fps is not None:
-            _label(out, f"{fps:.1f} frames/s", (8, 22), (255, 255, 255))
+        if fps is not None:  # top right: a track's label sits at the top left of a whole-frame box
+            text = f"{fps:.1f} frames/s"
+            width = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 2)[0][0]
+            _label(out, text, (out.shape[1] - width - 12, 22), (255, 255, 255))
         return out
 
 
