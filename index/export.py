@@ -44,7 +44,7 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False,
         d.mkdir()
         pipeline = pipeline or Pipeline.for_gallery(gallery)
         model = pipeline.encoder
-        export_onnx(model, d / "model.onnx")
+        _write_onnx(model, d / "model.onnx")
         (d / "index.faiss").write_bytes(gallery.vectors.to_bytes())
         refs = [asdict(r) for r in gallery.references()]
         _write_json(d / "references.json", {"references": refs, "labels": gallery.labels(),
@@ -85,6 +85,14 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False,
     return out
 
 
+def _write_onnx(model, path: Path) -> None:
+    """The embedder as ONNX: exported from torch, or copied when it already runs on onnxruntime."""
+    if getattr(model, "runtime", None) == "onnx":
+        shutil.copyfile(model.path, path)
+    else:
+        export_onnx(model, path)
+
+
 def _bundle_detector(gallery: Gallery, d: Path) -> dict:
     """The gallery's detector config; the cascade and verifier files it needs travel inside the bundle."""
     config = dict(gallery.detector_config)
@@ -103,12 +111,15 @@ def _bundle_landmarks(gallery: Gallery, pipeline: Pipeline, d: Path) -> dict:
     """For a gallery that fuses hand landmarks: landmarks.onnx and how to fuse (embedder.scoring.fusion)."""
     if not gallery.fused:
         return {}
-    import torch
-
     encoder = pipeline.landmarks
-    x = torch.from_numpy(np.random.default_rng(0).standard_normal((3, encoder.config["in_dim"])).astype(np.float32))
-    x[2] = 0  # an image without hands: the output must stay zero
-    export_onnx(encoder, d / "landmarks.onnx", x, input_name="landmarks")
+    if getattr(encoder, "runtime", None) == "onnx":
+        shutil.copyfile(encoder.path, d / "landmarks.onnx")
+    else:
+        import torch
+
+        x = torch.from_numpy(np.random.default_rng(0).standard_normal((3, encoder.config["in_dim"])).astype(np.float32))
+        x[2] = 0  # an image without hands: the output must stay zero
+        export_onnx(encoder, d / "landmarks.onnx", x, input_name="landmarks")
     return {"landmarks": {**gallery.landmark_settings, "split": pipeline.encoder.dim, "file": "landmarks.onnx",
                           "input": "landmarks", "output": "embedding"}}
 

@@ -42,7 +42,7 @@ class Gallery:
         self._cohort = cohort
         self._new_thumbs: dict[int, bytes] = {}
         self._dropped: set[int] = set()
-        self._protos = None
+        self._protos, self._counts = None, None
         self.revision = 0  # counts edits of the references: what is derived from them is cached against it
 
     # ---- creating, opening, saving ------------------------------------------------------
@@ -107,9 +107,7 @@ class Gallery:
             (thumbs / f"{i}.jpg").unlink(missing_ok=True)
         self._new_thumbs, self._dropped = {}, set()
 
-    @property
-    def read_only(self) -> bool:
-        return bool(self._meta.get("read_only"))
+    read_only = property(lambda self: bool(self._meta.get("read_only")))
 
     # ---- what the gallery was built with ------------------------------------------------
     @property
@@ -198,8 +196,10 @@ class Gallery:
         return len(self._refs)
 
     def labels(self) -> dict[str, int]:
-        """Each enrolled label with its number of references, sorted by label."""
-        return dict(sorted(Counter(r.label for r in self._refs.values()).items()))
+        """Each enrolled label with its number of references, sorted by label (counted once per edit)."""
+        if self._counts is None or self._counts[0] != self.revision:
+            self._counts = (self.revision, dict(sorted(Counter(r.label for r in self._refs.values()).items())))
+        return dict(self._counts[1])
 
     def references(self, label: Optional[str] = None) -> list[Reference]:
         if label is not None:
@@ -291,7 +291,8 @@ class Gallery:
         emb = as_vectors(queries, self.dim, self.path)
         if self.scoring == "mean" and self._protos is None:
             self._protos = ranking.prototypes(self._store, self._refs)
-        return ranking.search(self._store, self._refs, emb, k, self._protos if self.scoring == "mean" else None, offset)
+        return ranking.search(self._store, self._refs, emb, k, self._protos if self.scoring == "mean" else None, offset,
+                              max(self.labels().values()))
 
     def match(self, result: SearchResult, threshold: Optional[float] = None, calibration=None) -> Match:
         """The best label, or UNKNOWN below the threshold; with a calibration (index.confidence), its confidence."""

@@ -25,7 +25,6 @@ from byakugan.embedder.scoring.fusion import fuse, query_form, stack_landmarks
 
 from byakugan.embedder.scoring.calibration import Calibration
 
-from . import store
 from .confidence import calibrate
 from .errors import GalleryError, LandmarksNeedHandError, ModelMismatchError
 from .batch import Embedded, embed_images
@@ -82,9 +81,23 @@ class Pipeline:
         return cls(encoder, detector or "none", lm, source)
 
     @classmethod
-    def for_gallery(cls, gallery: Gallery, model=None) -> "Pipeline":
+    def for_gallery(cls, gallery: Gallery, model=None, runtime: str = "torch") -> "Pipeline":
         """The pipeline that made the gallery's vectors: its model (or `model`, checked against it),
-        detector and landmark encoder. Raises ModelMismatchError when a model differs."""
+        detector and landmark encoder. Raises ModelMismatchError when a model differs. runtime
+        "onnx": the models on onnxruntime, from the cache without importing torch once exported."""
+        from byakugan.embedder.embedding import runtime as rt
+
+        want, spec = gallery.model_settings, gallery.landmark_settings
+        if runtime == "onnx" and model is None:
+            encoder = rt.cached_embedder(want["name"], want["fingerprint"])
+            lm = rt.cached_landmarks(spec["name"], spec["fingerprint"]) if spec else None
+            if encoder is not None and encoder.dim == want["dim"] and (lm is not None or spec is None):
+                return cls(encoder, gallery.detector_config, lm, spec.get("source") if spec else None)
+        pipe = cls._for_gallery(gallery, model)
+        return pipe.onnx() if runtime == "onnx" else pipe
+
+    @classmethod
+    def _for_gallery(cls, gallery: Gallery, model=None) -> "Pipeline":
         from byakugan.embedder.embedding.landmarks import load_landmarks
 
         want = gallery.model_settings
@@ -126,22 +139,21 @@ class Pipeline:
         return Gallery.create(self.settings(), path, threshold)
 
     def onnx(self) -> "Pipeline":
-        """The same pipeline with its models run by onnxruntime (exported once and cached, checked
-        against torch: byakugan.embedder.embedding.runtime); the live path uses it."""
+        """The same pipeline, its models on onnxruntime (exported once, cached: embedding.runtime)."""
         from byakugan.embedder.embedding.runtime import onnx_embedder, onnx_landmarks
 
-        twin = Pipeline(onnx_embedder(self.encoder), self.detector_config,
-                        onnx_landmarks(self.landmarks) if self.landmarks is not None else None, self._landmark_source)
-        twin._detector, twin._calibration = self._detector, self._calibration
-        return twin
+        lm = onnx_landmarks(self.landmarks) if self.landmarks is not None else None
+        return self._twin(onnx_embedder(self.encoder), lm, self._detector)
 
     def for_video(self) -> "Pipeline":
-        """A pipeline of its own for one stream of frames: the same models, and a detector that
-        follows what it found in the last frame where it can (MediaPipe's tracking mode for hands)."""
-        twin = Pipeline(self.encoder, self.detector_config, self.landmarks, self._landmark_source)
+        """One stream's own pipeline: a detector that follows what it found in the last frame where
+        it can (MediaPipe's tracking mode for hands)."""
         detector = create_detector(self.detector_config)
-        twin._detector = detector.video() if hasattr(detector, "video") else detector
-        twin._calibration = self._calibration
+        return self._twin(self.encoder, self.landmarks, detector.video() if hasattr(detector, "video") else detector)
+
+    def _twin(self, encoder, landmarks, detector) -> "Pipeline":
+        twin = Pipeline(encoder, self.detector_config, landmarks, self._landmark_source)
+        twin._detector, twin._calibration = detector, self._calibration
         return twin
 
     @property
@@ -266,21 +278,6 @@ class Pipeline:
         crops = [r.crop for r in regions]
         vectors = self.embed_regions(crops, [r.landmarks for r in regions], progress=len(crops) > 8)
         return gallery.enroll(label, vectors, sources, images=crops)
-
-
-def open_gallery(path: os.PathLike | str, model=None, detector: Optional[str] = None,
-                 landmarks="auto", create: bool = True) -> tuple[Pipeline, Gallery]:
-    """(pipeline, gallery) at path; with create, a new gallery when there is none (model, detector
-    and landmarks apply only then)."""
-    if Gallery.exists(path) or not create:
-        g = Gallery.open(path)
-        if detector is not None and detector != g.detector_config["name"]:
-            raise GalleryError(f"gallery {path}: its images are cropped with detector {g.detector_config['name']!r}, "
-                               f"not {detector!r}; omit --detector or use a new gallery")
-        return Pipeline.for_gallery(g, model), g
-    store.check_new(path)
-    pipe = Pipeline.create(model, detector or "none", landmarks)
-    return pipe, pipe.new_gallery(path)
 
 
 def _load_model(model):

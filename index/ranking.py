@@ -107,27 +107,29 @@ def prototypes(index: VectorStore, refs: Mapping[int, Reference]) -> tuple[list[
 
 def search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k: int,
            protos: Optional[tuple[list[str], np.ndarray]] = None,
-           offset: Optional[np.ndarray] = None) -> list[SearchResult]:
+           offset: Optional[np.ndarray] = None, largest: Optional[int] = None) -> list[SearchResult]:
     """For each query row: its k nearest references and the k best labels.
 
     Labels are ranked by their best reference, or, given `protos` (see prototypes()), by the
     cosine to their class mean, which was 3-6 points more accurate on unseen anime characters.
     offset: per query row, an amount taken off all its scores (cohort normalisation, see
-    byakugan.embedder.scoring.cohort); the order of hits and labels stays the same.
+    byakugan.embedder.scoring.cohort); the order of hits and labels stays the same. largest: the
+    size of the largest class when the caller keeps it (else counted here, O(references)).
     """
     if offset is not None:
         return [SearchResult([Hit(h.id, h.label, h.score - float(o), h.source) for h in r.hits],
                              [(lab, s - float(o)) for lab, s in r.labels], float(o))
-                for r, o in zip(search(index, refs, emb, k, protos), offset)]
+                for r, o in zip(search(index, refs, emb, k, protos, None, largest), offset)]
     if protos is not None:
-        hits = search(index, refs, emb, k)
+        hits = search(index, refs, emb, k, largest=largest)
         names, P = protos
         S = emb @ P.T
         order = np.argsort(-S, axis=1, kind="stable")[:, :k]
         return [SearchResult(h.hits, [(names[j], float(S[q, j])) for j in order[q]]) for q, h in enumerate(hits)]
-    counts = Counter(r.label for r in refs.values())
+    if largest is None:
+        largest = max(Counter(r.label for r in refs.values()).values())
     # The first k distinct labels are certain to lie within the top k * (largest class size) hits.
-    depth = min(len(refs), k * max(counts.values()))
+    depth = min(len(refs), k * largest)
     scores, ids = index.search(emb, depth)
     results = []
     for row_s, row_i in zip(scores, ids):

@@ -57,7 +57,7 @@ class GalleryService:
         self._stamp: Optional[tuple[int, int]] = None
         self._live: Optional[Pipeline] = None  # the pipeline on onnxruntime, made for the first tracker
         if Gallery.exists(self.path):  # refuses a model other than the gallery's
-            self.pipeline = Pipeline.for_gallery(Gallery.open(self.path), model)
+            self.pipeline = Pipeline.for_gallery(Gallery.open(self.path), model, runtime="onnx")
         else:
             store.check_new(self.path)
             self.pipeline = Pipeline.create(model, detector or "none")

@@ -185,3 +185,23 @@ def test_onnx_twin_matches_torch_and_is_exported_once(model, tmp_path, monkeypat
     assert cached.stat().st_mtime_ns == stamp  # reused, not exported again
     cached.write_bytes(b"damaged")
     assert np.allclose(runtime.onnx_embedder(model).embed(tiny_images[:1]), model.embed(tiny_images[:1]), atol=1e-5)
+
+
+def test_search_and_watch_run_without_torch_once_the_model_is_cached(hand_gallery, stills, videos, tmp_path):
+    """The live path (CLI search, watch, the page and server) embeds with onnxruntime; once a
+    gallery's models are in the cache, a command never imports torch, timm or torchvision."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from byakugan.ui.cli import main; code = main(sys.argv[1:]); "
+             "heavy = sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules); "
+             "print('IMPORTED', heavy); sys.exit(code)")
+    for args in (["search", str(hand_gallery), str(stills["a"][9])],  # the first run may export; later ones must not
+                 ["search", str(hand_gallery), str(stills["b"][9]), "--json"],
+                 ["watch", str(hand_gallery), str(videos["abc"]), "--max-frames", "2", "--json"]):
+        out = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-500:]
+    assert "IMPORTED []" in out.stdout
+    first = subprocess.run([sys.executable, "-c", probe, "search", str(hand_gallery), str(stills["c"][9])],
+                           capture_output=True, text=True, timeout=300)
+    assert "IMPORTED []" in first.stdout and "c " in first.stdout

@@ -31,7 +31,7 @@ class OnnxEmbedder:
 
     def __init__(self, path: os.PathLike | str, preprocess: Preprocess, name: str, dim: int, fingerprint: str,
                  input_name: str = "pixels") -> None:
-        self._session = _session(path)
+        self._session, self.path = _session(path), Path(path)
         self.preprocess, self.name, self.dim, self._fp, self._input = preprocess, name, int(dim), fingerprint, input_name
 
     def fingerprint(self) -> str:
@@ -54,7 +54,7 @@ class OnnxLandmarks:
 
     def __init__(self, path: os.PathLike | str, name: str, dim: int, weight: float, fingerprint: str,
                  input_name: str = "landmarks") -> None:
-        self._session = _session(path)
+        self._session, self.path = _session(path), Path(path)
         self.name, self.dim, self.weight, self._fp, self._input = name, int(dim), float(weight), fingerprint, input_name
 
     def fingerprint(self) -> str:

@@ -5,14 +5,17 @@ starts from the file. onnxruntime embedded 2.4-3.5x faster than torch on this 2-
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Optional, TypeVar
 
 import numpy as np
 
+from ..atomic import write_atomic
+from ..preprocess import Preprocess
 from .onnx import OnnxEmbedder, OnnxLandmarks, export_onnx
 
 CACHE_ENV = "BYAKUGAN_CACHE"
@@ -31,8 +34,10 @@ def onnx_embedder(model) -> OnnxEmbedder:
     """An Embedder's twin on onnxruntime: same name, dimension, fingerprint and preprocessing."""
     if getattr(model, "runtime", None) == "onnx":
         return model
-    return _open(f"{model.name}-{model.fingerprint()}", lambda p: export_onnx(model, p),
-                 lambda p: OnnxEmbedder(p, model.preprocess, model.name, model.dim, model.fingerprint()))
+    identity = {"name": model.name, "fingerprint": model.fingerprint(), "dim": model.dim,
+                "preprocess": model.preprocess.to_dict()}
+    return _open(_key("model", model.name, model.fingerprint()), identity, lambda p: export_onnx(model, p),
+                 _embedder)
 
 
 def onnx_landmarks(encoder) -> OnnxLandmarks:
@@ -46,19 +51,51 @@ def onnx_landmarks(encoder) -> OnnxLandmarks:
         x[2] = 0  # an image without hands: the output must stay zero
         export_onnx(encoder, p, x, input_name="landmarks")
 
-    return _open(f"landmarks-{encoder.name}-{encoder.fingerprint()}", write,
-                 lambda p: OnnxLandmarks(p, encoder.name, encoder.dim, encoder.weight, encoder.fingerprint()))
+    identity = {"name": encoder.name, "fingerprint": encoder.fingerprint(), "dim": encoder.dim, "weight": encoder.weight}
+    return _open(_key("landmarks", encoder.name, encoder.fingerprint()), identity, write,
+                 _landmarks)
 
 
-def _open(key: str, write: Callable[[Path], None], session: Callable[[Path], T]) -> T:
-    """session(the cached file for key), exported by `write` first when it is missing or damaged."""
-    path = cache_dir() / "onnx" / (re.sub(r"[^A-Za-z0-9._-]", "_", key)[:160] + ".onnx")
-    if path.is_file():
-        try:
-            return session(path)
-        except Exception:  # onnxruntime's own error types: a truncated or damaged file is exported again
-            pass
-    return session(_export(path, write))
+def cached_embedder(name: str, fingerprint: str) -> Optional[OnnxEmbedder]:
+    """The twin of model `name` with this fingerprint from the cache alone, without importing torch
+    (a gallery knows both); None when it was never exported here or the file is unreadable."""
+    return _cached(_key("model", name, fingerprint), _embedder)
+
+
+def cached_landmarks(name: str, fingerprint: str) -> Optional[OnnxLandmarks]:
+    return _cached(_key("landmarks", name, fingerprint), _landmarks)
+
+
+def _embedder(path: Path, identity: dict) -> OnnxEmbedder:
+    return OnnxEmbedder(path, Preprocess.from_dict(identity["preprocess"]), identity["name"], identity["dim"],
+                        identity["fingerprint"])
+
+
+def _landmarks(path: Path, identity: dict) -> OnnxLandmarks:
+    return OnnxLandmarks(path, identity["name"], identity["dim"], identity["weight"], identity["fingerprint"])
+
+
+def _key(kind: str, name: str, fingerprint: str) -> Path:
+    return cache_dir() / "onnx" / (re.sub(r"[^A-Za-z0-9._-]", "_", f"{kind}-{name}")[:120] + f"-{fingerprint[:32]}.onnx")
+
+
+def _cached(path: Path, make: Callable[[Path, dict], T]) -> Optional[T]:
+    try:
+        identity = json.loads(path.with_suffix(".json").read_text())
+        return make(path, identity) if path.is_file() else None
+    except Exception:  # a missing, half-copied or damaged entry: the caller exports it again
+        return None
+
+
+def _open(path: Path, identity: dict, write: Callable[[Path], None], make: Callable[[Path, dict], T]) -> T:
+    """make(the cached file), exported by `write` first when it is missing or damaged; its identity
+    (what a torch-free reader needs to run it) is written beside it, after it."""
+    found = _cached(path, make)
+    if found is not None:
+        return found
+    path = _export(path, write)
+    write_atomic(path.with_suffix(".json"), json.dumps(identity).encode())
+    return make(path, identity)
 
 
 def _export(path: Path, write: Callable[[Path], None]) -> Path:

@@ -15,7 +15,8 @@ from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
 from byakugan.index import store
 from byakugan.index.errors import GalleryError
 from byakugan.index.gallery import Gallery
-from byakugan.index.pipeline import Pipeline, open_gallery
+from byakugan.index.opening import open_gallery
+from byakugan.index.pipeline import Pipeline
 
 from .common import EXIT_BAD_INPUT, detectors, landmarks_arg, print_json, report, table
 
@@ -47,7 +48,7 @@ def cmd_enroll(a: argparse.Namespace) -> int:
     if not Gallery.exists(gallery_dir):
         store.check_new(gallery_dir)  # before the lock creates anything there
     with store.locked(gallery_dir):
-        pipe, g = open_gallery(gallery_dir, a.model, a.detector, a.landmarks)
+        pipe, g = open_gallery(gallery_dir, a.model, a.detector, a.landmarks, runtime="onnx")
         added: dict[str, int] = {}
         for label, files in plan:
             regions, sources = [], []
@@ -81,7 +82,7 @@ def cmd_search(a: argparse.Namespace) -> int:
         g.threshold = a.threshold
     if not len(g):
         raise GalleryError(f"gallery {a.gallery}: is empty; enrol images first")
-    pipe = Pipeline.for_gallery(g, a.model)
+    pipe = Pipeline.for_gallery(g, a.model, runtime="onnx")
     out, ok_all = [], True
     for image in a.images:
         try:
@@ -177,7 +178,7 @@ def cmd_threshold(a: argparse.Namespace) -> int:
         if not g.threshold_auto:
             print(g.threshold)
             return 0
-        cal = Pipeline.for_gallery(g).calibration(g)
+        cal = Pipeline.for_gallery(g, runtime="onnx").calibration(g)
         if cal.auto_threshold is None:
             print(g.threshold)
             note(f"auto: the model's threshold until the references give {MIN_AUTO} true-match scores "

@@ -57,7 +57,7 @@ def _tracker(a: argparse.Namespace) -> Tracker:
         g = Gallery.open(path)
         if not len(g):
             raise GalleryError(f"gallery {path}: is empty; enrol images first")
-        return Tracker(Pipeline.for_gallery(g).onnx(), g, settings)
+        return Tracker(Pipeline.for_gallery(g, runtime="onnx"), g, settings)
     from byakugan.index import bundle
 
     if (path / bundle.MANIFEST).is_file() or path.suffix in (".zip", ".gz"):

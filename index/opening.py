@@ -1,0 +1,27 @@
+"""Opening a gallery folder for an edit, or making it on first use: what `byakugan enroll` does."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from . import store
+from .errors import GalleryError
+from .gallery import Gallery
+from .pipeline import Pipeline
+
+
+def open_gallery(path: os.PathLike | str, model=None, detector: Optional[str] = None,
+                 landmarks="auto", create: bool = True, runtime: str = "torch") -> tuple[Pipeline, Gallery]:
+    """(pipeline, gallery) at path; with create, a new gallery when there is none (model, detector
+    and landmarks apply only then). runtime "onnx": the models on onnxruntime (Pipeline.onnx)."""
+    if Gallery.exists(path) or not create:
+        g = Gallery.open(path)
+        if detector is not None and detector != g.detector_config["name"]:
+            raise GalleryError(f"gallery {path}: its images are cropped with detector {g.detector_config['name']!r}, "
+                               f"not {detector!r}; omit --detector or use a new gallery")
+        return Pipeline.for_gallery(g, model, runtime), g
+    store.check_new(path)
+    pipe = Pipeline.create(model, detector or "none", landmarks)
+    g = pipe.new_gallery(path)  # from the torch model: its config holds the threshold and scoring advice
+    return (pipe.onnx() if runtime == "onnx" else pipe), g
