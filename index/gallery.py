@@ -16,7 +16,7 @@ from byakugan.embedder.images import ImageSource, thumbnail_jpeg
 from byakugan.embedder.scoring import check_scoring
 from byakugan.embedder.scoring.cohort import COHORT_FILE, load_cohort, save_cohort
 
-from . import ranking, store
+from . import ranking, reindex, store
 from .errors import GalleryError
 from .labels import check_label
 from .ranking import Match, Reference, SearchResult
@@ -110,22 +110,14 @@ class Gallery:
     read_only = property(lambda self: bool(self._meta.get("read_only")))
 
     # ---- what the gallery was built with ------------------------------------------------
-    @property
-    def model_settings(self) -> dict:
-        """{"name", "fingerprint", "dim"} of the model that made its CNN vectors."""
-        return dict(self._meta["model"])
+    model_settings = property(lambda self: dict(self._meta["model"]), doc='{"name", "fingerprint", "dim"} of its model')
 
     model_name = property(lambda self: self._meta["model"]["name"])
 
-    @property
-    def detector_config(self) -> dict:
-        return dict(self._meta.get("detector", {"name": "none"}))
+    detector_config = property(lambda self: dict(self._meta.get("detector", {"name": "none"})))
 
-    @property
-    def landmark_settings(self) -> Optional[dict]:
-        """{"name", "source", "fingerprint", "dim", "weight"} when hand landmarks are fused in, else None."""
-        spec = self._meta.get("landmarks")
-        return dict(spec) if spec is not None else None
+    landmark_settings = property(lambda self: dict(self._meta["landmarks"]) if "landmarks" in self._meta else None,
+                                 doc='{"name", "source", "fingerprint", "dim", "weight"} when landmarks are fused in')
 
     fused = property(lambda self: "landmarks" in self._meta)
 
@@ -136,11 +128,15 @@ class Gallery:
         """The vector store (read it; edit through enroll and remove, which keep the labels in step)."""
         return self._store
 
-    @property
-    def cohort_settings(self) -> Optional[dict]:
-        """{"top", "size", "sha256"} when scores are cohort-normalised, else None."""
-        spec = self._meta.get("cohort")
-        return dict(spec) if spec is not None else None
+    def reindex(self, factory: str) -> float:
+        """Rebuild the vector index as a FAISS factory string names ("Flat", "HNSW32", or "auto":
+        exact while small, see index.reindex); returns its recall@1 by label against exact search."""
+        self._meta["index"] = reindex.check(factory)
+        self._store = self._store.rebuilt(reindex.resolve(factory, len(self)))
+        return reindex.label_recall(self._store, {i: r.label for i, r in self._refs.items()})
+
+    cohort_settings = property(lambda self: dict(self._meta["cohort"]) if "cohort" in self._meta else None,
+                               doc='{"top", "size", "sha256"} when scores are cohort-normalised, else None')
 
     @property
     def cohort(self) -> Optional[np.ndarray]:
@@ -234,6 +230,8 @@ class Gallery:
         first = int(self._meta["next_id"])
         ids = list(range(first, first + len(emb)))
         self._store.add(ids, emb)
+        if self._meta.get("index") == reindex.AUTO and self._store.factory != reindex.resolve(reindex.AUTO, len(self._store)):
+            self._store = self._store.rebuilt(reindex.resolve(reindex.AUTO, len(self._store)))
         self._protos, self.revision = None, self.revision + 1
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for i, src in zip(ids, sources):

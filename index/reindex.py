@@ -1,0 +1,47 @@
+"""Choosing a gallery's vector index (Gallery.reindex): a FAISS factory string or "auto", and the
+recall of the result measured against exact search on the gallery's own references."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from .vectors import FlatStore, check_factory
+
+AUTO = "auto"
+# "auto" is exact below this many references and HNSW32 from it on: where exact search on this
+# CPU passes ~20 ms a query at dimension 1408 (benchmarks/scale.py measures both sides).
+AUTO_HNSW = 30_000
+
+
+def check(factory: str) -> str:
+    return AUTO if str(factory).strip().lower() == AUTO else check_factory(factory)
+
+
+def resolve(factory: str, n: int) -> str:
+    """The index type a gallery of n references gets: auto is exact while small."""
+    if check(factory) != AUTO:
+        return check_factory(factory)
+    return "Flat" if n < AUTO_HNSW else "HNSW32"
+
+
+def label_recall(store: FlatStore, labels: Mapping[int, str], sample: int = 1000, seed: int = 0) -> float:
+    """recall@1 by label of `store` against exact search: sampled references, each searched with
+    itself left out, agree on the label of their nearest other reference. 1.0 for a Flat store."""
+    ids = store.ids()
+    if len(ids) < 2 or store.factory == "Flat":
+        return 1.0
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(ids, size=min(sample, len(ids)), replace=False)
+    queries = store.get(picked)
+    exact = store.rebuilt("Flat")
+    _, want = exact.search(queries, 2)
+    _, got = store.search(queries, 2)
+
+    def nearest_other(row: np.ndarray, self_id: int) -> int:
+        return next((int(i) for i in row if int(i) != self_id and i >= 0), -1)
+
+    agree = [labels.get(nearest_other(w, q)) == labels.get(nearest_other(g, q))
+             for q, w, g in zip(picked, want, got)]
+    return float(np.mean(agree))
