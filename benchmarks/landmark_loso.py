@@ -153,7 +153,8 @@ def summarise(rows: dict, column: str, sources: list[str]) -> dict:
         worst = min(cells, key=lambda s: cells[s][top1])
         out[top1] = {"mean": round(float(np.mean([c[top1] for c in cells.values()])), 4),
                      "mean_far_at_tar95": round(float(np.mean([c["far_at_tar95"] for c in cells.values()])), 4),
-                     "worst": {"source": worst, "top1": cells[worst][top1], "far_at_tar95": cells[worst]["far_at_tar95"]}}
+                     "worst": {"source": worst, "top1": cells[worst][top1],
+                               "far_at_tar95": cells[worst]["far_at_tar95"]}}
     return out
 
 
@@ -182,7 +183,8 @@ def check_cli(source: str, cnn_model: str, rows: dict) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sources", nargs="+", default=HANDS, choices=HANDS, help="hand sources to leave out in turn")
     p.add_argument("--model", default="default", help="CNN model fused with the landmarks (default: the shipped one)")
     p.add_argument("--cache", default=".cache/landmarks", help="pipeline embeddings and train-landmarks' landmarks")
@@ -201,7 +203,8 @@ def main() -> None:
     recipe = training_config("hand-landmarks")
     today = [Path(d).name for d in recipe["data"]]
     shipped = load_landmarks("hand-landmarks")
-    cnn_trained_on = {Path(d).name for d in training_config(a.model)["data"]} if (models_dir() / a.model / "training.json").is_file() else set()
+    cnn_training = models_dir() / a.model / "training.json"
+    cnn_trained_on = {Path(d).name for d in training_config(a.model)["data"]} if cnn_training.is_file() else set()
 
     data: dict[str, dict] = {}
     for source in HANDS:  # every hand source: each is a training source of the other folds
@@ -239,8 +242,8 @@ def main() -> None:
         "per_class": a.per_class,
         "sources": rows, "summary": summary,
         "verdict": {"rule": "others beats today on the mean top-1 and on the worst source's top-1",
-                    "top1_class_mean": verdict(summary, "top1_class_mean") if len(sources) > 0 else None,
-                    "top1_nearest": verdict(summary, "top1_nearest") if len(sources) > 0 else None},
+                    "top1_class_mean": verdict(summary, "top1_class_mean"),
+                    "top1_nearest": verdict(summary, "top1_nearest")},
     }
     if a.check_cli:
         log(f"== checking against byakugan evaluate on {a.check_cli}")

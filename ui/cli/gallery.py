@@ -279,7 +279,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("reindex", help="rebuild the vector index: Flat (exact), HNSW32 (fast, approximate) or auto")
     s.add_argument("gallery", metavar="GALLERY")
     s.add_argument("factory", metavar="FACTORY", help="a FAISS factory string: Flat, HNSW32 (HNSWn), or auto "
-                   "(exact below 30000 references, HNSW32 from there)")
+                   "(exact below 50000 references, HNSW32 from there)")
     s.set_defaults(func=cmd_reindex)
 
     s = sub.add_parser("scoring", help="show or set how labels are ranked: nearest reference or class mean")

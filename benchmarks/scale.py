@@ -1,0 +1,100 @@
+"""Galleries at scale on synthetic clustered vectors (dimension 1408, the hand model's): per-query
+latency of gallery search against raw FAISS on the same index (Flat and HNSW32), recall@1 by label
+against exact search, building HNSW, counting labels, and enrolling 5 and saving. Ratios are
+measured side by side in one run.
+
+    python benchmarks/scale.py [--sizes 2000,10000,100000] [--out docs/scale.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DIM, PER_LABEL, QUERIES = 1408, 10, 200
+
+
+def clustered(n: int, rng) -> tuple[np.ndarray, list[str]]:
+    labels = n // PER_LABEL
+    centres = rng.standard_normal((labels, DIM)).astype(np.float32)
+    which = np.repeat(np.arange(labels), PER_LABEL)[:n]
+    v = centres[which] + 0.8 * rng.standard_normal((n, DIM)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return v, [f"c{i}" for i in which]
+
+
+def per_query_ms(fn, queries) -> float:
+    times = []
+    for q in queries:
+        t = time.perf_counter()
+        fn(q[None])
+        times.append(time.perf_counter() - t)
+    return round(1000 * statistics.median(times), 3)
+
+
+def main() -> None:
+    from byakugan.index.gallery import Gallery
+    from byakugan.index.reindex import label_recall
+    from byakugan.index.settings import GallerySettings
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="2000,10000,100000")
+    p.add_argument("--out", default=str(ROOT / "docs" / "scale.json"))
+    a = p.parse_args()
+    faiss.omp_set_num_threads(1)  # as the CLI runs single queries
+    rng = np.random.default_rng(0)
+    out = {}
+    for n in map(int, a.sizes.split(",")):
+        v, labels = clustered(n, rng)
+        settings = GallerySettings({"name": "synthetic", "fingerprint": "-", "dim": DIM}, {"name": "none"}, 0.5)
+        row: dict = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            g = Gallery.create(settings, Path(tmp) / "g")
+            for start in range(0, n, 5000):  # enrolled by label, as a user would
+                chunk = labels[start:start + 5000]
+                for lab in dict.fromkeys(chunk):
+                    idx = [start + i for i, x in enumerate(chunk) if x == lab]
+                    g.enroll(lab, v[idx])
+            g.save()
+            queries = v[rng.choice(n, QUERIES, replace=False)] + 0.02 * rng.standard_normal((QUERIES, DIM)).astype(np.float32)
+            queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+            t = time.perf_counter()
+            g.labels()
+            g.revision += 1  # counted again, as after an edit
+            g.labels()
+            row["labels_ms_after_an_edit"] = round(1000 * (time.perf_counter() - t) / 2, 2)
+            raw = g.vectors
+            row["flat_raw_faiss_ms"] = per_query_ms(lambda q: raw.search(q, 5), queries)
+            row["flat_gallery_search_ms"] = per_query_ms(lambda q: g.search(q, 5), queries)
+            new = v[:5] + 0.01
+            t = time.perf_counter()
+            g.enroll("new", new / np.linalg.norm(new, axis=1, keepdims=True))
+            g.save()
+            row["enrol_5_and_save_s"] = round(time.perf_counter() - t, 3)
+            row["gallery_json_mb"] = round((Path(tmp) / "g" / "gallery.json").stat().st_size / 2**20, 1)
+            t = time.perf_counter()
+            g.reindex("HNSW32")
+            row["hnsw32_build_s"] = round(time.perf_counter() - t, 1)
+            row["hnsw32_recall_at_1_by_label"] = round(label_recall(g.vectors, {r.id: r.label for r in g.references()}), 4)
+            hnsw = g.vectors
+            row["hnsw32_raw_faiss_ms"] = per_query_ms(lambda q: hnsw.search(q, 5), queries)
+            row["hnsw32_gallery_search_ms"] = per_query_ms(lambda q: g.search(q, 5), queries)
+            row["gallery_over_raw_flat"] = round(row["flat_gallery_search_ms"] / row["flat_raw_faiss_ms"], 2)
+            row["gallery_over_raw_hnsw32"] = round(row["hnsw32_gallery_search_ms"] / row["hnsw32_raw_faiss_ms"], 2)
+        out[str(n)] = row
+        print(n, row, file=sys.stderr)
+    Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
