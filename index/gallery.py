@@ -19,6 +19,7 @@ from byakugan.embedder.scoring.cohort import COHORT_FILE, load_cohort, save_coho
 from . import ranking, reindex, store
 from .errors import GalleryError
 from .labels import check_label
+from .means import ClassMeans
 from .ranking import Match, Reference, SearchResult
 from .sequences import SequenceBook
 from .settings import GallerySettings, check_meta, digest
@@ -42,7 +43,8 @@ class Gallery:
         self._cohort = cohort
         self._new_thumbs: dict[int, bytes] = {}
         self._dropped: set[int] = set()
-        self._protos, self._counts = None, None
+        self._means: Optional[ClassMeans] = None  # made for the first search by class mean, then kept up to date
+        self._counts: Optional[tuple[int, dict]] = None  # (revision, label counts)
         self.revision = 0  # counts edits of the references: what is derived from them is cached against it
 
     # ---- creating, opening, saving ------------------------------------------------------
@@ -161,14 +163,9 @@ class Gallery:
             raise GalleryError(f"threshold {value!r}: must be a cosine similarity between -1 and 1")
         self._meta["threshold"], self._meta["threshold_mode"] = float(value), "fixed"
 
-    @property
-    def threshold_auto(self) -> bool:
-        """True: searches use the threshold its references give (Pipeline.threshold), `threshold` until enough."""
-        return self._meta.get("threshold_mode") == "auto"
-
-    @threshold_auto.setter
-    def threshold_auto(self, value: bool) -> None:
-        self._meta["threshold_mode"] = "auto" if value else "fixed"
+    threshold_auto = property(lambda self: self._meta.get("threshold_mode") == "auto",
+                              lambda self, value: self._meta.update(threshold_mode="auto" if value else "fixed"),
+                              doc="True: searches use the threshold its references give (Pipeline.threshold)")
 
     @property
     def scoring(self) -> str:
@@ -232,7 +229,9 @@ class Gallery:
         self._store.add(ids, emb)
         if self._meta.get("index") == reindex.AUTO and self._store.factory != reindex.resolve(reindex.AUTO, len(self._store)):
             self._store = self._store.rebuilt(reindex.resolve(reindex.AUTO, len(self._store)))
-        self._protos, self.revision = None, self.revision + 1
+        if self._means is not None:
+            self._means.add(label, emb)
+        self.revision += 1
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for i, src in zip(ids, sources):
             # A file name that is not UTF-8 is kept readable (escaped) rather than failing the save.
@@ -259,7 +258,9 @@ class Gallery:
         return ref
 
     def _drop(self, ids: list[int]) -> int:
-        self._protos, self.revision = None, self.revision + 1
+        if self._means is not None:
+            self._means.remove([self._refs[i].label for i in ids], self._store.get(ids))
+        self.revision += 1
         self._store.remove(ids)
         for i in ids:
             del self._refs[i]
@@ -276,7 +277,9 @@ class Gallery:
             if r.label == old:
                 self._refs[i] = Reference(r.id, new, r.source, r.added)
         self.sequences.rename_label(old, new)
-        self._protos, self.revision = None, self.revision + 1
+        if self._means is not None and new != old:
+            self._means.rename(old, new)
+        self.revision += 1
         return sum(1 for r in self._refs.values() if r.label == new)
 
     # ---- searching by vector ------------------------------------------------------------
@@ -287,10 +290,10 @@ class Gallery:
         if not self._refs:
             raise GalleryError(f"gallery {self.path or ''}: is empty; enrol images first")
         emb = as_vectors(queries, self.dim, self.path)
-        if self.scoring == "mean" and self._protos is None:
-            self._protos = ranking.prototypes(self._store, self._refs)
-        return ranking.search(self._store, self._refs, emb, k, self._protos if self.scoring == "mean" else None, offset,
-                              max(self.labels().values()))
+        if self.scoring == "mean" and self._means is None:
+            self._means = ClassMeans.of(self._store, self._refs)
+        return ranking.search(self._store, self._refs, emb, k, self._means.matrix() if self.scoring == "mean" else None,
+                              offset, max(self.labels().values()))
 
     def match(self, result: SearchResult, threshold: Optional[float] = None, calibration=None) -> Match:
         """The best label, or UNKNOWN below the threshold; with a calibration (index.confidence), its confidence."""

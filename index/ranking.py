@@ -92,25 +92,12 @@ class Recognition:
         return out
 
 
-def prototypes(index: VectorStore, refs: Mapping[int, Reference]) -> tuple[list[str], np.ndarray]:
-    """Each label and the unit mean of its reference vectors (rows in label order)."""
-    by_label: dict[str, list[int]] = {}
-    for r in refs.values():
-        by_label.setdefault(r.label, []).append(r.id)
-    labels = sorted(by_label)
-    if not labels:
-        return [], np.zeros((0, index.dim), np.float32)
-    P = np.stack([index.get(by_label[lab]).mean(axis=0) for lab in labels]).astype(np.float32)
-    P /= np.maximum(np.linalg.norm(P, axis=1, keepdims=True), 1e-12)
-    return labels, np.ascontiguousarray(P)
-
-
 def search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k: int,
            protos: Optional[tuple[list[str], np.ndarray]] = None,
            offset: Optional[np.ndarray] = None, largest: Optional[int] = None) -> list[SearchResult]:
     """For each query row: its k nearest references and the k best labels.
 
-    Labels are ranked by their best reference, or, given `protos` (see prototypes()), by the
+    Labels are ranked by their best reference, or, given `protos` (index.means.ClassMeans.matrix), by the
     cosine to their class mean, which was 3-6 points more accurate on unseen anime characters.
     offset: per query row, an amount taken off all its scores (cohort normalisation, see
     byakugan.embedder.scoring.cohort); the order of hits and labels stays the same. largest: the
@@ -132,12 +119,20 @@ def search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k
     depth = min(len(refs), k * largest)
     scores, ids = index.search(emb, depth)
     results = []
-    for row_s, row_i in zip(scores, ids):
-        hits = [Hit(int(i), refs[int(i)].label, float(s), refs[int(i)].source) for s, i in zip(row_s, row_i) if i >= 0]
+    for row_s, row_i in zip(scores.tolist(), ids.tolist()):  # plain floats and ints: no numpy scalars per hit
+        hits: list[Hit] = []
         best: dict[str, float] = {}
-        for h in hits:
-            best.setdefault(h.label, h.score)
-        results.append(SearchResult(hits[:k], list(best.items())[:k]))
+        for s, i in zip(row_s, row_i):
+            if i < 0:
+                break
+            ref = refs[i]
+            if len(hits) < k:
+                hits.append(Hit(i, ref.label, s, ref.source))
+            if ref.label not in best:
+                best[ref.label] = s
+                if len(best) == k and len(hits) == k:
+                    break
+        results.append(SearchResult(hits, list(best.items())))
     return results
 
 

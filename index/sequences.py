@@ -51,7 +51,10 @@ class SequenceBook:
     def add(self, name: str, steps: list[str], replace: bool = False) -> Sequence:
         """A new sequence of enrolled labels, in order (a label may come more than once)."""
         self._writable()
-        name = check_label(name).strip()
+        try:
+            name = check_label(name)
+        except GalleryError as exc:  # the same rules as a label, named for what was given
+            raise GalleryError(f"sequence name{str(exc)[len('label'):]}") from None
         if name in self._store and not replace:
             raise GalleryError(f"sequence {name!r}: already exists; remove it first or replace it")
         if not steps:

@@ -57,7 +57,9 @@ class GalleryService:
         self._stamp: Optional[tuple[int, int]] = None
         self._live: Optional[Pipeline] = None  # the pipeline on onnxruntime, made for the first tracker
         if Gallery.exists(self.path):  # refuses a model other than the gallery's
-            self.pipeline = Pipeline.for_gallery(Gallery.open(self.path), model, runtime="onnx")
+            stamp, g = self._disk_stamp(), Gallery.open(self.path)  # opened once: kept for the first request
+            self.pipeline = Pipeline.for_gallery(g, model, runtime="onnx")
+            self._gallery, self._stamp = g, stamp
         else:
             store.check_new(self.path)
             self.pipeline = Pipeline.create(model, detector or "none")

@@ -64,6 +64,16 @@ def read(source: str, max_frames: Optional[int] = None) -> tuple[Iterator[Frame]
     return frames(), fps
 
 
+def check_out(path: str) -> Path:
+    """Where an annotated video may go; VideoError before any work is done otherwise."""
+    p = Path(path)
+    if p.suffix.lower() not in (".mp4", ".avi"):
+        raise VideoError(f"--out {path}: must end in .mp4 or .avi")
+    if not p.parent.is_dir():
+        raise VideoError(f"--out {path}: folder {p.parent} does not exist")
+    return p
+
+
 class Writer:
     """An annotated video, written to a temporary name and moved into place when closed, so a
     half-written file never carries the final name."""
@@ -71,11 +81,7 @@ class Writer:
     def __init__(self, path: str, fps: float, size: tuple[int, int]) -> None:
         import cv2
 
-        self.path = Path(path)
-        if self.path.suffix.lower() not in (".mp4", ".avi"):
-            raise VideoError(f"--out {path}: must end in .mp4 or .avi")
-        if not self.path.parent.is_dir():
-            raise VideoError(f"--out {path}: folder {self.path.parent} does not exist")
+        self.path = check_out(path)
         self._tmp = self.path.with_name(f".{self.path.stem}.part{self.path.suffix}")
         codec = "mp4v" if self.path.suffix.lower() == ".mp4" else "MJPG"
         self._out = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*codec), fps, size)

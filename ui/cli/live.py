@@ -71,6 +71,8 @@ def cmd_watch(a: argparse.Namespace) -> int:
 
     if a.max_frames is not None and a.max_frames < 1:
         raise GalleryError(f"--max-frames {a.max_frames}: must be at least 1")
+    if a.out:
+        video.check_out(a.out)
     frames, fps = video.read(a.source, a.max_frames)  # a bad video fails before the models load
     tracker = _tracker(a)
     writer, annotator = None, video.Annotator()
