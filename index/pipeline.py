@@ -148,8 +148,7 @@ class Pipeline:
     def for_video(self) -> "Pipeline":
         """One stream's own pipeline: a detector that follows what it found in the last frame where
         it can (MediaPipe's tracking mode for hands)."""
-        detector = create_detector(self.detector_config)
-        return self._twin(self.encoder, self.landmarks, detector.video() if hasattr(detector, "video") else detector)
+        return self._twin(self.encoder, self.landmarks, create_detector(self.detector_config, video=True))
 
     def _twin(self, encoder, landmarks, detector) -> "Pipeline":
         twin = Pipeline(encoder, self.detector_config, landmarks, self._landmark_source)
@@ -163,6 +162,11 @@ class Pipeline:
         return self._detector
 
     fused = property(lambda self: self.landmarks is not None)
+
+    def close(self) -> None:
+        """Frees what its detector holds (a MediaPipe graph); for pipelines of one stream (for_video)."""
+        if self._detector is not None and hasattr(self._detector, "close"):
+            self._detector.close()
 
     def regions(self, image: ImageSource, every: bool = True, fallback: Optional[str] = None,
                 name: Optional[str] = None) -> list[Region]:

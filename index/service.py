@@ -86,6 +86,8 @@ class GalleryService:
 
     def _load(self, stamp: Optional[tuple[int, int]]) -> Gallery:
         if stamp is None:
+            if getattr(self.pipeline.encoder, "runtime", None) == "onnx":  # it had a gallery at start
+                raise GalleryError(f"gallery {self.path}: was removed while this server ran; restart it")
             return self.pipeline.new_gallery(self.path)
         g = Gallery.open(self.path)
         if g.model_settings["fingerprint"] != self.pipeline.encoder.fingerprint():

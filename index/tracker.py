@@ -102,7 +102,8 @@ class _Track:
 
 class Tracker:
     """One stream of frames against one gallery. Not shared between streams: it keeps each
-    stream's tracks, votes and detector state (make one per camera, video or connection)."""
+    stream's tracks, votes and detector state (make one per camera, video or connection, and
+    close it, or use it in a `with` block, when the stream ends)."""
 
     def __init__(self, pipeline: Pipeline, gallery: Gallery, settings: Optional[TrackerSettings] = None,
                  sequences=None) -> None:
@@ -148,6 +149,16 @@ class Tracker:
         states = tuple(TrackState(tr.id, tuple(int(v) for v in tr.box), tr.smoother.label, tr.smoother.score, tr.raw)
                        for tr in self._tracks if tr.missed == 0)
         return FrameResult(t, n, states, tuple(events), time.perf_counter() - start)
+
+    def close(self) -> None:
+        """Frees the stream's detector (a MediaPipe graph for hands: ~70 MB until closed)."""
+        self.pipeline.close()
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _new_track(self, box: Box) -> _Track:
         tr = _Track(self._next_id, box, Smoother(self.settings.smoothing),

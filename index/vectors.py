@@ -67,7 +67,8 @@ class FlatStore:
 
     @classmethod
     def empty(cls, dim: int, factory: str = "Flat") -> "FlatStore":
-        index = faiss.index_factory(int(dim), f"IDMap2,{check_factory(factory)}", faiss.METRIC_INNER_PRODUCT)
+        factory = check_factory(factory)
+        index = faiss.index_factory(int(dim), f"IDMap2,{factory}", faiss.METRIC_INNER_PRODUCT)
         if factory.startswith("HNSW"):
             faiss.ParameterSpace().set_index_parameter(index, "efSearch", HNSW_EF_SEARCH)
         return cls(index)

@@ -109,6 +109,17 @@ def test_a_bad_video_is_one_line_and_exit_2(hand_gallery, tmp_path, capsys, sour
     assert len(err) == 1 and err[0].startswith("byakugan: error: video ") and re.search(message, err[0])
 
 
+def test_watch_refuses_to_write_over_the_video_it_reads(hand_gallery, videos, tmp_path, capsys):
+    import shutil
+
+    source = shutil.copy(videos["abc"], tmp_path / "in.avi")
+    before = source.read_bytes()
+    assert main(["watch", str(hand_gallery), str(source), "--out", str(source)]) == 2
+    assert "is the video being read" in capsys.readouterr().err and source.read_bytes() == before
+    assert main(["watch", str(hand_gallery), "\u00b2"]) == 2  # a digit to Python, not a camera number
+    assert "no such file" in capsys.readouterr().err
+
+
 def test_sequence_commands(hand_gallery, capsys, tmp_path):
     import shutil
 
@@ -156,11 +167,14 @@ def test_websocket_takes_jpeg_frames_and_answers_like_watch(hand_gallery, stills
         with client.websocket_connect("/watch") as ws:
             ws.receive_json()
     answers = []
-    with client.websocket_connect("/watch?token=s3cret") as ws:
+    with client.websocket_connect("/watch?token=s3cret&embed_every=1") as ws:  # 5 frames/s: every one votes
         ws.send_bytes(b"not an image")
         assert "error" in ws.receive_json()
         ws.send_text("{oops")
         assert "expected" in ws.receive_json()["error"]
+        for hostile in ("[" * 100_000, '{"t": 1' + "0" * 400 + "}", '{"t": NaN}'):
+            ws.send_text(hostile)
+            assert "expected" in ws.receive_json()["error"]  # answered; the stream goes on
         for i, data in enumerate(frames):
             ws.send_text(json.dumps({"t": i / 5}))
             ws.send_bytes(data)

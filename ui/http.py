@@ -69,6 +69,33 @@ class _BundleService:
     def tracker(self, settings=None):
         return self.bundle.tracker(settings)
 
+    def version(self) -> None:
+        return None  # a bundle never changes
+
+
+class _Stream:
+    """One WebSocket's tracker, made again when the gallery on disk changes (new references or
+    sequences reach a running stream, as on the page)."""
+
+    def __init__(self, service, settings: TrackerSettings) -> None:
+        self.service, self.settings = service, settings
+        self.version, self.tracker = None, None
+
+    def ready(self) -> None:
+        version = self.service.version()
+        if self.tracker is None or version != self.version:
+            self.close()
+            self.tracker, self.version = self.service.tracker(self.settings), version
+
+    def frame(self, data: bytes, t: float):
+        self.ready()
+        return self.tracker.update(load_image(data, name="frame"), t)
+
+    def close(self) -> None:
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
+
 
 class BodyLimit:
     """Refuses a request body over max_bytes with 413, counting the bytes as they arrive, so a
@@ -163,7 +190,7 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
         return {"sequences": {q.name: list(q.steps) for q in service.sequences()}}
 
     @app.websocket("/watch")
-    async def watch(ws: WebSocket, embed_every: int = 1, token_param: Optional[str] = Query(None, alias="token")):
+    async def watch(ws: WebSocket, embed_every: int = TrackerSettings().embed_every, token_param: Optional[str] = Query(None, alias="token")):
         """A stream of frames: send each as a binary message (JPEG or PNG), optionally after a text
         message {"t": seconds} giving its time (default: seconds since the connection opened).
         Each frame is answered by its JSON ({"t", "frame", "tracks": [...]}, as `byakugan watch
@@ -175,8 +202,9 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
             await ws.close(code=1008, reason="missing or wrong bearer token")
             return
         await ws.accept()
+        stream = _Stream(service, TrackerSettings(embed_every=embed_every))
         try:
-            tracker = await run_in_threadpool(service.tracker, TrackerSettings(embed_every=embed_every))
+            await run_in_threadpool(stream.ready)
         except ByakuganError as exc:
             await ws.send_json({"error": str(exc)})
             await ws.close(code=1008, reason=str(exc)[:120])
@@ -199,17 +227,21 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
                     continue
                 t = when if when is not None else time.monotonic() - start
                 when = None
-                try:
-                    img = load_image(data, name="frame")
-                    result = await run_in_threadpool(tracker.update, img, t)
+                try:  # decoding and tracking off the event loop, so other clients are not held up
+                    result = await run_in_threadpool(stream.frame, data, t)
                 except ByakuganError as exc:
                     await ws.send_json({"error": str(exc)})
+                    continue
+                except Exception as exc:  # one frame that breaks something must not end the stream
+                    await ws.send_json({"error": f"internal error ({type(exc).__name__}) on this frame; the stream goes on"})
                     continue
                 await ws.send_json(result.to_dict())
                 for event in result.events:
                     await ws.send_json(event.to_dict())
         except WebSocketDisconnect:
             return
+        finally:
+            await run_in_threadpool(stream.close)
 
     if service.writable:
         @app.put("/sequences/{name:path}", dependencies=[Depends(authorised)])
@@ -248,9 +280,11 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
 def _frame_time(text: str) -> Union[float, str]:
     """The t of a text message {"t": seconds}, or the error to send back."""
     try:
+        if len(text) > 200:
+            raise ValueError
         t = json.loads(text)["t"]
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
             raise TypeError
         return float(t)
-    except (ValueError, KeyError, TypeError):
+    except Exception:  # anything a client can type, including numbers too large to be a float
         return f"text message {text[:40]!r}: expected {{\"t\": seconds}} before a binary frame"

@@ -110,22 +110,30 @@ class LiveState:
             self.settings = settings
 
     def process(self, bgr: np.ndarray) -> np.ndarray:
-        """The frame with its tracks, labels, frame rate and banner drawn."""
+        """The frame with its tracks, labels, frame rate and banner drawn. Runs in the stream's
+        one worker thread; the lock is held only to read settings and publish results, so the
+        page's script never waits for a model to load or a frame to be processed."""
         with self.lock:
             now = time.monotonic()
             if self._fresh:  # a new stream: no tracks, votes or events carried over, its times from 0
-                self._fresh, self._made_for, self._annotator, self._clock = False, None, Annotator(), now
+                self._fresh, self._annotator, self._clock = False, Annotator(), now
+                self._retire()
                 self._times.clear()
                 self.events.clear()
                 self.tracks, self.fps = (), None
-            try:
-                key = (self.svc.version(), self.settings)
-                if key != self._made_for:
-                    self._tracker, self._made_for = self.svc.tracker(self.settings), key
-                result = self._tracker.update(np.ascontiguousarray(bgr[:, :, ::-1]), now - self._clock)
-            except ByakuganError as exc:
-                self.error, self._made_for = str(exc), None  # shown by the page; tried again next frame
-                return bgr
+            settings, clock = self.settings, self._clock
+        try:
+            key = (self.svc.version(), settings)
+            if key != self._made_for:
+                self._retire()
+                self._tracker, self._made_for = self.svc.tracker(settings), key
+            result = self._tracker.update(np.ascontiguousarray(bgr[:, :, ::-1]), now - clock)
+        except Exception as exc:  # shown by the page as one line; tried again next frame
+            with self.lock:
+                self.error = str(exc) if isinstance(exc, ByakuganError) else f"internal error ({type(exc).__name__})"
+                self._made_for = None
+            return bgr
+        with self.lock:
             self.error = None
             self._times.append(now)
             if len(self._times) > 1:
@@ -133,6 +141,12 @@ class LiveState:
             self.tracks = result.tracks
             self.events.extend(result.events)
             return self._annotator.draw(bgr, result, self.fps)
+
+    def _retire(self) -> None:
+        """Frees the tracker being replaced (its MediaPipe graph)."""
+        if self._tracker is not None:
+            self._tracker.close()
+        self._tracker, self._made_for = None, None
 
     def ended(self) -> None:
         """The camera stopped (STOP, the page closed, the connection dropped)."""

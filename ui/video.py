@@ -3,6 +3,8 @@ labels and sequence banners on frames, and writing an annotated video (OpenCV)."
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +39,7 @@ def read(source: str, max_frames: Optional[int] = None) -> tuple[Iterator[Frame]
     with the stream's frames per second (30 when it does not say)."""
     import cv2
 
-    is_camera = source.isdigit() and not Path(source).exists()
+    is_camera = source.isascii() and source.isdecimal() and not Path(source).exists()
     if not is_camera and not Path(source).is_file():
         raise VideoError(f"video {source}: no such file (give a video file, or a camera number such as 0)")
     cap = cv2.VideoCapture(int(source) if is_camera else source)
@@ -64,9 +66,11 @@ def read(source: str, max_frames: Optional[int] = None) -> tuple[Iterator[Frame]
     return frames(), fps
 
 
-def check_out(path: str) -> Path:
+def check_out(path: str, source: str = "") -> Path:
     """Where an annotated video may go; VideoError before any work is done otherwise."""
     p = Path(path)
+    if source and Path(source).exists() and p.exists() and p.resolve() == Path(source).resolve():
+        raise VideoError(f"--out {path}: is the video being read; choose another file")
     if p.suffix.lower() not in (".mp4", ".avi"):
         raise VideoError(f"--out {path}: must end in .mp4 or .avi")
     if not p.parent.is_dir():
@@ -82,10 +86,16 @@ class Writer:
         import cv2
 
         self.path = check_out(path)
-        self._tmp = self.path.with_name(f".{self.path.stem}.part{self.path.suffix}")
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=f".part{self.path.suffix}")
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as a file the user wrote, not mkstemp's private 0600
+        self._tmp = Path(tmp)
         codec = "mp4v" if self.path.suffix.lower() == ".mp4" else "MJPG"
         self._out = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*codec), fps, size)
         if not self._out.isOpened():
+            self._tmp.unlink(missing_ok=True)
             raise VideoError(f"--out {path}: cannot write a video there")
 
     def write(self, bgr: np.ndarray) -> None:

@@ -35,10 +35,10 @@ def _face(config: dict):
     return face(config)
 
 
-def _hand(config: dict):
+def _hand(config: dict, video: bool = False):
     from .hands import create_hand_detector
 
-    return create_hand_detector(config)
+    return create_hand_detector(config, video)
 
 
 _REGISTRY = {"none": lambda config: NoDetector(), "anime-face": _anime_face, "anime-face-verified": _anime_face_verified,
@@ -49,14 +49,16 @@ def list_detectors() -> list[str]:
     return list(_REGISTRY)
 
 
-def create_detector(name_or_config: str | dict | None = "none"):
-    """A detector from its name, or from the config dict a gallery or bundle stored."""
+def create_detector(name_or_config: str | dict | None = "none", video: bool = False):
+    """A detector from its name, or from the config dict a gallery or bundle stored. video: for
+    one stream of frames, following what it found in the last one where the detector can
+    (MediaPipe's tracking mode for hands); the others work frame by frame either way."""
     config = {"name": name_or_config or "none"} if not isinstance(name_or_config, dict) else dict(name_or_config)
     name = config.get("name", "none")
     if name not in _REGISTRY:
         raise ModelError(f"unknown detector {name!r}; valid: {', '.join(list_detectors())}")
     try:
-        return _REGISTRY[name](config)
+        return _REGISTRY[name](config, video) if name == "hand" else _REGISTRY[name](config)
     except TypeError as exc:
         raise ModelError(f"detector {name}: bad settings {config} ({exc})") from None
 

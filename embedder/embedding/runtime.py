@@ -79,12 +79,20 @@ def _key(kind: str, name: str, fingerprint: str) -> Path:
     return cache_dir() / "onnx" / (re.sub(r"[^A-Za-z0-9._-]", "_", f"{kind}-{name}")[:120] + f"-{fingerprint[:32]}.onnx")
 
 
+def _fallback(path: Path) -> Path:
+    """Where a model goes when the cache folder cannot be written: one folder of this user's."""
+    return Path(tempfile.gettempdir()) / f"byakugan-{os.getuid()}" / "onnx" / path.name
+
+
 def _cached(path: Path, make: Callable[[Path, dict], T]) -> Optional[T]:
-    try:
-        identity = json.loads(path.with_suffix(".json").read_text())
-        return make(path, identity) if path.is_file() else None
-    except Exception:  # a missing, half-copied or damaged entry: the caller exports it again
-        return None
+    for where in (path, _fallback(path)):
+        try:
+            identity = json.loads(where.with_suffix(".json").read_text())
+            if where.is_file():
+                return make(where, identity)
+        except Exception:  # a missing, half-copied or damaged entry: the caller exports it again
+            pass
+    return None
 
 
 def _open(path: Path, identity: dict, write: Callable[[Path], None], make: Callable[[Path, dict], T]) -> T:
@@ -100,15 +108,15 @@ def _open(path: Path, identity: dict, write: Callable[[Path], None], make: Calla
 
 def _export(path: Path, write: Callable[[Path], None]) -> Path:
     """path written by `write`, atomically (a reader never sees half a file); an unwritable cache
-    gets a private temporary folder instead."""
-    folder, name = path.parent, path.name
+    gets one folder of this user's in the temporary directory instead, reused by later runs."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".export-", suffix=".onnx")
-        os.close(fd)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".export-", suffix=".onnx")
     except OSError:
-        folder = Path(tempfile.mkdtemp(prefix="byakugan-onnx-"))
-        path, tmp = folder / name, str(folder / (".export-" + name))
+        path = _fallback(path)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".export-", suffix=".onnx")
+    os.close(fd)
     try:
         write(Path(tmp))
         os.replace(tmp, path)

@@ -72,12 +72,12 @@ def cmd_watch(a: argparse.Namespace) -> int:
     if a.max_frames is not None and a.max_frames < 1:
         raise GalleryError(f"--max-frames {a.max_frames}: must be at least 1")
     if a.out:
-        video.check_out(a.out)
+        video.check_out(a.out, a.source)
     frames, fps = video.read(a.source, a.max_frames)  # a bad video fails before the models load
     tracker = _tracker(a)
     writer, annotator = None, video.Annotator()
     shown: dict[int, object] = {}
-    count, busy, start = 0, 0.0, time.perf_counter()
+    count, busy, start, code = 0, 0.0, time.perf_counter(), 0
     try:
         for frame in frames:
             result = tracker.update(frame.rgb, frame.t)
@@ -98,16 +98,20 @@ def cmd_watch(a: argparse.Namespace) -> int:
                     writer = video.Writer(a.out, fps, (frame.bgr.shape[1], frame.bgr.shape[0]))
                 writer.write(annotator.draw(frame.bgr, result, count / max(busy, 1e-9)))
             sys.stdout.flush()
+    except KeyboardInterrupt:  # how a camera is stopped: what was recorded is kept
+        code = 130
     except BaseException:
         if writer is not None:
             writer.close(keep=False)
         raise
+    finally:
+        tracker.close()
     if writer is not None:
         writer.close()
     wall = time.perf_counter() - start
     print(f"byakugan: {count} frames in {wall:.1f} s ({count / max(wall, 1e-9):.1f} frames/s)"
           + (f", annotated video {a.out}" if writer else ""), file=sys.stderr)
-    return 0
+    return code
 
 
 def register(sub: argparse._SubParsersAction) -> None:
