@@ -41,6 +41,25 @@ def per_query_ms(fn, queries) -> float:
     return round(1000 * statistics.median(times), 3)
 
 
+# VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's peak (kept across fork and exec).
+PEAK = """import sys, numpy as np
+from byakugan.index.gallery import Gallery
+g = Gallery.open(sys.argv[1]); g.search(np.ones((1, g.dim), np.float32) / g.dim ** 0.5, 5)
+print(next(int(x.split()[1]) * 1024 for x in open("/proc/self/status") if x.startswith("VmHWM")))"""
+
+
+def peak_rss_ratio(path: Path, n: int) -> float:
+    """Peak memory of a new process that opens the gallery and searches it once, over the bytes of
+    its vectors (what a server holds at least), less the same process with an empty interpreter."""
+    import subprocess
+
+    base = int(subprocess.run([sys.executable, "-c", PEAK.replace("g = Gallery.open(sys.argv[1]); g.search", "0 and print")
+                               .replace("(np.ones((1, g.dim), np.float32) / g.dim ** 0.5, 5)", "()")],
+                              capture_output=True, text=True, check=True).stdout)
+    peak = int(subprocess.run([sys.executable, "-c", PEAK, str(path)], capture_output=True, text=True, check=True).stdout)
+    return round((peak - base) / (n * DIM * 4), 2)
+
+
 def main() -> None:
     from byakugan.index.gallery import Gallery
     from byakugan.index.reindex import label_recall
@@ -81,6 +100,7 @@ def main() -> None:
             g.save()
             row["enrol_5_and_save_s"] = round(time.perf_counter() - t, 3)
             row["gallery_json_mb"] = round((Path(tmp) / "g" / "gallery.json").stat().st_size / 2**20, 1)
+            row["open_and_search_peak_rss_over_vectors"] = peak_rss_ratio(Path(tmp) / "g", n)
             t = time.perf_counter()
             g.reindex("HNSW32")
             row["hnsw32_build_s"] = round(time.perf_counter() - t, 1)

@@ -70,11 +70,7 @@ class Gallery:
     @classmethod
     def open(cls, path: os.PathLike | str) -> "Gallery":
         """The gallery saved at path; any damage is one GalleryError line, never a traceback."""
-        meta, blob = store.load(Path(path))
-        try:
-            vectors = FlatStore.from_bytes(blob)
-        except ValueError as exc:
-            raise GalleryError(f"gallery {path}: index file {meta['index_file']} is not a readable index ({exc})") from None
+        meta, vectors = store.load(Path(path), FlatStore.read)
         try:
             check_meta(meta)
             return cls(meta, vectors, path)

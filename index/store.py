@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Callable, Iterator, TypeVar
 
 from byakugan.embedder.atomic import write_atomic
 
@@ -20,6 +20,7 @@ from .errors import GalleryError
 
 __all__ = ["META_FILE", "LOCK_FILE", "load", "locked", "save", "write_atomic"]
 
+T = TypeVar("T")
 META_FILE = "gallery.json"
 LOCK_FILE = ".lock"
 THUMBS, COHORT = "thumbs", "cohort.safetensors"  # also written into a gallery folder
@@ -42,8 +43,12 @@ def save(directory: Path, meta: dict, blob: bytes) -> None:
             old.unlink(missing_ok=True)
 
 
-def load(directory: Path, attempts: int = 5) -> tuple[dict, bytes]:
-    """gallery.json and the checked bytes of the index file it names.
+def load(directory: Path, read: Callable[[BinaryIO], T], attempts: int = 5) -> tuple[dict, T]:
+    """gallery.json and read(the index file it names), once its checksum is verified (read raises
+    ValueError for bytes it cannot read). The file is
+    hashed and read in pieces from one open handle: no copy of it in memory beside what read()
+    builds (a whole copy took the peak to 3x the vectors), and a save that removes it meanwhile
+    cannot pull it away.
 
     Readers take no lock: a save that lands between reading gallery.json and its index file
     removes that file, so the read starts again from the new gallery.json.
@@ -51,16 +56,25 @@ def load(directory: Path, attempts: int = 5) -> tuple[dict, bytes]:
     for attempt in range(attempts):
         meta = _read_meta(directory)
         try:
-            blob = (directory / meta["index_file"]).read_bytes()
+            f = open(directory / meta["index_file"], "rb")
         except FileNotFoundError:
             if attempt + 1 < attempts and _read_meta(directory).get("generation") != meta.get("generation"):
                 continue  # replaced under us: read the new state
             raise GalleryError(f"gallery {directory}: index file {meta['index_file']} is missing") from None
         except OSError as exc:
             raise GalleryError(f"gallery {directory}: index file {meta['index_file']} unreadable ({exc.strerror})") from None
-        if hashlib.sha256(blob).hexdigest() != meta["index_sha256"]:
-            raise GalleryError(f"gallery {directory}: index file {meta['index_file']} does not match its checksum (damaged)")
-        return meta, blob
+        with f:
+            digest = hashlib.sha256()
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+            if digest.hexdigest() != meta["index_sha256"]:
+                raise GalleryError(f"gallery {directory}: index file {meta['index_file']} does not match its checksum (damaged)")
+            f.seek(0)
+            try:
+                return meta, read(f)
+            except ValueError as exc:  # read()'s own reason the bytes are not what it reads
+                raise GalleryError(f"gallery {directory}: index file {meta['index_file']} is not a readable index "
+                                   f"({exc})") from None
     raise GalleryError(f"gallery {directory}: changed {attempts} times while being read; try again")
 
 

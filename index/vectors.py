@@ -82,6 +82,15 @@ class FlatStore:
             raise ValueError(str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable") from None
         return cls(index)
 
+    @classmethod
+    def read(cls, f) -> "FlatStore":
+        """From an open binary file, in pieces (no whole copy in memory); ValueError when unreadable."""
+        try:
+            index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
+        except RuntimeError as exc:
+            raise ValueError(str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable") from None
+        return cls(index)
+
     def __len__(self) -> int:
         return int(self._index.ntotal)
 
