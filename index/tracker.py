@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -168,6 +168,31 @@ class Tracker:
         return tr
 
 
+class Renewed:
+    """A tracker made again, the old one closed, whenever key() changes (a gallery's version, the
+    settings): a running stream picks up edits. make(key) builds one; one stream, one thread."""
+
+    def __init__(self, key: Callable[[], object], make: Callable[[object], Tracker]) -> None:
+        self._key, self._make = key, make
+        self._tracker: Optional[Tracker] = None
+        self._made_for: object = None
+
+    def ready(self) -> Tracker:
+        key = self._key()
+        if self._tracker is None or key != self._made_for:
+            self.close()
+            self._tracker, self._made_for = self._make(key), key
+        return self._tracker
+
+    def update(self, frame: ImageSource, t: Optional[float] = None) -> FrameResult:
+        return self.ready().update(frame, t)
+
+    def close(self) -> None:
+        if self._tracker is not None:
+            self._tracker.close()
+        self._tracker = None
+
+
 def iou(a: Box, b: Box) -> float:
     ax, ay, aw, ah = a
     bx, by, bw, bh = b
@@ -207,4 +232,4 @@ def _jump(track: Box, box: Box) -> float:
     return float(distance / max(np.hypot(tw, th), 1.0))
 
 
-__all__ = ["Event", "FrameResult", "TrackState", "Tracker", "TrackerSettings", "iou"]
+__all__ = ["Event", "FrameResult", "Renewed", "TrackState", "Tracker", "TrackerSettings", "iou"]

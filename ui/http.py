@@ -40,7 +40,7 @@ from byakugan.index.gallery import Gallery
 from byakugan.index.labels import check_label
 from byakugan.index.ranking import Recognition
 from byakugan.index.service import GalleryService
-from byakugan.index.tracker import TrackerSettings
+from byakugan.index.tracker import Renewed, TrackerSettings
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 
@@ -71,30 +71,6 @@ class _BundleService:
 
     def version(self) -> None:
         return None  # a bundle never changes
-
-
-class _Stream:
-    """One WebSocket's tracker, made again when the gallery on disk changes (new references or
-    sequences reach a running stream, as on the page)."""
-
-    def __init__(self, service, settings: TrackerSettings) -> None:
-        self.service, self.settings = service, settings
-        self.version, self.tracker = None, None
-
-    def ready(self) -> None:
-        version = self.service.version()
-        if self.tracker is None or version != self.version:
-            self.close()
-            self.tracker, self.version = self.service.tracker(self.settings), version
-
-    def frame(self, data: bytes, t: float):
-        self.ready()
-        return self.tracker.update(load_image(data, name="frame"), t)
-
-    def close(self) -> None:
-        if self.tracker is not None:
-            self.tracker.close()
-            self.tracker = None
 
 
 class BodyLimit:
@@ -202,7 +178,8 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
             await ws.close(code=1008, reason="missing or wrong bearer token")
             return
         await ws.accept()
-        stream = _Stream(service, TrackerSettings(embed_every=embed_every))
+        settings = TrackerSettings(embed_every=embed_every)
+        stream = Renewed(service.version, lambda _: service.tracker(settings))  # follows gallery edits
         try:
             await run_in_threadpool(stream.ready)
         except ByakuganError as exc:
@@ -228,7 +205,7 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
                 t = when if when is not None else time.monotonic() - start
                 when = None
                 try:  # decoding and tracking off the event loop, so other clients are not held up
-                    result = await run_in_threadpool(stream.frame, data, t)
+                    result = await run_in_threadpool(lambda: stream.update(load_image(data, name="frame"), t))
                 except ByakuganError as exc:
                     await ws.send_json({"error": str(exc)})
                     continue

@@ -27,7 +27,7 @@ import streamlit as st
 from byakugan.embedder.errors import ByakuganError
 from byakugan.index.service import GalleryService
 from byakugan.index.smoothing import SmoothingSettings
-from byakugan.index.tracker import Event, TrackerSettings, TrackState
+from byakugan.index.tracker import Event, Renewed, TrackerSettings, TrackState
 from byakugan.ui.video import Annotator
 
 ICE_SCHEMES = ("stun", "stuns", "turn", "turns")
@@ -94,8 +94,8 @@ class LiveState:
         self.svc = svc
         self.lock = threading.Lock()
         self.settings = TrackerSettings()
-        self._tracker = None
-        self._made_for: Optional[tuple] = None  # (gallery version, settings) of the tracker
+        # A new tracker whenever the gallery on disk or the settings change (made in the stream's thread).
+        self._stream = Renewed(lambda: (svc.version(), self.settings), lambda key: svc.tracker(key[1]))
         self._annotator = Annotator()
         self._clock = time.monotonic()
         self._fresh = True
@@ -117,21 +117,17 @@ class LiveState:
             now = time.monotonic()
             if self._fresh:  # a new stream: no tracks, votes or events carried over, its times from 0
                 self._fresh, self._annotator, self._clock = False, Annotator(), now
-                self._retire()
+                self._stream.close()
                 self._times.clear()
                 self.events.clear()
                 self.tracks, self.fps = (), None
-            settings, clock = self.settings, self._clock
+            clock = self._clock
         try:
-            key = (self.svc.version(), settings)
-            if key != self._made_for:
-                self._retire()
-                self._tracker, self._made_for = self.svc.tracker(settings), key
-            result = self._tracker.update(np.ascontiguousarray(bgr[:, :, ::-1]), now - clock)
-        except Exception as exc:  # shown by the page as one line; tried again next frame
+            result = self._stream.update(np.ascontiguousarray(bgr[:, :, ::-1]), now - clock)
+        except Exception as exc:  # shown by the page as one line; a new tracker is tried next frame
+            self._stream.close()
             with self.lock:
                 self.error = str(exc) if isinstance(exc, ByakuganError) else f"internal error ({type(exc).__name__})"
-                self._made_for = None
             return bgr
         with self.lock:
             self.error = None
@@ -141,12 +137,6 @@ class LiveState:
             self.tracks = result.tracks
             self.events.extend(result.events)
             return self._annotator.draw(bgr, result, self.fps)
-
-    def _retire(self) -> None:
-        """Frees the tracker being replaced (its MediaPipe graph)."""
-        if self._tracker is not None:
-            self._tracker.close()
-        self._tracker, self._made_for = None, None
 
     def ended(self) -> None:
         """The camera stopped (STOP, the page closed, the connection dropped)."""
