@@ -1,7 +1,8 @@
 """Galleries at scale on synthetic clustered vectors (dimension 1408, the hand model's): per-query
 latency of gallery search against raw FAISS on the same index (Flat and HNSW32), recall@1 by label
-against exact search, building HNSW, counting labels, and enrolling 5 and saving. Ratios are
-measured side by side in one run.
+against exact search, building HNSW, counting labels, enrolling 5 and saving (the gallery open, as
+the server holds it, and open + enrol + save as one CLI command does), bytes written by that save,
+and opening. Ratios are measured side by side in one run.
 
     python benchmarks/scale.py [--sizes 2000,10000,100000] [--out docs/scale.json]
 """
@@ -60,6 +61,32 @@ def peak_rss_ratio(path: Path, n: int) -> float:
     return round((peak - base) / (n * DIM * 4), 2)
 
 
+def written() -> int:
+    """Bytes this process has passed to write() so far (Linux /proc/self/io)."""
+    return next(int(x.split()[1]) for x in open("/proc/self/io") if x.startswith("wchar"))
+
+
+def enrol_and_save(g, new: np.ndarray, name: str) -> dict:
+    """Enrol 5 into the open gallery and save; then the same as a CLI command does it: lock, open,
+    enrol, save."""
+    from byakugan.index import store
+    from byakugan.index.gallery import Gallery
+
+    t, w = time.perf_counter(), written()
+    g.enroll("new", new)
+    g.save()
+    out = {f"{name}_enrol_5_and_save_s": round(time.perf_counter() - t, 3),
+           f"{name}_enrol_5_and_save_written_mb": round((written() - w) / 2**20, 2)}
+    t = time.perf_counter()
+    with store.locked(g.path):
+        opened = Gallery.open(g.path)
+        out[f"{name}_open_s"] = round(time.perf_counter() - t, 3)
+        opened.enroll("new", new)
+        opened.save()
+    out[f"{name}_open_enrol_5_and_save_s"] = round(time.perf_counter() - t, 3)
+    return out
+
+
 def main() -> None:
     from byakugan.index.gallery import Gallery
     from byakugan.index.reindex import label_recall
@@ -95,15 +122,16 @@ def main() -> None:
             row["flat_raw_faiss_ms"] = per_query_ms(lambda q: raw.search(q, 5), queries)
             row["flat_gallery_search_ms"] = per_query_ms(lambda q: g.search(q, 5), queries)
             new = v[:5] + 0.01
-            t = time.perf_counter()
-            g.enroll("new", new / np.linalg.norm(new, axis=1, keepdims=True))
-            g.save()
-            row["enrol_5_and_save_s"] = round(time.perf_counter() - t, 3)
-            row["gallery_json_mb"] = round((Path(tmp) / "g" / "gallery.json").stat().st_size / 2**20, 1)
+            new /= np.linalg.norm(new, axis=1, keepdims=True)
+            row.update(enrol_and_save(g, new, "flat"))
+            row["gallery_db_mb"] = round((Path(tmp) / "g" / "gallery.db").stat().st_size / 2**20, 1)
             row["open_and_search_peak_rss_over_vectors"] = peak_rss_ratio(Path(tmp) / "g", n)
             t = time.perf_counter()
             g.reindex("HNSW32")
             row["hnsw32_build_s"] = round(time.perf_counter() - t, 1)
+            g.save()
+            g = Gallery.open(g.path)
+            row.update(enrol_and_save(g, new, "hnsw32"))
             row["hnsw32_recall_at_1_by_label"] = round(label_recall(g.vectors, {r.id: r.label for r in g.references()}), 4)
             hnsw = g.vectors
             row["hnsw32_raw_faiss_ms"] = per_query_ms(lambda q: hnsw.search(q, 5), queries)

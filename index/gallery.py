@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence
@@ -16,17 +15,17 @@ from byakugan.embedder.images import ImageSource, thumbnail_jpeg
 from byakugan.embedder.scoring import check_scoring
 from byakugan.embedder.scoring.cohort import COHORT_FILE, load_cohort, save_cohort
 
-from . import ranking, reindex, store
+from . import db, ranking, reindex, store
 from .errors import GalleryError
 from .labels import check_label
 from .means import ClassMeans
+from .milvus import new_store
 from .ranking import Match, Reference, SearchResult
 from .sequences import SequenceBook
 from .settings import GallerySettings, check_meta, digest
 from .vectors import FlatStore, VectorStore, as_vectors
 
-THUMBS_DIR = store.THUMBS
-THUMB_SIZE = 128
+THUMBS_DIR, THUMB_SIZE = store.THUMBS, 128
 
 
 class Gallery:
@@ -35,23 +34,22 @@ class Gallery:
     def __init__(self, meta: dict, vectors: VectorStore, path: Optional[os.PathLike | str] = None,
                  cohort: Optional[np.ndarray] = None) -> None:
         self.path = Path(path) if path else None
-        self._meta = meta
-        self._store = vectors
+        self._meta, self._store = meta, vectors
         self._refs = {int(r["id"]): Reference(**r) for r in meta.get("references", [])}
         if len(vectors) != len(self._refs):
             raise GalleryError(f"gallery {self.path}: index holds {len(vectors)} vectors but metadata lists {len(self._refs)}")
-        self._cohort = cohort
-        self._new_thumbs: dict[int, bytes] = {}
-        self._dropped: set[int] = set()
+        self._cohort, self._new_thumbs = cohort, {}
+        # What changed since it was opened or saved: a save writes just that (index.db).
+        self._dropped, self._added, self._renamed, self._rebuild, self._saved_to = set(), [], [], False, self.path
         self._means: Optional[ClassMeans] = None  # made for the first search by class mean, then kept up to date
-        self._counts: Optional[tuple[int, dict]] = None  # (revision, label counts)
+        self._counts = Counter(r.label for r in self._refs.values())  # kept up to date by every edit
         self.revision = 0  # counts edits of the references: what is derived from them is cached against it
 
     # ---- creating, opening, saving ------------------------------------------------------
     @classmethod
     def create(cls, settings: GallerySettings, path: Optional[os.PathLike | str] = None,
-               threshold: Optional[float] = None) -> "Gallery":
-        """A new, empty gallery for vectors made as `settings` says (saved on the first save())."""
+               threshold: Optional[float] = None, store: str = "faiss") -> "Gallery":
+        """A new, empty gallery (saved on the first save()); store: faiss, milvus-lite or milvus://HOST:PORT."""
         meta = {"model": dict(settings.model), "threshold": float(settings.threshold),
                 "detector": dict(settings.detector), "next_id": 0, "references": []}
         if settings.scoring:
@@ -59,27 +57,29 @@ class Gallery:
         if settings.landmarks is not None:
             meta["landmarks"] = dict(settings.landmarks)
         if settings.cohort is not None:
-            # Scores are cohort-normalised; the cohort is copied beside gallery.json (self-contained).
+            # Scores are cohort-normalised; the cohort is copied into the gallery folder (self-contained).
             meta["cohort"] = {"top": int(settings.cohort_top), "size": len(settings.cohort), "sha256": digest(settings.cohort)}
         # A threshold given here is fixed; otherwise the gallery's references choose it once there are enough.
         meta["threshold_mode"] = "fixed" if threshold is not None else "auto"
         if threshold is not None:
             meta["threshold"] = float(threshold)
-        return cls(meta, FlatStore.empty(settings.dim), path, settings.cohort)
+        return cls(meta, new_store(store, settings.dim, Path(path) if path else None), path, settings.cohort)
 
     @classmethod
     def open(cls, path: os.PathLike | str) -> "Gallery":
         """The gallery saved at path; any damage is one GalleryError line, never a traceback."""
-        meta, vectors = store.load(Path(path), FlatStore.read)
+        p, v2 = Path(path), db.exists(Path(path))  # else the first format (gallery.json), moved on the next save
+        meta, vectors = db.load(p, FlatStore.empty, FlatStore.read) if v2 else store.load(p, FlatStore.read)
         try:
             check_meta(meta)
             return cls(meta, vectors, path)
         except (KeyError, TypeError, ValueError) as exc:
-            raise GalleryError(f"gallery {path}: {store.META_FILE} is malformed ({type(exc).__name__}: {exc})") from None
+            raise GalleryError(f"gallery {path}: {db.DB_FILE if v2 else store.META_FILE} is malformed "
+                               f"({type(exc).__name__}: {exc})") from None
 
     @staticmethod
     def exists(path: os.PathLike | str) -> bool:
-        return (Path(path) / store.META_FILE).is_file()
+        return db.exists(Path(path)) or (Path(path) / store.META_FILE).is_file()
 
     def save(self, path: Optional[os.PathLike | str] = None) -> None:
         if self.read_only:
@@ -98,12 +98,13 @@ class Gallery:
                 store.write_atomic(thumbs / f"{i}.jpg", data, sync_dir=False)
         if cohort is not None:
             self.path.mkdir(parents=True, exist_ok=True)
-            save_cohort(self.path, cohort)  # written once, before the gallery.json that names it
-        self._meta["references"] = [asdict(r) for r in self._refs.values()]
-        store.save(self.path, self._meta, self._store.to_bytes())
+            save_cohort(self.path, cohort)  # written once, before the save that names it
+        db.save(self.path, self._meta, self._refs, self._store, self._added, sorted(self._dropped), self._renamed,
+                self._rebuild or self.path != self._saved_to)
         for i in self._dropped:
             (thumbs / f"{i}.jpg").unlink(missing_ok=True)
-        self._new_thumbs, self._dropped = {}, set()
+        self._new_thumbs, self._dropped, self._added, self._renamed, self._rebuild, self._saved_to = \
+            {}, set(), [], [], False, self.path
 
     read_only = property(lambda self: bool(self._meta.get("read_only")))
 
@@ -118,7 +119,6 @@ class Gallery:
                                  doc='{"name", "source", "fingerprint", "dim", "weight"} when landmarks are fused in')
 
     fused = property(lambda self: "landmarks" in self._meta)
-
     dim = property(lambda self: self._store.dim)
 
     @property
@@ -129,8 +129,8 @@ class Gallery:
     def reindex(self, factory: str) -> float:
         """Rebuild the vector index as a FAISS factory string names ("Flat", "HNSW32", or "auto":
         exact while small, see index.reindex); returns its recall@1 by label against exact search."""
-        self._meta["index"] = reindex.check(factory)
-        self._store = self._store.rebuilt(reindex.resolve(factory, len(self)))
+        self._meta["index"] = reindex.check(factory, self._store)
+        self._store, self._rebuild = self._store.rebuilt(reindex.resolve(factory, len(self))), True
         return reindex.label_recall(self._store, {i: r.label for i, r in self._refs.items()})
 
     cohort_settings = property(lambda self: dict(self._meta["cohort"]) if "cohort" in self._meta else None,
@@ -185,10 +185,8 @@ class Gallery:
         return len(self._refs)
 
     def labels(self) -> dict[str, int]:
-        """Each enrolled label with its number of references, sorted by label (counted once per edit)."""
-        if self._counts is None or self._counts[0] != self.revision:
-            self._counts = (self.revision, dict(sorted(Counter(r.label for r in self._refs.values()).items())))
-        return dict(self._counts[1])
+        """Each enrolled label with its number of references, sorted by label (counts kept by every edit)."""
+        return dict(sorted(self._counts.items()))
 
     def references(self, label: Optional[str] = None) -> list[Reference]:
         if label is not None:
@@ -206,7 +204,7 @@ class Gallery:
         return p.read_bytes() if p is not None and p.is_file() else None
 
     def _require_label(self, label: str) -> None:
-        if label not in self.labels():
+        if label not in self._counts:
             known = ", ".join(self.labels()) or "none"
             raise GalleryError(f"label {label!r}: not in gallery {self.path or '(unsaved)'} (labels: {known})")
 
@@ -224,7 +222,9 @@ class Gallery:
         ids = list(range(first, first + len(emb)))
         self._store.add(ids, emb)
         if self._meta.get("index") == reindex.AUTO and self._store.factory != reindex.resolve(reindex.AUTO, len(self._store)):
-            self._store = self._store.rebuilt(reindex.resolve(reindex.AUTO, len(self._store)))
+            self._store, self._rebuild = self._store.rebuilt(reindex.resolve(reindex.AUTO, len(self._store))), True
+        self._added += ids
+        self._counts[label] += len(ids)
         if self._means is not None:
             self._means.add(label, emb)
         self.revision += 1
@@ -258,16 +258,18 @@ class Gallery:
             self._means.remove([self._refs[i].label for i in ids], self._store.get(ids))
         self.revision += 1
         self._store.remove(ids)
+        self._dropped.update(ids)
+        self._added = [i for i in self._added if i not in self._dropped]
+        self._counts -= Counter(self._refs[i].label for i in ids)  # drops labels that reach 0
         for i in ids:
             del self._refs[i]
             self._new_thumbs.pop(i, None)
-        self._dropped.update(ids)
         return len(ids)
 
     def rename(self, old: str, new: str) -> int:
         self._require_label(old)
         new = check_label(new)
-        if new in self.labels() and new != old:
+        if new in self._counts and new != old:
             raise GalleryError(f"rename {old!r} -> {new!r}: {new!r} already exists; remove it first")
         for i, r in list(self._refs.items()):
             if r.label == old:
@@ -275,6 +277,8 @@ class Gallery:
         self.sequences.rename_label(old, new)
         if self._means is not None and new != old:
             self._means.rename(old, new)
+        self._renamed.append((old, new))
+        self._counts[new] = self._counts.pop(old)
         self.revision += 1
         return sum(1 for r in self._refs.values() if r.label == new)
 
@@ -289,7 +293,7 @@ class Gallery:
         if self.scoring == "mean" and self._means is None:
             self._means = ClassMeans.of(self._store, self._refs)
         return ranking.search(self._store, self._refs, emb, k, self._means.matrix() if self.scoring == "mean" else None,
-                              offset, max(self.labels().values()))
+                              offset, max(self._counts.values()))
 
     def match(self, result: SearchResult, threshold: Optional[float] = None, calibration=None) -> Match:
         """The best label, or UNKNOWN below the threshold; with a calibration (index.confidence), its confidence."""

@@ -135,8 +135,10 @@ class Pipeline:
                                threshold, config.get("scoring"), landmarks,
                                m.cohort_settings["top"] if cohort is not None else None, cohort)
 
-    def new_gallery(self, path: Optional[os.PathLike | str] = None, threshold: Optional[float] = None) -> Gallery:
-        return Gallery.create(self.settings(), path, threshold)
+    def new_gallery(self, path: Optional[os.PathLike | str] = None, threshold: Optional[float] = None,
+                    store: str = "faiss") -> Gallery:
+        """store: where its vectors live, "faiss" (files), "milvus-lite" or "milvus://HOST:PORT" (index.milvus)."""
+        return Gallery.create(self.settings(), path, threshold, store)
 
     def onnx(self) -> "Pipeline":
         """The same pipeline, its models on onnxruntime (exported once, cached: embedding.runtime)."""

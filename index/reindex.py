@@ -7,6 +7,7 @@ from typing import Mapping
 
 import numpy as np
 
+from .errors import GalleryError
 from .vectors import FlatStore, check_factory
 
 AUTO = "auto"
@@ -16,7 +17,11 @@ AUTO = "auto"
 AUTO_HNSW = 50_000
 
 
-def check(factory: str) -> str:
+def check(factory: str, store=None) -> str:
+    """factory, checked; a store in Milvus (index.milvus) keeps Milvus's exact FLAT index and is refused."""
+    if getattr(store, "backend", "faiss") == "milvus":
+        raise GalleryError(f"reindex {factory}: this gallery keeps its vectors in Milvus ({store.spec}), searched "
+                           "exactly (FLAT); reindex applies to FAISS galleries")
     return AUTO if str(factory).strip().lower() == AUTO else check_factory(factory)
 
 

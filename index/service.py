@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple, Optional, TypeVar
 import numpy as np
 from PIL import Image
 
-from . import store
+from . import db, store
 from byakugan.embedder.scoring.calibration import Calibration
 
 from .errors import GalleryError, ModelMismatchError
@@ -69,9 +69,11 @@ class GalleryService:
         derived from it, such as a bundle built for download."""
         return self._disk_stamp()
 
-    def _disk_stamp(self) -> Optional[tuple[int, int]]:
+    def _disk_stamp(self) -> Optional[tuple]:
+        if db.exists(self.path):
+            return db.version(self.path)
         try:
-            st = (self.path / store.META_FILE).stat()
+            st = (self.path / store.META_FILE).stat()  # a gallery still in the first format
         except FileNotFoundError:
             return None
         return (st.st_mtime_ns, st.st_size)

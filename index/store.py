@@ -146,7 +146,8 @@ def check_new(path) -> None:
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise GalleryError(f"gallery {path}: is a file, not a gallery folder")
-    if p.is_dir() and not (p / META_FILE).is_file() and not all(owned(x) for x in p.iterdir()):
+    if p.is_dir() and not (p / META_FILE).is_file() and not (p / "gallery.db").is_file() \
+            and not all(owned(x) for x in p.iterdir()):
         raise GalleryError(f"gallery {path}: folder exists, is not empty and holds no {META_FILE}; refusing to use it")
 
 
@@ -155,7 +156,10 @@ def owned(p: Path) -> bool:
     name = p.name
     if name.startswith(".") and ".tmp-" in name:
         name = name[1 : name.index(".tmp-")]
-    return (name in (META_FILE, LOCK_FILE, COHORT, THUMBS) or (name.startswith("index.") and name.endswith(".faiss"))
+    return (name in (META_FILE, LOCK_FILE, COHORT, THUMBS, "gallery.db", "gallery.db-wal", "gallery.db-shm", "backup-v1",
+                     "milvus.db")  # index.milvus: a Milvus Lite database
+            or any(name.startswith(a) and name.endswith(b) for a, b in
+                   (("index.", ".faiss"), ("vectors.", ".f32")))
             or (p.parent.name == THUMBS and name.endswith(".jpg")))
 
 

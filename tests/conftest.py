@@ -96,3 +96,20 @@ def digit_gallery(model, digits, tmp_path_factory):
         pipe.enroll(g, label, digits[label][:5])
     g.save()
     return path
+
+
+def disk_state(path) -> str:
+    """Everything a gallery folder holds, to compare before and after what must change nothing:
+    its database's rows (WAL included) and every other file's bytes."""
+    import hashlib
+    import sqlite3
+
+    parts = []
+    if (Path(path) / "gallery.db").is_file():
+        con = sqlite3.connect(f"file:{Path(path) / 'gallery.db'}?mode=ro", uri=True)
+        parts += list(con.iterdump())
+        con.close()
+    for p in sorted(Path(path).rglob("*")):
+        if p.is_file() and not p.name.startswith("gallery.db") and p.name != ".lock":
+            parts.append(f"{p.relative_to(path)} {hashlib.sha256(p.read_bytes()).hexdigest()}")
+    return "\n".join(parts)

@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from tests.conftest import disk_state
+
 from byakugan.ui.cli import main
 
 BYAKUGAN = [sys.executable, "-m", "byakugan.ui.cli"]
@@ -118,12 +120,12 @@ def test_bad_input_is_one_line_and_exit_2(enrolled, digits, tmp_path, capsys, ar
     text = tmp_path / "notes.txt"
     text.write_text("plain text")
     fill = {"tmp": tmp_path, "gallery": enrolled, "img": digits["3"][7], "text": text}
-    before = (enrolled / "gallery.json").read_bytes()
+    before = disk_state(enrolled)
     code, out, err = run(capsys, *[a.format(**fill) for a in args])
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("byakugan: error: ")
     assert message.format(**fill) in err
-    assert (enrolled / "gallery.json").read_bytes() == before  # nothing lost or changed
+    assert disk_state(enrolled) == before  # nothing lost or changed
 
 
 def test_one_bad_image_among_several_is_reported_and_the_rest_answered(enrolled, digits, tmp_path, capsys):

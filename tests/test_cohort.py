@@ -64,7 +64,7 @@ def test_gallery_scores_are_cosines_less_the_cohort_offset(cohort_model, tiny_im
         assert [h.id for h in r.hits] == [h.id for h in w.hits] and [lab for lab, _ in r.labels] == [lab for lab, _ in w.labels]
         np.testing.assert_allclose([h.score for h in r.hits], [h.score - o for h in w.hits], atol=1e-6)
     g.save()
-    assert (tmp_path / "g" / COHORT_FILE).is_file() and json.loads((tmp_path / "g" / "gallery.json").read_text())["cohort"]["top"] == 2
+    assert (tmp_path / "g" / COHORT_FILE).is_file() and Gallery.open(tmp_path / "g").cohort_settings["top"] == 2
     again = pipe.search(Gallery.open(tmp_path / "g"), queries, k=2)
     assert [r.to_dict() for r in again] == [r.to_dict() for r in got]
     # saved elsewhere, the cohort goes along

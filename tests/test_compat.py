@@ -59,3 +59,30 @@ def test_old_bundle_loads_and_answers_the_same(kind):
     for q, answer, vector in zip(EXPECTED["queries"], want["bundle"], want["embed"]):
         same_answers(b.search(q, k=3, fallback="whole"), answer)
         np.testing.assert_allclose(b.embed(q), vector, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_old_gallery_is_migrated_in_place_by_its_next_save(kind, tmp_path):
+    """The first format (gallery.json + one index file) becomes gallery.db + a vector file on the
+    next save in place; the old files are kept in backup-v1/ and the answers do not change."""
+    import shutil
+
+    want = EXPECTED[kind]
+    path = Path(shutil.copytree(COMPAT / f"gallery-{kind}", tmp_path / "g"))
+    old_files = sorted(p.name for p in path.iterdir() if p.name in ("gallery.json",) or p.suffix == ".faiss")
+    g = Gallery.open(path)
+    g.save()
+    assert (path / "gallery.db").is_file() and not (path / "gallery.json").exists()
+    assert sorted(p.name for p in (path / "backup-v1").iterdir()) == old_files
+    again = Gallery.open(path)
+    assert again.labels() == want["labels"] and again.threshold == want["threshold"]
+    pipe = Pipeline.for_gallery(again)
+    for q, answer in zip(EXPECTED["queries"], want["find"]):
+        same_answers([r.to_dict() for r in pipe.recognize(again, q, k=3, fallback="whole")], answer)
+    # moving the backup back (and the new files away) gives the first-format gallery again
+    restored = Path(shutil.copytree(path, tmp_path / "restored"))
+    for p in [*restored.glob("gallery.db*"), *restored.glob("vectors.*.f32")]:
+        p.unlink()
+    for p in (restored / "backup-v1").iterdir():
+        p.replace(restored / p.name)
+    assert Gallery.open(restored).labels() == want["labels"]

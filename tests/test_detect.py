@@ -99,7 +99,7 @@ def test_no_detection_is_reported(cascade, datasets, model, tmp_path, capsys, di
     g = tmp_path / "g"
     assert main(["enroll", str(g), "x", str(digits["1"][0]), "--detector", "anime-face"]) == 2
     assert "no anime-face found" in capsys.readouterr().err
-    assert not (g / "gallery.json").exists()  # nothing enrolled, nothing written
+    assert not Gallery.exists(g)  # nothing enrolled, nothing written
     out = tmp_path / "e.npy"
     assert main(["embed", str(digits["1"][0]), "--detector", "anime-face", "--out", str(out)]) == 2
     assert main(["embed", str(digits["1"][0]), "--detector", "anime-face", "--fallback", "whole", "--out", str(out)]) == 0

@@ -103,37 +103,43 @@ def test_empty_and_missing_galleries(model, tmp_path, D):
 
 
 def test_crash_during_save_keeps_previous_state(gallery, tmp_path, monkeypatch):
+    from byakugan.index import db
+
     gallery.save()
     before = Gallery.open(tmp_path / "g").labels()
     gallery.remove("ame")
-    real_replace = os.replace
+    gallery.enroll("new", gallery.embeddings([gallery.references("gura")[0].id]))
+    real_write = db._write_vectors
 
-    def crash(src, dst):
-        if str(dst).endswith(store.META_FILE):
-            raise OSError("simulated power cut")
-        return real_replace(src, dst)
+    def crash(*args, **kwargs):  # the new vectors reach the disk, the power goes before the commit
+        real_write(*args, **kwargs)
+        raise OSError("simulated power cut")
 
-    monkeypatch.setattr(os, "replace", crash)
+    monkeypatch.setattr(db, "_write_vectors", crash)
     with pytest.raises(OSError, match="power cut"):
         gallery.save()
     monkeypatch.undo()
-    # The new index file was written, but gallery.json still names the old, complete one.
+    # The new vector was appended, but gallery.db still holds the old, complete state.
+    (vectors,) = (tmp_path / "g").glob("vectors.*.f32")
+    assert vectors.stat().st_size == 31 * gallery.dim * 4  # 30 saved rows, 1 appended
     assert Gallery.open(tmp_path / "g").labels() == before
-    gallery.save()
-    assert Gallery.open(tmp_path / "g").labels() == {"gura": 10, "seal-tiger": 10}
-    assert len(list((tmp_path / "g").glob("index.*.faiss"))) == 1
+    gallery.save()  # cuts off the uncommitted row and appends it again
+    assert Gallery.open(tmp_path / "g").labels() == {"gura": 10, "new": 1, "seal-tiger": 10}
+    assert vectors.stat().st_size == 31 * gallery.dim * 4  # removed rows stay until compaction
 
 
 def test_damaged_files_are_reported(gallery, tmp_path):
     gallery.save()
-    meta = json.loads((tmp_path / "g" / store.META_FILE).read_text())
-    with open(tmp_path / "g" / meta["index_file"], "r+b") as f:
+    (vectors,) = (tmp_path / "g").glob("vectors.*.f32")
+    with open(vectors, "r+b") as f:
         f.seek(100)
         f.write(b"\xff\xff\xff\xff")
     with pytest.raises(GalleryError, match="does not match its checksum"):
         Gallery.open(tmp_path / "g")
-    (tmp_path / "g" / store.META_FILE).write_text("{")
-    with pytest.raises(GalleryError, match="not valid JSON"):
+    for extra in ("gallery.db-wal", "gallery.db-shm"):
+        (tmp_path / "g" / extra).unlink(missing_ok=True)
+    (tmp_path / "g" / "gallery.db").write_bytes(b"not a database" * 100)
+    with pytest.raises(GalleryError, match="gallery.db is not a readable database"):
         Gallery.open(tmp_path / "g")
 
 

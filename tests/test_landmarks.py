@@ -5,6 +5,8 @@ import json
 
 import numpy as np
 import pytest
+
+from tests.conftest import disk_state
 import torch
 
 from byakugan.embedder import ModelError
@@ -182,7 +184,7 @@ def test_train_landmarks_command_writes_a_loadable_model(datasets, model, tmp_pa
     from byakugan.index import ModelMismatchError
 
     capsys.readouterr()
-    before = (tmp_path / "g" / "gallery.json").read_text()
+    before = disk_state(tmp_path / "g")
     torch.manual_seed(1)
     LandmarkEncoder(dict(m.config)).save(out)
     with pytest.raises(ModelMismatchError, match="built with landmark model 'lm'"):
@@ -190,7 +192,7 @@ def test_train_landmarks_command_writes_a_loadable_model(datasets, model, tmp_pa
     assert main(["search", str(tmp_path / "g"), str(next((datasets / "rock-paper-scissors" / "rock").iterdir()))]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "landmark model 'lm'" in err[0]
-    assert (tmp_path / "g" / "gallery.json").read_text() == before
+    assert disk_state(tmp_path / "g") == before
 
 
 def test_server_enrols_and_answers_with_landmarks(hand_gallery, rps, tmp_path):

@@ -4,6 +4,8 @@ style: seeded tiny data; search, save, load, search again, compare."""
 import numpy as np
 import pytest
 
+from tests.conftest import disk_state
+
 from byakugan.index import reindex
 from byakugan.index.errors import GalleryError
 from byakugan.index.gallery import Gallery
@@ -69,11 +71,11 @@ def test_auto_is_exact_while_small_then_hnsw(tmp_path, monkeypatch):
 def test_a_factory_a_gallery_cannot_use_is_one_line_and_changes_nothing(tmp_path, capsys, bad):
     g = gallery(tmp_path / "g", clustered(n_labels=3, per=4))
     g.save()
-    before = (tmp_path / "g" / "gallery.json").read_bytes()
+    before = disk_state(tmp_path / "g")
     assert main(["reindex", str(tmp_path / "g"), bad]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not one a gallery can use; valid: Flat" in err[0]
-    assert (tmp_path / "g" / "gallery.json").read_bytes() == before
+    assert disk_state(tmp_path / "g") == before
     with pytest.raises(GalleryError):
         g.reindex(bad)
 

@@ -147,16 +147,16 @@ def test_sequences_are_stored_checked_renamed_and_saved(tmp_path):
     assert list(Gallery.open(tmp_path / "g").sequences) == []
 
 
-def test_a_malformed_sequence_in_gallery_json_is_one_line(tmp_path):
+def test_a_malformed_sequence_in_the_gallery_is_one_line(tmp_path):
+    import sqlite3
+
     g = tiny_gallery(tmp_path)
     g.save()
-    meta_path = tmp_path / "g" / "gallery.json"
-    meta = json.loads(meta_path.read_text())
-    meta["sequences"] = {"x": "ox hare"}
-    meta_path.write_text(json.dumps(meta))
-    with pytest.raises(GalleryError, match="gallery.json is malformed.*sequences must map names to lists"):
+    con = sqlite3.connect(tmp_path / "g" / "gallery.db", isolation_level=None)
+    con.execute("""INSERT OR REPLACE INTO settings VALUES ('sequences', '{"x": "ox hare"}')""")
+    con.close()
+    with pytest.raises(GalleryError, match="is malformed.*sequences must map names to lists"):
         Gallery.open(tmp_path / "g")
-
 
 class Script:
     """A pipeline for the Tracker that 'detects' given boxes with given answers, frame by frame."""

@@ -71,7 +71,9 @@ def test_enrol_three_digits_then_search_reads_the_right_label(app, digits, tmp_p
     assert any(re.fullmatch(r"\*\*[037]\*\* \d{1,3}%", m.value) for m in app.markdown)  # the top labels
     assert app.get("progress")  # confidence bars
     assert any("unknown below" in c.value for c in app.caption)
-    assert (tmp_path / "gallery" / "gallery.json").is_file()
+    from byakugan.index import Gallery
+
+    assert Gallery.exists(tmp_path / "gallery")
 
 
 def test_enrol_warns_about_near_duplicates(app, digits):

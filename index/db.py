@@ -1,0 +1,299 @@
+"""A gallery folder's second format: a save costs what it adds.
+
+- `gallery.db` (SQLite, WAL) holds the settings, one row per reference (its label, source and
+  the row of its vector) and the checksums of the vector file's pieces.
+- `vectors.<generation>.f32` holds the vectors, float32 rows, appended to and never rewritten in
+  place. Enrolling appends rows and inserts references; removing deletes references (their rows
+  become garbage, dropped when the file is compacted: garbage beyond both `COMPACT_MIN` rows and
+  the live ones); renaming is one UPDATE.
+- `index.<generation>.faiss`, only for index types that cannot be built quickly from the vectors
+  (HNSW): the index as of `checkpoint_rows` rows, written again when rows were removed, the index
+  type changed, or more than `TAIL_MAX` rows were added since; opening adds the rows after it.
+
+Crash safety: the writer holds SQLite's write lock for the whole save; every byte a commit names
+is written and synced before it commits. Rows a killed writer appended after the committed end are
+cut off by the next save. Readers read one snapshot and only the rows it names, so appends never
+disturb them; when a compaction or checkpoint deleted a file their snapshot named, they read again.
+A first-format folder (gallery.json) is read as before and written in this format by its next
+save, its old files moved to `backup-v1/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sqlite3
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from byakugan.embedder.atomic import fsync_dir
+
+from .errors import GalleryError
+from .ranking import Reference
+
+DB_FILE, BACKUP = "gallery.db", "backup-v1"
+VECTORS, CHECKPOINT = re.compile(r"^vectors\.\d{6}\.f32$"), re.compile(r"^index\.\d{6}\.faiss$")
+PIECE_ROWS = 4096  # rows per checksummed piece: opening reads and checks one piece at a time
+COMPACT_MIN = 1024
+TAIL_MAX = 1000  # rows an HNSW checkpoint may lag: about 1 s of graph building when opening
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS refs (id INTEGER PRIMARY KEY, label TEXT NOT NULL, source TEXT NOT NULL,
+                                 added TEXT NOT NULL, row INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS pieces (start INTEGER PRIMARY KEY, rows INTEGER NOT NULL, sha256 TEXT NOT NULL);
+"""
+NOT_SETTINGS = ("references", "storage", "index_file", "index_sha256")
+
+
+def exists(directory: Path) -> bool:
+    return (directory / DB_FILE).is_file()
+
+
+def _connect(directory: Path, write: bool) -> sqlite3.Connection:
+    try:
+        con = sqlite3.connect(directory / DB_FILE, timeout=60, isolation_level=None)
+        if write:  # readers change nothing: no schema, no journal switch, so they never wait for a lock
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=FULL")
+            con.executescript(SCHEMA)
+        return con
+    except sqlite3.Error as exc:
+        raise GalleryError(f"gallery {directory}: {DB_FILE} is not a readable database ({exc})") from None
+
+
+def load(directory: Path, empty: Callable, read_index: Callable, attempts: int = 5):
+    """(meta with its "references" list, the vector store) as the last committed save left them.
+    empty(dim, factory) makes a store, read_index(file) reads a checkpoint."""
+    for attempt in range(attempts):
+        con = _connect(directory, write=False)
+        try:
+            con.execute("BEGIN")  # one snapshot for every read
+            meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM settings")}
+            refs = list(con.execute("SELECT id, label, source, added, row FROM refs ORDER BY row"))
+            pieces = list(con.execute("SELECT start, rows, sha256 FROM pieces ORDER BY start"))
+            con.execute("COMMIT")
+        except (sqlite3.Error, ValueError) as exc:
+            raise GalleryError(f"gallery {directory}: {DB_FILE} is not a readable database ({exc})") from None
+        finally:
+            con.close()
+        try:
+            st = meta.pop("storage")
+            if st.get("backend") == "milvus":  # the vectors are in Milvus (index.milvus), not in files
+                from .milvus import MilvusStore
+                store = MilvusStore.opened(directory, st, [r[0] for r in refs], meta["next_id"])
+            elif not (VECTORS.match(st["vectors"]) and (st["checkpoint"] is None or CHECKPOINT.match(st["checkpoint"]))):
+                raise ValueError("file names outside the folder")
+            else:
+                store = _read(directory, st, refs, pieces, empty, read_index)
+        except FileNotFoundError:
+            if attempt + 1 < attempts:
+                continue  # a save compacted or checkpointed under us: read the new state
+            raise GalleryError(f"gallery {directory}: a vector file {DB_FILE} names is missing") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GalleryError(f"gallery {directory}: {DB_FILE} is malformed ({exc})") from None
+        meta["references"] = [{"id": i, "label": lab, "source": s, "added": a} for i, lab, s, a, _ in refs]
+        return meta, store
+    raise GalleryError(f"gallery {directory}: changed {attempts} times while being read; try again")
+
+
+def _read(directory: Path, st: dict, refs: list, pieces: list, empty: Callable, read_index: Callable):
+    dim, first = int(st["dim"]), 0
+    if st["checkpoint"]:
+        with open(directory / st["checkpoint"], "rb") as f:
+            if hashlib.file_digest(f, "sha256").hexdigest() != st["checkpoint_sha256"]:
+                raise GalleryError(f"gallery {directory}: {st['checkpoint']} does not match its checksum (damaged)")
+            f.seek(0)
+            try:
+                store = read_index(f)
+            except ValueError as exc:
+                raise GalleryError(f"gallery {directory}: {st['checkpoint']} is not a readable index ({exc})") from None
+        first = int(st["checkpoint_rows"])
+    else:
+        store = empty(dim, st["factory"])
+    rows_ids = np.array([(row, i) for i, _, _, _, row in refs if row >= first], np.int64).reshape(-1, 2)
+    rows_ids = rows_ids[np.argsort(rows_ids[:, 0], kind="stable")]
+    batch: list = []  # pieces' rows are added together: each add is a FAISS call with its own overhead
+
+    def flush():
+        if batch:
+            store.add(np.concatenate([i for i, _ in batch]), np.concatenate([v for _, v in batch]))
+            batch.clear()
+
+    with open(directory / st["vectors"], "rb") as f:
+        for start, rows, digest in pieces:
+            if start + rows <= first:
+                continue
+            f.seek(start * dim * 4)
+            data = f.read(rows * dim * 4)
+            if len(data) != rows * dim * 4 or hashlib.sha256(data).hexdigest() != digest:
+                raise GalleryError(f"gallery {directory}: {st['vectors']} does not match its checksum (damaged)")
+            lo, hi = np.searchsorted(rows_ids[:, 0], [start, start + rows])
+            if hi > lo:
+                at = rows_ids[lo:hi]
+                batch.append((at[:, 1], np.frombuffer(data, np.float32).reshape(rows, dim)[at[:, 0] - start]))
+            if sum(len(i) for i, _ in batch) >= PIECE_ROWS:
+                flush()
+        flush()
+    if len(store) != len(refs):
+        raise GalleryError(f"gallery {directory}: holds {len(store)} vectors but lists {len(refs)} references (damaged)")
+    return store
+
+
+def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, added: Sequence[int],
+         removed: Sequence[int], renamed: Sequence[tuple[str, str]], rebuild: bool) -> None:
+    """Write what changed since the last save (added ids, removed ids, renamed labels), or
+    everything when `rebuild`, the folder is new to this format, or compaction is due."""
+    directory.mkdir(parents=True, exist_ok=True)
+    con = _connect(directory, write=True)
+    try:
+        con.execute("BEGIN IMMEDIATE")  # one writer at a time, from here to the commit
+        row = con.execute("SELECT value FROM settings WHERE key = 'storage'").fetchone()
+        old = json.loads(row[0]) if row else None
+        gen, milvus = int(meta.get("generation", 0)) + 1, getattr(store, "backend", "") == "milvus"
+        full = old is None or rebuild or int(old["dim"]) != store.dim or not milvus and \
+            int(old["rows"]) - (len(refs) - len(added)) > max(COMPACT_MIN, len(refs))
+        if milvus:  # index.milvus: new vectors upserted before this commit, removed ones deleted after it
+            (st, new_rows), new_pieces = store.stage(con, directory, old, refs if full else added, removed, full), []
+        else:
+            st, new_rows, new_pieces = _stage_files(con, directory, old, store, refs if full else added, removed, gen, full)
+        settings = {k: v for k, v in meta.items() if k not in NOT_SETTINGS}
+        settings.update(format="byakugan-gallery", version=2, generation=gen, storage=st)
+        con.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?)",
+                        [(k, json.dumps(v, ensure_ascii=False)) for k, v in settings.items()])
+        if full:
+            con.execute("DELETE FROM refs")
+            con.execute("DELETE FROM pieces")
+        else:
+            con.executemany("DELETE FROM refs WHERE id = ?", [(int(i),) for i in removed])
+            con.executemany("UPDATE refs SET label = ? WHERE label = ?", [(new, old_) for old_, new in renamed])
+        con.executemany("INSERT INTO refs VALUES (?, ?, ?, ?, ?)",
+                        [(r.id, r.label, r.source, r.added, new_rows[r.id]) for r in
+                         (refs[i] for i in new_rows)])
+        con.executemany("INSERT OR REPLACE INTO pieces VALUES (?, ?, ?)", new_pieces)
+        con.execute("COMMIT")
+        if milvus:
+            store.committed(con, meta["next_id"])
+    except sqlite3.Error as exc:
+        raise GalleryError(f"gallery {directory}: could not be saved ({exc}); nothing changed") from None
+    finally:
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        con.close()
+    meta.update(settings)
+    meta.pop("storage", None)
+    _retire_v1(directory, keep=st.get("checkpoint"))
+    for p in [*directory.glob("vectors.*.f32"), *directory.glob("index.*.faiss")]:
+        if p.name not in (st.get("vectors"), st.get("checkpoint")):  # no reader of the new state needs it
+            p.unlink(missing_ok=True)
+
+
+def _stage_files(con, directory: Path, old, store, ids, removed, gen: int, full: bool):
+    """FAISS galleries: append the new vectors (or write them all), and an HNSW checkpoint when due."""
+    last = None if full else con.execute("SELECT start, rows FROM pieces ORDER BY start DESC LIMIT 1").fetchone()
+    st, new_rows, new_pieces = _write_vectors(directory, old, store, ids, gen, full, last)
+    st.update(dim=store.dim, factory=store.factory, checkpoint=None)
+    if not full and old.get("checkpoint"):
+        st.update({k: old[k] for k in ("checkpoint", "checkpoint_sha256", "checkpoint_rows")})
+    if store.factory != "Flat":
+        st.setdefault("checkpoint_rows", 0)
+        if full or removed or st["checkpoint"] is None or old.get("factory") != store.factory \
+                or st["rows"] - int(old.get("checkpoint_rows", 0)) > TAIL_MAX:
+            name, digest = _write_stream(directory / f"index.{gen:06d}.faiss", [store.to_bytes()])
+            st.update(checkpoint=name, checkpoint_sha256=digest, checkpoint_rows=st["rows"])
+    else:
+        st.update(checkpoint=None, checkpoint_rows=0)
+    return st, new_rows, new_pieces
+
+
+def _write_vectors(directory: Path, old, store, ids, gen: int, full: bool, last):
+    """Append the vectors of ids to the vector file after its `last` piece (or write a new file
+    holding them, when full); returns (storage settings, {id: row}, pieces to insert or replace).
+    A small last piece is extended rather than followed (one piece per save would make opening a
+    gallery of many small saves read thousands of pieces)."""
+    ids, dim, prefix = [int(i) for i in ids], store.dim, b""
+    if not full and ids and last and last[1] + len(ids) <= PIECE_ROWS:
+        with open(directory / old["vectors"], "rb") as f:
+            f.seek(last[0] * dim * 4)
+            prefix = f.read(last[1] * dim * 4)
+    blocks = [ids[s:s + PIECE_ROWS] for s in range(0, len(ids), PIECE_ROWS)]
+    if full:
+        name, start = f"vectors.{gen:06d}.f32", 0
+        path = directory / name
+        f = open(path.with_name(f".{name}.tmp-{os.getpid()}"), "wb")
+    else:
+        name, start = old["vectors"], int(old["rows"])
+        path = directory / name
+        f = open(path, "r+b")
+        f.truncate(start * dim * 4)  # rows a killed writer appended and never committed
+    pieces, rows = [], {}
+    try:
+        with f:
+            f.seek(start * dim * 4)
+            for block in blocks:
+                data = np.ascontiguousarray(store.get(block), np.float32).tobytes()
+                f.write(data)
+                if prefix:  # the last piece, extended by this block
+                    pieces.append((last[0], last[1] + len(block), hashlib.sha256(prefix + data).hexdigest()))
+                    prefix = b""
+                else:
+                    pieces.append((start, len(block), hashlib.sha256(data).hexdigest()))
+                rows.update((i, start + k) for k, i in enumerate(block))
+                start += len(block)
+            f.flush()
+            os.fsync(f.fileno())
+        if full:
+            os.replace(f.name, path)
+            fsync_dir(directory)
+    except BaseException:
+        if full:
+            Path(f.name).unlink(missing_ok=True)
+        raise
+    return {"vectors": name, "rows": start}, rows, pieces
+
+
+def _write_stream(path: Path, chunks) -> tuple[str, str]:
+    tmp, h = path.with_name(f".{path.name}.tmp-{os.getpid()}"), hashlib.sha256()
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                h.update(chunk)
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return path.name, h.hexdigest()
+
+
+def _retire_v1(directory: Path, keep) -> None:
+    """The first format's files (gallery.json and the index it named), kept in backup-v1/ after
+    the first save in this one."""
+    old = directory / "gallery.json"
+    if not old.is_file():
+        return
+    backup = directory / BACKUP
+    backup.mkdir(exist_ok=True)
+    for p in [*directory.glob("index.*.faiss"), old]:
+        if p.name != keep:
+            p.replace(backup / p.name)
+    fsync_dir(directory)
+
+
+def version(directory: Path):
+    """Changes whenever a save commits (the database or its WAL file changes); None when absent."""
+    parts = []
+    for name in (DB_FILE, DB_FILE + "-wal"):
+        try:
+            s = (directory / name).stat()
+            parts.append((s.st_mtime_ns, s.st_size))
+        except FileNotFoundError:
+            if name == DB_FILE:
+                return None
+    return tuple(parts)

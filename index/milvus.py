@@ -1,0 +1,275 @@
+"""Vectors in Milvus, through pymilvus (issue #18): the same interface as vectors.FlatStore.
+
+A gallery made with `--store milvus-lite` keeps its vectors in an embedded Milvus Lite database,
+`milvus.db` inside its folder; with `--store milvus://HOST:PORT`, in a collection on a Milvus
+server or cluster. SQLite (index.db) stays the source of truth for labels; Milvus holds one row
+per reference: its id (INT64 primary key) and vector, a FLAT index (exact) with inner product.
+
+Edits are buffered here until the gallery saves: searches merge the pending additions exactly and
+hide pending removals. The save (db.save -> `stage`, then `committed`) orders its writes so that a
+crash leaves the last committed state: new vectors are upserted before the SQLite commit (their ids
+are at or above the committed next_id, which readers exclude), removed ids are recorded in that
+commit and deleted from Milvus after it (readers exclude those too until the next save retries).
+pymilvus is imported only when a Milvus gallery is used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .errors import GalleryError
+from .vectors import FlatStore
+
+LITE, LITE_FILE, FIELD = "milvus-lite", "milvus.db", "vector"
+CHOICES = "faiss, milvus-lite or milvus://HOST:PORT"
+SERVER = re.compile(r"^milvus://([A-Za-z0-9.\-_]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$")
+MAX_TOPK = 16384  # Milvus's limit on the results of one search
+BATCH = 2048  # rows per upsert or get: a few MB per gRPC message at dimension 1408
+TIMEOUT = 10.0  # seconds to reach a server
+_clients: dict = {}  # uri -> MilvusClient, one per database per process (Milvus Lite allows one process)
+
+
+def check_store(spec: object) -> str:
+    """"faiss", "milvus-lite" or "milvus://HOST:PORT"; GalleryError naming the valid ones otherwise."""
+    s = str(spec).strip()
+    m = SERVER.match(s)
+    if s.lower() in ("faiss", LITE) or (m and 0 < int(m.group(2)) < 65536):
+        return s.lower() if not m else s
+    raise GalleryError(f"--store {spec!r}: not a vector store; valid: {CHOICES}")
+
+
+def store_name(store) -> str:
+    """The --store value that made a gallery's store."""
+    return getattr(store, "spec", "faiss")
+
+
+def new_store(spec: str, dim: int, path: Optional[Path]):
+    """An empty store of the kind spec names (check_store). A server is reached now, so a bad
+    address is one line before any image is embedded; nothing is written before the first save."""
+    spec = check_store(spec)
+    if spec == "faiss":
+        return FlatStore.empty(dim)
+    if spec == LITE:
+        return MilvusStore(path, LITE_FILE, "gallery", dim, [], 0, [])
+    store = MilvusStore(path, "http://" + spec[len("milvus://"):], f"byakugan_{uuid.uuid4().hex}", dim, [], 0, [])
+    store.client
+    return store
+
+
+def _errors(where: str, exc: BaseException) -> GalleryError:
+    first = (str(getattr(exc, "message", "") or exc).strip().splitlines() or [type(exc).__name__])[0]
+    return GalleryError(f"{where}: {first}")
+
+
+class MilvusStore:
+    """ids -> unit vectors in a Milvus collection, searched exactly by inner product."""
+
+    backend, factory, kind = "milvus", "Flat", "milvus-ip"
+
+    def __init__(self, directory: Optional[Path], uri: str, collection: str, dim: int,
+                 ids: Sequence[int], next_id: int, hidden: Sequence[int]) -> None:
+        self.directory, self.uri, self.collection, self.dim = directory, uri, collection, int(dim)
+        self._ids = set(int(i) for i in ids)  # committed ids the gallery lists
+        self._next_id = int(next_id)  # committed: rows at or above it are a save that never committed
+        self._hidden = set(int(i) for i in hidden)  # removed by a committed save, maybe not yet deleted
+        self._pending: dict[int, np.ndarray] = {}  # added since the last save
+        self._removed: set[int] = set()  # committed ids removed since the last save
+        self._client = None
+
+    @classmethod
+    def opened(cls, directory: Path, st: dict, ids: Sequence[int], next_id: int) -> "MilvusStore":
+        """The store a committed save described (db.load); checks Milvus holds what SQLite lists."""
+        if not st["uri"].startswith("http") and st["uri"] != LITE_FILE:
+            raise ValueError(f"Milvus Lite database {st['uri']!r} outside the folder")
+        store = cls(directory, st["uri"], st["collection"], int(st["dim"]), ids, next_id, st.get("deleting", []))
+        held = store._count()
+        if held != len(store._ids):
+            raise GalleryError(f"gallery {directory}: Milvus holds {held} vectors but the gallery lists "
+                               f"{len(store._ids)} references (damaged)")
+        return store
+
+    spec = property(lambda self: LITE if self.uri == LITE_FILE else "milvus://" + self.uri.split("://", 1)[1])
+
+    @property
+    def client(self):
+        """The pymilvus client (imported and connected on first use); the collection is made on the first save."""
+        if self._client is None:
+            if self.uri == LITE_FILE and self.directory is None:
+                raise GalleryError("--store milvus-lite: the gallery needs a folder to keep its database in")
+            key = str((self.directory / LITE_FILE).resolve()) if self.uri == LITE_FILE else self.uri
+            if key not in _clients:
+                for name in ("milvus_lite", "pymilvus"):  # their failures are reported here, in one line
+                    logging.getLogger(name).addHandler(logging.NullHandler())
+                    logging.getLogger(name).propagate = False
+                try:
+                    from pymilvus import MilvusClient
+
+                    _clients[key] = MilvusClient(uri=key, timeout=TIMEOUT)
+                except Exception as exc:
+                    where = f"gallery {self.directory}: Milvus Lite database {LITE_FILE} (it serves one process " \
+                            "at a time; another may hold it)" if self.uri == LITE_FILE else f"Milvus server {self.spec}"
+                    raise _errors(f"{where}: could not connect", exc) from None
+            self._client = _clients[key]
+        return self._client
+
+    def _call(self, method: str, **kwargs):
+        try:
+            return getattr(self.client, method)(collection_name=self.collection, **kwargs)
+        except GalleryError:
+            raise
+        except Exception as exc:
+            raise _errors(f"Milvus {self.spec}, collection {self.collection}: {method} failed", exc) from None
+
+    def _visible(self, extra: bool = True) -> str:
+        """The filter that shows what the last commit lists, less the removals not yet saved."""
+        hide = sorted(self._hidden | (self._removed if extra else set()))
+        return f"id < {self._next_id}" + (f" and id not in {hide}" if hide else "")
+
+    def _count(self) -> int:
+        if not self._ids and self._next_id == 0:
+            return 0
+        rows = self._call("query", filter=self._visible(False), output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    # ---- the VectorStore interface --------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._ids) - len(self._removed) + len(self._pending)
+
+    def ids(self) -> np.ndarray:
+        return np.array(sorted((self._ids - self._removed) | set(self._pending)), np.int64)
+
+    def add(self, ids: Sequence[int], vectors: np.ndarray) -> None:
+        for i, v in zip(ids, np.asarray(vectors, np.float32)):
+            self._pending[int(i)] = v.copy()
+
+    def remove(self, ids: Sequence[int]) -> None:
+        for i in map(int, ids):
+            if self._pending.pop(i, None) is None and i in self._ids:
+                self._removed.add(i)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = np.ascontiguousarray(queries, np.float32)
+        cand_s, cand_i = [np.zeros((len(q), 0), np.float32)], [np.zeros((len(q), 0), np.int64)]
+        shown = len(self._ids) - len(self._removed)
+        if shown:
+            limit = min(int(k), shown, MAX_TOPK)
+            s, i = np.full((len(q), limit), -np.inf, np.float32), np.full((len(q), limit), -1, np.int64)
+            for start in range(0, len(q), 256):  # bounded gRPC messages for large batches
+                found = self._call("search", data=list(q[start:start + 256]), limit=limit, filter=self._visible(),
+                                   anns_field=FIELD, search_params={"metric_type": "IP"}, output_fields=[])
+                for row, hits in enumerate(found, start):
+                    hits = [h for h in hits if int(h["id"]) in self._ids][:limit]  # nothing the gallery lacks
+                    s[row, :len(hits)] = [h["distance"] for h in hits]
+                    i[row, :len(hits)] = [int(h["id"]) for h in hits]
+            cand_s.append(s)
+            cand_i.append(i)
+        if self._pending:  # unsaved additions, exactly
+            pid = np.fromiter(self._pending, np.int64, len(self._pending))
+            cand_s.append(q @ np.stack(list(self._pending.values())).T)
+            cand_i.append(np.broadcast_to(pid, (len(q), len(pid))))
+        s, i = np.concatenate(cand_s, axis=1), np.concatenate(cand_i, axis=1)
+        order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        s, i = np.take_along_axis(s, order, 1), np.take_along_axis(i, order, 1)
+        pad = int(k) - s.shape[1]
+        s = np.pad(s, ((0, 0), (0, pad)), constant_values=-np.finfo(np.float32).max)
+        i = np.pad(i, ((0, 0), (0, pad)), constant_values=-1)
+        i[~np.isfinite(s) | (i < 0)] = -1
+        s[i < 0] = -np.finfo(np.float32).max
+        return s.astype(np.float32), i
+
+    def get(self, ids: Sequence[int]) -> np.ndarray:
+        ids = [int(i) for i in ids]
+        out = np.zeros((len(ids), self.dim), np.float32)
+        stored = [i for i in ids if i not in self._pending]
+        found: dict[int, np.ndarray] = {}
+        for start in range(0, len(stored), BATCH):
+            for row in self._call("get", ids=stored[start:start + BATCH], output_fields=[FIELD]):
+                found[int(row["id"])] = np.asarray(row[FIELD], np.float32)
+        for n, i in enumerate(ids):
+            v = self._pending.get(i, found.get(i))
+            if v is None:
+                raise GalleryError(f"reference id {i}: no vector in Milvus {self.spec}, collection {self.collection}")
+            out[n] = v
+        return out
+
+    def rebuilt(self, factory: str, ids: Optional[Sequence[int]] = None) -> FlatStore:
+        """A FAISS store of the given index type holding the same vectors (export, recall checks)."""
+        ids = [int(i) for i in (self.ids() if ids is None else ids)]
+        out = FlatStore.empty(self.dim, factory)
+        for start in range(0, len(ids), BATCH):
+            out.add(ids[start:start + BATCH], self.get(ids[start:start + BATCH]))
+        return out
+
+    def to_bytes(self) -> bytes:
+        """A FAISS Flat index of the vectors: what an export bundle carries, from either kind of store."""
+        return self.rebuilt("Flat").to_bytes()
+
+    # ---- saving (index.db) ------------------------------------------------------------------
+    def stage(self, con, directory: Path, old: Optional[dict], ids: Sequence[int], removed: Sequence[int],
+              full: bool) -> tuple[dict, dict]:
+        """Before the SQLite commit, inside its write transaction: clear rows of saves that never
+        committed and of removals the last save recorded, then upsert the new vectors (ids at or
+        above the committed next_id: hidden until the commit). Returns (storage settings, {id: row})."""
+        directory = Path(directory)
+        if self.directory is None:
+            self.directory = directory
+        elif self.directory.resolve() != directory.resolve():  # saved to another folder: its own database
+            self._move(directory, new_collection=self.uri != LITE_FILE)  # (or collection), every vector new there
+        row = con.execute("SELECT value FROM settings WHERE key = 'next_id'").fetchone()
+        committed_next = int(json.loads(row[0])) if row and old is not None else 0
+        if not self.client.has_collection(self.collection):
+            self._create()
+        if old is not None and old.get("backend") == "milvus" and old.get("deleting"):
+            self._call("delete", ids=[int(i) for i in old["deleting"]])
+        self._call("delete", filter=f"id >= {committed_next}")
+        new = [int(i) for i in self._pending]
+        for start in range(0, len(new), BATCH):
+            self._call("upsert", data=[{"id": i, FIELD: self._pending[i].tolist()} for i in new[start:start + BATCH]])
+        if self.uri == LITE_FILE and new:
+            self._call("flush")  # Milvus Lite's own log is not synced to disk; a flush is, before SQLite commits
+        self._staged = sorted(self._removed | (set(map(int, removed)) & self._ids))
+        self._st = {"backend": "milvus", "uri": self.uri, "collection": self.collection, "dim": self.dim,
+                    "factory": self.factory, "index": "FLAT", "metric": "IP", "deleting": self._staged}
+        return self._st, {int(i): int(i) for i in ids}
+
+    def committed(self, con, next_id: int) -> None:
+        """After the SQLite commit: delete the removed rows, then clear their record unless another
+        save committed since (a failure leaves them recorded, hidden, retried by the next save)."""
+        self._ids = (self._ids - set(self._staged)) | set(self._pending)
+        self._next_id, self._hidden = int(next_id), set(self._staged)
+        self._pending, self._removed = {}, set()
+        if self._staged:
+            try:
+                self._call("delete", ids=self._staged)
+                con.execute("UPDATE settings SET value = ? WHERE key = 'storage' AND value = ?",
+                            (json.dumps({**self._st, "deleting": []}, ensure_ascii=False),
+                             json.dumps(self._st, ensure_ascii=False)))
+                self._hidden = set()
+            except (GalleryError, sqlite3.Error):
+                pass
+
+    def _create(self) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field(FIELD, DataType.FLOAT_VECTOR, dim=self.dim)
+        params = self.client.prepare_index_params()
+        params.add_index(field_name=FIELD, index_type="FLAT", metric_type="IP")
+        self._call("create_collection", schema=schema, index_params=params)
+
+    def _move(self, directory: Path, new_collection: bool = False) -> None:
+        """Point the store at another gallery folder (or a new collection), every vector pending there."""
+        keep = {int(i): v for i, v in zip(self.ids(), self.get(self.ids()))} if self._ids else dict(self._pending)
+        self.directory, self._client, self._pending = directory, None, keep
+        self._ids, self._removed, self._hidden, self._next_id = set(), set(), set(), 0
+        if new_collection:
+            self.collection = f"byakugan_{uuid.uuid4().hex}"
