@@ -34,10 +34,12 @@ from byakugan.embedder.atomic import fsync_dir
 
 from .errors import GalleryError
 from .ranking import Reference
+from .store import retire as retire_first_format
+from .vectors import FlatStore
 
 DB_FILE, BACKUP = "gallery.db", "backup-v1"
 VECTORS, CHECKPOINT = re.compile(r"^vectors\.\d{6}\.f32$"), re.compile(r"^index\.\d{6}\.faiss$")
-PIECE_ROWS = 4096  # rows per checksummed piece: opening reads and checks one piece at a time
+PIECE_ROWS = 1024  # rows per checksummed piece: opening reads and checks one piece at a time
 COMPACT_MIN = 1024
 TAIL_MAX = 1000  # rows an HNSW checkpoint may lag: about 1 s of graph building when opening
 SCHEMA = """
@@ -116,31 +118,41 @@ def _read(directory: Path, st: dict, refs: list, pieces: list, empty: Callable, 
         store = empty(dim, st["factory"])
     rows_ids = np.array([(row, i) for i, _, _, _, row in refs if row >= first], np.int64).reshape(-1, 2)
     rows_ids = rows_ids[np.argsort(rows_ids[:, 0], kind="stable")]
-    batch: list = []  # pieces' rows are added together: each add is a FAISS call with its own overhead
-
-    def flush():
-        if batch:
-            store.add(np.concatenate([i for i, _ in batch]), np.concatenate([v for _, v in batch]))
-            batch.clear()
-
     with open(directory / st["vectors"], "rb") as f:
-        for start, rows, digest in pieces:
-            if start + rows <= first:
-                continue
-            f.seek(start * dim * 4)
-            data = f.read(rows * dim * 4)
-            if len(data) != rows * dim * 4 or hashlib.sha256(data).hexdigest() != digest:
-                raise GalleryError(f"gallery {directory}: {st['vectors']} does not match its checksum (damaged)")
-            lo, hi = np.searchsorted(rows_ids[:, 0], [start, start + rows])
-            if hi > lo:
-                at = rows_ids[lo:hi]
-                batch.append((at[:, 1], np.frombuffer(data, np.float32).reshape(rows, dim)[at[:, 0] - start]))
-            if sum(len(i) for i, _ in batch) >= PIECE_ROWS:
-                flush()
-        flush()
+        blocks = _live_blocks(directory / st["vectors"], f, pieces, rows_ids, first, dim)
+        if st["checkpoint"] is None and st["factory"] == "Flat":
+            store = FlatStore.filled(dim, rows_ids[:, 1], (v for _, v in blocks))
+        else:
+            batch: list = []  # small pieces are added together: each add is a FAISS call with its own overhead
+            for ids, v in [*blocks, (None, None)]:
+                if batch and (ids is None or sum(len(i) for i, _ in batch) >= PIECE_ROWS):
+                    store.add(np.concatenate([i for i, _ in batch]), np.concatenate([x for _, x in batch]))
+                    batch.clear()
+                if ids is not None:
+                    batch.append((ids, np.array(v)))
     if len(store) != len(refs):
         raise GalleryError(f"gallery {directory}: holds {len(store)} vectors but lists {len(refs)} references (damaged)")
     return store
+
+
+def _live_blocks(path: Path, f, pieces: list, rows_ids: np.ndarray, first: int, dim: int):
+    """(ids, vectors) of each piece's rows that references still name, in row order, each piece
+    checked against its checksum. The vectors may be a view of one buffer that the next piece
+    overwrites (opening holds one piece beside the index, not two): copy what you keep."""
+    buffer = bytearray()
+    for start, rows, digest in pieces:
+        if start + rows <= first:
+            continue
+        if len(buffer) < rows * dim * 4:
+            buffer = bytearray(rows * dim * 4)
+        data = memoryview(buffer)[: rows * dim * 4]
+        f.seek(start * dim * 4)
+        if f.readinto(data) != len(data) or hashlib.sha256(data).hexdigest() != digest:
+            raise GalleryError(f"gallery {path.parent}: {path.name} does not match its checksum (damaged)")
+        lo, hi = np.searchsorted(rows_ids[:, 0], [start, start + rows])
+        if hi > lo:
+            at, block = rows_ids[lo:hi], np.frombuffer(data, np.float32).reshape(rows, dim)
+            yield at[:, 1], block if hi - lo == rows else block[at[:, 0] - start]
 
 
 def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, added: Sequence[int],
@@ -158,8 +170,18 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
             int(old["rows"]) - (len(refs) - len(added)) > max(COMPACT_MIN, len(refs))
         if milvus:  # index.milvus: new vectors upserted before this commit, removed ones deleted after it
             (st, new_rows), new_pieces = store.stage(con, directory, old, refs if full else added, removed, full), []
-        else:
-            st, new_rows, new_pieces = _stage_files(con, directory, old, store, refs if full else added, removed, gen, full)
+        else:  # files: append the new vectors (or write them all), and an HNSW checkpoint when due
+            last = None if full else con.execute("SELECT start, rows FROM pieces ORDER BY start DESC LIMIT 1").fetchone()
+            st, new_rows, new_pieces = _write_vectors(directory, old, store, refs if full else added, gen, full, last)
+            st.update(dim=store.dim, factory=store.factory, checkpoint=None, checkpoint_rows=0)
+            if not full and old.get("checkpoint"):
+                st.update({k: old[k] for k in ("checkpoint", "checkpoint_sha256", "checkpoint_rows")})
+            if store.factory != "Flat" and (full or removed or st["checkpoint"] is None or old.get("factory") != store.factory
+                                            or st["rows"] - int(old.get("checkpoint_rows", 0)) > TAIL_MAX):
+                name, digest = _write_stream(directory / f"index.{gen:06d}.faiss", [store.to_bytes()])
+                st.update(checkpoint=name, checkpoint_sha256=digest, checkpoint_rows=st["rows"])
+            elif store.factory == "Flat":
+                st.update(checkpoint=None, checkpoint_rows=0)
         settings = {k: v for k, v in meta.items() if k not in NOT_SETTINGS}
         settings.update(format="byakugan-gallery", version=2, generation=gen, storage=st)
         con.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?)",
@@ -171,8 +193,7 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
             con.executemany("DELETE FROM refs WHERE id = ?", [(int(i),) for i in removed])
             con.executemany("UPDATE refs SET label = ? WHERE label = ?", [(new, old_) for old_, new in renamed])
         con.executemany("INSERT INTO refs VALUES (?, ?, ?, ?, ?)",
-                        [(r.id, r.label, r.source, r.added, new_rows[r.id]) for r in
-                         (refs[i] for i in new_rows)])
+                        [(i, refs[i].label, refs[i].source, refs[i].added, row) for i, row in new_rows.items()])
         con.executemany("INSERT OR REPLACE INTO pieces VALUES (?, ?, ?)", new_pieces)
         con.execute("COMMIT")
         if milvus:
@@ -185,28 +206,10 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
         con.close()
     meta.update(settings)
     meta.pop("storage", None)
-    _retire_v1(directory, keep=st.get("checkpoint"))
+    retire_first_format(directory, BACKUP, keep=st.get("checkpoint"))
     for p in [*directory.glob("vectors.*.f32"), *directory.glob("index.*.faiss")]:
         if p.name not in (st.get("vectors"), st.get("checkpoint")):  # no reader of the new state needs it
             p.unlink(missing_ok=True)
-
-
-def _stage_files(con, directory: Path, old, store, ids, removed, gen: int, full: bool):
-    """FAISS galleries: append the new vectors (or write them all), and an HNSW checkpoint when due."""
-    last = None if full else con.execute("SELECT start, rows FROM pieces ORDER BY start DESC LIMIT 1").fetchone()
-    st, new_rows, new_pieces = _write_vectors(directory, old, store, ids, gen, full, last)
-    st.update(dim=store.dim, factory=store.factory, checkpoint=None)
-    if not full and old.get("checkpoint"):
-        st.update({k: old[k] for k in ("checkpoint", "checkpoint_sha256", "checkpoint_rows")})
-    if store.factory != "Flat":
-        st.setdefault("checkpoint_rows", 0)
-        if full or removed or st["checkpoint"] is None or old.get("factory") != store.factory \
-                or st["rows"] - int(old.get("checkpoint_rows", 0)) > TAIL_MAX:
-            name, digest = _write_stream(directory / f"index.{gen:06d}.faiss", [store.to_bytes()])
-            st.update(checkpoint=name, checkpoint_sha256=digest, checkpoint_rows=st["rows"])
-    else:
-        st.update(checkpoint=None, checkpoint_rows=0)
-    return st, new_rows, new_pieces
 
 
 def _write_vectors(directory: Path, old, store, ids, gen: int, full: bool, last):
@@ -270,20 +273,6 @@ def _write_stream(path: Path, chunks) -> tuple[str, str]:
         raise
     fsync_dir(path.parent)
     return path.name, h.hexdigest()
-
-
-def _retire_v1(directory: Path, keep) -> None:
-    """The first format's files (gallery.json and the index it named), kept in backup-v1/ after
-    the first save in this one."""
-    old = directory / "gallery.json"
-    if not old.is_file():
-        return
-    backup = directory / BACKUP
-    backup.mkdir(exist_ok=True)
-    for p in [*directory.glob("index.*.faiss"), old]:
-        if p.name != keep:
-            p.replace(backup / p.name)
-    fsync_dir(directory)
 
 
 def version(directory: Path):

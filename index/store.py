@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, TypeVar
 
-from byakugan.embedder.atomic import write_atomic
+from byakugan.embedder.atomic import fsync_dir, write_atomic
 
 from .errors import GalleryError
 
@@ -171,3 +171,16 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def retire(directory: Path, backup: str, keep) -> None:
+    """This format's files (gallery.json and the index it named), moved into `backup` once a save
+    in the second format (index.db) has committed; `keep` is a checkpoint of that save."""
+    old = directory / META_FILE
+    if not old.is_file():
+        return
+    (directory / backup).mkdir(exist_ok=True)
+    for p in [*directory.glob("index.*.faiss"), old]:
+        if p.name != keep:
+            p.replace(directory / backup / p.name)
+    fsync_dir(directory)

@@ -74,6 +74,26 @@ class FlatStore:
         return cls(index)
 
     @classmethod
+    def filled(cls, dim: int, ids: np.ndarray, blocks) -> "FlatStore":
+        """An exact store of len(ids) vectors whose rows `blocks` (arrays, in the order of ids)
+        gives, written straight into the index's memory: opening holds the vectors once, not
+        again in a copy (adding piece by piece grew FAISS's buffer by doubling: 2.6x the vectors)."""
+        index = faiss.index_factory(int(dim), "IDMap2,Flat", faiss.METRIC_INNER_PRODUCT)
+        flat, n = faiss.downcast_index(index.index), len(ids)
+        flat.codes.resize(n * dim * 4)
+        view = faiss.rev_swig_ptr(flat.codes.data(), n * dim * 4).view(np.float32).reshape(n, dim) if n else None
+        at = 0
+        for block in blocks:
+            view[at:at + len(block)] = block
+            at += len(block)
+        if at != n:
+            raise ValueError(f"{at} vectors for {n} ids")
+        flat.ntotal = index.ntotal = n
+        faiss.copy_array_to_vector(np.ascontiguousarray(ids, np.int64), index.id_map)
+        index.construct_rev_map()
+        return cls(index)
+
+    @classmethod
     def from_bytes(cls, blob: bytes) -> "FlatStore":
         """Raises ValueError (with FAISS's reason) for bytes that are not a FAISS index."""
         try:

@@ -15,6 +15,7 @@ from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
 from byakugan.index import store
 from byakugan.index.errors import GalleryError
 from byakugan.index.gallery import Gallery
+from byakugan.index.milvus import CHOICES, check_store
 from byakugan.index.opening import open_gallery
 from byakugan.index.pipeline import Pipeline
 
@@ -43,12 +44,14 @@ def _plan(a: argparse.Namespace) -> list[tuple[str, list[str]]]:
 
 def cmd_enroll(a: argparse.Namespace) -> int:
     plan = _plan(a)
+    if a.store is not None:
+        check_store(a.store)  # a bad value is refused before anything is made
     ok_all = True
     gallery_dir = Path(a.gallery)
     if not Gallery.exists(gallery_dir):
         store.check_new(gallery_dir)  # before the lock creates anything there
     with store.locked(gallery_dir):
-        pipe, g = open_gallery(gallery_dir, a.model, a.detector, a.landmarks, runtime="onnx")
+        pipe, g = open_gallery(gallery_dir, a.model, a.detector, a.landmarks, runtime="onnx", vectors=a.store)
         added: dict[str, int] = {}
         for label, files in plan:
             regions, sources = [], []
@@ -237,6 +240,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--model", help=MODEL_HELP)
     s.add_argument("--detector", choices=detectors(), help="crop with this detector (a new gallery keeps it; default none)")
     landmarks_arg(s, "for a new gallery with detector 'hand'")
+    s.add_argument("--store", metavar="faiss|milvus-lite|milvus://HOST:PORT",
+                   help=f"where a new gallery keeps its vectors: {CHOICES} (default faiss; see docs/milvus.md)")
     s.add_argument("--all", action="store_true", help="enrol every detection, not only the largest")
     s.add_argument("--fallback", choices=["whole"], help="use the whole image when nothing is detected")
     s.add_argument("--json", action="store_true")

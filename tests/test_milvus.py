@@ -1,0 +1,218 @@
+"""Galleries whose vectors live in Milvus (index.milvus), through pymilvus and Milvus Lite: the same
+answers as FAISS on the same references, and the same save semantics."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from byakugan.index import Gallery, GalleryError
+from byakugan.index.settings import GallerySettings
+from byakugan.ui.cli import main
+
+from .conftest import unit_rows
+
+D = 32
+LABELS = [f"c{i}" for i in range(12)]
+
+
+def settings() -> GallerySettings:
+    return GallerySettings(model={"name": "test", "fingerprint": "0" * 16, "dim": D}, detector={"name": "none"},
+                           threshold=0.5)
+
+
+def clustered(n_per: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """Unit vectors around one centre per label, so labels can be told apart."""
+    rng = np.random.default_rng(seed)
+    centres = unit_rows(len(LABELS), D, seed=100)
+    x = np.repeat(centres, n_per, axis=0) + 0.25 * rng.standard_normal((len(LABELS) * n_per, D)).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), [lab for lab in LABELS for _ in range(n_per)]
+
+
+def fill(g: Gallery, x: np.ndarray, labels: list[str]) -> None:
+    for lab in LABELS:
+        rows = [i for i, a in enumerate(labels) if a == lab]
+        g.enroll(lab, x[rows], sources=[f"{lab}-{i}.png" for i in rows])
+
+
+def answers(g: Gallery, q: np.ndarray, k: int = 3):
+    res = g.search(q, k=k)
+    return [r.labels[0][0] for r in res], np.array([[h.score for h in r.hits] for r in res]), \
+        [[h.id for h in r.hits] for r in res]
+
+
+@pytest.fixture()
+def pair(tmp_path):
+    """A FAISS gallery and a Milvus Lite gallery of the same 60 references, both saved."""
+    x, labels = clustered(5, seed=1)
+    out = []
+    for name, store in (("faiss", "faiss"), ("lite", "milvus-lite")):
+        g = Gallery.create(settings(), tmp_path / name, store=store)
+        fill(g, x, labels)
+        g.save()
+        out.append(g)
+    return out
+
+
+def test_same_top1_as_faiss_then_save_open_search_again(pair, tmp_path):
+    faiss_g, lite = pair
+    q, _ = clustered(3, seed=2)
+    want, want_s, want_ids = answers(faiss_g, q)
+    got, got_s, got_ids = answers(lite, q)
+    assert got == want and got_ids == want_ids
+    np.testing.assert_allclose(got_s, want_s, atol=1e-5)
+    reopened = Gallery.open(tmp_path / "lite")
+    assert reopened.vectors.spec == "milvus-lite" and len(reopened) == 60
+    again, again_s, _ = answers(reopened, q)
+    assert again == want
+    np.testing.assert_allclose(again_s, want_s, atol=1e-5)
+    np.testing.assert_allclose(reopened.embeddings([3, 40]), faiss_g.embeddings([3, 40]), atol=1e-6)
+    st = json.loads(__import__("sqlite3").connect(tmp_path / "lite" / "gallery.db")
+                    .execute("SELECT value FROM settings WHERE key = 'storage'").fetchone()[0])
+    assert st["backend"] == "milvus" and st["uri"] == "milvus.db" and st["index"] == "FLAT"
+    assert not list((tmp_path / "lite").glob("vectors.*.f32"))  # no vector file beside it
+
+
+def test_unsaved_edits_are_searched_but_not_kept(pair, tmp_path):
+    _, lite = pair
+    new = lite.enroll("new", unit_rows(2, D, seed=7))
+    lite.remove("c0")
+    q = lite.embeddings(new[:1])
+    assert lite.search(q, k=1)[0].labels[0] == ("new", pytest.approx(1.0, abs=1e-5))  # pending, merged exactly
+    assert "c0" not in {h.label for h in lite.search(q, k=20)[0].hits}  # pending removal hidden
+    reopened = Gallery.open(tmp_path / "lite")
+    assert "new" not in reopened.labels() and reopened.labels()["c0"] == 5 and len(reopened) == 60
+    assert reopened.search(q, k=1)[0].labels[0][0] != "new"
+
+
+def test_removal_and_rename_persist(pair, tmp_path):
+    faiss_g, lite = pair
+    for g in (faiss_g, lite):
+        g.remove("c1")
+        g.remove_reference(0)
+        g.rename("c2", "renamed")
+        g.save()
+    reopened = Gallery.open(tmp_path / "lite")
+    assert reopened.labels() == Gallery.open(tmp_path / "faiss").labels()
+    assert "c1" not in reopened.labels() and reopened.labels()["renamed"] == 5 and len(reopened) == 54
+    q, _ = clustered(2, seed=3)
+    assert answers(reopened, q)[0] == answers(faiss_g, q)[0]
+    assert 0 not in reopened.vectors.ids() and reopened.vectors._count() == 54  # deleted from Milvus too
+    assert not reopened.vectors._hidden  # and their record cleared once they were
+
+
+def test_crash_between_milvus_upsert_and_sqlite_commit_keeps_the_last_state(pair, tmp_path, monkeypatch):
+    from byakugan.index import db
+
+    _, lite = pair
+    q, _ = clustered(2, seed=4)
+    before = answers(Gallery.open(tmp_path / "lite"), q)
+    added = lite.enroll("late", q[:3])  # the queries themselves: they would win every search if visible
+    lite.remove("c3")
+
+    def die(*a, **k):
+        raise SystemExit("killed after the upsert, before the commit")
+
+    real = lite.vectors.stage
+
+    def stage_then_die(*a, **k):
+        real(*a, **k)
+        die()
+
+    monkeypatch.setattr(lite.vectors, "stage", stage_then_die)
+    with pytest.raises(SystemExit):
+        lite.save()
+    monkeypatch.undo()
+    reopened = Gallery.open(tmp_path / "lite")  # Milvus holds the upserted rows; the commit never named them
+    assert "late" not in reopened.labels() and reopened.labels()["c3"] == 5
+    after = answers(reopened, q)
+    assert after[0] == before[0] and after[2] == before[2]
+    reopened.enroll("other", unit_rows(1, D, seed=8))  # reuses the ids of the lost save; replaces its rows
+    reopened.save()
+    final = Gallery.open(tmp_path / "lite")
+    assert final.labels()["other"] == 1 and "late" not in final.labels() and len(final) == 61
+    assert final.vectors._count() == 61
+    assert added[0] in final.vectors.ids() and final.references()[-1].label == "other"
+    assert db.exists(tmp_path / "lite")
+
+
+def test_export_builds_a_faiss_bundle(pair, tmp_path):
+    from byakugan.index.vectors import FlatStore
+
+    faiss_g, lite = pair
+    blob = lite.vectors.to_bytes()  # what export writes as index.faiss
+    flat = FlatStore.from_bytes(blob)
+    q, _ = clustered(2, seed=5)
+    s, i = flat.search(q, 3)
+    fs, fi = faiss_g.vectors.search(q, 3)
+    assert (i == fi).all()
+    np.testing.assert_allclose(s, fs, atol=1e-5)
+
+
+def test_bad_store_and_reindex_are_one_line(tmp_path):
+    with pytest.raises(GalleryError, match=r"^--store 'mongo': not a vector store; valid: faiss, milvus-lite or milvus://HOST:PORT$"):
+        Gallery.create(settings(), tmp_path / "x", store="mongo")
+    with pytest.raises(GalleryError, match=r"Milvus server milvus://127.0.0.1:9: could not connect"):
+        Gallery.create(settings(), tmp_path / "y", store="milvus://127.0.0.1:9")
+    g = Gallery.create(settings(), tmp_path / "z", store="milvus-lite")
+    g.enroll("a", unit_rows(2, D))
+    with pytest.raises(GalleryError, match=r"keeps its vectors in Milvus \(milvus-lite\)"):
+        g.reindex("HNSW32")
+    assert not (tmp_path / "z").exists()  # nothing written before save()
+
+
+def test_cli_store_milvus_lite_end_to_end(tiny_images, tmp_path, capsys):
+    g = tmp_path / "g"
+    for n, img in enumerate(tiny_images):
+        assert main(["enroll", str(g), f"label{n}", str(img), "--store", "milvus-lite"]) == 0
+    assert (g / "milvus.db").is_dir()
+    capsys.readouterr()
+    assert main(["search", str(g), str(tiny_images[1]), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)[0]["detections"][0]["match"]
+    assert m["nearest"] == "label1" and m["score"] > 0.999
+    assert main(["enroll", str(g), "x", str(tiny_images[0]), "--store", "faiss"]) == 2
+    assert "keeps its vectors in milvus-lite, not faiss" in capsys.readouterr().err
+    assert main(["reindex", str(g), "HNSW32"]) == 2
+    assert "reindex applies to FAISS galleries" in capsys.readouterr().err
+    assert main(["export", str(g), str(tmp_path / "b.zip")]) == 0
+    from byakugan.index import bundle
+
+    assert bundle.load(tmp_path / "b.zip").search(tiny_images[2], k=1)[0]["match"]["nearest"] == "label2"
+
+
+def test_cli_bad_store_exit_2_one_line(tiny_images, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "byakugan.ui.cli", "enroll", str(tmp_path / "g"), "a",
+                           str(tiny_images[0]), "--store", "milvus-light"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("byakugan: error: --store 'milvus-light': not a vector store; valid: faiss, milvus-lite")
+    assert not (tmp_path / "g").exists()
+
+
+def test_faiss_galleries_never_import_pymilvus(pair, tmp_path):
+    code = ("import sys, numpy as np; from byakugan.index import Gallery; "
+            f"g = Gallery.open({str(tmp_path / 'faiss')!r}); g.search(np.ones((1, g.dim), np.float32), 1); "
+            "print(sorted(m for m in ('pymilvus', 'milvus_lite', 'grpc') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_removed_rows_left_in_milvus_by_a_crash_after_the_commit_stay_hidden(pair, tmp_path, monkeypatch):
+    _, lite = pair
+    gone = [r.id for r in lite.references("c4")]
+    q = lite.embeddings(gone[:2])
+    real = lite.vectors._call
+    monkeypatch.setattr(lite.vectors, "committed", lambda con, next_id: None)  # dies right after the commit
+    lite.remove("c4")
+    lite.save()
+    monkeypatch.undo()
+    reopened = Gallery.open(tmp_path / "lite")
+    assert sorted(reopened.vectors._hidden) == gone  # recorded, still in Milvus
+    assert real("query", filter=f"id in {gone}", output_fields=["id"])
+    assert "c4" not in {h.label for r in reopened.search(q, k=10) for h in r.hits}
+    reopened.enroll("x", unit_rows(1, D, seed=11))
+    reopened.save()  # deletes them before its own commit
+    assert not real("query", filter=f"id in {gone}", output_fields=["id"])
+    assert not Gallery.open(tmp_path / "lite").vectors._hidden
