@@ -21,8 +21,8 @@ save, its old files moved to `backup-v1/`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-import os
 import re
 import sqlite3
 from pathlib import Path
@@ -30,29 +30,40 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from byakugan.embedder.atomic import fsync_dir
-
+from . import vectorfile
 from .errors import GalleryError
 from .ranking import Reference
 from .store import retire as retire_first_format
+from .vectorfile import live_blocks, write_stream, write_vectors
 from .vectors import FlatStore
 
 DB_FILE, BACKUP = "gallery.db", "backup-v1"
-VECTORS, CHECKPOINT = re.compile(r"^vectors\.\d{6}\.f32$"), re.compile(r"^index\.\d{6}\.faiss$")
-PIECE_ROWS = 1024  # rows per checksummed piece: opening reads and checks one piece at a time
+VECTORS, CHECKPOINT = re.compile(r"vectors\.\d{6,}\.f32\Z"), re.compile(r"index\.\d{6,}\.faiss\Z")
 COMPACT_MIN = 1024
 TAIL_MAX = 1000  # rows an HNSW checkpoint may lag: about 1 s of graph building when opening
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS refs (id INTEGER PRIMARY KEY, label TEXT NOT NULL, source TEXT NOT NULL,
-                                 added TEXT NOT NULL, row INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS pieces (start INTEGER PRIMARY KEY, rows INTEGER NOT NULL, sha256 TEXT NOT NULL);
-"""
+SCHEMA = (  # created inside the first save's transaction: a save that died leaves no half a gallery
+    "CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS refs (id INTEGER PRIMARY KEY, label TEXT NOT NULL, source TEXT NOT NULL, "
+    "added TEXT NOT NULL, row INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS pieces (start INTEGER PRIMARY KEY, rows INTEGER NOT NULL, sha256 TEXT NOT NULL)")
 NOT_SETTINGS = ("references", "storage", "index_file", "index_sha256")
 
 
 def exists(directory: Path) -> bool:
-    return (directory / DB_FILE).is_file()
+    """Whether a save has committed a gallery here (a first save that died leaves a database with
+    no settings: not a gallery yet, so a first-format gallery beside it still opens as one)."""
+    if not (directory / DB_FILE).is_file():
+        return False
+    try:
+        con = sqlite3.connect(f"file:{directory / DB_FILE}?mode=ro", uri=True)
+        try:
+            return con.execute("SELECT COUNT(*) FROM settings").fetchone()[0] > 0
+        finally:
+            con.close()
+    except sqlite3.OperationalError as exc:
+        return "no such table" not in str(exc)
+    except sqlite3.Error:
+        return True  # damaged: opening it says so
 
 
 def _connect(directory: Path, write: bool) -> sqlite3.Connection:
@@ -61,7 +72,6 @@ def _connect(directory: Path, write: bool) -> sqlite3.Connection:
         if write:  # readers change nothing: no schema, no journal switch, so they never wait for a lock
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=FULL")
-            con.executescript(SCHEMA)
         return con
     except sqlite3.Error as exc:
         raise GalleryError(f"gallery {directory}: {DB_FILE} is not a readable database ({exc})") from None
@@ -84,6 +94,8 @@ def load(directory: Path, empty: Callable, read_index: Callable, attempts: int =
             con.close()
         try:
             st = meta.pop("storage")
+            if not isinstance(st, dict):
+                raise TypeError("storage is not an object")
             if st.get("backend") == "milvus":  # the vectors are in Milvus (index.milvus), not in files
                 from .milvus import MilvusStore
                 store = MilvusStore.opened(directory, st, [r[0] for r in refs], meta["next_id"])
@@ -95,8 +107,11 @@ def load(directory: Path, empty: Callable, read_index: Callable, attempts: int =
             if attempt + 1 < attempts:
                 continue  # a save compacted or checkpointed under us: read the new state
             raise GalleryError(f"gallery {directory}: a vector file {DB_FILE} names is missing") from None
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise GalleryError(f"gallery {directory}: {DB_FILE} is malformed ({exc})") from None
+        except (OSError, MemoryError, RuntimeError, AssertionError) as exc:
+            raise GalleryError(f"gallery {directory}: its vector files are not readable "
+                               f"({type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''})") from None
         meta["references"] = [{"id": i, "label": lab, "source": s, "added": a} for i, lab, s, a, _ in refs]
         return meta, store
     raise GalleryError(f"gallery {directory}: changed {attempts} times while being read; try again")
@@ -116,16 +131,21 @@ def _read(directory: Path, st: dict, refs: list, pieces: list, empty: Callable, 
         first = int(st["checkpoint_rows"])
     else:
         store = empty(dim, st["factory"])
+    ends = [0] + [start + rows for start, rows, _ in pieces]
+    if [start for start, _, _ in pieces] != ends[:-1] or ends[-1] != int(st["rows"]) or not 0 <= first <= ends[-1] \
+            or (directory / st["vectors"]).stat().st_size < ends[-1] * dim * 4:
+        raise GalleryError(f"gallery {directory}: {st['vectors']} is shorter than {DB_FILE} says, or its pieces "
+                           "do not follow each other (damaged)")
     rows_ids = np.array([(row, i) for i, _, _, _, row in refs if row >= first], np.int64).reshape(-1, 2)
     rows_ids = rows_ids[np.argsort(rows_ids[:, 0], kind="stable")]
     with open(directory / st["vectors"], "rb") as f:
-        blocks = _live_blocks(directory / st["vectors"], f, pieces, rows_ids, first, dim)
+        blocks = live_blocks(directory / st["vectors"], f, pieces, rows_ids, first, dim)
         if st["checkpoint"] is None and st["factory"] == "Flat":
             store = FlatStore.filled(dim, rows_ids[:, 1], (v for _, v in blocks))
         else:
             batch: list = []  # small pieces are added together: each add is a FAISS call with its own overhead
-            for ids, v in [*blocks, (None, None)]:
-                if batch and (ids is None or sum(len(i) for i, _ in batch) >= PIECE_ROWS):
+            for ids, v in itertools.chain(blocks, [(None, None)]):
+                if batch and (ids is None or sum(len(i) for i, _ in batch) >= vectorfile.PIECE_ROWS):
                     store.add(np.concatenate([i for i, _ in batch]), np.concatenate([x for _, x in batch]))
                     batch.clear()
                 if ids is not None:
@@ -133,26 +153,6 @@ def _read(directory: Path, st: dict, refs: list, pieces: list, empty: Callable, 
     if len(store) != len(refs):
         raise GalleryError(f"gallery {directory}: holds {len(store)} vectors but lists {len(refs)} references (damaged)")
     return store
-
-
-def _live_blocks(path: Path, f, pieces: list, rows_ids: np.ndarray, first: int, dim: int):
-    """(ids, vectors) of each piece's rows that references still name, in row order, each piece
-    checked against its checksum. The vectors may be a view of one buffer that the next piece
-    overwrites (opening holds one piece beside the index, not two): copy what you keep."""
-    buffer = bytearray()
-    for start, rows, digest in pieces:
-        if start + rows <= first:
-            continue
-        if len(buffer) < rows * dim * 4:
-            buffer = bytearray(rows * dim * 4)
-        data = memoryview(buffer)[: rows * dim * 4]
-        f.seek(start * dim * 4)
-        if f.readinto(data) != len(data) or hashlib.sha256(data).hexdigest() != digest:
-            raise GalleryError(f"gallery {path.parent}: {path.name} does not match its checksum (damaged)")
-        lo, hi = np.searchsorted(rows_ids[:, 0], [start, start + rows])
-        if hi > lo:
-            at, block = rows_ids[lo:hi], np.frombuffer(data, np.float32).reshape(rows, dim)
-            yield at[:, 1], block if hi - lo == rows else block[at[:, 0] - start]
 
 
 def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, added: Sequence[int],
@@ -163,22 +163,26 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
     con = _connect(directory, write=True)
     try:
         con.execute("BEGIN IMMEDIATE")  # one writer at a time, from here to the commit
-        row = con.execute("SELECT value FROM settings WHERE key = 'storage'").fetchone()
-        old = json.loads(row[0]) if row else None
-        gen, milvus = int(meta.get("generation", 0)) + 1, getattr(store, "backend", "") == "milvus"
+        for statement in SCHEMA:
+            con.execute(statement)
+        now = dict(con.execute("SELECT key, value FROM settings WHERE key IN ('storage', 'generation')"))
+        old = json.loads(now["storage"]) if "storage" in now else None
+        # Past both this object's generation and the folder's: new file names never replace one in use.
+        gen = max(int(meta.get("generation", 0)), int(json.loads(now.get("generation", "0")))) + 1
+        milvus = getattr(store, "backend", "") == "milvus"
         full = old is None or rebuild or int(old["dim"]) != store.dim or not milvus and \
             int(old["rows"]) - (len(refs) - len(added)) > max(COMPACT_MIN, len(refs))
         if milvus:  # index.milvus: new vectors upserted before this commit, removed ones deleted after it
             (st, new_rows), new_pieces = store.stage(con, directory, old, refs if full else added, removed, full), []
         else:  # files: append the new vectors (or write them all), and an HNSW checkpoint when due
-            last = None if full else con.execute("SELECT start, rows FROM pieces ORDER BY start DESC LIMIT 1").fetchone()
-            st, new_rows, new_pieces = _write_vectors(directory, old, store, refs if full else added, gen, full, last)
+            last = None if full else con.execute("SELECT start, rows, sha256 FROM pieces ORDER BY start DESC LIMIT 1").fetchone()
+            st, new_rows, new_pieces = write_vectors(directory, old, store, refs if full else added, gen, full, last)
             st.update(dim=store.dim, factory=store.factory, checkpoint=None, checkpoint_rows=0)
             if not full and old.get("checkpoint"):
                 st.update({k: old[k] for k in ("checkpoint", "checkpoint_sha256", "checkpoint_rows")})
             if store.factory != "Flat" and (full or removed or st["checkpoint"] is None or old.get("factory") != store.factory
                                             or st["rows"] - int(old.get("checkpoint_rows", 0)) > TAIL_MAX):
-                name, digest = _write_stream(directory / f"index.{gen:06d}.faiss", [store.to_bytes()])
+                name, digest = write_stream(directory / f"index.{gen:06d}.faiss", [store.to_bytes()])
                 st.update(checkpoint=name, checkpoint_sha256=digest, checkpoint_rows=st["rows"])
             elif store.factory == "Flat":
                 st.update(checkpoint=None, checkpoint_rows=0)
@@ -198,7 +202,7 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
         con.execute("COMMIT")
         if milvus:
             store.committed(con, meta["next_id"])
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, KeyError, TypeError, ValueError) as exc:
         raise GalleryError(f"gallery {directory}: could not be saved ({exc}); nothing changed") from None
     finally:
         if con.in_transaction:
@@ -212,76 +216,14 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
             p.unlink(missing_ok=True)
 
 
-def _write_vectors(directory: Path, old, store, ids, gen: int, full: bool, last):
-    """Append the vectors of ids to the vector file after its `last` piece (or write a new file
-    holding them, when full); returns (storage settings, {id: row}, pieces to insert or replace).
-    A small last piece is extended rather than followed (one piece per save would make opening a
-    gallery of many small saves read thousands of pieces)."""
-    ids, dim, prefix = [int(i) for i in ids], store.dim, b""
-    if not full and ids and last and last[1] + len(ids) <= PIECE_ROWS:
-        with open(directory / old["vectors"], "rb") as f:
-            f.seek(last[0] * dim * 4)
-            prefix = f.read(last[1] * dim * 4)
-    blocks = [ids[s:s + PIECE_ROWS] for s in range(0, len(ids), PIECE_ROWS)]
-    if full:
-        name, start = f"vectors.{gen:06d}.f32", 0
-        path = directory / name
-        f = open(path.with_name(f".{name}.tmp-{os.getpid()}"), "wb")
-    else:
-        name, start = old["vectors"], int(old["rows"])
-        path = directory / name
-        f = open(path, "r+b")
-        f.truncate(start * dim * 4)  # rows a killed writer appended and never committed
-    pieces, rows = [], {}
-    try:
-        with f:
-            f.seek(start * dim * 4)
-            for block in blocks:
-                data = np.ascontiguousarray(store.get(block), np.float32).tobytes()
-                f.write(data)
-                if prefix:  # the last piece, extended by this block
-                    pieces.append((last[0], last[1] + len(block), hashlib.sha256(prefix + data).hexdigest()))
-                    prefix = b""
-                else:
-                    pieces.append((start, len(block), hashlib.sha256(data).hexdigest()))
-                rows.update((i, start + k) for k, i in enumerate(block))
-                start += len(block)
-            f.flush()
-            os.fsync(f.fileno())
-        if full:
-            os.replace(f.name, path)
-            fsync_dir(directory)
-    except BaseException:
-        if full:
-            Path(f.name).unlink(missing_ok=True)
-        raise
-    return {"vectors": name, "rows": start}, rows, pieces
-
-
-def _write_stream(path: Path, chunks) -> tuple[str, str]:
-    tmp, h = path.with_name(f".{path.name}.tmp-{os.getpid()}"), hashlib.sha256()
-    try:
-        with open(tmp, "wb") as f:
-            for chunk in chunks:
-                h.update(chunk)
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-    return path.name, h.hexdigest()
-
-
 def version(directory: Path):
     """Changes whenever a save commits (the database or its WAL file changes); None when absent."""
     parts = []
     for name in (DB_FILE, DB_FILE + "-wal"):
         try:
             s = (directory / name).stat()
-            parts.append((s.st_mtime_ns, s.st_size))
+            if s.st_size or name == DB_FILE:  # a reader's connection makes an empty WAL and removes it
+                parts.append((s.st_mtime_ns, s.st_size))
         except FileNotFoundError:
             if name == DB_FILE:
                 return None

@@ -87,8 +87,8 @@ class MilvusStore:
     @classmethod
     def opened(cls, directory: Path, st: dict, ids: Sequence[int], next_id: int) -> "MilvusStore":
         """The store a committed save described (db.load); checks Milvus holds what SQLite lists."""
-        if not st["uri"].startswith("http") and st["uri"] != LITE_FILE:
-            raise ValueError(f"Milvus Lite database {st['uri']!r} outside the folder")
+        if st["uri"] != LITE_FILE and not SERVER.match("milvus://" + str(st["uri"]).partition("http://")[2]):
+            raise ValueError(f"Milvus location {st['uri']!r}: neither the folder's Milvus Lite database nor a server")
         store = cls(directory, st["uri"], st["collection"], int(st["dim"]), ids, next_id, st.get("deleting", []))
         held = store._count()
         if held != len(store._ids):
@@ -249,6 +249,8 @@ class MilvusStore:
         if self._staged:
             try:
                 self._call("delete", ids=self._staged)
+                if self.uri == LITE_FILE:
+                    self._call("flush")  # the delete reaches the disk before its record is cleared
                 con.execute("UPDATE settings SET value = ? WHERE key = 'storage' AND value = ?",
                             (json.dumps({**self._st, "deleting": []}, ensure_ascii=False),
                              json.dumps(self._st, ensure_ascii=False)))

@@ -109,13 +109,13 @@ def test_crash_during_save_keeps_previous_state(gallery, tmp_path, monkeypatch):
     before = Gallery.open(tmp_path / "g").labels()
     gallery.remove("ame")
     gallery.enroll("new", gallery.embeddings([gallery.references("gura")[0].id]))
-    real_write = db._write_vectors
+    real_write = db.write_vectors
 
     def crash(*args, **kwargs):  # the new vectors reach the disk, the power goes before the commit
         real_write(*args, **kwargs)
         raise OSError("simulated power cut")
 
-    monkeypatch.setattr(db, "_write_vectors", crash)
+    monkeypatch.setattr(db, "write_vectors", crash)
     with pytest.raises(OSError, match="power cut"):
         gallery.save()
     monkeypatch.undo()
