@@ -86,3 +86,25 @@ def test_old_gallery_is_migrated_in_place_by_its_next_save(kind, tmp_path):
     for p in (restored / "backup-v1").iterdir():
         p.replace(restored / p.name)
     assert Gallery.open(restored).labels() == want["labels"]
+
+
+def test_a_migration_that_dies_leaves_the_first_format_gallery(tmp_path, monkeypatch):
+    """Killed in its first save in the new format, the gallery still opens as it was."""
+    import shutil
+
+    from byakugan.index import db
+
+    path = Path(shutil.copytree(COMPAT / "gallery-plain", tmp_path / "g"))
+    g = Gallery.open(path)
+
+    def dies(*args, **kwargs):
+        raise OSError("simulated power cut")
+
+    monkeypatch.setattr(db, "write_vectors", dies)
+    with pytest.raises(OSError, match="power cut"):
+        g.save()
+    monkeypatch.undo()
+    assert (path / "gallery.db").is_file() and (path / "gallery.json").is_file()  # the database holds nothing
+    assert Gallery.open(path).labels() == EXPECTED["plain"]["labels"]
+    g.save()
+    assert Gallery.open(path).labels() == EXPECTED["plain"]["labels"] and not (path / "gallery.json").exists()
