@@ -211,7 +211,7 @@ def main() -> None:
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if a.final:
         model = finetune([str(DATA / s) for s in SOURCES], a.final, a, log)
-        print(json.dumps({"saved": a.final, "fingerprint": model.fingerprint}))
+        print(json.dumps({"saved": a.final, "fingerprint": model.fingerprint()}))
         return
     old = json.loads(Path(a.out).read_text()) if a.out and Path(a.out).is_file() else {}
     rows: dict = old.get("sources", {})

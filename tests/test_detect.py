@@ -182,18 +182,20 @@ def test_close_up_hands_are_found_by_looking_again_with_a_border(datasets):
 def test_a_new_gallery_takes_the_model_for_its_detector(cascade, tmp_path, tiny_images, capsys):
     from byakugan.index import Pipeline
 
-    assert Pipeline.create(None, "anime-face").encoder.name == "anime"
+    assert Pipeline.create(None, "anime-face").encoder.name == "anime-tuned"
+    assert Pipeline.create(None, "anime-face-verified").encoder.name == "anime-tuned"
     assert Pipeline.create(None, "none").encoder.name == "default"
     assert Pipeline.create("default", "anime-face").encoder.name == "default"  # --model still overrides
     hands = Pipeline.create(None, "hand")
     assert hands.encoder.name == "default" and hands.landmarks is not None
     assert main(["enroll", str(tmp_path / "g"), "red", str(tiny_images[0]), "--detector", "anime-face",
                  "--fallback", "whole"]) == 0
-    assert Gallery.open(tmp_path / "g").model_name == "anime"
+    assert Gallery.open(tmp_path / "g").model_name == "anime-tuned"
     capsys.readouterr()
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "anime  (new galleries with detector anime-face, anime-face-verified)" in lines
+    assert "anime-tuned  (new galleries with detector anime-face, anime-face-verified)" in lines
+    assert "anime" in lines  # still offered, for its galleries and --model anime
     assert any(line.startswith("default  (new galleries with detector none") for line in lines)
 
 

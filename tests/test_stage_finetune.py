@@ -69,3 +69,20 @@ def test_finetuned_folder_carries_its_backbone_and_keeps_the_early_stages(tmp_pa
     assert loaded.config["scoring"] == "mean" and loaded.config["cohort"] == {"top": 5} and loaded.colour is not None
     images = sorted(Path(data[0]).rglob("*.jpg"))
     np.testing.assert_allclose(loaded.embed(images), trained.embed(images), atol=2e-2)  # fp16 weights
+
+
+def test_shipped_anime_tuned_runs_on_onnxruntime_as_on_torch(tmp_path, monkeypatch, tiny_images):
+    """The model new anime-face galleries use: its fine-tuned backbone exports like the others."""
+    from byakugan.embedder.embedding import runtime
+
+    model, _ = embedder.load("anime-tuned")
+    assert model.config["scoring"] == "mean" and model.config["cohort"] == {"top": 5} and model.colour is not None
+    assert set(model.config["detectors"]) == {"anime-face", "anime-face-verified"}
+    anime = embedder.load("anime")[0].backbone.state_dict()
+    state = model.backbone.state_dict()
+    assert torch.equal(state["blocks.4.0.conv_pw.weight"], anime["blocks.4.0.conv_pw.weight"])  # frozen part
+    assert not torch.equal(state["blocks.6.0.conv_pw.weight"], anime["blocks.6.0.conv_pw.weight"])  # tuned part
+    monkeypatch.setenv(runtime.CACHE_ENV, str(tmp_path / "cache"))
+    twin = runtime.onnx_embedder(model)
+    assert twin.fingerprint() == model.fingerprint()
+    np.testing.assert_allclose(twin.embed(tiny_images), model.embed(tiny_images), atol=1e-5)
