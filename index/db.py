@@ -30,11 +30,13 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from byakugan.embedder.atomic import write_atomic
+
 from . import vectorfile
 from .errors import GalleryError
 from .ranking import Reference
 from .store import retire as retire_first_format
-from .vectorfile import live_blocks, write_stream, write_vectors
+from .vectorfile import live_blocks, write_vectors
 from .vectors import FlatStore
 
 DB_FILE, BACKUP = "gallery.db", "backup-v1"
@@ -182,8 +184,9 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
                 st.update({k: old[k] for k in ("checkpoint", "checkpoint_sha256", "checkpoint_rows")})
             if store.factory != "Flat" and (full or removed or st["checkpoint"] is None or old.get("factory") != store.factory
                                             or st["rows"] - int(old.get("checkpoint_rows", 0)) > TAIL_MAX):
-                name, digest = write_stream(directory / f"index.{gen:06d}.faiss", [store.to_bytes()])
-                st.update(checkpoint=name, checkpoint_sha256=digest, checkpoint_rows=st["rows"])
+                blob = store.to_bytes()
+                name = write_atomic(directory / f"index.{gen:06d}.faiss", blob).name
+                st.update(checkpoint=name, checkpoint_sha256=hashlib.sha256(blob).hexdigest(), checkpoint_rows=st["rows"])
             elif store.factory == "Flat":
                 st.update(checkpoint=None, checkpoint_rows=0)
         settings = {k: v for k, v in meta.items() if k not in NOT_SETTINGS}

@@ -83,19 +83,3 @@ def write_vectors(directory: Path, old, store, ids, gen: int, full: bool, last):
         raise
     return {"vectors": name, "rows": start}, rows, pieces
 
-
-def write_stream(path: Path, chunks) -> tuple[str, str]:
-    tmp, h = path.with_name(f".{path.name}.tmp-{os.getpid()}"), hashlib.sha256()
-    try:
-        with open(tmp, "wb") as f:
-            for chunk in chunks:
-                h.update(chunk)
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-    return path.name, h.hexdigest()
