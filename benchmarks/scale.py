@@ -1,7 +1,8 @@
 """Galleries at scale on synthetic clustered vectors (dimension 1408, the hand model's): per-query
 latency of gallery search against raw FAISS on the same index (Flat and HNSW32), recall@1 by label
 against exact search, building HNSW, counting labels, enrolling 5 and saving (the gallery open, as
-the server holds it, and open + enrol + save as one CLI command does), bytes written by that save,
+the server holds it: a server's edit copies it first, timed too; and open + enrol + save as one
+CLI command does), bytes written by that save,
 and opening. Ratios are measured side by side in one run.
 
     python benchmarks/scale.py [--sizes 2000,10000,100000] [--out docs/scale.json]
@@ -77,6 +78,9 @@ def enrol_and_save(g, new: np.ndarray, name: str) -> dict:
     g.save()
     out = {f"{name}_enrol_5_and_save_s": round(time.perf_counter() - t, 3),
            f"{name}_enrol_5_and_save_written_mb": round((written() - w) / 2**20, 2)}
+    t = time.perf_counter()
+    g.clone()  # what a server's edit starts from when nobody else saved (index.service)
+    out[f"{name}_clone_s"] = round(time.perf_counter() - t, 3)
     t = time.perf_counter()
     with store.locked(g.path):
         opened = Gallery.open(g.path)

@@ -3,6 +3,7 @@ atomically to a folder. No model code: the pipeline (index.pipeline) turns image
 
 from __future__ import annotations
 
+import copy
 import os
 from collections import Counter
 from datetime import datetime, timezone
@@ -35,7 +36,7 @@ class Gallery:
                  cohort: Optional[np.ndarray] = None) -> None:
         self.path = Path(path) if path else None
         self._meta, self._store = meta, vectors
-        self._refs = {int(r["id"]): Reference(**r) for r in meta.get("references", [])}
+        self._refs = {int(r["id"]): Reference(**r) for r in meta.pop("references", [])}  # kept here, not twice
         if len(vectors) != len(self._refs):
             raise GalleryError(f"gallery {self.path}: index holds {len(vectors)} vectors but metadata lists {len(self._refs)}")
         self._cohort, self._new_thumbs = cohort, {}
@@ -108,23 +109,28 @@ class Gallery:
 
     read_only = property(lambda self: bool(self._meta.get("read_only")))
 
+    def clone(self) -> Optional["Gallery"]:
+        """An independent copy to edit while others read this one (None for a store that cannot copy)."""
+        if not hasattr(self._store, "clone"):
+            return None
+        g = copy.copy(self)
+        g._meta, g._store, g._means = copy.deepcopy(self._meta), self._store.clone(), copy.deepcopy(self._means)
+        g._refs, g._counts, g._new_thumbs = dict(self._refs), Counter(self._counts), dict(self._new_thumbs)
+        g._dropped, g._added, g._renamed = set(self._dropped), list(self._added), list(self._renamed)
+        return g
+
     # ---- what the gallery was built with ------------------------------------------------
     model_settings = property(lambda self: dict(self._meta["model"]), doc='{"name", "fingerprint", "dim"} of its model')
-
     model_name = property(lambda self: self._meta["model"]["name"])
-
     detector_config = property(lambda self: dict(self._meta.get("detector", {"name": "none"})))
-
     landmark_settings = property(lambda self: dict(self._meta["landmarks"]) if "landmarks" in self._meta else None,
                                  doc='{"name", "source", "fingerprint", "dim", "weight"} when landmarks are fused in')
 
     fused = property(lambda self: "landmarks" in self._meta)
     dim = property(lambda self: self._store.dim)
 
-    @property
-    def vectors(self) -> VectorStore:
-        """The vector store (read it; edit through enroll and remove, which keep the labels in step)."""
-        return self._store
+    vectors = property(lambda self: self._store,
+                       doc="The vector store (read it; edit through enroll and remove, which keep the labels in step)")
 
     def reindex(self, factory: str) -> float:
         """Rebuild the vector index as a FAISS factory string names ("Flat", "HNSW32", or "auto":
@@ -149,31 +155,25 @@ class Gallery:
             self._cohort = cohort
         return self._cohort
 
-    @property
-    def threshold(self) -> float:
-        return float(self._meta["threshold"])
-
-    @threshold.setter
-    def threshold(self, value: float) -> None:
+    def _set_threshold(self, value: float) -> None:
         if not -1.0 <= float(value) <= 1.0:
             raise GalleryError(f"threshold {value!r}: must be a cosine similarity between -1 and 1")
         self._meta["threshold"], self._meta["threshold_mode"] = float(value), "fixed"
+
+    threshold = property(lambda self: float(self._meta["threshold"]), _set_threshold)
 
     threshold_auto = property(lambda self: self._meta.get("threshold_mode") == "auto",
                               lambda self, value: self._meta.update(threshold_mode="auto" if value else "fixed"),
                               doc="True: searches use the threshold its references give (Pipeline.threshold)")
 
-    @property
-    def scoring(self) -> str:
-        """How labels are ranked: "nearest" (best reference) or "mean" (cosine to the class mean)."""
-        return self._meta.get("scoring", "nearest")
-
-    @scoring.setter
-    def scoring(self, value: str) -> None:
+    def _set_scoring(self, value: str) -> None:
         try:
             self._meta["scoring"] = check_scoring(value)
         except ValueError as exc:
             raise GalleryError(str(exc)) from None
+
+    scoring = property(lambda self: self._meta.get("scoring", "nearest"), _set_scoring,
+                       doc='How labels are ranked: "nearest" (best reference) or "mean" (cosine to the class mean)')
 
     @property
     def sequences(self) -> SequenceBook:

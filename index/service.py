@@ -1,8 +1,9 @@
 """A gallery shared by many users of one process (the HTTP server, the Streamlit page).
 
-Reads use an in-memory copy, refreshed when another process saved the folder. Every edit
-reopens the gallery under the folder lock, applies itself and saves, so concurrent writers,
-here or in other processes, never lose each other's changes.
+Reads use an in-memory copy, refreshed when another process saved the folder. Every edit takes
+the folder lock, applies itself to a copy of the gallery as the folder holds it (the one in
+memory, copied, when nobody else saved since; else read again) and saves, so concurrent writers,
+here or in other processes, never lose each other's changes, and readers never see half an edit.
 """
 
 from __future__ import annotations
@@ -99,7 +100,11 @@ class GalleryService:
 
     def _edit(self, fn: Callable[[Gallery], T]) -> T:
         with self._lock, store.locked(self.path):
-            g = self._load(self._disk_stamp())
+            stamp = self._disk_stamp()
+            # Nobody saved since it was read: copy the one in memory rather than read it all again.
+            g = self._gallery.clone() if self._gallery is not None and stamp is not None and stamp == self._stamp \
+                else None
+            g = self._load(stamp) if g is None else g
             out = fn(g)
             g.save()
             self._gallery, self._stamp = g, self._disk_stamp()

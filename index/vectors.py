@@ -114,6 +114,9 @@ class FlatStore:
     def __len__(self) -> int:
         return int(self._index.ntotal)
 
+    def clone(self) -> "FlatStore":
+        return FlatStore(faiss.clone_index(self._index))
+
     def ids(self) -> np.ndarray:
         return faiss.vector_to_array(self._index.id_map).astype(np.int64)
 

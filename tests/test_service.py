@@ -54,3 +54,30 @@ def test_a_new_gallery_takes_the_services_detector(model, datasets, tmp_path, mo
     assert crops[0].image.size != load_image(scene).size  # cropped to the face
     svc.enroll("maki", crops)
     assert Gallery.open(tmp_path / "g").detector_config["name"] == "anime-face"
+
+
+def test_an_edit_copies_the_gallery_in_memory_and_readers_keep_theirs(model, digits, tmp_path, monkeypatch):
+    """Nobody else saved: an edit copies the gallery held in memory instead of reading the folder
+    again (a read costs what the gallery holds); a reader's gallery never changes under it; a save
+    by another process is still read."""
+    import numpy as np
+
+    from byakugan.embedder import load_image
+
+    svc = GalleryService(tmp_path / "g", model)
+    svc.enroll("1", [Crop(p.name, load_image(p)) for p in digits["1"][:3]])
+    before = svc.gallery()
+    opened = []
+    real_open = Gallery.open.__func__
+    monkeypatch.setattr(Gallery, "open", classmethod(lambda cls, path: opened.append(path) or real_open(cls, path)))
+    svc.enroll("2", [Crop(p.name, load_image(p)) for p in digits["2"][:3]])
+    svc.rename("2", "two")
+    assert not opened and svc.labels() == {"1": 3, "two": 3}
+    assert before.labels() == {"1": 3} and len(before.vectors) == 3  # the reader's copy is untouched
+    other = Gallery.open(tmp_path / "g")  # another process edits the folder
+    other.enroll("3", other.embeddings([0]))
+    other.save()
+    svc.remove("1")
+    assert len(opened) == 2 and Gallery.open(tmp_path / "g").labels() == {"3": 1, "two": 3}
+    q = other.embeddings([0])
+    np.testing.assert_allclose(svc.gallery().search(q, 1)[0].hits[0].score, 1.0, atol=1e-5)
