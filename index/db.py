@@ -48,6 +48,8 @@ SCHEMA = (  # created inside the first save's transaction: a save that died leav
     "CREATE TABLE IF NOT EXISTS refs (id INTEGER PRIMARY KEY, label TEXT NOT NULL, source TEXT NOT NULL, "
     "added TEXT NOT NULL, row INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS pieces (start INTEGER PRIMARY KEY, rows INTEGER NOT NULL, sha256 TEXT NOT NULL)")
+MISTYPED = ("SELECT COUNT(*) FROM refs WHERE typeof(label) != 'text' OR typeof(source) != 'text' "
+            "OR typeof(added) != 'text' OR typeof(row) != 'integer'")
 NOT_SETTINGS = ("references", "storage", "index_file", "index_sha256")
 
 
@@ -88,6 +90,7 @@ def load(directory: Path, empty: Callable, read_index: Callable, attempts: int =
             con.execute("BEGIN")  # one snapshot for every read
             meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM settings")}
             refs = list(con.execute("SELECT id, label, source, added, row FROM refs ORDER BY row"))
+            mistyped = con.execute(MISTYPED).fetchone()[0]
             pieces = list(con.execute("SELECT start, rows, sha256 FROM pieces ORDER BY start"))
             con.execute("COMMIT")
         except (sqlite3.Error, ValueError) as exc:
@@ -96,6 +99,8 @@ def load(directory: Path, empty: Callable, read_index: Callable, attempts: int =
             con.close()
         try:
             st = meta.pop("storage")
+            if mistyped:
+                raise ValueError(f"{mistyped} references are not (id, label, source, added, row) of the right types")
             if not isinstance(st, dict):
                 raise TypeError("storage is not an object")
             if st.get("backend") == "milvus":  # the vectors are in Milvus (index.milvus), not in files
@@ -114,7 +119,7 @@ def load(directory: Path, empty: Callable, read_index: Callable, attempts: int =
         except (OSError, MemoryError, RuntimeError, AssertionError) as exc:
             raise GalleryError(f"gallery {directory}: its vector files are not readable "
                                f"({type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''})") from None
-        meta["references"] = [{"id": i, "label": lab, "source": s, "added": a} for i, lab, s, a, _ in refs]
+        meta["references"] = [Reference(i, lab, s, a) for i, lab, s, a, _ in refs]  # typed: MISTYPED found none
         return meta, store
     raise GalleryError(f"gallery {directory}: changed {attempts} times while being read; try again")
 

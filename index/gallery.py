@@ -36,7 +36,7 @@ class Gallery:
                  cohort: Optional[np.ndarray] = None) -> None:
         self.path = Path(path) if path else None
         self._meta, self._store = meta, vectors
-        self._refs = {int(r["id"]): Reference(**r) for r in meta.pop("references", [])}  # kept here, not twice
+        self._refs = {r.id: r for r in (r if isinstance(r, Reference) else Reference(**r) for r in meta.pop("references", []))}
         if len(vectors) != len(self._refs):
             raise GalleryError(f"gallery {self.path}: index holds {len(vectors)} vectors but metadata lists {len(self._refs)}")
         self._cohort, self._new_thumbs = cohort, {}

@@ -8,6 +8,7 @@ from typing import Optional
 
 import numpy as np
 
+from .ranking import Reference
 from .sequences import check_sequences
 
 
@@ -44,6 +45,8 @@ def check_meta(meta: dict) -> None:
     if not isinstance(meta["next_id"], int) or not isinstance(meta["references"], list):
         raise ValueError("next_id must be a number and references a list")
     for r in meta["references"]:
+        if isinstance(r, Reference):
+            continue  # typed by its reader (index.db has SQLite check the columns' types)
         if not isinstance(r, dict) or set(r) != {"id", "label", "source", "added"} or not isinstance(r["id"], int) \
                 or not all(isinstance(r[k], str) for k in ("label", "source", "added")):
             raise ValueError(f"reference {r!r} must be {{id, label, source, added}}")

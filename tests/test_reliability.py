@@ -169,7 +169,7 @@ def test_malformed_first_format_gallery_is_one_line(tmp_path, capsys, tiny_image
 
 @pytest.mark.parametrize("damage", ["no storage", "setting not JSON", "threshold text", "vectors path escapes",
                                     "vectors missing", "vectors damaged", "vectors cut short", "row beyond the file",
-                                    "checkpoint damaged", "checkpoint path escapes"])
+                                    "checkpoint damaged", "checkpoint path escapes", "row not a number"])
 def test_malformed_gallery_is_one_line(model, tmp_path, capsys, tiny_images, damage):
     g = saved_gallery(model, tmp_path / "g")
     loaded = Gallery.open(g)
@@ -200,6 +200,8 @@ def test_malformed_gallery_is_one_line(model, tmp_path, capsys, tiny_images, dam
         vectors.write_bytes(vectors.read_bytes()[:-10] + b"x" * 10)
     elif damage == "vectors cut short":
         vectors.write_bytes(vectors.read_bytes()[:-10])
+    elif damage == "row not a number":
+        con.execute("UPDATE refs SET row = 'x' WHERE id = (SELECT MAX(id) FROM refs)")
     elif damage == "row beyond the file":
         con.execute("UPDATE refs SET row = 99 WHERE id = (SELECT MAX(id) FROM refs)")
     else:
