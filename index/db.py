@@ -225,14 +225,14 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
 
 
 def version(directory: Path):
-    """Changes whenever a save commits (the database or its WAL file changes); None when absent."""
-    parts = []
-    for name in (DB_FILE, DB_FILE + "-wal"):
+    """The committed generation, which every save raises (not file times: two saves within a
+    timestamp's step would look the same); None when nothing is committed."""
+    try:
+        con = sqlite3.connect(f"file:{directory / DB_FILE}?mode=ro", uri=True)
         try:
-            s = (directory / name).stat()
-            if s.st_size or name == DB_FILE:  # a reader's connection makes an empty WAL and removes it
-                parts.append((s.st_mtime_ns, s.st_size))
-        except FileNotFoundError:
-            if name == DB_FILE:
-                return None
-    return tuple(parts)
+            row = con.execute("SELECT value FROM settings WHERE key = 'generation'").fetchone()
+        finally:
+            con.close()
+        return json.loads(row[0]) if row else None
+    except (sqlite3.Error, ValueError) as exc:
+        return f"unreadable: {exc}"  # changes nothing, and opening it says what is wrong

@@ -36,6 +36,7 @@ class Gallery:
                  cohort: Optional[np.ndarray] = None) -> None:
         self.path = Path(path) if path else None
         self._meta, self._store = meta, vectors
+        meta.setdefault("sequences", {})  # here, not on a reader's first look while an edit copies meta
         self._refs = {r.id: r for r in (r if isinstance(r, Reference) else Reference(**r) for r in meta.pop("references", []))}
         if len(vectors) != len(self._refs):
             raise GalleryError(f"gallery {self.path}: index holds {len(vectors)} vectors but metadata lists {len(self._refs)}")
@@ -125,7 +126,6 @@ class Gallery:
     detector_config = property(lambda self: dict(self._meta.get("detector", {"name": "none"})))
     landmark_settings = property(lambda self: dict(self._meta["landmarks"]) if "landmarks" in self._meta else None,
                                  doc='{"name", "source", "fingerprint", "dim", "weight"} when landmarks are fused in')
-
     fused = property(lambda self: "landmarks" in self._meta)
     dim = property(lambda self: self._store.dim)
 
@@ -178,7 +178,7 @@ class Gallery:
     @property
     def sequences(self) -> SequenceBook:
         """Named sequences of its labels (index.sequences): iterate, add, remove; saved with it."""
-        return SequenceBook(self._meta.setdefault("sequences", {}), self.labels, self.read_only)
+        return SequenceBook(self._meta["sequences"], self.labels, self.read_only)
 
     # ---- contents -----------------------------------------------------------------------
     def __len__(self) -> int:

@@ -72,7 +72,7 @@ class GalleryService:
 
     def _disk_stamp(self) -> Optional[tuple]:
         if db.exists(self.path):
-            return db.version(self.path)
+            return ("generation", db.version(self.path))
         try:
             st = (self.path / store.META_FILE).stat()  # a gallery still in the first format
         except FileNotFoundError:
@@ -101,9 +101,10 @@ class GalleryService:
     def _edit(self, fn: Callable[[Gallery], T]) -> T:
         with self._lock, store.locked(self.path):
             stamp = self._disk_stamp()
-            # Nobody saved since it was read: copy the one in memory rather than read it all again.
+            # Nobody saved since it was read (the same committed generation): copy the one in memory
+            # rather than read it all again.
             g = self._gallery.clone() if self._gallery is not None and stamp is not None and stamp == self._stamp \
-                else None
+                and stamp[0] == "generation" else None
             g = self._load(stamp) if g is None else g
             out = fn(g)
             g.save()

@@ -34,7 +34,7 @@ def list_models() -> list[str]:
 
 def model_for(detector: str) -> str:
     """The model a new gallery uses when none is named: the shipped one whose config lists the
-    detector under "detectors" (models/anime: "anime-face"), else "default"."""
+    detector under "detectors" (models/anime-tuned: "anime-face"), else "default"."""
     for name in list_models():
         if detector in shipped_config(name).get("detectors", ()):
             return name
