@@ -90,6 +90,8 @@ class MilvusStore:
         if st["uri"] != LITE_FILE and not SERVER.match("milvus://" + str(st["uri"]).partition("http://")[2]):
             raise ValueError(f"Milvus location {st['uri']!r}: neither the folder's Milvus Lite database nor a server")
         store = cls(directory, st["uri"], st["collection"], int(st["dim"]), ids, next_id, st.get("deleting", []))
+        if store._ids or store._next_id:  # a new process finds the collection released: load it to search it
+            store._call("load_collection")
         held = store._count()
         if held != len(store._ids):
             raise GalleryError(f"gallery {directory}: Milvus holds {held} vectors but the gallery lists "
@@ -112,6 +114,8 @@ class MilvusStore:
                 try:
                     from pymilvus import MilvusClient
 
+                    for name in ("milvus_lite", "pymilvus"):  # pymilvus gives its logger a handler of its own
+                        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
                     _clients[key] = MilvusClient(uri=key, timeout=TIMEOUT)
                 except Exception as exc:
                     where = f"gallery {self.directory}: Milvus Lite database {LITE_FILE} (it serves one process " \

@@ -216,3 +216,17 @@ def test_removed_rows_left_in_milvus_by_a_crash_after_the_commit_stay_hidden(pai
     reopened.save()  # deletes them before its own commit
     assert not real("query", filter=f"id in {gone}", output_fields=["id"])
     assert not Gallery.open(tmp_path / "lite").vectors._hidden
+
+
+def test_a_milvus_lite_gallery_made_by_one_command_is_searched_by_the_next(tiny_images, tmp_path):
+    """Each CLI command is a new process: Milvus Lite hands it the collection released, to be loaded."""
+    g = tmp_path / "g"
+    cli = [sys.executable, "-m", "byakugan.ui.cli"]
+    made = subprocess.run([*cli, "enroll", str(g), "red", str(tiny_images[0]), "--store", "milvus-lite"],
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    found = subprocess.run([*cli, "search", str(g), str(tiny_images[0]), "--json"], capture_output=True, text=True,
+                           timeout=300)
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)[0]["detections"][0]["match"]["nearest"] == "red"
+    assert "Exception" not in found.stderr  # pymilvus's own log lines stay out of the output
