@@ -26,7 +26,7 @@ import json
 import re
 import sqlite3
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -56,18 +56,7 @@ NOT_SETTINGS = ("references", "storage", "index_file", "index_sha256")
 def exists(directory: Path) -> bool:
     """Whether a save has committed a gallery here (a first save that died leaves a database with
     no settings: not a gallery yet, so a first-format gallery beside it still opens as one)."""
-    if not (directory / DB_FILE).is_file():
-        return False
-    try:
-        con = sqlite3.connect(f"file:{directory / DB_FILE}?mode=ro", uri=True)
-        try:
-            return con.execute("SELECT COUNT(*) FROM settings").fetchone()[0] > 0
-        finally:
-            con.close()
-    except sqlite3.OperationalError as exc:
-        return "no such table" not in str(exc)
-    except sqlite3.Error:
-        return True  # damaged: opening it says so
+    return version(directory) is not None
 
 
 def _connect(directory: Path, write: bool) -> sqlite3.Connection:
@@ -81,9 +70,8 @@ def _connect(directory: Path, write: bool) -> sqlite3.Connection:
         raise GalleryError(f"gallery {directory}: {DB_FILE} is not a readable database ({exc})") from None
 
 
-def load(directory: Path, empty: Callable, read_index: Callable, attempts: int = 5):
-    """(meta with its "references" list, the vector store) as the last committed save left them.
-    empty(dim, factory) makes a store, read_index(file) reads a checkpoint."""
+def load(directory: Path, attempts: int = 5):
+    """(meta with its "references" list, the vector store) as the last committed save left them."""
     for attempt in range(attempts):
         con = _connect(directory, write=False)
         try:
@@ -109,7 +97,7 @@ def load(directory: Path, empty: Callable, read_index: Callable, attempts: int =
             elif not (VECTORS.match(st["vectors"]) and (st["checkpoint"] is None or CHECKPOINT.match(st["checkpoint"]))):
                 raise ValueError("file names outside the folder")
             else:
-                store = _read(directory, st, refs, pieces, empty, read_index)
+                store = _read(directory, st, refs, pieces)
         except FileNotFoundError:
             if attempt + 1 < attempts:
                 continue  # a save compacted or checkpointed under us: read the new state
@@ -124,7 +112,7 @@ def load(directory: Path, empty: Callable, read_index: Callable, attempts: int =
     raise GalleryError(f"gallery {directory}: changed {attempts} times while being read; try again")
 
 
-def _read(directory: Path, st: dict, refs: list, pieces: list, empty: Callable, read_index: Callable):
+def _read(directory: Path, st: dict, refs: list, pieces: list) -> FlatStore:
     dim, first = int(st["dim"]), 0
     if st["checkpoint"]:
         with open(directory / st["checkpoint"], "rb") as f:
@@ -132,12 +120,12 @@ def _read(directory: Path, st: dict, refs: list, pieces: list, empty: Callable, 
                 raise GalleryError(f"gallery {directory}: {st['checkpoint']} does not match its checksum (damaged)")
             f.seek(0)
             try:
-                store = read_index(f)
+                store = FlatStore.read(f)
             except ValueError as exc:
                 raise GalleryError(f"gallery {directory}: {st['checkpoint']} is not a readable index ({exc})") from None
         first = int(st["checkpoint_rows"])
     else:
-        store = empty(dim, st["factory"])
+        store = FlatStore.empty(dim, st["factory"])
     ends = [0] + [start + rows for start, rows, _ in pieces]
     if [start for start, _, _ in pieces] != ends[:-1] or ends[-1] != int(st["rows"]) or not 0 <= first <= ends[-1] \
             or (directory / st["vectors"]).stat().st_size < ends[-1] * dim * 4:
@@ -185,15 +173,13 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
             last = None if full else con.execute("SELECT start, rows, sha256 FROM pieces ORDER BY start DESC LIMIT 1").fetchone()
             st, new_rows, new_pieces = write_vectors(directory, old, store, refs if full else added, gen, full, last)
             st.update(dim=store.dim, factory=store.factory, checkpoint=None, checkpoint_rows=0)
-            if not full and old.get("checkpoint"):
+            if store.factory != "Flat" and not full and old.get("checkpoint"):
                 st.update({k: old[k] for k in ("checkpoint", "checkpoint_sha256", "checkpoint_rows")})
             if store.factory != "Flat" and (full or removed or st["checkpoint"] is None or old.get("factory") != store.factory
-                                            or st["rows"] - int(old.get("checkpoint_rows", 0)) > TAIL_MAX):
+                                            or st["rows"] - int(st["checkpoint_rows"]) > TAIL_MAX):
                 blob = store.to_bytes()
                 name = write_atomic(directory / f"index.{gen:06d}.faiss", blob).name
                 st.update(checkpoint=name, checkpoint_sha256=hashlib.sha256(blob).hexdigest(), checkpoint_rows=st["rows"])
-            elif store.factory == "Flat":
-                st.update(checkpoint=None, checkpoint_rows=0)
         settings = {k: v for k, v in meta.items() if k not in NOT_SETTINGS}
         settings.update(format="byakugan-gallery", version=2, generation=gen, storage=st)
         con.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?)",
@@ -226,13 +212,17 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
 
 def version(directory: Path):
     """The committed generation, which every save raises (not file times: two saves within a
-    timestamp's step would look the same); None when nothing is committed."""
+    timestamp's step would look the same); None when no save has committed here."""
+    if not (directory / DB_FILE).is_file():
+        return None
     try:
         con = sqlite3.connect(f"file:{directory / DB_FILE}?mode=ro", uri=True)
         try:
-            row = con.execute("SELECT value FROM settings WHERE key = 'generation'").fetchone()
+            n, gen = con.execute("SELECT COUNT(*), MAX(CASE WHEN key = 'generation' THEN value END) FROM settings").fetchone()
         finally:
             con.close()
-        return json.loads(row[0]) if row else None
-    except (sqlite3.Error, ValueError) as exc:
-        return f"unreadable: {exc}"  # changes nothing, and opening it says what is wrong
+        return None if n == 0 else json.loads(gen)
+    except sqlite3.OperationalError as exc:
+        return None if "no such table" in str(exc) else f"unreadable: {exc}"
+    except (sqlite3.Error, ValueError, TypeError) as exc:
+        return f"unreadable: {exc}"  # opening it says what is wrong

@@ -71,7 +71,7 @@ class Gallery:
     def open(cls, path: os.PathLike | str) -> "Gallery":
         """The gallery saved at path; any damage is one GalleryError line, never a traceback."""
         p, v2 = Path(path), db.exists(Path(path))  # else the first format (gallery.json), moved on the next save
-        meta, vectors = db.load(p, FlatStore.empty, FlatStore.read) if v2 else store.load(p, FlatStore.read)
+        meta, vectors = db.load(p) if v2 else store.load(p, FlatStore.read)
         try:
             check_meta(meta)
             return cls(meta, vectors, path)

@@ -71,8 +71,9 @@ class GalleryService:
         return self._disk_stamp()
 
     def _disk_stamp(self) -> Optional[tuple]:
-        if db.exists(self.path):
-            return ("generation", db.version(self.path))
+        generation = db.version(self.path)
+        if generation is not None:
+            return ("generation", generation)
         try:
             st = (self.path / store.META_FILE).stat()  # a gallery still in the first format
         except FileNotFoundError:
