@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from byakugan.embedder.atomic import write_atomic
 from byakugan.embedder.embedding.files import models_dir
 from byakugan.embedder.training.landmarks import LandmarkTrainConfig, train_landmarks
 from byakugan.embedder.training.metric import TrainConfig, train
@@ -65,6 +66,11 @@ def shipped_sources(model: str = "default") -> set[str]:
     return {Path(d).name for d in config["data"]}
 
 
+def crop_detectors() -> dict[str, str]:
+    """Each source's detector from sources.json, for training on crops (--crop)."""
+    return {s: v["detector"] for s, v in SOURCES.items() if v["detector"] != "none"}
+
+
 def summarise(rows: dict, key: str) -> dict:
     out = {}
     for domain in ("anime", "hand"):
@@ -88,6 +94,9 @@ def main() -> None:
                    help="keep each fold's embeddings of its left-out source (DIR/SOURCE.safetensors) for scoring studies")
     p.add_argument("--tta", choices=["flip"], help="evaluate the fold models with this test-time augmentation")
     p.add_argument("--no-baseline", action="store_true", help="skip the frozen ImageNet column")
+    p.add_argument("--crop", action="store_true",
+                   help="train on each source's crops by the detector its galleries use (sources.json), not whole images")
+    p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--recipe", choices=["all", "today"], default="all",
                    help="train on every other source (all), or only on the other sources the shipped models "
                         "trained on (today: their training.json), to measure what more sources bring")
@@ -105,7 +114,7 @@ def main() -> None:
             cfg = TrainConfig(data=others, out=f"{tmp}/{source}", epochs=4, views=3, loss="proxyanchor", miner="none",
                               per_class=a.per_class, cache=a.cache, colour_weight=1.0 if anime else 0.0,
                               scoring="mean" if anime else None, cohort_top=5 if anime else None,
-                              cohort_per_class=a.cohort_per_class)
+                              cohort_per_class=a.cohort_per_class, detectors={k: v for k, v in crop_detectors().items() if a.crop and str(DATA / k) in others})
             log(f"== fold {source}: training on {len(others)} sources")
             train(cfg, log=log)
             if a.tta:  # a vector-changing setting of the saved model, as `byakugan train --tta` would write it
@@ -125,10 +134,13 @@ def main() -> None:
                 rows[source]["frozen_imagenet"] = evaluate(source, spec["detector"], "imagenet", "none", a.eval_per_class)
             rows[source]["seconds"] = round(time.time() - start)
             log(json.dumps({source: rows[source]}))
-    print(json.dumps({"protocol": "leave one source out; 5 shots, 10 trials, a third of the classes unknown, seed 1",
-                      "settings": vars(a), "sources": rows,
-                      "summary": {"trained_on_the_others": summarise(rows, "trained_on_the_others"),
-                                  "frozen_imagenet": summarise(rows, "frozen_imagenet")}}, indent=1))
+            text = json.dumps({"protocol": "leave one source out; 5 shots, 10 trials, a third of the classes unknown, seed 1",
+                               "settings": vars(a), "sources": rows,
+                               "summary": {"trained_on_the_others": summarise(rows, "trained_on_the_others"),
+                                           "frozen_imagenet": summarise(rows, "frozen_imagenet")}}, indent=1)
+            if a.out:  # after every fold: a run cut short keeps what it measured
+                write_atomic(Path(a.out), (text + "\n").encode())
+    print(text)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from PIL import Image
+
+from ..detection.base import Detection
 from ..errors import ByakuganError
-from ..images import list_images
+from ..images import list_images, load_image
 
 
 @dataclass(frozen=True)
@@ -17,6 +20,15 @@ class Sample:
     path: Path
     label: str  # "dataset/class", so equal class names in two datasets stay apart
     dataset: str
+    box: Optional[tuple[int, int, int, int]] = None  # x, y, w, h of the crop trained on (training.crops); None: whole
+
+    def image(self) -> Image.Image:
+        img = load_image(self.path)
+        return img if self.box is None else Detection(self.box).crop(img)
+
+    def source(self) -> Path | Image.Image:
+        """What to hand model.embed: the path, or the crop when there is a box."""
+        return self.path if self.box is None else self.image()
 
 
 def scan(data_dirs: Sequence[os.PathLike | str], per_class: Optional[int] = None, seed: int = 0,

@@ -29,10 +29,10 @@ from ..atomic import write_atomic
 from ..embedding.model import Embedder, create_embedder
 from ..errors import ByakuganError
 from ..evaluation.protocol import enrolment_trials
-from ..images import load_image
 from ..preprocess import Preprocess
 from ..scoring import SCORINGS
 from .cohort import build_cohort
+from .crops import check_detectors, crop_samples
 from .data import Sample, scan, split_classes
 
 LOSSES: dict[str, Callable[[int, int], torch.nn.Module]] = {
@@ -77,6 +77,9 @@ class TrainConfig:
     cache: Optional[str] = None  # folder for frozen-backbone features, reused across runs
     per_class: Optional[int] = None  # a seeded sample of images per class (quick runs)
     holdout: list[str] = field(default_factory=list)  # "dataset/class" labels kept out of training
+    # Train on each image's crop by the detector its galleries use: {"*": name} for every dataset,
+    # {dataset folder name: name} for one (embedder.training.crops); empty: whole images.
+    detectors: dict[str, str] = field(default_factory=dict)
     seed: int = 0
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -92,6 +95,7 @@ class TrainConfig:
             raise ByakuganError(f"cohort images per class {self.cohort_per_class} must be >= 1")
         if self.colour_weight < 0:
             raise ByakuganError(f"colour weight {self.colour_weight} must be >= 0 (0 leaves colour out)")
+        check_detectors(self.detectors, self.data)
 
 
 def augmentation(size: int, hflip: bool, colour_jitter: bool = True) -> v2.Compose:
@@ -103,7 +107,7 @@ def augmentation(size: int, hflip: bool, colour_jitter: bool = True) -> v2.Compo
 
 def _batches(model: Embedder, samples: Sequence[Sample], aug: Optional[v2.Compose], batch: int, desc: str):
     for start in tqdm(range(0, len(samples), batch), desc=desc, unit="batch", leave=False):
-        imgs = [load_image(s.path) for s in samples[start : start + batch]]
+        imgs = [s.image() for s in samples[start : start + batch]]
         yield torch.stack([model.preprocess(aug(im) if aug else im) for im in imgs])
 
 
@@ -123,7 +127,8 @@ def view_features(model: Embedder, samples: list[Sample], cfg: "TrainConfig") ->
         group = list(group)
         # Keyed by the backbone, not the whole model: every head setting reuses the same features.
         key = json.dumps([backbone_key(model), cfg.views, cfg.hflip, cfg.seed, [str(s.path.resolve()) for s in group]]
-                         + ([] if cfg.colour_jitter else ["no colour jitter"]))  # older caches keep their keys
+                         + ([] if cfg.colour_jitter else ["no colour jitter"])  # older caches keep their keys
+                         + ([[s.box for s in group]] if any(s.box for s in group) else []))
         path = Path(cfg.cache) / f"{dataset}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors" if cfg.cache else None
         if path is not None and path.is_file():
             out.append(load_file(str(path))["features"])
@@ -170,7 +175,7 @@ def _checkpoint(model: Embedder, opt: torch.optim.Optimizer, epoch: int, history
 def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = print) -> Embedder:
     cfg.check()
     random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
-    samples = scan(cfg.data, per_class=cfg.per_class, seed=cfg.seed)
+    samples = crop_samples(scan(cfg.data, per_class=cfg.per_class, seed=cfg.seed), cfg.detectors, cfg.cache, log)
     train_set, held = split_classes(samples, cfg.holdout)
     train_keys = set(train_set)
     in_train = np.array([s in train_keys for s in samples])
@@ -250,13 +255,14 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     model.eval().cpu()
     if cfg.cohort_top is not None:
         log(f"cohort: class means of the {len(classes)} training classes, {cfg.cohort_per_class} images each")
-        model.cohort = build_cohort(model, cfg.data, cfg.holdout, cfg.cohort_per_class, cfg.seed)
+        model.cohort = build_cohort(model, cfg.data, cfg.holdout, cfg.cohort_per_class, cfg.seed,
+                                    crop=lambda pool: crop_samples(pool, cfg.detectors, cfg.cache, log))
         model.config["cohort"] = {"top": cfg.cohort_top}
     if held_feats is not None and len(set(held_labels)) >= 3:
         # The default unknown threshold: the cosine that keeps 95% of known queries when the
         # held-out classes are enrolled 5-shot (galleries can set their own).
         if model.colour is not None:  # the histogram needs pixels, not cached features
-            emb = model.embed([s.path for s in held], progress=True)
+            emb = model.embed([s.source() for s in held], progress=True)
         else:
             with torch.inference_mode():
                 emb = torch.nn.functional.normalize(model.head(held_feats), dim=-1).numpy()

@@ -74,9 +74,13 @@ TRAIN_FIELDS = ("data", "out", "backbone", "taps", "size", "head_weight", "colou
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    from byakugan.embedder.training.crops import parse_detectors
     from byakugan.embedder.training.metric import TrainConfig, train
 
-    cfg = TrainConfig(**given(a, TRAIN_FIELDS, {"dim": "head_dim"}))
+    fields = given(a, TRAIN_FIELDS, {"dim": "head_dim", "detector": "detector"})
+    if "detector" in fields:
+        fields["detectors"] = parse_detectors(fields.pop("detector"))
+    cfg = TrainConfig(**fields)
     model = train(cfg, resume=a.resume, log=lambda m: print(m, file=sys.stderr))
     print(f"saved {model.name} ({model.dim}-d) to {a.out}")
     return 0
@@ -138,7 +142,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="augment without colour jitter or greyscale (for classes told apart by colour)")
     s.add_argument("--holdout", nargs="*", metavar="DATASET[/CLASS]", default=S,
                    help="classes, or whole datasets, kept out of training and validated on each epoch")
-    s.add_argument("--cache", default=S, help="folder to keep frozen-backbone features in between runs")
+    s.add_argument("--detector", action="append", metavar="[DATASET=]NAME", default=S,
+                   help="train on each image's crop by this detector, as galleries with it crop (for example hand, "
+                        "or anime-scenes=anime-face for one data folder; repeat for several); default: whole images")
+    s.add_argument("--cache", default=S, help="folder to keep frozen-backbone features (and crop boxes) in between runs")
     s.add_argument("--per-class", type=int, default=S, help="train on a seeded sample of this many images per class")
     s.add_argument("--seed", type=int, default=S)
     s.add_argument("--device", default=S, help="cpu or cuda (default: cuda when present)")
