@@ -1,7 +1,13 @@
 """Issue #14: fine-tune the last stages of the backbone on cached intermediate feature maps, measured
-leave-one-source-out on the anime sources. Prints JSON and writes models/anime/stage_finetune.json.
+leave-one-source-out (the anime sources unless --sources). Prints JSON and writes --out
+(default models/anime/stage_finetune.json).
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python benchmarks/stage_finetune.py [--arms finetuned baseline]
+    ... benchmarks/stage_finetune.py --sources drone-gestures --crop --out models/stage-finetune-hands.json
+
+A hand fold drops the anime parts (no colour, nearest scoring, no cohort) and is evaluated fused
+with a landmark encoder trained on the other hand sources, as loso.py's hand folds are. With
+--crop every training image is its crop by its source's detector (loso.py --crop).
 
 Per fold (left-out anime source S; training pool as benchmarks/loso.py --recipe all: every other
 source in sources.json, --per-class images per class):
@@ -45,14 +51,17 @@ from byakugan.embedder.atomic import write_atomic
 from byakugan.embedder.embedding.model import Embedder, create_embedder
 from byakugan.embedder.preprocess import Preprocess
 from byakugan.embedder.training.cohort import build_cohort
+from byakugan.embedder.training.crops import crop_samples
 from byakugan.embedder.training.data import Sample, scan
+from byakugan.embedder.training.landmarks import LandmarkTrainConfig, train_landmarks
 from byakugan.embedder.training.metric import LOSSES, TrainConfig, _batches, augmentation, backbone_key, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loso import DATA, SOURCES, evaluate, summarise  # noqa: E402
+from loso import DATA, SOURCES, crop_detectors, evaluate, summarise  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "models" / "anime" / "stage_finetune.json"
+FEATURES = ".cache/features"  # loso.py's cache: pooled features, landmarks and crop boxes
 
 
 def early(net: torch.nn.Module, x: torch.Tensor, cut: int) -> torch.Tensor:
@@ -84,7 +93,8 @@ def stage_maps(model: Embedder, samples: list[Sample], cut: int, views: int, see
     net, out = model.backbone, []
     for dataset, group in groupby(samples, key=lambda s: s.dataset):
         group = list(group)
-        key = json.dumps([backbone_key(model), cut, views, seed, [str(s.path.resolve()) for s in group]])
+        key = json.dumps([backbone_key(model), cut, views, seed, [str(s.path.resolve()) for s in group]]
+                         + ([[s.box for s in group]] if any(s.box for s in group) else []))  # crops: other maps
         path = cache / f"{dataset}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors" if cache else None
         if path is not None and path.is_file():
             out.append(load_file(str(path))["maps"])
@@ -103,16 +113,18 @@ def stage_maps(model: Embedder, samples: list[Sample], cut: int, views: int, see
     return torch.cat(out, dim=1)
 
 
-def finetune(data: list[str], out: str, a: argparse.Namespace, log=print) -> Embedder:
-    """Train the late stages and the head on cached maps; save a model folder to `out`."""
+def finetune(data: list[str], out: str, a: argparse.Namespace, log=print, anime: bool = True) -> Embedder:
+    """Train the late stages and the head on cached maps; save a model folder to `out`. The anime
+    parts (colour, class-mean scoring, cohort) only for an anime model."""
     random.seed(a.seed), np.random.seed(a.seed), torch.manual_seed(a.seed)
-    samples = scan(data, per_class=a.per_class, seed=a.seed)
+    samples = crop_samples(scan(data, per_class=a.per_class, seed=a.seed), detectors(data, a), FEATURES, log)
     classes = sorted({s.label for s in samples})
     y = torch.tensor([classes.index(s.label) for s in samples])
     head = {"type": "concat", "dim": 128, "hidden": 512, "weight": 1.0}
     model = create_embedder("efficientnet_lite0", pretrained=True, head=head, preprocess=Preprocess(size=160),
-                            name=Path(out).name, colour={"weight": 1.0})
-    model.config["scoring"] = "mean"
+                            name=Path(out).name, colour={"weight": 1.0} if anime else None)
+    if anime:
+        model.config["scoring"] = "mean"
     net = model.backbone.to(memory_format=torch.channels_last)
     log(f"maps of {len(samples)} images x {a.views + 1} views; training on {len(classes)} classes")
     maps = stage_maps(model, samples, a.cut, a.views, a.seed, Path(a.cache) if a.cache else None, log)
@@ -148,29 +160,46 @@ def finetune(data: list[str], out: str, a: argparse.Namespace, log=print) -> Emb
         log(json.dumps({"epoch": epoch + 1, "loss": round(total / max(1, n + 1), 4), "steps": n + 1,
                         "seconds": round(time.time() - start)}))
     model.eval().requires_grad_(False)
-    log(f"cohort: class means of the {len(classes)} training classes, {a.cohort_per_class} images each")
-    model.cohort = build_cohort(model, data, (), a.cohort_per_class, a.seed)
-    model.config["cohort"] = {"top": 5}
+    if anime:
+        log(f"cohort: class means of the {len(classes)} training classes, {a.cohort_per_class} images each")
+        model.cohort = build_cohort(model, data, (), a.cohort_per_class, a.seed,
+                                    crop=lambda pool: crop_samples(pool, detectors(data, a), FEATURES, log))
+        model.config["cohort"] = {"top": 5}
     model.save(out)
     return model
 
 
-def baseline(data: list[str], out: str, a: argparse.Namespace, log=print) -> None:
-    """benchmarks/loso.py's anime fold, unchanged."""
+def baseline(data: list[str], out: str, a: argparse.Namespace, log=print, anime: bool = True) -> None:
+    """benchmarks/loso.py's fold, unchanged."""
     train(TrainConfig(data=data, out=out, epochs=4, views=3, loss="proxyanchor", miner="none", per_class=a.per_class,
-                      cache=".cache/features", colour_weight=1.0, scoring="mean", cohort_top=5,
-                      cohort_per_class=a.cohort_per_class), log=log)
+                      cache=FEATURES, colour_weight=1.0 if anime else 0.0, scoring="mean" if anime else None,
+                      cohort_top=5 if anime else None, cohort_per_class=a.cohort_per_class,
+                      detectors=detectors(data, a)), log=log)
 
 
-def cited() -> dict:
-    """The anime cells of the committed loso runs (measured by benchmarks/loso.py), for reference."""
+def detectors(data: list[str], a: argparse.Namespace) -> dict[str, str]:
+    """With --crop, each training source's detector (loso.py --crop); else none (whole images)."""
+    return {k: v for k, v in crop_detectors().items() if a.crop and str(DATA / k) in data}
+
+
+def landmark_fold(source: str, out: str, a: argparse.Namespace, log=print) -> str:
+    """A hand fold's landmark encoder, trained on the other hand sources as loso.py trains it."""
+    hands = [str(DATA / s) for s, v in SOURCES.items() if v["domain"] == "hand" and s != source]
+    train_landmarks(LandmarkTrainConfig(data=hands, out=out, per_class=a.per_class, cache=FEATURES), log=log)
+    return out
+
+
+def cited(domains: set[str]) -> dict:
+    """The cells of the committed loso runs (measured by benchmarks/loso.py) of these domains, for reference."""
     out = {}
-    for name in ("loso-all", "loso-today"):
+    for name in ("loso-all", "loso-today", "loso-crop"):
+        if not (ROOT / "models" / f"{name}.json").is_file():
+            continue
         d = json.loads((ROOT / "models" / f"{name}.json").read_text())
-        out[name] = {"recipe": d["settings"].get("recipe", "all"),
+        out[name] = {"recipe": d["settings"].get("recipe", "all") + (", crops" if d["settings"].get("crop") else ""),
                      "sources": {s: {k: r["trained_on_the_others"][k] for k in ("top1", "far_at_tar95")}
-                                 for s, r in d["sources"].items() if r["domain"] == "anime"},
-                     "summary": d["summary"]["trained_on_the_others"]["anime"]}
+                                 for s, r in d["sources"].items() if r["domain"] in domains},
+                     "summary": {k: v for k, v in d["summary"]["trained_on_the_others"].items() if k in domains}}
     return out
 
 
@@ -179,9 +208,9 @@ def write(rows: dict, settings: dict, out: str) -> str:
                                        "class-mean top-1 and FAR@TAR95 (benchmarks/loso.py evaluate)",
               "pool": "every other source in benchmarks/sources.json (loso.py --recipe all)",
               "settings": settings, "sources": rows,
-              "summary": {arm: summarise(rows, arm).get("anime") for arm in ("finetuned", "baseline")
+              "summary": {arm: summarise(rows, arm) for arm in ("finetuned", "baseline")
                           if any(arm in r for r in rows.values())},
-              "cited": cited()}
+              "cited": cited({r["domain"] for r in rows.values()})}
     text = json.dumps(result, indent=1)
     if out:
         write_atomic(Path(out), (text + "\n").encode())
@@ -191,7 +220,9 @@ def write(rows: dict, settings: dict, out: str) -> str:
 def main() -> None:
     p = argparse.ArgumentParser()
     anime = [s for s, v in SOURCES.items() if v["domain"] == "anime"]
-    p.add_argument("--sources", nargs="+", default=anime, choices=anime)
+    p.add_argument("--sources", nargs="+", default=anime, choices=list(SOURCES),
+                   help="left-out sources (default: the anime ones); a hand fold adds loso.py's landmark encoder")
+    p.add_argument("--crop", action="store_true", help="train on each source's crops by its detector (loso.py --crop)")
     p.add_argument("--arms", nargs="+", default=["finetuned"], choices=["finetuned", "baseline"])
     p.add_argument("--cache", default=".cache/stage-maps")
     p.add_argument("--per-class", type=int, default=100, help="training images per class (seeded sample), as loso.py")
@@ -221,12 +252,14 @@ def main() -> None:
             spec = SOURCES[source]
             others = [str(DATA / s) for s in SOURCES if s != source]
             row = rows.setdefault(source, {"domain": spec["domain"], "detector": spec["detector"]})
+            anime = spec["domain"] == "anime"
+            landmarks = "none" if anime else landmark_fold(source, f"{tmp}/{source}-lm", a, log)
             for arm in a.arms:
                 start, out = time.time(), f"{tmp}/{source}-{arm}"
                 log(f"== fold {source}, {arm}: training on {len(others)} sources")
-                (finetune if arm == "finetuned" else baseline)(others, out, a, log)
+                (finetune if arm == "finetuned" else baseline)(others, out, a, log, anime)
                 trained = time.time() - start
-                row[arm] = evaluate(source, spec["detector"], out, "none", None)
+                row[arm] = evaluate(source, spec["detector"], out, landmarks, None)
                 row[f"{arm}_seconds"] = {"train": round(trained), "total": round(time.time() - start)}
                 settings[arm] = ({k: v for k, v in vars(a).items() if k not in ("sources", "arms", "out")} if arm == "finetuned"
                                  else {"recipe": "benchmarks/loso.py's fold: frozen backbone, 4 epochs, 3 views",
