@@ -7,8 +7,9 @@
   become garbage, dropped when the file is compacted: garbage beyond both `COMPACT_MIN` rows and
   the live ones); renaming is one UPDATE.
 - `index.<generation>.faiss`, only for index types that cannot be built quickly from the vectors
-  (HNSW): the index as of `checkpoint_rows` rows, written again when rows were removed, the index
-  type changed, or more than `TAIL_MAX` rows were added since; opening adds the rows after it.
+  (HNSW, IVF): the index as of `checkpoint_rows` rows, written again when the index type changed,
+  more than `TAIL_MAX` rows were added since, or (HNSW, which cannot remove) rows were removed;
+  opening adds the rows after it and takes out of an IVF index the references removed since.
 
 Crash safety: the writer holds SQLite's write lock for the whole save; every byte a commit names
 is written and synced before it commits. Rows a killed writer appended after the committed end are
@@ -124,6 +125,9 @@ def _read(directory: Path, st: dict, refs: list, pieces: list) -> FlatStore:
             except ValueError as exc:
                 raise GalleryError(f"gallery {directory}: {st['checkpoint']} is not a readable index ({exc})") from None
         first = int(st["checkpoint_rows"])
+        if store.removes_in_place:  # references removed since the checkpoint was written
+            live = {i for i, _, _, _, _ in refs}
+            store.remove([i for i in store.ids().tolist() if i not in live])
     else:
         store = FlatStore.empty(dim, st["factory"])
     ends = [0] + [start + rows for start, rows, _ in pieces]
@@ -175,7 +179,8 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
             st.update(dim=store.dim, factory=store.factory, checkpoint=None, checkpoint_rows=0)
             if store.factory != "Flat" and not full and old.get("checkpoint"):
                 st.update({k: old[k] for k in ("checkpoint", "checkpoint_sha256", "checkpoint_rows")})
-            if store.factory != "Flat" and (full or removed or st["checkpoint"] is None or old.get("factory") != store.factory
+            stale = removed and not store.removes_in_place  # an IVF checkpoint drops removed ids when opened
+            if store.factory != "Flat" and (full or stale or st["checkpoint"] is None or old.get("factory") != store.factory
                                             or st["rows"] - int(st["checkpoint_rows"]) > TAIL_MAX):
                 blob = store.to_bytes()
                 name = write_atomic(directory / f"index.{gen:06d}.faiss", blob).name

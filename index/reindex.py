@@ -41,8 +41,7 @@ def label_recall(store: FlatStore, labels: Mapping[int, str], sample: int = 1000
     rng = np.random.default_rng(seed)
     picked = rng.choice(ids, size=min(sample, len(ids)), replace=False)
     queries = store.get(picked)
-    exact = store.rebuilt("Flat")
-    _, want = exact.search(queries, 2)
+    want = exact_top2(store, ids, queries)
     _, got = store.search(queries, 2)
 
     def nearest_other(row: np.ndarray, self_id: int) -> int:
@@ -51,3 +50,19 @@ def label_recall(store: FlatStore, labels: Mapping[int, str], sample: int = 1000
     agree = [labels.get(nearest_other(w, q)) == labels.get(nearest_other(g, q))
              for q, w, g in zip(picked, want, got)]
     return float(np.mean(agree))
+
+
+def exact_top2(store: FlatStore, ids: np.ndarray, queries: np.ndarray, piece: int = 65536) -> np.ndarray:
+    """The ids of each query's two best inner products over every vector of the store, read a
+    piece at a time (an exact copy of a million-vector store would double the memory)."""
+    best_s = np.full((len(queries), 2), -np.inf, np.float32)
+    best_i = np.full((len(queries), 2), -1, np.int64)
+    for start in range(0, len(ids), piece):
+        chunk = ids[start:start + piece]
+        s = queries @ store.get(chunk).T
+        top = np.argpartition(-s, 1, axis=1)[:, :2] if s.shape[1] > 2 else np.argsort(-s, axis=1)[:, :2]
+        cand_s = np.concatenate([best_s, np.take_along_axis(s, top, 1)], axis=1)
+        cand_i = np.concatenate([best_i, chunk[top]], axis=1)
+        order = np.argsort(-cand_s, axis=1, kind="stable")[:, :2]
+        best_s, best_i = np.take_along_axis(cand_s, order, 1), np.take_along_axis(cand_i, order, 1)
+    return best_i

@@ -40,18 +40,23 @@ class VectorStore(Protocol):
 
 # Index types whose storage gives every vector back exactly: class means, the gallery's own
 # calibration and undo read them. PQ and SQ codes would give them back approximately.
-FACTORIES = re.compile(r"^(Flat|HNSW(\d+)(,Flat)?)$")
+FACTORIES = re.compile(r"^(Flat|HNSW(\d+)(,Flat)?|IVF(\d+),Flat)$")
 HNSW_EF_SEARCH = 64  # recall@1 by label 0.995 on 100k clustered vectors at 18x Flat's speed (issue #18)
+# Lists searched per query by an IVF index: see benchmarks/scale.py's IVF rows (recall and time by nprobe).
+IVF_NPROBE = 16
+# k-means for the lists: 40 vectors a list, 10 rounds (FAISS's 25 cost 2.5x for a coarse quantizer)
+IVF_TRAIN_PER_LIST, IVF_TRAIN_ITERATIONS = 40, 10
 
 
 def check_factory(factory: str) -> str:
     """The factory string, or GalleryError naming the ones a gallery can use."""
     m = FACTORIES.match(str(factory).strip())
-    if not m or (m.group(2) and not 4 <= int(m.group(2)) <= 128):
+    if not m or (m.group(2) and not 4 <= int(m.group(2)) <= 128) or (m.group(4) and not 1 <= int(m.group(4)) <= 65536):
         raise GalleryError(f"index {factory!r}: not one a gallery can use; valid: Flat (exact), HNSWn with n in "
-                           "4..128 such as HNSW32 (approximate, fast on large galleries), or auto. Quantised "
+                           "4..128 such as HNSW32 (approximate, fast on large galleries), IVFn,Flat with n lists in "
+                           "1..65536 such as IVF1024,Flat (approximate, quick to build), or auto. Quantised "
                            "indexes (PQ, SQ) are refused: the gallery needs its vectors back exactly")
-    return m.group(1)
+    return m.group(1) if not m.group(2) else f"HNSW{m.group(2)}"
 
 
 class FlatStore:
@@ -62,12 +67,23 @@ class FlatStore:
     def __init__(self, index: faiss.Index) -> None:
         self._index = index
         self.dim = int(index.d)
+        # An IVF index keeps the gallery's ids itself (and removes by them in place); the others
+        # sit in an IDMap2, since Flat and HNSW number their vectors 0..n-1.
+        self._ivf = faiss.try_extract_index_ivf(index) if not isinstance(index, faiss.IndexIDMap2) else None
         inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
-        self.factory = f"HNSW{inner.hnsw.nb_neighbors(1)}" if hasattr(inner, "hnsw") else "Flat"
+        self.factory = (f"IVF{self._ivf.nlist},Flat" if self._ivf is not None
+                        else f"HNSW{inner.hnsw.nb_neighbors(1)}" if hasattr(inner, "hnsw") else "Flat")
 
     @classmethod
     def empty(cls, dim: int, factory: str = "Flat") -> "FlatStore":
+        """A store with nothing in it; an IVF one untrained (rebuilt() trains it on the vectors it gets)."""
         factory = check_factory(factory)
+        if factory.startswith("IVF"):
+            index = faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
+            ivf = faiss.extract_index_ivf(index)
+            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # get() and remove() by the gallery's ids
+            ivf.nprobe = min(IVF_NPROBE, ivf.nlist)
+            return cls(index)
         index = faiss.index_factory(int(dim), f"IDMap2,{factory}", faiss.METRIC_INNER_PRODUCT)
         if factory.startswith("HNSW"):
             faiss.ParameterSpace().set_index_parameter(index, "efSearch", HNSW_EF_SEARCH)
@@ -114,17 +130,29 @@ class FlatStore:
     def __len__(self) -> int:
         return int(self._index.ntotal)
 
+    @property
+    def removes_in_place(self) -> bool:
+        """Whether remove() takes vectors out without building the index again (HNSW cannot)."""
+        return self.factory == "Flat" or self._ivf is not None
+
     def clone(self) -> "FlatStore":
         return FlatStore(faiss.clone_index(self._index))
 
     def ids(self) -> np.ndarray:
-        return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        if self._ivf is None:
+            return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        lists = self._ivf.invlists
+        return np.concatenate([np.zeros(0, np.int64)] + [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+                                                         for i in range(self._ivf.nlist) if lists.list_size(i)])
 
     def add(self, ids: Sequence[int], vectors: np.ndarray) -> None:
+        if not self._index.is_trained:
+            raise GalleryError(f"a {self.factory} index is trained by reindex on the gallery's vectors; "
+                               "this one is empty and untrained")
         self._index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.asarray(ids, dtype=np.int64))
 
     def remove(self, ids: Sequence[int]) -> None:
-        if self.factory == "Flat":
+        if self.removes_in_place:
             self._index.remove_ids(np.asarray(ids, dtype=np.int64))
             return
         # HNSW cannot remove: the graph is built again from the vectors that stay (slow on large galleries).
@@ -136,9 +164,26 @@ class FlatStore:
         """A new store of the given index type holding the same vectors (or those of `ids`)."""
         ids = [int(i) for i in (self.ids() if ids is None else ids)]
         out = FlatStore.empty(self.dim, factory)
-        if ids:
-            out.add(ids, self.get(ids))
+        if out._ivf is not None and factory != self.factory:
+            # A seeded sample of 40 a list (FAISS warns below 39) keeps memory flat and k-means short
+            sample = np.random.default_rng(0).permutation(len(ids))[:IVF_TRAIN_PER_LIST * out._ivf.nlist]
+            out.train(self.get([ids[i] for i in np.sort(sample)]))
+        elif out._ivf is not None:  # the same lists: keep their training, only the vectors change
+            out = FlatStore(faiss.clone_index(self._index))
+            out._index.reset()
+        for start in range(0, len(ids), 65536):  # in pieces: no second whole copy of the vectors
+            out.add(ids[start:start + 65536], self.get(ids[start:start + 65536]))
         return out
+
+    def train(self, vectors: np.ndarray) -> None:
+        """An IVF index's lists, by k-means on the vectors it will hold (FAISS samples 256 a list)."""
+        nlist = self._ivf.nlist
+        if len(vectors) < nlist:
+            raise GalleryError(f"index {self.factory}: {len(vectors)} references cannot train {nlist} lists; an IVF "
+                               f"index needs at least as many references as lists (39x as many train it well); "
+                               f"use fewer lists, Flat or HNSW32")
+        self._ivf.cp.niter = IVF_TRAIN_ITERATIONS
+        self._index.train(np.ascontiguousarray(vectors, np.float32))
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self._index.search(np.ascontiguousarray(queries, np.float32), int(k))
@@ -146,7 +191,7 @@ class FlatStore:
     def get(self, ids: Sequence[int]) -> np.ndarray:
         if len(ids) == 0:
             return np.zeros((0, self.dim), np.float32)
-        return np.stack([self._index.reconstruct(int(i)) for i in ids])
+        return self._index.reconstruct_batch(np.asarray(ids, np.int64))
 
     def to_bytes(self) -> bytes:
         return faiss.serialize_index(self._index).tobytes()

@@ -55,6 +55,38 @@ def test_hnsw_answers_like_exact_and_survives_save_load_and_removal(tmp_path):
     assert np.allclose(again.embeddings([0]), data["c0"][:1], atol=1e-6)  # vectors come back exactly
 
 
+def test_ivf_answers_like_exact_removes_in_place_and_survives_save_load(tmp_path):
+    data = clustered()
+    g = gallery(tmp_path / "g", data)
+    queries = np.concatenate([v[:3] + 0.05 for v in data.values()])
+    exact = top_labels(g, queries)
+    recall = g.reindex("IVF8,Flat")  # 300 references, 8 lists of which 8 are searched: exact in effect
+    assert g.vectors.factory == "IVF8,Flat" and recall == 1.0 and top_labels(g, queries) == exact
+    g.save()
+    [checkpoint] = (tmp_path / "g").glob("index.*.faiss")
+    again = Gallery.open(tmp_path / "g")
+    assert again.vectors.factory == "IVF8,Flat" and top_labels(again, queries) == exact
+    removed = [r.id for r in again.references("c3")]
+    again.remove("c3")
+    again.enroll("c3b", data["c3"][:5])  # added after the checkpoint: read from the vector file's tail
+    again.save()
+    assert list((tmp_path / "g").glob("index.*.faiss")) == [checkpoint]  # a removal rewrites no index
+    third = Gallery.open(tmp_path / "g")
+    hits = {h.id for r in third.search(queries, k=5) for h in r.hits}
+    assert not hits & set(removed) and len(third) == len(g) - 10 and third.labels()["c3b"] == 5
+    assert np.allclose(third.embeddings([0]), data["c0"][:1], atol=1e-6)  # vectors come back exactly
+    assert third.search(data["c3"][6:7], k=1)[0].labels[0][0] == "c3b"
+
+
+def test_ivf_refuses_a_gallery_too_small_for_its_lists_in_one_line(tmp_path, capsys):
+    gallery(tmp_path / "g", clustered(n_labels=3, per=4)).save()
+    before = disk_state(tmp_path / "g")
+    assert main(["reindex", str(tmp_path / "g"), "IVF64,Flat"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "12 references cannot train 64 lists" in err[0]
+    assert disk_state(tmp_path / "g") == before
+
+
 def test_auto_is_exact_while_small_then_hnsw(tmp_path, monkeypatch):
     monkeypatch.setattr(reindex, "AUTO_HNSW", 100)
     data = clustered(n_labels=10, per=15)
@@ -67,7 +99,7 @@ def test_auto_is_exact_while_small_then_hnsw(tmp_path, monkeypatch):
     assert Gallery.open(tmp_path / "g").vectors.factory == "HNSW32"
 
 
-@pytest.mark.parametrize("bad", ["IVF256,PQ8", "HNSW2", "Flat;rm -rf", "PQ16", ""])
+@pytest.mark.parametrize("bad", ["IVF256,PQ8", "HNSW2", "IVF0,Flat", "IVF8", "Flat;rm -rf", "PQ16", ""])
 def test_a_factory_a_gallery_cannot_use_is_one_line_and_changes_nothing(tmp_path, capsys, bad):
     g = gallery(tmp_path / "g", clustered(n_labels=3, per=4))
     g.save()

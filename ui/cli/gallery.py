@@ -281,9 +281,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a score, or auto: keep 95%% of the gallery's own true matches (new galleries' default)")
     s.set_defaults(func=cmd_threshold)
 
-    s = sub.add_parser("reindex", help="rebuild the vector index: Flat (exact), HNSW32 (fast, approximate) or auto")
+    s = sub.add_parser("reindex", help="rebuild the vector index: Flat (exact), HNSW32 or IVF1024,Flat (fast, "
+                       "approximate) or auto")
     s.add_argument("gallery", metavar="GALLERY")
-    s.add_argument("factory", metavar="FACTORY", help="a FAISS factory string: Flat, HNSW32 (HNSWn), or auto "
+    s.add_argument("factory", metavar="FACTORY", help="a FAISS factory string: Flat, HNSW32 (HNSWn), IVF1024,Flat "
+                   "(IVFn,Flat: n lists, trained on the gallery; needs at least n references), or auto "
                    "(exact below 50000 references, HNSW32 from there)")
     s.set_defaults(func=cmd_reindex)
 
