@@ -34,8 +34,11 @@ def evidence(gallery: Gallery, prepare: Prepare, limit: int = LIMIT, seed: int =
     label_of = {r.id: r.label for r in refs}
     q, off = prepare(gallery.embeddings(ids.tolist()))
     off = np.zeros(len(ids), np.float32) if off is None else np.asarray(off, np.float32)
-    impostor = np.asarray([next(s for lab, s in res.labels if lab != label_of[int(i)])
-                           for i, res in zip(ids, gallery.search(q, k=2, offset=off))])
+    # An approximate index may find no other class near a reference (IVF probes a few lists): that
+    # reference gives no stranger score rather than failing the calibration.
+    best_other = (next((s for lab, s in res.labels if lab != label_of[int(i)]), None)
+                  for i, res in zip(ids, gallery.search(q, k=2, offset=off)))
+    impostor = np.asarray([s for s in best_other if s is not None], np.float64)
     genuine = []
     for label in sorted({label_of[int(i)] for i in ids}):
         rows = np.flatnonzero([label_of[int(i)] == label for i in ids])

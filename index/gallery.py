@@ -135,8 +135,8 @@ class Gallery:
     def reindex(self, factory: str) -> float:
         """Rebuild the vector index as a FAISS factory string names ("Flat", "HNSW32", or "auto":
         exact while small, see index.reindex); returns its recall@1 by label against exact search."""
-        self._meta["index"] = reindex.check(factory, self._store)
-        self._store, self._rebuild = self._store.rebuilt(reindex.resolve(factory, len(self))), True
+        chosen, self._store = reindex.check(factory, self._store), self._store.rebuilt(reindex.resolve(factory, len(self)))
+        self._meta["index"], self._rebuild = chosen, True  # only once rebuilt: a refused one changes nothing
         return reindex.label_recall(self._store, {i: r.label for i, r in self._refs.items()})
 
     cohort_settings = property(lambda self: dict(self._meta["cohort"]) if "cohort" in self._meta else None,

@@ -137,7 +137,8 @@ def search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k
 
 
 def match(result: SearchResult, threshold: float, calibration: Optional[Calibration] = None) -> Match:
-    label, score = result.labels[0]
+    # An approximate index (IVF) can find nothing in the lists it probes: an unknown, scored lowest.
+    label, score = result.labels[0] if result.labels else (UNKNOWN, -1.0)
     confidence = (round(calibration.confidence(score), 4), round(calibration.confidence(threshold), 4)) \
         if calibration is not None else (None, None)
     return Match(label if score >= threshold else UNKNOWN, score, label, threshold, score + result.offset, *confidence)

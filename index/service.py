@@ -147,6 +147,8 @@ class GalleryService:
         warnings = []
         k = len(g.labels())
         for crop, r in zip(crops, self.pipeline.search(g, emb, k=k)):
+            if not r.hits:  # an approximate index found nothing near: neither a duplicate nor a closer class
+                continue
             top = r.hits[0]
             if top.score + r.offset >= DUPLICATE_COSINE:
                 warnings.append(f"{crop.name}: near-duplicate of reference {top.id} ({top.label}, {top.source}), "

@@ -46,6 +46,7 @@ HNSW_EF_SEARCH = 64  # recall@1 by label 0.995 on 100k clustered vectors at 18x 
 IVF_NPROBE = 16
 # k-means for the lists: 40 vectors a list, 10 rounds (FAISS's 25 cost 2.5x for a coarse quantizer)
 IVF_TRAIN_PER_LIST, IVF_TRAIN_ITERATIONS = 40, 10
+IVF_MIN_PER_LIST = 39  # FAISS's own floor for k-means (it warns below it)
 
 
 def check_factory(factory: str) -> str:
@@ -56,7 +57,7 @@ def check_factory(factory: str) -> str:
                            "4..128 such as HNSW32 (approximate, fast on large galleries), IVFn,Flat with n lists in "
                            "1..65536 such as IVF1024,Flat (approximate, quick to build), or auto. Quantised "
                            "indexes (PQ, SQ) are refused: the gallery needs its vectors back exactly")
-    return m.group(1) if not m.group(2) else f"HNSW{m.group(2)}"
+    return f"HNSW{int(m.group(2))}" if m.group(2) else f"IVF{int(m.group(4))},Flat" if m.group(4) else "Flat"
 
 
 class FlatStore:
@@ -164,13 +165,10 @@ class FlatStore:
         """A new store of the given index type holding the same vectors (or those of `ids`)."""
         ids = [int(i) for i in (self.ids() if ids is None else ids)]
         out = FlatStore.empty(self.dim, factory)
-        if out._ivf is not None and factory != self.factory:
-            # A seeded sample of 40 a list (FAISS warns below 39) keeps memory flat and k-means short
+        if out._ivf is not None:  # lists trained afresh on the vectors it will hold
+            # a seeded sample of 40 a list (FAISS asks for 39) keeps k-means short
             sample = np.random.default_rng(0).permutation(len(ids))[:IVF_TRAIN_PER_LIST * out._ivf.nlist]
             out.train(self.get([ids[i] for i in np.sort(sample)]))
-        elif out._ivf is not None:  # the same lists: keep their training, only the vectors change
-            out = FlatStore(faiss.clone_index(self._index))
-            out._index.reset()
         for start in range(0, len(ids), 65536):  # in pieces: no second whole copy of the vectors
             out.add(ids[start:start + 65536], self.get(ids[start:start + 65536]))
         return out
@@ -178,11 +176,12 @@ class FlatStore:
     def train(self, vectors: np.ndarray) -> None:
         """An IVF index's lists, by k-means on the vectors it will hold (FAISS samples 256 a list)."""
         nlist = self._ivf.nlist
-        if len(vectors) < nlist:
+        if len(vectors) < IVF_MIN_PER_LIST * nlist:
             raise GalleryError(f"index {self.factory}: {len(vectors)} references cannot train {nlist} lists; an IVF "
-                               f"index needs at least as many references as lists (39x as many train it well); "
-                               f"use fewer lists, Flat or HNSW32")
+                               f"index needs at least {IVF_MIN_PER_LIST} references a list ({IVF_MIN_PER_LIST * nlist} "
+                               f"here); use fewer lists, Flat or HNSW32")
         self._ivf.cp.niter = IVF_TRAIN_ITERATIONS
+        self._ivf.cp.spherical = True  # unit vectors searched by inner product: unit centroids
         self._index.train(np.ascontiguousarray(vectors, np.float32))
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

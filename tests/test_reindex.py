@@ -56,11 +56,11 @@ def test_hnsw_answers_like_exact_and_survives_save_load_and_removal(tmp_path):
 
 
 def test_ivf_answers_like_exact_removes_in_place_and_survives_save_load(tmp_path):
-    data = clustered()
+    data = clustered(per=16)
     g = gallery(tmp_path / "g", data)
     queries = np.concatenate([v[:3] + 0.05 for v in data.values()])
     exact = top_labels(g, queries)
-    recall = g.reindex("IVF8,Flat")  # 300 references, 8 lists of which 8 are searched: exact in effect
+    recall = g.reindex("IVF08,Flat")  # 320 references, 8 lists of which 8 are searched: exact in effect
     assert g.vectors.factory == "IVF8,Flat" and recall == 1.0 and top_labels(g, queries) == exact
     g.save()
     [checkpoint] = (tmp_path / "g").glob("index.*.faiss")
@@ -73,7 +73,7 @@ def test_ivf_answers_like_exact_removes_in_place_and_survives_save_load(tmp_path
     assert list((tmp_path / "g").glob("index.*.faiss")) == [checkpoint]  # a removal rewrites no index
     third = Gallery.open(tmp_path / "g")
     hits = {h.id for r in third.search(queries, k=5) for h in r.hits}
-    assert not hits & set(removed) and len(third) == len(g) - 10 and third.labels()["c3b"] == 5
+    assert not hits & set(removed) and len(third) == len(g) - 11 and third.labels()["c3b"] == 5
     assert np.allclose(third.embeddings([0]), data["c0"][:1], atol=1e-6)  # vectors come back exactly
     assert third.search(data["c3"][6:7], k=1)[0].labels[0][0] == "c3b"
 
@@ -83,8 +83,37 @@ def test_ivf_refuses_a_gallery_too_small_for_its_lists_in_one_line(tmp_path, cap
     before = disk_state(tmp_path / "g")
     assert main(["reindex", str(tmp_path / "g"), "IVF64,Flat"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "12 references cannot train 64 lists" in err[0]
+    assert len(err) == 1 and "12 references cannot train 64 lists; an IVF index needs at least 39" in err[0]
     assert disk_state(tmp_path / "g") == before
+    g = Gallery.open(tmp_path / "g")
+    g.reindex("auto")
+    with pytest.raises(GalleryError):
+        g.reindex("IVF1,Flat")
+    g.save()
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "g" / "gallery.db") as con:  # a refused reindex left the choice as it was
+        assert con.execute("SELECT value FROM settings WHERE key = 'index'").fetchone() == ('"auto"',)
+
+
+def test_an_ivf_gallery_that_probes_only_some_lists_still_answers_and_calibrates():
+    """With many lists and few probed, a reference may find no other class near it, and a query
+    near removed classes may find nothing at all: the calibration skips the first, and a search
+    answers "unknown" for the second, rather than failing."""
+    from byakugan.index import confidence
+
+    data = clustered(n_labels=20, per=500)
+    g = gallery(None, data)
+    g.reindex("IVF256,Flat")
+    cal = confidence.calibrate(g, lambda v: (v, None))
+    assert cal is not None
+    for label in list(data)[1:]:
+        g.remove(label)
+    results = g.search(data["c5"][:20] + 0.01, k=3)
+    empty = [r for r in results if not r.labels]
+    assert empty, "the test needs a query whose probed lists are empty"
+    m = g.match(empty[0])
+    assert not m.known and m.score == -1.0
 
 
 def test_auto_is_exact_while_small_then_hnsw(tmp_path, monkeypatch):

@@ -4,8 +4,9 @@ A gallery embeds the largest detection of a picture (the whole picture when none
 training used to see whole pictures: for a source of whole frames (drone-gestures, anime-scenes)
 the model learnt rooms and bodies, then met tight hand or face crops. `crop_samples` gives each
 sample the box `Pipeline.regions(every=False, fallback="whole")` would crop. Boxes are cached per
-dataset and detector setting as JSON (relative path -> [x, y, w, h] or null), so a later run, or a
-fold sampling other images of the same source, detects only what is new.
+dataset and detector setting as JSON (the image's resolved path -> its box or null, with the file's
+size and time so a changed file is detected again), so a later run, or a fold sampling other images
+of the same source, detects only what is new.
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ def parse_detectors(specs: Sequence[str]) -> dict[str, str]:
     """["hand", "anime-scenes=anime-face"] -> {"*": "hand", "anime-scenes": "anime-face"}."""
     out: dict[str, str] = {}
     for spec in specs:
-        dataset, _, name = spec.rpartition("=")
+        dataset, eq, name = spec.rpartition("=")
+        if eq and not dataset:
+            raise ByakuganError(f"detector {spec!r}: name the data folder before '=' (DATASET=NAME), or give NAME alone")
+        if (dataset or ALL) in out:
+            raise ByakuganError(f"detector {spec!r}: {dataset or 'every dataset'} already has detector "
+                                f"{out[dataset or ALL]!r}; give one detector a data folder")
         out[dataset or ALL] = name
     return out
 
@@ -72,19 +78,24 @@ def crop_samples(samples: Sequence[Sample], detectors: Mapping[str, str], cache:
 
 def _boxes(group: list[Sample], name: str, cache: Optional[str]) -> list[Optional[list[int]]]:
     detector = create_detector(name)
-    root = group[0].path.resolve().parents[1]  # DATA_DIR: keys stay valid if the data folder moves
     setting = hashlib.sha256(json.dumps(detector.config, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cache) / f"boxes-{group[0].dataset}-{name}-{setting}.json" if cache else None
     known: dict = json.loads(path.read_text()) if path is not None and path.is_file() else {}
-    todo = [s for s in group if str(s.path.resolve().relative_to(root)) not in known]
+    keys = [(str(s.path.resolve()), _stamp(s.path)) for s in group]
+    todo = [(s, k) for s, k in zip(group, keys) if known.get(k[0], {}).get("file") != k[1]]
     try:
-        for s in tqdm(todo, desc=f"detecting {name}", unit="img", leave=False):
+        for s, (key, stamp) in tqdm(todo, desc=f"detecting {name}", unit="img", leave=False):
             found = detector(load_image(s.path))
-            known[str(s.path.resolve().relative_to(root))] = list(map(int, found[0].box)) if found else None
+            known[key] = {"box": list(map(int, found[0].box)) if found else None, "file": stamp}
     finally:  # an interrupted run keeps the boxes it found
         if hasattr(detector, "close"):
             detector.close()
         if path is not None and todo:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, json.dumps(known, sort_keys=True).encode())
-    return [known[str(s.path.resolve().relative_to(root))] for s in group]
+    return [known[key]["box"] for key, _ in keys]
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
