@@ -80,7 +80,7 @@ class Bundle:
         self.thresholds = json.loads((directory / "thresholds.json").read_text())
         model = self.config["model"]
         detector = dict(self.config.get("detector", {"name": "none"}))
-        for key in ("cascade", "verifier"):  # shipped inside the bundle, named relative to it
+        for key in ("cascade", "verifier", "model"):  # shipped inside the bundle, named relative to it
             if key in detector:
                 detector[key] = str(member(detector[key]))
         cohort = None

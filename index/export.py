@@ -94,7 +94,7 @@ def _write_onnx(model, path: Path) -> None:
 
 
 def _bundle_detector(gallery: Gallery, d: Path) -> dict:
-    """The gallery's detector config; the cascade and verifier files it needs travel inside the bundle."""
+    """The gallery's detector config; the cascade, verifier or network files it needs travel inside the bundle."""
     config = dict(gallery.detector_config)
     if config["name"] in ("anime-face", "anime-face-verified"):
         from byakugan.embedder.detection.assets import ANIMEFACE_CASCADE, ANIMEFACE_VERIFIER, fetch
@@ -102,6 +102,14 @@ def _bundle_detector(gallery: Gallery, d: Path) -> dict:
         shutil.copyfile(fetch(ANIMEFACE_CASCADE, config.get("cascade")), d / "detector.xml")
         config["cascade"] = "detector.xml"
         if config["name"] == "anime-face-verified":
+            shutil.copyfile(fetch(ANIMEFACE_VERIFIER, config.get("verifier")), d / "verifier.onnx")
+            config["verifier"] = "verifier.onnx"
+    elif config["name"] == "anime-face-net":
+        from byakugan.embedder.detection.assets import ANIMEFACE_NET, ANIMEFACE_VERIFIER, fetch
+
+        shutil.copyfile(fetch(ANIMEFACE_NET, config.get("model")), d / "face_net.onnx")
+        config["model"] = "face_net.onnx"
+        if config.get("verify", True):
             shutil.copyfile(fetch(ANIMEFACE_VERIFIER, config.get("verifier")), d / "verifier.onnx")
             config["verifier"] = "verifier.onnx"
     return config

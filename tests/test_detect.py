@@ -53,13 +53,15 @@ def test_offline_and_missing_says_where_to_put_the_file(tmp_path, monkeypatch):
 
 
 def test_detector_registry(cascade):
-    assert list_detectors() == ["none", "anime-face", "anime-face-verified", "face", "hand"]
+    assert list_detectors() == ["none", "anime-face", "anime-face-verified", "anime-face-net", "face", "hand"]
     img = Image.new("RGB", (64, 48))
     assert [d.box for d in create_detector("none")(img)] == [(0, 0, 64, 48)]
     assert create_detector("anime-face")(img) == []
     assert create_detector("face")(img) == []
     assert create_detector("anime-face-verified")(img) == []  # a blank picture is no face, not even whole
-    with pytest.raises(ModelError, match="unknown detector 'cat'; valid: none, anime-face, anime-face-verified, face, hand"):
+    assert create_detector("anime-face-net")(img) == []
+    with pytest.raises(ModelError, match="unknown detector 'cat'; valid: none, anime-face, anime-face-verified, "
+                                         "anime-face-net, face, hand"):
         create_detector("cat")
 
 
@@ -184,6 +186,7 @@ def test_a_new_gallery_takes_the_model_for_its_detector(cascade, tmp_path, tiny_
 
     assert Pipeline.create(None, "anime-face").encoder.name == "anime-tuned"
     assert Pipeline.create(None, "anime-face-verified").encoder.name == "anime-tuned"
+    assert Pipeline.create(None, "anime-face-net").encoder.name == "anime-tuned"
     assert Pipeline.create(None, "none").encoder.name == "default"
     assert Pipeline.create("default", "anime-face").encoder.name == "default"  # --model still overrides
     hands = Pipeline.create(None, "hand")
@@ -194,7 +197,7 @@ def test_a_new_gallery_takes_the_model_for_its_detector(cascade, tmp_path, tiny_
     capsys.readouterr()
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "anime-tuned  (new galleries with detector anime-face, anime-face-verified)" in lines
+    assert "anime-tuned  (new galleries with detector anime-face, anime-face-verified, anime-face-net)" in lines
     assert "anime" in lines  # still offered, for its galleries and --model anime
     assert any(line.startswith("default  (new galleries with detector none") for line in lines)
 
@@ -257,3 +260,26 @@ def test_verified_detector_travels_in_the_bundle(datasets, model, tmp_path):
     assert b.config["detector"]["verifier"] == "verifier.onnx" and b.config["detector"]["cascade"] == "detector.xml"
     live, got = [r.to_dict() for r in pipe.recognize(g, frame, k=2)], b.search(frame, k=2)
     assert [d["box"] for d in got] == [d["box"] for d in live] and len(got) >= 2
+
+
+def test_face_net_ships_and_finds_pasted_faces_in_one_pass(datasets, model, tmp_path, monkeypatch):
+    """anime-face-net: shipped (offline), finds each pasted head of a series it never trained on
+    (anime-onepiece) in a frame it never saw (drone-gestures), and travels in bundles."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    from byakugan.embedder.detection.assets import ANIMEFACE_NET, shipped_path
+    from byakugan.index import bundle
+    from byakugan.index.export import export
+
+    assert fetch(ANIMEFACE_NET, download=False) == shipped_path(ANIMEFACE_NET)
+    frame, boxes = _pasted(datasets)
+    found = create_detector("anime-face-net")(frame)
+    for x, y, w, h in boxes:
+        assert any(x <= d.box[0] + d.box[2] / 2 <= x + w and y <= d.box[1] + d.box[3] / 2 <= y + h for d in found), found
+    assert len(found) <= len(boxes) + 1 and all(0 <= d.score <= 1 for d in found)
+    assert [d.area for d in found] == sorted((d.area for d in found), reverse=True)  # largest first
+    pipe, g = new_gallery(model, tmp_path / "g", detector="anime-face-net")
+    pipe.enroll(g, "luobin", sorted((datasets / "anime-onepiece" / "luobin").glob("*.jpg"))[:3], fallback="whole")
+    g.save()
+    b = bundle.load(export(g, tmp_path / "b.zip", pipeline=pipe))
+    assert b.config["detector"]["model"] == "face_net.onnx"
+    assert [d["box"] for d in b.search(frame, k=2)] == [r.to_dict()["box"] for r in pipe.recognize(g, frame, k=2)]

@@ -5,6 +5,8 @@
               box widened upward to take in the hair, as the projects before byakugan did.
 - anime-face-verified: the same cascade, permissive, each candidate checked by a small CNN
               (faces.py, verifier.py): more faces found, fewer false ones, slower.
+- anime-face-net: a small centre-point network on the EfficientNet-Lite0 trunk, trained on
+              composed pictures (face_net.py): one pass, no cascade.
 - face:       OpenCV's frontal-face Haar cascade shipped in cv2.data (human faces).
 - hand:       MediaPipe Hands, one padded box around both hands, with their landmarks (hands.py).
 """
@@ -29,6 +31,12 @@ def _anime_face_verified(config: dict):
     return anime_face_verified(config)
 
 
+def _anime_face_net(config: dict):
+    from .face_net import anime_face_net
+
+    return anime_face_net(config)
+
+
 def _face(config: dict):
     from .cascade import face
 
@@ -42,7 +50,7 @@ def _hand(config: dict, video: bool = False):
 
 
 _REGISTRY = {"none": lambda config: NoDetector(), "anime-face": _anime_face, "anime-face-verified": _anime_face_verified,
-             "face": _face, "hand": _hand}
+             "anime-face-net": _anime_face_net, "face": _face, "hand": _hand}
 
 
 def list_detectors() -> list[str]:

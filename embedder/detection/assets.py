@@ -39,6 +39,14 @@ ANIMEFACE_VERIFIER = Asset(
     packaged=True,
     models_folder="anime-face-verifier",  # with its model card
 )
+ANIMEFACE_NET = Asset(
+    "anime_face_net.onnx",
+    "",  # made here (byakugan.embedder.training.face_net) and shipped
+    "383e481dc3ee016a5254b7bf35d99f19542a223f888fdc45669bb5c1c1afb2c8",
+    "BYAKUGAN_ANIMEFACE_NET",
+    packaged=True,
+    models_folder="anime-face-net",
+)
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 

@@ -1,0 +1,101 @@
+"""`anime-face-net`: anime faces found by a small centre-point network (a heat map of face centres,
+with each centre's offset and box size) on the frozen ImageNet EfficientNet-Lite0 trunk, trained
+here on composed pictures (embedder/training/face_net.py). One pass over the picture at a 512 px
+long side, on onnxruntime: no cascade, so faces the cascade cannot see (tilted, small, drawn in
+another style) can still be found. Boxes are widened for the hair as `anime-face` widens them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ModelError
+from .assets import ANIMEFACE_NET, ANIMEFACE_VERIFIER, fetch
+from .base import Detection
+from .faces import iou
+
+STRIDE = 16
+
+
+@dataclass(frozen=True)
+class FaceNetSettings:
+    # A centre's heat: the lowest at which >= 95% of boxes were faces on held-out composed pictures
+    # (models/anime-face-net/training.json)
+    min_score: float = 0.1471
+    side: int = 512  # the picture's longer side when searched
+    # The network's boxes scaled to the strict cascade's framing, which the anime models saw: on 300
+    # composed training pictures (another seed) the cascade's boxes were 0.885x the network's, same centre.
+    scale: float = 0.885
+    grow: float = 0.15  # as `anime-face`: the box widened by this share of its size ...
+    grow_up: float = 0.35  # ... and upward by this much more, for the hair
+    overlap: float = 0.3  # boxes overlapping more than this (IoU) are one face
+    max_faces: int = 20
+    # Each box checked by the anime-face verifier (verifier.py), as `anime-face-verified` checks the
+    # cascade's: the network learnt faces pasted into pictures, never the bodies under them.
+    verify: bool = True
+    min_probability: float = 0.5
+
+
+class FaceNetDetector:
+    name = "anime-face-net"
+
+    def __init__(self, settings: FaceNetSettings, path: Optional[os.PathLike | str] = None,
+                 verifier: Optional[os.PathLike | str] = None) -> None:
+        import onnxruntime as ort
+
+        from .verifier import FaceVerifier
+
+        self.settings = settings
+        self.verifier = FaceVerifier(fetch(ANIMEFACE_VERIFIER, verifier)) if settings.verify else None
+        file = fetch(ANIMEFACE_NET, path)
+        try:
+            self._session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own types for a missing or damaged file
+            raise ModelError(f"detector anime-face-net: {file} cannot be loaded ({exc})") from None
+        self.config = {"name": self.name, **asdict(settings)}
+        if path:
+            self.config["model"] = str(path)
+        if verifier:
+            self.config["verifier"] = str(verifier)
+
+    def __call__(self, img: Image.Image) -> list[Detection]:
+        s = self.settings
+        scale = s.side / max(img.size)
+        w, h = max(STRIDE, round(img.width * scale)), max(STRIDE, round(img.height * scale))
+        pw, ph = -(-w // 32) * 32, -(-h // 32) * 32  # the trunk halves five times: pad to a multiple of 32
+        x = np.zeros((1, 3, ph, pw), np.float32)
+        x[0, :, :h, :w] = np.asarray(img.convert("RGB").resize((w, h), Image.BILINEAR), np.float32).transpose(2, 0, 1) / 255
+        heat, offset, log_size = (o[0] for o in self._session.run(None, {"pixels": x}))
+        heat = heat[0]
+        padded = np.pad(heat, 1, constant_values=-1.0)
+        peak = np.ones_like(heat, bool)
+        for dy in (0, 1, 2):
+            for dx in (0, 1, 2):
+                if (dy, dx) != (1, 1):
+                    peak &= heat >= padded[dy:dy + heat.shape[0], dx:dx + heat.shape[1]]
+        ys, xs = np.nonzero(peak & (heat >= s.min_score))
+        order = np.argsort(-heat[ys, xs])[: s.max_faces * 3]
+        kept: list[Detection] = []
+        for i, j in zip(ys[order], xs[order]):
+            cx, cy = (j + offset[0, i, j]) * STRIDE / scale, (i + offset[1, i, j]) * STRIDE / scale
+            bw, bh = np.exp(np.clip(log_size[:, i, j], -3, 6)) * STRIDE / scale * s.scale
+            x0, y0 = max(0.0, cx - bw / 2 - s.grow * bw), max(0.0, cy - bh / 2 - (s.grow + s.grow_up) * bh)
+            x1, y1 = min(img.width, cx + bw / 2 + s.grow * bw), min(img.height, cy + bh / 2 + s.grow * bh)
+            box = (round(x0), round(y0), round(x1 - x0), round(y1 - y0))
+            if box[2] >= 2 and box[3] >= 2 and all(iou(box, d.box) <= s.overlap for d in kept):
+                kept.append(Detection(box, score=float(heat[i, j])))
+            if len(kept) == s.max_faces:
+                break
+        if self.verifier is not None and kept:
+            prob = self.verifier([img.crop((x, y, x + w, y + h)) for x, y, w, h in (d.box for d in kept)])
+            kept = [d for d, p in zip(kept, prob) if p >= s.min_probability]
+        return sorted(kept, key=lambda d: -d.area)
+
+
+def anime_face_net(config: dict) -> FaceNetDetector:
+    settings = {k: v for k, v in config.items() if k not in ("name", "model", "verifier")}
+    return FaceNetDetector(FaceNetSettings(**settings), config.get("model"), config.get("verifier"))
