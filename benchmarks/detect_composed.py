@@ -65,7 +65,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--pictures", type=int, default=200)
     p.add_argument("--detectors", nargs="+", default=["anime-face", "anime-face-verified", "anime-face-net",
-                                                      "anime-face-net:verify=0"])
+                                                      "anime-face-net:verify=false"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--side", type=int, default=640, help="picture width (composed at 640 x 480, then resized)")
     p.add_argument("--sheet", help="PNG of the first 12 pictures with each detector's boxes")
@@ -78,7 +78,7 @@ def main() -> None:
         pictures = [(p.resize((a.side, round(480 * f)), Image.BILINEAR), [tuple(round(v * f) for v in b) for b in t])
                     for p, t in pictures]
     out, drawn = {}, []
-    for name in a.detectors:  # a name, or NAME:SETTING=VALUE,... (for example anime-face-net:verify=0)
+    for name in a.detectors:  # a name, or NAME:SETTING=VALUE,... (for example anime-face-net:verify=false)
         base, _, extra = name.partition(":")
         settings = {k: json.loads(v) for k, v in (kv.split("=") for kv in extra.split(",") if kv)}
         detect = create_detector({"name": base, **settings})

@@ -112,6 +112,8 @@ def _bundle_detector(gallery: Gallery, d: Path) -> dict:
         if config.get("verify", True):
             shutil.copyfile(fetch(ANIMEFACE_VERIFIER, config.get("verifier")), d / "verifier.onnx")
             config["verifier"] = "verifier.onnx"
+        else:
+            config.pop("verifier", None)  # not shipped, so not named
     return config
 
 

@@ -44,7 +44,7 @@ class Gallery:
         # What changed since it was opened or saved: a save writes just that (index.db).
         self._dropped, self._added, self._renamed, self._rebuild, self._saved_to = set(), [], [], False, self.path
         self._means: Optional[ClassMeans] = None  # made for the first search by class mean, then kept up to date
-        self._counts = LabelCounts(r.label for r in self._refs.values())  # kept up to date by every edit
+        self._counts = LabelCounts(Counter(r.label for r in self._refs.values()))  # kept up to date by every edit
         self.revision = 0  # counts edits of the references: what is derived from them is cached against it
 
     # ---- creating, opening, saving ------------------------------------------------------

@@ -283,3 +283,36 @@ def test_face_net_ships_and_finds_pasted_faces_in_one_pass(datasets, model, tmp_
     b = bundle.load(export(g, tmp_path / "b.zip", pipeline=pipe))
     assert b.config["detector"]["model"] == "face_net.onnx"
     assert [d["box"] for d in b.search(frame, k=2)] == [r.to_dict()["box"] for r in pipe.recognize(g, frame, k=2)]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"side": "512"}, "side '512' must be an integer from 32 to 2048"),
+    ({"side": 40000}, "side 40000 must be an integer from 32 to 2048"),  # would ask for a 20 GB tensor
+    ({"min_score": None}, "min_score None must be a number from 0 to 1"),
+    ({"max_faces": 2.5}, "max_faces 2.5 must be an integer"),
+    ({"verify": "no"}, "verify 'no' must be true or false"),
+    ({"scale": float("nan")}, "scale nan must be a number"),
+])
+def test_face_net_settings_a_gallery_or_bundle_stores_are_checked_in_one_line(bad, message):
+    with pytest.raises(ModelError, match=message.replace("(", r"\(")):
+        create_detector({"name": "anime-face-net", **bad})
+
+
+def test_face_net_and_verifier_refuse_each_others_files_in_one_line(monkeypatch):
+    from byakugan.embedder.detection.assets import ANIMEFACE_NET, ANIMEFACE_VERIFIER, shipped_path
+
+    monkeypatch.setenv(ANIMEFACE_NET.env, str(shipped_path(ANIMEFACE_VERIFIER)))
+    with pytest.raises(ModelError, match="is not the face network"):
+        create_detector("anime-face-net")
+    monkeypatch.delenv(ANIMEFACE_NET.env)
+    monkeypatch.setenv(ANIMEFACE_VERIFIER.env, str(shipped_path(ANIMEFACE_NET)))
+    with pytest.raises(ModelError, match="is not the face verifier"):
+        create_detector("anime-face-net")
+
+
+def test_face_net_verifies_before_merging_overlaps(datasets):
+    """A box on the body under a face scores higher than the face's own box in this picture; the
+    verifier refuses it, and the face's box must still be there (merged first, it was lost)."""
+    img = load_image(datasets / "anime-onepiece" / "luobin" / "76.jpg")
+    found = create_detector("anime-face-net")(img)
+    assert len(found) == 1 and found[0].box[1] < img.height / 2  # the face, in the upper half

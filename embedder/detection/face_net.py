@@ -39,6 +39,20 @@ class FaceNetSettings:
     verify: bool = True
     min_probability: float = 0.5
 
+    def __post_init__(self) -> None:
+        # A gallery or a bundle stores these: a wrong one is one line, not a traceback or a 20 GB tensor.
+        rules = {"min_score": (float, 0, 1), "side": (int, 32, 2048), "scale": (float, 0.1, 4), "grow": (float, 0, 2),
+                 "grow_up": (float, 0, 2), "overlap": (float, 0, 1), "max_faces": (int, 1, 100),
+                 "min_probability": (float, 0, 1)}
+        for name, (kind, low, high) in rules.items():
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (kind is float or isinstance(v, int))
+            if not ok or not low <= v <= high:
+                raise ModelError(f"detector anime-face-net: {name} {v!r} must be a{'n integer' if kind is int else ' number'} "
+                                 f"from {low} to {high}")
+        if not isinstance(self.verify, bool):
+            raise ModelError(f"detector anime-face-net: verify {self.verify!r} must be true or false")
+
 
 class FaceNetDetector:
     name = "anime-face-net"
@@ -56,10 +70,13 @@ class FaceNetDetector:
             self._session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own types for a missing or damaged file
             raise ModelError(f"detector anime-face-net: {file} cannot be loaded ({exc})") from None
+        names = ([i.name for i in self._session.get_inputs()], [o.name for o in self._session.get_outputs()])
+        if names != (["pixels"], ["heat", "offset", "log_size"]):
+            raise ModelError(f"detector anime-face-net: {file} is not the face network (inputs and outputs {names})")
         self.config = {"name": self.name, **asdict(settings)}
         if path:
             self.config["model"] = str(path)
-        if verifier:
+        if verifier and settings.verify:
             self.config["verifier"] = str(verifier)
 
     def __call__(self, img: Image.Image) -> list[Detection]:
@@ -78,21 +95,26 @@ class FaceNetDetector:
                 if (dy, dx) != (1, 1):
                     peak &= heat >= padded[dy:dy + heat.shape[0], dx:dx + heat.shape[1]]
         ys, xs = np.nonzero(peak & (heat >= s.min_score))
-        order = np.argsort(-heat[ys, xs])[: s.max_faces * 3]
-        kept: list[Detection] = []
+        order = np.argsort(-heat[ys, xs])[:200]
+        found: list[Detection] = []
         for i, j in zip(ys[order], xs[order]):
             cx, cy = (j + offset[0, i, j]) * STRIDE / scale, (i + offset[1, i, j]) * STRIDE / scale
             bw, bh = np.exp(np.clip(log_size[:, i, j], -3, 6)) * STRIDE / scale * s.scale
             x0, y0 = max(0.0, cx - bw / 2 - s.grow * bw), max(0.0, cy - bh / 2 - (s.grow + s.grow_up) * bh)
             x1, y1 = min(img.width, cx + bw / 2 + s.grow * bw), min(img.height, cy + bh / 2 + s.grow * bh)
             box = (round(x0), round(y0), round(x1 - x0), round(y1 - y0))
-            if box[2] >= 2 and box[3] >= 2 and all(iou(box, d.box) <= s.overlap for d in kept):
-                kept.append(Detection(box, score=float(heat[i, j])))
+            if box[2] >= 2 and box[3] >= 2:
+                found.append(Detection(box, score=float(heat[i, j])))
+        # Verified before overlaps are merged: a body under a face must not merge the face away.
+        if self.verifier is not None and found:
+            prob = self.verifier([img.crop((x, y, x + w, y + h)) for x, y, w, h in (d.box for d in found)])
+            found = [d for d, p in zip(found, prob) if p >= s.min_probability]
+        kept: list[Detection] = []
+        for d in found:  # best first
+            if all(iou(d.box, k.box) <= s.overlap for k in kept):
+                kept.append(d)
             if len(kept) == s.max_faces:
                 break
-        if self.verifier is not None and kept:
-            prob = self.verifier([img.crop((x, y, x + w, y + h)) for x, y, w, h in (d.box for d in kept)])
-            kept = [d for d, p in zip(kept, prob) if p >= s.min_probability]
         return sorted(kept, key=lambda d: -d.area)
 
 

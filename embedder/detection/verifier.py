@@ -36,6 +36,10 @@ class FaceVerifier:
         except Exception as exc:  # onnxruntime raises its own types for a missing or damaged file
             raise ModelError(f"face verifier {path}: cannot be loaded ({exc})") from None
         self._input = self._session.get_inputs()[0].name
+        shape = self._session.get_inputs()[0].shape
+        if len(self._session.get_inputs()) != 1 or len(shape) != 4 or shape[1:] != [3, SIZE, SIZE]:
+            raise ModelError(f"face verifier {path}: is not the face verifier (input {self._input} {shape}, "
+                             f"expected patches of 3 x {SIZE} x {SIZE})")
         self.path = Path(path)
 
     def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
