@@ -42,8 +42,9 @@ class VectorStore(Protocol):
 # calibration and undo read them. PQ and SQ codes would give them back approximately.
 FACTORIES = re.compile(r"^(Flat|HNSW(\d+)(,Flat)?|IVF(\d+),Flat)$")
 HNSW_EF_SEARCH = 64  # recall@1 by label 0.995 on 100k clustered vectors at 18x Flat's speed (issue #18)
-# Lists searched per query by an IVF index: see benchmarks/scale.py's IVF rows (recall and time by nprobe).
-IVF_NPROBE = 16
+# Lists searched per query by an IVF index. At 1M synthetic references with IVF4096 (benchmarks/
+# million.py, docs/million.json): 32 gave recall@1 by label 0.985 in 4.6 ms a query, 16 gave 0.93.
+IVF_NPROBE = 32
 # k-means for the lists: 40 vectors a list, 10 rounds (FAISS's 25 cost 2.5x for a coarse quantizer)
 IVF_TRAIN_PER_LIST, IVF_TRAIN_ITERATIONS = 40, 10
 IVF_MIN_PER_LIST = 39  # FAISS's own floor for k-means (it warns below it)
