@@ -110,12 +110,19 @@ class FaceNetDetector:
             prob = self.verifier([img.crop((x, y, x + w, y + h)) for x, y, w, h in (d.box for d in found)])
             found = [d for d, p in zip(found, prob) if p >= s.min_probability]
         kept: list[Detection] = []
-        for d in found:  # best first
-            if all(iou(d.box, k.box) <= s.overlap for k in kept):
+        for d in found:  # best first; a box mostly inside a better one is a part of that face (eyes, a mouth)
+            if all(iou(d.box, k.box) <= s.overlap and inside(d.box, k.box) <= 0.5 for k in kept):
                 kept.append(d)
             if len(kept) == s.max_faces:
                 break
         return sorted(kept, key=lambda d: -d.area)
+
+
+def inside(a: tuple, b: tuple) -> float:
+    """The share of box a's area that lies inside box b."""
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return ix * iy / float(max(1, a[2] * a[3]))
 
 
 def anime_face_net(config: dict) -> FaceNetDetector:
