@@ -31,7 +31,7 @@ def get_service(gallery: str, model: Optional[str], detector: Optional[str]) -> 
 
 def what(svc: GalleryService) -> str:
     name = svc.pipeline.detector_config["name"]
-    return {"anime-face": "face", "anime-face-verified": "face", "none": "picture"}.get(name, name)
+    return {"anime-face": "face", "anime-face-verified": "face", "anime-face-net": "face", "none": "picture"}.get(name, name)
 
 
 def query_image_ui():
