@@ -1,8 +1,9 @@
 """Vector stores: ids -> unit vectors, searched by inner product (cosine on unit vectors).
 
-The gallery talks to a store only through `VectorStore`; `FlatStore` is the FAISS one: an
-`IndexIDMap2` over the index a FAISS factory string names ("Flat": exact; "HNSW32": approximate,
-far faster on large galleries), serialised into the gallery's index file. Another backend
+The gallery talks to a store only through `VectorStore`; `FlatStore` is the FAISS one: the index
+a FAISS factory string names ("Flat": exact; "HNSW32": approximate, far faster on large galleries,
+both in an `IndexIDMap2`; "IVF4096,Flat": approximate, its lists trained on the gallery, keeping
+the ids itself), serialised into the gallery's checkpoint when it cannot be rebuilt quickly. Another backend
 implements the same few methods and the gallery and pipeline are unchanged.
 """
 
@@ -175,7 +176,7 @@ class FlatStore:
         return out
 
     def train(self, vectors: np.ndarray) -> None:
-        """An IVF index's lists, by k-means on the vectors it will hold (FAISS samples 256 a list)."""
+        """An IVF index's lists, by spherical k-means on (a sample of) the vectors it will hold."""
         nlist = self._ivf.nlist
         if len(vectors) < IVF_MIN_PER_LIST * nlist:
             raise GalleryError(f"index {self.factory}: {len(vectors)} references cannot train {nlist} lists; an IVF "
