@@ -321,7 +321,7 @@ def test_face_net_verifies_before_merging_overlaps(datasets):
 def test_face_net_keeps_one_box_per_face(datasets):
     """Peaks on the eyes or the mouth of a face the network also found whole are parts of that
     face: a box mostly inside a better one is dropped (IoU alone kept them, small inside large)."""
-    from byakugan.embedder.detection.face_net import inside
+    from byakugan.embedder.detection.faces import inside
 
     assert inside((10, 10, 10, 10), (0, 0, 100, 100)) == 1.0 and inside((0, 0, 100, 100), (10, 10, 10, 10)) == 0.01
     found = create_detector("anime-face-net")(load_image(datasets / "anime-scenes" / "nishikino_maki" / "10.jpg"))

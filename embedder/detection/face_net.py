@@ -16,7 +16,7 @@ from PIL import Image
 from ..errors import ModelError
 from .assets import ANIMEFACE_NET, ANIMEFACE_VERIFIER, fetch
 from .base import Detection
-from .faces import iou
+from .faces import inside, iou
 
 STRIDE = 16
 
@@ -116,13 +116,6 @@ class FaceNetDetector:
             if len(kept) == s.max_faces:
                 break
         return sorted(kept, key=lambda d: -d.area)
-
-
-def inside(a: tuple, b: tuple) -> float:
-    """The share of box a's area that lies inside box b."""
-    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    return ix * iy / float(max(1, a[2] * a[3]))
 
 
 def anime_face_net(config: dict) -> FaceNetDetector:

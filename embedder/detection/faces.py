@@ -61,11 +61,21 @@ def candidates(img: Image.Image, cascade, s: CandidateSettings = CandidateSettin
     return out
 
 
-def iou(a: tuple, b: tuple) -> float:
+def intersection(a: tuple, b: tuple) -> int:
+    """The area two (x, y, w, h) boxes share."""
     ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
+    return ix * iy
+
+
+def iou(a: tuple, b: tuple) -> float:
+    inter = intersection(a, b)
     return inter / float(a[2] * a[3] + b[2] * b[3] - inter) if inter else 0.0
+
+
+def inside(a: tuple, b: tuple) -> float:
+    """The share of box a's area that lies inside box b."""
+    return intersection(a, b) / float(max(1, a[2] * a[3]))
 
 
 class VerifiedFaceDetector:
