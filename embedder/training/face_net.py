@@ -138,6 +138,13 @@ def targets(boxes: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return heat, reg, mask
 
 
+def matches(box: tuple, truth: tuple) -> bool:
+    """A found box is this face when its centre lies in the face's box and its area is within 4x."""
+    cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+    x, y, w, h = truth
+    return x <= cx <= x + w and y <= cy <= y + h and 0.25 <= box[2] * box[3] / (w * h) <= 4
+
+
 def focal(logit: torch.Tensor, heat: torch.Tensor) -> torch.Tensor:
     """CenterNet's penalty-reduced focal loss over the heat map."""
     p = torch.sigmoid(logit).clamp(1e-4, 1 - 1e-4)
@@ -228,9 +235,7 @@ def choose_threshold(onnx: Path, n: int, seed: int, log) -> dict:
     scored = []  # (score, is a face)
     for pic, boxes in zip(pictures, truth):
         for d in detect(pic):
-            cx, cy = d.box[0] + d.box[2] / 2, d.box[1] + d.box[3] / 2
-            scored.append((d.score, any(x <= cx <= x + w and y <= cy <= y + h and 0.25 <= d.area / (w * h) <= 4
-                                        for x, y, w, h in boxes)))
+            scored.append((d.score, any(matches(d.box, b) for b in boxes)))
     scored.sort(reverse=True)
     faces, best = 0, {"min_score": 0.5, "held_out_precision": None, "held_out_recall": None}
     total = sum(len(b) for b in truth)

@@ -4,8 +4,11 @@
 
 Positives: ../shared/datasets/anime-face-patches/train/face. Negatives: its not-face patches,
 plus hard negatives mined from photographs with no anime face in them (four hand sources' frames):
-every box the permissive cascade proposes there. Prints accuracy on the patches' own test split
-and the mined negatives held out, as JSON.
+every box the permissive cascade proposes there. With --net-mined N, also the boxes `anime-face-net`
+proposes, unverified and framed as it frames them, in N composed pictures (embedder/training/
+face_net.py's, a seed neither its training nor its threshold used): those on a pasted face are
+positives, the rest negatives, so the verifier learns the framing and the mistakes of the network
+it checks. Prints accuracy on the patches' own test split and the mined negatives held out, as JSON.
 """
 
 from __future__ import annotations
@@ -62,6 +65,24 @@ def mined_negatives(per_source: int, seed: int) -> list[Image.Image]:
     return out
 
 
+def net_mined(n: int, seed: int, log) -> tuple[list[Image.Image], list[Image.Image]]:
+    """(faces, not faces): anime-face-net's unverified boxes in n composed pictures, judged by the known boxes."""
+    from ..detection.face_net import FaceNetDetector, FaceNetSettings
+    from .face_net import data, matches
+
+    pictures, truth = data(n, seed, log)
+    # A little below the shipped threshold, so that the verifier also sees what lies just under it.
+    detect = FaceNetDetector(FaceNetSettings(min_score=0.1, verify=False))
+    faces, others = [], []
+    for i, (pic, boxes) in enumerate(zip(pictures, truth)):
+        for d in detect(pic):
+            x, y, w, h = d.box
+            (faces if any(matches(d.box, b) for b in boxes) else others).append(pic.crop((x, y, x + w, y + h)))
+        if i % 200 == 199:
+            log(f"net boxes in {i + 1}/{n} pictures: {len(faces)} faces, {len(others)} not")
+    return faces, others
+
+
 def views(images: list, rng: random.Random, n: int) -> list:
     """n views of each image: flipped or not, cut a little tighter or looser, as candidates are."""
     out = []
@@ -90,6 +111,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--views", type=int, default=2, help="augmented views of each patch")
     p.add_argument("--mined-per-source", type=int, default=150)
+    p.add_argument("--net-mined", type=int, default=0, help="composed pictures to mine anime-face-net boxes from")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     torch.manual_seed(a.seed)
@@ -101,7 +123,12 @@ def main() -> None:
     random.Random(a.seed).shuffle(mined)
     held = mined[: len(mined) // 5]
     mined = mined[len(mined) // 5 :]
-    log(f"{len(face)} faces, {len(bg)} not-face patches, {len(mined)} mined negatives (+{len(held)} held out)")
+    # Seeds 0 and 1 composed the network's training and threshold pictures.
+    net_faces, net_others = net_mined(a.net_mined, a.seed + 2, log) if a.net_mined else ([], [])
+    face += net_faces
+    mined += net_others
+    log(f"{len(face)} faces ({len(net_faces)} net boxes), {len(bg)} not-face patches, {len(mined)} mined negatives "
+        f"({len(net_others)} net boxes, +{len(held)} held out)")
     rng = random.Random(a.seed)
     net = Verifier().eval()
     X = embed(net, views(face, rng, a.views) + views(bg + mined, rng, a.views), log)
@@ -130,7 +157,9 @@ def main() -> None:
     print(json.dumps({"out": str(out), "test_faces_accepted": round(accuracy(test_face, 1), 4),
                       "test_not_faces_refused": round(accuracy(test_bg, 0), 4),
                       "held_out_mined_refused": round(accuracy(held, 0), 4),
-                      "train": {"faces": len(face), "not_faces": len(bg), "mined": len(mined), "views": a.views}}))
+                      "train": {"faces": len(face), "not_faces": len(bg), "mined": len(mined), "views": a.views,
+                                "net_mined_pictures": a.net_mined, "net_faces": len(net_faces),
+                                "net_not_faces": len(net_others)}}))
 
 
 if __name__ == "__main__":
