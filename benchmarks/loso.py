@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import io
 import json
+import random
 import sys
 import tempfile
 import time
@@ -83,6 +84,18 @@ def summarise(rows: dict, key: str) -> dict:
     return out
 
 
+def patch_instances(tmp: Path, n: int) -> str:
+    """A dataset folder of n face patches, one class each (links to the files: the feature cache
+    is keyed by the files they resolve to)."""
+    root = tmp / "anime-face-patch-instances"
+    if not root.is_dir():
+        faces = sorted((DATA / "anime-face-patches" / "train" / "face").glob("*.jpg"))
+        for i, f in enumerate(random.Random(0).sample(faces, min(n, len(faces)))):
+            (root / f"patch{i:05d}").mkdir(parents=True)
+            (root / f"patch{i:05d}" / f.name).symlink_to(f)
+    return str(root)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--sources", nargs="+", default=list(SOURCES))
@@ -96,6 +109,10 @@ def main() -> None:
     p.add_argument("--no-baseline", action="store_true", help="skip the frozen ImageNet column")
     p.add_argument("--crop", action="store_true",
                    help="train on each source's crops by the detector its galleries use (sources.json), not whole images")
+    p.add_argument("--patch-instances", type=int, default=0, metavar="N",
+                   help="also train each fold on N seeded face patches of anime-face-patches/train/face, each "
+                        "its own class (its augmented views are its only positives): many more drawn faces than "
+                        "the identity sources hold, from a source no fold is evaluated on")
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--recipe", choices=["all", "today"], default="all",
                    help="train on every other source (all), or only on the other sources the shipped models "
@@ -111,6 +128,8 @@ def main() -> None:
             pool = shipped_sources() if a.recipe == "today" else set(SOURCES)
             others = [str(DATA / s) for s in SOURCES if s != source and s in pool]
             anime = spec["domain"] == "anime"
+            if a.patch_instances:
+                others.append(patch_instances(Path(tmp), a.patch_instances))
             cfg = TrainConfig(data=others, out=f"{tmp}/{source}", epochs=4, views=3, loss="proxyanchor", miner="none",
                               per_class=a.per_class, cache=a.cache, colour_weight=1.0 if anime else 0.0,
                               scoring="mean" if anime else None, cohort_top=5 if anime else None,

@@ -105,12 +105,12 @@ def _bundle_detector(gallery: Gallery, d: Path) -> dict:
             shutil.copyfile(fetch(ANIMEFACE_VERIFIER, config.get("verifier")), d / "verifier.onnx")
             config["verifier"] = "verifier.onnx"
     elif config["name"] == "anime-face-net":
-        from byakugan.embedder.detection.assets import ANIMEFACE_NET, ANIMEFACE_VERIFIER, fetch
+        from byakugan.embedder.detection.assets import ANIMEFACE_NET, ANIMEFACE_NET_VERIFIER, fetch
 
         shutil.copyfile(fetch(ANIMEFACE_NET, config.get("model")), d / "face_net.onnx")
         config["model"] = "face_net.onnx"
         if config.get("verify", True):
-            shutil.copyfile(fetch(ANIMEFACE_VERIFIER, config.get("verifier")), d / "verifier.onnx")
+            shutil.copyfile(fetch(ANIMEFACE_NET_VERIFIER, config.get("verifier")), d / "verifier.onnx")
             config["verifier"] = "verifier.onnx"
         else:
             config.pop("verifier", None)  # not shipped, so not named

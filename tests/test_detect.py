@@ -266,11 +266,15 @@ def test_face_net_ships_and_finds_pasted_faces_in_one_pass(datasets, model, tmp_
     """anime-face-net: shipped (offline), finds each pasted head of a series it never trained on
     (anime-onepiece) in a frame it never saw (drone-gestures), and travels in bundles."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
-    from byakugan.embedder.detection.assets import ANIMEFACE_NET, shipped_path
+    import hashlib
+    import zipfile
+
+    from byakugan.embedder.detection.assets import ANIMEFACE_NET, ANIMEFACE_NET_VERIFIER, shipped_path
     from byakugan.index import bundle
     from byakugan.index.export import export
 
-    assert fetch(ANIMEFACE_NET, download=False) == shipped_path(ANIMEFACE_NET)
+    for asset in (ANIMEFACE_NET, ANIMEFACE_NET_VERIFIER):
+        assert fetch(asset, download=False) == shipped_path(asset)
     frame, boxes = _pasted(datasets)
     found = create_detector("anime-face-net")(frame)
     for x, y, w, h in boxes:
@@ -282,6 +286,9 @@ def test_face_net_ships_and_finds_pasted_faces_in_one_pass(datasets, model, tmp_
     g.save()
     b = bundle.load(export(g, tmp_path / "b.zip", pipeline=pipe))
     assert b.config["detector"]["model"] == "face_net.onnx"
+    # The network's own verifier travels with it, not the cascade's.
+    with zipfile.ZipFile(tmp_path / "b.zip") as z:
+        assert hashlib.sha256(z.read("verifier.onnx")).hexdigest() == ANIMEFACE_NET_VERIFIER.sha256
     assert [d["box"] for d in b.search(frame, k=2)] == [r.to_dict()["box"] for r in pipe.recognize(g, frame, k=2)]
 
 
@@ -299,13 +306,13 @@ def test_face_net_settings_a_gallery_or_bundle_stores_are_checked_in_one_line(ba
 
 
 def test_face_net_and_verifier_refuse_each_others_files_in_one_line(monkeypatch):
-    from byakugan.embedder.detection.assets import ANIMEFACE_NET, ANIMEFACE_VERIFIER, shipped_path
+    from byakugan.embedder.detection.assets import ANIMEFACE_NET, ANIMEFACE_NET_VERIFIER, shipped_path
 
-    monkeypatch.setenv(ANIMEFACE_NET.env, str(shipped_path(ANIMEFACE_VERIFIER)))
+    monkeypatch.setenv(ANIMEFACE_NET.env, str(shipped_path(ANIMEFACE_NET_VERIFIER)))
     with pytest.raises(ModelError, match="is not the face network"):
         create_detector("anime-face-net")
     monkeypatch.delenv(ANIMEFACE_NET.env)
-    monkeypatch.setenv(ANIMEFACE_VERIFIER.env, str(shipped_path(ANIMEFACE_NET)))
+    monkeypatch.setenv(ANIMEFACE_NET_VERIFIER.env, str(shipped_path(ANIMEFACE_NET)))
     with pytest.raises(ModelError, match="is not the face verifier"):
         create_detector("anime-face-net")
 

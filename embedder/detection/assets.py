@@ -47,6 +47,16 @@ ANIMEFACE_NET = Asset(
     packaged=True,
     models_folder="anime-face-net",
 )
+# The verifier `anime-face-net` checks its boxes with: the one above retrained with the network's
+# own boxes in composed pictures (training.verifier --net-mined), so it knows the network's framing.
+ANIMEFACE_NET_VERIFIER = Asset(
+    "anime_face_net_verifier.onnx",
+    "",  # made here (byakugan.embedder.training.verifier --net-mined) and shipped
+    "a38c312edbf50ceaa3485e5e8cdaf21e716fe6d96d601df39e1f346a4fa426ca",
+    "BYAKUGAN_ANIMEFACE_NET_VERIFIER",
+    packaged=True,
+    models_folder="anime-face-net",
+)
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ModelError
-from .assets import ANIMEFACE_NET, ANIMEFACE_VERIFIER, fetch
+from .assets import ANIMEFACE_NET, ANIMEFACE_NET_VERIFIER, fetch
 from .base import Detection
 from .faces import inside, iou
 
@@ -34,8 +34,8 @@ class FaceNetSettings:
     grow_up: float = 0.35  # ... and upward by this much more, for the hair
     overlap: float = 0.3  # boxes overlapping more than this (IoU) are one face
     max_faces: int = 20
-    # Each box checked by the anime-face verifier (verifier.py), as `anime-face-verified` checks the
-    # cascade's: the network learnt faces pasted into pictures, never the bodies under them.
+    # Each box checked by a face verifier (verifier.py) trained on the network's own boxes as well as
+    # the face patches: the network learnt faces pasted into pictures, never the bodies under them.
     verify: bool = True
     min_probability: float = 0.5
 
@@ -64,7 +64,7 @@ class FaceNetDetector:
         from .verifier import FaceVerifier
 
         self.settings = settings
-        self.verifier = FaceVerifier(fetch(ANIMEFACE_VERIFIER, verifier)) if settings.verify else None
+        self.verifier = FaceVerifier(fetch(ANIMEFACE_NET_VERIFIER, verifier)) if settings.verify else None
         file = fetch(ANIMEFACE_NET, path)
         try:
             self._session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
