@@ -47,7 +47,8 @@ def build(variant: str, root: Path) -> Path:
 
 def evaluate(source: str, model: Path) -> dict:
     info = SOURCES[source]
-    args = ["evaluate", str(DATA / source), "--detector", info["detector"], "--model", str(model),
+    # --landmarks none: a hand source is scored on the backbone's features alone, not fused with landmarks.
+    args = ["evaluate", str(DATA / source), "--detector", info["detector"], "--model", str(model), "--landmarks", "none",
             "--trials", "10", "--unknown-fraction", "0.33", "--seed", "1", "--json"]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

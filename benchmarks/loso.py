@@ -8,7 +8,8 @@ Per fold (left-out source S, benchmarks/sources.json says its domain and detecto
   3 views, frozen EfficientNet-Lite0; --per-class images per class); for an anime S with the
   `anime` recipe on top (colour histogram weight 1, class-mean scoring, top-5 cohort of the
   training classes), for a hand S with the `hand-landmarks` recipe: a landmark encoder trained on
-  the other hand sources, fused at weight 0.4;
+  the other hand sources, fused at weight 0.4; with --patch-instances N, also N face patches of
+  anime-face-patches as one-image classes (not in the cohort);
 - with --recipe today, training keeps to the sources the shipped models trained on (less S):
   what today's recipe gives on a source it never saw, to compare "more sources" against;
 - S is evaluated with `byakugan evaluate S --detector D --model FOLD [--landmarks FOLD_LM]
@@ -109,7 +110,7 @@ def main() -> None:
     p.add_argument("--no-baseline", action="store_true", help="skip the frozen ImageNet column")
     p.add_argument("--crop", action="store_true",
                    help="train on each source's crops by the detector its galleries use (sources.json), not whole images")
-    p.add_argument("--patch-instances", type=int, default=0, metavar="N",
+    p.add_argument("--patch-instances", type=lambda v: max(0, int(v)), default=0, metavar="N",
                    help="also train each fold on N seeded face patches of anime-face-patches/train/face, each "
                         "its own class (its augmented views are its only positives): many more drawn faces than "
                         "the identity sources hold, from a source no fold is evaluated on")
@@ -128,12 +129,13 @@ def main() -> None:
             pool = shipped_sources() if a.recipe == "today" else set(SOURCES)
             others = [str(DATA / s) for s in SOURCES if s != source and s in pool]
             anime = spec["domain"] == "anime"
+            identities = list(others)  # the cohort: impostor identities, not the patch instances
             if a.patch_instances:
                 others.append(patch_instances(Path(tmp), a.patch_instances))
             cfg = TrainConfig(data=others, out=f"{tmp}/{source}", epochs=4, views=3, loss="proxyanchor", miner="none",
                               per_class=a.per_class, cache=a.cache, colour_weight=1.0 if anime else 0.0,
                               scoring="mean" if anime else None, cohort_top=5 if anime else None,
-                              cohort_per_class=a.cohort_per_class, detectors={k: v for k, v in crop_detectors().items() if a.crop and str(DATA / k) in others})
+                              cohort_per_class=a.cohort_per_class, cohort_data=identities, detectors={k: v for k, v in crop_detectors().items() if a.crop and str(DATA / k) in others})
             log(f"== fold {source}: training on {len(others)} sources")
             train(cfg, log=log)
             if a.tta:  # a vector-changing setting of the saved model, as `byakugan train --tta` would write it

@@ -333,3 +333,24 @@ def test_face_net_keeps_one_box_per_face(datasets):
     assert inside((10, 10, 10, 10), (0, 0, 100, 100)) == 1.0 and inside((0, 0, 100, 100), (10, 10, 10, 10)) == 0.01
     found = create_detector("anime-face-net")(load_image(datasets / "anime-scenes" / "nishikino_maki" / "10.jpg"))
     assert len(found) == 1
+
+
+def test_verifier_training_refuses_a_bad_check_file_in_one_line(tmp_path):
+    """`--check` names each verifier it cannot use before composing pictures, and exits 2."""
+    import subprocess
+    import sys
+
+    from byakugan.embedder.detection.assets import ANIMEFACE_NET, shipped_path
+
+    for path, reason in [(tmp_path / "none.onnx", "no such file"), (shipped_path(ANIMEFACE_NET), "is not the face verifier")]:
+        r = subprocess.run([sys.executable, "-m", "byakugan.embedder.training.verifier", "--check", str(path)],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and reason in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_an_asset_path_that_is_a_folder_says_so(monkeypatch, tmp_path):
+    from byakugan.embedder.detection.assets import ANIMEFACE_NET_VERIFIER
+
+    monkeypatch.setenv(ANIMEFACE_NET_VERIFIER.env, str(tmp_path))
+    with pytest.raises(ModelError, match="is not a file"):
+        create_detector("anime-face-net")

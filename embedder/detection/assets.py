@@ -47,8 +47,8 @@ ANIMEFACE_NET = Asset(
     packaged=True,
     models_folder="anime-face-net",
 )
-# The verifier `anime-face-net` checks its boxes with: the one above retrained with the network's
-# own boxes in composed pictures (training.verifier --net-mined), so it knows the network's framing.
+# The verifier `anime-face-net` checks its boxes with: ANIMEFACE_VERIFIER's recipe trained again with
+# the network's own boxes in composed pictures (training.verifier --net-mined), so it knows its framing.
 ANIMEFACE_NET_VERIFIER = Asset(
     "anime_face_net_verifier.onnx",
     "",  # made here (byakugan.embedder.training.verifier --net-mined) and shipped
@@ -85,7 +85,7 @@ def fetch(asset: Asset, path: Optional[os.PathLike | str] = None, download: bool
         if candidate:
             p = Path(candidate)
             if not p.is_file():
-                raise ModelError(f"{asset.filename}: {p} does not exist")
+                raise ModelError(f"{asset.filename}: {p} {'is not a file' if p.exists() else 'does not exist'}")
             return p
     cached = cache_dir() / asset.filename
     if cached.is_file():

@@ -1,5 +1,6 @@
 """Is this patch an anime face? Frozen ImageNet EfficientNet-Lite0 features and one logistic unit
-(embedder/training/verifier.py trains it) that check the candidates a permissive cascade proposes.
+(embedder/training/verifier.py trains it) that check the candidates a permissive cascade proposes
+(`anime-face-verified`) or the boxes of the face network (`anime-face-net`, with its own weights).
 It runs with onnxruntime on 96 px patches, so it works the same in the package, the server and an
 exported bundle, without torch."""
 

@@ -64,6 +64,9 @@ class TrainConfig:
     scoring: Optional[str] = None  # how new galleries with this model rank labels: "nearest" or "mean"
     cohort_top: Optional[int] = None  # N >= 0: scores normalised by a cohort of the training classes (embedder.scoring.cohort)
     cohort_per_class: int = 50  # images per training class in the cohort's class means
+    # Folders whose classes make the cohort, when not all of `data` (classes trained on as instances, one
+    # image each, are no impostor identities); None: `data`.
+    cohort_data: Optional[list[str]] = None
     loss: str = "multisimilarity"
     miner: str = "multisimilarity"
     m_per_class: int = 4
@@ -254,8 +257,9 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
         _checkpoint(model, opt, epoch + 1, history, ckpt)
     model.eval().cpu()
     if cfg.cohort_top is not None:
-        log(f"cohort: class means of the {len(classes)} training classes, {cfg.cohort_per_class} images each")
-        model.cohort = build_cohort(model, cfg.data, cfg.holdout, cfg.cohort_per_class, cfg.seed,
+        pool = cfg.data if cfg.cohort_data is None else cfg.cohort_data
+        log(f"cohort: class means of the training classes of {len(pool)} folders, {cfg.cohort_per_class} images each")
+        model.cohort = build_cohort(model, pool, cfg.holdout, cfg.cohort_per_class, cfg.seed,
                                     crop=lambda pool: crop_samples(pool, cfg.detectors, cfg.cache, log))
         model.config["cohort"] = {"top": cfg.cohort_top}
     if held_feats is not None and len(set(held_labels)) >= 3:

@@ -1,6 +1,8 @@
-"""Train the anime-face verifier (embedder/detection/verifier.py) and write it as ONNX.
+"""Train an anime-face verifier (embedder/detection/verifier.py) and write it as ONNX.
 
     .venv/bin/python -m byakugan.embedder.training.verifier --out models/anime-face-verifier/anime_face_verifier.onnx
+    .venv/bin/python -m byakugan.embedder.training.verifier --out models/anime-face-net/anime_face_net_verifier.onnx --net-mined 2000
+    .venv/bin/python -m byakugan.embedder.training.verifier --check V.onnx [V2.onnx ...]
 
 Positives: ../shared/datasets/anime-face-patches/train/face. Negatives: its not-face patches,
 plus hard negatives mined from photographs with no anime face in them (four hand sources' frames):
@@ -8,7 +10,10 @@ every box the permissive cascade proposes there. With --net-mined N, also the bo
 proposes, unverified and framed as it frames them, in N composed pictures (embedder/training/
 face_net.py's, a seed neither its training nor its threshold used): those on a pasted face are
 positives, the rest negatives, so the verifier learns the framing and the mistakes of the network
-it checks. Prints accuracy on the patches' own test split and the mined negatives held out, as JSON.
+it checks. Prints accuracy on the patches' own test split and the mined negatives held out, as JSON,
+and with --net-mined the network with this verifier on its threshold pictures (`net_check`), which
+--check alone prints for any verifiers: those pictures reuse the training face patches in new
+layouts, so they compare verifiers and flatter the one trained on the network's boxes.
 """
 
 from __future__ import annotations
@@ -80,12 +85,12 @@ def net_mined(n: int, seed: int, log) -> tuple[list[Image.Image], list[Image.Ima
     return faces, others
 
 
-def net_check(verifier: str, n: int, seed: int, log) -> dict:
-    """anime-face-net with this verifier on n composed pictures of `seed` (the network's threshold
-    pictures, seed 1): the figures a verifier is chosen by, never the benchmark's."""
+def net_check(verifier: str, pictures: list, truth: list) -> dict:
+    """anime-face-net with this verifier on composed pictures with known boxes (the network's
+    threshold pictures, seed 1): the figures a verifier is chosen by, never the benchmark's."""
     from ..detection.face_net import FaceNetDetector, FaceNetSettings
 
-    pictures, truth = data(n, seed, log)
+    n = len(pictures)
     detect = FaceNetDetector(FaceNetSettings(), verifier=verifier)
     boxes = hits = found = faces = 0
     for pic, known in zip(pictures, truth):
@@ -94,7 +99,7 @@ def net_check(verifier: str, n: int, seed: int, log) -> dict:
         faces += sum(any(matches(b, t) for t in known) for b in got)
         hits += sum(any(matches(b, t) for b in got) for t in known)
         found += any(matches(b, t) for b in got for t in known)
-    return {"pictures": n, "seed": seed, "recall": round(hits / max(1, sum(map(len, truth))), 4),
+    return {"pictures": n, "recall": round(hits / max(1, sum(map(len, truth))), 4),
             "precision": round(faces / max(1, boxes), 4), "pictures_with_a_face_found": round(found / n, 4)}
 
 
@@ -123,20 +128,30 @@ def embed(net: Verifier, images: list, log) -> torch.Tensor:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--out")
-    p.add_argument("--check", nargs="+", metavar="ONNX", help="instead of training: anime-face-net with each of "
-                   "these verifiers on its 200 threshold pictures (seed 1)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--out", help="the ONNX file to write")
+    what.add_argument("--check", nargs="+", metavar="ONNX", help="instead of training: anime-face-net with each of "
+                      "these verifiers on its 200 threshold pictures (composed with --seed + 1)")
     p.add_argument("--views", type=int, default=2, help="augmented views of each patch")
     p.add_argument("--mined-per-source", type=int, default=150)
     p.add_argument("--net-mined", type=int, default=0, help="composed pictures to mine anime-face-net boxes from")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     if a.check:
+        from ..detection.verifier import FaceVerifier
+        from ..errors import ModelError
+
+        for path in a.check:  # each file checked before minutes of work
+            if not Path(path).is_file():
+                p.error(f"--check {path}: no such file")
+            try:
+                FaceVerifier(path)
+            except ModelError as exc:
+                p.error(f"--check {path}: {exc}")
+        pictures, truth = data(200, a.seed + 1, lambda m: None)
         for path in a.check:
-            print(json.dumps({"verifier": path, **net_check(path, 200, a.seed + 1, lambda m: None)}), flush=True)
+            print(json.dumps({"verifier": path, "seed": a.seed + 1, **net_check(path, pictures, truth)}), flush=True)
         return
-    if not a.out:
-        p.error("--out is required (or --check)")
     torch.manual_seed(a.seed)
     root = DATA / "anime-face-patches"
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
@@ -183,8 +198,9 @@ def main() -> None:
                       "train": {"faces": len(face), "not_faces": len(bg), "mined": len(mined), "views": a.views,
                                 "net_mined_pictures": a.net_mined, "net_faces": len(net_faces),
                                 "net_not_faces": len(net_others)},
-                      # seed 1: the network's threshold pictures, not the seed the boxes were mined from
-                      "net_held_out": net_check(str(out), 200, a.seed + 1, log)}))
+                      # the network's threshold pictures (--seed + 1), not the seed the boxes were mined from
+                      "net_threshold_pictures": {"seed": a.seed + 1,
+                                                 **net_check(str(out), *data(200, a.seed + 1, log))}}))
 
 
 if __name__ == "__main__":
