@@ -7,9 +7,11 @@
   become garbage, dropped when the file is compacted: garbage beyond both `COMPACT_MIN` rows and
   the live ones); renaming is one UPDATE.
 - `index.<generation>.faiss`, only for index types that cannot be built quickly from the vectors
-  (HNSW, IVF): the index as of `checkpoint_rows` rows, written again when the index type changed,
-  more than `TAIL_MAX` rows were added since, or (HNSW, which cannot remove) rows were removed;
-  opening adds the rows after it and takes out of an IVF index the references removed since.
+  (HNSW, IVF): as of `checkpoint_rows` rows, the whole HNSW index, or an IVF index's centroids and
+  each reference's list (its vectors are in the vector file: opening puts each row in its list);
+  written again when the index type changed, more than `TAIL_MAX` rows were added since, or (HNSW,
+  which cannot remove) rows were removed; opening adds the rows after it. An IVF checkpoint of
+  the first kind (the whole index, as galleries saved before kept it) is read as before.
 
 Crash safety: the writer holds SQLite's write lock for the whole save; every byte a commit names
 is written and synced before it commits. Rows a killed writer appended after the committed end are
@@ -38,7 +40,7 @@ from .errors import GalleryError
 from .ranking import Reference
 from .store import retire as retire_first_format
 from .vectorfile import live_blocks, write_vectors
-from .vectors import FlatStore
+from .vectors import IVF_CHECKPOINT, FlatStore
 
 DB_FILE, BACKUP = "gallery.db", "backup-v1"
 VECTORS, CHECKPOINT = re.compile(r"vectors\.\d{6,}\.f32\Z"), re.compile(r"index\.\d{6,}\.faiss\Z")
@@ -114,18 +116,20 @@ def load(directory: Path, attempts: int = 5):
 
 
 def _read(directory: Path, st: dict, refs: list, pieces: list) -> FlatStore:
-    dim, first = int(st["dim"]), 0
+    dim, first, lists = int(st["dim"]), 0, None
     if st["checkpoint"]:
         with open(directory / st["checkpoint"], "rb") as f:
             if hashlib.file_digest(f, "sha256").hexdigest() != st["checkpoint_sha256"]:
                 raise GalleryError(f"gallery {directory}: {st['checkpoint']} does not match its checksum (damaged)")
             f.seek(0)
+            whole = f.read(len(IVF_CHECKPOINT)) != IVF_CHECKPOINT  # IVF: centroids and lists, no vectors
+            f.seek(0)
             try:
-                store = FlatStore.read(f)
+                store, lists = (FlatStore.read(f), None) if whole else FlatStore.from_checkpoint(f.read(), st["factory"])
             except ValueError as exc:
                 raise GalleryError(f"gallery {directory}: {st['checkpoint']} is not a readable index ({exc})") from None
-        first = int(st["checkpoint_rows"])
-        if store.removes_in_place:  # references removed since the checkpoint was written
+        first = int(st["checkpoint_rows"]) if whole else 0  # an IVF one: every live row from the vector file
+        if whole and store.removes_in_place:  # references removed since the checkpoint was written
             live = {i for i, _, _, _, _ in refs}
             store.remove([i for i in store.ids().tolist() if i not in live])
     else:
@@ -145,7 +149,8 @@ def _read(directory: Path, st: dict, refs: list, pieces: list) -> FlatStore:
             batch: list = []  # small pieces are added together: each add is a FAISS call with its own overhead
             for ids, v in itertools.chain(blocks, [(None, None)]):
                 if batch and (ids is None or sum(len(i) for i, _ in batch) >= vectorfile.PIECE_ROWS):
-                    store.add(np.concatenate([i for i, _ in batch]), np.concatenate([x for _, x in batch]))
+                    add_ids, add_x = np.concatenate([i for i, _ in batch]), np.concatenate([x for _, x in batch])
+                    store.add(add_ids, add_x) if lists is None else store.add_to_lists(add_ids, add_x, lists)
                     batch.clear()
                 if ids is not None:
                     batch.append((ids, np.array(v)))
@@ -182,7 +187,7 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
             stale = removed and not store.removes_in_place  # an IVF checkpoint drops removed ids when opened
             if store.factory != "Flat" and (full or stale or st["checkpoint"] is None or old.get("factory") != store.factory
                                             or st["rows"] - int(st["checkpoint_rows"]) > TAIL_MAX):
-                blob = store.to_bytes()
+                blob = store.checkpoint()
                 name = write_atomic(directory / f"index.{gen:06d}.faiss", blob).name
                 st.update(checkpoint=name, checkpoint_sha256=hashlib.sha256(blob).hexdigest(), checkpoint_rows=st["rows"])
         settings = {k: v for k, v in meta.items() if k not in NOT_SETTINGS}

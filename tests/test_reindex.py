@@ -147,3 +147,39 @@ def test_reindex_command_reports_recall(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "in a HNSW16 index" in out and "recall@1 by label against exact search" in out
     assert Gallery.open(tmp_path / "g").vectors.factory == "HNSW16"
+
+
+def test_an_ivf_checkpoint_keeps_lists_not_vectors_and_old_whole_ones_still_open(tmp_path, monkeypatch):
+    """The vectors of an IVF gallery are in its vector file once: its checkpoint holds the centroids
+    and each reference's list, and opening puts every row back in the list it was in (a row in
+    another list would change which queries find it). A folder
+    whose checkpoint is a whole index (saved before) opens the same."""
+    from byakugan.index.vectors import IVF_CHECKPOINT, FlatStore
+
+    data = clustered(per=16)
+    queries = np.concatenate([v[:3] + 0.05 for v in data.values()])
+    g = gallery(tmp_path / "g", data)
+    g.reindex("IVF4,Flat")
+    before = top_labels(g, queries)
+    g.save()
+    [checkpoint] = (tmp_path / "g").glob("index.*.faiss")
+    blob = checkpoint.read_bytes()
+    assert blob.startswith(IVF_CHECKPOINT) and len(blob) < sum(v.nbytes for v in data.values()) / 4
+    again = Gallery.open(tmp_path / "g")
+    pairs = lambda store: sorted(map(tuple, FlatStore.from_checkpoint(store.checkpoint(), "IVF4,Flat")[1].tolist()))  # noqa: E731
+    assert pairs(again.vectors) == pairs(g.vectors) and top_labels(again, queries) == before
+    with pytest.raises(ValueError, match="wrong length"):
+        FlatStore.from_checkpoint(blob[:-3], "IVF4,Flat")
+
+    monkeypatch.setattr(FlatStore, "checkpoint", FlatStore.to_bytes)  # the first kind: the whole index
+    g.reindex("IVF4,Flat")
+    g.save()
+    [checkpoint] = (tmp_path / "g").glob("index.*.faiss")
+    assert not checkpoint.read_bytes().startswith(IVF_CHECKPOINT)
+    monkeypatch.undo()
+    old = Gallery.open(tmp_path / "g")
+    assert old.vectors.factory == "IVF4,Flat" and len(old) == len(g)
+    old.remove("c5")
+    old.save()  # a removal rewrites no index: the whole one stays, and drops c5 when opened
+    assert list((tmp_path / "g").glob("index.*.faiss")) == [checkpoint]
+    assert "c5" not in Gallery.open(tmp_path / "g").labels()
