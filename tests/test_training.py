@@ -146,3 +146,15 @@ def test_colour_jitter_can_be_left_out_of_augmentation():
     assert {v2.ColorJitter, v2.RandomGrayscale} <= kinds(augmentation(64, hflip=False))
     assert not {v2.ColorJitter, v2.RandomGrayscale} & kinds(augmentation(64, hflip=False, colour_jitter=False))
     assert v2.RandomHorizontalFlip in kinds(augmentation(64, hflip=True, colour_jitter=False))
+
+
+def test_the_cohort_can_come_from_some_of_the_training_folders(datasets, tmp_path):
+    """cohort_data: classes trained on as instances (one image each) are no impostor identities."""
+    from byakugan.embedder.training.metric import TrainConfig, train
+
+    cfg = TrainConfig(data=[str(datasets / "rock-paper-scissors"), str(datasets / "hand-fingers")],
+                      out=str(tmp_path / "m"), per_class=4, epochs=1, head_dim=8, batch_size=12, views=1, size=64,
+                      cohort_top=2, cohort_per_class=2, cohort_data=[str(datasets / "rock-paper-scissors")])
+    model = train(cfg, log=lambda m: None)
+    classes = [p for p in (datasets / "rock-paper-scissors").iterdir() if p.is_dir()]
+    assert model.cohort is not None and len(model.cohort) == len(classes)
