@@ -24,7 +24,6 @@ save, its old files moved to `backup-v1/`.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import re
 import sqlite3
@@ -145,18 +144,31 @@ def _read(directory: Path, st: dict, refs: list, pieces: list) -> FlatStore:
         blocks = live_blocks(directory / st["vectors"], f, pieces, rows_ids, first, dim)
         if st["checkpoint"] is None and st["factory"] == "Flat":
             store = FlatStore.filled(dim, rows_ids[:, 1], (v for _, v in blocks))
-        else:
-            batch: list = []  # small pieces are added together: each add is a FAISS call with its own overhead
-            for ids, v in itertools.chain(blocks, [(None, None)]):
-                if batch and (ids is None or sum(len(i) for i, _ in batch) >= vectorfile.PIECE_ROWS):
-                    add_ids, add_x = np.concatenate([i for i, _ in batch]), np.concatenate([x for _, x in batch])
-                    store.add(add_ids, add_x) if lists is None else store.add_to_lists(add_ids, add_x, lists)
-                    batch.clear()
-                if ids is not None:
-                    batch.append((ids, np.array(v)))
+        elif lists is not None:  # an IVF checkpoint: each live row into its list
+            live = np.isin(lists[:, 0], rows_ids[:, 1])
+            try:
+                store.fill_lists(lists[live], batched(blocks, 16 * vectorfile.PIECE_ROWS))
+            except ValueError as exc:
+                raise GalleryError(f"gallery {directory}: {st['checkpoint']} and {st['vectors']} disagree ({exc}; damaged)") from None
+        else:  # small pieces are added together: each add is a FAISS call with its own overhead
+            for ids, v in batched(blocks, vectorfile.PIECE_ROWS):
+                store.add(ids, v)
     if len(store) != len(refs):
         raise GalleryError(f"gallery {directory}: holds {len(store)} vectors but lists {len(refs)} references (damaged)")
     return store
+
+
+def batched(blocks, rows: int):
+    """(ids, vectors) blocks joined into blocks of at least `rows` rows (the last may be shorter):
+    fewer, larger FAISS calls, at one such block's memory."""
+    batch: list = []
+    for ids, v in blocks:
+        batch.append((ids, np.array(v)))  # live_blocks reuses its buffer
+        if sum(len(i) for i, _ in batch) >= rows:
+            yield np.concatenate([i for i, _ in batch]), np.concatenate([x for _, x in batch])
+            batch.clear()
+    if batch:
+        yield np.concatenate([i for i, _ in batch]), np.concatenate([x for _, x in batch])
 
 
 def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, added: Sequence[int],

@@ -183,3 +183,21 @@ def test_an_ivf_checkpoint_keeps_lists_not_vectors_and_old_whole_ones_still_open
     old.save()  # a removal rewrites no index: the whole one stays, and drops c5 when opened
     assert list((tmp_path / "g").glob("index.*.faiss")) == [checkpoint]
     assert "c5" not in Gallery.open(tmp_path / "g").labels()
+
+
+def test_ivf_lists_filled_from_a_checkpoint_match_the_index_and_refuse_a_missing_vector():
+    from byakugan.index.vectors import FlatStore
+
+    data = np.concatenate(list(clustered(per=16).values()))
+    ids = np.arange(100, 100 + len(data))
+    store = FlatStore.empty(DIM, "IVF4,Flat")
+    store.train(data)
+    store.add(ids, data)
+    empty, pairs = FlatStore.from_checkpoint(store.checkpoint(), "IVF4,Flat")
+    late = np.arange(1000, 1005)  # added after the checkpoint: to their nearest lists
+    empty.fill_lists(pairs, [(ids[:200], data[:200]), (np.r_[ids[200:], late], np.r_[data[200:], data[:5]])])
+    assert len(empty) == len(data) + 5 and np.allclose(empty.get(ids), data) and np.allclose(empty.get(late), data[:5])
+    assert (empty.search(data[50:70], 3)[1] == store.search(data[50:70], 3)[1]).all()  # c3, c4: no copies late
+    again, pairs = FlatStore.from_checkpoint(store.checkpoint(), "IVF4,Flat")
+    with pytest.raises(ValueError, match="1 vectors the checkpoint lists are missing"):
+        again.fill_lists(pairs, [(ids[1:], data[1:])])
