@@ -124,7 +124,7 @@ def _read(directory: Path, st: dict, refs: list, pieces: list) -> FlatStore:
             whole = f.read(len(IVF_CHECKPOINT)) != IVF_CHECKPOINT  # IVF: centroids and lists, no vectors
             f.seek(0)
             try:
-                store, lists = (FlatStore.read(f), None) if whole else FlatStore.from_checkpoint(f.read(), st["factory"])
+                store, lists = (FlatStore.read(f), None) if whole else FlatStore.from_checkpoint(f.read(), st["factory"], dim)
             except ValueError as exc:
                 raise GalleryError(f"gallery {directory}: {st['checkpoint']} is not a readable index ({exc})") from None
         first = int(st["checkpoint_rows"]) if whole else 0  # an IVF one: every live row from the vector file
@@ -146,6 +146,9 @@ def _read(directory: Path, st: dict, refs: list, pieces: list) -> FlatStore:
             store = FlatStore.filled(dim, rows_ids[:, 1], (v for _, v in blocks))
         elif lists is not None:  # an IVF checkpoint: each live row into its list
             live = np.isin(lists[:, 0], rows_ids[:, 1])
+            listed = rows_ids[rows_ids[:, 0] < int(st["checkpoint_rows"]), 1]
+            if not np.isin(listed, lists[:, 0]).all():  # every row the checkpoint covers has its list
+                raise GalleryError(f"gallery {directory}: {st['checkpoint']} lacks the lists of some references (damaged)")
             try:
                 store.fill_lists(lists[live], batched(blocks, 16 * vectorfile.PIECE_ROWS))
             except ValueError as exc:

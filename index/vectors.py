@@ -211,27 +211,36 @@ class FlatStore:
                       np.full(lists.list_size(i), i, np.int64)], axis=1)
             for i in range(self._ivf.nlist) if lists.list_size(i)]
         return b"".join([IVF_CHECKPOINT, len(quantizer).to_bytes(8, "little"), quantizer,
-                         np.ascontiguousarray(np.concatenate(pairs)).tobytes()])
+                         np.ascontiguousarray(np.concatenate(pairs), "<i8").tobytes()])
 
     @classmethod
-    def from_checkpoint(cls, blob: bytes, factory: str) -> tuple["FlatStore", np.ndarray | None]:
+    def from_checkpoint(cls, blob: bytes, factory: str, dim: int) -> tuple["FlatStore", np.ndarray | None]:
         """(store, id and list pairs sorted by id) from `checkpoint()`'s bytes: an IVF store whose
         lists are trained and empty (fill it with `fill_lists`), or a whole index and None.
-        ValueError when the bytes are neither."""
+        ValueError when the bytes are neither, or do not fit a `factory` index of `dim`."""
         if not blob.startswith(IVF_CHECKPOINT):
             return cls.from_bytes(blob), None
         at = len(IVF_CHECKPOINT) + 8
         size = int.from_bytes(blob[at - 8:at], "little")
-        if (len(blob) - at - size) % 16:
+        if at + size > len(blob) or (len(blob) - at - size) % 16:
             raise ValueError("IVF lists checkpoint of a wrong length")
         quantizer = cls.from_bytes(blob[at:at + size])._index
-        store = cls.empty(quantizer.d, factory)
-        if store._ivf is None or quantizer.ntotal != store._ivf.nlist:
-            raise ValueError(f"IVF lists checkpoint with {quantizer.ntotal} centroids for a {factory} index")
-        store._ivf.quantizer.add(quantizer.reconstruct_n(0, quantizer.ntotal))
+        store = cls.empty(dim, factory)
+        if store._ivf is None or quantizer.d != dim or quantizer.ntotal != store._ivf.nlist:
+            raise ValueError(f"IVF lists checkpoint with {quantizer.ntotal} centroids of dimension {quantizer.d} "
+                             f"for a {factory} index of dimension {dim}")
+        centroids = quantizer.reconstruct_n(0, quantizer.ntotal)
+        if not np.isfinite(centroids).all():
+            raise ValueError("IVF lists checkpoint with centroids that are not numbers")
+        store._ivf.quantizer.add(centroids)
         store._ivf.is_trained = store._index.is_trained = True
-        pairs = np.frombuffer(blob, np.int64, offset=at + size).reshape(-1, 2)
-        return store, pairs[np.argsort(pairs[:, 0], kind="stable")]
+        pairs = np.frombuffer(blob, "<i8", offset=at + size).reshape(-1, 2).astype(np.int64)
+        pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
+        if len(pairs) and not (0 <= pairs[:, 1].min() and pairs[:, 1].max() < store._ivf.nlist):
+            raise ValueError(f"IVF lists checkpoint naming a list outside 0..{store._ivf.nlist - 1}")
+        if len(pairs) > 1 and (pairs[1:, 0] == pairs[:-1, 0]).any():
+            raise ValueError(f"IVF lists checkpoint listing id {int(pairs[1:, 0][pairs[1:, 0] == pairs[:-1, 0]][0])} twice")
+        return store, pairs
 
     def fill_lists(self, pairs: np.ndarray, blocks) -> None:
         """Fill an empty IVF store from `blocks` of (ids, vectors), each id into the list `pairs`
@@ -247,12 +256,17 @@ class FlatStore:
         filled, rest = np.zeros(ivf.nlist, np.int64), []
         for ids, x in blocks:
             ids, x = np.ascontiguousarray(ids, np.int64), np.ascontiguousarray(x, np.float32)
+            if x.ndim != 2 or x.shape[1] != self.dim or len(x) != len(ids):
+                raise ValueError(f"vectors of shape {x.shape} for {len(ids)} ids of dimension {self.dim}")
             at = np.minimum(np.searchsorted(pairs[:, 0], ids), max(0, len(pairs) - 1))
             known = (pairs[at, 0] == ids) if len(pairs) else np.zeros(len(ids), bool)
             if not known.all():
                 rest.append((ids[~known], x[~known]))
-            order = np.argsort(pairs[at[known], 1], kind="stable")
-            k_ids, k_x, k_lists = ids[known][order], x[known][order], pairs[at[known], 1][order]
+                if not known.any():  # a block of rows added after the checkpoint only
+                    continue
+            take = np.flatnonzero(known)
+            take = take[np.argsort(pairs[at[take], 1], kind="stable")]
+            k_ids, k_x, k_lists = ids[take], x[take], pairs[at[take], 1]
             bounds = np.flatnonzero(np.diff(k_lists)) + 1
             for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(k_lists)]):
                 i, n = int(k_lists[lo]), int(hi - lo)

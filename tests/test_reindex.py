@@ -151,7 +151,7 @@ def test_reindex_command_reports_recall(tmp_path, capsys):
 
 def test_an_ivf_checkpoint_keeps_lists_not_vectors_and_old_whole_ones_still_open(tmp_path, monkeypatch):
     """The vectors of an IVF gallery are in its vector file once: its checkpoint holds the centroids
-    and each reference's list, and opening puts every row back in the list it was in (a row in
+    and each reference's list, and opening puts every row it covers back in the list it was in (a row in
     another list would change which queries find it). A folder
     whose checkpoint is a whole index (saved before) opens the same."""
     from byakugan.index.vectors import IVF_CHECKPOINT, FlatStore
@@ -166,10 +166,10 @@ def test_an_ivf_checkpoint_keeps_lists_not_vectors_and_old_whole_ones_still_open
     blob = checkpoint.read_bytes()
     assert blob.startswith(IVF_CHECKPOINT) and len(blob) < sum(v.nbytes for v in data.values()) / 4
     again = Gallery.open(tmp_path / "g")
-    pairs = lambda store: sorted(map(tuple, FlatStore.from_checkpoint(store.checkpoint(), "IVF4,Flat")[1].tolist()))  # noqa: E731
+    pairs = lambda store: sorted(map(tuple, FlatStore.from_checkpoint(store.checkpoint(), "IVF4,Flat", DIM)[1].tolist()))  # noqa: E731
     assert pairs(again.vectors) == pairs(g.vectors) and top_labels(again, queries) == before
     with pytest.raises(ValueError, match="wrong length"):
-        FlatStore.from_checkpoint(blob[:-3], "IVF4,Flat")
+        FlatStore.from_checkpoint(blob[:-3], "IVF4,Flat", DIM)
 
     monkeypatch.setattr(FlatStore, "checkpoint", FlatStore.to_bytes)  # the first kind: the whole index
     g.reindex("IVF4,Flat")
@@ -193,11 +193,70 @@ def test_ivf_lists_filled_from_a_checkpoint_match_the_index_and_refuse_a_missing
     store = FlatStore.empty(DIM, "IVF4,Flat")
     store.train(data)
     store.add(ids, data)
-    empty, pairs = FlatStore.from_checkpoint(store.checkpoint(), "IVF4,Flat")
+    empty, pairs = FlatStore.from_checkpoint(store.checkpoint(), "IVF4,Flat", DIM)
     late = np.arange(1000, 1005)  # added after the checkpoint: to their nearest lists
     empty.fill_lists(pairs, [(ids[:200], data[:200]), (np.r_[ids[200:], late], np.r_[data[200:], data[:5]])])
     assert len(empty) == len(data) + 5 and np.allclose(empty.get(ids), data) and np.allclose(empty.get(late), data[:5])
     assert (empty.search(data[50:70], 3)[1] == store.search(data[50:70], 3)[1]).all()  # c3, c4: no copies late
-    again, pairs = FlatStore.from_checkpoint(store.checkpoint(), "IVF4,Flat")
+    again, pairs = FlatStore.from_checkpoint(store.checkpoint(), "IVF4,Flat", DIM)
     with pytest.raises(ValueError, match="1 vectors the checkpoint lists are missing"):
         again.fill_lists(pairs, [(ids[1:], data[1:])])
+
+
+def test_an_ivf_gallery_whose_new_rows_fill_a_read_of_their_own_opens(tmp_path):
+    """Every reference removed, five enrolled (no new checkpoint is due): the rows read when
+    opening are all newer than the checkpoint."""
+    data = clustered(per=16)
+    g = gallery(tmp_path / "g", data)
+    g.reindex("IVF4,Flat")
+    g.save()
+    for label in list(data):
+        g.remove(label)
+    g.enroll("late", data["c0"][:5])
+    g.save()
+    again = Gallery.open(tmp_path / "g")
+    assert again.labels() == {"late": 5} and again.search(data["c0"][5:6], k=1)[0].labels[0][0] == "late"
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: np.c_[p[:, 0], np.full(len(p), 4)], "a list outside 0..3"),
+    (lambda p: np.r_[p, p[:1]], r"listing id \d+ twice"),
+])
+def test_a_checkpoint_with_impossible_lists_is_refused(damage, message):
+    from byakugan.index.vectors import IVF_CHECKPOINT, FlatStore
+
+    data = np.concatenate(list(clustered(per=16).values()))
+    store = FlatStore.empty(DIM, "IVF4,Flat")
+    store.train(data)
+    store.add(np.arange(100, 100 + len(data)), data)
+    blob = store.checkpoint()
+    size = int.from_bytes(blob[len(IVF_CHECKPOINT):len(IVF_CHECKPOINT) + 8], "little")
+    head = len(IVF_CHECKPOINT) + 8 + size
+    pairs = np.frombuffer(blob, "<i8", offset=head).reshape(-1, 2)
+    with pytest.raises(ValueError, match=message):
+        FlatStore.from_checkpoint(blob[:head] + np.ascontiguousarray(damage(pairs), "<i8").tobytes(), "IVF4,Flat", DIM)
+    with pytest.raises(ValueError, match="dimension 32 for a IVF4,Flat index of dimension 64"):
+        FlatStore.from_checkpoint(blob, "IVF4,Flat", 64)
+
+
+def test_a_checkpoint_that_lost_some_lists_is_refused_in_one_line(tmp_path, capsys):
+    """Pairs cut off the end, the checksum made to match: not a gallery with rows silently moved."""
+    import hashlib
+    import json
+    import sqlite3
+
+    g = gallery(tmp_path / "g", clustered(per=16))
+    g.reindex("IVF4,Flat")
+    g.save()
+    [checkpoint] = (tmp_path / "g").glob("index.*.faiss")
+    blob = checkpoint.read_bytes()[:-16 * 10]
+    checkpoint.write_bytes(blob)
+    con = sqlite3.connect(tmp_path / "g" / "gallery.db")
+    storage = json.loads(con.execute("SELECT value FROM settings WHERE key = 'storage'").fetchone()[0])
+    storage["checkpoint_sha256"] = hashlib.sha256(blob).hexdigest()
+    con.execute("UPDATE settings SET value = ? WHERE key = 'storage'", (json.dumps(storage),))
+    con.commit()
+    con.close()
+    assert main(["labels", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err
+    assert "lacks the lists of some references (damaged)" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
