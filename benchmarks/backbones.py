@@ -13,8 +13,6 @@ the first variant, on the same 64 images.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import sys
@@ -28,11 +26,9 @@ import numpy as np
 from byakugan.embedder import create_embedder, load_image
 from byakugan.embedder.atomic import write_atomic
 from byakugan.embedder.embedding.backbones import get_spec
-from byakugan.ui.cli import main as byakugan
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-SOURCES = {k: v for k, v in json.loads(Path(__file__).with_name("sources.json").read_text()).items()
-           if not k.startswith("_")}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loso import DATA, SOURCES, evaluate  # noqa: E402  (the same `byakugan evaluate` cells as the folds)
 
 
 def build(variant: str, root: Path) -> Path:
@@ -43,21 +39,6 @@ def build(variant: str, root: Path) -> Path:
     folder = root / variant.replace("@", "-")
     model.save(folder)
     return folder
-
-
-def evaluate(source: str, model: Path) -> dict:
-    info = SOURCES[source]
-    # --landmarks none: a hand source is scored on the backbone's features alone, not fused with landmarks.
-    args = ["evaluate", str(DATA / source), "--detector", info["detector"], "--model", str(model), "--landmarks", "none",
-            "--trials", "10", "--unknown-fraction", "0.33", "--seed", "1", "--json"]
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        if byakugan(args) != 0:
-            raise SystemExit(f"byakugan {' '.join(args)} failed")
-    s = json.loads(out.getvalue())
-    anime = info["domain"] == "anime"
-    return {"top1": s["top1_prototype" if anime else "top1_nearest"],
-            "far_at_tar95": s["far_at_tar95_mean" if anime else "far_at_tar95"]}
 
 
 def speed(folders: dict[str, Path], n: int = 64) -> dict[str, float]:
@@ -97,7 +78,9 @@ def main(argv=None) -> int:
             result["sources"][source] = {}
             for variant, folder in folders.items():
                 t = time.time()
-                result["sources"][source][variant] = evaluate(source, folder)
+                # --landmarks none: a hand source scored on the backbone's features alone.
+                cell = evaluate(source, SOURCES[source]["detector"], str(folder), "none", None)
+                result["sources"][source][variant] = {k: cell[k] for k in ("top1", "far_at_tar95")}
                 print(f"{source} {variant} {result['sources'][source][variant]} {time.time() - t:.0f}s",
                       file=sys.stderr, flush=True)
         for domain in ("anime", "hand"):
