@@ -42,6 +42,7 @@ from .vectorfile import live_blocks, write_vectors
 from .vectors import IVF_CHECKPOINT, FlatStore
 
 DB_FILE, BACKUP = "gallery.db", "backup-v1"
+FORMAT_VERSION = 2  # of gallery.db (the first format, gallery.json, was 1)
 VECTORS, CHECKPOINT = re.compile(r"vectors\.\d{6,}\.f32\Z"), re.compile(r"index\.\d{6,}\.faiss\Z")
 COMPACT_MIN = 1024
 TAIL_MAX = 1000  # rows an HNSW checkpoint may lag: about 1 s of graph building when opening
@@ -87,6 +88,9 @@ def load(directory: Path, attempts: int = 5):
             raise GalleryError(f"gallery {directory}: {DB_FILE} is not a readable database ({exc})") from None
         finally:
             con.close()
+        if meta.get("version") != FORMAT_VERSION:  # a later format may store what this code would misread
+            raise GalleryError(f"gallery {directory}: format version {meta.get('version')!r} is not one this byakugan "
+                               f"reads ({FORMAT_VERSION}); it was saved by another version")
         try:
             st = meta.pop("storage")
             if mistyped:
@@ -206,7 +210,7 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
                 name = write_atomic(directory / f"index.{gen:06d}.faiss", blob).name
                 st.update(checkpoint=name, checkpoint_sha256=hashlib.sha256(blob).hexdigest(), checkpoint_rows=st["rows"])
         settings = {k: v for k, v in meta.items() if k not in NOT_SETTINGS}
-        settings.update(format="byakugan-gallery", version=2, generation=gen, storage=st)
+        settings.update(format="byakugan-gallery", version=FORMAT_VERSION, generation=gen, storage=st)
         con.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?)",
                         [(k, json.dumps(v, ensure_ascii=False)) for k, v in settings.items()])
         if full:

@@ -260,3 +260,16 @@ def test_a_checkpoint_that_lost_some_lists_is_refused_in_one_line(tmp_path, caps
     assert main(["labels", str(tmp_path / "g")]) == 2
     err = capsys.readouterr().err
     assert "lacks the lists of some references (damaged)" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_gallery_saved_in_a_later_format_is_refused_in_one_line(tmp_path, capsys):
+    import sqlite3
+
+    gallery(tmp_path / "g", clustered(n_labels=3, per=4)).save()
+    con = sqlite3.connect(tmp_path / "g" / "gallery.db")
+    con.execute("UPDATE settings SET value = '3' WHERE key = 'version'")
+    con.commit()
+    con.close()
+    assert main(["labels", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "format version 3 is not one this byakugan reads (2)" in err and len(err.splitlines()) == 1
