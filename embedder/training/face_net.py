@@ -146,6 +146,17 @@ def matches(box: tuple, truth: tuple) -> bool:
     return x <= cx <= x + w and y <= cy <= y + h and 0.25 <= box[2] * box[3] / (w * h) <= 4
 
 
+def detection_figures(found: list[list[tuple]], truth: list[list[tuple]]) -> dict:
+    """Per picture the boxes found and the known faces -> recall (faces found), precision (boxes
+    that are faces) and the share of pictures with a face found, by `matches`."""
+    boxes = sum(map(len, found))
+    faces = sum(any(matches(b, t) for t in known) for got, known in zip(found, truth) for b in got)
+    hits = sum(any(matches(b, t) for b in got) for got, known in zip(found, truth) for t in known)
+    pictures = sum(any(matches(b, t) for b in got for t in known) for got, known in zip(found, truth))
+    return {"recall": round(hits / max(1, sum(map(len, truth))), 4), "precision": round(faces / max(1, boxes), 4),
+            "pictures_with_a_face_found": round(pictures / max(1, len(found)), 4)}
+
+
 def focal(logit: torch.Tensor, heat: torch.Tensor) -> torch.Tensor:
     """CenterNet's penalty-reduced focal loss over the heat map."""
     p = torch.sigmoid(logit).clamp(1e-4, 1 - 1e-4)

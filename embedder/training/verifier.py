@@ -32,7 +32,7 @@ from PIL import Image
 from ..detection.verifier import SIZE, patches
 from ..images import list_images, load_image
 
-from .face_net import DATA, PHOTOS, data, matches
+from .face_net import DATA, PHOTOS, data, detection_figures, matches
 
 
 class Verifier(torch.nn.Module):
@@ -90,18 +90,8 @@ def net_check(verifier: str, pictures: list, truth: list) -> dict:
     threshold pictures, seed 1): the figures a verifier is chosen by, never the benchmark's."""
     from ..detection.face_net import FaceNetDetector, FaceNetSettings
 
-    n = len(pictures)
     detect = FaceNetDetector(FaceNetSettings(), verifier=verifier)
-    boxes = hits = found = faces = 0
-    for pic, known in zip(pictures, truth):
-        got = [d.box for d in detect(pic)]
-        boxes += len(got)
-        faces += sum(any(matches(b, t) for t in known) for b in got)
-        hits += sum(any(matches(b, t) for b in got) for t in known)
-        found += any(matches(b, t) for b in got for t in known)
-    return {"pictures": n, "recall": round(hits / max(1, sum(map(len, truth))), 4),
-            "precision": round(faces / max(1, boxes), 4), "pictures_with_a_face_found": round(found / n, 4)}
-
+    return {"pictures": len(pictures), **detection_figures([[d.box for d in detect(pic)] for pic in pictures], truth)}
 
 def views(images: list, rng: random.Random, n: int) -> list:
     """n views of each image: flipped or not, cut a little tighter or looser, as candidates are."""
