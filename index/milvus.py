@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import sqlite3
+import time
 import uuid
 from pathlib import Path
 from typing import Optional, Sequence
@@ -34,6 +35,7 @@ SERVER = re.compile(r"^milvus://([A-Za-z0-9.\-_]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$"
 MAX_TOPK = 16384  # Milvus's limit on the results of one search
 BATCH = 2048  # rows per upsert or get: a few MB per gRPC message at dimension 1408
 TIMEOUT = 10.0  # seconds to reach a server
+UNREACHABLE, NOT_LOADED = 2, 101  # pymilvus MilvusException codes: no connection; collection not loaded
 _clients: dict = {}  # uri -> MilvusClient, one per database per process (Milvus Lite allows one process)
 
 
@@ -125,12 +127,28 @@ class MilvusStore:
         return self._client
 
     def _call(self, method: str, **kwargs):
+        for attempt in (1, 2):
+            try:
+                return getattr(self.client, method)(collection_name=self.collection, **kwargs)
+            except GalleryError:
+                raise
+            except Exception as exc:
+                code = getattr(exc, "code", None)
+                if attempt == 1 and code == NOT_LOADED and method in ("search", "query", "get"):
+                    # a restarted server hands its collections back released: a long-lived process
+                    # (page, HTTP server) loads it again instead of failing every search from then on
+                    self._reload()
+                    continue
+                if attempt == 1 and code == UNREACHABLE and self.uri != LITE_FILE:
+                    time.sleep(1.0)  # gRPC's channel to a server that just restarted is still backing off
+                    continue
+                raise _errors(f"Milvus {self.spec}, collection {self.collection}: {method} failed", exc) from None
+
+    def _reload(self) -> None:
         try:
-            return getattr(self.client, method)(collection_name=self.collection, **kwargs)
-        except GalleryError:
-            raise
-        except Exception as exc:
-            raise _errors(f"Milvus {self.spec}, collection {self.collection}: {method} failed", exc) from None
+            self.client.load_collection(collection_name=self.collection)
+        except Exception:  # the retried call reports what is wrong, in one line
+            pass
 
     def _visible(self, extra: bool = True) -> str:
         """The filter that shows what the last commit lists, less the removals not yet saved."""

@@ -1,0 +1,153 @@
+"""`--store milvus://HOST:PORT`: a gallery on a Milvus server reached over TCP, not an embedded file.
+
+The server is Milvus Lite's own gRPC server (`python -m milvus_lite server`), started here in a
+process of its own: the same wire protocol and pymilvus calls a Milvus standalone server answers,
+so what is checked is byakugan's server path (addresses, collections, filters, two processes on one
+gallery, a server restart), not Milvus's storage engine."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from byakugan.index import Gallery, GalleryError
+
+from .conftest import unit_rows
+from .test_milvus import D, answers, clustered, fill, settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A Milvus Lite gRPC server on localhost, keeping its data in one folder across restarts."""
+
+    def __init__(self, data) -> None:
+        self.data, self.port, self.proc = data, free_port(), None
+
+    spec = property(lambda self: f"milvus://127.0.0.1:{self.port}")
+
+    def start(self) -> "Server":
+        self.proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(self.data),
+                                      "--host", "127.0.0.1", "--port", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                assert self.proc.poll() is None, "the Milvus Lite server exited"
+                time.sleep(0.2)
+        raise AssertionError("the Milvus Lite server did not listen within 60 s")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture()
+def server(tmp_path):
+    s = Server(tmp_path / "milvus-data").start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture()
+def forget_clients():
+    """pymilvus clients are kept per address for the process; a restarted server needs new ones."""
+    from byakugan.index import milvus
+
+    yield milvus._clients
+    milvus._clients.clear()
+
+
+def test_server_gallery_answers_as_faiss_and_persists_removals(server, tmp_path, forget_clients):
+    x, labels = clustered(5, seed=1)
+    faiss_g = Gallery.create(settings(), tmp_path / "faiss")
+    srv = Gallery.create(settings(), tmp_path / "srv", store=server.spec)
+    for g in (faiss_g, srv):
+        fill(g, x, labels)
+        g.save()
+    q, _ = clustered(3, seed=2)
+    want, want_s, want_ids = answers(faiss_g, q)
+    got, got_s, got_ids = answers(srv, q)
+    assert got == want and got_ids == want_ids
+    np.testing.assert_allclose(got_s, want_s, atol=1e-5)
+    st = json.loads(__import__("sqlite3").connect(tmp_path / "srv" / "gallery.db")
+                    .execute("SELECT value FROM settings WHERE key = 'storage'").fetchone()[0])
+    assert st["uri"] == f"http://127.0.0.1:{server.port}" and st["collection"].startswith("byakugan_")
+    assert not (tmp_path / "srv" / "milvus.db").exists()  # nothing of Milvus in the folder
+    for g in (faiss_g, srv):
+        g.remove("c1")
+        g.rename("c2", "renamed")
+        g.save()
+    reopened = Gallery.open(tmp_path / "srv")
+    assert reopened.vectors.spec == server.spec and len(reopened) == 55
+    assert reopened.labels() == Gallery.open(tmp_path / "faiss").labels()
+    assert answers(reopened, q)[0] == answers(faiss_g, q)[0]
+    assert reopened.vectors._count() == 55  # deleted on the server, not only hidden
+
+
+def test_two_processes_share_a_server_gallery(server, tiny_images, tmp_path, forget_clients):
+    """What Milvus Lite's folder lock forbids: one process holds the gallery open while CLI commands,
+    each a process of its own, enrol into it and search it."""
+    g = tmp_path / "g"
+    cli = [sys.executable, "-m", "byakugan.ui.cli"]
+    made = subprocess.run([*cli, "enroll", str(g), "red", str(tiny_images[0]), "--store", server.spec],
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    held = Gallery.open(g)  # this process keeps it open throughout
+    assert held.labels() == {"red": 1}
+    more = subprocess.run([*cli, "enroll", str(g), "green", str(tiny_images[1])], capture_output=True, text=True,
+                          timeout=300)
+    assert more.returncode == 0, more.stderr
+    found = subprocess.run([*cli, "search", str(g), str(tiny_images[1]), "--json"], capture_output=True, text=True,
+                           timeout=300)
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)[0]["detections"][0]["match"]["nearest"] == "green"
+    assert Gallery.open(g).labels() == {"red": 1, "green": 1}
+    assert held.search(held.embeddings([0]), k=5)[0].labels[0][0] == "red"  # the open one still answers
+
+
+def test_a_server_restart_keeps_the_gallery_for_open_and_new_processes(server, tmp_path, forget_clients):
+    x, labels = clustered(4, seed=5)
+    g = Gallery.create(settings(), tmp_path / "g", store=server.spec)
+    fill(g, x, labels)
+    g.save()
+    q, _ = clustered(2, seed=6)
+    want = answers(g, q)
+    server.stop()
+    server.start()
+    held = answers(g, q)  # a long-lived process keeps answering: the released collection is loaded again
+    assert held[0] == want[0] and held[2] == want[2]
+    forget_clients.clear()
+    again = Gallery.open(tmp_path / "g")
+    got = answers(again, q)
+    assert got[0] == want[0] and got[2] == want[2]
+    np.testing.assert_allclose(got[1], want[1], atol=1e-5)
+
+
+def test_a_server_that_went_away_is_one_line_and_keeps_the_gallery(server, tiny_images, tmp_path, forget_clients):
+    g = Gallery.create(settings(), tmp_path / "g", store=server.spec)
+    g.enroll("a", unit_rows(3, D, seed=1))
+    g.save()
+    server.stop()
+    forget_clients.clear()
+    with pytest.raises(GalleryError) as err:
+        Gallery.open(tmp_path / "g")
+    assert str(err.value).startswith(f"Milvus {server.spec}, collection byakugan_")
+    assert "server unavailable" in str(err.value) and "\n" not in str(err.value)
+    proc = subprocess.run([sys.executable, "-m", "byakugan.ui.cli", "search", str(tmp_path / "g"), str(tiny_images[0])],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "server unavailable" in proc.stderr
+    server.start()
+    forget_clients.clear()
+    assert Gallery.open(tmp_path / "g").labels() == {"a": 3}
