@@ -117,7 +117,7 @@ def main() -> None:
         out["ivf_checkpoint_mb"] = round(sum(f.stat().st_size for f in Path(g.path).glob("index.*.faiss")) / 1e6, 1)
         out["vector_file_mb"] = round(sum(f.stat().st_size for f in Path(g.path).glob("vectors.*.f32")) / 1e6, 1)
         raw = g.vectors
-        inner = faiss.extract_index_ivf(raw._index)  # the benchmark sets nprobe underneath the store
+        inner = faiss.extract_index_ivf(raw.faiss_index)  # the benchmark sets nprobe underneath the store
         for nprobe in map(int, a.nprobe.split(",")):
             inner.nprobe = nprobe
             got = top_labels(raw.search, queries, label_of)

@@ -3,7 +3,8 @@ latency of gallery search against raw FAISS on the same index (Flat and HNSW32),
 against exact search, building HNSW, counting labels, enrolling 5 and saving (the gallery open, as
 the server holds it: a server's edit copies it first, timed too; and open + enrol + save as one
 CLI command does), bytes written by that save,
-and opening. Ratios are measured side by side in one run.
+and opening; for HNSW also the checkpoint (its size against the whole index's, the save that writes
+it, the folder's size over the vectors) and the peak memory of opening it. Ratios are measured side by side in one run.
 
     python benchmarks/scale.py [--sizes 2000,10000,100000] [--out docs/scale.json]
 """
@@ -133,7 +134,15 @@ def main() -> None:
             t = time.perf_counter()
             g.reindex("HNSW32")
             row["hnsw32_build_s"] = round(time.perf_counter() - t, 1)
-            g.save()
+            t = time.perf_counter()
+            g.save()  # writes the checkpoint: the graph and the order of its vectors, not the vectors
+            row["hnsw32_checkpoint_save_s"] = round(time.perf_counter() - t, 2)
+            [checkpoint] = (Path(tmp) / "g").glob("index.*.faiss")
+            row["hnsw32_checkpoint_mb"] = round(checkpoint.stat().st_size / 2**20, 1)
+            row["hnsw32_whole_index_mb"] = round(len(g.vectors.to_bytes()) / 2**20, 1)  # what format 2 wrote
+            row["hnsw32_folder_over_vectors"] = round(sum(f.stat().st_size for f in (Path(tmp) / "g").rglob("*")
+                                                          if f.is_file()) / (len(g) * DIM * 4), 2)
+            row["hnsw32_open_and_search_peak_rss_over_vectors"] = peak_rss_ratio(Path(tmp) / "g", len(g))
             g = Gallery.open(g.path)
             row.update(enrol_and_save(g, new, "hnsw32"))
             row["hnsw32_recall_at_1_by_label"] = round(label_recall(g.vectors, {r.id: r.label for r in g.references()}), 4)

@@ -7,11 +7,12 @@
   become garbage, dropped when the file is compacted: garbage beyond both `COMPACT_MIN` rows and
   the live ones); renaming is one UPDATE.
 - `index.<generation>.faiss`, only for index types that cannot be built quickly from the vectors
-  (HNSW, IVF): as of `checkpoint_rows` rows, the whole HNSW index, or an IVF index's centroids and
-  each reference's list (its vectors are in the vector file: opening puts each row in its list);
-  written again when the index type changed, more than `TAIL_MAX` rows were added since, or (HNSW,
-  which cannot remove) rows were removed; opening adds the rows after it. An IVF checkpoint of
-  the first kind (the whole index, as galleries saved before kept it) is read as before.
+  (HNSW, IVF): as of `checkpoint_rows` rows, an HNSW index's graph and the order of its vectors,
+  or an IVF index's centroids and each reference's list (index.checkpoint: the vectors are in the
+  vector file, and opening puts each row where the checkpoint says); written again when the index
+  type changed, more than `TAIL_MAX` rows were added since, or (HNSW, which cannot remove) rows
+  were removed; opening adds the rows after it. A checkpoint of the first kind (the whole index,
+  as galleries saved before format 3 kept it) is read as before.
 
 Crash safety: the writer holds SQLite's write lock for the whole save; every byte a commit names
 is written and synced before it commits. Rows a killed writer appended after the committed end are
@@ -39,10 +40,13 @@ from .errors import GalleryError
 from .ranking import Reference
 from .store import retire as retire_first_format
 from .vectorfile import live_blocks, write_vectors
-from .vectors import IVF_CHECKPOINT, FlatStore
+from . import checkpoint as checkpoints
+from .vectors import FlatStore
 
 DB_FILE, BACKUP = "gallery.db", "backup-v1"
-FORMAT_VERSION = 2  # of gallery.db (the first format, gallery.json, was 1)
+# of gallery.db (the first format, gallery.json, was 1); 3: HNSW checkpoints without the vectors.
+# A gallery.db of format 2 reads as it is and is written as 3 by its next save.
+FORMAT_VERSION, READS = 3, (2, 3)
 VECTORS, CHECKPOINT = re.compile(r"vectors\.\d{6,}\.f32\Z"), re.compile(r"index\.\d{6,}\.faiss\Z")
 COMPACT_MIN = 1024
 TAIL_MAX = 1000  # rows an HNSW checkpoint may lag: about 1 s of graph building when opening
@@ -88,9 +92,9 @@ def load(directory: Path, attempts: int = 5):
             raise GalleryError(f"gallery {directory}: {DB_FILE} is not a readable database ({exc})") from None
         finally:
             con.close()
-        if meta.get("version") != FORMAT_VERSION:  # a later format may store what this code would misread
+        if meta.get("version") not in READS:  # a later format may store what this code would misread
             raise GalleryError(f"gallery {directory}: format version {meta.get('version')!r} is not one this byakugan "
-                               f"reads ({FORMAT_VERSION}); it was saved by another version")
+                               f"reads ({' or '.join(map(str, READS))}); it was saved by another version")
         try:
             st = meta.pop("storage")
             if mistyped:
@@ -119,19 +123,19 @@ def load(directory: Path, attempts: int = 5):
 
 
 def _read(directory: Path, st: dict, refs: list, pieces: list) -> FlatStore:
-    dim, first, lists = int(st["dim"]), 0, None
+    dim, first, slots = int(st["dim"]), 0, None
     if st["checkpoint"]:
         with open(directory / st["checkpoint"], "rb") as f:
             if hashlib.file_digest(f, "sha256").hexdigest() != st["checkpoint_sha256"]:
                 raise GalleryError(f"gallery {directory}: {st['checkpoint']} does not match its checksum (damaged)")
             f.seek(0)
-            whole = f.read(len(IVF_CHECKPOINT)) != IVF_CHECKPOINT  # IVF: centroids and lists, no vectors
+            whole = checkpoints.holds_vectors(f.read(32))  # else a graph or lists, the vectors in the vector file
             f.seek(0)
             try:
-                store, lists = (FlatStore.read(f), None) if whole else FlatStore.from_checkpoint(f.read(), st["factory"], dim)
+                store, slots = (FlatStore.read(f), None) if whole else checkpoints.read(f.read(), st["factory"], dim)
             except ValueError as exc:
                 raise GalleryError(f"gallery {directory}: {st['checkpoint']} is not a readable index ({exc})") from None
-        first = int(st["checkpoint_rows"]) if whole else 0  # an IVF one: every live row from the vector file
+        first = int(st["checkpoint_rows"]) if whole else 0  # else every live row from the vector file
         if whole and store.removes_in_place:  # references removed since the checkpoint was written
             live = {i for i, _, _, _, _ in refs}
             store.remove([i for i in store.ids().tolist() if i not in live])
@@ -148,13 +152,14 @@ def _read(directory: Path, st: dict, refs: list, pieces: list) -> FlatStore:
         blocks = live_blocks(directory / st["vectors"], f, pieces, rows_ids, first, dim)
         if st["checkpoint"] is None and st["factory"] == "Flat":
             store = FlatStore.filled(dim, rows_ids[:, 1], (v for _, v in blocks))
-        elif lists is not None:  # an IVF checkpoint: each live row into its list
-            live = np.isin(lists[:, 0], rows_ids[:, 1])
+        elif slots is not None:  # a graph or lists: each live row where the checkpoint puts it
             listed = rows_ids[rows_ids[:, 0] < int(st["checkpoint_rows"]), 1]
-            if not np.isin(listed, lists[:, 0]).all():  # every row the checkpoint covers has its list
-                raise GalleryError(f"gallery {directory}: {st['checkpoint']} lacks the lists of some references (damaged)")
+            if not np.isin(listed, slots[:, 0]).all():  # every row the checkpoint covers has its place
+                raise GalleryError(f"gallery {directory}: {st['checkpoint']} lacks some references (damaged)")
             try:
-                store.fill_lists(lists[live], batched(blocks, 16 * vectorfile.PIECE_ROWS))
+                # an IVF list takes a FAISS call per block: fewer, larger ones; HNSW copies each piece into place
+                checkpoints.fill(store, slots, rows_ids[:, 1],
+                                 batched(blocks, 16 * vectorfile.PIECE_ROWS) if store.ivf is not None else blocks)
             except ValueError as exc:
                 raise GalleryError(f"gallery {directory}: {st['checkpoint']} and {st['vectors']} disagree ({exc}; damaged)") from None
         else:  # small pieces are added together: each add is a FAISS call with its own overhead
@@ -206,7 +211,7 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
             stale = removed and not store.removes_in_place  # an IVF checkpoint drops removed ids when opened
             if store.factory != "Flat" and (full or stale or st["checkpoint"] is None or old.get("factory") != store.factory
                                             or st["rows"] - int(st["checkpoint_rows"]) > TAIL_MAX):
-                blob = store.checkpoint()
+                blob = checkpoints.write(store)
                 name = write_atomic(directory / f"index.{gen:06d}.faiss", blob).name
                 st.update(checkpoint=name, checkpoint_sha256=hashlib.sha256(blob).hexdigest(), checkpoint_rows=st["rows"])
         settings = {k: v for k, v in meta.items() if k not in NOT_SETTINGS}

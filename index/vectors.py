@@ -3,7 +3,8 @@
 The gallery talks to a store only through `VectorStore`; `FlatStore` is the FAISS one: the index
 a FAISS factory string names ("Flat": exact; "HNSW32": approximate, far faster on large galleries,
 both in an `IndexIDMap2`; "IVF4096,Flat": approximate, its lists trained on the gallery, keeping
-the ids itself), serialised into the gallery's checkpoint when it cannot be rebuilt quickly. Another backend
+the ids itself), of which the gallery's checkpoint (index.checkpoint) keeps what is slow to build
+again: the graph or the lists, never the vectors, which the vector file has. Another backend
 implements the same few methods and the gallery and pipeline are unchanged.
 """
 
@@ -49,7 +50,6 @@ IVF_NPROBE = 32
 # k-means for the lists: 40 vectors a list, 10 rounds (FAISS's 25 cost 2.5x for a coarse quantizer)
 IVF_TRAIN_PER_LIST, IVF_TRAIN_ITERATIONS = 40, 10
 IVF_MIN_PER_LIST = 39  # FAISS's own floor for k-means (it warns below it)
-IVF_CHECKPOINT = b"byakugan IVF lists 1\n"  # starts an IVF checkpoint that holds no vectors (FlatStore.checkpoint)
 
 
 def check_factory(factory: str) -> str:
@@ -134,6 +134,10 @@ class FlatStore:
     def __len__(self) -> int:
         return int(self._index.ntotal)
 
+    # What a checkpoint (index.checkpoint) writes and rebuilds: the FAISS index, and its IVF part if any.
+    faiss_index = property(lambda self: self._index)
+    ivf = property(lambda self: self._ivf)
+
     @property
     def removes_in_place(self) -> bool:
         """Whether remove() takes vectors out without building the index again (HNSW cannot)."""
@@ -198,89 +202,6 @@ class FlatStore:
     def to_bytes(self) -> bytes:
         return faiss.serialize_index(self._index).tobytes()
 
-    def checkpoint(self) -> bytes:
-        """What a gallery folder keeps beside its vector file: the whole index, or for IVF only
-        its trained centroids and each id's list. The vectors are in the vector file already, and
-        writing them again cost 39 s and 5.6 GB at a million (read back by `from_checkpoint`)."""
-        if self._ivf is None:
-            return self.to_bytes()
-        quantizer = faiss.serialize_index(self._ivf.quantizer).tobytes()
-        lists = self._ivf.invlists
-        pairs = [np.zeros((0, 2), np.int64)] + [
-            np.stack([faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).astype(np.int64),
-                      np.full(lists.list_size(i), i, np.int64)], axis=1)
-            for i in range(self._ivf.nlist) if lists.list_size(i)]
-        return b"".join([IVF_CHECKPOINT, len(quantizer).to_bytes(8, "little"), quantizer,
-                         np.ascontiguousarray(np.concatenate(pairs), "<i8").tobytes()])
-
-    @classmethod
-    def from_checkpoint(cls, blob: bytes, factory: str, dim: int) -> tuple["FlatStore", np.ndarray | None]:
-        """(store, id and list pairs sorted by id) from `checkpoint()`'s bytes: an IVF store whose
-        lists are trained and empty (fill it with `fill_lists`), or a whole index and None.
-        ValueError when the bytes are neither, or do not fit a `factory` index of `dim`."""
-        if not blob.startswith(IVF_CHECKPOINT):
-            return cls.from_bytes(blob), None
-        at = len(IVF_CHECKPOINT) + 8
-        size = int.from_bytes(blob[at - 8:at], "little")
-        if at + size > len(blob) or (len(blob) - at - size) % 16:
-            raise ValueError("IVF lists checkpoint of a wrong length")
-        quantizer = cls.from_bytes(blob[at:at + size])._index
-        store = cls.empty(dim, factory)
-        if store._ivf is None or quantizer.d != dim or quantizer.ntotal != store._ivf.nlist:
-            raise ValueError(f"IVF lists checkpoint with {quantizer.ntotal} centroids of dimension {quantizer.d} "
-                             f"for a {factory} index of dimension {dim}")
-        centroids = quantizer.reconstruct_n(0, quantizer.ntotal)
-        if not np.isfinite(centroids).all():
-            raise ValueError("IVF lists checkpoint with centroids that are not numbers")
-        store._ivf.quantizer.add(centroids)
-        store._ivf.is_trained = store._index.is_trained = True
-        pairs = np.frombuffer(blob, "<i8", offset=at + size).reshape(-1, 2).astype(np.int64)
-        pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
-        if len(pairs) and not (0 <= pairs[:, 1].min() and pairs[:, 1].max() < store._ivf.nlist):
-            raise ValueError(f"IVF lists checkpoint naming a list outside 0..{store._ivf.nlist - 1}")
-        if len(pairs) > 1 and (pairs[1:, 0] == pairs[:-1, 0]).any():
-            raise ValueError(f"IVF lists checkpoint listing id {int(pairs[1:, 0][pairs[1:, 0] == pairs[:-1, 0]][0])} twice")
-        return store, pairs
-
-    def fill_lists(self, pairs: np.ndarray, blocks) -> None:
-        """Fill an empty IVF store from `blocks` of (ids, vectors), each id into the list `pairs`
-        (id, list; sorted by id) gives it, every list allocated once at its size (added piece by
-        piece, FAISS grows each list by doubling: 1.75x the vectors at a million); ids that `pairs`
-        lacks (added after the checkpoint) go to their nearest list afterwards. ValueError when the
-        blocks and `pairs` disagree."""
-        ivf, lists = self._ivf, self._ivf.invlists
-        counts = np.bincount(pairs[:, 1], minlength=ivf.nlist) if len(pairs) else np.zeros(ivf.nlist, np.int64)
-        ivf.set_direct_map_type(faiss.DirectMap.NoMap)  # built once from the full lists below
-        for i in np.nonzero(counts)[0]:
-            lists.resize(int(i), int(counts[i]))
-        filled, rest = np.zeros(ivf.nlist, np.int64), []
-        for ids, x in blocks:
-            ids, x = np.ascontiguousarray(ids, np.int64), np.ascontiguousarray(x, np.float32)
-            if x.ndim != 2 or x.shape[1] != self.dim or len(x) != len(ids):
-                raise ValueError(f"vectors of shape {x.shape} for {len(ids)} ids of dimension {self.dim}")
-            at = np.minimum(np.searchsorted(pairs[:, 0], ids), max(0, len(pairs) - 1))
-            known = (pairs[at, 0] == ids) if len(pairs) else np.zeros(len(ids), bool)
-            if not known.all():
-                rest.append((ids[~known], x[~known]))
-                if not known.any():  # a block of rows added after the checkpoint only
-                    continue
-            take = np.flatnonzero(known)
-            take = take[np.argsort(pairs[at[take], 1], kind="stable")]
-            k_ids, k_x, k_lists = ids[take], x[take], pairs[at[take], 1]
-            bounds = np.flatnonzero(np.diff(k_lists)) + 1
-            for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(k_lists)]):
-                i, n = int(k_lists[lo]), int(hi - lo)
-                if filled[i] + n > counts[i]:
-                    raise ValueError(f"list {i} holds more vectors than the checkpoint gives it")
-                lists.update_entries(i, int(filled[i]), n, faiss.swig_ptr(np.ascontiguousarray(k_ids[lo:hi])),
-                                     faiss.swig_ptr(np.ascontiguousarray(k_x[lo:hi]).view(np.uint8)))
-                filled[i] += n
-        if (filled != counts).any():
-            raise ValueError(f"{int((counts - filled).sum())} vectors the checkpoint lists are missing")
-        ivf.ntotal = self._index.ntotal = int(counts.sum())
-        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # get() and remove() by the gallery's ids
-        for ids, x in rest:
-            self.add(ids, x)
 
 def as_vectors(vectors: np.ndarray, dim: int, where: object = "") -> np.ndarray:
     """vectors as a contiguous float32 (N, dim) array; GalleryError for any other shape or a NaN."""

@@ -154,7 +154,8 @@ def test_an_ivf_checkpoint_keeps_lists_not_vectors_and_old_whole_ones_still_open
     and each reference's list, and opening puts every row it covers back in the list it was in (a row in
     another list would change which queries find it). A folder
     whose checkpoint is a whole index (saved before) opens the same."""
-    from byakugan.index.vectors import IVF_CHECKPOINT, FlatStore
+    from byakugan.index import checkpoint as cp
+    from byakugan.index.vectors import FlatStore
 
     data = clustered(per=16)
     queries = np.concatenate([v[:3] + 0.05 for v in data.values()])
@@ -164,18 +165,18 @@ def test_an_ivf_checkpoint_keeps_lists_not_vectors_and_old_whole_ones_still_open
     g.save()
     [checkpoint] = (tmp_path / "g").glob("index.*.faiss")
     blob = checkpoint.read_bytes()
-    assert blob.startswith(IVF_CHECKPOINT) and len(blob) < sum(v.nbytes for v in data.values()) / 4
+    assert blob.startswith(cp.IVF) and len(blob) < sum(v.nbytes for v in data.values()) / 4
     again = Gallery.open(tmp_path / "g")
-    pairs = lambda store: sorted(map(tuple, FlatStore.from_checkpoint(store.checkpoint(), "IVF4,Flat", DIM)[1].tolist()))  # noqa: E731
+    pairs = lambda store: sorted(map(tuple, cp.read(cp.write(store), "IVF4,Flat", DIM)[1].tolist()))  # noqa: E731
     assert pairs(again.vectors) == pairs(g.vectors) and top_labels(again, queries) == before
     with pytest.raises(ValueError, match="wrong length"):
-        FlatStore.from_checkpoint(blob[:-3], "IVF4,Flat", DIM)
+        cp.read(blob[:-3], "IVF4,Flat", DIM)
 
-    monkeypatch.setattr(FlatStore, "checkpoint", FlatStore.to_bytes)  # the first kind: the whole index
+    monkeypatch.setattr(cp, "write", FlatStore.to_bytes)  # the first kind: the whole index
     g.reindex("IVF4,Flat")
     g.save()
     [checkpoint] = (tmp_path / "g").glob("index.*.faiss")
-    assert not checkpoint.read_bytes().startswith(IVF_CHECKPOINT)
+    assert not checkpoint.read_bytes().startswith(cp.IVF)
     monkeypatch.undo()
     old = Gallery.open(tmp_path / "g")
     assert old.vectors.factory == "IVF4,Flat" and len(old) == len(g)
@@ -186,6 +187,7 @@ def test_an_ivf_checkpoint_keeps_lists_not_vectors_and_old_whole_ones_still_open
 
 
 def test_ivf_lists_filled_from_a_checkpoint_match_the_index_and_refuse_a_missing_vector():
+    from byakugan.index import checkpoint as cp
     from byakugan.index.vectors import FlatStore
 
     data = np.concatenate(list(clustered(per=16).values()))
@@ -193,14 +195,14 @@ def test_ivf_lists_filled_from_a_checkpoint_match_the_index_and_refuse_a_missing
     store = FlatStore.empty(DIM, "IVF4,Flat")
     store.train(data)
     store.add(ids, data)
-    empty, pairs = FlatStore.from_checkpoint(store.checkpoint(), "IVF4,Flat", DIM)
+    empty, pairs = cp.read(cp.write(store), "IVF4,Flat", DIM)
     late = np.arange(1000, 1005)  # added after the checkpoint: to their nearest lists
-    empty.fill_lists(pairs, [(ids[:200], data[:200]), (np.r_[ids[200:], late], np.r_[data[200:], data[:5]])])
+    cp.fill(empty, pairs, ids, [(ids[:200], data[:200]), (np.r_[ids[200:], late], np.r_[data[200:], data[:5]])])
     assert len(empty) == len(data) + 5 and np.allclose(empty.get(ids), data) and np.allclose(empty.get(late), data[:5])
     assert (empty.search(data[50:70], 3)[1] == store.search(data[50:70], 3)[1]).all()  # c3, c4: no copies late
-    again, pairs = FlatStore.from_checkpoint(store.checkpoint(), "IVF4,Flat", DIM)
+    again, pairs = cp.read(cp.write(store), "IVF4,Flat", DIM)
     with pytest.raises(ValueError, match="1 vectors the checkpoint lists are missing"):
-        again.fill_lists(pairs, [(ids[1:], data[1:])])
+        cp.fill(again, pairs, ids, [(ids[1:], data[1:])])
 
 
 def test_an_ivf_gallery_whose_new_rows_fill_a_read_of_their_own_opens(tmp_path):
@@ -223,20 +225,21 @@ def test_an_ivf_gallery_whose_new_rows_fill_a_read_of_their_own_opens(tmp_path):
     (lambda p: np.r_[p, p[:1]], r"listing id \d+ twice"),
 ])
 def test_a_checkpoint_with_impossible_lists_is_refused(damage, message):
-    from byakugan.index.vectors import IVF_CHECKPOINT, FlatStore
+    from byakugan.index import checkpoint as cp
+    from byakugan.index.vectors import FlatStore
 
     data = np.concatenate(list(clustered(per=16).values()))
     store = FlatStore.empty(DIM, "IVF4,Flat")
     store.train(data)
     store.add(np.arange(100, 100 + len(data)), data)
-    blob = store.checkpoint()
-    size = int.from_bytes(blob[len(IVF_CHECKPOINT):len(IVF_CHECKPOINT) + 8], "little")
-    head = len(IVF_CHECKPOINT) + 8 + size
+    blob = cp.write(store)
+    size = int.from_bytes(blob[len(cp.IVF):len(cp.IVF) + 8], "little")
+    head = len(cp.IVF) + 8 + size
     pairs = np.frombuffer(blob, "<i8", offset=head).reshape(-1, 2)
     with pytest.raises(ValueError, match=message):
-        FlatStore.from_checkpoint(blob[:head] + np.ascontiguousarray(damage(pairs), "<i8").tobytes(), "IVF4,Flat", DIM)
+        cp.read(blob[:head] + np.ascontiguousarray(damage(pairs), "<i8").tobytes(), "IVF4,Flat", DIM)
     with pytest.raises(ValueError, match="dimension 32 for a IVF4,Flat index of dimension 64"):
-        FlatStore.from_checkpoint(blob, "IVF4,Flat", 64)
+        cp.read(blob, "IVF4,Flat", 64)
 
 
 def test_a_checkpoint_that_lost_some_lists_is_refused_in_one_line(tmp_path, capsys):
@@ -259,7 +262,7 @@ def test_a_checkpoint_that_lost_some_lists_is_refused_in_one_line(tmp_path, caps
     con.close()
     assert main(["labels", str(tmp_path / "g")]) == 2
     err = capsys.readouterr().err
-    assert "lacks the lists of some references (damaged)" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "lacks some references (damaged)" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_gallery_saved_in_a_later_format_is_refused_in_one_line(tmp_path, capsys):
@@ -267,9 +270,115 @@ def test_a_gallery_saved_in_a_later_format_is_refused_in_one_line(tmp_path, caps
 
     gallery(tmp_path / "g", clustered(n_labels=3, per=4)).save()
     con = sqlite3.connect(tmp_path / "g" / "gallery.db")
-    con.execute("UPDATE settings SET value = '3' WHERE key = 'version'")
+    con.execute("UPDATE settings SET value = '4' WHERE key = 'version'")
     con.commit()
     con.close()
     assert main(["labels", str(tmp_path / "g")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "format version 3 is not one this byakugan reads (2)" in err and len(err.splitlines()) == 1
+    assert "format version 4 is not one this byakugan reads (2 or 3)" in err and len(err.splitlines()) == 1
+
+
+def test_an_hnsw_checkpoint_keeps_the_graph_not_the_vectors_and_opens_to_the_same_answers(tmp_path):
+    """The graph and the order of its vectors; opening puts each row of the vector file at its
+    place, so the reopened index is the same graph over the same vectors: the same ids and scores."""
+    from byakugan.index import checkpoint as cp
+
+    data = clustered(per=16)
+    queries = np.concatenate([v[:3] + 0.05 for v in data.values()])
+    g = gallery(tmp_path / "g", data)
+    g.reindex("HNSW16")
+    g.save()
+    late = np.concatenate([v[:2] * 0.9 + 0.1 for v in data.values()])
+    g.enroll("late", late / np.linalg.norm(late, axis=1, keepdims=True))  # after the checkpoint: added on opening
+    g.save()
+    [checkpoint] = (tmp_path / "g").glob("index.*.faiss")
+    blob = checkpoint.read_bytes()
+    assert blob.startswith(cp.HNSW) and data["c7"][3].tobytes() not in blob
+    want = g.vectors.search(queries, 5)
+    again = Gallery.open(tmp_path / "g")
+    assert again.vectors.factory == "HNSW16" and len(again) == len(g)
+    got = again.vectors.search(queries, 5)
+    assert (got[1] == want[1]).all() and np.allclose(got[0], want[0], atol=1e-6)
+    assert np.array_equal(again.embeddings([r.id for r in again.references("c2")]), data["c2"])
+    again.remove("c4")  # rebuilt without them, the checkpoint written again
+    again.save()
+    reopened = Gallery.open(tmp_path / "g")
+    assert "c4" not in reopened.labels() and (reopened.vectors.search(queries, 5)[1] == again.vectors.search(queries, 5)[1]).all()
+
+
+def test_an_hnsw_gallery_of_format_2_with_a_whole_index_opens_and_is_rewritten_as_3(tmp_path, monkeypatch):
+    import sqlite3
+
+    from byakugan.index import checkpoint as cp
+    from byakugan.index.vectors import FlatStore
+
+    data = clustered(per=16)
+    queries = np.concatenate([v[:3] + 0.05 for v in data.values()])
+    g = gallery(tmp_path / "g", data)
+    g.reindex("HNSW32")
+    monkeypatch.setattr(cp, "write", FlatStore.to_bytes)  # what format 2 wrote: the whole index
+    g.save()
+    monkeypatch.undo()
+    con = sqlite3.connect(tmp_path / "g" / "gallery.db")
+    con.execute("UPDATE settings SET value = '2' WHERE key = 'version'")
+    con.commit()
+    con.close()
+    old = Gallery.open(tmp_path / "g")
+    assert (old.vectors.search(queries, 3)[1] == g.vectors.search(queries, 3)[1]).all()
+    old.remove("c1")
+    old.save()
+    [checkpoint] = (tmp_path / "g").glob("index.*.faiss")
+    assert checkpoint.read_bytes().startswith(cp.HNSW)
+    version = sqlite3.connect(tmp_path / "g" / "gallery.db").execute(
+        "SELECT value FROM settings WHERE key = 'version'").fetchone()[0]
+    assert version == "3" and "c1" not in Gallery.open(tmp_path / "g").labels()
+
+
+def hnsw_store(n_labels=6):
+    from byakugan.index.vectors import FlatStore
+
+    data = np.concatenate(list(clustered(n_labels=n_labels, per=10).values()))
+    ids = np.arange(500, 500 + len(data))[::-1].copy()  # the graph's order is not the ids' order
+    store = FlatStore.empty(DIM, "HNSW8")
+    store.add(ids, data)
+    return store, ids, data
+
+
+def test_hnsw_storage_filled_from_a_checkpoint_refuses_a_missing_or_repeated_vector():
+    from byakugan.index import checkpoint as cp
+
+    store, ids, data = hnsw_store()
+    empty, slots = cp.read(cp.write(store), "HNSW8", DIM)
+    cp.fill(empty, slots, ids, [(ids[:7], data[:7]), (np.r_[ids[7:], 9000], np.r_[data[7:], -data[:1]])])
+    assert len(empty) == len(ids) + 1 and np.array_equal(empty.get(ids), data)
+    assert (empty.search(data[:9], 4)[1] == store.search(data[:9], 4)[1]).all()
+    for blocks, message in (([(ids[1:], data[1:])], "1 vectors the checkpoint lists are missing"),
+                            ([(ids, data), (ids[:1], data[:1])], f"id {ids[0]} given twice")):
+        again, slots = cp.read(cp.write(store), "HNSW8", DIM)
+        with pytest.raises(ValueError, match=message):
+            cp.fill(again, slots, ids, blocks)
+
+
+def test_an_hnsw_checkpoint_with_links_outside_its_vectors_or_of_another_index_is_refused():
+    import faiss
+
+    from byakugan.index import checkpoint as cp
+
+    store, ids, data = hnsw_store()
+    blob = cp.write(store)
+    with pytest.raises(ValueError, match="HNSW8 for a HNSW32 index"):
+        cp.read(blob, "HNSW32", DIM)
+    with pytest.raises(ValueError, match="dimension 32 .* for a HNSW8 index of dimension 64"):
+        cp.read(blob, "HNSW8", 64)
+    with pytest.raises(ValueError, match="wrong length"):
+        cp.read(blob[:-3], "HNSW8", DIM)
+    clone = faiss.clone_index(store.faiss_index)  # kept: the inner index lives as long as it does
+    inner = faiss.downcast_index(clone.index)
+    links = faiss.rev_swig_ptr(inner.hnsw.neighbors.data(), inner.hnsw.neighbors.size())
+    links[5] = len(ids) + 7  # a link to a vector that does not exist
+    writer = faiss.VectorIOWriter()
+    faiss.write_index(inner, writer, faiss.IO_FLAG_SKIP_STORAGE)
+    graph = faiss.vector_to_array(writer.data).tobytes()
+    bad = b"".join([cp.HNSW, len(graph).to_bytes(8, "little"), graph, np.ascontiguousarray(ids, "<i8").tobytes()])
+    with pytest.raises(ValueError, match="out of range|links or levels do not fit its 60 vectors"):  # FAISS's check or ours
+        cp.read(bad, "HNSW8", DIM)
