@@ -2,17 +2,19 @@
 one machine), on synthetic clustered vectors as benchmarks/scale.py makes them (dimension 1408,
 10 references a label), side by side in one run. Prints JSON and writes docs/million.json.
 
-    .venv/bin/python benchmarks/million.py [--n 1000000] [--lists 4096]
+    .venv/bin/python benchmarks/million.py [--n 1000000] [--factories IVF4096,Flat HNSW32] [--out F]
 
 - Built as a user would: enrolled label by label, saved; then enrol 5 and save.
 - Exact search (Flat) per query, on a few queries: it is the slow side of the comparison.
-- `reindex IVF<lists>,Flat` (trained on the gallery), timed; per-query latency of gallery search and
-  of the raw FAISS index underneath at several nprobe, and of 200 queries in one call; recall@1 by label of each against exact
-  search on the same 200 noisy queries (exact answers computed a piece at a time).
-- Opening the saved IVF gallery in a new process: time and peak memory over the vectors' bytes;
-  the sizes of its checkpoint and vector file.
-HNSW at a million is not built here: at 100k it took 99 s on one thread (docs/scale.json), and
-its build grows faster than linearly.
+- For each of --factories in turn (HNSW last: removing the 5 added references would build its graph
+  again): `reindex FACTORY`, timed; per-query latency of gallery search and of the raw FAISS index
+  underneath at several nprobe (IVF) or efSearch (HNSW), and of 200 queries in one call; recall@1 by
+  label of each against exact search on the same 200 noisy queries (exact answers computed a piece
+  at a time); enrol 5 and save.
+- Opening the saved gallery in a new process: time and peak memory over the vectors' bytes; the
+  sizes of its checkpoint and vector file.
+docs/million.json is the IVF4096,Flat run; docs/million_hnsw.json the HNSW32 one (`--factories
+HNSW32 --out docs/million_hnsw.json`: its graph took far longer to build than IVF's lists).
 """
 
 from __future__ import annotations
@@ -61,6 +63,49 @@ def top_labels(search, queries: np.ndarray, labels: dict) -> list:
     return [labels.get(int(i)) for i in ids[:, 0]]
 
 
+def approximate(g, factory: str, a, queries, want, label_of, new, log) -> dict:
+    """Reindex to `factory`, save, search at several settings against exact search, enrol 5 and
+    save, open in a new process. Keys start with ivf_ or hnsw32_ (the kind)."""
+    kind = "ivf" if factory.startswith("IVF") else factory.lower()
+    out: dict = {}
+    log(f"reindexing {factory}")
+    t = time.perf_counter()
+    g.reindex(factory)
+    out[f"{kind}_build_s"] = round(time.perf_counter() - t, 1)
+    t = time.perf_counter()
+    g.save()
+    out[f"{kind}_save_s"] = round(time.perf_counter() - t, 1)
+    # The checkpoint holds the centroids and lists, or the graph; the vectors are in the vector file once.
+    out[f"{kind}_checkpoint_mb"] = round(sum(f.stat().st_size for f in Path(g.path).glob("index.*.faiss")) / 1e6, 1)
+    out["vector_file_mb"] = round(sum(f.stat().st_size for f in Path(g.path).glob("vectors.*.f32")) / 1e6, 1)
+    raw = g.vectors
+    if kind == "ivf":  # the benchmark sets nprobe (or efSearch) underneath the store
+        inner, knob, values = faiss.extract_index_ivf(raw.faiss_index), "nprobe", a.nprobe
+    else:
+        inner, knob, values = faiss.downcast_index(raw.faiss_index.index).hnsw, "efSearch", a.ef_search
+    for value in map(int, values.split(",")):
+        setattr(inner, knob, value)
+        got = top_labels(raw.search, queries, label_of)
+        out[f"{kind}_{knob.lower()}_{value}"] = {
+            "recall_at_1_by_label": round(float(np.mean([x == y for x, y in zip(got, want)])), 4),
+            "raw_faiss_ms": per_query_ms(lambda q: raw.search(q, 5), queries),
+            "gallery_search_ms": per_query_ms(lambda q: g.search(q, 5), queries),
+            "gallery_batch_of_200_ms_per_query": batched_ms(lambda: g.search(queries, 5), len(queries))}
+        log(json.dumps({value: out[f"{kind}_{knob.lower()}_{value}"]}))
+    t = time.perf_counter()
+    g.enroll("new", new)
+    g.save()
+    out[f"{kind}_enrol_5_and_save_s"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    peak = int(subprocess.run([sys.executable, "-c", PEAK, str(g.path)], capture_output=True, text=True,
+                              check=True).stdout)
+    out[f"{kind}_open_and_search_new_process_s"] = round(time.perf_counter() - t, 1)
+    out[f"{kind}_open_peak_rss_over_vectors"] = round(peak / (len(g) * DIM * 4), 2)
+    if g.vectors.removes_in_place:  # HNSW would build its graph again to remove them: measure it last
+        g.remove("new")
+    return out
+
+
 def main() -> None:
     from byakugan.index.gallery import Gallery
     from byakugan.index.reindex import exact_top2
@@ -68,8 +113,10 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=1_000_000)
-    p.add_argument("--lists", type=int, default=4096)
     p.add_argument("--nprobe", default="8,16,32")
+    p.add_argument("--factories", nargs="+", default=["IVF4096,Flat"],
+                   help="index types to reindex to in turn, such as IVF4096,Flat HNSW32")
+    p.add_argument("--ef-search", default="32,64,128", help="HNSW: efSearch values to measure")
     p.add_argument("--out", default=str(ROOT / "docs" / "million.json"))
     a = p.parse_args()
     faiss.omp_set_num_threads(1)  # as the CLI runs single queries
@@ -106,36 +153,8 @@ def main() -> None:
         g.save()
         out["flat_enrol_5_and_save_s"] = round(time.perf_counter() - t, 3)
         g.remove("new")
-        log("reindexing")
-        t = time.perf_counter()
-        g.reindex(f"IVF{a.lists},Flat")
-        out["ivf_build_s"] = round(time.perf_counter() - t, 1)
-        t = time.perf_counter()
-        g.save()
-        out["ivf_save_s"] = round(time.perf_counter() - t, 1)
-        # The IVF checkpoint holds centroids and lists; the vectors are in the vector file once.
-        out["ivf_checkpoint_mb"] = round(sum(f.stat().st_size for f in Path(g.path).glob("index.*.faiss")) / 1e6, 1)
-        out["vector_file_mb"] = round(sum(f.stat().st_size for f in Path(g.path).glob("vectors.*.f32")) / 1e6, 1)
-        raw = g.vectors
-        inner = faiss.extract_index_ivf(raw.faiss_index)  # the benchmark sets nprobe underneath the store
-        for nprobe in map(int, a.nprobe.split(",")):
-            inner.nprobe = nprobe
-            got = top_labels(raw.search, queries, label_of)
-            out[f"ivf_nprobe_{nprobe}"] = {
-                "recall_at_1_by_label": round(float(np.mean([x == y for x, y in zip(got, want)])), 4),
-                "raw_faiss_ms": per_query_ms(lambda q: raw.search(q, 5), queries),
-                "gallery_search_ms": per_query_ms(lambda q: g.search(q, 5), queries),
-                "gallery_batch_of_200_ms_per_query": batched_ms(lambda: g.search(queries, 5), len(queries))}
-            log(json.dumps({nprobe: out[f"ivf_nprobe_{nprobe}"]}))
-        t = time.perf_counter()
-        g.enroll("new", new)
-        g.save()
-        out["ivf_enrol_5_and_save_s"] = round(time.perf_counter() - t, 3)
-        t = time.perf_counter()
-        peak = int(subprocess.run([sys.executable, "-c", PEAK, str(g.path)], capture_output=True, text=True,
-                                  check=True).stdout)
-        out["ivf_open_and_search_new_process_s"] = round(time.perf_counter() - t, 1)
-        out["ivf_open_peak_rss_over_vectors"] = round(peak / (a.n * DIM * 4), 2)
+        for factory in a.factories:
+            out.update(approximate(g, factory, a, queries, want, label_of, new, log))
     text = json.dumps(out, indent=1)
     Path(a.out).write_text(text + "\n")
     print(text)

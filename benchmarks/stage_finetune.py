@@ -177,6 +177,22 @@ def baseline(data: list[str], out: str, a: argparse.Namespace, log=print, anime:
                       detectors=detectors(data, a)), log=log)
 
 
+def widen_cohort(model_dir: str, n: int, log=print) -> None:
+    """The fold model's cohort (class means of its training classes) joined by n face patches of
+    anime-face-patches (many characters, each patch its own row), embedded by the same model:
+    a query's 5 most similar cohort rows are then more often faces like it than class means are."""
+    from byakugan.embedder import load
+    from byakugan.embedder.scoring.cohort import load_cohort, save_cohort
+
+    faces = sorted((DATA / "anime-face-patches" / "train" / "face").glob("*.jpg"))
+    faces = sorted(random.Random(0).sample(faces, min(n, len(faces))))
+    model, _ = load(model_dir)
+    log(f"cohort: + {len(faces)} face patches")
+    patches = model.embed([str(f) for f in faces], progress=True)
+    means = load_cohort(model_dir, patches.shape[1])
+    save_cohort(model_dir, np.concatenate([means, patches]).astype(np.float32))
+
+
 def detectors(data: list[str], a: argparse.Namespace) -> dict[str, str]:
     """With --crop, each training source's detector (loso.py --crop); else none (whole images)."""
     return {k: v for k, v in crop_detectors().items() if a.crop and str(DATA / k) in data}
@@ -208,7 +224,8 @@ def write(rows: dict, settings: dict, out: str) -> str:
                                        "class-mean top-1 and FAR@TAR95 (benchmarks/loso.py evaluate)",
               "pool": "every other source in benchmarks/sources.json (loso.py --recipe all)",
               "settings": settings, "sources": rows,
-              "summary": {arm: summarise(rows, arm) for arm in ("finetuned", "baseline")
+              "summary": {arm: summarise(rows, arm) for arm in ("finetuned", "baseline", "finetuned_cohort_patches",
+                                                               "baseline_cohort_patches")
                           if any(arm in r for r in rows.values())},
               "cited": cited({r["domain"] for r in rows.values()})}
     text = json.dumps(result, indent=1)
@@ -235,6 +252,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=0, help="stop each epoch after this many steps (timing runs)")
     p.add_argument("--out", default=str(RESULTS), help="results JSON, updated arm by arm ('' writes none)")
+    p.add_argument("--cohort-patches", type=int, default=0, metavar="N",
+                   help="anime folds: also evaluate each model with N face patches of anime-face-patches added to its cohort")
     p.add_argument("--final", metavar="MODEL_DIR",
                    help="instead of measuring: train the fine-tuned recipe on every source and save the model there")
     a = p.parse_args()
@@ -265,6 +284,10 @@ def main() -> None:
                                  else {"recipe": "benchmarks/loso.py's fold: frozen backbone, 4 epochs, 3 views",
                                        "per_class": a.per_class, "cohort_per_class": a.cohort_per_class})
                 log(json.dumps({source: {arm: row[arm], "seconds": row[f"{arm}_seconds"]}}))
+                if anime and a.cohort_patches:
+                    widen_cohort(out, a.cohort_patches, log)
+                    row[f"{arm}_cohort_patches"] = evaluate(source, spec["detector"], out, landmarks, None)
+                    log(json.dumps({source: {f"{arm}_cohort_patches": row[f"{arm}_cohort_patches"]}}))
                 write(rows, settings, a.out)  # after every fold: a cut-short run keeps what it measured
     print(write(rows, settings, a.out))
 

@@ -148,13 +148,19 @@ def matches(box: tuple, truth: tuple) -> bool:
 
 def detection_figures(found: list[list[tuple]], truth: list[list[tuple]]) -> dict:
     """Per picture the boxes found and the known faces -> recall (faces found), precision (boxes
-    that are faces) and the share of pictures with a face found, by `matches`."""
+    that are faces) and the share of pictures with a face found, by `matches`; the boxes that are
+    not faces split into those centred on a known face (the wrong size: a part of it, or it with
+    much around) and those elsewhere in the picture, each as a share of all boxes."""
     boxes = sum(map(len, found))
     faces = sum(any(matches(b, t) for t in known) for got, known in zip(found, truth) for b in got)
     hits = sum(any(matches(b, t) for b in got) for got, known in zip(found, truth) for t in known)
     pictures = sum(any(matches(b, t) for b in got for t in known) for got, known in zip(found, truth))
+    elsewhere = sum(not any(t[0] <= b[0] + b[2] / 2 <= t[0] + t[2] and t[1] <= b[1] + b[3] / 2 <= t[1] + t[3]
+                            for t in known) for got, known in zip(found, truth) for b in got)
     return {"recall": round(hits / max(1, sum(map(len, truth))), 4), "precision": round(faces / max(1, boxes), 4),
-            "pictures_with_a_face_found": round(pictures / max(1, len(found)), 4)}
+            "pictures_with_a_face_found": round(pictures / max(1, len(found)), 4),
+            "not_faces_wrong_size_on_a_face": round((boxes - faces - elsewhere) / max(1, boxes), 4),
+            "not_faces_elsewhere": round(elsewhere / max(1, boxes), 4)}
 
 
 def focal(logit: torch.Tensor, heat: torch.Tensor) -> torch.Tensor:
