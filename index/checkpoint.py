@@ -97,6 +97,7 @@ def read(blob: bytes, factory: str, dim: int) -> tuple[FlatStore, np.ndarray | N
 
 def _read_hnsw(blob: bytes, factory: str, dim: int) -> tuple[FlatStore, np.ndarray]:
     graph, order = _split(blob, HNSW, "HNSW graph")
+    _check_layout(graph)
     reader = faiss.VectorIOReader()
     faiss.copy_array_to_vector(np.frombuffer(graph, np.uint8), reader.data)
     try:
@@ -122,15 +123,39 @@ def _read_hnsw(blob: bytes, factory: str, dim: int) -> tuple[FlatStore, np.ndarr
     return store, slots
 
 
+def _check_layout(graph: bytes) -> None:
+    """FAISS's IndexHNSWFlat layout (1.9 to 1.15): "IHNf", the index header (dimension, count, two
+    unused words, trained, metric), then the graph's arrays, each its length and its items. A length
+    that does not fit in the bytes left would have FAISS allocate it anyway (one flipped byte asked
+    for 20 GB): refused here before FAISS reads anything. Inner product only: the gallery's metric."""
+    if graph[:4] != b"IHNf" or len(graph) < 37:
+        raise ValueError("HNSW graph checkpoint that is not an HNSW index")
+    if int.from_bytes(graph[33:37], "little", signed=True) != faiss.METRIC_INNER_PRODUCT:
+        raise ValueError("HNSW graph checkpoint of another metric than inner product")
+    at = 37
+    for item in (8, 4, 4, 8, 4):  # assign_probas, cum_nneighbor_per_level, levels, offsets, neighbors
+        size = int.from_bytes(graph[at:at + 8], "little")
+        at += 8
+        if at > len(graph) or size * item > len(graph) - at:
+            raise ValueError("HNSW graph checkpoint with an array longer than its bytes")
+        at += size * item
+
+
 def _check_graph(hnsw, n: int) -> None:
-    """Links and levels a search can follow without leaving the n vectors."""
+    """Links, levels and an entry point a search can follow without leaving the n vectors (FAISS
+    checks some of this itself, only in its later versions; a bad one crashes the process)."""
     def view(vec, dtype):
         return faiss.rev_swig_ptr(vec.data(), vec.size()).view(dtype) if vec.size() else np.zeros(0, dtype)
 
     offsets, links, levels = view(hnsw.offsets, np.uint64), view(hnsw.neighbors, np.int32), view(hnsw.levels, np.int32)
+    cum = view(hnsw.cum_nneighbor_per_level, np.int32)
+    top = hnsw.max_level + 1
     ok = (len(levels) == n and len(offsets) == n + 1 and (n == 0 or int(offsets[-1]) == len(links))
-          and bool((np.diff(offsets.astype(np.int64)) >= 0).all()) and -1 <= hnsw.entry_point < max(n, 1)
-          and bool(((links >= -1) & (links < n)).all()) and bool(((levels >= 1) & (levels <= hnsw.max_level + 1)).all()))
+          and 0 <= top < len(cum) and cum[0] == 0 and bool((np.diff(cum) >= 0).all())
+          and bool(((links >= -1) & (links < n)).all()) and bool(((levels >= 1) & (levels <= top)).all())
+          and (hnsw.entry_point == -1) == (n == 0))
+    ok = ok and (n == 0 or (levels[hnsw.entry_point] == top == levels.max()
+                            and bool((np.diff(offsets.astype(np.int64)) == cum[levels]).all())))
     if not ok:
         raise ValueError(f"HNSW graph checkpoint whose links or levels do not fit its {n} vectors")
 

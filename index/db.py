@@ -170,6 +170,12 @@ def _read(directory: Path, st: dict, refs: list, pieces: list) -> FlatStore:
     return store
 
 
+def whole_index(path: Path) -> bool:
+    """Whether a checkpoint file holds the whole index, vectors included (as format 2 wrote them)."""
+    with open(path, "rb") as f:
+        return checkpoints.holds_vectors(f.read(32))
+
+
 def batched(blocks, rows: int):
     """(ids, vectors) blocks joined into blocks of at least `rows` rows (the last may be shorter):
     fewer, larger FAISS calls, at one such block's memory."""
@@ -210,7 +216,8 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
                 st.update({k: old[k] for k in ("checkpoint", "checkpoint_sha256", "checkpoint_rows")})
             stale = removed and not store.removes_in_place  # an IVF checkpoint drops removed ids when opened
             if store.factory != "Flat" and (full or stale or st["checkpoint"] is None or old.get("factory") != store.factory
-                                            or st["rows"] - int(st["checkpoint_rows"]) > TAIL_MAX):
+                                            or st["rows"] - int(st["checkpoint_rows"]) > TAIL_MAX
+                                            or whole_index(directory / st["checkpoint"])):  # format 2's: vectors twice
                 blob = checkpoints.write(store)
                 name = write_atomic(directory / f"index.{gen:06d}.faiss", blob).name
                 st.update(checkpoint=name, checkpoint_sha256=hashlib.sha256(blob).hexdigest(), checkpoint_rows=st["rows"])

@@ -2,19 +2,19 @@
 
 A gallery made with `--store milvus-lite` keeps its vectors in an embedded Milvus Lite database,
 `milvus.db` inside its folder; with `--store milvus://HOST:PORT`, in a collection on a Milvus
-server or cluster. SQLite (index.db) stays the source of truth for labels; Milvus holds one row
-per reference: its id (INT64 primary key) and vector, a FLAT index (exact) with inner product.
+server or cluster. SQLite stays the source of truth for labels; Milvus holds one row per reference:
+its id (INT64 primary key) and vector, a FLAT index (exact) with inner product.
 
 Edits are buffered here until the gallery saves: searches merge the pending additions exactly and
 hide pending removals. The save (db.save -> `stage`, then `committed`) orders its writes so that a
-crash leaves the last committed state: new vectors are upserted before the SQLite commit (their ids
-are at or above the committed next_id, which readers exclude), removed ids are recorded in that
-commit and deleted from Milvus after it (readers exclude those too until the next save retries).
-pymilvus is imported only when a Milvus gallery is used.
+crash leaves the last committed state: new vectors are upserted before the SQLite commit (ids at or
+above the committed next_id, which readers exclude), removed ids are recorded in that commit and
+deleted from Milvus after it (hidden until then). pymilvus is imported only for a Milvus gallery.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -34,7 +34,8 @@ CHOICES = "faiss, milvus-lite or milvus://HOST:PORT"
 SERVER = re.compile(r"^milvus://([A-Za-z0-9.\-_]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$")
 MAX_TOPK = 16384  # Milvus's limit on the results of one search
 BATCH = 2048  # rows per upsert or get: a few MB per gRPC message at dimension 1408
-TIMEOUT = 10.0  # seconds to reach a server
+TIMEOUT = 10.0  # seconds to reach a server (and to keep retrying one that refuses, as a restarting one does)
+CALL_TIMEOUT = 30.0  # seconds one call may take: a few MB of vectors per upsert, or a search of a large collection
 UNREACHABLE, NOT_LOADED = 2, 101  # pymilvus MilvusException codes: no connection; collection not loaded
 _clients: dict = {}  # uri -> MilvusClient, one per database per process (Milvus Lite allows one process)
 
@@ -127,28 +128,30 @@ class MilvusStore:
         return self._client
 
     def _call(self, method: str, **kwargs):
-        for attempt in (1, 2):
-            try:
-                return getattr(self.client, method)(collection_name=self.collection, **kwargs)
+        reloaded, deadline = False, time.monotonic() + TIMEOUT
+        while True:
+            started = time.monotonic()
+            try:  # a per-call limit: without one, a server that stopped answering holds a call for minutes
+                return getattr(self.client, method)(collection_name=self.collection, timeout=CALL_TIMEOUT, **kwargs)
             except GalleryError:
                 raise
             except Exception as exc:
                 code = getattr(exc, "code", None)
-                if attempt == 1 and code == NOT_LOADED and method in ("search", "query", "get"):
+                if not reloaded and code == NOT_LOADED and method in ("search", "query", "get", "delete"):
                     # a restarted server hands its collections back released: a long-lived process
-                    # (page, HTTP server) loads it again instead of failing every search from then on
+                    # (page, HTTP server) loads it again instead of failing every call from then on
+                    reloaded = True
                     self._reload()
                     continue
-                if attempt == 1 and code == UNREACHABLE and self.uri != LITE_FILE:
-                    time.sleep(1.0)  # gRPC's channel to a server that just restarted is still backing off
+                now = time.monotonic()
+                if code == UNREACHABLE and self.uri != LITE_FILE and now - started < 2.0 and now < deadline:
+                    time.sleep(0.5)  # refused at once: gRPC's channel to a server that just restarted backs off
                     continue
                 raise _errors(f"Milvus {self.spec}, collection {self.collection}: {method} failed", exc) from None
 
     def _reload(self) -> None:
-        try:
-            self.client.load_collection(collection_name=self.collection)
-        except Exception:  # the retried call reports what is wrong, in one line
-            pass
+        with contextlib.suppress(Exception):  # the retried call reports what is wrong, in one line
+            self.client.load_collection(collection_name=self.collection, timeout=CALL_TIMEOUT)
 
     def _visible(self, extra: bool = True) -> str:
         """The filter that shows what the last commit lists, less the removals not yet saved."""
@@ -161,7 +164,6 @@ class MilvusStore:
         rows = self._call("query", filter=self._visible(False), output_fields=["count(*)"])
         return int(rows[0]["count(*)"])
 
-    # ---- the VectorStore interface --------------------------------------------------------
     def __len__(self) -> int:
         return len(self._ids) - len(self._removed) + len(self._pending)
 
@@ -234,7 +236,6 @@ class MilvusStore:
         """A FAISS Flat index of the vectors: what an export bundle carries, from either kind of store."""
         return self.rebuilt("Flat").to_bytes()
 
-    # ---- saving (index.db) ------------------------------------------------------------------
     def stage(self, con, directory: Path, old: Optional[dict], ids: Sequence[int], removed: Sequence[int],
               full: bool) -> tuple[dict, dict]:
         """Before the SQLite commit, inside its write transaction: clear rows of saves that never
@@ -247,7 +248,7 @@ class MilvusStore:
             self._move(directory, new_collection=self.uri != LITE_FILE)  # (or collection), every vector new there
         row = con.execute("SELECT value FROM settings WHERE key = 'next_id'").fetchone()
         committed_next = int(json.loads(row[0])) if row and old is not None else 0
-        if not self.client.has_collection(self.collection):
+        if not self._call("has_collection"):
             self._create()
         if old is not None and old.get("backend") == "milvus" and old.get("deleting"):
             self._call("delete", ids=[int(i) for i in old["deleting"]])

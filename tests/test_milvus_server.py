@@ -151,3 +151,24 @@ def test_a_server_that_went_away_is_one_line_and_keeps_the_gallery(server, tiny_
     server.start()
     forget_clients.clear()
     assert Gallery.open(tmp_path / "g").labels() == {"a": 3}
+
+
+def test_a_server_that_stopped_answering_fails_a_call_in_its_time_limit(server, tmp_path, monkeypatch, forget_clients):
+    """Frozen (SIGSTOP), not gone: without a limit per call pymilvus waited over a minute."""
+    import signal
+
+    from byakugan.index import milvus
+
+    g = Gallery.create(settings(), tmp_path / "g", store=server.spec)
+    g.enroll("a", unit_rows(3, D, seed=1))
+    g.save()
+    monkeypatch.setattr(milvus, "CALL_TIMEOUT", 2.0)
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        with pytest.raises(GalleryError, match=f"Milvus {server.spec}, collection .*: search failed"):
+            g.search(unit_rows(1, D, seed=1), k=1)
+        assert time.monotonic() - start < 10
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    assert g.search(unit_rows(1, D, seed=1), k=1)[0].labels[0][0] == "a"

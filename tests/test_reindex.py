@@ -181,8 +181,9 @@ def test_an_ivf_checkpoint_keeps_lists_not_vectors_and_old_whole_ones_still_open
     old = Gallery.open(tmp_path / "g")
     assert old.vectors.factory == "IVF4,Flat" and len(old) == len(g)
     old.remove("c5")
-    old.save()  # a removal rewrites no index: the whole one stays, and drops c5 when opened
-    assert list((tmp_path / "g").glob("index.*.faiss")) == [checkpoint]
+    old.save()  # the next save writes lists in place of the whole index: the vectors once on disk
+    [rewritten] = (tmp_path / "g").glob("index.*.faiss")
+    assert rewritten != checkpoint and rewritten.read_bytes().startswith(cp.IVF)
     assert "c5" not in Gallery.open(tmp_path / "g").labels()
 
 
@@ -325,13 +326,15 @@ def test_an_hnsw_gallery_of_format_2_with_a_whole_index_opens_and_is_rewritten_a
     con.close()
     old = Gallery.open(tmp_path / "g")
     assert (old.vectors.search(queries, 3)[1] == g.vectors.search(queries, 3)[1]).all()
-    old.remove("c1")
+    old.enroll("late", data["c0"][:2])  # a save that would append only: it also writes the graph checkpoint
     old.save()
     [checkpoint] = (tmp_path / "g").glob("index.*.faiss")
     assert checkpoint.read_bytes().startswith(cp.HNSW)
     version = sqlite3.connect(tmp_path / "g" / "gallery.db").execute(
         "SELECT value FROM settings WHERE key = 'version'").fetchone()[0]
-    assert version == "3" and "c1" not in Gallery.open(tmp_path / "g").labels()
+    again = Gallery.open(tmp_path / "g")
+    assert version == "3" and again.labels()["late"] == 2
+    assert (again.vectors.search(queries, 3)[1] == old.vectors.search(queries, 3)[1]).all()
 
 
 def hnsw_store(n_labels=6):
@@ -372,13 +375,39 @@ def test_an_hnsw_checkpoint_with_links_outside_its_vectors_or_of_another_index_i
         cp.read(blob, "HNSW8", 64)
     with pytest.raises(ValueError, match="wrong length"):
         cp.read(blob[:-3], "HNSW8", DIM)
-    clone = faiss.clone_index(store.faiss_index)  # kept: the inner index lives as long as it does
-    inner = faiss.downcast_index(clone.index)
-    links = faiss.rev_swig_ptr(inner.hnsw.neighbors.data(), inner.hnsw.neighbors.size())
-    links[5] = len(ids) + 7  # a link to a vector that does not exist
-    writer = faiss.VectorIOWriter()
-    faiss.write_index(inner, writer, faiss.IO_FLAG_SKIP_STORAGE)
-    graph = faiss.vector_to_array(writer.data).tobytes()
-    bad = b"".join([cp.HNSW, len(graph).to_bytes(8, "little"), graph, np.ascontiguousarray(ids, "<i8").tobytes()])
-    with pytest.raises(ValueError, match="out of range|links or levels do not fit its 60 vectors"):  # FAISS's check or ours
-        cp.read(bad, "HNSW8", DIM)
+
+    def damaged(change) -> bytes:
+        """The checkpoint of a copy of the store's graph after `change(inner HNSW index)`."""
+        clone = faiss.clone_index(store.faiss_index)  # kept: the inner index lives as long as it does
+        inner = faiss.downcast_index(clone.index)
+        change(inner)
+        writer = faiss.VectorIOWriter()
+        faiss.write_index(inner, writer, faiss.IO_FLAG_SKIP_STORAGE)
+        graph = faiss.vector_to_array(writer.data).tobytes()
+        return b"".join([cp.HNSW, len(graph).to_bytes(8, "little"), graph, np.ascontiguousarray(ids, "<i8").tobytes()])
+
+    def link_outside(inner):
+        faiss.rev_swig_ptr(inner.hnsw.neighbors.data(), inner.hnsw.neighbors.size())[5] = len(ids) + 7
+
+    def entry_below_the_top(inner):  # searched from there, FAISS reads past its buffers
+        levels = faiss.vector_to_array(inner.hnsw.levels)
+        inner.hnsw.entry_point = int(np.flatnonzero(levels < levels.max())[0])
+
+    def no_entry(inner):  # every search would find nothing
+        inner.hnsw.entry_point = -1
+
+    def l2(inner):
+        inner.metric_type = faiss.METRIC_L2
+
+    for change, message in ((link_outside, "out of range|links or levels do not fit its 60 vectors"),  # FAISS's or ours
+                            (entry_below_the_top, "links or levels do not fit its 60 vectors"),
+                            (no_entry, "links or levels do not fit its 60 vectors"),
+                            (l2, "another metric than inner product")):
+        with pytest.raises(ValueError, match=message):
+            cp.read(damaged(change), "HNSW8", DIM)
+    graph_at = len(cp.HNSW) + 8
+    huge = bytearray(blob)
+    second = graph_at + 45 + 8 * int.from_bytes(blob[graph_at + 37:graph_at + 45], "little")
+    huge[second + 5] = 0x7F  # the length of the second array: far beyond the file (FAISS would allocate it)
+    with pytest.raises(ValueError, match="an array longer than its bytes"):
+        cp.read(bytes(huge), "HNSW8", DIM)
