@@ -1,0 +1,87 @@
+"""Issue #19's last goal: recognition end to end on whole pictures against the same characters'
+crops. Prints JSON and writes --out.
+
+    .venv/bin/python benchmarks/detect_pasted.py [--source anime-onepiece] [--model anime]
+
+Every image of SOURCE (head shots of characters; anime-onepiece: a series the `anime` model never
+trained on) is pasted, as detect_composed.py pastes heads, into a seeded frame of drone-gestures (a
+person in a room, 640x480), 60-240 px wide and rotated up to 10 degrees: the same characters and
+the same images, now small in a whole picture. Then, in one run, `byakugan evaluate DIR --model M
+--trials 10 --unknown-fraction 0.33 --seed 1` (class-mean top-1 and FAR@TAR95, images with a face
+found) on:
+- the source as it is, `--detector none` (the crops: the bar);
+- the pasted pictures with each of --detectors (the largest box is the crop; the whole picture
+  where none is found).
+The pasted pictures are written to a temporary folder and removed (artists' images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from detect_composed import files  # noqa: E402
+from detect_end_to_end import evaluate  # noqa: E402
+
+from byakugan.embedder.images import list_images, load_image  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "datasets"
+
+
+def pasted(head: Image.Image, frame: Image.Image, rng: random.Random) -> Image.Image:
+    """head pasted into frame at a seeded place and size (60-240 px wide), rotated up to 10 degrees."""
+    pic = frame.convert("RGB").resize((640, 480))
+    side = rng.randint(60, 240)
+    head = head.convert("RGB").resize((side, max(1, round(side * head.height / head.width))))
+    angle = rng.uniform(-10, 10)
+    mask = Image.new("L", head.size, 255).rotate(angle, expand=True)
+    head = head.rotate(angle, expand=True)
+    if head.width >= pic.width or head.height >= pic.height:  # a tall head shot: shrink it to fit
+        head.thumbnail((pic.width - 1, pic.height - 1))
+        mask = mask.resize(head.size)
+    pic.paste(head, (rng.randint(0, pic.width - head.width), rng.randint(0, pic.height - head.height)), mask)
+    return pic
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--source", default="anime-onepiece")
+    p.add_argument("--detectors", nargs="+", default=["anime-face", "anime-face-net"])
+    p.add_argument("--model", default="anime", help="`anime` never trained on anime-onepiece")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(ROOT / "models" / "anime-face-net" / "end_to_end_pasted.json"))
+    a = p.parse_args()
+    rng, frames = random.Random(a.seed), files("drone-gestures")
+    rows: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for d in sorted((DATA / a.source).iterdir()):
+            if d.is_dir():
+                (Path(tmp) / d.name).mkdir()
+                for f in list_images(d):
+                    pasted(load_image(f), load_image(rng.choice(frames)), rng).save(Path(tmp) / d.name / f"{f.stem}.jpg",
+                                                                                     quality=92)
+        rows["crops, detector none"] = evaluate(str(DATA / a.source), "none", a.model)
+        print(json.dumps(rows), file=sys.stderr, flush=True)
+        for detector in a.detectors:
+            rows[f"pasted, {detector}"] = evaluate(tmp, detector, a.model)
+            print(json.dumps({detector: rows[f"pasted, {detector}"]}), file=sys.stderr, flush=True)
+    bar = rows["crops, detector none"]["top1"]
+    text = json.dumps({"protocol": f"byakugan evaluate DIR --detector D --model {a.model} --trials 10 "
+                                   "--unknown-fraction 0.33 --seed 1 (class-mean top-1 and FAR@TAR95)",
+                       "source": a.source, "seed": a.seed, "rows": rows,
+                       "points_below_the_crops": {k: round(100 * (bar - r["top1"]), 1) for k, r in rows.items()
+                                                  if k.startswith("pasted")}}, indent=1)
+    Path(a.out).write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
