@@ -133,9 +133,9 @@ class Gallery:
                        doc="The vector store (read it; edit through enroll and remove, which keep the labels in step)")
 
     def reindex(self, factory: str) -> float:
-        """Rebuild the vector index as a FAISS factory string names ("Flat", "HNSW32", or "auto":
-        exact while small, see index.reindex); returns its recall@1 by label against exact search."""
-        chosen, self._store = reindex.check(factory, self._store), self._store.rebuilt(reindex.resolve(factory, len(self)))
+        """Rebuild the vector index as a FAISS factory string names ("Flat", "HNSW32", or "auto": exact
+        while small, see index.reindex); its recall@1 by label against exact search (Milvus: NaN till saved)."""
+        chosen, self._store = reindex.check(factory), reindex.rebuild(self._store, factory, len(self))
         self._meta["index"], self._rebuild = chosen, True  # only once rebuilt: a refused one changes nothing
         return reindex.label_recall(self._store, {i: r.label for i, r in self._refs.items()})
 
@@ -222,7 +222,7 @@ class Gallery:
         ids = list(range(first, first + len(emb)))
         self._store.add(ids, emb)
         if self._meta.get("index") == reindex.AUTO and self._store.factory != reindex.resolve(reindex.AUTO, len(self._store)):
-            self._store, self._rebuild = self._store.rebuilt(reindex.resolve(reindex.AUTO, len(self._store))), True
+            self._store, self._rebuild = reindex.rebuild(self._store, reindex.AUTO, len(self._store)), True
         self._added += ids
         self._counts[label] += len(ids)
         if self._means is not None:

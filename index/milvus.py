@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
-import re
 import sqlite3
 import time
 import uuid
@@ -27,31 +25,16 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .errors import GalleryError
-from .vectors import FlatStore
+from .milvus_spec import FIELD, LITE, LITE_FILE, SERVER, check_store, errors, index_params, quiet, search_params
+from .milvus_spec import CHOICES, store_name  # noqa: F401  (re-exported: index.opening and the CLI import them here)
+from .vectors import FlatStore, check_factory
 
-LITE, LITE_FILE, FIELD = "milvus-lite", "milvus.db", "vector"
-CHOICES = "faiss, milvus-lite or milvus://HOST:PORT"
-SERVER = re.compile(r"^milvus://([A-Za-z0-9.\-_]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$")
 MAX_TOPK = 16384  # Milvus's limit on the results of one search
 BATCH = 2048  # rows per upsert or get: a few MB per gRPC message at dimension 1408
 TIMEOUT = 10.0  # seconds to reach a server (and to keep retrying one that refuses, as a restarting one does)
 CALL_TIMEOUT = 30.0  # seconds one call may take: a few MB of vectors per upsert, or a search of a large collection
 UNREACHABLE, NOT_LOADED = 2, 101  # pymilvus MilvusException codes: no connection; collection not loaded
 _clients: dict = {}  # uri -> MilvusClient, one per database per process (Milvus Lite allows one process)
-
-
-def check_store(spec: object) -> str:
-    """"faiss", "milvus-lite" or "milvus://HOST:PORT"; GalleryError naming the valid ones otherwise."""
-    s = str(spec).strip()
-    m = SERVER.match(s)
-    if s.lower() in ("faiss", LITE) or (m and 0 < int(m.group(2)) < 65536):
-        return s.lower() if not m else s
-    raise GalleryError(f"--store {spec!r}: not a vector store; valid: {CHOICES}")
-
-
-def store_name(store) -> str:
-    """The --store value that made a gallery's store."""
-    return getattr(store, "spec", "faiss")
 
 
 def new_store(spec: str, dim: int, path: Optional[Path]):
@@ -67,19 +50,17 @@ def new_store(spec: str, dim: int, path: Optional[Path]):
     return store
 
 
-def _errors(where: str, exc: BaseException) -> GalleryError:
-    first = (str(getattr(exc, "message", "") or exc).strip().splitlines() or [type(exc).__name__])[0]
-    return GalleryError(f"{where}: {first}")
-
-
 class MilvusStore:
-    """ids -> unit vectors in a Milvus collection, searched exactly by inner product."""
+    """ids -> unit vectors in a Milvus collection, searched by inner product (exactly, or by an HNSW or IVF index)."""
 
-    backend, factory, kind = "milvus", "Flat", "milvus-ip"
+    backend, kind = "milvus", "milvus-ip"
 
     def __init__(self, directory: Optional[Path], uri: str, collection: str, dim: int,
-                 ids: Sequence[int], next_id: int, hidden: Sequence[int]) -> None:
+                 ids: Sequence[int], next_id: int, hidden: Sequence[int], factory: str = "Flat") -> None:
         self.directory, self.uri, self.collection, self.dim = directory, uri, collection, int(dim)
+        # how the collection is indexed (a FAISS factory string: Flat, HNSWn, IVFn,Flat; milvus_spec),
+        # and a collection a reindex replaced, dropped once the save that replaced it committed
+        self.factory, self.retiring = check_factory(factory), None
         self._ids = set(int(i) for i in ids)  # committed ids the gallery lists
         self._next_id = int(next_id)  # committed: rows at or above it are a save that never committed
         self._hidden = set(int(i) for i in hidden)  # removed by a committed save, maybe not yet deleted
@@ -92,7 +73,9 @@ class MilvusStore:
         """The store a committed save described (db.load); checks Milvus holds what SQLite lists."""
         if st["uri"] != LITE_FILE and not SERVER.match("milvus://" + str(st["uri"]).partition("http://")[2]):
             raise ValueError(f"Milvus location {st['uri']!r}: neither the folder's Milvus Lite database nor a server")
-        store = cls(directory, st["uri"], st["collection"], int(st["dim"]), ids, next_id, st.get("deleting", []))
+        store = cls(directory, st["uri"], st["collection"], int(st["dim"]), ids, next_id, st.get("deleting", []),
+                    st.get("factory", "Flat"))
+        store.retiring = st.get("retiring")
         if store._ids or store._next_id:  # a new process finds the collection released: load it to search it
             store._call("load_collection")
         held = store._count()
@@ -102,6 +85,7 @@ class MilvusStore:
         return store
 
     spec = property(lambda self: LITE if self.uri == LITE_FILE else "milvus://" + self.uri.split("://", 1)[1])
+    pending = property(lambda self: bool(self._pending), doc="whether vectors wait for the next save")
 
     @property
     def client(self):
@@ -111,19 +95,16 @@ class MilvusStore:
                 raise GalleryError("--store milvus-lite: the gallery needs a folder to keep its database in")
             key = str((self.directory / LITE_FILE).resolve()) if self.uri == LITE_FILE else self.uri
             if key not in _clients:
-                for name in ("milvus_lite", "pymilvus"):  # their failures are reported here, in one line
-                    logging.getLogger(name).addHandler(logging.NullHandler())
-                    logging.getLogger(name).propagate = False
+                quiet()
                 try:
                     from pymilvus import MilvusClient
 
-                    for name in ("milvus_lite", "pymilvus"):  # pymilvus gives its logger a handler of its own
-                        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+                    quiet()  # pymilvus gives its logger a handler of its own when imported
                     _clients[key] = MilvusClient(uri=key, timeout=TIMEOUT)
                 except Exception as exc:
                     where = f"gallery {self.directory}: Milvus Lite database {LITE_FILE} (it serves one process " \
                             "at a time; another may hold it)" if self.uri == LITE_FILE else f"Milvus server {self.spec}"
-                    raise _errors(f"{where}: could not connect", exc) from None
+                    raise errors(f"{where}: could not connect", exc) from None
             self._client = _clients[key]
         return self._client
 
@@ -147,7 +128,7 @@ class MilvusStore:
                 if code == UNREACHABLE and self.uri != LITE_FILE and now - started < 2.0 and now < deadline:
                     time.sleep(0.5)  # refused at once: gRPC's channel to a server that just restarted backs off
                     continue
-                raise _errors(f"Milvus {self.spec}, collection {self.collection}: {method} failed", exc) from None
+                raise errors(f"Milvus {self.spec}, collection {self.collection}: {method} failed", exc) from None
 
     def _reload(self) -> None:
         with contextlib.suppress(Exception):  # the retried call reports what is wrong, in one line
@@ -188,7 +169,7 @@ class MilvusStore:
             s, i = np.full((len(q), limit), -np.inf, np.float32), np.full((len(q), limit), -1, np.int64)
             for start in range(0, len(q), 256):  # bounded gRPC messages for large batches
                 found = self._call("search", data=list(q[start:start + 256]), limit=limit, filter=self._visible(),
-                                   anns_field=FIELD, search_params={"metric_type": "IP"}, output_fields=[])
+                                   anns_field=FIELD, search_params=search_params(self.factory, limit), output_fields=[])
                 for row, hits in enumerate(found, start):
                     hits = [h for h in hits if int(h["id"]) in self._ids][:limit]  # nothing the gallery lacks
                     s[row, :len(hits)] = [h["distance"] for h in hits]
@@ -260,26 +241,44 @@ class MilvusStore:
             self._call("flush")  # Milvus Lite's own log is not synced to disk; a flush is, before SQLite commits
         self._staged = sorted(self._removed | (set(map(int, removed)) & self._ids))
         self._st = {"backend": "milvus", "uri": self.uri, "collection": self.collection, "dim": self.dim,
-                    "factory": self.factory, "index": "FLAT", "metric": "IP", "deleting": self._staged}
+                    "factory": self.factory, "index": index_params(self.factory)[0], "metric": "IP",
+                    "deleting": self._staged, "retiring": self.retiring}
         return self._st, {int(i): int(i) for i in ids}
 
     def committed(self, con, next_id: int) -> None:
-        """After the SQLite commit: delete the removed rows, then clear their record unless another
-        save committed since (a failure leaves them recorded, hidden, retried by the next save)."""
+        """After the SQLite commit: delete the removed rows and drop a collection a reindex replaced,
+        then clear their record unless another save committed since (a failure leaves them
+        recorded, hidden, retried by the next save)."""
         self._ids = (self._ids - set(self._staged)) | set(self._pending)
         self._next_id, self._hidden = int(next_id), set(self._staged)
-        self._pending, self._removed = {}, set()
-        if self._staged:
-            try:
+        self._pending, self._removed, done = {}, set(), dict(self._st)
+        with contextlib.suppress(GalleryError):
+            if self._staged:
                 self._call("delete", ids=self._staged)
                 if self.uri == LITE_FILE:
                     self._call("flush")  # the delete reaches the disk before its record is cleared
+                done["deleting"] = []
+            if self.retiring:
+                with contextlib.suppress(Exception):
+                    self.client.drop_collection(collection_name=self.retiring, timeout=CALL_TIMEOUT)
+                    done["retiring"] = None
+        if done != self._st:
+            with contextlib.suppress(sqlite3.Error):
                 con.execute("UPDATE settings SET value = ? WHERE key = 'storage' AND value = ?",
-                            (json.dumps({**self._st, "deleting": []}, ensure_ascii=False),
-                             json.dumps(self._st, ensure_ascii=False)))
-                self._hidden = set()
-            except (GalleryError, sqlite3.Error):
-                pass
+                            (json.dumps(done, ensure_ascii=False), json.dumps(self._st, ensure_ascii=False)))
+                self._hidden = set(done["deleting"])
+                self.retiring = done["retiring"]
+
+    def reindexed(self, factory: str) -> "MilvusStore":
+        """The same vectors, pending, for a new collection indexed as `factory` (milvus_spec.index_params);
+        the save that commits it drops this store's collection."""
+        new = f"{'gallery' if self.uri == LITE_FILE else 'byakugan'}_{uuid.uuid4().hex}"
+        out = MilvusStore(self.directory, self.uri, new, self.dim, [], 0, [], factory)
+        ids = self.ids()
+        for start in range(0, len(ids), BATCH):
+            out.add(ids[start:start + BATCH], self.get(ids[start:start + BATCH]))
+        out.retiring = self.collection if self._ids or self._next_id else None
+        return out
 
     def _create(self) -> None:
         from pymilvus import DataType, MilvusClient
@@ -288,7 +287,8 @@ class MilvusStore:
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field(FIELD, DataType.FLOAT_VECTOR, dim=self.dim)
         params = self.client.prepare_index_params()
-        params.add_index(field_name=FIELD, index_type="FLAT", metric_type="IP")
+        kind, build = index_params(self.factory)
+        params.add_index(field_name=FIELD, index_type=kind, metric_type="IP", params=build)
         self._call("create_collection", schema=schema, index_params=params)
 
     def _move(self, directory: Path, new_collection: bool = False) -> None:

@@ -7,7 +7,6 @@ from typing import Mapping
 
 import numpy as np
 
-from .errors import GalleryError
 from .vectors import FlatStore, check_factory
 
 AUTO = "auto"
@@ -17,12 +16,16 @@ AUTO = "auto"
 AUTO_HNSW = 50_000
 
 
-def check(factory: str, store=None) -> str:
-    """factory, checked; a store in Milvus (index.milvus) keeps Milvus's exact FLAT index and is refused."""
-    if getattr(store, "backend", "faiss") == "milvus":
-        raise GalleryError(f"reindex {factory}: this gallery keeps its vectors in Milvus ({store.spec}), searched "
-                           "exactly (FLAT); reindex applies to FAISS galleries")
+def check(factory: str) -> str:
+    """factory, checked: a FAISS factory string a gallery can use, or auto."""
     return AUTO if str(factory).strip().lower() == AUTO else check_factory(factory)
+
+
+def rebuild(store, factory: str, n: int):
+    """The store's vectors under the index type `factory` resolves to for n references: a FAISS
+    store rebuilt in memory; a Milvus one (index.milvus) in a new collection, built by the next save."""
+    chosen = resolve(factory, n)
+    return store.reindexed(chosen) if getattr(store, "backend", "faiss") == "milvus" else store.rebuilt(chosen)
 
 
 def resolve(factory: str, n: int) -> str:
@@ -36,6 +39,8 @@ def label_recall(store: FlatStore, labels: Mapping[int, str], sample: int = 1000
     """recall@1 by label of `store` against exact search: sampled references, each searched with
     itself left out, agree on the label of their nearest other reference. 1.0 for a Flat store."""
     ids = store.ids()
+    if getattr(store, "pending", False):  # a Milvus index is built when the gallery saves: measure it then
+        return float("nan")
     if len(ids) < 2 or store.factory == "Flat":
         return 1.0
     rng = np.random.default_rng(seed)

@@ -2,6 +2,7 @@
 answers as FAISS on the same references, and the same save semantics."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -158,8 +159,8 @@ def test_bad_store_and_reindex_are_one_line(tmp_path):
         Gallery.create(settings(), tmp_path / "y", store="milvus://127.0.0.1:9")
     g = Gallery.create(settings(), tmp_path / "z", store="milvus-lite")
     g.enroll("a", unit_rows(2, D))
-    with pytest.raises(GalleryError, match=r"keeps its vectors in Milvus \(milvus-lite\)"):
-        g.reindex("HNSW32")
+    with pytest.raises(GalleryError, match=r"index 'IVF4,PQ8': not one a gallery can use"):
+        g.reindex("IVF4,PQ8")
     assert not (tmp_path / "z").exists()  # nothing written before save()
 
 
@@ -174,8 +175,9 @@ def test_cli_store_milvus_lite_end_to_end(tiny_images, tmp_path, capsys):
     assert m["nearest"] == "label1" and m["score"] > 0.999
     assert main(["enroll", str(g), "x", str(tiny_images[0]), "--store", "faiss"]) == 2
     assert "keeps its vectors in milvus-lite, not faiss" in capsys.readouterr().err
-    assert main(["reindex", str(g), "HNSW32"]) == 2
-    assert "reindex applies to FAISS galleries" in capsys.readouterr().err
+    assert main(["reindex", str(g), "HNSW16"]) == 0
+    assert "3 references in a HNSW16 index (HNSW16); recall@1 by label against exact search 1.000" in \
+        capsys.readouterr().out
     assert main(["export", str(g), str(tmp_path / "b.zip")]) == 0
     from byakugan.index import bundle
 
@@ -230,3 +232,49 @@ def test_a_milvus_lite_gallery_made_by_one_command_is_searched_by_the_next(tiny_
     assert found.returncode == 0, found.stderr
     assert json.loads(found.stdout)[0]["detections"][0]["match"]["nearest"] == "red"
     assert "Exception" not in found.stderr  # pymilvus's own log lines stay out of the output
+
+
+@pytest.mark.parametrize("factory, index", [("HNSW16", "HNSW"), ("IVF2,Flat", "IVF_FLAT")])
+def test_reindex_moves_the_vectors_to_a_new_collection_indexed_so_and_drops_the_old(pair, tmp_path, factory, index):
+    faiss_g, lite = pair
+    q, _ = clustered(3, seed=2)
+    want = answers(faiss_g, q)
+    old = lite.vectors.collection
+    assert math.isnan(lite.reindex(factory))  # built by the save: measured after it
+    assert answers(lite, q)[0] == want[0]  # pending: searched exactly until then
+    lite.save()
+    client = lite.vectors.client
+    assert lite.vectors.factory == factory and old not in client.list_collections()
+    assert client.describe_index(lite.vectors.collection, index_name="vector")["index_type"] == index
+    reopened = Gallery.open(tmp_path / "lite")
+    assert reopened.vectors.factory == factory and len(reopened) == 60
+    assert answers(reopened, q)[0] == want[0]
+    st = json.loads(__import__("sqlite3").connect(tmp_path / "lite" / "gallery.db")
+                    .execute("SELECT value FROM settings WHERE key = 'storage'").fetchone()[0])
+    assert st["index"] == index and st["factory"] == factory and st["retiring"] is None
+    assert reindex_recall(reopened) == pytest.approx(1.0)
+    reopened.reindex("Flat")
+    reopened.save()
+    assert Gallery.open(tmp_path / "lite").vectors.factory == "Flat"
+
+
+def reindex_recall(g) -> float:
+    from byakugan.index.reindex import label_recall
+
+    return label_recall(g.vectors, {r.id: r.label for r in g.references()})
+
+
+def test_a_collection_a_crash_left_behind_a_reindex_is_dropped_by_the_next_save(pair, tmp_path, monkeypatch):
+    _, lite = pair
+    old = lite.vectors.collection
+    lite.reindex("HNSW16")
+    store = lite.vectors
+    monkeypatch.setattr(store.client, "drop_collection", lambda **kw: (_ for _ in ()).throw(RuntimeError("killed")))
+    lite.save()  # committed, but the old collection was not dropped: recorded
+    monkeypatch.undo()
+    assert old in store.client.list_collections()
+    reopened = Gallery.open(tmp_path / "lite")
+    assert reopened.vectors.retiring == old and len(reopened) == 60
+    reopened.enroll("x", unit_rows(1, D, seed=9))
+    reopened.save()
+    assert old not in reopened.vectors.client.list_collections() and reopened.vectors.retiring is None

@@ -1,0 +1,64 @@
+"""What names a vector store (`--store`) and how a Milvus collection is indexed: the parts of
+index.milvus that need neither pymilvus nor a connection."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from .errors import GalleryError
+from .vectors import FACTORIES, HNSW_EF_SEARCH, IVF_NPROBE, check_factory
+
+LITE, LITE_FILE, FIELD = "milvus-lite", "milvus.db", "vector"
+CHOICES = "faiss, milvus-lite or milvus://HOST:PORT"
+SERVER = re.compile(r"^milvus://([A-Za-z0-9.\-_]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$")
+HNSW_EF_CONSTRUCTION = 40  # FAISS's default, which the FAISS galleries' HNSW indexes are built with
+
+
+def check_store(spec: object) -> str:
+    """"faiss", "milvus-lite" or "milvus://HOST:PORT"; GalleryError naming the valid ones otherwise."""
+    s = str(spec).strip()
+    m = SERVER.match(s)
+    if s.lower() in ("faiss", LITE) or (m and 0 < int(m.group(2)) < 65536):
+        return s.lower() if not m else s
+    raise GalleryError(f"--store {spec!r}: not a vector store; valid: {CHOICES}")
+
+
+def store_name(store) -> str:
+    """The --store value that made a gallery's store."""
+    return getattr(store, "spec", "faiss")
+
+
+def errors(where: str, exc: BaseException) -> GalleryError:
+    """One line: where, and the first line of what pymilvus said."""
+    first = (str(getattr(exc, "message", "") or exc).strip().splitlines() or [type(exc).__name__])[0]
+    return GalleryError(f"{where}: {first}")
+
+
+def index_params(factory: str) -> tuple[str, dict]:
+    """Milvus's index type and build parameters for a FAISS factory string a gallery can use:
+    HNSWn -> HNSW (M n), IVFn,Flat -> IVF_FLAT (n lists), Flat -> FLAT (exact)."""
+    m = FACTORIES.match(check_factory(factory))
+    if m.group(2):
+        return "HNSW", {"M": int(m.group(2)), "efConstruction": HNSW_EF_CONSTRUCTION}
+    if m.group(4):
+        return "IVF_FLAT", {"nlist": int(m.group(4))}
+    return "FLAT", {}
+
+
+def search_params(factory: str, limit: int) -> dict:
+    """What a search asks of the index: as the FAISS galleries search theirs (HNSW's ef at least
+    the number of results, as Milvus requires)."""
+    kind, build = index_params(factory)
+    extra = {"HNSW": {"ef": max(HNSW_EF_SEARCH, int(limit))},
+             "IVF_FLAT": {"nprobe": min(IVF_NPROBE, build.get("nlist", 1))}}.get(kind, {})
+    return {"metric_type": "IP", "params": extra}
+
+
+def quiet() -> None:
+    """pymilvus's and Milvus Lite's own log lines stay out of the output: failures are reported in one line."""
+    for name in ("milvus_lite", "pymilvus"):
+        log = logging.getLogger(name)
+        log.addHandler(logging.NullHandler())
+        log.propagate = False
+        log.setLevel(logging.CRITICAL + 1)
