@@ -7,7 +7,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .vectors import FlatStore, check_factory
+from .vectors import FlatStore, check_factory, check_lists
 
 AUTO = "auto"
 # "auto" is exact below this many references and HNSW32 from it on: exact search at dimension
@@ -25,7 +25,10 @@ def rebuild(store, factory: str, n: int):
     """The store's vectors under the index type `factory` resolves to for n references: a FAISS
     store rebuilt in memory; a Milvus one (index.milvus) in a new collection, built by the next save."""
     chosen = resolve(factory, n)
-    return store.reindexed(chosen) if getattr(store, "backend", "faiss") == "milvus" else store.rebuilt(chosen)
+    if getattr(store, "backend", "faiss") != "milvus":
+        return store.rebuilt(chosen)
+    check_lists(chosen, n)  # as FAISS trains its lists (Milvus would train on too few, and warn)
+    return store.reindexed(chosen)
 
 
 def resolve(factory: str, n: int) -> str:

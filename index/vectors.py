@@ -63,6 +63,15 @@ def check_factory(factory: str) -> str:
     return f"HNSW{int(m.group(2))}" if m.group(2) else f"IVF{int(m.group(4))},Flat" if m.group(4) else "Flat"
 
 
+def check_lists(factory: str, n: int) -> None:
+    """GalleryError when n references are too few to train an IVF index's lists (k-means needs 39 a list)."""
+    nlist = int(FACTORIES.match(factory).group(4) or 0)
+    if n < IVF_MIN_PER_LIST * nlist:
+        raise GalleryError(f"index {factory}: {n} references cannot train {nlist} lists; an IVF index needs at "
+                           f"least {IVF_MIN_PER_LIST} references a list ({IVF_MIN_PER_LIST * nlist} here); use fewer "
+                           "lists, Flat or HNSW32")
+
+
 class FlatStore:
     """Inner-product search in FAISS over the index `factory` names; ids are the gallery's reference ids."""
 
@@ -182,11 +191,7 @@ class FlatStore:
 
     def train(self, vectors: np.ndarray) -> None:
         """An IVF index's lists, by spherical k-means on (a sample of) the vectors it will hold."""
-        nlist = self._ivf.nlist
-        if len(vectors) < IVF_MIN_PER_LIST * nlist:
-            raise GalleryError(f"index {self.factory}: {len(vectors)} references cannot train {nlist} lists; an IVF "
-                               f"index needs at least {IVF_MIN_PER_LIST} references a list ({IVF_MIN_PER_LIST * nlist} "
-                               f"here); use fewer lists, Flat or HNSW32")
+        check_lists(self.factory, len(vectors))
         self._ivf.cp.niter = IVF_TRAIN_ITERATIONS
         self._ivf.cp.spherical = True  # unit vectors searched by inner product: unit centroids
         self._index.train(np.ascontiguousarray(vectors, np.float32))

@@ -234,7 +234,7 @@ def test_a_milvus_lite_gallery_made_by_one_command_is_searched_by_the_next(tiny_
     assert "Exception" not in found.stderr  # pymilvus's own log lines stay out of the output
 
 
-@pytest.mark.parametrize("factory, index", [("HNSW16", "HNSW"), ("IVF2,Flat", "IVF_FLAT")])
+@pytest.mark.parametrize("factory, index", [("HNSW16", "HNSW"), ("IVF1,Flat", "IVF_FLAT")])
 def test_reindex_moves_the_vectors_to_a_new_collection_indexed_so_and_drops_the_old(pair, tmp_path, factory, index):
     faiss_g, lite = pair
     q, _ = clustered(3, seed=2)
