@@ -234,9 +234,14 @@ def test_a_milvus_lite_gallery_made_by_one_command_is_searched_by_the_next(tiny_
     assert "Exception" not in found.stderr  # pymilvus's own log lines stay out of the output
 
 
-@pytest.mark.parametrize("factory, index", [("HNSW16", "HNSW"), ("IVF1,Flat", "IVF_FLAT")])
-def test_reindex_moves_the_vectors_to_a_new_collection_indexed_so_and_drops_the_old(pair, tmp_path, factory, index):
-    faiss_g, lite = pair
+@pytest.mark.parametrize("factory, index, per", [("HNSW16", "HNSW", 5), ("IVF2,Flat", "IVF_FLAT", 10)])
+def test_reindex_moves_the_vectors_to_a_new_collection_indexed_so_and_drops_the_old(tmp_path, factory, index, per):
+    x, labels = clustered(per, seed=1)
+    faiss_g, lite = Gallery.create(settings(), tmp_path / "faiss"), Gallery.create(settings(), tmp_path / "lite",
+                                                                                   store="milvus-lite")
+    for g in (faiss_g, lite):
+        fill(g, x, labels)
+        g.save()
     q, _ = clustered(3, seed=2)
     want = answers(faiss_g, q)
     old = lite.vectors.collection
@@ -247,7 +252,7 @@ def test_reindex_moves_the_vectors_to_a_new_collection_indexed_so_and_drops_the_
     assert lite.vectors.factory == factory and old not in client.list_collections()
     assert client.describe_index(lite.vectors.collection, index_name="vector")["index_type"] == index
     reopened = Gallery.open(tmp_path / "lite")
-    assert reopened.vectors.factory == factory and len(reopened) == 60
+    assert reopened.vectors.factory == factory and len(reopened) == len(x)
     assert answers(reopened, q)[0] == want[0]
     st = json.loads(__import__("sqlite3").connect(tmp_path / "lite" / "gallery.db")
                     .execute("SELECT value FROM settings WHERE key = 'storage'").fetchone()[0])
