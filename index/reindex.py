@@ -3,6 +3,7 @@ recall of the result measured against exact search on the gallery's own referenc
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import numpy as np
@@ -10,10 +11,13 @@ import numpy as np
 from .vectors import FlatStore, check_factory, check_lists
 
 AUTO = "auto"
-# "auto" is exact below this many references and HNSW32 from it on: exact search at dimension
-# 1408 took 2.1 ms a query at 10k and 39 ms at 100k on one core, HNSW32 1.2 ms at 100k with recall@1
-# by label 0.996 (benchmarks/scale.py); ~20 ms, near 50k, is where exact stops feeling instant.
-AUTO_HNSW = 50_000
+# "auto" is exact below AUTO_HNSW references: exact search at dimension 1408 took 2.7 ms a query at
+# 10k and 44 ms at 100k on one core (benchmarks/scale.py); ~20 ms, near 50k, is where exact stops
+# feeling instant. HNSW32 up to AUTO_IVF: 1.4 ms at 100k with recall@1 by label 0.993. Beyond, IVF
+# with about AUTO_PER_LIST references a list, 32 of them searched: at a million HNSW32 fell to
+# recall 0.515 at 2.5 ms (efSearch 64; 0.71 at 128, 4.7 ms; docs/million_hnsw.json), where
+# IVF4096,Flat kept 0.985 at 4.4 ms (docs/million.json). Sizes between were not measured.
+AUTO_HNSW, AUTO_IVF, AUTO_PER_LIST = 50_000, 100_000, 244
 
 
 def check(factory: str) -> str:
@@ -35,7 +39,11 @@ def resolve(factory: str, n: int) -> str:
     """The index type a gallery of n references gets: auto is exact while small."""
     if check(factory) != AUTO:
         return check_factory(factory)
-    return "Flat" if n < AUTO_HNSW else "HNSW32"
+    if n < AUTO_HNSW:
+        return "Flat"
+    if n <= AUTO_IVF:
+        return "HNSW32"
+    return f"IVF{2 ** round(math.log2(n / AUTO_PER_LIST))},Flat"  # lists double as the gallery does: rebuilt then
 
 
 def label_recall(store: FlatStore, labels: Mapping[int, str], sample: int = 1000, seed: int = 0) -> float:

@@ -126,6 +126,9 @@ def test_auto_is_exact_while_small_then_hnsw(tmp_path, monkeypatch):
     assert len(g) == 150 and g.vectors.factory == "HNSW32"
     g.save()
     assert Gallery.open(tmp_path / "g").vectors.factory == "HNSW32"
+    monkeypatch.undo()
+    assert [reindex.resolve("auto", n) for n in (49_999, 50_000, 100_000, 100_001, 1_000_000)] == \
+        ["Flat", "HNSW32", "HNSW32", "IVF512,Flat", "IVF4096,Flat"]  # HNSW's recall fell at a million
 
 
 @pytest.mark.parametrize("bad", ["IVF256,PQ8", "HNSW2", "IVF0,Flat", "IVF8", "Flat;rm -rf", "PQ16", ""])
