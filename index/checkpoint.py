@@ -168,7 +168,7 @@ def fill(store: FlatStore, slots: np.ndarray, live: np.ndarray, blocks) -> None:
     if store.ivf is not None:
         _fill_lists(store, slots[np.isin(slots[:, 0], live)], blocks)
     else:
-        _fill_storage(store, slots, blocks)
+        _fill_storage(store, slots, len(live), blocks)
 
 
 def _known(slots: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -184,10 +184,12 @@ def _blocks(blocks, dim: int):
         yield ids, x
 
 
-def _fill_storage(store: FlatStore, slots: np.ndarray, blocks) -> None:
+def _fill_storage(store: FlatStore, slots: np.ndarray, total: int, blocks) -> None:
     hnsw, n, dim = faiss.downcast_index(store.faiss_index.index), len(slots), store.dim
     flat = faiss.IndexFlat(dim, hnsw.metric_type)
-    flat.codes.resize(n * dim * 4)
+    # Room for the rows added after the checkpoint too: adding them to a buffer sized for the
+    # checkpoint's would have it grow by doubling, copying every vector (2.1x them at a million).
+    flat.codes.resize(max(n, total) * dim * 4)
     view = faiss.rev_swig_ptr(flat.codes.data(), n * dim * 4).view(np.float32).reshape(n, dim) if n else None
     seen, rest = np.zeros(n, bool), []
     for ids, x in _blocks(blocks, dim):
@@ -207,6 +209,8 @@ def _fill_storage(store: FlatStore, slots: np.ndarray, blocks) -> None:
     hnsw.own_fields = True
     for ids, x in rest:
         store.add(ids, x)
+    if flat.codes.size() != flat.ntotal * dim * 4:  # fewer rows came than the gallery lists (it checks the count)
+        flat.codes.resize(flat.ntotal * dim * 4)
 
 
 def _fill_lists(store: FlatStore, pairs: np.ndarray, blocks) -> None:
