@@ -185,7 +185,7 @@ def widen_cohort(model_dir: str, n: int, log=print) -> None:
     from byakugan.embedder.scoring.cohort import load_cohort, save_cohort
 
     faces = sorted((DATA / "anime-face-patches" / "train" / "face").glob("*.jpg"))
-    faces = sorted(random.Random(0).sample(faces, min(n, len(faces))))
+    faces = [faces[i] for i in np.sort(np.random.default_rng(0).permutation(len(faces))[:n])]  # cohort_patches.py's
     model, _ = load(model_dir)
     log(f"cohort: + {len(faces)} face patches")
     patches = model.embed([str(f) for f in faces], progress=True)
@@ -253,7 +253,10 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=0, help="stop each epoch after this many steps (timing runs)")
     p.add_argument("--out", default=str(RESULTS), help="results JSON, updated arm by arm ('' writes none)")
     p.add_argument("--cohort-patches", type=int, default=0, metavar="N",
-                   help="anime folds: also evaluate each model with N face patches of anime-face-patches added to its cohort")
+                   help="anime folds: also evaluate each model with N face patches of anime-face-patches added to its "
+                        "cohort; with --final or --cohort-only, the model's cohort gets them")
+    p.add_argument("--cohort-only", metavar="MODEL_DIR", help="only build the cohort of a model --final made "
+                   "(its training classes' means, and --cohort-patches face patches)")
     p.add_argument("--final", metavar="MODEL_DIR",
                    help="instead of measuring: train the fine-tuned recipe on every source and save the model there")
     a = p.parse_args()
@@ -261,7 +264,19 @@ def main() -> None:
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if a.final:
         model = finetune([str(DATA / s) for s in SOURCES], a.final, a, log)
+        if a.cohort_patches:
+            widen_cohort(a.final, a.cohort_patches, log)
         print(json.dumps({"saved": a.final, "fingerprint": model.fingerprint()}))
+        return
+    if a.cohort_only:  # the cohort of a model --final made, again: its class means, then any patches
+        from byakugan.embedder import load
+        from byakugan.embedder.scoring.cohort import save_cohort
+
+        data, (model, _) = [str(DATA / s) for s in SOURCES], load(a.cohort_only)
+        save_cohort(a.cohort_only, build_cohort(model, data, (), a.cohort_per_class, a.seed,
+                                                crop=lambda pool: crop_samples(pool, detectors(data, a), FEATURES, log)))
+        if a.cohort_patches:
+            widen_cohort(a.cohort_only, a.cohort_patches, log)
         return
     old = json.loads(Path(a.out).read_text()) if a.out and Path(a.out).is_file() else {}
     rows: dict = old.get("sources", {})
