@@ -25,7 +25,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .errors import GalleryError
-from .milvus_spec import FIELD, LITE, LITE_FILE, SERVER, check_store, errors, index_params, quiet, search_params
+from .milvus_spec import (FIELD, LITE, LITE_FILE, SERVER, check_store, collections, errors, index_params, quiet,
+                          search_params)
 from .milvus_spec import CHOICES, store_name  # noqa: F401  (re-exported: index.opening and the CLI import them here)
 from .vectors import FlatStore, check_factory
 
@@ -60,7 +61,7 @@ class MilvusStore:
         self.directory, self.uri, self.collection, self.dim = directory, uri, collection, int(dim)
         # how the collection is indexed (a FAISS factory string: Flat, HNSWn, IVFn,Flat; milvus_spec),
         # and a collection a reindex replaced, dropped once the save that replaced it committed
-        self.factory, self.retiring = check_factory(factory), None
+        self.factory, self.retiring = check_factory(factory), []
         self._ids = set(int(i) for i in ids)  # committed ids the gallery lists
         self._next_id = int(next_id)  # committed: rows at or above it are a save that never committed
         self._hidden = set(int(i) for i in hidden)  # removed by a committed save, maybe not yet deleted
@@ -75,7 +76,7 @@ class MilvusStore:
             raise ValueError(f"Milvus location {st['uri']!r}: neither the folder's Milvus Lite database nor a server")
         store = cls(directory, st["uri"], st["collection"], int(st["dim"]), ids, next_id, st.get("deleting", []),
                     st.get("factory", "Flat"))
-        store.retiring = st.get("retiring")
+        store.retiring = collections(st.get("retiring"))
         if store._ids or store._next_id:  # a new process finds the collection released: load it to search it
             store._call("load_collection")
         held = store._count()
@@ -86,6 +87,7 @@ class MilvusStore:
 
     spec = property(lambda self: LITE if self.uri == LITE_FILE else "milvus://" + self.uri.split("://", 1)[1])
     pending = property(lambda self: bool(self._pending), doc="whether vectors wait for the next save")
+    saved = property(lambda self: bool(self._ids or self._next_id), doc="whether a save committed to its collection")
 
     @property
     def client(self):
@@ -231,6 +233,12 @@ class MilvusStore:
         committed_next = int(json.loads(row[0])) if row and old is not None else 0
         if not self._call("has_collection"):
             self._create()
+        # Collections a reindex replaced are dropped one save later: readers of the generation
+        # before (another process) have moved to the new collection by then, not mid-search.
+        self._due = [c for c in collections((old or {}).get("retiring")) if c in self.retiring]
+        if self.uri == LITE_FILE:  # the folder's own database: a collection no setting names is a dead save's
+            for name in set(self.client.list_collections(timeout=CALL_TIMEOUT)) - {self.collection, *self.retiring}:
+                self.client.drop_collection(collection_name=name, timeout=CALL_TIMEOUT)
         if old is not None and old.get("backend") == "milvus" and old.get("deleting"):
             self._call("delete", ids=[int(i) for i in old["deleting"]])
         self._call("delete", filter=f"id >= {committed_next}")
@@ -242,7 +250,7 @@ class MilvusStore:
         self._staged = sorted(self._removed | (set(map(int, removed)) & self._ids))
         self._st = {"backend": "milvus", "uri": self.uri, "collection": self.collection, "dim": self.dim,
                     "factory": self.factory, "index": index_params(self.factory)[0], "metric": "IP",
-                    "deleting": self._staged, "retiring": self.retiring}
+                    "deleting": self._staged, "retiring": list(self.retiring)}
         return self._st, {int(i): int(i) for i in ids}
 
     def committed(self, con, next_id: int) -> None:
@@ -258,27 +266,16 @@ class MilvusStore:
                 if self.uri == LITE_FILE:
                     self._call("flush")  # the delete reaches the disk before its record is cleared
                 done["deleting"] = []
-            if self.retiring:
+            for name in self._due:
                 with contextlib.suppress(Exception):
-                    self.client.drop_collection(collection_name=self.retiring, timeout=CALL_TIMEOUT)
-                    done["retiring"] = None
+                    self.client.drop_collection(collection_name=name, timeout=CALL_TIMEOUT)
+                    done["retiring"] = [c for c in done["retiring"] if c != name]
         if done != self._st:
             with contextlib.suppress(sqlite3.Error):
                 con.execute("UPDATE settings SET value = ? WHERE key = 'storage' AND value = ?",
                             (json.dumps(done, ensure_ascii=False), json.dumps(self._st, ensure_ascii=False)))
                 self._hidden = set(done["deleting"])
                 self.retiring = done["retiring"]
-
-    def reindexed(self, factory: str) -> "MilvusStore":
-        """The same vectors, pending, for a new collection indexed as `factory` (milvus_spec.index_params);
-        the save that commits it drops this store's collection."""
-        new = f"{'gallery' if self.uri == LITE_FILE else 'byakugan'}_{uuid.uuid4().hex}"
-        out = MilvusStore(self.directory, self.uri, new, self.dim, [], 0, [], factory)
-        ids = self.ids()
-        for start in range(0, len(ids), BATCH):
-            out.add(ids[start:start + BATCH], self.get(ids[start:start + BATCH]))
-        out.retiring = self.collection if self._ids or self._next_id else None
-        return out
 
     def _create(self) -> None:
         from pymilvus import DataType, MilvusClient
@@ -294,7 +291,7 @@ class MilvusStore:
     def _move(self, directory: Path, new_collection: bool = False) -> None:
         """Point the store at another gallery folder (or a new collection), every vector pending there."""
         keep = {int(i): v for i, v in zip(self.ids(), self.get(self.ids()))} if self._ids else dict(self._pending)
-        self.directory, self._client, self._pending = directory, None, keep
+        self.directory, self._client, self._pending, self.retiring = directory, None, keep, []  # never another folder's
         self._ids, self._removed, self._hidden, self._next_id = set(), set(), set(), 0
         if new_collection:
             self.collection = f"byakugan_{uuid.uuid4().hex}"

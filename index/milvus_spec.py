@@ -62,3 +62,8 @@ def quiet() -> None:
         log.addHandler(logging.NullHandler())
         log.propagate = False
         log.setLevel(logging.CRITICAL + 1)
+
+
+def collections(value) -> list[str]:
+    """A storage setting's "retiring" as a list (it was null or one name when first written)."""
+    return [] if not value else [value] if isinstance(value, str) else [str(v) for v in value]

@@ -4,6 +4,7 @@ recall of the result measured against exact search on the gallery's own referenc
 from __future__ import annotations
 
 import math
+import uuid
 from typing import Mapping
 
 import numpy as np
@@ -32,7 +33,13 @@ def rebuild(store, factory: str, n: int):
     if getattr(store, "backend", "faiss") != "milvus":
         return store.rebuilt(chosen)
     check_lists(chosen, n)  # as FAISS trains its lists (Milvus would train on too few, and warn)
-    return store.reindexed(chosen)
+    out = type(store)(store.directory, store.uri, f"{'gallery' if store.spec == 'milvus-lite' else 'byakugan'}_"
+                      f"{uuid.uuid4().hex}", store.dim, [], 0, [], chosen)
+    ids = store.ids()
+    for start in range(0, len(ids), 2048):  # every vector pending there: the save creates and fills it
+        out.add(ids[start:start + 2048], store.get(ids[start:start + 2048]))
+    out.retiring = store.retiring + ([store.collection] if store.saved else [])  # dropped after a save or two
+    return out
 
 
 def resolve(factory: str, n: int) -> str:
@@ -43,7 +50,7 @@ def resolve(factory: str, n: int) -> str:
         return "Flat"
     if n <= AUTO_IVF:
         return "HNSW32"
-    return f"IVF{2 ** round(math.log2(n / AUTO_PER_LIST))},Flat"  # lists double as the gallery does: rebuilt then
+    return f"IVF{min(65536, 2 ** round(math.log2(n / AUTO_PER_LIST)))},Flat"  # lists double as the gallery does: rebuilt then
 
 
 def label_recall(store: FlatStore, labels: Mapping[int, str], sample: int = 1000, seed: int = 0) -> float:

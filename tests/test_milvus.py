@@ -235,7 +235,8 @@ def test_a_milvus_lite_gallery_made_by_one_command_is_searched_by_the_next(tiny_
 
 
 @pytest.mark.parametrize("factory, index, per", [("HNSW16", "HNSW", 5), ("IVF2,Flat", "IVF_FLAT", 10)])
-def test_reindex_moves_the_vectors_to_a_new_collection_indexed_so_and_drops_the_old(tmp_path, factory, index, per):
+def test_reindex_moves_the_vectors_to_a_new_collection_indexed_so_and_drops_the_old_a_save_later(
+        tmp_path, factory, index, per):
     x, labels = clustered(per, seed=1)
     faiss_g, lite = Gallery.create(settings(), tmp_path / "faiss"), Gallery.create(settings(), tmp_path / "lite",
                                                                                    store="milvus-lite")
@@ -249,15 +250,18 @@ def test_reindex_moves_the_vectors_to_a_new_collection_indexed_so_and_drops_the_
     assert answers(lite, q)[0] == want[0]  # pending: searched exactly until then
     lite.save()
     client = lite.vectors.client
-    assert lite.vectors.factory == factory and old not in client.list_collections()
+    assert lite.vectors.factory == factory and old in client.list_collections()  # readers may still use it
     assert client.describe_index(lite.vectors.collection, index_name="vector")["index_type"] == index
     reopened = Gallery.open(tmp_path / "lite")
-    assert reopened.vectors.factory == factory and len(reopened) == len(x)
+    assert reopened.vectors.factory == factory and len(reopened) == len(x) and reopened.vectors.retiring == [old]
     assert answers(reopened, q)[0] == want[0]
     st = json.loads(__import__("sqlite3").connect(tmp_path / "lite" / "gallery.db")
                     .execute("SELECT value FROM settings WHERE key = 'storage'").fetchone()[0])
-    assert st["index"] == index and st["factory"] == factory and st["retiring"] is None
+    assert st["index"] == index and st["factory"] == factory and st["retiring"] == [old]
     assert reindex_recall(reopened) == pytest.approx(1.0)
+    reopened.rename("c0", "renamed")
+    reopened.save()  # the next save drops it
+    assert old not in client.list_collections() and Gallery.open(tmp_path / "lite").vectors.retiring == []
     reopened.reindex("Flat")
     reopened.save()
     assert Gallery.open(tmp_path / "lite").vectors.factory == "Flat"
@@ -269,17 +273,33 @@ def reindex_recall(g) -> float:
     return label_recall(g.vectors, {r.id: r.label for r in g.references()})
 
 
-def test_a_collection_a_crash_left_behind_a_reindex_is_dropped_by_the_next_save(pair, tmp_path, monkeypatch):
+def test_collections_a_reindex_or_a_crash_left_behind_are_dropped(pair, tmp_path, monkeypatch):
     _, lite = pair
-    old = lite.vectors.collection
+    first = lite.vectors.collection
     lite.reindex("HNSW16")
-    store = lite.vectors
-    monkeypatch.setattr(store.client, "drop_collection", lambda **kw: (_ for _ in ()).throw(RuntimeError("killed")))
-    lite.save()  # committed, but the old collection was not dropped: recorded
+    lite.reindex("Flat")  # twice before a save: the first collection is still the one to retire
+    lite.save()
+    assert lite.vectors.retiring == [first]
+    client = lite.vectors.client
+    monkeypatch.setattr(client, "drop_collection", lambda **kw: (_ for _ in ()).throw(RuntimeError("killed")))
+    lite.enroll("x", unit_rows(1, D, seed=9))
+    lite.save()  # committed, but the drop failed: still recorded
     monkeypatch.undo()
-    assert old in store.client.list_collections()
     reopened = Gallery.open(tmp_path / "lite")
-    assert reopened.vectors.retiring == old and len(reopened) == 60
-    reopened.enroll("x", unit_rows(1, D, seed=9))
-    reopened.save()
-    assert old not in reopened.vectors.client.list_collections() and reopened.vectors.retiring is None
+    assert reopened.vectors.retiring == [first] and first in client.list_collections()
+    reopened.reindex("HNSW16")
+    real = reopened.vectors.stage
+
+    def stage_then_die(*a, **k):
+        real(*a, **k)
+        raise SystemExit("killed after filling the new collection, before the commit")
+
+    monkeypatch.setattr(reopened.vectors, "stage", stage_then_die)
+    with pytest.raises(SystemExit):
+        reopened.save()
+    monkeypatch.undo()
+    again = Gallery.open(tmp_path / "lite")
+    assert again.vectors.factory == "Flat" and len(again) == 61
+    again.enroll("y", unit_rows(1, D, seed=10))
+    again.save()  # drops the collection retired before and the one the dead save filled
+    assert client.list_collections() == [again.vectors.collection]

@@ -94,10 +94,12 @@ def test_server_gallery_answers_as_faiss_and_persists_removals(server, tmp_path,
     assert reopened.labels() == Gallery.open(tmp_path / "faiss").labels()
     assert answers(reopened, q)[0] == answers(faiss_g, q)[0]
     assert reopened.vectors._count() == 55  # deleted on the server, not only hidden
-    reopened.reindex("HNSW16")  # a new collection on the server, indexed by HNSW; the old one dropped
+    reopened.reindex("HNSW16")  # a new collection on the server, indexed by HNSW; the old one retired
     reopened.save()
-    assert Gallery.open(tmp_path / "srv").vectors.factory == "HNSW16"
-    assert answers(Gallery.open(tmp_path / "srv"), q)[0] == answers(faiss_g, q)[0]
+    reopened.save(tmp_path / "copy")  # saved elsewhere: a collection of its own, retiring none of this one's
+    for folder in ("srv", "copy"):
+        assert Gallery.open(tmp_path / folder).vectors.factory == "HNSW16"
+        assert answers(Gallery.open(tmp_path / folder), q)[0] == answers(faiss_g, q)[0]
 
 
 def test_two_processes_share_a_server_gallery(server, tiny_images, tmp_path, forget_clients):
