@@ -254,9 +254,9 @@ class MilvusStore:
         return self._st, {int(i): int(i) for i in ids}
 
     def committed(self, con, next_id: int) -> None:
-        """After the SQLite commit: delete the removed rows and drop a collection a reindex replaced,
-        then clear their record unless another save committed since (a failure leaves them
-        recorded, hidden, retried by the next save)."""
+        """After the SQLite commit: delete the removed rows and drop the collections a reindex
+        replaced a save ago, then clear their record unless another save committed since (a
+        failure leaves them recorded, hidden, retried by the next save)."""
         self._ids = (self._ids - set(self._staged)) | set(self._pending)
         self._next_id, self._hidden = int(next_id), set(self._staged)
         self._pending, self._removed, done = {}, set(), dict(self._st)
