@@ -3,7 +3,7 @@
 A gallery made with `--store milvus-lite` keeps its vectors in an embedded Milvus Lite database,
 `milvus.db` inside its folder; with `--store milvus://HOST:PORT`, in a collection on a Milvus
 server or cluster. SQLite stays the source of truth for labels; Milvus holds one row per reference:
-its id (INT64 primary key) and vector, a FLAT index (exact) with inner product.
+its id (INT64 primary key) and vector, indexed FLAT (exact), HNSW or IVF_FLAT, inner product.
 
 Edits are buffered here until the gallery saves: searches merge the pending additions exactly and
 hide pending removals. The save (db.save -> `stage`, then `committed`) orders its writes so that a
@@ -18,15 +18,14 @@ import contextlib
 import json
 import sqlite3
 import time
-import uuid
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
 from .errors import GalleryError
-from .milvus_spec import (FIELD, LITE, LITE_FILE, SERVER, check_store, collections, errors, index_params, quiet,
-                          search_params)
+from .milvus_spec import (FIELD, LITE, LITE_FILE, SERVER, check_store, collections, errors, index_params,
+                          fresh_collection, quiet, search_params)
 from .milvus_spec import CHOICES, store_name  # noqa: F401  (re-exported: index.opening and the CLI import them here)
 from .vectors import FlatStore, check_factory
 
@@ -46,7 +45,7 @@ def new_store(spec: str, dim: int, path: Optional[Path]):
         return FlatStore.empty(dim)
     if spec == LITE:
         return MilvusStore(path, LITE_FILE, "gallery", dim, [], 0, [])
-    store = MilvusStore(path, "http://" + spec[len("milvus://"):], f"byakugan_{uuid.uuid4().hex}", dim, [], 0, [])
+    store = MilvusStore(path, "http://" + spec[len("milvus://"):], fresh_collection(False), dim, [], 0, [])
     store.client
     return store
 
@@ -60,7 +59,7 @@ class MilvusStore:
                  ids: Sequence[int], next_id: int, hidden: Sequence[int], factory: str = "Flat") -> None:
         self.directory, self.uri, self.collection, self.dim = directory, uri, collection, int(dim)
         # how the collection is indexed (a FAISS factory string: Flat, HNSWn, IVFn,Flat; milvus_spec),
-        # and a collection a reindex replaced, dropped once the save that replaced it committed
+        # and the collections a reindex replaced, dropped by the save after the one that replaced them
         self.factory, self.retiring = check_factory(factory), []
         self._ids = set(int(i) for i in ids)  # committed ids the gallery lists
         self._next_id = int(next_id)  # committed: rows at or above it are a save that never committed
@@ -237,8 +236,9 @@ class MilvusStore:
         # before (another process) have moved to the new collection by then, not mid-search.
         self._due = [c for c in collections((old or {}).get("retiring")) if c in self.retiring]
         if self.uri == LITE_FILE:  # the folder's own database: a collection no setting names is a dead save's
-            for name in set(self.client.list_collections(timeout=CALL_TIMEOUT)) - {self.collection, *self.retiring}:
-                self.client.drop_collection(collection_name=name, timeout=CALL_TIMEOUT)
+            with contextlib.suppress(Exception):  # housekeeping: a later save tries again
+                for name in set(self.client.list_collections(timeout=CALL_TIMEOUT)) - {self.collection, *self.retiring}:
+                    self.client.drop_collection(collection_name=name, timeout=CALL_TIMEOUT)
         if old is not None and old.get("backend") == "milvus" and old.get("deleting"):
             self._call("delete", ids=[int(i) for i in old["deleting"]])
         self._call("delete", filter=f"id >= {committed_next}")
@@ -294,4 +294,4 @@ class MilvusStore:
         self.directory, self._client, self._pending, self.retiring = directory, None, keep, []  # never another folder's
         self._ids, self._removed, self._hidden, self._next_id = set(), set(), set(), 0
         if new_collection:
-            self.collection = f"byakugan_{uuid.uuid4().hex}"
+            self.collection = fresh_collection(False)

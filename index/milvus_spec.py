@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 
 from .errors import GalleryError
 from .vectors import FACTORIES, HNSW_EF_SEARCH, IVF_NPROBE, check_factory
@@ -67,3 +68,8 @@ def quiet() -> None:
 def collections(value) -> list[str]:
     """A storage setting's "retiring" as a list (it was null or one name when first written)."""
     return [] if not value else [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def fresh_collection(lite: bool) -> str:
+    """A fresh collection name: in a folder's own Milvus Lite database, or unique on a shared server."""
+    return f"{'gallery' if lite else 'byakugan'}_{uuid.uuid4().hex}"

@@ -4,11 +4,11 @@ recall of the result measured against exact search on the gallery's own referenc
 from __future__ import annotations
 
 import math
-import uuid
 from typing import Mapping
 
 import numpy as np
 
+from .milvus_spec import fresh_collection
 from .vectors import FlatStore, check_factory, check_lists
 
 AUTO = "auto"
@@ -33,8 +33,8 @@ def rebuild(store, factory: str, n: int):
     if getattr(store, "backend", "faiss") != "milvus":
         return store.rebuilt(chosen)
     check_lists(chosen, n)  # as FAISS trains its lists (Milvus would train on too few, and warn)
-    out = type(store)(store.directory, store.uri, f"{'gallery' if store.spec == 'milvus-lite' else 'byakugan'}_"
-                      f"{uuid.uuid4().hex}", store.dim, [], 0, [], chosen)
+    lite = store.spec == "milvus-lite"
+    out = type(store)(store.directory, store.uri, fresh_collection(lite), store.dim, [], 0, [], chosen)
     ids = store.ids()
     for start in range(0, len(ids), 2048):  # every vector pending there: the save creates and fills it
         out.add(ids[start:start + 2048], store.get(ids[start:start + 2048]))
