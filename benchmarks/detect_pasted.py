@@ -11,7 +11,7 @@ the same images, now small in a whole picture. Then, in one run, `byakugan evalu
 found) on:
 - the source as it is, `--detector none` (the crops: the bar);
 - the pasted pictures with each of --detectors (the largest box is the crop; the whole picture
-  where none is found).
+  where none is found); a detector is NAME or NAME:SETTING=VALUE,... (anime-face-net:side=512).
 The pasted pictures are written to a temporary folder and removed (artists' images).
 """
 

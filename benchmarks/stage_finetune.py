@@ -35,6 +35,7 @@ import argparse
 import hashlib
 import json
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -255,6 +256,8 @@ def main() -> None:
     p.add_argument("--cohort-patches", type=int, default=0, metavar="N",
                    help="anime folds: also evaluate each model with N face patches of anime-face-patches added to its "
                         "cohort; with --final or --cohort-only, the model's cohort gets them")
+    p.add_argument("--keep", metavar="DIR", help="keep each fold's model in DIR/SOURCE-ARM (bench-out/folds holds "
+                   "those of the --cohort-patches 6098 run)")
     p.add_argument("--cohort-only", metavar="MODEL_DIR", help="only build the cohort of a model --final made "
                    "(its training classes' means, and --cohort-patches face patches)")
     p.add_argument("--final", metavar="MODEL_DIR",
@@ -295,7 +298,7 @@ def main() -> None:
                 trained = time.time() - start
                 row[arm] = evaluate(source, spec["detector"], out, landmarks, None)
                 row[f"{arm}_seconds"] = {"train": round(trained), "total": round(time.time() - start)}
-                settings[arm] = ({k: v for k, v in vars(a).items() if k not in ("sources", "arms", "out")} if arm == "finetuned"
+                settings[arm] = ({k: v for k, v in vars(a).items() if k not in ("sources", "arms", "out", "keep")} if arm == "finetuned"
                                  else {"recipe": "benchmarks/loso.py's fold: frozen backbone, 4 epochs, 3 views",
                                        "per_class": a.per_class, "cohort_per_class": a.cohort_per_class})
                 log(json.dumps({source: {arm: row[arm], "seconds": row[f"{arm}_seconds"]}}))
@@ -303,6 +306,8 @@ def main() -> None:
                     widen_cohort(out, a.cohort_patches, log)
                     row[f"{arm}_cohort_patches"] = evaluate(source, spec["detector"], out, landmarks, None)
                     log(json.dumps({source: {f"{arm}_cohort_patches": row[f"{arm}_cohort_patches"]}}))
+                if a.keep:  # fold models for later benchmarks (detect_framing.py): never trained on `source`
+                    shutil.copytree(out, Path(a.keep) / f"{source}-{arm}", dirs_exist_ok=True)
                 write(rows, settings, a.out)  # after every fold: a cut-short run keeps what it measured
     print(write(rows, settings, a.out))
 

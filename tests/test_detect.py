@@ -335,6 +335,25 @@ def test_face_net_keeps_one_box_per_face(datasets):
     assert len(found) == 1
 
 
+def test_face_net_framing_changes_the_crop_not_the_faces_found(datasets):
+    """grow and grow_up frame what the embedder sees; the verifier judges every box at the framing
+    it learnt, so the same faces are found, with the same centres horizontally, at any framing."""
+    from byakugan.embedder.detection.face_net import VERIFIER_FRAMING
+
+    frame, _ = _pasted(datasets)
+    base = create_detector({"name": "anime-face-net", "grow": VERIFIER_FRAMING[0], "grow_up": VERIFIER_FRAMING[1]})(frame)
+    tight = create_detector({"name": "anime-face-net", "grow": 0.0, "grow_up": 0.0})(frame)
+    loose = create_detector({"name": "anime-face-net", "grow": 0.5, "grow_up": 1.0})(frame)
+    assert len(base) == len(tight) == len(loose) >= 2
+    by_score = [sorted(found, key=lambda d: -d.score) for found in (base, tight, loose)]
+    for b, t, lo in zip(*by_score):
+        assert b.score == t.score == lo.score
+        assert t.area < b.area < lo.area
+        assert abs((t.box[0] + t.box[2] / 2) - (lo.box[0] + lo.box[2] / 2)) <= 1 or lo.box[0] == 0 \
+            or lo.box[0] + lo.box[2] == frame.width  # clipped at the picture's edge
+        assert lo.box[1] <= t.box[1]  # more above, for the hair
+
+
 def test_verifier_training_refuses_a_bad_check_file_in_one_line(tmp_path):
     """`--check` names each verifier it cannot use before composing pictures, and exits 2."""
     import subprocess

@@ -2,7 +2,7 @@
 with each centre's offset and box size) on the frozen ImageNet EfficientNet-Lite0 trunk, trained
 here on composed pictures (embedder/training/face_net.py). One pass over the picture at a 512 px
 long side, on onnxruntime: no cascade, so faces the cascade cannot see (tilted, small, drawn in
-another style) can still be found. Boxes are widened for the hair as `anime-face` widens them."""
+another style) can still be found. Boxes are widened upward for the hair."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ from .base import Detection
 from .faces import inside, iou
 
 STRIDE = 16
+# The framing the verifier learnt (the cascade's, grown as `anime-face` grows it), whatever framing
+# the crops are given: the verifier judges, and overlaps are merged, on boxes framed as it learnt them.
+VERIFIER_FRAMING = (0.15, 0.35)
 
 
 @dataclass(frozen=True)
@@ -30,8 +33,13 @@ class FaceNetSettings:
     # The network's boxes scaled to the strict cascade's framing, which the anime models saw: on 300
     # composed training pictures (another seed) the cascade's boxes were 0.885x the network's, same centre.
     scale: float = 0.885
-    grow: float = 0.15  # as `anime-face`: the box widened by this share of its size ...
-    grow_up: float = 0.35  # ... and upward by this much more, for the hair
+    # What of a face the embedder is given: the box widened by `grow` of its size on each side and
+    # by `grow_up` more above, for the hair. Picked end to end on sources other than the one reported
+    # (benchmarks/detect_framing.py, models/anime-face-net/framing.json: pasted anime-faces and
+    # anime-scenes, mean top-1 0.822 at `anime-face`'s 0.15 / 0.35, 0.835 here); the verifier sees
+    # every box at its own framing whatever these are (VERIFIER_FRAMING).
+    grow: float = 0.0
+    grow_up: float = 0.6
     overlap: float = 0.3  # boxes overlapping more than this (IoU) are one face
     max_faces: int = 20
     # Each box checked by a face verifier (verifier.py) trained on the network's own boxes as well as
@@ -96,26 +104,33 @@ class FaceNetDetector:
                     peak &= heat >= padded[dy:dy + heat.shape[0], dx:dx + heat.shape[1]]
         ys, xs = np.nonzero(peak & (heat >= s.min_score))
         order = np.argsort(-heat[ys, xs])[:200]
-        found: list[Detection] = []
+        found: list[tuple[Detection, tuple]] = []  # each face at the verifier's framing and at the crop's
         for i, j in zip(ys[order], xs[order]):
             cx, cy = (j + offset[0, i, j]) * STRIDE / scale, (i + offset[1, i, j]) * STRIDE / scale
             bw, bh = np.exp(np.clip(log_size[:, i, j], -3, 6)) * STRIDE / scale * s.scale
-            x0, y0 = max(0.0, cx - bw / 2 - s.grow * bw), max(0.0, cy - bh / 2 - (s.grow + s.grow_up) * bh)
-            x1, y1 = min(img.width, cx + bw / 2 + s.grow * bw), min(img.height, cy + bh / 2 + s.grow * bh)
-            box = (round(x0), round(y0), round(x1 - x0), round(y1 - y0))
-            if box[2] >= 2 and box[3] >= 2:
-                found.append(Detection(box, score=float(heat[i, j])))
+            seen = _framed(cx, cy, bw, bh, *VERIFIER_FRAMING, img.size)
+            if seen[2] >= 2 and seen[3] >= 2:
+                found.append((Detection(seen, score=float(heat[i, j])), _framed(cx, cy, bw, bh, s.grow, s.grow_up, img.size)))
         # Verified before overlaps are merged: a body under a face must not merge the face away.
         if self.verifier is not None and found:
-            prob = self.verifier([img.crop((x, y, x + w, y + h)) for x, y, w, h in (d.box for d in found)])
-            found = [d for d, p in zip(found, prob) if p >= s.min_probability]
-        kept: list[Detection] = []
-        for d in found:  # best first; a box mostly inside a better one is a part of that face (eyes, a mouth)
-            if all(iou(d.box, k.box) <= s.overlap and inside(d.box, k.box) <= 0.5 for k in kept):
-                kept.append(d)
+            prob = self.verifier([img.crop((x, y, x + w, y + h)) for x, y, w, h in (d.box for d, _ in found)])
+            found = [f for f, p in zip(found, prob) if p >= s.min_probability]
+        kept: list[tuple[Detection, tuple]] = []
+        for d, crop in found:  # best first; a box mostly inside a better one is a part of that face (eyes, a mouth)
+            if all(iou(d.box, k.box) <= s.overlap and inside(d.box, k.box) <= 0.5 for k, _ in kept):
+                kept.append((d, crop))
             if len(kept) == s.max_faces:
                 break
-        return sorted(kept, key=lambda d: -d.area)
+        out = [Detection(crop, score=d.score) for d, crop in kept if crop[2] >= 2 and crop[3] >= 2]
+        return sorted(out, key=lambda d: -d.area)
+
+
+def _framed(cx: float, cy: float, bw: float, bh: float, grow: float, grow_up: float, size) -> tuple:
+    """The box of a face centred at (cx, cy), bw x bh, widened by grow on each side and grow_up more
+    above (for the hair), clipped to the picture: (x, y, w, h) in whole pixels."""
+    x0, y0 = max(0.0, cx - bw / 2 - grow * bw), max(0.0, cy - bh / 2 - (grow + grow_up) * bh)
+    x1, y1 = min(size[0], cx + bw / 2 + grow * bw), min(size[1], cy + bh / 2 + grow * bh)
+    return (round(x0), round(y0), round(x1 - x0), round(y1 - y0))
 
 
 def anime_face_net(config: dict) -> FaceNetDetector:
