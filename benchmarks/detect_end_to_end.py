@@ -49,7 +49,7 @@ def evaluate(source: str, detector: str, model: str) -> dict:
                                        offset=pipe.encoder.cohort_offsets(embedded.cnn), name=str(folder))
     s = trials.summary
     return {"top1": s["top1_prototype"], "far_at_tar95": s["far_at_tar95_mean"],
-            "detected": round(float(np.mean(embedded.found)), 4) if embedded.found else None,
+            "detected": round(float(np.mean(embedded.found)), 4) if pipe.detector_config["name"] != "none" else None,
             "images": len(samples), "seconds": round(time.perf_counter() - start)}
 
 

@@ -18,7 +18,7 @@ from byakugan.embedder.scoring.cohort import COHORT_FILE, load_cohort, save_coho
 
 from . import db, ranking, reindex, store
 from .errors import GalleryError
-from .labels import LabelCounts, check_label
+from .labels import LabelCounts, check_label, some
 from .means import ClassMeans
 from .milvus import new_store
 from .ranking import Match, Reference, SearchResult
@@ -205,8 +205,7 @@ class Gallery:
 
     def _require_label(self, label: str) -> None:
         if label not in self._counts:
-            known = ", ".join(self.labels()) or "none"
-            raise GalleryError(f"label {label!r}: not in gallery {self.path or '(unsaved)'} (labels: {known})")
+            raise GalleryError(f"label {label!r}: not in gallery {self.path or '(unsaved)'} (labels: {some(self._counts)})")
 
     # ---- editing ------------------------------------------------------------------------
     def enroll(self, label: str, vectors: np.ndarray, sources: Optional[Sequence[str]] = None,

@@ -9,6 +9,7 @@ from .errors import GalleryError
 from .ranking import UNKNOWN
 
 MAX_LABEL_LEN = 100
+JOINERS = set("\u200c\u200d")
 BIDI_CONTROLS = set("\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
@@ -18,20 +19,28 @@ def check_label(label: object) -> str:
         raise GalleryError(f"label {label!r}: must be a non-empty string")
     if not label.strip():
         raise GalleryError(f"label {label!r}: is empty; must be a non-empty string")
-    label = label.strip()
+    # One spelling per label: "é" typed as one character or as e + accent (macOS folder names) is one label.
+    label = unicodedata.normalize("NFC", label.strip())
     if len(label) > MAX_LABEL_LEN:
         raise GalleryError(f"label {label[:20]!r}...: longer than {MAX_LABEL_LEN} characters")
     try:
         label.encode("utf-8")
     except UnicodeEncodeError:  # bytes that were not UTF-8 (a shell argument decoded with surrogates)
         raise GalleryError(f"label {label!r}: is not valid UTF-8 text") from None
-    # Control characters, and the bidirectional controls (U+202E...) that make one label display as
-    # another; joiners (U+200C/D) stay allowed: emoji sequences and many scripts need them.
-    if any(unicodedata.category(c) == "Cc" or c in BIDI_CONTROLS for c in label):
+    # Control characters and invisible formatting ones (U+202E, U+200B, U+00AD...) that make one
+    # label display as another; joiners (U+200C/D) stay allowed: emoji sequences and many scripts need them.
+    if any(unicodedata.category(c) == "Cc" or (unicodedata.category(c) == "Cf" and c not in JOINERS)
+           or c in BIDI_CONTROLS for c in label):
         raise GalleryError(f"label {label!r}: must not contain control or invisible formatting characters")
     if label.lower() == UNKNOWN:
         raise GalleryError(f"label {label!r}: reserved for queries below the threshold; choose another name")
     return label
+
+
+def some(labels, n: int = 20) -> str:
+    """The first n labels for an error message, and how many more (a gallery may hold a million)."""
+    names = list(labels)
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "") or "none"
 
 
 class LabelCounts(Counter):

@@ -100,7 +100,9 @@ class GalleryService:
         return g
 
     def _edit(self, fn: Callable[[Gallery], T]) -> T:
-        with self._lock, store.locked(self.path):
+        # The folder's lock first: while another process edits, this waits without holding
+        # self._lock, so searches of the gallery in memory go on.
+        with store.locked(self.path), self._lock:
             stamp = self._disk_stamp()
             # Nobody saved since it was read (the same committed generation): copy the one in memory
             # rather than read it all again.

@@ -85,7 +85,7 @@ def _read_meta(directory: Path) -> dict:
     if not directory.is_dir():
         raise GalleryError(f"gallery {directory}: is a file, not a gallery folder")
     if not meta_path.is_file():
-        raise GalleryError(f"gallery {directory}: not a gallery ({META_FILE} missing)")
+        raise GalleryError(f"gallery {directory}: not a gallery (neither gallery.db nor {META_FILE} in it)")
     try:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -83,6 +83,22 @@ def test_enroll_from_folder_skips_and_reports_a_bad_file(datasets, digits, tmp_p
     assert json.loads(out)["labels"] == {"1": 3, "2": 3}
 
 
+def test_enroll_from_folder_checks_every_label_before_any_work(digits, tmp_path, capsys):
+    """A sub-folder named like no label may be (here: `unknown`) was found only after every folder
+    before it was embedded, and left a gallery folder holding a lock file alone."""
+    root = tmp_path / "photos"
+    for label in ("1", "unknown"):
+        (root / label).mkdir(parents=True)
+        shutil.copy(digits["1"][0], root / label)
+    code, _, err = run(capsys, "enroll", tmp_path / "g", "--from-folder", root)
+    assert code == 2 and "label 'unknown': reserved" in err and "Traceback" not in err
+    assert not (tmp_path / "g").exists()
+    code, out, _ = run(capsys, "enroll", tmp_path / "g", " seven ", str(digits["7"][0]))
+    assert code == 0 and "as 'seven'" in out  # what was stored, not what was typed
+    code, _, err = run(capsys, "enroll", tmp_path / "g", "", str(digits["7"][0]))
+    assert code == 2 and "is empty" in err
+
+
 def test_labels_remove_rename_threshold(enrolled, capsys):
     code, out, _ = run(capsys, "labels", enrolled, "--json")
     assert json.loads(out)["labels"] == {"0": 5, "3": 5, "7": 5}
@@ -112,7 +128,7 @@ def test_embed_writes_rows_in_argument_order(digits, model, tmp_path, capsys):
         (["search", "{gallery}", "{text}"], "{text}: not an image"),
         (["remove", "{gallery}", "zz"], "label 'zz': not in gallery"),
         (["search", "{gallery}", "{img}", "--model", "efficientnet_lite0"], "built with model 'default'"),
-        (["labels", "{tmp}"], "not a gallery (gallery.json missing)"),
+        (["labels", "{tmp}"], "not a gallery (neither gallery.db nor gallery.json in it)"),
         (["embed", "{img}", "--out", "{tmp}/e.txt"], "must end with .npy"),
     ],
 )

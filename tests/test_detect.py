@@ -335,6 +335,15 @@ def test_face_net_keeps_one_box_per_face(datasets):
     assert len(found) == 1
 
 
+@pytest.mark.parametrize("name", ["anime-face", "face", "anime-face-verified", "anime-face-net", "hand"])
+def test_every_detector_takes_strips_and_very_long_pictures(name):
+    """A 3000 x 1 strip made the cascades resize to 1024 x 0 (a traceback, an HTTP 500); a picture
+    28,000 px long made MediaPipe's OpenCV code abort the whole process (a served gallery too)."""
+    detect = create_detector(name)
+    for size in [(3000, 1), (1, 3000), (28000, 100), (33000, 10)]:
+        assert detect(Image.new("RGB", size, (120, 100, 90))) == []
+
+
 def test_face_net_framing_changes_the_crop_not_the_faces_found(datasets):
     """grow and grow_up frame what the embedder sees; the verifier judges every box at the framing
     it learnt, so the same faces are found, with the same centres horizontally, at any framing."""

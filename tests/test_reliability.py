@@ -97,7 +97,9 @@ def test_extreme_shapes_stay_under_1_gb(tmp_path, size):
 
 # ---- labels and names ----------------------------------------------------------------------
 @pytest.mark.parametrize("label, why", [("", "is empty"), ("   ", "is empty"), ("a\u202eb", "invisible formatting"),
-                                        ("a\x07", "control"), ("lab\udcff", "not valid UTF-8"), ("Unknown", "reserved")])
+                                        ("a\x07", "control"), ("lab\udcff", "not valid UTF-8"), ("Unknown", "reserved"),
+                                        ("lu\u200bfei", "invisible formatting"), ("lu\u00adfei", "invisible formatting"),
+                                        ("\ufefflufei", "invisible formatting")])
 def test_bad_labels_are_refused(label, why):
     with pytest.raises(GalleryError, match=why):
         check_label(label)
@@ -403,3 +405,8 @@ def test_malformed_bundle_manifests_are_one_line(tmp_path, manifest):
 
 def test_joiners_stay_allowed_in_labels():
     assert check_label("a\u200db") == "a\u200db" and check_label("می\u200cخواهم")
+
+
+def test_a_label_has_one_spelling():
+    """e + combining accent (how macOS names folders) and the one character é are one label."""
+    assert check_label("Re\u0301mi") == check_label("R\u00e9mi") == "R\u00e9mi"

@@ -93,3 +93,34 @@ def test_schema_fuzz_finds_no_server_error(gallery_copy):
             case.call_and_validate(checks=[not_a_server_error])
 
         check()
+
+
+def test_reads_go_on_while_another_process_holds_the_gallery(gallery_copy, digits):
+    """An enrolment waiting for the folder's lock (a CLI edit in another process) held the event
+    loop and the service's own lock: /healthz and /search hung until the CLI was done."""
+    import fcntl
+    import threading
+
+    with TestClient(create_app(gallery_copy)) as c, open(gallery_copy / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # stands in for `byakugan enroll` in another process
+        files = [("images", ("a.jpg", open(digits["5"][0], "rb"), "image/jpeg"))]
+        waiting = threading.Thread(target=lambda: c.post("/enroll", data={"label": "5"}, files=files), daemon=True)
+        waiting.start()
+        waiting.join(1.0)
+        assert waiting.is_alive()  # it waits for the lock ...
+        answers = []
+        reads = threading.Thread(target=lambda: answers.extend([c.get("/healthz").json()["labels"],
+                                                                c.post("/search", files=upload(digits["3"][0])).status_code]),
+                                 daemon=True)
+        reads.start()
+        reads.join(60)
+        assert answers == [3, 200]  # ... and the reads are answered meanwhile
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        waiting.join(60)
+        assert not waiting.is_alive() and c.get("/labels").json()["labels"]["5"] == 1
+
+
+def test_a_bad_watch_setting_is_a_json_error(gallery_copy):
+    with TestClient(create_app(gallery_copy)).websocket_connect("/watch?embed_every=0") as ws:
+        error = ws.receive_json()["error"]
+    assert "embed_every 0" in error

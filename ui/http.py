@@ -139,11 +139,11 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
     async def bad_input(request: Request, exc: ByakuganError):
         return JSONResponse({"error": str(exc)}, status_code=400)
 
-    async def read(upload: UploadFile) -> Image.Image:
+    async def read(upload: UploadFile) -> bytes:
         data = await upload.read(max_bytes + 1)
         if len(data) > max_bytes:
             raise HTTPException(413, f"{upload.filename}: over the limit of {max_bytes} bytes")
-        return load_image(data, name=upload.filename or "upload")
+        return data
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -158,8 +158,10 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
     async def search(image: UploadFile = File(...), k: int = Query(5, ge=1, le=100),
                      threshold: Optional[float] = Query(None, ge=-1, le=1)) -> dict:
         """One result per detection: box, match (label or "unknown"), top-k hits and labels."""
-        img = await read(image)
-        return {"image": image.filename, "detections": [r.to_dict() for r in service.search(img, k, threshold)]}
+        data, name = await read(image), image.filename or "upload"
+        # Decoding, detecting and embedding off the event loop: other requests go on meanwhile.
+        found = await run_in_threadpool(lambda: service.search(load_image(data, name=name), k, threshold))
+        return {"image": image.filename, "detections": [r.to_dict() for r in found]}
 
     @app.get("/sequences", dependencies=[Depends(authorised)])
     def sequences() -> dict:
@@ -178,9 +180,9 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
             await ws.close(code=1008, reason="missing or wrong bearer token")
             return
         await ws.accept()
-        settings = TrackerSettings(embed_every=embed_every)
-        stream = Renewed(service.version, lambda _: service.tracker(settings))  # follows gallery edits
         try:
+            settings = TrackerSettings(embed_every=embed_every)
+            stream = Renewed(service.version, lambda _: service.tracker(settings))  # follows gallery edits
             await run_in_threadpool(stream.ready)
         except ByakuganError as exc:
             await ws.send_json({"error": str(exc)})
@@ -239,10 +241,11 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
         async def enroll(label: str = Form(..., min_length=1, max_length=100), images: list[UploadFile] = File(...)) -> dict:
             label = check_label(label)
             crops = []
-            for f in images:  # one decoded upload at a time: only the crops are kept
-                name = f.filename or "upload"
-                crops += service.crops([(name, await read(f))], fallback=None)
-            ids = service.enroll(label, crops)
+            for f in images:  # one decoded upload at a time, off the event loop: only the crops are kept
+                data, name = await read(f), f.filename or "upload"
+                crops += await run_in_threadpool(lambda: service.crops([(name, load_image(data, name=name))], fallback=None))
+            # Waiting for the gallery's lock (another process may be editing it) holds a worker thread, not the server.
+            ids = await run_in_threadpool(service.enroll, label, crops)
             return {"label": label, "ids": ids, "labels": service.labels()}
 
         @app.delete("/labels/{label:path}", dependencies=[Depends(authorised)])  # a label may hold "/"

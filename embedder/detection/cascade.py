@@ -38,7 +38,9 @@ class CascadeDetector:
 
         s = self.settings
         scale = min(1.0, s.max_side / max(img.size))
-        small = img if scale == 1.0 else img.resize((round(img.width * scale), round(img.height * scale)), Image.BILINEAR)
+        # max(1, ...): a strip 3000 x 1 px is 1024 x 0 at this scale, which PIL refuses
+        small = img if scale == 1.0 else img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                                                    Image.BILINEAR)
         gray = cv2.equalizeHist(cv2.cvtColor(np.asarray(small), cv2.COLOR_RGB2GRAY))
         found = self._cascade.detectMultiScale(gray, scaleFactor=s.scale_factor, minNeighbors=s.min_neighbors,
                                                minSize=(s.min_size, s.min_size))

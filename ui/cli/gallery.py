@@ -16,6 +16,7 @@ from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
 from byakugan.index import store
 from byakugan.index.errors import GalleryError
 from byakugan.index.gallery import Gallery
+from byakugan.index.labels import check_label
 from byakugan.index.milvus import CHOICES, check_store
 from byakugan.index.opening import open_gallery
 from byakugan.index.pipeline import Pipeline
@@ -34,13 +35,13 @@ def _plan(a: argparse.Namespace) -> list[tuple[str, list[str]]]:
         if not root.is_dir():
             raise GalleryError(f"--from-folder {root}: not a folder")
         plan = [(d.name, [str(p) for p in list_images(d)]) for d in sorted(root.iterdir()) if d.is_dir()]
-        plan = [(lab, files) for lab, files in plan if files]
+        plan = [(check_label(lab), files) for lab, files in plan if files]  # every name checked before any work
         if not plan:
             raise GalleryError(f"--from-folder {root}: no sub-folders with images (expected one sub-folder per label)")
         return plan
-    if not a.label or not a.images:
+    if a.label is None or not a.images:
         raise GalleryError("enroll: needs LABEL and at least one IMAGE, or --from-folder DIR")
-    return [(a.label, a.images)]
+    return [(check_label(a.label), a.images)]  # as it is stored (stripped), in what enroll prints
 
 
 def cmd_enroll(a: argparse.Namespace) -> int:
@@ -111,8 +112,7 @@ def cmd_search(a: argparse.Namespace) -> int:
             where = f" [detection {n} at {tuple(d['box'])}]" if g.detector_config["name"] != "none" else ""
             print(f"{item['image']}{where}: {m['label']} ({m['confidence']:.0%} confident; "
                   f"score {m['score']:.3f}, threshold {m['threshold']:.3f} = {m['threshold_confidence']:.0%})")
-            # labels as they were ranked, each with its nearest reference among the hits
-            nearest = {}
+            nearest = {}  # labels as they were ranked, each with its nearest reference among the hits
             for h in d["hits"]:
                 nearest.setdefault(h["label"], h["source"])
             rows = [(r + 1, e["label"], f"{e['confidence']:.0%}", f"{e['score']:.3f}", nearest.get(e["label"], ""))
@@ -162,7 +162,7 @@ def cmd_remove(a: argparse.Namespace) -> int:
 def cmd_rename(a: argparse.Namespace) -> int:
     with edit_gallery(a.gallery) as g:
         n = g.rename(a.old, a.new)
-    print(f"renamed {a.old!r} to {a.new!r} ({n} references)")
+    print(f"renamed {a.old!r} to {check_label(a.new)!r} ({n} references)")
     return 0
 
 
