@@ -18,15 +18,17 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
+from .quantised import PQ_FACTORY, PQStore
 from .vectors import FlatStore, HNSW_EF_SEARCH
 
 IVF = b"byakugan IVF lists 1\n"
 HNSW = b"byakugan HNSW graph 1\n"
+CODES = b"byakugan IVF-PQ codes 1\n"  # an IVF-PQ index whole: its codes are not the vectors
 
 
 def holds_vectors(head: bytes) -> bool:
     """Whether a checkpoint file starting with `head` (at least 32 bytes) is a whole FAISS index."""
-    return not head.startswith((IVF, HNSW))
+    return not head.startswith((IVF, HNSW, CODES))
 
 
 def _rows(a: np.ndarray) -> bytes:
@@ -36,6 +38,8 @@ def _rows(a: np.ndarray) -> bytes:
 def write(store: FlatStore) -> bytes:
     """The checkpoint of an HNSW or IVF store (read back by `read`); a Flat store's whole index."""
     index, ivf = store.faiss_index, store.ivf
+    if PQ_FACTORY.match(store.factory):
+        return CODES + faiss.serialize_index(index).tobytes()
     if ivf is not None:
         quantizer = faiss.serialize_index(ivf.quantizer).tobytes()
         lists = ivf.invlists
@@ -73,6 +77,8 @@ def read(blob: bytes, factory: str, dim: int) -> tuple[FlatStore, np.ndarray | N
     ValueError when the bytes are none of these or do not fit a `factory` index of `dim`."""
     if blob.startswith(HNSW):
         return _read_hnsw(blob, factory, dim)
+    if blob.startswith(CODES):
+        return _read_codes(blob, factory, dim), None
     if not blob.startswith(IVF):
         return FlatStore.from_bytes(blob), None
     head, pairs = _split(blob, IVF, "IVF lists")
@@ -93,6 +99,20 @@ def read(blob: bytes, factory: str, dim: int) -> tuple[FlatStore, np.ndarray | N
     if len(pairs) and not (0 <= pairs[:, 1].min() and pairs[:, 1].max() < ivf.nlist):
         raise ValueError(f"IVF lists checkpoint naming a list outside 0..{ivf.nlist - 1}")
     return store, pairs
+
+
+def _read_codes(blob: bytes, factory: str, dim: int) -> PQStore:
+    try:
+        index = faiss.deserialize_index(np.frombuffer(blob, np.uint8, offset=len(CODES)))
+    except RuntimeError as exc:
+        raise ValueError(str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable codes") from None
+    if not isinstance(index, faiss.IndexIVFPQ) or index.d != dim or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise ValueError(f"IVF-PQ checkpoint of {type(index).__name__} of dimension {index.d} for a {factory} index "
+                         f"of dimension {dim}")
+    store = PQStore.ready(index)
+    if store.factory != factory:
+        raise ValueError(f"IVF-PQ checkpoint of {store.factory} for a {factory} index")
+    return store
 
 
 def _read_hnsw(blob: bytes, factory: str, dim: int) -> tuple[FlatStore, np.ndarray]:

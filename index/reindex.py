@@ -8,7 +8,9 @@ from typing import Mapping
 
 import numpy as np
 
+from .errors import GalleryError
 from .milvus_spec import fresh_collection
+from .quantised import PQ_FACTORY, PQStore, check_pq
 from .vectors import FlatStore, check_factory, check_lists
 
 AUTO = "auto"
@@ -23,6 +25,8 @@ AUTO_HNSW, AUTO_IVF, AUTO_PER_LIST = 50_000, 100_000, 244
 
 def check(factory: str) -> str:
     """factory, checked: a FAISS factory string a gallery can use, or auto."""
+    if PQ_FACTORY.match(str(factory).strip()):
+        return check_pq(factory)
     return AUTO if str(factory).strip().lower() == AUTO else check_factory(factory)
 
 
@@ -30,6 +34,10 @@ def rebuild(store, factory: str, n: int):
     """The store's vectors under the index type `factory` resolves to for n references: a FAISS
     store rebuilt in memory; a Milvus one (index.milvus) in a new collection, built by the next save."""
     chosen = resolve(factory, n)
+    if PQ_FACTORY.match(chosen):
+        if getattr(store, "backend", "faiss") == "milvus":
+            raise GalleryError(f"index {chosen}: a Milvus gallery takes Flat, HNSWn or IVFn,Flat")
+        return PQStore.built(store, check_pq(chosen, store.dim))
     if getattr(store, "backend", "faiss") != "milvus":
         return store.rebuilt(chosen)
     check_lists(chosen, n)  # as FAISS trains its lists (Milvus would train on too few, and warn)
@@ -45,7 +53,7 @@ def rebuild(store, factory: str, n: int):
 def resolve(factory: str, n: int) -> str:
     """The index type a gallery of n references gets: auto is exact while small."""
     if check(factory) != AUTO:
-        return check_factory(factory)
+        return check(factory)
     if n < AUTO_HNSW:
         return "Flat"
     if n <= AUTO_IVF:

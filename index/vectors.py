@@ -41,7 +41,8 @@ class VectorStore(Protocol):
 
 
 # Index types whose storage gives every vector back exactly: class means, the gallery's own
-# calibration and undo read them. PQ and SQ codes would give them back approximately.
+# calibration and undo read them. (IVF-PQ, whose codes would not, reads them from the vector
+# file instead: index.quantised.)
 FACTORIES = re.compile(r"^(Flat|HNSW(\d+)(,Flat)?|IVF(\d+),Flat)$")
 HNSW_EF_SEARCH = 64  # recall@1 by label 0.995 on 100k clustered vectors at 18x Flat's speed (issue #18)
 # Lists searched per query by an IVF index. At 1M synthetic references with IVF4096 (benchmarks/
@@ -58,8 +59,8 @@ def check_factory(factory: str) -> str:
     if not m or (m.group(2) and not 4 <= int(m.group(2)) <= 128) or (m.group(4) and not 1 <= int(m.group(4)) <= 65536):
         raise GalleryError(f"index {factory!r}: not one a gallery can use; valid: Flat (exact), HNSWn with n in "
                            "4..128 such as HNSW32 (approximate, fast on large galleries), IVFn,Flat with n lists in "
-                           "1..65536 such as IVF1024,Flat (approximate, quick to build), or auto. Quantised "
-                           "indexes (PQ, SQ) are refused: the gallery needs its vectors back exactly")
+                           "1..65536 such as IVF1024,Flat (approximate, quick to build), IVFn,PQm such as "
+                           "IVF4096,PQ64 (codes in memory, exact vectors read from disk), or auto")
     return f"HNSW{int(m.group(2))}" if m.group(2) else f"IVF{int(m.group(4))},Flat" if m.group(4) else "Flat"
 
 
@@ -156,11 +157,7 @@ class FlatStore:
         return FlatStore(faiss.clone_index(self._index))
 
     def ids(self) -> np.ndarray:
-        if self._ivf is None:
-            return faiss.vector_to_array(self._index.id_map).astype(np.int64)
-        lists = self._ivf.invlists
-        return np.concatenate([np.zeros(0, np.int64)] + [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
-                                                         for i in range(self._ivf.nlist) if lists.list_size(i)])
+        return faiss.vector_to_array(self._index.id_map).astype(np.int64) if self._ivf is None else ivf_ids(self._ivf)
 
     def add(self, ids: Sequence[int], vectors: np.ndarray) -> None:
         if not self._index.is_trained:
@@ -206,6 +203,13 @@ class FlatStore:
 
     def to_bytes(self) -> bytes:
         return faiss.serialize_index(self._index).tobytes()
+
+
+def ivf_ids(ivf) -> np.ndarray:
+    """The ids an IVF index holds, list by list."""
+    lists = ivf.invlists
+    return np.concatenate([np.zeros(0, np.int64)] + [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+                                                     for i in range(ivf.nlist) if lists.list_size(i)])
 
 
 def as_vectors(vectors: np.ndarray, dim: int, where: object = "") -> np.ndarray:

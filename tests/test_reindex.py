@@ -131,7 +131,7 @@ def test_auto_is_exact_while_small_then_hnsw(tmp_path, monkeypatch):
         ["Flat", "HNSW32", "HNSW32", "IVF512,Flat", "IVF4096,Flat"]  # HNSW's recall fell at a million
 
 
-@pytest.mark.parametrize("bad", ["IVF256,PQ8", "HNSW2", "IVF0,Flat", "IVF8", "Flat;rm -rf", "PQ16", ""])
+@pytest.mark.parametrize("bad", ["IVF256,SQ8", "HNSW2", "IVF0,Flat", "IVF8", "Flat;rm -rf", "PQ16", ""])
 def test_a_factory_a_gallery_cannot_use_is_one_line_and_changes_nothing(tmp_path, capsys, bad):
     g = gallery(tmp_path / "g", clustered(n_labels=3, per=4))
     g.save()

@@ -1,0 +1,96 @@
+"""IVF-PQ galleries (index.quantised): codes in memory, exact vectors read from the vector file.
+Seeded clustered data; search, save, load, search again, compare, as tests/test_reindex.py does."""
+
+import numpy as np
+import pytest
+
+from tests.conftest import disk_state
+
+from byakugan.index.errors import GalleryError
+from byakugan.index.gallery import Gallery
+from byakugan.index.quantised import PQ_MIN
+from byakugan.ui.cli import main
+
+from .test_reindex import DIM, gallery, top_labels
+
+
+def clustered(n_labels=520, per=20, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_labels, DIM))
+    out = {}
+    for i in range(n_labels):
+        v = centres[i] + 0.35 * rng.standard_normal((per, DIM))
+        out[f"c{i}"] = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+    return out
+
+
+@pytest.fixture(scope="module")
+def data():
+    return clustered()
+
+
+def test_ivf_pq_answers_like_exact_with_exact_scores_and_vectors_and_survives_save_load(tmp_path, data):
+    g = gallery(tmp_path / "g", data)
+    assert len(g) >= PQ_MIN
+    queries = np.concatenate([v[:1] + 0.05 for v in list(data.values())[:100]])
+    exact = g.search(queries, k=3)
+    recall = g.reindex("IVF64,PQ8")
+    assert g.vectors.factory == "IVF64,PQ8" and recall >= 0.95
+    approx = g.search(queries, k=3)
+    assert np.mean([a.labels[0][0] == b.labels[0][0] for a, b in zip(exact, approx)]) >= 0.95
+    # re-ranked on the exact vectors: a hit's score is its exact cosine, to float rounding
+    same = [(a.hits[0].id, a.hits[0].score, b.hits[0].score) for a, b in zip(exact, approx) if a.hits[0].id == b.hits[0].id]
+    assert len(same) >= 90 and all(abs(x - y) < 1e-5 for _, x, y in same)
+    assert np.array_equal(g.embeddings([0, 5]), data["c0"][[0, 5]])  # vectors come back exactly, before a save ...
+    g.save()
+    again = Gallery.open(tmp_path / "g")
+    assert again.vectors.factory == "IVF64,PQ8" and top_labels(again, queries) == top_labels(g, queries)
+    assert np.array_equal(again.embeddings([0, 5]), data["c0"][[0, 5]])  # ... and after, from the vector file
+    # edits: added vectors are exact before and after a save, removed ones are never answered
+    extra = data["c1"][:5] * 0.0 + data["c2"][:5]
+    ids = again.enroll("new", extra)
+    assert np.array_equal(again.embeddings(ids), extra)
+    removed = [r.id for r in again.references("c3")]
+    again.remove("c3")
+    again.save()
+    third = Gallery.open(tmp_path / "g")
+    assert np.array_equal(third.embeddings(ids), extra) and len(third) == len(g) + 5 - 20
+    hits = {h.id for r in third.search(np.concatenate([data["c3"], queries]), k=5) for h in r.hits}
+    assert not hits & set(removed)
+    assert top_labels(third, data["c2"][:5])[0] in ("c2", "new")
+    # back to exact, and a bundle is exact
+    assert third.reindex("Flat") == 1.0 and np.array_equal(third.embeddings(ids), extra)
+
+
+def test_ivf_pq_refuses_what_it_cannot_be_in_one_line(tmp_path, capsys, data):
+    small = gallery(tmp_path / "small", dict(list(data.items())[:10]))
+    small.save()
+    before = disk_state(tmp_path / "small")
+    assert main(["reindex", str(tmp_path / "small"), "IVF4,PQ8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"a PQ index needs at least {PQ_MIN}" in err[0]
+    assert main(["reindex", str(tmp_path / "small"), "IVF4,PQ5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "must divide the dimension 32" in err[0]
+    assert disk_state(tmp_path / "small") == before
+    with pytest.raises(GalleryError, match="IVFn,PQm"):
+        small.reindex("IVF4,PQ999")
+
+
+def test_an_ivf_pq_gallery_opened_while_another_writes_reads_its_own_rows(tmp_path, data):
+    """A reader's exact vectors are the rows its snapshot named: a writer's appends and a
+    compaction into a new vector file (the old one unlinked) do not change what it reads."""
+    g = gallery(tmp_path / "g", data)
+    g.reindex("IVF32,PQ4")
+    g.save()
+    reader = Gallery.open(tmp_path / "g")
+    want = reader.embeddings([0, 1, 2])
+    writer = Gallery.open(tmp_path / "g")
+    writer.enroll("more", data["c9"][:3])
+    writer.save()
+    for label in list(data)[:80]:  # removing past the live rows compacts the vector file
+        writer.remove(label)
+    writer.save()
+    assert len(list((tmp_path / "g").glob("vectors.*.f32"))) == 1
+    assert np.array_equal(reader.embeddings([0, 1, 2]), want)
+    assert len(Gallery.open(tmp_path / "g")) == len(g) + 3 - 80 * 20
