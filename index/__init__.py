@@ -12,7 +12,7 @@ _EXPORTS = {
     "Pipeline": "pipeline", "Region": "pipeline", "open_gallery": "opening",
     "UNKNOWN": "ranking", "Hit": "ranking", "Match": "ranking", "Recognition": "ranking", "Reference": "ranking",
     "SearchResult": "ranking",
-    "FlatStore": "vectors", "VectorStore": "vectors",
+    "FlatStore": "vectors", "VectorStore": "vectors", "PQStore": "quantised",
     "Sequence": "sequences", "SequenceMatcher": "sequences", "Smoother": "smoothing", "SmoothingSettings": "smoothing",
     "Tracker": "tracker", "TrackerSettings": "tracker", "FrameResult": "tracker", "Event": "tracker",
 }

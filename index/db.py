@@ -41,6 +41,7 @@ from .ranking import Reference
 from .store import retire as retire_first_format
 from .vectorfile import live_blocks, write_vectors
 from . import checkpoint as checkpoints
+from .quantised import PQStore
 from .vectors import FlatStore
 
 DB_FILE, BACKUP = "gallery.db", "backup-v1"
@@ -135,7 +136,7 @@ def _read(directory: Path, st: dict, refs: list, pieces: list) -> FlatStore:
                 store, slots = (FlatStore.read(f), None) if whole else checkpoints.read(f.read(), st["factory"], dim)
             except ValueError as exc:
                 raise GalleryError(f"gallery {directory}: {st['checkpoint']} is not a readable index ({exc})") from None
-        coded = hasattr(store, "attach")  # IVF-PQ: codes in the checkpoint, exact vectors read from the file
+        coded = isinstance(store, PQStore)  # IVF-PQ: codes in the checkpoint, exact vectors read from the file
         first = int(st["checkpoint_rows"]) if whole or coded else 0  # else every live row from the vector file
         if (whole or coded) and store.removes_in_place:  # references removed since the checkpoint was written
             live = {i for i, _, _, _, _ in refs}
@@ -168,7 +169,7 @@ def _read(directory: Path, st: dict, refs: list, pieces: list) -> FlatStore:
                 store.add(ids, v)
     if len(store) != len(refs):
         raise GalleryError(f"gallery {directory}: holds {len(store)} vectors but lists {len(refs)} references (damaged)")
-    if hasattr(store, "attach"):  # the rows its codes stand for are read from the file: checked here first
+    if isinstance(store, PQStore):  # the rows its codes stand for are read from the file: checked here first
         every = np.array(sorted((row, i) for i, _, _, _, row in refs), np.int64).reshape(-1, 2)
         with open(directory / st["vectors"], "rb") as f:
             for _ in live_blocks(directory / st["vectors"], f, [p for p in pieces if p[0] < first], every, 0, dim):
@@ -242,7 +243,7 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
                         [(i, refs[i].label, refs[i].source, refs[i].added, row) for i, row in new_rows.items()])
         con.executemany("INSERT OR REPLACE INTO pieces VALUES (?, ?, ?)", new_pieces)
         con.execute("COMMIT")
-        if hasattr(store, "saved"):  # IVF-PQ: its exact vectors are now read from the file
+        if isinstance(store, PQStore):  # IVF-PQ: its exact vectors are now read from the file
             store.saved(directory / st["vectors"], new_rows, full)
         if milvus:
             store.committed(con, meta["next_id"])

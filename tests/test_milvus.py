@@ -159,7 +159,7 @@ def test_bad_store_and_reindex_are_one_line(tmp_path):
         Gallery.create(settings(), tmp_path / "y", store="milvus://127.0.0.1:9")
     g = Gallery.create(settings(), tmp_path / "z", store="milvus-lite")
     g.enroll("a", unit_rows(2, D))
-    with pytest.raises(GalleryError, match=r"index 'IVF4,PQ8': not one a gallery can use"):
+    with pytest.raises(GalleryError, match=r"index IVF4,PQ8: a Milvus gallery takes Flat, HNSWn or IVFn,Flat"):
         g.reindex("IVF4,PQ8")
     assert not (tmp_path / "z").exists()  # nothing written before save()
 

@@ -58,7 +58,11 @@ def test_ivf_pq_answers_like_exact_with_exact_scores_and_vectors_and_survives_sa
     hits = {h.id for r in third.search(np.concatenate([data["c3"], queries]), k=5) for h in r.hits}
     assert not hits & set(removed)
     assert top_labels(third, data["c2"][:5])[0] in ("c2", "new")
-    # back to exact, and a bundle is exact
+    # a bundle gets an exact index of the same vectors; and back to exact
+    from byakugan.index.vectors import FlatStore
+
+    shipped = FlatStore.from_bytes(third.vectors.to_bytes())
+    assert shipped.factory == "Flat" and len(shipped) == len(third) and np.array_equal(shipped.get(ids), extra)
     assert third.reindex("Flat") == 1.0 and np.array_equal(third.embeddings(ids), extra)
 
 
