@@ -171,6 +171,8 @@ def _read(directory: Path, st: dict, refs: list, pieces: list) -> FlatStore:
         raise GalleryError(f"gallery {directory}: holds {len(store)} vectors but lists {len(refs)} references (damaged)")
     if isinstance(store, PQStore):  # the rows its codes stand for are read from the file: checked here first
         every = np.array(sorted((row, i) for i, _, _, _, row in refs), np.int64).reshape(-1, 2)
+        if not np.array_equal(np.sort(store.ids()), np.sort(every[:, 1])):  # as many, but not the same ones
+            raise GalleryError(f"gallery {directory}: {st['checkpoint']} does not list its references (damaged)")
         with open(directory / st["vectors"], "rb") as f:
             for _ in live_blocks(directory / st["vectors"], f, [p for p in pieces if p[0] < first], every, 0, dim):
                 pass
@@ -217,6 +219,10 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
         if milvus:  # index.milvus: new vectors upserted before this commit, removed ones deleted after it
             (st, new_rows), new_pieces = store.stage(con, directory, old, refs if full else added, removed, full), []
         else:  # files: append the new vectors (or write them all), and an HNSW checkpoint when due
+            if isinstance(store, PQStore) and not full and store.path is not None and store.path.name != old["vectors"]:
+                # IVF-PQ reads its exact vectors by row from the file another writer has compacted since
+                raise GalleryError(f"gallery {directory}: was compacted by another writer since this copy was opened; "
+                                   "open it again and repeat the edit (or save this copy to another folder)")
             last = None if full else con.execute("SELECT start, rows, sha256 FROM pieces ORDER BY start DESC LIMIT 1").fetchone()
             st, new_rows, new_pieces = write_vectors(directory, old, store, refs if full else added, gen, full, last)
             st.update(dim=store.dim, factory=store.factory, checkpoint=None, checkpoint_rows=0)
@@ -243,8 +249,6 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
                         [(i, refs[i].label, refs[i].source, refs[i].added, row) for i, row in new_rows.items()])
         con.executemany("INSERT OR REPLACE INTO pieces VALUES (?, ?, ?)", new_pieces)
         con.execute("COMMIT")
-        if isinstance(store, PQStore):  # IVF-PQ: its exact vectors are now read from the file
-            store.saved(directory / st["vectors"], new_rows, full)
         if milvus:
             store.committed(con, meta["next_id"])
     except (sqlite3.Error, KeyError, TypeError, ValueError) as exc:
@@ -253,6 +257,12 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
         if con.in_transaction:
             con.execute("ROLLBACK")
         con.close()
+    if isinstance(store, PQStore):  # committed: its exact vectors are now read from the file
+        try:
+            store.saved(directory / st["vectors"], new_rows, full)
+        except (OSError, ValueError) as exc:
+            raise GalleryError(f"gallery {directory}: saved, but this copy cannot read its vectors again ({exc}); "
+                               "open the gallery again") from None
     meta.update(settings)
     meta.pop("storage", None)
     retire_first_format(directory, BACKUP, keep=st.get("checkpoint"))

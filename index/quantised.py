@@ -62,7 +62,7 @@ class PQStore:
         self._ivf = faiss.downcast_index(faiss.extract_index_ivf(index))  # the IndexIVFPQ, with its pq
         self.dim, self.factory = int(index.d), f"IVF{self._ivf.nlist},PQ{self._ivf.pq.M}"
         self._pending: dict[int, np.ndarray] = {}  # added since the last save: not in the vector file yet
-        self._ids, self._rows, self._map = np.zeros(0, np.int64), np.zeros(0, np.int64), None
+        self._ids, self._rows, self._map, self.path = np.zeros(0, np.int64), np.zeros(0, np.int64), None, None
         if path is not None:
             self.attach(path, rows)
 
@@ -93,8 +93,14 @@ class PQStore:
         check_size(factory, len(ids))
         sample = np.random.default_rng(0).permutation(len(ids))[:max(PQ_TRAIN, 40 * int(PQ_FACTORY.match(factory).group(1)))]
         out = cls.trained(source.dim, factory, source.get(ids[np.sort(sample)]))
+        # From another PQ store: the same vector file serves both, only its unsaved vectors are copied.
+        shared = isinstance(source, PQStore)
         for start in range(0, len(ids), 65536):
-            out.add(ids[start:start + 65536], source.get(ids[start:start + 65536]))
+            out.add(ids[start:start + 65536], source.get(ids[start:start + 65536]), pending=not shared)
+        if shared:
+            out._ids, out._rows, out._map, out.path = source._ids, source._rows, source._map, source.path
+            wanted = set(ids.tolist())
+            out._pending = {i: v for i, v in source._pending.items() if i in wanted}
         return out
 
     def attach(self, path: Path, rows: np.ndarray) -> None:
@@ -104,6 +110,7 @@ class PQStore:
         self._ids, self._rows = rows[order, 1].copy(), rows[order, 0].copy()
         total = int(rows[:, 0].max()) + 1 if len(rows) else 0
         self._map = np.memmap(path, np.float32, "r", shape=(total, self.dim)) if total else None
+        self.path = Path(path)
         for i in self._ids[np.isin(self._ids, np.fromiter(self._pending, np.int64, len(self._pending)))]:
             del self._pending[int(i)]
 
@@ -124,18 +131,24 @@ class PQStore:
     def clone(self) -> "PQStore":
         out = PQStore(faiss.clone_index(self._index))
         out._ivf.nprobe = self._ivf.nprobe
-        out._ids, out._rows, out._map, out._pending = self._ids, self._rows, self._map, dict(self._pending)
+        out._ids, out._rows, out._map, out.path = self._ids, self._rows, self._map, self.path
+        out._pending = dict(self._pending)
         return out
 
-    def add(self, ids: Sequence[int], vectors: np.ndarray) -> None:
+    def add(self, ids: Sequence[int], vectors: np.ndarray, pending: bool = True) -> None:
+        """pending=False: vectors the vector file already holds (rows this store reads)."""
         vectors = np.ascontiguousarray(vectors, np.float32)
         self._index.add_with_ids(vectors, np.asarray(ids, np.int64))
-        self._pending.update((int(i), v) for i, v in zip(ids, vectors.copy()))
+        if pending:
+            self._pending.update((int(i), v) for i, v in zip(ids, vectors.copy()))
 
     def remove(self, ids: Sequence[int]) -> None:
-        self._index.remove_ids(np.asarray(ids, np.int64))
+        ids = np.asarray(ids, np.int64)
+        self._index.remove_ids(ids)
         for i in ids:
             self._pending.pop(int(i), None)
+        keep = ~np.isin(self._ids, ids)  # a removed reference's vector is not given back, as FlatStore gives none
+        self._ids, self._rows = self._ids[keep], self._rows[keep]
 
     def rebuilt(self, factory: str, ids: Sequence[int] | None = None):
         if PQ_FACTORY.match(factory):

@@ -81,20 +81,55 @@ def test_ivf_pq_refuses_what_it_cannot_be_in_one_line(tmp_path, capsys, data):
         small.reindex("IVF4,PQ999")
 
 
-def test_an_ivf_pq_gallery_opened_while_another_writes_reads_its_own_rows(tmp_path, data):
+def test_an_ivf_pq_gallery_opened_while_another_writes_reads_its_own_rows_and_saves_after(tmp_path, data):
     """A reader's exact vectors are the rows its snapshot named: a writer's appends and a
-    compaction into a new vector file (the old one unlinked) do not change what it reads."""
+    compaction into a new vector file (the old one unlinked) do not change what it reads; and when
+    it saves afterwards into that folder, it is told to open it again, nothing written."""
     g = gallery(tmp_path / "g", data)
     g.reindex("IVF32,PQ4")
     g.save()
-    reader = Gallery.open(tmp_path / "g")
-    want = reader.embeddings([0, 1, 2])
-    writer = Gallery.open(tmp_path / "g")
-    writer.enroll("more", data["c9"][:3])
-    writer.save()
-    for label in list(data)[:80]:  # removing past the live rows compacts the vector file
+    reader, writer = Gallery.open(tmp_path / "g"), Gallery.open(tmp_path / "g")
+    probe = [0, 1, 2, 6000, 8000, 10000]
+    want = reader.embeddings(probe)
+    first = {p.name for p in (tmp_path / "g").glob("vectors.*.f32")}
+    for label in list(data)[:300]:  # more removed than kept: the next save compacts the vector file
         writer.remove(label)
     writer.save()
-    assert len(list((tmp_path / "g").glob("vectors.*.f32"))) == 1
-    assert np.array_equal(reader.embeddings([0, 1, 2]), want)
-    assert len(Gallery.open(tmp_path / "g")) == len(g) + 3 - 80 * 20
+    writer.enroll("more", data["c9"][:3])
+    writer.save()
+    assert {p.name for p in (tmp_path / "g").glob("vectors.*.f32")}.isdisjoint(first)  # compacted
+    assert np.array_equal(reader.embeddings(probe), want)
+    reader.threshold = 0.6
+    before = disk_state(tmp_path / "g")
+    with pytest.raises(GalleryError, match="was compacted by another writer since this copy was opened"):
+        reader.save()  # its rows would be read from a file that numbers them otherwise: refused, nothing written
+    assert disk_state(tmp_path / "g") == before and np.array_equal(reader.embeddings(probe), want)
+    reader.save(tmp_path / "copy")  # a copy it can still save, whole, from the vectors it reads
+    assert np.array_equal(Gallery.open(tmp_path / "copy").embeddings(probe), want)
+
+
+def test_ivf_pq_to_ivf_pq_copies_no_vector_the_file_has(tmp_path, data):
+    g = gallery(tmp_path / "g", data)
+    g.reindex("IVF32,PQ4")
+    g.save()
+    again = Gallery.open(tmp_path / "g")
+    ids = again.enroll("fresh", data["c5"][:2])
+    again.reindex("IVF16,PQ8")
+    assert set(again.vectors._pending) == set(ids)  # only what the file does not hold yet
+    assert np.array_equal(again.embeddings([0, *ids]), np.concatenate([data["c0"][:1], data["c5"][:2]]))
+    again.remove_reference(0)
+    with pytest.raises(GalleryError):
+        again.embeddings([0])  # removed: not given back, as FlatStore gives none
+
+
+def test_an_ivf_pq_checkpoint_listing_an_id_twice_is_refused(tmp_path, data):
+    import faiss
+
+    from byakugan.index import checkpoint as cp
+
+    g = gallery(tmp_path / "g", dict(list(data.items())[:500]))
+    g.reindex("IVF16,PQ4")
+    index = faiss.clone_index(g.vectors.faiss_index)
+    index.add_with_ids(data["c0"][:1], np.array([3], np.int64))
+    with pytest.raises(ValueError, match="listing id 3 twice"):
+        cp.read(cp.CODES + faiss.serialize_index(index).tobytes(), "IVF16,PQ4", DIM)

@@ -2,7 +2,7 @@
 with each centre's offset and box size) on the frozen ImageNet EfficientNet-Lite0 trunk, trained
 here on composed pictures (embedder/training/face_net.py). One pass over the picture at a 512 px
 long side, on onnxruntime: no cascade, so faces the cascade cannot see (tilted, small, drawn in
-another style) can still be found. Boxes are widened upward for the hair."""
+another style) can still be found. Boxes are widened for the hair as `anime-face` widens them."""
 
 from __future__ import annotations
 
@@ -34,12 +34,12 @@ class FaceNetSettings:
     # composed training pictures (another seed) the cascade's boxes were 0.885x the network's, same centre.
     scale: float = 0.885
     # What of a face the embedder is given: the box widened by `grow` of its size on each side and
-    # by `grow_up` more above, for the hair. Picked end to end on sources other than the one reported
-    # (benchmarks/detect_framing.py, models/anime-face-net/framing.json: pasted anime-faces and
-    # anime-scenes, mean top-1 0.822 at `anime-face`'s 0.15 / 0.35, 0.835 here); the verifier sees
-    # every box at its own framing whatever these are (VERIFIER_FRAMING).
-    grow: float = 0.0
-    grow_up: float = 0.6
+    # by `grow_up` more above, for the hair, as `anime-face` frames it. The verifier sees every box
+    # at its own framing whatever these are (VERIFIER_FRAMING). A framing picked end to end on other
+    # sources (0 / 0.6: benchmarks/detect_framing.py) gained on pasted heads and lost on head shots
+    # and illustrations of sources nobody trained on (models/anime-face-net/MODEL_CARD.md): not shipped.
+    grow: float = 0.15
+    grow_up: float = 0.35
     overlap: float = 0.3  # boxes overlapping more than this (IoU) are one face
     max_faces: int = 20
     # Each box checked by a face verifier (verifier.py) trained on the network's own boxes as well as
