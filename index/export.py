@@ -28,6 +28,8 @@ from .errors import GalleryError
 from .gallery import Gallery
 from .pipeline import Pipeline
 
+OTHER_ARCHIVES = (".rar", ".7z", ".tar", ".gz", ".bz2", ".xz", ".zst", ".tbz2", ".txz")
+
 
 def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False,
            pipeline: Optional[Pipeline] = None) -> Path:
@@ -38,6 +40,9 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False,
     if out.exists() and not overwrite:
         raise GalleryError(f"export: {out} already exists; choose a new name or remove it")
     kind = archive_kind(out)
+    if kind is None and out.suffix.lower() in OTHER_ARCHIVES:  # would silently be a folder of that name
+        raise GalleryError(f"export: {out}: {out.suffix} is not a bundle format; name it .zip or .tar.gz, or give a "
+                           "folder name")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
         d = Path(tmp) / "bundle"

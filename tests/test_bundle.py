@@ -113,6 +113,8 @@ def test_export_refuses_to_overwrite_or_export_nothing(exported, digit_gallery, 
     assert "already exists" in capsys.readouterr().err
     assert main(["export", str(digit_gallery), str(tmp_path / "cli.tar.gz")]) == 0
     assert load(tmp_path / "cli.tar.gz").labels() == {"0": 5, "3": 5, "7": 5}
+    assert main(["export", str(digit_gallery), str(tmp_path / "b.rar")]) == 2  # was quietly a folder named b.rar
+    assert ".rar is not a bundle format" in capsys.readouterr().err and not (tmp_path / "b.rar").exists()
 
 
 def test_bundle_keeps_class_mean_scoring(digit_gallery, digits, tmp_path):
