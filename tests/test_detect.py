@@ -344,6 +344,15 @@ def test_every_detector_takes_strips_and_very_long_pictures(name):
         assert detect(Image.new("RGB", size, (120, 100, 90))) == []
 
 
+def test_a_hand_in_a_picture_searched_downscaled_is_boxed_in_the_picture_s_pixels(datasets):
+    """Past 4,096 px the hand detector searches a smaller copy: its box comes back at full size."""
+    img = load_image(sorted((datasets / "sign-digits" / "3").iterdir())[0]).convert("RGB")
+    detect = create_detector("hand")
+    small, big = detect(img.resize((img.width * 30, img.height * 30))), detect(img.resize((img.width * 60, img.height * 60)))
+    assert len(small) == len(big) == 1
+    assert all(abs(2 * a - b) <= 0.02 * 60 * img.width for a, b in zip(small[0].box, big[0].box)), (small, big)
+
+
 def test_face_net_framing_changes_the_crop_not_the_faces_found(datasets):
     """grow and grow_up frame what the embedder sees; the verifier judges every box at the framing
     it learnt, so the same faces are found, with the same centres horizontally, at any framing."""
