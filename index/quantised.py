@@ -29,7 +29,7 @@ from .vectors import IVF_NPROBE, IVF_TRAIN_ITERATIONS, FlatStore, check_lists, i
 PQ_FACTORY = re.compile(r"^IVF(\d+),PQ(\d+)$")
 RERANK, MIN_CANDIDATES = 4, 32
 PQ_MIN = 39 * 256  # k-means of each sub-quantiser's 256 codes needs 39 vectors a code (as IVF lists)
-PQ_TRAIN = 20_000  # vectors the sub-quantisers learn from (a seeded sample)
+PQ_TRAIN = 20_000  # at least this many vectors (a seeded sample; 40 a list if more) train the lists and codes
 
 
 def check_pq(factory: str, dim: int | None = None) -> str:
