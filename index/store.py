@@ -148,7 +148,7 @@ def check_new(path) -> None:
         raise GalleryError(f"gallery {path}: is a file, not a gallery folder")
     if p.is_dir() and not (p / META_FILE).is_file() and not (p / "gallery.db").is_file() \
             and not all(owned(x) for x in p.iterdir()):
-        raise GalleryError(f"gallery {path}: folder exists, is not empty and holds no {META_FILE}; refusing to use it")
+        raise GalleryError(f"gallery {path}: folder exists, is not empty and is not a gallery; refusing to use it")
 
 
 def owned(p: Path) -> bool:

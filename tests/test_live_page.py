@@ -12,6 +12,8 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from tests.test_ui import plain
+
 from byakugan.index import Gallery, Pipeline
 from byakugan.index.service import GalleryService
 from byakugan.index.tracker import TrackerSettings
@@ -125,7 +127,7 @@ def test_live_page_edits_the_gallerys_sequences(colour_gallery, monkeypatch):
     at.text_input(key="live_seq_steps").input("red blue red").run()
     at.button(key="live_add_seq").click().run()
     assert not at.exception and not at.error
-    assert [s.value for s in at.success] == ["Added sequence 'flag'."]
+    assert [plain(s.value) for s in at.success] == ["Added sequence 'flag'."]
     assert any(m.value.startswith("**flag**: red → blue → red") for m in at.markdown)
     assert at.text_input(key="live_seq_name").value == ""  # emptied for the next one
     assert [(s.name, s.steps) for s in Gallery.open(colour_gallery).sequences] == [("flag", ("red", "blue", "red"))]
@@ -133,18 +135,18 @@ def test_live_page_edits_the_gallerys_sequences(colour_gallery, monkeypatch):
     at.text_input(key="live_seq_name").input("bad").run()
     at.text_input(key="live_seq_steps").input("red green").run()
     at.button(key="live_add_seq").click().run()
-    [error] = [e.value for e in at.error]  # one line naming the bad step, no traceback
+    [error] = [plain(e.value) for e in at.error]  # one line naming the bad step, no traceback
     assert error.startswith("sequence 'bad': step 'green' is not an enrolled label") and "\n" not in error
     assert at.text_input(key="live_seq_steps").value == "red green"  # kept, to correct it
     assert [s.name for s in Gallery.open(colour_gallery).sequences] == ["flag"]
 
     at.button(key="live_rm_seq_flag").click().run()
-    assert [s.value for s in at.success] == ["Removed sequence 'flag'."]
+    assert [plain(s.value) for s in at.success] == ["Removed sequence 'flag'."]
     assert list(Gallery.open(colour_gallery).sequences) == []
 
     monkeypatch.setenv("BYAKUGAN_ICE_SERVERS", "stun.example.org:3478")  # the scheme left out
     at.run()
-    assert [e.value for e in at.error] == ["BYAKUGAN_ICE_SERVERS 'stun.example.org:3478': not a STUN or TURN URL "
+    assert [plain(e.value) for e in at.error] == ["BYAKUGAN_ICE_SERVERS 'stun.example.org:3478': not a STUN or TURN URL "
                                            "(such as stun:HOST:PORT or turn:HOST:PORT)"]
 
 

@@ -18,7 +18,8 @@ from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
 from byakugan.index.ranking import Recognition
 from byakugan.index.service import GalleryService, Removed
 from byakugan.ui.live import live_ui
-from byakugan.ui.widgets import IMAGE_TYPES, default_gallery_dir, draw_boxes, read_upload, short
+from byakugan.index.labels import check_label
+from byakugan.ui.widgets import IMAGE_TYPES, default_gallery_dir, draw_boxes, md, read_upload, short
 
 PAGES = ("Search", "Enrol", "Gallery", "Live", "Export")
 
@@ -49,8 +50,8 @@ def results_ui(svc: GalleryService, detections: list[Recognition]) -> None:
         if not d.found:
             st.info(f"No {what(svc)} found in the picture: searched the whole picture instead.")
         prefix = f"Detection {n}: " if len(detections) > 1 else ""
-        st.subheader(f"{prefix}{m.label if m.known else 'unknown'} · {m.confidence:.0%}")
-        st.caption((f"confident it is {m.label}" if m.known else f"looks most like {m.nearest}, but below the threshold")
+        st.subheader(f"{prefix}{md(m.label) if m.known else 'unknown'} · {m.confidence:.0%}")
+        st.caption((f"confident it is {md(m.label)}" if m.known else f"looks most like {md(m.nearest)}, but below the threshold")
                    + f" · unknown below {m.threshold_confidence:.0%}"
                    + (" · no hand landmarks found: scored by the image alone" if d.landmarks is False else ""))
         nearest = {}
@@ -63,7 +64,7 @@ def results_ui(svc: GalleryService, detections: list[Recognition]) -> None:
             ref_id = hit.id if hit is not None else next((r.id for r in g.references(label)), None)
             if ref_id is not None and (data := g.thumbnail(ref_id)):
                 col.image(data, width=96)
-            col.markdown(f"**{label}** {confidence:.0%}")
+            col.markdown(f"**{md(label)}** {confidence:.0%}")
             col.progress(confidence)
         with st.expander("Raw scores"):
             st.caption(f"best {m.score:.4f} (cosine {m.cosine:.4f}), threshold {m.threshold:.4f}; "
@@ -84,7 +85,7 @@ def search_ui(svc: GalleryService) -> Optional[list[Recognition]]:
     try:
         detections = svc.search(img, k=k)
     except ByakuganError as exc:
-        st.error(str(exc))
+        st.error(md(str(exc)))
         return None
     left, right = st.columns([2, 3])
     left.image(draw_boxes(img, detections), width=min(480, img.width))
@@ -125,22 +126,28 @@ def enrol_ui(svc: GalleryService) -> None:
             cols[i % len(cols)].image(crop.image, caption=short(crop.name) + found, width=96)
         if label:
             for warning in svc.check(label, crops):
-                st.warning(warning)
-    ready = bool(label and crops)
-    text = f"Enrol {len(crops)} image(s) as {label!r}" if ready else "Enrol (add a label and images first)"
+                st.warning(md(warning))
+    bad = None
+    try:  # a label the gallery would refuse is said before any image is embedded
+        label = check_label(label) if label else label
+    except ByakuganError as exc:
+        bad = str(exc)
+        st.error(md(bad))
+    ready = bool(label and crops and not bad)
+    text = f"Enrol {len(crops)} image(s) as {md(repr(label))}" if ready else "Enrol (add a label and images first)"
     if st.button(text, key="enrol_button", disabled=not ready, type="primary"):
         bar = st.progress(0.0, text="Embedding…")
         try:
             ids = svc.enroll(label, crops, progress=lambda done, total: bar.progress(done / total, f"Embedded {done} of {total}"))
         except ByakuganError as exc:
-            st.error(str(exc))
+            st.error(md(str(exc)))
             return
         st.session_state["enrol_round"] = round_ + 1
         st.session_state["enrol_shots"] = {}
         st.session_state["enrol_done"] = f"Enrolled {len(ids)} image(s) as {label!r}."
         st.rerun()
     if done := st.session_state.pop("enrol_done", None):
-        st.success(done)
+        st.success(md(done))
         st.button("Search now →", key="to_search", on_click=lambda: st.session_state.update(page="Search"))
 
 
@@ -149,7 +156,8 @@ def threshold_ui(svc: GalleryService) -> None:
     now_raw = svc.threshold()
     now = min(99, max(1, round(cal.confidence(now_raw) * 100)))
     modes = ["automatic", "set by hand"]
-    mode = st.radio("Answer “unknown” below", modes, index=0 if g.threshold_auto else 1, horizontal=True, key="threshold_mode",
+    synced("threshold_mode", modes[0] if g.threshold_auto else modes[1])
+    mode = st.radio("Answer “unknown” below", modes, horizontal=True, key="threshold_mode",
                     captions=[f"keeps about {AUTO_KEEPS:.0%} of true matches, from this gallery's own references",
                               "a confidence you choose"])
     if mode == "automatic":
@@ -183,18 +191,18 @@ def gallery_ui(svc: GalleryService) -> None:
     labels = g.labels()
     st.caption(f"{svc.path} · model {g.model_name} · {len(g)} references in {len(labels)} classes")
     if notice := st.session_state.pop("gallery_notice", None):
-        st.success(notice)
+        st.success(md(notice))
     undo_ui(svc)
     if labels:
         threshold_ui(svc)
-    scorings = list(SCORINGS)
-    scoring = st.radio("Rank labels by", scorings, index=scorings.index(g.scoring), horizontal=True, key="scoring",
+    synced("scoring", g.scoring)
+    scoring = st.radio("Rank labels by", list(SCORINGS), horizontal=True, key="scoring",
                        captions=["best reference", "class mean (steadier with 5+ references)"])
     if scoring != g.scoring:
         _act(lambda: svc.set_scoring(scoring), f"Labels now ranked by {scoring}.")
     editing = st.session_state.get("editing")
     for label, count in labels.items():
-        with st.expander(f"{label} · {count} reference(s)", expanded=label == editing):
+        with st.expander(f"{md(label)} · {count} reference(s)", expanded=label == editing):
             cols = st.columns(8)
             for i, ref in enumerate(g.references(label)):
                 col = cols[i % 8]
@@ -207,16 +215,24 @@ def gallery_ui(svc: GalleryService) -> None:
             new = a.text_input("Rename to", key=f"rename_{label}")
             if a.button("Rename", key=f"rename_btn_{label}", disabled=not new.strip()):
                 _act(lambda: svc.rename(label, new), f"Renamed {label!r} to {new.strip()!r}.", new.strip())
-            sure = b.checkbox(f"Remove all {count} reference(s) of {label!r}", key=f"rm_sure_{label}")
+            sure = b.checkbox(f"Remove all {count} reference(s) of {md(repr(label))}", key=f"rm_sure_{label}")
             if b.button("Remove class", key=f"rm_{label}", disabled=not sure):
                 _act(lambda: svc.remove(label), f"Removed {label!r}.")
+
+
+def synced(key: str, on_disk) -> None:
+    """The widget `key` shows the gallery's value, as this session last saw it, unless the user
+    changed it here: a save from another tab is shown, never undone by this tab's next rerun."""
+    if key not in st.session_state or st.session_state.get(f"{key}_seen") != on_disk:
+        st.session_state[key] = on_disk
+    st.session_state[f"{key}_seen"] = on_disk
 
 
 def _act(fn, notice: str, editing: Optional[str] = None) -> None:
     try:
         out = fn()
     except ByakuganError as exc:
-        st.error(str(exc))
+        st.error(md(str(exc)))
         return
     st.session_state["gallery_notice"] = notice
     st.session_state["editing"] = editing  # keep that class open
@@ -226,7 +242,7 @@ def _act(fn, notice: str, editing: Optional[str] = None) -> None:
 
 def undo_ui(svc: GalleryService) -> None:
     removed: Optional[Removed] = st.session_state.get("removed")
-    if removed is not None and st.button(f"Undo: put back {len(removed.sources)} reference(s) of {removed.label!r}",
+    if removed is not None and st.button(f"Undo: put back {len(removed.sources)} reference(s) of {md(repr(removed.label))}",
                                          key="undo_remove"):
         _act(lambda: svc.restore(removed), f"Put back {len(removed.sources)} reference(s) of {removed.label!r}.",
              removed.label)
@@ -259,11 +275,14 @@ def main() -> None:
     try:
         svc = get_service(gallery, os.environ.get("BYAKUGAN_MODEL") or None, os.environ.get("BYAKUGAN_DETECTOR") or None)
     except ByakuganError as exc:
-        st.error(str(exc))
+        st.error(md(str(exc)))
         st.stop()
     page = st.sidebar.radio("Page", PAGES, key="page")
     st.sidebar.caption(f"Gallery: {gallery}")
-    {"Search": search_ui, "Enrol": enrol_ui, "Gallery": gallery_ui, "Live": live_ui, "Export": export_ui}[page](svc)
+    try:  # a gallery removed or damaged while the server runs: one line, not a traceback
+        {"Search": search_ui, "Enrol": enrol_ui, "Gallery": gallery_ui, "Live": live_ui, "Export": export_ui}[page](svc)
+    except ByakuganError as exc:
+        st.error(md(str(exc)))
 
 
 main()

@@ -14,7 +14,6 @@ To reach the server across NATs, set before `byakugan ui`:
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from collections import deque
@@ -29,6 +28,7 @@ from byakugan.index.service import GalleryService
 from byakugan.index.smoothing import SmoothingSettings
 from byakugan.index.tracker import Event, Renewed, TrackerSettings, TrackState
 from byakugan.ui.video import Annotator
+from byakugan.ui.widgets import md
 
 ICE_SCHEMES = ("stun", "stuns", "turn", "turns")
 FPS_FRAMES = 30  # the frame rate is measured over this many processed frames
@@ -64,11 +64,6 @@ def ice_servers(urls: Optional[str] = None, username: Optional[str] = None,
 def split_steps(text: str) -> list[str]:
     """A sequence's steps as typed: separated by spaces, or by commas when a label has a space."""
     return [t.strip() for t in text.split(",") if t.strip()] if "," in text else text.split()
-
-
-def md(text: str) -> str:
-    # Labels and names are the users' own text: shown literally, not as Markdown or Streamlit's :colour[...].
-    return re.sub(r"([\\`*_\[\]<>#~|$:])", r"\\\1", text)
 
 
 def tracker_settings(embed_every: Optional[int] = None, window: Optional[int] = None,
@@ -176,7 +171,7 @@ def settings_ui() -> Optional[TrackerSettings]:
     try:
         return tracker_settings(int(every), int(window), float(gap))
     except ByakuganError as exc:
-        st.error(str(exc))
+        st.error(md(str(exc)))
         return None
 
 
@@ -185,7 +180,7 @@ def sequences_ui(svc: GalleryService) -> None:
     if st.session_state.pop("live_seq_clear", False):  # before the inputs exist: empty them after an add
         st.session_state["live_seq_name"] = st.session_state["live_seq_steps"] = ""
     if notice := st.session_state.pop("live_notice", None):
-        st.success(notice)
+        st.success(md(notice))
     labels = svc.labels()
     seqs = svc.sequences()
     for s in seqs:
@@ -208,7 +203,7 @@ def _act(fn, notice: str, clear: bool = False) -> None:
     try:
         fn()
     except ByakuganError as exc:
-        st.error(str(exc))
+        st.error(md(str(exc)))
         return
     st.session_state["live_notice"] = notice
     st.session_state["live_seq_clear"] = clear
@@ -223,7 +218,7 @@ def live_ui(svc: GalleryService) -> None:
     try:
         servers = ice_servers()
     except LiveError as exc:
-        st.error(str(exc))
+        st.error(md(str(exc)))
         return
     state = _state(svc)
     left, right = st.columns([3, 2])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -14,6 +15,11 @@ from byakugan.embedder.images import IMAGE_SUFFIXES, load_image
 from byakugan.index.ranking import Recognition
 
 IMAGE_TYPES = [s.lstrip(".") for s in IMAGE_SUFFIXES]
+
+
+def md(text: str) -> str:
+    # Labels and names are the users' own text: shown literally, not as Markdown or Streamlit's :colour[...].
+    return re.sub(r"([\\`*_\[\]<>#~|$:])", r"\\\1", text)
 
 
 def max_upload_mb() -> float:
