@@ -23,7 +23,7 @@ from .means import ClassMeans
 from .milvus import new_store
 from .ranking import Match, Reference, SearchResult
 from .sequences import SequenceBook
-from .settings import GallerySettings, check_meta, digest
+from .settings import GallerySettings, check_meta, digest, set_auto
 from .vectors import FlatStore, VectorStore, as_vectors
 
 THUMBS_DIR, THUMB_SIZE = store.THUMBS, 128
@@ -53,6 +53,7 @@ class Gallery:
                threshold: Optional[float] = None, store: str = "faiss") -> "Gallery":
         """A new, empty gallery (saved on the first save()); store: faiss, milvus-lite or milvus://HOST:PORT."""
         meta = {"model": dict(settings.model), "threshold": float(settings.threshold),
+                "model_threshold": float(settings.threshold),  # what automatic falls back to (settings.set_auto)
                 "detector": dict(settings.detector), "next_id": 0, "references": []}
         if settings.scoring:
             meta["scoring"] = check_scoring(settings.scoring)
@@ -163,7 +164,7 @@ class Gallery:
     threshold = property(lambda self: float(self._meta["threshold"]), _set_threshold)
 
     threshold_auto = property(lambda self: self._meta.get("threshold_mode") == "auto",
-                              lambda self, value: self._meta.update(threshold_mode="auto" if value else "fixed"),
+                              lambda self, value: set_auto(self._meta, value),
                               doc="True: searches use the threshold its references give (Pipeline.threshold)")
 
     def _set_scoring(self, value: str) -> None:

@@ -54,3 +54,12 @@ def check_meta(meta: dict) -> None:
             or not isinstance(meta.get("cohort", {}), dict):
         raise ValueError("detector, landmarks and cohort must be objects")
     check_sequences(meta.get("sequences"))
+
+
+def set_auto(meta: dict, value: bool) -> None:
+    """Threshold mode automatic (or fixed). Back to automatic, the threshold in force until the
+    references give one is the model's again, not the last one set by hand (galleries made before
+    it was recorded keep the last one)."""
+    meta["threshold_mode"] = "auto" if value else "fixed"
+    if value and isinstance(meta.get("model_threshold"), (int, float)):
+        meta["threshold"] = float(meta["model_threshold"])

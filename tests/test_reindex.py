@@ -414,3 +414,15 @@ def test_an_hnsw_checkpoint_with_links_outside_its_vectors_or_of_another_index_i
     huge[second + 5] = 0x7F  # the length of the second array: far beyond the file (FAISS would allocate it)
     with pytest.raises(ValueError, match="an array longer than its bytes"):
         cp.read(bytes(huge), "HNSW8", DIM)
+
+
+def test_back_to_an_automatic_threshold_the_model_s_is_in_force_not_the_last_hand_set_one(tmp_path):
+    """Until its references give one, an automatic gallery uses the model's threshold; switching
+    back from a hand-set one kept the hand-set value in force (and the page called it the model's)."""
+    g = gallery(tmp_path / "g", clustered(n_labels=2, per=2))
+    g.threshold = 0.9
+    assert not g.threshold_auto and g.threshold == 0.9
+    g.threshold_auto = True
+    assert g.threshold == 0.5
+    g.save()
+    assert Gallery.open(tmp_path / "g").threshold == 0.5 and Gallery.open(tmp_path / "g").threshold_auto
