@@ -6,51 +6,42 @@ Prints JSON and writes --out.
         [--detectors anime-face anime-face-verified anime-face-net] [--out models/anime-face-net/end_to_end.json]
 
 Each cell is `byakugan evaluate SOURCE --detector D --model anime --trials 10 --unknown-fraction
-0.33 --seed 1` (run through the Python API, so a detector may be NAME:SETTING=VALUE,...):
+0.33 --seed 1` (a detector may be NAME:SETTING=VALUE,..., given as --detector-setting):
 class-mean top-1, FAR@TAR95 (class mean) and the share of images with a face found.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
+from byakugan.ui.cli import main as byakugan
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets"
 
 
-def detector_config(spec: str) -> dict:
-    """A detector's config from NAME or NAME:SETTING=VALUE,... (anime-face-net:side=640,grow=0)."""
-    name, _, extra = spec.partition(":")
-    return {"name": name, **{k: json.loads(v) for k, v in (kv.split("=", 1) for kv in extra.split(",") if kv)}}
-
-
 def evaluate(source: str, detector: str, model: str) -> dict:
-    """`byakugan evaluate SOURCE --detector D --model M --trials 10 --unknown-fraction 0.33 --seed 1`,
-    through the Python API so that a detector can have settings (see detector_config)."""
-    from byakugan.embedder.evaluation.summary import evaluate_embeddings
-    from byakugan.embedder.training.data import scan
-    from byakugan.index.pipeline import Pipeline
-
+    """`byakugan evaluate SOURCE --detector D --model M --trials 10 --unknown-fraction 0.33 --seed 1`;
+    a detector may be NAME:SETTING=VALUE,... (anime-face-net:grow=0,grow_up=0.6: --detector-setting)."""
+    name, _, extra = detector.partition(":")
     folder = Path(source) if Path(source).is_dir() else DATA / source
-    samples = scan([folder], seed=1)
-    pipe = Pipeline.create(model, detector_config(detector))
+    args = ["evaluate", str(folder), "--detector", name, "--model", model, "--trials", "10",
+            "--unknown-fraction", "0.33", "--seed", "1", "--json"]
+    args += [x for kv in extra.split(",") if kv for x in ("--detector-setting", kv)]
+    out = io.StringIO()
     start = time.perf_counter()
-    embedded = pipe.embed_images([s.path for s in samples], fallback="whole")
-    if any(e is not None for e in embedded.errors):
-        raise SystemExit(f"{folder}: images that cannot be read")
-    labels = [s.label.split("/", 1)[1] for s in samples]
-    trials, _, _ = evaluate_embeddings(embedded.cnn, labels, trials=10, unknown_fraction=0.33, seed=1,
-                                       offset=pipe.encoder.cohort_offsets(embedded.cnn), name=str(folder))
-    s = trials.summary
-    return {"top1": s["top1_prototype"], "far_at_tar95": s["far_at_tar95_mean"],
-            "detected": round(float(np.mean(embedded.found)), 4) if pipe.detector_config["name"] != "none" else None,
-            "images": len(samples), "seconds": round(time.perf_counter() - start)}
+    with contextlib.redirect_stdout(out):
+        if byakugan(args) != 0:
+            raise SystemExit(f"byakugan {' '.join(args)} failed")
+    s = json.loads(out.getvalue())
+    return {"top1": s["top1_prototype"], "far_at_tar95": s["far_at_tar95_mean"], "detected": s.get("detected"),
+            "images": s["images"], "seconds": round(time.perf_counter() - start)}
 
 
 def main() -> None:

@@ -112,9 +112,8 @@ def _read_codes(blob: bytes, factory: str, dim: int) -> PQStore:
     store = PQStore.ready(index)
     if store.factory != factory:
         raise ValueError(f"IVF-PQ checkpoint of {store.factory} for a {factory} index")
-    ids = np.sort(store.ids())
-    if len(ids) > 1 and (ids[1:] == ids[:-1]).any():
-        raise ValueError(f"IVF-PQ checkpoint listing id {int(ids[1:][ids[1:] == ids[:-1]][0])} twice")
+    ids = store.ids()
+    _unique(np.stack([ids, np.zeros_like(ids)], axis=1), "IVF-PQ")  # an id twice: refused, as in IVF lists
     return store
 
 

@@ -391,6 +391,16 @@ def test_evaluate_refuses_unreadable_images(tmp_path, capsys, tiny_images):
     assert code == 2 and "bad.png: not an image" in err and "1 of 22 images could not be read" in err
 
 
+@pytest.mark.parametrize("setting, why", [("grow_up", "expected KEY=VALUE"), ("=1", "expected KEY=VALUE"),
+                                          ("grow_up=tall", "expected KEY=VALUE"), ("size=3", "bad settings")])
+def test_evaluate_refuses_a_bad_detector_setting_in_one_line(tmp_path, capsys, tiny_images, setting, why):
+    for cls in ("a", "b", "c"):
+        (tmp_path / "d" / cls).mkdir(parents=True)
+        (tmp_path / "d" / cls / "0.png").write_bytes(Path(tiny_images["abc".index(cls)]).read_bytes())
+    code, err = run(capsys, "evaluate", tmp_path / "d", "--detector", "anime-face", "--detector-setting", setting)
+    assert code == 2 and why in err and len(err.strip().splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("manifest", [b"[1, 2]", b'{"files": 5}', b'{"files": [1]}', b'{"files": {"a": 1}}'])
 def test_malformed_bundle_manifests_are_one_line(tmp_path, manifest):
     import zipfile

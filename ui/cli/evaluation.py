@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from byakugan.embedder.training.data import scan
 
     samples = scan([a.data], per_class=a.per_class, seed=a.seed, classes=a.classes)
-    pipe = pipeline_for(a.model, a.detector, a.landmarks)
+    pipe = pipeline_for(a.model, detector_config(a.detector, a.detector_setting), a.landmarks)
     model, encoder = pipe.encoder, pipe.landmarks
     # Each image by its largest detection; the whole image where none is found (counted).
     embedded = pipe.embed_images([s.path for s in samples], fallback="whole", progress=True)
@@ -62,11 +63,24 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def detector_config(name: str, settings: list[str]) -> str | dict:
+    """--detector and its --detector-setting KEY=VALUE pairs (the detector says which keys it takes)."""
+    config: dict = {"name": name}
+    for pair in settings:
+        key, sep, value = pair.partition("=")
+        try:
+            config[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            sep = ""
+        if not sep or not key.strip():
+            raise ByakuganError(f"--detector-setting {pair!r}: expected KEY=VALUE with a JSON value, such as grow_up=0.6")
+    return config if settings else name
+
+
 def _save_embeddings(path: Path, embedded, labels: list[str], offset, model, encoder) -> Path:
     """What the trials ran on, so other scorings can be studied without embedding again: safetensors
     arrays (cnn, and landmarks, cohort offsets and the model's cohort where there are any) with the
     labels and the landmark weight in its metadata."""
-    import json
 
     from safetensors.numpy import save as save_arrays
 
@@ -119,6 +133,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--per-class", type=int, help="use a seeded sample of this many images per class")
     s.add_argument("--classes", nargs="+", metavar="CLASS", help="evaluate only these class folders")
     s.add_argument("--detector", choices=detectors(), default="none", help="crop each image to its largest detection")
+    s.add_argument("--detector-setting", action="append", default=[], metavar="KEY=VALUE",
+                   help="one of the detector's settings, its value in JSON (for example grow_up=0.6); repeatable")
     landmarks_arg(s, "for detector 'hand'")
     s.add_argument("--no-cohort", action="store_true", help="raw cosines even if the model normalises scores by a cohort")
     s.add_argument("--seed", type=int, default=0)
