@@ -18,6 +18,7 @@ from PIL import Image
 from . import db, store
 from byakugan.embedder.scoring.calibration import Calibration
 
+from .confidence import DUPLICATE_COSINE
 from .errors import GalleryError, ModelMismatchError
 from .gallery import Gallery
 from .pipeline import Pipeline
@@ -27,7 +28,6 @@ from .tracker import Tracker, TrackerSettings
 
 T = TypeVar("T")
 # A new reference this close to an existing one (raw cosine) adds nothing but weight to its class.
-DUPLICATE_COSINE = 0.98
 
 
 class Crop(NamedTuple):
@@ -143,10 +143,15 @@ class GalleryService:
         """Warnings about crops before they are enrolled as `label`: near-duplicates (by the raw
         cosine, whatever the gallery's scale), or closer to another class."""
         g = self.gallery()
-        if not len(g) or not crops:
+        if not crops:
             return []
         emb = self.pipeline.embed_regions([c.image for c in crops], [c.landmarks for c in crops])
-        warnings = []
+        unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        same = np.triu(unit @ unit.T >= DUPLICATE_COSINE, 1)  # within this batch: the gallery cannot see these yet
+        warnings = [f"{crops[j].name}: near-duplicate of {crops[i].name} in the same upload, cosine {float(unit[i] @ unit[j]):.3f}"
+                    for j in np.flatnonzero(same.any(0)) for i in [int(np.argmax(same[:, j]))]]
+        if not len(g):
+            return warnings
         k = len(g.labels())
         for crop, r in zip(crops, self.pipeline.search(g, emb, k=k)):
             if not r.hits:  # an approximate index found nothing near: neither a duplicate nor a closer class
@@ -236,8 +241,7 @@ class GalleryService:
         calibrated scale now; returns that score."""
         cal = self.calibration()
         if not cal.fitted:
-            raise GalleryError("the gallery's confidence is not calibrated yet (it needs 2 classes, one with 2+ "
-                               "references): set a raw threshold instead")
+            raise GalleryError(f"the gallery's confidence is not calibrated yet ({cal.reason}): set a raw threshold instead")
         try:
             value = cal.score_at(confidence)
         except ValueError as exc:

@@ -32,6 +32,26 @@ def test_too_little_evidence_centres_on_the_threshold():
         centred(0.3).score_at(1.0)
 
 
+def test_an_unfitted_calibration_says_what_the_references_lack():
+    assert fit(np.asarray([0.9, 0.8]), np.asarray([]), threshold=0.5).reason == "needs 2 classes"
+    assert "has 1: a class with 2+ references that are not near-copies" in fit(np.asarray([0.9]), np.asarray([0.1]), 0.5).reason
+    inverted = fit(np.asarray([0.1, 0.2, 0.15]), np.asarray([0.9, 0.8, 0.85]), threshold=0.5)
+    assert not inverted.fitted and "do not tell the classes apart" in inverted.reason
+    assert fit(np.asarray([0.9, 0.8]), np.asarray([0.1]), threshold=0.5).reason == ""
+
+
+def test_a_gallery_of_near_copies_is_not_calibrated_and_says_why(model, digits, tmp_path):
+    from byakugan.embedder import load_image
+
+    from .conftest import new_gallery
+
+    pipe, g = new_gallery(model, tmp_path / "g")
+    for label in ("1", "2"):  # each class one picture three times: no true-match evidence at all
+        pipe.enroll(g, label, [load_image(digits[label][0])] * 3)
+    cal = pipe.calibration(g)
+    assert not cal.fitted and "not near-copies" in cal.reason
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.floats(0.5, 200), st.floats(-50, 50), st.floats(0.01, 0.99))
 def test_score_at_inverts_confidence(slope, intercept, p):

@@ -41,6 +41,18 @@ def test_check_warns_about_duplicates_and_confusions(model, digits, tmp_path):
     assert any("closer to '1'" in w and "own class '2'" in w for w in warnings)
 
 
+def test_check_warns_about_duplicates_within_one_upload_even_into_an_empty_gallery(model, digits, tmp_path):
+    from byakugan.embedder import load_image
+
+    svc = GalleryService(tmp_path / "g", model)
+    one, other = load_image(digits["1"][0]), load_image(digits["2"][0])
+    warnings = svc.check("1", [Crop("a", one), Crop("b", other), Crop("c", one.copy()), Crop("d", one.copy())])
+    assert warnings == [w for w in warnings if "in the same upload" in w]
+    assert [w.split(":")[0] for w in warnings] == ["c", "d"]  # each copy named once, after the first
+    assert all("near-duplicate of a in the same upload" in w for w in warnings)
+    assert svc.check("1", [Crop("a", one), Crop("b", other)]) == []
+
+
 def test_a_new_gallery_takes_the_services_detector(model, datasets, tmp_path, monkeypatch):
     from byakugan.embedder import load_image
     from byakugan.embedder.detection.assets import ANIMEFACE_CASCADE

@@ -68,7 +68,7 @@ def results_ui(svc: GalleryService, detections: list[Recognition]) -> None:
             col.progress(confidence)
         with st.expander("Raw scores"):
             st.caption(f"best {m.score:.4f} (cosine {m.cosine:.4f}), threshold {m.threshold:.4f}; "
-                       f"{'calibrated on the gallery' if d.calibration.fitted else 'not calibrated yet (needs 2 classes, one with 2+ references)'}")
+                       f"{'calibrated on the gallery' if d.calibration.fitted else 'not calibrated yet (' + d.calibration.reason + ')'}")
             for hit in d.hits:
                 st.text(f"{hit.score:.4f}  {hit.label}  reference {hit.id}  {hit.source}")
 
@@ -175,7 +175,7 @@ def threshold_ui(svc: GalleryService) -> None:
         with st.expander("Raw threshold"):
             raw_threshold_ui(svc, now_raw)
     st.caption("Confidence is calibrated on this gallery's own references." if cal.fitted else
-               "Confidence is not calibrated yet (needs 2 classes, one with 2+ references): 50% is the threshold.")
+               f"Confidence is not calibrated yet ({md(cal.reason)}): 50% is the threshold.")
 
 
 def raw_threshold_ui(svc: GalleryService, now_raw: float) -> None:

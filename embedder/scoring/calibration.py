@@ -42,6 +42,7 @@ class Calibration:
     # The score that keeps AUTO_KEEPS of the true-match scores: a threshold chosen by the gallery's
     # own references (None with fewer than MIN_AUTO of them).
     auto_threshold: Optional[float] = None
+    reason: str = ""  # why it is not fitted, for people: what the references lack
 
     def confidence(self, score: float) -> float:
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, self.slope * float(score) + self.intercept))))
@@ -56,8 +57,11 @@ class Calibration:
         return asdict(self)
 
 
-def centred(threshold: float) -> Calibration:
-    return Calibration(DEFAULT_SLOPE, -DEFAULT_SLOPE * float(threshold), False)
+NO_CLASSES = "needs 2 classes"
+
+
+def centred(threshold: float, reason: str = NO_CLASSES) -> Calibration:
+    return Calibration(DEFAULT_SLOPE, -DEFAULT_SLOPE * float(threshold), False, reason=reason)
 
 
 def fit(genuine: np.ndarray, impostor: np.ndarray, threshold: float, ridge: float = 0.01) -> Calibration:
@@ -66,8 +70,11 @@ def fit(genuine: np.ndarray, impostor: np.ndarray, threshold: float, ridge: floa
     separate perfectly give a steep but finite curve)."""
     genuine, impostor = np.asarray(genuine, np.float64), np.asarray(impostor, np.float64)
     genuine, impostor = genuine[np.isfinite(genuine)], impostor[np.isfinite(impostor)]
-    if len(genuine) < MIN_GENUINE or len(impostor) < 1:
+    if len(impostor) < 1:
         return centred(threshold)
+    if len(genuine) < MIN_GENUINE:  # near-copies are not evidence (index.confidence leaves them out)
+        return centred(threshold, f"needs {MIN_GENUINE} true-match scores, has {len(genuine)}: a class with 2+ "
+                                  "references that are not near-copies of each other")
     x = np.concatenate([genuine, impostor])
     y = np.concatenate([np.ones(len(genuine)), np.zeros(len(impostor))])
     mu, sd = float(x.mean()), max(float(x.std()), 1e-6)
@@ -81,6 +88,6 @@ def fit(genuine: np.ndarray, impostor: np.ndarray, threshold: float, ridge: floa
         H = np.array([[np.sum(h * z * z) + ridge, np.sum(h * z)], [np.sum(h * z), np.sum(h) + 1e-9]])
         a, b = np.array([a, b]) - np.linalg.solve(H, g)
     if not (np.isfinite(a) and np.isfinite(b)) or a <= 0:  # higher scores must never read as less likely
-        return centred(threshold)
+        return centred(threshold, "strangers score as high as true matches: the references do not tell the classes apart")
     auto = float(np.quantile(genuine, 1.0 - AUTO_KEEPS)) if len(genuine) >= MIN_AUTO else None
     return Calibration(float(a / sd), float(b - a * mu / sd), True, len(genuine), len(impostor), auto)
