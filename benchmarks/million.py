@@ -10,7 +10,8 @@ one machine), on synthetic clustered vectors as benchmarks/scale.py makes them (
   again): `reindex FACTORY`, timed; per-query latency of gallery search and of the raw FAISS index
   underneath at several nprobe (IVF) or efSearch (HNSW), and of 200 queries in one call; recall@1 by
   label of each against exact search on the same 200 noisy queries (exact answers computed a piece
-  at a time); enrol 5 and save.
+  at a time): the index's nearest reference's label, and the gallery's best label (what a search
+  answers); enrol 5 and save.
 - Opening the saved gallery in a new process: time and peak memory over the vectors' bytes; the
   sizes of its checkpoint and vector file.
 docs/million.json is the IVF4096,Flat run; docs/million_hnsw.json the HNSW32 one (`--factories
@@ -89,8 +90,10 @@ def approximate(g, factory: str, a, queries, want, label_of, new, log) -> dict:
     for value in map(int, values.split(",")):
         setattr(inner, knob, value)
         got = top_labels(raw.search, queries, label_of)
+        shown = [r.labels[0][0] if r.labels else None for r in g.search(queries, 5)]  # what a user is answered
         out[f"{kind}_{knob.lower()}_{value}"] = {
             "recall_at_1_by_label": round(float(np.mean([x == y for x, y in zip(got, want)])), 4),
+            "gallery_recall_at_1_by_label": round(float(np.mean([x == y for x, y in zip(shown, want)])), 4),
             "raw_faiss_ms": per_query_ms(lambda q: raw.search(q, 5), queries),
             "gallery_search_ms": per_query_ms(lambda q: g.search(q, 5), queries),
             "gallery_batch_of_200_ms_per_query": batched_ms(lambda: g.search(queries, 5), len(queries))}

@@ -201,6 +201,27 @@ def test_onnx_twin_matches_torch_and_is_exported_once(model, tmp_path, monkeypat
     assert np.allclose(runtime.onnx_embedder(model).embed(tiny_images[:1]), model.embed(tiny_images[:1]), atol=1e-5)
 
 
+def test_the_exported_graph_pads_by_constants_inside_its_convolutions(model, tmp_path, tiny_images):
+    """timm's 'same' padding traced as it is becomes shape arithmetic and Pad nodes (a quarter of
+    the time on onnxruntime); the export fixes it for the one input size and folds it into the Convs."""
+    import collections
+
+    import onnx
+    from timm.layers import Conv2dSame
+
+    from byakugan.embedder.embedding.onnx import OnnxEmbedder, export_onnx
+
+    same = [m for m in model.modules() if isinstance(m, Conv2dSame)]
+    assert same  # the backbone pads on the fly: what the export has to fix
+    export_onnx(model, tmp_path / "m.onnx")
+    ops = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node)
+    assert ops["Pad"] == 0 and ops["Ceil"] == 0 and ops["Conv"] > 40
+    assert all("forward" not in vars(m) for m in same)  # the torch model is left as it was
+    twin = OnnxEmbedder(tmp_path / "m.onnx", model.preprocess, model.name, model.dim, model.fingerprint())
+    assert np.allclose(twin.embed(tiny_images), model.embed(tiny_images), atol=1e-5)
+    assert np.allclose(twin.embed(tiny_images[:1]), model.embed(tiny_images[:1]), atol=1e-5)  # any batch size
+
+
 def test_search_and_watch_run_without_torch_once_the_model_is_cached(hand_gallery, stills, videos, tmp_path):
     """The live path (CLI search, watch, the page and server) embeds with onnxruntime; once a
     gallery's models are in the cache, a command never imports torch, timm or torchvision."""

@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import ModelError
 from ..images import ImageSource, load_image
 from ..preprocess import Preprocess
+from .onnx_static import fold_pads, static_same_padding
 
 
 def _session(path: os.PathLike | str):
@@ -66,7 +67,8 @@ class OnnxLandmarks:
 
 
 def export_onnx(model, path: Path, x=None, input_name: str = "pixels") -> None:
-    """Write model as ONNX with a dynamic batch, and check onnxruntime gives what torch gives."""
+    """Write model as ONNX with a dynamic batch (its other dimensions as x's: the padding is fixed
+    for that size, see onnx_static), and check onnxruntime gives what torch gives."""
     import torch
 
     if x is None:
@@ -77,16 +79,20 @@ def export_onnx(model, path: Path, x=None, input_name: str = "pixels") -> None:
     with torch.inference_mode():
         expected = model(x).numpy()
     names = {"input_names": [input_name], "output_names": ["embedding"]}
-    try:
-        # The TorchScript-based exporter writes one self-contained file in ~2 s; dynamo took ~25 s
-        # here. It is deprecated, so the dynamo exporter is the fallback once it is gone.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(model, (x,), str(path), dynamic_axes={input_name: {0: "batch"}, "embedding": {0: "batch"}},
-                              opset_version=17, dynamo=False, **names)
-    except (TypeError, RuntimeError, ImportError):
-        batch = torch.export.Dim("batch")
-        torch.onnx.export(model, (x,), str(path), dynamic_shapes=({0: batch},), dynamo=True, external_data=False, **names)
+    with static_same_padding(model, x):
+        try:
+            # The TorchScript-based exporter writes one self-contained file in ~2 s; dynamo took ~25 s
+            # here. It is deprecated, so the dynamo exporter is the fallback once it is gone.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", UserWarning)  # its notes on constant folding: the file is checked below
+                torch.onnx.export(model, (x,), str(path), dynamic_axes={input_name: {0: "batch"}, "embedding": {0: "batch"}},
+                                  opset_version=17, dynamo=False, **names)
+        except (TypeError, RuntimeError, ImportError):
+            batch = torch.export.Dim("batch")
+            torch.onnx.export(model, (x,), str(path), dynamic_shapes=({0: batch},), dynamo=True, external_data=False,
+                              **names)
+    fold_pads(path)
     got = _session(path).run(None, {input_name: x.numpy()})[0]
     if not np.allclose(got, expected, atol=1e-5):
         raise ModelError(f"export: ONNX model differs from the torch model by {np.abs(got - expected).max():.2e}")

@@ -76,8 +76,14 @@ def _landmarks(path: Path, identity: dict) -> OnnxLandmarks:
     return OnnxLandmarks(path, identity["name"], identity["dim"], identity["weight"], identity["fingerprint"])
 
 
+# Bumped when export_onnx writes a different graph for the same weights (2: constant padding folded
+# into the convolutions), so that files exported before are exported again, not reused.
+EXPORT_FORM = 2
+
+
 def _key(kind: str, name: str, fingerprint: str) -> Path:
-    return cache_dir() / "onnx" / (re.sub(r"[^A-Za-z0-9._-]", "_", f"{kind}-{name}")[:120] + f"-{fingerprint[:32]}.onnx")
+    return cache_dir() / "onnx" / (re.sub(r"[^A-Za-z0-9._-]", "_", f"{kind}-{name}")[:120]
+                                   + f"-{fingerprint[:32]}-e{EXPORT_FORM}.onnx")
 
 
 def _fallback(path: Path) -> Path:
