@@ -11,6 +11,9 @@ Prints JSON and writes docs/flop_bound.json.
 - Embedding: onnxruntime (the live path) and torch on the same preprocessed pixels, one image at a
   time and in batches of 32, with 1 and 2 threads. Preprocessing is left out: it is not arithmetic
   a faster kernel would save.
+- Beside the live path's file, the same model exported as traced, with timm's on-the-fly 'same'
+  padding left in the graph (what export_onnx wrote before embedder/embedding/onnx_static.py):
+  `onnxruntime_as_traced_*`.
 """
 
 from __future__ import annotations
@@ -55,7 +58,19 @@ def nominal_gflops_per_core() -> dict | None:
             "gflops_per_core": round(mhz / 1000 * lanes * 2 * 2, 1)}
 
 
+def export_as_traced(model, path: Path) -> None:
+    import warnings
+
+    x = torch.zeros(2, 3, model.preprocess.size, model.preprocess.size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (x,), str(path), dynamic_axes={"pixels": {0: "batch"}, "embedding": {0: "batch"}},
+                          opset_version=17, dynamo=False, input_names=["pixels"], output_names=["embedding"])
+
+
 def main() -> None:
+    import tempfile
+
     import onnxruntime as ort
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -69,6 +84,8 @@ def main() -> None:
     a = p.parse_args()
     model = embedder.load(a.model)[0]
     twin = onnx_embedder(model)
+    traced = Path(tempfile.mkdtemp()) / "traced.onnx"
+    export_as_traced(model, traced)
     size = model.preprocess.size
     x = np.random.default_rng(0).standard_normal((32, 3, size, size)).astype(np.float32)
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
@@ -81,14 +98,18 @@ def main() -> None:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         session = ort.InferenceSession(str(twin.path), opts, providers=["CPUExecutionProvider"])
+        before = ort.InferenceSession(str(traced), opts, providers=["CPUExecutionProvider"])
         row = {"matmul_gflops": round(peak, 1)}
         for b in (1, 32):
             onnx = rate(lambda: session.run(None, {"pixels": x[:b]}), b, a.seconds)
+            old = rate(lambda: before.run(None, {"pixels": x[:b]}), b, a.seconds)
             with torch.inference_mode():
                 torch.set_num_threads(threads)
                 eager = rate(lambda: model(torch.from_numpy(x[:b])), b, a.seconds)
             row[f"batch_{b}"] = {"onnxruntime_images_per_s": round(onnx, 1), "torch_images_per_s": round(eager, 1),
+                                 "onnxruntime_as_traced_images_per_s": round(old, 1),
                                  "onnxruntime_share_of_bound": round(onnx * flops / 1e9 / peak, 3),
+                                 "onnxruntime_as_traced_share_of_bound": round(old * flops / 1e9 / peak, 3),
                                  "torch_share_of_bound": round(eager * flops / 1e9 / peak, 3)}
         out["threads"][str(threads)] = row
     text = json.dumps(out, indent=1)

@@ -1,8 +1,8 @@
 """The live path's models run by onnxruntime: a torch model exported once (checked against torch
 to 1e-5 by export_onnx) and kept in a cache keyed by its fingerprint, so every later process
 starts from the file. onnxruntime embedded 2.4-3.5x faster than torch on this 2-core CPU.
-Sessions keep onnxruntime's default threads (here 2): 336 images/s one at a time against 234 with
-one thread, and 356 against 205 in batches of 32 (benchmarks/onnx_threads.py)."""
+Sessions keep onnxruntime's default threads (here 2): 346 images/s one at a time against 207 with
+one thread, and 355 against 176 in batches of 32 (benchmarks/onnx_threads.py)."""
 
 from __future__ import annotations
 
