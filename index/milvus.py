@@ -34,6 +34,10 @@ BATCH = 2048  # rows per upsert or get: a few MB per gRPC message at dimension 1
 TIMEOUT = 10.0  # seconds to reach a server (and to keep retrying one that refuses, as a restarting one does)
 CALL_TIMEOUT = 30.0  # seconds one call may take: a few MB of vectors per upsert, or a search of a large collection
 UNREACHABLE, NOT_LOADED = 2, 101  # pymilvus MilvusException codes: no connection; collection not loaded
+# A Milvus server reads at "Bounded" staleness unless told otherwise: a search or count right after
+# a save could miss what it wrote or deleted (seen on Milvus 2.3 standalone: a count after removals
+# still found the removed rows, and the gallery was called damaged). Milvus Lite is always strong.
+READS = ("search", "query", "get")
 _clients: dict = {}  # uri -> MilvusClient, one per database per process (Milvus Lite allows one process)
 
 
@@ -114,6 +118,8 @@ class MilvusStore:
         while True:
             started = time.monotonic()
             try:  # a per-call limit: without one, a server that stopped answering holds a call for minutes
+                if method in READS:
+                    kwargs.setdefault("consistency_level", "Strong")
                 return getattr(self.client, method)(collection_name=self.collection, timeout=CALL_TIMEOUT, **kwargs)
             except GalleryError:
                 raise
@@ -286,7 +292,7 @@ class MilvusStore:
         params = self.client.prepare_index_params()
         kind, build = index_params(self.factory)
         params.add_index(field_name=FIELD, index_type=kind, metric_type="IP", params=build)
-        self._call("create_collection", schema=schema, index_params=params)
+        self._call("create_collection", schema=schema, index_params=params, consistency_level="Strong")
 
     def _move(self, directory: Path, new_collection: bool = False) -> None:
         """Point the store at another gallery folder (or a new collection), every vector pending there."""

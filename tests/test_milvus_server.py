@@ -1,15 +1,21 @@
 """`--store milvus://HOST:PORT`: a gallery on a Milvus server reached over TCP, not an embedded file.
 
-The server is Milvus Lite's own gRPC server (`python -m milvus_lite server`), started here in a
-process of its own: the same wire protocol and pymilvus calls a Milvus standalone server answers,
-so what is checked is byakugan's server path (addresses, collections, filters, two processes on one
-gallery, a server restart), not Milvus's storage engine."""
+Two servers, each started here in a process of its own:
+- Milvus Lite's own gRPC server (`python -m milvus_lite server`): every test, restarts and a
+  frozen server included;
+- a Milvus standalone server (the PyPI package `milvus`, a dev dependency: Milvus 2.3's own
+  binaries, with an embedded etcd and local storage instead of MinIO): the tests of answers,
+  removals, reindexing and two processes, where Milvus's engine differs from Milvus Lite's (it
+  reads at "Bounded" staleness unless asked for "Strong", and builds real HNSW and IVF indexes).
+"""
 
+import contextlib
 import json
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,11 +59,66 @@ class Server:
         self.proc.wait(timeout=30)
 
 
+class Standalone(Server):
+    """A Milvus standalone server (the `milvus` package's binaries), listening for gRPC on a free port."""
+
+    def start(self) -> "Standalone":
+        pytest.importorskip("milvus", reason="the `milvus` package (Milvus standalone for tests) is Linux x86-64 only")
+        self.proc = subprocess.Popen([sys.executable, "-c", "import milvus; milvus.main()", "--data", str(self.data),
+                                      "--proxy-port", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        from pymilvus import MilvusClient
+
+        deadline, last = time.monotonic() + 180, None
+        try:
+            while time.monotonic() < deadline:  # it listens before its coordinators are ready: wait for an answer
+                # its embedded etcd takes the fixed ports 2379 and 2380, its metrics 9091: see its logs if busy
+                assert self.proc.poll() is None, f"the Milvus standalone server exited (logs: {self.data}/logs)"
+                try:
+                    MilvusClient(uri=f"http://127.0.0.1:{self.port}", timeout=5).list_collections()
+                    return self
+                except Exception as exc:
+                    last = exc
+                    time.sleep(1)
+            raise AssertionError(f"the Milvus standalone server did not answer within 180 s: {last}")
+        except BaseException:
+            self.stop()  # never leave it running (and holding etcd's ports) after a failed start
+            raise
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        self.proc.send_signal(signal.SIGINT)  # the wrapper stops the milvus binary it started, then exits
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        binary = str(self.data / "bin" / "milvus")  # in a session of its own: found by its path if still there
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            with contextlib.suppress(OSError, ValueError):
+                if cmdline.read_bytes().split(b"\0")[0].decode() == binary:
+                    os.kill(int(cmdline.parent.name), signal.SIGKILL)
+
+
 @pytest.fixture()
 def server(tmp_path):
     s = Server(tmp_path / "milvus-data").start()
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory):
+    s = Standalone(tmp_path_factory.mktemp("milvus-standalone")).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(params=["lite", "standalone"])
+def any_server(request):
+    return request.getfixturevalue("server" if request.param == "lite" else "standalone")
 
 
 @pytest.fixture()
@@ -69,7 +130,8 @@ def forget_clients():
     milvus._clients.clear()
 
 
-def test_server_gallery_answers_as_faiss_and_persists_removals(server, tmp_path, forget_clients):
+def test_server_gallery_answers_as_faiss_and_persists_removals(any_server, tmp_path, forget_clients):
+    server = any_server
     x, labels = clustered(5, seed=1)
     faiss_g = Gallery.create(settings(), tmp_path / "faiss")
     srv = Gallery.create(settings(), tmp_path / "srv", store=server.spec)
@@ -102,9 +164,10 @@ def test_server_gallery_answers_as_faiss_and_persists_removals(server, tmp_path,
         assert answers(Gallery.open(tmp_path / folder), q)[0] == answers(faiss_g, q)[0]
 
 
-def test_two_processes_share_a_server_gallery(server, tiny_images, tmp_path, forget_clients):
+def test_two_processes_share_a_server_gallery(any_server, tiny_images, tmp_path, forget_clients):
     """What Milvus Lite's folder lock forbids: one process holds the gallery open while CLI commands,
-    each a process of its own, enrol into it and search it."""
+    each a process of its own, enrol into it and search it (and see what the last one wrote)."""
+    server = any_server
     g = tmp_path / "g"
     cli = [sys.executable, "-m", "byakugan.ui.cli"]
     made = subprocess.run([*cli, "enroll", str(g), "red", str(tiny_images[0]), "--store", server.spec],
