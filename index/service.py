@@ -27,7 +27,6 @@ from .sequences import Sequence
 from .tracker import Tracker, TrackerSettings
 
 T = TypeVar("T")
-# A new reference this close to an existing one (raw cosine) adds nothing but weight to its class.
 
 
 class Crop(NamedTuple):
@@ -146,9 +145,14 @@ class GalleryService:
         if not crops:
             return []
         emb = self.pipeline.embed_regions([c.image for c in crops], [c.landmarks for c in crops])
-        unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-        same = np.triu(unit @ unit.T >= DUPLICATE_COSINE, 1)  # within this batch: the gallery cannot see these yet
-        warnings = [f"{crops[j].name}: near-duplicate of {crops[i].name} in the same upload, cosine {float(unit[i] @ unit[j]):.3f}"
+        # Within this batch (the gallery cannot see these yet), scored as a search would score one
+        # against the other: a hand crop without landmarks by its CNN part alone. A new reference
+        # this close to another (raw cosine) adds nothing but weight to its class.
+        q, _ = self.pipeline.query(g, emb)
+        S = q @ emb.T
+        S = np.maximum(S, S.T)
+        same = np.triu(S >= DUPLICATE_COSINE, 1)
+        warnings = [f"{crops[j].name}: near-duplicate of {crops[i].name} in the same upload, cosine {S[i, j]:.3f}"
                     for j in np.flatnonzero(same.any(0)) for i in [int(np.argmax(same[:, j]))]]
         if not len(g):
             return warnings

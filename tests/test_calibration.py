@@ -33,7 +33,7 @@ def test_too_little_evidence_centres_on_the_threshold():
 
 
 def test_an_unfitted_calibration_says_what_the_references_lack():
-    assert fit(np.asarray([0.9, 0.8]), np.asarray([]), threshold=0.5).reason == "needs 2 classes"
+    assert fit(np.asarray([0.9, 0.8]), np.asarray([]), threshold=0.5).reason == "needs 2 classes, and another class found near the references"
     assert "has 1: a class with 2+ references that are not near-copies" in fit(np.asarray([0.9]), np.asarray([0.1]), 0.5).reason
     inverted = fit(np.asarray([0.1, 0.2, 0.15]), np.asarray([0.9, 0.8, 0.85]), threshold=0.5)
     assert not inverted.fitted and "do not tell the classes apart" in inverted.reason

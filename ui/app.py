@@ -68,7 +68,7 @@ def results_ui(svc: GalleryService, detections: list[Recognition]) -> None:
             col.progress(confidence)
         with st.expander("Raw scores"):
             st.caption(f"best {m.score:.4f} (cosine {m.cosine:.4f}), threshold {m.threshold:.4f}; "
-                       f"{'calibrated on the gallery' if d.calibration.fitted else 'not calibrated yet (' + d.calibration.reason + ')'}")
+                       f"{'calibrated on the gallery' if d.calibration.fitted else 'not calibrated yet (' + md(d.calibration.reason) + ')'}")
             for hit in d.hits:
                 st.text(f"{hit.score:.4f}  {hit.label}  reference {hit.id}  {hit.source}")
 

@@ -7,6 +7,7 @@ and LandmarkEncoder.encode, so the pipeline runs either without knowing which it
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence
@@ -66,6 +67,11 @@ class OnnxLandmarks:
         return np.ascontiguousarray(self._session.run(None, {self._input: x})[0], np.float32)
 
 
+# torch's exporter keeps process-wide state (it refuses a second export while one runs), and the
+# padding above patches the model's modules for the export: one export at a time, in any thread.
+_EXPORTING = threading.Lock()
+
+
 def export_onnx(model, path: Path, x=None, input_name: str = "pixels") -> None:
     """Write model as ONNX with a dynamic batch (its other dimensions as x's: the padding is fixed
     for that size, see onnx_static), and check onnxruntime gives what torch gives."""
@@ -79,7 +85,7 @@ def export_onnx(model, path: Path, x=None, input_name: str = "pixels") -> None:
     with torch.inference_mode():
         expected = model(x).numpy()
     names = {"input_names": [input_name], "output_names": ["embedding"]}
-    with static_same_padding(model, x):
+    with _EXPORTING, static_same_padding(model, x):
         try:
             # The TorchScript-based exporter writes one self-contained file in ~2 s; dynamo took ~25 s
             # here. It is deprecated, so the dynamo exporter is the fallback once it is gone.

@@ -57,7 +57,7 @@ class Calibration:
         return asdict(self)
 
 
-NO_CLASSES = "needs 2 classes"
+NO_CLASSES = "needs 2 classes, and another class found near the references"
 
 
 def centred(threshold: float, reason: str = NO_CLASSES) -> Calibration:
