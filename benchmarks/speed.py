@@ -1,4 +1,5 @@
-"""Embedding throughput and gallery search latency on this machine; prints JSON.
+"""Embedding throughput (torch, and onnxruntime as the live path runs it) and gallery search latency
+on this machine; prints JSON.
 
     .venv/bin/python benchmarks/speed.py --model default --refs 10000
 """
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 import byakugan.embedder as embedder
+from byakugan.embedder.embedding.runtime import onnx_embedder
 from byakugan.index import Pipeline
 
 
@@ -40,9 +42,13 @@ def main() -> None:
     img = rng.integers(0, 256, (pre.size + 40, pre.size + 40, 3), dtype=np.uint8)
     out = {"model": model.name, "image_size": pre.size, "dim": model.dim, "torch_threads": torch.get_num_threads(),
            "cpu": platform.processor() or platform.machine(), "embed_images_per_s": {}}
+    twin = onnx_embedder(model)  # what the CLI, page and server embed with
+    out["onnxruntime_embed_images_per_s"] = {}
     for b in (1, 32):
         # End to end from decoded pixels: preprocessing is part of what a user waits for.
         out["embed_images_per_s"][f"batch_{b}"] = round(rate(lambda: model.embed([img] * b, batch_size=b), b, a.seconds), 1)
+        out["onnxruntime_embed_images_per_s"][f"batch_{b}"] = round(
+            rate(lambda: twin.embed([img] * b, batch_size=b), b, a.seconds), 1)
 
     refs = rng.standard_normal((a.refs, model.dim)).astype(np.float32)
     refs /= np.linalg.norm(refs, axis=1, keepdims=True)

@@ -33,8 +33,23 @@ def describe(source: ImageSource) -> str:
     return "<array>"
 
 
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """16- and 32-bit greyscale ("I;16", "I", "F") as 8 bits: Pillow's own convert("RGB") clips every
+    value above 255, so a 16-bit picture came out plain white."""
+    a = np.asarray(img, np.float64)
+    if img.mode.startswith("I;16") or (img.mode == "I" and a.size and a.min() >= 0 and a.max() <= 65535
+                                       and a.max() > 255):
+        a = a / 257.0  # the 16-bit range onto 8 bits, as image viewers show it
+    elif img.mode == "F" or (a.size and (a.min() < 0 or a.max() > 255)):
+        lo, hi = (float(np.nanmin(a)), float(np.nanmax(a))) if a.size and np.isfinite(a).any() else (0.0, 1.0)
+        a = (np.nan_to_num(a, nan=lo) - lo) * (255.0 / (hi - lo) if hi > lo else 0.0)  # its own range
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     img = ImageOps.exif_transpose(img)
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        img = _eight_bit(img)
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
         # Transparent pixels are undefined colour; a white backdrop is what a viewer shows.
         rgba = img.convert("RGBA")
@@ -74,6 +89,8 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: 
             raise ImageError(f"{name}: no such file")
         if path.is_dir():
             raise ImageError(f"{name}: is a directory, not an image file")
+        if not path.is_file():  # a FIFO or device would block the read forever, or never end
+            raise ImageError(f"{name}: is not a regular file")
         fp = path
     try:
         # Pillow's own bomb check warns or raises at its own limit; ours is checked first, on the

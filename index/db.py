@@ -251,6 +251,9 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
         con.execute("COMMIT")
         if milvus:
             store.committed(con, meta["next_id"])
+    except sqlite3.IntegrityError as exc:  # ids this copy means to add were taken by a save since it was opened
+        raise GalleryError(f"gallery {directory}: another save changed it since this copy was opened ({exc}); "
+                           "nothing changed: open it again and redo the edit") from None
     except (sqlite3.Error, KeyError, TypeError, ValueError) as exc:
         raise GalleryError(f"gallery {directory}: could not be saved ({exc}); nothing changed") from None
     finally:

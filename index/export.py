@@ -34,16 +34,54 @@ OTHER_ARCHIVES = (".rar", ".7z", ".tar", ".gz", ".bz2", ".xz", ".zst", ".tbz2", 
 def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False,
            pipeline: Optional[Pipeline] = None) -> Path:
     """pipeline: the gallery's own (Pipeline.for_gallery), made here when not given."""
+    if not str(out).strip():
+        raise GalleryError("export: '' is not a file or folder name")
     out = Path(out)
     if not len(gallery):
         raise GalleryError(f"export: gallery {gallery.path}: is empty; enrol images first")
-    if out.exists() and not overwrite:
-        raise GalleryError(f"export: {out} already exists; choose a new name or remove it")
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise GalleryError(f"export: {out} already exists; choose a new name or remove it")
+        check_replaceable(out, gallery)
     kind = archive_kind(out)
     if kind is None and out.suffix.lower() in OTHER_ARCHIVES:  # would silently be a folder of that name
         raise GalleryError(f"export: {out}: {out.suffix} is not a bundle format; name it .zip or .tar.gz, or give a "
                            "folder name")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return _write(gallery, out, kind, pipeline)
+    except OSError as exc:  # a parent that is a file, a read-only or special file system: one line, nothing left
+        raise GalleryError(f"export: {out}: cannot write it ({exc.strerror or exc})") from None
+
+
+def check_replaceable(out: Path, gallery: Gallery) -> None:
+    """--overwrite replaces an earlier bundle, never anything else: not the gallery, not a folder
+    of other files (its contents would be deleted), not a file that is not a bundle archive."""
+    if gallery.path is not None and (out.resolve() == Path(gallery.path).resolve()
+                                     or out.resolve() in Path(gallery.path).resolve().parents):
+        raise GalleryError(f"export: {out} holds the gallery itself; export somewhere else")
+    if out.is_symlink():
+        raise GalleryError(f"export: {out} is a link; --overwrite replaces only an earlier bundle")
+    try:
+        if out.is_dir():
+            names = {p.name for p in out.iterdir()}
+            ok = MANIFEST in names and all((out / n).is_file() for n in names) and \
+                json.loads((out / MANIFEST).read_text()).get("format") == FORMAT
+        elif archive_kind(out) == "zip":
+            ok = zipfile.is_zipfile(out) and MANIFEST in zipfile.ZipFile(out).namelist()
+        elif archive_kind(out) == "tar.gz":
+            with tarfile.open(out, "r:gz") as t:
+                ok = MANIFEST in t.getnames()
+        else:
+            ok = False
+    except (OSError, ValueError, tarfile.TarError, zipfile.BadZipFile, AttributeError):
+        ok = False
+    if not ok:
+        raise GalleryError(f"export: {out} is not a byakugan bundle; --overwrite replaces only an earlier bundle "
+                           "(remove it yourself, or choose a new name)")
+
+
+def _write(gallery: Gallery, out: Path, kind: Optional[str], pipeline: Optional[Pipeline]) -> Path:
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
         d = Path(tmp) / "bundle"
         d.mkdir()
@@ -51,7 +89,8 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False,
         model = pipeline.encoder
         _write_onnx(model, d / "model.onnx")
         (d / "index.faiss").write_bytes(gallery.vectors.to_bytes())
-        refs = [asdict(r) for r in gallery.references()]
+        # a source's file name only: its folder on the exporting machine is not the receiver's business
+        refs = [asdict(r) | {"source": _file_name(r.source)} for r in gallery.references()]
         _write_json(d / "references.json", {"references": refs, "labels": gallery.labels(),
                                             "sequences": {q.name: list(q.steps) for q in gallery.sequences}})
         _write_json(d / "config.json", {
@@ -84,10 +123,14 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False,
                     t.add(p, p.name)
         else:
             staged = d
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(staged, out)
+        if out.is_dir():  # an earlier bundle folder: moved aside first, deleted with the staging folder
+            os.replace(out, Path(tmp) / "replaced")
+        os.replace(staged, out)  # over an earlier archive file: atomically
     return out
+
+
+def _file_name(source: Optional[str]) -> Optional[str]:
+    return source if not source else source.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or source
 
 
 def _write_onnx(model, path: Path) -> None:

@@ -23,7 +23,7 @@ from .means import ClassMeans
 from .milvus import new_store
 from .ranking import Match, Reference, SearchResult
 from .sequences import SequenceBook
-from .settings import GallerySettings, check_meta, digest, set_auto
+from .settings import GallerySettings, check_meta, digest, set_auto, set_scoring, set_threshold
 from .vectors import FlatStore, VectorStore, as_vectors
 
 THUMBS_DIR, THUMB_SIZE = store.THUMBS, 128
@@ -66,7 +66,11 @@ class Gallery:
         meta["threshold_mode"] = "fixed" if threshold is not None else "auto"
         if threshold is not None:
             meta["threshold"] = float(threshold)
-        return cls(meta, new_store(store, settings.dim, Path(path) if path else None), path, settings.cohort)
+        if path is not None and cls.exists(path):  # its first save would replace the references there
+            raise GalleryError(f"gallery {path}: already holds a gallery; open it (Gallery.open) to add to it")
+        g = cls(meta, new_store(store, settings.dim, Path(path) if path else None), path, settings.cohort)
+        g._saved_to = None  # nothing of it is on disk yet: its first save must find its folder free
+        return g
 
     @classmethod
     def open(cls, path: os.PathLike | str) -> "Gallery":
@@ -90,6 +94,8 @@ class Gallery:
         target = Path(path) if path else self.path
         if target is None:
             raise GalleryError("gallery has no path to save to; pass one")
+        if target != self._saved_to and self.exists(target):
+            raise GalleryError(f"gallery {target}: already holds another gallery; save to a new folder")
         # The cohort file is written once per folder; it may still have to be read from the old one.
         cohort = self.cohort if self.cohort_settings and not (target / COHORT_FILE).is_file() else None
         self.path = target
@@ -146,34 +152,22 @@ class Gallery:
     @property
     def cohort(self) -> Optional[np.ndarray]:
         """The cohort that normalises this gallery's scores, or None."""
-        spec = self._meta.get("cohort")
-        if spec is None:
-            return None
-        if self._cohort is None:
+        if (spec := self._meta.get("cohort")) is not None and self._cohort is None:
             cohort = load_cohort(self.path, int(self._meta["model"]["dim"]))
             if digest(cohort) != spec["sha256"]:
                 raise GalleryError(f"gallery {self.path}: {COHORT_FILE} does not match its checksum (damaged)")
             self._cohort = cohort
         return self._cohort
 
-    def _set_threshold(self, value: float) -> None:
-        if not -1.0 <= float(value) <= 1.0:
-            raise GalleryError(f"threshold {value!r}: must be a cosine similarity between -1 and 1")
-        self._meta["threshold"], self._meta["threshold_mode"] = float(value), "fixed"
-
-    threshold = property(lambda self: float(self._meta["threshold"]), _set_threshold)
+    threshold = property(lambda self: float(self._meta["threshold"]),
+                         lambda self, value: set_threshold(self._meta, value))
 
     threshold_auto = property(lambda self: self._meta.get("threshold_mode") == "auto",
                               lambda self, value: set_auto(self._meta, value),
                               doc="True: searches use the threshold its references give (Pipeline.threshold)")
 
-    def _set_scoring(self, value: str) -> None:
-        try:
-            self._meta["scoring"] = check_scoring(value)
-        except ValueError as exc:
-            raise GalleryError(str(exc)) from None
-
-    scoring = property(lambda self: self._meta.get("scoring", "nearest"), _set_scoring,
+    scoring = property(lambda self: self._meta.get("scoring", "nearest"),
+                       lambda self, value: set_scoring(self._meta, value),
                        doc='How labels are ranked: "nearest" (best reference) or "mean" (cosine to the class mean)')
 
     @property
@@ -215,6 +209,8 @@ class Gallery:
         `images` (the crops they came from) become thumbnails. Returns their ids."""
         label = check_label(label)
         emb = as_vectors(vectors, self.dim, self.path)
+        if not len(emb):  # a label with no references would be listed, yet vanish on the next open
+            raise GalleryError(f"enroll {label!r}: no images or vectors given")
         sources = list(sources) if sources is not None else ["<embedding>"] * len(emb)
         if len(sources) != len(emb):
             raise GalleryError(f"enroll: {len(sources)} sources for {len(emb)} vectors")

@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .errors import GalleryError
-from .milvus_spec import (FIELD, LITE, LITE_FILE, SERVER, check_store, collections, errors, index_params,
+from .milvus_spec import (FIELD, LITE, LITE_FILE, READS, SERVER, check_store, collections, errors, index_params,
                           fresh_collection, quiet, search_params)
 from .milvus_spec import CHOICES, store_name  # noqa: F401  (re-exported: index.opening and the CLI import them here)
 from .vectors import FlatStore, check_factory
@@ -34,10 +34,6 @@ BATCH = 2048  # rows per upsert or get: a few MB per gRPC message at dimension 1
 TIMEOUT = 10.0  # seconds to reach a server (and to keep retrying one that refuses, as a restarting one does)
 CALL_TIMEOUT = 30.0  # seconds one call may take: a few MB of vectors per upsert, or a search of a large collection
 UNREACHABLE, NOT_LOADED = 2, 101  # pymilvus MilvusException codes: no connection; collection not loaded
-# A Milvus server reads at "Bounded" staleness unless told otherwise: a search or count right after
-# a save could miss what it wrote or deleted (seen on Milvus 2.3 standalone: a count after removals
-# still found the removed rows, and the gallery was called damaged). Milvus Lite is always strong.
-READS = ("search", "query", "get")
 _clients: dict = {}  # uri -> MilvusClient, one per database per process (Milvus Lite allows one process)
 
 

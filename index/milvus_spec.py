@@ -14,6 +14,10 @@ LITE, LITE_FILE, FIELD = "milvus-lite", "milvus.db", "vector"
 CHOICES = "faiss, milvus-lite or milvus://HOST:PORT"
 SERVER = re.compile(r"^milvus://([A-Za-z0-9.\-_]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$")
 HNSW_EF_CONSTRUCTION = 40  # FAISS's default, which the FAISS galleries' HNSW indexes are built with
+# A Milvus server reads at "Bounded" staleness unless told otherwise: a search or count right after
+# a save could miss what it wrote or deleted (seen on Milvus 2.3 standalone: a count after removals
+# still found the removed rows, and the gallery was called damaged). Milvus Lite is always strong.
+READS = ("search", "query", "get")
 
 
 def check_store(spec: object) -> str:

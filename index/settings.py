@@ -8,6 +8,9 @@ from typing import Optional
 
 import numpy as np
 
+from byakugan.embedder.scoring import check_scoring
+
+from .errors import GalleryError
 from .ranking import Reference
 from .sequences import check_sequences
 
@@ -63,3 +66,21 @@ def set_auto(meta: dict, value: bool) -> None:
     meta["threshold_mode"] = "auto" if value else "fixed"
     if value and isinstance(meta.get("model_threshold"), (int, float)):
         meta["threshold"] = float(meta["model_threshold"])
+
+
+def set_threshold(meta: dict, value) -> None:
+    """A threshold fixed by hand: a cosine similarity, so between -1 and 1."""
+    try:
+        ok = -1.0 <= float(value) <= 1.0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise GalleryError(f"threshold {value!r}: must be a cosine similarity between -1 and 1")
+    meta["threshold"], meta["threshold_mode"] = float(value), "fixed"
+
+
+def set_scoring(meta: dict, value: str) -> None:
+    try:
+        meta["scoring"] = check_scoring(value)
+    except ValueError as exc:
+        raise GalleryError(str(exc)) from None

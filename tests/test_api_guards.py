@@ -1,0 +1,113 @@
+"""What a hostile or careless caller of the Python API and of `byakugan export` must not be able to
+do: delete folders, replace a gallery, or get a silently wrong picture."""
+
+import json
+import os
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from byakugan.embedder import ImageError, load_image
+from byakugan.index import Gallery, GalleryError
+from byakugan.index.export import export
+from byakugan.ui.cli import main
+
+from .conftest import new_gallery
+
+
+@pytest.fixture()
+def gallery(digit_gallery, tmp_path):
+    shutil.copytree(digit_gallery, tmp_path / "g")
+    return tmp_path / "g"
+
+
+def test_export_overwrite_replaces_only_an_earlier_bundle(gallery, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    (photos / "2024").mkdir(parents=True)
+    (photos / "2024" / "beach.jpg").write_bytes(b"holiday")
+    assert main(["export", str(gallery), str(photos), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a byakugan bundle" in err and err.count("\n") == 1
+    assert (photos / "2024" / "beach.jpg").read_bytes() == b"holiday"  # nothing of the user's deleted
+    assert main(["export", str(gallery), str(gallery), "--overwrite"]) == 2
+    assert "holds the gallery itself" in capsys.readouterr().err
+    assert Gallery.open(gallery).labels() == {"0": 5, "3": 5, "7": 5}
+    (tmp_path / "notes.zip").write_bytes(b"not a bundle")
+    assert main(["export", str(gallery), str(tmp_path / "notes.zip"), "--overwrite"]) == 2
+    assert (tmp_path / "notes.zip").read_bytes() == b"not a bundle"
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert main(["export", str(gallery), "", "--overwrite"]) == 2
+    finally:
+        os.chdir(cwd)
+    assert "is not a file or folder name" in capsys.readouterr().err and (photos / "2024").is_dir()
+    for name in ("b", "b.zip"):  # an earlier bundle, folder or archive, is replaced
+        assert main(["export", str(gallery), str(tmp_path / name)]) == 0
+        assert main(["export", str(gallery), str(tmp_path / name), "--overwrite"]) == 0
+    assert "manifest.json" in zipfile.ZipFile(tmp_path / "b.zip").namelist()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export-")]
+
+
+def test_export_to_an_impossible_place_is_one_line(gallery, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["export", str(gallery), str(tmp_path / "file" / "x.zip")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("byakugan: error: export:") and err.count("\n") == 1
+
+
+def test_a_bundle_names_its_sources_by_file_name_not_the_exporting_machines_folders(gallery, tmp_path):
+    export(Gallery.open(gallery), tmp_path / "b")
+    refs = json.loads((tmp_path / "b" / "references.json").read_text())["references"]
+    assert refs and all("/" not in r["source"] for r in refs)
+    assert {r["source"] for r in refs} <= {os.path.basename(r.source) for r in Gallery.open(gallery).references()}
+
+
+def test_a_new_gallery_never_replaces_one_already_there(model, gallery, tmp_path):
+    with pytest.raises(GalleryError, match="already holds a gallery; open it"):
+        new_gallery(model, gallery)
+    g = Gallery.open(gallery)
+    shutil.copytree(gallery, tmp_path / "other")
+    with pytest.raises(GalleryError, match="already holds another gallery"):
+        g.save(tmp_path / "other")
+    g.save(tmp_path / "fresh")  # a new folder is fine, and so is saving again where it was saved
+    g.save()
+    assert Gallery.open(tmp_path / "other").labels() == Gallery.open(tmp_path / "fresh").labels()
+
+
+def test_a_copy_saved_after_another_save_says_so(gallery):
+    a, b = Gallery.open(gallery), Gallery.open(gallery)
+    v = a.embeddings([0])
+    a.enroll("x", v)
+    a.save()
+    b.enroll("y", v)
+    with pytest.raises(GalleryError, match="another save changed it since this copy was opened"):
+        b.save()
+    assert Gallery.open(gallery).labels()["x"] == 1 and "y" not in Gallery.open(gallery).labels()
+
+
+def test_enrolling_nothing_or_a_threshold_that_is_not_a_number_is_refused(gallery):
+    g = Gallery.open(gallery)
+    with pytest.raises(GalleryError, match="no images or vectors given"):
+        g.enroll("ghost", np.zeros((0, g.dim), np.float32))
+    assert "ghost" not in g.labels()
+    for bad in ("abc", None, float("nan"), 2):
+        with pytest.raises(GalleryError, match="must be a cosine similarity"):
+            g.threshold = bad
+
+
+def test_sixteen_bit_pictures_load_as_their_eight_bit_selves(tmp_path):
+    eight = np.random.default_rng(0).integers(1, 255, (24, 32), dtype=np.uint8)
+    Image.fromarray(eight.astype(np.uint16) * 257).save(tmp_path / "g16.png")  # 16-bit greyscale
+    assert Image.open(tmp_path / "g16.png").mode.startswith("I")
+    got = np.asarray(load_image(tmp_path / "g16.png"))
+    assert got.shape == (24, 32, 3) and np.abs(got[..., 0].astype(int) - eight).max() <= 1
+
+
+def test_a_fifo_is_refused_not_read_forever(tmp_path):
+    os.mkfifo(tmp_path / "q.jpg")
+    with pytest.raises(ImageError, match="is not a regular file"):
+        load_image(tmp_path / "q.jpg")
