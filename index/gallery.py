@@ -94,8 +94,7 @@ class Gallery:
         target = Path(path) if path else self.path
         if target is None:
             raise GalleryError("gallery has no path to save to; pass one")
-        if target != self._saved_to and self.exists(target):
-            raise GalleryError(f"gallery {target}: already holds another gallery; save to a new folder")
+        store.check_save_target(target, same=target == self._saved_to)
         # The cohort file is written once per folder; it may still have to be read from the old one.
         cohort = self.cohort if self.cohort_settings and not (target / COHORT_FILE).is_file() else None
         self.path = target
@@ -244,7 +243,7 @@ class Gallery:
 
     def remove_reference(self, ref_id: int) -> Reference:
         if ref_id not in self._refs:
-            raise GalleryError(f"reference id {ref_id}: not in gallery {self.path or ''}")
+            raise GalleryError(f"reference id {ref_id!r}: not in gallery {self.path or ''}")
         ref = self._refs[ref_id]
         self._drop([ref_id])
         return ref

@@ -37,6 +37,20 @@ def check_label(label: object) -> str:
     return label
 
 
+def check_labels(labels, n: int = 5) -> list[str]:
+    """Each label checked (check_label); every bad one named in one line, not only the first."""
+    out, bad = [], []
+    for label in labels:
+        try:
+            out.append(check_label(label))
+        except GalleryError as exc:
+            bad.append(str(exc))
+    if bad:
+        raise GalleryError(f"{len(bad)} bad label{'s' if len(bad) > 1 else ''}: " + "; ".join(bad[:n])
+                           + (f"; and {len(bad) - n} more" if len(bad) > n else ""))
+    return out
+
+
 def some(labels, n: int = 20) -> str:
     """The first n labels for an error message, and how many more (a gallery may hold a million)."""
     names = list(labels)

@@ -87,6 +87,8 @@ class Pipeline:
         "onnx": the models on onnxruntime, from the cache without importing torch once exported."""
         from byakugan.embedder.embedding import runtime as rt
 
+        if runtime not in ("torch", "onnx"):
+            raise GalleryError(f"runtime {runtime!r}: not one this runs on; valid: torch, onnx")
         want, spec = gallery.model_settings, gallery.landmark_settings
         if runtime == "onnx" and model is None:
             encoder = rt.cached_embedder(want["name"], want["fingerprint"])

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Mapping, Optional
@@ -11,6 +13,7 @@ import numpy as np
 
 from byakugan.embedder.scoring.calibration import Calibration
 
+from .errors import GalleryError
 from .vectors import VectorStore
 
 UNKNOWN = "unknown"
@@ -137,6 +140,8 @@ def search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k
 
 
 def match(result: SearchResult, threshold: float, calibration: Optional[Calibration] = None) -> Match:
+    if isinstance(threshold, (str, bytes)) or not math.isfinite(threshold):  # a string compares by accident
+        raise GalleryError(f"threshold {threshold!r}: must be a finite number")
     # An approximate index (IVF) can find nothing in the lists it probes: an unknown, scored lowest.
     label, score = result.labels[0] if result.labels else (UNKNOWN, -1.0)
     confidence = (round(calibration.confidence(score), 4), round(calibration.confidence(threshold), 4)) \

@@ -111,3 +111,20 @@ def test_a_fifo_is_refused_not_read_forever(tmp_path):
     os.mkfifo(tmp_path / "q.jpg")
     with pytest.raises(ImageError, match="is not a regular file"):
         load_image(tmp_path / "q.jpg")
+
+
+def test_small_api_mistakes_are_named(gallery, tmp_path):
+    from byakugan.index import Pipeline
+
+    g = Gallery.open(gallery)
+    with pytest.raises(GalleryError, match="runtime 'tensorrt': not one this runs on; valid: torch, onnx"):
+        Pipeline.for_gallery(g, runtime="tensorrt")
+    result = g.search(g.embeddings([0]), k=1)[0]
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(GalleryError, match="must be a finite number"):
+            g.match(result, threshold=bad)
+    with pytest.raises(GalleryError, match="reference id '0': not in gallery"):  # the string shows as one
+        g.remove_reference("0")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(GalleryError, match="cannot make the folder|is a file"):
+        g.save(tmp_path / "file" / "g")

@@ -87,11 +87,13 @@ def test_enroll_from_folder_checks_every_label_before_any_work(digits, tmp_path,
     """A sub-folder named like no label may be (here: `unknown`) was found only after every folder
     before it was embedded, and left a gallery folder holding a lock file alone."""
     root = tmp_path / "photos"
-    for label in ("1", "unknown"):
+    for label in ("1", "unknown", "x\u202ey"):
         (root / label).mkdir(parents=True)
         shutil.copy(digits["1"][0], root / label)
     code, _, err = run(capsys, "enroll", tmp_path / "g", "--from-folder", root)
     assert code == 2 and "label 'unknown': reserved" in err and "Traceback" not in err
+    assert err.startswith("byakugan: error: 2 bad labels:") and "invisible formatting" in err  # all of them, at once
+    assert err.count("\n") == 1
     assert not (tmp_path / "g").exists()
     code, out, _ = run(capsys, "enroll", tmp_path / "g", " seven ", str(digits["7"][0]))
     assert code == 0 and "as 'seven'" in out  # what was stored, not what was typed

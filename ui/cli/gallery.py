@@ -16,7 +16,7 @@ from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
 from byakugan.index import store
 from byakugan.index.errors import GalleryError
 from byakugan.index.gallery import Gallery
-from byakugan.index.labels import check_label
+from byakugan.index.labels import check_label, check_labels
 from byakugan.index.milvus import CHOICES, check_store
 from byakugan.index.opening import open_gallery
 from byakugan.index.pipeline import Pipeline
@@ -34,8 +34,8 @@ def _plan(a: argparse.Namespace) -> list[tuple[str, list[str]]]:
         root = Path(a.from_folder)
         if not root.is_dir():
             raise GalleryError(f"--from-folder {root}: not a folder")
-        plan = [(d.name, [str(p) for p in list_images(d)]) for d in sorted(root.iterdir()) if d.is_dir()]
-        plan = [(check_label(lab), files) for lab, files in plan if files]  # every name checked before any work
+        plan = [(d.name, files) for d in sorted(root.iterdir()) if d.is_dir() and (files := [str(p) for p in list_images(d)])]
+        plan = list(zip(check_labels([lab for lab, _ in plan]), [files for _, files in plan]))  # all, before any work
         if not plan:
             raise GalleryError(f"--from-folder {root}: no sub-folders with images (expected one sub-folder per label)")
         return plan
