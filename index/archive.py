@@ -28,11 +28,16 @@ def safe_name(name: str, archive: Path) -> str:
 
 
 MAX_MEMBER_BYTES = 2 * 2**30  # no file of a bundle is near this; a zip bomb's would be
+# All the files together: the largest file allowed plus room for the model beside it. A per-member
+# cap alone let a 3 MB zip list three 1 GiB members and fill the disk with them.
+MAX_TOTAL_BYTES = MAX_MEMBER_BYTES + 2**29
+MAX_MANIFEST_BYTES = 2**24  # it lists a handful of files; read into memory before anything is extracted
 MANIFEST = "manifest.json"
 
 
 def extract(archive: Path, kind: str, target: Path) -> None:
-    """Extract the manifest and the plain files it lists, each under MAX_MEMBER_BYTES, whose paths
+    """Extract the manifest and the plain files it lists, each under MAX_MEMBER_BYTES and all under
+    MAX_TOTAL_BYTES as the archive declares them (zipfile stops a member at its declared size), whose paths
     stay inside target; anything else in the archive is left packed (the manifest check then
     refuses a bundle that lacks a listed file)."""
     try:
@@ -70,8 +75,8 @@ def _wanted(archive: Path, sizes: dict[str, int], read_manifest) -> list[str]:
     """The members to extract: the manifest and the files it lists that the archive holds."""
     import json
 
-    if sizes.get(MANIFEST, 0) > MAX_MEMBER_BYTES:
-        raise BundleError(f"bundle {archive}: {MANIFEST} is over {MAX_MEMBER_BYTES} bytes; refusing it")
+    if sizes.get(MANIFEST, 0) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"bundle {archive}: {MANIFEST} is over {MAX_MANIFEST_BYTES} bytes; refusing it")
     blob = read_manifest()
     if blob is None:
         return []  # the manifest check names what is missing
@@ -86,4 +91,7 @@ def _wanted(archive: Path, sizes: dict[str, int], read_manifest) -> list[str]:
         safe_name(n, archive)
         if sizes[n] > MAX_MEMBER_BYTES:
             raise BundleError(f"bundle {archive}: member {n!r} is {sizes[n]} bytes, over {MAX_MEMBER_BYTES}; refusing it")
+    total = sum(sizes[n] for n in wanted)  # as the archive declares them: checked before anything is written
+    if total > MAX_TOTAL_BYTES:
+        raise BundleError(f"bundle {archive}: its files unpack to {total} bytes, over {MAX_TOTAL_BYTES} in all; refusing it")
     return wanted

@@ -24,16 +24,26 @@ from byakugan.embedder.preprocess import Preprocess
 from byakugan.embedder.scoring import check_scoring
 from byakugan.embedder.scoring.cohort import load_cohort
 
+from byakugan.embedder.detection import list_detectors
+from byakugan.embedder.errors import ByakuganError
+
+from . import bundle_check as check
 from .archive import MANIFEST, BundleError, archive_kind, extract, safe_name
 from .gallery import Gallery
 from .pipeline import Pipeline
-from .sequences import check_sequences
 from .ranking import Recognition
+from .settings import check_meta
 from .vectors import FlatStore
 
 FORMAT = "byakugan-bundle"
 FORMAT_VERSION = 1
 REQUIRED = ("model.onnx", "index.faiss", "references.json", "config.json", "thresholds.json")
+
+def _last_line(exc: Exception) -> str:
+    """A third-party error's last line, shortened: the error stays one line."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[-1][:200] if text else ''}"
+
 
 __all__ = ["Bundle", "BundleError", "FORMAT", "FORMAT_VERSION", "MANIFEST", "archive_kind", "load"]
 
@@ -52,15 +62,16 @@ def _verify(d: Path, origin: Path) -> dict:
         raise BundleError(f"bundle {origin}: format {manifest.get('format')!r} is not {FORMAT!r}")
     if manifest.get("version") != FORMAT_VERSION:
         raise BundleError(f"bundle {origin}: format version {manifest.get('version')!r} is unknown (this loader reads {FORMAT_VERSION})")
-    for name, digest in manifest.get("files", {}).items():
+    for required in REQUIRED:  # before hashing: a bundle without them is refused without reading gigabytes
+        if required not in files:
+            raise BundleError(f"bundle {origin}: manifest does not list {required}")
+    for name, digest in files.items():
         p = d / safe_name(name, origin)
         if not p.is_file():
             raise BundleError(f"bundle {origin}: file {name} listed in the manifest is missing")
-        if hashlib.sha256(p.read_bytes()).hexdigest() != digest:
-            raise BundleError(f"bundle {origin}: file {name} does not match its SHA-256 in the manifest")
-    for required in REQUIRED:
-        if required not in manifest.get("files", {}):
-            raise BundleError(f"bundle {origin}: manifest does not list {required}")
+        with p.open("rb") as f:  # in pieces: memory stays flat whatever the file's size
+            if hashlib.file_digest(f, "sha256").hexdigest() != digest:
+                raise BundleError(f"bundle {origin}: file {name} does not match its SHA-256 in the manifest")
     return manifest
 
 
@@ -68,51 +79,108 @@ class Bundle:
     def __init__(self, directory: Path, origin: Path, tmp: Optional[tempfile.TemporaryDirectory] = None):
         self._tmp = tmp  # keeps an extracted archive alive as long as the bundle
         self.manifest = _verify(directory, origin)
-        listed = self.manifest["files"]
-
-        def member(name: str) -> Path:
-            if name not in listed:
-                raise BundleError(f"bundle {origin}: manifest does not list {name}")
-            return directory / safe_name(name, origin)
-
-        self.config = json.loads((directory / "config.json").read_text())
-        self.preprocess = Preprocess.from_dict(self.config["preprocess"])
-        self.thresholds = json.loads((directory / "thresholds.json").read_text())
+        self._dir, self._origin = directory, origin
+        # Every file is checked (index.bundle_check) before any of it is used: a re-signed hand edit
+        # is one BundleError line naming the file, never a traceback or a wrong answer later.
+        self.config = check.read_json(directory, "config.json", origin)
+        self.preprocess = check.check_config(self.config, origin, list_detectors())
+        self.thresholds = check.read_json(directory, "thresholds.json", origin)
+        refs = check.read_json(directory, "references.json", origin)
+        meta = self._meta(refs)
+        cohort = self._cohort(meta)
+        marks = self._landmarks(meta)
+        vectors = self._vectors(meta, check.check_reference_set(refs, origin))
+        self.gallery = Gallery(meta, vectors, None, cohort)
         model = self.config["model"]
+        try:
+            encoder = OnnxEmbedder(self._member("model.onnx"), self.preprocess, model["name"], model["dim"],
+                                   model["fingerprint"], model["input"])
+        except Exception as exc:  # onnxruntime's own error types for a file that is not a model
+            raise BundleError(f"bundle {origin}: model.onnx: not a model onnxruntime can load ({_last_line(exc)})") from None
+        check.check_embedder(encoder, origin)
+        self.pipeline = Pipeline(encoder, meta["detector"], marks)
+        self._detector_files(meta["detector"])
+        self.scoring = self.gallery.scoring
+
+    def _detector_files(self, detector: dict) -> None:
+        """A detector that reads files of the bundle is made now, so a bad one is refused here and not
+        at the first search (the others stay made on first use: MediaPipe is slow to start)."""
+        files = [Path(detector[k]).name for k in ("cascade", "verifier", "model") if k in detector]
+        if not files:
+            return
+        try:
+            self.pipeline.detector
+        except Exception as exc:  # OpenCV's and onnxruntime's own error types, or ModelError
+            raise BundleError(f"bundle {self._origin}: {', '.join(files)}: not a working {detector['name']} "
+                              f"detector ({_last_line(exc)})") from None
+
+    def _member(self, name: str) -> Path:
+        if name not in self.manifest["files"]:
+            raise BundleError(f"bundle {self._origin}: manifest does not list {name}")
+        return self._dir / safe_name(name, self._origin)
+
+    def _meta(self, refs: dict) -> dict:
+        """The read-only gallery's metadata, checked by the rules a gallery folder's is."""
+        model, origin = self.config["model"], self._origin
         detector = dict(self.config.get("detector", {"name": "none"}))
         for key in ("cascade", "verifier", "model"):  # shipped inside the bundle, named relative to it
             if key in detector:
-                detector[key] = str(member(detector[key]))
-        cohort = None
-        meta = {"model": {k: model[k] for k in ("name", "fingerprint", "dim")}, "detector": detector,
-                "threshold": float(self.thresholds["default"]), "read_only": True,
-                "threshold_mode": "auto" if self.thresholds.get("auto") is True else "fixed",
-                "scoring": check_scoring(self.config.get("scoring", "nearest")),
-                **{k: v for k, v in json.loads((directory / "references.json").read_text()).items()
-                   if k in ("references", "sequences")}}
-        if "cohort" in self.config:  # scores are cohort-normalised (byakugan.embedder.scoring.cohort)
-            spec = self.config["cohort"]
-            member(spec.get("file"))  # listed, so checked against its digest
-            cohort = load_cohort(directory, int(model["dim"]), safe_name(spec["file"], origin))
-            meta["cohort"] = {"top": int(spec["top"]), "size": len(cohort)}
-        self.landmarks = self.config.get("landmarks")  # how hand landmarks are fused in, if they are
-        marks = None
-        if self.landmarks is not None:
-            lm = self.landmarks
-            meta["landmarks"] = {k: lm[k] for k in ("name", "fingerprint", "dim", "weight")}
-            marks = OnnxLandmarks(member(lm["file"]), lm["name"], lm["dim"], lm["weight"], lm["fingerprint"], lm["input"])
-        vectors = FlatStore.from_bytes((directory / "index.faiss").read_bytes())
-        if len(vectors) != len(meta["references"]):
-            raise BundleError(f"bundle {origin}: index holds {len(vectors)} vectors, references.json {len(meta['references'])}")
+                detector[key] = str(self._member(detector[key]))
         try:
-            check_sequences(meta.get("sequences"))
+            scoring = check_scoring(self.config.get("scoring", "nearest"))
         except ValueError as exc:
+            raise BundleError(f"bundle {origin}: config.json: {exc}") from None
+        meta = {"model": {k: model[k] for k in ("name", "fingerprint", "dim")}, "detector": detector,
+                "threshold": check.check_thresholds(self.thresholds, origin), "read_only": True,
+                "threshold_mode": "auto" if self.thresholds.get("auto") is True else "fixed", "scoring": scoring,
+                **{k: v for k, v in refs.items() if k in ("references", "sequences")}}
+        check.check_references(refs, origin)
+        try:
+            check_meta({**meta, "next_id": 0})
+        except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"bundle {origin}: references.json: {exc}") from None
-        self.gallery = Gallery(meta, vectors, None, cohort)
-        encoder = OnnxEmbedder(directory / "model.onnx", self.preprocess, model["name"], model["dim"],
-                               model["fingerprint"], model["input"])
-        self.pipeline = Pipeline(encoder, detector, marks)
-        self.scoring = self.gallery.scoring
+        return meta
+
+    def _cohort(self, meta: dict):
+        """The cohort rows when scores are cohort-normalised (byakugan.embedder.scoring.cohort)."""
+        if "cohort" not in self.config:
+            return None
+        spec, origin = self.config["cohort"], self._origin
+        self._member(spec["file"])  # listed, so checked against its digest
+        try:
+            cohort = load_cohort(self._dir, int(meta["model"]["dim"]), safe_name(spec["file"], origin))
+        except BundleError:
+            raise
+        except ByakuganError as exc:
+            raise BundleError(f"bundle {origin}: {spec['file']}: {str(exc).split(': ', 1)[-1]}") from None
+        check.check_cohort(cohort, origin, spec["file"])
+        meta["cohort"] = {"top": int(spec["top"]), "size": len(cohort)}
+        return cohort
+
+    def _landmarks(self, meta: dict):
+        """The landmark encoder when hand landmarks are fused in."""
+        self.landmarks = lm = self.config.get("landmarks")
+        if lm is None:
+            return None
+        meta["landmarks"] = {k: lm[k] for k in ("name", "fingerprint", "dim", "weight")}
+        try:
+            marks = OnnxLandmarks(self._member(lm["file"]), lm["name"], lm["dim"], lm["weight"], lm["fingerprint"], lm["input"])
+        except BundleError:
+            raise
+        except Exception as exc:  # onnxruntime's own error types
+            raise BundleError(f"bundle {self._origin}: {lm['file']}: not a model onnxruntime can load ({_last_line(exc)})") from None
+        check.probe_landmarks(marks, self._origin)
+        return marks
+
+    def _vectors(self, meta: dict, ids) -> FlatStore:
+        origin = self._origin
+        try:
+            vectors = FlatStore.from_bytes(self._member("index.faiss").read_bytes())
+        except ValueError as exc:
+            raise BundleError(f"bundle {origin}: index.faiss: not a FAISS index ({exc})") from None
+        dim = int(meta["model"]["dim"]) + (int(meta["landmarks"]["dim"]) if "landmarks" in meta else 0)
+        check.check_index(vectors, dim, ids, origin)
+        return vectors
 
     @property
     def threshold(self) -> float:

@@ -130,3 +130,134 @@ def test_bundle_keeps_class_mean_scoring(digit_gallery, digits, tmp_path):
         live, got = Pipeline.for_gallery(g).search(g, [q], k=3)[0], b.search(q, k=3)[0]
         assert [d["label"] for d in got["labels"]] == [lab for lab, _ in live.labels]
         np.testing.assert_allclose([d["score"] for d in got["labels"]], [s for _, s in live.labels], atol=1e-5)
+
+
+def _edited(exported, tmp_path, edit):
+    """A copy of the exported folder bundle, edited by hand and its manifest signed again (as an
+    attacker or a careless script would): only the loader's checks of the contents stand in the way."""
+    import hashlib
+    import shutil
+
+    d = tmp_path / "edited"
+    shutil.copytree(exported[""], d)
+    edit(d)
+    manifest = json.loads((d / "manifest.json").read_text())
+    names = {p.name for p in d.iterdir()} - {"manifest.json"}
+    manifest["files"] = {n: hashlib.sha256((d / n).read_bytes()).hexdigest() for n in sorted(names)}
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    return d
+
+
+def _json_edit(name, change):
+    def edit(d):
+        obj = json.loads((d / name).read_text())
+        (d / name).write_text(json.dumps(change(obj) or obj))
+    return edit
+
+
+def _index_edit(make):
+    """index.faiss replaced by make(vectors, ids) of the bundle's own vectors."""
+    def edit(d):
+        import faiss
+
+        from byakugan.index.vectors import FlatStore
+
+        store = FlatStore.from_bytes((d / "index.faiss").read_bytes())
+        ids = store.ids()
+        (d / "index.faiss").write_bytes(faiss.serialize_index(make(store.get(ids), ids)).tobytes())
+    return edit
+
+
+def _faiss(dim, metric, vectors, ids):
+    import faiss
+
+    index = faiss.index_factory(dim, "IDMap2,Flat", metric)
+    index.add_with_ids(np.ascontiguousarray(vectors, np.float32), ids)
+    return index
+
+
+def _ref(i, **change):
+    return _json_edit("references.json", lambda o: o["references"][i].update(change))
+
+
+def _narrow_model(d):
+    """A valid ONNX model whose output (the mean of each channel) is 3 wide, not the declared dim."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    size = json.loads((d / "config.json").read_text())["preprocess"]["size"]
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["pixels"], ["pooled"]), helper.make_node("Flatten", ["pooled"], ["embedding"])],
+        "narrow", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 3])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), d / "model.onnx")
+
+
+def _nan_cohort(d):
+    from safetensors.numpy import save
+
+    dim = json.loads((d / "config.json").read_text())["model"]["dim"]
+    rows = np.random.default_rng(0).standard_normal((4, dim)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    rows[1, 5] = np.nan
+    (d / "cohort.safetensors").write_bytes(save({"cohort": rows}))
+    _json_edit("config.json", lambda o: o.update(cohort={"top": 2, "file": "cohort.safetensors"}))(d)
+
+
+MUTATIONS = {
+    "config not JSON": (lambda d: (d / "config.json").write_text("{nope"), "config.json: not valid JSON"),
+    "config without model": (_json_edit("config.json", lambda o: o.pop("model") and None), "config.json: 'model' must"),
+    "detector a string": (_json_edit("config.json", lambda o: o.update(detector="none")), "config.json: detector 'none'"),
+    "wrong dim": (_json_edit("config.json", lambda o: o["model"].update(dim=128)), "index.faiss: vectors of dim \\d+; the model gives 128"),
+    "huge size": (_json_edit("config.json", lambda o: o["preprocess"].update(size=100000)), "config.json: preprocess size 100000"),
+    "short mean": (_json_edit("config.json", lambda o: o["preprocess"].update(mean=[1])), "config.json: preprocess mean"),
+    "threshold text": (_json_edit("thresholds.json", lambda o: o.update(default="high")), "thresholds.json: default threshold 'high'"),
+    "threshold NaN": (lambda d: (d / "thresholds.json").write_text('{"default": NaN}'), "thresholds.json: default threshold .nan."),
+    "references a list": (lambda d: (d / "references.json").write_text("[]"), "references.json: must be a JSON object"),
+    "reference extra key": (_ref(0, evil=1), "references.json: reference .* must be \\{id, label, source, added\\}"),
+    "label a number": (_ref(0, label=5), "references.json: reference .*'label': 5"),
+    "label unknown": (_ref(0, label="unknown"), "references.json: reference 0: label 'unknown': reserved"),
+    "label right-to-left": (_ref(0, label="ze\u202ero"), "references.json: .*control or invisible"),
+    "ids not the index's": (_json_edit("references.json", lambda o: [r.update(id=r["id"] + 1000) for r in o["references"]]
+                                       and None), "index.faiss: .*vector ids are not the \\d+ reference ids"),
+    "sequence of a reserved label": (_json_edit("references.json", lambda o: o.update(sequences={"s": ["0", "Unknown"]})),
+                                     "references.json: sequence 's': label 'Unknown': reserved"),
+    "sequence not a list": (_json_edit("references.json", lambda o: o.update(sequences={"s": "0 3"})),
+                            "references.json: sequences must map names to lists of labels"),
+    "index garbage": (lambda d: (d / "index.faiss").write_bytes(b"garbage" * 10), "index.faiss: not a FAISS index"),
+    "index L2": (_index_edit(lambda v, ids: _faiss(v.shape[1], 1, v, ids)), "index.faiss: FAISS metric 1 is not inner product"),
+    "index of another dim": (_index_edit(lambda v, ids: _faiss(8, 0, v[:, :8], ids)), "index.faiss: vectors of dim 8"),
+    "model garbage": (lambda d: (d / "model.onnx").write_bytes(b"x" * 100), "model.onnx: not a model onnxruntime can load"),
+    "model output too narrow": (_narrow_model, "model.onnx: output of shape \\['batch', 3\\]; the bundle needs \\['N', \\d+\\]"),
+    "model input renamed": (_json_edit("config.json", lambda o: o["model"].update(input="image")),
+                            "model.onnx: has no input named 'image'"),
+    "cohort NaN": (_nan_cohort, "cohort.safetensors: cohort rows must be finite unit vectors"),
+}
+
+
+@pytest.mark.parametrize("case", list(MUTATIONS))
+def test_hand_edited_resigned_bundle_is_refused_naming_the_file(exported, tmp_path, case):
+    edit, message = MUTATIONS[case]
+    with pytest.raises(BundleError, match=message) as err:
+        load(_edited(exported, tmp_path, edit))
+    assert "\n" not in str(err.value)
+
+
+def test_archive_refused_over_the_total_size_before_anything_is_written(exported, tmp_path, monkeypatch):
+    from byakugan.index import archive
+
+    sizes = [i.file_size for i in zipfile.ZipFile(exported[".zip"]).infolist()]
+    assert max(sizes) < sum(sizes) - 1
+    monkeypatch.setattr(archive, "MAX_TOTAL_BYTES", sum(sizes) - 1)  # each member under its cap, all over
+    (tmp_path / "out").mkdir()
+    with pytest.raises(BundleError, match=f"{exported['.zip'].name}: its files unpack to \\d+ bytes, over"):
+        archive.extract(exported[".zip"], "zip", tmp_path / "out")
+    assert not any((tmp_path / "out").iterdir())
+    monkeypatch.setattr(archive, "MAX_TOTAL_BYTES", sum(sizes))
+    assert load(exported[".zip"]).labels() == {"0": 5, "3": 5, "7": 5}
+
+
+def test_sequence_naming_a_removed_label_still_loads(exported, tmp_path):
+    # A gallery keeps a sequence whose label was removed (Sequence.missing); its export is legitimate.
+    d = _edited(exported, tmp_path, _json_edit("references.json", lambda o: o.update(sequences={"s": ["0", "5"]})))
+    assert [(s.name, s.steps) for s in load(d).gallery.sequences] == [("s", ("0", "5"))]

@@ -39,6 +39,13 @@ class OnnxEmbedder:
     def fingerprint(self) -> str:
         return self._fp
 
+    input_name = property(lambda self: self._input)
+
+    def signature(self) -> tuple[Optional[list], Optional[list]]:
+        """The graph's (input shape, output shape) as onnxruntime reads them: ints, or names for open axes."""
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        return (next((i.shape for i in inputs if i.name == self._input), None), outputs[0].shape if outputs else None)
+
     def embed(self, images: Sequence[ImageSource], batch_size: int = 32, progress: bool = False) -> np.ndarray:
         images = list(images)
         out = np.empty((len(images), self.dim), np.float32)
