@@ -79,13 +79,20 @@ def _sha256(path: Path) -> str:
 
 
 def fetch(asset: Asset, path: Optional[os.PathLike | str] = None, download: bool = True, timeout: float = 30) -> Path:
-    """Path to the asset: `path`, then $ENV, then the user cache, then the copy shipped in the
-    package; downloads into the cache when there is none of these."""
-    for candidate in (path, os.environ.get(asset.env)):
+    """Path to the asset: `path` (as given), then $ENV, then the user cache, then the copy shipped in
+    the package; downloads into the cache when there is none of these. Every copy but `path` is
+    checked against the SHA-256 where the asset has a published file (a url)."""
+    for candidate, from_env in ((path, False), (os.environ.get(asset.env), True)):
         if candidate:
             p = Path(candidate)
             if not p.is_file():
                 raise ModelError(f"{asset.filename}: {p} {'is not a file' if p.exists() else 'does not exist'}")
+            # $ENV stands in for the published file, so it is held to the SHA-256 a download is; a file
+            # of one's own goes in as `path` (a detector setting). Files made here have no published
+            # copy (no url): their variable may name a retrained one, which their loaders check.
+            if from_env and asset.url and _sha256(p) != asset.sha256:
+                raise ModelError(f"{asset.env}={p}: not {asset.filename} (its SHA-256 is not {asset.sha256}); point it "
+                                 "at an unmodified copy or unset it (a file of your own goes in the detector's settings)")
             return p
     cached = cache_dir() / asset.filename
     if cached.is_file():

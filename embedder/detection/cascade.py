@@ -22,15 +22,44 @@ class CascadeSettings:
     grow: float = 0.15  # widen each side by this share of the box
     grow_up: float = 0.35  # and the top by this share more, for hair
 
+    def check(self, detector: str) -> None:
+        check_settings(detector, self, {"scale_factor": (float, 1, 4), "min_neighbors": (int, 0, 100),
+                                        "min_size": (int, 1, 4096), "max_side": (int, 32, 8192),
+                                        "grow": (float, 0, 2), "grow_up": (float, 0, 2)})
+
+
+def check_settings(detector: str, settings, rules: dict[str, tuple[type, float, float]]) -> None:
+    """Each setting named in rules: (int or float, lowest, highest); scale_factor must be above its lowest."""
+    # --detector-setting, a gallery or a bundle gives these: OpenCV would raise a traceback on a
+    # bad one, or search forever (scale_factor 1 never grows the window).
+    for name, (kind, low, high) in rules.items():
+        v = getattr(settings, name)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (kind is float or isinstance(v, int))
+        above = name == "scale_factor"  # the window must grow between scales
+        if not ok or not (low < v if above else low <= v) or not v <= high:
+            span = f"above {low} and up to {high}" if above else f"from {low} to {high}"
+            raise ModelError(f"detector {detector}: {name} {v!r} must be a{'n integer' if kind is int else ' number'} {span}")
+
+
+def load_classifier(detector: str, path: str):
+    """An OpenCV cascade from its file; one that OpenCV cannot read is one ModelError naming the file."""
+    import cv2
+
+    try:
+        cascade = cv2.CascadeClassifier(path)
+    except (cv2.error, SystemError):  # a file OpenCV cannot parse raises; one it cannot open loads empty
+        cascade = None
+    if cascade is None or cascade.empty():
+        raise ModelError(f"detector {detector}: cascade file {path} could not be loaded by OpenCV "
+                         "(not a cascade classifier XML file)")
+    return cascade
+
 
 class CascadeDetector:
     def __init__(self, name: str, cascade_path: str, settings: CascadeSettings) -> None:
-        import cv2
-
+        settings.check(name)
         self.name, self.settings = name, settings
-        self._cascade = cv2.CascadeClassifier(cascade_path)
-        if self._cascade.empty():
-            raise ModelError(f"detector {name}: cascade file {cascade_path} could not be loaded")
+        self._cascade = load_classifier(name, cascade_path)
         self.config = {"name": name, **asdict(settings)}
 
     def __call__(self, img: Image.Image) -> list[Detection]:

@@ -11,10 +11,9 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from ..errors import ModelError
 from .assets import ANIMEFACE_CASCADE, ANIMEFACE_VERIFIER, fetch
 from .base import Detection
-from .cascade import grown
+from .cascade import check_settings, grown, load_classifier
 
 
 @dataclass(frozen=True)
@@ -36,13 +35,7 @@ class VerifiedSettings(CandidateSettings):
 
 def load_cascade(path: Optional[str] = None):
     """The anime-face cascade (the packaged copy unless a path is given), loaded once per detector."""
-    import cv2
-
-    file = fetch(ANIMEFACE_CASCADE, path)
-    cascade = cv2.CascadeClassifier(str(file))
-    if cascade.empty():
-        raise ModelError(f"detector anime-face-verified: cascade file {file} could not be loaded")
-    return cascade
+    return load_classifier("anime-face-verified", str(fetch(ANIMEFACE_CASCADE, path)))
 
 
 def candidates(img: Image.Image, cascade, s: CandidateSettings = CandidateSettings()) -> list[tuple[tuple, int]]:
@@ -84,6 +77,11 @@ class VerifiedFaceDetector:
     def __init__(self, settings: VerifiedSettings, cascade: Optional[str] = None, verifier: Optional[str] = None) -> None:
         from .verifier import FaceVerifier
 
+        check_settings(self.name, settings, {"scale_factor": (float, 1, 4), "min_neighbors": (int, 0, 100),
+                                             "min_size": (int, 1, 4096), "work_side": (int, 32, 8192),
+                                             "grow": (float, 0, 2), "grow_up": (float, 0, 2),
+                                             "min_probability": (float, 0, 1), "sure_neighbours": (int, 0, 100),
+                                             "overlap": (float, 0, 1)})
         self.settings = settings
         self._cascade = load_cascade(cascade)
         self.verifier = FaceVerifier(fetch(ANIMEFACE_VERIFIER, verifier))

@@ -34,6 +34,25 @@ def draw_trial(rng: np.random.Generator, labels: np.ndarray, classes: np.ndarray
     return known, unknown, refs, queries
 
 
+def check_trials(labels: Sequence[str], shots: int, trials: int, unknown_fraction: float) -> int:
+    """The number of classes left out as unknown in each trial; ValueError (one line) when the
+    settings or the labels cannot make a trial. Needs only the labels: it runs before embedding."""
+    if shots < 1 or trials < 1:
+        raise ValueError(f"shots {shots} and trials {trials} must both be >= 1")
+    if not 0 <= unknown_fraction < 1:  # also refuses NaN
+        raise ValueError(f"unknown fraction {unknown_fraction} must be >= 0 and < 1 (the share of classes left out of "
+                         "the gallery in each trial)")
+    classes, counts = np.unique(np.asarray(labels), return_counts=True)
+    n_unknown = int(round(len(classes) * unknown_fraction))
+    if len(classes) - n_unknown < 2:
+        raise ValueError(f"need at least 2 known classes; have {len(classes)} classes with {n_unknown} held out as unknown")
+    small = [str(c) for c, n in zip(classes, counts) if n <= shots]
+    if small:
+        raise ValueError(f"classes {', '.join(small[:5])}{' ...' if len(small) > 5 else ''} have no images left to "
+                         f"query after {shots} references (each class needs more than shots images)")
+    return n_unknown
+
+
 @dataclass
 class Trials:
     """Everything the trials produced: the summary plus what the plots need."""
@@ -65,12 +84,7 @@ def enrolment_trials(
     classes = np.unique(labels)
     index = {c: i for i, c in enumerate(classes)}
     rng = np.random.default_rng(seed)
-    n_unknown = int(round(len(classes) * unknown_fraction)) if unknown_fraction > 0 else 0
-    if len(classes) - n_unknown < 2:
-        raise ValueError(f"need at least 2 known classes; have {len(classes)} classes with {n_unknown} held out as unknown")
-    small = [c for c in classes if np.sum(labels == c) <= shots]
-    if small:
-        raise ValueError(f"classes {small[:5]} have no images left to query after {shots} references")
+    n_unknown = check_trials(labels, shots, trials, unknown_fraction)
     near, proto, thr, far, auc = [], [], [], [], []
     open_mean: list[tuple[float, float, float]] = []  # threshold, FAR, AUC when labels score by class mean
     confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
@@ -101,7 +115,8 @@ def enrolment_trials(
             for c in unknown:  # which left-out classes pass for enrolled ones
                 rows = labels[unk_q] == c
                 by_unknown.setdefault(c, []).append((float(np.mean(unk_best[rows] >= t)), float(np.mean(up[rows] >= tp))))
-    per_class = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
+    queried = confusion.sum(1)
+    per_class = confusion.diagonal() / np.maximum(queried, 1)
     summary = {
         "shots": shots,
         "trials": trials,
@@ -111,7 +126,8 @@ def enrolment_trials(
         "top1_nearest": round(float(np.mean(near)), 4),
         "top1_nearest_std": round(float(np.std(near)), 4),
         "top1_prototype": round(float(np.mean(proto)), 4),
-        "per_class_top1_nearest": {c: round(float(a), 4) for c, a in zip(classes.tolist(), per_class)},
+        # only classes queried as known at least once: one left out in every trial has no top-1
+        "per_class_top1_nearest": {c: round(float(a), 4) for c, a, n in zip(classes.tolist(), per_class, queried) if n},
     }
     if thr:
         summary |= {

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import ByakuganError
 from ..scoring.fusion import fuse, query_form
-from .protocol import Trials, enrolment_trials
+from .protocol import Trials, check_trials, enrolment_trials
 
 PART_KEYS = ("top1_nearest", "top1_prototype", "far_at_tar95", "roc_auc", "threshold_tar95")
 
@@ -33,3 +33,11 @@ def evaluate_embeddings(cnn: np.ndarray, labels: Sequence[str], *, shots: int = 
     emb = fuse(cnn, landmarks, weight)
     result = run(emb, query_form(emb, cnn.shape[1], weight))
     return result, emb, {n: {k: p[k] for k in PART_KEYS if k in p} for n, p in parts.items()}
+
+
+def check_evaluation(labels: Sequence[str], *, shots: int, trials: int, unknown_fraction: float, name: str = "data") -> None:
+    """What evaluate_embeddings would refuse, from the labels alone: to be told before embedding."""
+    try:
+        check_trials(labels, shots, trials, unknown_fraction)
+    except ValueError as exc:
+        raise ByakuganError(f"evaluate {name}: {exc}") from None

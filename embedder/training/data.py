@@ -1,9 +1,11 @@
-"""Labelled image folders (one sub-folder per class) and the splits training and evaluation need."""
+"""Labelled image folders (one sub-folder per class), the splits training and evaluation need, and
+the checks they make before any image is embedded: enough classes to learn from, paths to write."""
 
 from __future__ import annotations
 
 import os
 import random
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -78,3 +80,28 @@ def pick_holdout(samples: list[Sample], dataset: str, n: int, seed: int = 0) -> 
     if n > len(classes) - 2:
         raise ByakuganError(f"cannot hold out {n} of {dataset}'s {len(classes)} classes")
     return sorted(random.Random(seed).sample(classes, n))
+
+
+def check_training_classes(train: Sequence[Sample], held: Sequence[Sample]) -> None:
+    """Metric learning needs positives and negatives: 2 or more classes of 2 or more images each.
+    Smaller classes may come along: MPerClassSampler draws their images again to fill its m per class."""
+    counts = Counter(s.label for s in train)
+    enough = sorted(c for c, n in counts.items() if n >= 2)
+    if len(enough) < 2:
+        out = f" after holding out {len({s.label for s in held})}" if held else ""
+        raise ByakuganError(f"training needs at least 2 classes with 2 or more images each; found {len(counts)} "
+                            f"class{'' if len(counts) == 1 else 'es'}{out}, {len(enough)} with 2 or more images"
+                            + (f" ({', '.join(enough)})" if enough else ""))
+
+
+def check_writable(path: os.PathLike | str, what: str, folder: bool) -> None:
+    """That `path` can be written as a folder (made if missing) or as a file in an existing folder."""
+    p = Path(path)
+    if p.exists() and p.is_dir() != folder:
+        raise ByakuganError(f"{what} {p}: is {'a file' if folder else 'a folder'}; give a {'folder' if folder else 'file'} to write")
+    # a missing folder is made with its parents; a file goes into a folder that must exist
+    there = next(q for q in (p, *p.absolute().parents) if q.exists()) if folder else p.absolute().parent
+    if not there.is_dir():
+        raise ByakuganError(f"{what} {p}: {there} {'is a file, not a folder' if there.exists() else 'does not exist'}")
+    if not os.access(there, os.W_OK):
+        raise ByakuganError(f"{what} {p}: folder {there} is not writable")

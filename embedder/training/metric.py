@@ -27,13 +27,13 @@ from tqdm.auto import tqdm
 
 from ..atomic import write_atomic
 from ..embedding.model import Embedder, create_embedder
-from ..errors import ByakuganError
+from ..errors import ByakuganError, ModelError
 from ..evaluation.protocol import enrolment_trials
 from ..preprocess import Preprocess
 from ..scoring import SCORINGS
 from .cohort import build_cohort
 from .crops import check_detectors, crop_samples
-from .data import Sample, scan, split_classes
+from .data import Sample, check_training_classes, check_writable, scan, split_classes
 
 LOSSES: dict[str, Callable[[int, int], torch.nn.Module]] = {
     "triplet": lambda n, d: losses.TripletMarginLoss(margin=0.1),
@@ -94,10 +94,14 @@ class TrainConfig:
             raise ByakuganError(f"scoring {self.scoring!r} is not one of {', '.join(SCORINGS)}")
         if self.cohort_top is not None and self.cohort_top < 0:
             raise ByakuganError(f"cohort top {self.cohort_top} must be >= 0 (0: the mean over the whole cohort)")
-        if self.cohort_per_class < 1:
-            raise ByakuganError(f"cohort images per class {self.cohort_per_class} must be >= 1")
-        if self.colour_weight < 0:
-            raise ByakuganError(f"colour weight {self.colour_weight} must be >= 0 (0 leaves colour out)")
+        for name, low in (("m_per_class", 1), ("batch_size", 1), ("epochs", 1), ("head_dim", 1), ("views", 0),
+                          ("per_class", 1), ("size", 32), ("cohort_per_class", 1), ("colour_weight", 0), ("backbone_lr", 0)):
+            if getattr(self, name) is not None and getattr(self, name) < low:
+                raise ByakuganError(f"{name.replace('_', ' ')} {getattr(self, name)} must be >= {low}")
+        if self.batch_size % self.m_per_class or self.batch_size < 2 * self.m_per_class:  # one class: no negatives
+            raise ByakuganError(f"batch size {self.batch_size} must be a multiple of m per class {self.m_per_class} and at "
+                                f"least {2 * self.m_per_class}: a batch holds m images of each of 2 or more classes")
+        check_writable(self.out, "out", folder=True)
         check_detectors(self.detectors, self.data)
 
 
@@ -175,10 +179,28 @@ def _checkpoint(model: Embedder, opt: torch.optim.Optimizer, epoch: int, history
     write_atomic(d / "state.json", json.dumps({"epoch": epoch, "history": history}).encode())
 
 
+def _resume(model: Embedder, opt: torch.optim.Optimizer, ckpt: Path) -> tuple[int, list]:
+    """(epoch, history) of the checkpoint in `ckpt`, its weights loaded into model and opt."""
+    name = "state.json"
+    try:
+        state = json.loads((ckpt / name).read_text())
+        start, history = int(state["epoch"]), list(state["history"])
+        name = "model.safetensors"
+        model.load_state_dict(load_file(str(ckpt / name)))
+        name = "optimizer.pt"
+        opt.load_state_dict(torch.load(ckpt / name, weights_only=True))
+    except Exception:  # safetensors, pickle, zip and torch each raise their own types for a bad file
+        why = "" if name == "state.json" else ", or made with other settings (--dim, --backbone, --taps, --colour-weight, --loss)"
+        raise ModelError(f"checkpoint {ckpt / name}: damaged{why}; train into a new --out, or leave out --resume to start over") from None
+    return start, history
+
+
 def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = print) -> Embedder:
     cfg.check()
     random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
-    samples = crop_samples(scan(cfg.data, per_class=cfg.per_class, seed=cfg.seed), cfg.detectors, cfg.cache, log)
+    samples = scan(cfg.data, per_class=cfg.per_class, seed=cfg.seed)
+    check_training_classes(*split_classes(samples, cfg.holdout))  # before detecting crops, which takes a while
+    samples = crop_samples(samples, cfg.detectors, cfg.cache, log)
     train_set, held = split_classes(samples, cfg.holdout)
     train_keys = set(train_set)
     in_train = np.array([s in train_keys for s in samples])
@@ -201,10 +223,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     opt = torch.optim.AdamW(groups, weight_decay=1e-4)
     ckpt, start, history = Path(cfg.out) / "checkpoint", 0, []
     if resume and (ckpt / "state.json").is_file():
-        model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
-        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-        state = json.loads((ckpt / "state.json").read_text())
-        start, history = state["epoch"], state["history"]
+        start, history = _resume(model, opt, ckpt)
         log(f"resumed from {ckpt} at epoch {start}")
 
     aug = augmentation(cfg.size, cfg.hflip, cfg.colour_jitter)
@@ -223,8 +242,9 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     batch = min(cfg.batch_size, cfg.m_per_class * len(classes))  # the sampler needs m * classes >= batch
     if batch != cfg.batch_size:
         log(f"batch size {cfg.batch_size} > {cfg.m_per_class} per class x {len(classes)} classes; using {batch}")
+    # At least one batch an epoch: the sampler draws with replacement, but refuses a pass shorter than a batch.
     sampler = samplers.MPerClassSampler((y_all if frozen else y).tolist(), m=cfg.m_per_class, batch_size=batch,
-                                        length_before_new_iter=len(y_all if frozen else y))
+                                        length_before_new_iter=max(batch, len(y_all if frozen else y)))
     for epoch in range(start, cfg.epochs):
         model.head.train()
         model.backbone.train(not frozen)

@@ -15,11 +15,22 @@ from .models import pipeline_for
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from byakugan.embedder.evaluation.summary import evaluate_embeddings
-    from byakugan.embedder.training.data import scan
+    from byakugan.embedder.evaluation.summary import check_evaluation, evaluate_embeddings
+    from byakugan.embedder.training.data import check_writable, scan
 
+    # Everything that can be told from the arguments and the folder is checked before embedding.
+    if a.per_class is not None and a.per_class < 1:
+        raise ByakuganError(f"--per-class {a.per_class}: must be >= 1 (images sampled from each class)")
+    if a.report:
+        check_writable(a.report, "--report", folder=True)
+    if a.save_embeddings:
+        check_writable(a.save_embeddings, "--save-embeddings", folder=False)
     samples = scan([a.data], per_class=a.per_class, seed=a.seed, classes=a.classes)
+    labels = [printable(s.label.split("/", 1)[1]) for s in samples]
+    data = printable(a.data)
+    check_evaluation(labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction, name=data)
     pipe = pipeline_for(a.model, detector_config(a.detector, a.detector_setting), a.landmarks)
+    pipe.detector  # a detector from settings is made on first use: made now, a bad setting is told before embedding
     model, encoder = pipe.encoder, pipe.landmarks
     # Each image by its largest detection; the whole image where none is found (counted).
     embedded = pipe.embed_images([s.path for s in samples], fallback="whole", progress=True)
@@ -27,9 +38,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     for e in bad:
         report(str(e))
     if bad:  # a NaN row would skew every figure
-        raise ByakuganError(f"evaluate {a.data}: {len(bad)} of {len(samples)} images could not be read (listed above); "
+        raise ByakuganError(f"evaluate {data}: {len(bad)} of {len(samples)} images could not be read (listed above); "
                             "remove or fix them")
-    labels = [s.label.split("/", 1)[1] for s in samples]
     # A gallery with this model normalises scores by its cohort (embedder.scoring.cohort); so do the trials.
     offset = None if a.no_cohort else model.cohort_offsets(embedded.cnn)
     if offset is not None and encoder is not None:
@@ -37,8 +47,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
                             "support; add --no-cohort or --landmarks none")
     trials, emb, parts = evaluate_embeddings(
         embedded.cnn, labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction, seed=a.seed,
-        offset=offset, landmarks=embedded.landmarks, weight=encoder.weight if encoder else 0.0, name=a.data)
-    summary = {"data": a.data, "model": model.name, "detector": a.detector, **trials.summary}
+        offset=offset, landmarks=embedded.landmarks, weight=encoder.weight if encoder else 0.0, name=data)
+    summary = {"data": data, "model": printable(model.name), "detector": a.detector, **trials.summary}
     if offset is not None:
         summary["cohort"] = model.cohort_settings | {"size": len(model.cohort)}
     if a.detector != "none":
@@ -49,18 +59,25 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         summary["landmarks"] = {"model": encoder.name, "weight": encoder.weight, "found": round(found, 4)}
         summary["parts"] = parts
     if a.save_embeddings:
-        summary["embeddings"] = str(_save_embeddings(Path(a.save_embeddings), embedded, labels, offset, model, encoder))
+        saved = _save_embeddings(Path(a.save_embeddings), embedded, labels, offset, model, encoder)
+        summary["embeddings"] = printable(str(saved))
     if a.report:
         from byakugan.embedder.evaluation.report import write_report
 
         score_name = "cohort-normalised score" if offset is not None else "cosine"
-        summary["report"] = [str(p) for p in write_report(Path(a.report), trials, emb, labels, Path(a.data).name,
-                                                          score_name)]
+        written = write_report(Path(a.report), trials, emb, labels, Path(data).name, score_name)
+        summary["report"] = [printable(str(p)) for p in written]
     if a.json:
         print_json(summary)
     else:
         _print_evaluation(summary, encoder)
     return 0
+
+
+def printable(name: str) -> str:
+    """A file name as text that any output takes: bytes that are not UTF-8 (which Python keeps as lone
+    surrogates) become \\xNN escapes, so a strict UTF-8 stdout or a JSON reader does not fail on them."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def detector_config(name: str, settings: list[str]) -> str | dict:
@@ -114,7 +131,9 @@ def _print_evaluation(s: dict, encoder) -> None:
         print(f"  {name} alone: top-1 nearest {p['top1_nearest']:.3f}, class mean {p['top1_prototype']:.3f}"
               + (f", FAR@TAR95 {p['far_at_tar95']:.3f}" if "far_at_tar95" in p else ""))
     worst = sorted(s["per_class_top1_nearest"].items(), key=lambda kv: kv[1])[:5]
-    print("  weakest classes: " + ", ".join(f"{c} {v:.2f}" for c, v in worst))
+    unscored = s["classes"] - len(s["per_class_top1_nearest"])
+    print("  weakest classes: " + ", ".join(f"{c} {v:.2f}" for c, v in worst)
+          + (f" ({unscored} never enrolled: left out as unknown in every trial)" if unscored else ""))
     if s.get("far_at_tar95_by_unknown_class"):
         passing = sorted(s["far_at_tar95_by_unknown_class"].items(), key=lambda kv: -kv[1][0])[:5]
         print("  most often accepted when not enrolled (FAR nearest / class mean): "
