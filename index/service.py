@@ -213,6 +213,10 @@ class GalleryService:
     def restore(self, removed: Removed) -> list[int]:
         """Undo a removal: the same vectors, sources and thumbnails again (under new ids)."""
         def add(g: Gallery) -> list[int]:
+            if removed.label in g.labels():  # an undo pressed twice (two tabs, a retry) must not enrol it twice
+                have = g.embeddings([r.id for r in g.references(removed.label)])
+                if (np.asarray(removed.vectors) @ have.T).max(axis=1).min() > 1 - 1e-5:
+                    raise GalleryError(f"label {removed.label!r}: what was removed is back already; nothing to undo")
             ids = g.enroll(removed.label, removed.vectors, sources=removed.sources)
             thumbs = [(i, t) for i, t in zip(ids, removed.thumbnails) if t is not None]
             if thumbs:

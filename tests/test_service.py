@@ -98,3 +98,19 @@ def test_an_edit_copies_the_gallery_in_memory_and_readers_keep_theirs(model, dig
     assert len(opened) == 2 and Gallery.open(tmp_path / "g").labels() == {"3": 1, "two": 3}
     q = other.embeddings([0])
     np.testing.assert_allclose(svc.gallery().search(q, 1)[0].hits[0].score, 1.0, atol=1e-5)
+
+
+def test_an_undo_pressed_twice_puts_the_references_back_once(model, digits, tmp_path):
+    import pytest
+
+    from byakugan.embedder import load_image
+    from byakugan.index import GalleryError
+
+    svc = GalleryService(tmp_path / "g", model)
+    svc.enroll("1", [Crop(n, load_image(p)) for n, p in zip("ab", digits["1"][:2])])
+    svc.enroll("2", [Crop("c", load_image(digits["2"][0]))])
+    removed = svc.remove("1")
+    svc.restore(removed)
+    with pytest.raises(GalleryError, match="is back already; nothing to undo"):
+        svc.restore(removed)
+    assert Gallery.open(tmp_path / "g").labels() == {"1": 2, "2": 1}

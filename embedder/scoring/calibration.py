@@ -45,6 +45,8 @@ class Calibration:
     reason: str = ""  # why it is not fitted, for people: what the references lack
 
     def confidence(self, score: float) -> float:
+        if math.isnan(score):  # no score is no evidence either way, not certainty
+            return math.nan
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, self.slope * float(score) + self.intercept))))
 
     def score_at(self, confidence: float) -> float:
