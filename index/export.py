@@ -26,6 +26,7 @@ from byakugan.embedder.embedding.onnx import export_onnx
 from .bundle import FORMAT, FORMAT_VERSION, MANIFEST, archive_kind
 from .errors import GalleryError
 from .gallery import Gallery
+from .labels import check_label
 from .pipeline import Pipeline
 
 OTHER_ARCHIVES = (".rar", ".7z", ".tar", ".gz", ".bz2", ".xz", ".zst", ".tbz2", ".txz")
@@ -39,6 +40,11 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False,
     out = Path(out)
     if not len(gallery):
         raise GalleryError(f"export: gallery {gallery.path}: is empty; enrol images first")
+    for label in gallery.labels():  # a gallery made before a label rule may hold one a bundle refuses
+        try:
+            check_label(label)
+        except GalleryError as exc:
+            raise GalleryError(f"export: {exc}; rename it first (byakugan rename)") from None
     if out.exists() or out.is_symlink():
         if not overwrite:
             raise GalleryError(f"export: {out} already exists; choose a new name or remove it")
@@ -65,10 +71,11 @@ def check_replaceable(out: Path, gallery: Gallery) -> None:
     try:
         if out.is_dir():
             names = {p.name for p in out.iterdir()}
-            ok = MANIFEST in names and all((out / n).is_file() for n in names) and \
-                json.loads((out / MANIFEST).read_text()).get("format") == FORMAT
+            ok = not names or (MANIFEST in names and all((out / n).is_file() for n in names)
+                               and json.loads((out / MANIFEST).read_text()).get("format") == FORMAT)
         elif archive_kind(out) == "zip":
-            ok = zipfile.is_zipfile(out) and MANIFEST in zipfile.ZipFile(out).namelist()
+            with zipfile.ZipFile(out) as z:
+                ok = MANIFEST in z.namelist()
         elif archive_kind(out) == "tar.gz":
             with tarfile.open(out, "r:gz") as t:
                 ok = MANIFEST in t.getnames()

@@ -94,7 +94,8 @@ class Gallery:
         target = Path(path) if path else self.path
         if target is None:
             raise GalleryError("gallery has no path to save to; pass one")
-        store.check_save_target(target, same=target == self._saved_to)
+        same = self._saved_to is not None and target.resolve() == Path(self._saved_to).resolve()  # however spelt
+        store.check_save_target(target, same, not same and self.exists(target))
         # The cohort file is written once per folder; it may still have to be read from the old one.
         cohort = self.cohort if self.cohort_settings and not (target / COHORT_FILE).is_file() else None
         self.path = target

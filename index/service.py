@@ -9,6 +9,7 @@ here or in other processes, never lose each other's changes, and readers never s
 from __future__ import annotations
 
 import threading
+import uuid
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional, TypeVar
 
@@ -45,6 +46,7 @@ class Removed(NamedTuple):
     vectors: np.ndarray
     sources: list[str]
     thumbnails: list[Optional[bytes]]
+    token: str = ""  # which removal this is: an undo of it is done once (GalleryService.restore)
 
 
 class GalleryService:
@@ -53,6 +55,7 @@ class GalleryService:
         one); detector: what a new gallery crops with (an existing one keeps its own)."""
         self.path = Path(path)
         self._lock = threading.RLock()
+        self._restored: set[str] = set()  # tokens of the removals an undo has put back
         self._gallery: Optional[Gallery] = None
         self._stamp: Optional[tuple[int, int]] = None
         self._live: Optional[Pipeline] = None  # the pipeline on onnxruntime, made for the first tracker
@@ -194,7 +197,7 @@ class GalleryService:
         def drop(g: Gallery) -> Removed:
             refs = g.references(label)
             kept = Removed(label, g.embeddings([r.id for r in refs]), [r.source for r in refs],
-                           [g.thumbnail(r.id) for r in refs])
+                           [g.thumbnail(r.id) for r in refs], uuid.uuid4().hex)
             g.remove(label)
             return kept
 
@@ -206,33 +209,34 @@ class GalleryService:
             thumb = g.thumbnail(ref_id)
             vector = g.embeddings([ref_id]) if any(r.id == ref_id for r in g.references()) else None
             ref = g.remove_reference(ref_id)  # an unknown id stops here, with its one-line error
-            return Removed(ref.label, vector, [ref.source], [thumb])
+            return Removed(ref.label, vector, [ref.source], [thumb], uuid.uuid4().hex)
 
         return self._edit(drop)
 
     def restore(self, removed: Removed) -> list[int]:
         """Undo a removal: the same vectors, sources and thumbnails again (under new ids)."""
+        mine = []
+
         def add(g: Gallery) -> list[int]:
-            if removed.label in g.labels():  # an undo pressed twice (two tabs, a retry) must not enrol it twice
-                have = g.embeddings([r.id for r in g.references(removed.label)])
-                if (np.asarray(removed.vectors) @ have.T).max(axis=1).min() > 1 - 1e-5:
-                    raise GalleryError(f"label {removed.label!r}: what was removed is back already; nothing to undo")
+            if removed.token and removed.token in self._restored:  # an undo pressed twice (two tabs, a retry)
+                raise GalleryError(f"label {removed.label!r}: what was removed is back already; nothing to undo")
             ids = g.enroll(removed.label, removed.vectors, sources=removed.sources)
-            thumbs = [(i, t) for i, t in zip(ids, removed.thumbnails) if t is not None]
-            if thumbs:
+            self._restored.add(removed.token), mine.append(removed.token)  # under the lock: a second undo sees it
+            if thumbs := [(i, t) for i, t in zip(ids, removed.thumbnails) if t is not None]:
                 g.set_thumbnails(*zip(*thumbs))
             return ids
 
-        return self._edit(add)
+        try:
+            return self._edit(add)
+        except Exception:
+            self._restored.difference_update(mine)  # marked by this call, but its save failed: it can be tried again
+            raise
 
     def rename(self, old: str, new: str) -> int:
         return self._edit(lambda g: g.rename(old, new))
 
     def set_threshold(self, value: float) -> None:
-        def set_(g: Gallery) -> None:
-            g.threshold = value
-
-        self._edit(set_)
+        self._edit(lambda g: setattr(g, "threshold", value))
 
     def threshold(self) -> float:
         """The threshold searches use now (the automatic one when the gallery has it)."""

@@ -151,12 +151,13 @@ def check_new(path) -> None:
         raise GalleryError(f"gallery {path}: folder exists, is not empty and is not a gallery; refusing to use it")
 
 
-def check_save_target(target: Path, same: bool) -> None:
-    """Before a gallery saves to `target` (same: the folder it was opened from or last saved to):
-    never over another gallery or a folder of other things, and a folder that cannot be made is one line."""
+def check_save_target(target: Path, same: bool, holds_gallery: bool) -> None:
+    """Before a gallery saves to `target` (same: the folder it was opened from or last saved to;
+    holds_gallery: a committed gallery is there): never over another gallery or a folder of other
+    things, and a folder that cannot be made is one line."""
     if not same:
-        check_new(target)
-        if (target / META_FILE).is_file() or (target / "gallery.db").is_file():
+        check_new(target)  # a first save that died left only a gallery's own files: those are fine
+        if holds_gallery:
             raise GalleryError(f"gallery {target}: already holds another gallery; save to a new folder")
     try:
         target.mkdir(parents=True, exist_ok=True)

@@ -128,3 +128,37 @@ def test_small_api_mistakes_are_named(gallery, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(GalleryError, match="cannot make the folder|is a file"):
         g.save(tmp_path / "file" / "g")
+
+
+def test_a_folder_where_a_first_save_died_still_becomes_a_gallery(model, tmp_path):
+    import sqlite3
+
+    (tmp_path / "g").mkdir()
+    sqlite3.connect(tmp_path / "g" / "gallery.db").execute("PRAGMA journal_mode=WAL").fetchall()  # no settings
+    pipe, g = new_gallery(model, tmp_path / "g")
+    g.enroll("a", np.eye(1, g.dim, dtype=np.float32))
+    g.save()
+    assert Gallery.open(tmp_path / "g").labels() == {"a": 1}
+
+
+def test_a_gallery_saves_to_its_own_folder_however_it_is_spelt(gallery, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "link").symlink_to(gallery)
+    g = Gallery.open("g")
+    for spelling in (gallery, tmp_path / "link", "link/../g/", "./g"):
+        g.save(spelling)
+    assert Gallery.open(gallery).labels() == {"0": 5, "3": 5, "7": 5}
+
+
+def test_a_label_stored_before_normalisation_exports_to_a_bundle_that_loads(gallery, tmp_path):
+    import sqlite3
+    import unicodedata
+
+    from byakugan.index.bundle import load
+
+    nfd = unicodedata.normalize("NFD", "Café")
+    with sqlite3.connect(gallery / "gallery.db") as con:  # as a gallery made before labels were normalised holds it
+        con.execute("UPDATE refs SET label = ? WHERE label = '3'", (nfd,))
+    assert nfd in Gallery.open(gallery).labels()
+    export(Gallery.open(gallery), tmp_path / "b.zip")
+    assert nfd in load(tmp_path / "b.zip").labels()

@@ -114,3 +114,15 @@ def test_an_undo_pressed_twice_puts_the_references_back_once(model, digits, tmp_
     with pytest.raises(GalleryError, match="is back already; nothing to undo"):
         svc.restore(removed)
     assert Gallery.open(tmp_path / "g").labels() == {"1": 2, "2": 1}
+
+
+def test_undo_of_one_of_two_identical_references_puts_it_back(model, digits, tmp_path):
+    from byakugan.embedder import load_image
+
+    svc = GalleryService(tmp_path / "g", model)
+    same = load_image(digits["1"][0])
+    svc.enroll("1", [Crop("a", same), Crop("b", same.copy())])  # the same picture twice: only a warning
+    svc.enroll("2", [Crop("c", load_image(digits["2"][0]))])
+    removed = svc.remove_reference(0)
+    svc.restore(removed)
+    assert Gallery.open(tmp_path / "g").labels() == {"1": 2, "2": 1}
