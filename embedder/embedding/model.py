@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -27,6 +28,8 @@ ADVICE = ("name", "threshold", "description", "scoring", "cohort", "detectors")
 # Test-time augmentation: None, or "flip" (embed the mirror image too and average; twice the work).
 TTA = (None, "flip")
 
+
+_CONVERTING = threading.Lock()  # see Embedder.embed_tensors
 
 class Embedder(torch.nn.Module):
     """Maps images to unit-length float32 vectors; `config` describes it fully (saved with the weights)."""
@@ -97,8 +100,11 @@ class Embedder(torch.nn.Module):
     @torch.inference_mode()
     def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
         # channels_last was 1.6x faster than NCHW for EfficientNet-Lite0 on this CPU (oneDNN kernels).
-        if next(self.backbone.parameters()).is_contiguous(memory_format=torch.channels_last) is False:
-            self.backbone.to(memory_format=torch.channels_last)
+        # Converted once, under a lock: two threads converting one model at once (a server's two
+        # requests) could leave a weight half swapped, and every embedding after it wrong.
+        with _CONVERTING:
+            if next(self.backbone.parameters()).is_contiguous(memory_format=torch.channels_last) is False:
+                self.backbone.to(memory_format=torch.channels_last)
         x = batch.to(self.device).contiguous(memory_format=torch.channels_last)
         return self(x).float().cpu().numpy()
 

@@ -6,6 +6,7 @@ and LandmarkEncoder.encode, so the pipeline runs either without knowing which it
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 import warnings
@@ -84,11 +85,13 @@ def export_onnx(model, path: Path, x=None, input_name: str = "pixels") -> None:
     for that size, see onnx_static), and check onnxruntime gives what torch gives."""
     import torch
 
+    # A copy is exported: the caller's model may be answering other threads meanwhile (a server),
+    # and the export changes its memory format and, for the export, its modules' padding.
+    model = copy.deepcopy(model).eval()
     if x is None:
         size = model.preprocess.size
         x = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32))
-        model = model.eval().to(memory_format=torch.contiguous_format)
-    model = model.eval()
+        model = model.to(memory_format=torch.contiguous_format)
     with torch.inference_mode():
         expected = model(x).numpy()
     names = {"input_names": [input_name], "output_names": ["embedding"]}

@@ -28,9 +28,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     samples = scan([a.data], per_class=a.per_class, seed=a.seed, classes=a.classes)
     labels = [printable(s.label.split("/", 1)[1]) for s in samples]
     data = printable(a.data)
-    check_evaluation(labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction, name=data)
     pipe = pipeline_for(a.model, detector_config(a.detector, a.detector_setting), a.landmarks)
     pipe.detector  # a detector from settings is made on first use: made now, a bad setting is told before embedding
+    check_evaluation(labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction, name=data)
     model, encoder = pipe.encoder, pipe.landmarks
     # Each image by its largest detection; the whole image where none is found (counted).
     embedded = pipe.embed_images([s.path for s in samples], fallback="whole", progress=True)
