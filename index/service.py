@@ -145,7 +145,7 @@ class GalleryService:
         """Warnings about crops before they are enrolled as `label`: near-duplicates (by the raw
         cosine, whatever the gallery's scale), or closer to another class."""
         g = self.gallery()
-        if not crops:
+        if not crops or (not len(g) and len(crops) < 2):  # nothing to compare with: no embedding (the page asks on every rerun)
             return []
         emb = self.pipeline.embed_regions([c.image for c in crops], [c.landmarks for c in crops])
         # Within this batch (the gallery cannot see these yet), scored as a search would score one

@@ -101,8 +101,12 @@ def enrol_images_ui(round_: int) -> list:
     shots = st.session_state.setdefault("enrol_shots", {})
     if st.toggle("Take pictures with the camera", key="enrol_use_camera"):
         shot = st.camera_input("Take a picture, then another: each one is added", key=f"enrol_camera_{round_}")
-        if shot is not None and shot.file_id not in shots:
-            shots[shot.file_id] = shot
+        # A shot stays the widget's value on every rerun until cleared: added once. Two shots of a still
+        # scene can be the same file (the same id), so "new" means "since the last one was cleared".
+        last = st.session_state.get("enrol_last_shot")
+        if shot is not None and shot.file_id != last:
+            shots[len(shots)] = shot
+        st.session_state["enrol_last_shot"] = None if shot is None else shot.file_id
         if shots and st.button(f"Forget the {len(shots)} picture(s) taken", key="enrol_forget_shots"):
             shots.clear()
             st.rerun()
