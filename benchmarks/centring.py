@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,9 @@ from safetensors import safe_open
 from byakugan.embedder.evaluation.protocol import draw_trial
 from byakugan.embedder.scoring.cohort import offsets
 from byakugan.embedder.scoring.fusion import fuse, has_landmarks, query_form
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from score_norm import class_scores  # noqa: E402  (the same class scores the score study uses)
 
 SOURCES = {k: v for k, v in json.loads(Path(__file__).with_name("sources.json").read_text()).items()
            if not k.startswith("_")}
@@ -80,14 +84,6 @@ def embed(d: dict, m_cnn: np.ndarray | None, m_lm: np.ndarray | None) -> tuple[n
     lm = d["landmarks"] if m_lm is None else centre(d["landmarks"], m_lm, keep_zero=True)
     emb = fuse(cnn, lm, w)
     return emb, query_form(emb, cnn.shape[1], w)
-
-
-def class_scores(Q: np.ndarray, R: np.ndarray, groups: list[np.ndarray], mode: str) -> np.ndarray:
-    S = Q @ R.T
-    if mode == "nearest":
-        return np.stack([S[:, g].max(1) for g in groups], 1)
-    P = unit(np.stack([R[g].sum(0) for g in groups]))
-    return Q @ P.T
 
 
 def cheap(d: dict, rows: np.ndarray, refs: np.ndarray, groups: list[np.ndarray]) -> dict[str, np.ndarray]:

@@ -221,7 +221,8 @@ class GalleryService:
             if removed.token and removed.token in self._restored:  # an undo pressed twice (two tabs, a retry)
                 raise GalleryError(f"label {removed.label!r}: what was removed is back already; nothing to undo")
             ids = g.enroll(removed.label, removed.vectors, sources=removed.sources)
-            self._restored.add(removed.token), mine.append(removed.token)  # under the lock: a second undo sees it
+            self._restored.add(removed.token)  # under the lock: a second undo waiting for it sees this
+            mine.append(removed.token)
             if thumbs := [(i, t) for i, t in zip(ids, removed.thumbnails) if t is not None]:
                 g.set_thumbnails(*zip(*thumbs))
             return ids

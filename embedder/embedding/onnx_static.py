@@ -66,9 +66,9 @@ def static_same_padding(model, x) -> Iterator[None]:
 
 def fold_pads(path: os.PathLike | str) -> int:
     """Rewrite the ONNX file at `path` with every zero Pad that feeds one Conv folded into that Conv;
-    returns how many Pads are gone (onnxruntime folds some itself). Constants are folded first by onnxruntime's basic level (hardware-independent
-    rewrites; its file declares the traced file's opsets again, so any onnxruntime that ran that
-    one runs this one)."""
+    returns how many Pads are gone (onnxruntime folds some itself). Constants are folded first by
+    onnxruntime's basic level (hardware-independent rewrites; its file declares the traced file's
+    opsets again, so any onnxruntime that ran that one runs this one)."""
     import onnx
     import onnxruntime as ort
     from onnx import helper, numpy_helper
