@@ -64,21 +64,80 @@ def test_augment_rotates_points_but_keeps_hand_slots():
     assert not torch.allclose(p, q)
 
 
-def test_fit_separates_unseen_gestures_better_than_an_untrained_encoder(tmp_path):
-    # Gestures are prototypes plus noise; training sees six, held-out validation four others.
+def _hand(seed: int) -> torch.Tensor:
+    row = torch.zeros(64)
+    row[0], row[1:] = 1.0, torch.randn(63, generator=torch.Generator().manual_seed(seed))
+    return row
+
+
+def test_each_hand_goes_through_one_shared_net_into_its_own_half(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    enc = LandmarkEncoder({"name": "each", "dim": 8, "hidden": 32, "hands": "each"}).eval()
+    a, b, none = _hand(1), _hand(2), torch.zeros(64)
+    x = torch.stack([torch.cat([a, none]), torch.cat([none, a]), torch.cat([a, b]), torch.zeros(128)]).numpy()
+    out = enc.encode(x)
+    assert out.shape == (4, 8) and not out[0, 4:].any() and not out[3].any()
+    np.testing.assert_allclose(out[0, :4], out[1, 4:], atol=1e-6)  # one net, whichever slot the hand is in
+    np.testing.assert_allclose(np.linalg.norm(out[:3], axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(out[2, :4] * np.sqrt(2), out[0, :4], atol=1e-5)  # two hands: half each
+    back = load_landmarks(enc.save(tmp_path / "each"))
+    assert back.config["hands"] == "each" and back.fingerprint() == enc.fingerprint()
+    np.testing.assert_array_equal(back.encode(x), out)
+    from byakugan.embedder.embedding import runtime
+
+    monkeypatch.setenv(runtime.CACHE_ENV, str(tmp_path / "cache"))
+    np.testing.assert_allclose(runtime.onnx_landmarks(back).encode(x), out, atol=1e-5)
+    # A model saved before the form existed has no "hands" in its config, so its fingerprint
+    # (and every gallery made with it) is unchanged: it is read as the joint form.
+    assert "hands" not in LandmarkEncoder({"dim": 8}).config and not LandmarkEncoder({"dim": 8}).each
+    with pytest.raises(ModelError, match="hands 'both': must be one of joint, each"):
+        LandmarkEncoder({"dim": 8, "hands": "both"})
+    with pytest.raises(ModelError, match="even dim"):
+        LandmarkEncoder({"dim": 7, "hands": "each"})
+
+
+def test_augment_mirrors_hands_left_for_right():
+    x = torch.stack([torch.cat([_hand(1), _hand(2)]), torch.cat([_hand(3), torch.zeros(64)])])
+    y = augment(x, rotate=0, noise=0.0, gen=torch.Generator().manual_seed(0), mirror=1.0)
+    p, q = x.view(2, 2, 64), y.view(2, 2, 64)
+    assert torch.equal(p[..., 0], q[..., 0]) and not q[1, 1].any()  # presence kept, the absent hand stays zero
+    pts_x, pts_q = p[..., 1:].reshape(2, 2, 21, 3), q[..., 1:].reshape(2, 2, 21, 3)
+    torch.testing.assert_close(pts_q[..., 0], -pts_x[..., 0] * p[..., :1])
+    torch.testing.assert_close(pts_q[..., 1:], pts_x[..., 1:] * p[..., :1, None])
+    same = augment(x, rotate=0, noise=0.0, gen=torch.Generator().manual_seed(0), mirror=0.0)
+    torch.testing.assert_close(same, x)
+
+
+@pytest.mark.parametrize("bad, message", [({"hands": "both"}, "hands 'both': must be one of joint, each"),
+                                          ({"dim": 7}, "dim 7: must be at least 2, and even"),
+                                          ({"mirror": 1.5}, "mirror 1.5: must be a chance between 0 and 1")])
+def test_landmark_training_settings_are_checked(bad, message):
+    from byakugan.embedder.errors import ByakuganError
+
+    with pytest.raises(ByakuganError, match=message):
+        LandmarkTrainConfig(data=[], out="x", **bad).check()
+
+
+@pytest.mark.parametrize("hands", ["joint", "each"])
+def test_fit_separates_unseen_gestures_better_than_an_untrained_encoder(tmp_path, hands):
+    # One hand each. Hand shapes vary along a few directions, noise along all: gestures are
+    # prototypes in an 8-d subspace plus noise; training sees six, held-out validation four others.
     rng = np.random.default_rng(0)
-    protos = rng.standard_normal((10, 128)).astype(np.float32)
-    protos[:, 0] = 1.0
+    basis = np.linalg.qr(rng.standard_normal((63, 8)))[0].T
+    protos = 2.0 * rng.standard_normal((10, 8)) @ basis
     labels = np.repeat(np.arange(10), 30)
-    X = protos[labels] + 0.6 * rng.standard_normal((300, 128)).astype(np.float32)
-    X[:, 0] = 1.0
+    X = np.zeros((300, 128), np.float32)
+    X[:, 0], X[:, 1:64] = 1.0, protos[labels] + 0.6 * rng.standard_normal((300, 63))
     names = np.array([f"g{i}" for i in labels])
     train, held = labels < 6, labels >= 6
-    cfg = LandmarkTrainConfig(data=[], out=str(tmp_path / "lm"), dim=16, hidden=64, epochs=15, rotate=0, noise=0.0)
+    # mirror 0: these made-up gestures differ in the sign of x as much as in anything else
+    cfg = LandmarkTrainConfig(data=[], out=str(tmp_path / "lm"), dim=16, hidden=64, epochs=15, rotate=0, noise=0.0,
+                              hands=hands, mirror=0.0)
     from byakugan.embedder.training.metric import accuracy
 
-    untrained = LandmarkEncoder({"dim": 16, "hidden": 64}).eval()
+    untrained = LandmarkEncoder({"dim": 16, "hidden": 64, "hands": hands}).eval()
     model, history = fit(X[train], names[train], cfg, (X[held], names[held]), log=lambda m: None)
+    assert model.config["hands"] == hands
     before = accuracy(untrained.encode(X[held]), names[held])["mean_average_precision_at_r"]
     after = accuracy(model.encode(X[held]), names[held])["mean_average_precision_at_r"]
     assert after > before + 0.1, (before, after)

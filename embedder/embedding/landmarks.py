@@ -2,8 +2,13 @@
 
 The input is the `hand` detector's encoding (embedder.detection.hands.encode_landmarks: up to two hands,
 each relative to its wrist and scaled to unit size, 128 numbers); a small MLP trained with a
-pytorch-metric-learning loss maps it to a unit vector. Saved like an embedder: config.json
-(format byakugan-landmarks/1, with the fusion weight and a threshold) and model.safetensors.
+pytorch-metric-learning loss maps it to a unit vector. Two forms (config "hands"):
+- "joint" (models saved before it existed): one MLP over both hands' 128 numbers;
+- "each": one MLP shared by both hand slots, each hand embedded alone into half the output, the
+  halves joined in slot order. Data with one hand per picture then trains the net that a second
+  hand goes through too (the joint form never trains the weights of a slot it never sees filled).
+Saved like an embedder: config.json (format byakugan-landmarks/1, with the fusion weight and a
+threshold) and model.safetensors.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from ..errors import ModelError
 from .files import config_format, fingerprint, load_weights, models_dir, read_config, save_folder
 
 LANDMARKS_FORMAT = "byakugan-landmarks/1"
-DEFAULT_LANDMARKS = "hand-landmarks"
+HANDS = ("joint", "each")
+HAND_DIM = LANDMARK_DIM // 2
+DEFAULT_LANDMARKS = "hand-landmarks-2"  # new hand galleries; older ones keep the model they name
 
 
 class LandmarkEncoder(torch.nn.Module):
@@ -32,10 +39,19 @@ class LandmarkEncoder(torch.nn.Module):
         self.config = {"name": "landmarks", "in_dim": LANDMARK_DIM, "hidden": 256, "dim": 64, "weight": 0.5,
                        "threshold": 0.5, **config}
         c = self.config
+        # "hands" is read, not defaulted into the config: a default there would change the
+        # fingerprint of every model saved before it, and with it every gallery made with one.
+        self.each = c.get("hands", "joint") == "each"
+        if c.get("hands", "joint") not in HANDS:
+            raise ModelError(f"landmark model hands {c['hands']!r}: must be one of {', '.join(HANDS)}")
+        if self.each and (c["in_dim"] != LANDMARK_DIM or c["dim"] % 2):
+            raise ModelError(f"landmark model with hands 'each': needs in_dim {LANDMARK_DIM} and an even dim, "
+                             f"not {c['in_dim']} and {c['dim']}")
+        n_in, n_out = (HAND_DIM - 1, c["dim"] // 2) if self.each else (c["in_dim"], c["dim"])
         self.net = torch.nn.Sequential(
-            torch.nn.Linear(c["in_dim"], c["hidden"]), torch.nn.ReLU(),
+            torch.nn.Linear(n_in, c["hidden"]), torch.nn.ReLU(),
             torch.nn.Linear(c["hidden"], c["hidden"]), torch.nn.ReLU(),
-            torch.nn.Linear(c["hidden"], c["dim"]),
+            torch.nn.Linear(c["hidden"], n_out),
         )
         self._fingerprint: Optional[str] = None
 
@@ -45,7 +61,11 @@ class LandmarkEncoder(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         present = (x.abs().sum(dim=1, keepdim=True) > 0).to(x.dtype)
-        return F.normalize(self.net(x), dim=-1) * present
+        if not self.each:
+            return F.normalize(self.net(x), dim=-1) * present
+        hands = x.reshape(-1, 2, HAND_DIM)  # per slot: a presence flag, then 21 points
+        halves = F.normalize(self.net(hands[:, :, 1:]), dim=-1) * hands[:, :, :1]
+        return F.normalize(halves.flatten(1), dim=-1) * present
 
     @torch.inference_mode()
     def encode(self, marks: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ..detection import create_detector
 from ..detection.hands import LANDMARK_DIM
 from ..atomic import write_atomic
-from ..embedding.landmarks import LandmarkEncoder
+from ..embedding.landmarks import HANDS, LandmarkEncoder
 from ..errors import ByakuganError
 from ..evaluation.protocol import enrolment_trials
 from ..images import load_image
@@ -33,8 +33,10 @@ from .metric import LOSSES, MINERS, accuracy
 class LandmarkTrainConfig:
     data: list[str]
     out: str
-    dim: int = 64
+    dim: int = 128
     hidden: int = 256
+    hands: str = "each"  # one net for each hand ("each") or one over both ("joint"): embedding.landmarks
+    mirror: float = 0.5  # chance that a training draw shows a hand mirrored (left for right)
     loss: str = "multisimilarity"
     miner: str = "multisimilarity"
     m_per_class: int = 8
@@ -56,6 +58,12 @@ class LandmarkTrainConfig:
                 raise ByakuganError(f"{name} {getattr(self, name)!r} is not one of {', '.join(table)}")
         if not 0.0 < self.weight < 1.0:
             raise ByakuganError(f"landmark weight {self.weight!r}: must be between 0 and 1")
+        if self.hands not in HANDS:
+            raise ByakuganError(f"hands {self.hands!r}: must be one of {', '.join(HANDS)}")
+        if self.dim < 2 or (self.hands == "each" and self.dim % 2):
+            raise ByakuganError(f"dim {self.dim!r}: must be at least 2, and even with hands 'each' (half for each hand)")
+        if not 0.0 <= self.mirror <= 1.0:
+            raise ByakuganError(f"mirror {self.mirror!r}: must be a chance between 0 and 1")
 
 
 def extract(samples: Sequence[Sample], cache: Optional[str] = None) -> tuple[np.ndarray, np.ndarray]:
@@ -92,8 +100,9 @@ def detector_key() -> dict:
     return asdict(HandSettings())
 
 
-def augment(x: torch.Tensor, rotate: float, noise: float, gen: torch.Generator) -> torch.Tensor:
-    """Rotate each hand in the image plane and jitter its points (hand order and presence kept)."""
+def augment(x: torch.Tensor, rotate: float, noise: float, gen: torch.Generator, mirror: float = 0.0) -> torch.Tensor:
+    """Rotate each hand in the image plane, jitter its points and, with chance `mirror`, mirror it
+    (hand order and presence kept)."""
     n = x.shape[0]
     hands = x.view(n, 2, 64)
     present, pts = hands[:, :, :1], hands[:, :, 1:].reshape(n, 2, 21, 3)
@@ -105,6 +114,10 @@ def augment(x: torch.Tensor, rotate: float, noise: float, gen: torch.Generator) 
     pts = torch.stack([x_rot, y_rot, pts[..., 2]], dim=-1)
     pts = pts + noise * torch.randn(pts.shape, generator=gen)
     pts = pts * present[..., None]  # an absent hand stays all zero
+    if mirror > 0:
+        # A gesture made with the other hand is the same gesture; sources show mostly one hand.
+        flip = torch.rand(n, 2, generator=gen) < mirror
+        pts = torch.cat([torch.where(flip[:, :, None, None], -pts[..., :1], pts[..., :1]), pts[..., 1:]], dim=-1)
     return torch.cat([present, pts.reshape(n, 2, 63)], dim=2).reshape(n, LANDMARK_DIM)
 
 
@@ -139,7 +152,8 @@ def fit(X: np.ndarray, labels: np.ndarray, cfg: LandmarkTrainConfig,
     classes = sorted(set(labels.tolist()))
     y = torch.tensor([classes.index(c) for c in labels])
     X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-    model = LandmarkEncoder({"name": Path(cfg.out).name, "dim": cfg.dim, "hidden": cfg.hidden, "weight": cfg.weight})
+    model = LandmarkEncoder({"name": Path(cfg.out).name, "dim": cfg.dim, "hidden": cfg.hidden, "weight": cfg.weight,
+                             "hands": cfg.hands})
     loss_fn = LOSSES[cfg.loss](len(classes), cfg.dim)
     miner = MINERS[cfg.miner]()
     opt = torch.optim.AdamW([{"params": model.parameters()}, {"params": loss_fn.parameters()}], lr=cfg.lr, weight_decay=1e-4)
@@ -153,7 +167,7 @@ def fit(X: np.ndarray, labels: np.ndarray, cfg: LandmarkTrainConfig,
         order, total, steps = list(iter(sampler)), 0.0, 0
         for i in range(0, len(order) - batch + 1, batch):
             idx = order[i : i + batch]
-            z = model(augment(X[idx], cfg.rotate, cfg.noise, gen))
+            z = model(augment(X[idx], cfg.rotate, cfg.noise, gen, cfg.mirror))
             loss = loss_fn(z, y[idx], miner(z, y[idx])) if miner else loss_fn(z, y[idx])
             opt.zero_grad()
             loss.backward()

@@ -33,7 +33,7 @@ def detectors() -> list[str]:
 
 def landmarks_arg(s: argparse.ArgumentParser, when: str) -> None:
     s.add_argument("--landmarks", default="auto", metavar="NAME|DIR|none",
-                   help=f"landmark model fused with the CNN embedding {when} (default: hand-landmarks)")
+                   help=f"landmark model fused with the CNN embedding {when} (default: hand-landmarks-2 for detector hand)")
 
 
 def given(a: argparse.Namespace, names: Sequence[str], rename: dict[str, str] | None = None) -> dict:

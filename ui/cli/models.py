@@ -86,7 +86,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
-LANDMARK_FIELDS = ("data", "out", "dim", "loss", "miner", "epochs", "weight", "threshold", "holdout", "cache",
+LANDMARK_FIELDS = ("data", "out", "dim", "hands", "mirror", "loss", "miner", "epochs", "weight", "threshold", "holdout", "cache",
                    "per_class", "seed")
 
 
@@ -155,8 +155,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("train-landmarks", help="train the hand-landmark encoder fused with the CNN for detector 'hand'",
                        description="Defaults are those of byakugan.embedder.training.landmarks.LandmarkTrainConfig.")
     s.add_argument("data", metavar="DATA_DIR", nargs="+", help="folders with one sub-folder per gesture")
-    s.add_argument("--out", required=True, help="model folder to write, e.g. models/hand-landmarks")
-    s.add_argument("--dim", type=int, default=S, help="embedding size (default 64)")
+    s.add_argument("--out", required=True, help="model folder to write, e.g. models/my-gestures")
+    s.add_argument("--dim", type=int, default=S, help="embedding size (default 128: 64 for each hand)")
+    s.add_argument("--hands", choices=("each", "joint"), default=S,
+                   help="each (default): one net embeds each hand into half the vector; joint: one net over both")
+    s.add_argument("--mirror", type=float, default=S, help="chance a training draw mirrors a hand (default 0.5)")
     s.add_argument("--loss", default=S, help="triplet, multisimilarity (default), supcon, proxyanchor, arcface")
     s.add_argument("--miner", default=S, help="none, semihard, hard, multisimilarity (default)")
     s.add_argument("--epochs", type=int, default=S)
