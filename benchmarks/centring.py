@@ -1,7 +1,7 @@
 """Issue #14: does centring the embeddings on the gallery's own references carry a model to a source it
 never saw? Prints JSON.
 
-    .venv/bin/python benchmarks/loso.py --no-baseline --save-embeddings bench-out/emb-all
+    .venv/bin/python benchmarks/loso.py --joint-landmarks --no-baseline --save-embeddings bench-out/emb-all
     .venv/bin/python benchmarks/centring.py bench-out/emb-all [--out F]
 
 A source nobody trained on moves every embedding the same way (its drawing style, its room and

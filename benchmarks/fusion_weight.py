@@ -21,7 +21,7 @@ import numpy as np
 
 from byakugan.embedder.evaluation.summary import evaluate_embeddings
 from byakugan.embedder.training.data import scan
-from byakugan.embedder.training.landmarks import LandmarkTrainConfig, train_landmarks
+from byakugan.embedder.training.landmarks import JOINT_RECIPE, LandmarkTrainConfig, train_landmarks
 from byakugan.embedder.training.metric import TrainConfig, train
 from byakugan.index.pipeline import Pipeline
 
@@ -65,7 +65,8 @@ def main() -> None:
             model = train(TrainConfig(data=others, out=f"{tmp}/{source}", epochs=4, views=3, loss="proxyanchor",
                                       miner="none", per_class=a.per_class, cache=a.cache), log=log)
             lm = train_landmarks(LandmarkTrainConfig(data=[str(DATA / s) for s in hands if s != source],
-                                                     out=f"{tmp}/{source}-lm", per_class=a.per_class, cache=a.cache), log=log)
+                                                     out=f"{tmp}/{source}-lm", per_class=a.per_class, cache=a.cache,
+                                                     **JOINT_RECIPE), log=log)
             samples = scan([DATA / source], seed=1)
             labels = [s.label.split("/", 1)[1] for s in samples]
             emb = Pipeline.create(model, "hand", lm).embed_images([s.path for s in samples], fallback="whole", progress=True)

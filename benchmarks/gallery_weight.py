@@ -1,6 +1,6 @@
 """Hands: can a gallery choose its own fusion weight from its references? Prints JSON.
 
-    .venv/bin/python benchmarks/loso.py --no-baseline --save-embeddings bench-out/emb-all
+    .venv/bin/python benchmarks/loso.py --joint-landmarks --no-baseline --save-embeddings bench-out/emb-all
     .venv/bin/python benchmarks/gallery_weight.py bench-out/emb-all
 
 Input: each fold's CNN and landmark embeddings of the hand source it left out (as in

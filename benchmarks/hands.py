@@ -41,7 +41,7 @@ def main() -> None:
         for ds in a.datasets:
             lm = Path(tmp) / f"landmarks-without-{ds}"
             train = [str(DATA / d) for d in a.datasets] + ["--holdout", ds, "--out", str(lm), "--weight", str(a.weight),
-                                                          "--epochs", str(a.epochs)]
+                                                          "--epochs", str(a.epochs), "--hands", "joint", "--mirror", "0", "--dim", "64"]
             run(["train-landmarks", *train] + (["--cache", a.cache] if a.cache else []))
             start = time.perf_counter()
             s = json.loads(run(["evaluate", str(DATA / ds), "--model", a.model, "--detector", "hand", "--landmarks", str(lm),

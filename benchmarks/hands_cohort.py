@@ -22,7 +22,7 @@ import byakugan.embedder as embedder
 from byakugan.embedder.scoring.cohort import class_means, offsets
 from byakugan.embedder.evaluation.protocol import enrolment_trials
 from byakugan.embedder.scoring.fusion import fuse, query_form
-from byakugan.embedder.training.landmarks import LandmarkTrainConfig, fit
+from byakugan.embedder.training.landmarks import JOINT_RECIPE, LandmarkTrainConfig, fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from landmark_sweep import crops_and_marks  # noqa: E402
@@ -44,7 +44,7 @@ def main() -> None:
         X = np.concatenate([data[d]["marks"] for d in train])
         y = np.concatenate([np.char.add(f"{d}/", data[d]["labels"].astype(str)) for d in train])
         found = np.abs(X).sum(1) > 0
-        enc, _ = fit(X[found], y[found], LandmarkTrainConfig(data=[], out="study"), log=lambda m: None)
+        enc, _ = fit(X[found], y[found], LandmarkTrainConfig(data=[], out="study", **JOINT_RECIPE), log=lambda m: None)
         fused = [fuse(data[d]["cnn"], enc.encode(data[d]["marks"]), a.weight) for d in train]
         cohort = class_means(np.concatenate(fused), list(y))
         t = data[test]

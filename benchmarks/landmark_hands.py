@@ -1,7 +1,7 @@
 """Hands: one landmark net for each hand, and mirrored training draws (issue #14). Prints JSON
 and writes it to --out.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/loso.py --no-baseline --save-embeddings bench-out/emb-all
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/loso.py --joint-landmarks --no-baseline --save-embeddings bench-out/emb-all
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/landmark_loso.py --cache .cache/landmarks
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/landmark_hands.py bench-out/emb-all
 

@@ -46,7 +46,7 @@ from byakugan.embedder.embedding.files import models_dir
 from byakugan.embedder.embedding.landmarks import load_landmarks
 from byakugan.embedder.evaluation.summary import evaluate_embeddings
 from byakugan.embedder.training.data import scan
-from byakugan.embedder.training.landmarks import LandmarkTrainConfig, detector_key, train_landmarks
+from byakugan.embedder.training.landmarks import JOINT_RECIPE, LandmarkTrainConfig, detector_key, train_landmarks
 from byakugan.index.pipeline import Pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,8 +63,9 @@ def log(message: str) -> None:
 
 
 def training_config(model: str = "hand-landmarks") -> dict:
-    """A shipped landmark model's training settings (its training.json)."""
-    return json.loads((models_dir() / model / "training.json").read_text())["config"]
+    """A shipped landmark model's training settings (its training.json; one written before the
+    "hands" and "mirror" settings existed trained the joint form without mirroring)."""
+    return JOINT_RECIPE | json.loads((models_dir() / model / "training.json").read_text())["config"]
 
 
 class RawLandmarks:

@@ -25,7 +25,7 @@ from byakugan.embedder.training.data import scan
 from byakugan.embedder.detection import create_detector
 from byakugan.embedder.evaluation.protocol import enrolment_trials
 from byakugan.embedder.scoring.fusion import fuse, query_form
-from byakugan.embedder.training.landmarks import LandmarkTrainConfig, fit
+from byakugan.embedder.training.landmarks import JOINT_RECIPE, LandmarkTrainConfig, fit
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 VARIANTS = {
@@ -81,7 +81,7 @@ def main() -> None:
     data = {ds: crops_and_marks(ds, model, Path(a.cache)) for ds in sets}
     report = {"model": a.model, "columns": ["top1_nearest", "top1_prototype", "far_at_tar95", "roc_auc", "threshold_tar95"], "results": {}}
     for name in a.variants:
-        base = LandmarkTrainConfig(data=[], out="sweep")
+        base = LandmarkTrainConfig(data=[], out="sweep", **JOINT_RECIPE)
         cfg = replace(base, **VARIANTS[name])
         for test in sets:
             train = [d for d in sets if d != test]

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from byakugan.embedder.atomic import write_atomic
 from byakugan.embedder.embedding.files import models_dir
-from byakugan.embedder.training.landmarks import LandmarkTrainConfig, train_landmarks
+from byakugan.embedder.training.landmarks import JOINT_RECIPE, LandmarkTrainConfig, train_landmarks
 from byakugan.embedder.training.metric import TrainConfig, train
 from byakugan.ui.cli import main as byakugan
 
@@ -108,6 +108,10 @@ def main() -> None:
                    help="keep each fold's embeddings of its left-out source (DIR/SOURCE.safetensors) for scoring studies")
     p.add_argument("--tta", choices=["flip"], help="evaluate the fold models with this test-time augmentation")
     p.add_argument("--no-baseline", action="store_true", help="skip the frozen ImageNet column")
+    p.add_argument("--joint-landmarks", action="store_true",
+                   help="train hand folds' landmark encoders as hand-landmarks was trained (one net over both hands, "
+                        "no mirroring, 64-d): what loso-all.json, loso-today.json, loso-crop.json, loso-flip.json and "
+                        "the bench-out/emb-all studies used; by default, hand-landmarks-2's recipe")
     p.add_argument("--crop", action="store_true",
                    help="train on each source's crops by the detector its galleries use (sources.json), not whole images")
     p.add_argument("--patch-instances", type=lambda v: max(0, int(v)), default=0, metavar="N",
@@ -146,7 +150,8 @@ def main() -> None:
                 lm_pool = shipped_sources("hand-landmarks") if a.recipe == "today" else set(SOURCES)
                 hands = [str(DATA / s) for s, v in SOURCES.items() if v["domain"] == "hand" and s != source and s in lm_pool]
                 train_landmarks(LandmarkTrainConfig(data=hands, out=f"{tmp}/{source}-lm", per_class=a.per_class,
-                                                    cache=a.cache), log=log)
+                                                    cache=a.cache, **(JOINT_RECIPE if a.joint_landmarks else {})),
+                                log=log)
                 landmarks = f"{tmp}/{source}-lm"
             rows[source] = {"domain": spec["domain"], "detector": spec["detector"],
                             "trained_on_the_others": evaluate(source, spec["detector"], cfg.out, landmarks, a.eval_per_class,

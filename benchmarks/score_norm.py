@@ -1,7 +1,7 @@
 """Which score normalisation refuses strangers best on sources nobody trained on, chosen by leaving
 whole sources out. Prints JSON.
 
-    .venv/bin/python benchmarks/loso.py --no-baseline --save-embeddings bench-out/emb-all
+    .venv/bin/python benchmarks/loso.py --joint-landmarks --no-baseline --save-embeddings bench-out/emb-all
     .venv/bin/python benchmarks/score_norm.py bench-out/emb-all
 
 Input: each fold's embeddings of the source it left out (`byakugan evaluate --save-embeddings`),

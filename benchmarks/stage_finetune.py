@@ -54,7 +54,7 @@ from byakugan.embedder.preprocess import Preprocess
 from byakugan.embedder.training.cohort import build_cohort
 from byakugan.embedder.training.crops import crop_samples
 from byakugan.embedder.training.data import Sample, scan
-from byakugan.embedder.training.landmarks import LandmarkTrainConfig, train_landmarks
+from byakugan.embedder.training.landmarks import JOINT_RECIPE, LandmarkTrainConfig, train_landmarks
 from byakugan.embedder.training.metric import LOSSES, TrainConfig, _batches, augmentation, backbone_key, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -202,7 +202,9 @@ def detectors(data: list[str], a: argparse.Namespace) -> dict[str, str]:
 def landmark_fold(source: str, out: str, a: argparse.Namespace, log=print) -> str:
     """A hand fold's landmark encoder, trained on the other hand sources as loso.py trains it."""
     hands = [str(DATA / s) for s, v in SOURCES.items() if v["domain"] == "hand" and s != source]
-    train_landmarks(LandmarkTrainConfig(data=hands, out=out, per_class=a.per_class, cache=FEATURES), log=log)
+    # the joint form, as the loso-all folds it is compared with trained theirs (loso.py --joint-landmarks)
+    train_landmarks(LandmarkTrainConfig(data=hands, out=out, per_class=a.per_class, cache=FEATURES, **JOINT_RECIPE),
+                    log=log)
     return out
 
 

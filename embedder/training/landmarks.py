@@ -29,6 +29,11 @@ from .data import Sample, scan, split_classes
 from .metric import LOSSES, MINERS, accuracy
 
 
+# hand-landmarks' recipe before the "hands" and "mirror" settings existed: what its training.json
+# and the studies measured with it mean when they do not name them.
+JOINT_RECIPE = {"hands": "joint", "mirror": 0.0, "dim": 64}
+
+
 @dataclass
 class LandmarkTrainConfig:
     data: list[str]
