@@ -112,6 +112,8 @@ def main() -> None:
                    help="train hand folds' landmark encoders as hand-landmarks was trained (one net over both hands, "
                         "no mirroring, 64-d): what loso-all.json, loso-today.json, loso-crop.json, loso-flip.json and "
                         "the bench-out/emb-all studies used; by default, hand-landmarks-2's recipe")
+    p.add_argument("--hflip", action="store_true",
+                   help="train every fold's head with mirrored views too (byakugan train --hflip; off in the shipped recipes)")
     p.add_argument("--crop", action="store_true",
                    help="train on each source's crops by the detector its galleries use (sources.json), not whole images")
     p.add_argument("--patch-instances", type=lambda v: max(0, int(v)), default=0, metavar="N",
@@ -137,7 +139,7 @@ def main() -> None:
             if a.patch_instances:
                 others.append(patch_instances(Path(tmp), a.patch_instances))
             cfg = TrainConfig(data=others, out=f"{tmp}/{source}", epochs=4, views=3, loss="proxyanchor", miner="none",
-                              per_class=a.per_class, cache=a.cache, colour_weight=1.0 if anime else 0.0,
+                              per_class=a.per_class, cache=a.cache, colour_weight=1.0 if anime else 0.0, hflip=a.hflip,
                               scoring="mean" if anime else None, cohort_top=5 if anime else None,
                               cohort_per_class=a.cohort_per_class, cohort_data=identities, detectors={k: v for k, v in crop_detectors().items() if a.crop and str(DATA / k) in others})
             log(f"== fold {source}: training on {len(others)} sources")

@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from byakugan.embedder.embedding.files import models_dir
+from byakugan.embedder.embedding.landmarks import landmarks_for
 from byakugan.ui.cli import main as byakugan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +32,7 @@ MODELS = {"anime": ["imagenet", "default", "anime"], "hand": ["default"]}
 def trained_on(model: str) -> set[str]:
     """The sources a shipped model (or, for hands, its landmark model) saw in training."""
     seen = set()
-    for name in [model] + (["hand-landmarks"] if model == "default" else []):
+    for name in [model] + ([landmarks_for("hand")] if model == "default" else []):  # what evaluate fuses
         path = models_dir() / name / "training.json"
         if path.is_file():
             seen |= {Path(d).name for d in json.loads(path.read_text())["config"]["data"]}
