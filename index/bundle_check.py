@@ -195,9 +195,11 @@ def check_index(store, dim: int, ids: np.ndarray, origin: Path) -> None:
     held = np.sort(store.ids())
     if len(held) != len(store) or not np.array_equal(held, ids):
         raise BundleError(f"{where}: its {len(store)} vector ids are not the {len(ids)} reference ids of references.json")
-    flat = inner if isinstance(inner, faiss.IndexFlat) else faiss.downcast_index(inner.storage) \
-        if isinstance(inner, faiss.IndexHNSWFlat) else None
-    if flat is not None and not _finite_rows(flat):
+    if isinstance(inner, faiss.IndexIVFFlat):
+        finite = _finite_rows(faiss.downcast_index(inner.quantizer)) and _finite_lists(inner)
+    else:
+        finite = _finite_rows(inner if isinstance(inner, faiss.IndexFlat) else faiss.downcast_index(inner.storage))
+    if not finite:
         raise BundleError(f"{where}: holds NaN or infinite vectors")
 
 
@@ -219,6 +221,16 @@ def _finite_rows(flat, rows: int = 65536) -> bool:
         return True
     view = faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)
     return all(np.isfinite(view[i:i + rows]).all() for i in range(0, n, rows))
+
+
+def _finite_lists(ivf) -> bool:
+    """Whether every vector in an IVF,Flat index's lists is finite, read in place list by list."""
+    lists = ivf.invlists
+    for i in range(ivf.nlist):
+        n = lists.list_size(i)
+        if n and not np.isfinite(faiss.rev_swig_ptr(lists.get_codes(i), n * lists.code_size).view(np.float32)).all():
+            return False
+    return True
 
 
 def check_embedder(encoder, origin: Path) -> None:

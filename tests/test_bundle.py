@@ -176,6 +176,23 @@ def _faiss(dim, metric, vectors, ids):
     return index
 
 
+def _ivf(vectors, ids, nan_at=None):
+    """An IVF,Flat index of the vectors, as a bundle of an IVF gallery holds; nan_at "list": one
+    number of the fuller list's first vector made NaN in place; "centroid": one of a centroid's."""
+    import faiss
+
+    index = faiss.index_factory(vectors.shape[1], "IVF2,Flat", faiss.METRIC_INNER_PRODUCT)
+    index.train(np.ascontiguousarray(vectors, np.float32))
+    index.add_with_ids(np.ascontiguousarray(vectors, np.float32), ids)
+    if nan_at == "centroid":
+        faiss.rev_swig_ptr(faiss.downcast_index(index.quantizer).get_xb(), index.d)[0] = np.nan
+    elif nan_at is not None:
+        lists = index.invlists
+        full = max(range(index.nlist), key=lists.list_size)
+        faiss.rev_swig_ptr(lists.get_codes(full), lists.code_size).view(np.float32)[3] = np.nan
+    return index
+
+
 def _ref(i, **change):
     return _json_edit("references.json", lambda o: o["references"][i].update(change))
 
@@ -227,6 +244,11 @@ MUTATIONS = {
     "index garbage": (lambda d: (d / "index.faiss").write_bytes(b"garbage" * 10), "index.faiss: not a FAISS index"),
     "index L2": (_index_edit(lambda v, ids: _faiss(v.shape[1], 1, v, ids)), "index.faiss: FAISS metric 1 is not inner product"),
     "index of another dim": (_index_edit(lambda v, ids: _faiss(8, 0, v[:, :8], ids)), "index.faiss: vectors of dim 8"),
+    "index NaN": (_index_edit(lambda v, ids: _faiss(v.shape[1], 0, np.where(np.arange(v.size).reshape(v.shape) == 7, np.nan, v), ids)),
+                  "index.faiss: holds NaN or infinite vectors"),
+    "IVF index NaN": (_index_edit(lambda v, ids: _ivf(v, ids, nan_at="list")), "index.faiss: holds NaN or infinite vectors"),
+    "IVF centroid NaN": (_index_edit(lambda v, ids: _ivf(v, ids, nan_at="centroid")),
+                         "index.faiss: holds NaN or infinite vectors"),
     "model garbage": (lambda d: (d / "model.onnx").write_bytes(b"x" * 100), "model.onnx: not a model onnxruntime can load"),
     "model output too narrow": (_narrow_model, "model.onnx: output of shape \\['batch', 3\\]; the bundle needs \\['N', \\d+\\]"),
     "model input renamed": (_json_edit("config.json", lambda o: o["model"].update(input="image")),
@@ -261,3 +283,11 @@ def test_sequence_naming_a_removed_label_still_loads(exported, tmp_path):
     # A gallery keeps a sequence whose label was removed (Sequence.missing); its export is legitimate.
     d = _edited(exported, tmp_path, _json_edit("references.json", lambda o: o.update(sequences={"s": ["0", "5"]})))
     assert [(s.name, s.steps) for s in load(d).gallery.sequences] == [("s", ("0", "5"))]
+
+
+def test_an_ivf_bundle_with_finite_vectors_loads_and_answers(exported, tmp_path):
+    """The finiteness check reads an IVF,Flat index's lists in place: a sound one passes it."""
+    import faiss
+
+    bundle = load(_edited(exported, tmp_path, _index_edit(lambda v, ids: _ivf(v, ids))))
+    assert isinstance(faiss.downcast_index(bundle.gallery.vectors.faiss_index), faiss.IndexIVFFlat)
