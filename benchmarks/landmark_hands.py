@@ -40,20 +40,13 @@ from byakugan.embedder.scoring.fusion import fuse, query_form
 from byakugan.embedder.training.data import scan
 from byakugan.embedder.training.landmarks import LandmarkTrainConfig, extract, fit
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "datasets"
-SOURCES = {k: v for k, v in json.loads(Path(__file__).with_name("sources.json").read_text()).items()
-           if not k.startswith("_")}
-HANDS = [s for s, v in SOURCES.items() if v["domain"] == "hand"]
-PROTOCOL = {"shots": 5, "trials": 10, "unknown_fraction": 0.33, "seed": 1}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from landmark_loso import DATA, HANDS, PROTOCOL, log  # noqa: E402
+
 FORMS = {"joint": {"hands": "joint", "dim": 64, "mirror": 0.0},
          "joint_mirror": {"hands": "joint", "dim": 64, "mirror": 0.5},
          "each": {"hands": "each", "dim": 128, "mirror": 0.0},
          "each_mirror": {"hands": "each", "dim": 128, "mirror": 0.5}}
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def fold_data(folder: Path, source: str, cache: Path) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:

@@ -41,9 +41,10 @@ class LandmarkEncoder(torch.nn.Module):
         c = self.config
         # "hands" is read, not defaulted into the config: a default there would change the
         # fingerprint of every model saved before it, and with it every gallery made with one.
-        self.each = c.get("hands", "joint") == "each"
-        if c.get("hands", "joint") not in HANDS:
-            raise ModelError(f"landmark model hands {c['hands']!r}: must be one of {', '.join(HANDS)}")
+        hands = c.get("hands", "joint")
+        if hands not in HANDS:
+            raise ModelError(f"landmark model hands {hands!r}: must be one of {', '.join(HANDS)}")
+        self.each = hands == "each"
         if self.each and (c["in_dim"] != LANDMARK_DIM or c["dim"] % 2):
             raise ModelError(f"landmark model with hands 'each': needs in_dim {LANDMARK_DIM} and an even dim, "
                              f"not {c['in_dim']} and {c['dim']}")
