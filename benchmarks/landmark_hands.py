@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -73,20 +74,23 @@ def train(source: str, form: dict, per_class: int, seed: int, cache: str):
 
 def by_hands(cnn, labels, lm, marks) -> dict:
     """Top-1 (nearest reference) of the known queries by how many hands MediaPipe found in them,
-    over the same trials (draw_trial with the protocol's seed): where does a form gain?"""
+    over the same trials (draw_trial with the protocol's seed): where does a form gain? And every
+    confusion of 20 queries or more (true label, answer, queries): what does mirroring cost?"""
     labels = np.asarray(labels)
     emb = fuse(cnn, lm, 0.4)
     q_emb = query_form(emb, cnn.shape[1], 0.4)
     hands = (marks[:, 0] > 0).astype(int) + (marks[:, 64] > 0).astype(int)
     rng, classes = np.random.default_rng(PROTOCOL["seed"]), np.unique(labels)
-    hits = {n: [] for n in (0, 1, 2)}
+    hits, confused = {n: [] for n in (0, 1, 2)}, Counter()
     for _ in range(PROTOCOL["trials"]):
         _, _, refs, queries = draw_trial(rng, labels, classes, int(round(len(classes) * PROTOCOL["unknown_fraction"])),
                                          PROTOCOL["shots"])
         best = labels[refs][(q_emb[queries] @ emb[refs].T).argmax(1)]
         for q, b in zip(queries, best):
             hits[int(hands[q])].append(b == labels[q])
-    return {f"{n}_hands": {"queries": len(h), "top1": round(float(np.mean(h)), 4) if h else None} for n, h in hits.items()}
+            confused.update([(str(labels[q]), str(b))] if b != labels[q] else [])
+    return {f"{n}_hands": {"queries": len(h), "top1": round(float(np.mean(h)), 4) if h else None} for n, h in hits.items()} \
+        | {"confusions": [[t, b, n] for (t, b), n in confused.most_common() if n >= 20]}
 
 
 def cell(cnn, labels, lm, source: str, marks) -> dict:
