@@ -47,7 +47,8 @@ from landmark_loso import DATA, HANDS, PROTOCOL, log  # noqa: E402
 FORMS = {"joint": {"hands": "joint", "dim": 64, "mirror": 0.0},
          "joint_mirror": {"hands": "joint", "dim": 64, "mirror": 0.5},
          "each": {"hands": "each", "dim": 128, "mirror": 0.0},
-         "each_mirror": {"hands": "each", "dim": 128, "mirror": 0.5}}
+         "each_mirror": {"hands": "each", "dim": 128, "mirror": 0.5},
+         "sum_mirror": {"hands": "sum", "dim": 64, "mirror": 0.5}}
 
 
 def fold_data(folder: Path, source: str, cache: Path) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
@@ -72,13 +73,22 @@ def train(source: str, form: dict, per_class: int, seed: int, cache: str):
     return fit(marks[found], labels[found], cfg, None, log=lambda m: None)[0]
 
 
-def by_hands(cnn, labels, lm, marks) -> dict:
+def mirrored(marks: np.ndarray) -> np.ndarray:
+    """The detector's encoding of each picture mirrored left for right (a selfie camera against a
+    photo): each hand's x negated about its wrist, and the two hands' slots swapped, since
+    MediaPipe then reads the left hand as a right one; a lone hand keeps the first slot."""
+    out = marks.reshape(-1, 2, 64).copy()
+    out[:, :, 1::3] *= -1
+    two = (out[:, 1, 0] > 0)
+    out[two] = out[two][:, ::-1]
+    return out.reshape(-1, 128)
+
+
+def by_hands(emb, q_emb, labels, marks) -> dict:
     """Top-1 (nearest reference) of the known queries by how many hands MediaPipe found in them,
     over the same trials (draw_trial with the protocol's seed): where does a form gain? And every
     confusion of 20 queries or more (true label, answer, queries): what does mirroring cost?"""
     labels = np.asarray(labels)
-    emb = fuse(cnn, lm, 0.4)
-    q_emb = query_form(emb, cnn.shape[1], 0.4)
     hands = (marks[:, 0] > 0).astype(int) + (marks[:, 64] > 0).astype(int)
     rng, classes = np.random.default_rng(PROTOCOL["seed"]), np.unique(labels)
     hits, confused = {n: [] for n in (0, 1, 2)}, Counter()
@@ -93,10 +103,15 @@ def by_hands(cnn, labels, lm, marks) -> dict:
         | {"confusions": [[t, b, n] for (t, b), n in confused.most_common() if n >= 20]}
 
 
-def cell(cnn, labels, lm, source: str, marks) -> dict:
+def cell(cnn, labels, lm, source: str, marks, lm_mirrored) -> dict:
+    """The protocol's figures; by hands found; and the landmark part alone when every query is
+    the mirror image of what was enrolled (references as they are)."""
     trials, _, parts = evaluate_embeddings(cnn, labels, landmarks=lm, weight=0.4, name=source, **PROTOCOL)
-    s = trials.summary
-    return {"by_hands_found": by_hands(cnn, labels, lm, marks), "top1_nearest": s["top1_nearest"], "top1_class_mean": s["top1_prototype"],
+    s, emb = trials.summary, fuse(cnn, lm, 0.4)
+    return {"by_hands_found": by_hands(emb, query_form(emb, cnn.shape[1], 0.4), labels, marks),
+            "landmark_part_mirrored_queries": {k: v for k, v in by_hands(lm, lm_mirrored, labels, marks).items()
+                                               if k != "confusions"},
+            "top1_nearest": s["top1_nearest"], "top1_class_mean": s["top1_prototype"],
             "far_at_tar95": s["far_at_tar95"], "roc_auc": s["roc_auc"],
             "landmark_part": {k: parts["landmarks"].get(k) for k in ("top1_nearest", "far_at_tar95", "threshold_tar95")}}
 
@@ -129,7 +144,7 @@ def main() -> None:
             lm = model.encode(marks)
             if name == "joint" and a.seed == 0 and a.per_class == 100:
                 rows[source]["joint_reproduces_fold"] = bool(np.allclose(lm, saved, atol=1e-5))
-            rows[source][name] = cell(cnn, labels, lm, source, marks)
+            rows[source][name] = cell(cnn, labels, lm, source, marks, model.encode(mirrored(marks)))
             log(f"{source} {name}: {json.dumps(rows[source][name])}")
     summary = {name: summarise(rows, dict.fromkeys(rows, name)) for name in a.forms}
     picks = {s: max(a.forms, key=lambda n: (round(np.mean([rows[o][n]["top1_nearest"] for o in rows if o != s]), 4),

@@ -90,10 +90,30 @@ def test_each_hand_goes_through_one_shared_net_into_its_own_half(tmp_path, monke
     # A model saved before the form existed has no "hands" in its config, so its fingerprint
     # (and every gallery made with it) is unchanged: it is read as the joint form.
     assert "hands" not in LandmarkEncoder({"dim": 8}).config and not LandmarkEncoder({"dim": 8}).each
-    with pytest.raises(ModelError, match="hands 'both': must be one of joint, each"):
+    with pytest.raises(ModelError, match="hands 'both': must be one of joint, each, sum"):
         LandmarkEncoder({"dim": 8, "hands": "both"})
     with pytest.raises(ModelError, match="even dim"):
         LandmarkEncoder({"dim": 7, "hands": "each"})
+
+
+def test_sum_form_gives_a_pair_of_hands_one_vector_whichever_slot_each_is_in(tmp_path, monkeypatch):
+    """A mirrored camera makes MediaPipe read the left hand as the right one: the slots swap."""
+    torch.manual_seed(0)
+    enc = LandmarkEncoder({"name": "sum", "dim": 8, "hidden": 32, "hands": "sum"}).eval()
+    a, b, none = _hand(1), _hand(2), torch.zeros(64)
+    x = torch.stack([torch.cat([a, b]), torch.cat([b, a]), torch.cat([a, none]), torch.zeros(128)]).numpy()
+    out = enc.encode(x)
+    assert out.shape == (4, 8) and not out[3].any()
+    np.testing.assert_allclose(out[0], out[1], atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(out[:3], axis=1), 1, atol=1e-5)
+    each = LandmarkEncoder({"dim": 16, "hidden": 32, "hands": "each"})
+    each.load_state_dict(enc.state_dict())  # the same net: 'sum' adds the two halves 'each' joins
+    halves = each.eval().encode(x[2:3])
+    np.testing.assert_allclose(out[2], halves[0, :8], atol=1e-6)
+    from byakugan.embedder.embedding import runtime
+
+    monkeypatch.setenv(runtime.CACHE_ENV, str(tmp_path / "cache"))
+    np.testing.assert_allclose(runtime.onnx_landmarks(enc).encode(x), out, atol=1e-5)
 
 
 def test_augment_mirrors_hands_left_for_right():
@@ -108,8 +128,9 @@ def test_augment_mirrors_hands_left_for_right():
     torch.testing.assert_close(same, x)
 
 
-@pytest.mark.parametrize("bad, message", [({"hands": "both"}, "hands 'both': must be one of joint, each"),
-                                          ({"dim": 7}, "dim 7: must be at least 2, and even"),
+@pytest.mark.parametrize("bad, message", [({"hands": "both"}, "hands 'both': must be one of joint, each, sum"),
+                                          ({"dim": 7, "hands": "each"}, "dim 7: must be at least 2, and even"),
+                                          ({"dim": 1}, "dim 1: must be at least 2"),
                                           ({"mirror": 1.5}, "mirror 1.5: must be a chance between 0 and 1")])
 def test_landmark_training_settings_are_checked(bad, message):
     from byakugan.embedder.errors import ByakuganError
@@ -118,7 +139,7 @@ def test_landmark_training_settings_are_checked(bad, message):
         LandmarkTrainConfig(data=[], out="x", **bad).check()
 
 
-@pytest.mark.parametrize("hands", ["joint", "each"])
+@pytest.mark.parametrize("hands", ["joint", "each", "sum"])
 def test_fit_separates_unseen_gestures_better_than_an_untrained_encoder(tmp_path, hands):
     # One hand each. Hand shapes vary along a few directions, noise along all: gestures are
     # prototypes in an 8-d subspace plus noise; training sees six, held-out validation four others.

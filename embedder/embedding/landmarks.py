@@ -6,7 +6,10 @@ pytorch-metric-learning loss maps it to a unit vector. Two forms (config "hands"
 - "joint" (models saved before it existed): one MLP over both hands' 128 numbers;
 - "each": one MLP shared by both hand slots, each hand embedded alone into half the output, the
   halves joined in slot order. Data with one hand per picture then trains the net that a second
-  hand goes through too (the joint form never trains the weights of a slot it never sees filled).
+  hand goes through too (the joint form never trains the weights of a slot it never sees filled);
+- "sum": the same net, the two hands' vectors added instead of joined: no slot order, so a pair
+  of hands whose handedness MediaPipe reads the other way round (a mirrored selfie camera against
+  a photo) gives the same vector.
 Saved like an embedder: config.json (format byakugan-landmarks/1, with the fusion weight and a
 threshold) and model.safetensors.
 """
@@ -26,7 +29,7 @@ from ..errors import ModelError
 from .files import config_format, fingerprint, load_weights, models_dir, read_config, save_folder
 
 LANDMARKS_FORMAT = "byakugan-landmarks/1"
-HANDS = ("joint", "each")
+HANDS = ("joint", "each", "sum")
 HAND_DIM = LANDMARK_DIM // 2
 DEFAULT_LANDMARKS = "hand-landmarks-2"  # new hand galleries; older ones keep the model they name
 
@@ -44,11 +47,11 @@ class LandmarkEncoder(torch.nn.Module):
         hands = c.get("hands", "joint")
         if hands not in HANDS:
             raise ModelError(f"landmark model hands {hands!r}: must be one of {', '.join(HANDS)}")
-        self.each = hands == "each"
-        if self.each and (c["in_dim"] != LANDMARK_DIM or c["dim"] % 2):
-            raise ModelError(f"landmark model with hands 'each': needs in_dim {LANDMARK_DIM} and an even dim, "
-                             f"not {c['in_dim']} and {c['dim']}")
-        n_in, n_out = (HAND_DIM - 1, c["dim"] // 2) if self.each else (c["in_dim"], c["dim"])
+        self.each, self.sum = hands in ("each", "sum"), hands == "sum"
+        if hands == "each" and c["dim"] % 2 or self.each and c["in_dim"] != LANDMARK_DIM:
+            raise ModelError(f"landmark model with hands {hands!r}: needs in_dim {LANDMARK_DIM} and, for 'each', an "
+                             f"even dim; not {c['in_dim']} and {c['dim']}")
+        n_in, n_out = (HAND_DIM - 1, c["dim"] if self.sum else c["dim"] // 2) if self.each else (c["in_dim"], c["dim"])
         self.net = torch.nn.Sequential(
             torch.nn.Linear(n_in, c["hidden"]), torch.nn.ReLU(),
             torch.nn.Linear(c["hidden"], c["hidden"]), torch.nn.ReLU(),
@@ -66,7 +69,7 @@ class LandmarkEncoder(torch.nn.Module):
             return F.normalize(self.net(x), dim=-1) * present
         hands = x.reshape(-1, 2, HAND_DIM)  # per slot: a presence flag, then 21 points
         halves = F.normalize(self.net(hands[:, :, 1:]), dim=-1) * hands[:, :, :1]
-        return F.normalize(halves.flatten(1), dim=-1) * present
+        return F.normalize(halves.sum(1) if self.sum else halves.flatten(1), dim=-1) * present
 
     @torch.inference_mode()
     def encode(self, marks: np.ndarray) -> np.ndarray:

@@ -38,9 +38,9 @@ JOINT_RECIPE = {"hands": "joint", "mirror": 0.0, "dim": 64}
 class LandmarkTrainConfig:
     data: list[str]
     out: str
-    dim: int = 128
+    dim: int = 64
     hidden: int = 256
-    hands: str = "each"  # one net for each hand ("each") or one over both ("joint"): embedding.landmarks
+    hands: str = "sum"  # one net for each hand, vectors added ("sum") or joined ("each"); or one over both ("joint")
     mirror: float = 0.5  # chance that a training draw shows a hand mirrored (left for right)
     loss: str = "multisimilarity"
     miner: str = "multisimilarity"
@@ -65,7 +65,7 @@ class LandmarkTrainConfig:
             raise ByakuganError(f"landmark weight {self.weight!r}: must be between 0 and 1")
         if self.hands not in HANDS:
             raise ByakuganError(f"hands {self.hands!r}: must be one of {', '.join(HANDS)}")
-        if self.dim < 2 or (self.hands == "each" and self.dim % 2):
+        if self.dim < 2 or self.hands == "each" and self.dim % 2:
             raise ByakuganError(f"dim {self.dim!r}: must be at least 2, and even with hands 'each' (half for each hand)")
         if not 0.0 <= self.mirror <= 1.0:
             raise ByakuganError(f"mirror {self.mirror!r}: must be a chance between 0 and 1")

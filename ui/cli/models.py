@@ -156,9 +156,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Defaults are those of byakugan.embedder.training.landmarks.LandmarkTrainConfig.")
     s.add_argument("data", metavar="DATA_DIR", nargs="+", help="folders with one sub-folder per gesture")
     s.add_argument("--out", required=True, help="model folder to write, e.g. models/my-gestures")
-    s.add_argument("--dim", type=int, default=S, help="embedding size (default 128: 64 for each hand)")
-    s.add_argument("--hands", choices=("each", "joint"), default=S,
-                   help="each (default): one net embeds each hand into half the vector; joint: one net over both")
+    s.add_argument("--dim", type=int, default=S, help="embedding size (default 64; with --hands each, half for each hand)")
+    s.add_argument("--hands", choices=("sum", "each", "joint"), default=S,
+                   help="sum (default): one net embeds each hand, the two vectors added (no hand order); each: "
+                        "joined in hand order, half the vector each; joint: one net over both hands")
     s.add_argument("--mirror", type=float, default=S, help="chance a training draw mirrors a hand (default 0.5)")
     s.add_argument("--loss", default=S, help="triplet, multisimilarity (default), supcon, proxyanchor, arcface")
     s.add_argument("--miner", default=S, help="none, semihard, hard, multisimilarity (default)")
