@@ -1,4 +1,5 @@
-"""Hands: one landmark net for each hand, and mirrored training draws (issue #14). Prints JSON
+"""Hands: one landmark net for each hand, how a picture's hands are combined, and mirrored training draws
+(issue #14). Prints JSON
 and writes it to --out.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/loso.py --joint-landmarks --no-baseline --save-embeddings bench-out/emb-all
@@ -7,17 +8,23 @@ and writes it to --out.
 
 For each hand source S, landmark encoders are trained by `train-landmarks`' own `fit` on the
 other hand sources, exactly as `loso.py` trains each fold's (100 images per class, seed 0, the
-loso cache of landmarks), in four forms:
+loso cache of landmarks), in five forms:
 - joint: one net over both hands' 128 numbers, no mirroring (`hand-landmarks`, what the loso
   folds used: its rows must reproduce the fold's saved landmark vectors, checked here);
 - joint_mirror: the same, each hand of a training draw mirrored with chance 0.5;
 - each: one net shared by both hand slots, each hand embedded alone into half the vector;
-- each_mirror: both.
+- each_mirror: both;
+- sum_mirror: each hand embedded alone, the two vectors added (no slot order), mirrored draws
+  (`hand-landmarks-2`).
 S's landmarks (landmark_loso.py's cache of the `hand` pipeline: the same images in the same order
 as the folds' saved embeddings) are encoded and fused at 0.4 with the fold CNN's vectors of S
 (bench-out/emb-all), and scored as `byakugan evaluate` scores (5 shots, 10 trials, a third of the
 classes unknown, seed 1). `nested`: each source under the form with the best mean top-1 on the
 other hand sources (ties: the earlier form), so no reported figure chose its own setting.
+Beside the protocol's figures: top-1 by how many hands were found in the query, every confusion
+of 20 queries or more, and the landmark part alone when every query is mirrored (each hand's x
+negated, the two hands' slots swapped, as MediaPipe reads a mirrored picture) against references
+as they are: a gallery enrolled from photos and searched from a mirrored selfie camera.
 drone-gestures is the one source with two hands in many pictures (37%), and no other source
 trains with two: its fold is the case of a two-handed gesture nobody trained on.
 """
