@@ -89,7 +89,7 @@ def test_each_hand_goes_through_one_shared_net_into_its_own_half(tmp_path, monke
     np.testing.assert_allclose(runtime.onnx_landmarks(back).encode(x), out, atol=1e-5)
     # A model saved before the form existed has no "hands" in its config, so its fingerprint
     # (and every gallery made with it) is unchanged: it is read as the joint form.
-    assert "hands" not in LandmarkEncoder({"dim": 8}).config and not LandmarkEncoder({"dim": 8}).each
+    assert "hands" not in LandmarkEncoder({"dim": 8}).config and not LandmarkEncoder({"dim": 8}).per_hand
     with pytest.raises(ModelError, match="hands 'both': must be one of joint, each, sum"):
         LandmarkEncoder({"dim": 8, "hands": "both"})
     with pytest.raises(ModelError, match="even dim"):

@@ -47,11 +47,11 @@ class LandmarkEncoder(torch.nn.Module):
         hands = c.get("hands", "joint")
         if hands not in HANDS:
             raise ModelError(f"landmark model hands {hands!r}: must be one of {', '.join(HANDS)}")
-        self.each, self.sum = hands in ("each", "sum"), hands == "sum"
-        if hands == "each" and c["dim"] % 2 or self.each and c["in_dim"] != LANDMARK_DIM:
+        self.per_hand, self.sum = hands in ("each", "sum"), hands == "sum"
+        if hands == "each" and c["dim"] % 2 or self.per_hand and c["in_dim"] != LANDMARK_DIM:
             raise ModelError(f"landmark model with hands {hands!r}: needs in_dim {LANDMARK_DIM} and, for 'each', an "
                              f"even dim; not {c['in_dim']} and {c['dim']}")
-        n_in, n_out = (HAND_DIM - 1, c["dim"] if self.sum else c["dim"] // 2) if self.each else (c["in_dim"], c["dim"])
+        n_in, n_out = (HAND_DIM - 1, c["dim"] if self.sum else c["dim"] // 2) if self.per_hand else (c["in_dim"], c["dim"])
         self.net = torch.nn.Sequential(
             torch.nn.Linear(n_in, c["hidden"]), torch.nn.ReLU(),
             torch.nn.Linear(c["hidden"], c["hidden"]), torch.nn.ReLU(),
@@ -65,7 +65,7 @@ class LandmarkEncoder(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         present = (x.abs().sum(dim=1, keepdim=True) > 0).to(x.dtype)
-        if not self.each:
+        if not self.per_hand:
             return F.normalize(self.net(x), dim=-1) * present
         hands = x.reshape(-1, 2, HAND_DIM)  # per slot: a presence flag, then 21 points
         halves = F.normalize(self.net(hands[:, :, 1:]), dim=-1) * hands[:, :, :1]
