@@ -25,6 +25,8 @@ Beside the protocol's figures: top-1 by how many hands were found in the query, 
 of 20 queries or more, and the landmark part alone when every query is mirrored (each hand's x
 negated, the two hands' slots swapped, as MediaPipe reads a mirrored picture) against references
 as they are: a gallery enrolled from photos and searched from a mirrored selfie camera.
+`--weights 0.2 0.3 ...` also scores each form at those fusion weights (`by_weight`), and
+`FORM_nested_weight` gives each source the weight with the best mean top-1 on the other sources.
 drone-gestures is the one source with two hands in many pictures (37%), and no other source
 trains with two: its fold is the case of a two-handed gesture nobody trained on.
 """
@@ -123,6 +125,23 @@ def cell(cnn, labels, lm, source: str, marks, lm_mirrored) -> dict:
             "landmark_part": {k: parts["landmarks"].get(k) for k in ("top1_nearest", "far_at_tar95", "threshold_tar95")}}
 
 
+def by_weight(cnn, labels, lm, weight: float, source: str) -> dict:
+    s = evaluate_embeddings(cnn, labels, landmarks=lm, weight=weight, name=source, **PROTOCOL)[0].summary
+    return {"top1_nearest": s["top1_nearest"], "far_at_tar95": s["far_at_tar95"]}
+
+
+def nested_weight(rows: dict, form: str, weights: list[float]) -> dict:
+    """Each source under the fusion weight with the best mean top-1 on the other hand sources."""
+    picks = {s: max(weights, key=lambda w: (round(np.mean([rows[o][form]["by_weight"][str(w)]["top1_nearest"]
+                                                             for o in rows if o != s]), 4), -weights.index(w)))
+             for s in rows}
+    cells = {s: rows[s][form]["by_weight"][str(w)] for s, w in picks.items()}
+    worst = min(cells, key=lambda s: cells[s]["top1_nearest"])
+    return {"picks": picks, "mean_top1": round(float(np.mean([c["top1_nearest"] for c in cells.values()])), 4),
+            "mean_far_at_tar95": round(float(np.mean([c["far_at_tar95"] for c in cells.values()])), 4),
+            "worst": {"source": worst, "top1": cells[worst]["top1_nearest"], "far_at_tar95": cells[worst]["far_at_tar95"]}}
+
+
 def summarise(rows: dict, pick: dict) -> dict:
     cells = {s: rows[s][pick[s]] for s in rows}
     worst = min(cells, key=lambda s: cells[s]["top1_nearest"])
@@ -139,6 +158,9 @@ def main() -> None:
     p.add_argument("--forms", nargs="+", default=list(FORMS), choices=list(FORMS))
     p.add_argument("--per-class", type=int, default=100, help="training images per class (loso.py's default)")
     p.add_argument("--seed", type=int, default=0, help="training seed (loso.py's folds: 0)")
+    p.add_argument("--weights", nargs="+", type=float, default=[],
+                   help="also score each form at these fusion weights, each source under the weight with the best "
+                        "mean top-1 on the other hand sources (nested)")
     p.add_argument("--out", default="bench-out/landmark_hands.json")
     a = p.parse_args()
     torch.set_num_threads(1)
@@ -152,11 +174,15 @@ def main() -> None:
             if name == "joint" and a.seed == 0 and a.per_class == 100:
                 rows[source]["joint_reproduces_fold"] = bool(np.allclose(lm, saved, atol=1e-5))
             rows[source][name] = cell(cnn, labels, lm, source, marks, model.encode(mirrored(marks)))
+            if a.weights:
+                rows[source][name]["by_weight"] = {str(w): by_weight(cnn, labels, lm, w, source) for w in a.weights}
             log(f"{source} {name}: {json.dumps(rows[source][name])}")
     summary = {name: summarise(rows, dict.fromkeys(rows, name)) for name in a.forms}
     picks = {s: max(a.forms, key=lambda n: (round(np.mean([rows[o][n]["top1_nearest"] for o in rows if o != s]), 4),
                                             -a.forms.index(n))) for s in rows}
     summary["nested"] = {"picks": picks, **summarise(rows, picks)}
+    for name in a.forms if a.weights else ():
+        summary[f"{name}_nested_weight"] = nested_weight(rows, name, a.weights)
     report = {"protocol": "leave one source out; fused at 0.4 with the fold CNN; 5 shots, 10 trials, "
                           "a third of the classes unknown, seed 1; top-1 by nearest reference",
               "forms": {n: FORMS[n] for n in a.forms}, "per_class": a.per_class, "seed": a.seed,

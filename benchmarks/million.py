@@ -7,8 +7,9 @@ one machine), on synthetic clustered vectors as benchmarks/scale.py makes them (
 - Built as a user would: enrolled label by label, saved; then enrol 5 and save.
 - Exact search (Flat) per query, on a few queries: it is the slow side of the comparison.
 - For each of --factories in turn (HNSW last: removing the 5 added references would build its graph
-  again): `reindex FACTORY`, timed; per-query latency of gallery search and of the raw FAISS index
-  underneath at several nprobe (IVF) or efSearch (HNSW), and of 200 queries in one call; recall@1 by
+  again): `reindex FACTORY`, timed; per-query latency of gallery search and of the store underneath
+  (timed in turn on each query, so the machine's load changes both alike; `gallery_over_store` is
+  their ratio) at several nprobe (IVF) or efSearch (HNSW), and of 200 queries in one call; recall@1 by
   label of each against exact search on the same 200 noisy queries (exact answers computed a piece
   at a time): the index's nearest reference's label, and the gallery's best label (what a search
   answers); enrol 5 and save.
@@ -35,7 +36,7 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scale import DIM, PER_LABEL, PEAK, per_query_ms  # noqa: E402
+from scale import DIM, PER_LABEL, PEAK, paired_ms, per_query_ms  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES, CHUNK = 200, 50_000
@@ -91,11 +92,12 @@ def approximate(g, factory: str, a, queries, want, label_of, new, log) -> dict:
         setattr(inner, knob, value)
         got = top_labels(raw.search, queries, label_of)
         shown = [r.labels[0][0] if r.labels else None for r in g.search(queries, 5)]  # what a user is answered
+        ms = paired_ms({"raw": lambda q: raw.search(q, 5), "gallery": lambda q: g.search(q, 5)}, queries)
         out[f"{kind}_{knob.lower()}_{value}"] = {
             "recall_at_1_by_label": round(float(np.mean([x == y for x, y in zip(got, want)])), 4),
             "gallery_recall_at_1_by_label": round(float(np.mean([x == y for x, y in zip(shown, want)])), 4),
-            "raw_faiss_ms": per_query_ms(lambda q: raw.search(q, 5), queries),
-            "gallery_search_ms": per_query_ms(lambda q: g.search(q, 5), queries),
+            "raw_faiss_ms": ms["raw"], "gallery_search_ms": ms["gallery"],
+            "gallery_over_store": round(ms["gallery"] / ms["raw"], 3),
             "gallery_batch_of_200_ms_per_query": batched_ms(lambda: g.search(queries, 5), len(queries))}
         if kind == "ivfpq":  # the store re-ranks on exact vectors; FAISS alone answers from the codes
             codes = top_labels(raw.faiss_index.search, queries, label_of)

@@ -44,6 +44,18 @@ def per_query_ms(fn, queries) -> float:
     return round(1000 * statistics.median(times), 3)
 
 
+def paired_ms(fns: dict, queries) -> dict:
+    """Median ms a query of each of fns, timed in turn on every query (the order alternating), so
+    that a change in the machine's load between them cannot skew their ratio."""
+    times = {name: [] for name in fns}
+    for j, q in enumerate(queries):
+        for name in (list(fns) if j % 2 == 0 else list(fns)[::-1]):
+            t = time.perf_counter()
+            fns[name](q[None])
+            times[name].append(time.perf_counter() - t)
+    return {name: round(1000 * statistics.median(v), 3) for name, v in times.items()}
+
+
 # VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's peak (kept across fork and exec).
 PEAK = """import sys, numpy as np
 from byakugan.index.gallery import Gallery

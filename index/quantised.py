@@ -119,7 +119,8 @@ class PQStore:
         order = np.argsort(rows[:, 1], kind="stable")
         self._ids, self._rows = rows[order, 1].copy(), rows[order, 0].copy()
         total = int(rows[:, 0].max()) + 1 if len(rows) else 0
-        self._map = np.memmap(path, np.float32, "r", shape=(total, self.dim)) if total else None
+        # A plain ndarray over the mapping: np.memmap's own indexing costs more than reading 32 rows.
+        self._map = np.memmap(path, np.float32, "r", shape=(total, self.dim)).view(np.ndarray) if total else None
         self.path = Path(path)
         for i in self._ids[np.isin(self._ids, np.fromiter(self._pending, np.int64, len(self._pending)))]:
             del self._pending[int(i)]
@@ -167,12 +168,14 @@ class PQStore:
 
     def get(self, ids: Sequence[int]) -> np.ndarray:
         ids = np.asarray(ids, np.int64)
-        out = np.empty((len(ids), self.dim), np.float32)
         at = np.minimum(np.searchsorted(self._ids, ids), max(0, len(self._ids) - 1))
         on_file = (self._ids[at] == ids) if len(self._ids) else np.zeros(len(ids), bool)
+        if 0 < len(ids) <= 256 and on_file.all():  # a search's candidates: one gather, nothing else
+            return self._map[self._rows[at]]
+        out = np.empty((len(ids), self.dim), np.float32)
         if on_file.any():
             rows = self._rows[at[on_file]]
-            order = np.argsort(rows)  # in file order: the pages are read front to back
+            order = np.argsort(rows)  # in file order: many rows are read front to back
             out[np.flatnonzero(on_file)[order]] = self._map[rows[order]]
         for j in np.flatnonzero(~on_file):
             try:

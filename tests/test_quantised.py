@@ -40,6 +40,8 @@ def test_ivf_pq_answers_like_exact_with_exact_scores_and_vectors_and_survives_sa
     extra = data["c2"][:5].copy()
     ids = again.enroll("new", extra)
     assert np.array_equal(again.embeddings(ids), extra)
+    mixed = [ids[1], 5, ids[0], 0]  # unsaved and on file in one read, in the order asked
+    assert np.array_equal(again.embeddings(mixed), np.stack([extra[1], data["c0"][5], extra[0], data["c0"][0]]))
     removed = [r.id for r in again.references("c3")]
     again.remove("c3")
     again.save()
