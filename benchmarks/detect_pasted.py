@@ -12,6 +12,9 @@ found) on:
 - the source as it is, `--detector none` (the crops: the bar);
 - the pasted pictures with each of --detectors (the largest box is the crop; the whole picture
   where none is found); a detector is NAME or NAME:SETTING=VALUE,... (anime-face-net:side=512).
+--diagnose splits the gap: each head alone, shrunk to the width it was pasted at (what resolution
+costs), and each pasted picture cut at the box the head was pasted in (rotation, the frame's
+corners in the box, JPEG: what a perfect detector with that box would give).
 The pasted pictures are written to a temporary folder and removed (artists' images).
 """
 
@@ -36,8 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets"
 
 
-def pasted(head: Image.Image, frame: Image.Image, rng: random.Random) -> Image.Image:
-    """head pasted into frame at a seeded place and size (60-240 px wide), rotated up to 10 degrees."""
+def pasted(head: Image.Image, frame: Image.Image, rng: random.Random) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """head pasted into frame at a seeded place and size (60-240 px wide), rotated up to 10 degrees;
+    and the box it fills (x0, y0, x1, y1)."""
     pic = frame.convert("RGB").resize((640, 480))
     side = rng.randint(60, 240)
     head = head.convert("RGB").resize((side, max(1, round(side * head.height / head.width))))
@@ -47,8 +51,9 @@ def pasted(head: Image.Image, frame: Image.Image, rng: random.Random) -> Image.I
     if head.width >= pic.width or head.height >= pic.height:  # a tall head shot: shrink it to fit
         head.thumbnail((pic.width - 1, pic.height - 1))
         mask = mask.resize(head.size)
-    pic.paste(head, (rng.randint(0, pic.width - head.width), rng.randint(0, pic.height - head.height)), mask)
-    return pic
+    x, y = rng.randint(0, pic.width - head.width), rng.randint(0, pic.height - head.height)
+    pic.paste(head, (x, y), mask)
+    return pic, (x, y, x + head.width, y + head.height)
 
 
 def main() -> None:
@@ -57,19 +62,34 @@ def main() -> None:
     p.add_argument("--detectors", nargs="+", default=["anime-face", "anime-face-net"])
     p.add_argument("--model", default="anime", help="`anime` never trained on anime-onepiece")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--diagnose", action="store_true",
+                   help="also the crops shrunk to their pasted width, and the pasted boxes cut out again (a perfect "
+                        "detector), both with --detector none: what size and pasting cost before any detector")
     p.add_argument("--out", default=str(ROOT / "models" / "anime-face-net" / "end_to_end_pasted.json"))
     a = p.parse_args()
     rng, frames = random.Random(a.seed), files("drone-gestures")
     rows: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
+        folders = {k: Path(tmp) / k for k in ("pasted", "small", "boxes")}
         for d in sorted((DATA / a.source).iterdir()):
             if d.is_dir():
-                (Path(tmp) / d.name).mkdir()
+                for folder in folders.values():
+                    (folder / d.name).mkdir(parents=True)
                 for f in list_images(d):
-                    pasted(load_image(f), load_image(rng.choice(frames)), rng).save(Path(tmp) / d.name / f"{f.stem}.jpg",
-                                                                                     quality=92)
+                    head = load_image(f)
+                    pic, box = pasted(head, load_image(rng.choice(frames)), rng)
+                    name = f"{f.stem}.jpg"
+                    pic.save(folders["pasted"] / d.name / name, quality=92)
+                    # the same head at the size it was pasted, alone; and the pasted box cut out again
+                    small = head.convert("RGB").resize((box[2] - box[0], max(1, round((box[2] - box[0]) * head.height / head.width))))
+                    small.save(folders["small"] / d.name / name, quality=92)
+                    pic.crop(box).save(folders["boxes"] / d.name / name, quality=92)
         rows["crops, detector none"] = evaluate(str(DATA / a.source), "none", a.model)
+        if a.diagnose:
+            rows["crops shrunk to the pasted width, detector none"] = evaluate(str(folders["small"]), "none", a.model)
+            rows["the pasted boxes cut out, detector none"] = evaluate(str(folders["boxes"]), "none", a.model)
         print(json.dumps(rows), file=sys.stderr, flush=True)
+        tmp = str(folders["pasted"])
         for detector in a.detectors:
             rows[f"pasted, {detector}"] = evaluate(tmp, detector, a.model)
             print(json.dumps({detector: rows[f"pasted, {detector}"]}), file=sys.stderr, flush=True)
@@ -78,7 +98,7 @@ def main() -> None:
                                    "--unknown-fraction 0.33 --seed 1 (class-mean top-1 and FAR@TAR95)",
                        "source": a.source, "seed": a.seed, "rows": rows,
                        "points_below_the_crops": {k: round(100 * (bar - r["top1"]), 1) for k, r in rows.items()
-                                                  if k.startswith("pasted")}}, indent=1)
+                                                  if k != "crops, detector none"}}, indent=1)
     Path(a.out).write_text(text + "\n")
     print(text)
 

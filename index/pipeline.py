@@ -174,7 +174,7 @@ class Pipeline:
 
     def regions(self, image: ImageSource, every: bool = True, fallback: Optional[str] = None,
                 name: Optional[str] = None) -> list[Region]:
-        """The detections of an image, largest first (only the largest unless every), cropped; the
+        """The detections of an image in the detector's order (only the first unless every), cropped; the
         whole image when none is found and fallback == "whole", else []."""
         img = load_image(image, name=name)
         found: list[Detection] = self.detector(img)
@@ -208,7 +208,7 @@ class Pipeline:
 
     def embed_images(self, images: Sequence[ImageSource], fallback: Optional[str] = None,
                      progress: bool = False) -> Embedded:
-        """Each image by its largest detection (or the whole image with fallback "whole"); a bad
+        """Each image by its first detection (or the whole image with fallback "whole"); a bad
         image, or one with nothing found and no fallback, gives a NaN row and its error."""
         return embed_images(self, images, fallback, progress)
 
@@ -256,7 +256,7 @@ class Pipeline:
 
     def recognize(self, gallery: Gallery, image: ImageSource, k: int = 5, threshold: Optional[float] = None,
                   fallback: Optional[str] = "whole", name: Optional[str] = None) -> list[Recognition]:
-        """Detect, then search each detection: one answer per detection, largest first. With nothing
+        """Detect, then search each detection: one answer per detection, in the detector's order. With nothing
         detected, the whole image is searched (found False) unless fallback is None: then []."""
         if k < 1:
             raise GalleryError(f"k={k}: must be at least 1")
@@ -276,7 +276,7 @@ class Pipeline:
 
     def enroll(self, gallery: Gallery, label: str, images: Sequence[ImageSource], sources: Optional[Sequence[str]] = None,
                fallback: Optional[str] = None) -> list[int]:
-        """Add the largest detection of each image as a reference of `label`; an image with none
+        """Add the first detection of each image as a reference of `label`; an image with none
         raises ImageError unless fallback == "whole". Returns the new reference ids."""
         sources = [str(s) for s in sources] if sources is not None else [describe(i) for i in images]
         regions = [self.crops(i, fallback=fallback, name=n)[0] for i, n in zip(images, sources)]

@@ -280,7 +280,16 @@ def test_face_net_ships_and_finds_pasted_faces_in_one_pass(datasets, model, tmp_
     for x, y, w, h in boxes:
         assert any(x <= d.box[0] + d.box[2] / 2 <= x + w and y <= d.box[1] + d.box[3] / 2 <= y + h for d in found), found
     assert len(found) <= len(boxes) + 1 and all(0 <= d.score <= 1 for d in found)
-    assert [d.area for d in found] == sorted((d.area for d in found), reverse=True)  # largest first
+    net = create_detector("anime-face-net")  # the verifier's surest first
+    prob = net.verifier([frame.crop((x, y, x + w, y + h)) for x, y, w, h in (d.box for d in found)])
+    assert list(prob) == sorted(prob, reverse=True) and net.config["first"] == "surest"
+    largest = create_detector({"name": "anime-face-net", "first": "largest"})(frame)  # the same faces, largest first
+    assert sorted(d.box for d in largest) == sorted(d.box for d in found)
+    assert [d.area for d in largest] == sorted((d.area for d in largest), reverse=True)
+    # a gallery made before the setting existed stores every other one: it keeps largest first
+    stored = {k: v for k, v in net.config.items() if k != "first"}
+    assert create_detector(stored).config["first"] == "largest"
+    assert create_detector({"name": "anime-face-net", "side": 640}).config["first"] == "surest"
     pipe, g = new_gallery(model, tmp_path / "g", detector="anime-face-net")
     pipe.enroll(g, "luobin", sorted((datasets / "anime-onepiece" / "luobin").glob("*.jpg"))[:3], fallback="whole")
     g.save()
@@ -299,6 +308,7 @@ def test_face_net_ships_and_finds_pasted_faces_in_one_pass(datasets, model, tmp_
     ({"max_faces": 2.5}, "max_faces 2.5 must be an integer"),
     ({"verify": "no"}, "verify 'no' must be true or false"),
     ({"scale": float("nan")}, "scale nan must be a number"),
+    ({"first": "biggest"}, "first 'biggest' must be one of largest, surest"),
 ])
 def test_face_net_settings_a_gallery_or_bundle_stores_are_checked_in_one_line(bad, message):
     with pytest.raises(ModelError, match=message.replace("(", r"\(")):

@@ -22,6 +22,7 @@ STRIDE = 16
 # The framing the verifier learnt (the cascade's, grown as `anime-face` grows it), whatever framing
 # the crops are given: the verifier judges, and overlaps are merged, on boxes framed as it learnt them.
 VERIFIER_FRAMING = (0.15, 0.35)
+ORDERS = ("largest", "surest")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,12 @@ class FaceNetSettings:
     # the face patches: the network learnt faces pasted into pictures, never the bodies under them.
     verify: bool = True
     min_probability: float = 0.5
+    # Which face comes first (what enrolment and evaluation crop, and the first answer of a search):
+    # "surest", the verifier's most certain (the network's heat without a verifier), or "largest",
+    # as the cascades order them. Picked end to end on pasted anime-faces and anime-scenes
+    # (benchmarks/detect_framing.py --first): a real person's face in the picture is often larger
+    # than the drawn one, and the verifier is less sure of it.
+    first: str = "surest"
 
     def __post_init__(self) -> None:
         # A gallery or a bundle stores these: a wrong one is one line, not a traceback or a 20 GB tensor.
@@ -60,6 +67,8 @@ class FaceNetSettings:
                                  f"from {low} to {high}")
         if not isinstance(self.verify, bool):
             raise ModelError(f"detector anime-face-net: verify {self.verify!r} must be true or false")
+        if self.first not in ORDERS:
+            raise ModelError(f"detector anime-face-net: first {self.first!r} must be one of {', '.join(ORDERS)}")
 
 
 class FaceNetDetector:
@@ -111,18 +120,20 @@ class FaceNetDetector:
             seen = _framed(cx, cy, bw, bh, *VERIFIER_FRAMING, img.size)
             if seen[2] >= 2 and seen[3] >= 2:
                 found.append((Detection(seen, score=float(heat[i, j])), _framed(cx, cy, bw, bh, s.grow, s.grow_up, img.size)))
+        sure = [d.score for d, _ in found]  # how certain each is a face: the heat, or the verifier's probability
         # Verified before overlaps are merged: a body under a face must not merge the face away.
         if self.verifier is not None and found:
             prob = self.verifier([img.crop((x, y, x + w, y + h)) for x, y, w, h in (d.box for d, _ in found)])
-            found = [f for f, p in zip(found, prob) if p >= s.min_probability]
-        kept: list[tuple[Detection, tuple]] = []
-        for d, crop in found:  # best first; a box mostly inside a better one is a part of that face (eyes, a mouth)
-            if all(iou(d.box, k.box) <= s.overlap and inside(d.box, k.box) <= 0.5 for k, _ in kept):
-                kept.append((d, crop))
+            keep = [i for i, p in enumerate(prob) if p >= s.min_probability]
+            found, sure = [found[i] for i in keep], [float(prob[i]) for i in keep]
+        kept: list[tuple[Detection, tuple, float]] = []
+        for (d, crop), p in zip(found, sure):  # best first; a box mostly inside a better one is a part of that face
+            if all(iou(d.box, k.box) <= s.overlap and inside(d.box, k.box) <= 0.5 for k, _, _ in kept):
+                kept.append((d, crop, p))
             if len(kept) == s.max_faces:
                 break
-        out = [Detection(crop, score=d.score) for d, crop in kept if crop[2] >= 2 and crop[3] >= 2]
-        return sorted(out, key=lambda d: -d.area)
+        out = [(Detection(crop, score=d.score), p) for d, crop, p in kept if crop[2] >= 2 and crop[3] >= 2]
+        return [d for d, _ in sorted(out, key=(lambda x: -x[0].area) if s.first == "largest" else (lambda x: -x[1]))]
 
 
 def _framed(cx: float, cy: float, bw: float, bh: float, grow: float, grow_up: float, size) -> tuple:
@@ -133,6 +144,13 @@ def _framed(cx: float, cy: float, bw: float, bh: float, grow: float, grow_up: fl
     return (round(x0), round(y0), round(x1 - x0), round(y1 - y0))
 
 
+# What a gallery or bundle made before `first` existed stores: every one of these. It keeps the
+# order it was made with, largest first; a config naming a few settings gets today's default.
+_STORED_BEFORE_FIRST = {"min_score", "side", "scale", "grow", "grow_up", "overlap", "max_faces", "verify", "min_probability"}
+
+
 def anime_face_net(config: dict) -> FaceNetDetector:
     settings = {k: v for k, v in config.items() if k not in ("name", "model", "verifier")}
+    if "first" not in settings and _STORED_BEFORE_FIRST <= settings.keys():
+        settings["first"] = "largest"
     return FaceNetDetector(FaceNetSettings(**settings), config.get("model"), config.get("verifier"))

@@ -1,6 +1,6 @@
 """Training on what a gallery sees: each image cropped by the detector its galleries will use.
 
-A gallery embeds the largest detection of a picture (the whole picture when none is found), but
+A gallery embeds the first detection of a picture (the whole picture when none is found), but
 training used to see whole pictures: for a source of whole frames (drone-gestures, anime-scenes)
 the model learnt rooms and bodies, then met tight hand or face crops. `crop_samples` gives each
 sample the box `Pipeline.regions(every=False, fallback="whole")` would crop. Boxes are cached per
@@ -60,7 +60,7 @@ def detector_for(detectors: Mapping[str, str], dataset: str) -> str:
 
 def crop_samples(samples: Sequence[Sample], detectors: Mapping[str, str], cache: Optional[str] = None,
                  log: Callable[[str], None] = print) -> list[Sample]:
-    """The samples with the box of their largest detection; whole-picture samples (no box) where
+    """The samples with the box of their first detection; whole-picture samples (no box) where
     the dataset's detector is "none" or finds nothing."""
     out: list[Sample] = []
     for dataset, group in groupby(samples, key=lambda s: s.dataset):

@@ -247,7 +247,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     landmarks_arg(s, "for a new gallery with detector 'hand'")
     s.add_argument("--store", metavar="faiss|milvus-lite|milvus://HOST:PORT",
                    help=f"where a new gallery keeps its vectors: {CHOICES} (default faiss; see docs/milvus.md)")
-    s.add_argument("--all", action="store_true", help="enrol every detection, not only the largest")
+    s.add_argument("--all", action="store_true", help="enrol every detection, not only the first (the largest; anime-face-net: the surest)")
     s.add_argument("--fallback", choices=["whole"], help="use the whole image when nothing is detected")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_enroll)

@@ -103,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("images", metavar="IMAGE", nargs="+")
     s.add_argument("--out", required=True, metavar="FILE.npy")
     s.add_argument("--model", help="model name or directory (default: the one for --detector, see `byakugan models`)")
-    s.add_argument("--detector", choices=detectors(), default="none", help="embed the largest detection (default: none)")
+    s.add_argument("--detector", choices=detectors(), default="none", help="embed the first detection (the largest; anime-face-net: the surest; default: none)")
     s.add_argument("--fallback", choices=["whole"], help="embed the whole image when nothing is detected")
     landmarks_arg(s, "for detector 'hand'")
     s.set_defaults(func=cmd_embed)
