@@ -1,5 +1,5 @@
 """Anime detectors end to end, side by side in one run: recognition on sources of whole pictures,
-head shots and crops, each image by its largest detection (the whole image where none is found).
+head shots and crops, each image by its first detection (the whole image where none is found).
 Prints JSON and writes --out.
 
     .venv/bin/python benchmarks/detect_end_to_end.py [--sources anime-scenes anime-onepiece]

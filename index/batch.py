@@ -19,7 +19,7 @@ CHUNK = 256  # images decoded at a time
 
 @dataclass(frozen=True)
 class Embedded:
-    """Images embedded one row each by their largest detection (NaN rows where an image failed)."""
+    """Images embedded one row each by their first detection (NaN rows where an image failed)."""
 
     vectors: np.ndarray  # as a gallery stores them: fused when the pipeline fuses landmarks
     cnn: np.ndarray  # the CNN part alone

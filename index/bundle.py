@@ -197,7 +197,7 @@ class Bundle:
         return Tracker(self.pipeline, self.gallery, settings)
 
     def embed(self, image: ImageSource, fallback: Optional[str] = "whole"):
-        """The (D,) unit embedding of the largest detection (the whole image for detector "none")."""
+        """The (D,) unit embedding of the first detection (the whole image for detector "none")."""
         found = self.pipeline.regions(image, every=False, fallback=fallback)
         if not found:
             raise BundleError(f"no {self.pipeline.detector_config['name']} found in the image")
@@ -205,7 +205,7 @@ class Bundle:
 
     def recognize(self, image: ImageSource, k: int = 5, threshold: Optional[float] = None,
                   fallback: Optional[str] = "whole") -> list[Recognition]:
-        """One answer per detection, largest first; the whole image (found False) when nothing is
+        """One answer per detection, in the detector's order; the whole image (found False) when nothing is
         detected, unless fallback is None."""
         if k < 1:
             raise BundleError(f"k={k}: must be at least 1")
@@ -213,7 +213,7 @@ class Bundle:
 
     def search(self, image: ImageSource, k: int = 5, threshold: Optional[float] = None,
                fallback: Optional[str] = "whole") -> list[dict]:
-        """One result per detection, largest first: its box, whether it was detected, the match
+        """One result per detection, in the detector's order: its box, whether it was detected, the match
         (label or "unknown", with its confidence), top-k hits and labels."""
         return [r.to_dict() for r in self.recognize(image, k, threshold, fallback)]
 

@@ -133,7 +133,8 @@ class Pipeline:
         if cohort is not None and landmarks is not None:
             raise GalleryError(f"model {m.name!r} normalises scores by a cohort, which fused hand landmarks do not "
                                "support; use a model without a cohort (default) or landmarks None")
-        return GallerySettings({"name": m.name, "fingerprint": m.fingerprint(), "dim": m.dim}, self.detector_config,
+        # The detector's full config, every setting with its value today: a later default never changes what it does.
+        return GallerySettings({"name": m.name, "fingerprint": m.fingerprint(), "dim": m.dim}, self.detector.config,
                                threshold, config.get("scoring"), landmarks,
                                m.cohort_settings["top"] if cohort is not None else None, cohort)
 

@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 
 class Crop(NamedTuple):
-    """What enrolment takes from one uploaded image: its largest detection."""
+    """What enrolment takes from one uploaded image: its first detection."""
 
     name: str
     image: Image.Image
@@ -122,7 +122,7 @@ class GalleryService:
 
     def search(self, img: Image.Image, k: int = 5, threshold: Optional[float] = None,
                fallback: Optional[str] = "whole") -> list[Recognition]:
-        """One answer per detection (box, match, hits, labels), largest first; the whole image
+        """One answer per detection (box, match, hits, labels), in the detector's order; the whole image
         (found False) when nothing is detected."""
         g = self.gallery()
         if not len(g):
@@ -130,7 +130,7 @@ class GalleryService:
         return self.pipeline.recognize(g, img, k=k, threshold=threshold, fallback=fallback)
 
     def crops(self, images: list[tuple[str, Image.Image]], fallback: Optional[str] = "whole") -> list[Crop]:
-        """The largest detection of each image, as enrolment would take them."""
+        """The first detection of each image, as enrolment would take them."""
         out = []
         for name, img in images:
             r = self.pipeline.crops(img, fallback=fallback, name=name)[0]

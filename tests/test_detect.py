@@ -294,7 +294,10 @@ def test_face_net_ships_and_finds_pasted_faces_in_one_pass(datasets, model, tmp_
     pipe.enroll(g, "luobin", sorted((datasets / "anime-onepiece" / "luobin").glob("*.jpg"))[:3], fallback="whole")
     g.save()
     b = bundle.load(export(g, tmp_path / "b.zip", pipeline=pipe))
-    assert b.config["detector"]["model"] == "face_net.onnx"
+    assert b.config["detector"]["model"] == "face_net.onnx" and b.config["detector"]["first"] == "surest"
+    # a gallery stores every setting, even of a detector named with a few: a later default never changes it
+    _, g2 = new_gallery(model, tmp_path / "g2", detector={"name": "anime-face-net", "side": 640})
+    assert g2.detector_config["side"] == 640 and g2.detector_config["first"] == "surest" and "min_score" in g2.detector_config
     # The network's own verifier travels with it, not the cascade's.
     with zipfile.ZipFile(tmp_path / "b.zip") as z:
         assert hashlib.sha256(z.read("verifier.onnx")).hexdigest() == ANIMEFACE_NET_VERIFIER.sha256

@@ -50,8 +50,8 @@ class FaceNetSettings:
     # Which face comes first (what enrolment and evaluation crop, and the first answer of a search):
     # "surest", the verifier's most certain (the network's heat without a verifier), or "largest",
     # as the cascades order them. Picked end to end on pasted anime-faces and anime-scenes
-    # (benchmarks/detect_framing.py --first): a real person's face in the picture is often larger
-    # than the drawn one, and the verifier is less sure of it.
+    # (benchmarks/detect_framing.py --first): a person or a body in the picture can be larger than
+    # the drawn face, and the verifier is less sure of it.
     first: str = "surest"
 
     def __post_init__(self) -> None:
