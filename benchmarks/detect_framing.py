@@ -10,7 +10,8 @@ For each framing of a grid, the protocol of `byakugan evaluate --trials 10 --unk
   `anime-tuned` recipe trained on the other anime sources, --faces-model);
 - anime-scenes as they are (whole pictures), by the same recipe trained without anime-scenes.
 The two models are folds of `stage_finetune.py --cohort-patches 6098 --keep bench-out/folds`. The
-framing (and --first: which box is the crop, the largest or the verifier's surest) with the best
+framing (and --first: which box is the crop, the largest or the verifier's surest; --second-side:
+a second look at another side where nothing is found) with the best
 mean top-1 of the two is picked; anime-onepiece (what detect_pasted.py
 reports) is not looked at. The verifier judges every box at its own framing, so the faces found do
 not change with the framing, only what the embedder sees of them.
@@ -38,8 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets"
 
 
-def figures(folder: Path, model: str, framing: tuple[float, float], side: int, first: str) -> dict:
-    return evaluate(str(folder), f"anime-face-net:grow={framing[0]},grow_up={framing[1]},side={side},first=\"{first}\"", model)
+def figures(folder: Path, model: str, framing: tuple[float, float], side: int, first: str, second: int) -> dict:
+    return evaluate(str(folder), f"anime-face-net:grow={framing[0]},grow_up={framing[1]},side={side},first=\"{first}\","
+                                 f"second_side={second}", model)
 
 
 def main() -> None:
@@ -49,6 +51,9 @@ def main() -> None:
     p.add_argument("--side", type=int, default=512, help="the detector's picture side (its setting `side`)")
     p.add_argument("--first", nargs="+", default=["largest"], choices=["largest", "surest"],
                    help="which box is the picture's crop (the detector's setting `first`): each is a row of the grid")
+    p.add_argument("--second-side", type=int, nargs="+", default=[0],
+                   help="the side of a second look where nothing is found (the detector's setting `second_side`, 0: "
+                        "none): each is a row of the grid")
     p.add_argument("--per-class", type=int, default=50, help="anime-faces images a character, pasted")
     p.add_argument("--faces-model", default=str(ROOT / "bench-out" / "folds" / "anime-faces-finetuned"),
                    help="a model that never trained on anime-faces (stage_finetune.py's fold)")
@@ -63,10 +68,10 @@ def main() -> None:
             (Path(tmp) / label).mkdir(exist_ok=True)
             pasted(load_image(sample.path), load_image(rng.choice(frames)), rng)[0].save(
                 Path(tmp) / label / f"{Path(sample.path).stem}.jpg", quality=92)
-        for first, *framing in itertools.product(a.first, a.grow, a.grow_up):
-            row = {"grow": framing[0], "grow_up": framing[1], "first": first,
-                   "anime-faces pasted": figures(Path(tmp), a.faces_model, framing, a.side, first),
-                   "anime-scenes": figures(DATA / "anime-scenes", a.scenes_model, framing, a.side, first)}
+        for first, second, *framing in itertools.product(a.first, a.second_side, a.grow, a.grow_up):
+            row = {"grow": framing[0], "grow_up": framing[1], "first": first, "second_side": second,
+                   "anime-faces pasted": figures(Path(tmp), a.faces_model, framing, a.side, first, second),
+                   "anime-scenes": figures(DATA / "anime-scenes", a.scenes_model, framing, a.side, first, second)}
             row["mean_top1"] = round((row["anime-faces pasted"]["top1"] + row["anime-scenes"]["top1"]) / 2, 4)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
@@ -74,7 +79,7 @@ def main() -> None:
     text = json.dumps({"protocol": "5-shot, 10 trials, unknown fraction 0.33, seed 1 (class-mean top-1, FAR@TAR95); "
                                    "each picture by its first anime-face-net box (largest, or surest: --first)",
                        "models": {"anime-faces pasted": a.faces_model, "anime-scenes": a.scenes_model},
-                       "seed": a.seed, "side": a.side, "per_class": a.per_class, "rows": rows, "picked": {k: best[k] for k in ("grow", "grow_up", "first")}},
+                       "seed": a.seed, "side": a.side, "per_class": a.per_class, "rows": rows, "picked": {k: best[k] for k in ("grow", "grow_up", "first", "second_side")}},
                       indent=1)
     Path(a.out).write_text(text + "\n")
     print(text)

@@ -287,8 +287,8 @@ def test_face_net_ships_and_finds_pasted_faces_in_one_pass(datasets, model, tmp_
     assert sorted(d.box for d in largest) == sorted(d.box for d in found)
     assert [d.area for d in largest] == sorted((d.area for d in largest), reverse=True)
     # a gallery made before the setting existed stores every other one: it keeps largest first
-    stored = {k: v for k, v in net.config.items() if k != "first"}
-    assert create_detector(stored).config["first"] == "largest"
+    stored = {k: v for k, v in net.config.items() if k not in ("first", "second_side")}
+    assert create_detector(stored).config["first"] == "largest" and create_detector(stored).config["second_side"] == 0
     assert create_detector({"name": "anime-face-net", "side": 640}).config["first"] == "surest"
     pipe, g = new_gallery(model, tmp_path / "g", detector="anime-face-net")
     pipe.enroll(g, "luobin", sorted((datasets / "anime-onepiece" / "luobin").glob("*.jpg"))[:3], fallback="whole")
@@ -312,6 +312,8 @@ def test_face_net_ships_and_finds_pasted_faces_in_one_pass(datasets, model, tmp_
     ({"verify": "no"}, "verify 'no' must be true or false"),
     ({"scale": float("nan")}, "scale nan must be a number"),
     ({"first": "biggest"}, "first 'biggest' must be one of largest, surest"),
+    ({"second_side": 10}, "second_side 10 must be 0"),
+    ({"second_side": True}, "second_side True must be 0"),
 ])
 def test_face_net_settings_a_gallery_or_bundle_stores_are_checked_in_one_line(bad, message):
     with pytest.raises(ModelError, match=message.replace("(", r"\(")):
@@ -404,3 +406,13 @@ def test_an_asset_path_that_is_a_folder_says_so(monkeypatch, tmp_path):
     monkeypatch.setenv(ANIMEFACE_NET_VERIFIER.env, str(tmp_path))
     with pytest.raises(ModelError, match="is not a file"):
         create_detector("anime-face-net")
+
+
+def test_face_net_looks_again_at_its_second_side_only_when_nothing_is_found(monkeypatch):
+    det = create_detector({"name": "anime-face-net", "second_side": 640})
+    sides, found = [], {512: [], 640: ["a face"]}
+    monkeypatch.setattr(det, "_search", lambda img, side: sides.append(side) or found[side])
+    assert det(Image.new("RGB", (64, 48))) == ["a face"] and sides == [512, 640]
+    found[512], sides[:] = ["another"], []
+    assert det(Image.new("RGB", (64, 48))) == ["another"] and sides == [512]
+    assert create_detector({"name": "anime-face-net", "second_side": 0}).settings.second_side == 0

@@ -53,6 +53,9 @@ class FaceNetSettings:
     # (benchmarks/detect_framing.py --first): a person or a body in the picture can be larger than
     # the drawn face, and the verifier is less sure of it.
     first: str = "surest"
+    # When nothing is found at `side`, one more look at this side (0: none): the network misses some
+    # heads at one scale that it finds at another.
+    second_side: int = 640
 
     def __post_init__(self) -> None:
         # A gallery or a bundle stores these: a wrong one is one line, not a traceback or a 20 GB tensor.
@@ -67,6 +70,10 @@ class FaceNetSettings:
                                  f"from {low} to {high}")
         if not isinstance(self.verify, bool):
             raise ModelError(f"detector anime-face-net: verify {self.verify!r} must be true or false")
+        v = self.second_side
+        if not (isinstance(v, int) and not isinstance(v, bool) and (v == 0 or 32 <= v <= 2048)):
+            raise ModelError(f"detector anime-face-net: second_side {v!r} must be 0 (no second look) or an integer "
+                             "from 32 to 2048")
         if self.first not in ORDERS:
             raise ModelError(f"detector anime-face-net: first {self.first!r} must be one of {', '.join(ORDERS)}")
 
@@ -97,8 +104,12 @@ class FaceNetDetector:
             self.config["verifier"] = str(verifier)
 
     def __call__(self, img: Image.Image) -> list[Detection]:
+        found = self._search(img, self.settings.side)
+        return found if found or not self.settings.second_side else self._search(img, self.settings.second_side)
+
+    def _search(self, img: Image.Image, side: int) -> list[Detection]:
         s = self.settings
-        scale = s.side / max(img.size)
+        scale = side / max(img.size)
         w, h = max(STRIDE, round(img.width * scale)), max(STRIDE, round(img.height * scale))
         pw, ph = -(-w // 32) * 32, -(-h // 32) * 32  # the trunk halves five times: pad to a multiple of 32
         x = np.zeros((1, 3, ph, pw), np.float32)
@@ -144,13 +155,15 @@ def _framed(cx: float, cy: float, bw: float, bh: float, grow: float, grow_up: fl
     return (round(x0), round(y0), round(x1 - x0), round(y1 - y0))
 
 
-# What a gallery or bundle made before `first` existed stores: every one of these. It keeps the
-# order it was made with, largest first; a config naming a few settings gets today's default.
-_STORED_BEFORE_FIRST = {"min_score", "side", "scale", "grow", "grow_up", "overlap", "max_faces", "verify", "min_probability"}
+# What a gallery or bundle made before `first` existed stores: every one of these. A setting added
+# since takes the value that does what it did then (largest first, one look); a config naming a
+# few settings gets today's defaults. Galleries made since store every setting.
+_STORED_BEFORE = {"min_score", "side", "scale", "grow", "grow_up", "overlap", "max_faces", "verify", "min_probability"}
+_AS_BEFORE = {"first": "largest", "second_side": 0}
 
 
 def anime_face_net(config: dict) -> FaceNetDetector:
     settings = {k: v for k, v in config.items() if k not in ("name", "model", "verifier")}
-    if "first" not in settings and _STORED_BEFORE_FIRST <= settings.keys():
-        settings["first"] = "largest"
+    if _STORED_BEFORE <= settings.keys():
+        settings = {**_AS_BEFORE, **settings}
     return FaceNetDetector(FaceNetSettings(**settings), config.get("model"), config.get("verifier"))
