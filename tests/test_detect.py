@@ -262,7 +262,7 @@ def test_verified_detector_travels_in_the_bundle(datasets, model, tmp_path):
     assert [d["box"] for d in got] == [d["box"] for d in live] and len(got) >= 2
 
 
-def test_face_net_ships_and_finds_pasted_faces_in_one_pass(datasets, model, tmp_path, monkeypatch):
+def test_face_net_ships_and_finds_pasted_faces(datasets, model, tmp_path, monkeypatch):
     """anime-face-net: shipped (offline), finds each pasted head of a series it never trained on
     (anime-onepiece) in a frame it never saw (drone-gestures), and travels in bundles."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
@@ -289,12 +289,15 @@ def test_face_net_ships_and_finds_pasted_faces_in_one_pass(datasets, model, tmp_
     # a gallery made before the setting existed stores every other one: it keeps largest first
     stored = {k: v for k, v in net.config.items() if k not in ("first", "second_side")}
     assert create_detector(stored).config["first"] == "largest" and create_detector(stored).config["second_side"] == 0
+    between = create_detector({**stored, "first": "surest"}).config  # made after `first`, before the second look
+    assert between["first"] == "surest" and between["second_side"] == 0
     assert create_detector({"name": "anime-face-net", "side": 640}).config["first"] == "surest"
     pipe, g = new_gallery(model, tmp_path / "g", detector="anime-face-net")
     pipe.enroll(g, "luobin", sorted((datasets / "anime-onepiece" / "luobin").glob("*.jpg"))[:3], fallback="whole")
     g.save()
     b = bundle.load(export(g, tmp_path / "b.zip", pipeline=pipe))
-    assert b.config["detector"]["model"] == "face_net.onnx" and b.config["detector"]["first"] == "surest"
+    assert b.config["detector"]["model"] == "face_net.onnx" and b.config["detector"]["first"] == "surest" \
+        and b.config["detector"]["second_side"] == 640
     # a gallery stores every setting, even of a detector named with a few: a later default never changes it
     _, g2 = new_gallery(model, tmp_path / "g2", detector={"name": "anime-face-net", "side": 640})
     assert g2.detector_config["side"] == 640 and g2.detector_config["first"] == "surest" and "min_score" in g2.detector_config
@@ -416,3 +419,7 @@ def test_face_net_looks_again_at_its_second_side_only_when_nothing_is_found(monk
     found[512], sides[:] = ["another"], []
     assert det(Image.new("RGB", (64, 48))) == ["another"] and sides == [512]
     assert create_detector({"name": "anime-face-net", "second_side": 0}).settings.second_side == 0
+    same = create_detector({"name": "anime-face-net", "side": 640, "second_side": 640})  # the same look twice: once
+    sides.clear()
+    monkeypatch.setattr(same, "_search", lambda img, side: sides.append(side) or [])
+    assert same(Image.new("RGB", (64, 48))) == [] and sides == [640]

@@ -6,7 +6,8 @@
 - anime-face-verified: the same cascade, permissive, each candidate checked by a small CNN
               (faces.py, verifier.py): more faces found, fewer false ones, slower.
 - anime-face-net: a small centre-point network on the EfficientNet-Lite0 trunk, trained on
-              composed pictures (face_net.py): one pass, no cascade.
+              composed pictures (face_net.py): one pass (a second at another size where it finds
+              nothing), no cascade.
 - face:       OpenCV's frontal-face Haar cascade shipped in cv2.data (human faces).
 - hand:       MediaPipe Hands, one padded box around both hands, with their landmarks (hands.py).
 """

@@ -1,7 +1,7 @@
 """`anime-face-net`: anime faces found by a small centre-point network (a heat map of face centres,
 with each centre's offset and box size) on the frozen ImageNet EfficientNet-Lite0 trunk, trained
 here on composed pictures (embedder/training/face_net.py). One pass over the picture at a 512 px
-long side, on onnxruntime: no cascade, so faces the cascade cannot see (tilted, small, drawn in
+long side (and one at 640 px where it finds nothing), on onnxruntime: no cascade, so faces the cascade cannot see (tilted, small, drawn in
 another style) can still be found. Boxes are widened for the hair as `anime-face` widens them."""
 
 from __future__ import annotations
@@ -105,7 +105,8 @@ class FaceNetDetector:
 
     def __call__(self, img: Image.Image) -> list[Detection]:
         found = self._search(img, self.settings.side)
-        return found if found or not self.settings.second_side else self._search(img, self.settings.second_side)
+        s = self.settings
+        return found if found or s.second_side in (0, s.side) else self._search(img, s.second_side)
 
     def _search(self, img: Image.Image, side: int) -> list[Detection]:
         s = self.settings
@@ -160,6 +161,8 @@ def _framed(cx: float, cy: float, bw: float, bh: float, grow: float, grow_up: fl
 # few settings gets today's defaults. Galleries made since store every setting.
 _STORED_BEFORE = {"min_score", "side", "scale", "grow", "grow_up", "overlap", "max_faces", "verify", "min_probability"}
 _AS_BEFORE = {"first": "largest", "second_side": 0}
+# What training and its threshold pictures ran with: one look, largest first (their figures stay reproducible).
+ONE_LOOK_LARGEST_FIRST = dict(_AS_BEFORE)
 
 
 def anime_face_net(config: dict) -> FaceNetDetector:

@@ -246,10 +246,11 @@ def main() -> None:
 
 def choose_threshold(onnx: Path, n: int, seed: int, log) -> dict:
     """The lowest score whose boxes are >= 95% faces on held-out composed pictures."""
-    from ..detection.face_net import FaceNetDetector, FaceNetSettings
+    from ..detection.face_net import ONE_LOOK_LARGEST_FIRST, FaceNetDetector, FaceNetSettings
 
     pictures, truth = data(n, seed, log)
-    detect = FaceNetDetector(FaceNetSettings(min_score=0.05, scale=1.0, grow=0.0, grow_up=0.0, verify=False), str(onnx))
+    detect = FaceNetDetector(FaceNetSettings(min_score=0.05, scale=1.0, grow=0.0, grow_up=0.0, verify=False,
+                                                     **ONE_LOOK_LARGEST_FIRST), str(onnx))
     scored = []  # (score, is a face)
     for pic, boxes in zip(pictures, truth):
         for d in detect(pic):

@@ -70,11 +70,11 @@ def mined_negatives(per_source: int, seed: int) -> list[Image.Image]:
 
 def net_mined(n: int, seed: int, log) -> tuple[list[Image.Image], list[Image.Image]]:
     """(faces, not faces): anime-face-net's unverified boxes in n composed pictures, judged by the known boxes."""
-    from ..detection.face_net import FaceNetDetector, FaceNetSettings
+    from ..detection.face_net import ONE_LOOK_LARGEST_FIRST, FaceNetDetector, FaceNetSettings
 
     pictures, truth = data(n, seed, log)
     # A little below the shipped threshold, so that the verifier also sees what lies just under it.
-    detect = FaceNetDetector(FaceNetSettings(min_score=0.1, verify=False))
+    detect = FaceNetDetector(FaceNetSettings(min_score=0.1, verify=False, **ONE_LOOK_LARGEST_FIRST))
     faces, others = [], []
     for i, (pic, boxes) in enumerate(zip(pictures, truth)):
         for d in detect(pic):
@@ -88,9 +88,9 @@ def net_mined(n: int, seed: int, log) -> tuple[list[Image.Image], list[Image.Ima
 def net_check(verifier: str, pictures: list, truth: list) -> dict:
     """anime-face-net with this verifier on composed pictures with known boxes (the network's
     threshold pictures, seed 1): the figures a verifier is chosen by, never the benchmark's."""
-    from ..detection.face_net import FaceNetDetector, FaceNetSettings
+    from ..detection.face_net import ONE_LOOK_LARGEST_FIRST, FaceNetDetector, FaceNetSettings
 
-    detect = FaceNetDetector(FaceNetSettings(), verifier=verifier)
+    detect = FaceNetDetector(FaceNetSettings(**ONE_LOOK_LARGEST_FIRST), verifier=verifier)
     return {"pictures": len(pictures), **detection_figures([[d.box for d in detect(pic)] for pic in pictures], truth)}
 
 def views(images: list, rng: random.Random, n: int) -> list:
