@@ -82,8 +82,9 @@ def main() -> None:
     p.add_argument("--model", default="anime", help="`anime` never trained on anime-onepiece")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--diagnose", action="store_true",
-                   help="also the crops shrunk to their pasted width, and the pasted boxes cut out again (a perfect "
-                        "detector), both with --detector none: what size and pasting cost before any detector")
+                   help="also the crops shrunk to their pasted size, and the pasted boxes cut out again (a perfect "
+                        "detector), both with --detector none: what size and pasting cost before any detector; "
+                        "and where each detector's first box lies")
     p.add_argument("--out", default=str(ROOT / "models" / "anime-face-net" / "end_to_end_pasted.json"))
     a = p.parse_args()
     rng, frames = random.Random(a.seed), files("drone-gestures")

@@ -119,7 +119,7 @@ class PQStore:
         order = np.argsort(rows[:, 1], kind="stable")
         self._ids, self._rows = rows[order, 1].copy(), rows[order, 0].copy()
         total = int(rows[:, 0].max()) + 1 if len(rows) else 0
-        # A plain ndarray over the mapping: np.memmap's own indexing costs more than reading 32 rows.
+        # A plain ndarray over the mapping: get() gathers a search's rows from it in one read.
         self._map = np.memmap(path, np.float32, "r", shape=(total, self.dim)).view(np.ndarray) if total else None
         self.path = Path(path)
         for i in self._ids[np.isin(self._ids, np.fromiter(self._pending, np.int64, len(self._pending)))]:

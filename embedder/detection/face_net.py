@@ -1,8 +1,8 @@
 """`anime-face-net`: anime faces found by a small centre-point network (a heat map of face centres,
 with each centre's offset and box size) on the frozen ImageNet EfficientNet-Lite0 trunk, trained
 here on composed pictures (embedder/training/face_net.py). One pass over the picture at a 512 px
-long side (and one at 640 px where it finds nothing), on onnxruntime: no cascade, so faces the cascade cannot see (tilted, small, drawn in
-another style) can still be found. Boxes are widened for the hair as `anime-face` widens them."""
+long side (and one at 640 px where it finds nothing), on onnxruntime: no cascade, so faces the
+cascade cannot see (tilted, small, drawn in another style) can still be found. Boxes are widened for the hair as `anime-face` widens them."""
 
 from __future__ import annotations
 
@@ -104,8 +104,8 @@ class FaceNetDetector:
             self.config["verifier"] = str(verifier)
 
     def __call__(self, img: Image.Image) -> list[Detection]:
-        found = self._search(img, self.settings.side)
         s = self.settings
+        found = self._search(img, s.side)
         return found if found or s.second_side in (0, s.side) else self._search(img, s.second_side)
 
     def _search(self, img: Image.Image, side: int) -> list[Detection]:

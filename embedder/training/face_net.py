@@ -249,8 +249,8 @@ def choose_threshold(onnx: Path, n: int, seed: int, log) -> dict:
     from ..detection.face_net import ONE_LOOK_LARGEST_FIRST, FaceNetDetector, FaceNetSettings
 
     pictures, truth = data(n, seed, log)
-    detect = FaceNetDetector(FaceNetSettings(min_score=0.05, scale=1.0, grow=0.0, grow_up=0.0, verify=False,
-                                                     **ONE_LOOK_LARGEST_FIRST), str(onnx))
+    settings = FaceNetSettings(min_score=0.05, scale=1.0, grow=0.0, grow_up=0.0, verify=False, **ONE_LOOK_LARGEST_FIRST)
+    detect = FaceNetDetector(settings, str(onnx))
     scored = []  # (score, is a face)
     for pic, boxes in zip(pictures, truth):
         for d in detect(pic):
