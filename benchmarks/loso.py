@@ -9,7 +9,8 @@ Per fold (left-out source S, benchmarks/sources.json says its domain and detecto
   `anime` recipe on top (colour histogram weight 1, class-mean scoring, top-5 cohort of the
   training classes), for a hand S with the `hand-landmarks` recipe: a landmark encoder trained on
   the other hand sources, fused at weight 0.4; with --patch-instances N, also N face patches of
-  anime-face-patches as one-image classes (not in the cohort);
+  anime-face-patches as one-image classes (not in the cohort); with --plain, anime folds too get
+  `default`'s recipe alone (no colour, nearest scoring, no cohort);
 - with --recipe today, training keeps to the sources the shipped models trained on (less S):
   what today's recipe gives on a source it never saw, to compare "more sources" against;
 - S is evaluated with `byakugan evaluate S --detector D --model FOLD [--landmarks FOLD_LM]
@@ -120,6 +121,9 @@ def main() -> None:
                    help="also train each fold on N seeded face patches of anime-face-patches/train/face, each "
                         "its own class (its augmented views are its only positives): many more drawn faces than "
                         "the identity sources hold, from a source no fold is evaluated on")
+    p.add_argument("--plain", action="store_true",
+                   help="train anime folds with `default`'s recipe too (no colour histogram, nearest scoring, no "
+                        "cohort): what a gallery that names no anime model got on a source nobody trained on")
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--recipe", choices=["all", "today"], default="all",
                    help="train on every other source (all), or only on the other sources the shipped models "
@@ -134,7 +138,7 @@ def main() -> None:
             spec, start = SOURCES[source], time.time()
             pool = shipped_sources() if a.recipe == "today" else set(SOURCES)
             others = [str(DATA / s) for s in SOURCES if s != source and s in pool]
-            anime = spec["domain"] == "anime"
+            anime = spec["domain"] == "anime" and not a.plain
             identities = list(others)  # the cohort: impostor identities, not the patch instances
             if a.patch_instances:
                 others.append(patch_instances(Path(tmp), a.patch_instances))
@@ -148,7 +152,7 @@ def main() -> None:
                 config_file = Path(cfg.out) / "config.json"
                 config_file.write_text(json.dumps(json.loads(config_file.read_text()) | {"tta": a.tta}, indent=1))
             landmarks = "none"
-            if not anime:
+            if spec["domain"] == "hand":
                 lm_pool = shipped_sources("hand-landmarks") if a.recipe == "today" else set(SOURCES)
                 hands = [str(DATA / s) for s, v in SOURCES.items() if v["domain"] == "hand" and s != source and s in lm_pool]
                 train_landmarks(LandmarkTrainConfig(data=hands, out=f"{tmp}/{source}-lm", per_class=a.per_class,

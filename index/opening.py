@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 from . import store
 from .errors import GalleryError
@@ -14,10 +14,11 @@ from .pipeline import Pipeline
 
 def open_gallery(path: os.PathLike | str, model=None, detector: Optional[str] = None,
                  landmarks="auto", create: bool = True, runtime: str = "torch",
-                 vectors: Optional[str] = None) -> tuple[Pipeline, Gallery]:
+                 vectors: Optional[str] = None, sample: Sequence = ()) -> tuple[Pipeline, Gallery]:
     """(pipeline, gallery) at path; with create, a new gallery when there is none (model, detector,
-    landmarks and vectors, the store: index.milvus.check_store, apply only then). runtime "onnx":
-    the models on onnxruntime (Pipeline.onnx)."""
+    landmarks and vectors, the store: index.milvus.check_store, apply only then; with no model and
+    no detector, the images it is made with, `sample`, pick its model: Pipeline.create). runtime
+    "onnx": the models on onnxruntime (Pipeline.onnx)."""
     if Gallery.exists(path) or not create:
         g = Gallery.open(path)
         if detector is not None and detector != g.detector_config["name"]:
@@ -30,6 +31,6 @@ def open_gallery(path: os.PathLike | str, model=None, detector: Optional[str] = 
     if vectors is not None:
         check_store(vectors)  # before anything is made
     store.check_new(path)
-    pipe = Pipeline.create(model, detector or "none", landmarks)
+    pipe = Pipeline.create(model, detector or "none", landmarks, sample)
     g = pipe.new_gallery(path, store=vectors or "faiss")  # from the torch model: its config holds the threshold and scoring advice
     return (pipe.onnx() if runtime == "onnx" else pipe), g

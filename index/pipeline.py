@@ -50,7 +50,7 @@ class Pipeline:
     and .fingerprint(). landmarks: a LandmarkEncoder or OnnxLandmarks (.encode, .weight, .dim), or None."""
 
     def __init__(self, encoder, detector: Union[str, dict, None] = "none", landmarks=None,
-                 landmark_source: Optional[str] = None) -> None:
+                 landmark_source: Optional[str] = None, choice=None) -> None:
         self.encoder = encoder
         self.landmarks = landmarks
         # A detector named here is made now, for its full config; a stored config is made on first use.
@@ -58,17 +58,20 @@ class Pipeline:
         self.detector_config = dict(detector) if isinstance(detector, dict) else self._detector.config
         self._landmark_source = landmark_source or (landmarks.name if landmarks is not None else None)
         self._calibration: Optional[tuple] = None  # (the gallery, its state, its calibration): the last one asked for
+        self.choice = choice  # how create() picked the model when none was named (hub.ModelChoice)
 
     @classmethod
-    def create(cls, model=None, detector: Union[str, dict, None] = "none", landmarks="auto") -> "Pipeline":
-        """model: an Embedder, a name or a folder (default: the model for the detector, see
-        byakugan.embedder.embedding.hub.model_for); landmarks: "auto" (the shipped encoder for
-        detector "hand", else none), None/"none", a name, a folder or an encoder."""
-        from byakugan.embedder.embedding.hub import model_for
+    def create(cls, model=None, detector: Union[str, dict, None] = "none", landmarks="auto",
+               sample: Sequence[ImageSource] = ()) -> "Pipeline":
+        """model: an Embedder, a name or a folder (default: embedder.embedding.hub.choose_model's for the
+        detector and the first images, `sample`; kept as .choice); landmarks: "auto" (the shipped
+        encoder for detector "hand", else none), None/"none", a name, a folder or an encoder."""
+        from byakugan.embedder.embedding.hub import choose_model
         from byakugan.embedder.embedding.landmarks import resolve_landmarks
 
         name = (detector.get("name") if isinstance(detector, dict) else detector) or "none"
-        encoder = _load_model(model if model is not None else model_for(name))
+        choice = choose_model(name, sample) if model is None else None
+        encoder = _load_model(choice.name if choice else model)
         try:
             lm = resolve_landmarks(landmarks, name)
         except ValueError:
@@ -78,7 +81,7 @@ class Pipeline:
             source = str(Path(landmarks).resolve())  # found again from its folder, wherever the gallery is opened
         else:
             source = landmarks if isinstance(landmarks, str) and landmarks != "auto" else None
-        return cls(encoder, detector or "none", lm, source)
+        return cls(encoder, detector or "none", lm, source, choice)
 
     @classmethod
     def for_gallery(cls, gallery: Gallery, model=None, runtime: str = "torch") -> "Pipeline":
@@ -156,7 +159,7 @@ class Pipeline:
         return self._twin(self.encoder, self.landmarks, create_detector(self.detector_config, video=True))
 
     def _twin(self, encoder, landmarks, detector) -> "Pipeline":
-        twin = Pipeline(encoder, self.detector_config, landmarks, self._landmark_source)
+        twin = Pipeline(encoder, self.detector_config, landmarks, self._landmark_source, self.choice)
         twin._detector, twin._calibration = detector, self._calibration
         return twin
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import uuid
 from pathlib import Path
-from typing import Callable, NamedTuple, Optional, TypeVar
+from typing import Callable, Optional, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -24,35 +24,18 @@ from .errors import GalleryError, ModelMismatchError
 from .gallery import Gallery
 from .pipeline import Pipeline
 from .ranking import Recognition
+from .records import Crop, Removed
 from .sequences import Sequence
 from .tracker import Tracker, TrackerSettings
 
 T = TypeVar("T")
 
 
-class Crop(NamedTuple):
-    """What enrolment takes from one uploaded image: its first detection."""
-
-    name: str
-    image: Image.Image
-    landmarks: Optional[np.ndarray] = None  # hand landmarks, when the detector found them
-    found: bool = True  # False: nothing detected, the whole image is taken
-
-
-class Removed(NamedTuple):
-    """What a removal took out of the gallery: enough to put it back (GalleryService.restore)."""
-
-    label: str
-    vectors: np.ndarray
-    sources: list[str]
-    thumbnails: list[Optional[bytes]]
-    token: str = ""  # which removal this is: an undo of it is done once (GalleryService.restore)
-
-
 class GalleryService:
     def __init__(self, path: Path | str, model=None, detector: Optional[str] = None) -> None:
-        """model: an Embedder or a model name (default: the gallery's own, or "default" for a new
-        one); detector: what a new gallery crops with (an existing one keeps its own)."""
+        """model: an Embedder or a model name (default: the gallery's own; for a new one, the model for
+        its detector, or for detector none the one its first enrolment's images call for, see
+        Pipeline.create); detector: what a new gallery crops with (an existing one keeps its own)."""
         self.path = Path(path)
         self._lock = threading.RLock()
         self._restored: set[str] = set()  # tokens of the removals an undo has put back
@@ -66,6 +49,14 @@ class GalleryService:
         else:
             store.check_new(self.path)
             self.pipeline = Pipeline.create(model, detector or "none")
+        self.undecided = model is None and (detector or "none") == "none" and self._gallery is None  # see _decide
+
+    def _decide(self, crops: list[Crop]) -> None:
+        """A new gallery with no model named and detector none takes the model its first crops call for."""
+        with self._lock:
+            if self.undecided and crops and self._disk_stamp() is None:
+                self.pipeline = Pipeline.create(None, "none", sample=[c.image for c in crops])
+                self._gallery, self._live, self.undecided = None, None, False
 
     def version(self) -> Optional[tuple[int, int]]:
         """Changes whenever the gallery on disk does (None before the first save): for what is
@@ -144,6 +135,7 @@ class GalleryService:
     def check(self, label: str, crops: list[Crop]) -> list[str]:
         """Warnings about crops before they are enrolled as `label`: near-duplicates (by the raw
         cosine, whatever the gallery's scale), or closer to another class."""
+        self._decide(crops)
         g = self.gallery()
         if not crops or (not len(g) and len(crops) < 2):  # nothing to compare with: no embedding (the page asks on every rerun)
             return []
@@ -177,6 +169,7 @@ class GalleryService:
     # ---- editing -------------------------------------------------------------------------
     def enroll(self, label: str, crops: list[Crop], progress: Optional[Callable[[int, int], None]] = None) -> list[int]:
         """progress(done, total) is called as each crop is embedded."""
+        self._decide(crops)
         # Embedding happens outside the lock so that other users wait only for the save.
         if progress is None:  # one batch; one image at a time only to report progress
             emb = self.pipeline.embed_regions([c.image for c in crops], [c.landmarks for c in crops])

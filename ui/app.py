@@ -193,7 +193,10 @@ def gallery_ui(svc: GalleryService) -> None:
     st.header("Gallery")
     g = svc.gallery()
     labels = g.labels()
-    st.caption(f"{svc.path} · model {g.model_name} · {len(g)} references in {len(labels)} classes")
+    chosen = svc.pipeline.choice
+    model = ("model picked by the first images enrolled (anime faces get the anime model)" if svc.undecided
+             else f"model {g.model_name}" + (f" ({chosen.why})" if chosen is not None and chosen.name == g.model_name else ""))
+    st.caption(f"{svc.path} · {model} · {len(g)} references in {len(labels)} classes")
     if notice := st.session_state.pop("gallery_notice", None):
         st.success(md(notice))
     undo_ui(svc)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sequence
 
 from ..errors import ModelError
 from ..preprocess import Preprocess
@@ -32,6 +33,17 @@ def list_models() -> list[str]:
     return [DEFAULT_MODEL, IMAGENET_MODEL] + [n for n in shipped if n != DEFAULT_MODEL] + list_backbones()
 
 
+# A gallery that crops nothing ("none") and whose first images are anime faces takes the model this
+# detector's images get: the verifier that judges them (detection.looks) is this detector's.
+JUDGE = "anime-face-net"
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    name: str
+    why: str  # for the user: "detector anime-face", "4 of 5 images look like anime faces"
+
+
 def model_for(detector: str) -> str:
     """The model a new gallery uses when none is named: the shipped one whose config lists the
     detector under "detectors" (models/anime-tuned: "anime-face"), else "default"."""
@@ -39,6 +51,18 @@ def model_for(detector: str) -> str:
         if detector in shipped_config(name).get("detectors", ()):
             return name
     return DEFAULT_MODEL
+
+
+def choose_model(detector: str, images: Sequence = ()) -> ModelChoice:
+    """model_for(detector); for detector "none" given the gallery's first images, the model for
+    JUDGE when most of them are anime faces (detection.looks.judge), else "default"."""
+    name = model_for(detector)
+    if name != DEFAULT_MODEL or detector != "none" or not images:
+        return ModelChoice(name, f"detector {detector}")
+    from ..detection.looks import judge
+
+    looks = judge(images)
+    return ModelChoice(model_for(JUDGE) if looks.anime else DEFAULT_MODEL, str(looks))
 
 
 def shipped_config(name: str) -> dict:

@@ -28,7 +28,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     samples = scan([a.data], per_class=a.per_class, seed=a.seed, classes=a.classes)
     labels = [printable(s.label.split("/", 1)[1]) for s in samples]
     data = printable(a.data)
-    pipe = pipeline_for(a.model, detector_config(a.detector, a.detector_setting), a.landmarks)
+    # No --model: the one a new gallery of these images would take (for detector none, by what they show).
+    pipe = pipeline_for(a.model, detector_config(a.detector, a.detector_setting), a.landmarks, [s.path for s in samples])
     pipe.detector  # a detector from settings is made on first use: made now, a bad setting is told before embedding
     check_evaluation(labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction, name=data)
     model, encoder = pipe.encoder, pipe.landmarks
@@ -49,6 +50,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         embedded.cnn, labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction, seed=a.seed,
         offset=offset, landmarks=embedded.landmarks, weight=encoder.weight if encoder else 0.0, name=data)
     summary = {"data": data, "model": printable(model.name), "detector": a.detector, **trials.summary}
+    if pipe.choice is not None:
+        summary["model_chosen_by"] = pipe.choice.why
     if offset is not None:
         summary["cohort"] = model.cohort_settings | {"size": len(model.cohort)}
     if a.detector != "none":
@@ -119,6 +122,8 @@ def _print_evaluation(s: dict, encoder) -> None:
     fused = f" + landmarks {encoder.name} (weight {encoder.weight})" if encoder is not None else ""
     print(f"{s['data']}: {s['classes']} classes, {s['images']} images, model {s['model']}{fused}, "
           f"{s['shots']} shots, {s['trials']} trials")
+    if "model_chosen_by" in s:
+        print(f"  model {s['model']} chosen by {s['model_chosen_by']} (--model names another)")
     if "cohort" in s:
         top, size = s["cohort"]["top"], s["cohort"]["size"]
         which = f"the {top} most similar of {size}" if top else f"all {size}"

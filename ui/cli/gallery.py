@@ -24,7 +24,7 @@ from byakugan.index.pipeline import Pipeline
 from .common import EXIT_BAD_INPUT, detectors, landmarks_arg, print_json, report, table
 
 MODEL_HELP = ("model name or directory (default: the gallery's own model; for a new gallery the one for its "
-              "detector, see `byakugan models`)")
+              "detector, or with none the anime model if most images are anime faces: see `byakugan models`)")
 
 
 def _plan(a: argparse.Namespace) -> list[tuple[str, list[str]]]:
@@ -53,7 +53,10 @@ def cmd_enroll(a: argparse.Namespace) -> int:
     if not Gallery.exists(gallery_dir):
         store.check_new(gallery_dir)  # before the lock creates anything there
     with store.locked(gallery_dir):
-        pipe, g = open_gallery(gallery_dir, a.model, a.detector, a.landmarks, runtime="onnx", vectors=a.store)
+        pipe, g = open_gallery(gallery_dir, a.model, a.detector, a.landmarks, runtime="onnx", vectors=a.store,
+                               sample=[f for _, files in plan for f in files])
+        if pipe.choice is not None:  # a new gallery, no --model: say which model it took, and why
+            print(f"{gallery_dir}: new gallery, model {pipe.choice.name} ({pipe.choice.why})", file=sys.stderr)
         added: dict[str, int] = {}
         for label, files in plan:
             regions, sources = [], []
@@ -97,11 +100,9 @@ def cmd_search(a: argparse.Namespace) -> int:
             out.append({"image": image, "error": str(exc)})
             ok_all = False
             continue
-        if not found:
-            print(f"byakugan: {image}: no {g.detector_config['name']} found (--fallback whole searches the whole image)",
-                  file=sys.stderr)
-        elif not found[0].found:
-            print(f"byakugan: {image}: no {g.detector_config['name']} found; searched the whole image", file=sys.stderr)
+        if not found or not found[0].found:
+            print(f"byakugan: {image}: no {g.detector_config['name']} found" + ("; searched the whole image" if found
+                  else " (--fallback whole searches the whole image)"), file=sys.stderr)
         out.append({"image": image, "detections": [r.to_dict() for r in found]})
     if a.json:
         print_json(out)
@@ -275,9 +276,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_remove)
 
     s = sub.add_parser("rename", help="rename a label")
-    s.add_argument("gallery", metavar="GALLERY")
-    s.add_argument("old", metavar="OLD")
-    s.add_argument("new", metavar="NEW")
+    for name in ("gallery", "old", "new"):
+        s.add_argument(name, metavar=name.upper())
     s.set_defaults(func=cmd_rename)
 
     s = sub.add_parser("threshold", help="show or set the gallery's unknown threshold (a score, or auto)")

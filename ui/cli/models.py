@@ -19,10 +19,11 @@ from .common import EXIT_BAD_INPUT, detectors, given, landmarks_arg, report
 S = argparse.SUPPRESS  # defaults live in TrainConfig / LandmarkTrainConfig, not here
 
 
-def pipeline_for(model, detector: str, landmarks: str) -> Pipeline:
-    """The pipeline a command embeds with; --landmarks without --detector hand is refused."""
+def pipeline_for(model, detector: str, landmarks: str, sample=()) -> Pipeline:
+    """The pipeline a command embeds with (sample: images that pick the model, see Pipeline.create);
+    --landmarks without --detector hand is refused."""
     try:
-        return Pipeline.create(model, detector, landmarks)
+        return Pipeline.create(model, detector, landmarks, sample)
     except LandmarksNeedHandError:
         raise ByakuganError(f"--landmarks {landmarks}: needs --detector hand, not {detector!r}") from None
 
@@ -51,7 +52,7 @@ def cmd_embed(a: argparse.Namespace) -> int:
 def cmd_models(a: argparse.Namespace) -> int:
     from byakugan.embedder.detection import list_detectors
     from byakugan.embedder.embedding.files import models_dir
-    from byakugan.embedder.embedding.hub import list_models, model_for
+    from byakugan.embedder.embedding.hub import JUDGE, list_models, model_for
     from byakugan.embedder.embedding.landmarks import is_landmark_model, landmarks_for
 
     chosen: dict[str, list[str]] = {}
@@ -60,6 +61,9 @@ def cmd_models(a: argparse.Namespace) -> int:
     for name in list_models():
         used = chosen.get(name)
         print(f"{name}  (new galleries with detector {', '.join(used)})" if used else name)
+    if model_for(JUDGE) != model_for("none"):
+        print(f"(a new gallery with detector none takes {model_for(JUDGE)} when most of its first images look like "
+              f"anime faces to {JUDGE}'s verifier, else {model_for('none')})")
     d = models_dir()
     for p in sorted(d.glob("*")) if d.is_dir() else []:
         if is_landmark_model(p):

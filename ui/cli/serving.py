@@ -70,7 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("ui", help="start the Streamlit page (search, enrol, manage, export)")
     s.add_argument("--gallery", help="gallery folder (default: byakugan/gallery in the user data directory)")
-    s.add_argument("--model", help="model for a new gallery (default: the one for its detector, see `byakugan models`)")
+    s.add_argument("--model", help="model for a new gallery (default: the one for its detector; for detector none, "
+                   "the anime model when most of the first images enrolled are anime faces; see `byakugan models`)")
     s.add_argument("--detector", choices=detectors(), help="detector for a new gallery (default none)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8501)

@@ -1,0 +1,112 @@
+"""A new gallery with detector none and no model named picks its model by what its first images
+show: anime faces get the anime model, anything else `default` (issue #14, "the right model
+without being asked")."""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from byakugan.embedder.detection.looks import SAMPLE, judge
+from byakugan.embedder.embedding.hub import choose_model, model_for
+from byakugan.index import Pipeline
+from byakugan.index.gallery import Gallery
+from byakugan.index.service import Crop, GalleryService
+from byakugan.embedder.images import list_images, load_image
+from byakugan.ui.cli import main
+
+
+def pictures(datasets: Path, source: str, n: int, seed: int = 0) -> list[Path]:
+    files = [f for d in sorted((datasets / source).iterdir()) if d.is_dir() for f in list_images(d)]
+    return random.Random(seed).sample(files, n)
+
+
+def test_anime_face_crops_are_told_from_hands(datasets):
+    faces = judge(pictures(datasets, "anime-faces", 10))
+    assert faces.anime and faces.judged == 10 and faces.anime_faces >= 8
+    assert str(faces) == f"{faces.anime_faces} of 10 images look like anime faces"
+    for source in ("hand-fingers", "sign-digits"):
+        hands = judge(pictures(datasets, source, 10))
+        assert not hands.anime and hands.anime_faces <= 2, source
+
+
+def test_unreadable_images_are_left_out_and_none_judged_is_not_anime(datasets, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    faces = pictures(datasets, "anime-faces", 3)
+    looks = judge([bad, *faces])
+    assert looks.judged == 3 and looks.anime
+    assert judge([bad]) == judge([]) and not judge([]).anime and judge([]).judged == 0
+
+
+def test_at_most_a_sample_is_judged_spread_over_the_list(tiny_images):
+    many = [tiny_images[i % len(tiny_images)] for i in range(3 * SAMPLE + 1)]
+    assert judge(many).judged == SAMPLE
+    assert judge(tiny_images).judged == len(tiny_images) and not judge(tiny_images).anime  # flat colour fields
+
+
+def test_the_choice_follows_the_detector_and_then_the_images(datasets):
+    anime = model_for("anime-face-net")
+    assert anime == "anime-tuned"
+    faces, hands = pictures(datasets, "anime-onepiece", 5), pictures(datasets, "rock-paper-scissors", 5)
+    assert choose_model("anime-face", hands).name == anime  # a detector's model does not look at the images
+    assert choose_model("anime-face", hands).why == "detector anime-face"
+    assert choose_model("hand", faces).name == "default"
+    assert choose_model("none").name == "default" and choose_model("none").why == "detector none"
+    picked = choose_model("none", faces)
+    assert picked.name == anime and picked.why.endswith("of 5 images look like anime faces")
+    assert choose_model("none", hands).name == "default"
+    assert Pipeline.create(None, "none", sample=faces).choice == picked
+    named = Pipeline.create("default", "none", sample=faces)  # a named model is never second-guessed
+    assert named.encoder.name == "default" and named.choice is None
+    assert Pipeline.create(None, "none", sample=faces).onnx().choice == picked  # the runtime twin keeps it
+
+
+def test_cli_enroll_says_which_model_a_new_gallery_took(datasets, tmp_path, capsys):
+    faces = [str(p) for p in pictures(datasets, "anime-faces", 5)]
+    assert main(["enroll", str(tmp_path / "g"), "someone", *faces]) == 0
+    err = capsys.readouterr().err
+    assert Gallery.open(tmp_path / "g").model_name == "anime-tuned"
+    assert f"{tmp_path / 'g'}: new gallery, model anime-tuned (" in err and "look like anime faces)" in err
+    # An existing gallery keeps its model, whatever is enrolled next, and says nothing about it.
+    hands = [str(p) for p in pictures(datasets, "hand-fingers", 3)]
+    assert main(["enroll", str(tmp_path / "g"), "hand", *hands]) == 0
+    assert "new gallery" not in capsys.readouterr().err
+    assert Gallery.open(tmp_path / "g").model_name == "anime-tuned"
+    assert main(["enroll", str(tmp_path / "h"), "someone", *faces, "--model", "default"]) == 0
+    assert Gallery.open(tmp_path / "h").model_name == "default" and "new gallery" not in capsys.readouterr().err
+    assert main(["enroll", str(tmp_path / "k"), "five", *hands, "--detector", "none"]) == 0  # named none: same rule
+    assert Gallery.open(tmp_path / "k").model_name == "default"
+    assert f"{tmp_path / 'k'}: new gallery, model default (" in capsys.readouterr().err
+
+
+def test_the_page_and_server_service_decides_on_the_first_enrolment(datasets, tmp_path):
+    svc = GalleryService(tmp_path / "g")
+    assert svc.undecided and svc.labels() == {}  # an empty gallery in memory, model not yet picked
+    with pytest.raises(Exception, match="empty"):
+        svc.tracker()  # made a live pipeline of the model before the choice: it must not outlive it
+    crops = [Crop(p.name, load_image(p)) for p in pictures(datasets, "anime-onepiece", 5)]
+    svc.check("luffy", crops)  # the page checks an upload before enrolling it: that decides the model
+    assert not svc.undecided and svc.pipeline.encoder.name == "anime-tuned"
+    assert svc.pipeline.choice.why.endswith("of 5 images look like anime faces")
+    svc.enroll("luffy", crops)
+    assert Gallery.open(tmp_path / "g").model_name == "anime-tuned"
+    with svc.tracker() as live:  # on the chosen model (a default one would not match the gallery's vectors)
+        assert live.update(crops[0].image, t=0.0).tracks[0].raw == "luffy"
+    again = GalleryService(tmp_path / "g")
+    assert not again.undecided and again.search(crops[0].image)[0].match.label == "luffy"
+    named = GalleryService(tmp_path / "n", model="default")
+    assert not named.undecided
+    named.enroll("luffy", crops)
+    assert Gallery.open(tmp_path / "n").model_name == "default"
+
+
+def test_evaluate_takes_the_model_a_gallery_of_the_same_images_would(datasets, capsys):
+    args = ["evaluate", str(datasets / "anime-onepiece"), "--per-class", "7", "--trials", "2", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"] == "anime-tuned" and out["model_chosen_by"].endswith("look like anime faces")
+    assert main(args + ["--model", "default"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"] == "default" and "model_chosen_by" not in out
