@@ -307,3 +307,16 @@ def test_a_gallery_damaged_while_the_page_runs_is_one_line_on_every_page(app, tm
     for page in ("Search", "Gallery", "Live", "Export"):
         go(app, page)  # no exception, no traceback
         assert [plain(e.value) for e in app.error] and "gallery" in plain(app.error[0].value)
+
+
+def test_a_new_gallery_of_anime_faces_takes_the_anime_model_and_says_why(app, datasets, tmp_path):
+    from byakugan.index import Gallery
+
+    go(app, "Gallery")
+    assert any("model picked by the first images enrolled" in c.value for c in app.caption)
+    faces = sorted((datasets / "anime-onepiece" / "lufei").glob("*.jpg"))[:5]
+    go(app, "Enrol")
+    enrol(app, "luffy", faces)
+    assert Gallery.open(tmp_path / "gallery").model_name == "anime-tuned"
+    go(app, "Gallery")
+    assert any(re.search(r"model anime-tuned \(\d of 5 images look like anime faces\)", c.value) for c in app.caption)
