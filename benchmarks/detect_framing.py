@@ -39,9 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets"
 
 
-def figures(folder: Path, model: str, framing: tuple[float, float], side: int, first: str, second: int) -> dict:
+def figures(folder: Path, model: str, framing: tuple[float, float], side: int, first: str, second: int,
+            whole: float) -> dict:
     return evaluate(str(folder), f"anime-face-net:grow={framing[0]},grow_up={framing[1]},side={side},first=\"{first}\","
-                                 f"second_side={second}", model)
+                                 f"second_side={second},whole_above={whole}", model)
 
 
 def main() -> None:
@@ -54,6 +55,10 @@ def main() -> None:
     p.add_argument("--second-side", type=int, nargs="+", default=[0],
                    help="the side of a second look where nothing is found (the detector's setting `second_side`, 0: "
                         "none): each is a row of the grid")
+    p.add_argument("--whole-above", type=float, nargs="+", default=[0.0],
+                   help="the share of the picture a first box covers from which the whole picture is the crop (the "
+                        "detector's setting `whole_above`, 0: never): each is a row of the grid; with more than one, "
+                        "the same anime-faces images as they are (tight crops) are a third set, by the faces model")
     p.add_argument("--per-class", type=int, default=50, help="anime-faces images a character, pasted")
     p.add_argument("--faces-model", default=str(ROOT / "bench-out" / "folds" / "anime-faces-finetuned"),
                    help="a model that never trained on anime-faces (stage_finetune.py's fold)")
@@ -63,23 +68,30 @@ def main() -> None:
     a = p.parse_args()
     rng, frames, rows = random.Random(a.seed), files("drone-gestures"), []
     with tempfile.TemporaryDirectory() as tmp:
+        crops = Path(tmp) / "crops"
         for sample in scan([DATA / "anime-faces"], per_class=a.per_class, seed=1):
             label = sample.label.split("/", 1)[1]
-            (Path(tmp) / label).mkdir(exist_ok=True)
+            for folder in (Path(tmp) / "pasted" / label, crops / label):
+                folder.mkdir(parents=True, exist_ok=True)
             pasted(load_image(sample.path), load_image(rng.choice(frames)), rng)[0].save(
-                Path(tmp) / label / f"{Path(sample.path).stem}.jpg", quality=92)
-        for first, second, *framing in itertools.product(a.first, a.second_side, a.grow, a.grow_up):
-            row = {"grow": framing[0], "grow_up": framing[1], "first": first, "second_side": second,
-                   "anime-faces pasted": figures(Path(tmp), a.faces_model, framing, a.side, first, second),
-                   "anime-scenes": figures(DATA / "anime-scenes", a.scenes_model, framing, a.side, first, second)}
-            row["mean_top1"] = round((row["anime-faces pasted"]["top1"] + row["anime-scenes"]["top1"]) / 2, 4)
+                Path(tmp) / "pasted" / label / f"{Path(sample.path).stem}.jpg", quality=92)
+            (crops / label / Path(sample.path).name).symlink_to(Path(sample.path).resolve())
+        for first, second, whole, *framing in itertools.product(a.first, a.second_side, a.whole_above, a.grow, a.grow_up):
+            run = lambda folder, model: figures(folder, model, framing, a.side, first, second, whole)  # noqa: E731
+            row = {"grow": framing[0], "grow_up": framing[1], "first": first, "second_side": second, "whole_above": whole,
+                   "anime-faces pasted": run(Path(tmp) / "pasted", a.faces_model),
+                   "anime-scenes": run(DATA / "anime-scenes", a.scenes_model)}
+            if len(a.whole_above) > 1:
+                row["anime-faces crops"] = run(crops, a.faces_model)
+            sets = [k for k in ("anime-faces pasted", "anime-scenes", "anime-faces crops") if k in row]
+            row["mean_top1"] = round(sum(row[k]["top1"] for k in sets) / len(sets), 4)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     best = max(rows, key=lambda r: r["mean_top1"])
     text = json.dumps({"protocol": "5-shot, 10 trials, unknown fraction 0.33, seed 1 (class-mean top-1, FAR@TAR95); "
                                    "each picture by its first anime-face-net box (largest, or surest: --first)",
                        "models": {"anime-faces pasted": a.faces_model, "anime-scenes": a.scenes_model},
-                       "seed": a.seed, "side": a.side, "per_class": a.per_class, "rows": rows, "picked": {k: best[k] for k in ("grow", "grow_up", "first", "second_side")}},
+                       "seed": a.seed, "side": a.side, "per_class": a.per_class, "rows": rows, "picked": {k: best[k] for k in ("grow", "grow_up", "first", "second_side", "whole_above")}},
                       indent=1)
     Path(a.out).write_text(text + "\n")
     print(text)

@@ -317,6 +317,8 @@ def test_face_net_ships_and_finds_pasted_faces(datasets, model, tmp_path, monkey
     ({"first": "biggest"}, "first 'biggest' must be one of largest, surest"),
     ({"second_side": 10}, "second_side 10 must be 0"),
     ({"second_side": True}, "second_side True must be 0"),
+    ({"whole_above": 1.5}, "whole_above 1.5 must be a number from 0 to 1"),
+    ({"whole_above": "half"}, "whole_above 'half' must be a number"),
 ])
 def test_face_net_settings_a_gallery_or_bundle_stores_are_checked_in_one_line(bad, message):
     with pytest.raises(ModelError, match=message.replace("(", r"\(")):
@@ -423,3 +425,22 @@ def test_face_net_looks_again_at_its_second_side_only_when_nothing_is_found(monk
     sides.clear()
     monkeypatch.setattr(same, "_search", lambda img, side: sides.append(side) or [])
     assert same(Image.new("RGB", (64, 48))) == [] and sides == [640]
+
+
+def test_face_net_takes_the_whole_picture_when_its_first_face_fills_it(monkeypatch):
+    from byakugan.embedder.detection import Detection
+
+    found = [Detection((10, 5, 60, 50), score=0.9), Detection((0, 0, 8, 8), score=0.6)]  # 3000 of 6400 px: 47%
+    det = create_detector({"name": "anime-face-net", "whole_above": 0.4})
+    monkeypatch.setattr(det, "_search", lambda img, side: list(found))
+    got = det(Image.new("RGB", (80, 80)))
+    assert [d.box for d in got] == [(0, 0, 80, 80), (0, 0, 8, 8)] and got[0].score == 0.9  # the rest stay
+    strict = create_detector({"name": "anime-face-net", "whole_above": 0.5})
+    monkeypatch.setattr(strict, "_search", lambda img, side: list(found))
+    assert [d.box for d in strict(Image.new("RGB", (80, 80)))] == [d.box for d in found]
+    never = create_detector({"name": "anime-face-net", "whole_above": 0})
+    monkeypatch.setattr(never, "_search", lambda img, side: list(found))
+    assert [d.box for d in never(Image.new("RGB", (80, 80)))] == [d.box for d in found]
+    # A gallery that stored the settings of its day, before this one, keeps taking the box.
+    stored = {k: v for k, v in det.config.items() if k != "whole_above"}
+    assert create_detector(stored).config["whole_above"] == 0

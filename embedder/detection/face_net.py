@@ -56,12 +56,16 @@ class FaceNetSettings:
     # When nothing is found at `side`, one more look at this side (0: none): the network misses some
     # heads at one scale that it finds at another.
     second_side: int = 640
+    # A picture whose first box covers at least this share of it is a face crop already: the whole
+    # picture is that face's crop (0: never). On tight crops and head shots the anime models do
+    # better on the whole image than on the box inside it (models/anime-face-net/MODEL_CARD.md).
+    whole_above: float = 0.0
 
     def __post_init__(self) -> None:
         # A gallery or a bundle stores these: a wrong one is one line, not a traceback or a 20 GB tensor.
         rules = {"min_score": (float, 0, 1), "side": (int, 32, 2048), "scale": (float, 0.1, 4), "grow": (float, 0, 2),
                  "grow_up": (float, 0, 2), "overlap": (float, 0, 1), "max_faces": (int, 1, 100),
-                 "min_probability": (float, 0, 1)}
+                 "min_probability": (float, 0, 1), "whole_above": (float, 0, 1)}
         for name, (kind, low, high) in rules.items():
             v = getattr(self, name)
             ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (kind is float or isinstance(v, int))
@@ -106,7 +110,11 @@ class FaceNetDetector:
     def __call__(self, img: Image.Image) -> list[Detection]:
         s = self.settings
         found = self._search(img, s.side)
-        return found if found or s.second_side in (0, s.side) else self._search(img, s.second_side)
+        if not found and s.second_side not in (0, s.side):
+            found = self._search(img, s.second_side)
+        if found and s.whole_above and found[0].area >= s.whole_above * img.width * img.height:
+            found[0] = Detection((0, 0, img.width, img.height), score=found[0].score)
+        return found
 
     def _search(self, img: Image.Image, side: int) -> list[Detection]:
         s = self.settings
@@ -156,11 +164,12 @@ def _framed(cx: float, cy: float, bw: float, bh: float, grow: float, grow_up: fl
     return (round(x0), round(y0), round(x1 - x0), round(y1 - y0))
 
 
-# What a gallery or bundle made before `first` existed stores: every one of these. A setting added
-# since takes the value that does what it did then (largest first, one look); a config naming a
-# few settings gets today's defaults. Galleries made since store every setting.
+# What a gallery or bundle made before `first` existed stores: every one of these. A setting it
+# does not store takes the value that does what it did then (largest first, one look, boxes only),
+# so a gallery made since, which stores the settings of its day, keeps them too; a config naming a
+# few settings gets today's defaults.
 _STORED_BEFORE = {"min_score", "side", "scale", "grow", "grow_up", "overlap", "max_faces", "verify", "min_probability"}
-_AS_BEFORE = {"first": "largest", "second_side": 0}
+_AS_BEFORE = {"first": "largest", "second_side": 0, "whole_above": 0.0}
 # What training and its threshold pictures ran with: one look, largest first (their figures stay reproducible).
 ONE_LOOK_LARGEST_FIRST = dict(_AS_BEFORE)
 
