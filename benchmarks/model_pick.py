@@ -24,7 +24,8 @@ from pathlib import Path
 from byakugan.embedder.atomic import write_atomic
 from byakugan.embedder.detection.assets import ANIMEFACE_NET_VERIFIER, fetch
 from byakugan.embedder.detection.verifier import FaceVerifier
-from byakugan.embedder.embedding.hub import JUDGE, choose_model, model_for
+from byakugan.embedder.detection.looks import JUDGE
+from byakugan.embedder.embedding.hub import choose_model, model_for
 from byakugan.embedder.images import list_images, load_image
 from byakugan.embedder.training.data import scan
 

@@ -19,6 +19,7 @@ from PIL import Image
 from . import db, store
 from byakugan.embedder.scoring.calibration import Calibration
 
+from .choosing import Candidates
 from .confidence import DUPLICATE_COSINE
 from .errors import GalleryError, ModelMismatchError
 from .gallery import Gallery
@@ -33,9 +34,8 @@ T = TypeVar("T")
 
 class GalleryService:
     def __init__(self, path: Path | str, model=None, detector: Optional[str] = None) -> None:
-        """model: an Embedder or a model name (default: the gallery's own; for a new one, the model for
-        its detector, or for detector none the one its first enrolment's images call for, see
-        Pipeline.create); detector: what a new gallery crops with (an existing one keeps its own)."""
+        """model: an Embedder or a model name (default: the gallery's own, or for a new one Pipeline.create's
+        choice); detector: what a new gallery crops with (an existing one keeps its own)."""
         self.path = Path(path)
         self._lock = threading.RLock()
         self._restored: set[str] = set()  # tokens of the removals an undo has put back
@@ -49,18 +49,24 @@ class GalleryService:
         else:
             store.check_new(self.path)
             self.pipeline = Pipeline.create(model, detector or "none")
-        self.undecided = model is None and (detector or "none") == "none" and self._gallery is None  # see _decide
+        self.undecided = model is None and (detector or "none") == "none" and self._gallery is None
+        self._candidates = Candidates()
 
-    def _decide(self, crops: list[Crop]) -> None:
-        """A new gallery with no model named and detector none takes the model its first crops call for."""
+    def _pipeline_for(self, crops: list[Crop], commit: bool) -> Pipeline:
+        """What crops are embedded with; for a new gallery with no model named and detector none
+        (undecided), the model they call for, kept for good by an enrolment (commit)."""
         with self._lock:
-            if self.undecided and crops and self._disk_stamp() is None:
-                self.pipeline = Pipeline.create(None, "none", sample=[c.image for c in crops])
-                self._gallery, self._live, self.undecided = None, None, False
+            if self.undecided and self._disk_stamp() is not None:
+                self.gallery()  # made meanwhile by another process: _load takes its model
+            if not self.undecided or not crops:
+                return self.pipeline
+            pipe = self._candidates([c.image for c in crops])
+            if commit:
+                self.pipeline, self._gallery, self._live, self.undecided = pipe, None, None, False
+            return pipe
 
     def version(self) -> Optional[tuple[int, int]]:
-        """Changes whenever the gallery on disk does (None before the first save): for what is
-        derived from it, such as a bundle built for download."""
+        """Changes whenever the gallery on disk does (None before the first save): for a bundle built for download."""
         return self._disk_stamp()
 
     def _disk_stamp(self) -> Optional[tuple]:
@@ -87,6 +93,8 @@ class GalleryService:
                 raise GalleryError(f"gallery {self.path}: was removed while this server ran; restart it")
             return self.pipeline.new_gallery(self.path)
         g = Gallery.open(self.path)
+        if self.undecided:  # made meanwhile by another process: its model, none picked here
+            self.pipeline, self._live, self.undecided = Pipeline.for_gallery(g, runtime="onnx"), None, False
         if g.model_settings["fingerprint"] != self.pipeline.encoder.fingerprint():
             raise ModelMismatchError(f"gallery {self.path}: was rebuilt with model {g.model_name!r} while this "
                                      "server ran with another; restart it")
@@ -97,6 +105,9 @@ class GalleryService:
         # self._lock, so searches of the gallery in memory go on.
         with store.locked(self.path), self._lock:
             stamp = self._disk_stamp()
+            if stamp is None and self.undecided:
+                raise GalleryError(f"gallery {self.path}: is empty, and its model is picked by the first images "
+                                   "enrolled; enrol some first")
             # Nobody saved since it was read (the same committed generation): copy the one in memory
             # rather than read it all again.
             g = self._gallery.clone() if self._gallery is not None and stamp is not None and stamp == self._stamp \
@@ -135,15 +146,16 @@ class GalleryService:
     def check(self, label: str, crops: list[Crop]) -> list[str]:
         """Warnings about crops before they are enrolled as `label`: near-duplicates (by the raw
         cosine, whatever the gallery's scale), or closer to another class."""
-        self._decide(crops)
         g = self.gallery()
         if not crops or (not len(g) and len(crops) < 2):  # nothing to compare with: no embedding (the page asks on every rerun)
             return []
-        emb = self.pipeline.embed_regions([c.image for c in crops], [c.landmarks for c in crops])
+        pipe = self._pipeline_for(crops, commit=False)
+        g = pipe.new_gallery() if self.undecided else g  # an empty one of the model these crops would take
+        emb = pipe.embed_regions([c.image for c in crops], [c.landmarks for c in crops])
         # Within this batch (the gallery cannot see these yet), scored as a search would score one
         # against the other: a hand crop without landmarks by its CNN part alone. A new reference
         # this close to another (raw cosine) adds nothing but weight to its class.
-        q, _ = self.pipeline.query(g, emb)
+        q, _ = pipe.query(g, emb)
         S = q @ emb.T
         S = np.maximum(S, S.T)
         same = np.triu(S >= DUPLICATE_COSINE, 1)
@@ -152,7 +164,7 @@ class GalleryService:
         if not len(g):
             return warnings
         k = len(g.labels())
-        for crop, r in zip(crops, self.pipeline.search(g, emb, k=k)):
+        for crop, r in zip(crops, pipe.search(g, emb, k=k)):
             if not r.hits:  # an approximate index found nothing near: neither a duplicate nor a closer class
                 continue
             top = r.hits[0]
@@ -169,14 +181,14 @@ class GalleryService:
     # ---- editing -------------------------------------------------------------------------
     def enroll(self, label: str, crops: list[Crop], progress: Optional[Callable[[int, int], None]] = None) -> list[int]:
         """progress(done, total) is called as each crop is embedded."""
-        self._decide(crops)
+        pipe = self._pipeline_for(crops, commit=True)
         # Embedding happens outside the lock so that other users wait only for the save.
         if progress is None:  # one batch; one image at a time only to report progress
-            emb = self.pipeline.embed_regions([c.image for c in crops], [c.landmarks for c in crops])
+            emb = pipe.embed_regions([c.image for c in crops], [c.landmarks for c in crops])
         else:
             rows = []
             for n, c in enumerate(crops):
-                rows.append(self.pipeline.embed_regions([c.image], [c.landmarks]))
+                rows.append(pipe.embed_regions([c.image], [c.landmarks]))
                 progress(n + 1, len(crops))
             emb = np.concatenate(rows) if rows else np.zeros((0, self.gallery().dim), np.float32)
 
@@ -237,10 +249,7 @@ class GalleryService:
         return self.pipeline.threshold(self.gallery())
 
     def set_threshold_auto(self) -> None:
-        def set_(g: Gallery) -> None:
-            g.threshold_auto = True
-
-        self._edit(set_)
+        self._edit(lambda g: setattr(g, "threshold_auto", True))
 
     def set_threshold_confidence(self, confidence: float) -> float:
         """Set the threshold to the score that reads as `confidence` (0-1) on the gallery's
@@ -257,10 +266,7 @@ class GalleryService:
         return value
 
     def set_scoring(self, value: str) -> None:
-        def set_(g: Gallery) -> None:
-            g.scoring = value
-
-        self._edit(set_)
+        self._edit(lambda g: setattr(g, "scoring", value))
 
     # ---- sequences and live streams -------------------------------------------------------
     def sequences(self) -> list[Sequence]:
@@ -275,13 +281,14 @@ class GalleryService:
     def tracker(self, settings: Optional[TrackerSettings] = None) -> Tracker:
         """A tracker for one stream (a camera, a connection) over the gallery as it is now, its
         models on onnxruntime (exported once, see Pipeline.onnx)."""
-        with self._lock:
+        with self._lock:  # the gallery and its live pipeline as one: a first enrolment can change the model
+            g = self.gallery()
+            if not len(g):
+                raise GalleryError("the gallery is empty; enrol some images first")
             if self._live is None:
                 self._live = self.pipeline.onnx()
-        g = self.gallery()
-        if not len(g):
-            raise GalleryError("the gallery is empty; enrol some images first")
-        return Tracker(self._live, g, settings)
+            live = self._live
+        return Tracker(live, g, settings)
 
     def export_bundle(self) -> bytes:
         """The gallery as a .zip bundle (see index.export), for a download button."""

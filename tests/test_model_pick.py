@@ -11,6 +11,7 @@ import pytest
 from byakugan.embedder.detection.looks import SAMPLE, judge
 from byakugan.embedder.embedding.hub import choose_model, model_for
 from byakugan.index import Pipeline
+from byakugan.index.errors import GalleryError
 from byakugan.index.gallery import Gallery
 from byakugan.index.service import Crop, GalleryService
 from byakugan.embedder.images import list_images, load_image
@@ -66,31 +67,50 @@ def test_the_choice_follows_the_detector_and_then_the_images(datasets):
 def test_cli_enroll_says_which_model_a_new_gallery_took(datasets, tmp_path, capsys):
     faces = [str(p) for p in pictures(datasets, "anime-faces", 5)]
     assert main(["enroll", str(tmp_path / "g"), "someone", *faces]) == 0
-    err = capsys.readouterr().err
+    out = capsys.readouterr().out
     assert Gallery.open(tmp_path / "g").model_name == "anime-tuned"
-    assert f"{tmp_path / 'g'}: new gallery, model anime-tuned (" in err and "look like anime faces)" in err
+    assert f"{tmp_path / 'g'}: new gallery, model anime-tuned (" in out and "look like anime faces)" in out
     # An existing gallery keeps its model, whatever is enrolled next, and says nothing about it.
     hands = [str(p) for p in pictures(datasets, "hand-fingers", 3)]
-    assert main(["enroll", str(tmp_path / "g"), "hand", *hands]) == 0
-    assert "new gallery" not in capsys.readouterr().err
-    assert Gallery.open(tmp_path / "g").model_name == "anime-tuned"
+    assert main(["enroll", str(tmp_path / "g"), "hand", *hands, "--json"]) == 0
+    said = json.loads(capsys.readouterr().out)
+    assert said["model"] == "anime-tuned" and "model_chosen_by" not in said
     assert main(["enroll", str(tmp_path / "h"), "someone", *faces, "--model", "default"]) == 0
-    assert Gallery.open(tmp_path / "h").model_name == "default" and "new gallery" not in capsys.readouterr().err
-    assert main(["enroll", str(tmp_path / "k"), "five", *hands, "--detector", "none"]) == 0  # named none: same rule
-    assert Gallery.open(tmp_path / "k").model_name == "default"
-    assert f"{tmp_path / 'k'}: new gallery, model default (" in capsys.readouterr().err
+    assert Gallery.open(tmp_path / "h").model_name == "default" and "new gallery" not in capsys.readouterr().out
+    assert main(["enroll", str(tmp_path / "k"), "five", *hands, "--detector", "none", "--json"]) == 0  # named: same rule
+    said = json.loads(capsys.readouterr().out)
+    assert said["model"] == "default" and said["model_chosen_by"].endswith("of 3 images look like anime faces")
+    # Nothing readable: one line, no gallery, and no word of a model for it.
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    assert main(["enroll", str(tmp_path / "m"), "x", str(bad)]) == 2
+    said = capsys.readouterr()
+    assert "new gallery" not in said.out + said.err and not Gallery.exists(tmp_path / "m")
+
+
+def test_embed_takes_the_model_a_gallery_of_the_same_images_would(datasets, tmp_path, capsys):
+    faces = [str(p) for p in pictures(datasets, "anime-onepiece", 3)]
+    assert main(["embed", *faces, "--out", str(tmp_path / "e.npy")]) == 0
+    assert "model anime-tuned (" in capsys.readouterr().err
+    assert main(["embed", *faces, "--out", str(tmp_path / "d.npy"), "--model", "default"]) == 0
+    assert capsys.readouterr().err.endswith("float32, model default\n")
 
 
 def test_the_page_and_server_service_decides_on_the_first_enrolment(datasets, tmp_path):
     svc = GalleryService(tmp_path / "g")
     assert svc.undecided and svc.labels() == {}  # an empty gallery in memory, model not yet picked
-    with pytest.raises(Exception, match="empty"):
-        svc.tracker()  # made a live pipeline of the model before the choice: it must not outlive it
+    with pytest.raises(GalleryError, match="empty"):
+        svc.tracker()
+    with pytest.raises(GalleryError, match=r"is empty, and its model is picked by the first images enrolled"):
+        svc.set_scoring("mean")  # a setting of the model not picked yet: nothing is made on disk
+    assert not Gallery.exists(tmp_path / "g")
     crops = [Crop(p.name, load_image(p)) for p in pictures(datasets, "anime-onepiece", 5)]
-    svc.check("luffy", crops)  # the page checks an upload before enrolling it: that decides the model
-    assert not svc.undecided and svc.pipeline.encoder.name == "anime-tuned"
-    assert svc.pipeline.choice.why.endswith("of 5 images look like anime faces")
+    hands = [Crop(p.name, load_image(p)) for p in pictures(datasets, "hand-fingers", 3)]
+    svc.check("luffy", crops)  # the page checks an upload before enrolling it: with the model it would take,
+    assert svc.undecided  # but the choice waits for the enrolment
+    svc.check("five", hands)
     svc.enroll("luffy", crops)
+    assert not svc.undecided and svc.pipeline.choice.why.endswith("of 5 images look like anime faces")
     assert Gallery.open(tmp_path / "g").model_name == "anime-tuned"
     with svc.tracker() as live:  # on the chosen model (a default one would not match the gallery's vectors)
         assert live.update(crops[0].image, t=0.0).tracks[0].raw == "luffy"
@@ -110,3 +130,13 @@ def test_evaluate_takes_the_model_a_gallery_of_the_same_images_would(datasets, c
     assert main(args + ["--model", "default"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["model"] == "default" and "model_chosen_by" not in out
+
+
+def test_a_gallery_another_process_made_first_is_taken_as_it_is(datasets, tmp_path):
+    svc = GalleryService(tmp_path / "g")  # a page on a new gallery, waiting for its first images
+    faces = [str(p) for p in pictures(datasets, "anime-faces", 5)]
+    assert main(["enroll", str(tmp_path / "g"), "someone", *faces]) == 0  # meanwhile, the CLI makes it
+    hands = [Crop(p.name, load_image(p)) for p in pictures(datasets, "hand-fingers", 3)]
+    svc.enroll("five", hands)  # the gallery's model, not one these would pick
+    assert not svc.undecided and svc.labels() == {"someone": 5, "five": 3}
+    assert Gallery.open(tmp_path / "g").model_name == "anime-tuned"

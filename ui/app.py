@@ -202,6 +202,8 @@ def gallery_ui(svc: GalleryService) -> None:
     undo_ui(svc)
     if labels:
         threshold_ui(svc)
+    if svc.undecided:  # its scoring comes with the model the first images pick
+        return
     synced("scoring", g.scoring)
     scoring = st.radio("Rank labels by", list(SCORINGS), horizontal=True, key="scoring",
                        captions=["best reference", "class mean (steadier with 5+ references)"])

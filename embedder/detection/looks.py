@@ -16,6 +16,9 @@ from ..images import ImageSource, load_image
 
 # Images judged at most (spread over the list): enough for a majority, about 5 ms each.
 SAMPLE = 32
+# The detector whose verifier judges (ANIMEFACE_NET_VERIFIER): images it calls anime faces get the
+# model this detector's galleries get.
+JUDGE = "anime-face-net"
 
 
 @dataclass(frozen=True)

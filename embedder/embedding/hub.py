@@ -33,11 +33,6 @@ def list_models() -> list[str]:
     return [DEFAULT_MODEL, IMAGENET_MODEL] + [n for n in shipped if n != DEFAULT_MODEL] + list_backbones()
 
 
-# A gallery that crops nothing ("none") and whose first images are anime faces takes the model this
-# detector's images get: the verifier that judges them (detection.looks) is this detector's.
-JUDGE = "anime-face-net"
-
-
 @dataclass(frozen=True)
 class ModelChoice:
     name: str
@@ -55,11 +50,11 @@ def model_for(detector: str) -> str:
 
 def choose_model(detector: str, images: Sequence = ()) -> ModelChoice:
     """model_for(detector); for detector "none" given the gallery's first images, the model for
-    JUDGE when most of them are anime faces (detection.looks.judge), else "default"."""
+    detection.looks.JUDGE (the detector whose verifier judges them) when most are anime faces, else "default"."""
     name = model_for(detector)
     if name != DEFAULT_MODEL or detector != "none" or not images:
         return ModelChoice(name, f"detector {detector}")
-    from ..detection.looks import judge
+    from ..detection.looks import JUDGE, judge
 
     looks = judge(images)
     return ModelChoice(model_for(JUDGE) if looks.anime else DEFAULT_MODEL, str(looks))

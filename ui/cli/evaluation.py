@@ -123,7 +123,7 @@ def _print_evaluation(s: dict, encoder) -> None:
     print(f"{s['data']}: {s['classes']} classes, {s['images']} images, model {s['model']}{fused}, "
           f"{s['shots']} shots, {s['trials']} trials")
     if "model_chosen_by" in s:
-        print(f"  model {s['model']} chosen by {s['model_chosen_by']} (--model names another)")
+        print(f"  model {s['model']}, chosen because {s['model_chosen_by']} (--model names another)")
     if "cohort" in s:
         top, size = s["cohort"]["top"], s["cohort"]["size"]
         which = f"the {top} most similar of {size}" if top else f"all {size}"

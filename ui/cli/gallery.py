@@ -23,8 +23,7 @@ from byakugan.index.pipeline import Pipeline
 
 from .common import EXIT_BAD_INPUT, detectors, landmarks_arg, print_json, report, table
 
-MODEL_HELP = ("model name or directory (default: the gallery's own model; for a new gallery the one for its "
-              "detector, or with none the anime model if most images are anime faces: see `byakugan models`)")
+MODEL_HELP = "model name or directory (default: the gallery's own; for a new gallery, see `byakugan models`)"
 
 
 def _plan(a: argparse.Namespace) -> list[tuple[str, list[str]]]:
@@ -55,8 +54,6 @@ def cmd_enroll(a: argparse.Namespace) -> int:
     with store.locked(gallery_dir):
         pipe, g = open_gallery(gallery_dir, a.model, a.detector, a.landmarks, runtime="onnx", vectors=a.store,
                                sample=[f for _, files in plan for f in files])
-        if pipe.choice is not None:  # a new gallery, no --model: say which model it took, and why
-            print(f"{gallery_dir}: new gallery, model {pipe.choice.name} ({pipe.choice.why})", file=sys.stderr)
         added: dict[str, int] = {}
         for label, files in plan:
             regions, sources = [], []
@@ -75,9 +72,12 @@ def cmd_enroll(a: argparse.Namespace) -> int:
         if not added:
             raise ImageError("enroll: none of the images could be read; gallery unchanged")
         g.save()
+    chosen = {"model_chosen_by": pipe.choice.why} if pipe.choice is not None else {}  # a new gallery, no --model
     if a.json:
-        print_json({"gallery": str(gallery_dir), "added": added, "labels": g.labels()})
+        print_json({"gallery": str(gallery_dir), "added": added, "labels": g.labels(), "model": g.model_name, **chosen})
     else:
+        if chosen:
+            print(f"{gallery_dir}: new gallery, model {g.model_name} ({pipe.choice.why})")
         for label, n in added.items():
             print(f"enrolled {n} image(s) as {label!r}")
         print(f"{gallery_dir}: {len(g)} references, {len(g.labels())} labels")
