@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 from . import store
 from .errors import GalleryError
@@ -12,7 +12,7 @@ from .milvus import check_store, store_name
 from .pipeline import Pipeline
 
 
-def open_gallery(path: os.PathLike | str, model=None, detector: Optional[str] = None,
+def open_gallery(path: os.PathLike | str, model=None, detector: Union[str, dict, None] = None,
                  landmarks="auto", create: bool = True, runtime: str = "torch",
                  vectors: Optional[str] = None, sample: Sequence = ()) -> tuple[Pipeline, Gallery]:
     """(pipeline, gallery) at path; with create, a new gallery when there is none (model, detector,
@@ -21,9 +21,13 @@ def open_gallery(path: os.PathLike | str, model=None, detector: Optional[str] = 
     "onnx": the models on onnxruntime (Pipeline.onnx)."""
     if Gallery.exists(path) or not create:
         g = Gallery.open(path)
-        if detector is not None and detector != g.detector_config["name"]:
+        name = detector.get("name") if isinstance(detector, dict) else detector
+        if name is not None and name != g.detector_config["name"]:
             raise GalleryError(f"gallery {path}: its images are cropped with detector {g.detector_config['name']!r}, "
-                               f"not {detector!r}; omit --detector or use a new gallery")
+                               f"not {name!r}; omit --detector or use a new gallery")
+        if isinstance(detector, dict) and detector.keys() - {"name"}:
+            raise GalleryError(f"gallery {path}: keeps the detector settings it was made with; omit "
+                               "--detector-setting or use a new gallery")
         if vectors is not None and check_store(vectors) != store_name(g.vectors):
             raise GalleryError(f"gallery {path}: keeps its vectors in {store_name(g.vectors)}, not {vectors}; "
                                "omit --store or use a new gallery")

@@ -444,3 +444,20 @@ def test_face_net_takes_the_whole_picture_when_its_first_face_fills_it(monkeypat
     # A gallery that stored the settings of its day, before this one, keeps taking the box.
     stored = {k: v for k, v in det.config.items() if k != "whole_above"}
     assert create_detector(stored).config["whole_above"] == 0
+
+
+def test_enroll_takes_detector_settings_for_a_new_gallery_only(tiny_images, tmp_path, capsys):
+    args = ["enroll", str(tmp_path / "g"), "red", str(tiny_images[0]), "--fallback", "whole", "--detector", "anime-face-net"]
+    assert main(args + ["--detector-setting", "whole_above=0.2", "--detector-setting", "side=640"]) == 0
+    stored = Gallery.open(tmp_path / "g").detector_config
+    assert stored["whole_above"] == 0.2 and stored["side"] == 640 and stored["first"] == "surest"
+    capsys.readouterr()
+    assert main(args + ["--detector-setting", "whole_above=0.3"]) == 2  # a gallery keeps what it was made with
+    assert "keeps the detector settings it was made with" in capsys.readouterr().err
+    assert main(args) == 0 and len(Gallery.open(tmp_path / "g")) == 2
+    for bad, said in ((["--detector-setting", "whole_above=2"], "whole_above 2 must be a number from 0 to 1"),
+                      (["--detector-setting", "whole_above"], "expected KEY=VALUE")):
+        assert main(["enroll", str(tmp_path / "h"), "red", str(tiny_images[0]), "--detector", "anime-face-net", *bad]) == 2
+        assert said in capsys.readouterr().err and not (tmp_path / "h").exists()  # refused before anything is made
+    assert main(["enroll", str(tmp_path / "h"), "red", str(tiny_images[0]), "--detector-setting", "side=640"]) == 2
+    assert "needs --detector" in capsys.readouterr().err

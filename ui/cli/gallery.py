@@ -10,78 +10,19 @@ from pathlib import Path
 from typing import Iterator
 
 from byakugan.embedder.errors import ImageError
-from byakugan.embedder.images import list_images
 from byakugan.embedder.scoring import SCORINGS
 from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
 from byakugan.index import store
 from byakugan.index.errors import GalleryError
 from byakugan.index.gallery import Gallery
-from byakugan.index.labels import check_label, check_labels
-from byakugan.index.milvus import CHOICES, check_store
-from byakugan.index.opening import open_gallery
+from byakugan.index.labels import check_label
+from byakugan.index.milvus import CHOICES
 from byakugan.index.pipeline import Pipeline
 
 from .common import EXIT_BAD_INPUT, detectors, landmarks_arg, print_json, report, table
+from .enrolling import cmd_enroll
 
 MODEL_HELP = "model name or directory (default: the gallery's own; for a new gallery, see `byakugan models`)"
-
-
-def _plan(a: argparse.Namespace) -> list[tuple[str, list[str]]]:
-    if a.from_folder:
-        if a.label or a.images:
-            raise GalleryError("enroll: give either LABEL IMAGE... or --from-folder DIR, not both")
-        root = Path(a.from_folder)
-        if not root.is_dir():
-            raise GalleryError(f"--from-folder {root}: not a folder")
-        plan = [(d.name, files) for d in sorted(root.iterdir()) if d.is_dir() and (files := [str(p) for p in list_images(d)])]
-        plan = list(zip(check_labels([lab for lab, _ in plan]), [files for _, files in plan]))  # all, before any work
-        if not plan:
-            raise GalleryError(f"--from-folder {root}: no sub-folders with images (expected one sub-folder per label)")
-        return plan
-    if a.label is None or not a.images:
-        raise GalleryError("enroll: needs LABEL and at least one IMAGE, or --from-folder DIR")
-    return [(check_label(a.label), a.images)]  # as it is stored (stripped), in what enroll prints
-
-
-def cmd_enroll(a: argparse.Namespace) -> int:
-    plan = _plan(a)
-    if a.store is not None:
-        check_store(a.store)  # a bad value is refused before anything is made
-    ok_all = True
-    gallery_dir = Path(a.gallery)
-    if not Gallery.exists(gallery_dir):
-        store.check_new(gallery_dir)  # before the lock creates anything there
-    with store.locked(gallery_dir):
-        pipe, g = open_gallery(gallery_dir, a.model, a.detector, a.landmarks, runtime="onnx", vectors=a.store,
-                               sample=[f for _, files in plan for f in files])
-        added: dict[str, int] = {}
-        for label, files in plan:
-            regions, sources = [], []
-            for f in files:
-                try:
-                    found = pipe.crops(f, every=a.all, fallback=a.fallback)
-                except ImageError as exc:
-                    report(str(exc))
-                    ok_all = False
-                    continue
-                regions += found
-                sources += [f if len(found) == 1 else f"{f}#{n}" for n in range(1, len(found) + 1)]
-            if regions:
-                pipe.enroll_regions(g, label, regions, sources)
-                added[label] = len(regions)
-        if not added:
-            raise ImageError("enroll: none of the images could be read; gallery unchanged")
-        g.save()
-    chosen = {"model_chosen_by": pipe.choice.why} if pipe.choice is not None else {}  # a new gallery, no --model
-    if a.json:
-        print_json({"gallery": str(gallery_dir), "added": added, "labels": g.labels(), "model": g.model_name, **chosen})
-    else:
-        if chosen:
-            print(f"{gallery_dir}: new gallery, model {g.model_name} ({pipe.choice.why})")
-        for label, n in added.items():
-            print(f"enrolled {n} image(s) as {label!r}")
-        print(f"{gallery_dir}: {len(g)} references, {len(g.labels())} labels")
-    return 0 if ok_all else EXIT_BAD_INPUT
 
 
 def cmd_search(a: argparse.Namespace) -> int:
@@ -245,6 +186,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--from-folder", metavar="DIR", help="enrol every sub-folder of DIR as a label")
     s.add_argument("--model", help=MODEL_HELP)
     s.add_argument("--detector", choices=detectors(), help="crop with this detector (a new gallery keeps it; default none)")
+    s.add_argument("--detector-setting", action="append", default=[], metavar="KEY=VALUE",
+                   help="for a new gallery, one of its detector's settings, the value in JSON (for example "
+                        "whole_above=0.2); repeatable; the gallery keeps them")
     landmarks_arg(s, "for a new gallery with detector 'hand'")
     s.add_argument("--store", metavar="faiss|milvus-lite|milvus://HOST:PORT",
                    help=f"where a new gallery keeps its vectors: {CHOICES} (default faiss; see docs/milvus.md)")

@@ -1,0 +1,84 @@
+"""`byakugan enroll`: which images go under which label, and enrolling them (making the gallery on
+first use, its model picked as Pipeline.create picks it)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from byakugan.embedder.errors import ByakuganError, ImageError
+from byakugan.embedder.images import list_images
+from byakugan.index import store
+from byakugan.index.errors import GalleryError
+from byakugan.index.gallery import Gallery
+from byakugan.index.labels import check_label, check_labels
+from byakugan.index.milvus import check_store
+from byakugan.index.opening import open_gallery
+
+from .common import EXIT_BAD_INPUT, print_json, report
+from .evaluation import detector_config
+
+
+def _plan(a: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    if a.from_folder:
+        if a.label or a.images:
+            raise GalleryError("enroll: give either LABEL IMAGE... or --from-folder DIR, not both")
+        root = Path(a.from_folder)
+        if not root.is_dir():
+            raise GalleryError(f"--from-folder {root}: not a folder")
+        plan = [(d.name, files) for d in sorted(root.iterdir()) if d.is_dir() and (files := [str(p) for p in list_images(d)])]
+        plan = list(zip(check_labels([lab for lab, _ in plan]), [files for _, files in plan]))  # all, before any work
+        if not plan:
+            raise GalleryError(f"--from-folder {root}: no sub-folders with images (expected one sub-folder per label)")
+        return plan
+    if a.label is None or not a.images:
+        raise GalleryError("enroll: needs LABEL and at least one IMAGE, or --from-folder DIR")
+    return [(check_label(a.label), a.images)]  # as it is stored (stripped), in what enroll prints
+
+
+def cmd_enroll(a: argparse.Namespace) -> int:
+    plan = _plan(a)
+    if a.store is not None:
+        check_store(a.store)  # a bad value is refused before anything is made
+    if a.detector_setting and a.detector is None:
+        raise ByakuganError("--detector-setting: needs --detector (the settings are that detector's)")
+    detector = detector_config(a.detector, a.detector_setting) if a.detector else None
+    if isinstance(detector, dict) and not Gallery.exists(a.gallery):
+        from byakugan.embedder.detection import create_detector
+
+        create_detector(detector)  # a bad setting is one line before anything is made
+    ok_all = True
+    gallery_dir = Path(a.gallery)
+    if not Gallery.exists(gallery_dir):
+        store.check_new(gallery_dir)  # before the lock creates anything there
+    with store.locked(gallery_dir):
+        pipe, g = open_gallery(gallery_dir, a.model, detector, a.landmarks, runtime="onnx", vectors=a.store,
+                               sample=[f for _, files in plan for f in files])
+        added: dict[str, int] = {}
+        for label, files in plan:
+            regions, sources = [], []
+            for f in files:
+                try:
+                    found = pipe.crops(f, every=a.all, fallback=a.fallback)
+                except ImageError as exc:
+                    report(str(exc))
+                    ok_all = False
+                    continue
+                regions += found
+                sources += [f if len(found) == 1 else f"{f}#{n}" for n in range(1, len(found) + 1)]
+            if regions:
+                pipe.enroll_regions(g, label, regions, sources)
+                added[label] = len(regions)
+        if not added:
+            raise ImageError("enroll: none of the images could be read; gallery unchanged")
+        g.save()
+    chosen = {"model_chosen_by": pipe.choice.why} if pipe.choice is not None else {}  # a new gallery, no --model
+    if a.json:
+        print_json({"gallery": str(gallery_dir), "added": added, "labels": g.labels(), "model": g.model_name, **chosen})
+    else:
+        if chosen:
+            print(f"{gallery_dir}: new gallery, model {g.model_name} ({pipe.choice.why})")
+        for label, n in added.items():
+            print(f"enrolled {n} image(s) as {label!r}")
+        print(f"{gallery_dir}: {len(g)} references, {len(g.labels())} labels")
+    return 0 if ok_all else EXIT_BAD_INPUT
