@@ -12,8 +12,8 @@ from .pipeline import Pipeline
 
 
 class Candidates:
-    def __init__(self) -> None:
-        self._by_model: dict[str, Pipeline] = {}
+    def __init__(self, *known: Pipeline) -> None:
+        self._by_model: dict[str, Pipeline] = {p.encoder.name: p for p in known}  # made already: not loaded twice
 
     def __call__(self, images: Sequence[ImageSource]) -> Pipeline:
         """The pipeline of the model these images call for, its .choice saying why."""

@@ -50,20 +50,15 @@ class GalleryService:
             store.check_new(self.path)
             self.pipeline = Pipeline.create(model, detector or "none")
         self.undecided = model is None and (detector or "none") == "none" and self._gallery is None
-        self._candidates = Candidates()
+        self._candidates = Candidates(self.pipeline)
 
-    def _pipeline_for(self, crops: list[Crop], commit: bool) -> Pipeline:
-        """What crops are embedded with; for a new gallery with no model named and detector none
-        (undecided), the model they call for, kept for good by an enrolment (commit)."""
+    def _pipeline_for(self, crops: list[Crop]) -> Pipeline:
+        """What crops are embedded with: for a new gallery with no model named and detector none
+        (undecided), the model they call for; the first enrolment's save keeps it (_edit)."""
         with self._lock:
             if self.undecided and self._disk_stamp() is not None:
                 self.gallery()  # made meanwhile by another process: _load takes its model
-            if not self.undecided or not crops:
-                return self.pipeline
-            pipe = self._candidates([c.image for c in crops])
-            if commit:
-                self.pipeline, self._gallery, self._live, self.undecided = pipe, None, None, False
-            return pipe
+            return self._candidates([c.image for c in crops]) if self.undecided and crops else self.pipeline
 
     def version(self) -> Optional[tuple[int, int]]:
         """Changes whenever the gallery on disk does (None before the first save): for a bundle built for download."""
@@ -100,21 +95,26 @@ class GalleryService:
                                      "server ran with another; restart it")
         return g
 
-    def _edit(self, fn: Callable[[Gallery], T]) -> T:
+    def _edit(self, fn: Callable[[Gallery], T], chosen: Optional[Pipeline] = None) -> T:
         # The folder's lock first: while another process edits, this waits without holding
         # self._lock, so searches of the gallery in memory go on.
         with store.locked(self.path), self._lock:
             stamp = self._disk_stamp()
-            if stamp is None and self.undecided:
+            first = stamp is None and self.undecided  # a first enrolment: the gallery keeps `chosen` once saved
+            if first and chosen is None:
                 raise GalleryError(f"gallery {self.path}: is empty, and its model is picked by the first images "
                                    "enrolled; enrol some first")
             # Nobody saved since it was read (the same committed generation): copy the one in memory
             # rather than read it all again.
             g = self._gallery.clone() if self._gallery is not None and stamp is not None and stamp == self._stamp \
                 and stamp[0] == "generation" else None
-            g = self._load(stamp) if g is None else g
+            g = (chosen.new_gallery(self.path) if first else self._load(stamp)) if g is None else g
+            if chosen is not None and g.model_settings["fingerprint"] != chosen.encoder.fingerprint():
+                raise GalleryError(f"gallery {self.path}: was made meanwhile with model {g.model_name!r}; enrol again")
             out = fn(g)
             g.save()
+            if first:
+                self.pipeline, self._live, self.undecided, self._candidates = chosen, None, False, None
             self._gallery, self._stamp = g, self._disk_stamp()
         return out
 
@@ -149,8 +149,8 @@ class GalleryService:
         g = self.gallery()
         if not crops or (not len(g) and len(crops) < 2):  # nothing to compare with: no embedding (the page asks on every rerun)
             return []
-        pipe = self._pipeline_for(crops, commit=False)
-        g = pipe.new_gallery() if self.undecided else g  # an empty one of the model these crops would take
+        pipe = self._pipeline_for(crops)
+        g = pipe.new_gallery() if pipe is not self.pipeline else g  # an empty one of the model these crops would take
         emb = pipe.embed_regions([c.image for c in crops], [c.landmarks for c in crops])
         # Within this batch (the gallery cannot see these yet), scored as a search would score one
         # against the other: a hand crop without landmarks by its CNN part alone. A new reference
@@ -181,7 +181,7 @@ class GalleryService:
     # ---- editing -------------------------------------------------------------------------
     def enroll(self, label: str, crops: list[Crop], progress: Optional[Callable[[int, int], None]] = None) -> list[int]:
         """progress(done, total) is called as each crop is embedded."""
-        pipe = self._pipeline_for(crops, commit=True)
+        pipe = self._pipeline_for(crops)
         # Embedding happens outside the lock so that other users wait only for the save.
         if progress is None:  # one batch; one image at a time only to report progress
             emb = pipe.embed_regions([c.image for c in crops], [c.landmarks for c in crops])
@@ -195,7 +195,7 @@ class GalleryService:
         def add(g: Gallery) -> list[int]:
             return g.enroll(label, emb, sources=[c.name for c in crops], images=[c.image for c in crops])
 
-        return self._edit(add)
+        return self._edit(add, chosen=pipe)
 
     def remove(self, label: str) -> Removed:
         """Remove a label; what was removed comes back, for restore()."""

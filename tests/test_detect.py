@@ -428,25 +428,32 @@ def test_face_net_looks_again_at_its_second_side_only_when_nothing_is_found(monk
 
 
 def test_face_net_takes_the_whole_picture_when_its_first_face_fills_it(monkeypatch):
-    from byakugan.embedder.detection import Detection
+    import dataclasses
+
+    from byakugan.embedder.detection import Detection, face_net
 
     found = [Detection((10, 5, 60, 50), score=0.9), Detection((0, 0, 8, 8), score=0.6)]  # 3000 of 6400 px: 47%
     det = create_detector({"name": "anime-face-net", "whole_above": 0.4})
     monkeypatch.setattr(det, "_search", lambda img, side: list(found))
     got = det(Image.new("RGB", (80, 80)))
-    assert [d.box for d in got] == [(0, 0, 80, 80), (0, 0, 8, 8)] and got[0].score == 0.9  # the rest stay
+    assert [d.box for d in got] == [(0, 0, 80, 80)] and got[0].score == 0.9  # one face: the rest were its parts
     strict = create_detector({"name": "anime-face-net", "whole_above": 0.5})
     monkeypatch.setattr(strict, "_search", lambda img, side: list(found))
     assert [d.box for d in strict(Image.new("RGB", (80, 80)))] == [d.box for d in found]
     never = create_detector({"name": "anime-face-net", "whole_above": 0})
     monkeypatch.setattr(never, "_search", lambda img, side: list(found))
     assert [d.box for d in never(Image.new("RGB", (80, 80)))] == [d.box for d in found]
-    # A gallery that stored the settings of its day, before this one, keeps taking the box.
+    # A gallery that stored the settings of its day, before this one, keeps taking the box, whatever
+    # today's default (0 now; a later one is stood in for here).
+    later = dataclasses.make_dataclass("Later", [("whole_above", float, 0.2)], bases=(face_net.FaceNetSettings,),
+                                       frozen=True)
+    monkeypatch.setattr(face_net, "FaceNetSettings", later)
     stored = {k: v for k, v in det.config.items() if k != "whole_above"}
     assert create_detector(stored).config["whole_above"] == 0
+    assert create_detector({"name": "anime-face-net", "side": 640}).config["whole_above"] == 0.2  # a few: today's
 
 
-def test_enroll_takes_detector_settings_for_a_new_gallery_only(tiny_images, tmp_path, capsys):
+def test_enroll_takes_detector_settings_for_a_new_gallery_only(tiny_images, tmp_path, capsys, monkeypatch):
     args = ["enroll", str(tmp_path / "g"), "red", str(tiny_images[0]), "--fallback", "whole", "--detector", "anime-face-net"]
     assert main(args + ["--detector-setting", "whole_above=0.2", "--detector-setting", "side=640"]) == 0
     stored = Gallery.open(tmp_path / "g").detector_config
@@ -461,3 +468,24 @@ def test_enroll_takes_detector_settings_for_a_new_gallery_only(tiny_images, tmp_
         assert said in capsys.readouterr().err and not (tmp_path / "h").exists()  # refused before anything is made
     assert main(["enroll", str(tmp_path / "h"), "red", str(tiny_images[0]), "--detector-setting", "side=640"]) == 2
     assert "needs --detector" in capsys.readouterr().err
+    for det, setting, said in (("anime-face-net", 'name="hand"', "the detector is named by --detector"),
+                               ("none", "side=512", "detector none has no settings"),
+                               ("hand", "min_confidence=5", "min_confidence 5 must be a number from 0 to 1"),
+                               ("hand", "max_hands=0", "max_hands 0 must be an integer from 1 to 10")):
+        assert main(["enroll", str(tmp_path / "h"), "red", str(tiny_images[0]), "--detector", det,
+                     "--detector-setting", setting]) == 2
+        assert said in capsys.readouterr().err and not (tmp_path / "h").exists()
+    # A file a setting names is stored as an absolute path: the gallery finds it from anywhere.
+    from byakugan.embedder.detection.assets import ANIMEFACE_NET, shipped_path
+
+    copy = tmp_path / "net.onnx"
+    copy.write_bytes(shipped_path(ANIMEFACE_NET).read_bytes())
+    monkeypatch.chdir(tmp_path)
+    assert main(["enroll", str(tmp_path / "k"), "red", str(tiny_images[0]), "--fallback", "whole", "--detector",
+                 "anime-face-net", "--detector-setting", 'model="net.onnx"']) == 0
+    assert Gallery.open(tmp_path / "k").detector_config["model"] == str(copy)
+    # A hand gallery made with a few settings keeps the close-up retry (only old galleries, storing all
+    # three of their day, go without it).
+    assert main(["enroll", str(tmp_path / "m"), "red", str(tiny_images[0]), "--fallback", "whole", "--detector", "hand",
+                 "--detector-setting", "pad=0.3"]) == 0
+    assert Gallery.open(tmp_path / "m").detector_config["retry_border"] == 0.25

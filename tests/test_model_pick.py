@@ -88,15 +88,15 @@ def test_cli_enroll_says_which_model_a_new_gallery_took(datasets, tmp_path, caps
     assert "new gallery" not in said.out + said.err and not Gallery.exists(tmp_path / "m")
 
 
-def test_embed_takes_the_model_a_gallery_of_the_same_images_would(datasets, tmp_path, capsys):
-    faces = [str(p) for p in pictures(datasets, "anime-onepiece", 3)]
+def test_embed_keeps_one_model_whatever_the_images(datasets, tmp_path, capsys):
+    faces = [str(p) for p in pictures(datasets, "anime-onepiece", 3)]  # vectors of two runs must compare
     assert main(["embed", *faces, "--out", str(tmp_path / "e.npy")]) == 0
-    assert "model anime-tuned (" in capsys.readouterr().err
-    assert main(["embed", *faces, "--out", str(tmp_path / "d.npy"), "--model", "default"]) == 0
     assert capsys.readouterr().err.endswith("float32, model default\n")
+    assert main(["embed", *faces, "--out", str(tmp_path / "d.npy"), "--model", "anime-tuned"]) == 0
+    assert capsys.readouterr().err.endswith("float32, model anime-tuned\n")
 
 
-def test_the_page_and_server_service_decides_on_the_first_enrolment(datasets, tmp_path):
+def test_the_page_and_server_service_decides_on_the_first_enrolment(datasets, tmp_path, monkeypatch):
     svc = GalleryService(tmp_path / "g")
     assert svc.undecided and svc.labels() == {}  # an empty gallery in memory, model not yet picked
     with pytest.raises(GalleryError, match="empty"):
@@ -106,10 +106,17 @@ def test_the_page_and_server_service_decides_on_the_first_enrolment(datasets, tm
     assert not Gallery.exists(tmp_path / "g")
     crops = [Crop(p.name, load_image(p)) for p in pictures(datasets, "anime-onepiece", 5)]
     hands = [Crop(p.name, load_image(p)) for p in pictures(datasets, "hand-fingers", 3)]
+    loaded, create = [], Pipeline.create
+    monkeypatch.setattr(Pipeline, "create", lambda *a, **k: loaded.append(a[0]) or create(*a, **k))
     svc.check("luffy", crops)  # the page checks an upload before enrolling it: with the model it would take,
-    assert svc.undecided  # but the choice waits for the enrolment
+    assert svc.undecided and loaded == ["anime-tuned"]  # but the choice waits for the enrolment
     svc.check("five", hands)
+    assert loaded == ["anime-tuned"]  # `default`, the pipeline it started with, is not loaded twice
+    with pytest.raises(GalleryError, match="label"):
+        svc.enroll("   ", crops)  # a first enrolment that fails keeps no model
+    assert svc.undecided and not Gallery.exists(tmp_path / "g")
     svc.enroll("luffy", crops)
+    assert loaded == ["anime-tuned"]
     assert not svc.undecided and svc.pipeline.choice.why.endswith("of 5 images look like anime faces")
     assert Gallery.open(tmp_path / "g").model_name == "anime-tuned"
     with svc.tracker() as live:  # on the chosen model (a default one would not match the gallery's vectors)

@@ -34,6 +34,12 @@ class HandSettings:
     # in 99% of sign-digits images against 74% (benchmarks/hands.py reports it per dataset).
     retry_border: float = 0.25
 
+    def __post_init__(self) -> None:
+        from .cascade import check_settings  # the same one-line errors as the cascades' settings
+
+        check_settings("hand", self, {"pad": (float, 0, 2), "min_confidence": (float, 0, 1), "max_hands": (int, 1, 10),
+                                      "retry_border": (float, 0, 1)})
+
 
 class HandDetector:
     name = "hand"
@@ -133,6 +139,6 @@ def encode_landmarks(hands: list[tuple[str, np.ndarray]]) -> np.ndarray:
 
 def create_hand_detector(config: dict, video: bool = False) -> HandDetector:
     settings = {k: v for k, v in config.items() if k != "name"}
-    if settings and "retry_border" not in settings:
+    if {"pad", "min_confidence", "max_hands"} <= settings.keys() and "retry_border" not in settings:
         settings["retry_border"] = 0.0  # a gallery saved before the retry: crop queries as its references were
     return HandDetector(HandSettings(**settings), video)

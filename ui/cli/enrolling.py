@@ -18,6 +18,7 @@ from byakugan.index.opening import open_gallery
 from .common import EXIT_BAD_INPUT, print_json, report
 from .evaluation import detector_config
 
+FILES = ("model", "verifier", "cascade")  # detector settings that name a file (embedder.detection.assets)
 
 def _plan(a: argparse.Namespace) -> list[tuple[str, list[str]]]:
     if a.from_folder:
@@ -43,6 +44,8 @@ def cmd_enroll(a: argparse.Namespace) -> int:
     if a.detector_setting and a.detector is None:
         raise ByakuganError("--detector-setting: needs --detector (the settings are that detector's)")
     detector = detector_config(a.detector, a.detector_setting) if a.detector else None
+    if isinstance(detector, dict):  # a file a setting names is found again from wherever the gallery is used
+        detector |= {k: str(Path(v).resolve()) for k, v in detector.items() if k in FILES and isinstance(v, str)}
     if isinstance(detector, dict) and not Gallery.exists(a.gallery):
         from byakugan.embedder.detection import create_detector
 

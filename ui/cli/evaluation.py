@@ -86,8 +86,12 @@ def printable(name: str) -> str:
 def detector_config(name: str, settings: list[str]) -> str | dict:
     """--detector and its --detector-setting KEY=VALUE pairs (the detector says which keys it takes)."""
     config: dict = {"name": name}
+    if settings and name == "none":
+        raise ByakuganError(f"--detector-setting {settings[0]!r}: detector none has no settings")
     for pair in settings:
         key, sep, value = pair.partition("=")
+        if key.strip() == "name":
+            raise ByakuganError(f"--detector-setting {pair!r}: the detector is named by --detector, not a setting")
         try:
             config[key.strip()] = json.loads(value)
         except json.JSONDecodeError:

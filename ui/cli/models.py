@@ -34,7 +34,7 @@ def cmd_embed(a: argparse.Namespace) -> int:
         raise ByakuganError(f"--out {out}: must end with .npy")
     if not out.parent.is_dir():
         raise ByakuganError(f"--out {out}: folder {out.parent} does not exist")
-    pipe = pipeline_for(a.model, a.detector, a.landmarks, a.images)  # no --model: what a gallery of them would take
+    pipe = pipeline_for(a.model, a.detector, a.landmarks)  # one model whatever the images: vectors of two runs compare
     result = pipe.embed_images(a.images, fallback=a.fallback, progress=len(a.images) > 8)
     for err in result.errors:
         if err is not None:
@@ -45,8 +45,7 @@ def cmd_embed(a: argparse.Namespace) -> int:
     bad = sum(e is not None for e in result.errors)
     note = f" ({bad} unreadable: NaN rows)" if bad else ""
     emb = result.vectors
-    why = f" ({pipe.choice.why})" if pipe.choice is not None else ""
-    print(f"wrote {out}: {emb.shape[0]} x {emb.shape[1]} float32, model {pipe.encoder.name}{why}{note}", file=sys.stderr)
+    print(f"wrote {out}: {emb.shape[0]} x {emb.shape[1]} float32, model {pipe.encoder.name}{note}", file=sys.stderr)
     return EXIT_BAD_INPUT if bad else 0
 
 
