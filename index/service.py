@@ -11,14 +11,14 @@ from __future__ import annotations
 import threading
 import uuid
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
 import numpy as np
 from PIL import Image
 
-from . import db, store
 from byakugan.embedder.scoring.calibration import Calibration
 
+from . import db, store
 from .choosing import Candidates
 from .confidence import DUPLICATE_COSINE
 from .errors import GalleryError, ModelMismatchError
@@ -30,6 +30,8 @@ from .sequences import Sequence
 from .tracker import Tracker, TrackerSettings
 
 T = TypeVar("T")
+if TYPE_CHECKING:  # torch would come with it: a server of bundles never loads it
+    from byakugan.embedder.embedding.hub import ModelChoice
 
 
 class GalleryService:
@@ -60,8 +62,7 @@ class GalleryService:
                 self.gallery()  # made meanwhile by another process: _load takes its model
             return self._candidates([c.image for c in crops]) if self.undecided and crops else self.pipeline
 
-    def version(self) -> Optional[tuple[int, int]]:
-        """Changes whenever the gallery on disk does (None before the first save): for a bundle built for download."""
+    def version(self) -> Optional[tuple[int, int]]:  # changes with the gallery on disk: a download's bundle follows it
         return self._disk_stamp()
 
     def _disk_stamp(self) -> Optional[tuple]:
@@ -133,11 +134,11 @@ class GalleryService:
 
     def crops(self, images: list[tuple[str, Image.Image]], fallback: Optional[str] = "whole") -> list[Crop]:
         """The first detection of each image, as enrolment would take them."""
-        out = []
-        for name, img in images:
-            r = self.pipeline.crops(img, fallback=fallback, name=name)[0]
-            out.append(Crop(name, r.crop, r.landmarks, r.found))
-        return out
+        return [Crop(name, r.crop, r.landmarks, r.found) for name, img in images
+                for r in [self.pipeline.crops(img, fallback=fallback, name=name)[0]]]
+
+    def choice_for(self, crops: list[Crop]) -> Optional[ModelChoice]:  # a gallery still to pick its model (undecided)
+        return self._pipeline_for(crops).choice if self.undecided and crops else None  # what these crops would pick
 
     def calibration(self) -> Calibration:
         """How the gallery's scores read as a 0-1 confidence (see index.confidence)."""
@@ -156,8 +157,7 @@ class GalleryService:
         # against the other: a hand crop without landmarks by its CNN part alone. A new reference
         # this close to another (raw cosine) adds nothing but weight to its class.
         q, _ = pipe.query(g, emb)
-        S = q @ emb.T
-        S = np.maximum(S, S.T)
+        S = np.maximum(S := q @ emb.T, S.T)
         same = np.triu(S >= DUPLICATE_COSINE, 1)
         warnings = [f"{crops[j].name}: near-duplicate of {crops[i].name} in the same upload, cosine {S[i, j]:.3f}"
                     for j in np.flatnonzero(same.any(0)) for i in [int(np.argmax(same[:, j]))]]

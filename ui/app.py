@@ -128,6 +128,8 @@ def enrol_ui(svc: GalleryService) -> None:
         for i, crop in enumerate(crops):
             found = (f" · {what(svc)} found" if crop.found else f" · no {what(svc)}: whole picture") if cropping else ""
             cols[i % len(cols)].image(crop.image, caption=short(crop.name) + found, width=96)
+        if (choice := svc.choice_for(crops)) is not None:  # a new gallery's model, kept once these are enrolled
+            st.caption(f"A new gallery: these will be embedded with model {choice.name} ({choice.why}); it keeps it.")
         if label:
             for warning in svc.check(label, crops):
                 st.warning(md(warning))
