@@ -44,15 +44,15 @@ def cmd_enroll(a: argparse.Namespace) -> int:
     if a.detector_setting and a.detector is None:
         raise ByakuganError("--detector-setting: needs --detector (the settings are that detector's)")
     detector = detector_config(a.detector, a.detector_setting) if a.detector else None
-    if isinstance(detector, dict):  # a file a setting names is found again from wherever the gallery is used
-        detector |= {k: str(Path(v).resolve()) for k, v in detector.items() if k in FILES and isinstance(v, str)}
-    if isinstance(detector, dict) and not Gallery.exists(a.gallery):
-        from byakugan.embedder.detection import create_detector
-
-        create_detector(detector)  # a bad setting is one line before anything is made
     ok_all = True
     gallery_dir = Path(a.gallery)
     if not Gallery.exists(gallery_dir):
+        if isinstance(detector, dict):
+            from byakugan.embedder.detection import create_detector
+
+            # A file a setting names is found again from wherever the gallery is used.
+            detector |= {k: str(Path(v).resolve()) for k, v in detector.items() if k in FILES and isinstance(v, str)}
+            create_detector(detector)  # a bad setting is one line before anything is made
         store.check_new(gallery_dir)  # before the lock creates anything there
     with store.locked(gallery_dir):
         pipe, g = open_gallery(gallery_dir, a.model, detector, a.landmarks, runtime="onnx", vectors=a.store,
