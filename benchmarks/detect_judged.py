@@ -69,7 +69,8 @@ def detect(sources: list[str], detector: dict) -> tuple[list[dict], dict]:
             found += bool(found_here)
             for i, d in enumerate(found_here):
                 key = f"{source}/{f.parent.name}/{f.name}#{i}"
-                boxes.append({"key": key, "source": source, "box": list(map(int, d.box)), "crop": d.crop(img)})
+                boxes.append({"key": key, "source": source, "box": list(map(int, d.box)), "crop": d.crop(img),
+                              "score": d.score, "picture": img.size})
             if n % 100 == 0:
                 print(f"{source}: {n}/{len(files)} pictures", file=sys.stderr, flush=True)
         per_source[source] = {"pictures": len(files), "with_a_box": found, "ms_per_picture": round(1000 * seconds / len(files), 1)}

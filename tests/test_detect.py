@@ -319,6 +319,7 @@ def test_face_net_ships_and_finds_pasted_faces(datasets, model, tmp_path, monkey
     ({"second_side": True}, "second_side True must be 0"),
     ({"whole_above": 1.5}, "whole_above 1.5 must be a number from 0 to 1"),
     ({"whole_above": "half"}, "whole_above 'half' must be a number"),
+    ({"others_min_score": -0.1}, "others_min_score -0.1 must be a number from 0 to 1"),
 ])
 def test_face_net_settings_a_gallery_or_bundle_stores_are_checked_in_one_line(bad, message):
     with pytest.raises(ModelError, match=message.replace("(", r"\(")):
@@ -451,6 +452,24 @@ def test_face_net_takes_the_whole_picture_when_its_first_face_fills_it(monkeypat
     stored = {k: v for k, v in det.config.items() if k != "whole_above"}
     assert create_detector(stored).config["whole_above"] == 0
     assert create_detector({"name": "anime-face-net", "side": 640}).config["whole_above"] == 0.2  # a few: today's
+
+
+def test_face_net_keeps_a_face_beyond_the_first_only_at_others_min_score(monkeypatch):
+    from byakugan.embedder.detection import Detection
+
+    # the first (here a cooler one than the next) stays whatever its heat: it is what enrolment crops
+    found = [Detection((0, 0, 20, 20), score=0.3), Detection((30, 0, 20, 20), score=0.7),
+             Detection((0, 30, 20, 20), score=0.49), Detection((30, 30, 20, 20), score=0.5)]
+    det = create_detector({"name": "anime-face-net"})
+    assert det.settings.others_min_score == 0.5
+    monkeypatch.setattr(det, "_search", lambda img, side: list(found))
+    assert [d.score for d in det(Image.new("RGB", (80, 80)))] == [0.3, 0.7, 0.5]
+    every = create_detector({"name": "anime-face-net", "others_min_score": 0})
+    monkeypatch.setattr(every, "_search", lambda img, side: list(found))
+    assert [d.score for d in every(Image.new("RGB", (80, 80)))] == [0.3, 0.7, 0.49, 0.5]
+    # a gallery or bundle that stored the settings of its day, before this one, keeps every face
+    stored = {k: v for k, v in det.config.items() if k != "others_min_score"}
+    assert create_detector(stored).config["others_min_score"] == 0
 
 
 def test_enroll_takes_detector_settings_for_a_new_gallery_only(tiny_images, tmp_path, capsys, monkeypatch):

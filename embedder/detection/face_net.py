@@ -61,12 +61,18 @@ class FaceNetSettings:
     # whole than on the box inside it; 0.2, picked end to end with crops, lost 3.9 points on whole
     # illustrations nobody picked it on, so it is off (models/anime-face-net/MODEL_CARD.md).
     whole_above: float = 0.0
+    # A face beyond the first must reach this heat (the first needs min_score). On drawn pictures
+    # nobody pasted into, most boxes beyond the first were bodies, clothes and hands the verifier
+    # passed, at a lower heat than faces (benchmarks/detect_judged.py); 0.5 keeps 95% of the faces
+    # the network finds beyond the first on its threshold pictures (models/anime-face-net/MODEL_CARD.md).
+    others_min_score: float = 0.5
 
     def __post_init__(self) -> None:
         # A gallery or a bundle stores these: a wrong one is one line, not a traceback or a 20 GB tensor.
         rules = {"min_score": (float, 0, 1), "side": (int, 32, 2048), "scale": (float, 0.1, 4), "grow": (float, 0, 2),
                  "grow_up": (float, 0, 2), "overlap": (float, 0, 1), "max_faces": (int, 1, 100),
-                 "min_probability": (float, 0, 1), "whole_above": (float, 0, 1)}
+                 "min_probability": (float, 0, 1), "whole_above": (float, 0, 1),
+                 "others_min_score": (float, 0, 1)}
         for name, (kind, low, high) in rules.items():
             v = getattr(self, name)
             ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (kind is float or isinstance(v, int))
@@ -113,6 +119,8 @@ class FaceNetDetector:
         found = self._search(img, s.side)
         if not found and s.second_side not in (0, s.side):
             found = self._search(img, s.second_side)
+        if len(found) > 1 and s.others_min_score:
+            found = found[:1] + [d for d in found[1:] if d.score >= s.others_min_score]
         if found and s.whole_above and found[0].area >= s.whole_above * img.width * img.height:
             return [Detection((0, 0, img.width, img.height), score=found[0].score)]  # one face: the others are its parts
         return found
@@ -170,7 +178,7 @@ def _framed(cx: float, cy: float, bw: float, bh: float, grow: float, grow_up: fl
 # so a gallery made since, which stores the settings of its day, keeps them too; a config naming a
 # few settings gets today's defaults.
 _STORED_BEFORE = {"min_score", "side", "scale", "grow", "grow_up", "overlap", "max_faces", "verify", "min_probability"}
-_AS_BEFORE = {"first": "largest", "second_side": 0, "whole_above": 0.0}
+_AS_BEFORE = {"first": "largest", "second_side": 0, "whole_above": 0.0, "others_min_score": 0.0}
 # What training and its threshold pictures ran with: one look, largest first (their figures stay reproducible).
 ONE_LOOK_LARGEST_FIRST = dict(_AS_BEFORE)
 

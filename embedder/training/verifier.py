@@ -23,6 +23,7 @@ import json
 import random
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -116,6 +117,65 @@ def embed(net: Verifier, images: list, log) -> torch.Tensor:
     return torch.cat(out)
 
 
+def judged_examples(file: str | Path, sources: Sequence[str]) -> tuple[list[Image.Image], list[Image.Image]]:
+    """(faces, not faces): the boxes of a judgement file (benchmarks/detect_judged.py: drawn pictures
+    whose detected boxes a person judged) on the named sources, cut from their pictures. "part" (a
+    box cutting most of a face away) is not a face: the crop it gives the embedder is a poor one."""
+    judged = json.loads(Path(file).read_text())["boxes"]
+    faces, others = [], []
+    for key, j in sorted(judged.items()):
+        path, _, _ = key.rpartition("#")
+        if path.split("/")[0] not in sources:
+            continue
+        x, y, w, h = j["box"]
+        crop = load_image(DATA / path).crop((x, y, x + w, y + h))
+        (faces if j["verdict"] == "face" else others).append(crop)
+    return faces, others
+
+
+def examples(a: argparse.Namespace, log) -> tuple[list, list, list]:
+    """(faces, not faces, mined negatives held out) of the recipe: the patches, the permissive
+    cascade's boxes in photographs and, with --net-mined, the network's boxes in composed pictures."""
+    root = DATA / "anime-face-patches"
+    face = [load_image(f) for f in list_images(root / "train" / "face")]
+    bg = [load_image(f) for f in list_images(root / "train" / "not-face")]
+    mined = mined_negatives(a.mined_per_source, a.seed)
+    random.Random(a.seed).shuffle(mined)
+    held = mined[: len(mined) // 5]
+    mined = mined[len(mined) // 5 :]
+    # Seeds 0 and 1 composed the network's training and threshold pictures.
+    net_faces, net_others = net_mined(a.net_mined, a.seed + 2, log) if a.net_mined else ([], [])
+    log(f"{len(face) + len(net_faces)} faces ({len(net_faces)} net boxes), {len(bg)} not-face patches, "
+        f"{len(mined) + len(net_others)} mined negatives ({len(net_others)} net boxes, +{len(held)} held out)")
+    return face + net_faces, bg + mined + net_others, held
+
+
+def fit(net: Verifier, X: torch.Tensor, y: torch.Tensor) -> float:
+    """Logistic regression of the verifier's unit on features X: the final loss."""
+    opt = torch.optim.LBFGS(net.linear.parameters(), lr=1, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(net.linear(X).squeeze(1), y) + 1e-4 * net.linear.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    return float(opt.step(closure))
+
+
+def export(net: Verifier, out: str | Path) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(net.eval(), torch.zeros(1, 3, SIZE, SIZE), str(out), input_names=["patches"], output_names=["logit"],
+                      dynamic_axes={"patches": {0: "n"}, "logit": {0: "n"}}, opset_version=17, dynamo=False)
+
+
+def accuracy(net: Verifier, images: list, label: int) -> float:
+    with torch.inference_mode():
+        prob = torch.sigmoid(net(torch.from_numpy(patches(images))).squeeze(1))
+    return float(((prob >= 0.5) == bool(label)).float().mean())
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     what = p.add_mutually_exclusive_group(required=True)
@@ -125,6 +185,10 @@ def main() -> None:
     p.add_argument("--views", type=int, default=2, help="augmented views of each patch")
     p.add_argument("--mined-per-source", type=int, default=150)
     p.add_argument("--net-mined", type=int, default=0, help="composed pictures to mine anime-face-net boxes from")
+    p.add_argument("--judged", metavar="FILE", help="also the boxes a person judged in drawn pictures "
+                   "(benchmarks/detect_judged.py's judgement file): faces positive, the rest negative")
+    p.add_argument("--judged-sources", nargs="+", default=["anime-scenes", "anime-onepiece"])
+    p.add_argument("--judged-views", type=int, default=8, help="views of each judged box (they are few)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     if a.check:
@@ -142,55 +206,34 @@ def main() -> None:
         for path in a.check:
             print(json.dumps({"verifier": path, "seed": a.seed + 1, **net_check(path, pictures, truth)}), flush=True)
         return
+    if a.judged and not Path(a.judged).is_file():
+        p.error(f"--judged {a.judged}: no such file")
     torch.manual_seed(a.seed)
-    root = DATA / "anime-face-patches"
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
-    face = [load_image(f) for f in list_images(root / "train" / "face")]
-    bg = [load_image(f) for f in list_images(root / "train" / "not-face")]
-    mined = mined_negatives(a.mined_per_source, a.seed)
-    random.Random(a.seed).shuffle(mined)
-    held = mined[: len(mined) // 5]
-    mined = mined[len(mined) // 5 :]
-    # Seeds 0 and 1 composed the network's training and threshold pictures.
-    net_faces, net_others = net_mined(a.net_mined, a.seed + 2, log) if a.net_mined else ([], [])
-    face += net_faces
-    mined += net_others
-    log(f"{len(face)} faces ({len(net_faces)} net boxes), {len(bg)} not-face patches, {len(mined)} mined negatives "
-        f"({len(net_others)} net boxes, +{len(held)} held out)")
+    face, negatives, held = examples(a, log)
+    judged_faces, judged_others = judged_examples(a.judged, a.judged_sources) if a.judged else ([], [])
     rng = random.Random(a.seed)
     net = Verifier().eval()
-    X = embed(net, views(face, rng, a.views) + views(bg + mined, rng, a.views), log)
-    y = torch.cat([torch.ones(len(face) * a.views), torch.zeros((len(bg) + len(mined)) * a.views)])
-    opt = torch.optim.LBFGS(net.linear.parameters(), lr=1, max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(net.linear(X).squeeze(1), y) + 1e-4 * net.linear.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    log(f"logistic regression on {len(X)} views: loss {float(opt.step(closure)):.4f}")
-
-    def accuracy(images: list, label: int) -> float:
-        with torch.inference_mode():
-            prob = torch.sigmoid(net(torch.from_numpy(patches(images))).squeeze(1))
-        return float(((prob >= 0.5) == bool(label)).float().mean())
-
+    X = embed(net, views(face, rng, a.views) + views(negatives, rng, a.views)
+              + views(judged_faces, rng, a.judged_views) + views(judged_others, rng, a.judged_views), log)
+    y = torch.cat([torch.ones(len(face) * a.views), torch.zeros(len(negatives) * a.views),
+                   torch.ones(len(judged_faces) * a.judged_views), torch.zeros(len(judged_others) * a.judged_views)])
+    log(f"logistic regression on {len(X)} views: loss {fit(net, X, y):.4f}")
+    root = DATA / "anime-face-patches"
     test_face = [load_image(f) for f in list_images(root / "test" / "face")]
     test_bg = [load_image(f) for f in list_images(root / "test" / "not-face")]
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(net.eval(), torch.zeros(1, 3, SIZE, SIZE), str(out), input_names=["patches"], output_names=["logit"],
-                      dynamic_axes={"patches": {0: "n"}, "logit": {0: "n"}}, opset_version=17, dynamo=False)
-    print(json.dumps({"out": str(out), "test_faces_accepted": round(accuracy(test_face, 1), 4),
-                      "test_not_faces_refused": round(accuracy(test_bg, 0), 4),
-                      "held_out_mined_refused": round(accuracy(held, 0), 4),
-                      "train": {"faces": len(face), "not_faces": len(bg), "mined": len(mined), "views": a.views,
-                                "net_mined_pictures": a.net_mined, "net_faces": len(net_faces),
-                                "net_not_faces": len(net_others)},
+    export(net, a.out)
+    print(json.dumps({"out": str(a.out), "test_faces_accepted": round(accuracy(net, test_face, 1), 4),
+                      "test_not_faces_refused": round(accuracy(net, test_bg, 0), 4),
+                      "held_out_mined_refused": round(accuracy(net, held, 0), 4),
+                      "train": {"faces": len(face), "not_faces": len(negatives), "views": a.views,
+                                "net_mined_pictures": a.net_mined, "judged": a.judged,
+                                "judged_sources": a.judged_sources if a.judged else [],
+                                "judged_faces": len(judged_faces), "judged_not_faces": len(judged_others),
+                                "judged_views": a.judged_views},
                       # the network's threshold pictures (--seed + 1), not the seed the boxes were mined from
                       "net_threshold_pictures": {"seed": a.seed + 1,
-                                                 **net_check(str(out), *data(200, a.seed + 1, log))}}))
+                                                 **net_check(str(a.out), *data(200, a.seed + 1, log))}}))
 
 
 if __name__ == "__main__":
