@@ -10,9 +10,9 @@ writes down the boxes that are not faces in a judgement file (--judged, committe
 
     {"detector": ..., "rule": ..., "boxes": {"SOURCE/CLASS/FILE#N": {"box": [x, y, w, h], "verdict": "face"}}}
 
-`--template` writes one with every box "face", to edit. A box counts as judged when the file has
-the same picture and box number and its box overlaps (IoU >= 0.5); any other box is reported as
-unjudged, so a changed detector cannot borrow an old judgement. Verdicts: "face" (a drawn face,
+`--template` writes one with every box "face", to edit. A box counts as judged when a judged box
+of the same picture overlaps it (IoU >= 0.5; each judged box once, best overlap first); any other
+box is reported as unjudged, so a changed detector cannot borrow an old judgement. Verdicts: "face" (a drawn face,
 the box on it and covering most of it), "part" (on a face but cutting most of it away), "not" (no
 face: hair, a body, clothes, background). The share of boxes that are faces counts "part" as not a
 face. Per source: the share of pictures with a box (`found`), with a box judged a face
@@ -93,12 +93,28 @@ def sheets(boxes: list[dict], folder: Path) -> None:
 
 
 def judge(boxes: list[dict], judged: dict) -> dict[str, str]:
-    """Each box's verdict from the judgement file, or 'unjudged'."""
-    verdicts = {}
+    """Each box's verdict: that of a judged box of the same picture it overlaps (IoU >= 0.5), each
+    judged box given once, best overlap first (any number: a detector that drops a box renumbers the
+    rest); else 'unjudged'."""
+    by_picture: dict[str, list[dict]] = {}
+    for key, j in judged.items():
+        by_picture.setdefault(key.rpartition("#")[0], []).append(j)
+    found: dict[str, list[dict]] = {}
     for b in boxes:
-        j = judged.get(b["key"])
-        verdicts[b["key"]] = j["verdict"] if j and j.get("verdict") in VERDICTS and iou(j["box"], b["box"]) >= 0.5 \
-            else "unjudged"
+        found.setdefault(b["key"].rpartition("#")[0], []).append(b)
+    verdicts = {b["key"]: "unjudged" for b in boxes}
+    for picture, got in found.items():
+        pairs = sorted(((iou(j["box"], b["box"]), n, m) for n, b in enumerate(got)
+                        for m, j in enumerate(by_picture.get(picture, []))), reverse=True)
+        used_box, used_judged = set(), set()
+        for overlap, n, m in pairs:
+            j = by_picture[picture][m]
+            if overlap < 0.5:
+                break
+            if n not in used_box and m not in used_judged and j.get("verdict") in VERDICTS:
+                verdicts[got[n]["key"]] = j["verdict"]
+                used_box.add(n)
+                used_judged.add(m)
     return verdicts
 
 
@@ -111,7 +127,12 @@ def main() -> None:
     p.add_argument("--judged", help="the judgement file to count with")
     p.add_argument("--out", default=str(ROOT / "models" / "anime-face-net" / "judged.json"))
     a = p.parse_args()
-    detector = json.loads(a.detector)
+    try:
+        detector = json.loads(a.detector)
+    except ValueError:
+        p.error(f"--detector {a.detector!r}: not JSON (for example '{{\"name\": \"anime-face-net\"}}')")
+    if a.judged and not Path(a.judged).is_file():
+        p.error(f"--judged {a.judged}: no such file")
     boxes, per_source = detect(a.sources, detector)
     if a.sheets:
         sheets(boxes, Path(a.sheets))

@@ -41,6 +41,14 @@ def kept(rows: list[dict], bar: float) -> list[dict]:
     return [r for r in rows if r["rank"] == 0 or r["heat"] >= bar]
 
 
+def beyond_first(rows: list[dict], *verdicts: str) -> int:
+    return sum(r["rank"] > 0 and r["verdict"] in verdicts for r in rows)
+
+
+def median(rows: list[dict], source: str, which) -> float:
+    return round(float(np.median([r["heat"] for r in rows if r["source"] == source and which(r)])), 4)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--judged", default=str(ROOT / "models" / "anime-face-net" / "judged_boxes.json"))
@@ -56,10 +64,14 @@ def main() -> None:
             "heat_q50": round(float(np.quantile(beyond, 0.5)), 4)}
 
     judged = json.loads(Path(a.judged).read_text())["boxes"]
-    boxes, _ = detect(["anime-scenes", "anime-onepiece"], config)
+    boxes, per_source = detect(["anime-scenes", "anime-onepiece"], config)
     verdicts = judge(boxes, judged)
-    drawn = [{"source": b["source"], "rank": int(b["key"].rpartition("#")[2]), "heat": b["score"],
-              "verdict": verdicts[b["key"]]} for b in boxes]
+    drawn = [{"source": b["source"], "picture": b["key"].rpartition("#")[0], "rank": int(b["key"].rpartition("#")[2]),
+              "heat": b["score"], "verdict": verdicts[b["key"]]} for b in boxes]
+    pictures_of = {s: row["pictures"] for s, row in per_source.items()}
+    heat = {s: {"first_boxes_that_are_faces_median": median(drawn, s, lambda r: r["rank"] == 0 and r["verdict"] == "face"),
+                "not_faces_beyond_the_first_median": median(drawn, s, lambda r: r["rank"] > 0 and r["verdict"] in ("part", "not"))}
+            for s in pictures_of}
 
     rng = random.Random(0)  # detect_composed.py's pictures (seed 0)
     heads = files("anime-onepiece") + files("anime-faces")
@@ -80,15 +92,24 @@ def main() -> None:
             faces = sum(r["verdict"] == "face" for r in k)
             row[source] = {"boxes": len(k), "not_faces": round(1 - faces / max(len(k), 1), 4),
                            "judged_faces_kept": round(faces / max(1, sum(r["verdict"] == "face" for r in rows)), 4),
+                           "faces_beyond_the_first_kept": f"{beyond_first(k, 'face')} of {beyond_first(rows, 'face')}",
+                           "not_faces_beyond_the_first_kept": f"{beyond_first(k, 'part', 'not')} of "
+                                                              f"{beyond_first(rows, 'part', 'not')}",
+                           "pictures_with_a_face_box": round(len({r["picture"] for r in k if r["verdict"] == "face"})
+                                                             / pictures_of[source], 4),
                            "unjudged": sum(r["verdict"] == "unjudged" for r in k)}
         k = kept(pasted, bar)
+        found = {(r["picture"], r["face"]) for r in k if r["face"] is not None}
         row["composed"] = {"boxes": len(k), "not_faces": round(sum(r["face"] is None for r in k) / max(len(k), 1), 4),
-                           "pasted_faces_found": round(len({(r["picture"], r["face"]) for r in k
-                                                            if r["face"] is not None}) / faces_pasted, 4)}
+                           "pasted_faces_found": round(len(found) / faces_pasted, 4),
+                           "faces_beyond_the_first_kept": f"{sum(r['rank'] > 0 and r['face'] is not None for r in k)} of "
+                                                          f"{sum(r['rank'] > 0 and r['face'] is not None for r in pasted)}",
+                           "not_faces_beyond_the_first_kept": f"{sum(r['rank'] > 0 and r['face'] is None for r in k)} of "
+                                                              f"{sum(r['rank'] > 0 and r['face'] is None for r in pasted)}"}
         bars[str(bar)] = row
         print(json.dumps({str(bar): row}), file=sys.stderr, flush=True)
     out = {"command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/others_min_score.py", "judged": a.judged,
-           "threshold_pictures": rule, "bars": bars}
+           "threshold_pictures": rule, "heat_on_drawn_pictures": heat, "bars": bars}
     text = json.dumps(out, indent=2)
     print(text)
     if a.out:

@@ -133,9 +133,10 @@ def judged_examples(file: str | Path, sources: Sequence[str]) -> tuple[list[Imag
     return faces, others
 
 
-def examples(a: argparse.Namespace, log) -> tuple[list, list, list]:
-    """(faces, not faces, mined negatives held out) of the recipe: the patches, the permissive
-    cascade's boxes in photographs and, with --net-mined, the network's boxes in composed pictures."""
+def examples(a: argparse.Namespace, log) -> tuple[list, list, list, dict]:
+    """(faces, not faces, mined negatives held out, how many of each kind) of the recipe: the
+    patches, the permissive cascade's boxes in photographs and, with --net-mined, the network's
+    boxes in composed pictures."""
     root = DATA / "anime-face-patches"
     face = [load_image(f) for f in list_images(root / "train" / "face")]
     bg = [load_image(f) for f in list_images(root / "train" / "not-face")]
@@ -147,7 +148,10 @@ def examples(a: argparse.Namespace, log) -> tuple[list, list, list]:
     net_faces, net_others = net_mined(a.net_mined, a.seed + 2, log) if a.net_mined else ([], [])
     log(f"{len(face) + len(net_faces)} faces ({len(net_faces)} net boxes), {len(bg)} not-face patches, "
         f"{len(mined) + len(net_others)} mined negatives ({len(net_others)} net boxes, +{len(held)} held out)")
-    return face + net_faces, bg + mined + net_others, held
+    # mined counts the network's other boxes with the cascade's, as training.json files always have
+    counts = {"faces": len(face) + len(net_faces), "not_faces": len(bg), "mined": len(mined) + len(net_others),
+              "net_faces": len(net_faces), "net_not_faces": len(net_others)}
+    return face + net_faces, bg + mined + net_others, held, counts
 
 
 def fit(net: Verifier, X: torch.Tensor, y: torch.Tensor) -> float:
@@ -208,9 +212,12 @@ def main() -> None:
         return
     if a.judged and not Path(a.judged).is_file():
         p.error(f"--judged {a.judged}: no such file")
+    for source in a.judged_sources if a.judged else ():
+        if not (DATA / source).is_dir():
+            p.error(f"--judged-sources {source}: no such source in {DATA}")
     torch.manual_seed(a.seed)
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
-    face, negatives, held = examples(a, log)
+    face, negatives, held, counts = examples(a, log)
     judged_faces, judged_others = judged_examples(a.judged, a.judged_sources) if a.judged else ([], [])
     rng = random.Random(a.seed)
     net = Verifier().eval()
@@ -226,8 +233,7 @@ def main() -> None:
     print(json.dumps({"out": str(a.out), "test_faces_accepted": round(accuracy(net, test_face, 1), 4),
                       "test_not_faces_refused": round(accuracy(net, test_bg, 0), 4),
                       "held_out_mined_refused": round(accuracy(net, held, 0), 4),
-                      "train": {"faces": len(face), "not_faces": len(negatives), "views": a.views,
-                                "net_mined_pictures": a.net_mined, "judged": a.judged,
+                      "train": {**counts, "views": a.views, "net_mined_pictures": a.net_mined, "judged": a.judged,
                                 "judged_sources": a.judged_sources if a.judged else [],
                                 "judged_faces": len(judged_faces), "judged_not_faces": len(judged_others),
                                 "judged_views": a.judged_views},
