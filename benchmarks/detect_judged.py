@@ -54,8 +54,9 @@ def iou(a, b) -> float:
     return inter / max(aw * ah + bw * bh - inter, 1)
 
 
-def detect(sources: list[str], detector: dict) -> tuple[list[dict], dict]:
-    """Every box on every picture of the sources: key, box, crop; and pictures and time per source."""
+def detect(sources: list[str], detector: dict, grey: bool = False) -> tuple[list[dict], dict]:
+    """Every box on every picture of the sources: key, box, crop; and pictures and time per source.
+    grey: each picture in shades of grey first, as a manga page is."""
     det = create_detector(detector)
     boxes, per_source = [], {}
     for source in sources:
@@ -63,6 +64,8 @@ def detect(sources: list[str], detector: dict) -> tuple[list[dict], dict]:
         found, seconds = 0, 0.0
         for n, f in enumerate(files):
             img = load_image(f)
+            if grey:
+                img = img.convert("L").convert("RGB")
             start = time.perf_counter()
             found_here = det(img)
             seconds += time.perf_counter() - start
@@ -122,6 +125,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sources", nargs="+", default=["anime-scenes", "anime-onepiece"])
     p.add_argument("--detector", default='{"name": "anime-face-net"}', help="a detector config (JSON)")
+    p.add_argument("--grey", action="store_true", help="every picture in shades of grey (as manga pages are); "
+                   "its boxes are judged by the judgement of the same pictures in colour, box for box by overlap")
     p.add_argument("--sheets", help="write numbered contact sheets of every box into this folder")
     p.add_argument("--template", help="write a judgement file with every box 'face', to edit")
     p.add_argument("--judged", help="the judgement file to count with")
@@ -133,7 +138,7 @@ def main() -> None:
         p.error(f"--detector {a.detector!r}: not JSON (for example '{{\"name\": \"anime-face-net\"}}')")
     if a.judged and not Path(a.judged).is_file():
         p.error(f"--judged {a.judged}: no such file")
-    boxes, per_source = detect(a.sources, detector)
+    boxes, per_source = detect(a.sources, detector, a.grey)
     if a.sheets:
         sheets(boxes, Path(a.sheets))
     if a.template:
@@ -144,7 +149,7 @@ def main() -> None:
         return
     judged = json.loads(Path(a.judged).read_text())
     verdicts = judge(boxes, judged["boxes"])
-    out = {"detector": detector, "judged_by": a.judged, "rule": judged.get("rule", RULE), "sources": {}}
+    out = {"detector": detector, "grey": a.grey, "judged_by": a.judged, "rule": judged.get("rule", RULE), "sources": {}}
     for source, row in per_source.items():
         v = [verdicts[b["key"]] for b in boxes if b["source"] == source]
         counts = {k: v.count(k) for k in VERDICTS + ("unjudged",)}

@@ -94,8 +94,9 @@ def net_check(verifier: str, pictures: list, truth: list) -> dict:
     detect = FaceNetDetector(FaceNetSettings(**ONE_LOOK_LARGEST_FIRST), verifier=verifier)
     return {"pictures": len(pictures), **detection_figures([[d.box for d in detect(pic)] for pic in pictures], truth)}
 
-def views(images: list, rng: random.Random, n: int) -> list:
-    """n views of each image: flipped or not, cut a little tighter or looser, as candidates are."""
+def views(images: list, rng: random.Random, n: int, grey: float = 0.0) -> list:
+    """n views of each image: flipped or not, cut a little tighter or looser, as candidates are;
+    with chance `grey` in shades of grey (as manga pages are: the patches are nearly all in colour)."""
     out = []
     for im in images:
         for _ in range(n):
@@ -104,7 +105,10 @@ def views(images: list, rng: random.Random, n: int) -> list:
             dx, dy = rng.uniform(-0.08, 0.08) * w, rng.uniform(-0.08, 0.08) * h
             box = (-m * w + dx, -m * h + dy, w * (1 + m) + dx, h * (1 + m) + dy)
             v = im.convert("RGB").transform((w, h), Image.EXTENT, box, Image.BILINEAR)
-            out.append(v.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else v)
+            v = v.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else v
+            if grey and rng.random() < grey:  # no draw at 0: the recipe without it is reproduced exactly
+                v = v.convert("L").convert("RGB")
+            out.append(v)
     return out
 
 
@@ -193,8 +197,12 @@ def main() -> None:
                    "(benchmarks/detect_judged.py's judgement file): faces positive, the rest negative")
     p.add_argument("--judged-sources", nargs="+", default=["anime-scenes", "anime-onepiece"])
     p.add_argument("--judged-views", type=int, default=8, help="views of each judged box (they are few)")
+    p.add_argument("--grey", type=float, default=0.0, metavar="P",
+                   help="each view in shades of grey with this chance (torchvision's RandomGrayscale default is 0.1)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
+    if not 0 <= a.grey <= 1:
+        p.error(f"--grey {a.grey}: must be a chance from 0 to 1")
     if a.check:
         from ..detection.verifier import FaceVerifier
         from ..errors import ModelError
@@ -221,8 +229,8 @@ def main() -> None:
     judged_faces, judged_others = judged_examples(a.judged, a.judged_sources) if a.judged else ([], [])
     rng = random.Random(a.seed)
     net = Verifier().eval()
-    X = embed(net, views(face, rng, a.views) + views(negatives, rng, a.views)
-              + views(judged_faces, rng, a.judged_views) + views(judged_others, rng, a.judged_views), log)
+    X = embed(net, views(face, rng, a.views, a.grey) + views(negatives, rng, a.views, a.grey)
+              + views(judged_faces, rng, a.judged_views, a.grey) + views(judged_others, rng, a.judged_views, a.grey), log)
     y = torch.cat([torch.ones(len(face) * a.views), torch.zeros(len(negatives) * a.views),
                    torch.ones(len(judged_faces) * a.judged_views), torch.zeros(len(judged_others) * a.judged_views)])
     log(f"logistic regression on {len(X)} views: loss {fit(net, X, y):.4f}")
@@ -236,7 +244,7 @@ def main() -> None:
                       "train": {**counts, "views": a.views, "net_mined_pictures": a.net_mined, "judged": a.judged,
                                 "judged_sources": a.judged_sources if a.judged else [],
                                 "judged_faces": len(judged_faces), "judged_not_faces": len(judged_others),
-                                "judged_views": a.judged_views},
+                                "judged_views": a.judged_views, "grey": a.grey},
                       # the network's threshold pictures (--seed + 1), not the seed the boxes were mined from
                       "net_threshold_pictures": {"seed": a.seed + 1,
                                                  **net_check(str(a.out), *data(200, a.seed + 1, log))}}))
