@@ -63,8 +63,10 @@ class FaceNetSettings:
     whole_above: float = 0.0
     # A face beyond the first must reach this heat (the first needs min_score). On drawn pictures
     # nobody pasted into, most boxes beyond the first were bodies, clothes and hands the verifier
-    # passed, at a lower heat than faces (benchmarks/detect_judged.py); 0.5 keeps 95% of the faces
-    # the network finds beyond the first on its threshold pictures (models/anime-face-net/MODEL_CARD.md).
+    # passed, at a lower heat than faces (benchmarks/detect_judged.py). 0.5, about the 5th percentile
+    # of the faces beyond the first on the network's threshold pictures, drops nearly all of those
+    # boxes, and a third of the second and third heads pasted into photographs
+    # (benchmarks/others_min_score.py, models/anime-face-net/MODEL_CARD.md).
     others_min_score: float = 0.5
 
     def __post_init__(self) -> None:
