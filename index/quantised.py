@@ -1,8 +1,9 @@
 """A quantised index (`IVFn,PQm`): the vectors held in memory as m-byte codes, the exact ones read
 from the gallery's vector file when they are needed.
 
-FAISS's IVF-PQ answers from the codes, approximately; here each query's best k candidates (at
-least `MIN_CANDIDATES`) are scored again on their exact vectors, read through a
+FAISS's IVF-PQ answers from the codes, approximately; here each query's best `RERANK` x k
+candidates (at least `MIN_CANDIDATES`; at most `MAX_CANDIDATES`, or k when k is more) are scored
+again on their exact vectors, read through a
 memory map of the vector file, so scores are exact cosines and the ranking is what exact search
 gives among the candidates. Class means, calibration, undo and export read exact vectors the same
 way: the gallery's promise of its vectors back exactly holds. At a million references of
@@ -27,11 +28,11 @@ from .errors import GalleryError
 from .vectors import IVF_NPROBE, IVF_TRAIN_ITERATIONS, FlatStore, check_lists, ivf_ids
 
 PQ_FACTORY = re.compile(r"^IVF(\d+),PQ(\d+)$")
-MIN_CANDIDATES = 32
+RERANK, MIN_CANDIDATES = 4, 32
 # A gallery asks for k x its largest class's size to be sure of k distinct labels (50 for 5 labels
-# of 10 references). Re-scoring 4x that many read 200 vectors a query, 0.42 ms of a 1.2 ms search at
-# 100k; 64 kept recall@1 by label; the k asked for (50) keeps it too, and its cost over the
-# store's own search for 5 labels is what benchmarks/million.py measures (docs/pq_100k.json).
+# of 10 references): re-scoring 4x that many read 200 vectors a query, 0.42 ms of a 1.2 ms search at
+# 100k. The labels' order is settled near the top; 64 keep recall@1 by label (benchmarks/million.py).
+MAX_CANDIDATES = 64
 PQ_MIN = 39 * 256  # k-means of each sub-quantiser's 256 codes needs 39 vectors a code (as IVF lists)
 PQ_TRAIN = 20_000  # at least this many vectors (a seeded sample; 40 a list if more) train the lists and codes
 
@@ -57,7 +58,7 @@ def check_size(factory: str, n: int) -> None:
 
 def rerank_depth(k: int) -> int:
     """How many of the codes' best candidates a search for k is scored again on exact vectors."""
-    return max(k, MIN_CANDIDATES)
+    return max(k, min(max(RERANK * k, MIN_CANDIDATES), MAX_CANDIDATES))
 
 
 class PQStore:
