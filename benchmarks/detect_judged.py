@@ -121,6 +121,24 @@ def judge(boxes: list[dict], judged: dict) -> dict[str, str]:
     return verdicts
 
 
+def counted(boxes: list[dict], verdicts: dict[str, str], row: dict, source: str) -> dict:
+    """One source's figures: detect()'s row for it, then its boxes by verdict and the shares of them."""
+    v = [verdicts[b["key"]] for b in boxes if b["source"] == source]
+    counts = {k: v.count(k) for k in VERDICTS + ("unjudged",)}
+    n = len(v)
+    firsts = [verdicts[b["key"]] for b in boxes if b["source"] == source and b["key"].endswith("#0")]
+    faced = {b["key"].rpartition("#")[0] for b in boxes if b["source"] == source and verdicts[b["key"]] == "face"}
+    return {
+        **row, "found": round(row["with_a_box"] / row["pictures"], 4), "boxes": n,
+        "boxes_per_picture": round(n / row["pictures"], 3), **counts,
+        "boxes_that_are_faces": round(counts["face"] / n, 4) if n else None,
+        "boxes_not_faces": round((counts["part"] + counts["not"]) / n, 4) if n else None,
+        "pictures_with_a_face_box": round(len(faced) / row["pictures"], 4),
+        "first_box_a_face": round(firsts.count("face") / row["pictures"], 4),
+        "not_faces": sorted(b["key"] for b in boxes if b["source"] == source and verdicts[b["key"]] in ("part", "not")),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sources", nargs="+", default=["anime-scenes", "anime-onepiece"])
@@ -149,22 +167,8 @@ def main() -> None:
         return
     judged = json.loads(Path(a.judged).read_text())
     verdicts = judge(boxes, judged["boxes"])
-    out = {"detector": detector, "grey": a.grey, "judged_by": a.judged, "rule": judged.get("rule", RULE), "sources": {}}
-    for source, row in per_source.items():
-        v = [verdicts[b["key"]] for b in boxes if b["source"] == source]
-        counts = {k: v.count(k) for k in VERDICTS + ("unjudged",)}
-        n = len(v)
-        firsts = [verdicts[b["key"]] for b in boxes if b["source"] == source and b["key"].endswith("#0")]
-        faced = {b["key"].rpartition("#")[0] for b in boxes if b["source"] == source and verdicts[b["key"]] == "face"}
-        out["sources"][source] = {
-            **row, "found": round(row["with_a_box"] / row["pictures"], 4), "boxes": n,
-            "boxes_per_picture": round(n / row["pictures"], 3), **counts,
-            "boxes_that_are_faces": round(counts["face"] / n, 4) if n else None,
-            "boxes_not_faces": round((counts["part"] + counts["not"]) / n, 4) if n else None,
-            "pictures_with_a_face_box": round(len(faced) / row["pictures"], 4),
-            "first_box_a_face": round(firsts.count("face") / row["pictures"], 4),
-            "not_faces": sorted(b["key"] for b in boxes if b["source"] == source and verdicts[b["key"]] in ("part", "not")),
-        }
+    out = {"detector": detector, "grey": a.grey, "judged_by": a.judged, "rule": judged.get("rule", RULE),
+           "sources": {source: counted(boxes, verdicts, row, source) for source, row in per_source.items()}}
     v = list(verdicts.values())
     out["all"] = {"boxes": len(v), "faces": v.count("face"), "unjudged": v.count("unjudged"),
                   "boxes_not_faces": round((v.count("part") + v.count("not")) / max(len(v), 1), 4)}

@@ -31,7 +31,7 @@ from byakugan.embedder.training.face_net import data
 from byakugan.embedder.training.verifier import Verifier, embed, examples, export, fit, judged_examples, net_check, views
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from detect_judged import detect, judge  # noqa: E402
+from detect_judged import counted, detect, judge  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models" / "anime-face-net" / "anime_face_net_verifier.onnx"
@@ -42,20 +42,13 @@ def figures(verifier: Path, source: str, judged: dict) -> dict:
     # every face the verifier passes (no bar beyond the first): the verifier alone is compared
     boxes, per_source = detect([source], {"name": "anime-face-net", "verifier": str(verifier), "others_min_score": 0})
     verdicts = judge(boxes, judged)
-    v = list(verdicts.values())
-    row = per_source[source]
-    faced = {k.rpartition("#")[0] for k, x in verdicts.items() if x == "face"}
-    firsts = [x for k, x in verdicts.items() if k.endswith("#0")]
+    row = counted(boxes, verdicts, per_source[source], source)
     judged_faces = sum(1 for k, j in judged.items() if k.startswith(source + "/") and j["verdict"] == "face")
-    return {"pictures": row["pictures"], "with_a_box": row["with_a_box"], "boxes": len(v),
-            "face": v.count("face"), "part": v.count("part"), "not": v.count("not"), "unjudged": v.count("unjudged"),
-            # unjudged boxes (ones only this verifier passes) counted as faces, then as not faces
-            "boxes_not_faces": round((v.count("part") + v.count("not")) / max(len(v), 1), 4),
-            "boxes_not_faces_if_unjudged_are_not": round((len(v) - v.count("face")) / max(len(v), 1), 4),
-            "judged_faces_kept": round(v.count("face") / max(judged_faces, 1), 4),
-            "pictures_with_a_face_box": round(len(faced) / row["pictures"], 4),
-            "first_box_a_face": round(firsts.count("face") / row["pictures"], 4),
-            "unjudged_boxes": sorted(k for k, x in verdicts.items() if x == "unjudged")}
+    # boxes_not_faces counts the unjudged (ones only this verifier passes) as faces; this, as not faces
+    row["boxes_not_faces_if_unjudged_are_not"] = round(1 - row["face"] / max(row["boxes"], 1), 4)
+    row["judged_faces_kept"] = round(row["face"] / max(judged_faces, 1), 4)
+    row["unjudged_boxes"] = sorted(k for k, x in verdicts.items() if x == "unjudged")
+    return row
 
 
 def main() -> None:
@@ -108,7 +101,7 @@ def main() -> None:
         for source in SOURCES:
             if source not in trained_on:
                 row[source] = figures(path, source, judged)
-                log(f"{name} on {source}: {json.dumps({k: v for k, v in row[source].items() if k != 'unjudged_boxes'})}")
+                log(f"{name} on {source}: {json.dumps({k: v for k, v in row[source].items() if k not in ('not_faces', 'unjudged_boxes')})}")
         out["arms"][name] = row
     if a.final:
         final = fitted("final", list(SOURCES))
