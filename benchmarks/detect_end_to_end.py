@@ -7,7 +7,8 @@ Prints JSON and writes --out.
 
 Each cell is `byakugan evaluate SOURCE --detector D --model anime --trials 10 --unknown-fraction
 0.33 --seed 1` (a detector may be NAME:SETTING=VALUE,..., given as --detector-setting):
-class-mean top-1, FAR@TAR95 (class mean) and the share of images with a face found.
+class-mean top-1, FAR@TAR95 (class mean) and the share of images with a face found. --grey: each
+source copied in shades of grey first (PNG, into a temporary folder), as manga pages are.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import contextlib
 import io
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+from byakugan.embedder.images import list_images, load_image
 from byakugan.ui.cli import main as byakugan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +47,15 @@ def evaluate(source: str, detector: str, model: str) -> dict:
             "images": s["images"], "seconds": round(time.perf_counter() - start)}
 
 
+def grey_copy(source: Path, to: Path) -> Path:
+    """The source's class folders with every picture in shades of grey (PNG: no new JPEG colour noise)."""
+    for d in sorted(p for p in source.iterdir() if p.is_dir()):
+        (to / d.name).mkdir(parents=True)
+        for f in list_images(d):
+            load_image(f).convert("L").save(to / d.name / (f.stem + ".png"))
+    return to
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sources", nargs="+", default=["anime-scenes", "anime-onepiece"])
@@ -51,16 +63,19 @@ def main() -> None:
     p.add_argument("--model", default="anime", help="the same for every detector; `anime` trained on anime-faces "
                    "alone (8 of its 12 characters), so anime-scenes and anime-onepiece are sources it never saw "
                    "(`anime-tuned`, which new anime galleries get, trained on all three)")
+    p.add_argument("--grey", action="store_true", help="every picture in shades of grey (as manga pages are)")
     p.add_argument("--out", default=str(ROOT / "models" / "anime-face-net" / "end_to_end.json"))
     a = p.parse_args()
     rows: dict = {}
-    for source in a.sources:
-        for detector in a.detectors:
-            rows.setdefault(source, {})[detector] = evaluate(source, detector, a.model)
-            print(json.dumps({source: {detector: rows[source][detector]}}), file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for source in a.sources:
+            folder = grey_copy(DATA / source, Path(tmp) / source) if a.grey else source
+            for detector in a.detectors:
+                rows.setdefault(source, {})[detector] = evaluate(str(folder), detector, a.model)
+                print(json.dumps({source: {detector: rows[source][detector]}}), file=sys.stderr, flush=True)
     text = json.dumps({"protocol": f"byakugan evaluate SOURCE --detector D --model {a.model} --trials 10 "
                                    "--unknown-fraction 0.33 --seed 1 (class-mean top-1 and FAR@TAR95)",
-                       "sources": rows}, indent=1)
+                       "grey": a.grey, "sources": rows}, indent=1)
     Path(a.out).write_text(text + "\n")
     print(text)
 

@@ -21,6 +21,10 @@ face. Per source: the share of pictures with a box (`found`), with a box judged 
 
     .venv/bin/python benchmarks/detect_judged.py --sheets bench-out/sheets --template bench-out/judged.json
     .venv/bin/python benchmarks/detect_judged.py --judged models/anime-face-net/judged_boxes.json
+
+A changed detector (or the same in grey) returns boxes nobody judged: `--judged FILE --unjudged
+--sheets DIR --template NEW` shows only those, keyed `PICTURE#+N` apart from FILE's; once judged,
+NEW's boxes are added to FILE's and the figures counted again.
 """
 
 from __future__ import annotations
@@ -95,6 +99,24 @@ def sheets(boxes: list[dict], folder: Path) -> None:
         sheet.save(folder / f"sheet-{s // per:03d}.png")
 
 
+def unused_keys(boxes: list[dict], judged: dict) -> list[str]:
+    """A key for each box that no judged box of its picture has: PICTURE#+N, N counting on from the
+    picture's judged boxes, so new verdicts can be added to a judgement file beside the old."""
+    taken = {}
+    for key in judged:
+        picture = key.rpartition("#")[0]
+        taken[picture] = taken.get(picture, 0) + 1
+    keys = []
+    for b in boxes:
+        picture = b["key"].rpartition("#")[0]
+        n = taken.get(picture, 0)
+        while f"{picture}#+{n}" in judged:
+            n += 1
+        taken[picture] = n + 1
+        keys.append(f"{picture}#+{n}")
+    return keys
+
+
 def judge(boxes: list[dict], judged: dict) -> dict[str, str]:
     """Each box's verdict: that of a judged box of the same picture it overlaps (IoU >= 0.5), each
     judged box given once, best overlap first (any number: a detector that drops a box renumbers the
@@ -148,6 +170,8 @@ def main() -> None:
     p.add_argument("--sheets", help="write numbered contact sheets of every box into this folder")
     p.add_argument("--template", help="write a judgement file with every box 'face', to edit")
     p.add_argument("--judged", help="the judgement file to count with")
+    p.add_argument("--unjudged", action="store_true", help="sheets and template of only the boxes --judged does "
+                   "not cover, keyed apart from its boxes: judged, their entries are added to its \"boxes\"")
     p.add_argument("--out", default=str(ROOT / "models" / "anime-face-net" / "judged.json"))
     a = p.parse_args()
     try:
@@ -156,17 +180,22 @@ def main() -> None:
         p.error(f"--detector {a.detector!r}: not JSON (for example '{{\"name\": \"anime-face-net\"}}')")
     if a.judged and not Path(a.judged).is_file():
         p.error(f"--judged {a.judged}: no such file")
+    if a.unjudged and not a.judged:
+        p.error("--unjudged needs --judged: the boxes it leaves out are those a judgement file covers")
     boxes, per_source = detect(a.sources, detector, a.grey)
+    judged = json.loads(Path(a.judged).read_text()) if a.judged else {"boxes": {}}
+    verdicts = judge(boxes, judged["boxes"])
+    shown = [b for b in boxes if verdicts[b["key"]] == "unjudged"] if a.unjudged else boxes
     if a.sheets:
-        sheets(boxes, Path(a.sheets))
+        sheets(shown, Path(a.sheets))
     if a.template:
-        template = {"detector": detector, "rule": RULE,
-                    "boxes": {b["key"]: {"box": b["box"], "verdict": "face", "sheet_number": n} for n, b in enumerate(boxes)}}
+        keys = unused_keys(shown, judged["boxes"]) if a.unjudged else [b["key"] for b in shown]
+        template = {"detector": detector, "grey": a.grey, "rule": RULE,
+                    "boxes": {k: {"box": b["box"], "verdict": "face", "sheet_number": n}
+                              for n, (k, b) in enumerate(zip(keys, shown))}}
         write_atomic(Path(a.template), json.dumps(template, indent=1).encode())
     if not a.judged:
         return
-    judged = json.loads(Path(a.judged).read_text())
-    verdicts = judge(boxes, judged["boxes"])
     out = {"detector": detector, "grey": a.grey, "judged_by": a.judged, "rule": judged.get("rule", RULE),
            "sources": {source: counted(boxes, verdicts, row, source) for source, row in per_source.items()}}
     v = list(verdicts.values())

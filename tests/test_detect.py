@@ -417,14 +417,14 @@ def test_an_asset_path_that_is_a_folder_says_so(monkeypatch, tmp_path):
 def test_face_net_looks_again_at_its_second_side_only_when_nothing_is_found(monkeypatch):
     det = create_detector({"name": "anime-face-net", "second_side": 640})
     sides, found = [], {512: [], 640: ["a face"]}
-    monkeypatch.setattr(det, "_search", lambda img, side: sides.append(side) or found[side])
+    monkeypatch.setattr(det, "_search", lambda img, side, grey: sides.append(side) or found[side])
     assert det(Image.new("RGB", (64, 48))) == ["a face"] and sides == [512, 640]
     found[512], sides[:] = ["another"], []
     assert det(Image.new("RGB", (64, 48))) == ["another"] and sides == [512]
     assert create_detector({"name": "anime-face-net", "second_side": 0}).settings.second_side == 0
     same = create_detector({"name": "anime-face-net", "side": 640, "second_side": 640})  # the same look twice: once
     sides.clear()
-    monkeypatch.setattr(same, "_search", lambda img, side: sides.append(side) or [])
+    monkeypatch.setattr(same, "_search", lambda img, side, grey: sides.append(side) or [])
     assert same(Image.new("RGB", (64, 48))) == [] and sides == [640]
 
 
@@ -435,14 +435,14 @@ def test_face_net_takes_the_whole_picture_when_its_first_face_fills_it(monkeypat
 
     found = [Detection((10, 5, 60, 50), score=0.9), Detection((0, 0, 8, 8), score=0.6)]  # 3000 of 6400 px: 47%
     det = create_detector({"name": "anime-face-net", "whole_above": 0.4})
-    monkeypatch.setattr(det, "_search", lambda img, side: list(found))
+    monkeypatch.setattr(det, "_search", lambda img, side, grey: list(found))
     got = det(Image.new("RGB", (80, 80)))
     assert [d.box for d in got] == [(0, 0, 80, 80)] and got[0].score == 0.9  # one face: the rest were its parts
     strict = create_detector({"name": "anime-face-net", "whole_above": 0.5})
-    monkeypatch.setattr(strict, "_search", lambda img, side: list(found))
+    monkeypatch.setattr(strict, "_search", lambda img, side, grey: list(found))
     assert [d.box for d in strict(Image.new("RGB", (80, 80)))] == [d.box for d in found]
     never = create_detector({"name": "anime-face-net", "whole_above": 0})
-    monkeypatch.setattr(never, "_search", lambda img, side: list(found))
+    monkeypatch.setattr(never, "_search", lambda img, side, grey: list(found))
     assert [d.box for d in never(Image.new("RGB", (80, 80)))] == [d.box for d in found]
     # A gallery that stored the settings of its day, before this one, keeps taking the box, whatever
     # today's default (0 now; a later one is stood in for here).
@@ -462,10 +462,10 @@ def test_face_net_keeps_a_face_beyond_the_first_only_at_others_min_score(monkeyp
              Detection((0, 30, 20, 20), score=0.49), Detection((30, 30, 20, 20), score=0.5)]
     det = create_detector({"name": "anime-face-net"})
     assert det.settings.others_min_score == 0.5
-    monkeypatch.setattr(det, "_search", lambda img, side: list(found))
+    monkeypatch.setattr(det, "_search", lambda img, side, grey: list(found))
     assert [d.score for d in det(Image.new("RGB", (80, 80)))] == [0.3, 0.7, 0.5]
     every = create_detector({"name": "anime-face-net", "others_min_score": 0})
-    monkeypatch.setattr(every, "_search", lambda img, side: list(found))
+    monkeypatch.setattr(every, "_search", lambda img, side, grey: list(found))
     assert [d.score for d in every(Image.new("RGB", (80, 80)))] == [0.3, 0.7, 0.49, 0.5]
     # a gallery or bundle that stored the settings of its day, before this one, keeps every face
     stored = {k: v for k, v in det.config.items() if k != "others_min_score"}

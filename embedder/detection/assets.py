@@ -42,7 +42,7 @@ ANIMEFACE_VERIFIER = Asset(
 ANIMEFACE_NET = Asset(
     "anime_face_net.onnx",
     "",  # made here (byakugan.embedder.training.face_net) and shipped
-    "383e481dc3ee016a5254b7bf35d99f19542a223f888fdc45669bb5c1c1afb2c8",
+    "809690d5e4ba211a3a8af1ab6311ba9a8ce14f818e11751c4bb59795ae5f6c85",
     "BYAKUGAN_ANIMEFACE_NET",
     packaged=True,
     models_folder="anime-face-net",
@@ -52,7 +52,7 @@ ANIMEFACE_NET = Asset(
 ANIMEFACE_NET_VERIFIER = Asset(
     "anime_face_net_verifier.onnx",
     "",  # made here (byakugan.embedder.training.verifier --net-mined) and shipped
-    "a38c312edbf50ceaa3485e5e8cdaf21e716fe6d96d601df39e1f346a4fa426ca",
+    "f75f6ebd84172740e90fd1f8d995aea59e2f2b83b313c6cf26a597dea8702354",
     "BYAKUGAN_ANIMEFACE_NET_VERIFIER",
     packaged=True,
     models_folder="anime-face-net",

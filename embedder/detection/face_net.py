@@ -17,8 +17,14 @@ from ..errors import ModelError
 from .assets import ANIMEFACE_NET, ANIMEFACE_NET_VERIFIER, fetch
 from .base import Detection
 from .faces import inside, iou
+from .grey import is_grey
 
 STRIDE = 16
+OUTPUTS = ("heat", "offset", "log_size")
+GREY_OUTPUTS = tuple(f"grey_{n}" for n in OUTPUTS)  # the head for grey pictures (training.grey_heads)
+# The grey head's threshold: the lowest heat whose boxes were >= 95% faces on held-out composed pictures
+# in grey (models/anime-face-net/grey_training.json), as min_score is for the colour head.
+GREY_MIN_SCORE = 0.1454
 # The framing the verifier learnt (the cascade's, grown as `anime-face` grows it), whatever framing
 # the crops are given: the verifier judges, and overlaps are merged, on boxes framed as it learnt them.
 VERIFIER_FRAMING = (0.15, 0.35)
@@ -68,21 +74,28 @@ class FaceNetSettings:
     # boxes, and a third of the second and third heads pasted into photographs
     # (benchmarks/others_min_score.py, models/anime-face-net/MODEL_CARD.md).
     others_min_score: float = 0.5
+    # A picture in shades of grey (grey.is_grey: a manga page) is searched by the network's head and
+    # checked by the verifier's unit trained on grey pictures (training.grey_heads), at that head's
+    # own threshold (the same rule as min_score, on grey held-out pictures). The colour ones, trained
+    # on faces nearly all in colour, found a face in far fewer grey pictures (MODEL_CARD.md).
+    grey: bool = True
+    grey_min_score: float = GREY_MIN_SCORE
 
     def __post_init__(self) -> None:
         # A gallery or a bundle stores these: a wrong one is one line, not a traceback or a 20 GB tensor.
         rules = {"min_score": (float, 0, 1), "side": (int, 32, 2048), "scale": (float, 0.1, 4), "grow": (float, 0, 2),
                  "grow_up": (float, 0, 2), "overlap": (float, 0, 1), "max_faces": (int, 1, 100),
                  "min_probability": (float, 0, 1), "whole_above": (float, 0, 1),
-                 "others_min_score": (float, 0, 1)}
+                 "others_min_score": (float, 0, 1), "grey_min_score": (float, 0, 1)}
         for name, (kind, low, high) in rules.items():
             v = getattr(self, name)
             ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (kind is float or isinstance(v, int))
             if not ok or not low <= v <= high:
                 raise ModelError(f"detector anime-face-net: {name} {v!r} must be a{'n integer' if kind is int else ' number'} "
                                  f"from {low} to {high}")
-        if not isinstance(self.verify, bool):
-            raise ModelError(f"detector anime-face-net: verify {self.verify!r} must be true or false")
+        for name in ("verify", "grey"):
+            if not isinstance(getattr(self, name), bool):
+                raise ModelError(f"detector anime-face-net: {name} {getattr(self, name)!r} must be true or false")
         v = self.second_side
         if not (isinstance(v, int) and not isinstance(v, bool) and (v == 0 or 32 <= v <= 2048)):
             raise ModelError(f"detector anime-face-net: second_side {v!r} must be 0 (no second look) or an integer "
@@ -108,8 +121,14 @@ class FaceNetDetector:
         except Exception as exc:  # onnxruntime raises its own types for a missing or damaged file
             raise ModelError(f"detector anime-face-net: {file} cannot be loaded ({exc})") from None
         names = ([i.name for i in self._session.get_inputs()], [o.name for o in self._session.get_outputs()])
-        if names != (["pixels"], ["heat", "offset", "log_size"]):
+        if names not in ((["pixels"], list(OUTPUTS)), (["pixels"], list(OUTPUTS + GREY_OUTPUTS))):
             raise ModelError(f"detector anime-face-net: {file} is not the face network (inputs and outputs {names})")
+        if settings.grey and GREY_OUTPUTS[0] not in names[1]:
+            raise ModelError(f"detector anime-face-net: {file} has no head for pictures in shades of grey (a file "
+                             "made before there was one); set grey false to use it")
+        if settings.grey and self.verifier is not None and not self.verifier.has_grey:
+            raise ModelError(f"detector anime-face-net: verifier {self.verifier.path} has no unit for pictures in "
+                             "shades of grey (a file made before there was one); set grey false to use it")
         self.config = {"name": self.name, **asdict(settings)}
         if path:
             self.config["model"] = str(path)
@@ -118,31 +137,33 @@ class FaceNetDetector:
 
     def __call__(self, img: Image.Image) -> list[Detection]:
         s = self.settings
-        found = self._search(img, s.side)
+        grey = s.grey and is_grey(img)
+        found = self._search(img, s.side, grey)
         if not found and s.second_side not in (0, s.side):
-            found = self._search(img, s.second_side)
+            found = self._search(img, s.second_side, grey)
         if len(found) > 1 and s.others_min_score:
             found = found[:1] + [d for d in found[1:] if d.score >= s.others_min_score]
         if found and s.whole_above and found[0].area >= s.whole_above * img.width * img.height:
             return [Detection((0, 0, img.width, img.height), score=found[0].score)]  # one face: the others are its parts
         return found
 
-    def _search(self, img: Image.Image, side: int) -> list[Detection]:
+    def _search(self, img: Image.Image, side: int, grey: bool) -> list[Detection]:
         s = self.settings
         scale = side / max(img.size)
         w, h = max(STRIDE, round(img.width * scale)), max(STRIDE, round(img.height * scale))
         pw, ph = -(-w // 32) * 32, -(-h // 32) * 32  # the trunk halves five times: pad to a multiple of 32
         x = np.zeros((1, 3, ph, pw), np.float32)
         x[0, :, :h, :w] = np.asarray(img.convert("RGB").resize((w, h), Image.BILINEAR), np.float32).transpose(2, 0, 1) / 255
-        heat, offset, log_size = (o[0] for o in self._session.run(None, {"pixels": x}))
+        heat, offset, log_size = (o[0] for o in self._session.run(list(GREY_OUTPUTS if grey else OUTPUTS), {"pixels": x}))
         heat = heat[0]
+        min_score = s.grey_min_score if grey else s.min_score
         padded = np.pad(heat, 1, constant_values=-1.0)
         peak = np.ones_like(heat, bool)
         for dy in (0, 1, 2):
             for dx in (0, 1, 2):
                 if (dy, dx) != (1, 1):
                     peak &= heat >= padded[dy:dy + heat.shape[0], dx:dx + heat.shape[1]]
-        ys, xs = np.nonzero(peak & (heat >= s.min_score))
+        ys, xs = np.nonzero(peak & (heat >= min_score))
         order = np.argsort(-heat[ys, xs])[:200]
         found: list[tuple[Detection, tuple]] = []  # each face at the verifier's framing and at the crop's
         for i, j in zip(ys[order], xs[order]):
@@ -154,7 +175,7 @@ class FaceNetDetector:
         sure = [d.score for d, _ in found]  # how certain each is a face: the heat, or the verifier's probability
         # Verified before overlaps are merged: a body under a face must not merge the face away.
         if self.verifier is not None and found:
-            prob = self.verifier([img.crop((x, y, x + w, y + h)) for x, y, w, h in (d.box for d, _ in found)])
+            prob = self.verifier([img.crop((x, y, x + w, y + h)) for x, y, w, h in (d.box for d, _ in found)], grey)
             keep = [i for i, p in enumerate(prob) if p >= s.min_probability]
             found, sure = [found[i] for i in keep], [float(prob[i]) for i in keep]
         kept: list[tuple[Detection, tuple, float]] = []
@@ -180,7 +201,7 @@ def _framed(cx: float, cy: float, bw: float, bh: float, grow: float, grow_up: fl
 # so a gallery made since, which stores the settings of its day, keeps them too; a config naming a
 # few settings gets today's defaults.
 _STORED_BEFORE = {"min_score", "side", "scale", "grow", "grow_up", "overlap", "max_faces", "verify", "min_probability"}
-_AS_BEFORE = {"first": "largest", "second_side": 0, "whole_above": 0.0, "others_min_score": 0.0}
+_AS_BEFORE = {"first": "largest", "second_side": 0, "whole_above": 0.0, "others_min_score": 0.0, "grey": False}
 # What training and its threshold pictures ran with: one look, largest first (their figures stay reproducible).
 ONE_LOOK_LARGEST_FIRST = dict(_AS_BEFORE)
 

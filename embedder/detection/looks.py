@@ -13,6 +13,7 @@ from typing import Sequence
 
 from ..errors import ImageError
 from ..images import ImageSource, load_image
+from .grey import is_grey
 
 # Images judged at most (spread over the list): enough for a majority, about 5 ms each.
 SAMPLE = 32
@@ -51,5 +52,8 @@ def judge(images: Sequence[ImageSource]) -> Looks:
             continue
     if not loaded:
         return Looks(0, 0)
-    prob = FaceVerifier(fetch(ANIMEFACE_NET_VERIFIER))(loaded)
-    return Looks(int((prob >= 0.5).sum()), len(loaded))
+    verifier = FaceVerifier(fetch(ANIMEFACE_NET_VERIFIER))
+    grey = [verifier.has_grey and is_grey(img) for img in loaded]  # manga faces: the unit that learnt grey faces
+    faces = sum(int((verifier([img for img, g in zip(loaded, grey) if g == kind], kind) >= 0.5).sum())
+                for kind in (False, True))
+    return Looks(faces, len(loaded))

@@ -15,6 +15,7 @@ from PIL import Image
 
 from ..errors import ModelError
 
+GREY_OUTPUT = "grey_logit"
 SIZE = 96  # patches are resized to SIZE x SIZE, RGB, scaled to [0, 1]
 
 
@@ -42,10 +43,17 @@ class FaceVerifier:
             raise ModelError(f"face verifier {path}: is not the face verifier (input {self._input} {shape}, "
                              f"expected patches of 3 x {SIZE} x {SIZE})")
         self.path = Path(path)
+        # A second unit for patches in shades of grey, in files made since (training.grey_heads).
+        outputs = [o.name for o in self._session.get_outputs()]
+        self.has_grey = GREY_OUTPUT in outputs
+        self._outputs = {False: outputs[0], True: GREY_OUTPUT if self.has_grey else None}
 
-    def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """The probability that each image is an anime face."""
+    def __call__(self, images: Sequence[Image.Image], grey: bool = False) -> np.ndarray:
+        """The probability that each image is an anime face; grey: by the unit trained on grey patches."""
         if not images:
             return np.zeros(0, np.float32)
-        logits = self._session.run(None, {self._input: patches(images)})[0].reshape(-1)
+        if grey and not self.has_grey:
+            raise ModelError(f"face verifier {self.path}: has no unit for pictures in shades of grey "
+                             f"(no output {GREY_OUTPUT!r}: a file made before there was one)")
+        logits = self._session.run([self._outputs[grey]], {self._input: patches(images)})[0].reshape(-1)
         return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)

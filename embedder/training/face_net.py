@@ -1,7 +1,10 @@
 """Train `anime-face-net` (embedder/detection/face_net.py): a small centre-point head (CenterNet's
 heat map, offsets and sizes) on the frozen ImageNet EfficientNet-Lite0 trunk, and write it as ONNX.
 
-    .venv/bin/python -m byakugan.embedder.training.face_net --out models/anime-face-net
+    .venv/bin/python -m byakugan.embedder.training.face_net --out DIR [--grey 1]
+
+(One head per run; training.grey_heads joins the colour head and the grey one, --grey 1, into the
+shipped file.)
 
 Training pictures are composed, with known boxes: 1-4 faces of `anime-face-patches/train/face`
 (many characters, 64 px) pasted at 20-320 px, tilted up to 15 degrees, with rectangular or soft
@@ -104,7 +107,17 @@ def paste(canvas: Image.Image, patch: Image.Image, rng: random.Random, side: int
     return None
 
 
-def compose(rng: random.Random, faces: list, not_faces: list, photos: list) -> tuple[Image.Image, list[tuple]]:
+def compose(rng: random.Random, faces: list, not_faces: list, photos: list,
+            grey: float = 0.0) -> tuple[Image.Image, list[tuple]]:
+    """A picture with known face boxes; with chance `grey` all of it in shades of grey, as a manga
+    page is (the face patches are nearly all in colour)."""
+    picture, boxes = _compose(rng, faces, not_faces, photos)
+    if grey and rng.random() < grey:  # no draw at 0: the pictures without it are reproduced exactly
+        picture = picture.convert("L").convert("RGB")
+    return picture, boxes
+
+
+def _compose(rng: random.Random, faces: list, not_faces: list, photos: list) -> tuple[Image.Image, list[tuple]]:
     if rng.random() < 0.1:  # a tight crop: one face is the picture
         return rng.choice(faces).convert("RGB").resize((W, H), Image.BILINEAR), [(W * 0.1, H * 0.05, W * 0.8, H * 0.9)]
     if rng.random() < 0.5:
@@ -171,14 +184,14 @@ def focal(logit: torch.Tensor, heat: torch.Tensor) -> torch.Tensor:
     return loss.sum() / pos.sum().clamp(min=1)
 
 
-def data(n: int, seed: int, log) -> tuple[list, list]:
+def data(n: int, seed: int, log, grey: float = 0.0) -> tuple[list, list]:
     root = DATA / "anime-face-patches" / "train"
     faces = [load_image(f) for f in list_images(root / "face")]
     not_faces = [load_image(f) for f in list_images(root / "not-face")]
     photos = [f for s in PHOTOS for d in sorted((DATA / s).iterdir()) if d.is_dir() for f in list_images(d)]
     rng = random.Random(seed)
-    pictures = [compose(rng, faces, not_faces, photos) for _ in range(n)]
-    log(f"composed {n} pictures, {sum(len(b) for _, b in pictures)} faces (seed {seed})")
+    pictures = [compose(rng, faces, not_faces, photos, grey) for _ in range(n)]
+    log(f"composed {n} pictures, {sum(len(b) for _, b in pictures)} faces (seed {seed}, grey {grey})")
     return [p for p, _ in pictures], [b for _, b in pictures]
 
 
@@ -202,11 +215,15 @@ def main() -> None:
     p.add_argument("--held-out", type=int, default=200, help="composed pictures (another seed) that set the threshold")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--grey", type=float, default=0.0, metavar="P",
+                   help="each composed picture (threshold pictures too) in shades of grey with this chance")
     a = p.parse_args()
+    if not 0 <= a.grey <= 1:
+        p.error(f"--grey {a.grey}: must be a chance from 0 to 1")
     torch.manual_seed(a.seed)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     trunk = Trunk().to(memory_format=torch.channels_last)
-    pictures, boxes = data(a.pictures, a.seed, log)
+    pictures, boxes = data(a.pictures, a.seed, log, a.grey)
     f16, f32 = maps(trunk, pictures, log)
     del pictures
     t = [targets(b) for b in boxes]
@@ -238,17 +255,17 @@ def main() -> None:
                       output_names=["heat", "offset", "log_size"], opset_version=17, dynamo=False,
                       dynamic_axes={"pixels": {2: "h", 3: "w"}, "heat": {2: "gh", 3: "gw"},
                                     "offset": {2: "gh", 3: "gw"}, "log_size": {2: "gh", 3: "gw"}})
-    threshold = choose_threshold(onnx, a.held_out, a.seed + 1, log)
+    threshold = choose_threshold(onnx, a.held_out, a.seed + 1, log, a.grey)
     write_atomic(out / "training.json", json.dumps({"pictures": a.pictures, "epochs": a.epochs, "seed": a.seed,
-                                                    "history": history, "threshold": threshold}, indent=1).encode())
+                                                    **({"grey": a.grey} if a.grey else {}), "history": history, "threshold": threshold}, indent=1).encode())
     print(json.dumps({"out": str(onnx), **threshold}))
 
 
-def choose_threshold(onnx: Path, n: int, seed: int, log) -> dict:
+def choose_threshold(onnx: Path, n: int, seed: int, log, grey: float = 0.0) -> dict:
     """The lowest score whose boxes are >= 95% faces on held-out composed pictures."""
     from ..detection.face_net import ONE_LOOK_LARGEST_FIRST, FaceNetDetector, FaceNetSettings
 
-    pictures, truth = data(n, seed, log)
+    pictures, truth = data(n, seed, log, grey)
     settings = FaceNetSettings(min_score=0.05, scale=1.0, grow=0.0, grow_up=0.0, verify=False, **ONE_LOOK_LARGEST_FIRST)
     detect = FaceNetDetector(settings, str(onnx))
     scored = []  # (score, is a face)

@@ -1,7 +1,8 @@
 """Train an anime-face verifier (embedder/detection/verifier.py) and write it as ONNX.
 
     .venv/bin/python -m byakugan.embedder.training.verifier --out models/anime-face-verifier/anime_face_verifier.onnx
-    .venv/bin/python -m byakugan.embedder.training.verifier --out models/anime-face-net/anime_face_net_verifier.onnx --net-mined 2000
+    .venv/bin/python -m byakugan.embedder.training.verifier --out V.onnx --net-mined 2000
+    (anime-face-net's colour unit; training.grey_heads joins it with the grey one into the shipped file)
     .venv/bin/python -m byakugan.embedder.training.verifier --check V.onnx [V2.onnx ...]
 
 Positives: ../shared/datasets/anime-face-patches/train/face. Negatives: its not-face patches,
@@ -69,11 +70,12 @@ def mined_negatives(per_source: int, seed: int) -> list[Image.Image]:
     return out
 
 
-def net_mined(n: int, seed: int, log) -> tuple[list[Image.Image], list[Image.Image]]:
-    """(faces, not faces): anime-face-net's unverified boxes in n composed pictures, judged by the known boxes."""
+def net_mined(n: int, seed: int, log, grey: float = 0.0) -> tuple[list[Image.Image], list[Image.Image]]:
+    """(faces, not faces): anime-face-net's unverified boxes in n composed pictures (each in shades
+    of grey with chance `grey`), judged by the known boxes."""
     from ..detection.face_net import ONE_LOOK_LARGEST_FIRST, FaceNetDetector, FaceNetSettings
 
-    pictures, truth = data(n, seed, log)
+    pictures, truth = data(n, seed, log, grey)
     # A little below the shipped threshold, so that the verifier also sees what lies just under it.
     detect = FaceNetDetector(FaceNetSettings(min_score=0.1, verify=False, **ONE_LOOK_LARGEST_FIRST))
     faces, others = [], []
@@ -149,7 +151,7 @@ def examples(a: argparse.Namespace, log) -> tuple[list, list, list, dict]:
     held = mined[: len(mined) // 5]
     mined = mined[len(mined) // 5 :]
     # Seeds 0 and 1 composed the network's training and threshold pictures.
-    net_faces, net_others = net_mined(a.net_mined, a.seed + 2, log) if a.net_mined else ([], [])
+    net_faces, net_others = net_mined(a.net_mined, a.seed + 2, log, a.net_mined_grey) if a.net_mined else ([], [])
     log(f"{len(face) + len(net_faces)} faces ({len(net_faces)} net boxes), {len(bg)} not-face patches, "
         f"{len(mined) + len(net_others)} mined negatives ({len(net_others)} net boxes, +{len(held)} held out)")
     # mined counts the network's other boxes with the cascade's, as training.json files always have
@@ -199,10 +201,14 @@ def main() -> None:
     p.add_argument("--judged-views", type=int, default=8, help="views of each judged box (they are few)")
     p.add_argument("--grey", type=float, default=0.0, metavar="P",
                    help="each view in shades of grey with this chance (torchvision's RandomGrayscale default is 0.1)")
+    p.add_argument("--net-mined-grey", type=float, default=0.0, metavar="P",
+                   help="each picture the network's boxes are mined from in shades of grey with this chance; "
+                   "the network's check is then run on its threshold pictures in grey as well")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
-    if not 0 <= a.grey <= 1:
-        p.error(f"--grey {a.grey}: must be a chance from 0 to 1")
+    for name in ("grey", "net_mined_grey"):
+        if not 0 <= getattr(a, name) <= 1:
+            p.error(f"--{name.replace('_', '-')} {getattr(a, name)}: must be a chance from 0 to 1")
     if a.check:
         from ..detection.verifier import FaceVerifier
         from ..errors import ModelError
@@ -244,10 +250,13 @@ def main() -> None:
                       "train": {**counts, "views": a.views, "net_mined_pictures": a.net_mined, "judged": a.judged,
                                 "judged_sources": a.judged_sources if a.judged else [],
                                 "judged_faces": len(judged_faces), "judged_not_faces": len(judged_others),
-                                "judged_views": a.judged_views, "grey": a.grey},
+                                "judged_views": a.judged_views, "grey": a.grey,
+                                **({"net_mined_grey": a.net_mined_grey} if a.net_mined_grey else {})},
                       # the network's threshold pictures (--seed + 1), not the seed the boxes were mined from
                       "net_threshold_pictures": {"seed": a.seed + 1,
-                                                 **net_check(str(a.out), *data(200, a.seed + 1, log))}}))
+                                                 **net_check(str(a.out), *data(200, a.seed + 1, log))},
+                      **({"net_threshold_pictures_grey": {"seed": a.seed + 1, **net_check(
+                          str(a.out), *data(200, a.seed + 1, log, grey=1.0))}} if a.net_mined_grey else {})}))
 
 
 if __name__ == "__main__":
