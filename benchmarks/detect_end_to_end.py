@@ -52,6 +52,8 @@ def grey_copy(source: Path, to: Path) -> Path:
     for d in sorted(p for p in source.iterdir() if p.is_dir()):
         (to / d.name).mkdir(parents=True)
         for f in list_images(d):
+            if (to / d.name / (f.stem + ".png")).exists():
+                raise SystemExit(f"{f}: another picture of {d} has the name {f.stem}; a grey copy would replace it")
             load_image(f).convert("L").save(to / d.name / (f.stem + ".png"))
     return to
 

@@ -20,11 +20,12 @@ face. Per source: the share of pictures with a box (`found`), with a box judged 
 (`first_box_a_face`).
 
     .venv/bin/python benchmarks/detect_judged.py --sheets bench-out/sheets --template bench-out/judged.json
-    .venv/bin/python benchmarks/detect_judged.py --judged models/anime-face-net/judged_boxes.json
+    .venv/bin/python benchmarks/detect_judged.py --judged models/anime-face-net/judged_boxes.json [--grey --out F]
 
 A changed detector (or the same in grey) returns boxes nobody judged: `--judged FILE --unjudged
 --sheets DIR --template NEW` shows only those, keyed `PICTURE#+N` apart from FILE's; once judged,
-NEW's boxes are added to FILE's and the figures counted again.
+NEW's boxes are added to FILE's (renumbered where two templates made from one FILE clash) and the
+figures counted again.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets"
 VERDICTS = ("face", "part", "not")
 TILE, COLS, ROWS = 128, 8, 8
+DEFAULT_DETECTOR = '{"name": "anime-face-net"}'
+SHIPPED_FIGURES = ROOT / "models" / "anime-face-net" / "judged.json"
 RULE = ("face: a drawn face, the box on it and covering most of it; part: on a face but cutting most of it "
         "away; not: no face")
 
@@ -164,7 +167,7 @@ def counted(boxes: list[dict], verdicts: dict[str, str], row: dict, source: str)
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sources", nargs="+", default=["anime-scenes", "anime-onepiece"])
-    p.add_argument("--detector", default='{"name": "anime-face-net"}', help="a detector config (JSON)")
+    p.add_argument("--detector", default=DEFAULT_DETECTOR, help="a detector config (JSON)")
     p.add_argument("--grey", action="store_true", help="every picture in shades of grey (as manga pages are); "
                    "its boxes are judged by the judgement of the same pictures in colour, box for box by overlap")
     p.add_argument("--sheets", help="write numbered contact sheets of every box into this folder")
@@ -172,8 +175,13 @@ def main() -> None:
     p.add_argument("--judged", help="the judgement file to count with")
     p.add_argument("--unjudged", action="store_true", help="sheets and template of only the boxes --judged does "
                    "not cover, keyed apart from its boxes: judged, their entries are added to its \"boxes\"")
-    p.add_argument("--out", default=str(ROOT / "models" / "anime-face-net" / "judged.json"))
+    p.add_argument("--out", help=f"the JSON file to write (default {SHIPPED_FIGURES.relative_to(ROOT)}, only for "
+                   "the shipped detector in colour: any other run names its file)")
     a = p.parse_args()
+    if a.out is None and a.judged:
+        if a.grey or a.unjudged or a.detector != DEFAULT_DETECTOR:
+            p.error("--out: name the file to write; the default, judged.json, holds the shipped detector's figures in colour")
+        a.out = str(SHIPPED_FIGURES)
     try:
         detector = json.loads(a.detector)
     except ValueError:

@@ -39,8 +39,10 @@ SOURCES = ("anime-scenes", "anime-onepiece")
 
 
 def figures(verifier: Path, source: str, judged: dict) -> dict:
-    # every face the verifier passes (no bar beyond the first): the verifier alone is compared
-    boxes, per_source = detect([source], {"name": "anime-face-net", "verifier": str(verifier), "others_min_score": 0})
+    # every face the verifier passes (no bar beyond the first): the verifier alone is compared; the
+    # verifiers trained here have one unit (colour), and these pictures are in colour
+    boxes, per_source = detect([source], {"name": "anime-face-net", "verifier": str(verifier), "others_min_score": 0,
+                                          "grey": False})
     verdicts = judge(boxes, judged)
     row = counted(boxes, verdicts, per_source[source], source)
     judged_faces = sum(1 for k, j in judged.items() if k.startswith(source + "/") and j["verdict"] == "face")

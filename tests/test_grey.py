@@ -100,8 +100,30 @@ def test_files_made_before_the_grey_heads_are_refused_in_one_line_or_used_withou
     assert create_detector({"name": "anime-face-net", "verifier": cascade_verifier, "grey": False})(picture) == []
 
 
+def test_the_grey_head_has_its_own_threshold(datasets):
+    img = Image.open(datasets / "anime-scenes" / "nishikino_maki" / "10.jpg").convert("RGB")
+    strict = create_detector({"name": "anime-face-net", "grey_min_score": 1.0, "second_side": 0})
+    assert strict(img) and strict(img.convert("L").convert("RGB")) == []  # colour keeps min_score; grey needs 1.0
+    colour_strict = create_detector({"name": "anime-face-net", "min_score": 1.0, "second_side": 0})
+    assert colour_strict(img) == [] and colour_strict(img.convert("L").convert("RGB"))
+
+
+def test_the_model_pick_judges_grey_images_by_the_grey_unit(datasets, monkeypatch):
+    from byakugan.embedder.detection import looks
+    from byakugan.embedder.detection.verifier import FaceVerifier
+
+    faces = [Image.open(f).convert("RGB") for f in sorted((datasets / "anime-onepiece" / "luobin").iterdir())[:6]]
+    mixed = faces[:3] + [f.convert("L").convert("RGB") for f in faces[3:]]
+    asked = []
+    real = FaceVerifier.__call__
+    monkeypatch.setattr(FaceVerifier, "__call__", lambda self, imgs, grey=False: asked.append((len(imgs), grey))
+                        or real(self, imgs, grey))
+    assert looks.judge(mixed).judged == 6
+    assert sorted(asked) == [(3, False), (3, True)]
+
+
 def test_galleries_and_bundles_made_before_keep_the_colour_heads():
-    stored = {k: v for k, v in create_detector("anime-face-net").config.items() if k != "grey"}
+    stored = {k: v for k, v in create_detector("anime-face-net").config.items() if k not in ("grey", "grey_min_score")}
     assert create_detector(stored).settings.grey is False  # the settings of its day: no grey
     assert create_detector({"name": "anime-face-net", "side": 640}).settings.grey is True  # a few: today's
     with pytest.raises(ModelError, match="grey 'yes' must be true or false"):

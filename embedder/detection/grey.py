@@ -16,7 +16,9 @@ SIDE, CHROMA, SHARE = 64, 16, 0.01
 def is_grey(img: Image.Image) -> bool:
     if img.mode in ("L", "LA", "I", "I;16", "F", "1"):
         return True
-    small = img.convert("RGB")
+    # Reduced by whole blocks first: a full-size copy of a large photograph costs more than the test.
+    factor = max(1, min(img.size) // (2 * SIDE))
+    small = (img.reduce(factor) if factor > 1 and img.mode in ("RGB", "RGBA") else img).convert("RGB")
     small.thumbnail((SIDE, SIDE), Image.BILINEAR)
     rgb = np.asarray(small, np.int16)
     chroma = rgb.max(axis=2) - rgb.min(axis=2)

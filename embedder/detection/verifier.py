@@ -46,7 +46,8 @@ class FaceVerifier:
         # A second unit for patches in shades of grey, in files made since (training.grey_heads).
         outputs = [o.name for o in self._session.get_outputs()]
         self.has_grey = GREY_OUTPUT in outputs
-        self._outputs = {False: outputs[0], True: GREY_OUTPUT if self.has_grey else None}
+        # the colour unit: "logit" in every file made here; the first output of any other
+        self._outputs = {False: "logit" if "logit" in outputs else outputs[0], True: GREY_OUTPUT if self.has_grey else None}
 
     def __call__(self, images: Sequence[Image.Image], grey: bool = False) -> np.ndarray:
         """The probability that each image is an anime face; grey: by the unit trained on grey patches."""

@@ -95,9 +95,15 @@ def main() -> None:
     p.add_argument("--out", required=True, help="folder for anime_face_net.onnx and anime_face_net_verifier.onnx")
     p.add_argument("--seed", type=int, default=7, help="composed pictures the outputs are checked on")
     a = p.parse_args()
+    import onnx
+
     for name in ("net", "grey_net", "verifier", "grey_verifier"):
-        if not Path(getattr(a, name)).is_file():
-            p.error(f"--{name.replace('_', '-')} {getattr(a, name)}: no such file")
+        path = getattr(a, name)
+        if not Path(path).is_file():
+            p.error(f"--{name.replace('_', '-')} {path}: no such file")
+        if any(o.name.startswith("grey_") for o in onnx.load(path, load_external_data=False).graph.output):
+            p.error(f"--{name.replace('_', '-')} {path}: already joined (it has grey_* outputs); give the files "
+                    "each head was trained into (the shipped colour ones: git show 7e7ffee:models/anime-face-net/...)")
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     head, grey = Head(), Head()
     head.load_state_dict(trained_part(a.net, "head."))
