@@ -27,6 +27,7 @@ import contextlib
 import io
 import json
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -124,6 +125,7 @@ def main() -> None:
     p.add_argument("--plain", action="store_true",
                    help="train anime folds with `default`'s recipe too (no colour histogram, nearest scoring, no "
                         "cohort): what a gallery that names no anime model got on a source nobody trained on")
+    p.add_argument("--keep", metavar="DIR", help="keep each fold's CNN model in DIR/SOURCE (for studies on it)")
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--recipe", choices=["all", "today"], default="all",
                    help="train on every other source (all), or only on the other sources the shipped models "
@@ -148,6 +150,8 @@ def main() -> None:
                               cohort_per_class=a.cohort_per_class, cohort_data=identities, detectors={k: v for k, v in crop_detectors().items() if a.crop and str(DATA / k) in others})
             log(f"== fold {source}: training on {len(others)} sources")
             train(cfg, log=log)
+            if a.keep:
+                shutil.copytree(cfg.out, Path(a.keep) / source, dirs_exist_ok=True)
             if a.tta:  # a vector-changing setting of the saved model, as `byakugan train --tta` would write it
                 config_file = Path(cfg.out) / "config.json"
                 config_file.write_text(json.dumps(json.loads(config_file.read_text()) | {"tta": a.tta}, indent=1))

@@ -19,6 +19,11 @@ domain's (class mean for anime, nearest reference for hands). Variants:
 - calibrated: (s - impostor level) / (genuine level - impostor level) per class, the impostor level
   as in znorm_gallery, the genuine level each reference's score against the rest of its class
   (leave one out): 0 = like the other classes, 1 = like its own references;
+- margin_A (A = 0.25, 0.5, 1): each class's score (the shipped scoring's: tnorm for anime, raw for
+  hands) less A times the best score among the other enrolled classes: a stranger tends to look
+  about as like two characters as like one, a known query like its own far more. The ranking is
+  unchanged (top-1 identical), only the score a threshold reads moves;
+- margin_mean: less the mean of the other enrolled classes' scores instead of the best;
 
 Operating points: a threshold fixed on the other sources of the domain (the mean of their TAR95
 thresholds), and the gallery's own (genuine_q05: the score keeping 95% of its references'
@@ -47,6 +52,7 @@ from byakugan.embedder.scoring.fusion import fuse, query_form
 SOURCES = {k: v for k, v in json.loads(Path(__file__).with_name("sources.json").read_text()).items()
            if not k.startswith("_")}
 TOP = 5
+MARGINS = (0.25, 0.5, 1.0)
 
 
 def load(path: Path) -> dict:
@@ -81,6 +87,17 @@ def class_scores(Q: np.ndarray, R: np.ndarray, groups: list[np.ndarray], mode: s
             m[g] -= R[g]
         cols.append(np.einsum("ij,ij->i", Q, m) / np.linalg.norm(m, axis=1))
     return np.stack(cols, 1)
+
+
+def best_other(V: np.ndarray) -> np.ndarray:
+    """[rows, classes]: for each class, the best score among the other classes of the row."""
+    top2 = -np.partition(-V, 1, axis=1)[:, :2]
+    return np.where(V >= top2[:, :1], top2[:, 1:2], top2[:, :1])
+
+
+def mean_other(V: np.ndarray) -> np.ndarray:
+    n = V.shape[1]
+    return (V.sum(1, keepdims=True) - V) / max(n - 1, 1)
 
 
 def topmean(x: np.ndarray, k: int) -> float:
@@ -123,6 +140,10 @@ def run(d: dict, mode: str, trials: int = 10, shots: int = 5, unknown_fraction: 
             P = np.stack([R[g].mean(0) for g in groups])
             tc = offsets(P / np.linalg.norm(P, axis=1, keepdims=True), cohort, TOP)[None, :]
             variants |= {"tnorm": (S - tq, SR - tr), "znorm_cohort": (S - tc, SR - tc), "snorm_cohort": (S - tq - tc, SR - tr - tc)}
+        base, base_r = variants["tnorm" if cohort is not None else "raw"]
+        for a in MARGINS:
+            variants[f"margin_{a:g}"] = (base - a * best_other(base), base_r - a * best_other(base_r))
+        variants["margin_mean"] = (base - mean_other(base), base_r - mean_other(base_r))
         for name, (V, VR) in variants.items():
             # the gallery's own evidence: each reference's score for its class (left out) and its best other class
             genuine = VR[own]

@@ -133,7 +133,8 @@ class Bundle:
         meta = {"model": {k: model[k] for k in ("name", "fingerprint", "dim")}, "detector": detector,
                 "threshold": check.check_thresholds(self.thresholds, origin), "read_only": True,
                 "threshold_mode": "auto" if self.thresholds.get("auto") is True else "fixed", "scoring": scoring,
-                **{k: v for k, v in refs.items() if k in ("references", "sequences")}}
+                **{k: v for k, v in refs.items() if k in ("references", "sequences")},
+                **{k: v for k, v in self.config.items() if k == "colourless_queries"}}
         check.check_references(refs, origin)
         try:
             check_meta({**meta, "next_id": 0})

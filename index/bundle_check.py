@@ -22,7 +22,7 @@ from .archive import BundleError
 from .errors import GalleryError
 from .labels import check_label
 from .sequences import MAX_STEPS
-from .settings import set_threshold
+from .settings import check_colourless, set_threshold
 
 MAX_DIM = 65536
 # Past this the first query's pixel array alone is gigabytes (100000 px was 120 GB and an OOM kill);
@@ -69,6 +69,11 @@ def check_config(config: dict, origin: Path, detectors: list[str]) -> Preprocess
         raise BundleError(f"{where}: detector files must be named by text")
     _check_landmarks(config.get("landmarks"), int(model["dim"]), where)
     _check_cohort(config.get("cohort"), where)
+    if "colourless_queries" in config:
+        try:
+            check_colourless(config["colourless_queries"], int(model["dim"]))
+        except ValueError as exc:
+            raise BundleError(f"{where}: {exc}") from None
     return check_preprocess(config.get("preprocess"), where)
 
 

@@ -57,11 +57,12 @@ class Gallery:
                 "detector": dict(settings.detector), "next_id": 0, "references": []}
         if settings.scoring:
             meta["scoring"] = check_scoring(settings.scoring)
-        if settings.landmarks is not None:
-            meta["landmarks"] = dict(settings.landmarks)
+        meta |= {"landmarks": dict(settings.landmarks)} if settings.landmarks is not None else {}
         if settings.cohort is not None:
             # Scores are cohort-normalised; the cohort is copied into the gallery folder (self-contained).
             meta["cohort"] = {"top": int(settings.cohort_top), "size": len(settings.cohort), "sha256": digest(settings.cohort)}
+        if settings.colourless_queries is not None:  # (galleries made before score every query alike)
+            meta["colourless_queries"] = dict(settings.colourless_queries)
         # A threshold given here is fixed; otherwise the gallery's references choose it once there are enough.
         meta["threshold_mode"] = "fixed" if threshold is not None else "auto"
         if threshold is not None:
@@ -158,6 +159,9 @@ class Gallery:
                 raise GalleryError(f"gallery {self.path}: {COHORT_FILE} does not match its checksum (damaged)")
             self._cohort = cohort
         return self._cohort
+
+    colourless_queries = property(lambda self: self._meta.get("colourless_queries"),
+                                  doc='{"split", "bins", "weight"}: colourless queries score by the CNN part alone')
 
     threshold = property(lambda self: float(self._meta["threshold"]),
                          lambda self, value: set_threshold(self._meta, value))

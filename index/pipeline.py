@@ -22,15 +22,15 @@ from byakugan.embedder.errors import ImageError
 from byakugan.embedder.images import ImageSource, describe, load_image
 from byakugan.embedder.scoring.cohort import offsets
 from byakugan.embedder.scoring.fusion import fuse, query_form, stack_landmarks
-
 from byakugan.embedder.scoring.calibration import Calibration
 
+from .colour_queries import ColourQueries
 from .confidence import calibrate
 from .errors import GalleryError, LandmarksNeedHandError, ModelMismatchError
 from .batch import Embedded, embed_images
 from .gallery import Gallery
 from .ranking import Match, Recognition, SearchResult
-from .settings import GallerySettings
+from .settings import GallerySettings, colourless_spec
 
 Queries = Union[np.ndarray, Sequence[ImageSource]]
 
@@ -58,6 +58,7 @@ class Pipeline:
         self.detector_config = dict(detector) if isinstance(detector, dict) else self._detector.config
         self._landmark_source = landmark_source or (landmarks.name if landmarks is not None else None)
         self._calibration: Optional[tuple] = None  # (the gallery, its state, its calibration): the last one asked for
+        self._colour = ColourQueries()  # whether a gallery's references are in colour, the last one asked for
         self.choice = choice  # how create() picked the model when none was named (hub.ModelChoice)
 
     @classmethod
@@ -77,10 +78,9 @@ class Pipeline:
         except ValueError:
             raise LandmarksNeedHandError(f"landmarks {landmarks!r}: only a gallery with detector 'hand' has landmarks, "
                                          f"not {name!r}") from None
-        if isinstance(landmarks, (str, os.PathLike)) and Path(landmarks).is_dir():
-            source = str(Path(landmarks).resolve())  # found again from its folder, wherever the gallery is opened
-        else:
-            source = landmarks if isinstance(landmarks, str) and landmarks != "auto" else None
+        # a folder is found again by its full path, wherever the gallery is opened
+        source = str(Path(landmarks).resolve()) if isinstance(landmarks, (str, os.PathLike)) and Path(landmarks).is_dir() \
+            else landmarks if isinstance(landmarks, str) and landmarks != "auto" else None
         return cls(encoder, detector or "none", lm, source, choice)
 
     @classmethod
@@ -139,7 +139,8 @@ class Pipeline:
         # The detector's full config, every setting with its value today: a later default never changes what it does.
         return GallerySettings({"name": m.name, "fingerprint": m.fingerprint(), "dim": m.dim}, self.detector.config,
                                threshold, config.get("scoring"), landmarks,
-                               m.cohort_settings["top"] if cohort is not None else None, cohort)
+                               m.cohort_settings["top"] if cohort is not None else None, cohort,
+                               colourless_spec(m) if landmarks is None else None)
 
     def new_gallery(self, path: Optional[os.PathLike | str] = None, threshold: Optional[float] = None,
                     store: str = "faiss") -> Gallery:
@@ -154,8 +155,7 @@ class Pipeline:
         return self._twin(onnx_embedder(self.encoder), lm, self._detector)
 
     def for_video(self) -> "Pipeline":
-        """One stream's own pipeline: a detector that follows what it found in the last frame where
-        it can (MediaPipe's tracking mode for hands)."""
+        """One stream's own pipeline: a detector that follows what it found in the last frame (hands)."""
         return self._twin(self.encoder, self.landmarks, create_detector(self.detector_config, video=True))
 
     def _twin(self, encoder, landmarks, detector) -> "Pipeline":
@@ -165,8 +165,7 @@ class Pipeline:
 
     @property
     def detector(self):
-        if self._detector is None:
-            self._detector = create_detector(self.detector_config)
+        self._detector = self._detector or create_detector(self.detector_config)
         return self._detector
 
     fused = property(lambda self: self.landmarks is not None)
@@ -217,11 +216,12 @@ class Pipeline:
         return embed_images(self, images, fallback, progress)
 
     def query(self, gallery: Gallery, vectors: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
-        """Stored-form vectors ready to search the gallery with: rows without hand landmarks rescaled
-        to score by the CNN part alone, and the cohort offsets the gallery's scores are normalised by."""
+        """Stored-form vectors ready to search the gallery with (rows without hand landmarks, or with no colour
+        in a gallery in colour: index.colour_queries, rescaled to score by the CNN part alone) and their cohort offsets."""
         q = np.asarray(vectors, np.float32)
         if self.landmarks is not None and q.ndim == 2 and q.shape[1] == gallery.dim:
             q = query_form(q, self.encoder.dim, self.landmarks.weight)
+        q = self._colour.form(gallery, q)
         spec = gallery.cohort_settings
         return q, (offsets(q, gallery.cohort, int(spec["top"])) if spec else None)
 

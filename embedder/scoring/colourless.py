@@ -1,0 +1,43 @@
+"""A query with no colour to compare is scored without its colour histogram (numpy only: a bundle
+uses it without torch).
+
+A model with a colour histogram (embedder.embedding.colour) stores rows [e, sqrt(w) h] / sqrt(1 + w),
+so two rows score (CNN cosine + w * histogram cosine) / (1 + w). A picture in shades of grey (a
+manga panel) puts every pixel in the histogram's lowest-saturation bins; against references in
+colour its histogram cosine measures how much grey or white each character wears, not who it is,
+and pulls every score down (benchmarks/grey_queries.py). Such a row is told from its own
+histogram part, so every path that searches with stored-form vectors (the CLI, the server, a
+bundle, a video) treats it alike, and rescaled to score by the CNN cosine alone, as a hand query
+without landmarks is (embedder.scoring.fusion.query_form).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+# A row is colourless when at least this share of its pixels fell in the lowest saturation bin
+# (saturation under 1 / bins[1]); pictures in colour have their hair and eyes well above it.
+SHARE = 0.99
+
+
+def colourless(rows: np.ndarray, split: int, bins: Sequence[int], share: float = SHARE) -> np.ndarray:
+    """Which rows' histogram parts (columns split: onward, bins (hue, saturation, value)) are colourless."""
+    nh, ns, nv = (int(b) for b in bins)
+    h = np.asarray(rows, np.float64)[:, split:]
+    if h.shape[1] != nh * ns * nv:
+        raise ValueError(f"colour part of {h.shape[1]} columns: bins {list(bins)} make {nh * ns * nv}")
+    mass = h ** 2  # the histogram is square-rooted: its squares are the pixels' shares
+    low = mass.reshape(len(h), nh, ns, nv)[:, :, 0, :].sum(axis=(1, 2))
+    total = mass.sum(axis=1)
+    return (total > 0) & (low >= share * total)
+
+
+def colourless_form(rows: np.ndarray, split: int, bins: Sequence[int], weight: float) -> np.ndarray:
+    """Stored-form query rows with the colourless ones scoring by the CNN cosine alone."""
+    out = np.array(rows, dtype=np.float32, copy=True)
+    grey = colourless(out, split, bins)
+    out[grey, split:] = 0.0
+    out[grey, :split] *= 1.0 + weight
+    return out

@@ -1,0 +1,105 @@
+"""A query with no colour in it (a manga panel) against references in colour scores by the CNN part
+alone; galleries of grey references, pictures in colour and galleries made before score as they did."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import byakugan.embedder as embedder
+from byakugan.embedder.preprocess import Preprocess
+from byakugan.embedder.scoring.colourless import colourless, colourless_form
+from byakugan.index import Gallery, Pipeline
+from byakugan.index.bundle import load as load_bundle
+from byakugan.index.export import export
+from byakugan.index.settings import check_colourless
+
+
+@pytest.fixture(scope="module")
+def model():
+    return embedder.create_embedder(pretrained=False, preprocess=Preprocess(size=64), name="c", colour={"weight": 1.0})
+
+
+def _pictures(tmp_path, grey: bool) -> list:
+    rng, out = np.random.default_rng(0), []
+    for i, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]):
+        arr = np.clip(np.full((64, 48, 3), colour) + rng.integers(-20, 20, (64, 48, 3)), 0, 255).astype(np.uint8)
+        arr[10 + 8 * i: 30 + 8 * i, 5:40] = 255
+        img = Image.fromarray(arr)
+        p = tmp_path / f"{'g' if grey else 'c'}{i}.png"
+        (img.convert("L").convert("RGB") if grey else img).save(p)
+        out.append(p)
+    return out
+
+
+def test_a_grey_picture_is_told_from_its_histogram_part(model, tmp_path):
+    split = model.dim - model.colour.dim
+    col, grey = model.embed(_pictures(tmp_path, False)), model.embed(_pictures(tmp_path, True))
+    assert not colourless(col, split, model.colour.bins).any() and colourless(grey, split, model.colour.bins).all()
+    q = colourless_form(np.concatenate([col, grey]), split, model.colour.bins, 1.0)
+    np.testing.assert_array_equal(q[:4], col)  # rows in colour are left as they are
+    assert not q[4:, split:].any()
+    # a colourless row scores the CNN cosine (the CNN part of a stored row is e / sqrt(2) at weight 1)
+    np.testing.assert_allclose(q[4:] @ col.T, (grey[:, :split] @ col[:, :split].T) * 2, atol=1e-5)
+    with pytest.raises(ValueError, match="colour part of 192 columns: bins \\[12, 4, 3\\] make 144"):
+        colourless(col, split, (12, 4, 3))
+
+
+def test_a_gallery_in_colour_scores_grey_queries_by_the_cnn_part(model, tmp_path):
+    pipe = Pipeline.create(model)
+    g = pipe.new_gallery(tmp_path / "g")
+    split = model.dim - model.colour.dim
+    assert g.colourless_queries == {"split": split, "bins": [12, 4, 4], "weight": 1.0}
+    col = _pictures(tmp_path, False)
+    for i, p in enumerate(col):
+        pipe.enroll(g, f"c{i}", [p])
+    g.save()
+    grey = model.embed(_pictures(tmp_path, True))
+    q, _ = pipe.query(g, grey)
+    np.testing.assert_allclose(q, colourless_form(grey, split, [12, 4, 4], 1.0))
+    expected = (grey[:, :split] @ model.embed(col)[:, :split].T) * 2
+    scores = [dict(r.labels) for r in pipe.search(g, grey, k=4)]
+    np.testing.assert_allclose([[s[f"c{j}"] for j in range(4)] for s in scores], expected, atol=1e-4)
+    # the same in a reopened gallery and in its exported bundle
+    again = Gallery.open(tmp_path / "g")
+    np.testing.assert_allclose(pipe.query(again, grey)[0], q)
+    b = load_bundle(export(again, tmp_path / "b.zip", pipeline=pipe))
+    for i, p in enumerate(_pictures(tmp_path, True)):
+        assert b.search(p, k=1)[0]["labels"][0]["score"] == pytest.approx(float(expected[i].max()), abs=1e-4)
+    # queries in colour are searched as they were
+    np.testing.assert_array_equal(pipe.query(g, model.embed(col))[0], model.embed(col))
+
+
+def test_a_gallery_of_grey_references_keeps_the_histogram(model, tmp_path):
+    pipe = Pipeline.create(model)
+    g = pipe.new_gallery(tmp_path / "g")
+    grey = _pictures(tmp_path, True)
+    for i, p in enumerate(grey):
+        pipe.enroll(g, f"g{i}", [p])
+    e = model.embed(grey)
+    np.testing.assert_array_equal(pipe.query(g, e)[0], e)
+    pipe.enroll(g, "c", _pictures(tmp_path, False) + _pictures(tmp_path, False)[:1])  # now most are in colour
+    np.testing.assert_allclose(pipe.query(g, e)[0], colourless_form(e, g.colourless_queries["split"], [12, 4, 4], 1.0))
+
+
+def test_galleries_made_before_and_bad_settings(model, tmp_path):
+    pipe = Pipeline.create(model)
+    g = pipe.new_gallery(tmp_path / "g")
+    pipe.enroll(g, "c", _pictures(tmp_path, False)[:2])
+    g.save()
+    db = tmp_path / "g"
+    # a gallery made before records nothing: every query is scored as it always was
+    old = Gallery.open(db)
+    old._meta.pop("colourless_queries")
+    e = model.embed(_pictures(tmp_path, True))
+    np.testing.assert_array_equal(pipe.query(old, e)[0], e)
+    dim = model.dim
+    for bad, why in [({"split": 1, "bins": [12, 4, 4], "weight": 1.0}, "must leave the model's"),
+                     ({"split": dim - 192, "bins": [12, 4], "weight": 1.0}, "3 whole numbers"),
+                     ({"split": dim - 192, "bins": [12, 4, 4], "weight": -1}, "above 0"),
+                     ({"split": dim - 192, "bins": [12, 4, 4]}, "must be \\{split, bins, weight\\}"),
+                     ("yes", "must be \\{split, bins, weight\\}")]:
+        with pytest.raises(ValueError, match=why):
+            check_colourless(bad, dim)
+    assert json.dumps(check_colourless(g.colourless_queries, dim))
