@@ -3,9 +3,9 @@
 A manga panel searched in a gallery enrolled from colour pictures: its colour histogram part says
 how much grey each character wears, not who it is, so such a query scores by the CNN part alone
 (byakugan.embedder.scoring.colourless). Left one source out, on grey queries against colour
-references, that took class-mean top-1 from 0.397 to 0.597 (anime-onepiece) and from 0.188 to 0.288
-(anime-faces); a gallery of grey references keeps its histogram, which helps there (0.700 against
-0.665 by the CNN part alone): benchmarks/grey_queries.py, models/anime-tuned/grey_queries.json.
+references, that took class-mean top-1 from 0.466 to 0.576 on the mean of the anime sources; a
+gallery of grey references keeps its histogram, which helps there (0.671 against 0.624 by the CNN
+part alone): benchmarks/grey_queries.py, models/loso-grey-queries.json.
 """
 
 from __future__ import annotations
