@@ -71,7 +71,7 @@ def check_config(config: dict, origin: Path, detectors: list[str]) -> Preprocess
     _check_cohort(config.get("cohort"), where)
     if "colourless_queries" in config:
         try:
-            check_colourless(config["colourless_queries"], int(model["dim"]))
+            check_colourless(config["colourless_queries"], int(model["dim"]), config.get("landmarks") is not None)
         except ValueError as exc:
             raise BundleError(f"{where}: {exc}") from None
     return check_preprocess(config.get("preprocess"), where)

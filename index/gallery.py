@@ -160,7 +160,7 @@ class Gallery:
             self._cohort = cohort
         return self._cohort
 
-    colourless_queries = property(lambda self: self._meta.get("colourless_queries"),
+    colourless_queries = property(lambda self: dict(self._meta.get("colourless_queries") or {}) or None,
                                   doc='{"split", "bins", "weight"}: colourless queries score by the CNN part alone')
 
     threshold = property(lambda self: float(self._meta["threshold"]),

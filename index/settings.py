@@ -61,27 +61,29 @@ def check_meta(meta: dict) -> None:
         raise ValueError("detector, landmarks and cohort must be objects")
     check_sequences(meta.get("sequences"))
     if "colourless_queries" in meta:
-        check_colourless(meta["colourless_queries"], int(meta["model"]["dim"]))
+        check_colourless(meta["colourless_queries"], int(meta["model"]["dim"]), "landmarks" in meta)
 
 
 def colourless_spec(model) -> Optional[dict]:
     """What a new gallery records of its model's colour histogram (GallerySettings.colourless_queries)."""
-    colour = getattr(model, "colour", None)
-    return None if colour is None else \
+    colour = getattr(model, "colour", None)  # (a mirrored view's mean is no longer [e, h] of one picture)
+    return None if colour is None or getattr(model, "config", {}).get("tta") else \
         {"split": model.dim - colour.dim, "bins": list(colour.bins), "weight": float(colour.weight)}
 
 
-def check_colourless(spec, dim: int) -> dict:
+def check_colourless(spec, dim: int, fused: bool = False) -> dict:
     """colourless_queries as a gallery or bundle records it; raises ValueError when it is not of that shape."""
     if not isinstance(spec, dict) or set(spec) != {"split", "bins", "weight"}:
         raise ValueError("colourless_queries must be {split, bins, weight}")
+    if fused:
+        raise ValueError("colourless_queries: not for a gallery that fuses hand landmarks (its models have no colour)")
     split, bins, weight = spec["split"], spec["bins"], spec["weight"]
-    if not isinstance(bins, list) or len(bins) != 3 or not all(isinstance(b, int) and 1 <= b <= 64 for b in bins):
+    if not isinstance(bins, list) or len(bins) != 3 or not all(type(b) is int and 1 <= b <= 64 for b in bins):
         raise ValueError("colourless_queries bins must be 3 whole numbers in 1..64")
     if not isinstance(split, int) or isinstance(split, bool) or split < 1 or split + bins[0] * bins[1] * bins[2] != dim:
         raise ValueError(f"colourless_queries split {split!r}: with bins {bins} it must leave the model's {dim} columns")
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < 1e6:
-        raise ValueError(f"colourless_queries weight {weight!r}: must be a number above 0")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight <= 100:
+        raise ValueError(f"colourless_queries weight {weight!r}: must be a number above 0, at most 100")
     return {"split": split, "bins": list(bins), "weight": float(weight)}
 
 

@@ -45,6 +45,15 @@ def test_a_grey_picture_is_told_from_its_histogram_part(model, tmp_path):
     with pytest.raises(ValueError, match="colour part of 192 columns: bins \\[12, 4, 3\\] make 144"):
         colourless(col, split, (12, 4, 3))
 
+    # a scanned page: dark ink with a unit of noise per channel (saturated by arithmetic) is still grey
+    rng = np.random.default_rng(1)
+    page = np.full((64, 48), 230, np.int16)
+    page[:, :20] = 4
+    noisy = np.clip(page[..., None] + rng.integers(-1, 2, (64, 48, 3)), 0, 255).astype(np.uint8)
+    p = tmp_path / "scan.png"
+    Image.fromarray(noisy).save(p)
+    assert colourless(model.embed([p]), split, model.colour.bins).all()
+
 
 def test_a_gallery_in_colour_scores_grey_queries_by_the_cnn_part(model, tmp_path):
     pipe = Pipeline.create(model)
@@ -99,7 +108,11 @@ def test_galleries_made_before_and_bad_settings(model, tmp_path):
                      ({"split": dim - 192, "bins": [12, 4], "weight": 1.0}, "3 whole numbers"),
                      ({"split": dim - 192, "bins": [12, 4, 4], "weight": -1}, "above 0"),
                      ({"split": dim - 192, "bins": [12, 4, 4]}, "must be \\{split, bins, weight\\}"),
+                     ({"split": dim - 192, "bins": [True, 4, 4], "weight": 1.0}, "3 whole numbers"),
+                     ({"split": dim - 192, "bins": [12, 4, 4], "weight": 1e6}, "at most 100"),
                      ("yes", "must be \\{split, bins, weight\\}")]:
         with pytest.raises(ValueError, match=why):
             check_colourless(bad, dim)
+    with pytest.raises(ValueError, match="not for a gallery that fuses hand landmarks"):
+        check_colourless(g.colourless_queries, dim, fused=True)
     assert json.dumps(check_colourless(g.colourless_queries, dim))

@@ -18,7 +18,8 @@ from typing import Sequence
 import numpy as np
 
 # A row is colourless when at least this share of its pixels fell in the lowest saturation bin
-# (saturation under 1 / bins[1]); pictures in colour have their hair and eyes well above it.
+# (saturation under 1 / bins[1]) or the lowest value bin: pictures in colour have their hair and eyes
+# well above both, and a dark pixel's hue is noise (ink at (0, 0, 1) has saturation 1).
 SHARE = 0.99
 
 
@@ -29,7 +30,8 @@ def colourless(rows: np.ndarray, split: int, bins: Sequence[int], share: float =
     if h.shape[1] != nh * ns * nv:
         raise ValueError(f"colour part of {h.shape[1]} columns: bins {list(bins)} make {nh * ns * nv}")
     mass = h ** 2  # the histogram is square-rooted: its squares are the pixels' shares
-    low = mass.reshape(len(h), nh, ns, nv)[:, :, 0, :].sum(axis=(1, 2))
+    m = mass.reshape(len(h), nh, ns, nv)
+    low = m[:, :, 0, :].sum(axis=(1, 2)) + m[:, :, 1:, 0].sum(axis=(1, 2))
     total = mass.sum(axis=1)
     return (total > 0) & (low >= share * total)
 
