@@ -125,6 +125,8 @@ def main() -> None:
     p.add_argument("--plain", action="store_true",
                    help="train anime folds with `default`'s recipe too (no colour histogram, nearest scoring, no "
                         "cohort): what a gallery that names no anime model got on a source nobody trained on")
+    p.add_argument("--grey-views", type=float, default=0.05,
+                   help="the share of colour-jittered training views made grey (0.05 in the shipped recipes)")
     p.add_argument("--keep", metavar="DIR", help="keep each fold's CNN model in DIR/SOURCE (for studies on it)")
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--recipe", choices=["all", "today"], default="all",
@@ -146,7 +148,7 @@ def main() -> None:
                 others.append(patch_instances(Path(tmp), a.patch_instances))
             cfg = TrainConfig(data=others, out=f"{tmp}/{source}", epochs=4, views=3, loss="proxyanchor", miner="none",
                               per_class=a.per_class, cache=a.cache, colour_weight=1.0 if anime else 0.0, hflip=a.hflip,
-                              scoring="mean" if anime else None, cohort_top=5 if anime else None,
+                              scoring="mean" if anime else None, grey_views=a.grey_views, cohort_top=5 if anime else None,
                               cohort_per_class=a.cohort_per_class, cohort_data=identities, detectors={k: v for k, v in crop_detectors().items() if a.crop and str(DATA / k) in others})
             log(f"== fold {source}: training on {len(others)} sources")
             train(cfg, log=log)

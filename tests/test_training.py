@@ -148,6 +148,17 @@ def test_colour_jitter_can_be_left_out_of_augmentation():
     assert v2.RandomHorizontalFlip in kinds(augmentation(64, hflip=True, colour_jitter=False))
 
 
+def test_the_share_of_grey_views_is_a_checked_setting(tmp_path):
+    from torchvision.transforms import v2
+
+    from byakugan.embedder.training.metric import TrainConfig, augmentation
+
+    grey = [t.p for t in augmentation(64, hflip=False, grey=0.3).transforms if isinstance(t, v2.RandomGrayscale)]
+    assert grey == [0.3] and TrainConfig(data=[], out="x").grey_views == 0.05
+    with pytest.raises(embedder.ByakuganError, match="grey views -0.1 must be >= 0"):
+        TrainConfig(data=[], out=str(tmp_path / "m"), grey_views=-0.1).check()
+
+
 def test_the_cohort_can_come_from_some_of_the_training_folders(datasets, tmp_path):
     """cohort_data: classes trained on as instances (one image each) are no impostor identities."""
     from byakugan.embedder.training.metric import TrainConfig, train

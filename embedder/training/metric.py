@@ -31,6 +31,7 @@ from ..errors import ByakuganError, ModelError
 from ..evaluation.protocol import enrolment_trials
 from ..preprocess import Preprocess
 from ..scoring import SCORINGS
+from .augment import GREY, augmentation
 from .cohort import build_cohort
 from .crops import check_detectors, crop_samples
 from .data import Sample, check_training_classes, check_writable, scan, split_classes
@@ -77,6 +78,7 @@ class TrainConfig:
     views: int = 4  # augmented views per image when the backbone is frozen (plus the plain one)
     hflip: bool = False  # off by default: flipping swaps left and right hands
     colour_jitter: bool = True  # off keeps colours as drawn (anime characters are told apart by them)
+    grey_views: float = GREY  # the share of colour-jittered views made grey (embedder.training.augment)
     cache: Optional[str] = None  # folder for frozen-backbone features, reused across runs
     per_class: Optional[int] = None  # a seeded sample of images per class (quick runs)
     holdout: list[str] = field(default_factory=list)  # "dataset/class" labels kept out of training
@@ -95,7 +97,8 @@ class TrainConfig:
         if self.cohort_top is not None and self.cohort_top < 0:
             raise ByakuganError(f"cohort top {self.cohort_top} must be >= 0 (0: the mean over the whole cohort)")
         for name, low in (("m_per_class", 1), ("batch_size", 1), ("epochs", 1), ("head_dim", 1), ("views", 0),
-                          ("per_class", 1), ("size", 32), ("cohort_per_class", 1), ("colour_weight", 0), ("backbone_lr", 0)):
+                          ("per_class", 1), ("size", 32), ("cohort_per_class", 1), ("colour_weight", 0), ("backbone_lr", 0),
+                          ("grey_views", 0)):
             if getattr(self, name) is not None and getattr(self, name) < low:
                 raise ByakuganError(f"{name.replace('_', ' ')} {getattr(self, name)} must be >= {low}")
         if self.batch_size % self.m_per_class or self.batch_size < 2 * self.m_per_class:  # one class: no negatives
@@ -103,13 +106,6 @@ class TrainConfig:
                                 f"least {2 * self.m_per_class}: a batch holds m images of each of 2 or more classes")
         check_writable(self.out, "out", folder=True)
         check_detectors(self.detectors, self.data)
-
-
-def augmentation(size: int, hflip: bool, colour_jitter: bool = True) -> v2.Compose:
-    steps = [v2.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.8, 1.25), antialias=True), v2.RandomRotation(12)]
-    if colour_jitter:
-        steps += [v2.ColorJitter(0.3, 0.3, 0.2, 0.03), v2.RandomGrayscale(0.05)]
-    return v2.Compose(steps + ([v2.RandomHorizontalFlip()] if hflip else []))
 
 
 def _batches(model: Embedder, samples: Sequence[Sample], aug: Optional[v2.Compose], batch: int, desc: str):
@@ -135,13 +131,14 @@ def view_features(model: Embedder, samples: list[Sample], cfg: "TrainConfig") ->
         # Keyed by the backbone, not the whole model: every head setting reuses the same features.
         key = json.dumps([backbone_key(model), cfg.views, cfg.hflip, cfg.seed, [str(s.path.resolve()) for s in group]]
                          + ([] if cfg.colour_jitter else ["no colour jitter"])  # older caches keep their keys
+                         + ([] if cfg.grey_views == GREY else [f"grey views {cfg.grey_views}"])
                          + ([[s.box for s in group]] if any(s.box for s in group) else []))
         path = Path(cfg.cache) / f"{dataset}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors" if cfg.cache else None
         if path is not None and path.is_file():
             out.append(load_file(str(path))["features"])
             continue
         torch.manual_seed(cfg.seed)
-        aug = augmentation(cfg.size, cfg.hflip, cfg.colour_jitter)
+        aug = augmentation(cfg.size, cfg.hflip, cfg.colour_jitter, cfg.grey_views)
         f = torch.stack([features(model, group)] + [features(model, group, aug) for _ in range(cfg.views)])
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,7 +223,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
         start, history = _resume(model, opt, ckpt)
         log(f"resumed from {ckpt} at epoch {start}")
 
-    aug = augmentation(cfg.size, cfg.hflip, cfg.colour_jitter)
+    aug = augmentation(cfg.size, cfg.hflip, cfg.colour_jitter, cfg.grey_views)
     if frozen:
         log(f"features of {len(samples)} images x {cfg.views + 1} views; training on {len(classes)} classes")
         every = view_features(model, samples, cfg)
