@@ -44,7 +44,7 @@ from loso import DATA, SOURCES  # noqa: E402
 
 from byakugan.embedder.evaluation.protocol import enrolment_trials  # noqa: E402
 from byakugan.embedder.scoring.cohort import offsets  # noqa: E402
-from byakugan.embedder.scoring.colourless import colourless, colourless_form  # noqa: E402
+from byakugan.embedder.scoring.colourless import cnn_form, colourless, colourless_form  # noqa: E402
 from byakugan.embedder.training.data import scan  # noqa: E402
 from byakugan.index.pipeline import Pipeline  # noqa: E402
 
@@ -55,15 +55,6 @@ def grey_copies(paths: list[str], folder: Path) -> list[str]:
         dest = folder / f"{i:05d}.png"
         Image.open(p).convert("L").convert("RGB").save(dest)
         out.append(str(dest))
-    return out
-
-
-def cnn_only(emb: np.ndarray, split: int, weight: float) -> np.ndarray:
-    """Rows [e, sqrt(w) h] / sqrt(1 + w) with the histogram part zeroed and the rest scaled so that a
-    row scores e . e_ref (the CNN cosine) against a full stored row."""
-    out = np.array(emb, np.float32, copy=True)
-    out[:, split:] = 0
-    out[:, :split] *= 1.0 + weight
     return out
 
 
@@ -102,9 +93,9 @@ def main() -> None:
 
             rows[source] = {"images": len(paths), "colour": trial(col, col), "grey": trial(grey, grey),
                             "colour_refs_grey_queries": trial(col, grey),
-                            "colour_refs_grey_queries_cnn_only": trial(col, cnn_only(grey, split, weight)),
-                            "colour_cnn_only": trial(col, cnn_only(col, split, weight)),
-                            "grey_cnn_only": trial(grey, cnn_only(grey, split, weight)),
+                            "colour_refs_grey_queries_cnn_only": trial(col, cnn_form(grey, split, weight)),
+                            "colour_cnn_only": trial(col, cnn_form(col, split, weight)),
+                            "grey_cnn_only": trial(grey, cnn_form(grey, split, weight)),
                             "colour_auto": trial(col, colourless_form(col, split, bins, weight)),
                             "colour_refs_grey_queries_auto": trial(col, colourless_form(grey, split, bins, weight)),
                             "colourless_share": {"colour": round(float(colourless(col, split, bins).mean()), 4),

@@ -35,8 +35,8 @@ class ColourQueries:
             spec, ids = gallery.colourless_queries, [r.id for r in gallery.references()]
             if len(ids) > SAMPLE:
                 ids = sorted(np.random.default_rng(0).choice(ids, SAMPLE, replace=False).tolist())
-            grey = colourless(gallery.embeddings(ids), spec["split"], spec["bins"]) if ids else np.zeros(0, bool)
-            self._last = last = (weakref.ref(gallery), gallery.revision, bool(grey.mean() < 0.5) if len(ids) else True)
+            coloured = not ids or bool(colourless(gallery.embeddings(ids), spec["split"], spec["bins"]).mean() < 0.5)
+            self._last = last = (weakref.ref(gallery), gallery.revision, coloured)
         return last[2]
 
     def form(self, gallery: Gallery, q: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ without landmarks is (embedder.scoring.fusion.query_form).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -36,10 +36,16 @@ def colourless(rows: np.ndarray, split: int, bins: Sequence[int], share: float =
     return (total > 0) & (low >= share * total)
 
 
+def cnn_form(rows: np.ndarray, split: int, weight: float, which: Optional[np.ndarray] = None) -> np.ndarray:
+    """Stored-form rows (all, or those `which` marks) rescaled to score by the CNN cosine alone against
+    stored rows: the histogram part zeroed, the CNN part e / sqrt(1 + w) times (1 + w)."""
+    out = np.array(rows, dtype=np.float32, copy=True)
+    which = slice(None) if which is None else which
+    out[which, split:] = 0.0
+    out[which, :split] *= 1.0 + weight
+    return out
+
+
 def colourless_form(rows: np.ndarray, split: int, bins: Sequence[int], weight: float) -> np.ndarray:
     """Stored-form query rows with the colourless ones scoring by the CNN cosine alone."""
-    out = np.array(rows, dtype=np.float32, copy=True)
-    grey = colourless(out, split, bins)
-    out[grey, split:] = 0.0
-    out[grey, :split] *= 1.0 + weight
-    return out
+    return cnn_form(rows, split, weight, colourless(rows, split, bins))
