@@ -293,7 +293,7 @@ class Gallery:
         if self.scoring == "mean" and self._means is None:
             self._means = ClassMeans.of(self._store, self._refs)
         return ranking.search(self._store, self._refs, emb, k, self._means.matrix() if self.scoring == "mean" else None,
-                              offset, self._counts.largest())
+                              offset, self._counts, self._counts.largest())
 
     def match(self, result: SearchResult, threshold: Optional[float] = None, calibration=None) -> Match:
         """The best label, or UNKNOWN below the threshold; with a calibration (index.confidence), its confidence."""

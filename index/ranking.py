@@ -14,7 +14,7 @@ import numpy as np
 from byakugan.embedder.scoring.calibration import Calibration
 
 from .errors import GalleryError
-from .vectors import VectorStore
+from .vectors import VectorStore, deep_costs
 
 UNKNOWN = "unknown"
 
@@ -96,38 +96,78 @@ class Recognition:
 
 
 def search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k: int,
-           protos: Optional[tuple[list[str], np.ndarray]] = None,
-           offset: Optional[np.ndarray] = None, largest: Optional[int] = None) -> list[SearchResult]:
+           protos: Optional[tuple[list[str], np.ndarray]] = None, offset: Optional[np.ndarray] = None,
+           counts: Optional[Mapping[str, int]] = None, largest: Optional[int] = None) -> list[SearchResult]:
     """For each query row: its k nearest references and the k best labels.
 
     Labels are ranked by their best reference, or, given `protos` (index.means.ClassMeans.matrix), by the
     cosine to their class mean, which was 3-6 points more accurate on unseen anime characters.
     offset: per query row, an amount taken off all its scores (cohort normalisation, see
-    byakugan.embedder.scoring.cohort); the order of hits and labels stays the same. largest: the
-    size of the largest class when the caller keeps it (else counted here, O(references)).
+    byakugan.embedder.scoring.cohort); the order of hits and labels stays the same. counts: references
+    per label, and largest: the largest of them, when the caller keeps them (else counted here,
+    O(references)).
     """
     if offset is not None:
         return [SearchResult([Hit(h.id, h.label, h.score - float(o), h.source) for h in r.hits],
                              [(lab, s - float(o)) for lab, s in r.labels], float(o))
-                for r, o in zip(search(index, refs, emb, k, protos, None, largest), offset)]
-    if protos is not None:
-        hits = search(index, refs, emb, k, largest=largest)
+                for r, o in zip(search(index, refs, emb, k, protos, None, counts, largest), offset)]
+    if protos is not None:  # only the k nearest references are kept: k deep is enough
+        hits = _ranked(index.search(emb, min(len(refs), k)), refs, k)
         names, P = protos
         S = emb @ P.T
         order = np.argsort(-S, axis=1, kind="stable")[:, :k]
         return [SearchResult(h.hits, [(names[j], float(S[q, j])) for j in order[q]]) for q, h in enumerate(hits)]
+    if counts is None:
+        counts = Counter(r.label for r in refs.values())
     if largest is None:
-        largest = max(Counter(r.label for r in refs.values()).values())
-    # The first k distinct labels are certain to lie within the top k * (largest class size) hits.
-    depth = min(len(refs), k * largest)
-    scores, ids = index.search(emb, depth)
-    results = []
-    for row_s, row_i in zip(scores.tolist(), ids.tolist()):  # plain floats and ints: no numpy scalars per hit
+        largest = max(counts.values())
+    # The first k distinct labels are certain to lie within the top k * (largest class size) hits. One
+    # large class (a gesture enrolled from a whole video) would make every search of an index whose
+    # work grows with depth (HNSW, IVF-PQ) that deep, so such a store is asked for what k labels of a
+    # few references each take, and only a query whose k labels are not all there is asked again, as
+    # deep as the labels it found leave it to go (_depth). Flat and IVF,Flat read the same vectors
+    # however deep: asked twice they would read them twice.
+    full = min(len(refs), k * largest)
+    first = min(full, max(4 * k, 32)) if deep_costs(index.factory) else full
+    results = _ranked(index.search(emb, first), refs, k)
+    # A query short of k labels whose request came back full may have more below it; one that came
+    # back short (an IVF index's probed lists held no more) would get the same answer again.
+    again = [q for q, r in enumerate(results) if len(r.labels) < k and r.depth == first < full]
+    if again:
+        deep = max(_depth(results[q], k, counts, largest) for q in again)
+        for q, r in zip(again, _ranked(index.search(emb[again], min(full, deep)), refs, k)):
+            results[q] = r
+    return [SearchResult(r.hits, r.labels) for r in results]
+
+
+def _depth(found: "_Ranked", k: int, counts: Mapping[str, int], largest: int) -> int:
+    """How deep the k best labels lie, given the first labels found: the j-th best label after them
+    has its best reference after every reference of theirs and of the j - 1 labels before it, so
+    within (their references) + (k - found) x (the largest class among the others)."""
+    labels = [lab for lab, _ in found.labels]
+    rest = largest if all(counts.get(lab) != largest for lab in labels) else \
+        max((c for lab, c in counts.items() if lab not in set(labels)), default=0)
+    return sum(counts.get(lab, 0) for lab in labels) + (k - len(labels)) * rest
+
+
+@dataclass
+class _Ranked:
+    hits: list[Hit]
+    labels: list[tuple[str, float]]
+    depth: int  # how many results the store gave for this query
+
+
+def _ranked(found: tuple[np.ndarray, np.ndarray], refs: Mapping[int, Reference], k: int) -> list[_Ranked]:
+    scores, ids = found
+    out = []
+    for row_s, row_i in zip(scores, ids):
         hits: list[Hit] = []
         best: dict[str, float] = {}
-        for s, i in zip(row_s, row_i):
+        depth = 0
+        for s, i in _pairs(row_s, row_i):
             if i < 0:
                 break
+            depth += 1
             ref = refs[i]
             if len(hits) < k:
                 hits.append(Hit(i, ref.label, s, ref.source))
@@ -135,8 +175,15 @@ def search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k
                 best[ref.label] = s
                 if len(best) == k and len(hits) == k:
                     break
-        results.append(SearchResult(hits, list(best.items())))
-    return results
+        out.append(_Ranked(hits, list(best.items()), depth))
+    return out
+
+
+def _pairs(scores: np.ndarray, ids: np.ndarray, step: int = 64):
+    """(score, id) as plain floats and ints (no numpy scalar per hit), a piece at a time: most of a
+    deep row is never read."""
+    for at in range(0, len(ids), step):
+        yield from zip(scores[at:at + step].tolist(), ids[at:at + step].tolist())
 
 
 def match(result: SearchResult, threshold: float, calibration: Optional[Calibration] = None) -> Match:

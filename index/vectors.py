@@ -22,6 +22,7 @@ from .errors import GalleryError
 
 class VectorStore(Protocol):
     dim: int
+    factory: str  # how it is indexed, as a FAISS factory string
 
     def __len__(self) -> int: ...
 
@@ -51,6 +52,13 @@ IVF_NPROBE = 32
 # k-means for the lists: 40 vectors a list, 10 rounds (FAISS's 25 cost 2.5x for a coarse quantizer)
 IVF_TRAIN_PER_LIST, IVF_TRAIN_ITERATIONS = 40, 10
 IVF_MIN_PER_LIST = 39  # FAISS's own floor for k-means (it warns below it)
+
+
+def deep_costs(factory: str) -> bool:
+    """Whether asking an index of this type for more results costs it more work: HNSW explores at
+    least as many candidates as it is asked for, IVF-PQ re-scores four times as many on exact
+    vectors. Flat and IVF,Flat read the same vectors whatever is asked."""
+    return factory.startswith("HNSW") or ",PQ" in factory
 
 
 def check_factory(factory: str) -> str:

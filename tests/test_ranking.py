@@ -1,0 +1,100 @@
+"""Labels ranked from a store asked as little as it takes: a gallery with one large class (a gesture
+enrolled from a whole video) answers as brute force does, and asks deep only when it must."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from byakugan.index.ranking import Reference, search
+from byakugan.index.vectors import FlatStore
+
+DIM = 16
+
+
+class Counting:
+    """An exact store that records how deep each search asked, taken for an index whose work grows
+    with depth (HNSW) so that the answers can be checked against brute force."""
+
+    def __init__(self, store, factory: str = "HNSW32"):
+        self.store, self.asked, self.factory = store, [], factory
+
+    def search(self, queries, k):
+        self.asked.append((len(queries), k))
+        return self.store.search(queries, k)
+
+
+def gallery(sizes: list[int], seed: int, dim: int = DIM, spread: tuple = ()):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((len(sizes), dim)).astype(np.float32)
+    labels = [f"c{j}" for j, n in enumerate(sizes) for _ in range(n)]
+    vecs = np.concatenate([centres[j] + (spread[j] if j < len(spread) else 0.7) * rng.standard_normal((n, dim)).astype(np.float32)
+                           for j, n in enumerate(sizes)])
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    store = FlatStore.empty(dim)
+    store.add(np.arange(len(vecs)), vecs)
+    refs = {i: Reference(i, lab, f"f{i}.jpg", "2026-01-01T00:00:00Z") for i, lab in enumerate(labels)}
+    return store, refs, vecs, labels, centres
+
+
+def brute(vecs, labels, q, k):
+    s = vecs @ q
+    order = np.argsort(-s, kind="stable")
+    best: dict[str, float] = {}
+    for i in order:
+        best.setdefault(labels[i], float(s[i]))
+    return [i for i in order[:k]], sorted(best, key=lambda lab: -best[lab])[:k]
+
+
+@settings(max_examples=40, deadline=None)
+@given(big=st.lists(st.integers(20, 300), min_size=1, max_size=3), small=st.integers(1, 5),
+       classes=st.integers(0, 30), k=st.integers(1, 8), seed=st.integers(0, 10_000))
+def test_labels_and_hits_as_brute_force(big, small, classes, k, seed):
+    """Fewer labels than k too, and several large classes (the deep pass bounds its depth by the
+    largest class it has not found yet)."""
+    store, refs, vecs, labels, centres = gallery(big + [small] * classes, seed)
+    rng = np.random.default_rng(seed + 1)
+    queries = centres[rng.integers(0, len(centres), 12)] + 0.5 * rng.standard_normal((12, DIM)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    for q, r in zip(queries, search(Counting(store), refs, queries, k)):
+        want_hits, want_labels = brute(vecs, labels, q, k)
+        assert [h.id for h in r.hits] == want_hits
+        assert [lab for lab, _ in r.labels] == want_labels
+        assert [s for _, s in r.labels] == pytest.approx([max(float(vecs[i] @ q) for i in refs if labels[i] == lab)
+                                                          for lab in want_labels], abs=1e-5)
+
+
+def test_one_large_class_makes_only_its_own_queries_deep():
+    store, refs, vecs, labels, centres = gallery([2000] + [5] * 100, seed=3, dim=128, spread=(0.1,))  # a tight class: one pose, many frames
+    spy = Counting(store)
+    near_small = centres[1:41] + 0.05
+    near_small /= np.linalg.norm(near_small, axis=1, keepdims=True)
+    search(spy, refs, near_small, 5)
+    assert spy.asked == [(40, 32)]  # what 5 labels of a few references each take, not 5 x 2000
+    spy.asked.clear()
+    near_big = vecs[:3]
+    got = search(spy, refs, np.concatenate([near_big, near_small[:2]]), 5)
+    # Only the three queries inside the large class go deep, and only past its 2,000 references and
+    # 4 classes of 5 more: not 5 x 2,000.
+    assert spy.asked == [(5, 32), (3, 2020)]
+    assert all(len(r.labels) == 5 for r in got) and got[0].labels[0][0] == "c0"
+
+
+def test_class_means_ask_only_for_the_hits():
+    store, refs, vecs, labels, centres = gallery([300] + [5] * 20, seed=4)
+    spy = Counting(store)
+    names = sorted(set(labels))
+    P = np.stack([vecs[[i for i in refs if labels[i] == n]].mean(0) for n in names])
+    P /= np.linalg.norm(P, axis=1, keepdims=True)
+    r = search(spy, refs, vecs[:2], 5, (names, P))
+    assert spy.asked == [(2, 5)] and len(r[0].hits) == 5 and len(r[0].labels) == 5
+
+
+def test_flat_reads_its_vectors_once():
+    """A Flat index reads every vector whatever it is asked: one pass, as deep as labels need."""
+    store, refs, vecs, labels, centres = gallery([2000] + [5] * 100, seed=3, dim=128, spread=(0.1,))
+    spy = Counting(store, "Flat")
+    search(spy, refs, np.concatenate([vecs[:3], vecs[2000:2002]]), 5)
+    assert spy.asked == [(5, 2500)]
