@@ -18,6 +18,7 @@ import numpy as np
 from byakugan.embedder.scoring.colourless import colourless, colourless_form
 
 from .gallery import Gallery
+from .settings import colourless_spec
 
 SAMPLE = 200  # references looked at, at most (seeded): enough to tell a gallery's majority
 
@@ -46,3 +47,17 @@ class ColourQueries:
         if spec is None or q.ndim != 2 or q.shape[1] != gallery.dim or not self.in_colour(gallery):
             return q
         return colourless_form(q, spec["split"], spec["bins"], spec["weight"])
+
+
+def set_queries(model, rows: np.ndarray) -> tuple[np.ndarray, int]:
+    """A labelled set's stored-form rows as its queries score in a new gallery of the same pictures
+    (`byakugan evaluate`, whose trials enrol some of them and search with the rest): where the model
+    records the rule and most of the set is in colour, its colourless rows by the CNN part alone.
+    Returns (the query rows, how many were rescaled)."""
+    spec = colourless_spec(model)
+    if spec is None or not len(rows):
+        return rows, 0
+    which = colourless(rows, spec["split"], spec["bins"])
+    if which.mean() >= 0.5:  # a set mostly grey keeps its histogram, as a gallery of it does
+        return rows, 0
+    return colourless_form(rows, spec["split"], spec["bins"], spec["weight"]), int(which.sum())

@@ -116,3 +116,30 @@ def test_galleries_made_before_and_bad_settings(model, tmp_path):
     with pytest.raises(ValueError, match="not for a gallery that fuses hand landmarks"):
         check_colourless(g.colourless_queries, dim, fused=True)
     assert json.dumps(check_colourless(g.colourless_queries, dim))
+
+
+def test_evaluate_scores_a_set_as_its_gallery_would(model, tmp_path, capsys):
+    """`byakugan evaluate` rescales a set's colourless queries as a gallery of the set would: only
+    where most of the set is in colour, never for a model without the histogram."""
+    from byakugan.index.colour_queries import set_queries
+    from byakugan.ui.cli import main
+
+    split = model.dim - model.colour.dim
+    col, grey = model.embed(_pictures(tmp_path, False)), model.embed(_pictures(tmp_path, True))
+    q, n = set_queries(model, np.concatenate([col, grey[:1]]))
+    assert n == 1 and np.array_equal(q[:4], col) and not q[4, split:].any()
+    assert set_queries(model, np.concatenate([col[:1], grey]))[1] == 0  # mostly grey: kept as it is
+    plain = embedder.create_embedder(pretrained=False, preprocess=Preprocess(size=64), name="p")
+    assert set_queries(plain, plain.embed(_pictures(tmp_path, True)))[1] == 0
+
+    data = tmp_path / "set"  # four classes of one colour each, three pictures each, and one grey picture
+    for c, p in enumerate(_pictures(tmp_path, False)):
+        (data / f"c{c}").mkdir(parents=True)
+        for j in range(3):
+            Image.open(p).rotate(5 * j).save(data / f"c{c}" / f"{j}.png")
+    Image.open(_pictures(tmp_path, True)[0]).save(data / "c0" / "grey.png")
+    folder = model.save(tmp_path / "model")
+    args = ["evaluate", str(data), "--model", str(folder), "--shots", "2", "--trials", "2", "--unknown-fraction", "0",
+            "--json"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["colourless_queries"] == 1

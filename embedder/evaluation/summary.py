@@ -16,9 +16,11 @@ PART_KEYS = ("top1_nearest", "top1_prototype", "far_at_tar95", "roc_auc", "thres
 def evaluate_embeddings(cnn: np.ndarray, labels: Sequence[str], *, shots: int = 5, trials: int = 10,
                         unknown_fraction: float = 0.33, seed: int = 0, offset: Optional[np.ndarray] = None,
                         landmarks: Optional[np.ndarray] = None, weight: float = 0.0,
-                        name: str = "data") -> tuple[Trials, np.ndarray, dict]:
+                        name: str = "data", queries: Optional[np.ndarray] = None) -> tuple[Trials, np.ndarray, dict]:
     """Run the protocol on the CNN embeddings, or on their fusion with `landmarks` (then also on
-    each part alone). Returns (trials, the embeddings evaluated, {part: its summary figures})."""
+    each part alone). queries: the rows searched with, where they differ from the stored ones (a
+    colourless query against references in colour: byakugan.index.colour_queries); not with landmarks.
+    Returns (trials, the embeddings evaluated, {part: its summary figures})."""
 
     def run(e: np.ndarray, q: Optional[np.ndarray] = None) -> Trials:
         try:
@@ -28,7 +30,9 @@ def evaluate_embeddings(cnn: np.ndarray, labels: Sequence[str], *, shots: int = 
             raise ByakuganError(f"evaluate {name}: {exc}") from None
 
     if landmarks is None:
-        return run(cnn), cnn, {}
+        return run(cnn, queries), cnn, {}
+    if queries is not None:
+        raise ValueError("queries: a fused model's queries take their form from its landmarks")
     parts = {"cnn": run(cnn).summary, "landmarks": run(landmarks).summary}
     emb = fuse(cnn, landmarks, weight)
     result = run(emb, query_form(emb, cnn.shape[1], weight))

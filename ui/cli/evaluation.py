@@ -17,6 +17,7 @@ from .models import pipeline_for
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from byakugan.embedder.evaluation.summary import check_evaluation, evaluate_embeddings
     from byakugan.embedder.training.data import check_writable, scan
+    from byakugan.index.colour_queries import set_queries
 
     # Everything that can be told from the arguments and the folder is checked before embedding.
     if a.per_class is not None and a.per_class < 1:
@@ -41,15 +42,22 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     if bad:  # a NaN row would skew every figure
         raise ByakuganError(f"evaluate {data}: {len(bad)} of {len(samples)} images could not be read (listed above); "
                             "remove or fix them")
-    # A gallery with this model normalises scores by its cohort (embedder.scoring.cohort); so do the trials.
-    offset = None if a.no_cohort else model.cohort_offsets(embedded.cnn)
+    # A gallery of these pictures would search with a colourless one (a manga panel among colour
+    # pictures) by its CNN part alone (byakugan.index.colour_queries); so do the trials.
+    queries, rescaled = set_queries(model, embedded.cnn) if encoder is None else (embedded.cnn, 0)
+    # A gallery with this model normalises scores by its cohort (embedder.scoring.cohort), on the
+    # query as it searches; so do the trials.
+    offset = None if a.no_cohort else model.cohort_offsets(queries)
     if offset is not None and encoder is not None:
         raise ByakuganError(f"evaluate: model {model.name} normalises scores by a cohort, which fused landmarks do not "
                             "support; add --no-cohort or --landmarks none")
     trials, emb, parts = evaluate_embeddings(
         embedded.cnn, labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction, seed=a.seed,
-        offset=offset, landmarks=embedded.landmarks, weight=encoder.weight if encoder else 0.0, name=data)
+        offset=offset, landmarks=embedded.landmarks, weight=encoder.weight if encoder else 0.0, name=data,
+        queries=queries if rescaled else None)
     summary = {"data": data, "model": printable(model.name), "detector": a.detector, **trials.summary}
+    if rescaled:
+        summary["colourless_queries"] = rescaled
     if pipe.choice is not None:
         summary["model_chosen_by"] = pipe.choice.why
     if offset is not None:
