@@ -6,8 +6,9 @@ by side in one run. Prints JSON and writes docs/unbalanced.json.
 A gallery's k best labels lie within its top k x (largest class) references, so one class enrolled
 from a whole video (here --big references of one tight class beside --small classes of 10, the
 synthetic vectors of benchmarks/scale.py) made every search that deep. Now an index whose work grows
-with depth (HNSW, IVF-PQ) is asked for 32 results first, and only a query short of 5 labels is asked
-again, as deep as the labels it found leave it to go; Flat and IVF,Flat still answer in one pass.
+with depth (HNSW, IVF-PQ) is asked first as deep as 5 labels of the size 9 labels in 10 have take (at
+least 32), and only a query short of 5 labels is asked again, as deep as the labels it found leave it
+to go; Flat and IVF,Flat still answer in one pass.
 For each factory: per-query ms of raw FAISS (the store, 5 results), of the gallery, and of the
 gallery searched in one pass at full depth (what every index type did before: the store taken for a
 Flat one), timed in turn on every query (benchmarks/scale.py's paired_ms); 100 queries inside the
@@ -55,6 +56,7 @@ class OnePass:
 def main() -> None:
     from byakugan.index import ranking
     from byakugan.index.gallery import Gallery
+    from byakugan.index.counts import LabelCounts
     from byakugan.index.settings import GallerySettings
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -101,7 +103,7 @@ def main() -> None:
             row: dict = {"build_s": round(time.perf_counter() - t, 1)}
             store = g.vectors
             refs = {r.id: r for r in g.references()}
-            counts = g.labels()
+            counts = LabelCounts(g.labels())
             once = OnePass(store)
             for name, q in queries.items():
                 ms = paired_ms({"raw": lambda x: store.search(x, 5), "gallery": lambda x: g.search(x, 5),

@@ -16,9 +16,9 @@ from byakugan.embedder.images import ImageSource, thumbnail_jpeg
 from byakugan.embedder.scoring import check_scoring
 from byakugan.embedder.scoring.cohort import COHORT_FILE, load_cohort, save_cohort
 
-from . import db, ranking, reindex, store
+from . import counts, db, ranking, reindex, store
 from .errors import GalleryError
-from .labels import LabelCounts, check_label, some
+from .labels import check_label, some
 from .means import ClassMeans
 from .milvus import new_store
 from .ranking import Match, Reference, SearchResult
@@ -44,7 +44,7 @@ class Gallery:
         # What changed since it was opened or saved: a save writes just that (index.db).
         self._dropped, self._added, self._renamed, self._rebuild, self._saved_to = set(), [], [], False, self.path
         self._means: Optional[ClassMeans] = None  # made for the first search by class mean, then kept up to date
-        self._counts = LabelCounts(Counter(r.label for r in self._refs.values()))  # kept up to date by every edit
+        self._counts = counts.LabelCounts(Counter(r.label for r in self._refs.values()))  # kept up to date by every edit
         self.revision = 0  # counts edits of the references: what is derived from them is cached against it
 
     # ---- creating, opening, saving ------------------------------------------------------
@@ -124,7 +124,7 @@ class Gallery:
             return None
         g = copy.copy(self)
         g._meta, g._store, g._means = copy.deepcopy(self._meta), self._store.clone(), copy.deepcopy(self._means)
-        g._refs, g._counts, g._new_thumbs = dict(self._refs), LabelCounts(self._counts), dict(self._new_thumbs)
+        g._refs, g._counts, g._new_thumbs = dict(self._refs), counts.LabelCounts(self._counts), dict(self._new_thumbs)
         g._dropped, g._added, g._renamed = set(self._dropped), list(self._added), list(self._renamed)
         return g
 
@@ -293,7 +293,7 @@ class Gallery:
         if self.scoring == "mean" and self._means is None:
             self._means = ClassMeans.of(self._store, self._refs)
         return ranking.search(self._store, self._refs, emb, k, self._means.matrix() if self.scoring == "mean" else None,
-                              offset, self._counts, self._counts.largest())
+                              offset, self._counts)
 
     def match(self, result: SearchResult, threshold: Optional[float] = None, calibration=None) -> Match:
         """The best label, or UNKNOWN below the threshold; with a calibration (index.confidence), its confidence."""

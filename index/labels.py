@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import unicodedata
-from collections import Counter
 
 from .errors import GalleryError
 from .ranking import UNKNOWN
@@ -55,33 +54,3 @@ def some(labels, n: int = 20) -> str:
     """The first n labels for an error message, and how many more (a gallery may hold a million)."""
     names = list(labels)
     return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "") or "none"
-
-
-class LabelCounts(Counter):
-    """References per label, with the largest count kept as edits go: a search needs it, and
-    counting it afresh over a million labels cost more than the search itself."""
-
-    _largest = None
-
-    def largest(self) -> int:
-        if self._largest is None:
-            self._largest = max(self.values(), default=0)
-        return self._largest
-
-    def __setitem__(self, label, n) -> None:
-        old = self.get(label, 0)
-        super().__setitem__(label, n)
-        if self._largest is not None and n >= self._largest:
-            self._largest = n
-        elif self._largest is not None and old == self._largest:
-            self._largest = None  # the largest class shrank: counted again when next asked
-
-    def __delitem__(self, label) -> None:
-        if self._largest is not None and self.get(label, 0) == self._largest:
-            self._largest = None
-        super().__delitem__(label)
-
-    def pop(self, label, *default):
-        if self._largest is not None and self.get(label, 0) == self._largest:
-            self._largest = None
-        return super().pop(label, *default)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Mapping, Optional
 
@@ -14,6 +13,7 @@ import numpy as np
 from byakugan.embedder.scoring.calibration import Calibration
 
 from .errors import GalleryError
+from .counts import LabelCounts
 from .vectors import VectorStore, deep_costs
 
 UNKNOWN = "unknown"
@@ -97,20 +97,20 @@ class Recognition:
 
 def search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k: int,
            protos: Optional[tuple[list[str], np.ndarray]] = None, offset: Optional[np.ndarray] = None,
-           counts: Optional[Mapping[str, int]] = None, largest: Optional[int] = None) -> list[SearchResult]:
+           counts: Optional[LabelCounts] = None) -> list[SearchResult]:
     """For each query row: its k nearest references and the k best labels.
 
     Labels are ranked by their best reference, or, given `protos` (index.means.ClassMeans.matrix), by the
     cosine to their class mean, which was 3-6 points more accurate on unseen anime characters.
     offset: per query row, an amount taken off all its scores (cohort normalisation, see
-    byakugan.embedder.scoring.cohort); the order of hits and labels stays the same. counts: references
-    per label, and largest: the largest of them, when the caller keeps them (else counted here,
-    O(references)).
+    byakugan.embedder.scoring.cohort); the order of hits and labels stays the same. counts: the
+    references per label (index.counts), when the caller keeps them (else counted
+    here, O(references)).
     """
     if offset is not None:
         return [SearchResult([Hit(h.id, h.label, h.score - float(o), h.source) for h in r.hits],
                              [(lab, s - float(o)) for lab, s in r.labels], float(o))
-                for r, o in zip(search(index, refs, emb, k, protos, None, counts, largest), offset)]
+                for r, o in zip(search(index, refs, emb, k, protos, None, counts), offset)]
     if protos is not None:  # only the k nearest references are kept: k deep is enough
         hits = _ranked(index.search(emb, min(len(refs), k)), refs, k)
         names, P = protos
@@ -118,36 +118,37 @@ def search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k
         order = np.argsort(-S, axis=1, kind="stable")[:, :k]
         return [SearchResult(h.hits, [(names[j], float(S[q, j])) for j in order[q]]) for q, h in enumerate(hits)]
     if counts is None:
-        counts = Counter(r.label for r in refs.values())
-    if largest is None:
-        largest = max(counts.values())
-    # The first k distinct labels are certain to lie within the top k * (largest class size) hits. One
-    # large class (a gesture enrolled from a whole video) would make every search of an index whose
-    # work grows with depth (HNSW, IVF-PQ) that deep, so such a store is asked for what k labels of a
-    # few references each take, and only a query whose k labels are not all there is asked again, as
-    # deep as the labels it found leave it to go (_depth). Flat and IVF,Flat read the same vectors
+        counts = LabelCounts(r.label for r in refs.values())
+    # The k best labels are certain to lie within the top k x (largest class) references. One large
+    # class (a gesture enrolled from a whole video) would make every search of an index whose work
+    # grows with depth (HNSW, IVF-PQ) that deep, so such a store is asked as deep as k labels of the
+    # size most labels have take, and only a query whose k labels are not all there is asked again,
+    # as deep as the labels it found leave it to go (_depth). Flat and IVF,Flat read the same vectors
     # however deep: asked twice they would read them twice.
-    full = min(len(refs), k * largest)
-    first = min(full, max(4 * k, 32)) if deep_costs(index.factory) else full
+    full = min(len(refs), k * counts.largest())
+    first = min(full, max(4 * k, 32, k * counts.typical())) if deep_costs(index.factory) else full
     results = _ranked(index.search(emb, first), refs, k)
-    # A query short of k labels whose request came back full may have more below it; one that came
-    # back short (an IVF index's probed lists held no more) would get the same answer again.
-    again = [q for q, r in enumerate(results) if len(r.labels) < k and r.depth == first < full]
-    if again:
-        deep = max(_depth(results[q], k, counts, largest) for q in again)
-        for q, r in zip(again, _ranked(index.search(emb[again], min(full, deep)), refs, k)):
+    # A query short of k labels (while the gallery has more) may have more below it, unless its
+    # request came back short from an IVF index: the lists it probed hold no more. (A Milvus HNSW
+    # search comes back short where references were removed, with more below.)
+    ivf = index.factory.startswith("IVF")
+    again: dict[int, list[int]] = {}
+    for q, r in enumerate(results):
+        if len(r.labels) < min(k, len(counts)) and first < full and (r.depth == first or not ivf):
+            again.setdefault(min(full, _depth(r, k, counts)), []).append(q)
+    for depth, qs in again.items():  # queries grouped by how deep each must go
+        for q, r in zip(qs, _ranked(index.search(emb[qs], depth), refs, k)):
             results[q] = r
     return [SearchResult(r.hits, r.labels) for r in results]
 
 
-def _depth(found: "_Ranked", k: int, counts: Mapping[str, int], largest: int) -> int:
-    """How deep the k best labels lie, given the first labels found: the j-th best label after them
-    has its best reference after every reference of theirs and of the j - 1 labels before it, so
-    within (their references) + (k - found) x (the largest class among the others)."""
+def _depth(found: "_Ranked", k: int, counts: LabelCounts) -> int:
+    """How deep the k best labels lie, given the first labels found (the best ones, in order):
+    everything ranked above the best reference of the j-th label after them belongs to a found
+    label or to one of the j - 1 labels between, so it lies within (the found labels' references)
+    + (k - found) x (the largest class among the others)."""
     labels = [lab for lab, _ in found.labels]
-    rest = largest if all(counts.get(lab) != largest for lab in labels) else \
-        max((c for lab, c in counts.items() if lab not in set(labels)), default=0)
-    return sum(counts.get(lab, 0) for lab in labels) + (k - len(labels)) * rest
+    return sum(counts.get(lab, 0) for lab in labels) + (k - len(labels)) * counts.largest_except(labels)
 
 
 @dataclass

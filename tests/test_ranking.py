@@ -3,11 +3,15 @@ enrolled from a whole video) answers as brute force does, and asks deep only whe
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from byakugan.index.counts import LabelCounts
 from byakugan.index.ranking import Reference, search
 from byakugan.index.vectors import FlatStore
 
@@ -26,11 +30,17 @@ class Counting:
         return self.store.search(queries, k)
 
 
-def gallery(sizes: list[int], seed: int, dim: int = DIM, spread: tuple = ()):
+def gallery(sizes: list[int], seed: int, dim: int = DIM, spread: tuple = (), away: bool = False):
+    """away: the first class on the far side of all the others (it never stands between them)."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((len(sizes), dim)).astype(np.float32)
+    if away:  # the others share a direction, the first class has its opposite
+        common = rng.standard_normal(dim).astype(np.float32)
+        centres[1:] += 2 * common
+        centres[0] = -common
     labels = [f"c{j}" for j, n in enumerate(sizes) for _ in range(n)]
-    vecs = np.concatenate([centres[j] + (spread[j] if j < len(spread) else 0.7) * rng.standard_normal((n, dim)).astype(np.float32)
+    spreads = list(spread) + [0.7] * (len(sizes) - len(spread))
+    vecs = np.concatenate([centres[j] + spreads[j] * rng.standard_normal((n, dim)).astype(np.float32)
                            for j, n in enumerate(sizes)])
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     store = FlatStore.empty(dim)
@@ -67,7 +77,8 @@ def test_labels_and_hits_as_brute_force(big, small, classes, k, seed):
 
 
 def test_one_large_class_makes_only_its_own_queries_deep():
-    store, refs, vecs, labels, centres = gallery([2000] + [5] * 100, seed=3, dim=128, spread=(0.1,))  # a tight class: one pose, many frames
+    # a tight class: one pose, many frames
+    store, refs, vecs, labels, centres = gallery([2000] + [5] * 100, seed=3, dim=128, spread=(0.1,))
     spy = Counting(store)
     near_small = centres[1:41] + 0.05
     near_small /= np.linalg.norm(near_small, axis=1, keepdims=True)
@@ -90,6 +101,68 @@ def test_class_means_ask_only_for_the_hits():
     P /= np.linalg.norm(P, axis=1, keepdims=True)
     r = search(spy, refs, vecs[:2], 5, (names, P))
     assert spy.asked == [(2, 5)] and len(r[0].hits) == 5 and len(r[0].labels) == 5
+
+
+def test_classes_alike_in_size_are_asked_once_as_deep_as_they_need():
+    """Every class of 12 tight references: 5 labels lie within 60, and one request of 60 finds them
+    (asking 32 first would ask every query twice)."""
+    store, refs, vecs, labels, centres = gallery([12] * 200, seed=5, dim=64, spread=(0.1,) * 200)
+    spy = Counting(store)
+    got = search(spy, refs, vecs[::120], 5)
+    assert spy.asked == [(20, 60)] and all(len(r.labels) == 5 for r in got)
+
+
+class Short(Counting):
+    """A store whose search comes back with fewer results than asked (Milvus HNSW where references
+    were removed), the rest below them."""
+
+    def search(self, queries, k):
+        self.asked.append((len(queries), k))
+        s, i = self.store.search(queries, k)
+        i, s = i.copy(), s.copy()
+        i[:, max(1, k // 3):], s[:, max(1, k // 3):] = -1, -np.finfo(np.float32).max
+        return s, i
+
+
+def test_a_short_answer_is_asked_again_unless_an_ivf_index_gave_it():
+    store, refs, vecs, labels, centres = gallery([300] + [5] * 50, seed=6, dim=64, spread=(0.1,))
+    hnsw = Short(store, "HNSW16")
+    search(hnsw, refs, vecs[:2], 5)
+    assert hnsw.asked == [(2, 32), (2, 320)]
+    ivf = Short(store, "IVF64,PQ16")  # the lists it probed hold no more
+    search(ivf, refs, vecs[:2], 5)
+    assert ivf.asked == [(2, 32)]
+
+
+def test_nothing_is_asked_again_once_every_label_is_found():
+    """12 labels and 20 asked for: a query whose first answer holds all 12 is done."""
+    store, refs, vecs, labels, centres = gallery([300] + [2] * 11, seed=7, dim=64, spread=(0.1,), away=True)
+    spy = Counting(store)
+    got = search(spy, refs, vecs[300:], 20)
+    assert spy.asked == [(22, 80)] and all(len(r.labels) == 12 for r in got)
+    spy.asked.clear()
+    search(spy, refs, vecs[:1], 20)  # inside the large class: the others lie past all 300 of its references
+    assert spy.asked == [(1, 80), (1, 322)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abcdefgh"), st.integers(-3, 6)), max_size=40))
+def test_label_counts_keep_their_sizes_through_edits(edits):
+    """The largest class, the typical one and the largest among the rest, kept as edits go, are
+    those counted afresh (edits as the gallery makes them: add, subtract to zero, pop, rename)."""
+    counts = LabelCounts({"a": 3, "b": 1})
+    for label, n in edits:
+        if n > 0:
+            counts[label] += n
+        elif n < 0 and label in counts:
+            counts -= Counter({label: -n})
+        elif n == 0 and label in counts:
+            counts["z" + label] = counts.pop(label)
+        fresh = sorted(counts.values())
+        assert counts.largest() == max(fresh, default=0)
+        assert counts.typical() == (fresh[math.ceil(0.9 * len(fresh)) - 1] if fresh else 0)
+        found = [lab for lab in counts if lab < "d"]
+        assert counts.largest_except(found) == max((c for lab, c in counts.items() if lab not in found), default=0)
 
 
 def test_flat_reads_its_vectors_once():
