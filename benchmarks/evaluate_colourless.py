@@ -8,7 +8,9 @@ writes --out.
     .venv/bin/python benchmarks/evaluate_colourless.py bench-out/emb-now
 
 The saved files (ui/cli/evaluation.py's --save-embeddings form: cnn, cohort, offset, labels) are
-the `anime` recipe's folds; the histogram is the recipe's (bins 12 x 4 x 4, weight 1, cohort top 5).
+the `anime` recipe's folds, saved before evaluate applied the rule (so their offsets are the stored
+rows'; a file saved since holds `queries` when it did, and offsets taken on them); the histogram is
+the recipe's (bins 12 x 4 x 4, weight 1, cohort top 5).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ def main() -> None:
     out: dict = {"protocol": "5 shots, 10 trials, a third of the classes unknown, seed 1", "sources": {}}
     for source in a.sources:
         f = safe_open(str(Path(a.folder) / f"{source}.safetensors"), "np")
-        cnn, cohort, off = f.get_tensor("cnn"), f.get_tensor("cohort"), f.get_tensor("offset")
+        cnn, cohort = f.get_tensor("cnn"), f.get_tensor("cohort")
+        off = offsets(cnn, cohort, TOP)  # the stored rows' offsets, whichever form the file's are
         labels = json.loads(f.metadata()["labels"])
         split = cnn.shape[1] - int(np.prod(BINS))
         which = colourless(cnn, split, BINS)

@@ -159,3 +159,13 @@ def test_cli_process_has_no_traceback_for_bad_input(tmp_path):
     proc = subprocess.run([*BYAKUGAN, "labels", str(tmp_path / "missing")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == f"byakugan: error: gallery {tmp_path / 'missing'}: does not exist (create one with `byakugan enroll`)"
+
+
+@pytest.mark.parametrize("args, told", [(["search", "G", "q.jpg", "--k", "abc"], "argument --k: invalid int value: 'abc'"),
+                                        (["frobnicate"], "invalid choice: 'frobnicate'"),
+                                        (["search"], "the following arguments are required: GALLERY, IMAGE")])
+def test_bad_arguments_are_told_in_one_line(capsys, args, told):
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1 and told in err and "-h)" in err

@@ -141,5 +141,10 @@ def test_evaluate_scores_a_set_as_its_gallery_would(model, tmp_path, capsys):
     folder = model.save(tmp_path / "model")
     args = ["evaluate", str(data), "--model", str(folder), "--shots", "2", "--trials", "2", "--unknown-fraction", "0",
             "--json"]
-    assert main(args) == 0
+    assert main([*args, "--save-embeddings", str(tmp_path / "e.safetensors")]) == 0
     assert json.loads(capsys.readouterr().out)["colourless_queries"] == 1
+    from safetensors.numpy import load_file
+
+    saved = load_file(tmp_path / "e.safetensors")  # the rows searched with are saved beside the stored ones
+    assert (saved["queries"] != saved["cnn"]).any(axis=1).sum() == 1
+    assert main(args[:-1]) == 0 and "1 pictures without colour" in capsys.readouterr().out

@@ -14,7 +14,15 @@ from . import evaluation, gallery, live, models, serving
 from .common import EXIT_BAD_INPUT, report
 
 
-class _Intermixed(argparse.ArgumentParser):
+class _OneLine(argparse.ArgumentParser):
+    """Bad arguments are told in one line (argparse's own error, which names the argument and the
+    reason, and where to see the usage), exit 2, as every other bad input is."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
+class _Intermixed(_OneLine):
     """A command's parser that takes options between positionals (`enroll G --model M LABEL A.jpg`),
     which plain argparse stops at. argparse cannot do this with subparsers itself, so each
     command's parser does it for its own arguments."""
@@ -32,7 +40,7 @@ class _Intermixed(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="byakugan", description="Recognise characters and gestures from a few enrolled images.")
+    p = _OneLine(prog="byakugan", description="Recognise characters and gestures from a few enrolled images.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Intermixed)
     for module in (gallery, live, models, evaluation, serving):
         module.register(sub)

@@ -70,7 +70,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         summary["landmarks"] = {"model": encoder.name, "weight": encoder.weight, "found": round(found, 4)}
         summary["parts"] = parts
     if a.save_embeddings:
-        saved = _save_embeddings(Path(a.save_embeddings), embedded, labels, offset, model, encoder)
+        saved = _save_embeddings(Path(a.save_embeddings), embedded, labels, offset, model, encoder,
+                                 queries if rescaled else None)
         summary["embeddings"] = printable(str(saved))
     if a.report:
         from byakugan.embedder.evaluation.report import write_report
@@ -109,10 +110,11 @@ def detector_config(name: str, settings: list[str]) -> str | dict:
     return config if settings else name
 
 
-def _save_embeddings(path: Path, embedded, labels: list[str], offset, model, encoder) -> Path:
+def _save_embeddings(path: Path, embedded, labels: list[str], offset, model, encoder, queries=None) -> Path:
     """What the trials ran on, so other scorings can be studied without embedding again: safetensors
-    arrays (cnn, and landmarks, cohort offsets and the model's cohort where there are any) with the
-    labels and the landmark weight in its metadata."""
+    arrays (cnn, and landmarks, cohort offsets and the model's cohort where there are any; `queries`,
+    the rows searched with, where colourless ones were rescaled: the offsets are those rows') with
+    the labels and the landmark weight in its metadata."""
 
     from safetensors.numpy import save as save_arrays
 
@@ -123,6 +125,8 @@ def _save_embeddings(path: Path, embedded, labels: list[str], offset, model, enc
         arrays["landmarks"] = np.ascontiguousarray(embedded.landmarks, np.float32)
     if offset is not None:
         arrays["offset"] = np.ascontiguousarray(offset, np.float32)
+    if queries is not None:
+        arrays["queries"] = np.ascontiguousarray(queries, np.float32)
     if getattr(model, "cohort", None) is not None:
         arrays["cohort"] = np.ascontiguousarray(model.cohort, np.float32)
     meta = {"labels": json.dumps(labels), "model": model.name,
@@ -140,6 +144,9 @@ def _print_evaluation(s: dict, encoder) -> None:
         top, size = s["cohort"]["top"], s["cohort"]["size"]
         which = f"the {top} most similar of {size}" if top else f"all {size}"
         print(f"  scores cohort-normalised: less the mean cosine to {which} cohort classes (--no-cohort for raw cosines)")
+    if s.get("colourless_queries"):
+        print(f"  {s['colourless_queries']} pictures without colour searched by the CNN part alone, as a gallery of "
+              "these pictures in colour would search them")
     print(f"  top-1 nearest reference {s['top1_nearest']:.3f} (std {s['top1_nearest_std']:.3f}), class mean {s['top1_prototype']:.3f}")
     if "far_at_tar95" in s:
         print(f"  open set: FAR@TAR95 {s['far_at_tar95']:.3f}, ROC AUC {s['roc_auc']:.3f}, threshold {s['threshold_tar95']:.3f}"
