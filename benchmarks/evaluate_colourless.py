@@ -25,6 +25,7 @@ from safetensors import safe_open
 from byakugan.embedder.evaluation.summary import evaluate_embeddings
 from byakugan.embedder.scoring.cohort import offsets
 from byakugan.embedder.scoring.colourless import colourless, colourless_form
+from byakugan.index.colour_queries import mostly_in_colour
 
 BINS, WEIGHT, TOP = [12, 4, 4], 1.0, 5
 KEYS = ("top1_prototype", "far_at_tar95")
@@ -44,7 +45,7 @@ def main() -> None:
         labels = json.loads(f.metadata()["labels"])
         split = cnn.shape[1] - int(np.prod(BINS))
         which = colourless(cnn, split, BINS)
-        rule = which.mean() < 0.5  # most of the set in colour
+        rule = mostly_in_colour(cnn, {"split": split, "bins": BINS})
         q = colourless_form(cnn, split, BINS, WEIGHT) if rule else cnn
         run = dict(shots=5, trials=10, unknown_fraction=0.33, seed=1)
         before = evaluate_embeddings(cnn, labels, offset=off, **run)[0].summary

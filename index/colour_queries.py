@@ -36,7 +36,7 @@ class ColourQueries:
             spec, ids = gallery.colourless_queries, [r.id for r in gallery.references()]
             if len(ids) > SAMPLE:
                 ids = sorted(np.random.default_rng(0).choice(ids, SAMPLE, replace=False).tolist())
-            coloured = not ids or bool(colourless(gallery.embeddings(ids), spec["split"], spec["bins"]).mean() < 0.5)
+            coloured = not ids or mostly_in_colour(gallery.embeddings(ids), spec)
             self._last = last = (weakref.ref(gallery), gallery.revision, coloured)
         return last[2]
 
@@ -55,9 +55,12 @@ def set_queries(model, rows: np.ndarray) -> tuple[np.ndarray, int]:
     records the rule and most of the set is in colour, its colourless rows by the CNN part alone.
     Returns (the query rows, how many were rescaled)."""
     spec = colourless_spec(model)
-    if spec is None or not len(rows):
+    if spec is None or not len(rows) or not mostly_in_colour(rows, spec):  # a set mostly grey keeps its histogram
         return rows, 0
-    which = colourless(rows, spec["split"], spec["bins"])
-    if which.mean() >= 0.5:  # a set mostly grey keeps its histogram, as a gallery of it does
-        return rows, 0
-    return colourless_form(rows, spec["split"], spec["bins"], spec["weight"]), int(which.sum())
+    return colourless_form(rows, spec["split"], spec["bins"], spec["weight"]), \
+        int(colourless(rows, spec["split"], spec["bins"]).sum())
+
+
+def mostly_in_colour(rows: np.ndarray, spec: dict) -> bool:
+    """Whether most stored-form rows have colour in them: where the rule applies."""
+    return bool(colourless(rows, spec["split"], spec["bins"]).mean() < 0.5)
