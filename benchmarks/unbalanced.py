@@ -8,7 +8,8 @@ from a whole video (here --big references of one tight class beside --small clas
 synthetic vectors of benchmarks/scale.py) made every search that deep. Now an index whose work grows
 with depth (HNSW, IVF-PQ) is asked first as deep as 5 labels of the size 9 labels in 10 have take (at
 least 32), and only a query short of 5 labels is asked again, as deep as the labels it found leave it
-to go; Flat and IVF,Flat still answer in one pass.
+to go (IVF-PQ, where the labels found hold most of that depth: only past them, their references
+left out of its search); Flat and IVF,Flat still answer in one pass.
 For each factory: per-query ms of raw FAISS (the store, 5 results), of the gallery, and of the
 gallery searched in one pass at full depth (what every index type did before: the store taken for a
 Flat one), timed in turn on every query (benchmarks/scale.py's paired_ms); 100 queries inside the

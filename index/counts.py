@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
+
 
 class LabelCounts(Counter):
     """References per label, with how many labels have each count kept as edits go: a search needs
@@ -65,3 +67,27 @@ class LabelCounts(Counter):
         if label in self:
             self._resize(self[label], 0)
         return super().pop(label, *default)
+
+
+class Members:
+    """The reference ids of labels, found on first need among the references as they stand at one
+    revision of the gallery: a search that leaves a large class out of its second request names
+    its 3,000 references to the index, and edits are far rarer than searches."""
+
+    def __init__(self, refs, revision: int = 0) -> None:
+        self.refs, self.revision, self._ids = refs, revision, {}
+
+    @classmethod
+    def current(cls, kept: "Members | None", refs, revision: int) -> "Members":
+        """kept, while it was made for these references at this revision; else a new one."""
+        return kept if kept is not None and kept.refs is refs and kept.revision == revision else cls(refs, revision)
+
+    def of(self, labels) -> np.ndarray:
+        wanted = set(labels) - self._ids.keys()
+        if wanted:  # one pass over the references for every label not asked for before
+            found: dict = {lab: [] for lab in wanted}
+            for i, r in self.refs.items():
+                if r.label in found:
+                    found[r.label].append(i)
+            self._ids.update({lab: np.array(ids, np.int64) for lab, ids in found.items()})
+        return np.concatenate([np.zeros(0, np.int64)] + [self._ids[lab] for lab in labels])

@@ -44,6 +44,7 @@ class Gallery:
         # What changed since it was opened or saved: a save writes just that (index.db).
         self._dropped, self._added, self._renamed, self._rebuild, self._saved_to = set(), [], [], False, self.path
         self._means: Optional[ClassMeans] = None  # made for the first search by class mean, then kept up to date
+        self._members: Optional[counts.Members] = None  # each label's reference ids, while no edit is made
         self._counts = counts.LabelCounts(Counter(r.label for r in self._refs.values()))  # kept up to date by every edit
         self.revision = 0  # counts edits of the references: what is derived from them is cached against it
 
@@ -271,9 +272,7 @@ class Gallery:
         new = check_label(new)
         if new in self._counts and new != old:
             raise GalleryError(f"rename {old!r} -> {new!r}: {new!r} already exists; remove it first")
-        for i, r in list(self._refs.items()):
-            if r.label == old:
-                self._refs[i] = Reference(r.id, new, r.source, r.added)
+        self._refs.update({i: Reference(r.id, new, r.source, r.added) for i, r in self._refs.items() if r.label == old})
         self.sequences.rename_label(old, new)
         if self._means is not None and new != old:
             self._means.rename(old, new)
@@ -292,8 +291,9 @@ class Gallery:
         emb = as_vectors(queries, self.dim, self.path)
         if self.scoring == "mean" and self._means is None:
             self._means = ClassMeans.of(self._store, self._refs)
+        self._members = counts.Members.current(self._members, self._refs, self.revision)
         return ranking.search(self._store, self._refs, emb, k, self._means.matrix() if self.scoring == "mean" else None,
-                              offset, self._counts)
+                              offset, self._counts, self._members)
 
     def match(self, result: SearchResult, threshold: Optional[float] = None, calibration=None) -> Match:
         """The best label, or UNKNOWN below the threshold; with a calibration (index.confidence), its confidence."""

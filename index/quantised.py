@@ -184,9 +184,16 @@ class PQStore:
                 raise GalleryError(f"reference {int(ids[j])}: not in the index") from None
         return out
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, exclude: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """exclude: ids none of the answers may be (the references of labels a search already has)."""
         queries = np.ascontiguousarray(queries, np.float32)
-        _, candidates = self._index.search(queries, rerank_depth(int(k)))
+        params = keep = None
+        if exclude is not None and len(exclude):
+            # FAISS holds plain pointers: the selectors are kept in locals while the search runs.
+            keep = [faiss.IDSelectorBatch(np.ascontiguousarray(exclude, np.int64))]
+            keep.append(faiss.IDSelectorNot(keep[0]))
+            params = faiss.SearchParametersIVF(sel=keep[1], nprobe=self._ivf.nprobe)
+        _, candidates = self._index.search(queries, rerank_depth(int(k)), params=params)
         scores = np.full((len(queries), k), -np.finfo(np.float32).max, np.float32)
         found = np.full((len(queries), k), -1, np.int64)
         for q, row in enumerate(candidates):

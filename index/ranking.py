@@ -13,8 +13,8 @@ import numpy as np
 from byakugan.embedder.scoring.calibration import Calibration
 
 from .errors import GalleryError
-from .counts import LabelCounts
-from .vectors import VectorStore, deep_costs
+from .counts import LabelCounts, Members
+from .vectors import VectorStore, deep_costs, leaves_out
 
 UNKNOWN = "unknown"
 
@@ -97,7 +97,7 @@ class Recognition:
 
 def search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k: int,
            protos: Optional[tuple[list[str], np.ndarray]] = None, offset: Optional[np.ndarray] = None,
-           counts: Optional[LabelCounts] = None) -> list[SearchResult]:
+           counts: Optional[LabelCounts] = None, members: Optional[Members] = None) -> list[SearchResult]:
     """For each query row: its k nearest references and the k best labels.
 
     Labels are ranked by their best reference, or, given `protos` (index.means.ClassMeans.matrix), by the
@@ -105,12 +105,13 @@ def search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k
     offset: per query row, an amount taken off all its scores (cohort normalisation, see
     byakugan.embedder.scoring.cohort); the order of hits and labels stays the same. counts: the
     references per label (index.counts), when the caller keeps them (else counted
-    here, O(references)).
+    here, O(references)); members: their ids (index.counts.Members), kept while the references
+    stand (else found here when a search needs them).
     """
     if offset is not None:
         return [SearchResult([Hit(h.id, h.label, h.score - float(o), h.source) for h in r.hits],
                              [(lab, s - float(o)) for lab, s in r.labels], float(o))
-                for r, o in zip(search(index, refs, emb, k, protos, None, counts), offset)]
+                for r, o in zip(search(index, refs, emb, k, protos, None, counts, members), offset)]
     if protos is not None:  # only the k nearest references are kept: k deep is enough
         hits = _ranked(index.search(emb, min(len(refs), k)), refs, k)
         names, P = protos
@@ -131,24 +132,35 @@ def search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k
     # A query short of k labels (while the gallery has more) may have more below it, unless its
     # request came back short from an IVF index: the lists it probed hold no more. (A Milvus HNSW
     # search comes back short where references were removed, with more below.)
-    ivf = index.factory.startswith("IVF")
-    again: dict[int, list[int]] = {}
+    ivf, leave_out = index.factory.startswith("IVF"), leaves_out(index.factory)
+    again: dict[tuple[int, tuple[str, ...]], list[int]] = {}
     for q, r in enumerate(results):
         if len(r.labels) < min(k, len(counts)) and first < full and (r.depth == first or not ivf):
-            again.setdefault(min(full, _depth(r, k, counts)), []).append(q)
-    for depth, qs in again.items():  # queries grouped by how deep each must go
-        for q, r in zip(qs, _ranked(index.search(emb[qs], depth), refs, k)):
-            results[q] = r
+            found, (theirs, rest) = tuple(lab for lab, _ in r.labels), _depth(r, k, counts)
+            # Where the labels found hold most of that depth (the query lies inside the large class),
+            # an index that can leave ids out is asked past them only for the rest.
+            key = (min(full, rest), found) if leave_out and theirs > rest else (min(full, theirs + rest), ())
+            again.setdefault(key, []).append(q)
+    for (depth, found), qs in again.items():  # queries grouped by how deep each must go
+        if not found:
+            for q, r in zip(qs, _ranked(index.search(emb[qs], depth), refs, k)):
+                results[q] = r
+            continue
+        members = members if members is not None else Members(refs)
+        for q, more in zip(qs, _ranked(index.search(emb[qs], depth, exclude=members.of(found)), refs, k)):
+            r = results[q]  # its hits are final: the first request held at least k
+            new = [ls for ls in more.labels if ls[0] not in found]  # (none, unless the index kept one)
+            results[q] = _Ranked(r.hits, sorted(r.labels + new, key=lambda ls: -ls[1])[:k], r.depth)
     return [SearchResult(r.hits, r.labels) for r in results]
 
 
-def _depth(found: "_Ranked", k: int, counts: LabelCounts) -> int:
+def _depth(found: "_Ranked", k: int, counts: LabelCounts) -> tuple[int, int]:
     """How deep the k best labels lie, given the first labels found (the best ones, in order):
     everything ranked above the best reference of the j-th label after them belongs to a found
     label or to one of the j - 1 labels between, so it lies within (the found labels' references)
-    + (k - found) x (the largest class among the others)."""
+    + (k - found) x (the largest class among the others): those two terms."""
     labels = [lab for lab, _ in found.labels]
-    return sum(counts.get(lab, 0) for lab in labels) + (k - len(labels)) * counts.largest_except(labels)
+    return sum(counts.get(lab, 0) for lab in labels), (k - len(labels)) * counts.largest_except(labels)
 
 
 @dataclass

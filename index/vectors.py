@@ -31,7 +31,8 @@ class VectorStore(Protocol):
     def remove(self, ids: Sequence[int]) -> None: ...
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids), each (Q, k), best first; id -1 where fewer than k vectors exist."""
+        """(scores, ids), each (Q, k), best first; id -1 where fewer than k vectors exist. A store
+        whose type leaves_out() names also takes exclude=ids (none of them answered)."""
         ...
 
     def get(self, ids: Sequence[int]) -> np.ndarray:
@@ -59,6 +60,14 @@ def deep_costs(factory: str) -> bool:
     least as many candidates as it is asked for, IVF-PQ re-scores four times as many on exact
     vectors. Flat and IVF,Flat read the same vectors whatever is asked."""
     return factory.startswith("HNSW") or ",PQ" in factory
+
+
+def leaves_out(factory: str) -> bool:
+    """Whether a store of this type takes `exclude` (ids left out of a search) at no extra cost: an
+    IVF-PQ index skips them as it scans its lists, and re-scores only what is left. (HNSW's graph
+    walk spends its candidates on left-out neighbours and comes back short: 28-55% of 40 results
+    missing behind 3,000 near-copies; Flat and IVF,Flat answer in one pass anyway.)"""
+    return ",PQ" in factory
 
 
 def check_factory(factory: str) -> str:

@@ -125,3 +125,25 @@ def test_an_ivf_pq_checkpoint_listing_an_id_twice_is_refused(tmp_path, data):
     index.add_with_ids(data["c0"][:1], np.array([3], np.int64))
     with pytest.raises(ValueError, match="listing id 3 twice"):
         cp.read(cp.CODES + faiss.serialize_index(index).tobytes(), "IVF16,PQ4", DIM)
+
+
+def test_ivf_pq_is_asked_past_a_large_class_with_its_ids_left_out(tmp_path, data):
+    """A class enrolled from a whole video: a query inside it gets 5 labels (as exact search does)
+    from a second request that leaves its 600 references out, not one that re-scores past them."""
+    g = gallery(tmp_path / "g", data)
+    rng = np.random.default_rng(5)
+    big = rng.standard_normal(DIM) + 0.1 * rng.standard_normal((600, DIM))
+    big = (big / np.linalg.norm(big, axis=1, keepdims=True)).astype(np.float32)
+    g.enroll("big", big)
+    queries = big[:8] + 0.01
+    exact = g.search(queries, k=5)
+    g.reindex("IVF64,PQ8")
+    left = [r.id for r in g.references("big")]
+    _, ids = g.vectors.search(queries, 40, exclude=left)
+    assert (ids >= 0).all() and not set(ids.ravel().tolist()) & set(left)
+    got = g.search(queries, k=5)
+    assert all([h.label for h in r.hits] == ["big"] * 5 and len({lab for lab, _ in r.labels}) == 5 for r in got)
+    same = [[lab for lab, _ in a.labels] == [lab for lab, _ in b.labels] for a, b in zip(exact, got)]
+    assert np.mean(same) >= 0.75, same
+    g.rename("big", "video")  # the ids left out follow the references, not what they were called
+    assert all(r.labels[0][0] == "video" and len({lab for lab, _ in r.labels}) == 5 for r in g.search(queries, k=5))

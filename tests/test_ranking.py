@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from byakugan.index.counts import LabelCounts
+from byakugan.index.counts import LabelCounts, Members
 from byakugan.index.ranking import Reference, search
 from byakugan.index.vectors import FlatStore
 
@@ -28,6 +28,23 @@ class Counting:
     def search(self, queries, k):
         self.asked.append((len(queries), k))
         return self.store.search(queries, k)
+
+
+class LeavesOut(Counting):
+    """An exact store taken for IVF-PQ, which can leave ids out of a search (exclude)."""
+
+    def __init__(self, store):
+        super().__init__(store, "IVF64,PQ16")
+
+    def search(self, queries, k, exclude=None):
+        self.asked.append((len(queries), k) if exclude is None else (len(queries), k, len(exclude)))
+        s, i = self.store.search(queries, len(self.store))
+        keep = ~np.isin(i, np.asarray([] if exclude is None else exclude, np.int64))
+        out_s, out_i = np.full((len(queries), k), -np.finfo(np.float32).max, np.float32), np.full((len(queries), k), -1)
+        for q in range(len(queries)):
+            row_s, row_i = s[q][keep[q]][:k], i[q][keep[q]][:k]
+            out_s[q, :len(row_s)], out_i[q, :len(row_i)] = row_s, row_i
+        return out_s, out_i
 
 
 def gallery(sizes: list[int], seed: int, dim: int = DIM, spread: tuple = (), away: bool = False):
@@ -68,12 +85,13 @@ def test_labels_and_hits_as_brute_force(big, small, classes, k, seed):
     rng = np.random.default_rng(seed + 1)
     queries = centres[rng.integers(0, len(centres), 12)] + 0.5 * rng.standard_normal((12, DIM)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    for q, r in zip(queries, search(Counting(store), refs, queries, k)):
-        want_hits, want_labels = brute(vecs, labels, q, k)
-        assert [h.id for h in r.hits] == want_hits
-        assert [lab for lab, _ in r.labels] == want_labels
-        assert [s for _, s in r.labels] == pytest.approx([max(float(vecs[i] @ q) for i in refs if labels[i] == lab)
-                                                          for lab in want_labels], abs=1e-5)
+    for spy in (Counting(store), LeavesOut(store)):  # the second asked past the labels it has found
+        for q, r in zip(queries, search(spy, refs, queries, k)):
+            want_hits, want_labels = brute(vecs, labels, q, k)
+            assert [h.id for h in r.hits] == want_hits
+            assert [lab for lab, _ in r.labels] == want_labels
+            assert [s for _, s in r.labels] == pytest.approx([max(float(vecs[i] @ q) for i in refs if labels[i] == lab)
+                                                              for lab in want_labels], abs=1e-5)
 
 
 def test_one_large_class_makes_only_its_own_queries_deep():
@@ -91,6 +109,32 @@ def test_one_large_class_makes_only_its_own_queries_deep():
     # 4 classes of 5 more: not 5 x 2,000.
     assert spy.asked == [(5, 32), (3, 2020)]
     assert all(len(r.labels) == 5 for r in got) and got[0].labels[0][0] == "c0"
+
+
+def test_an_index_that_leaves_ids_out_is_asked_past_the_large_class_not_through_it():
+    store, refs, vecs, labels, centres = gallery([2000] + [5] * 100, seed=3, dim=128, spread=(0.1,))
+    spy = LeavesOut(store)
+    near_small = centres[1:3] + 0.05
+    got = search(spy, refs, np.concatenate([vecs[:3], near_small / np.linalg.norm(near_small, axis=1, keepdims=True)]), 5)
+    # 4 classes of 5 past the 2,000 references it leaves out, not 2,020 deep
+    assert spy.asked == [(5, 32), (3, 20, 2000)]
+    assert all(len(r.labels) == 5 and len({lab for lab, _ in r.labels}) == 5 for r in got)
+    assert [h.label for h in got[0].hits] == ["c0"] * 5 and got[0].labels[0][0] == "c0"
+    # Where the labels found hold less than the rest of the depth (another class as large lies below),
+    # leaving them out saves little: asked through them, as before.
+    store, refs, vecs, labels, centres = gallery([60, 60] + [5] * 100, seed=8, dim=64, spread=(0.1, 0.1))
+    spy = LeavesOut(store)
+    got = search(spy, refs, vecs[:1], 5)
+    assert spy.asked == [(1, 32), (1, 300)] and len(got[0].labels) == 5
+
+
+def test_members_are_found_once_per_revision_of_the_references():
+    refs = {i: Reference(i, "ab"[i % 2], "x", "2026-01-01T00:00:00Z") for i in range(6)}
+    m = Members(refs, revision=3)
+    assert m.of(["b", "a"]).tolist() == [1, 3, 5, 0, 2, 4] and m.of([]).tolist() == []
+    assert Members.current(m, refs, 3) is m
+    assert Members.current(m, refs, 4) is not m and Members.current(m, dict(refs), 3) is not m  # an edit; a clone
+    assert Members.current(None, refs, 3).of(["a"]).tolist() == [0, 2, 4]
 
 
 def test_class_means_ask_only_for_the_hits():
