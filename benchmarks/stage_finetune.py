@@ -55,6 +55,7 @@ from byakugan.embedder.training.cohort import build_cohort
 from byakugan.embedder.training.crops import crop_samples
 from byakugan.embedder.training.data import Sample, scan
 from byakugan.embedder.training.landmarks import JOINT_RECIPE, LandmarkTrainConfig, train_landmarks
+from byakugan.embedder.training.augment import GREY
 from byakugan.embedder.training.metric import LOSSES, TrainConfig, _batches, augmentation, backbone_key, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -87,22 +88,24 @@ def late_parameters(net: torch.nn.Module, cut: int) -> list[torch.nn.Parameter]:
 
 @torch.inference_mode()
 def stage_maps(model: Embedder, samples: list[Sample], cut: int, views: int, seed: int, cache: Path | None,
-               log=print) -> torch.Tensor:
+               log=print, grey: float = GREY) -> torch.Tensor:
     """[views + 1, N, C, H, W] float16 maps after blocks[cut - 1]: the plain image, then `views`
-    augmented draws (drawn as embedder.training.metric.view_features draws them), cached per dataset."""
+    augmented draws (drawn as embedder.training.metric.view_features draws them; `grey` of the
+    colour-jittered ones made grey), cached per dataset."""
     model.eval()
     net, out = model.backbone, []
     for dataset, group in groupby(samples, key=lambda s: s.dataset):
         group = list(group)
         key = json.dumps([backbone_key(model), cut, views, seed, [str(s.path.resolve()) for s in group]]
-                         + ([[s.box for s in group]] if any(s.box for s in group) else []))  # crops: other maps
+                         + ([[s.box for s in group]] if any(s.box for s in group) else [])  # crops: other maps
+                         + ([grey] if grey != GREY else []))
         path = cache / f"{dataset}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors" if cache else None
         if path is not None and path.is_file():
             out.append(load_file(str(path))["maps"])
             continue
         start = time.time()
         torch.manual_seed(seed)
-        aug = augmentation(model.preprocess.size, False)
+        aug = augmentation(model.preprocess.size, False, grey=grey)
         draws = [None] + [aug] * views
         maps = torch.stack([torch.cat([early(net, x.contiguous(memory_format=torch.channels_last), cut).half()
                                        for x in _batches(model, group, a, 64, "maps")]) for a in draws])
@@ -128,7 +131,7 @@ def finetune(data: list[str], out: str, a: argparse.Namespace, log=print, anime:
         model.config["scoring"] = "mean"
     net = model.backbone.to(memory_format=torch.channels_last)
     log(f"maps of {len(samples)} images x {a.views + 1} views; training on {len(classes)} classes")
-    maps = stage_maps(model, samples, a.cut, a.views, a.seed, Path(a.cache) if a.cache else None, log)
+    maps = stage_maps(model, samples, a.cut, a.views, a.seed, Path(a.cache) if a.cache else None, log, a.grey_views)
     maps = maps.reshape(-1, *maps.shape[2:]).clone()  # a normal tensor, not an inference-mode one
     y_all = y.repeat(a.views + 1)
     trained = late_parameters(net, a.cut)
@@ -250,6 +253,8 @@ def main() -> None:
     p.add_argument("--cut", type=int, default=5, help="blocks before this index are frozen and cached")
     p.add_argument("--views", type=int, default=3)
     p.add_argument("--epochs", type=int, default=3, help="3, not the head's 4: the time budget")
+    p.add_argument("--grey-views", type=float, default=GREY,
+                   help=f"the share of colour-jittered cached views made grey ({GREY} in the shipped recipes)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--stage-lr", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)

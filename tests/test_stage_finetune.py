@@ -58,7 +58,7 @@ def test_stage_maps_are_cached_per_dataset(tmp_path):
 def test_finetuned_folder_carries_its_backbone_and_keeps_the_early_stages(tmp_path):
     data = [_dataset(tmp_path / "one"), _dataset(tmp_path / "two", ("c", "d"))]
     a = argparse.Namespace(seed=0, per_class=None, views=1, cut=5, cache=str(tmp_path / "cache"), lr=1e-3,
-                           stage_lr=1e-2, epochs=1, max_steps=2, cohort_per_class=2, crop=False)
+                           stage_lr=1e-2, epochs=1, max_steps=2, cohort_per_class=2, crop=False, grey_views=0.05)
     trained = sf.finetune(data, str(tmp_path / "m"), a, log=lambda m: None)
     loaded, _ = embedder.load(str(tmp_path / "m"))
     imagenet = create_embedder("efficientnet_lite0").backbone.state_dict()
