@@ -36,10 +36,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def agreement(name: str, results, exact) -> dict:
-    """How often the best label, and all 5 labels in order, are those of exact search."""
+    """How often the best label, and all 5 labels in order, are those of exact search; the share of
+    exact search's 5 nearest references among the hits (recall@5)."""
+    labels, hits = exact
     got = [[lab for lab, _ in r.labels] for r in results]
-    return {f"{name}_top1_as_exact": round(float(np.mean([x[:1] == y[:1] for x, y in zip(got, exact)])), 3),
-            f"{name}_5_labels_as_exact": round(float(np.mean([x == y for x, y in zip(got, exact)])), 3)}
+    return {f"{name}_top1_as_exact": round(float(np.mean([x[:1] == y[:1] for x, y in zip(got, labels)])), 3),
+            f"{name}_5_labels_as_exact": round(float(np.mean([x == y for x, y in zip(got, labels)])), 3),
+            f"{name}_hit_recall_at_5": round(float(np.mean([len({h.id for h in r.hits} & set(y)) / 5
+                                                           for r, y in zip(results, hits)])), 3)}
 
 
 class OnePass:
@@ -82,12 +86,14 @@ def main() -> None:
     names = np.array(["large"] * a.big + [f"c{i}" for i in range(a.small) for _ in range(10)])
 
     def exact_labels(q):
-        """Each query's 5 best labels by their best reference, by brute force."""
-        out = []
+        """Each query's 5 best labels by their best reference, and its 5 nearest references' ids
+        (enrolled in order: the gallery's ids are the rows of `every`), by brute force."""
+        labels, hits = [], []
         for s in q @ every.T:
             order = np.argsort(-s, kind="stable")
-            out.append(list(dict.fromkeys(names[order[:a.big + 50]]))[:5])
-        return out
+            labels.append(list(dict.fromkeys(names[order[:a.big + 50]]))[:5])
+            hits.append(set(order[:5].tolist()))
+        return labels, hits
 
     out: dict = {"references": a.big + 10 * a.small, "largest_class": a.big, "small_classes": a.small,
                  "dim": DIM, "k": 5, "factories": {}}

@@ -136,7 +136,7 @@ def search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k
     again: dict[tuple[int, tuple[str, ...]], list[int]] = {}
     for q, r in enumerate(results):
         if len(r.labels) < min(k, len(counts)) and first < full and (r.depth == first or not ivf):
-            found, (theirs, rest) = tuple(lab for lab, _ in r.labels), _depth(r, k, counts)
+            found, (theirs, rest) = tuple(sorted(lab for lab, _ in r.labels)), _depth(r, k, counts)  # sorted: one group
             # Where the labels found hold most of that depth (the query lies inside the large class),
             # an index that can leave ids out is asked past them only for the rest.
             key = (min(full, rest), found) if leave_out and theirs > rest else (min(full, theirs + rest), ())
@@ -148,7 +148,9 @@ def search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k
             continue
         members = members if members is not None else Members(refs)
         for q, more in zip(qs, _ranked(index.search(emb[qs], depth, exclude=members.of(found)), refs, k)):
-            r = results[q]  # its hits are final: the first request held at least k
+            # Its hits are those of the first request (at least k; on IVF-PQ re-scored among its first
+            # candidates, as any query's are), and so are the found labels' scores.
+            r = results[q]
             new = [ls for ls in more.labels if ls[0] not in found]  # (none, unless the index kept one)
             results[q] = _Ranked(r.hits, sorted(r.labels + new, key=lambda ls: -ls[1])[:k], r.depth)
     return [SearchResult(r.hits, r.labels) for r in results]

@@ -128,6 +128,53 @@ def test_an_index_that_leaves_ids_out_is_asked_past_the_large_class_not_through_
     assert spy.asked == [(1, 32), (1, 300)] and len(got[0].labels) == 5
 
 
+class Approximate(LeavesOut):
+    """An index that misses some references in its first answer (as IVF-PQ may) and keeps one id it
+    was told to leave out: the merged labels must still be distinct and in score order."""
+
+    def __init__(self, store, missed):
+        super().__init__(store)
+        self.missed = set(missed)
+
+    def search(self, queries, k, exclude=None):
+        s, i = super().search(queries, k + len(self.missed) + 1, exclude)
+        if exclude is None:
+            keep = ~np.isin(i, list(self.missed))
+        else:  # the best left-out id comes back, at the top
+            all_s, all_i = self.store.search(queries, len(self.store))
+            at = np.isin(all_i, np.asarray(exclude)).argmax(1)[:, None]
+            s = np.concatenate([np.take_along_axis(all_s, at, 1), s], 1)
+            i = np.concatenate([np.take_along_axis(all_i, at, 1), i], 1)
+            keep = np.ones_like(i, bool)
+        rows = [(row_s[m][:k], row_i[m][:k]) for row_s, row_i, m in zip(s, i, keep)]
+        return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+
+
+def test_labels_asked_past_the_found_ones_are_merged_in_score_order_without_repeats():
+    """Two look-alikes of 5 tight references sit on the large class's centre, nearer the query than
+    its 400; the first answer misses the better look-alike, so it comes from the second request
+    and must go first."""
+    rng = np.random.default_rng(9)
+    centre, dim = rng.standard_normal(64).astype(np.float32), 64
+    parts = [centre + 0.1 * rng.standard_normal((400, dim)), centre + 0.03 * rng.standard_normal((5, dim)),
+             centre + 0.03 * rng.standard_normal((5, dim))]
+    parts += [rng.standard_normal(dim) + 0.7 * rng.standard_normal((5, dim)) for _ in range(40)]
+    vecs = np.concatenate(parts).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    labels = ["big"] * 400 + ["a"] * 5 + ["b"] * 5 + [f"c{j}" for j in range(40) for _ in range(5)]
+    store = FlatStore.empty(dim)
+    store.add(np.arange(len(vecs)), vecs)
+    refs = {i: Reference(i, lab, "x", "2026-01-01T00:00:00Z") for i, lab in enumerate(labels)}
+    q = centre[None] / np.linalg.norm(centre)
+    _, want = brute(vecs, labels, q[0], 5)
+    assert set(want[:2]) == {"a", "b"}
+    spy = Approximate(store, [i for i in refs if labels[i] == want[0]])
+    got = search(spy, refs, q, 5)[0]
+    assert len(spy.asked) == 2 and len(spy.asked[1]) == 3  # asked past "big" and the other look-alike
+    assert [lab for lab, _ in got.labels] == want
+    assert [s for _, s in got.labels] == sorted((s for _, s in got.labels), reverse=True)
+
+
 def test_members_are_found_once_per_revision_of_the_references():
     refs = {i: Reference(i, "ab"[i % 2], "x", "2026-01-01T00:00:00Z") for i in range(6)}
     m = Members(refs, revision=3)
