@@ -160,6 +160,17 @@ def nested(table: dict, srcs: list[str]) -> dict:
             "worst": {"source": worst, **chosen[worst]}}
 
 
+def per_variant(table: dict, srcs: list[str], names) -> dict:
+    """Each variant's mean top-1 and FAR@TAR95 over the sources, and its worst source."""
+    out = {}
+    for n in names:
+        worst = min(srcs, key=lambda s: table[s][n]["top1"])
+        out[n] = {"mean_top1": round(float(np.mean([table[s][n]["top1"] for s in srcs])), 4),
+                  "mean_far_at_tar95": round(float(np.mean([table[s][n]["far_at_tar95"] for s in srcs])), 4),
+                  "worst": {"source": worst, **table[worst][n]}}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folder", help="SOURCE.safetensors files from loso.py --save-embeddings")
@@ -175,11 +186,7 @@ def main() -> None:
         if not srcs:
             continue
         summary[domain] = {"nested": nested(table, srcs)} if len(srcs) > 1 else {}
-        for n in table[srcs[0]]:
-            worst = min(srcs, key=lambda s: table[s][n]["top1"])
-            summary[domain][n] = {"mean_top1": round(float(np.mean([table[s][n]["top1"] for s in srcs])), 4),
-                                  "mean_far_at_tar95": round(float(np.mean([table[s][n]["far_at_tar95"] for s in srcs])), 4),
-                                  "worst": {"source": worst, **table[worst][n]}}
+        summary[domain] |= per_variant(table, srcs, table[srcs[0]])
     text = json.dumps({"protocol": "leave one source out; 5 shots, 10 trials, a third of the classes unknown, seed 1",
                        "sources": table, "summary": summary}, indent=1)
     if a.out:

@@ -28,7 +28,7 @@ from byakugan.embedder.evaluation.protocol import draw_trial
 from byakugan.embedder.scoring.cohort import offsets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from centring import figures, nested  # noqa: E402
+from centring import figures, nested, per_variant  # noqa: E402
 from score_norm import SOURCES, TOP, load  # noqa: E402
 
 VARIANTS = ("nearest", "mean", "top2", "top3", "mean_cosine", "softmax_0.02", "softmax_0.05", "softmax_0.1",
@@ -90,12 +90,8 @@ def main() -> None:
         srcs = [s for s in table if SOURCES[s]["domain"] == domain]
         if len(srcs) < 2:
             continue
-        summary[domain] = {"shipped": "mean" if domain == "anime" else "nearest", "nested": nested(table, srcs)}
-        for n in VARIANTS:
-            worst = min(srcs, key=lambda s: table[s][n]["top1"])
-            summary[domain][n] = {"mean_top1": round(float(np.mean([table[s][n]["top1"] for s in srcs])), 4),
-                                  "mean_far_at_tar95": round(float(np.mean([table[s][n]["far_at_tar95"] for s in srcs])), 4),
-                                  "worst": {"source": worst, **table[worst][n]}}
+        summary[domain] = {"shipped": "mean" if domain == "anime" else "nearest", "nested": nested(table, srcs),
+                           **per_variant(table, srcs, VARIANTS)}
     text = json.dumps({"protocol": "leave one source out; 5 shots, 10 trials, a third of the classes unknown, seed 1",
                        "sources": table, "summary": summary}, indent=1)
     if a.out:
