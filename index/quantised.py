@@ -193,7 +193,10 @@ class PQStore:
             keep = [faiss.IDSelectorBatch(np.ascontiguousarray(exclude, np.int64))]
             keep.append(faiss.IDSelectorNot(keep[0]))
             params = faiss.SearchParametersIVF(sel=keep[1], nprobe=self._ivf.nprobe)
-        _, candidates = self._index.search(queries, rerank_depth(int(k)), params=params)
+        # faiss.contrib.torch_utils, once anything imports it, replaces every index's search with one
+        # that takes no params for the whole process; the numpy search it keeps as search_numpy does.
+        search = getattr(self._index, "search_numpy", self._index.search)
+        _, candidates = search(queries, rerank_depth(int(k)), params=params)
         scores = np.full((len(queries), k), -np.finfo(np.float32).max, np.float32)
         found = np.full((len(queries), k), -1, np.int64)
         for q, row in enumerate(candidates):

@@ -129,7 +129,10 @@ def test_an_ivf_pq_checkpoint_listing_an_id_twice_is_refused(tmp_path, data):
 
 def test_ivf_pq_is_asked_past_a_large_class_with_its_ids_left_out(tmp_path, data):
     """A class enrolled from a whole video: a query inside it gets 5 labels (as exact search does)
-    from a second request that leaves its 600 references out, not one that re-scores past them."""
+    from a second request that leaves its 600 references out, not one that re-scores past them.
+    With faiss.contrib.torch_utils imported (pytorch-metric-learning does, so training in the same
+    process did), whose search takes no params."""
+    import faiss.contrib.torch_utils  # noqa: F401
     g = gallery(tmp_path / "g", data)
     rng = np.random.default_rng(5)
     big = rng.standard_normal(DIM) + 0.1 * rng.standard_normal((600, DIM))
