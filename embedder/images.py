@@ -72,10 +72,16 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: 
     Accepts a path, encoded bytes, a PIL image or an HxWx3 uint8 array. Raises ImageError with
     one line naming the source (or `name`, e.g. an upload's file name) and the reason.
     """
+    if not isinstance(source, (str, os.PathLike, bytes, Image.Image, np.ndarray)):
+        raise ImageError(f"image {type(source).__name__}: expected a file path, encoded bytes, a PIL image or "
+                         "an HxWx3 uint8 array")
     name = name or describe(source)
     if isinstance(source, Image.Image):
         _check_size(source.size, name, max_pixels)
-        return _to_rgb(source)
+        try:  # a lazily opened file is decoded here: truncated, closed or an odd mode is the same one line
+            return _to_rgb(source)
+        except (OSError, SyntaxError, ValueError, AttributeError) as exc:
+            raise ImageError(f"{name}: cannot be read as a picture ({exc})") from None
     if isinstance(source, np.ndarray):
         if source.ndim != 3 or source.shape[2] != 3 or source.dtype != np.uint8:
             raise ImageError(f"{name}: expected an HxWx3 uint8 array, got shape {source.shape} dtype {source.dtype}")
@@ -85,8 +91,13 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: 
         fp: object = io.BytesIO(source)
     else:
         path = Path(source)
-        if not path.exists():
-            raise ImageError(f"{name}: no such file")
+        if not str(source).strip():  # Path("") is the working folder
+            raise ImageError("image path '': is empty")
+        try:
+            if not path.exists():
+                raise ImageError(f"{name}: no such file")
+        except OSError as exc:  # a name too long, or a loop of links
+            raise ImageError(f"{name}: cannot be read ({exc.strerror or exc})") from None
         if path.is_dir():
             raise ImageError(f"{name}: is a directory, not an image file")
         if not path.is_file():  # a FIFO or device would block the read forever, or never end
@@ -107,6 +118,14 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: 
         raise ImageError(f"{name}: image too large (decompression bomb check)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{name}: corrupt or truncated image ({exc})") from None
+
+
+def image_list(images, what: str = "images") -> list:
+    """images as a list; one path, bytes or picture where a list was wanted is refused, not read
+    character by character."""
+    if isinstance(images, (str, bytes, os.PathLike, Image.Image)):
+        raise ImageError(f"{what}: expected a list of images, got one {type(images).__name__} (put it in a list)")
+    return list(images)
 
 
 def list_images(folder: Union[str, os.PathLike]) -> list[Path]:

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from byakugan.embedder.errors import ImageError
-from byakugan.embedder.images import ImageSource, describe
+from byakugan.embedder.images import ImageSource, describe, image_list
 from byakugan.embedder.scoring.fusion import fuse, stack_landmarks
 
 CHUNK = 256  # images decoded at a time
@@ -33,6 +33,8 @@ def embed_images(pipe, images: Sequence[ImageSource], fallback: Optional[str] = 
                  progress: bool = False) -> Embedded:
     """pipe: an index.pipeline.Pipeline."""
     from tqdm.auto import tqdm
+
+    images = image_list(images)
 
     cnn = np.full((len(images), pipe.encoder.dim), np.nan, dtype=np.float32)
     marks: list = []

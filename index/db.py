@@ -41,14 +41,15 @@ from .ranking import Reference
 from .store import retire as retire_first_format
 from .vectorfile import live_blocks, write_vectors
 from . import checkpoint as checkpoints
+from .committed import DB_FILE, VECTORS, exists, readable, version  # noqa: F401 (exists: the folder's API)
 from .quantised import PQStore
 from .vectors import FlatStore
 
-DB_FILE, BACKUP = "gallery.db", "backup-v1"
+BACKUP = "backup-v1"
 # of gallery.db (the first format, gallery.json, was 1); 3: HNSW checkpoints without the vectors.
 # A gallery.db of format 2 reads as it is and is written as 3 by its next save.
 FORMAT_VERSION, READS = 3, (2, 3)
-VECTORS, CHECKPOINT = re.compile(r"vectors\.\d{6,}\.f32\Z"), re.compile(r"index\.\d{6,}\.faiss\Z")
+CHECKPOINT = re.compile(r"index\.\d{6,}\.faiss\Z")
 COMPACT_MIN = 1024
 TAIL_MAX = 1000  # rows an HNSW checkpoint may lag: about 1 s of graph building when opening
 SCHEMA = (  # created inside the first save's transaction: a save that died leaves no half a gallery
@@ -59,12 +60,6 @@ SCHEMA = (  # created inside the first save's transaction: a save that died leav
 MISTYPED = ("SELECT COUNT(*) FROM refs WHERE typeof(label) != 'text' OR typeof(source) != 'text' "
             "OR typeof(added) != 'text' OR typeof(row) != 'integer'")
 NOT_SETTINGS = ("references", "storage", "index_file", "index_sha256")
-
-
-def exists(directory: Path) -> bool:
-    """Whether a save has committed a gallery here (a first save that died leaves a database with
-    no settings: not a gallery yet, so a first-format gallery beside it still opens as one)."""
-    return version(directory) is not None
 
 
 def _connect(directory: Path, write: bool) -> sqlite3.Connection:
@@ -80,6 +75,7 @@ def _connect(directory: Path, write: bool) -> sqlite3.Connection:
 
 def load(directory: Path, attempts: int = 5):
     """(meta with its "references" list, the vector store) as the last committed save left them."""
+    readable(directory)  # damaged, or another program's: said before anything is read
     for attempt in range(attempts):
         con = _connect(directory, write=False)
         try:
@@ -200,9 +196,10 @@ def batched(blocks, rows: int):
 
 
 def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, added: Sequence[int],
-         removed: Sequence[int], renamed: Sequence[tuple[str, str]], rebuild: bool) -> None:
+         removed: Sequence[int], renamed: Sequence[tuple[str, str]], rebuild: bool, same: bool = True) -> None:
     """Write what changed since the last save (added ids, removed ids, renamed labels), or
-    everything when `rebuild`, the folder is new to this format, or compaction is due."""
+    everything when `rebuild`, the folder is new to this format, or compaction is due. same: the
+    folder is the one `meta` was read from or last saved to; it must still hold that generation."""
     directory.mkdir(parents=True, exist_ok=True)
     con = _connect(directory, write=True)
     try:
@@ -211,6 +208,10 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
             con.execute(statement)
         now = dict(con.execute("SELECT key, value FROM settings WHERE key IN ('storage', 'generation')"))
         old = json.loads(now["storage"]) if "storage" in now else None
+        if same and "generation" in now and json.loads(now["generation"]) != meta.get("generation"):
+            # Its settings row (next id, threshold, sequences) and its edits are of an older state:
+            # written, they would undo that save's settings and take ids it gave.
+            raise sqlite3.IntegrityError(f"generation {now.get('generation')}, this copy's {meta.get('generation')}")
         # Past both this object's generation and the folder's: new file names never replace one in use.
         gen = max(int(meta.get("generation", 0)), int(json.loads(now.get("generation", "0")))) + 1
         milvus = getattr(store, "backend", "") == "milvus"
@@ -219,10 +220,6 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
         if milvus:  # index.milvus: new vectors upserted before this commit, removed ones deleted after it
             (st, new_rows), new_pieces = store.stage(con, directory, old, refs if full else added, removed, full), []
         else:  # files: append the new vectors (or write them all), and an HNSW checkpoint when due
-            if isinstance(store, PQStore) and not full and store.path is not None and store.path.name != old["vectors"]:
-                # IVF-PQ reads its exact vectors by row from the file another writer has compacted since
-                raise GalleryError(f"gallery {directory}: was compacted by another writer since this copy was opened; "
-                                   "open it again and repeat the edit (or save this copy to another folder)")
             last = None if full else con.execute("SELECT start, rows, sha256 FROM pieces ORDER BY start DESC LIMIT 1").fetchone()
             st, new_rows, new_pieces = write_vectors(directory, old, store, refs if full else added, gen, full, last)
             st.update(dim=store.dim, factory=store.factory, checkpoint=None, checkpoint_rows=0)
@@ -272,21 +269,3 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
     for p in [*directory.glob("vectors.*.f32"), *directory.glob("index.*.faiss")]:
         if p.name not in (st.get("vectors"), st.get("checkpoint")):  # no reader of the new state needs it
             p.unlink(missing_ok=True)
-
-
-def version(directory: Path):
-    """The committed generation, which every save raises (not file times: two saves within a
-    timestamp's step would look the same); None when no save has committed here."""
-    if not (directory / DB_FILE).is_file():
-        return None
-    try:
-        con = sqlite3.connect(f"file:{directory / DB_FILE}?mode=ro", uri=True)
-        try:
-            n, gen = con.execute("SELECT COUNT(*), MAX(CASE WHEN key = 'generation' THEN value END) FROM settings").fetchone()
-        finally:
-            con.close()
-        return None if n == 0 else json.loads(gen)
-    except sqlite3.OperationalError as exc:
-        return None if "no such table" in str(exc) else f"unreadable: {exc}"
-    except (sqlite3.Error, ValueError, TypeError) as exc:
-        return f"unreadable: {exc}"  # opening it says what is wrong

@@ -16,7 +16,7 @@ from byakugan.embedder.images import ImageSource, thumbnail_jpeg
 from byakugan.embedder.scoring import check_scoring
 from byakugan.embedder.scoring.cohort import COHORT_FILE, load_cohort, save_cohort
 
-from . import counts, db, ranking, reindex, store
+from . import committed, counts, db, ranking, reindex, store
 from .errors import GalleryError
 from .labels import check_label, some
 from .means import ClassMeans
@@ -98,6 +98,8 @@ class Gallery:
             raise GalleryError("gallery has no path to save to; pass one")
         same = self._saved_to is not None and target.resolve() == Path(self._saved_to).resolve()  # however spelt
         store.check_save_target(target, same, not same and self.exists(target))
+        if same:  # checked again, under the write lock, by the save itself; here before any thumbnail is written
+            committed.check_current(target, self._meta.get("generation"))
         # The cohort file is written once per folder; it may still have to be read from the old one.
         cohort = self.cohort if self.cohort_settings and not (target / COHORT_FILE).is_file() else None
         self.path = target
@@ -111,7 +113,7 @@ class Gallery:
             self.path.mkdir(parents=True, exist_ok=True)
             save_cohort(self.path, cohort)  # written once, before the save that names it
         db.save(self.path, self._meta, self._refs, self._store, self._added, sorted(self._dropped), self._renamed,
-                self._rebuild or self.path != self._saved_to)
+                self._rebuild or self.path != self._saved_to, same)
         for i in self._dropped:
             (thumbs / f"{i}.jpg").unlink(missing_ok=True)
         self._new_thumbs, self._dropped, self._added, self._renamed, self._rebuild, self._saved_to = \
@@ -137,7 +139,6 @@ class Gallery:
                                  doc='{"name", "source", "fingerprint", "dim", "weight"} when landmarks are fused in')
     fused = property(lambda self: "landmarks" in self._meta)
     dim = property(lambda self: self._store.dim)
-
     vectors = property(lambda self: self._store,
                        doc="The vector store (read it; edit through enroll and remove, which keep the labels in step)")
 
@@ -163,14 +164,11 @@ class Gallery:
 
     colourless_queries = property(lambda self: dict(self._meta.get("colourless_queries") or {}) or None,
                                   doc='{"split", "bins", "weight"}: colourless queries score by the CNN part alone')
-
     threshold = property(lambda self: float(self._meta["threshold"]),
                          lambda self, value: set_threshold(self._meta, value))
-
     threshold_auto = property(lambda self: self._meta.get("threshold_mode") == "auto",
                               lambda self, value: set_auto(self._meta, value),
                               doc="True: searches use the threshold its references give (Pipeline.threshold)")
-
     scoring = property(lambda self: self._meta.get("scoring", "nearest"),
                        lambda self, value: set_scoring(self._meta, value),
                        doc='How labels are ranked: "nearest" (best reference) or "mean" (cosine to the class mean)')
@@ -194,6 +192,8 @@ class Gallery:
         return [r for r in self._refs.values() if label is None or r.label == label]
 
     def embeddings(self, ids: Sequence[int]) -> np.ndarray:
+        if missing := [i for i in ids if i not in self._refs]:
+            raise GalleryError(f"reference id {missing[0]!r}: not in gallery {self.path or '(unsaved)'}")
         return self._store.get(list(ids))
 
     def thumbnail(self, ref_id: int) -> Optional[bytes]:
@@ -213,7 +213,7 @@ class Gallery:
         """Add references for `label` from an (N, D) array of vectors as the pipeline stores them;
         `images` (the crops they came from) become thumbnails. Returns their ids."""
         label = check_label(label)
-        emb = as_vectors(vectors, self.dim, self.path)
+        emb = as_vectors(vectors, self.dim, self.path, enrolled=True)
         if not len(emb):  # a label with no references would be listed, yet vanish on the next open
             raise GalleryError(f"enroll {label!r}: no images or vectors given")
         sources = list(sources) if sources is not None else ["<embedding>"] * len(emb)
@@ -284,8 +284,7 @@ class Gallery:
     # ---- searching by vector ------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int = 5, offset: Optional[np.ndarray] = None) -> list[SearchResult]:
         """Each query's k nearest references and k best labels (see ranking.search); offset: cohort normalisation."""
-        if k < 1:
-            raise GalleryError(f"k={k}: must be at least 1")
+        k = ranking.check_k(k)
         if not self._refs:
             raise GalleryError(f"gallery {self.path or ''}: is empty; enrol images first")
         emb = as_vectors(queries, self.dim, self.path)
@@ -297,4 +296,4 @@ class Gallery:
 
     def match(self, result: SearchResult, threshold: Optional[float] = None, calibration=None) -> Match:
         """The best label, or UNKNOWN below the threshold; with a calibration (index.confidence), its confidence."""
-        return ranking.match(result, self.threshold if threshold is None else float(threshold), calibration)
+        return ranking.match(result, self.threshold if threshold is None else threshold, calibration)

@@ -31,7 +31,7 @@ def check_label(label: object) -> str:
     if any(unicodedata.category(c) == "Cc" or (unicodedata.category(c) == "Cf" and c not in JOINERS)
            or c in BIDI_CONTROLS for c in label):
         raise GalleryError(f"label {label!r}: must not contain control or invisible formatting characters")
-    if label.lower() == UNKNOWN:
+    if unicodedata.normalize("NFKC", label).casefold() == UNKNOWN:  # full-width ＵＮＫＮＯＷＮ looks the same
         raise GalleryError(f"label {label!r}: reserved for queries below the threshold; choose another name")
     return label
 

@@ -19,7 +19,7 @@ from PIL import Image
 from byakugan.embedder.detection import Detection, create_detector
 from byakugan.embedder.detection.base import whole
 from byakugan.embedder.errors import ImageError
-from byakugan.embedder.images import ImageSource, describe, load_image
+from byakugan.embedder.images import ImageSource, describe, image_list, load_image
 from byakugan.embedder.scoring.cohort import offsets
 from byakugan.embedder.scoring.fusion import fuse, query_form, stack_landmarks
 from byakugan.embedder.scoring.calibration import Calibration
@@ -29,7 +29,7 @@ from .confidence import calibrate
 from .errors import GalleryError, LandmarksNeedHandError, ModelMismatchError
 from .batch import Embedded, embed_images
 from .gallery import Gallery
-from .ranking import Match, Recognition, SearchResult
+from .ranking import Match, Recognition, SearchResult, check_k
 from .settings import GallerySettings, colourless_spec
 
 Queries = Union[np.ndarray, Sequence[ImageSource]]
@@ -228,12 +228,11 @@ class Pipeline:
     def search(self, gallery: Gallery, queries: Queries, k: int = 5) -> list[SearchResult]:
         """For each query (a stored-form vector, or an image already cropped): the k nearest
         references and the k best labels."""
-        if k < 1:
-            raise GalleryError(f"k={k}: must be at least 1")
+        k = check_k(k)
         if not len(gallery):
             raise GalleryError(f"gallery {gallery.path or ''}: is empty; enrol images first")
         is_vectors = isinstance(queries, np.ndarray) and queries.dtype.kind == "f" and queries.ndim == 2
-        q, off = self.query(gallery, queries if is_vectors else self.embed_regions(list(queries)))
+        q, off = self.query(gallery, queries if is_vectors else self.embed_regions(image_list(queries, "queries")))
         return gallery.search(q, k, off)
 
     def match(self, gallery: Gallery, queries: Queries, threshold: Optional[float] = None) -> list[Match]:
@@ -262,8 +261,7 @@ class Pipeline:
                   fallback: Optional[str] = "whole", name: Optional[str] = None) -> list[Recognition]:
         """Detect, then search each detection: one answer per detection, in the detector's order. With nothing
         detected, the whole image is searched (found False) unless fallback is None: then []."""
-        if k < 1:
-            raise GalleryError(f"k={k}: must be at least 1")
+        k = check_k(k)
         return self.recognize_regions(gallery, self.regions(image, every=True, fallback=fallback, name=name), k, threshold)
 
     def recognize_regions(self, gallery: Gallery, found: Sequence[Region], k: int = 5,
@@ -282,6 +280,7 @@ class Pipeline:
                fallback: Optional[str] = None) -> list[int]:
         """Add the first detection of each image as a reference of `label`; an image with none
         raises ImageError unless fallback == "whole". Returns the new reference ids."""
+        images = image_list(images)
         sources = [str(s) for s in sources] if sources is not None else [describe(i) for i in images]
         regions = [self.crops(i, fallback=fallback, name=n)[0] for i, n in zip(images, sources)]
         return self.enroll_regions(gallery, label, regions, sources)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import math
-
 from dataclasses import asdict, dataclass
 from typing import Mapping, Optional
 
@@ -201,9 +200,25 @@ def _pairs(scores: np.ndarray, ids: np.ndarray, step: int = 64):
         yield from zip(scores[at:at + step].tolist(), ids[at:at + step].tolist())
 
 
+def check_threshold(value, lowest: float = -1.0, highest: float = 1.0) -> float:
+    """A threshold as a float: a number (not a bool or a string, which convert by accident) between
+    lowest and highest (a fixed one is a cosine; one a search is given may be a normalised score)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or not lowest <= float(value) <= highest:
+        rule = "a cosine similarity between -1 and 1" if (lowest, highest) == (-1.0, 1.0) else "a finite number"
+        raise GalleryError(f"threshold {value!r}: must be {rule}")
+    return float(value)
+
+
+def check_k(k) -> int:
+    """How many results: a whole number of at least 1 (not a bool, a float or a string)."""
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise GalleryError(f"k={k!r}: must be a whole number of at least 1")
+    return int(k)
+
+
 def match(result: SearchResult, threshold: float, calibration: Optional[Calibration] = None) -> Match:
-    if isinstance(threshold, (str, bytes)) or not math.isfinite(threshold):  # a string compares by accident
-        raise GalleryError(f"threshold {threshold!r}: must be a finite number")
+    threshold = check_threshold(threshold, -math.inf, math.inf)  # cohort-normalised scores reach past -1
     # An approximate index (IVF) can find nothing in the lists it probes: an unknown, scored lowest.
     label, score = result.labels[0] if result.labels else (UNKNOWN, -1.0)
     confidence = (round(calibration.confidence(score), 4), round(calibration.confidence(threshold), 4)) \

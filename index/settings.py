@@ -11,7 +11,7 @@ import numpy as np
 from byakugan.embedder.scoring import check_scoring
 
 from .errors import GalleryError
-from .ranking import Reference
+from .ranking import Reference, check_threshold
 from .sequences import check_sequences
 
 
@@ -91,6 +91,8 @@ def set_auto(meta: dict, value: bool) -> None:
     """Threshold mode automatic (or fixed). Back to automatic, the threshold in force until the
     references give one is the model's again, not the last one set by hand (galleries made before
     it was recorded keep the last one)."""
+    if not isinstance(value, (bool, np.bool_)):  # "no" is true
+        raise GalleryError(f"threshold_auto {value!r}: must be True or False")
     meta["threshold_mode"] = "auto" if value else "fixed"
     if value and isinstance(meta.get("model_threshold"), (int, float)):
         meta["threshold"] = float(meta["model_threshold"])
@@ -98,13 +100,7 @@ def set_auto(meta: dict, value: bool) -> None:
 
 def set_threshold(meta: dict, value) -> None:
     """A threshold fixed by hand: a cosine similarity, so between -1 and 1."""
-    try:
-        ok = -1.0 <= float(value) <= 1.0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise GalleryError(f"threshold {value!r}: must be a cosine similarity between -1 and 1")
-    meta["threshold"], meta["threshold_mode"] = float(value), "fixed"
+    meta["threshold"], meta["threshold_mode"] = check_threshold(value), "fixed"
 
 
 def set_scoring(meta: dict, value: str) -> None:

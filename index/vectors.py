@@ -229,13 +229,21 @@ def ivf_ids(ivf) -> np.ndarray:
                                                      for i in range(ivf.nlist) if lists.list_size(i)])
 
 
-def as_vectors(vectors: np.ndarray, dim: int, where: object = "") -> np.ndarray:
-    """vectors as a contiguous float32 (N, dim) array; GalleryError for any other shape or a NaN."""
+def as_vectors(vectors: np.ndarray, dim: int, where: object = "", enrolled: bool = False) -> np.ndarray:
+    """vectors as a contiguous float32 (N, dim) array; GalleryError for any other shape or a NaN.
+    enrolled: references, whose length is 1 (or, fused without landmarks, less; never 0 or more)."""
     emb = np.asarray(vectors)
     if emb.ndim != 2 or emb.dtype.kind != "f":
         raise GalleryError(f"vectors of shape {emb.shape} and dtype {emb.dtype}: expected an (N, {dim}) float array")
     if emb.shape[1] != dim:
         raise GalleryError(f"embeddings have dim {emb.shape[1]}, gallery {where or ''} needs {dim}")
+    with np.errstate(over="ignore"):  # cast first: a float64 past float32's range becomes inf, refused below
+        emb = np.ascontiguousarray(emb, dtype=np.float32)
     if not np.isfinite(emb).all():
-        raise GalleryError("embeddings contain NaN or infinite values")
-    return np.ascontiguousarray(emb, dtype=np.float32)
+        raise GalleryError("embeddings contain NaN or infinite values (or values too large for float32)")
+    if enrolled and len(emb):
+        n = np.linalg.norm(emb, axis=1)
+        if (bad := np.flatnonzero((n > 1.001) | (n < 1e-3))).size:
+            raise GalleryError(f"vector {bad[0]}: length {n[bad[0]]:.4g}; references are embeddings of length 1 "
+                               "(less only for a fused hand vector without landmarks): normalise it")
+    return emb

@@ -93,8 +93,8 @@ def test_an_ivf_pq_gallery_opened_while_another_writes_reads_its_own_rows_and_sa
     assert np.array_equal(reader.embeddings(probe), want)
     reader.threshold = 0.6
     before = disk_state(tmp_path / "g")
-    with pytest.raises(GalleryError, match="was compacted by another writer since this copy was opened"):
-        reader.save()  # its rows would be read from a file that numbers them otherwise: refused, nothing written
+    with pytest.raises(GalleryError, match="another save changed it since this copy was opened"):
+        reader.save()  # an older state, its rows numbered as a compacted file no longer numbers them: refused
     assert disk_state(tmp_path / "g") == before and np.array_equal(reader.embeddings(probe), want)
     reader.save(tmp_path / "copy")  # a copy it can still save, whole, from the vectors it reads
     assert np.array_equal(Gallery.open(tmp_path / "copy").embeddings(probe), want)

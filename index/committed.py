@@ -1,0 +1,65 @@
+"""What a gallery folder has committed: the generation its last save wrote, or what is wrong with
+its database (damaged, or another program's), read without taking any lock (index.db writes it)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+from .errors import GalleryError
+
+DB_FILE = "gallery.db"
+VECTORS = re.compile(r"vectors\.\d{6,}\.f32\Z")
+
+
+def exists(directory: Path) -> bool:
+    """Whether a save has committed a gallery here (a first save that died leaves a database with
+    no settings: not a gallery yet, so a first-format gallery beside it still opens as one)."""
+    return version(directory) is not None
+
+
+def version(directory: Path):
+    """The committed generation, which every save raises (not file times: two saves within a
+    timestamp's step would look the same); None when no save has committed here; a string saying
+    what is wrong when the database is unreadable, damaged or another program's."""
+    f = directory / DB_FILE
+    if not f.is_file():
+        return None
+    try:
+        con = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
+        try:
+            tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not tables:
+                # A first save that died: its schema is made inside its transaction, after the
+                # journal switch has written the file's first page, and before any vector is written.
+                if f.stat().st_size == 0 and any(VECTORS.match(p.name) for p in directory.iterdir()):
+                    return "unreadable: empty, beside vector files (damaged)"
+                return None
+            if not {"settings", "refs", "pieces"} <= tables:
+                return f"unreadable: not a byakugan gallery's database (its tables: {', '.join(sorted(tables))})"
+            n, gen = con.execute("SELECT COUNT(*), MAX(CASE WHEN key = 'generation' THEN value END) FROM settings").fetchone()
+        finally:
+            con.close()
+        # Its tables are made by the same commit that writes its settings: tables without them are damage.
+        return json.loads(gen) if n and gen is not None else "unreadable: missing its settings (damaged)"
+    except (sqlite3.Error, ValueError, TypeError, OSError) as exc:
+        return f"unreadable: not a readable database ({exc})"
+
+
+def readable(directory: Path):
+    """version(), or GalleryError saying what is wrong with the database."""
+    now = version(directory)
+    if isinstance(now, str):
+        raise GalleryError(f"gallery {directory}: {DB_FILE} is {now.removeprefix('unreadable: ')}; nothing was changed")
+    return now
+
+
+def check_current(directory: Path, generation) -> None:
+    """GalleryError unless the folder still holds `generation` (the one a copy was read at or last
+    saved), or nothing committed: a copy of an older state must not write over a newer one."""
+    now = readable(directory)
+    if now is not None and now != generation:
+        raise GalleryError(f"gallery {directory}: another save changed it since this copy was opened; nothing "
+                           "changed: open it again and redo the edit")

@@ -1,0 +1,121 @@
+"""A copy of an older state never writes over a newer one; a damaged or foreign gallery.db is never
+taken for an empty folder; vectors that would poison every search are refused at the door."""
+
+import sqlite3
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from byakugan.index import Gallery, GalleryError
+from byakugan.index.settings import GallerySettings
+from byakugan.ui.cli import main
+
+from .conftest import disk_state
+
+DIM = 8
+
+
+def unit(n, seed=0):
+    v = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    g = Gallery.create(GallerySettings({"name": "synthetic", "fingerprint": "-", "dim": DIM}, {"name": "none"}, 0.5),
+                       tmp_path / "g")
+    g.enroll("rock", unit(3, 1))
+    g.enroll("paper", unit(3, 2))
+    g.save()
+    return tmp_path / "g"
+
+
+def test_a_copy_opened_before_another_save_cannot_undo_its_settings_or_ids(folder):
+    a, b = Gallery.open(folder), Gallery.open(folder)
+    a.enroll("new", unit(1, 3))
+    a.threshold = 0.3
+    a.sequences.add("combo", ["rock", "new"])
+    a.save()
+    before = disk_state(folder)
+    for edit in (lambda g: g.remove_reference(0), lambda g: setattr(g, "threshold", 0.9),
+                 lambda g: g.rename("rock", "stone"), lambda g: g.remove("paper")):
+        edit(b)
+        with pytest.raises(GalleryError, match="another save changed it since this copy was opened"):
+            b.save()
+        assert disk_state(folder) == before  # nothing written, thumbnails included
+    g = Gallery.open(folder)  # what the newer save left, and enrolling after it still works
+    assert (g.threshold, g.labels(), [s.name for s in g.sequences]) == (0.3, {"new": 1, "paper": 3, "rock": 3}, ["combo"])
+    g.enroll("more", unit(2, 4))
+    g.save()
+    g.save()  # a copy that saved is current again
+    assert Gallery.open(folder).labels()["more"] == 2
+    a.remove("new")  # a is now the older one
+    with pytest.raises(GalleryError, match="another save changed it"):
+        a.save()
+
+
+@pytest.mark.parametrize("damage", ["empty", "no_settings", "foreign"])
+def test_a_damaged_or_foreign_database_is_refused_and_nothing_is_written(folder, tmp_path, damage, capsys):
+    for extra in ("gallery.db-wal", "gallery.db-shm"):
+        (folder / extra).unlink(missing_ok=True)
+    db = folder / "gallery.db"
+    if damage == "empty":
+        db.write_bytes(b"")
+    elif damage == "no_settings":
+        con = sqlite3.connect(db)
+        con.execute("DELETE FROM settings")
+        con.commit()
+        con.close()
+    else:
+        db.unlink()
+        con = sqlite3.connect(db)
+        con.execute("CREATE TABLE photos (name TEXT)")
+        con.execute("INSERT INTO photos VALUES ('beach.jpg')")
+        con.commit()
+        con.close()
+    before = disk_state(folder)
+    want = {"empty": "empty, beside vector files", "no_settings": "missing its settings",
+            "foreign": "not a byakugan gallery's database"}[damage]
+    with pytest.raises(GalleryError, match=want):
+        Gallery.open(folder)
+    assert Gallery.exists(folder)  # so nothing creates a new gallery over it
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32), "red").save(image)
+    assert main(["enroll", str(folder), "label", str(image)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and want in err
+    assert disk_state(folder) == before
+
+
+def test_vectors_that_would_poison_searches_are_refused(folder):
+    g = Gallery.open(folder)
+    for bad, why in ((np.full((1, DIM), 1e300), "too large for float32"), (unit(1) * 1000, "length 1000"),
+                     (np.zeros((1, DIM), np.float32), "length 0")):
+        with pytest.raises(GalleryError, match=why):
+            g.enroll("bad", bad)
+    assert "bad" not in g.labels()
+    g.enroll("short", unit(1) * 0.6)  # a fused hand vector without landmarks is shorter than 1
+    with pytest.raises(GalleryError, match="too large for float32"):
+        g.search(np.full((1, DIM), 1e300), 5)
+
+
+def test_numbers_are_numbers(folder):
+    g = Gallery.open(folder)
+    r = g.search(unit(1), 3)[0]
+    for k in ("3", 1.5, 0, True):
+        with pytest.raises(GalleryError, match="must be a whole number of at least 1"):
+            g.search(unit(1), k)
+    assert len(g.search(unit(1), np.int64(2))[0].labels) == 2
+    for t in ("x", "0.5", True, float("nan"), float("inf")):
+        with pytest.raises(GalleryError, match=f"threshold {t!r}"):
+            g.match(r, threshold=t)
+    assert g.match(r, threshold=np.float32(2.0)).label == "unknown"  # a score threshold, past any cosine
+    for t in (True, 2, "0.5"):
+        with pytest.raises(GalleryError, match="must be a cosine similarity between -1 and 1"):
+            g.threshold = t
+    with pytest.raises(GalleryError, match="must be True or False"):
+        g.threshold_auto = "yes"
+    with pytest.raises(GalleryError, match="reference id 99999: not in gallery"):
+        g.embeddings([99999])
+    assert g.remove_reference(np.int64(0)).id == 0
