@@ -13,3 +13,8 @@ class LandmarksNeedHandError(GalleryError):
 
 class ModelMismatchError(GalleryError):
     """The model given to a gallery is not the one that built it."""
+
+
+class GalleryGoneError(GalleryError):
+    """The gallery a server was started with was moved or deleted while it ran (the server's fault to
+    report, not the request's)."""

@@ -45,6 +45,8 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False,
             check_label(label)
         except GalleryError as exc:
             raise GalleryError(f"export: {exc}; rename it first (byakugan rename)") from None
+    if gallery.path is not None and Path(gallery.path).resolve() in out.resolve().parents:
+        raise GalleryError(f"export: {out} is inside the gallery folder {gallery.path}; export somewhere else")
     if out.exists() or out.is_symlink():
         if not overwrite:
             raise GalleryError(f"export: {out} already exists; choose a new name or remove it")

@@ -18,7 +18,7 @@ from byakugan.embedder.scoring.cohort import COHORT_FILE, load_cohort, save_coho
 
 from . import committed, counts, db, ranking, reindex, store
 from .errors import GalleryError
-from .labels import check_label, some
+from .labels import check_label, shown, some, stored_form
 from .means import ClassMeans
 from .milvus import new_store
 from .ranking import Match, Reference, SearchResult
@@ -187,8 +187,7 @@ class Gallery:
         return dict(sorted(self._counts.items()))
 
     def references(self, label: Optional[str] = None) -> list[Reference]:
-        if label is not None:
-            self._require_label(label)
+        label = None if label is None else self._require_label(label)
         return [r for r in self._refs.values() if label is None or r.label == label]
 
     def embeddings(self, ids: Sequence[int]) -> np.ndarray:
@@ -203,9 +202,10 @@ class Gallery:
         p = self.path / THUMBS_DIR / f"{ref_id}.jpg" if self.path else None
         return p.read_bytes() if p is not None and p.is_file() else None
 
-    def _require_label(self, label: str) -> None:
-        if label not in self._counts:
-            raise GalleryError(f"label {label!r}: not in gallery {self.path or '(unsaved)'} (labels: {some(self._counts)})")
+    def _require_label(self, label: str) -> str:
+        if (label := stored_form(label)) not in self._counts:  # any spelling it was enrolled with
+            raise GalleryError(f"label {shown(label)}: not in gallery {self.path or '(unsaved)'} (labels: {some(self._counts)})")
+        return label
 
     # ---- editing ------------------------------------------------------------------------
     def enroll(self, label: str, vectors: np.ndarray, sources: Optional[Sequence[str]] = None,
@@ -244,7 +244,7 @@ class Gallery:
 
     def remove(self, label: str) -> int:
         """Remove every reference of a label; returns how many were removed."""
-        self._require_label(label)
+        label = self._require_label(label)
         return self._drop([r.id for r in self._refs.values() if r.label == label])
 
     def remove_reference(self, ref_id: int) -> Reference:
@@ -268,8 +268,7 @@ class Gallery:
         return len(ids)
 
     def rename(self, old: str, new: str) -> int:
-        self._require_label(old)
-        new = check_label(new)
+        old, new = self._require_label(old), check_label(new)
         if new in self._counts and new != old:
             raise GalleryError(f"rename {old!r} -> {new!r}: {new!r} already exists; remove it first")
         self._refs.update({i: Reference(r.id, new, r.source, r.added) for i, r in self._refs.items() if r.label == old})

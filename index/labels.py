@@ -36,6 +36,17 @@ def check_label(label: object) -> str:
     return label
 
 
+def stored_form(label: object) -> object:
+    """A label as it is stored (stripped, NFC), to look it up by any spelling it was enrolled with."""
+    return unicodedata.normalize("NFC", label.strip()) if isinstance(label, str) else label
+
+
+def shown(value: object, n: int = 40) -> str:
+    """repr of a value for an error message, cut to about n characters (a step may be 5,000)."""
+    text = repr(value)
+    return text if len(text) <= n else text[:n] + "..."
+
+
 def check_labels(labels, n: int = 5) -> list[str]:
     """Each label checked (check_label); every bad one named in one line, not only the first."""
     out, bad = [], []

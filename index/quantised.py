@@ -27,7 +27,7 @@ import numpy as np
 from .errors import GalleryError
 from .vectors import IVF_NPROBE, IVF_TRAIN_ITERATIONS, FlatStore, check_lists, ivf_ids
 
-PQ_FACTORY = re.compile(r"^IVF(\d+),PQ(\d+)$")
+PQ_FACTORY = re.compile(r"^IVF(\d+),PQ(\d+)$", re.IGNORECASE)
 RERANK, MIN_CANDIDATES = 4, 32
 # A gallery asks for k x its largest class's size to be sure of k distinct labels (50 for 5 labels
 # of 10 references): re-scoring 4x that many read 200 vectors a query, 0.42 ms of a 1.2 ms search at
@@ -50,10 +50,13 @@ def check_pq(factory: str, dim: int | None = None) -> str:
 
 
 def check_size(factory: str, n: int) -> None:
-    check_lists(f"IVF{PQ_FACTORY.match(factory).group(1)},Flat", n)
     if n < PQ_MIN:
         raise GalleryError(f"index {factory}: {n} references cannot train its codes; a PQ index needs at least "
                            f"{PQ_MIN} (below that, Flat is exact and fast)")
+    try:
+        check_lists(f"IVF{PQ_FACTORY.match(factory).group(1)},Flat", n)
+    except GalleryError as exc:  # named as asked for
+        raise GalleryError(str(exc).replace(f"IVF{PQ_FACTORY.match(factory).group(1)},Flat", factory, 1)) from None
 
 
 def rerank_depth(k: int) -> int:

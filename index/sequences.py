@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Optional
 
 from .errors import GalleryError
-from .labels import check_label
+from .labels import check_label, shown, some, stored_form
 
 MAX_STEPS = 64
 
@@ -40,12 +40,12 @@ class SequenceBook:
         return len(self._store)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._store
+        return stored_form(name) in self._store
 
     def get(self, name: str) -> Sequence:
-        if name not in self._store:
+        if (name := stored_form(name)) not in self._store:
             known = ", ".join(sorted(self._store)) or "none"
-            raise GalleryError(f"sequence {name!r}: not in this gallery (sequences: {known})")
+            raise GalleryError(f"sequence {shown(name)}: not in this gallery (sequences: {known})")
         return Sequence(name, tuple(self._store[name]))
 
     def add(self, name: str, steps: list[str], replace: bool = False) -> Sequence:
@@ -62,18 +62,17 @@ class SequenceBook:
         if len(steps) > MAX_STEPS:
             raise GalleryError(f"sequence {name!r}: {len(steps)} steps; at most {MAX_STEPS}")
         labels = self._labels()
-        steps = [s.strip() if isinstance(s, str) else s for s in steps]
+        steps = [stored_form(s) for s in steps]  # any spelling the label was enrolled with
         for s in steps:
             if s not in labels:
-                raise GalleryError(f"sequence {name!r}: step {s!r} is not an enrolled label "
-                                   f"(labels: {', '.join(labels) or 'none'})")
+                raise GalleryError(f"sequence {name!r}: step {shown(s)} is not an enrolled label (labels: {some(labels)})")
         self._store[name] = list(steps)
         return Sequence(name, tuple(steps))
 
     def remove(self, name: str) -> Sequence:
         self._writable()
         seq = self.get(name)
-        del self._store[name]
+        del self._store[seq.name]
         return seq
 
     def rename_label(self, old: str, new: str) -> None:

@@ -8,6 +8,7 @@ here or in other processes, never lose each other's changes, and readers never s
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -21,7 +22,7 @@ from byakugan.embedder.scoring.calibration import Calibration
 from . import db, store
 from .choosing import Candidates
 from .confidence import DUPLICATE_COSINE
-from .errors import GalleryError, ModelMismatchError
+from .errors import GalleryError, GalleryGoneError, ModelMismatchError
 from .gallery import Gallery
 from .pipeline import Pipeline
 from .ranking import Recognition
@@ -85,8 +86,7 @@ class GalleryService:
 
     def _load(self, stamp: Optional[tuple[int, int]]) -> Gallery:
         if stamp is None:
-            if getattr(self.pipeline.encoder, "runtime", None) == "onnx":  # it had a gallery at start
-                raise GalleryError(f"gallery {self.path}: was removed while this server ran; restart it")
+            self._check_there()
             return self.pipeline.new_gallery(self.path)
         g = Gallery.open(self.path)
         if self.undecided:  # made meanwhile by another process: its model, none picked here
@@ -96,7 +96,12 @@ class GalleryService:
                                      "server ran with another; restart it")
         return g
 
+    def _check_there(self) -> None:
+        if getattr(self.pipeline.encoder, "runtime", None) == "onnx" and self._disk_stamp() is None:  # it had one at start
+            raise GalleryGoneError(f"gallery {self.path}: was moved or removed while this server ran; restart it")
+
     def _edit(self, fn: Callable[[Gallery], T], chosen: Optional[Pipeline] = None) -> T:
+        self._check_there()  # before the lock, which would make a stray folder where it was
         # The folder's lock first: while another process edits, this waits without holding
         # self._lock, so searches of the gallery in memory go on.
         with store.locked(self.path), self._lock:
@@ -163,8 +168,7 @@ class GalleryService:
                     for j in np.flatnonzero(same.any(0)) for i in [int(np.argmax(same[:, j]))]]
         if not len(g):
             return warnings
-        k = len(g.labels())
-        for crop, r in zip(crops, pipe.search(g, emb, k=k)):
+        for crop, r in zip(crops, pipe.search(g, emb, k=len(g.labels()))):
             if not r.hits:  # an approximate index found nothing near: neither a duplicate nor a closer class
                 continue
             top = r.hits[0]
@@ -211,9 +215,8 @@ class GalleryService:
     def remove_reference(self, ref_id: int) -> Removed:
         """Remove one reference; what was removed comes back, for restore()."""
         def drop(g: Gallery) -> Removed:
-            thumb = g.thumbnail(ref_id)
-            vector = g.embeddings([ref_id]) if any(r.id == ref_id for r in g.references()) else None
-            ref = g.remove_reference(ref_id)  # an unknown id stops here, with its one-line error
+            thumb, vector = g.thumbnail(ref_id), g.embeddings([ref_id])  # an unknown id stops here, in one line
+            ref = g.remove_reference(ref_id)
             return Removed(ref.label, vector, [ref.source], [thumb], uuid.uuid4().hex)
 
         return self._edit(drop)
@@ -261,8 +264,7 @@ class GalleryService:
             value = cal.score_at(confidence)
         except ValueError as exc:
             raise GalleryError(str(exc)) from None
-        value = min(1.0, max(-1.0, value))
-        self.set_threshold(value)
+        self.set_threshold(value := min(1.0, max(-1.0, value)))
         return value
 
     def set_scoring(self, value: str) -> None:
@@ -292,8 +294,6 @@ class GalleryService:
 
     def export_bundle(self) -> bytes:
         """The gallery as a .zip bundle (see index.export), for a download button."""
-        import tempfile
-
         from .export import export
 
         with tempfile.TemporaryDirectory() as tmp:

@@ -45,7 +45,7 @@ class VectorStore(Protocol):
 # Index types whose storage gives every vector back exactly: class means, the gallery's own
 # calibration and undo read them. (IVF-PQ, whose codes would not, reads them from the vector
 # file instead: index.quantised.)
-FACTORIES = re.compile(r"^(Flat|HNSW(\d+)(,Flat)?|IVF(\d+),Flat)$")
+FACTORIES = re.compile(r"^(Flat|HNSW(\d+)(,Flat)?|IVF(\d+),Flat)$", re.IGNORECASE)  # flat is Flat
 HNSW_EF_SEARCH = 64  # recall@1 by label 0.995 on 100k clustered vectors at 18x Flat's speed (issue #18)
 # Lists searched per query by an IVF index. At 1M synthetic references with IVF4096 (benchmarks/
 # million.py, docs/million.json): 32 gave recall@1 by label 0.985 in 4.6 ms a query, 16 gave 0.93.

@@ -119,3 +119,12 @@ def test_numbers_are_numbers(folder):
     with pytest.raises(GalleryError, match="reference id 99999: not in gallery"):
         g.embeddings([99999])
     assert g.remove_reference(np.int64(0)).id == 0
+
+
+def test_a_bundle_is_never_written_inside_its_gallery(folder):
+    from byakugan.index.export import export
+
+    before = disk_state(folder)
+    with pytest.raises(GalleryError, match="is inside the gallery folder"):
+        export(Gallery.open(folder), folder / "sub" / "inside.zip")
+    assert disk_state(folder) == before and not (folder / "sub").exists()

@@ -36,8 +36,9 @@ from PIL import Image
 
 from byakugan.embedder.errors import ByakuganError
 from byakugan.embedder.images import load_image
+from byakugan.index.errors import GalleryGoneError
 from byakugan.index.gallery import Gallery
-from byakugan.index.labels import check_label
+from byakugan.index.labels import check_label, shown, stored_form
 from byakugan.index.ranking import Recognition
 from byakugan.index.service import GalleryService
 from byakugan.index.tracker import Renewed, TrackerSettings
@@ -137,7 +138,8 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
 
     @app.exception_handler(ByakuganError)
     async def bad_input(request: Request, exc: ByakuganError):
-        return JSONResponse({"error": str(exc)}, status_code=400)
+        # The server's own gallery gone from under it is not the request's fault: 503, /healthz too.
+        return JSONResponse({"error": str(exc)}, status_code=503 if isinstance(exc, GalleryGoneError) else 400)
 
     async def read(upload: UploadFile) -> bytes:
         data = await upload.read(max_bytes + 1)
@@ -232,8 +234,8 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
 
         @app.delete("/sequences/{name:path}", dependencies=[Depends(authorised)])
         def delete_sequence(name: str = PathParam(..., min_length=1, max_length=100)) -> dict:
-            if name not in {q.name for q in service.sequences()}:
-                raise HTTPException(404, f"sequence {name!r}: not in the gallery")
+            if stored_form(name) not in {q.name for q in service.sequences()}:
+                raise HTTPException(404, f"sequence {shown(name)}: not in the gallery")
             return {"name": name, "steps": list(service.remove_sequence(name).steps)}
 
     if service.writable:
@@ -250,10 +252,17 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
 
         @app.delete("/labels/{label:path}", dependencies=[Depends(authorised)])  # a label may hold "/"
         def delete_label(label: str = PathParam(..., min_length=1, max_length=100)) -> dict:
-            if label not in service.labels():
-                raise HTTPException(404, f"label {label!r}: not in the gallery")
+            if stored_form(label) not in service.labels():  # any spelling it was enrolled with
+                raise HTTPException(404, f"label {shown(label)}: not in the gallery")
             return {"label": label, "removed": len(service.remove(label).sources)}
 
+    else:
+        def read_only() -> None:
+            raise HTTPException(405, f"{source}: an exported bundle is read-only; serve its gallery folder to edit")
+
+        for path, methods in (("/enroll", ["POST"]), ("/labels/{label:path}", ["DELETE"]),
+                              ("/sequences/{name:path}", ["PUT", "DELETE"])):
+            app.add_api_route(path, read_only, methods=methods, include_in_schema=False, dependencies=[Depends(authorised)])
     return app
 
 

@@ -75,6 +75,8 @@ def check_out(path: str, source: str = "") -> Path:
         raise VideoError(f"--out {path}: must end in .mp4 or .avi")
     if not p.parent.is_dir():
         raise VideoError(f"--out {path}: folder {p.parent} does not exist")
+    if p.is_dir():
+        raise VideoError(f"--out {path}: is a folder; name a video file")
     return p
 
 

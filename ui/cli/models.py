@@ -34,6 +34,8 @@ def cmd_embed(a: argparse.Namespace) -> int:
         raise ByakuganError(f"--out {out}: must end with .npy")
     if not out.parent.is_dir():
         raise ByakuganError(f"--out {out}: folder {out.parent} does not exist")
+    if out.is_dir():
+        raise ByakuganError(f"--out {out}: is a folder; name a .npy file")
     pipe = pipeline_for(a.model, a.detector, a.landmarks)  # one model whatever the images: vectors of two runs compare
     result = pipe.embed_images(a.images, fallback=a.fallback, progress=len(a.images) > 8)
     for err in result.errors:

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from byakugan.embedder.errors import ByakuganError
+
 from .common import detectors
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
@@ -23,11 +25,40 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def port(text: str) -> int:
+    """--port: a TCP port, 0 (any free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a whole number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value}: a port is 0 to 65535")
+    return value
+
+
+def megabytes(text: str) -> float:
+    """--max-upload-mb: more than 0 and at most 4096 (a body is held in memory while it is read)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a number") from None
+    if not 0 < value <= 4096:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text}: must be more than 0 and at most 4096")
+    return value
+
+
 def cmd_serve(a: argparse.Namespace) -> int:
+    import socket
+
     import uvicorn
 
     from ..http import create_app
 
+    try:  # one line now, rather than uvicorn's log and exit status 3 once the model is loaded
+        with socket.create_server((a.host, a.port)):
+            pass
+    except OSError as exc:
+        raise ByakuganError(f"--host {a.host} --port {a.port}: cannot listen there ({exc.strerror or exc})") from None
     app = create_app(a.source, token=a.token or os.environ.get("BYAKUGAN_TOKEN"), max_bytes=int(a.max_upload_mb * 2**20))
     uvicorn.run(app, host=a.host, port=a.port, log_level="info")
     return 0
@@ -63,9 +94,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("serve", help="serve a gallery or a bundle over HTTP (FastAPI; docs at /docs)")
     s.add_argument("source", metavar="BUNDLE_OR_GALLERY")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=port, default=8000)
     s.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $BYAKUGAN_TOKEN, else none)")
-    s.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body accepted (default 10)")
+    s.add_argument("--max-upload-mb", type=megabytes, default=10.0, help="largest request body accepted (default 10)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("ui", help="start the Streamlit page (search, enrol, manage, export)")
@@ -74,6 +105,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the anime model when most of the first images enrolled are anime faces; see `byakugan models`)")
     s.add_argument("--detector", choices=detectors(), help="detector for a new gallery (default none)")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8501)
+    s.add_argument("--port", type=port, default=8501)
     s.add_argument("--max-upload-mb", type=int, default=10, help="largest image upload accepted (default 10)")
     s.set_defaults(func=cmd_ui)

@@ -1,0 +1,93 @@
+"""What a hostile user of the CLI and the server found: bad options, outputs that are folders,
+labels typed in another Unicode spelling, a gallery moved from under its server, tied neighbours."""
+
+import shutil
+import unicodedata
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from byakugan.index import Gallery, GalleryError
+from byakugan.index.export import export
+from byakugan.index.reindex import label_recall
+from byakugan.index.settings import GallerySettings
+from byakugan.index.vectors import FlatStore
+from byakugan.ui.cli import main
+from byakugan.ui.http import create_app
+
+DECOMPOSED = "e\u0301"  # é as e + combining accent (macOS file names); stored as one character
+
+
+@pytest.mark.parametrize("args, told", [(["--port", "99999"], "argument --port: 99999: a port is 0 to 65535"),
+                                        (["--port", "-1"], "a port is 0 to 65535"),
+                                        (["--max-upload-mb", "nan"], "must be more than 0 and at most 4096"),
+                                        (["--max-upload-mb", "inf"], "must be more than 0 and at most 4096"),
+                                        (["--max-upload-mb", "0"], "must be more than 0 and at most 4096")])
+def test_serve_options_out_of_range_are_one_line(capsys, tmp_path, args, told):
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", str(tmp_path), *args])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1 and told in err
+
+
+def test_outputs_that_are_folders_are_refused_before_any_work(tmp_path, capsys, digits):
+    (tmp_path / "d.npy").mkdir()
+    assert main(["embed", str(digits["7"][0]), "--out", str(tmp_path / "d.npy")]) == 2
+    assert "is a folder; name a .npy file" in capsys.readouterr().err
+    (tmp_path / "v.mp4").mkdir()
+    assert main(["watch", str(tmp_path / "g"), str(digits["7"][0]), "--out", str(tmp_path / "v.mp4")]) == 2
+    assert "is a folder; name a video file" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npy", "v.mp4"]  # nothing left behind
+
+
+def small(tmp_path) -> Gallery:
+    g = Gallery.create(GallerySettings({"name": "synthetic", "fingerprint": "-", "dim": 4}, {"name": "none"}, 0.5),
+                       tmp_path / "small")
+    g.enroll(DECOMPOSED, np.eye(4, dtype=np.float32)[:2])
+    g.enroll("b", np.eye(4, dtype=np.float32)[2:])
+    return g
+
+
+def test_a_label_answers_to_any_spelling_it_was_enrolled_with(tmp_path):
+    g = small(tmp_path)
+    assert list(g.labels()) == ["b", unicodedata.normalize("NFC", DECOMPOSED)]
+    assert len(g.references(DECOMPOSED)) == 2
+    seq = g.sequences.add("combo", [DECOMPOSED, "b"])
+    assert seq.steps[0] == "\u00e9" and "combo" in g.sequences
+    assert g.rename(DECOMPOSED, "x") == 2 and g.rename("x", DECOMPOSED) == 2
+    assert g.remove(DECOMPOSED) == 2 and list(g.labels()) == ["b"]
+    with pytest.raises(GalleryError, match=r"label 'zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz\.\.\.: not in gallery"):
+        g.remove("z" * 5000)  # named, not echoed whole
+
+
+def test_reindex_names_the_index_asked_for_and_takes_any_case(tmp_path):
+    g = small(tmp_path)
+    with pytest.raises(GalleryError, match=r"index IVF2,PQ2: 4 references cannot train its codes"):
+        g.reindex("ivf2,pq2")
+    g.reindex(" flat ")
+    assert g.vectors.factory == "Flat"
+
+
+def test_recall_counts_a_tied_neighbour_under_another_label_as_found():
+    store = FlatStore.empty(4, "HNSW32")
+    v = np.eye(4, dtype=np.float32)
+    store.add(np.arange(12), np.concatenate([v, v, v]))  # the same vectors three times: ids 0-3, 4-7, 8-11
+    labels = {i: f"{'abc'[i // 4]}{i % 4}" for i in range(12)}  # each copy under another label
+    assert label_recall(store, labels) == 1.0
+
+
+def test_a_gallery_moved_from_under_its_server_is_503_and_no_stray_folder(digit_gallery, tmp_path, digits):
+    folder = shutil.copytree(digit_gallery, tmp_path / "g")
+    c = TestClient(create_app(folder))
+    assert c.get("/healthz").status_code == 200
+    folder.rename(tmp_path / "moved")
+    r = c.post("/enroll", data={"label": "x"}, files={"images": ("q.jpg", open(digits["7"][0], "rb"), "image/jpeg")})
+    assert r.status_code == 503 and "was moved or removed while this server ran" in r.json()["error"]
+    assert c.get("/healthz").status_code == 503
+    assert not folder.exists()  # restoring it is a plain move again
+    b = export(Gallery.open(tmp_path / "moved"), tmp_path / "b.zip")
+    read_only = TestClient(create_app(b))
+    for r in (read_only.post("/enroll", data={"label": "x"}), read_only.delete("/labels/7"),
+              read_only.put("/sequences/s", json={"steps": ["7"]})):
+        assert r.status_code == 405 and "an exported bundle is read-only" in r.json()["error"]
