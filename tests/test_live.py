@@ -172,14 +172,17 @@ def test_websocket_takes_jpeg_frames_and_answers_like_watch(hand_gallery, stills
         assert "error" in ws.receive_json()
         ws.send_text("{oops")
         assert "expected" in ws.receive_json()["error"]
-        for hostile in ("[" * 100_000, '{"t": 1' + "0" * 400 + "}", '{"t": NaN}'):
+        for hostile in ("[" * 100_000, '{"t": 1' + "0" * 400 + "}", '{"t": NaN}', '{"t": -5}'):
             ws.send_text(hostile)
             assert "expected" in ws.receive_json()["error"]  # answered; the stream goes on
         for i, data in enumerate(frames):
+            if i == len(frames) - 1:
+                ws.send_text(json.dumps({"t": 0}))  # back in time: refused, the stream goes on
             ws.send_text(json.dumps({"t": i / 5}))
             ws.send_bytes(data)
         while sum("frame" in a for a in answers) < len(frames):
             answers.append(ws.receive_json())
+    assert sum("times must not go back" in a.get("error", "") for a in answers) == 1
     events = [a for a in answers if a.get("event")]
     assert [e["name"] for e in events] == ["abc"] and events[0]["t"] > 1.0
     assert answers[0]["frame"] == 0 and answers[0]["tracks"][0]["raw"] == "a"

@@ -121,6 +121,7 @@ def test_reads_go_on_while_another_process_holds_the_gallery(gallery_copy, digit
 
 
 def test_a_bad_watch_setting_is_a_json_error(gallery_copy):
-    with TestClient(create_app(gallery_copy)).websocket_connect("/watch?embed_every=0") as ws:
-        error = ws.receive_json()["error"]
-    assert "embed_every 0" in error
+    for value in ("0", "abc", "-1"):
+        with TestClient(create_app(gallery_copy)).websocket_connect(f"/watch?embed_every={value}") as ws:
+            error = ws.receive_json()["error"]
+        assert f"embed_every {value!r}" in error or f"embed_every {value}" in error

@@ -170,7 +170,7 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
         return {"sequences": {q.name: list(q.steps) for q in service.sequences()}}
 
     @app.websocket("/watch")
-    async def watch(ws: WebSocket, embed_every: int = TrackerSettings().embed_every, token_param: Optional[str] = Query(None, alias="token")):
+    async def watch(ws: WebSocket, embed_every: str = str(TrackerSettings().embed_every), token_param: Optional[str] = Query(None, alias="token")):
         """A stream of frames: send each as a binary message (JPEG or PNG), optionally after a text
         message {"t": seconds} giving its time (default: seconds since the connection opened).
         Each frame is answered by its JSON ({"t", "frame", "tracks": [...]}, as `byakugan watch
@@ -183,14 +183,16 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
             return
         await ws.accept()
         try:
-            settings = TrackerSettings(embed_every=embed_every)
+            if not embed_every.isdigit():  # checked here: FastAPI's own check would close with a bare 403
+                raise ByakuganError(f"embed_every {embed_every[:20]!r}: must be a whole number of at least 1")
+            settings = TrackerSettings(embed_every=int(embed_every))
             stream = Renewed(service.version, lambda _: service.tracker(settings))  # follows gallery edits
             await run_in_threadpool(stream.ready)
         except ByakuganError as exc:
             await ws.send_json({"error": str(exc)})
             await ws.close(code=1008, reason=str(exc)[:120])
             return
-        start, when = time.monotonic(), None
+        start, when, last = time.monotonic(), None, -math.inf
         try:
             while True:
                 message = await ws.receive()
@@ -198,6 +200,8 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
                     return
                 if message.get("text") is not None:
                     when = _frame_time(message["text"])
+                    if isinstance(when, float) and when < last:  # the tracker's gaps and holds run forwards
+                        when = f"t {when}: earlier than the last frame's ({last}); times must not go back"
                     if isinstance(when, str):
                         await ws.send_json({"error": when})
                         when = None
@@ -206,7 +210,7 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
                 if len(data) > max_bytes:
                     await ws.send_json({"error": f"frame of {len(data)} bytes: over the limit of {max_bytes}"})
                     continue
-                t = when if when is not None else time.monotonic() - start
+                t = when if when is not None else max(last, time.monotonic() - start)
                 when = None
                 try:  # decoding and tracking off the event loop, so other clients are not held up
                     result = await run_in_threadpool(lambda: stream.update(load_image(data, name="frame"), t))
@@ -216,6 +220,7 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
                 except Exception as exc:  # one frame that breaks something must not end the stream
                     await ws.send_json({"error": f"internal error ({type(exc).__name__}) on this frame; the stream goes on"})
                     continue
+                last = t  # a frame tracked: the next may not come before it
                 await ws.send_json(result.to_dict())
                 for event in result.events:
                     await ws.send_json(event.to_dict())
@@ -272,7 +277,7 @@ def _frame_time(text: str) -> Union[float, str]:
         if len(text) > 200:
             raise ValueError
         t = json.loads(text)["t"]
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t < 1e12:  # NaN and inf fail too
             raise TypeError
         return float(t)
     except Exception:  # anything a client can type, including numbers too large to be a float
