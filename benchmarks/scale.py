@@ -141,6 +141,7 @@ def main() -> None:
             new = v[:5] + 0.01
             new /= np.linalg.norm(new, axis=1, keepdims=True)
             row.update(enrol_and_save(g, new, "flat"))
+            g = Gallery.open(g.path)  # as the second copy left it (its save came after g's)
             row["gallery_db_mb"] = round((Path(tmp) / "g" / "gallery.db").stat().st_size / 2**20, 1)
             row["open_and_search_peak_rss_over_vectors"] = peak_rss_ratio(Path(tmp) / "g", n)
             t = time.perf_counter()

@@ -11,12 +11,14 @@ from pathlib import Path
 from .errors import GalleryError
 
 DB_FILE = "gallery.db"
-VECTORS = re.compile(r"vectors\.\d{6,}\.f32\Z")
+VECTORS, CHECKPOINT = re.compile(r"vectors\.\d{6,}\.f32\Z"), re.compile(r"index\.\d{6,}\.faiss\Z")
 
 
 def exists(directory: Path) -> bool:
-    """Whether a save has committed a gallery here (a first save that died leaves a database with
-    no settings: not a gallery yet, so a first-format gallery beside it still opens as one)."""
+    """Whether a save has committed a gallery here, or a database is there that is damaged or
+    another program's (never to be taken for an empty folder and written over). A first save that
+    died leaves a database with no settings: not a gallery yet, so a first-format gallery beside it
+    still opens as one."""
     return version(directory) is not None
 
 
@@ -32,18 +34,25 @@ def version(directory: Path):
         try:
             tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if not tables:
-                # A first save that died: its schema is made inside its transaction, after the
-                # journal switch has written the file's first page, and before any vector is written.
-                if f.stat().st_size == 0 and any(VECTORS.match(p.name) for p in directory.iterdir()):
-                    return "unreadable: empty, beside vector files (damaged)"
+                # A first save that died: the journal switch writes the file's first page before
+                # anything else of a gallery is written (vectors, a checkpoint, a Milvus Lite database).
+                if f.stat().st_size == 0 and any(VECTORS.match(p.name) or CHECKPOINT.match(p.name) or p.name == "milvus.db"
+                                                 for p in directory.iterdir()):
+                    return "unreadable: empty, beside a gallery's files (damaged)"
                 return None
             if not {"settings", "refs", "pieces"} <= tables:
                 return f"unreadable: not a byakugan gallery's database (its tables: {', '.join(sorted(tables))})"
             n, gen = con.execute("SELECT COUNT(*), MAX(CASE WHEN key = 'generation' THEN value END) FROM settings").fetchone()
+            held = n or con.execute("SELECT EXISTS (SELECT 1 FROM refs) OR EXISTS (SELECT 1 FROM pieces)").fetchone()[0]
         finally:
             con.close()
-        # Its tables are made by the same commit that writes its settings: tables without them are damage.
-        return json.loads(gen) if n and gen is not None else "unreadable: missing its settings (damaged)"
+        if not held:  # empty tables: a first save that died, from before saves made them in their transaction
+            return None
+        if not n:  # references without the settings their commit wrote
+            return "unreadable: missing its settings (damaged)"
+        gen = json.loads(gen) if gen is not None else None
+        return gen if isinstance(gen, int) and not isinstance(gen, bool) else \
+            f"unreadable: damaged (its generation is {gen!r}, not a whole number)"
     except (sqlite3.Error, ValueError, TypeError, OSError) as exc:
         return f"unreadable: not a readable database ({exc})"
 

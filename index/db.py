@@ -41,7 +41,7 @@ from .ranking import Reference
 from .store import retire as retire_first_format
 from .vectorfile import live_blocks, write_vectors
 from . import checkpoint as checkpoints
-from .committed import DB_FILE, VECTORS, exists, readable, version  # noqa: F401 (exists: the folder's API)
+from .committed import CHECKPOINT, DB_FILE, VECTORS, exists, readable, version  # noqa: F401 (exists: the folder's API)
 from .quantised import PQStore
 from .vectors import FlatStore
 
@@ -49,7 +49,6 @@ BACKUP = "backup-v1"
 # of gallery.db (the first format, gallery.json, was 1); 3: HNSW checkpoints without the vectors.
 # A gallery.db of format 2 reads as it is and is written as 3 by its next save.
 FORMAT_VERSION, READS = 3, (2, 3)
-CHECKPOINT = re.compile(r"index\.\d{6,}\.faiss\Z")
 COMPACT_MIN = 1024
 TAIL_MAX = 1000  # rows an HNSW checkpoint may lag: about 1 s of graph building when opening
 SCHEMA = (  # created inside the first save's transaction: a save that died leaves no half a gallery

@@ -18,7 +18,7 @@ from byakugan.embedder.scoring.cohort import COHORT_FILE, load_cohort, save_coho
 
 from . import committed, counts, db, ranking, reindex, store
 from .errors import GalleryError
-from .labels import check_label, shown, some, stored_form
+from .labels import check_label, find, shown, some
 from .means import ClassMeans
 from .milvus import new_store
 from .ranking import Match, Reference, SearchResult
@@ -69,6 +69,7 @@ class Gallery:
         if threshold is not None:
             meta["threshold"] = float(threshold)
         if path is not None and cls.exists(path):  # its first save would replace the references there
+            committed.readable(Path(path))  # a damaged or foreign database says so, not "open it"
             raise GalleryError(f"gallery {path}: already holds a gallery; open it (Gallery.open) to add to it")
         g = cls(meta, new_store(store, settings.dim, Path(path) if path else None), path, settings.cohort)
         g._saved_to = None  # nothing of it is on disk yet: its first save must find its folder free
@@ -99,7 +100,7 @@ class Gallery:
         same = self._saved_to is not None and target.resolve() == Path(self._saved_to).resolve()  # however spelt
         store.check_save_target(target, same, not same and self.exists(target))
         if same:  # checked again, under the write lock, by the save itself; here before any thumbnail is written
-            committed.check_current(target, self._meta.get("generation"))
+            committed.check_current(target, self.generation)
         # The cohort file is written once per folder; it may still have to be read from the old one.
         cohort = self.cohort if self.cohort_settings and not (target / COHORT_FILE).is_file() else None
         self.path = target
@@ -120,6 +121,7 @@ class Gallery:
             {}, set(), [], [], False, self.path
 
     read_only = property(lambda self: bool(self._meta.get("read_only")))
+    generation = property(lambda self: self._meta.get("generation"), doc="The committed save it holds (index.db), if any")
 
     def clone(self) -> Optional["Gallery"]:
         """An independent copy to edit while others read this one (None for a store that cannot copy)."""
@@ -203,9 +205,9 @@ class Gallery:
         return p.read_bytes() if p is not None and p.is_file() else None
 
     def _require_label(self, label: str) -> str:
-        if (label := stored_form(label)) not in self._counts:  # any spelling it was enrolled with
+        if (found := find(label, self._counts)) is None:  # any spelling it was enrolled with
             raise GalleryError(f"label {shown(label)}: not in gallery {self.path or '(unsaved)'} (labels: {some(self._counts)})")
-        return label
+        return found
 
     # ---- editing ------------------------------------------------------------------------
     def enroll(self, label: str, vectors: np.ndarray, sources: Optional[Sequence[str]] = None,

@@ -41,6 +41,16 @@ def stored_form(label: object) -> object:
     return unicodedata.normalize("NFC", label.strip()) if isinstance(label, str) else label
 
 
+def find(label: object, labels) -> object:
+    """The label of `labels` (a collection) that `label` names: itself, its stored form, or a label
+    stored in another spelling (galleries made before labels were stored as NFC); None if none."""
+    if label in labels:
+        return label
+    if (nfc := stored_form(label)) in labels:
+        return nfc
+    return next((x for x in labels if isinstance(x, str) and stored_form(x) == nfc), None) if isinstance(nfc, str) else None
+
+
 def shown(value: object, n: int = 40) -> str:
     """repr of a value for an error message, cut to about n characters (a step may be 5,000)."""
     text = repr(value)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Optional
 
 from .errors import GalleryError
-from .labels import check_label, shown, some, stored_form
+from .labels import check_label, find, shown, some
 
 MAX_STEPS = 64
 
@@ -40,13 +40,13 @@ class SequenceBook:
         return len(self._store)
 
     def __contains__(self, name: object) -> bool:
-        return stored_form(name) in self._store
+        return find(name, self._store) is not None
 
     def get(self, name: str) -> Sequence:
-        if (name := stored_form(name)) not in self._store:
+        if (found := find(name, self._store)) is None:
             known = ", ".join(sorted(self._store)) or "none"
             raise GalleryError(f"sequence {shown(name)}: not in this gallery (sequences: {known})")
-        return Sequence(name, tuple(self._store[name]))
+        return Sequence(found, tuple(self._store[found]))
 
     def add(self, name: str, steps: list[str], replace: bool = False) -> Sequence:
         """A new sequence of enrolled labels, in order (a label may come more than once)."""
@@ -62,10 +62,11 @@ class SequenceBook:
         if len(steps) > MAX_STEPS:
             raise GalleryError(f"sequence {name!r}: {len(steps)} steps; at most {MAX_STEPS}")
         labels = self._labels()
-        steps = [stored_form(s) for s in steps]  # any spelling the label was enrolled with
-        for s in steps:
-            if s not in labels:
+        found = [find(s, labels) for s in steps]  # any spelling the label was enrolled with
+        for s, f in zip(steps, found):
+            if f is None:
                 raise GalleryError(f"sequence {name!r}: step {shown(s)} is not an enrolled label (labels: {some(labels)})")
+        steps = found
         self._store[name] = list(steps)
         return Sequence(name, tuple(steps))
 

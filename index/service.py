@@ -121,7 +121,7 @@ class GalleryService:
             g.save()
             if first:
                 self.pipeline, self._live, self.undecided, self._candidates = chosen, None, False, None
-            self._gallery, self._stamp = g, self._disk_stamp()
+            self._gallery, self._stamp = g, ("generation", g.generation)  # what it saved, whoever saved since
         return out
 
     # ---- reading -------------------------------------------------------------------------

@@ -75,7 +75,7 @@ def test_a_damaged_or_foreign_database_is_refused_and_nothing_is_written(folder,
         con.commit()
         con.close()
     before = disk_state(folder)
-    want = {"empty": "empty, beside vector files", "no_settings": "missing its settings",
+    want = {"empty": "empty, beside a gallery's files", "no_settings": "missing its settings",
             "foreign": "not a byakugan gallery's database"}[damage]
     with pytest.raises(GalleryError, match=want):
         Gallery.open(folder)
@@ -128,3 +128,66 @@ def test_a_bundle_is_never_written_inside_its_gallery(folder):
     with pytest.raises(GalleryError, match="is inside the gallery folder"):
         export(Gallery.open(folder), folder / "sub" / "inside.zip")
     assert disk_state(folder) == before and not (folder / "sub").exists()
+
+
+def test_the_write_transaction_refuses_an_older_copy_by_itself(folder, monkeypatch):
+    from byakugan.index import committed
+
+    a, b = Gallery.open(folder), Gallery.open(folder)
+    a.enroll("new", unit(1, 3))
+    a.save()
+    monkeypatch.setattr(committed, "check_current", lambda *_: None)  # a save racing past the check before it
+    b.threshold = 0.9
+    before = disk_state(folder)
+    with pytest.raises(GalleryError, match="another save changed it since this copy was opened"):
+        b.save()
+    assert disk_state(folder) == before
+
+
+def test_a_label_stored_in_another_spelling_is_still_found(folder):
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFD", "café")
+    con = sqlite3.connect(folder / "gallery.db")  # as a gallery made before labels were stored as NFC holds it
+    con.execute("UPDATE refs SET label = ? WHERE label = 'rock'", (decomposed,))
+    con.commit()
+    con.close()
+    g = Gallery.open(folder)
+    assert decomposed in g.labels()
+    assert g.sequences.add("s", ["café", "paper"]).steps[0] == decomposed
+    assert len(g.references("café")) == 3 and g.remove(decomposed) == 3
+
+
+@pytest.mark.parametrize("case", ["empty_tables_beside_a_first_format_gallery", "empty_beside_milvus",
+                                  "generation_null"])
+def test_what_a_died_first_save_leaves_is_not_damage_and_what_is_damage_is(tmp_path, case):
+    if case == "empty_tables_beside_a_first_format_gallery":
+        import shutil
+        from pathlib import Path
+
+        g = shutil.copytree(Path(__file__).parent / "fixtures" / "compat" / "gallery-plain", tmp_path / "g")
+        con = sqlite3.connect(g / "gallery.db")  # a first save killed from before saves made their tables in their transaction
+        con.executescript("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                          "CREATE TABLE refs (id INTEGER PRIMARY KEY, label TEXT, source TEXT, added TEXT, row INTEGER);"
+                          "CREATE TABLE pieces (start INTEGER PRIMARY KEY, rows INTEGER NOT NULL, sha256 TEXT NOT NULL);")
+        con.close()
+        assert len(Gallery.open(g).labels()) == 3  # the first-format gallery beside it
+        return
+    g = tmp_path / "g"
+    g.mkdir()
+    if case == "empty_beside_milvus":
+        (g / "gallery.db").write_bytes(b"")
+        (g / "milvus.db").write_bytes(b"vectors of a Milvus Lite gallery")
+        want = "empty, beside a gallery's files"
+    else:
+        con = sqlite3.connect(g / "gallery.db")
+        con.executescript("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                          "CREATE TABLE refs (id INTEGER PRIMARY KEY); CREATE TABLE pieces (start INTEGER PRIMARY KEY);"
+                          "INSERT INTO settings VALUES ('generation', 'null');")
+        con.close()
+        want = "its generation is None, not a whole number"
+    assert Gallery.exists(g)
+    with pytest.raises(GalleryError, match=want):
+        Gallery.open(g)
+    with pytest.raises(GalleryError, match=want):  # not "already holds a gallery; open it"
+        Gallery.create(GallerySettings({"name": "synthetic", "fingerprint": "-", "dim": DIM}, {"name": "none"}, 0.5), g)

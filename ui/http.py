@@ -38,7 +38,7 @@ from byakugan.embedder.errors import ByakuganError
 from byakugan.embedder.images import load_image
 from byakugan.index.errors import GalleryGoneError
 from byakugan.index.gallery import Gallery
-from byakugan.index.labels import check_label, shown, stored_form
+from byakugan.index.labels import check_label, find, shown
 from byakugan.index.ranking import Recognition
 from byakugan.index.service import GalleryService
 from byakugan.index.tracker import Renewed, TrackerSettings
@@ -183,7 +183,7 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
             return
         await ws.accept()
         try:
-            if not embed_every.isdigit():  # checked here: FastAPI's own check would close with a bare 403
+            if not (embed_every.isascii() and embed_every.isdigit() and len(embed_every) <= 6):  # not FastAPI's bare 403
                 raise ByakuganError(f"embed_every {embed_every[:20]!r}: must be a whole number of at least 1")
             settings = TrackerSettings(embed_every=int(embed_every))
             stream = Renewed(service.version, lambda _: service.tracker(settings))  # follows gallery edits
@@ -239,7 +239,7 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
 
         @app.delete("/sequences/{name:path}", dependencies=[Depends(authorised)])
         def delete_sequence(name: str = PathParam(..., min_length=1, max_length=100)) -> dict:
-            if stored_form(name) not in {q.name for q in service.sequences()}:
+            if find(name, {q.name for q in service.sequences()}) is None:
                 raise HTTPException(404, f"sequence {shown(name)}: not in the gallery")
             return {"name": name, "steps": list(service.remove_sequence(name).steps)}
 
@@ -257,7 +257,7 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
 
         @app.delete("/labels/{label:path}", dependencies=[Depends(authorised)])  # a label may hold "/"
         def delete_label(label: str = PathParam(..., min_length=1, max_length=100)) -> dict:
-            if stored_form(label) not in service.labels():  # any spelling it was enrolled with
+            if find(label, service.labels()) is None:  # any spelling it was enrolled with
                 raise HTTPException(404, f"label {shown(label)}: not in the gallery")
             return {"label": label, "removed": len(service.remove(label).sources)}
 

@@ -55,7 +55,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
     from ..http import create_app
 
     try:  # one line now, rather than uvicorn's log and exit status 3 once the model is loaded
-        with socket.create_server((a.host, a.port)):
+        with socket.create_server((a.host, a.port), family=socket.AF_INET6 if ":" in a.host else socket.AF_INET):
             pass
     except OSError as exc:
         raise ByakuganError(f"--host {a.host} --port {a.port}: cannot listen there ({exc.strerror or exc})") from None
