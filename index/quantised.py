@@ -53,10 +53,11 @@ def check_size(factory: str, n: int) -> None:
     if n < PQ_MIN:
         raise GalleryError(f"index {factory}: {n} references cannot train its codes; a PQ index needs at least "
                            f"{PQ_MIN} (below that, Flat is exact and fast)")
+    lists = f"IVF{PQ_FACTORY.match(factory).group(1)},Flat"  # the same lists to train
     try:
-        check_lists(f"IVF{PQ_FACTORY.match(factory).group(1)},Flat", n)
+        check_lists(lists, n)
     except GalleryError as exc:  # named as asked for
-        raise GalleryError(str(exc).replace(f"IVF{PQ_FACTORY.match(factory).group(1)},Flat", factory, 1)) from None
+        raise GalleryError(str(exc).replace(lists, factory, 1)) from None
 
 
 def rerank_depth(k: int) -> int:
