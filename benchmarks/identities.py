@@ -45,7 +45,7 @@ def main() -> None:
                 cfg = TrainConfig(data=[str(DATA / d) for d in ALL], out=f"{tmp}/m", epochs=4, views=3, loss="proxyanchor",
                                   miner="none", colour_weight=1.0, scoring="mean", cohort_top=5, cache=a.cache,
                                   holdout=held + [c for c in others if c not in trained])
-                model = train(cfg, log=lambda m: print(m, file=sys.stderr))
+                model = train(cfg, log=lambda m: print(m, file=sys.stderr), overwrite=True)  # one folder, a model each run
                 emb = model.embed([s.path for s in test], progress=True)
                 s = enrolment_trials(emb, [s.label for s in test], shots=5, trials=20, unknown_fraction=0.25, seed=1,
                                      offset=model.cohort_offsets(emb)).summary

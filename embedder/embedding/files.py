@@ -59,7 +59,7 @@ def read_config(d: Path, fmt: str, what: str = "model") -> dict:
     if not cfg_path.is_file() or not w_path.is_file():
         raise ModelError(f"{what} directory {d}: needs {CONFIG_FILE} and {WEIGHTS_FILE}")
     try:
-        config = json.loads(cfg_path.read_text())
+        config = json.loads(cfg_path.read_text(), parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ModelError(f"{what} config {cfg_path}: not valid JSON ({exc})") from None
     if not isinstance(config, dict) or config.get("format") != fmt:
@@ -67,6 +67,11 @@ def read_config(d: Path, fmt: str, what: str = "model") -> dict:
         raise ModelError(f"{what} config {cfg_path}: format is not {fmt!r} (found {found!r})")
     config.pop("format")
     return config
+
+
+def _no_constant(name: str):
+    # json reads NaN and Infinity by default; in a config they come only from a run that diverged
+    raise ValueError(f"{name} is not a number a model config may hold")
 
 
 def load_weights(module: torch.nn.Module, d: Path, what: str = "model") -> None:
@@ -77,3 +82,6 @@ def load_weights(module: torch.nn.Module, d: Path, what: str = "model") -> None:
         module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except Exception as exc:  # safetensors and torch raise many kinds for a damaged or foreign file
         raise ModelError(f"{what} weights {path}: cannot be loaded ({exc})") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:  # every vector would be NaN, and every search would quietly match nothing or anything
+        raise ModelError(f"{what} weights {path}: {bad[0]} holds NaN or infinite values (a run that diverged); retrain it")

@@ -34,9 +34,17 @@ def draw_trial(rng: np.random.Generator, labels: np.ndarray, classes: np.ndarray
     return known, unknown, refs, queries
 
 
-def check_trials(labels: Sequence[str], shots: int, trials: int, unknown_fraction: float) -> int:
+def check_seed(seed: object) -> int:
+    """A seed numpy takes (np.random.seed, default_rng): a whole number from 0 to 2**32 - 1."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed {seed!r} must be a whole number from 0 to {2**32 - 1}")
+    return int(seed)
+
+
+def check_trials(labels: Sequence[str], shots: int, trials: int, unknown_fraction: float, seed: int = 0) -> int:
     """The number of classes left out as unknown in each trial; ValueError (one line) when the
     settings or the labels cannot make a trial. Needs only the labels: it runs before embedding."""
+    check_seed(seed)
     if shots < 1 or trials < 1:
         raise ValueError(f"shots {shots} and trials {trials} must both be >= 1")
     if not 0 <= unknown_fraction < 1:  # also refuses NaN
@@ -83,8 +91,8 @@ def enrolment_trials(
     off = np.zeros(len(labels), np.float32) if offset is None else np.asarray(offset, np.float32)
     classes = np.unique(labels)
     index = {c: i for i, c in enumerate(classes)}
+    n_unknown = check_trials(labels, shots, trials, unknown_fraction, seed)
     rng = np.random.default_rng(seed)
-    n_unknown = check_trials(labels, shots, trials, unknown_fraction)
     near, proto, thr, far, auc = [], [], [], [], []
     open_mean: list[tuple[float, float, float]] = []  # threshold, FAR, AUC when labels score by class mean
     confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)

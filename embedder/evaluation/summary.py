@@ -39,9 +39,10 @@ def evaluate_embeddings(cnn: np.ndarray, labels: Sequence[str], *, shots: int = 
     return result, emb, {n: {k: p[k] for k in PART_KEYS if k in p} for n, p in parts.items()}
 
 
-def check_evaluation(labels: Sequence[str], *, shots: int, trials: int, unknown_fraction: float, name: str = "data") -> None:
+def check_evaluation(labels: Sequence[str], *, shots: int, trials: int, unknown_fraction: float, name: str = "data",
+                     seed: int = 0) -> None:
     """What evaluate_embeddings would refuse, from the labels alone: to be told before embedding."""
     try:
-        check_trials(labels, shots, trials, unknown_fraction)
+        check_trials(labels, shots, trials, unknown_fraction, seed)
     except ValueError as exc:
         raise ByakuganError(f"evaluate {name}: {exc}") from None

@@ -3,6 +3,7 @@ the checks they make before any image is embedded: enough classes to learn from,
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from collections import Counter
@@ -13,6 +14,7 @@ from typing import Optional, Sequence
 from PIL import Image
 
 from ..detection.base import Detection
+from ..embedding.files import CONFIG_FILE, config_format
 from ..errors import ByakuganError
 from ..images import list_images, load_image
 
@@ -42,7 +44,8 @@ def scan(data_dirs: Sequence[os.PathLike | str], per_class: Optional[int] = None
     for d in map(Path, data_dirs):
         if not d.is_dir():
             raise ByakuganError(f"data folder {d}: not a folder")
-        folders = sorted(c for c in d.iterdir() if c.is_dir())
+        # A hidden folder (.ipynb_checkpoints, .git) is no class.
+        folders = sorted(c for c in d.iterdir() if c.is_dir() and not c.name.startswith("."))
         if not folders:
             raise ByakuganError(f"data folder {d}: no class sub-folders (expected DATA_DIR/CLASS/image.jpg)")
         if classes is not None:
@@ -50,8 +53,13 @@ def scan(data_dirs: Sequence[os.PathLike | str], per_class: Optional[int] = None
             if missing:
                 raise ByakuganError(f"data folder {d}: no class {missing}; it has {[c.name for c in folders]}")
             folders = [c for c in folders if c.name in set(classes)]
-        for c in folders:
-            files = list_images(c)
+        listed = {c: list_images(c) for c in folders}
+        empty = [c.name for c, files in listed.items() if not files]
+        if empty:  # dropping them would train or evaluate other classes than the user thinks
+            raise ByakuganError(f"data folder {d}: class folder{'s' if len(empty) > 1 else ''} {', '.join(empty[:5])}"
+                                f"{' ...' if len(empty) > 5 else ''} hold{'' if len(empty) > 1 else 's'} no images; "
+                                "add images or move the folder out")
+        for c, files in listed.items():
             if per_class is not None:
                 rng.shuffle(files)
                 files = sorted(files[:per_class])
@@ -94,6 +102,16 @@ def check_training_classes(train: Sequence[Sample], held: Sequence[Sample]) -> N
                             + (f" ({', '.join(enough)})" if enough else ""))
 
 
+def check_setting(name: str, value: object, low: float, high: float = math.inf, above: bool = False,
+                  whole: bool = False) -> None:
+    """A training setting is a number (whole when `whole`), finite, >= low (> low when `above`) and <= high."""
+    kind = (int,) if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) \
+            or value < low or (above and value == low) or value > high:
+        rule = f"{'> ' if above else '>= '}{low}" + ("" if high == math.inf else f" and <= {high}")
+        raise ByakuganError(f"{name.replace('_', ' ')} {value!r} must be {rule}, a {'whole' if whole else 'finite'} number")
+
+
 def check_writable(path: os.PathLike | str, what: str, folder: bool) -> None:
     """That `path` can be written as a folder (made if missing) or as a file in an existing folder."""
     p = Path(path)
@@ -105,3 +123,24 @@ def check_writable(path: os.PathLike | str, what: str, folder: bool) -> None:
         raise ByakuganError(f"{what} {p}: {there} {'is a file, not a folder' if there.exists() else 'does not exist'}")
     if not os.access(there, os.W_OK):
         raise ByakuganError(f"{what} {p}: folder {there} is not writable")
+
+
+def check_model_out(path: os.PathLike | str, fmt: str, resume: Optional[bool] = None, overwrite: bool = False) -> None:
+    """That training may write its model folder `path`: new or empty; a model of format `fmt`
+    (or an unfinished run's checkpoint) only when asked to go on (resume) or replace it (overwrite);
+    never a folder holding anything else, whose files training would overwrite. resume None: the
+    trainer cannot go on from a checkpoint."""
+    check_writable(path, "out", folder=True)
+    p = Path(path)
+    entries = sorted(e.name for e in p.iterdir()) if p.is_dir() else []
+    if not entries:
+        return
+    found = config_format(p)
+    unfinished = resume is not None and entries == ["checkpoint"]
+    if found != fmt and not unfinished:
+        what = f"a model of another kind ({found})" if found else f"not a model folder (it has {', '.join(entries[:3])})"
+        raise ByakuganError(f"out {p}: {what}; training would overwrite its files, give a new or empty folder")
+    if not (resume or overwrite):
+        what = "a trained model" if (p / CONFIG_FILE).is_file() else "an unfinished run's checkpoint"
+        go_on = "" if resume is None else "--resume to go on from its checkpoint, "
+        raise ByakuganError(f"out {p}: holds {what}; {go_on}--overwrite to replace it, or give a new folder")

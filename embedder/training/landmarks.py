@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from dataclasses import asdict, dataclass, field
 from itertools import groupby
@@ -21,12 +22,13 @@ from tqdm.auto import tqdm
 from ..detection import create_detector
 from ..detection.hands import LANDMARK_DIM
 from ..atomic import write_atomic
-from ..embedding.landmarks import HANDS, LandmarkEncoder
+from ..embedding.landmarks import HANDS, LANDMARKS_FORMAT, LandmarkEncoder
 from ..errors import ByakuganError
-from ..evaluation.protocol import enrolment_trials
+from ..evaluation.protocol import check_seed, enrolment_trials
 from ..images import load_image
-from .data import Sample, scan, split_classes
-from .metric import LOSSES, MINERS, accuracy
+from .config import LOSSES, MINERS, check_loss
+from .data import Sample, check_model_out, check_setting, check_training_classes, scan, split_classes
+from .metric import accuracy
 
 
 # hand-landmarks' recipe before the "hands" and "mirror" settings existed: what its training.json
@@ -69,6 +71,21 @@ class LandmarkTrainConfig:
             raise ByakuganError(f"dim {self.dim!r}: must be at least 2, and even with hands 'each' (half for each hand)")
         if not 0.0 <= self.mirror <= 1.0:
             raise ByakuganError(f"mirror {self.mirror!r}: must be a chance between 0 and 1")
+        for name, low in (("hidden", 1), ("m_per_class", 1), ("batch_size", 2), ("epochs", 1), ("per_class", 1)):
+            if getattr(self, name) is not None:
+                check_setting(name, getattr(self, name), low, whole=True)
+        if self.batch_size % self.m_per_class or self.batch_size < 2 * self.m_per_class:  # one class: no negatives
+            raise ByakuganError(f"batch size {self.batch_size} must be a multiple of m per class {self.m_per_class} and at "
+                                f"least {2 * self.m_per_class}: a batch holds m samples of each of 2 or more classes")
+        # NaN passes every comparison: each rate and amount is checked finite, or a NaN model is saved.
+        for name, low, high, above in (("lr", 0, math.inf, True), ("rotate", 0, 180, False), ("noise", 0, math.inf, False)):
+            check_setting(name, getattr(self, name), low, high, above)
+        if self.threshold is not None:
+            check_setting("threshold", self.threshold, -1, 1)
+        try:
+            check_seed(self.seed)
+        except ValueError as exc:
+            raise ByakuganError(str(exc)) from None
 
 
 def extract(samples: Sequence[Sample], cache: Optional[str] = None) -> tuple[np.ndarray, np.ndarray]:
@@ -126,17 +143,24 @@ def augment(x: torch.Tensor, rotate: float, noise: float, gen: torch.Generator, 
     return torch.cat([present, pts.reshape(n, 2, 63)], dim=2).reshape(n, LANDMARK_DIM)
 
 
-def train_landmarks(cfg: LandmarkTrainConfig, log: Callable[[str], None] = print) -> LandmarkEncoder:
-    """Extract (or read cached) landmarks of cfg.data, fit the encoder, set its threshold, save it."""
+def train_landmarks(cfg: LandmarkTrainConfig, log: Callable[[str], None] = print, overwrite: bool = False) -> LandmarkEncoder:
+    """Extract (or read cached) landmarks of cfg.data, fit the encoder, set its threshold, save it.
+    overwrite: replace a landmark model already in cfg.out (without it, one there is refused)."""
     cfg.check()
+    check_model_out(cfg.out, LANDMARKS_FORMAT, None, overwrite)
     samples = scan(cfg.data, per_class=cfg.per_class, seed=cfg.seed)
+    train_set, held_set = split_classes(samples, cfg.holdout)
+    check_training_classes(train_set, held_set)  # before extracting landmarks, which takes a while
     marks, found = extract(samples, cfg.cache)
     log(f"hands found in {found.mean():.1%} of {len(samples)} images; training on those")
-    train_set, _ = split_classes(samples, cfg.holdout)
     train_keys = set(train_set)
     in_train = np.array([s in train_keys for s in samples])
     labels = np.array([s.label for s in samples])
     use, held = in_train & found, ~in_train & found
+    try:
+        check_training_classes([s for s, u in zip(samples, use) if u], [])
+    except ByakuganError as exc:
+        raise ByakuganError(f"too few hands found: {exc}") from None
     model, history = fit(marks[use], labels[use], cfg, (marks[held], labels[held]), log)
     if cfg.threshold is not None:
         model.config["threshold"] = cfg.threshold
@@ -162,8 +186,10 @@ def fit(X: np.ndarray, labels: np.ndarray, cfg: LandmarkTrainConfig,
     loss_fn = LOSSES[cfg.loss](len(classes), cfg.dim)
     miner = MINERS[cfg.miner]()
     opt = torch.optim.AdamW([{"params": model.parameters()}, {"params": loss_fn.parameters()}], lr=cfg.lr, weight_decay=1e-4)
-    batch = min(cfg.batch_size, cfg.m_per_class * len(classes))
-    sampler = samplers.MPerClassSampler(y.tolist(), m=cfg.m_per_class, batch_size=batch, length_before_new_iter=len(y))
+    batch = min(cfg.batch_size, cfg.m_per_class * len(classes))  # the sampler needs m * classes >= batch
+    # At least one batch an epoch: the sampler draws with replacement, but refuses a pass shorter than a batch.
+    sampler = samplers.MPerClassSampler(y.tolist(), m=cfg.m_per_class, batch_size=batch,
+                                        length_before_new_iter=max(batch, len(y)))
     gen = torch.Generator().manual_seed(cfg.seed)
     validate = held is not None and len(set(held[1].tolist())) >= 2
     history = []
@@ -174,6 +200,7 @@ def fit(X: np.ndarray, labels: np.ndarray, cfg: LandmarkTrainConfig,
             idx = order[i : i + batch]
             z = model(augment(X[idx], cfg.rotate, cfg.noise, gen, cfg.mirror))
             loss = loss_fn(z, y[idx], miner(z, y[idx])) if miner else loss_fn(z, y[idx])
+            check_loss(loss, epoch)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -12,13 +12,13 @@ import io
 import json
 import random
 from itertools import groupby
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from pytorch_metric_learning import losses, miners, samplers
+from pytorch_metric_learning import samplers
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors
@@ -26,86 +26,17 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from ..atomic import write_atomic
-from ..embedding.model import Embedder, create_embedder
+from ..embedding.model import CONFIG_FORMAT, Embedder, create_embedder
 from ..errors import ByakuganError, ModelError
 from ..evaluation.protocol import enrolment_trials
 from ..preprocess import Preprocess
-from ..scoring import SCORINGS
 from .augment import GREY, augmentation
 from .cohort import build_cohort
-from .crops import check_detectors, crop_samples
-from .data import Sample, check_training_classes, check_writable, scan, split_classes
+from .config import LOSSES, MINERS, TrainConfig, check_loss
+from .crops import crop_samples
+from .data import Sample, check_model_out, check_training_classes, scan, split_classes
 
-LOSSES: dict[str, Callable[[int, int], torch.nn.Module]] = {
-    "triplet": lambda n, d: losses.TripletMarginLoss(margin=0.1),
-    "multisimilarity": lambda n, d: losses.MultiSimilarityLoss(),
-    "supcon": lambda n, d: losses.SupConLoss(temperature=0.1),
-    "proxyanchor": lambda n, d: losses.ProxyAnchorLoss(n, d),
-    "arcface": lambda n, d: losses.ArcFaceLoss(n, d),
-}
-MINERS: dict[str, Callable[[], Optional[torch.nn.Module]]] = {
-    "none": lambda: None,
-    "semihard": lambda: miners.TripletMarginMiner(margin=0.1, type_of_triplets="semihard"),
-    "hard": lambda: miners.BatchHardMiner(),
-    "multisimilarity": lambda: miners.MultiSimilarityMiner(epsilon=0.1),
-}
-
-
-@dataclass
-class TrainConfig:
-    data: list[str]
-    out: str
-    backbone: str = "efficientnet_lite0"
-    taps: list[int] = field(default_factory=list)  # earlier backbone levels joined to the final features (embedder.embedding.taps)
-    size: int = 160
-    head_dim: int = 128
-    head_hidden: int = 512
-    head_weight: float = 1.0
-    colour_weight: float = 0.0  # > 0 joins a colour histogram to the embedding (anime; see embedder.embedding.colour)
-    scoring: Optional[str] = None  # how new galleries with this model rank labels: "nearest" or "mean"
-    cohort_top: Optional[int] = None  # N >= 0: scores normalised by a cohort of the training classes (embedder.scoring.cohort)
-    cohort_per_class: int = 50  # images per training class in the cohort's class means
-    # Folders whose classes make the cohort, when not all of `data` (classes trained on as instances, one
-    # image each, are no impostor identities); None: `data`.
-    cohort_data: Optional[list[str]] = None
-    loss: str = "multisimilarity"
-    miner: str = "multisimilarity"
-    m_per_class: int = 4
-    batch_size: int = 64
-    epochs: int = 30
-    lr: float = 1e-3
-    backbone_lr: float = 0.0
-    views: int = 4  # augmented views per image when the backbone is frozen (plus the plain one)
-    hflip: bool = False  # off by default: flipping swaps left and right hands
-    colour_jitter: bool = True  # off keeps colours as drawn (anime characters are told apart by them)
-    grey_views: float = GREY  # the share of colour-jittered views made grey (embedder.training.augment)
-    cache: Optional[str] = None  # folder for frozen-backbone features, reused across runs
-    per_class: Optional[int] = None  # a seeded sample of images per class (quick runs)
-    holdout: list[str] = field(default_factory=list)  # "dataset/class" labels kept out of training
-    # Train on each image's crop by the detector its galleries use: {"*": name} for every dataset,
-    # {dataset folder name: name} for one (embedder.training.crops); empty: whole images.
-    detectors: dict[str, str] = field(default_factory=dict)
-    seed: int = 0
-    device: str = "cuda" if torch.cuda.is_available() else "cpu"
-
-    def check(self) -> None:
-        for name, table in (("loss", LOSSES), ("miner", MINERS)):
-            if getattr(self, name) not in table:
-                raise ByakuganError(f"{name} {getattr(self, name)!r} is not one of {', '.join(table)}")
-        if self.scoring not in (None, *SCORINGS):
-            raise ByakuganError(f"scoring {self.scoring!r} is not one of {', '.join(SCORINGS)}")
-        if self.cohort_top is not None and self.cohort_top < 0:
-            raise ByakuganError(f"cohort top {self.cohort_top} must be >= 0 (0: the mean over the whole cohort)")
-        for name, low in (("m_per_class", 1), ("batch_size", 1), ("epochs", 1), ("head_dim", 1), ("views", 0),
-                          ("per_class", 1), ("size", 32), ("cohort_per_class", 1), ("colour_weight", 0), ("backbone_lr", 0),
-                          ("grey_views", 0)):
-            if getattr(self, name) is not None and getattr(self, name) < low:
-                raise ByakuganError(f"{name.replace('_', ' ')} {getattr(self, name)} must be >= {low}")
-        if self.batch_size % self.m_per_class or self.batch_size < 2 * self.m_per_class:  # one class: no negatives
-            raise ByakuganError(f"batch size {self.batch_size} must be a multiple of m per class {self.m_per_class} and at "
-                                f"least {2 * self.m_per_class}: a batch holds m images of each of 2 or more classes")
-        check_writable(self.out, "out", folder=True)
-        check_detectors(self.detectors, self.data)
+__all__ = ["LOSSES", "MINERS", "TrainConfig", "train", "features", "view_features", "accuracy"]
 
 
 def _batches(model: Embedder, samples: Sequence[Sample], aug: Optional[v2.Compose], batch: int, desc: str):
@@ -181,7 +112,11 @@ def _resume(model: Embedder, opt: torch.optim.Optimizer, ckpt: Path) -> tuple[in
     name = "state.json"
     try:
         state = json.loads((ckpt / name).read_text())
-        start, history = int(state["epoch"]), list(state["history"])
+        start, history = state["epoch"], state["history"]
+        # an epoch count its history matches, as _checkpoint writes it: anything else was edited or damaged
+        if isinstance(start, bool) or not isinstance(start, int) or start < 1 or not isinstance(history, list) \
+                or len(history) != start or not all(isinstance(r, dict) for r in history):
+            raise ValueError(name)
         name = "model.safetensors"
         model.load_state_dict(load_file(str(ckpt / name)))
         name = "optimizer.pt"
@@ -192,8 +127,16 @@ def _resume(model: Embedder, opt: torch.optim.Optimizer, ckpt: Path) -> tuple[in
     return start, history
 
 
-def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = print) -> Embedder:
+def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = print, overwrite: bool = False) -> Embedder:
+    """Train and save a model into cfg.out. resume: go on from cfg.out's checkpoint; overwrite:
+    replace the model already there (without either, a model there is refused, not replaced)."""
     cfg.check()
+    if resume and overwrite:
+        raise ByakuganError("resume and overwrite: choose one (go on from the checkpoint, or start over)")
+    check_model_out(cfg.out, CONFIG_FORMAT, resume, overwrite)
+    ckpt = Path(cfg.out) / "checkpoint"
+    if resume and not (ckpt / "state.json").is_file():
+        raise ByakuganError(f"resume: no checkpoint in {ckpt}; leave out --resume to start a new run")
     random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
     samples = scan(cfg.data, per_class=cfg.per_class, seed=cfg.seed)
     check_training_classes(*split_classes(samples, cfg.holdout))  # before detecting crops, which takes a while
@@ -218,8 +161,8 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     else:
         model.backbone.requires_grad_(False)
     opt = torch.optim.AdamW(groups, weight_decay=1e-4)
-    ckpt, start, history = Path(cfg.out) / "checkpoint", 0, []
-    if resume and (ckpt / "state.json").is_file():
+    start, history = 0, []
+    if resume:
         start, history = _resume(model, opt, ckpt)
         log(f"resumed from {ckpt} at epoch {start}")
 
@@ -257,6 +200,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
                 f, labels = model.backbone(x.to(cfg.device)), y[idx].to(cfg.device)
             z = torch.nn.functional.normalize(model.head.learned(f), dim=-1)
             loss = loss_fn(z, labels, miner(z, labels)) if miner else loss_fn(z, labels)
+            check_loss(loss, epoch)
             opt.zero_grad()
             loss.backward()
             opt.step()

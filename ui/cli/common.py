@@ -25,6 +25,16 @@ def table(rows: list[Sequence[object]], header: Sequence[str]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
 
 
+def seed(text: str) -> int:
+    """argparse type of --seed: what numpy takes, told in one line before any work."""
+    from byakugan.embedder.evaluation.protocol import check_seed
+
+    try:
+        return check_seed(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 0 to {2**32 - 1}") from None
+
+
 def detectors() -> list[str]:
     from byakugan.embedder.detection import list_detectors
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from byakugan.embedder.errors import ByakuganError
 
-from .common import detectors, landmarks_arg, print_json, report
+from .common import detectors, landmarks_arg, print_json, report, seed
 from .models import pipeline_for
 
 
@@ -32,7 +32,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     # No --model: the one a new gallery of these images would take (for detector none, by what they show).
     pipe = pipeline_for(a.model, detector_config(a.detector, a.detector_setting), a.landmarks, [s.path for s in samples])
     pipe.detector  # a detector from settings is made on first use: made now, a bad setting is told before embedding
-    check_evaluation(labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction, name=data)
+    check_evaluation(labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction, name=data,
+                     seed=a.seed)
     model, encoder = pipe.encoder, pipe.landmarks
     # Each image by its first detection (the largest; anime-face-net's surest); the whole image where none is found (counted).
     embedded = pipe.embed_images([s.path for s in samples], fallback="whole", progress=True)
@@ -180,7 +181,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one of the detector's settings, its value in JSON (for example grow_up=0.6); repeatable")
     landmarks_arg(s, "for detector 'hand'")
     s.add_argument("--no-cohort", action="store_true", help="raw cosines even if the model normalises scores by a cohort")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=seed, default=0)
     s.add_argument("--json", action="store_true")
     s.add_argument("--save-embeddings", metavar="FILE",
                    help="write the embeddings and labels the trials ran on (safetensors) for further study")

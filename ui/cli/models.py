@@ -14,7 +14,7 @@ from byakugan.index.errors import LandmarksNeedHandError
 from byakugan.index.pipeline import Pipeline
 from byakugan.index.store import write_atomic
 
-from .common import EXIT_BAD_INPUT, detectors, given, landmarks_arg, report
+from .common import EXIT_BAD_INPUT, detectors, given, landmarks_arg, report, seed
 
 S = argparse.SUPPRESS  # defaults live in TrainConfig / LandmarkTrainConfig, not here
 
@@ -88,7 +88,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     if "detector" in fields:
         fields["detectors"] = parse_detectors(fields.pop("detector"))
     cfg = TrainConfig(**fields)
-    model = train(cfg, resume=a.resume, log=lambda m: print(m, file=sys.stderr))
+    model = train(cfg, resume=a.resume, log=lambda m: print(m, file=sys.stderr), overwrite=a.overwrite)
     print(f"saved {model.name} ({model.dim}-d) to {a.out}")
     return 0
 
@@ -100,7 +100,8 @@ LANDMARK_FIELDS = ("data", "out", "dim", "hands", "mirror", "loss", "miner", "ep
 def cmd_train_landmarks(a: argparse.Namespace) -> int:
     from byakugan.embedder.training.landmarks import LandmarkTrainConfig, train_landmarks
 
-    model = train_landmarks(LandmarkTrainConfig(**given(a, LANDMARK_FIELDS)), log=lambda m: print(m, file=sys.stderr))
+    model = train_landmarks(LandmarkTrainConfig(**given(a, LANDMARK_FIELDS)), log=lambda m: print(m, file=sys.stderr),
+                            overwrite=a.overwrite)
     print(f"saved landmark model {model.name} ({model.dim}-d, weight {model.weight}) to {a.out}")
     return 0
 
@@ -154,9 +155,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "or anime-scenes=anime-face for one data folder; repeat for several); default: whole images")
     s.add_argument("--cache", default=S, help="folder to keep frozen-backbone features (and crop boxes) in between runs")
     s.add_argument("--per-class", type=int, default=S, help="train on a seeded sample of this many images per class")
-    s.add_argument("--seed", type=int, default=S)
+    s.add_argument("--seed", type=seed, default=S)
     s.add_argument("--device", default=S, help="cpu or cuda (default: cuda when present)")
     s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    s.add_argument("--overwrite", action="store_true", help="replace the model already in --out (else it is refused)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("train-landmarks", help="train the hand-landmark encoder fused with the CNN for detector 'hand'",
@@ -177,5 +179,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--holdout", nargs="*", metavar="DATASET[/CLASS]", default=S, help="kept out of training, validated on")
     s.add_argument("--cache", default=S, help="folder to keep extracted landmarks in between runs")
     s.add_argument("--per-class", type=int, default=S, help="train on a seeded sample of this many images per class")
-    s.add_argument("--seed", type=int, default=S)
+    s.add_argument("--seed", type=seed, default=S)
+    s.add_argument("--overwrite", action="store_true", help="replace the landmark model already in --out (else it is refused)")
     s.set_defaults(func=cmd_train_landmarks)

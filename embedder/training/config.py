@@ -1,0 +1,103 @@
+"""The settings of a metric-learning run (TrainConfig), checked in one place before any work, and the
+losses and miners of pytorch-metric-learning they name."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+from pytorch_metric_learning import losses, miners
+
+from ..errors import ByakuganError
+from ..evaluation.protocol import check_seed
+from ..scoring import SCORINGS
+from .augment import GREY
+from .crops import check_detectors
+from .data import check_setting
+
+LOSSES: dict[str, Callable[[int, int], torch.nn.Module]] = {
+    "triplet": lambda n, d: losses.TripletMarginLoss(margin=0.1),
+    "multisimilarity": lambda n, d: losses.MultiSimilarityLoss(),
+    "supcon": lambda n, d: losses.SupConLoss(temperature=0.1),
+    "proxyanchor": lambda n, d: losses.ProxyAnchorLoss(n, d),
+    "arcface": lambda n, d: losses.ArcFaceLoss(n, d),
+}
+MINERS: dict[str, Callable[[], Optional[torch.nn.Module]]] = {
+    "none": lambda: None,
+    "semihard": lambda: miners.TripletMarginMiner(margin=0.1, type_of_triplets="semihard"),
+    "hard": lambda: miners.BatchHardMiner(),
+    "multisimilarity": lambda: miners.MultiSimilarityMiner(epsilon=0.1),
+}
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]
+    out: str
+    backbone: str = "efficientnet_lite0"
+    taps: list[int] = field(default_factory=list)  # earlier backbone levels joined to the final features (embedder.embedding.taps)
+    size: int = 160
+    head_dim: int = 128
+    head_hidden: int = 512
+    head_weight: float = 1.0
+    colour_weight: float = 0.0  # > 0 joins a colour histogram to the embedding (anime; see embedder.embedding.colour)
+    scoring: Optional[str] = None  # how new galleries with this model rank labels: "nearest" or "mean"
+    cohort_top: Optional[int] = None  # N >= 0: scores normalised by a cohort of the training classes (embedder.scoring.cohort)
+    cohort_per_class: int = 50  # images per training class in the cohort's class means
+    # Folders whose classes make the cohort, when not all of `data` (classes trained on as instances, one
+    # image each, are no impostor identities); None: `data`.
+    cohort_data: Optional[list[str]] = None
+    loss: str = "multisimilarity"
+    miner: str = "multisimilarity"
+    m_per_class: int = 4
+    batch_size: int = 64
+    epochs: int = 30
+    lr: float = 1e-3
+    backbone_lr: float = 0.0
+    views: int = 4  # augmented views per image when the backbone is frozen (plus the plain one)
+    hflip: bool = False  # off by default: flipping swaps left and right hands
+    colour_jitter: bool = True  # off keeps colours as drawn (anime characters are told apart by them)
+    grey_views: float = GREY  # the share of colour-jittered views made grey (embedder.training.augment)
+    cache: Optional[str] = None  # folder for frozen-backbone features, reused across runs
+    per_class: Optional[int] = None  # a seeded sample of images per class (quick runs)
+    holdout: list[str] = field(default_factory=list)  # "dataset/class" labels kept out of training
+    # Train on each image's crop by the detector its galleries use: {"*": name} for every dataset,
+    # {dataset folder name: name} for one (embedder.training.crops); empty: whole images.
+    detectors: dict[str, str] = field(default_factory=dict)
+    seed: int = 0
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+
+    def check(self) -> None:
+        for name, table in (("loss", LOSSES), ("miner", MINERS)):
+            if getattr(self, name) not in table:
+                raise ByakuganError(f"{name} {getattr(self, name)!r} is not one of {', '.join(table)}")
+        if self.scoring not in (None, *SCORINGS):
+            raise ByakuganError(f"scoring {self.scoring!r} is not one of {', '.join(SCORINGS)}")
+        if self.cohort_top is not None and self.cohort_top < 0:
+            raise ByakuganError(f"cohort top {self.cohort_top} must be >= 0 (0: the mean over the whole cohort)")
+        for name, low in (("m_per_class", 1), ("batch_size", 1), ("epochs", 1), ("head_dim", 1), ("head_hidden", 1),
+                          ("views", 0), ("per_class", 1), ("size", 32), ("cohort_per_class", 1)):
+            if getattr(self, name) is not None:
+                check_setting(name, getattr(self, name), low, whole=True)
+        # NaN passes every comparison: each rate and weight is checked finite, or a NaN model is saved.
+        for name, low, high, above in (("lr", 0, math.inf, True), ("backbone_lr", 0, math.inf, False),
+                                       ("head_weight", 0, math.inf, True), ("colour_weight", 0, math.inf, False),
+                                       ("grey_views", 0, 1, False)):
+            check_setting(name, getattr(self, name), low, high, above)
+        try:
+            check_seed(self.seed)
+        except ValueError as exc:
+            raise ByakuganError(str(exc)) from None
+        if self.batch_size % self.m_per_class or self.batch_size < 2 * self.m_per_class:  # one class: no negatives
+            raise ByakuganError(f"batch size {self.batch_size} must be a multiple of m per class {self.m_per_class} and at "
+                                f"least {2 * self.m_per_class}: a batch holds m images of each of 2 or more classes")
+        check_detectors(self.detectors, self.data)
+
+
+def check_loss(loss: torch.Tensor, epoch: int) -> None:
+    """Stop at a loss that is not finite: the weights would become NaN and every vector with them."""
+    if not torch.isfinite(loss).all():
+        raise ByakuganError(f"training diverged in epoch {epoch + 1}: the loss is {loss.item()}; nothing was saved "
+                            "past the last checkpoint, try a lower --lr")

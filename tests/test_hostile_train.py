@@ -1,0 +1,170 @@
+"""Training and evaluation as a careless or hostile user drives them: numbers that are not numbers,
+seeds numpy refuses, a model folder that is not one, a checkpoint that is not there or was edited,
+a run that diverges, a model that diverged, empty class folders, and a set too small for a batch."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from byakugan.embedder.embedding.landmarks import LandmarkEncoder, load_landmarks
+from byakugan.embedder.errors import ByakuganError, ModelError
+from byakugan.embedder.training import config as train_config
+from byakugan.embedder.training.data import scan
+from byakugan.embedder.training.landmarks import LandmarkTrainConfig, fit
+from byakugan.ui.cli import main
+
+from .test_cli_train_eval import TINY, folder, refused
+
+
+def exit_code(args) -> int:
+    """main's exit code, argparse's own refusals (which exit) included."""
+    try:
+        return main([str(a) for a in args])
+    except SystemExit as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--lr", "nan"], "lr nan must be > 0, a finite number"),
+    (["--lr", "inf"], "lr inf must be > 0"),
+    (["--lr", "-1"], "lr -1.0 must be > 0"),
+    (["--lr", "0"], "lr 0.0 must be > 0"),
+    (["--head-weight", "nan"], "head weight nan must be > 0"),
+    (["--backbone-lr", "nan"], "backbone lr nan must be >= 0"),
+    (["--colour-weight", "inf"], "colour weight inf must be >= 0"),
+    (["--seed", "-1"], "argument --seed: '-1' is not a whole number from 0 to 4294967295"),
+    (["--seed", str(2**32)], "argument --seed: '4294967296' is not a whole number"),
+])
+def test_train_refuses_settings_that_are_not_numbers_it_can_use(tmp_path, capsys, extra, message):
+    data = folder(tmp_path / "d", {"a": 3, "b": 3})
+    code = exit_code(["train", data, "--out", tmp_path / "m", *TINY, *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--seed", "-1"], "argument --seed: '-1' is not a whole number"),
+    (["--epochs", "0"], "epochs 0 must be >= 1"),
+    (["--threshold", "nan"], "threshold nan must be >= -1 and <= 1"),
+])
+def test_train_landmarks_refuses_bad_settings_before_finding_hands(tmp_path, capsys, extra, message):
+    data = folder(tmp_path / "d", {"a": 3, "b": 3})
+    code = exit_code(["train-landmarks", data, "--out", tmp_path / "lm", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert "hands found" not in "".join(err) and not (tmp_path / "lm").exists()
+
+
+def test_train_landmarks_refuses_an_out_that_is_a_file_or_holds_another_model(tmp_path, capsys):
+    data = folder(tmp_path / "d", {"a": 3, "b": 3})
+    (tmp_path / "afile").write_text("x")
+    assert "is a file" in refused(capsys, "train-landmarks", data, "--out", tmp_path / "afile")
+    LandmarkEncoder({"dim": 8, "hidden": 8}).save(tmp_path / "lm")
+    line = refused(capsys, "train-landmarks", data, "--out", tmp_path / "lm")
+    assert "holds a trained model; --overwrite to replace it" in line and "--resume" not in line
+
+
+def test_evaluate_refuses_a_seed_numpy_cannot_take_before_embedding(tmp_path, capsys):
+    data = folder(tmp_path / "d", {f"c{i}": 4 for i in range(4)})
+    assert exit_code(["evaluate", data, "--shots", "2", "--seed", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "argument --seed: '-1' is not a whole number" in err[0]
+    from byakugan.embedder.evaluation.summary import check_evaluation
+
+    with pytest.raises(ByakuganError, match=r"seed -1 must be a whole number from 0 to 4294967295"):
+        check_evaluation(["a"] * 4 + ["b"] * 4, shots=2, trials=1, unknown_fraction=0, seed=-1)
+
+
+def test_train_keeps_the_files_of_a_folder_that_is_not_a_model(tmp_path, capsys):
+    data = folder(tmp_path / "d", {"a": 3, "b": 3})
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "settings"}')
+    line = refused(capsys, "train", data, "--out", mine, *TINY)
+    assert "not a model folder (it has config.json)" in line and "give a new or empty folder" in line
+    line = refused(capsys, "train", data, "--out", mine, *TINY, "--overwrite")  # overwrite is for models only
+    assert "not a model folder" in line
+    assert (mine / "config.json").read_text() == '{"my": "settings"}' and len(list(mine.iterdir())) == 1
+
+
+def test_train_replaces_a_model_only_when_told_and_resumes_only_from_a_checkpoint(tmp_path, capsys):
+    data = folder(tmp_path / "d", {"a": 3, "b": 3})
+    out = tmp_path / "m"
+    line = refused(capsys, "train", data, "--out", out, *TINY, "--resume")
+    assert f"resume: no checkpoint in {out / 'checkpoint'}; leave out --resume" in line and not out.exists()
+    assert main(["train", str(data), "--out", str(out), *TINY]) == 0
+    capsys.readouterr()
+    before = (out / "model.safetensors").read_bytes()
+    line = refused(capsys, "train", data, "--out", out, *TINY, "--seed", "3")
+    assert "holds a trained model; --resume to go on from its checkpoint, --overwrite to replace it" in line
+    assert (out / "model.safetensors").read_bytes() == before
+    assert "choose one" in refused(capsys, "train", data, "--out", out, *TINY, "--resume", "--overwrite")
+    assert main(["train", str(data), "--out", str(out), *TINY, "--seed", "3", "--overwrite"]) == 0
+    assert (out / "model.safetensors").read_bytes() != before
+    capsys.readouterr()
+    # an unfinished run (a checkpoint, no model yet) is kept the same way
+    for name in ("config.json", "model.safetensors", "training.json"):
+        (out / name).unlink()
+    assert "holds an unfinished run's checkpoint; --resume" in refused(capsys, "train", data, "--out", out, *TINY)
+
+
+@pytest.mark.parametrize("state", [{"epoch": -5, "history": "abc"}, {"epoch": 10**12, "history": []},
+                                   {"epoch": 1, "history": [1]}, {"epoch": True, "history": [{}]}, [1, 2]])
+def test_resume_refuses_an_edited_checkpoint_state(tmp_path, capsys, state):
+    data = folder(tmp_path / "d", {"a": 3, "b": 3})
+    out = tmp_path / "m"
+    assert main(["train", str(data), "--out", str(out), *TINY]) == 0
+    capsys.readouterr()
+    (out / "checkpoint" / "state.json").write_text(json.dumps(state))
+    line = refused(capsys, "train", data, "--out", out, *TINY, "--epochs", "2", "--resume")
+    assert f"checkpoint {out / 'checkpoint' / 'state.json'}: damaged" in line
+
+
+def test_a_diverging_run_stops_and_saves_nothing(tmp_path, monkeypatch):
+    class NaNLoss(torch.nn.Module):
+        def forward(self, z, labels, pairs=None):
+            return z.sum() * math.nan
+
+    monkeypatch.setitem(train_config.LOSSES, "multisimilarity", lambda n, d: NaNLoss())
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 128)).astype(np.float32), np.repeat(["a", "b", "c", "d"], 10)
+    with pytest.raises(ByakuganError, match=r"training diverged in epoch 1: the loss is nan; .* try a lower --lr"):
+        fit(X, y, LandmarkTrainConfig(data=[], out=str(tmp_path / "lm"), epochs=1), log=lambda m: None)
+    assert not (tmp_path / "lm").exists()
+
+
+def test_a_model_with_nan_weights_or_settings_is_refused_on_load(tmp_path):
+    model = LandmarkEncoder({"dim": 8, "hidden": 8})
+    with torch.no_grad():
+        next(model.parameters())[0, 0] = math.nan
+    model.save(tmp_path / "nan")
+    with pytest.raises(ModelError, match=r"model.safetensors: .* holds NaN or infinite values .* retrain it"):
+        load_landmarks(tmp_path / "nan")
+    LandmarkEncoder({"dim": 8, "hidden": 8}).save(tmp_path / "cfg")
+    cfg = tmp_path / "cfg" / "config.json"
+    cfg.write_text(cfg.read_text().replace('"threshold": 0.5', '"threshold": NaN'))
+    with pytest.raises(ModelError, match=r"config.json: not valid JSON \(NaN is not a number a model config may hold"):
+        load_landmarks(tmp_path / "cfg")
+
+
+def test_a_landmark_set_smaller_than_a_batch_trains(tmp_path):
+    """3 classes x 6 samples under the defaults (batch 128, 8 per class): one short batch an epoch."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((18, 128)).astype(np.float32), np.repeat(["a", "b", "c"], 6)
+    model, history = fit(X, y, LandmarkTrainConfig(data=[], out=str(tmp_path / "lm"), epochs=2), log=lambda m: None)
+    assert len(history) == 2 and all(math.isfinite(h["loss"]) for h in history)
+    assert model.encode(X).shape == (18, 64)
+
+
+def test_empty_class_folders_are_named_not_dropped(tmp_path):
+    data = folder(tmp_path / "d", {"a": 3, "b": 3})
+    (data / "c").mkdir()
+    (data / ".ipynb_checkpoints").mkdir()  # hidden: no class
+    with pytest.raises(ByakuganError, match=r"data folder .*d: class folder c holds no images; add images or move"):
+        scan([data])
+    (data / "c").rmdir()
+    assert sorted({s.label for s in scan([data])}) == ["d/a", "d/b"]
