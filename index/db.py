@@ -28,7 +28,7 @@ import hashlib
 import json
 import sqlite3
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -194,10 +194,13 @@ def batched(blocks, rows: int):
 
 
 def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, added: Sequence[int],
-         removed: Sequence[int], renamed: Sequence[tuple[str, str]], rebuild: bool, same: bool = True) -> None:
+         removed: Sequence[int], renamed: Sequence[tuple[str, str]], rebuild: bool, same: bool = True,
+         first: Optional[Callable[[], None]] = None) -> None:
     """Write what changed since the last save (added ids, removed ids, renamed labels), or
     everything when `rebuild`, the folder is new to this format, or compaction is due. same: the
-    folder is the one `meta` was read from or last saved to; it must still hold that generation."""
+    folder is the one `meta` was read from or last saved to; it must still hold that generation.
+    first: files the save needs beside the database (thumbnails), written holding its write lock
+    once the generation is checked, before anything else."""
     directory.mkdir(parents=True, exist_ok=True)
     con = _connect(directory, write=True)
     try:
@@ -210,6 +213,8 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
             # Its settings row (next id, threshold, sequences) and its edits are of an older state:
             # written, they would undo that save's settings and take ids it gave.
             raise sqlite3.IntegrityError(f"generation {now.get('generation')}, this copy's {meta.get('generation')}")
+        if first is not None:
+            first()
         # Past both this object's generation and the folder's: new file names never replace one in use.
         gen = max(int(meta.get("generation", 0)), int(json.loads(now.get("generation", "0")))) + 1
         milvus = getattr(store, "backend", "") == "milvus"

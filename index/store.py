@@ -198,3 +198,11 @@ def retire(directory: Path, backup: str, keep) -> None:
         if p.name != keep:
             p.replace(directory / backup / p.name)
     fsync_dir(directory)
+
+
+def write_thumbnails(folder: Path, thumbs: dict[int, bytes]) -> None:
+    """Write each reference id's thumbnail JPEG into `folder` (made if missing)."""
+    if thumbs:
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, data in thumbs.items():
+            write_atomic(folder / f"{i}.jpg", data, sync_dir=False)

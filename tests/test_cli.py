@@ -95,6 +95,12 @@ def test_enroll_from_folder_checks_every_label_before_any_work(digits, tmp_path,
     assert err.startswith("byakugan: error: 2 bad labels:") and "invisible formatting" in err  # all of them, at once
     assert err.count("\n") == 1
     assert not (tmp_path / "g").exists()
+    shutil.rmtree(root / "unknown"), shutil.rmtree(root / "x\u202ey")
+    (root / "2").mkdir()  # empty: named, not dropped
+    (root / ".thumbnails").mkdir()  # hidden: no label
+    code, _, err = run(capsys, "enroll", tmp_path / "g", "--from-folder", root)
+    assert code == 2 and err == f"byakugan: error: --from-folder {root}: sub-folder 2 holds no images; add images or move it out\n"
+    assert not (tmp_path / "g").exists()
     code, out, _ = run(capsys, "enroll", tmp_path / "g", " seven ", str(digits["7"][0]))
     assert code == 0 and "as 'seven'" in out  # what was stored, not what was typed
     code, _, err = run(capsys, "enroll", tmp_path / "g", "", str(digits["7"][0]))

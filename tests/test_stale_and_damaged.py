@@ -134,10 +134,11 @@ def test_the_write_transaction_refuses_an_older_copy_by_itself(folder, monkeypat
     from byakugan.index import committed
 
     a, b = Gallery.open(folder), Gallery.open(folder)
-    a.enroll("new", unit(1, 3))
+    a.enroll("new", unit(1, 3), images=[Image.new("RGB", (16, 16), "blue")])
     a.save()
     monkeypatch.setattr(committed, "check_current", lambda *_: None)  # a save racing past the check before it
     b.threshold = 0.9
+    b.enroll("loser", unit(1, 4), images=[Image.new("RGB", (16, 16), "red")])  # the id "new" took: not its thumbnail
     before = disk_state(folder)
     with pytest.raises(GalleryError, match="another save changed it since this copy was opened"):
         b.save()

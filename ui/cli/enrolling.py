@@ -27,7 +27,14 @@ def _plan(a: argparse.Namespace) -> list[tuple[str, list[str]]]:
         root = Path(a.from_folder)
         if not root.is_dir():
             raise GalleryError(f"--from-folder {root}: not a folder")
-        plan = [(d.name, files) for d in sorted(root.iterdir()) if d.is_dir() and (files := [str(p) for p in list_images(d)])]
+        # as training reads a data folder (embedder.training.data.scan): hidden folders are no labels
+        listed = [(d.name, [str(p) for p in list_images(d)]) for d in sorted(root.iterdir())
+                  if d.is_dir() and not d.name.startswith(".")]
+        empty = [name for name, files in listed if not files]
+        if empty:  # a label the user meant to enrol would be missing without a word
+            raise GalleryError(f"--from-folder {root}: sub-folder{'s' if len(empty) > 1 else ''} {', '.join(empty[:5])} "
+                               f"hold{'' if len(empty) > 1 else 's'} no images; add images or move it out")
+        plan = listed
         plan = list(zip(check_labels([lab for lab, _ in plan]), [files for _, files in plan]))  # all, before any work
         if not plan:
             raise GalleryError(f"--from-folder {root}: no sub-folders with images (expected one sub-folder per label)")
