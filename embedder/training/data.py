@@ -4,6 +4,7 @@ the checks they make before any image is embedded: enough classes to learn from,
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import random
 from collections import Counter
@@ -105,7 +106,7 @@ def check_training_classes(train: Sequence[Sample], held: Sequence[Sample]) -> N
 def check_setting(name: str, value: object, low: float, high: float = math.inf, above: bool = False,
                   whole: bool = False) -> None:
     """A training setting is a number (whole when `whole`), finite, >= low (> low when `above`) and <= high."""
-    kind = (int,) if whole else (int, float)
+    kind = numbers.Integral if whole else numbers.Real  # numpy's numbers too
     if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) \
             or value < low or (above and value == low) or value > high:
         rule = f"{'> ' if above else '>= '}{low}" + ("" if high == math.inf else f" and <= {high}")
