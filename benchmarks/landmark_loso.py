@@ -127,7 +127,7 @@ def train(sources: list[str], out: str, recipe: dict, cache: str, per_class: int
                               | {"data": [str(DATA / s) for s in sources], "out": out, "cache": cache,
                                  "per_class": per_class if per_class is not None else recipe.get("per_class")})
     start = time.perf_counter()
-    model = train_landmarks(cfg, log=lambda m: log(f"  {m}"))
+    model = train_landmarks(cfg, log=lambda m: log(f"  {m}"), overwrite=True)  # a rerun replaces its candidate
     return model, time.perf_counter() - start
 
 

@@ -195,12 +195,12 @@ def batched(blocks, rows: int):
 
 def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, added: Sequence[int],
          removed: Sequence[int], renamed: Sequence[tuple[str, str]], rebuild: bool, same: bool = True,
-         first: Optional[Callable[[], None]] = None) -> None:
+         first: Optional[Callable[[], None]] = None, undo: Optional[Callable[[], None]] = None) -> None:
     """Write what changed since the last save (added ids, removed ids, renamed labels), or
     everything when `rebuild`, the folder is new to this format, or compaction is due. same: the
     folder is the one `meta` was read from or last saved to; it must still hold that generation.
     first: files the save needs beside the database (thumbnails), written holding its write lock
-    once the generation is checked, before anything else."""
+    once the generation is checked, before anything else; undo: called when the save then fails."""
     directory.mkdir(parents=True, exist_ok=True)
     con = _connect(directory, write=True)
     try:
@@ -259,6 +259,8 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
     finally:
         if con.in_transaction:
             con.execute("ROLLBACK")
+            if undo is not None:
+                undo()
         con.close()
     if isinstance(store, PQStore):  # committed: its exact vectors are now read from the file
         try:

@@ -104,16 +104,17 @@ class Gallery:
         # The cohort file is written once per folder; it may still have to be read from the old one.
         cohort = self.cohort if self.cohort_settings and not (target / COHORT_FILE).is_file() else None
         self.path = target
-        thumbs = self.path / THUMBS_DIR
+        thumbs = store.Thumbnails(self.path / THUMBS_DIR, self._new_thumbs, set(self._added) if same else set(self._new_thumbs))
         if cohort is not None:
             self.path.mkdir(parents=True, exist_ok=True)
             save_cohort(self.path, cohort)  # written once, before the save that names it
         # Thumbnails go before the commit and are deleted after it, so every saved reference has its
-        # thumbnail; under the write lock, once no other save got in first, so a race's loser writes none.
+        # thumbnail; under the write lock, once no other save got in first, so a race's loser writes none;
+        # taken back if the save then fails.
         db.save(self.path, self._meta, self._refs, self._store, self._added, sorted(self._dropped), self._renamed,
-                self._rebuild or self.path != self._saved_to, same, lambda: store.write_thumbnails(thumbs, self._new_thumbs))
+                self._rebuild or self.path != self._saved_to, same, thumbs.write, thumbs.take_back)
         for i in self._dropped:
-            (thumbs / f"{i}.jpg").unlink(missing_ok=True)
+            (thumbs.folder / f"{i}.jpg").unlink(missing_ok=True)
         self._new_thumbs, self._dropped, self._added, self._renamed, self._rebuild, self._saved_to = \
             {}, set(), [], [], False, self.path
 

@@ -200,9 +200,22 @@ def retire(directory: Path, backup: str, keep) -> None:
     fsync_dir(directory)
 
 
-def write_thumbnails(folder: Path, thumbs: dict[int, bytes]) -> None:
-    """Write each reference id's thumbnail JPEG into `folder` (made if missing)."""
-    if thumbs:
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, data in thumbs.items():
-            write_atomic(folder / f"{i}.jpg", data, sync_dir=False)
+class Thumbnails:
+    """The thumbnails a save writes (JPEG bytes by reference id) into `folder`: written once the save
+    may go ahead, taken back when it then fails, so a later save's reference of the same id never
+    shows this one's picture. `new`: the ids that had no thumbnail before (only theirs are taken back)."""
+
+    def __init__(self, folder: Path, thumbs: dict[int, bytes], new: set[int]) -> None:
+        self.folder, self.thumbs, self.new, self.written = folder, thumbs, new, False
+
+    def write(self) -> None:
+        if self.thumbs:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.written = True
+            for i, data in self.thumbs.items():
+                write_atomic(self.folder / f"{i}.jpg", data, sync_dir=False)
+
+    def take_back(self) -> None:
+        for i in self.thumbs if self.written else ():
+            if i in self.new:
+                (self.folder / f"{i}.jpg").unlink(missing_ok=True)

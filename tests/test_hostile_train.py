@@ -132,7 +132,7 @@ def test_a_diverging_run_stops_and_saves_nothing(tmp_path, monkeypatch):
     monkeypatch.setitem(train_config.LOSSES, "multisimilarity", lambda n, d: NaNLoss())
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((40, 128)).astype(np.float32), np.repeat(["a", "b", "c", "d"], 10)
-    with pytest.raises(ByakuganError, match=r"training diverged in epoch 1: the loss is nan; .* try a lower --lr"):
+    with pytest.raises(ByakuganError, match=r"training diverged in epoch 1: the loss is nan; the model was not saved \(a lower learning rate"):
         fit(X, y, LandmarkTrainConfig(data=[], out=str(tmp_path / "lm"), epochs=1), log=lambda m: None)
     assert not (tmp_path / "lm").exists()
 
@@ -168,3 +168,74 @@ def test_empty_class_folders_are_named_not_dropped(tmp_path):
         scan([data])
     (data / "c").rmdir()
     assert sorted({s.label for s in scan([data])}) == ["d/a", "d/b"]
+
+
+def test_numpy_numbers_are_taken_as_numbers_and_stored_as_python_ones(tmp_path):
+    from byakugan.embedder.training.metric import TrainConfig, train
+
+    data = folder(tmp_path / "d", {"a": 3, "b": 3})
+    cfg = TrainConfig(data=[str(data)], out=str(tmp_path / "m"), views=np.int64(1), epochs=np.int64(1), size=64,
+                      head_dim=8, batch_size=8, m_per_class=2, lr=np.float32(1e-3), seed=np.int64(3), device="cpu")
+    train(cfg, log=lambda m: None)
+    saved = json.loads((tmp_path / "m" / "training.json").read_text())["config"]
+    assert (saved["epochs"], saved["seed"], type(saved["lr"])) == (1, 3, float)
+    lm = LandmarkTrainConfig(data=[], out=str(tmp_path / "lm"), weight=np.float32(0.4), dim=np.int64(8), seed=np.int64(1))
+    lm.check()
+    assert (type(lm.weight), type(lm.dim), type(lm.seed)) == (float, int, int)
+    for bad, message in ((dict(cohort_top=math.nan), "cohort top nan must be >= 0, a whole number"),
+                         (dict(epochs=np.float64(2.0)), "epochs 2.0 must be >= 1, a whole number"),
+                         (dict(per_class=-10**400), "per class -1000")):  # past float's range: no OverflowError
+        with pytest.raises(ByakuganError, match=message):
+            TrainConfig(data=[], out=str(tmp_path / "x"), **bad).check()
+
+
+def test_resume_trains_at_the_rate_asked_for_now(tmp_path, capsys):
+    data = folder(tmp_path / "d", {"a": 3, "b": 3})
+    out = tmp_path / "m"
+    assert main(["train", str(data), "--out", str(out), *TINY]) == 0
+    assert main(["train", str(data), "--out", str(out), *TINY, "--epochs", "2", "--lr", "0.0005", "--resume"]) == 0
+    groups = torch.load(out / "checkpoint" / "optimizer.pt", weights_only=True)["param_groups"]
+    assert [g["lr"] for g in groups] == [0.0005, 0.0005]
+
+
+def test_an_unfinished_run_with_its_cache_beside_it_can_be_resumed_or_replaced(tmp_path, capsys):
+    data = folder(tmp_path / "d", {"a": 3, "b": 3})
+    out = tmp_path / "m"
+    args = ["train", str(data), "--out", str(out), *TINY, "--cache", str(out / "cache")]
+    assert main(args) == 0
+    for name in ("config.json", "model.safetensors", "training.json"):
+        (out / name).unlink()  # stopped before it saved the model
+    (out / ".DS_Store").write_text("")
+    capsys.readouterr()
+    assert "holds an unfinished run's checkpoint" in refused(capsys, *args)
+    assert main([*args, "--epochs", "2", "--resume"]) == 0
+    assert json.loads((out / "training.json").read_text())["history"][-1]["epoch"] == 2
+    assert embedder_name(out) == "m"
+
+
+def embedder_name(path):
+    return json.loads((path / "config.json").read_text())["name"]
+
+
+def test_a_model_trained_into_dot_is_named_after_the_folder(tmp_path, monkeypatch, capsys):
+    data = folder(tmp_path / "d", {"a": 3, "b": 3})
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    assert main(["train", str(data), "--out", ".", *TINY]) == 0
+    assert embedder_name(tmp_path / "here") == "here"
+
+
+def test_train_landmarks_overwrite_replaces_its_model(tmp_path, monkeypatch):
+    """--overwrite lets a landmark model be trained again into its folder (landmarks faked: no MediaPipe)."""
+    from byakugan.embedder.training import landmarks
+
+    data = folder(tmp_path / "d", {"a": 6, "b": 6, "c": 6})
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(landmarks, "extract", lambda samples, cache: (rng.standard_normal((len(samples), 128)).astype(np.float32),
+                                                                      np.ones(len(samples), bool)))
+    cfg = dict(data=[str(data)], out=str(tmp_path / "lm"), epochs=1, dim=8)
+    landmarks.train_landmarks(LandmarkTrainConfig(**cfg), log=lambda m: None)
+    with pytest.raises(ByakuganError, match="holds a trained model; --overwrite to replace it"):
+        landmarks.train_landmarks(LandmarkTrainConfig(**cfg), log=lambda m: None)
+    landmarks.train_landmarks(LandmarkTrainConfig(**cfg, seed=5), log=lambda m: None, overwrite=True)
+    assert load_landmarks(tmp_path / "lm").dim == 8

@@ -118,6 +118,22 @@ def test_watch_refuses_to_write_over_the_video_it_reads(hand_gallery, videos, tm
     assert "is the video being read" in capsys.readouterr().err and source.read_bytes() == before
     assert main(["watch", str(hand_gallery), "\u00b2"]) == 2  # a digit to Python, not a camera number
     assert "no such file" in capsys.readouterr().err
+    kept = tmp_path / "kept.avi"
+    kept.write_bytes(b"a video someone made")
+    assert main(["watch", str(hand_gallery), str(source), "--out", str(kept)]) == 2
+    assert "exists; add --overwrite to replace it" in capsys.readouterr().err and kept.read_bytes() == b"a video someone made"
+    assert main(["watch", str(hand_gallery), str(source), "--out", f"{tmp_path / 'new.avi'}/"]) == 2
+    assert "names a folder" in capsys.readouterr().err and not (tmp_path / "new.avi").exists()
+    assert main(["watch", str(hand_gallery), str(source), "--out", str(kept), "--overwrite", "--max-frames", "2"]) == 0
+    assert kept.read_bytes()[:4] == b"RIFF"
+
+
+def test_a_slow_video_keeps_its_own_clock(tmp_path):
+    """A frame every 2 seconds: steps 6 s apart must not look 0.2 s apart (sequences would fire)."""
+    from byakugan.ui import video
+
+    frames, fps = video.read(str(write_video(tmp_path / "slow.avi", [(None, 4)], fps=0.5, size=(64, 48))))
+    assert fps == 0.5 and [f.t for f in frames] == [0.0, 2.0, 4.0, 6.0]
 
 
 def test_sequence_commands(hand_gallery, capsys, tmp_path):

@@ -192,3 +192,25 @@ def test_what_a_died_first_save_leaves_is_not_damage_and_what_is_damage_is(tmp_p
         Gallery.open(g)
     with pytest.raises(GalleryError, match=want):  # not "already holds a gallery; open it"
         Gallery.create(GallerySettings({"name": "synthetic", "fingerprint": "-", "dim": DIM}, {"name": "none"}, 0.5), g)
+
+
+def test_a_save_that_fails_after_writing_thumbnails_takes_them_back(folder, monkeypatch):
+    from byakugan.index import db
+
+    g = Gallery.open(folder)
+    before = disk_state(folder)
+    g.enroll("new", unit(1, 3), images=[Image.new("RGB", (16, 16), "blue")])
+    real = db.write_vectors
+
+    def full_disk(*args, **kwargs):
+        raise ValueError("no space left on device")
+
+    monkeypatch.setattr(db, "write_vectors", full_disk)
+    with pytest.raises(GalleryError, match="could not be saved .*; nothing changed"):
+        g.save()
+    assert disk_state(folder) == before  # the thumbnail of the id it meant to add is gone again
+    monkeypatch.setattr(db, "write_vectors", real)
+    g = Gallery.open(folder)
+    (new,) = g.enroll("no picture", unit(1, 4))
+    g.save()
+    assert Gallery.open(folder).thumbnail(new) is None  # not the failed save's picture

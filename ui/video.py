@@ -50,7 +50,9 @@ def read(source: str, max_frames: Optional[int] = None) -> tuple[Iterator[Frame]
         cap.release()
         raise VideoError(f"video {source}: no frame could be read (not a video, or an empty or damaged one)")
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-    fps = fps if 1.0 <= fps <= 1000.0 else 30.0
+    # A slow video (a frame every few seconds) keeps its own clock, or its gaps shrink and sequences
+    # fire that were never performed; a rate no video has (0, NaN, billions) is a header that does not say.
+    fps = fps if 0.01 <= fps <= 1000.0 else 30.0
 
     def frames() -> Iterator[Frame]:
         start, frame, n = time.monotonic(), first, 0
@@ -66,17 +68,22 @@ def read(source: str, max_frames: Optional[int] = None) -> tuple[Iterator[Frame]
     return frames(), fps
 
 
-def check_out(path: str, source: str = "") -> Path:
-    """Where an annotated video may go; VideoError before any work is done otherwise."""
+def check_out(path: str, source: str = "", overwrite: bool = False) -> Path:
+    """Where an annotated video may go; VideoError before any work is done otherwise. An existing
+    file is replaced only when `overwrite` (never the video being read)."""
     p = Path(path)
     if source and Path(source).exists() and p.exists() and p.resolve() == Path(source).resolve():
         raise VideoError(f"--out {path}: is the video being read; choose another file")
+    if path.endswith(("/", os.sep)):
+        raise VideoError(f"--out {path}: names a folder; name a video file")
     if p.suffix.lower() not in (".mp4", ".avi"):
         raise VideoError(f"--out {path}: must end in .mp4 or .avi")
     if not p.parent.is_dir():
         raise VideoError(f"--out {path}: folder {p.parent} does not exist")
     if p.is_dir():
         raise VideoError(f"--out {path}: is a folder; name a video file")
+    if p.exists() and not overwrite:
+        raise VideoError(f"--out {path}: exists; add --overwrite to replace it, or name another file")
     return p
 
 
@@ -84,10 +91,10 @@ class Writer:
     """An annotated video, written to a temporary name and moved into place when closed, so a
     half-written file never carries the final name."""
 
-    def __init__(self, path: str, fps: float, size: tuple[int, int]) -> None:
+    def __init__(self, path: str, fps: float, size: tuple[int, int], overwrite: bool = False) -> None:
         import cv2
 
-        self.path = check_out(path)
+        self.path = check_out(path, overwrite=overwrite)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=f".part{self.path.suffix}")
         os.close(fd)
         umask = os.umask(0)

@@ -75,19 +75,19 @@ class TrainConfig:
                 raise ByakuganError(f"{name} {getattr(self, name)!r} is not one of {', '.join(table)}")
         if self.scoring not in (None, *SCORINGS):
             raise ByakuganError(f"scoring {self.scoring!r} is not one of {', '.join(SCORINGS)}")
-        if self.cohort_top is not None and self.cohort_top < 0:
-            raise ByakuganError(f"cohort top {self.cohort_top} must be >= 0 (0: the mean over the whole cohort)")
+        if self.cohort_top is not None:  # 0: the mean over the whole cohort
+            self.cohort_top = check_setting("cohort_top", self.cohort_top, 0, whole=True)
         for name, low in (("m_per_class", 1), ("batch_size", 1), ("epochs", 1), ("head_dim", 1), ("head_hidden", 1),
                           ("views", 0), ("per_class", 1), ("size", 32), ("cohort_per_class", 1)):
             if getattr(self, name) is not None:
-                check_setting(name, getattr(self, name), low, whole=True)
+                setattr(self, name, check_setting(name, getattr(self, name), low, whole=True))
         # NaN passes every comparison: each rate and weight is checked finite, or a NaN model is saved.
         for name, low, high, above in (("lr", 0, math.inf, True), ("backbone_lr", 0, math.inf, False),
                                        ("head_weight", 0, math.inf, True), ("colour_weight", 0, math.inf, False),
                                        ("grey_views", 0, 1, False)):
-            check_setting(name, getattr(self, name), low, high, above)
+            setattr(self, name, check_setting(name, getattr(self, name), low, high, above))
         try:
-            check_seed(self.seed)
+            self.seed = check_seed(self.seed)
         except ValueError as exc:
             raise ByakuganError(str(exc)) from None
         if self.batch_size % self.m_per_class or self.batch_size < 2 * self.m_per_class:  # one class: no negatives
@@ -99,5 +99,5 @@ class TrainConfig:
 def check_loss(loss: torch.Tensor, epoch: int) -> None:
     """Stop at a loss that is not finite: the weights would become NaN and every vector with them."""
     if not torch.isfinite(loss).all():
-        raise ByakuganError(f"training diverged in epoch {epoch + 1}: the loss is {loss.item()}; nothing was saved "
-                            "past the last checkpoint, try a lower --lr")
+        raise ByakuganError(f"training diverged in epoch {epoch + 1}: the loss is {loss.item()}; the model was not saved "
+                            "(a lower learning rate, --lr, may help)")

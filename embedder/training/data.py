@@ -59,7 +59,7 @@ def scan(data_dirs: Sequence[os.PathLike | str], per_class: Optional[int] = None
         if empty:  # dropping them would train or evaluate other classes than the user thinks
             raise ByakuganError(f"data folder {d}: class folder{'s' if len(empty) > 1 else ''} {', '.join(empty[:5])}"
                                 f"{' ...' if len(empty) > 5 else ''} hold{'' if len(empty) > 1 else 's'} no images; "
-                                "add images or move the folder out")
+                                f"add images or move {'them' if len(empty) > 1 else 'it'} out")
         for c, files in listed.items():
             if per_class is not None:
                 rng.shuffle(files)
@@ -104,13 +104,17 @@ def check_training_classes(train: Sequence[Sample], held: Sequence[Sample]) -> N
 
 
 def check_setting(name: str, value: object, low: float, high: float = math.inf, above: bool = False,
-                  whole: bool = False) -> None:
-    """A training setting is a number (whole when `whole`), finite, >= low (> low when `above`) and <= high."""
-    kind = numbers.Integral if whole else numbers.Real  # numpy's numbers too
-    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) \
+                  whole: bool = False) -> int | float:
+    """A training setting is a number (whole when `whole`), finite, >= low (> low when `above`) and
+    <= high; returned as Python's own int or float (numpy's are taken, but json and random refuse them)."""
+    kind = numbers.Integral if whole else numbers.Real
+    # a whole number is never NaN, and math.isfinite cannot take one past float's range
+    if isinstance(value, bool) or not isinstance(value, kind) or not whole and not math.isfinite(value) \
             or value < low or (above and value == low) or value > high:
         rule = f"{'> ' if above else '>= '}{low}" + ("" if high == math.inf else f" and <= {high}")
-        raise ByakuganError(f"{name.replace('_', ' ')} {value!r} must be {rule}, a {'whole' if whole else 'finite'} number")
+        shown = value if isinstance(value, numbers.Number) and not isinstance(value, bool) else repr(value)
+        raise ByakuganError(f"{name.replace('_', ' ')} {shown} must be {rule}, a {'whole' if whole else 'finite'} number")
+    return int(value) if whole else float(value)
 
 
 def check_writable(path: os.PathLike | str, what: str, folder: bool) -> None:
@@ -133,14 +137,15 @@ def check_model_out(path: os.PathLike | str, fmt: str, resume: Optional[bool] = 
     trainer cannot go on from a checkpoint."""
     check_writable(path, "out", folder=True)
     p = Path(path)
-    entries = sorted(e.name for e in p.iterdir()) if p.is_dir() else []
+    entries = sorted(e.name for e in p.iterdir() if not e.name.startswith(".")) if p.is_dir() else []  # .DS_Store, .gitkeep
     if not entries:
         return
     found = config_format(p)
-    unfinished = resume is not None and entries == ["checkpoint"]
+    # a run stopped before it saved a model (other things, its --cache say, may sit beside its checkpoint)
+    unfinished = resume is not None and found is None and (p / "checkpoint" / "state.json").is_file()
     if found != fmt and not unfinished:
         what = f"a model of another kind ({found})" if found else f"not a model folder (it has {', '.join(entries[:3])})"
-        raise ByakuganError(f"out {p}: {what}; training would overwrite its files, give a new or empty folder")
+        raise ByakuganError(f"out {p}: {what}; training would write into it, give a new or empty folder")
     if not (resume or overwrite):
         what = "a trained model" if (p / CONFIG_FILE).is_file() else "an unfinished run's checkpoint"
         go_on = "" if resume is None else "--resume to go on from its checkpoint, "

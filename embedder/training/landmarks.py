@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import random
 from dataclasses import asdict, dataclass, field
 from itertools import groupby
@@ -63,27 +64,28 @@ class LandmarkTrainConfig:
         for name, table in (("loss", LOSSES), ("miner", MINERS)):
             if getattr(self, name) not in table:
                 raise ByakuganError(f"{name} {getattr(self, name)!r} is not one of {', '.join(table)}")
-        if not 0.0 < self.weight < 1.0:
+        if not (isinstance(self.weight, numbers.Real) and 0.0 < self.weight < 1.0):
             raise ByakuganError(f"landmark weight {self.weight!r}: must be between 0 and 1")
         if self.hands not in HANDS:
             raise ByakuganError(f"hands {self.hands!r}: must be one of {', '.join(HANDS)}")
-        if self.dim < 2 or self.hands == "each" and self.dim % 2:
+        if not isinstance(self.dim, numbers.Integral) or self.dim < 2 or self.hands == "each" and self.dim % 2:
             raise ByakuganError(f"dim {self.dim!r}: must be at least 2, and even with hands 'each' (half for each hand)")
-        if not 0.0 <= self.mirror <= 1.0:
+        if not (isinstance(self.mirror, numbers.Real) and 0.0 <= self.mirror <= 1.0):
             raise ByakuganError(f"mirror {self.mirror!r}: must be a chance between 0 and 1")
+        self.weight, self.dim, self.mirror = float(self.weight), int(self.dim), float(self.mirror)  # json takes no numpy number
         for name, low in (("hidden", 1), ("m_per_class", 1), ("batch_size", 2), ("epochs", 1), ("per_class", 1)):
             if getattr(self, name) is not None:
-                check_setting(name, getattr(self, name), low, whole=True)
+                setattr(self, name, check_setting(name, getattr(self, name), low, whole=True))
         if self.batch_size % self.m_per_class or self.batch_size < 2 * self.m_per_class:  # one class: no negatives
             raise ByakuganError(f"batch size {self.batch_size} must be a multiple of m per class {self.m_per_class} and at "
                                 f"least {2 * self.m_per_class}: a batch holds m samples of each of 2 or more classes")
         # NaN passes every comparison: each rate and amount is checked finite, or a NaN model is saved.
         for name, low, high, above in (("lr", 0, math.inf, True), ("rotate", 0, 180, False), ("noise", 0, math.inf, False)):
-            check_setting(name, getattr(self, name), low, high, above)
+            setattr(self, name, check_setting(name, getattr(self, name), low, high, above))
         if self.threshold is not None:
-            check_setting("threshold", self.threshold, -1, 1)
+            self.threshold = check_setting("threshold", self.threshold, -1, 1)
         try:
-            check_seed(self.seed)
+            self.seed = check_seed(self.seed)
         except ValueError as exc:
             raise ByakuganError(str(exc)) from None
 
@@ -181,7 +183,7 @@ def fit(X: np.ndarray, labels: np.ndarray, cfg: LandmarkTrainConfig,
     classes = sorted(set(labels.tolist()))
     y = torch.tensor([classes.index(c) for c in labels])
     X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-    model = LandmarkEncoder({"name": Path(cfg.out).name, "dim": cfg.dim, "hidden": cfg.hidden, "weight": cfg.weight,
+    model = LandmarkEncoder({"name": Path(cfg.out).resolve().name, "dim": cfg.dim, "hidden": cfg.hidden, "weight": cfg.weight,
                              "hands": cfg.hands})
     loss_fn = LOSSES[cfg.loss](len(classes), cfg.dim)
     miner = MINERS[cfg.miner]()

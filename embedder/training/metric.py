@@ -149,7 +149,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     head = {"type": "concat", "dim": cfg.head_dim, "hidden": cfg.head_hidden, "weight": cfg.head_weight}
     colour = {"weight": cfg.colour_weight} if cfg.colour_weight > 0 else None
     model = create_embedder(cfg.backbone, pretrained=True, head=head, preprocess=Preprocess(size=cfg.size),
-                            name=Path(cfg.out).name, colour=colour, taps=cfg.taps).to(cfg.device)
+                            name=Path(cfg.out).resolve().name, colour=colour, taps=cfg.taps).to(cfg.device)
     if cfg.scoring:
         model.config["scoring"] = cfg.scoring
     loss_fn = LOSSES[cfg.loss](len(classes), cfg.head_dim).to(cfg.device)
@@ -164,6 +164,8 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     start, history = 0, []
     if resume:
         start, history = _resume(model, opt, ckpt)
+        for group, lr in zip(opt.param_groups, (cfg.lr, cfg.lr, cfg.backbone_lr)):
+            group["lr"] = lr  # the rates asked for now (load_state_dict restores the checkpoint's)
         log(f"resumed from {ckpt} at epoch {start}")
 
     aug = augmentation(cfg.size, cfg.hflip, cfg.colour_jitter, cfg.grey_views)

@@ -32,8 +32,10 @@ def _plan(a: argparse.Namespace) -> list[tuple[str, list[str]]]:
                   if d.is_dir() and not d.name.startswith(".")]
         empty = [name for name, files in listed if not files]
         if empty:  # a label the user meant to enrol would be missing without a word
-            raise GalleryError(f"--from-folder {root}: sub-folder{'s' if len(empty) > 1 else ''} {', '.join(empty[:5])} "
-                               f"hold{'' if len(empty) > 1 else 's'} no images; add images or move it out")
+            many = len(empty) > 1
+            raise GalleryError(f"--from-folder {root}: sub-folder{'s' if many else ''} {', '.join(empty[:5])}"
+                               f"{' ...' if len(empty) > 5 else ''} hold{'' if many else 's'} no images; add images or "
+                               f"move {'them' if many else 'it'} out")
         plan = listed
         plan = list(zip(check_labels([lab for lab, _ in plan]), [files for _, files in plan]))  # all, before any work
         if not plan:

@@ -59,8 +59,9 @@ def _tracker(a: argparse.Namespace) -> Tracker:
             raise GalleryError(f"gallery {path}: is empty; enrol images first")
         return Tracker(Pipeline.for_gallery(g, runtime="onnx"), g, settings)
     from byakugan.index import bundle
+    from byakugan.index.archive import archive_kind
 
-    if (path / bundle.MANIFEST).is_file() or path.suffix in (".zip", ".gz"):
+    if (path / bundle.MANIFEST).is_file() or archive_kind(path):  # as serve and export name them (.ZIP, .tgz too)
         return bundle.load(path).tracker(settings)
     Gallery.open(path)  # the precise "missing" or "not a gallery" error
     raise GalleryError(f"gallery {path}: not a gallery folder or bundle")
@@ -72,7 +73,7 @@ def cmd_watch(a: argparse.Namespace) -> int:
     if a.max_frames is not None and a.max_frames < 1:
         raise GalleryError(f"--max-frames {a.max_frames}: must be at least 1")
     if a.out:
-        video.check_out(a.out, a.source)
+        video.check_out(a.out, a.source, a.overwrite)
     frames, fps = video.read(a.source, a.max_frames)  # a bad video fails before the models load
     tracker = _tracker(a)
     writer, annotator = None, video.Annotator()
@@ -95,7 +96,7 @@ def cmd_watch(a: argparse.Namespace) -> int:
                       else f"{e.t:8.2f}s  track {e.track}: sequence {e.name!r}")
             if a.out:
                 if writer is None:
-                    writer = video.Writer(a.out, fps, (frame.bgr.shape[1], frame.bgr.shape[0]))
+                    writer = video.Writer(a.out, fps, (frame.bgr.shape[1], frame.bgr.shape[0]), a.overwrite)
                 writer.write(annotator.draw(frame.bgr, result, count / max(busy, 1e-9)))
             sys.stdout.flush()
     except KeyboardInterrupt:  # how a camera is stopped: what was recorded is kept
@@ -130,6 +131,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("source", metavar="SOURCE", help="a video file, or a camera number (0 for the first)")
     s.add_argument("--json", action="store_true", help="one JSON object per frame and per event")
     s.add_argument("--out", metavar="FILE.mp4", help="write the video with boxes, labels and event banners")
+    s.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists (else it is refused)")
     s.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     for flag, kind, default, text in [
             ("--embed-every", int, d.embed_every, "embed every n-th frame (detection runs on all)"),
