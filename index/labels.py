@@ -26,6 +26,8 @@ def check_label(label: object) -> str:
         label.encode("utf-8")
     except UnicodeEncodeError:  # bytes that were not UTF-8 (a shell argument decoded with surrogates)
         raise GalleryError(f"label {label!r}: is not valid UTF-8 text") from None
+    if "\ufffd" in label:  # what a web server makes of such bytes in a URL or form
+        raise GalleryError(f"label {label!r}: holds U+FFFD, the mark of bytes that were not UTF-8 text")
     # Control characters and invisible formatting ones (U+202E, U+200B, U+00AD...) that make one
     # label display as another; joiners (U+200C/D) stay allowed: emoji sequences and many scripts need them.
     if any(unicodedata.category(c) == "Cc" or (unicodedata.category(c) == "Cf" and c not in JOINERS)

@@ -148,6 +148,13 @@ class SequenceMatcher:
         self._partials = [p for p in kept if p.name not in fired]
         return fired
 
+    def follow(self, sequences: Mapping[str, tuple[str, ...]]) -> None:
+        """Follow these sequences from now on (the gallery's were edited): a performance under way
+        goes on where its sequence is unchanged, and is dropped where it was removed or changed."""
+        new = {n: tuple(s) for n, s in sequences.items()}
+        self._partials = [p for p in self._partials if new.get(p.name) == self.sequences[p.name]]
+        self.sequences = new
+
     def reset(self) -> None:
         self._partials: list[_Partial] = []
         self._current: Optional[str] = None

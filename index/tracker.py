@@ -150,6 +150,17 @@ class Tracker:
                        for tr in self._tracks if tr.missed == 0)
         return FrameResult(t, n, states, tuple(events), time.perf_counter() - start)
 
+    def take_over(self, old: "Tracker") -> None:
+        """Go on with the stream `old` followed (its tracks, their votes, the sequences under way
+        and its frame count), as this tracker's gallery has it: after an edit, a stream is not
+        reset. Sequences that were removed or changed are dropped from the performances under way."""
+        if old.settings != self.settings:  # other votes, gaps or holds: the stream starts again under them
+            return
+        self._tracks, self._next_id, self._frame = old._tracks, old._next_id, old._frame
+        for tr in self._tracks:
+            tr.matcher.follow(self.sequences)
+        old._tracks = []
+
     def close(self) -> None:
         """Frees the stream's detector (a MediaPipe graph for hands: ~70 MB until closed)."""
         self.pipeline.close()
@@ -170,7 +181,8 @@ class Tracker:
 
 class Renewed:
     """A tracker made again, the old one closed, whenever key() changes (a gallery's version, the
-    settings): a running stream picks up edits. make(key) builds one; one stream, one thread."""
+    settings): a running stream picks up edits and goes on with its tracks (Tracker.take_over).
+    make(key) builds one; one stream, one thread."""
 
     def __init__(self, key: Callable[[], object], make: Callable[[object], Tracker]) -> None:
         self._key, self._make = key, make
@@ -180,8 +192,11 @@ class Renewed:
     def ready(self) -> Tracker:
         key = self._key()
         if self._tracker is None or key != self._made_for:
+            new = self._make(key)  # before the old one closes: should this fail, it is tried again next frame
+            if self._tracker is not None:
+                new.take_over(self._tracker)  # an edit does not reset the stream
             self.close()
-            self._tracker, self._made_for = self._make(key), key
+            self._tracker, self._made_for = new, key
         return self._tracker
 
     def update(self, frame: ImageSource, t: Optional[float] = None) -> FrameResult:

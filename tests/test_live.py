@@ -170,7 +170,9 @@ def jpeg(bgr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def test_websocket_takes_jpeg_frames_and_answers_like_watch(hand_gallery, stills):
+def test_websocket_takes_jpeg_frames_and_answers_like_watch(hand_gallery, stills, tmp_path):
+    import shutil
+
     from fastapi.testclient import TestClient
 
     from byakugan.ui.http import create_app
@@ -178,10 +180,13 @@ def test_websocket_takes_jpeg_frames_and_answers_like_watch(hand_gallery, stills
     held = {c: files[5:] for c, files in stills.items()}
     frames = [jpeg(frame_of(img)) for img, n in performance(SEALS, held, BETWEEN, fps=5, gap_frames=1)
               for _ in range(n)]
-    client = TestClient(create_app(hand_gallery, token="s3cret"))
-    with pytest.raises(Exception):
+    client = TestClient(create_app(shutil.copytree(hand_gallery, tmp_path / "g"), token="s3cret"))
+    from starlette.websockets import WebSocketDisconnect
+
+    with pytest.raises(WebSocketDisconnect) as closed:
         with client.websocket_connect("/watch") as ws:
             ws.receive_json()
+    assert (closed.value.code, closed.value.reason) == (1008, "missing or wrong bearer token")
     answers = []
     with client.websocket_connect("/watch?token=s3cret&embed_every=1") as ws:  # 5 frames/s: every one votes
         ws.send_bytes(b"not an image")
@@ -194,6 +199,9 @@ def test_websocket_takes_jpeg_frames_and_answers_like_watch(hand_gallery, stills
         for i, data in enumerate(frames):
             if i == len(frames) - 1:
                 ws.send_text(json.dumps({"t": 0}))  # back in time: refused, the stream goes on
+            if i == len(frames) // 2:  # an edit while "abc" is under way: the stream goes on with it
+                edit = client.put("/sequences/other", json={"steps": ["c", "b"]}, headers={"Authorization": "Bearer s3cret"})
+                assert edit.status_code == 200, edit.text
             ws.send_text(json.dumps({"t": i / 5}))
             ws.send_bytes(data)
         while sum("frame" in a for a in answers) < len(frames):
@@ -202,7 +210,18 @@ def test_websocket_takes_jpeg_frames_and_answers_like_watch(hand_gallery, stills
     events = [a for a in answers if a.get("event")]
     assert [e["name"] for e in events] == ["abc"] and events[0]["t"] > 1.0
     assert answers[0]["frame"] == 0 and answers[0]["tracks"][0]["raw"] == "a"
-    assert client.get("/sequences", headers={"Authorization": "Bearer s3cret"}).json() == {"sequences": {"abc": SEALS}}
+    assert [a["frame"] for a in answers if "frame" in a] == list(range(len(frames)))  # not counted again from 0
+    limited = TestClient(create_app(tmp_path / "g", max_streams=1))
+    with limited.websocket_connect("/watch") as first:
+        with limited.websocket_connect("/watch") as second:
+            assert "this server's limit (--max-streams)" in second.receive_json()["error"]
+        first.send_bytes(data)
+        assert "frame" in first.receive_json()
+    with limited.websocket_connect("/watch") as again:  # the first one closed: room again
+        again.send_bytes(data)
+        assert "frame" in again.receive_json()
+    assert client.get("/sequences", headers={"Authorization": "Bearer s3cret"}).json() == {"sequences": {"abc": SEALS,
+                                                                                                         "other": ["c", "b"]}}
 
 
 def test_onnx_twin_matches_torch_and_is_exported_once(model, tmp_path, monkeypatch, tiny_images):

@@ -99,7 +99,7 @@ def test_extreme_shapes_stay_under_1_gb(tmp_path, size):
 @pytest.mark.parametrize("label, why", [("", "is empty"), ("   ", "is empty"), ("a\u202eb", "invisible formatting"),
                                         ("a\x07", "control"), ("lab\udcff", "not valid UTF-8"), ("Unknown", "reserved"),
                                         ("lu\u200bfei", "invisible formatting"), ("lu\u00adfei", "invisible formatting"),
-                                        ("\ufefflufei", "invisible formatting")])
+                                        ("\ufefflufei", "invisible formatting"), ("\ufffd\ufffd", r"U\+FFFD, the mark of bytes")])
 def test_bad_labels_are_refused(label, why):
     with pytest.raises(GalleryError, match=why):
         check_label(label)

@@ -212,3 +212,13 @@ def test_a_lost_track_ends_after_max_missed_frames_and_flicker_stays_hidden():
     assert [r.tracks[0].label if r.tracks else "-" for r in results] == \
         [None, None, None, "a", "a", "a", "a", "-", "-", "-", None]
     assert results[-1].tracks[0].id == 1  # the first track ended while nothing was seen
+
+
+def test_a_matcher_follows_edited_sequences_and_keeps_the_performances_still_wanted():
+    m = SequenceMatcher({"keep": ("a", "b", "c"), "change": ("a", "b", "d"), "gone": ("a", "b", "e")})
+    assert m.update("a", 0.0) == [] and m.update("b", 1.0) == []
+    m.follow({"keep": ("a", "b", "c"), "change": ("a", "x", "d"), "new": ("b", "c")})
+    # "change" was edited under way: dropped, not fired; "new" starts from the next step seen
+    assert m.update("c", 2.0) == ["keep"]
+    m.update("e", 3.0)
+    assert "gone" not in m.sequences

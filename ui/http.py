@@ -44,6 +44,7 @@ from byakugan.index.service import GalleryService
 from byakugan.index.tracker import Renewed, TrackerSettings
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_STREAMS = 8
 
 
 class _GalleryService(GalleryService):
@@ -101,8 +102,10 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes: int = DEFAULT_MAX_BYTES) -> FastAPI:
-    """source: a gallery folder (search, enrol, delete) or a bundle directory/.zip/.tar.gz (search)."""
+def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes: int = DEFAULT_MAX_BYTES,
+               max_streams: int = DEFAULT_MAX_STREAMS) -> FastAPI:
+    """source: a gallery folder (search, enrol, delete) or a bundle directory/.zip/.tar.gz (search).
+    max_streams: /watch connections open at once (each holds a detector: about 50 MB for hands)."""
     source = Path(source)
     service = _GalleryService(source) if Gallery.exists(source) else _BundleService(source)
     # The schema and its docs page are served below, behind the token like everything but /healthz.
@@ -110,6 +113,7 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
                   description="Search enrolled anime characters and hand gestures by image.")
     app.add_middleware(BodyLimit, max_bytes=max_bytes)
     bearer = HTTPBearer(auto_error=False)
+    streams = [0]  # /watch connections open now
 
     def authorised(creds: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
         if token and (creds is None or not secrets.compare_digest(creds.credentials.encode(), token.encode())):
@@ -178,10 +182,22 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
         goes on. Browsers cannot set headers on a WebSocket: the token may come as ?token=."""
         header = ws.headers.get("authorization", "")
         given = header[7:] if header.lower().startswith("bearer ") else token_param
+        await ws.accept()  # first, so a refusal comes as a close code with its reason, not a bare HTTP 403
         if token and (given is None or not secrets.compare_digest(given.encode(), token.encode())):
             await ws.close(code=1008, reason="missing or wrong bearer token")
             return
-        await ws.accept()
+        if streams[0] >= max_streams:
+            await ws.send_json({"error": f"{max_streams} streams are open, this server's limit (--max-streams); try again later"})
+            await ws.close(code=1013, reason="too many streams; try again later")
+            return
+        streams[0] += 1  # the event loop's own thread: no lock needed
+        try:
+            await follow(ws, embed_every)
+        finally:
+            streams[0] -= 1
+
+    async def follow(ws: WebSocket, embed_every: str) -> None:
+        """One /watch stream, once accepted: its tracker made, then each frame answered."""
         try:
             if not (embed_every.isascii() and embed_every.isdigit() and len(embed_every) <= 6):  # not FastAPI's bare 403
                 raise ByakuganError(f"embed_every {embed_every[:20]!r}: must be a whole number of at least 1")

@@ -47,6 +47,17 @@ def megabytes(text: str) -> float:
     return value
 
 
+def streams(text: str) -> int:
+    """--max-streams: 1 to 1000 WebSocket streams at once."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a whole number") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{value}: must be 1 to 1000")
+    return value
+
+
 def cmd_serve(a: argparse.Namespace) -> int:
     import socket
 
@@ -59,7 +70,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
             pass
     except OSError as exc:
         raise ByakuganError(f"--host {a.host} --port {a.port}: cannot listen there ({exc.strerror or exc})") from None
-    app = create_app(a.source, token=a.token or os.environ.get("BYAKUGAN_TOKEN"), max_bytes=int(a.max_upload_mb * 2**20))
+    app = create_app(a.source, token=a.token or os.environ.get("BYAKUGAN_TOKEN"), max_bytes=int(a.max_upload_mb * 2**20),
+                     max_streams=a.max_streams)
     uvicorn.run(app, host=a.host, port=a.port, log_level="info")
     return 0
 
@@ -97,6 +109,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--port", type=port, default=8000)
     s.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $BYAKUGAN_TOKEN, else none)")
     s.add_argument("--max-upload-mb", type=megabytes, default=10.0, help="largest request body accepted (default 10)")
+    s.add_argument("--max-streams", type=streams, default=8,
+                   help="/watch WebSocket streams open at once (default 8; each holds a detector, ~50 MB for hands)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("ui", help="start the Streamlit page (search, enrol, manage, export)")
