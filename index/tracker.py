@@ -113,6 +113,7 @@ class Tracker:
         self.settings = settings or TrackerSettings()
         self.sequences = {s.name: s.steps for s in gallery.sequences} if sequences is None else dict(sequences)
         self._tracks: list[_Track] = []
+        self._lost: list[tuple[float, SequenceMatcher]] = []  # (when, its matcher) of tracks lost lately
         self._next_id = 0
         self._frame = 0
 
@@ -131,7 +132,7 @@ class Tracker:
                            self.settings.max_jump)
         seen: list[_Track] = []
         for d, region in enumerate(regions):
-            tr = self._tracks[pairs[d]] if d in pairs else self._new_track(region.box)
+            tr = self._tracks[pairs[d]] if d in pairs else self._new_track(region.box, t)
             tr.box, tr.missed = region.box, 0
             tr.raw = answers[d].match.label if answers is not None else None
             if answers is not None:
@@ -145,6 +146,10 @@ class Tracker:
                 if n % self.settings.embed_every == 0:
                     tr.smoother.update(None)  # nothing seen is a vote for no label
             events += [Event(t, name, tr.id) for name in tr.matcher.update(tr.smoother.label, t)]
+        # A hand out of view for a moment comes back as a new track: it takes over the sequences
+        # under way of the track lost last, if that was within max_gap (newest first).
+        self._lost = [(t, tr.matcher) for tr in self._tracks if tr.missed > self.settings.max_missed][::-1] + \
+            [(when, m) for when, m in self._lost if t - when <= self.settings.max_gap]
         self._tracks = [tr for tr in self._tracks if tr.missed <= self.settings.max_missed]
         states = tuple(TrackState(tr.id, tuple(int(v) for v in tr.box), tr.smoother.label, tr.smoother.score, tr.raw)
                        for tr in self._tracks if tr.missed == 0)
@@ -156,10 +161,10 @@ class Tracker:
         reset. Sequences that were removed or changed are dropped from the performances under way."""
         if old.settings != self.settings:  # other votes, gaps or holds: the stream starts again under them
             return
-        self._tracks, self._next_id, self._frame = old._tracks, old._next_id, old._frame
-        for tr in self._tracks:
-            tr.matcher.follow(self.sequences)
-        old._tracks = []
+        self._tracks, self._lost, self._next_id, self._frame = old._tracks, old._lost, old._next_id, old._frame
+        for matcher in [tr.matcher for tr in self._tracks] + [m for _, m in self._lost]:
+            matcher.follow(self.sequences)
+        old._tracks, old._lost = [], []
 
     def close(self) -> None:
         """Frees the stream's detector (a MediaPipe graph for hands: ~70 MB until closed)."""
@@ -171,9 +176,11 @@ class Tracker:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _new_track(self, box: Box) -> _Track:
-        tr = _Track(self._next_id, box, Smoother(self.settings.smoothing),
-                    SequenceMatcher(self.sequences, self.settings.max_gap, self.settings.min_hold))
+    def _new_track(self, box: Box, t: float) -> _Track:
+        recent = next((i for i, (when, _) in enumerate(self._lost) if t - when <= self.settings.max_gap), None)
+        matcher = self._lost.pop(recent)[1] if recent is not None else \
+            SequenceMatcher(self.sequences, self.settings.max_gap, self.settings.min_hold)
+        tr = _Track(self._next_id, box, Smoother(self.settings.smoothing), matcher)
         self._next_id += 1
         self._tracks.append(tr)
         return tr

@@ -222,3 +222,20 @@ def test_a_matcher_follows_edited_sequences_and_keeps_the_performances_still_wan
     assert m.update("c", 2.0) == ["keep"]
     m.update("e", 3.0)
     assert "gone" not in m.sequences
+
+
+def test_a_hand_out_of_view_for_a_moment_keeps_its_sequence_and_may_repeat_a_step():
+    """rock, the hand gone long enough for its track to end, rock again: a new track, the same
+    performance ("rock rock" fires; before, the new track started from nothing)."""
+    from byakugan.index.tracker import Tracker, TrackerSettings
+
+    box = (0, 0, 100, 100)
+    frames = [[(box, "a")]] * 5 + [[]] * 6 + [[(box, "a")]] * 5 + [[]] * 6 + [[(box, "b")]] * 5
+    settings = TrackerSettings(embed_every=1, max_missed=2, max_gap=2.0, smoothing=SmoothingSettings(window=3, enter=2, leave=1))
+    tracker = Tracker(Script(frames), tiny_gallery_for_tracks(), settings, sequences={"aa": ("a", "a"), "aab": ("a", "a", "b")})
+    results = [tracker.update(np.zeros((2, 2, 3), np.uint8), i / 10) for i in range(len(frames))]
+    events = [(e.name, e.track) for r in results for e in r.events]
+    assert events == [("aa", 1), ("aab", 2)] and results[-1].tracks[0].id == 2  # three tracks, one performance
+    slow = Tracker(Script(frames), tiny_gallery_for_tracks(), TrackerSettings(**{**settings.__dict__, "max_gap": 0.2}),
+                   sequences={"aa": ("a", "a")})
+    assert not [e for i in range(len(frames)) for e in slow.update(np.zeros((2, 2, 3), np.uint8), i / 10).events]
