@@ -128,6 +128,33 @@ def test_watch_refuses_to_write_over_the_video_it_reads(hand_gallery, videos, tm
     assert kept.read_bytes()[:4] == b"RIFF"
 
 
+def test_watch_stopped_by_kill_keeps_the_video_so_far_and_no_temporary_file(hand_gallery, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    source = write_video(tmp_path / "long.avi", [(None, 600)], fps=15.0, size=(160, 120))
+    out = tmp_path / "so-far.avi"
+    proc = subprocess.Popen([sys.executable, "-m", "byakugan.ui.cli", "watch", str(hand_gallery), str(source), "--json",
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert '"frame": 0' in proc.stdout.readline()  # running
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert out.read_bytes()[:4] == b"RIFF" and not list(tmp_path.glob(".*part*"))
+
+
+def test_a_frame_too_large_is_named_by_its_video_and_number(hand_gallery, tmp_path, capsys, monkeypatch):
+    from byakugan.embedder.images import load_image
+    from byakugan.index import tracker
+
+    source = write_video(tmp_path / "v.avi", [(None, 3)], fps=15.0, size=(160, 120))
+    monkeypatch.setattr(tracker, "load_image", lambda frame: load_image(frame, max_pixels=100))
+    assert main(["watch", str(hand_gallery), str(source)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"byakugan: error: video {source}: frame 0: image too large") and len(err) == 1
+
+
 def test_a_slow_video_keeps_its_own_clock(tmp_path):
     """A frame every 2 seconds: steps 6 s apart must not look 0.2 s apart (sequences would fire)."""
     from byakugan.ui import video

@@ -40,6 +40,8 @@ def read(source: str, max_frames: Optional[int] = None) -> tuple[Iterator[Frame]
     import cv2
 
     is_camera = source.isascii() and source.isdecimal() and not Path(source).exists()
+    if Path(source).is_dir():
+        raise VideoError(f"video {source}: is a folder; give a video file (a folder of frames is not read)")
     if not is_camera and not Path(source).is_file():
         raise VideoError(f"video {source}: no such file (give a video file, or a camera number such as 0)")
     cap = cv2.VideoCapture(int(source) if is_camera else source)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -67,8 +69,14 @@ def _tracker(a: argparse.Namespace) -> Tracker:
     raise GalleryError(f"gallery {path}: not a gallery folder or bundle")
 
 
+def _interrupted(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_watch(a: argparse.Namespace) -> int:
+    from byakugan.embedder.errors import ImageError
     from byakugan.ui import video
+    from byakugan.ui.video import VideoError
 
     if a.max_frames is not None and a.max_frames < 1:
         raise GalleryError(f"--max-frames {a.max_frames}: must be at least 1")
@@ -79,9 +87,14 @@ def cmd_watch(a: argparse.Namespace) -> int:
     writer, annotator = None, video.Annotator()
     shown: dict[int, object] = {}
     count, busy, start, code = 0, 0.0, time.perf_counter(), 0
+    main_thread = threading.current_thread() is threading.main_thread()  # where Python lets a handler be set
+    before = signal.signal(signal.SIGTERM, _interrupted) if main_thread else None  # `kill` stops it as Ctrl-C does
     try:
         for frame in frames:
-            result = tracker.update(frame.rgb, frame.t)
+            try:
+                result = tracker.update(frame.rgb, frame.t)
+            except ImageError as exc:  # "<array>: too large" says nothing of where it came from
+                raise VideoError(f"video {a.source}: frame {frame.index}: {str(exc).removeprefix('<array>: ')}") from None
             count, busy = count + 1, busy + result.seconds
             if a.json:
                 print(json.dumps(result.to_dict(), ensure_ascii=False))
@@ -107,6 +120,8 @@ def cmd_watch(a: argparse.Namespace) -> int:
         raise
     finally:
         tracker.close()
+        if main_thread:
+            signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
     if writer is not None:
         writer.close()
     wall = time.perf_counter() - start
