@@ -155,7 +155,7 @@ def check_references(refs: dict, origin: Path) -> None:
 def _stored_label(label: object) -> None:
     """GalleryError unless label passes the gallery's rules. Not required in its stored form
     (stripped, NFC): galleries made before labels were normalised export them as they are."""
-    check_label(label)
+    check_label(label, new=False)
 
 
 def check_reference_set(refs: dict, origin: Path) -> np.ndarray:

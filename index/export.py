@@ -42,7 +42,7 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False,
         raise GalleryError(f"export: gallery {gallery.path}: is empty; enrol images first")
     for label in gallery.labels():  # a gallery made before a label rule may hold one a bundle refuses
         try:
-            check_label(label)
+            check_label(label, new=False)
         except GalleryError as exc:
             raise GalleryError(f"export: {exc}; rename it first (byakugan rename)") from None
     if gallery.path is not None and Path(gallery.path).resolve() in out.resolve().parents:

@@ -12,8 +12,9 @@ JOINERS = set("\u200c\u200d")
 BIDI_CONTROLS = set("\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
-def check_label(label: object) -> str:
-    """The label, stripped; GalleryError naming the rule it breaks otherwise."""
+def check_label(label: object, new: bool = True) -> str:
+    """The label, stripped; GalleryError naming the rule it breaks otherwise. new=False: one
+    already stored (a bundle, an export) is held only to the rules labels had when it was made."""
     if not isinstance(label, str):
         raise GalleryError(f"label {label!r}: must be a non-empty string")
     if not label.strip():
@@ -26,7 +27,7 @@ def check_label(label: object) -> str:
         label.encode("utf-8")
     except UnicodeEncodeError:  # bytes that were not UTF-8 (a shell argument decoded with surrogates)
         raise GalleryError(f"label {label!r}: is not valid UTF-8 text") from None
-    if "\ufffd" in label:  # what a web server makes of such bytes in a URL or form
+    if new and "\ufffd" in label:  # what a web server makes of such bytes in a URL or form
         raise GalleryError(f"label {label!r}: holds U+FFFD, the mark of bytes that were not UTF-8 text")
     # Control characters and invisible formatting ones (U+202E, U+200B, U+00AD...) that make one
     # label display as another; joiners (U+200C/D) stay allowed: emoji sequences and many scripts need them.

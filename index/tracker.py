@@ -113,7 +113,7 @@ class Tracker:
         self.settings = settings or TrackerSettings()
         self.sequences = {s.name: s.steps for s in gallery.sequences} if sequences is None else dict(sequences)
         self._tracks: list[_Track] = []
-        self._lost: list[tuple[float, SequenceMatcher]] = []  # (when, its matcher) of tracks lost lately
+        self._lost: list[tuple[float, Box, SequenceMatcher]] = []  # (when, last box, matcher) of tracks lost lately
         self._next_id = 0
         self._frame = 0
 
@@ -147,9 +147,10 @@ class Tracker:
                     tr.smoother.update(None)  # nothing seen is a vote for no label
             events += [Event(t, name, tr.id) for name in tr.matcher.update(tr.smoother.label, t)]
         # A hand out of view for a moment comes back as a new track: it takes over the sequences
-        # under way of the track lost last, if that was within max_gap (newest first).
-        self._lost = [(t, tr.matcher) for tr in self._tracks if tr.missed > self.settings.max_missed][::-1] + \
-            [(when, m) for when, m in self._lost if t - when <= self.settings.max_gap]
+        # under way of the track lost last where it was (by the same overlap or jump as tracks
+        # continue), if that was within max_gap (newest first); a hand elsewhere starts afresh.
+        self._lost = [(t, tr.box, tr.matcher) for tr in self._tracks if tr.missed > self.settings.max_missed][::-1] + \
+            [lost for lost in self._lost if t - lost[0] <= self.settings.max_gap]
         self._tracks = [tr for tr in self._tracks if tr.missed <= self.settings.max_missed]
         states = tuple(TrackState(tr.id, tuple(int(v) for v in tr.box), tr.smoother.label, tr.smoother.score, tr.raw)
                        for tr in self._tracks if tr.missed == 0)
@@ -162,7 +163,7 @@ class Tracker:
         if old.settings != self.settings:  # other votes, gaps or holds: the stream starts again under them
             return
         self._tracks, self._lost, self._next_id, self._frame = old._tracks, old._lost, old._next_id, old._frame
-        for matcher in [tr.matcher for tr in self._tracks] + [m for _, m in self._lost]:
+        for matcher in [tr.matcher for tr in self._tracks] + [m for _, _, m in self._lost]:
             matcher.follow(self.sequences)
         old._tracks, old._lost = [], []
 
@@ -177,8 +178,9 @@ class Tracker:
         self.close()
 
     def _new_track(self, box: Box, t: float) -> _Track:
-        recent = next((i for i, (when, _) in enumerate(self._lost) if t - when <= self.settings.max_gap), None)
-        matcher = self._lost.pop(recent)[1] if recent is not None else \
+        recent = next((i for i, (when, lost, _) in enumerate(self._lost) if t - when <= self.settings.max_gap
+                       and _associate([lost], [box], self.settings.iou, self.settings.max_jump)), None)
+        matcher = self._lost.pop(recent)[2] if recent is not None else \
             SequenceMatcher(self.sequences, self.settings.max_gap, self.settings.min_hold)
         tr = _Track(self._next_id, box, Smoother(self.settings.smoothing), matcher)
         self._next_id += 1
@@ -202,8 +204,10 @@ class Renewed:
             new = self._make(key)  # before the old one closes: should this fail, it is tried again next frame
             if self._tracker is not None:
                 new.take_over(self._tracker)  # an edit does not reset the stream
-            self.close()
-            self._tracker, self._made_for = new, key
+            try:
+                self.close()
+            finally:
+                self._tracker, self._made_for = new, key
         return self._tracker
 
     def update(self, frame: ImageSource, t: Optional[float] = None) -> FrameResult:

@@ -137,10 +137,10 @@ def test_watch_stopped_by_kill_keeps_the_video_so_far_and_no_temporary_file(hand
     out = tmp_path / "so-far.avi"
     proc = subprocess.Popen([sys.executable, "-m", "byakugan.ui.cli", "watch", str(hand_gallery), str(source), "--json",
                              "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert '"frame": 0' in proc.stdout.readline()  # running
+    assert '"frame": 0' in proc.stdout.readline() and '"frame": 1' in proc.stdout.readline()  # running, writing
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 143, err  # 128 + SIGTERM
     assert out.read_bytes()[:4] == b"RIFF" and not list(tmp_path.glob(".*part*"))
 
 
@@ -226,7 +226,10 @@ def test_websocket_takes_jpeg_frames_and_answers_like_watch(hand_gallery, stills
         for i, data in enumerate(frames):
             if i == len(frames) - 1:
                 ws.send_text(json.dumps({"t": 0}))  # back in time: refused, the stream goes on
-            if i == len(frames) // 2:  # an edit while "abc" is under way: the stream goes on with it
+            if i == len(frames) * 2 // 3:  # an edit while "abc" is under way: the stream goes on with it
+                while sum("frame" in a for a in answers) < i:  # every frame so far tracked: the edit comes after them
+                    answers.append(ws.receive_json())
+                assert any(tr["label"] == "b" for a in answers for tr in a.get("tracks", []))  # a, b done; c to come
                 edit = client.put("/sequences/other", json={"steps": ["c", "b"]}, headers={"Authorization": "Bearer s3cret"})
                 assert edit.status_code == 200, edit.text
             ws.send_text(json.dumps({"t": i / 5}))

@@ -217,8 +217,8 @@ def test_a_lost_track_ends_after_max_missed_frames_and_flicker_stays_hidden():
 def test_a_matcher_follows_edited_sequences_and_keeps_the_performances_still_wanted():
     m = SequenceMatcher({"keep": ("a", "b", "c"), "change": ("a", "b", "d"), "gone": ("a", "b", "e")})
     assert m.update("a", 0.0) == [] and m.update("b", 1.0) == []
-    m.follow({"keep": ("a", "b", "c"), "change": ("a", "x", "d"), "new": ("b", "c")})
-    # "change" was edited under way: dropped, not fired; "new" starts from the next step seen
+    m.follow({"keep": ("a", "b", "c"), "change": ("a", "b", "c"), "new": ("b", "c")})
+    # "change" was edited under way (now also a, b, c): dropped, not fired; "new" starts from the next step seen
     assert m.update("c", 2.0) == ["keep"]
     m.update("e", 3.0)
     assert "gone" not in m.sequences
@@ -239,3 +239,18 @@ def test_a_hand_out_of_view_for_a_moment_keeps_its_sequence_and_may_repeat_a_ste
     slow = Tracker(Script(frames), tiny_gallery_for_tracks(), TrackerSettings(**{**settings.__dict__, "max_gap": 0.2}),
                    sequences={"aa": ("a", "a")})
     assert not [e for i in range(len(frames)) for e in slow.update(np.zeros((2, 2, 3), np.uint8), i / 10).events]
+
+
+def test_a_lost_sequence_goes_on_only_where_its_hand_was():
+    """Two hands gone at once come back each to its own sequence; a hand elsewhere starts afresh."""
+    from byakugan.index.tracker import Tracker, TrackerSettings
+
+    left, right, far = (0, 0, 100, 100), (1000, 0, 100, 100), (2000, 0, 100, 100)
+    settings = TrackerSettings(embed_every=1, max_missed=2, max_jump=1.0, smoothing=SmoothingSettings(window=3, enter=2, leave=1))
+    both = [[(left, "a"), (right, "c")]] * 5 + [[]] * 4 + [[(left, "b"), (right, "d")]] * 5
+    elsewhere = [[(left, "a")]] * 5 + [[]] * 4 + [[(far, "b")]] * 5
+    for frames, want in ((both, {"ab", "cd"}), (elsewhere, set())):
+        tracker = Tracker(Script(frames), tiny_gallery_for_tracks(), settings,
+                          sequences={"ab": ("a", "b"), "cd": ("c", "d"), "ad": ("a", "d"), "cb": ("c", "b")})
+        fired = {e.name for i in range(len(frames)) for e in tracker.update(np.zeros((2, 2, 3), np.uint8), i / 10).events}
+        assert fired == want

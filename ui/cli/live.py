@@ -69,8 +69,18 @@ def _tracker(a: argparse.Namespace) -> Tracker:
     raise GalleryError(f"gallery {path}: not a gallery folder or bundle")
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`): stops `watch` as Ctrl-C does, with its own exit code (128 + 15)."""
+
+
 def _interrupted(signum, frame) -> None:
-    raise KeyboardInterrupt
+    hold_on(True)  # a second one must not break off the clean-up
+    raise _Terminated
+
+
+def hold_on(main_thread: bool) -> None:
+    if main_thread:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def cmd_watch(a: argparse.Namespace) -> int:
@@ -86,7 +96,7 @@ def cmd_watch(a: argparse.Namespace) -> int:
     tracker = _tracker(a)
     writer, annotator = None, video.Annotator()
     shown: dict[int, object] = {}
-    count, busy, start, code = 0, 0.0, time.perf_counter(), 0
+    count, busy, start, code, failed = 0, 0.0, time.perf_counter(), 0, False
     main_thread = threading.current_thread() is threading.main_thread()  # where Python lets a handler be set
     before = signal.signal(signal.SIGTERM, _interrupted) if main_thread else None  # `kill` stops it as Ctrl-C does
     try:
@@ -112,18 +122,20 @@ def cmd_watch(a: argparse.Namespace) -> int:
                     writer = video.Writer(a.out, fps, (frame.bgr.shape[1], frame.bgr.shape[0]), a.overwrite)
                 writer.write(annotator.draw(frame.bgr, result, count / max(busy, 1e-9)))
             sys.stdout.flush()
-    except KeyboardInterrupt:  # how a camera is stopped: what was recorded is kept
-        code = 130
+    except KeyboardInterrupt as exc:  # how a camera is stopped: what was recorded is kept
+        code = 143 if isinstance(exc, _Terminated) else 130
     except BaseException:
-        if writer is not None:
-            writer.close(keep=False)
+        failed = True
         raise
     finally:
-        tracker.close()
-        if main_thread:
-            signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
-    if writer is not None:
-        writer.close()
+        hold_on(main_thread)  # the clean-up is not broken off by another `kill`
+        try:
+            tracker.close()
+            if writer is not None:
+                writer.close(keep=not failed)
+        finally:
+            if main_thread:  # as it was (a caller in this process, a test, keeps its own)
+                signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
     wall = time.perf_counter() - start
     print(f"byakugan: {count} frames in {wall:.1f} s ({count / max(wall, 1e-9):.1f} frames/s)"
           + (f", annotated video {a.out}" if writer else ""), file=sys.stderr)
