@@ -197,11 +197,12 @@ def jpeg(bgr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def test_websocket_takes_jpeg_frames_and_answers_like_watch(hand_gallery, stills, tmp_path):
+def test_websocket_takes_jpeg_frames_and_answers_like_watch(hand_gallery, stills, tmp_path, monkeypatch):
     import shutil
 
     from fastapi.testclient import TestClient
 
+    from byakugan.ui import http
     from byakugan.ui.http import create_app
 
     held = {c: files[5:] for c, files in stills.items()}
@@ -250,6 +251,12 @@ def test_websocket_takes_jpeg_frames_and_answers_like_watch(hand_gallery, stills
     with limited.websocket_connect("/watch") as again:  # the first one closed: room again
         again.send_bytes(data)
         assert "frame" in again.receive_json()
+    monkeypatch.setattr(http, "WATCH_IDLE_SECONDS", 0.5)
+    with limited.websocket_connect("/watch") as idle:  # sends nothing: closed, its place freed
+        assert "nothing received for 0.5 s" in idle.receive_json()["error"]
+    with limited.websocket_connect("/watch") as after:
+        after.send_bytes(data)
+        assert "frame" in after.receive_json()
     assert client.get("/sequences", headers={"Authorization": "Bearer s3cret"}).json() == {"sequences": {"abc": SEALS,
                                                                                                          "other": ["c", "b"]}}
 

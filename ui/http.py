@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import secrets
@@ -12,19 +13,8 @@ import time
 from pathlib import Path
 from typing import Optional, Union
 
-from fastapi import (
-    Body,
-    Depends,
-    FastAPI,
-    File,
-    Form,
-    HTTPException,
-    Query,
-    Request,
-    UploadFile,
-    WebSocket,
-    WebSocketDisconnect,
-)
+from fastapi import (Body, Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile, WebSocket,
+                     WebSocketDisconnect)
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -45,6 +35,7 @@ from byakugan.index.tracker import Renewed, TrackerSettings
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_STREAMS = 8
+WATCH_IDLE_SECONDS = 300.0  # a /watch stream that sends nothing this long is closed: it holds one of max_streams
 
 
 class _GalleryService(GalleryService):
@@ -211,7 +202,12 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
         start, when, last = time.monotonic(), None, -math.inf
         try:
             while True:
-                message = await ws.receive()
+                try:
+                    message = await asyncio.wait_for(ws.receive(), WATCH_IDLE_SECONDS)
+                except asyncio.TimeoutError:
+                    await ws.send_json({"error": f"nothing received for {WATCH_IDLE_SECONDS:g} s; closed to free the stream"})
+                    await ws.close(code=1000, reason="idle")
+                    return
                 if message["type"] == "websocket.disconnect":
                     return
                 if message.get("text") is not None:
