@@ -158,6 +158,13 @@ def test_threshold_is_automatic_or_set_on_the_confidence_scale(app, digits, tmp_
     g = Gallery.open(tmp_path / "gallery")
     assert not g.threshold_auto and g.threshold > 0.0 and app.slider(key="threshold_pct").value == 80
     assert app.button(key="save_threshold").disabled  # saving without a change cannot move it
+    raw = app.number_input(key="threshold")
+    assert raw.value == round(g.threshold, 4) or abs(raw.value - g.threshold) < 1e-6  # the raw box shows it too
+    raw.set_value(0.95).run()
+    app.button(key="save_raw_threshold").click().run()
+    assert Gallery.open(tmp_path / "gallery").threshold == 0.95
+    # the slider shows the saved threshold, not the 80% it showed before: one click on Save would have undone it
+    assert app.slider(key="threshold_pct").value != 80 and app.button(key="save_threshold").disabled
     go(app, "Enrol")
     enrol(app, "1", digits["1"][3:5])
     enrol(app, "2", digits["2"][3:5])
@@ -290,6 +297,13 @@ def test_a_setting_saved_in_another_tab_is_not_undone_by_this_one(tmp_path, monk
     g = Gallery.open(tmp_path / "gallery")
     assert g.scoring == other and not g.threshold_auto, "the other tab undid them"
     assert a.radio(key="scoring").value == other and a.radio(key="threshold_mode").value == "set by hand"
+
+
+def test_file_names_are_shown_as_named_not_as_markdown_or_turned_around():
+    from byakugan.ui.widgets import md
+
+    assert md("abc\u202egnp.jpg: not an image") == r"abc\\u202egnp.jpg\: not an image"  # the override shown, not obeyed
+    assert md("**evil** :red[x] $x$.jpg") == r"\*\*evil\*\* \:red\[x\] \$x\$.jpg"
 
 
 def test_labels_are_shown_as_typed_not_as_markdown(app, digits):

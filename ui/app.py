@@ -19,7 +19,7 @@ from byakugan.index.ranking import Recognition
 from byakugan.index.service import GalleryService, Removed
 from byakugan.ui.live import live_ui
 from byakugan.index.labels import check_label
-from byakugan.ui.widgets import IMAGE_TYPES, default_gallery_dir, draw_boxes, md, read_upload, short
+from byakugan.ui.widgets import IMAGE_TYPES, default_gallery_dir, draw_boxes, md, read_upload, short, what
 
 PAGES = ("Search", "Enrol", "Gallery", "Live", "Export")
 
@@ -28,11 +28,6 @@ PAGES = ("Search", "Enrol", "Gallery", "Live", "Export")
 def get_service(gallery: str, model: Optional[str], detector: Optional[str]) -> GalleryService:
     # One per gallery for the whole server: it holds the model once and locks its own edits.
     return GalleryService(gallery, model, detector)
-
-
-def what(svc: GalleryService) -> str:
-    name = svc.pipeline.detector_config["name"]
-    return {"anime-face": "face", "anime-face-verified": "face", "anime-face-net": "face", "none": "picture"}.get(name, name)
 
 
 def query_image_ui():
@@ -127,7 +122,7 @@ def enrol_ui(svc: GalleryService) -> None:
         cols = st.columns(min(6, len(crops)))
         for i, crop in enumerate(crops):
             found = (f" · {what(svc)} found" if crop.found else f" · no {what(svc)}: whole picture") if cropping else ""
-            cols[i % len(cols)].image(crop.image, caption=short(crop.name) + found, width=96)
+            cols[i % len(cols)].image(crop.image, caption=md(short(crop.name)) + found, width=96)
         if (choice := svc.choice_for(crops)) is not None:  # a new gallery's model, kept once these are enrolled
             st.caption(f"A new gallery: these will be embedded with model {choice.name} ({choice.why}); it keeps it.")
         if label:
@@ -175,7 +170,8 @@ def threshold_ui(svc: GalleryService) -> None:
     elif not cal.fitted:  # the uncalibrated curve is centred on the threshold itself: only a raw one makes sense
         raw_threshold_ui(svc, now_raw)
     else:
-        value = st.slider("Unknown below this confidence (%)", 1, 99, now, key="threshold_pct")
+        synced("threshold_pct", now)  # a save here (raw), in another tab or by the CLI is shown
+        value = st.slider("Unknown below this confidence (%)", 1, 99, key="threshold_pct")
         if st.button("Save threshold", key="save_threshold", disabled=value == now and not g.threshold_auto):
             _act(lambda: svc.set_threshold_confidence(value / 100), f"Unknown below {value}% confidence now.")
         with st.expander("Raw threshold"):
@@ -186,7 +182,8 @@ def threshold_ui(svc: GalleryService) -> None:
 
 def raw_threshold_ui(svc: GalleryService, now_raw: float) -> None:
     unit = "cohort-normalised score" if svc.gallery().cohort_settings else "cosine"
-    raw = st.number_input(f"Threshold ({unit})", -1.0, 1.0, float(now_raw), 0.001, format="%.4f", key="threshold")
+    synced("threshold", float(now_raw))
+    raw = st.number_input(f"Threshold ({unit})", -1.0, 1.0, step=0.001, format="%.4f", key="threshold")
     if st.button("Save raw threshold", key="save_raw_threshold", disabled=raw == float(now_raw)):
         _act(lambda: svc.set_threshold(raw), f"Threshold set to {raw:.4f}.")
 
@@ -219,7 +216,7 @@ def gallery_ui(svc: GalleryService) -> None:
                 col = cols[i % 8]
                 if data := g.thumbnail(ref.id):
                     col.image(data, width=72)
-                col.caption(f"#{ref.id} {short(ref.source, 12)}")
+                col.caption(f"#{ref.id} {md(short(ref.source, 12))}")
                 if col.button("Remove", key=f"rm_ref_{ref.id}"):
                     _act(lambda r=ref.id: svc.remove_reference(r), f"Removed reference {ref.id} from {label!r}.", label)
             a, b = st.columns(2)
@@ -275,9 +272,9 @@ def export_ui(svc: GalleryService) -> None:
         with st.spinner("Exporting…"):
             version = svc.version()
             built = st.session_state["bundle"] = (version, svc.export_bundle())
-    if built is not None:
-        st.download_button("Download bundle (.zip)", built[1], file_name="byakugan-bundle.zip",
-                           mime="application/zip", key="download_bundle")
+    if built is not None:  # made at the click: a gallery edited since (another tab, the CLI) is exported again
+        st.download_button("Download bundle (.zip)", lambda: built[1] if svc.version() == built[0] else svc.export_bundle(),
+                           file_name="byakugan-bundle.zip", mime="application/zip", key="download_bundle")
 
 
 def main() -> None:

@@ -12,13 +12,16 @@ from PIL import Image, ImageDraw, ImageFont
 
 from byakugan.embedder.errors import ImageError
 from byakugan.embedder.images import IMAGE_SUFFIXES, load_image
+from byakugan.index.labels import BIDI_CONTROLS
 from byakugan.index.ranking import Recognition
 
 IMAGE_TYPES = [s.lstrip(".") for s in IMAGE_SUFFIXES]
 
 
 def md(text: str) -> str:
-    # Labels and names are the users' own text: shown literally, not as Markdown or Streamlit's :colour[...].
+    # Labels and names are the users' own text: shown literally, not as Markdown or Streamlit's :colour[...],
+    # and a direction override in a file name (U+202E...) shown as such, not turning the line around.
+    text = "".join(f"\\u{ord(c):04x}" if c in BIDI_CONTROLS else c for c in text)
     return re.sub(r"([\\`*_\[\]<>#~|$:])", r"\\\1", text)
 
 
@@ -35,12 +38,12 @@ def read_upload(upload) -> Optional[Image.Image]:
     """The uploaded image, or None after showing why it cannot be used."""
     limit = max_upload_mb()
     if upload.size > limit * 2**20:
-        st.error(f"{upload.name}: {upload.size / 2**20:.1f} MB is over the {limit:g} MB limit")
+        st.error(md(f"{upload.name}: {upload.size / 2**20:.1f} MB is over the {limit:g} MB limit"))
         return None
     try:
         return load_image(upload.getvalue(), name=upload.name)
     except ImageError as exc:
-        st.error(str(exc))
+        st.error(md(str(exc)))
         return None
 
 
@@ -68,3 +71,9 @@ def draw_boxes(img: Image.Image, detections: list[Recognition]) -> Image.Image:
         pen.rectangle([x, ty, x + (right - left) + 2 * width, ty + (bottom - top) + 2 * width], fill=colour)
         pen.text((x + width, ty + width - (top - y)), text, fill=(255, 255, 255), font=font)
     return out
+
+
+def what(svc) -> str:
+    """What the gallery's detector finds, in a word for the page's text."""
+    name = svc.pipeline.detector_config["name"]
+    return {"anime-face": "face", "anime-face-verified": "face", "anime-face-net": "face", "none": "picture"}.get(name, name)
