@@ -111,6 +111,11 @@ def test_live_state_labels_frames_fires_sequences_and_follows_edits(colour_galle
     state.ended()  # the next frame starts a new stream
     state.process(red)
     assert state.snapshot()[1] == [] and [t.label for t in state.snapshot()[0]] == [None]
+    for label in ("red", "blue"):
+        svc.remove(label)  # emptied mid-stream: the error, and no labels or frame rate left from before it
+    state.process(red)
+    tracks, _, fps, error = state.snapshot()
+    assert "empty" in error and tracks == () and fps is None
 
 
 def test_live_page_edits_the_gallerys_sequences(colour_gallery, monkeypatch):

@@ -123,6 +123,8 @@ class LiveState:
             self._stream.close()
             with self.lock:
                 self.error = str(exc) if isinstance(exc, ByakuganError) else f"internal error ({type(exc).__name__})"
+                self.tracks, self.fps = (), None  # not the last frame's labels beside the error, as if still current
+                self._times.clear()
             return bgr
         with self.lock:
             self.error = None
