@@ -213,7 +213,7 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
             # Its settings row (next id, threshold, sequences) and its edits are of an older state:
             # written, they would undo that save's settings and take ids it gave.
             raise sqlite3.IntegrityError(f"generation {now.get('generation')}, this copy's {meta.get('generation')}")
-        if first is not None:
+        if first is not None:  # under the write lock: other savers wait (up to the busy timeout) while it writes
             first()
         # Past both this object's generation and the folder's: new file names never replace one in use.
         gen = max(int(meta.get("generation", 0)), int(json.loads(now.get("generation", "0")))) + 1

@@ -212,7 +212,7 @@ class Gallery:
                images: Optional[Sequence[ImageSource]] = None) -> list[int]:
         """Add references for `label` from an (N, D) array of vectors as the pipeline stores them;
         `images` (the crops they came from) become thumbnails. Returns their ids."""
-        label = check_label(label)
+        label = check_label(label, new=find(label, self._counts) is None)  # more of a label stored before a rule came, too
         emb = as_vectors(vectors, self.dim, self.path, enrolled=True)
         if not len(emb):  # a label with no references would be listed, yet vanish on the next open
             raise GalleryError(f"enroll {label!r}: no images or vectors given")

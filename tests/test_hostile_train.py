@@ -239,3 +239,12 @@ def test_train_landmarks_overwrite_replaces_its_model(tmp_path, monkeypatch):
         landmarks.train_landmarks(LandmarkTrainConfig(**cfg), log=lambda m: None)
     landmarks.train_landmarks(LandmarkTrainConfig(**cfg, seed=5), log=lambda m: None, overwrite=True)
     assert load_landmarks(tmp_path / "lm").dim == 8
+
+
+def test_a_run_stopped_before_its_first_checkpoint_with_its_cache_inside_out_starts_again(tmp_path, capsys):
+    data = folder(tmp_path / "d", {"a": 3, "b": 3})
+    out = tmp_path / "m"
+    (out / "cache").mkdir(parents=True)  # features cached, then stopped: no checkpoint, no model
+    (out / "cache" / "d-0123.safetensors").write_bytes(b"")
+    assert main(["train", str(data), "--out", str(out), *TINY, "--cache", str(out / "cache")]) == 0
+    assert (out / "config.json").is_file()

@@ -96,7 +96,7 @@ class BodyLimit:
 def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes: int = DEFAULT_MAX_BYTES,
                max_streams: int = DEFAULT_MAX_STREAMS) -> FastAPI:
     """source: a gallery folder (search, enrol, delete) or a bundle directory/.zip/.tar.gz (search).
-    max_streams: /watch connections open at once (each holds a detector: about 50 MB for hands)."""
+    max_streams: /watch connections open at once (each holds a detector: a MediaPipe graph for hands)."""
     source = Path(source)
     service = _GalleryService(source) if Gallery.exists(source) else _BundleService(source)
     # The schema and its docs page are served below, behind the token like everything but /healthz.

@@ -130,14 +130,17 @@ def check_writable(path: os.PathLike | str, what: str, folder: bool) -> None:
         raise ByakuganError(f"{what} {p}: folder {there} is not writable")
 
 
-def check_model_out(path: os.PathLike | str, fmt: str, resume: Optional[bool] = None, overwrite: bool = False) -> None:
+def check_model_out(path: os.PathLike | str, fmt: str, resume: Optional[bool] = None, overwrite: bool = False,
+                    cache: Optional[str] = None) -> None:
     """That training may write its model folder `path`: new or empty; a model of format `fmt`
     (or an unfinished run's checkpoint) only when asked to go on (resume) or replace it (overwrite);
     never a folder holding anything else, whose files training would overwrite. resume None: the
-    trainer cannot go on from a checkpoint."""
+    trainer cannot go on from a checkpoint. cache: the run's own --cache folder, which may lie inside."""
     check_writable(path, "out", folder=True)
     p = Path(path)
-    entries = sorted(e.name for e in p.iterdir() if not e.name.startswith(".")) if p.is_dir() else []  # .DS_Store, .gitkeep
+    mine = Path(cache).resolve() if cache else None
+    entries = sorted(e.name for e in p.iterdir() if not e.name.startswith(".")  # .DS_Store, .gitkeep
+                     and e.resolve() != mine) if p.is_dir() else []
     if not entries:
         return
     found = config_format(p)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import numbers
+import os
 import random
 from dataclasses import asdict, dataclass, field
 from itertools import groupby
@@ -149,7 +150,7 @@ def train_landmarks(cfg: LandmarkTrainConfig, log: Callable[[str], None] = print
     """Extract (or read cached) landmarks of cfg.data, fit the encoder, set its threshold, save it.
     overwrite: replace a landmark model already in cfg.out (without it, one there is refused)."""
     cfg.check()
-    check_model_out(cfg.out, LANDMARKS_FORMAT, None, overwrite)
+    check_model_out(cfg.out, LANDMARKS_FORMAT, None, overwrite, cfg.cache)
     samples = scan(cfg.data, per_class=cfg.per_class, seed=cfg.seed)
     train_set, held_set = split_classes(samples, cfg.holdout)
     check_training_classes(train_set, held_set)  # before extracting landmarks, which takes a while
@@ -183,7 +184,7 @@ def fit(X: np.ndarray, labels: np.ndarray, cfg: LandmarkTrainConfig,
     classes = sorted(set(labels.tolist()))
     y = torch.tensor([classes.index(c) for c in labels])
     X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-    model = LandmarkEncoder({"name": Path(cfg.out).resolve().name, "dim": cfg.dim, "hidden": cfg.hidden, "weight": cfg.weight,
+    model = LandmarkEncoder({"name": Path(os.path.abspath(cfg.out)).name, "dim": cfg.dim, "hidden": cfg.hidden, "weight": cfg.weight,
                              "hands": cfg.hands})
     loss_fn = LOSSES[cfg.loss](len(classes), cfg.dim)
     miner = MINERS[cfg.miner]()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import random
 from itertools import groupby
 from dataclasses import asdict
@@ -133,7 +134,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     cfg.check()
     if resume and overwrite:
         raise ByakuganError("resume and overwrite: choose one (go on from the checkpoint, or start over)")
-    check_model_out(cfg.out, CONFIG_FORMAT, resume, overwrite)
+    check_model_out(cfg.out, CONFIG_FORMAT, resume, overwrite, cfg.cache)
     ckpt = Path(cfg.out) / "checkpoint"
     if resume and not (ckpt / "state.json").is_file():
         raise ByakuganError(f"resume: no checkpoint in {ckpt}; leave out --resume to start a new run")
@@ -149,7 +150,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     head = {"type": "concat", "dim": cfg.head_dim, "hidden": cfg.head_hidden, "weight": cfg.head_weight}
     colour = {"weight": cfg.colour_weight} if cfg.colour_weight > 0 else None
     model = create_embedder(cfg.backbone, pretrained=True, head=head, preprocess=Preprocess(size=cfg.size),
-                            name=Path(cfg.out).resolve().name, colour=colour, taps=cfg.taps).to(cfg.device)
+                            name=Path(os.path.abspath(cfg.out)).name, colour=colour, taps=cfg.taps).to(cfg.device)
     if cfg.scoring:
         model.config["scoring"] = cfg.scoring
     loss_fn = LOSSES[cfg.loss](len(classes), cfg.head_dim).to(cfg.device)

@@ -130,9 +130,11 @@ def cmd_watch(a: argparse.Namespace) -> int:
     finally:
         hold_on(main_thread)  # the clean-up is not broken off by another `kill`
         try:
-            tracker.close()
-            if writer is not None:
-                writer.close(keep=not failed)
+            try:
+                tracker.close()
+            finally:  # the video is closed (or its temporary file removed) whatever closing the tracker does
+                if writer is not None:
+                    writer.close(keep=not failed)
         finally:
             if main_thread:  # as it was (a caller in this process, a test, keeps its own)
                 signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)

@@ -110,7 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $BYAKUGAN_TOKEN, else none)")
     s.add_argument("--max-upload-mb", type=megabytes, default=10.0, help="largest request body accepted (default 10)")
     s.add_argument("--max-streams", type=streams, default=8,
-                   help="/watch WebSocket streams open at once (default 8; each holds a detector, ~50 MB for hands)")
+                   help="/watch WebSocket streams open at once (default 8; each holds a detector of its own)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("ui", help="start the Streamlit page (search, enrol, manage, export)")
