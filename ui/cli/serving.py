@@ -25,15 +25,20 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
-def port(text: str) -> int:
-    """--port: a TCP port, 0 (any free one) to 65535."""
+def whole_in(text: str, low: int, high: int, rule: str) -> int:
+    """An argparse value that must be a whole number from low to high (rule: how to say so)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: not a whole number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value}: a port is 0 to 65535")
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{value}: {rule}")
     return value
+
+
+def port(text: str) -> int:
+    """--port: a TCP port, 0 (any free one) to 65535."""
+    return whole_in(text, 0, 65535, "a port is 0 to 65535")
 
 
 def megabytes(text: str) -> float:
@@ -49,13 +54,7 @@ def megabytes(text: str) -> float:
 
 def streams(text: str) -> int:
     """--max-streams: 1 to 1000 WebSocket streams at once."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: not a whole number") from None
-    if not 1 <= value <= 1000:
-        raise argparse.ArgumentTypeError(f"{value}: must be 1 to 1000")
-    return value
+    return whole_in(text, 1, 1000, "must be 1 to 1000")
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
