@@ -173,6 +173,11 @@ def test_sequence_commands(hand_gallery, capsys, tmp_path):
     assert main(["sequence", str(g), "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)["sequences"]
     assert [s["name"] for s in listed] == ["abc", "summon"] and listed[1]["steps"] == ["a", "b", "a"]
+    assert main(["sequence", str(g), "add", "long", *["a", "b"] * 32]) == 0
+    capsys.readouterr()
+    assert main(["sequence", str(g), "list"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert max(map(len, rows)) < 100 and any(r.startswith("long") and "a b a b" in r and "…" in r for r in rows)
     assert main(["sequence", str(g), "remove", "summon"]) == 0
     assert main(["sequence", str(g), "remove", "summon"]) == 2
 

@@ -29,7 +29,7 @@ def cmd_sequence(a: argparse.Namespace) -> int:
         if a.json:
             print_json({"sequences": [{"name": s.name, "steps": list(s.steps), "missing": s.missing(labels)} for s in seqs]})
         elif seqs:
-            print(table([(s.name, " ".join(s.steps), ", ".join(s.missing(labels))) for s in seqs],
+            print(table([(s.name, cut(" ".join(s.steps)), ", ".join(s.missing(labels))) for s in seqs],
                         ("sequence", "steps", "labels no longer enrolled")))
         else:
             print(f"{a.gallery}: no sequences (add one: byakugan sequence {a.gallery} add NAME LABEL LABEL...)")
@@ -47,6 +47,11 @@ def cmd_sequence(a: argparse.Namespace) -> int:
         seq = g.sequences.add(a.name, a.steps, replace=a.replace)
     print(f"sequence {seq.name!r}: {' -> '.join(seq.steps)}")
     return 0
+
+
+def cut(text: str, width: int = 60) -> str:
+    """One long sequence (up to 64 steps) must not pad every row of the table to its width; --json has it whole."""
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _tracker(a: argparse.Namespace) -> Tracker:
