@@ -103,8 +103,9 @@ class Gallery:
             committed.check_current(target, self.generation)
         # The cohort file is written once per folder; it may still have to be read from the old one.
         cohort = self.cohort if self.cohort_settings and not (target / COHORT_FILE).is_file() else None
-        self.path = target
-        thumbs = store.Thumbnails(self.path / THUMBS_DIR, self._new_thumbs, set(self._added) if same else set(self._new_thumbs))
+        old, self.path = self._saved_to and Path(self._saved_to) / THUMBS_DIR, target
+        thumbs = store.Thumbnails(self.path / THUMBS_DIR, self._new_thumbs, set(self._added) if same else set(self._new_thumbs),
+                                  None if same else old, self._refs)
         if cohort is not None:
             self.path.mkdir(parents=True, exist_ok=True)
             save_cohort(self.path, cohort)  # written once, before the save that names it

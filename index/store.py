@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, TypeVar
+from typing import BinaryIO, Callable, Iterable, Iterator, Optional, TypeVar
 
 from byakugan.embedder.atomic import fsync_dir, write_atomic
 
@@ -107,22 +107,36 @@ def _read_meta(directory: Path) -> dict:
 @contextlib.contextmanager
 def locked(directory: Path) -> Iterator[None]:
     """Exclusive lock for a read-modify-save cycle, so two writers never lose each other's changes.
-    Holding it, the leftovers of writers killed mid-save are removed."""
+    Holding it, the leftovers of writers killed mid-save are removed. A folder the lock made is
+    removed again when nothing was saved in it (a first enrolment that failed leaves no stray folder)."""
     import fcntl
 
     if directory.exists() and not directory.is_dir():
         raise GalleryError(f"gallery {directory}: is a file, not a gallery folder")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        f = open(directory / LOCK_FILE, "a")
-    except OSError as exc:
-        raise GalleryError(f"gallery {directory}: cannot be created or locked ({exc.strerror})") from None
-    with f:
+    while True:
+        made = not directory.exists()
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            f = open(directory / LOCK_FILE, "a")
+        except OSError as exc:
+            raise GalleryError(f"gallery {directory}: cannot be created or locked ({exc.strerror})") from None
         fcntl.flock(f, fcntl.LOCK_EX)
+        try:  # the folder may have been removed, as below, while this waited: lock it afresh
+            current = os.stat(directory / LOCK_FILE).st_ino == os.fstat(f.fileno()).st_ino
+        except OSError:
+            current = False
+        if current:
+            break
+        f.close()
+    with f:
         try:
             clean_leftovers(directory)
             yield
         finally:
+            with contextlib.suppress(OSError):
+                if made and os.listdir(directory) == [LOCK_FILE]:
+                    (directory / LOCK_FILE).unlink()
+                    directory.rmdir()
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
@@ -203,19 +217,28 @@ def retire(directory: Path, backup: str, keep) -> None:
 class Thumbnails:
     """The thumbnails a save writes (JPEG bytes by reference id) into `folder`: written once the save
     may go ahead, taken back when it then fails, so a later save's reference of the same id never
-    shows this one's picture. `new`: the ids that had no thumbnail before (only theirs are taken back)."""
+    shows this one's picture. `new`: the ids that had no thumbnail before (only theirs are taken back).
+    A save into another folder also copies, from `copy_from`, the thumbnails of the saved references
+    `ids` that have no new one (read one at a time: a large gallery's would not fit in memory)."""
 
-    def __init__(self, folder: Path, thumbs: dict[int, bytes], new: set[int]) -> None:
+    def __init__(self, folder: Path, thumbs: dict[int, bytes], new: set[int],
+                 copy_from: Optional[Path] = None, ids: Iterable[int] = ()) -> None:
         self.folder, self.thumbs, self.new, self.written = folder, thumbs, new, False
+        self.copy_from, self.ids, self.copied = copy_from, ids, []
 
     def write(self) -> None:
-        if self.thumbs:
+        copies = [] if self.copy_from is None or self.copy_from.resolve() == self.folder.resolve() else \
+            [i for i in self.ids if i not in self.thumbs and (self.copy_from / f"{i}.jpg").is_file()]
+        if self.thumbs or copies:
             self.folder.mkdir(parents=True, exist_ok=True)
             self.written = True
             for i, data in self.thumbs.items():
                 write_atomic(self.folder / f"{i}.jpg", data, sync_dir=False)
+            for i in copies:
+                self.copied.append(i)
+                write_atomic(self.folder / f"{i}.jpg", (self.copy_from / f"{i}.jpg").read_bytes(), sync_dir=False)
 
     def take_back(self) -> None:
-        for i in self.thumbs if self.written else ():
-            if i in self.new:
+        for i in [*self.thumbs, *self.copied] if self.written else ():
+            if i in self.new or i in self.copied:
                 (self.folder / f"{i}.jpg").unlink(missing_ok=True)

@@ -163,6 +163,21 @@ def test_thumbnails_follow_their_references(model, tiny_images, tmp_path):
     assert [r.source for r in g.references()] == [str(tiny_images[1])]
 
 
+def test_saving_into_another_folder_takes_the_thumbnails_along(model, tiny_images, tmp_path):
+    pipe, g = new_gallery(model, tmp_path / "t")
+    old = pipe.enroll(g, "red", tiny_images[:2])
+    g.save()
+    g = Gallery.open(tmp_path / "t")
+    g.remove_reference(old[0])
+    new = pipe.enroll(g, "blue", tiny_images[2:3])
+    g.save(tmp_path / "copy")
+    names = sorted(p.name for p in (tmp_path / "copy" / "thumbs").iterdir())
+    assert names == sorted(f"{i}.jpg" for i in [old[1], *new])  # saved before, new, and not the removed one
+    copy = Gallery.open(tmp_path / "copy")
+    assert copy.thumbnail(old[1]) == Gallery.open(tmp_path / "t").thumbnail(old[1])
+    assert Gallery.open(tmp_path / "t").thumbnail(old[0]) is not None  # the first folder is untouched
+
+
 def test_class_mean_scoring_ranks_labels_by_their_mean_and_survives_save(model, tmp_path, D, capsys):
     from byakugan.ui.cli import main
 

@@ -381,6 +381,42 @@ def test_foreign_folders_are_refused_before_the_lock_touches_them(tmp_path, caps
     assert not list((tmp_path / "died").glob(".*.tmp-*"))
 
 
+def test_a_first_enrolment_that_fails_leaves_no_folder(tmp_path, capsys):
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    code, err = run(capsys, "enroll", tmp_path / "new" / "g", "red", tmp_path / "bad.jpg")
+    assert code == 2 and "gallery unchanged" in err
+    assert not (tmp_path / "new" / "g").exists()  # no stray folder holding a .lock
+    (tmp_path / "mine").mkdir()  # a folder that was there before the lock stays
+    code, err = run(capsys, "enroll", tmp_path / "mine", "red", tmp_path / "bad.jpg")
+    assert code == 2 and sorted(p.name for p in (tmp_path / "mine").iterdir()) == [store.LOCK_FILE]
+
+
+def test_a_lock_whose_folder_went_away_while_waiting_is_taken_afresh(tmp_path):
+    import fcntl
+    import threading
+
+    folder, order, inside, leave = tmp_path / "g", [], threading.Event(), threading.Event()
+
+    def second():
+        with store.locked(folder):
+            order.append("in")
+            inside.set()
+            leave.wait(10)
+
+    with store.locked(folder):
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        time.sleep(0.3)  # the other waits on this .lock's inode, which goes with the folder
+        order.append("out")
+    assert inside.wait(10) and order == ["out", "in"]
+    with open(folder / store.LOCK_FILE) as f:  # it made the folder again and holds the lock in it
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    leave.set()
+    waiter.join(10)
+    assert not folder.exists()  # nothing saved there either
+
+
 def test_evaluate_refuses_unreadable_images(tmp_path, capsys, tiny_images):
     for cls in ("a", "b", "c"):
         (tmp_path / "d" / cls).mkdir(parents=True)
