@@ -145,6 +145,16 @@ def test_live_page_edits_the_gallerys_sequences(colour_gallery, monkeypatch):
     assert at.text_input(key="live_seq_steps").value == "red green"  # kept, to correct it
     assert [s.name for s in Gallery.open(colour_gallery).sequences] == ["flag"]
 
+    at.text_input(key="live_seq_name").input("flag").run()  # an existing name: refused unless replaced
+    at.text_input(key="live_seq_steps").input("blue red").run()
+    at.button(key="live_add_seq").click().run()
+    assert [plain(e.value) for e in at.error] == ["sequence 'flag': already exists; remove it first or replace it"]
+    at.checkbox(key="live_seq_replace").check().run()
+    at.button(key="live_add_seq").click().run()
+    assert not at.error and [plain(s.value) for s in at.success] == ["Replaced sequence 'flag'."]
+    assert [(s.name, s.steps) for s in Gallery.open(colour_gallery).sequences] == [("flag", ("blue", "red"))]
+    assert at.checkbox(key="live_seq_replace").value is False  # not left on for the next name
+
     at.button(key="live_rm_seq_flag").click().run()
     assert [plain(s.value) for s in at.success] == ["Removed sequence 'flag'."]
     assert list(Gallery.open(colour_gallery).sequences) == []

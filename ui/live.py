@@ -181,6 +181,7 @@ def sequences_ui(svc: GalleryService) -> None:
     st.subheader("Sequences")
     if st.session_state.pop("live_seq_clear", False):  # before the inputs exist: empty them after an add
         st.session_state["live_seq_name"] = st.session_state["live_seq_steps"] = ""
+        st.session_state["live_seq_replace"] = False
     if notice := st.session_state.pop("live_notice", None):
         st.success(md(notice))
     labels = svc.labels()
@@ -197,8 +198,12 @@ def sequences_ui(svc: GalleryService) -> None:
     name = st.text_input("New sequence's name", key="live_seq_name")
     steps = st.text_input("Its steps: labels in order, separated by spaces (by commas if a label has one)",
                           key="live_seq_steps", help="A label may repeat. Labels: " + ", ".join(labels))
+    replace = st.checkbox("Replace the sequence of that name", key="live_seq_replace",
+                          disabled=name.strip() not in {s.name for s in seqs})
     if st.button("Add sequence", key="live_add_seq", disabled=not (name.strip() and steps.strip())):
-        _act(lambda: svc.add_sequence(name, split_steps(steps)), f"Added sequence {name.strip()!r}.", clear=True)
+        done = "Replaced" if replace and name.strip() in {s.name for s in seqs} else "Added"
+        _act(lambda: svc.add_sequence(name, split_steps(steps), replace=replace), f"{done} sequence {name.strip()!r}.",
+             clear=True)
 
 
 def _act(fn, notice: str, clear: bool = False) -> None:
