@@ -14,6 +14,7 @@ import numpy as np
 
 from byakugan.embedder.errors import ByakuganError
 from byakugan.index.tracker import FrameResult
+from byakugan.ui.lettering import paste, tag
 
 BANNER_SECONDS = 2.0  # how long an event's banner stays on the picture
 _COLOURS = [(80, 220, 80), (60, 160, 255), (255, 140, 60), (220, 80, 220), (60, 220, 220)]  # BGR, by track id
@@ -135,31 +136,18 @@ class Annotator:
             colour = _COLOURS[tr.id % len(_COLOURS)]
             cv2.rectangle(out, (x, y), (x + w, y + h), colour, 2)
             text = f"{tr.label} {tr.score:.2f}" if tr.label else "..."
-            _label(out, _ascii(text), (x, max(0, y - 6)), colour)
+            patch = _bgr(tag(text, 17, _bgr(colour), (0, 0, 0), 3))
+            paste(out, patch, x, max(0, y - 2 - patch.shape[0]))
         for e in result.events:
             self._banner = (e.name, result.t)
         if self._banner and result.t - self._banner[1] <= BANNER_SECONDS:
-            text = _ascii(self._banner[0]).upper() + "!"
-            size = cv2.getTextSize(text, cv2.FONT_HERSHEY_DUPLEX, 1.4, 3)[0]
-            org = ((out.shape[1] - size[0]) // 2, out.shape[0] - 24)
-            cv2.rectangle(out, (org[0] - 12, org[1] - size[1] - 12), (org[0] + size[0] + 12, org[1] + 12), (0, 0, 0), -1)
-            cv2.putText(out, text, org, cv2.FONT_HERSHEY_DUPLEX, 1.4, (40, 200, 255), 3, cv2.LINE_AA)
+            patch = _bgr(tag(self._banner[0].upper() + "!", 40, (255, 200, 40), (0, 0, 0), 12))
+            paste(out, patch, (out.shape[1] - patch.shape[1]) // 2, out.shape[0] - 12 - patch.shape[0])
         if fps is not None:  # top right: a track's label sits at the top left of a whole-frame box
-            text = f"{fps:.1f} frames/s"
-            width = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 2)[0][0]
-            _label(out, text, (out.shape[1] - width - 12, 22), (255, 255, 255))
+            patch = tag(f"{fps:.1f} frames/s", 17, (255, 255, 255), (0, 0, 0), 3)
+            paste(out, patch, out.shape[1] - patch.shape[1] - 12, 4)
         return out
 
 
-def _label(img: np.ndarray, text: str, org: tuple[int, int], colour: tuple[int, int, int]) -> None:
-    import cv2
-
-    size = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 2)[0]
-    x, y = org[0], max(size[1] + 4, org[1])
-    cv2.rectangle(img, (x, y - size[1] - 4), (x + size[0] + 4, y + 4), (0, 0, 0), -1)
-    cv2.putText(img, text, (x + 2, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2, cv2.LINE_AA)
-
-
-def _ascii(text: str) -> str:
-    # OpenCV's fonts draw ASCII only; other letters show as '?' on the picture (JSON keeps them).
-    return text.encode("ascii", "replace").decode("ascii")
+def _bgr(a):  # OpenCV's frames are BGR; Pillow draws in RGB
+    return a[..., ::-1] if isinstance(a, np.ndarray) else a[::-1]

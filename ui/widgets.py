@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Optional
 
 import streamlit as st
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from byakugan.embedder.errors import ImageError
 from byakugan.embedder.images import IMAGE_SUFFIXES, load_image
 from byakugan.index.labels import BIDI_CONTROLS
 from byakugan.index.ranking import Recognition
+from byakugan.ui import lettering
 
 IMAGE_TYPES = [s.lstrip(".") for s in IMAGE_SUFFIXES]
 
@@ -58,7 +59,7 @@ def draw_boxes(img: Image.Image, detections: list[Recognition]) -> Image.Image:
     out = img.convert("RGB")
     pen = ImageDraw.Draw(out)
     width = max(2, round(max(img.size) / 200))
-    font = ImageFont.load_default(size=max(14, round(max(img.size) / 28)))
+    size = max(14, round(max(img.size) / 28))
     for d in detections:
         if not d.found:  # the whole picture was searched: no box to draw
             continue
@@ -66,10 +67,8 @@ def draw_boxes(img: Image.Image, detections: list[Recognition]) -> Image.Image:
         colour = (46, 160, 67) if d.match.known else (220, 50, 50)
         pen.rectangle([x, y, x + w - 1, y + h - 1], outline=colour, width=width)
         text = f"{d.match.label} {d.match.confidence:.0%}" if d.match.confidence is not None else d.match.label
-        left, top, right, bottom = pen.textbbox((x, y), text, font=font)
-        ty = y - (bottom - top) - 2 * width if y - (bottom - top) - 2 * width >= 0 else y + h
-        pen.rectangle([x, ty, x + (right - left) + 2 * width, ty + (bottom - top) + 2 * width], fill=colour)
-        pen.text((x + width, ty + width - (top - y)), text, fill=(255, 255, 255), font=font)
+        patch = Image.fromarray(lettering.tag(text, size, (255, 255, 255), colour, width))
+        out.paste(patch, (x, y - patch.height if y - patch.height >= 0 else y + h))
     return out
 
 

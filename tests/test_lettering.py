@@ -1,0 +1,46 @@
+"""Labels drawn on pictures keep their letters (ui/lettering.py): no '?' for a name in Cyrillic."""
+
+import numpy as np
+
+from byakugan.index.tracker import Event, FrameResult, TrackState
+from byakugan.ui import lettering
+from byakugan.ui.video import Annotator
+
+
+def test_each_letter_is_drawn_by_a_font_that_has_it():
+    [(font, text)] = lettering.runs("Жёлтый Ωmega 0.91")  # DejaVu Sans, shipped with matplotlib, has them all
+    assert text == "Жёлтый Ωmega 0.91" and font.endswith("DejaVuSans.ttf")
+    parts = lettering.runs("綾波 レイ 0.91")
+    assert "".join(t for _, t in parts) == "綾波 レイ 0.91"
+    for font, text in parts:  # whichever font has the Japanese, the digits and spaces stay in DejaVu Sans
+        assert all(ord(c) in lettering._letters(font) for c in text)
+        if any(c.isdigit() or c.isspace() for c in text):
+            assert font.endswith("DejaVuSans.ttf")
+
+
+def test_a_tag_is_its_text_on_a_box():
+    a = lettering.tag("Ёж 0.91", 20, (255, 255, 255), (0, 0, 0), pad=3)
+    assert a.ndim == 3 and a.shape[2] == 3 and a.dtype == np.uint8
+    assert (a[:3] == 0).all() and (a == 255).any()  # the pad is background; the letters are drawn
+    assert not np.array_equal(a, lettering.tag("?? 0.91", 20, (255, 255, 255), (0, 0, 0), pad=3))
+    empty = lettering.tag("", 20, (255, 255, 255), (9, 9, 9))
+    assert empty.size and (empty == 9).all()
+
+
+def test_paste_cuts_at_the_frame_edges():
+    frame = np.zeros((10, 10, 3), np.uint8)
+    lettering.paste(frame, np.full((4, 4, 3), 7, np.uint8), -2, 8)
+    assert (frame[8:, :2] == 7).all() and frame.sum() == 7 * 3 * 4
+
+
+def _frame(label: str, event: str = "") -> np.ndarray:
+    result = FrameResult(0.0, 0, (TrackState(0, (20, 60, 80, 80), label, 0.9, label),),
+                         (Event(0.0, event, 0),) if event else (), 0.0)
+    return Annotator().draw(np.zeros((240, 320, 3), np.uint8), result, fps=12.0)
+
+
+def test_a_video_draws_labels_and_banners_as_written():
+    # OpenCV's own fonts drew every letter outside ASCII as '?'
+    assert not np.array_equal(_frame("Ёж"), _frame("??"))
+    assert not np.array_equal(_frame("a", "Победа"), _frame("a", "??????"))
+    assert _frame("Ёж")[40:60, 20:60].any()  # the label sits above its box
