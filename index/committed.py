@@ -23,8 +23,10 @@ def exists(directory: Path) -> bool:
 
 
 def version(directory: Path):
-    """The committed generation, which every save raises (not file times: two saves within a
-    timestamp's step would look the same); None when no save has committed here; a string saying
+    """The committed state: (generation, commit). Every save raises the generation (not file times:
+    two saves within a timestamp's step would look the same) and draws a new random commit, so a
+    copy of the folder saved as many times as the original is still told from it (galleries saved
+    before commits were drawn give None). None when no save has committed here; a string saying
     what is wrong when the database is unreadable, damaged or another program's."""
     f = directory / DB_FILE
     if not f.is_file():
@@ -42,7 +44,8 @@ def version(directory: Path):
                 return None
             if not {"settings", "refs", "pieces"} <= tables:
                 return f"unreadable: not a byakugan gallery's database (its tables: {', '.join(sorted(tables))})"
-            n, gen = con.execute("SELECT COUNT(*), MAX(CASE WHEN key = 'generation' THEN value END) FROM settings").fetchone()
+            n, gen, commit = con.execute("SELECT COUNT(*), MAX(CASE WHEN key = 'generation' THEN value END), "
+                                         "MAX(CASE WHEN key = 'commit' THEN value END) FROM settings").fetchone()
             held = n or con.execute("SELECT EXISTS (SELECT 1 FROM refs) OR EXISTS (SELECT 1 FROM pieces)").fetchone()[0]
         finally:
             con.close()
@@ -50,9 +53,12 @@ def version(directory: Path):
             return None
         if not n:  # references without the settings their commit wrote
             return "unreadable: missing its settings (damaged)"
-        gen = json.loads(gen) if gen is not None else None
-        return gen if isinstance(gen, int) and not isinstance(gen, bool) else \
-            f"unreadable: damaged (its generation is {gen!r}, not a whole number)"
+        gen, commit = (json.loads(v) if v is not None else None for v in (gen, commit))
+        if not isinstance(gen, int) or isinstance(gen, bool):
+            return f"unreadable: damaged (its generation is {gen!r}, not a whole number)"
+        if not isinstance(commit, (str, type(None))):
+            return f"unreadable: damaged (its commit is {commit!r}, not text)"
+        return gen, commit
     except (sqlite3.Error, ValueError, TypeError, OSError) as exc:
         return f"unreadable: not a readable database ({exc})"
 
@@ -65,10 +71,10 @@ def readable(directory: Path):
     return now
 
 
-def check_current(directory: Path, generation) -> None:
-    """GalleryError unless the folder still holds `generation` (the one a copy was read at or last
-    saved), or nothing committed: a copy of an older state must not write over a newer one."""
+def check_current(directory: Path, state) -> None:
+    """GalleryError unless the folder still holds `state` (version(): the one a copy was read at or
+    last saved), or nothing committed: a copy of another state must not write over it."""
     now = readable(directory)
-    if now is not None and now != generation:
+    if now is not None and now != state:
         raise GalleryError(f"gallery {directory}: another save changed it since this copy was opened; nothing "
                            "changed: open it again and redo the edit")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import sqlite3
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
@@ -207,16 +208,17 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
         con.execute("BEGIN IMMEDIATE")  # one writer at a time, from here to the commit
         for statement in SCHEMA:
             con.execute(statement)
-        now = dict(con.execute("SELECT key, value FROM settings WHERE key IN ('storage', 'generation')"))
-        old = json.loads(now["storage"]) if "storage" in now else None
-        if same and "generation" in now and json.loads(now["generation"]) != meta.get("generation"):
-            # Its settings row (next id, threshold, sequences) and its edits are of an older state:
-            # written, they would undo that save's settings and take ids it gave.
-            raise sqlite3.IntegrityError(f"generation {now.get('generation')}, this copy's {meta.get('generation')}")
+        now = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM settings WHERE key IN "
+                                                          "('storage', 'generation', 'commit')")}
+        old = now.get("storage")
+        if same and "generation" in now and (now["generation"], now.get("commit")) != (meta.get("generation"), meta.get("commit")):
+            # Its settings row (next id, threshold, sequences) and its edits are of another state (a newer
+            # one, or a copy put in its place): written, they would undo its settings and take ids it gave.
+            raise sqlite3.IntegrityError(f"generation {now['generation']}, this copy's {meta.get('generation')}")
         if first is not None:  # under the write lock: other savers wait (up to the busy timeout) while it writes
             first()
         # Past both this object's generation and the folder's: new file names never replace one in use.
-        gen = max(int(meta.get("generation", 0)), int(json.loads(now.get("generation", "0")))) + 1
+        gen = max(int(meta.get("generation", 0)), int(now.get("generation", 0))) + 1
         milvus = getattr(store, "backend", "") == "milvus"
         full = old is None or rebuild or int(old["dim"]) != store.dim or not milvus and \
             int(old["rows"]) - (len(refs) - len(added)) > max(COMPACT_MIN, len(refs))
@@ -236,7 +238,8 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
                 name = write_atomic(directory / f"index.{gen:06d}.faiss", blob).name
                 st.update(checkpoint=name, checkpoint_sha256=hashlib.sha256(blob).hexdigest(), checkpoint_rows=st["rows"])
         settings = {k: v for k, v in meta.items() if k not in NOT_SETTINGS}
-        settings.update(format="byakugan-gallery", version=FORMAT_VERSION, generation=gen, storage=st)
+        settings.update(format="byakugan-gallery", version=FORMAT_VERSION, generation=gen, commit=secrets.token_hex(8),
+                        storage=st)
         con.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?)",
                         [(k, json.dumps(v, ensure_ascii=False)) for k, v in settings.items()])
         if full:

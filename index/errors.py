@@ -15,6 +15,10 @@ class ModelMismatchError(GalleryError):
     """The model given to a gallery is not the one that built it."""
 
 
+class NotInGalleryError(GalleryError):
+    """A label, reference or sequence the gallery does not hold (HTTP 404)."""
+
+
 class GalleryGoneError(GalleryError):
     """The gallery a server was started with was moved or deleted while it ran (the server's fault to
     report, not the request's)."""

@@ -17,7 +17,7 @@ from byakugan.embedder.scoring import check_scoring
 from byakugan.embedder.scoring.cohort import COHORT_FILE, load_cohort, save_cohort
 
 from . import committed, counts, db, ranking, reindex, store
-from .errors import GalleryError
+from .errors import GalleryError, NotInGalleryError
 from .labels import check_label, find, shown, some
 from .means import ClassMeans
 from .milvus import new_store
@@ -120,7 +120,8 @@ class Gallery:
             {}, set(), [], [], False, self.path
 
     read_only = property(lambda self: bool(self._meta.get("read_only")))
-    generation = property(lambda self: self._meta.get("generation"), doc="The committed save it holds (index.db), if any")
+    generation = property(lambda self: (self._meta["generation"], self._meta.get("commit")) if "generation" in self._meta
+                          else None, doc="The committed save it holds (index.db: generation, commit), if any")
 
     def clone(self) -> Optional["Gallery"]:
         """An independent copy to edit while others read this one (None for a store that cannot copy)."""
@@ -193,7 +194,7 @@ class Gallery:
 
     def embeddings(self, ids: Sequence[int]) -> np.ndarray:
         if missing := [i for i in ids if i not in self._refs]:
-            raise GalleryError(f"reference id {missing[0]!r}: not in gallery {self.path or '(unsaved)'}")
+            raise NotInGalleryError(f"reference id {missing[0]!r}: not in gallery {self.path or '(unsaved)'}")
         return self._store.get(list(ids))
 
     def thumbnail(self, ref_id: int) -> Optional[bytes]:
@@ -205,7 +206,7 @@ class Gallery:
 
     def _require_label(self, label: str) -> str:
         if (found := find(label, self._counts)) is None:  # any spelling it was enrolled with
-            raise GalleryError(f"label {shown(label)}: not in gallery {self.path or '(unsaved)'} (labels: {some(self._counts)})")
+            raise NotInGalleryError(f"label {shown(label)}: not in gallery {self.path or '(unsaved)'} (labels: {some(self._counts)})")
         return found
 
     # ---- editing ------------------------------------------------------------------------
@@ -250,7 +251,7 @@ class Gallery:
 
     def remove_reference(self, ref_id: int) -> Reference:
         if ref_id not in self._refs:
-            raise GalleryError(f"reference id {ref_id!r}: not in gallery {self.path or ''}")
+            raise NotInGalleryError(f"reference id {ref_id!r}: not in gallery {self.path or ''}")
         ref = self._refs[ref_id]
         self._drop([ref_id])
         return ref

@@ -10,6 +10,8 @@ from .ranking import UNKNOWN
 MAX_LABEL_LEN = 100
 JOINERS = set("\u200c\u200d")
 BIDI_CONTROLS = set("\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Letters that draw nothing (Hangul fillers, the blank Braille pattern): a label of these and joiners alone looks empty.
+BLANKS = set("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def check_label(label: object, new: bool = True) -> str:
@@ -34,6 +36,8 @@ def check_label(label: object, new: bool = True) -> str:
     if any(unicodedata.category(c) == "Cc" or (unicodedata.category(c) == "Cf" and c not in JOINERS)
            or c in BIDI_CONTROLS for c in label):
         raise GalleryError(f"label {label!r}: must not contain control or invisible formatting characters")
+    if new and all(c in JOINERS or c in BLANKS or unicodedata.category(c) in ("Zs", "Mn", "Me") for c in label):
+        raise GalleryError(f"label {label!r}: shows nothing (only joiners, blanks or accents); must have a visible character")
     if unicodedata.normalize("NFKC", label).casefold() == UNKNOWN:  # full-width ＵＮＫＮＯＷＮ looks the same
         raise GalleryError(f"label {label!r}: reserved for queries below the threshold; choose another name")
     return label

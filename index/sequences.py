@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Optional
 
-from .errors import GalleryError
+from .errors import GalleryError, NotInGalleryError
 from .labels import check_label, find, shown, some
 
 MAX_STEPS = 64
@@ -45,7 +45,7 @@ class SequenceBook:
     def get(self, name: str) -> Sequence:
         if (found := find(name, self._store)) is None:
             known = ", ".join(sorted(self._store)) or "none"
-            raise GalleryError(f"sequence {shown(name)}: not in this gallery (sequences: {known})")
+            raise NotInGalleryError(f"sequence {shown(name)}: not in this gallery (sequences: {known})")
         return Sequence(found, tuple(self._store[found]))
 
     def add(self, name: str, steps: list[str], replace: bool = False) -> Sequence:

@@ -21,14 +21,14 @@ from byakugan.embedder.scoring.calibration import Calibration
 
 from . import db, store
 from .choosing import Candidates
-from .confidence import DUPLICATE_COSINE
-from .errors import GalleryError, GalleryGoneError, ModelMismatchError
+from .errors import GalleryError, GalleryGoneError
 from .gallery import Gallery
 from .pipeline import Pipeline
 from .ranking import Recognition
 from .records import Crop, Removed
 from .sequences import Sequence
 from .tracker import Tracker, TrackerSettings
+from .warnings import enrol_warnings
 
 T = TypeVar("T")
 if TYPE_CHECKING:  # torch would come with it: a server of bundles never loads it
@@ -72,7 +72,7 @@ class GalleryService:
             return ("generation", generation)
         try:
             st = (self.path / store.META_FILE).stat()  # a gallery still in the first format
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # gone, or a file put where the folder was
             return None
         return (st.st_mtime_ns, st.st_size)
 
@@ -88,11 +88,14 @@ class GalleryService:
         if stamp is None:
             self._check_there()
             return self.pipeline.new_gallery(self.path)
-        g = Gallery.open(self.path)
+        try:
+            g = Gallery.open(self.path)
+        except GalleryError as exc:  # the server's own gallery damaged or replaced: no request can fix it
+            raise GalleryGoneError(str(exc)) from None
         if self.undecided:  # made meanwhile by another process: its model, none picked here
             self.pipeline, self._live, self.undecided = Pipeline.for_gallery(g, runtime="onnx"), None, False
         if g.model_settings["fingerprint"] != self.pipeline.encoder.fingerprint():
-            raise ModelMismatchError(f"gallery {self.path}: was rebuilt with model {g.model_name!r} while this "
+            raise GalleryGoneError(f"gallery {self.path}: was rebuilt with model {g.model_name!r} while this "
                                      "server ran with another; restart it")
         return g
 
@@ -150,37 +153,12 @@ class GalleryService:
         return self.pipeline.calibration(self.gallery())
 
     def check(self, label: str, crops: list[Crop]) -> list[str]:
-        """Warnings about crops before they are enrolled as `label`: near-duplicates (by the raw
-        cosine, whatever the gallery's scale), or closer to another class."""
+        """Warnings about crops before they are enrolled as `label` (index.warnings)."""
         g = self.gallery()
         if not crops or (not len(g) and len(crops) < 2):  # nothing to compare with: no embedding (the page asks on every rerun)
             return []
         pipe = self._pipeline_for(crops)
-        g = pipe.new_gallery() if pipe is not self.pipeline else g  # an empty one of the model these crops would take
-        emb = pipe.embed_regions([c.image for c in crops], [c.landmarks for c in crops])
-        # Within this batch (the gallery cannot see these yet), scored as a search would score one
-        # against the other: a hand crop without landmarks by its CNN part alone. A new reference
-        # this close to another (raw cosine) adds nothing but weight to its class.
-        q, _ = pipe.query(g, emb)
-        S = np.maximum(S := q @ emb.T, S.T)
-        same = np.triu(S >= DUPLICATE_COSINE, 1)
-        warnings = [f"{crops[j].name}: near-duplicate of {crops[i].name} in the same upload, cosine {S[i, j]:.3f}"
-                    for j in np.flatnonzero(same.any(0)) for i in [int(np.argmax(same[:, j]))]]
-        if not len(g):
-            return warnings
-        for crop, r in zip(crops, pipe.search(g, emb, k=len(g.labels()))):
-            if not r.hits:  # an approximate index found nothing near: neither a duplicate nor a closer class
-                continue
-            top = r.hits[0]
-            if top.score + r.offset >= DUPLICATE_COSINE:
-                warnings.append(f"{crop.name}: near-duplicate of reference {top.id} ({top.label}, {top.source}), "
-                                f"cosine {top.score + r.offset:.3f}")
-            own = dict(r.labels).get(label)
-            best_label, best = r.labels[0]
-            if label in g.labels() and best_label != label:
-                own_text = f"{own:.3f}" if own is not None else "lower"
-                warnings.append(f"{crop.name}: closer to {best_label!r} ({best:.3f}) than to its own class {label!r} ({own_text})")
-        return warnings
+        return enrol_warnings(pipe, g if pipe is self.pipeline else pipe.new_gallery(), label, crops)
 
     # ---- editing -------------------------------------------------------------------------
     def enroll(self, label: str, crops: list[Crop], progress: Optional[Callable[[int, int], None]] = None) -> list[int]:

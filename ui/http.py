@@ -26,15 +26,18 @@ from PIL import Image
 
 from byakugan.embedder.errors import ByakuganError
 from byakugan.embedder.images import load_image
-from byakugan.index.errors import GalleryGoneError
+from byakugan.index.errors import GalleryGoneError, NotInGalleryError
 from byakugan.index.gallery import Gallery
-from byakugan.index.labels import check_label, find, shown
+from byakugan.index.labels import MAX_LABEL_LEN, check_label, find, shown
 from byakugan.index.ranking import Recognition
 from byakugan.index.service import GalleryService
 from byakugan.index.tracker import Renewed, TrackerSettings
+from byakugan.ui.guards import BearerFirst, BodyLimit, pixel_budget
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_STREAMS = 8
+# A name's 100 characters are counted once it is NFC (check_label): typed as e + accent it may be longer.
+NAME_CHARS = 4 * MAX_LABEL_LEN
 WATCH_IDLE_SECONDS = 300.0  # a /watch stream that sends nothing this long is closed: it holds one of max_streams
 
 
@@ -66,33 +69,6 @@ class _BundleService:
         return None  # a bundle never changes
 
 
-class BodyLimit:
-    """Refuses a request body over max_bytes with 413, counting the bytes as they arrive, so a
-    chunked upload (no Content-Length) is held to the limit too."""
-
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        too_large = f"request body over the limit of {self.max_bytes} bytes"
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            return await JSONResponse({"error": too_large}, status_code=413)(scope, receive, send)
-        seen = 0
-
-        async def counted():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise HTTPException(413, too_large)  # FastAPI passes an HTTPException through body parsing
-            return message
-
-        await self.app(scope, counted, send)
-
-
 def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes: int = DEFAULT_MAX_BYTES,
                max_streams: int = DEFAULT_MAX_STREAMS) -> FastAPI:
     """source: a gallery folder (search, enrol, delete) or a bundle directory/.zip/.tar.gz (search).
@@ -103,6 +79,7 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
     app = FastAPI(title="byakugan", version="1", docs_url=None, redoc_url=None, openapi_url=None,
                   description="Search enrolled anime characters and hand gestures by image.")
     app.add_middleware(BodyLimit, max_bytes=max_bytes)
+    app.add_middleware(BearerFirst, token=token)  # added last, so it runs first
     bearer = HTTPBearer(auto_error=False)
     streams = [0]  # /watch connections open now
 
@@ -134,7 +111,8 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
     @app.exception_handler(ByakuganError)
     async def bad_input(request: Request, exc: ByakuganError):
         # The server's own gallery gone from under it is not the request's fault: 503, /healthz too.
-        return JSONResponse({"error": str(exc)}, status_code=503 if isinstance(exc, GalleryGoneError) else 400)
+        code = 503 if isinstance(exc, GalleryGoneError) else 404 if isinstance(exc, NotInGalleryError) else 400
+        return JSONResponse({"error": str(exc)}, status_code=code)
 
     async def read(upload: UploadFile) -> bytes:
         data = await upload.read(max_bytes + 1)
@@ -243,32 +221,34 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
 
     if service.writable:
         @app.put("/sequences/{name:path}", dependencies=[Depends(authorised)])
-        def put_sequence(name: str = PathParam(..., min_length=1, max_length=100),
+        def put_sequence(name: str = PathParam(..., min_length=1, max_length=NAME_CHARS),
                          steps: list[str] = Body(..., embed=True, min_length=1, max_length=64)) -> dict:
             """Add or replace a named sequence of enrolled labels (events for /watch)."""
             seq = service.add_sequence(name, steps, replace=True)
             return {"name": seq.name, "steps": list(seq.steps)}
 
         @app.delete("/sequences/{name:path}", dependencies=[Depends(authorised)])
-        def delete_sequence(name: str = PathParam(..., min_length=1, max_length=100)) -> dict:
+        def delete_sequence(name: str = PathParam(..., min_length=1, max_length=NAME_CHARS)) -> dict:
             if find(name, {q.name for q in service.sequences()}) is None:
                 raise HTTPException(404, f"sequence {shown(name)}: not in the gallery")
             return {"name": name, "steps": list(service.remove_sequence(name).steps)}
 
     if service.writable:
         @app.post("/enroll", dependencies=[Depends(authorised)])
-        async def enroll(label: str = Form(..., min_length=1, max_length=100), images: list[UploadFile] = File(...)) -> dict:
+        async def enroll(label: str = Form(..., min_length=1, max_length=NAME_CHARS), images: list[UploadFile] = File(...)) -> dict:
             label = check_label(label)
-            crops = []
+            crops, held = [], 0
             for f in images:  # one decoded upload at a time, off the event loop: only the crops are kept
                 data, name = await read(f), f.filename or "upload"
-                crops += await run_in_threadpool(lambda: service.crops([(name, load_image(data, name=name))], fallback=None))
+                found = await run_in_threadpool(lambda: service.crops([(name, load_image(data, name=name))], fallback=None))
+                held = pixel_budget(held, sum(c.image.width * c.image.height for c in found), name)
+                crops += found
             # Waiting for the gallery's lock (another process may be editing it) holds a worker thread, not the server.
             ids = await run_in_threadpool(service.enroll, label, crops)
             return {"label": label, "ids": ids, "labels": service.labels()}
 
         @app.delete("/labels/{label:path}", dependencies=[Depends(authorised)])  # a label may hold "/"
-        def delete_label(label: str = PathParam(..., min_length=1, max_length=100)) -> dict:
+        def delete_label(label: str = PathParam(..., min_length=1, max_length=NAME_CHARS)) -> dict:
             if find(label, service.labels()) is None:  # any spelling it was enrolled with
                 raise HTTPException(404, f"label {shown(label)}: not in the gallery")
             return {"label": label, "removed": len(service.remove(label).sources)}

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import unicodedata
 from typing import Sequence
+
+from byakugan.index.labels import JOINERS
 
 EXIT_BAD_INPUT = 2
 
@@ -19,8 +22,15 @@ def print_json(obj: object) -> None:
     sys.stdout.write("\n")
 
 
+def printable(value: object) -> str:
+    """str(value) with control and invisible formatting characters written as escapes: a file name
+    sent to the server can hold a terminal's escape sequences or a direction override."""
+    return "".join(f"\\u{ord(c):04x}" if c not in JOINERS and unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")
+                   else c for c in str(value))
+
+
 def table(rows: list[Sequence[object]], header: Sequence[str]) -> str:
-    cells = [list(map(str, header))] + [[str(c) for c in r] for r in rows]
+    cells = [list(map(str, header))] + [[printable(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
 

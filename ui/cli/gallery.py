@@ -19,7 +19,7 @@ from byakugan.index.labels import check_label
 from byakugan.index.milvus import CHOICES
 from byakugan.index.pipeline import Pipeline
 
-from .common import EXIT_BAD_INPUT, detectors, landmarks_arg, print_json, report, table
+from .common import EXIT_BAD_INPUT, detectors, landmarks_arg, print_json, printable, report, table
 from .enrolling import cmd_enroll
 
 MODEL_HELP = "model name or directory (default: the gallery's own; for a new gallery, see `byakugan models`)"
@@ -94,7 +94,7 @@ def cmd_remove(a: argparse.Namespace) -> int:
     with edit_gallery(a.gallery) as g:
         if a.id is not None:
             ref = g.remove_reference(a.id)
-            print(f"removed reference {ref.id} ({ref.label!r}, {ref.source})")
+            print(f"removed reference {ref.id} ({ref.label!r}, {printable(ref.source)})")
         else:
             n = g.remove(a.label)
             print(f"removed {a.label!r} ({n} references)")

@@ -1,0 +1,40 @@
+"""Warnings about crops before they are enrolled: near-duplicates, and crops closer to another class."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .confidence import DUPLICATE_COSINE
+from .gallery import Gallery
+from .pipeline import Pipeline
+from .records import Crop
+
+
+def enrol_warnings(pipe: Pipeline, g: Gallery, label: str, crops: list[Crop]) -> list[str]:
+    """Near-duplicates (by the raw cosine, whatever the gallery's scale), or closer to another class;
+    `g` is the gallery they go into, or an empty one of the model `pipe` embeds with."""
+    emb = pipe.embed_regions([c.image for c in crops], [c.landmarks for c in crops])
+    # Within this batch (the gallery cannot see these yet), scored as a search would score one
+    # against the other: a hand crop without landmarks by its CNN part alone. A new reference
+    # this close to another (raw cosine) adds nothing but weight to its class.
+    q, _ = pipe.query(g, emb)
+    S = np.maximum(S := q @ emb.T, S.T)
+    same = np.triu(S >= DUPLICATE_COSINE, 1)
+    warnings = [f"{crops[j].name}: near-duplicate of {crops[i].name} in the same upload, cosine {S[i, j]:.3f}"
+                for j in np.flatnonzero(same.any(0)) for i in [int(np.argmax(same[:, j]))]]
+    if not len(g):
+        return warnings
+    for crop, r in zip(crops, pipe.search(g, emb, k=len(g.labels()))):
+        if not r.hits:  # an approximate index found nothing near: neither a duplicate nor a closer class
+            continue
+        top = r.hits[0]
+        if top.score + r.offset >= DUPLICATE_COSINE:
+            warnings.append(f"{crop.name}: near-duplicate of reference {top.id} ({top.label}, {top.source}), "
+                            f"cosine {top.score + r.offset:.3f}")
+        own = dict(r.labels).get(label)
+        best_label, best = r.labels[0]
+        if label in g.labels() and best_label != label:
+            own_text = f"{own:.3f}" if own is not None else "lower"
+            warnings.append(f"{crop.name}: closer to {best_label!r} ({best:.3f}) than to its own class {label!r} ({own_text})")
+    return warnings
+
