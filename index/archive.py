@@ -82,7 +82,7 @@ def _wanted(archive: Path, sizes: dict[str, int], read_manifest) -> list[str]:
         return []  # the manifest check names what is missing
     try:
         listed = json.loads(blob).get("files", {})
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return [MANIFEST]  # the manifest check reports it
     if not isinstance(listed, dict):
         raise BundleError(f"bundle {archive}: {MANIFEST} 'files' must map file names to SHA-256 digests")

@@ -53,7 +53,7 @@ def _verify(d: Path, origin: Path) -> dict:
         manifest = json.loads((d / MANIFEST).read_text())
     except (FileNotFoundError, IsADirectoryError):
         raise BundleError(f"bundle {origin}: {MANIFEST} missing; not a byakugan bundle") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise BundleError(f"bundle {origin}: {MANIFEST} is not valid JSON ({exc})") from None
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):

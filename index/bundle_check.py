@@ -201,11 +201,12 @@ def check_index(store, dim: int, ids: np.ndarray, origin: Path) -> None:
     if len(held) != len(store) or not np.array_equal(held, ids):
         raise BundleError(f"{where}: its {len(store)} vector ids are not the {len(ids)} reference ids of references.json")
     if isinstance(inner, faiss.IndexIVFFlat):
-        finite = _finite_rows(faiss.downcast_index(inner.quantizer)) and _finite_lists(inner)
+        finite = _finite_rows(faiss.downcast_index(inner.quantizer), unit=False) and _finite_lists(inner)
     else:
         finite = _finite_rows(inner if isinstance(inner, faiss.IndexFlat) else faiss.downcast_index(inner.storage))
-    if not finite:
-        raise BundleError(f"{where}: holds NaN or infinite vectors")
+    if not finite:  # a longer vector would outscore every true match; a zero one matches nothing
+        raise BundleError(f"{where}: holds NaN, infinite or zero vectors, or vectors longer than 1 "
+                          "(references are embeddings of length 1, less only for a fused hand vector without landmarks)")
 
 
 def _check_hnsw(hnsw_index, where: str) -> None:
@@ -219,13 +220,22 @@ def _check_hnsw(hnsw_index, where: str) -> None:
         raise BundleError(f"{where}: HNSW graph is inconsistent (links or levels out of range)")
 
 
-def _finite_rows(flat, rows: int = 65536) -> bool:
-    """Whether every stored vector is finite, read in place from FAISS's memory, block by block."""
+def _good(rows: np.ndarray, unit: bool = True) -> bool:
+    """Finite, and with unit: of the lengths Gallery.enroll takes (index.vectors.as_vectors)."""
+    if not np.isfinite(rows).all():
+        return False
+    n = np.linalg.norm(rows, axis=1) if unit and len(rows) else None
+    return n is None or bool(((n <= 1.001) & (n >= 1e-3)).all())
+
+
+def _finite_rows(flat, rows: int = 65536, unit: bool = True) -> bool:
+    """Whether every stored vector is finite (and of a reference's length), read in place from FAISS's
+    memory, block by block."""
     n, d = flat.ntotal, flat.d
     if not n:
         return True
     view = faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)
-    return all(np.isfinite(view[i:i + rows]).all() for i in range(0, n, rows))
+    return all(_good(view[i:i + rows], unit) for i in range(0, n, rows))
 
 
 def _finite_lists(ivf) -> bool:
@@ -233,7 +243,7 @@ def _finite_lists(ivf) -> bool:
     lists = ivf.invlists
     for i in range(ivf.nlist):
         n = lists.list_size(i)
-        if n and not np.isfinite(faiss.rev_swig_ptr(lists.get_codes(i), n * lists.code_size).view(np.float32)).all():
+        if n and not _good(faiss.rev_swig_ptr(lists.get_codes(i), n * lists.code_size).view(np.float32).reshape(n, -1)):
             return False
     return True
 

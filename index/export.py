@@ -23,6 +23,7 @@ import numpy as np
 
 from byakugan.embedder.embedding.onnx import export_onnx
 
+from .archive import MAX_MANIFEST_BYTES
 from .bundle import FORMAT, FORMAT_VERSION, MANIFEST, archive_kind
 from .errors import GalleryError
 from .gallery import Gallery
@@ -62,6 +63,10 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False,
         raise GalleryError(f"export: {out}: cannot write it ({exc.strerror or exc})") from None
 
 
+def _is_bundle(manifest: bytes) -> bool:
+    return json.loads(manifest).get("format") == FORMAT
+
+
 def check_replaceable(out: Path, gallery: Gallery) -> None:
     """--overwrite replaces an earlier bundle, never anything else: not the gallery, not a folder
     of other files (its contents would be deleted), not a file that is not a bundle archive."""
@@ -76,14 +81,15 @@ def check_replaceable(out: Path, gallery: Gallery) -> None:
             ok = not names or (MANIFEST in names and all((out / n).is_file() for n in names)
                                and json.loads((out / MANIFEST).read_text()).get("format") == FORMAT)
         elif archive_kind(out) == "zip":
-            with zipfile.ZipFile(out) as z:
-                ok = MANIFEST in z.namelist()
+            with zipfile.ZipFile(out) as z:  # its manifest must say it is a bundle: another app's has a manifest.json too
+                ok = z.getinfo(MANIFEST).file_size <= MAX_MANIFEST_BYTES and _is_bundle(z.read(MANIFEST))
         elif archive_kind(out) == "tar.gz":
             with tarfile.open(out, "r:gz") as t:
-                ok = MANIFEST in t.getnames()
+                m = t.getmember(MANIFEST)
+                ok = m.isfile() and m.size <= MAX_MANIFEST_BYTES and _is_bundle(t.extractfile(m).read())
         else:
             ok = False
-    except (OSError, ValueError, tarfile.TarError, zipfile.BadZipFile, AttributeError):
+    except (OSError, ValueError, KeyError, tarfile.TarError, zipfile.BadZipFile, AttributeError, RecursionError):
         ok = False
     if not ok:
         raise GalleryError(f"export: {out} is not a byakugan bundle; --overwrite replaces only an earlier bundle "

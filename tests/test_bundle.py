@@ -117,6 +117,29 @@ def test_export_refuses_to_overwrite_or_export_nothing(exported, digit_gallery, 
     assert ".rar is not a bundle format" in capsys.readouterr().err and not (tmp_path / "b.rar").exists()
 
 
+def test_overwrite_replaces_only_a_bundle_archive_and_deep_json_is_one_line(exported, digit_gallery, tmp_path, capsys):
+    import shutil
+    import zipfile
+
+    other = tmp_path / "my-extension.zip"  # another program's archive with a manifest.json of its own
+    with zipfile.ZipFile(other, "w") as z:
+        z.writestr("manifest.json", '{"manifest_version": 3, "name": "My Extension"}')
+        z.writestr("background.js", "x")
+    assert main(["export", str(digit_gallery), str(other), "--overwrite"]) == 2
+    assert "is not a byakugan bundle" in capsys.readouterr().err and "background.js" in zipfile.ZipFile(other).namelist()
+    deep = shutil.copytree(exported[""], tmp_path / "deep")
+    (deep / "manifest.json").write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(BundleError, match="manifest.json is not valid JSON"):
+        load(deep)
+    assert main(["export", str(digit_gallery), str(deep), "--overwrite"]) == 2
+    assert "is not a byakugan bundle" in capsys.readouterr().err
+    with zipfile.ZipFile(tmp_path / "deep.zip", "w") as z:
+        z.writestr("manifest.json", "[" * 200_000 + "]" * 200_000)
+    with pytest.raises(BundleError, match="manifest.json is not valid JSON"):
+        load(tmp_path / "deep.zip")
+    assert main(["export", str(digit_gallery), str(exported[".zip"]), "--overwrite"]) == 0  # an earlier bundle: replaced
+
+
 def test_bundle_keeps_class_mean_scoring(digit_gallery, digits, tmp_path):
     import shutil
 
@@ -245,10 +268,13 @@ MUTATIONS = {
     "index L2": (_index_edit(lambda v, ids: _faiss(v.shape[1], 1, v, ids)), "index.faiss: FAISS metric 1 is not inner product"),
     "index of another dim": (_index_edit(lambda v, ids: _faiss(8, 0, v[:, :8], ids)), "index.faiss: vectors of dim 8"),
     "index NaN": (_index_edit(lambda v, ids: _faiss(v.shape[1], 0, np.where(np.arange(v.size).reshape(v.shape) == 7, np.nan, v), ids)),
-                  "index.faiss: holds NaN or infinite vectors"),
-    "IVF index NaN": (_index_edit(lambda v, ids: _ivf(v, ids, nan_at="list")), "index.faiss: holds NaN or infinite vectors"),
+                  "index.faiss: holds NaN, infinite or zero vectors"),
+    "index rows too long": (_index_edit(lambda v, ids: _faiss(v.shape[1], 0, v * np.where(np.arange(len(v)) == 2, 100, 1)[:, None]
+                                                              .astype(np.float32), ids)), "index.faiss: .*vectors longer than 1"),
+    "index rows zero": (_index_edit(lambda v, ids: _faiss(v.shape[1], 0, v * 0, ids)), "index.faiss: .*zero vectors"),
+    "IVF index NaN": (_index_edit(lambda v, ids: _ivf(v, ids, nan_at="list")), "index.faiss: holds NaN, infinite or zero vectors"),
     "IVF centroid NaN": (_index_edit(lambda v, ids: _ivf(v, ids, nan_at="centroid")),
-                         "index.faiss: holds NaN or infinite vectors"),
+                         "index.faiss: holds NaN, infinite or zero vectors"),
     "model garbage": (lambda d: (d / "model.onnx").write_bytes(b"x" * 100), "model.onnx: not a model onnxruntime can load"),
     "model output too narrow": (_narrow_model, "model.onnx: output of shape \\['batch', 3\\]; the bundle needs \\['N', \\d+\\]"),
     "model input renamed": (_json_edit("config.json", lambda o: o["model"].update(input="image")),

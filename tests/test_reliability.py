@@ -456,3 +456,21 @@ def test_joiners_stay_allowed_in_labels():
 def test_a_label_has_one_spelling():
     """e + combining accent (how macOS names folders) and the one character é are one label."""
     assert check_label("Re\u0301mi") == check_label("R\u00e9mi") == "R\u00e9mi"
+
+
+def test_export_stopped_by_kill_leaves_no_temporary_folder(digit_gallery, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "byakugan.ui.cli", "export", str(digit_gallery), str(out / "b.zip")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(out.glob(".export-*")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    if proc.poll() is not None:
+        pytest.skip("the export finished before it could be stopped")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    # 128 + SIGTERM, after Ctrl-C's clean-up (rarely a library swallows the interrupt and the export
+    # finishes: 0, with the bundle); killed outright (-15) it would leave its temporary folder
+    assert proc.returncode in (143, 0), err
+    assert [p.name for p in out.iterdir()] == ([] if proc.returncode else ["b.zip"])

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from typing import Optional, Sequence
 
 from byakugan.embedder.errors import ByakuganError
@@ -39,6 +41,16 @@ class _Intermixed(_OneLine):
             self._inside = False
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a service manager, `docker stop`): the command stops as on Ctrl-C, its
+    clean-up runs (temporary folders of an export or of a served bundle), exit 143 (128 + 15)."""
+
+
+def _terminate(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not break off the clean-up
+    raise Terminated
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _OneLine(prog="byakugan", description="Recognise characters and gestures from a few enrolled images.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Intermixed)
@@ -54,16 +66,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # The CLI searches a few images at a time. On 10k references a single query took 8-10 ms with
     # one OpenMP thread in every run of benchmarks/speed.py here, and 8-19 ms with two.
     faiss.omp_set_num_threads(1)
+    # uvicorn puts this back when it stops serving and raises the signal it caught again.
+    main_thread = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return args.func(args)
     except ByakuganError as exc:
         report(str(exc))
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:
+        return 143 if isinstance(exc, Terminated) else 130
     except BrokenPipeError:  # `byakugan watch ... --json | head`: the reader left; nothing to say
         sys.stdout = open(os.devnull, "w")
         return 0
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":
