@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 import tempfile
 from pathlib import Path
@@ -208,8 +209,8 @@ class Bundle:
                   fallback: Optional[str] = "whole") -> list[Recognition]:
         """One answer per detection, in the detector's order; the whole image (found False) when nothing is
         detected, unless fallback is None."""
-        if k < 1:
-            raise BundleError(f"k={k}: must be at least 1")
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise BundleError(f"k={k!r}: must be a whole number of at least 1")
         return self.pipeline.recognize(self.gallery, image, k, threshold, fallback)
 
     def search(self, image: ImageSource, k: int = 5, threshold: Optional[float] = None,

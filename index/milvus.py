@@ -5,11 +5,10 @@ A gallery made with `--store milvus-lite` keeps its vectors in an embedded Milvu
 server or cluster. SQLite stays the source of truth for labels; Milvus holds one row per reference:
 its id (INT64 primary key) and vector, indexed FLAT (exact), HNSW or IVF_FLAT, inner product.
 
-Edits are buffered here until the gallery saves: searches merge the pending additions exactly and
-hide pending removals. The save (db.save -> `stage`, then `committed`) orders its writes so that a
-crash leaves the last committed state: new vectors are upserted before the SQLite commit (ids at or
-above the committed next_id, which readers exclude), removed ids are recorded in that commit and
-deleted from Milvus after it (hidden until then). pymilvus is imported only for a Milvus gallery.
+Edits are buffered here until the gallery saves: searches merge the pending additions exactly and hide pending
+removals. The save (db.save -> `stage`, then `committed`) orders its writes so that a crash leaves the last committed
+state: new vectors are upserted before the SQLite commit (ids at or above the committed next_id, which readers
+exclude); removed ids, recorded in that commit, are deleted after it (hidden until then). Needs pymilvus only here.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .errors import GalleryError
-from .milvus_spec import (FIELD, LITE, LITE_FILE, READS, SERVER, check_store, collections, errors, index_params,
+from .milvus_spec import (FIELD, LITE, LITE_FILE, READS, SERVER, check_lite, check_store, collections, errors, index_params,
                           fresh_collection, quiet, search_params)
 from .milvus_spec import CHOICES, store_name  # noqa: F401  (re-exported: index.opening and the CLI import them here)
 from .vectors import FlatStore, check_factory
@@ -77,6 +76,8 @@ class MilvusStore:
                     st.get("factory", "Flat"))
         store.retiring = collections(st.get("retiring"))
         if store._ids or store._next_id:  # a new process finds the collection released: load it to search it
+            if st["uri"] == LITE_FILE:  # before Milvus Lite opens it: it would clean up a damaged collection
+                check_lite(directory, st["collection"])
             store._call("load_collection")
         held = store._count()
         if held != len(store._ids):

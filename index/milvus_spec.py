@@ -3,9 +3,11 @@ index.milvus that need neither pymilvus nor a connection."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
+from pathlib import Path
 
 from .errors import GalleryError
 from .vectors import FACTORIES, HNSW_EF_SEARCH, IVF_NPROBE, check_factory
@@ -77,3 +79,18 @@ def collections(value) -> list[str]:
 def fresh_collection(lite: bool) -> str:
     """A fresh collection name: in a folder's own Milvus Lite database, or unique on a shared server."""
     return f"{'gallery' if lite else 'byakugan'}_{uuid.uuid4().hex}"
+
+
+def check_lite(directory: Path, collection: str) -> None:
+    """Before Milvus Lite opens a database a save committed to: a collection whose manifest is gone or
+    unreadable would be opened from its previous manifest, and the files only the lost one named
+    deleted; a missing database would be made anew, empty. Refused in one line, nothing touched."""
+    where = f"gallery {directory}: Milvus Lite database {LITE_FILE}"
+    if not (directory / LITE_FILE).is_dir():
+        raise GalleryError(f"{where} is missing or not a folder (damaged); nothing was changed")
+    manifest = directory / LITE_FILE / "collections" / collection / "manifest.json"
+    try:
+        json.loads(manifest.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        raise GalleryError(f"{where}: collection {collection}'s manifest.json is missing or unreadable (damaged); "
+                           "nothing was changed") from None

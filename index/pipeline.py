@@ -29,7 +29,7 @@ from .confidence import calibrate
 from .errors import GalleryError, LandmarksNeedHandError, ModelMismatchError
 from .batch import Embedded, embed_images
 from .gallery import Gallery
-from .ranking import Match, Recognition, SearchResult, check_k
+from .ranking import Match, Recognition, SearchResult, check_fallback, check_k
 from .settings import GallerySettings, colourless_spec
 
 Queries = Union[np.ndarray, Sequence[ImageSource]]
@@ -179,6 +179,7 @@ class Pipeline:
                 name: Optional[str] = None) -> list[Region]:
         """The detections of an image in the detector's order (only the first unless every), cropped; the
         whole image when none is found and fallback == "whole", else []."""
+        check_fallback(fallback)
         img = load_image(image, name=name)
         found: list[Detection] = self.detector(img)
         if not found:

@@ -210,6 +210,12 @@ def check_threshold(value, lowest: float = -1.0, highest: float = 1.0) -> float:
     return float(value)
 
 
+def check_fallback(fallback) -> None:
+    """What a search does where nothing is detected: "whole" searches the whole image; None answers nothing."""
+    if fallback not in (None, "whole"):
+        raise GalleryError(f"fallback {fallback!r}: must be 'whole' (search the whole image) or None")
+
+
 def check_k(k) -> int:
     """How many results: a whole number of at least 1 (not a bool, a float or a string)."""
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:

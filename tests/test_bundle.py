@@ -317,3 +317,13 @@ def test_an_ivf_bundle_with_finite_vectors_loads_and_answers(exported, tmp_path)
 
     bundle = load(_edited(exported, tmp_path, _index_edit(lambda v, ids: _ivf(v, ids))))
     assert isinstance(faiss.downcast_index(bundle.gallery.vectors.faiss_index), faiss.IndexIVFFlat)
+
+
+def test_bundle_search_arguments_are_checked_in_one_line(exported, digits):
+    b = load(exported[".zip"])
+    for k in ("5", 0, True, 2.0):
+        with pytest.raises(BundleError, match=r"must be a whole number of at least 1"):
+            b.search(digits["3"][0], k=k)
+    with pytest.raises(GalleryError, match="fallback 'bogus': must be 'whole'"):
+        b.search(digits["3"][0], fallback="bogus")
+    assert b.search(digits["3"][0], k=np.int64(2))[0]["match"]["label"] == "3"

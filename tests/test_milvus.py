@@ -2,6 +2,7 @@
 answers as FAISS on the same references, and the same save semantics."""
 
 import json
+import shutil
 import math
 import subprocess
 import sys
@@ -303,3 +304,29 @@ def test_collections_a_reindex_or_a_crash_left_behind_are_dropped(pair, tmp_path
     again.enroll("y", unit_rows(1, D, seed=10))
     again.save()  # drops the collection retired before and the one the dead save filled
     assert client.list_collections() == [again.vectors.collection]
+
+
+def test_a_damaged_milvus_lite_database_is_refused_before_milvus_lite_touches_it(tiny_images, tmp_path):
+    """Milvus Lite falls back to a collection's previous manifest and deletes the files only the lost
+    one named (references a save committed); a missing database it would make anew, empty."""
+    cli = [sys.executable, "-m", "byakugan.ui.cli"]
+    g = tmp_path / "g"
+    for label, image in (("red", tiny_images[0]), ("blue", tiny_images[1])):  # two saves: a previous manifest
+        made = subprocess.run([*cli, "enroll", str(g), label, str(image), "--store", "milvus-lite"],
+                              capture_output=True, text=True, timeout=300)
+        assert made.returncode == 0, made.stderr
+    [manifest] = (g / "milvus.db" / "collections").glob("*/manifest.json")
+    files = sorted(p for p in (g / "milvus.db").rglob("*") if p.is_file() and p != manifest)
+    manifest.rename(manifest.with_suffix(".kept"))
+    for broken in ("missing", "garbage"):
+        if broken == "garbage":
+            manifest.write_text("{not json")
+        r = subprocess.run([*cli, "labels", str(g)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and "manifest.json is missing or unreadable (damaged)" in r.stderr, r.stderr
+        assert sorted(p for p in (g / "milvus.db").rglob("*") if p.is_file() and p not in (manifest,
+                      manifest.with_suffix(".kept"))) == files  # nothing deleted or written
+    manifest.with_suffix(".kept").replace(manifest)
+    shutil.rmtree(g / "milvus.db")
+    r = subprocess.run([*cli, "labels", str(g)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "milvus.db is missing or not a folder (damaged)" in r.stderr, r.stderr
+    assert not (g / "milvus.db").exists()

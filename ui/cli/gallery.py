@@ -234,7 +234,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "approximate) or auto")
     s.add_argument("gallery", metavar="GALLERY")
     s.add_argument("factory", metavar="FACTORY", help="a FAISS factory string: Flat, HNSW32 (HNSWn), IVF1024,Flat "
-                   "(IVFn,Flat: n lists, trained on the gallery; needs at least n references), or auto "
+                   "(IVFn,Flat: n lists, trained on the gallery; needs at least 39 × n references), or auto "
                    "(exact below 50000 references, HNSW32 to 100000, IVF beyond)")
     s.set_defaults(func=cmd_reindex)
 
