@@ -21,10 +21,20 @@ def archive_kind(path: Path) -> Optional[str]:
 
 
 def safe_name(name: str, archive: Path) -> str:
+    """The member's name as the bundle's files are named ("./model.onnx", as `tar -C DIR .` writes it, is
+    "model.onnx"); BundleError when it would land outside the target."""
     p = PurePosixPath(name)
-    if p.is_absolute() or ".." in p.parts or "\\" in name or not p.parts:
+    if p.is_absolute() or ".." in p.parts or "\\" in name or not p.parts and name not in (".", "./"):
         raise BundleError(f"bundle {archive}: member {name!r} would escape the target directory; refusing it")
-    return name
+    return str(p)
+
+
+def _no_manifest(archive: Path, names) -> None:
+    """A bundle's folder packed whole (`zip -r b.zip bundle/`): say so, not just that the manifest is missing."""
+    inner = sorted(n for n in names if PurePosixPath(n).name == MANIFEST)
+    if MANIFEST not in names and inner:
+        raise BundleError(f"bundle {archive}: no {MANIFEST} at the top of the archive, only {inner[0]}: pack the "
+                          "bundle's files themselves, not the folder holding them")
 
 
 MAX_MEMBER_BYTES = 2 * 2**30  # no file of a bundle is near this; a zip bomb's would be
@@ -43,19 +53,18 @@ def extract(archive: Path, kind: str, target: Path) -> None:
     try:
         if kind == "zip":
             with zipfile.ZipFile(archive) as z:
-                members = {i.filename: i for i in z.infolist()}
+                members = {safe_name(i.filename, archive): i for i in z.infolist()}
                 for info in members.values():
-                    safe_name(info.filename, archive)
                     if (info.external_attr >> 16) & 0o170000 == 0o120000:
                         raise BundleError(f"bundle {archive}: member {info.filename!r} is a symlink; refusing it")
+                _no_manifest(archive, members)
                 wanted = _wanted(archive, {n: i.file_size for n, i in members.items()},
                                  lambda: z.read(members[MANIFEST]) if MANIFEST in members else None)
                 z.extractall(target, members=[members[n] for n in wanted])
         else:
             with tarfile.open(archive, "r:gz") as t:
-                members = {m.name: m for m in t.getmembers()}
+                members = {safe_name(m.name, archive): m for m in t.getmembers()}
                 for m in members.values():
-                    safe_name(m.name, archive)
                     if not (m.isfile() or m.isdir()):
                         raise BundleError(f"bundle {archive}: member {m.name!r} is not a plain file; refusing it")
 
@@ -64,6 +73,7 @@ def extract(archive: Path, kind: str, target: Path) -> None:
                         return None
                     return t.extractfile(members[MANIFEST]).read()
 
+                _no_manifest(archive, members)
                 wanted = _wanted(archive, {n: m.size for n, m in members.items() if m.isfile()}, manifest)
                 t.extractall(target, members=[members[n] for n in wanted], filter="data")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, RuntimeError, NotImplementedError,

@@ -327,3 +327,17 @@ def test_bundle_search_arguments_are_checked_in_one_line(exported, digits):
     with pytest.raises(GalleryError, match="fallback 'bogus': must be 'whole'"):
         b.search(digits["3"][0], fallback="bogus")
     assert b.search(digits["3"][0], k=np.int64(2))[0]["match"]["label"] == "3"
+
+
+def test_a_bundle_repacked_with_tar_dot_loads_and_a_packed_folder_is_named(exported, tmp_path):
+    import zipfile
+
+    folder = exported[""]
+    with tarfile.open(tmp_path / "dot.tgz", "w:gz") as t:  # `tar czf dot.tgz -C bundle .`: ".", "./manifest.json", ...
+        t.add(folder, arcname=".")
+    assert load(tmp_path / "dot.tgz").labels() == {"0": 5, "3": 5, "7": 5}
+    with zipfile.ZipFile(tmp_path / "whole.zip", "w") as z:  # `zip -r whole.zip bundle/`
+        for p in folder.iterdir():
+            z.write(p, f"bundle/{p.name}")
+    with pytest.raises(BundleError, match="no manifest.json at the top of the archive, only bundle/manifest.json"):
+        load(tmp_path / "whole.zip")
