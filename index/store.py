@@ -16,6 +16,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator, Optional, TypeVar
 
 from byakugan.embedder.atomic import fsync_dir, write_atomic
 
+from .archive import MANIFEST, archive_kind
 from .errors import GalleryError
 
 __all__ = ["META_FILE", "LOCK_FILE", "load", "locked", "save", "write_atomic"]
@@ -82,10 +83,12 @@ def _read_meta(directory: Path) -> dict:
     meta_path = directory / META_FILE
     if not directory.exists():
         raise GalleryError(f"gallery {directory}: does not exist (create one with `byakugan enroll`)")
+    bundle = "an exported bundle, not a gallery folder: `byakugan serve`, `byakugan watch` or bundle.load() opens it"
     if not directory.is_dir():
-        raise GalleryError(f"gallery {directory}: is a file, not a gallery folder")
+        raise GalleryError(f"gallery {directory}: is " + (bundle if archive_kind(directory) else "a file, not a gallery folder"))
     if not meta_path.is_file():
-        raise GalleryError(f"gallery {directory}: not a gallery (neither gallery.db nor {META_FILE} in it)")
+        raise GalleryError(f"gallery {directory}: is " + (bundle if (directory / MANIFEST).is_file() else
+                                                          f"not a gallery (neither gallery.db nor {META_FILE} in it)"))
     try:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -137,12 +137,17 @@ def test_embed_writes_rows_in_argument_order(digits, model, tmp_path, capsys):
         (["remove", "{gallery}", "zz"], "label 'zz': not in gallery"),
         (["search", "{gallery}", "{img}", "--model", "efficientnet_lite0"], "built with model 'default'"),
         (["labels", "{tmp}"], "not a gallery (neither gallery.db nor gallery.json in it)"),
+        (["search", "{tmp}/b.zip", "{img}"], "is an exported bundle, not a gallery folder: `byakugan serve`"),
+        (["labels", "{tmp}/bundle"], "is an exported bundle, not a gallery folder"),
         (["embed", "{img}", "--out", "{tmp}/e.txt"], "must end with .npy"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(enrolled, digits, tmp_path, capsys, args, message):
     text = tmp_path / "notes.txt"
     text.write_text("plain text")
+    (tmp_path / "b.zip").write_bytes(b"PK")  # named as a bundle archive is
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "manifest.json").write_text("{}")
     fill = {"tmp": tmp_path, "gallery": enrolled, "img": digits["3"][7], "text": text}
     before = disk_state(enrolled)
     code, out, err = run(capsys, *[a.format(**fill) for a in args])
