@@ -16,7 +16,7 @@ import tempfile
 import zipfile
 from dataclasses import asdict
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Optional
 
 import numpy as np
@@ -82,14 +82,15 @@ def check_replaceable(out: Path, gallery: Gallery) -> None:
                                and json.loads((out / MANIFEST).read_text()).get("format") == FORMAT)
         elif archive_kind(out) == "zip":
             with zipfile.ZipFile(out) as z:  # its manifest must say it is a bundle: another app's has a manifest.json too
-                ok = z.getinfo(MANIFEST).file_size <= MAX_MANIFEST_BYTES and _is_bundle(z.read(MANIFEST))
+                i = next(i for i in z.infolist() if str(PurePosixPath(i.filename)) == MANIFEST)  # "./manifest.json" too
+                ok = i.file_size <= MAX_MANIFEST_BYTES and _is_bundle(z.read(i))
         elif archive_kind(out) == "tar.gz":
             with tarfile.open(out, "r:gz") as t:
-                m = t.getmember(MANIFEST)
+                m = next(m for m in t.getmembers() if str(PurePosixPath(m.name)) == MANIFEST)
                 ok = m.isfile() and m.size <= MAX_MANIFEST_BYTES and _is_bundle(t.extractfile(m).read())
         else:
             ok = False
-    except (OSError, ValueError, KeyError, tarfile.TarError, zipfile.BadZipFile, AttributeError, RecursionError):
+    except (OSError, ValueError, StopIteration, tarfile.TarError, zipfile.BadZipFile, AttributeError, RecursionError):
         ok = False
     if not ok:
         raise GalleryError(f"export: {out} is not a byakugan bundle; --overwrite replaces only an earlier bundle "

@@ -36,7 +36,7 @@ def check_label(label: object, new: bool = True) -> str:
     if any(unicodedata.category(c) == "Cc" or (unicodedata.category(c) == "Cf" and c not in JOINERS)
            or c in BIDI_CONTROLS for c in label):
         raise GalleryError(f"label {label!r}: must not contain control or invisible formatting characters")
-    if new and all(c in JOINERS or c in BLANKS or unicodedata.category(c) in ("Zs", "Mn", "Me") for c in label):
+    if new and all(c in JOINERS or c in BLANKS or unicodedata.category(c) in ("Zs", "Zl", "Zp", "Mn", "Me") for c in label):
         raise GalleryError(f"label {label!r}: shows nothing (only joiners, blanks or accents); must have a visible character")
     if unicodedata.normalize("NFKC", label).casefold() == UNKNOWN:  # full-width ＵＮＫＮＯＷＮ looks the same
         raise GalleryError(f"label {label!r}: reserved for queries below the threshold; choose another name")
@@ -64,12 +64,12 @@ def shown(value: object, n: int = 40) -> str:
     return text if len(text) <= n else text[:n] + "..."
 
 
-def check_labels(labels, n: int = 5) -> list[str]:
+def check_labels(labels, n: int = 5, new: bool = True) -> list[str]:
     """Each label checked (check_label); every bad one named in one line, not only the first."""
     out, bad = [], []
     for label in labels:
         try:
-            out.append(check_label(label))
+            out.append(check_label(label, new))
         except GalleryError as exc:
             bad.append(str(exc))
     if bad:

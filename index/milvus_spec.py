@@ -89,8 +89,10 @@ def check_lite(directory: Path, collection: str) -> None:
     if not (directory / LITE_FILE).is_dir():
         raise GalleryError(f"{where} is missing or not a folder (damaged); nothing was changed")
     manifest = directory / LITE_FILE / "collections" / collection / "manifest.json"
-    try:
-        json.loads(manifest.read_bytes())
+    try:  # Milvus Lite also falls back when the manifest is not an object whose partitions are one
+        payload = json.loads(manifest.read_bytes())
+        if not isinstance(payload, dict) or not isinstance(payload.get("partitions", {}), dict):
+            raise ValueError(payload)
     except (OSError, ValueError, RecursionError):
         raise GalleryError(f"{where}: collection {collection}'s manifest.json is missing or unreadable (damaged); "
                            "nothing was changed") from None

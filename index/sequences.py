@@ -52,7 +52,7 @@ class SequenceBook:
         """A new sequence of enrolled labels, in order (a label may come more than once)."""
         self._writable()
         try:
-            name = check_label(name)
+            name = check_label(name, new=find(name, self._store) is None)  # one stored before a rule is replaced too
         except GalleryError as exc:  # the same rules as a label, named for what was given
             raise GalleryError(f"sequence name{str(exc)[len('label'):]}") from None
         if name in self._store and not replace:

@@ -88,15 +88,15 @@ class GalleryService:
         if stamp is None:
             self._check_there()
             return self.pipeline.new_gallery(self.path)
-        try:
+        try:  # the server's own gallery damaged, replaced, or made with a model it cannot load: no request can fix it
             g = Gallery.open(self.path)
-        except GalleryError as exc:  # the server's own gallery damaged or replaced: no request can fix it
+            if self.undecided:  # made meanwhile by another process: its model, none picked here
+                self.pipeline, self._live, self.undecided = Pipeline.for_gallery(g, runtime="onnx"), None, False
+        except GalleryError as exc:
             raise GalleryGoneError(str(exc)) from None
-        if self.undecided:  # made meanwhile by another process: its model, none picked here
-            self.pipeline, self._live, self.undecided = Pipeline.for_gallery(g, runtime="onnx"), None, False
         if g.model_settings["fingerprint"] != self.pipeline.encoder.fingerprint():
             raise GalleryGoneError(f"gallery {self.path}: was rebuilt with model {g.model_name!r} while this "
-                                     "server ran with another; restart it")
+                                   "server ran with another; restart it")
         return g
 
     def _check_there(self) -> None:

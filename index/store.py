@@ -116,27 +116,39 @@ def locked(directory: Path) -> Iterator[None]:
 
     if directory.exists() and not directory.is_dir():
         raise GalleryError(f"gallery {directory}: is a file, not a gallery folder")
-    while True:
-        made = not directory.exists()
+    for _ in range(100):  # a folder another writer keeps removing (below) is made again, up to a point
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            try:  # made here, by this call (not another writer's): removed again if nothing is saved
+                directory.mkdir()
+                made = True
+            except FileExistsError:
+                made = False
             f = open(directory / LOCK_FILE, "a")
+        except FileNotFoundError:  # removed by a writer that made it, between the mkdir and the open
+            continue
         except OSError as exc:
             raise GalleryError(f"gallery {directory}: cannot be created or locked ({exc.strerror})") from None
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:  # the folder may have been removed, as below, while this waited: lock it afresh
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            # the folder may have been removed, as below, while this waited: lock it afresh
             current = os.stat(directory / LOCK_FILE).st_ino == os.fstat(f.fileno()).st_ino
-        except OSError:
+        except FileNotFoundError:
             current = False
+        except BaseException:  # interrupted while waiting (Ctrl-C, kill); another writer may be using the folder
+            f.close()
+            raise
         if current:
             break
         f.close()
+    else:
+        raise GalleryError(f"gallery {directory}: cannot be locked (its folder went away 100 times while being locked)")
     with f:
         try:
             clean_leftovers(directory)
             yield
         finally:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):  # still holding the lock: no other writer is in it
                 if made and os.listdir(directory) == [LOCK_FILE]:
                     (directory / LOCK_FILE).unlink()
                     directory.rmdir()

@@ -329,13 +329,14 @@ def test_bundle_search_arguments_are_checked_in_one_line(exported, digits):
     assert b.search(digits["3"][0], k=np.int64(2))[0]["match"]["label"] == "3"
 
 
-def test_a_bundle_repacked_with_tar_dot_loads_and_a_packed_folder_is_named(exported, tmp_path):
+def test_a_bundle_repacked_with_tar_dot_loads_and_a_packed_folder_is_named(exported, digit_gallery, tmp_path):
     import zipfile
 
     folder = exported[""]
     with tarfile.open(tmp_path / "dot.tgz", "w:gz") as t:  # `tar czf dot.tgz -C bundle .`: ".", "./manifest.json", ...
         t.add(folder, arcname=".")
     assert load(tmp_path / "dot.tgz").labels() == {"0": 5, "3": 5, "7": 5}
+    assert main(["export", str(digit_gallery), str(tmp_path / "dot.tgz"), "--overwrite"]) == 0  # a bundle, so replaced
     with zipfile.ZipFile(tmp_path / "whole.zip", "w") as z:  # `zip -r whole.zip bundle/`
         for p in folder.iterdir():
             z.write(p, f"bundle/{p.name}")

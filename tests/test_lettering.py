@@ -1,5 +1,7 @@
 """Labels drawn on pictures keep their letters (ui/lettering.py): no '?' for a name in Cyrillic."""
 
+from pathlib import Path
+
 import numpy as np
 
 from byakugan.index.tracker import Event, FrameResult, TrackState
@@ -13,9 +15,23 @@ def test_each_letter_is_drawn_by_a_font_that_has_it():
     parts = lettering.runs("綾波 レイ 0.91")
     assert "".join(t for _, t in parts) == "綾波 レイ 0.91"
     for font, text in parts:  # whichever font has the Japanese, the digits and spaces stay in DejaVu Sans
-        assert all(ord(c) in lettering._letters(font) for c in text)
+        assert all(lettering._has(font, c) for c in text)
         if any(c.isdigit() or c.isspace() for c in text):
             assert font.endswith("DejaVuSans.ttf")
+
+
+def test_system_fonts_come_before_matplotlibs_placeholder_font():
+    """Last Resort (matplotlib's) has a placeholder box for every letter: a system font that has the
+    letter must be found first, wherever matplotlib is installed."""
+    import matplotlib
+
+    fonts = lettering._fonts()
+    assert fonts[0].endswith("DejaVuSans.ttf")
+    ours = Path(matplotlib.get_data_path()).resolve()
+    bundled = [ours in Path(f).resolve().parents for f in fonts[1:]]
+    assert bundled == sorted(bundled)  # every system font before any other of matplotlib's
+    last_resort = [i for i, f in enumerate(fonts) if "lastresort" in f.lower()]
+    assert all(i >= len(fonts) - len(last_resort) for i in last_resort)
 
 
 def test_a_tag_is_its_text_on_a_box():

@@ -330,3 +330,16 @@ def test_a_damaged_milvus_lite_database_is_refused_before_milvus_lite_touches_it
     r = subprocess.run([*cli, "labels", str(g)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "milvus.db is missing or not a folder (damaged)" in r.stderr, r.stderr
     assert not (g / "milvus.db").exists()
+
+
+@pytest.mark.parametrize("text", ["[]", '{"partitions": []}'])
+def test_a_manifest_that_is_json_but_not_milvus_lites_is_damage_too(tiny_images, tmp_path, text):
+    from byakugan.index.milvus_spec import check_lite
+
+    manifest = tmp_path / "milvus.db" / "collections" / "c" / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text('{"partitions": {}, "version": 3}')
+    check_lite(tmp_path, "c")  # an object whose partitions are an object: what Milvus Lite reads
+    manifest.write_text(text)
+    with pytest.raises(GalleryError, match="manifest.json is missing or unreadable"):
+        check_lite(tmp_path, "c")

@@ -118,3 +118,20 @@ def test_a_file_name_sent_to_the_server_cannot_drive_the_terminal(digit_gallery,
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
     assert "\\u001b[31mEVIL" in out, out.splitlines()[:3]  # shown, escaped
+
+
+def test_a_label_stored_before_the_rule_can_still_be_enrolled_into(digit_gallery, digits, tmp_path, capsys):
+    import sqlite3
+
+    from byakugan.ui.cli import main
+
+    folder = shutil.copytree(digit_gallery, tmp_path / "g")
+    with sqlite3.connect(folder / "gallery.db") as con:  # what a gallery saved before the rule may hold
+        con.execute("UPDATE refs SET label = '\u3164' WHERE label = '7'")
+    c = TestClient(create_app(folder))
+    r = c.post("/enroll", data={"label": "\u3164"}, files=files(digits["7"][1]))
+    assert r.status_code == 200 and r.json()["labels"]["\u3164"] == 6
+    assert main(["enroll", str(folder), "\u3164", str(digits["7"][2])]) == 0
+    assert main(["enroll", str(folder), "\u200d", str(digits["7"][2])]) == 2  # a new one is still refused
+    assert "shows nothing" in capsys.readouterr().err
+    assert Gallery.open(folder).labels() == {"0": 5, "3": 5, "\u3164": 7}

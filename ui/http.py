@@ -236,7 +236,7 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
     if service.writable:
         @app.post("/enroll", dependencies=[Depends(authorised)])
         async def enroll(label: str = Form(..., min_length=1, max_length=NAME_CHARS), images: list[UploadFile] = File(...)) -> dict:
-            label = check_label(label)
+            label = check_label(label, new=find(label, service.labels()) is None)  # an old label takes more, too
             crops, held = [], 0
             for f in images:  # one decoded upload at a time, off the event loop: only the crops are kept
                 data, name = await read(f), f.filename or "upload"

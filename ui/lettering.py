@@ -10,34 +10,45 @@ for one that has the label's letters. Where none has them, DejaVu Sans draws wha
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 
-@lru_cache(maxsize=None)
-def _letters(path: str) -> frozenset[int]:
+@lru_cache(maxsize=64)
+def _face(path: str):
     from matplotlib.ft2font import FT2Font
 
     try:
-        return frozenset(FT2Font(path).get_charmap())
+        return FT2Font(path)
     except (OSError, RuntimeError, ValueError):  # a font file matplotlib listed but cannot read now
-        return frozenset()
+        return None
+
+
+def _has(path: str, letter: str) -> bool:
+    face = _face(path)
+    return face is not None and face.get_char_index(ord(letter)) != 0
 
 
 @lru_cache(maxsize=1)
 def _fonts() -> tuple[str, ...]:
+    """DejaVu Sans, then the system's fonts, then matplotlib's others, Last Resort (a placeholder box
+    for every letter, shipped with matplotlib) last of all."""
+    import matplotlib
     from matplotlib import font_manager
 
     first = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans"))
+    ours = Path(matplotlib.get_data_path()).resolve()
     rest = sorted({f.fname for f in font_manager.fontManager.ttflist} - {first})
-    return (first, *rest)
+    return (first, *sorted(rest, key=lambda f: (ours in Path(f).resolve().parents, "lastresort" in f.lower())))
 
 
+@lru_cache(maxsize=4096)
 def font_file(letter: str) -> str:
     """The first font (DejaVu Sans, then the system's) that has `letter`."""
     fonts = _fonts()
-    return next((f for f in fonts if ord(letter) in _letters(f)), fonts[0])
+    return next((f for f in fonts if _has(f, letter)), fonts[0])
 
 
 @lru_cache(maxsize=64)

@@ -37,13 +37,14 @@ def _plan(a: argparse.Namespace) -> list[tuple[str, list[str]]]:
                                f"{' ...' if len(empty) > 5 else ''} hold{'' if many else 's'} no images; add images or "
                                f"move {'them' if many else 'it'} out")
         plan = listed
-        plan = list(zip(check_labels([lab for lab, _ in plan]), [files for _, files in plan]))  # all, before any work
+        # all, before any work; the rules only for new labels are the gallery's (an old label may be added to)
+        plan = list(zip(check_labels([lab for lab, _ in plan], new=False), [files for _, files in plan]))
         if not plan:
             raise GalleryError(f"--from-folder {root}: no sub-folders with images (expected one sub-folder per label)")
         return plan
     if a.label is None or not a.images:
         raise GalleryError("enroll: needs LABEL and at least one IMAGE, or --from-folder DIR")
-    return [(check_label(a.label), a.images)]  # as it is stored (stripped), in what enroll prints
+    return [(check_label(a.label, new=False), a.images)]  # as it is stored (stripped), in what enroll prints
 
 
 def cmd_enroll(a: argparse.Namespace) -> int:
@@ -56,6 +57,7 @@ def cmd_enroll(a: argparse.Namespace) -> int:
     ok_all = True
     gallery_dir = Path(a.gallery)
     if not Gallery.exists(gallery_dir):
+        check_labels([label for label, _ in plan])  # every label is new: all of their rules, before any work
         if isinstance(detector, dict):
             from byakugan.embedder.detection import create_detector
 
