@@ -174,7 +174,9 @@ def test_cli_process_has_no_traceback_for_bad_input(tmp_path):
 
 @pytest.mark.parametrize("args, told", [(["search", "G", "q.jpg", "--k", "abc"], "argument --k: invalid int value: 'abc'"),
                                         (["frobnicate"], "invalid choice: 'frobnicate'"),
-                                        (["search"], "the following arguments are required: GALLERY, IMAGE")])
+                                        (["search"], "the following arguments are required: GALLERY, IMAGE"),
+                                        (["threshold", "G", "1e400"], "'1e400' is not a cosine similarity between -1 and 1"),
+                                        (["threshold", "G", "nan"], "'nan' is not a cosine similarity between -1 and 1")])
 def test_bad_arguments_are_told_in_one_line(capsys, args, told):
     with pytest.raises(SystemExit) as exit_:
         main(args)

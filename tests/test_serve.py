@@ -25,6 +25,7 @@ def upload(path, name="q.jpg"):
 def test_gallery_routes(gallery_copy, digits):
     c = TestClient(create_app(gallery_copy))
     assert c.get("/healthz").json() == {"status": "ok", "labels": 3, "references": 15, "writable": True}
+    assert c.head("/healthz").status_code == 200
     assert c.get("/labels").json() == {"labels": {"0": 5, "3": 5, "7": 5}}
     r = c.post("/search?k=2", files=upload(digits["3"][0]))
     assert r.status_code == 200

@@ -120,7 +120,7 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
             raise HTTPException(413, f"{upload.filename}: over the limit of {max_bytes} bytes")
         return data
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])  # HEAD: what some load balancers ask
     def healthz() -> dict:
         labels = service.labels()
         return {"status": "ok", "labels": len(labels), "references": sum(labels.values()), "writable": service.writable}

@@ -163,9 +163,12 @@ def threshold_value(text: str) -> float | str:
     if text == "auto":
         return text
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'auto'") from None
+    if not -1.0 <= value <= 1.0:  # told as typed: "1e400" is not "inf", nor "1_0" "10.0"
+        raise argparse.ArgumentTypeError(f"{text!r} is not a cosine similarity between -1 and 1, or 'auto'")
+    return value + 0.0  # -0 is 0
 
 
 def cmd_scoring(a: argparse.Namespace) -> int:
