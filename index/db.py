@@ -214,7 +214,8 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
         if same and "generation" in now and (now["generation"], now.get("commit")) != (meta.get("generation"), meta.get("commit")):
             # Its settings row (next id, threshold, sequences) and its edits are of another state (a newer
             # one, or a copy put in its place): written, they would undo its settings and take ids it gave.
-            raise sqlite3.IntegrityError(f"generation {now['generation']}, this copy's {meta.get('generation')}")
+            raise sqlite3.IntegrityError(f"generation {now['generation']}, this copy's {meta.get('generation')}" + (
+                " but another copy's" if now["generation"] == meta.get("generation") else ""))
         if first is not None:  # under the write lock: other savers wait (up to the busy timeout) while it writes
             first()
         # Past both this object's generation and the folder's: new file names never replace one in use.
