@@ -23,6 +23,7 @@ from .errors import GalleryError
 from .labels import check_label
 from .sequences import MAX_STEPS
 from .settings import check_colourless, set_threshold
+from .vectors import wrong_lengths
 
 MAX_DIM = 65536
 # Past this the first query's pixel array alone is gigabytes (100000 px was 120 GB and an OOM kill);
@@ -222,10 +223,7 @@ def _check_hnsw(hnsw_index, where: str) -> None:
 
 def _good(rows: np.ndarray, unit: bool = True) -> bool:
     """Finite, and with unit: of the lengths Gallery.enroll takes (index.vectors.as_vectors)."""
-    if not np.isfinite(rows).all():
-        return False
-    n = np.linalg.norm(rows, axis=1) if unit and len(rows) else None
-    return n is None or bool(((n <= 1.001) & (n >= 1e-3)).all())
+    return bool(np.isfinite(rows).all()) and not (unit and wrong_lengths(rows).size)
 
 
 def _finite_rows(flat, rows: int = 65536, unit: bool = True) -> bool:

@@ -18,7 +18,7 @@ from byakugan.embedder.scoring.cohort import COHORT_FILE, load_cohort, save_coho
 
 from . import committed, counts, db, ranking, reindex, store
 from .errors import GalleryError, NotInGalleryError
-from .labels import check_label, find, shown, some
+from .labels import check_label, check_label_in, find, shown, some
 from .means import ClassMeans
 from .milvus import new_store
 from .ranking import Match, Reference, SearchResult
@@ -214,7 +214,7 @@ class Gallery:
                images: Optional[Sequence[ImageSource]] = None) -> list[int]:
         """Add references for `label` from an (N, D) array of vectors as the pipeline stores them;
         `images` (the crops they came from) become thumbnails. Returns their ids."""
-        label = check_label(label, new=find(label, self._counts) is None)  # more of a label stored before a rule came, too
+        label = check_label_in(label, self._counts)
         emb = as_vectors(vectors, self.dim, self.path, enrolled=True)
         if not len(emb):  # a label with no references would be listed, yet vanish on the next open
             raise GalleryError(f"enroll {label!r}: no images or vectors given")

@@ -43,6 +43,12 @@ def check_label(label: object, new: bool = True) -> str:
     return label
 
 
+def check_label_in(label: object, labels) -> str:
+    """check_label for a label going into `labels` (a collection): one already there, perhaps stored
+    before a rule came, is held only to the rules it had then, so more can be added to it."""
+    return check_label(label, new=find(label, labels) is None)
+
+
 def stored_form(label: object) -> object:
     """A label as it is stored (stripped, NFC), to look it up by any spelling it was enrolled with."""
     return unicodedata.normalize("NFC", label.strip()) if isinstance(label, str) else label

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Optional
 
 from .errors import GalleryError, NotInGalleryError
-from .labels import check_label, find, shown, some
+from .labels import check_label, check_label_in, find, shown, some
 
 MAX_STEPS = 64
 
@@ -52,7 +52,7 @@ class SequenceBook:
         """A new sequence of enrolled labels, in order (a label may come more than once)."""
         self._writable()
         try:
-            name = check_label(name, new=find(name, self._store) is None)  # one stored before a rule is replaced too
+            name = check_label_in(name, self._store)
         except GalleryError as exc:  # the same rules as a label, named for what was given
             raise GalleryError(f"sequence name{str(exc)[len('label'):]}") from None
         if name in self._store and not replace:

@@ -241,9 +241,13 @@ def as_vectors(vectors: np.ndarray, dim: int, where: object = "", enrolled: bool
         emb = np.ascontiguousarray(emb, dtype=np.float32)
     if not np.isfinite(emb).all():
         raise GalleryError("embeddings contain NaN or infinite values (or values too large for float32)")
-    if enrolled and len(emb):
-        n = np.linalg.norm(emb, axis=1)
-        if (bad := np.flatnonzero((n > 1.001) | (n < 1e-3))).size:
-            raise GalleryError(f"vector {bad[0]}: length {n[bad[0]]:.4g}; references are embeddings of length 1 "
-                               "(less only for a fused hand vector without landmarks): normalise it")
+    if enrolled and (bad := wrong_lengths(emb)).size:
+        raise GalleryError(f"vector {bad[0]}: length {np.linalg.norm(emb[bad[0]]):.4g}; references are embeddings of "
+                           "length 1 (less only for a fused hand vector without landmarks): normalise it")
     return emb
+
+
+def wrong_lengths(rows: np.ndarray) -> np.ndarray:
+    """The rows a reference cannot be: zero, or longer than 1 (the rule Gallery.enroll and bundles hold to)."""
+    n = np.linalg.norm(rows, axis=1) if len(rows) else np.zeros(0)
+    return np.flatnonzero((n > 1.001) | (n < 1e-3))

@@ -18,7 +18,7 @@ from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
 from byakugan.index.ranking import Recognition
 from byakugan.index.service import GalleryService, Removed
 from byakugan.ui.live import live_ui
-from byakugan.index.labels import check_label, find
+from byakugan.index.labels import check_label_in
 from byakugan.ui.widgets import IMAGE_TYPES, default_gallery_dir, draw_boxes, md, read_upload, short, what
 
 PAGES = ("Search", "Enrol", "Gallery", "Live", "Export")
@@ -130,7 +130,7 @@ def enrol_ui(svc: GalleryService) -> None:
                 st.warning(md(warning))
     bad = None
     try:  # a label the gallery would refuse is said before any image is embedded
-        label = check_label(label, new=find(label, svc.labels()) is None) if label else label  # more of an old one, too
+        label = check_label_in(label, svc.labels()) if label else label
     except ByakuganError as exc:
         bad = str(exc)
         st.error(md(bad))

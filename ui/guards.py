@@ -50,8 +50,6 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-
-
 class BearerFirst:
     """Refuses a request without the bearer token with 401 before its body is read (an upload is not
     parsed or stored for a client that may not send it). WebSockets check it themselves (/watch)."""

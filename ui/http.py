@@ -28,7 +28,7 @@ from byakugan.embedder.errors import ByakuganError
 from byakugan.embedder.images import load_image
 from byakugan.index.errors import GalleryGoneError, NotInGalleryError
 from byakugan.index.gallery import Gallery
-from byakugan.index.labels import MAX_LABEL_LEN, check_label, find, shown
+from byakugan.index.labels import MAX_LABEL_LEN, check_label, check_label_in, find, shown
 from byakugan.index.ranking import Recognition
 from byakugan.index.service import GalleryService
 from byakugan.index.tracker import Renewed, TrackerSettings
@@ -236,7 +236,7 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
     if service.writable:
         @app.post("/enroll", dependencies=[Depends(authorised)])
         async def enroll(label: str = Form(..., min_length=1, max_length=NAME_CHARS), images: list[UploadFile] = File(...)) -> dict:
-            label = check_label(label, new=find(label, service.labels()) is None)  # an old label takes more, too
+            label = check_label_in(label, service.labels())
             crops, held = [], 0
             for f in images:  # one decoded upload at a time, off the event loop: only the crops are kept
                 data, name = await read(f), f.filename or "upload"

@@ -4,7 +4,8 @@ the system has a font for it, is drawn as written rather than as empty boxes or 
 
 DejaVu Sans comes with matplotlib (a dependency), so Latin, Greek and Cyrillic never depend on the
 system; for other scripts the system's fonts (as matplotlib's font list finds them) are searched
-for one that has the label's letters. Where none has them, DejaVu Sans draws what it can.
+for one that has the label's letters. Where none has them, matplotlib's Last Resort font draws a
+placeholder naming the letter's script.
 """
 
 from __future__ import annotations
@@ -61,7 +62,10 @@ def runs(text: str) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for c in text:
         f = font_file(c)
-        out[-1:] = [(f, out[-1][1] + c)] if out and out[-1][0] == f else [*out[-1:], (f, c)]
+        if out and out[-1][0] == f:
+            out[-1] = (f, out[-1][1] + c)
+        else:
+            out.append((f, c))
     return out
 
 
