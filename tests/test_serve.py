@@ -49,8 +49,10 @@ def test_errors_are_json_with_status_codes(gallery_copy, digits):
     assert r.status_code == 413 and "limit of 20000 bytes" in r.json()["error"]
     assert c.delete("/labels/nope").status_code == 404
     assert c.delete("/labels/nope").json() == {"error": "label 'nope': not in the gallery"}
-    r = c.post("/search")
-    assert r.status_code == 422 and "image" in r.json()["error"]
+    r = c.post("/search")  # no form at all
+    assert r.status_code == 415 and r.json()["error"].startswith("Content-Type missing: ") and "'image'" in r.json()["error"]
+    r = c.post("/search", files={"picture": ("a.jpg", io.BytesIO(b"x"), "image/jpeg")})  # a form without it
+    assert r.status_code == 422 and r.json()["error"] == "body.image: required, and not empty"
     assert c.post("/search?k=0", files=upload(digits["3"][0])).status_code == 422
     r = c.post("/enroll", data={"label": "unknown"}, files=upload(digits["3"][0], "a.jpg") | {})
     assert r.status_code in (400, 422)

@@ -135,3 +135,34 @@ def test_a_label_stored_before_the_rule_can_still_be_enrolled_into(digit_gallery
     assert main(["enroll", str(folder), "\u200d", str(digits["7"][2])]) == 2  # a new one is still refused
     assert "shows nothing" in capsys.readouterr().err
     assert Gallery.open(folder).labels() == {"0": 5, "3": 5, "\u3164": 7}
+
+
+def test_a_request_the_routes_cannot_read_is_told_what_they_take(digit_gallery, digits, tmp_path):
+    from byakugan.embedder.images import load_image
+
+    folder = shutil.copytree(digit_gallery, tmp_path / "g")
+    c = TestClient(create_app(folder))
+    jpeg = digits["3"][5].read_bytes()
+    cases = [  # (request, status, the error's words)
+        (dict(url="/search?threshold=nan", files=[("image", ("q.jpg", jpeg, "image/jpeg"))]), 422,
+         "query.threshold: Input should be a finite number"),
+        (dict(url="/search", content=b"x", headers={"content-type": "multipart/form-data"}), 400,
+         "without a boundary: /search takes multipart/form-data, its pictures in file field 'image'"),
+        (dict(url="/search", json={"image": "q.jpg"}), 415, "Content-Type 'application/json': /search takes"),
+        (dict(url="/enroll", content=jpeg, headers={"content-type": "image/jpeg"}), 415, "file field 'images'"),
+        (dict(url="/search", files=[("image", ("a.jpg", jpeg, "image/jpeg")), ("image", ("b.jpg", jpeg, "image/jpeg"))]),
+         422, "image: 2 files sent; /search takes one picture a request"),
+        (dict(url="/enroll", data={"label": ""}, files=files(digits["3"][6])), 422, "body.label: required, and not empty"),
+    ]
+    for request, status, words in cases:
+        r = c.post(**request)
+        assert r.status_code == status and words in r.json()["error"], (request["url"], r.text)
+    r = c.put("/sequences/s", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"].startswith("body: not valid JSON (")
+    r = c.get("/nope")
+    assert r.status_code == 404 and r.json()["error"].startswith("GET '/nope': no such route; the routes are ")
+    assert "POST /search" in r.json()["error"] and "WS /watch" in r.json()["error"]
+    assert Gallery.open(folder).labels() == {"0": 5, "3": 5, "7": 5}  # nothing enrolled by any of them
+    assert load_image(jpeg).size  # (the picture itself was fine)
+    r = c.post("/search", files=[("image", ("q.jpg", jpeg, "image/jpeg"))])
+    assert r.status_code == 200 and r.json()["detections"][0]["match"]["label"] == "3"

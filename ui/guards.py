@@ -1,5 +1,5 @@
-"""What the HTTP server checks before a request's body is read or kept: its size, its token, and
-the pixels an enrolment holds in memory at once."""
+"""What the HTTP server checks before a request's body is read or kept: its size, its token, the
+form it comes in, and the pixels an enrolment holds in memory at once."""
 
 from __future__ import annotations
 
@@ -64,4 +64,30 @@ class BearerFirst:
             if scheme.lower() != b"bearer" or not secrets.compare_digest(credentials.strip(), self.token.encode()):
                 return await JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
                                           headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+class FormOnly:
+    """Refuses, in one line naming the route and its file field, a body a form route cannot read: not
+    multipart/form-data (JSON, a bare image) with 415, a multipart one without its boundary with 400.
+    The web framework would answer "body.image: Field required" or "Missing boundary in multipart."."""
+
+    def __init__(self, app, fields: dict[str, str]) -> None:
+        self.app, self.fields = app, fields  # route path -> its file field
+
+    async def __call__(self, scope, receive, send):
+        field = self.fields.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if field is not None:
+            given = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+            kind, _, params = given.partition(";")
+            error = None
+            if kind.strip().lower() != "multipart/form-data":
+                error = 415, f"Content-Type {given!r}" if given else "Content-Type missing"
+            elif "boundary=" not in params.lower():
+                error = 400, "Content-Type multipart/form-data without a boundary"
+            if error is not None:
+                code, what = error
+                return await JSONResponse({"error": f"{what}: {scope['path']} takes multipart/form-data, "
+                                                    f"its pictures in file field {field!r}"},
+                                          status_code=code)(scope, receive, send)
         await self.app(scope, receive, send)

@@ -32,7 +32,7 @@ from byakugan.index.labels import MAX_LABEL_LEN, check_label, check_label_in, fi
 from byakugan.index.ranking import Recognition
 from byakugan.index.service import GalleryService
 from byakugan.index.tracker import Renewed, TrackerSettings
-from byakugan.ui.guards import BearerFirst, BodyLimit, pixel_budget
+from byakugan.ui.guards import BearerFirst, BodyLimit, FormOnly, pixel_budget
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_STREAMS = 8
@@ -78,6 +78,7 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
     # The schema and its docs page are served below, behind the token like everything but /healthz.
     app = FastAPI(title="byakugan", version="1", docs_url=None, redoc_url=None, openapi_url=None,
                   description="Search enrolled anime characters and hand gestures by image.")
+    app.add_middleware(FormOnly, fields={"/search": "image", **({"/enroll": "images"} if service.writable else {})})
     app.add_middleware(BodyLimit, max_bytes=max_bytes)
     app.add_middleware(BearerFirst, token=token)  # added last, so it runs first
     bearer = HTTPBearer(auto_error=False)
@@ -89,7 +90,12 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
 
     @app.exception_handler(StarletteHTTPException)  # also Starlette's own 404 and 405
     async def http_error(request: Request, exc: StarletteHTTPException):
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        detail = exc.detail
+        if exc.status_code == 404 and detail == "Not Found":  # no route matched (ours name what is missing)
+            routes = sorted({f"{m} {r.path}" for r in app.routes if getattr(r, "include_in_schema", False)
+                             for m in getattr(r, "methods", ()) if m != "HEAD"} | {"WS /watch"})
+            detail = f"{request.method} {shown(request.url.path)}: no such route; the routes are {', '.join(routes)}"
+        return JSONResponse({"error": detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception):
@@ -105,7 +111,7 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        errors = "; ".join(_validation_error(e) for e in exc.errors())
         return JSONResponse({"error": errors}, status_code=422)
 
     @app.exception_handler(ByakuganError)
@@ -130,9 +136,12 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
         return {"labels": service.labels()}
 
     @app.post("/search", dependencies=[Depends(authorised)])
-    async def search(image: UploadFile = File(...), k: int = Query(5, ge=1, le=100),
-                     threshold: Optional[float] = Query(None, ge=-1, le=1)) -> dict:
+    async def search(request: Request, image: UploadFile = File(...), k: int = Query(5, ge=1, le=100),
+                     threshold: Optional[float] = Query(None, ge=-1, le=1, allow_inf_nan=False)) -> dict:
         """One result per detection: box, match (label or "unknown"), top-k hits and labels."""
+        sent = len((await request.form()).getlist("image"))  # the form FastAPI already parsed
+        if sent > 1:
+            raise HTTPException(422, f"image: {sent} files sent; /search takes one picture a request")
         data, name = await read(image), image.filename or "upload"
         # Decoding, detecting and embedding off the event loop: other requests go on meanwhile.
         found = await run_in_threadpool(lambda: service.search(load_image(data, name=name), k, threshold))
@@ -261,6 +270,16 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
                               ("/sequences/{name:path}", ["PUT", "DELETE"])):
             app.add_api_route(path, read_only, methods=methods, include_in_schema=False, dependencies=[Depends(authorised)])
     return app
+
+
+def _validation_error(e: dict) -> str:
+    """One of the web framework's validation errors as a line: where, and what the rule is."""
+    where = ".".join(map(str, e["loc"]))
+    if e["type"] == "json_invalid":  # its loc ends with the character at which the JSON broke
+        return f"body: not valid JSON ({e.get('ctx', {}).get('error', 'decode error')} at character {e['loc'][-1]})"
+    if e["type"] == "missing":  # a form field sent empty is missing to the framework too
+        return f"{where}: required, and not empty"
+    return f"{where}: {e['msg']}"
 
 
 def _frame_time(text: str) -> Union[float, str]:
