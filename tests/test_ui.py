@@ -323,6 +323,21 @@ def test_a_gallery_damaged_while_the_page_runs_is_one_line_on_every_page(app, tm
         assert [plain(e.value) for e in app.error] and "gallery" in plain(app.error[0].value)
 
 
+def test_a_fault_of_ours_is_one_line_and_its_traceback_goes_to_the_log(app, monkeypatch, caplog):
+    from byakugan.index.service import GalleryService
+
+    monkeypatch.setattr(GalleryService, "gallery", lambda self: 1 / 0)
+    with caplog.at_level("ERROR", logger="byakugan.ui"):
+        go(app, "Gallery")  # no exception for AppTest: nothing reaches Streamlit's traceback display
+    assert [plain(e.value) for e in app.error] == [
+        "Internal error (ZeroDivisionError) on the Gallery page; nothing half-done was saved. "
+        "The details are in the log of the server running this page."]
+    assert "the Gallery page failed" in caplog.text and "ZeroDivisionError" in caplog.text
+    monkeypatch.undo()
+    go(app, "Search")
+    assert not app.error
+
+
 def test_a_new_gallery_of_anime_faces_takes_the_anime_model_and_says_why(app, datasets, tmp_path):
     from byakugan.index import Gallery
 

@@ -19,7 +19,7 @@ from byakugan.index.ranking import Recognition
 from byakugan.index.service import GalleryService, Removed
 from byakugan.ui.live import live_ui
 from byakugan.index.labels import check_label_in
-from byakugan.ui.widgets import IMAGE_TYPES, default_gallery_dir, draw_boxes, md, read_upload, short, what
+from byakugan.ui.widgets import IMAGE_TYPES, default_gallery_dir, draw_boxes, md, page_ui, read_upload, short, what
 
 PAGES = ("Search", "Enrol", "Gallery", "Live", "Export")
 
@@ -287,10 +287,7 @@ def main() -> None:
         st.stop()
     page = st.sidebar.radio("Page", PAGES, key="page")
     st.sidebar.caption(f"Gallery: {gallery}")
-    try:  # a gallery removed or damaged while the server runs: one line, not a traceback
-        {"Search": search_ui, "Enrol": enrol_ui, "Gallery": gallery_ui, "Live": live_ui, "Export": export_ui}[page](svc)
-    except ByakuganError as exc:
-        st.error(md(str(exc)))
+    page_ui(page, {"Search": search_ui, "Enrol": enrol_ui, "Gallery": gallery_ui, "Live": live_ui, "Export": export_ui}[page], svc)
 
 
 main()

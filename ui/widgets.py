@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Optional
 import streamlit as st
 from PIL import Image, ImageDraw
 
-from byakugan.embedder.errors import ImageError
+from byakugan.embedder.errors import ByakuganError, ImageError
 from byakugan.embedder.images import IMAGE_SUFFIXES, load_image
 from byakugan.index.labels import BIDI_CONTROLS
 from byakugan.index.ranking import Recognition
@@ -76,3 +77,17 @@ def what(svc) -> str:
     """What the gallery's detector finds, in a word for the page's text."""
     name = svc.pipeline.detector_config["name"]
     return {"anime-face": "face", "anime-face-verified": "face", "anime-face-net": "face", "none": "picture"}.get(name, name)
+
+
+def page_ui(name: str, page, svc) -> None:
+    """One page of the app, its errors in one line: ours (a gallery removed or damaged while the
+    server runs, bad input) as they are, a fault of ours as its kind, its traceback in the log of the
+    server running the page (Streamlit would show it to whoever has the page open)."""
+    try:
+        page(svc)
+    except ByakuganError as exc:
+        st.error(md(str(exc)))
+    except Exception as exc:  # Streamlit's st.stop and reruns are BaseExceptions: they pass through
+        logging.getLogger("byakugan.ui").exception("the %s page failed", name)
+        st.error(f"Internal error ({type(exc).__name__}) on the {name} page; nothing half-done was saved. "
+                 "The details are in the log of the server running this page.")
