@@ -28,7 +28,7 @@ from .ranking import Recognition
 from .records import Crop, Removed
 from .sequences import Sequence
 from .tracker import Tracker, TrackerSettings
-from .warnings import enrol_warnings
+from .warnings import blank_warnings, enrol_warnings
 
 T = TypeVar("T")
 if TYPE_CHECKING:  # torch would come with it: a server of bundles never loads it
@@ -156,7 +156,7 @@ class GalleryService:
         """Warnings about crops before they are enrolled as `label` (index.warnings)."""
         g = self.gallery()
         if not crops or (not len(g) and len(crops) < 2):  # nothing to compare with: no embedding (the page asks on every rerun)
-            return []
+            return blank_warnings(crops)
         pipe = self._pipeline_for(crops)
         return enrol_warnings(pipe, g if pipe is self.pipeline else pipe.new_gallery(), label, crops)
 

@@ -1,13 +1,37 @@
-"""Warnings about crops before they are enrolled: near-duplicates, and crops closer to another class."""
+"""Warnings about crops before they are enrolled: near-duplicates, crops closer to another class,
+and crops with nothing in them to tell a class by (a few pixels, one flat colour)."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
+from PIL import Image
 
 from .confidence import DUPLICATE_COSINE
 from .gallery import Gallery
 from .pipeline import Pipeline
 from .records import Crop
+
+# Below these a crop holds nothing to tell a class by: a few pixels, or one colour (the grey levels'
+# spread under 2 of 255, as a blank scan, a black frame or a solid fill give; JPEG noise stays under it).
+MIN_SIDE = 8
+MIN_SPREAD = 2.0
+
+
+def blank(image: Image.Image) -> Optional[str]:
+    """Why a crop is blank (enrolling it only adds weight to its class), or None. Cheap: no embedding."""
+    w, h = image.size
+    if min(w, h) < MIN_SIDE:
+        return f"only {w}x{h} pixels, too few to tell a class by"
+    grey = np.asarray(image.convert("L").resize((min(w, 64), min(h, 64))), np.float32)
+    if grey.std() < MIN_SPREAD:
+        return "one flat colour, nothing to tell a class by"
+    return None
+
+
+def blank_warnings(crops: list[Crop]) -> list[str]:
+    return [f"{c.name}: {why}" for c in crops if (why := blank(c.image)) is not None]
 
 
 def enrol_warnings(pipe: Pipeline, g: Gallery, label: str, crops: list[Crop]) -> list[str]:
@@ -20,8 +44,9 @@ def enrol_warnings(pipe: Pipeline, g: Gallery, label: str, crops: list[Crop]) ->
     q, _ = pipe.query(g, emb)
     S = np.maximum(S := q @ emb.T, S.T)
     same = np.triu(S >= DUPLICATE_COSINE, 1)
-    warnings = [f"{crops[j].name}: near-duplicate of {crops[i].name} in the same upload, cosine {S[i, j]:.3f}"
-                for j in np.flatnonzero(same.any(0)) for i in [int(np.argmax(same[:, j]))]]
+    warnings = blank_warnings(crops)
+    warnings += [f"{crops[j].name}: near-duplicate of {crops[i].name} in the same upload, cosine {S[i, j]:.3f}"
+                 for j in np.flatnonzero(same.any(0)) for i in [int(np.argmax(same[:, j]))]]
     if not len(g):
         return warnings
     for crop, r in zip(crops, pipe.search(g, emb, k=len(g.labels()))):

@@ -83,6 +83,15 @@ def test_enroll_from_folder_skips_and_reports_a_bad_file(datasets, digits, tmp_p
     assert json.loads(out)["labels"] == {"1": 3, "2": 3}
 
 
+def test_enroll_warns_about_a_blank_image_and_enrols_it(digits, tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (120, 90), (0, 0, 0)).save(black := tmp_path / "black.png")
+    code, out, err = run(capsys, "enroll", tmp_path / "g", "1", black, digits["1"][0], "--json")
+    assert code == 0 and json.loads(out)["labels"] == {"1": 2}  # the user may mean it: a warning, not a refusal
+    assert err.splitlines() == [f"byakugan: warning: {black}: one flat colour, nothing to tell a class by"]
+
+
 def test_enroll_from_folder_checks_every_label_before_any_work(digits, tmp_path, capsys):
     """A sub-folder named like no label may be (here: `unknown`) was found only after every folder
     before it was embedded, and left a gallery folder holding a lock file alone."""

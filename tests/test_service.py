@@ -53,6 +53,21 @@ def test_check_warns_about_duplicates_within_one_upload_even_into_an_empty_galle
     assert svc.check("1", [Crop("a", one), Crop("b", other)]) == []
 
 
+def test_check_warns_about_crops_with_nothing_in_them(model, digits, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from byakugan.embedder import load_image
+
+    svc = GalleryService(tmp_path / "g", model)
+    dot, flat = Image.new("RGB", (1, 1), (9, 9, 9)), Image.new("RGB", (300, 200), (250, 250, 250))
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    assert svc.check("1", [Crop("dot", dot)]) == ["dot: only 1x1 pixels, too few to tell a class by"]  # no embedding asked
+    svc.enroll("1", [Crop(n, load_image(p)) for n, p in zip("abc", digits["1"][:3])])
+    warnings = svc.check("1", [Crop("flat", flat), Crop("noise", noise), Crop("hand", load_image(digits["1"][4]))])
+    assert [w for w in warnings if "nothing to tell" in w] == ["flat: one flat colour, nothing to tell a class by"]
+
+
 def test_a_new_gallery_takes_the_services_detector(model, datasets, tmp_path, monkeypatch):
     from byakugan.embedder import load_image
     from byakugan.embedder.detection.assets import ANIMEFACE_CASCADE

@@ -4,6 +4,7 @@ first use, its model picked as Pipeline.create picks it)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from byakugan.embedder.errors import ByakuganError, ImageError
@@ -14,6 +15,7 @@ from byakugan.index.gallery import Gallery
 from byakugan.index.labels import check_label, check_labels
 from byakugan.index.milvus import check_store
 from byakugan.index.opening import open_gallery
+from byakugan.index.warnings import blank
 
 from .common import EXIT_BAD_INPUT, print_json, report
 from .evaluation import detector_config
@@ -78,6 +80,9 @@ def cmd_enroll(a: argparse.Namespace) -> int:
                     report(str(exc))
                     ok_all = False
                     continue
+                for n, r in enumerate(found, 1):  # enrolled all the same: the user may mean it
+                    if (why := blank(r.crop)) is not None:
+                        print(f"byakugan: warning: {f if len(found) == 1 else f'{f}#{n}'}: {why}", file=sys.stderr)
                 regions += found
                 sources += [f if len(found) == 1 else f"{f}#{n}" for n in range(1, len(found) + 1)]
             if regions:
