@@ -12,11 +12,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from byakugan.embedder.images import ImageSource, thumbnail_jpeg
+from byakugan.embedder.images import ImageSource
 from byakugan.embedder.scoring import check_scoring
 from byakugan.embedder.scoring.cohort import COHORT_FILE, load_cohort, save_cohort
 
 from . import committed, counts, db, ranking, reindex, store
+from .enrol_inputs import sources_of, thumbnails_of
 from .errors import GalleryError, NotInGalleryError
 from .labels import check_label, check_label_in, find, shown, some
 from .means import ClassMeans
@@ -26,7 +27,7 @@ from .sequences import SequenceBook
 from .settings import GallerySettings, check_meta, digest, set_auto, set_scoring, set_threshold
 from .vectors import FlatStore, VectorStore, as_vectors
 
-THUMBS_DIR, THUMB_SIZE = store.THUMBS, 128
+THUMBS_DIR = store.THUMBS
 
 
 class Gallery:
@@ -67,7 +68,7 @@ class Gallery:
         # A threshold given here is fixed; otherwise the gallery's references choose it once there are enough.
         meta["threshold_mode"] = "fixed" if threshold is not None else "auto"
         if threshold is not None:
-            meta["threshold"] = float(threshold)
+            meta["threshold"] = ranking.check_threshold(threshold)  # as the setter checks it
         if path is not None and cls.exists(path):  # its first save would replace the references there
             committed.readable(Path(path))  # a damaged or foreign database says so, not "open it"
             raise GalleryError(f"gallery {path}: already holds a gallery; open it (Gallery.open) to add to it")
@@ -215,12 +216,10 @@ class Gallery:
         """Add references for `label` from an (N, D) array of vectors as the pipeline stores them;
         `images` (the crops they came from) become thumbnails. Returns their ids."""
         label = check_label_in(label, self._counts)
-        emb = as_vectors(vectors, self.dim, self.path, enrolled=True)
+        emb = as_vectors(vectors, self.dim, self.path, enrolled=True, fused=self.fused)
         if not len(emb):  # a label with no references would be listed, yet vanish on the next open
             raise GalleryError(f"enroll {label!r}: no images or vectors given")
-        sources = list(sources) if sources is not None else ["<embedding>"] * len(emb)
-        if len(sources) != len(emb):
-            raise GalleryError(f"enroll: {len(sources)} sources for {len(emb)} vectors")
+        sources, thumbs = sources_of(sources, len(emb)), thumbnails_of(images, len(emb))  # before any change
         first = int(self._meta["next_id"])
         ids = list(range(first, first + len(emb)))
         self._store.add(ids, emb)
@@ -232,17 +231,14 @@ class Gallery:
             self._means.add(label, emb)
         self.revision += 1
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        for i, src in zip(ids, sources):
-            # A file name that is not UTF-8 is kept readable (escaped) rather than failing the save.
-            self._refs[i] = Reference(i, label, str(src).encode("utf-8", "backslashreplace").decode("utf-8"), now)
+        self._refs.update((i, Reference(i, label, src, now)) for i, src in zip(ids, sources))
         self._meta["next_id"] = first + len(emb)
-        if images is not None:
-            self.set_thumbnails(ids, images)
+        self._new_thumbs.update(zip(ids, thumbs or ()))
         return ids
 
     def set_thumbnails(self, ids: Sequence[int], images: Sequence[ImageSource]) -> None:
         """Keep small JPEGs of the reference images (written on save) for people to look at."""
-        self._new_thumbs.update({int(i): thumbnail_jpeg(im, THUMB_SIZE) for i, im in zip(ids, images)})
+        self._new_thumbs.update(zip(map(int, ids), thumbnails_of(images, len(ids))))
 
     def remove(self, label: str) -> int:
         """Remove every reference of a label; returns how many were removed."""
@@ -250,8 +246,8 @@ class Gallery:
         return self._drop([r.id for r in self._refs.values() if r.label == label])
 
     def remove_reference(self, ref_id: int) -> Reference:
-        if ref_id not in self._refs:
-            raise NotInGalleryError(f"reference id {ref_id!r}: not in gallery {self.path or ''}")
+        if isinstance(ref_id, bool) or not isinstance(ref_id, (int, np.integer)) or ref_id not in self._refs:  # True == 1.0 == 1
+            raise NotInGalleryError(f"reference id {ref_id!r}: not in gallery {self.path or '(unsaved)'}")
         ref = self._refs[ref_id]
         self._drop([ref_id])
         return ref
@@ -287,7 +283,7 @@ class Gallery:
         """Each query's k nearest references and k best labels (see ranking.search); offset: cohort normalisation."""
         k = ranking.check_k(k)
         if not self._refs:
-            raise GalleryError(f"gallery {self.path or ''}: is empty; enrol images first")
+            raise GalleryError(f"gallery {self.path or '(unsaved)'}: is empty; enrol images first")
         emb = as_vectors(queries, self.dim, self.path)
         if self.scoring == "mean" and self._means is None:
             self._means = ClassMeans.of(self._store, self._refs)

@@ -26,9 +26,11 @@ from byakugan.embedder.scoring.calibration import Calibration
 
 from .colour_queries import ColourQueries
 from .confidence import calibrate
-from .errors import GalleryError, LandmarksNeedHandError, ModelMismatchError
+from .errors import GalleryError, LandmarksNeedHandError
 from .batch import Embedded, embed_images
+from .enrol_inputs import one_each
 from .gallery import Gallery
+from .model_check import check_fits
 from .ranking import Match, Recognition, SearchResult, check_fallback, check_k
 from .settings import GallerySettings, colourless_spec
 
@@ -105,19 +107,10 @@ class Pipeline:
     def _for_gallery(cls, gallery: Gallery, model=None) -> "Pipeline":
         from byakugan.embedder.embedding.landmarks import load_landmarks
 
-        want = gallery.model_settings
-        encoder = _load_model(model if model is not None else want["name"])
-        if encoder.fingerprint() != want["fingerprint"] or encoder.dim != want["dim"]:
-            raise ModelMismatchError(
-                f"gallery {gallery.path}: built with model {want['name']!r} (fingerprint {want['fingerprint']}, "
-                f"dim {want['dim']}), not with {encoder.name!r} (fingerprint {encoder.fingerprint()}, dim {encoder.dim}); "
-                "use the same model or enrol into a new gallery")
-        lm, spec = None, gallery.landmark_settings
-        if spec is not None:
-            lm = load_landmarks(spec.get("source", spec["name"]))
-            if lm.fingerprint() != spec["fingerprint"]:
-                raise ModelMismatchError(f"gallery {gallery.path}: built with landmark model {spec['name']!r} "
-                                         f"(fingerprint {spec['fingerprint']}), not {lm.fingerprint()}; use a new gallery")
+        encoder = _load_model(model if model is not None else gallery.model_name)
+        spec = gallery.landmark_settings
+        lm = load_landmarks(spec.get("source", spec["name"])) if spec is not None else None
+        check_fits(gallery, encoder, lm)
         return cls(encoder, gallery.detector_config, lm, spec.get("source") if spec else None)
 
     def settings(self) -> GallerySettings:
@@ -219,6 +212,7 @@ class Pipeline:
     def query(self, gallery: Gallery, vectors: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """Stored-form vectors ready to search the gallery with (rows without hand landmarks, or with no colour
         in a gallery in colour: index.colour_queries, rescaled to score by the CNN part alone) and their cohort offsets."""
+        check_fits(gallery, self.encoder, self.landmarks)
         q = np.asarray(vectors, np.float32)
         if self.landmarks is not None and q.ndim == 2 and q.shape[1] == gallery.dim:
             q = query_form(q, self.encoder.dim, self.landmarks.weight)
@@ -231,7 +225,7 @@ class Pipeline:
         references and the k best labels."""
         k = check_k(k)
         if not len(gallery):
-            raise GalleryError(f"gallery {gallery.path or ''}: is empty; enrol images first")
+            raise GalleryError(f"gallery {gallery.path or '(unsaved)'}: is empty; enrol images first")
         is_vectors = isinstance(queries, np.ndarray) and queries.dtype.kind == "f" and queries.ndim == 2
         q, off = self.query(gallery, queries if is_vectors else self.embed_regions(image_list(queries, "queries")))
         return gallery.search(q, k, off)
@@ -282,11 +276,13 @@ class Pipeline:
         """Add the first detection of each image as a reference of `label`; an image with none
         raises ImageError unless fallback == "whole". Returns the new reference ids."""
         images = image_list(images)
-        sources = [str(s) for s in sources] if sources is not None else [describe(i) for i in images]
+        sources = [str(s) for s in one_each("sources", sources, len(images), "images")] if sources is not None \
+            else [describe(i) for i in images]
         regions = [self.crops(i, fallback=fallback, name=n)[0] for i, n in zip(images, sources)]
         return self.enroll_regions(gallery, label, regions, sources)
 
     def enroll_regions(self, gallery: Gallery, label: str, regions: Sequence[Region], sources: Sequence[str]) -> list[int]:
+        check_fits(gallery, self.encoder, self.landmarks)  # before the work of embedding
         crops = [r.crop for r in regions]
         vectors = self.embed_regions(crops, [r.landmarks for r in regions], progress=len(crops) > 8)
         return gallery.enroll(label, vectors, sources, images=crops)
@@ -297,4 +293,7 @@ def _load_model(model):
         import byakugan.embedder as embedder
 
         return embedder.load(model or embedder.DEFAULT_MODEL)[0]
+    if not all(callable(getattr(model, a, None)) for a in ("embed", "fingerprint")):
+        raise GalleryError(f"model {model!r:.60}: must be a model name, a model folder, or an embedder "
+                           "(byakugan.embedder.load's first result)")
     return model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -47,7 +48,8 @@ def check_meta(meta: dict) -> None:
     for key in ("name", "fingerprint"):
         if not isinstance(meta["model"][key], str):
             raise ValueError(f"model {key} must be text")
-    float(meta["threshold"])
+    if not math.isfinite(float(meta["threshold"])):  # every search would fail on it
+        raise ValueError(f"threshold {meta['threshold']!r} must be a finite number")
     if not isinstance(meta["next_id"], int) or not isinstance(meta["references"], list):
         raise ValueError("next_id must be a number and references a list")
     for r in meta["references"]:

@@ -229,25 +229,30 @@ def ivf_ids(ivf) -> np.ndarray:
                                                      for i in range(ivf.nlist) if lists.list_size(i)])
 
 
-def as_vectors(vectors: np.ndarray, dim: int, where: object = "", enrolled: bool = False) -> np.ndarray:
-    """vectors as a contiguous float32 (N, dim) array; GalleryError for any other shape or a NaN.
-    enrolled: references, whose length is 1 (or, fused without landmarks, less; never 0 or more)."""
+def as_vectors(vectors: np.ndarray, dim: int, where: object = "", enrolled: bool = False, fused: bool = True) -> np.ndarray:
+    """vectors as a contiguous float32 (N, dim) array; GalleryError for any other shape or a NaN, or a
+    length no such vector has: zero for a query (its query form may be longer than 1: index.pipeline's
+    query()); for a reference (`enrolled`), zero or over 1, and in a gallery that is not fused (less
+    than 1 is a hand vector without landmarks) any length but 1."""
     emb = np.asarray(vectors)
     if emb.ndim != 2 or emb.dtype.kind != "f":
         raise GalleryError(f"vectors of shape {emb.shape} and dtype {emb.dtype}: expected an (N, {dim}) float array")
     if emb.shape[1] != dim:
-        raise GalleryError(f"embeddings have dim {emb.shape[1]}, gallery {where or ''} needs {dim}")
+        raise GalleryError(f"embeddings have dim {emb.shape[1]}, gallery {where or '(unsaved)'} needs {dim}")
     with np.errstate(over="ignore"):  # cast first: a float64 past float32's range becomes inf, refused below
         emb = np.ascontiguousarray(emb, dtype=np.float32)
     if not np.isfinite(emb).all():
         raise GalleryError("embeddings contain NaN or infinite values (or values too large for float32)")
-    if enrolled and (bad := wrong_lengths(emb)).size:
-        raise GalleryError(f"vector {bad[0]}: length {np.linalg.norm(emb[bad[0]]):.4g}; references are embeddings of "
-                           "length 1 (less only for a fused hand vector without landmarks): normalise it")
+    bad = wrong_lengths(emb, exact=not fused) if enrolled else np.flatnonzero(np.linalg.norm(emb, axis=1) < 1e-3)
+    if bad.size:
+        rule = ("a query has a direction" if not enrolled else "references are embeddings of length 1"
+                + (" (less only for a fused hand vector without landmarks)" if fused else ""))
+        raise GalleryError(f"vector {bad[0]}: length {np.linalg.norm(emb[bad[0]]):.4g}; {rule}: normalise it")
     return emb
 
 
-def wrong_lengths(rows: np.ndarray) -> np.ndarray:
-    """The rows a reference cannot be: zero, or longer than 1 (the rule Gallery.enroll and bundles hold to)."""
+def wrong_lengths(rows: np.ndarray, exact: bool = False) -> np.ndarray:
+    """The rows a reference cannot be: zero, or longer than 1 (the rule Gallery.enroll and bundles hold
+    to); exact: any length but 1."""
     n = np.linalg.norm(rows, axis=1) if len(rows) else np.zeros(0)
-    return np.flatnonzero((n > 1.001) | (n < 1e-3))
+    return np.flatnonzero((n > 1.001) | (n < (0.999 if exact else 1e-3)))

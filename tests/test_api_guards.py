@@ -162,3 +162,64 @@ def test_a_label_stored_before_normalisation_exports_to_a_bundle_that_loads(gall
     assert nfd in Gallery.open(gallery).labels()
     export(Gallery.open(gallery), tmp_path / "b.zip")
     assert nfd in load(tmp_path / "b.zip").labels()
+
+
+def test_a_pipeline_of_another_model_of_the_same_length_cannot_search_or_enrol(model, gallery, digits):
+    from byakugan.embedder import create_embedder
+    from byakugan.index import ModelMismatchError, Pipeline
+
+    other = Pipeline.create(create_embedder("efficientnet_lite0", dim=model.dim))  # same length, another space
+    g = Gallery.open(gallery)
+    for act in (lambda: other.enroll(g, "3", [digits["3"][9]]), lambda: other.search(g, [digits["3"][9]]),
+                lambda: other.match(g, [digits["3"][9]]), lambda: other.recognize(g, digits["3"][9])):
+        with pytest.raises(ModelMismatchError, match=r"built with model 'default' .*, not with 'efficientnet_lite0'"):
+            act()
+    assert g.labels() == {"0": 5, "3": 5, "7": 5}
+    assert Pipeline.for_gallery(g).match(g, [digits["3"][9]])[0].label == "3"
+
+
+def test_enrolment_inputs_are_checked_before_anything_changes(model, tmp_path, digits):
+    from .conftest import unit_rows
+
+    pipe, g = new_gallery(model, tmp_path / "g")
+    with pytest.raises(GalleryError, match="enroll: 1 sources for 3 images; give one for each"):
+        pipe.enroll(g, "1", digits["1"][:3], sources=["one"])  # it took the first and dropped two
+    with pytest.raises(GalleryError, match="sources 'ab': must be a list"):
+        pipe.enroll(g, "1", digits["1"][:2], sources="ab")  # not two sources 'a' and 'b'
+    rows = unit_rows(2, g.dim)
+    with pytest.raises(ImageError, match="missing.jpg: no such file"):
+        g.enroll("x", rows, images=[digits["1"][0], tmp_path / "missing.jpg"])
+    with pytest.raises(GalleryError, match="enroll: 1 images for 2 vectors"):
+        g.enroll("x", rows, images=[digits["1"][0]])
+    with pytest.raises(GalleryError, match="sources: None is not a name"):
+        g.enroll("x", rows, sources=[None, "b"])
+    with pytest.raises(GalleryError, match="length 0.5; references are embeddings of length 1: normalise it"):
+        g.enroll("x", rows * 0.5)  # not a fused gallery: nothing is shorter than 1
+    assert len(g) == 0 and g.labels() == {} and len(g.vectors) == 0  # none of them added a vector
+    for bad in (float("nan"), 5, "0.5", True):
+        with pytest.raises(GalleryError, match="must be a cosine similarity between -1 and 1"):
+            pipe.new_gallery(tmp_path / "t", threshold=bad)
+    assert g.enroll("x", rows, sources=["a", tmp_path / "b.jpg"], images=digits["1"][:2]) == [0, 1]
+    assert [r.source for r in g.references()] == ["a", str(tmp_path / "b.jpg")] and g.thumbnail(1)
+    with pytest.raises(GalleryError, match="vector 0: length 0; a query has a direction"):
+        g.search(np.zeros((1, g.dim), np.float32))  # every cosine 0: a match for anything below 0
+
+
+def test_a_model_is_not_saved_among_a_gallerys_files_and_small_mistakes_are_named(model, gallery, tmp_path):
+    from byakugan.embedder import ModelError
+    from byakugan.index import Pipeline
+
+    before = sorted(p.name for p in gallery.iterdir())
+    with pytest.raises(ModelError, match="holds gallery.db .*save the model into a folder of its own"):
+        model.save(gallery)
+    assert sorted(p.name for p in gallery.iterdir()) == before
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ModelError, match="is a file"):
+        model.save(tmp_path / "f")
+    with pytest.raises(GalleryError, match="model 5: must be a model name, a model folder, or an embedder"):
+        Pipeline.create(5)
+    g = Gallery.open(gallery)
+    for not_an_id in (True, 0.0):  # True == 1 and 0.0 == 0 as dictionary keys
+        with pytest.raises(GalleryError, match="not in gallery"):
+            g.remove_reference(not_an_id)
+    assert len(g) == 15

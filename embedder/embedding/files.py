@@ -44,12 +44,30 @@ def fingerprint(identity: dict, module: torch.nn.Module) -> str:
 
 def save_folder(directory: os.PathLike | str, config: dict, fmt: str, module: torch.nn.Module, half: bool) -> Path:
     """Write the weights (fp16 when half), then the config that names their format, each atomically."""
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
+    d = check_model_folder(directory)
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().contiguous().cpu()
              for k, v in module.state_dict().items()}
     write_atomic(d / WEIGHTS_FILE, save_tensors(state, metadata={"format": fmt}))
     write_atomic(d / CONFIG_FILE, (json.dumps(dict(config, format=fmt), indent=2) + "\n").encode())
+    return d
+
+
+# Files that say a folder is a gallery or a bundle: a model saved there would sit among its files.
+NOT_MODEL_FILES = ("gallery.db", "gallery.json", "manifest.json")
+
+
+def check_model_folder(directory: os.PathLike | str) -> Path:
+    """The folder a model is saved into, made if needed; ModelError for a file, a gallery's or a
+    bundle's folder, or one that cannot be made."""
+    d = Path(directory)
+    if d.exists() and not d.is_dir():
+        raise ModelError(f"model folder {d}: is a file; save a model into a folder")
+    if found := [n for n in NOT_MODEL_FILES if (d / n).exists()]:
+        raise ModelError(f"model folder {d}: holds {found[0]} (a gallery or a bundle); save the model into a folder of its own")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelError(f"model folder {d}: cannot be made ({exc.strerror or exc})") from None
     return d
 
 

@@ -18,7 +18,7 @@ from ..scoring import SCORINGS
 from ..scoring.cohort import cohort_settings, load_cohort, offsets, save_cohort
 from .backbones import WeightsArg, create_backbone
 from .colour import ColourHistogram, colour_config
-from .files import fingerprint, load_weights, read_config, save_folder
+from .files import check_model_folder, fingerprint, load_weights, read_config, save_folder
 from .heads import Head
 
 CONFIG_FORMAT = "byakugan-embedder/1"
@@ -128,9 +128,8 @@ class Embedder(torch.nn.Module):
 
     def save(self, directory: os.PathLike | str, half: bool = True) -> Path:
         """Write config.json and model.safetensors (fp16 by default) into `directory`."""
-        d = Path(directory)
+        d = check_model_folder(directory)
         if self.cohort is not None:
-            d.mkdir(parents=True, exist_ok=True)
             save_cohort(d, self.cohort)  # before the config that asks for it
         return save_folder(d, self.config, CONFIG_FORMAT, self, half)
 
