@@ -7,6 +7,8 @@ fires a sequence when its steps come in order, each within `max_gap` seconds of 
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Optional
 
@@ -102,6 +104,10 @@ class _Partial:
     done: int  # steps matched so far
 
 
+def _seconds(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
 class SequenceMatcher:
     """Follows one track's stable labels. `update(label, t)` each frame (None: no stable label);
     returns the names of the sequences completed at this frame (each fires once per completion).
@@ -115,9 +121,9 @@ class SequenceMatcher:
 
     def __init__(self, sequences: Mapping[str, tuple[str, ...]] | list[Sequence], max_gap: float = 2.0,
                  min_hold: float = 0.0) -> None:
-        if not max_gap > 0:
+        if not _seconds(max_gap) or not max_gap > 0:
             raise GalleryError(f"max_gap {max_gap!r}: must be a positive number of seconds")
-        if not min_hold >= 0:
+        if not _seconds(min_hold) or not min_hold >= 0:
             raise GalleryError(f"min_hold {min_hold!r}: must be 0 or more seconds")
         items = sequences.items() if isinstance(sequences, Mapping) else [(s.name, s.steps) for s in sequences]
         self.sequences = {n: tuple(s) for n, s in items}
@@ -125,6 +131,8 @@ class SequenceMatcher:
         self.reset()
 
     def update(self, label: Optional[str], t: float) -> list[str]:
+        if not _seconds(t):  # NaN would compare false everywhere and stall every sequence silently
+            raise GalleryError(f"t {t!r}: must be a finite number of seconds")
         if label != self._current:
             self._current, self._since, self._counted = label, t, False
         if label is None:

@@ -216,6 +216,8 @@ def test_a_model_is_not_saved_among_a_gallerys_files_and_small_mistakes_are_name
     (tmp_path / "f").write_text("x")
     with pytest.raises(ModelError, match="is a file"):
         model.save(tmp_path / "f")
+    with pytest.raises(ImageError, match="expected a list of images, got one str"):
+        model.embed("a.jpg")  # not the files 'a', '.', 'j', ...
     with pytest.raises(GalleryError, match="model 5: must be a model name, a model folder, or an embedder"):
         Pipeline.create(5)
     g = Gallery.open(gallery)

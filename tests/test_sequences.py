@@ -2,6 +2,7 @@
 sequences of labels (order, gaps, repeats, overlaps), and sequences stored in galleries and bundles."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -254,3 +255,14 @@ def test_a_lost_sequence_goes_on_only_where_its_hand_was():
                           sequences={"ab": ("a", "b"), "cd": ("c", "d"), "ad": ("a", "d"), "cb": ("c", "b")})
         fired = {e.name for i in range(len(frames)) for e in tracker.update(np.zeros((2, 2, 3), np.uint8), i / 10).events}
         assert fired == want
+
+
+def test_times_and_settings_that_are_not_seconds_are_named():
+    for bad in ("2", float("nan"), True, None):
+        with pytest.raises(GalleryError, match="max_gap .*: must be a positive number of seconds"):
+            SequenceMatcher({"s": ("a", "b")}, max_gap=bad)
+    m = SequenceMatcher({"s": ("a", "b")}, max_gap=2, min_hold=np.float32(0))
+    for bad in (float("nan"), "1", None, -math.inf):
+        with pytest.raises(GalleryError, match="t .*: must be a finite number of seconds"):
+            m.update("a", bad)
+    assert m.update("a", 0) == [] and m.update("b", np.float64(1.0)) == ["s"]

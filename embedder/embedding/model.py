@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ByakuganError, ModelError
-from ..images import ImageSource, load_image
+from ..images import ImageSource, image_list, load_image
 from ..preprocess import Preprocess
 from ..scoring import SCORINGS
 from ..scoring.cohort import cohort_settings, load_cohort, offsets, save_cohort
@@ -115,7 +115,7 @@ class Embedder(torch.nn.Module):
         progress: bool = False,
     ) -> np.ndarray:
         """Embed images (paths, bytes, PIL or arrays) into an (N, D) float32 array; any bad image raises."""
-        images = list(images)
+        images = image_list(images)
         out = np.empty((len(images), self.dim), dtype=np.float32)
         bar = _progress(len(images), progress)
         for start in range(0, len(images), batch_size):

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import ModelError
-from ..images import ImageSource, load_image
+from ..images import ImageSource, image_list, load_image
 from ..preprocess import Preprocess
 from .onnx_static import fold_pads, static_same_padding
 
@@ -48,7 +48,7 @@ class OnnxEmbedder:
         return (next((i.shape for i in inputs if i.name == self._input), None), outputs[0].shape if outputs else None)
 
     def embed(self, images: Sequence[ImageSource], batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        images = list(images)
+        images = image_list(images)
         out = np.empty((len(images), self.dim), np.float32)
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
