@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import ByakuganError
+
 
 def fsync_dir(d: Path) -> None:
     fd = os.open(d, os.O_RDONLY)
@@ -25,8 +27,24 @@ def write_atomic(path: os.PathLike | str, data: bytes, sync_dir: bool = True) ->
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # (a read-only folder, where it was never made): the first error is the one to tell
+            pass
         raise
     if sync_dir:
         fsync_dir(path.parent)
     return path
+
+
+def check_writable(path: os.PathLike | str, what: str, folder: bool) -> None:
+    """That `path` can be written as a folder (made if missing) or as a file in an existing folder."""
+    p = Path(path)
+    if p.exists() and p.is_dir() != folder:
+        raise ByakuganError(f"{what} {p}: is {'a file' if folder else 'a folder'}; give a {'folder' if folder else 'file'} to write")
+    # a missing folder is made with its parents; a file goes into a folder that must exist
+    there = next(q for q in (p, *p.absolute().parents) if q.exists()) if folder else p.absolute().parent
+    if not there.is_dir():
+        raise ByakuganError(f"{what} {p}: {there} {'is a file, not a folder' if there.exists() else 'does not exist'}")
+    if not os.access(there, os.W_OK):
+        raise ByakuganError(f"{what} {p}: folder {there} is not writable")

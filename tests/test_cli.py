@@ -191,3 +191,17 @@ def test_bad_arguments_are_told_in_one_line(capsys, args, told):
         main(args)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1 and told in err and "-h)" in err
+
+
+def test_a_write_the_system_refuses_is_one_line_not_a_traceback(digits, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from byakugan.ui.cli import models as cli_models
+
+    def full(path, data, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(cli_models, "write_atomic", full)
+    code, out, err = run(capsys, "embed", digits["1"][0], "--out", tmp_path / "e.npy")
+    assert code == 1 and err.strip().splitlines()[-1] == f"byakugan: error: {tmp_path / 'e.npy'}: No space left on device"
+    assert "Traceback" not in err and not (tmp_path / "e.npy").exists()

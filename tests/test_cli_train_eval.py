@@ -161,3 +161,9 @@ def test_evaluate_escapes_class_names_that_are_not_utf8(tmp_path):
     assert as_json.returncode == 0, as_json.stderr.decode()[-2000:]
     s = json.loads(as_json.stdout.decode("utf-8"))  # strict UTF-8: raw invalid bytes would fail here
     assert set(s["per_class_top1_nearest"]) == {"plain", "日本語", "bad\\xffname"}
+
+
+def test_evaluate_refuses_a_cohort_model_with_landmarks_before_embedding(datasets, capsys):
+    line = refused(capsys, "evaluate", datasets / "rock-paper-scissors", "--detector", "hand", "--model", "anime",
+                   "--per-class", "6", "--trials", "1")
+    assert "model anime normalises scores by a cohort, which fused landmarks do not support" in line

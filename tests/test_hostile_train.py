@@ -37,6 +37,8 @@ def exit_code(args) -> int:
     (["--colour-weight", "inf"], "colour weight inf must be >= 0"),
     (["--seed", "-1"], "argument --seed: '-1' is not a whole number from 0 to 4294967295"),
     (["--seed", str(2**32)], "argument --seed: '4294967296' is not a whole number"),
+    (["--size", "100000"], "size 100000 must be >= 32 and <= 1024, a whole number"),  # it filled 24 GB, then was killed
+    (["--device", "foo"], "device 'foo': not one this machine has; valid: cpu"),
 ])
 def test_train_refuses_settings_that_are_not_numbers_it_can_use(tmp_path, capsys, extra, message):
     data = folder(tmp_path / "d", {"a": 3, "b": 3})
@@ -248,3 +250,15 @@ def test_a_run_stopped_before_its_first_checkpoint_with_its_cache_inside_out_sta
     (out / "cache" / "d-0123.safetensors").write_bytes(b"")
     assert main(["train", str(data), "--out", str(out), *TINY, "--cache", str(out / "cache")]) == 0
     assert (out / "config.json").is_file()
+
+
+def test_train_refuses_an_out_inside_its_data_and_a_cache_it_cannot_write(tmp_path, capsys):
+    data = folder(tmp_path / "d", {"a": 3, "b": 3})
+    (tmp_path / "file").write_text("x")
+    for command in ("train", "train-landmarks"):
+        code = exit_code([command, data, "--out", data / "model", *(TINY if command == "train" else [])])
+        err = capsys.readouterr().err
+        assert code == 2 and "lies inside the data folder" in err and not (data / "model").exists(), err
+        code = exit_code([command, data, "--out", tmp_path / "m", "--cache", tmp_path / "file"])
+        err = capsys.readouterr().err
+        assert code == 2 and "cache " in err and "is a file" in err and not (tmp_path / "m").exists(), err

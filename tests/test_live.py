@@ -144,6 +144,41 @@ def test_watch_stopped_by_kill_keeps_the_video_so_far_and_no_temporary_file(hand
     assert out.read_bytes()[:4] == b"RIFF" and not list(tmp_path.glob(".*part*"))
 
 
+def test_a_video_that_could_not_be_written_is_an_error_not_a_success(hand_gallery, tmp_path, capsys, monkeypatch):
+    import subprocess
+    import sys
+
+    import cv2
+
+    source = write_video(tmp_path / "v.avi", [(None, 60)], fps=15.0, size=(160, 120))
+    out = tmp_path / "w.avi"
+    real = cv2.VideoWriter
+
+    class Full:  # what a full disk gives: frames handed over, nothing stored, no word of it
+        def __init__(self, path, *args):
+            self.inner = real(path, *args)
+
+        def isOpened(self):
+            return self.inner.isOpened()
+
+        def write(self, frame):
+            pass
+
+        def release(self):
+            self.inner.release()
+
+    monkeypatch.setattr(cv2, "VideoWriter", Full)
+    assert main(["watch", str(hand_gallery), str(source), "--out", str(out)]) == 2
+    assert "the video could not be written (a full disk?); nothing was kept" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".*part*"))
+    monkeypatch.undo()
+    # The reader of the lines leaving (`| head -1`) keeps the video so far, as Ctrl-C does.
+    shell = f"{sys.executable} -m byakugan.ui.cli watch {hand_gallery} {source} --json --out {out} | head -1"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", shell], capture_output=True, text=True, timeout=300)
+    assert '"frame": 0' in done.stdout and out.read_bytes()[:4] == b"RIFF", done.stderr[-500:]
+    assert not list(tmp_path.glob(".*part*"))
+
+
 def test_a_frame_too_large_is_named_by_its_video_and_number(hand_gallery, tmp_path, capsys, monkeypatch):
     from byakugan.embedder.images import load_image
     from byakugan.index import tracker

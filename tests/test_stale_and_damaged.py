@@ -95,7 +95,8 @@ def test_vectors_that_would_poison_searches_are_refused(folder):
         with pytest.raises(GalleryError, match=why):
             g.enroll("bad", bad)
     assert "bad" not in g.labels()
-    g.enroll("short", unit(1) * 0.6)  # a fused hand vector without landmarks is shorter than 1
+    with pytest.raises(GalleryError, match="length 0.6; references are embeddings of length 1: normalise it"):
+        g.enroll("short", unit(1) * 0.6)  # shorter than 1 is only a fused gallery's hand vector without landmarks
     with pytest.raises(GalleryError, match="too large for float32"):
         g.search(np.full((1, DIM), 1e300), 5)
 

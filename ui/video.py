@@ -85,6 +85,8 @@ def check_out(path: str, source: str = "", overwrite: bool = False) -> Path:
         raise VideoError(f"--out {path}: folder {p.parent} does not exist")
     if p.is_dir():
         raise VideoError(f"--out {path}: is a folder; name a video file")
+    if not os.access(p.parent, os.W_OK):
+        raise VideoError(f"--out {path}: folder {p.parent} is not writable")
     if p.exists() and not overwrite:
         raise VideoError(f"--out {path}: exists; add --overwrite to replace it, or name another file")
     return p
@@ -103,7 +105,7 @@ class Writer:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # as a file the user wrote, not mkstemp's private 0600
-        self._tmp = Path(tmp)
+        self._tmp, self.frames = Path(tmp), 0
         codec = "mp4v" if self.path.suffix.lower() == ".mp4" else "MJPG"
         self._out = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*codec), fps, size)
         if not self._out.isOpened():
@@ -111,10 +113,22 @@ class Writer:
             raise VideoError(f"--out {path}: cannot write a video there")
 
     def write(self, bgr: np.ndarray) -> None:
-        self._out.write(bgr)
+        self._out.write(bgr)  # (OpenCV says nothing of a failed write here: close() checks the file)
+        self.frames += 1
 
     def close(self, keep: bool = True) -> None:
+        """Moves the video into place when `keep` and it reads back (a full disk leaves a file without
+        its index, or none): else removes it, and says so when it was to be kept."""
+        import cv2
+
         self._out.release()
+        if keep and self.frames:
+            back = cv2.VideoCapture(str(self._tmp))
+            ok, _ = back.read()
+            back.release()
+            if not ok:
+                self._tmp.unlink(missing_ok=True)
+                raise VideoError(f"--out {self.path}: the video could not be written (a full disk?); nothing was kept")
         if keep:
             self._tmp.replace(self.path)
         else:

@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..atomic import write_atomic
 from .protocol import Trials
 
 
@@ -84,14 +85,19 @@ def write_report(directory: Path, trials: Trials, emb: np.ndarray, labels: Seque
     ax.set_title(f"{title}: embeddings, first two principal components")
     written.append(_save(fig, directory / "embeddings.png"))
 
-    (directory / "summary.json").write_text(json.dumps(trials.summary, indent=1) + "\n")
+    write_atomic(directory / "summary.json", (json.dumps(trials.summary, indent=1) + "\n").encode())
     return written + [directory / "summary.json"]
 
 
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    import io
+
     import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    write_atomic(path, buf.getvalue())  # a full disk leaves no half picture under its name
 
     plt.close(fig)
     return path

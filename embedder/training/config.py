@@ -15,7 +15,7 @@ from ..evaluation.protocol import check_seed
 from ..scoring import SCORINGS
 from .augment import GREY
 from .crops import check_detectors
-from .data import check_setting
+from .data import MAX_SIZE, check_device, check_places, check_setting
 
 LOSSES: dict[str, Callable[[int, int], torch.nn.Module]] = {
     "triplet": lambda n, d: losses.TripletMarginLoss(margin=0.1),
@@ -77,10 +77,11 @@ class TrainConfig:
             raise ByakuganError(f"scoring {self.scoring!r} is not one of {', '.join(SCORINGS)}")
         if self.cohort_top is not None:  # 0: the mean over the whole cohort
             self.cohort_top = check_setting("cohort_top", self.cohort_top, 0, whole=True)
-        for name, low in (("m_per_class", 1), ("batch_size", 1), ("epochs", 1), ("head_dim", 1), ("head_hidden", 1),
-                          ("views", 0), ("per_class", 1), ("size", 32), ("cohort_per_class", 1)):
+        for name, low, high in (("m_per_class", 1, math.inf), ("batch_size", 1, math.inf), ("epochs", 1, math.inf),
+                                ("head_dim", 1, math.inf), ("head_hidden", 1, math.inf), ("views", 0, math.inf),
+                                ("per_class", 1, math.inf), ("size", 32, MAX_SIZE), ("cohort_per_class", 1, math.inf)):
             if getattr(self, name) is not None:
-                setattr(self, name, check_setting(name, getattr(self, name), low, whole=True))
+                setattr(self, name, check_setting(name, getattr(self, name), low, high, whole=True))
         # NaN passes every comparison: each rate and weight is checked finite, or a NaN model is saved.
         for name, low, high, above in (("lr", 0, math.inf, True), ("backbone_lr", 0, math.inf, False),
                                        ("head_weight", 0, math.inf, True), ("colour_weight", 0, math.inf, False),
@@ -94,6 +95,8 @@ class TrainConfig:
             raise ByakuganError(f"batch size {self.batch_size} must be a multiple of m per class {self.m_per_class} and at "
                                 f"least {2 * self.m_per_class}: a batch holds m images of each of 2 or more classes")
         check_detectors(self.detectors, self.data)
+        self.device = check_device(self.device)
+        check_places(self.out, self.data, self.cache)
 
 
 def check_loss(loss: torch.Tensor, epoch: int) -> None:

@@ -16,6 +16,7 @@ from PIL import Image
 
 from ..detection.base import Detection
 from ..embedding.files import CONFIG_FILE, config_format
+from ..atomic import check_writable
 from ..errors import ByakuganError
 from ..images import list_images, load_image
 
@@ -117,17 +118,34 @@ def check_setting(name: str, value: object, low: float, high: float = math.inf, 
     return int(value) if whole else float(value)
 
 
-def check_writable(path: os.PathLike | str, what: str, folder: bool) -> None:
-    """That `path` can be written as a folder (made if missing) or as a file in an existing folder."""
-    p = Path(path)
-    if p.exists() and p.is_dir() != folder:
-        raise ByakuganError(f"{what} {p}: is {'a file' if folder else 'a folder'}; give a {'folder' if folder else 'file'} to write")
-    # a missing folder is made with its parents; a file goes into a folder that must exist
-    there = next(q for q in (p, *p.absolute().parents) if q.exists()) if folder else p.absolute().parent
-    if not there.is_dir():
-        raise ByakuganError(f"{what} {p}: {there} {'is a file, not a folder' if there.exists() else 'does not exist'}")
-    if not os.access(there, os.W_OK):
-        raise ByakuganError(f"{what} {p}: folder {there} is not writable")
+MAX_SIZE = 1024  # input pixels a side: a run's views and features grow with its square (100,000 filled 24 GB)
+
+
+def check_places(out: os.PathLike | str, data: Sequence[os.PathLike | str], cache: Optional[str]) -> None:
+    """Before any work: the model folder is not inside a data folder (the next run would read it as a
+    class), and the cache folder can be written."""
+    o = Path(out).resolve()
+    for d in data:
+        if o == Path(d).resolve() or Path(d).resolve() in o.parents:
+            raise ByakuganError(f"out {out}: lies inside the data folder {d}, where the next run would take it for a "
+                                "class; give a folder outside it")
+    if cache is not None:
+        check_writable(cache, "cache", folder=True)
+
+
+def check_device(device: object) -> str:
+    """A torch device this machine has: cpu, or cuda / cuda:N where a GPU is seen, or mps."""
+    import torch
+
+    try:
+        kind = torch.device(device).type if isinstance(device, str) else None
+    except RuntimeError:
+        kind = None
+    have = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not have.get(kind, False):
+        valid = ", ".join(k + (":N" if k == "cuda" else "") for k, ok in have.items() if ok)
+        raise ByakuganError(f"device {device!r}: not one this machine has; valid: {valid}")
+    return device
 
 
 def check_model_out(path: os.PathLike | str, fmt: str, resume: Optional[bool] = None, overwrite: bool = False,

@@ -29,7 +29,7 @@ from ..errors import ByakuganError
 from ..evaluation.protocol import check_seed, enrolment_trials
 from ..images import load_image
 from .config import LOSSES, MINERS, check_loss
-from .data import Sample, check_model_out, check_setting, check_training_classes, scan, split_classes
+from .data import Sample, check_model_out, check_places, check_setting, check_training_classes, scan, split_classes
 from .metric import accuracy
 
 
@@ -66,7 +66,7 @@ class LandmarkTrainConfig:
             if getattr(self, name) not in table:
                 raise ByakuganError(f"{name} {getattr(self, name)!r} is not one of {', '.join(table)}")
         if not (isinstance(self.weight, numbers.Real) and 0.0 < self.weight < 1.0):
-            raise ByakuganError(f"landmark weight {self.weight!r}: must be between 0 and 1")
+            raise ByakuganError(f"landmark weight {self.weight!r}: must be between 0 and 1, neither end included")
         if self.hands not in HANDS:
             raise ByakuganError(f"hands {self.hands!r}: must be one of {', '.join(HANDS)}")
         if not isinstance(self.dim, numbers.Integral) or self.dim < 2 or self.hands == "each" and self.dim % 2:
@@ -89,6 +89,7 @@ class LandmarkTrainConfig:
             self.seed = check_seed(self.seed)
         except ValueError as exc:
             raise ByakuganError(str(exc)) from None
+        check_places(self.out, self.data, self.cache)
 
 
 def extract(samples: Sequence[Sample], cache: Optional[str] = None) -> tuple[np.ndarray, np.ndarray]:

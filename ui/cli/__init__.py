@@ -79,6 +79,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BrokenPipeError:  # `byakugan watch ... --json | head`: the reader left; nothing to say
         sys.stdout = open(os.devnull, "w")
         return 0
+    except OSError as exc:  # the system refused a write (a full disk, a read-only folder): one line, no traceback
+        report(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
+        return 1
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)

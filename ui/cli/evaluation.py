@@ -35,6 +35,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     check_evaluation(labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction, name=data,
                      seed=a.seed)
     model, encoder = pipe.encoder, pipe.landmarks
+    if not a.no_cohort and encoder is not None and getattr(model, "cohort", None) is not None \
+            and getattr(model, "cohort_settings", None) is not None:
+        raise ByakuganError(f"evaluate: model {model.name} normalises scores by a cohort, which fused landmarks do not "
+                            "support; add --no-cohort or --landmarks none")
     # Each image by its first detection (the largest; anime-face-net's surest); the whole image where none is found (counted).
     embedded = pipe.embed_images([s.path for s in samples], fallback="whole", progress=True)
     bad = [e for e in embedded.errors if e is not None]
@@ -49,9 +53,6 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     # A gallery with this model normalises scores by its cohort (embedder.scoring.cohort), on the
     # query as it searches; so do the trials.
     offset = None if a.no_cohort else model.cohort_offsets(queries)
-    if offset is not None and encoder is not None:
-        raise ByakuganError(f"evaluate: model {model.name} normalises scores by a cohort, which fused landmarks do not "
-                            "support; add --no-cohort or --landmarks none")
     trials, emb, parts = evaluate_embeddings(
         embedded.cnn, labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction, seed=a.seed,
         offset=offset, landmarks=embedded.landmarks, weight=encoder.weight if encoder else 0.0, name=data,

@@ -129,6 +129,8 @@ def cmd_watch(a: argparse.Namespace) -> int:
             sys.stdout.flush()
     except KeyboardInterrupt as exc:  # how a camera is stopped: what was recorded is kept
         code = 143 if isinstance(exc, _Terminated) else 130
+    except BrokenPipeError:  # `| head`: the reader of the lines left, the video so far is kept as on Ctrl-C
+        raise
     except BaseException:
         failed = True
         raise

@@ -36,6 +36,9 @@ def cmd_embed(a: argparse.Namespace) -> int:
         raise ByakuganError(f"--out {out}: folder {out.parent} does not exist")
     if out.is_dir():
         raise ByakuganError(f"--out {out}: is a folder; name a .npy file")
+    from byakugan.embedder.atomic import check_writable
+
+    check_writable(out, "--out", folder=False)  # before the work, not after it
     pipe = pipeline_for(a.model, a.detector, a.landmarks)  # one model whatever the images: vectors of two runs compare
     result = pipe.embed_images(a.images, fallback=a.fallback, progress=len(a.images) > 8)
     for err in result.errors:
