@@ -185,7 +185,7 @@ class Pipeline:
         found = self.regions(image, every, fallback, name)
         if not found:
             raise ImageError(f"{name or describe(image)}: no {self.detector_config['name']} found "
-                             "(use the whole image with fallback 'whole')")
+                             "(to take the whole image instead: fallback 'whole'; on the command line --fallback whole)")
         return found
 
     def embed_regions(self, crops: Sequence[ImageSource], landmarks: Optional[Sequence[Optional[np.ndarray]]] = None,

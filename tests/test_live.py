@@ -179,6 +179,21 @@ def test_a_video_that_could_not_be_written_is_an_error_not_a_success(hand_galler
     assert not list(tmp_path.glob(".*part*"))
 
 
+def test_a_video_cut_short_is_read_to_its_end_and_said_to_be_short(tmp_path):
+    from byakugan.ui import video
+
+    whole = write_video(tmp_path / "v.avi", [(None, 40)], fps=15.0, size=(64, 48))
+    (cut := tmp_path / "cut.avi").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    said = []
+    frames, _ = video.read(str(whole), warn=said.append)
+    assert len(list(frames)) == 40 and said == []
+    frames, _ = video.read(str(cut), warn=said.append)
+    n = len(list(frames))
+    assert 0 < n < 39 and said == [f"video {cut}: read {n} of the 40 frames its header lists (cut short or damaged?)"]
+    frames, _ = video.read(str(whole), max_frames=5, warn=said.append)  # stopped by the caller: nothing to say
+    assert len(list(frames)) == 5 and len(said) == 1
+
+
 def test_a_frame_too_large_is_named_by_its_video_and_number(hand_gallery, tmp_path, capsys, monkeypatch):
     from byakugan.embedder.images import load_image
     from byakugan.index import tracker

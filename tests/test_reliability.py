@@ -428,7 +428,8 @@ def test_evaluate_refuses_unreadable_images(tmp_path, capsys, tiny_images):
 
 
 @pytest.mark.parametrize("setting, why", [("grow_up", "expected KEY=VALUE"), ("=1", "expected KEY=VALUE"),
-                                          ("grow_up=tall", "expected KEY=VALUE"), ("size=3", "bad settings")])
+                                          ("grow_up=tall", "expected KEY=VALUE"),
+                                          ("size=3", "detector anime-face: no setting 'size'; valid: cascade, grow, ")])
 def test_evaluate_refuses_a_bad_detector_setting_in_one_line(tmp_path, capsys, tiny_images, setting, why):
     for cls in ("a", "b", "c"):
         (tmp_path / "d" / cls).mkdir(parents=True)

@@ -8,7 +8,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
@@ -35,9 +35,11 @@ class Frame:
         return np.ascontiguousarray(self.bgr[:, :, ::-1])
 
 
-def read(source: str, max_frames: Optional[int] = None) -> tuple[Iterator[Frame], float]:
+def read(source: str, max_frames: Optional[int] = None,
+         warn: Optional[Callable[[str], None]] = None) -> tuple[Iterator[Frame], float]:
     """The frames of a video file, or of a camera when source is a number ("0": the first);
-    with the stream's frames per second (30 when it does not say)."""
+    with the stream's frames per second (30 when it does not say). warn: told when a file ends
+    well before the frames its header lists (cut short or damaged), which reads as a shorter video."""
     import cv2
 
     is_camera = source.isascii() and source.isdecimal() and not Path(source).exists()
@@ -56,6 +58,7 @@ def read(source: str, max_frames: Optional[int] = None) -> tuple[Iterator[Frame]
     # A slow video (a frame every few seconds) keeps its own clock, or its gaps shrink and sequences
     # fire that were never performed; a rate no video has (0, NaN, billions) is a header that does not say.
     fps = fps if 0.01 <= fps <= 1000.0 else 30.0
+    listed = 0 if is_camera else int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
 
     def frames() -> Iterator[Frame]:
         start, frame, n = time.monotonic(), first, 0
@@ -67,6 +70,8 @@ def read(source: str, max_frames: Optional[int] = None) -> tuple[Iterator[Frame]
                 frame = frame if ok else None
         finally:
             cap.release()
+        if frame is None and warn is not None and listed > n + 1:  # (a header's count may be one off)
+            warn(f"video {source}: read {n} of the {listed} frames its header lists (cut short or damaged?)")
 
     return frames(), fps
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
 import numpy as np
 from PIL import Image
+
+from ..errors import ModelError
 
 
 @dataclass(frozen=True)
@@ -36,3 +38,12 @@ class NoDetector:
 
     def __call__(self, img: Image.Image) -> list[Detection]:
         return [whole(img)]
+
+
+def make_settings(cls, given: dict, detector: str, files: tuple[str, ...] = ()):
+    """A detector's settings dataclass from a stored or typed config; a key it does not have is named
+    with the valid ones (`files`: the config's other keys, paths the detector reads)."""
+    known = {f.name for f in fields(cls)}
+    if unknown := sorted(set(given) - known):
+        raise ModelError(f"detector {detector}: no setting {unknown[0]!r}; valid: {', '.join(sorted(known | set(files)))}")
+    return cls(**given)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from ..errors import ModelError
 from .assets import ANIMEFACE_CASCADE, fetch
-from .base import Detection
+from .base import Detection, make_settings
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def grown(box, scale: float, s: CascadeSettings, size: tuple[int, int]) -> tuple
 def anime_face(config: dict) -> CascadeDetector:
     settings = {k: v for k, v in config.items() if k not in ("name", "cascade")}
     path = fetch(ANIMEFACE_CASCADE, config.get("cascade"))
-    return CascadeDetector("anime-face", str(path), CascadeSettings(**settings))
+    return CascadeDetector("anime-face", str(path), make_settings(CascadeSettings, settings, "anime-face", ("cascade",)))
 
 
 def face(config: dict) -> CascadeDetector:
@@ -100,4 +100,4 @@ def face(config: dict) -> CascadeDetector:
     settings = {k: v for k, v in config.items() if k != "name"}
     settings.setdefault("grow_up", 0.1)
     path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
-    return CascadeDetector("face", path, CascadeSettings(**settings))
+    return CascadeDetector("face", path, make_settings(CascadeSettings, settings, "face"))

@@ -15,7 +15,7 @@ from PIL import Image
 
 from ..errors import ModelError
 from .assets import ANIMEFACE_NET, ANIMEFACE_NET_VERIFIER, fetch
-from .base import Detection
+from .base import Detection, make_settings
 from .faces import inside, iou
 from .grey import is_grey
 
@@ -210,4 +210,5 @@ def anime_face_net(config: dict) -> FaceNetDetector:
     settings = {k: v for k, v in config.items() if k not in ("name", "model", "verifier")}
     if _STORED_BEFORE <= settings.keys():
         settings = {**_AS_BEFORE, **settings}
-    return FaceNetDetector(FaceNetSettings(**settings), config.get("model"), config.get("verifier"))
+    return FaceNetDetector(make_settings(FaceNetSettings, settings, "anime-face-net", ("model", "verifier")),
+                            config.get("model"), config.get("verifier"))

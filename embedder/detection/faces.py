@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from .assets import ANIMEFACE_CASCADE, ANIMEFACE_VERIFIER, fetch
-from .base import Detection
+from .base import Detection, make_settings
 from .cascade import check_settings, grown, load_classifier
 
 
@@ -112,4 +112,5 @@ class VerifiedFaceDetector:
 
 def anime_face_verified(config: dict) -> VerifiedFaceDetector:
     settings = {k: v for k, v in config.items() if k not in ("name", "cascade", "verifier")}
-    return VerifiedFaceDetector(VerifiedSettings(**settings), config.get("cascade"), config.get("verifier"))
+    return VerifiedFaceDetector(make_settings(VerifiedSettings, settings, "anime-face-verified", ("cascade", "verifier")),
+                                config.get("cascade"), config.get("verifier"))

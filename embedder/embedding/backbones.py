@@ -148,7 +148,7 @@ def create_backbone(name: str, pretrained: WeightsArg = True,
             raise ModelError(
                 f"backbone {name!r}: could not fetch ImageNet weights from the hub "
                 f"({type(exc).__name__}; offline?). Pass a local file instead: "
-                f"--weights PATH or create_embedder({name!r}, pretrained='PATH')"
+                f"create_embedder({name!r}, pretrained='PATH')"
             ) from None
     elif pretrained:
         _assign(model, _load_weights_file(Path(pretrained)), str(pretrained))

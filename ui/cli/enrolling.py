@@ -89,7 +89,7 @@ def cmd_enroll(a: argparse.Namespace) -> int:
                 pipe.enroll_regions(g, label, regions, sources)
                 added[label] = len(regions)
         if not added:
-            raise ImageError("enroll: none of the images could be read; gallery unchanged")
+            raise ImageError("enroll: none of the images gave a crop (each is listed above); gallery unchanged")
         g.save()
     chosen = {"model_chosen_by": pipe.choice.why} if pipe.choice is not None else {}  # a new gallery, no --model
     if a.json:

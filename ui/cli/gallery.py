@@ -200,7 +200,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_enroll)
 
-    s = sub.add_parser("search", help="find the nearest enrolled references for images")
+    s = sub.add_parser("search", help="find the nearest enrolled references for images",
+                       description="Answers every detection in each image, in the detector's order (what enroll "
+                                   "does with --all), and the whole image where nothing is found (--fallback).")
     s.add_argument("gallery", metavar="GALLERY")
     s.add_argument("images", metavar="IMAGE", nargs="+")
     s.add_argument("--k", type=int, default=5, help="references and labels to return per image (default 5)")

@@ -97,7 +97,8 @@ def cmd_watch(a: argparse.Namespace) -> int:
         raise GalleryError(f"--max-frames {a.max_frames}: must be at least 1")
     if a.out:
         video.check_out(a.out, a.source, a.overwrite)
-    frames, fps = video.read(a.source, a.max_frames)  # a bad video fails before the models load
+    frames, fps = video.read(a.source, a.max_frames,  # a bad video fails before the models load
+                             warn=lambda m: print(f"byakugan: warning: {m}", file=sys.stderr))
     tracker = _tracker(a)
     writer, annotator = None, video.Annotator()
     shown: dict[int, object] = {}

@@ -48,7 +48,7 @@ def cmd_embed(a: argparse.Namespace) -> int:
     np.save(buf, result.vectors)
     write_atomic(out, buf.getvalue())
     bad = sum(e is not None for e in result.errors)
-    note = f" ({bad} unreadable: NaN rows)" if bad else ""
+    note = f" ({bad} unreadable or with nothing detected: NaN rows)" if bad else ""
     emb = result.vectors
     print(f"wrote {out}: {emb.shape[0]} x {emb.shape[1]} float32, model {pipe.encoder.name}{note}", file=sys.stderr)
     return EXIT_BAD_INPUT if bad else 0
