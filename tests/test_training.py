@@ -94,6 +94,8 @@ def test_evaluate_writes_figures_and_plots(datasets, tmp_path, capsys):
     assert set(by_class) <= {"paper", "rock", "scissors"} and all(0 <= v <= 1 for vs in by_class.values() for v in vs)
     for name in ("confusion.png", "scores.png", "embeddings.png"):
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((report / "summary.json").read_text())  # what --json printed, bar the report's own files
+    assert saved == {k: v for k, v in s.items() if k != "report"} and saved["model"] == s["model"] and "data" in saved
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2
     assert "not a folder" in capsys.readouterr().err
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -36,8 +36,9 @@ def score_bins(*scores: np.ndarray, n: int = 60) -> np.ndarray:
 
 
 def write_report(directory: Path, trials: Trials, emb: np.ndarray, labels: Sequence[str], title: str,
-                 score_name: str = "cosine") -> list[Path]:
-    """score_name: what the scores are ("cosine", or "cohort-normalised score" for a model with a cohort)."""
+                 score_name: str = "cosine", summary: Optional[dict] = None) -> list[Path]:
+    """score_name: what the scores are ("cosine", or "cohort-normalised score" for a model with a cohort);
+    summary: what summary.json holds (the run's figures and what it ran with), else the trials' figures."""
     plt = _pyplot()
     directory.mkdir(parents=True, exist_ok=True)
     written = []
@@ -85,7 +86,7 @@ def write_report(directory: Path, trials: Trials, emb: np.ndarray, labels: Seque
     ax.set_title(f"{title}: embeddings, first two principal components")
     written.append(_save(fig, directory / "embeddings.png"))
 
-    write_atomic(directory / "summary.json", (json.dumps(trials.summary, indent=1) + "\n").encode())
+    write_atomic(directory / "summary.json", (json.dumps(summary or trials.summary, indent=1) + "\n").encode())
     return written + [directory / "summary.json"]
 
 

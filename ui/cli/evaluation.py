@@ -79,7 +79,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         from byakugan.embedder.evaluation.report import write_report
 
         score_name = "cohort-normalised score" if offset is not None else "cosine"
-        written = write_report(Path(a.report), trials, emb, labels, Path(data).name, score_name)
+        # summary.json holds what --json prints (what ran, on what, and its figures), but the report's own files
+        written = write_report(Path(a.report), trials, emb, labels, Path(data).name, score_name, summary)
         summary["report"] = [printable(str(p)) for p in written]
     if a.json:
         print_json(summary)
