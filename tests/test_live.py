@@ -179,6 +179,20 @@ def test_a_video_that_could_not_be_written_is_an_error_not_a_success(hand_galler
     assert not list(tmp_path.glob(".*part*"))
 
 
+def test_watch_warns_of_a_sequence_whose_label_was_removed(hand_gallery, videos, capsys, tmp_path):
+    import shutil
+
+    from byakugan.index import Gallery
+
+    folder = shutil.copytree(hand_gallery, tmp_path / "g")
+    g = Gallery.open(folder)
+    g.remove("b")
+    g.save()
+    assert main(["watch", str(folder), str(videos["abc"]), "--max-frames", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "byakugan: warning: sequence 'abc' cannot fire: 'b' no longer enrolled" in err
+
+
 def test_a_video_cut_short_is_read_to_its_end_and_said_to_be_short(tmp_path):
     from byakugan.ui import video
 

@@ -64,6 +64,10 @@ def _tracker(a: argparse.Namespace) -> Tracker:
         g = Gallery.open(path)
         if not len(g):
             raise GalleryError(f"gallery {path}: is empty; enrol images first")
+        for seq in g.sequences:
+            if gone := seq.missing(g.labels()):
+                print(f"byakugan: warning: sequence {seq.name!r} cannot fire: {', '.join(map(repr, gone))} no longer "
+                      "enrolled", file=sys.stderr)
         return Tracker(Pipeline.for_gallery(g, runtime="onnx"), g, settings)
     from byakugan.index import bundle
     from byakugan.index.archive import archive_kind
