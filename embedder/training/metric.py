@@ -98,14 +98,51 @@ def accuracy(emb: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in r.items()}
 
 
-def _checkpoint(model: Embedder, opt: torch.optim.Optimizer, epoch: int, history: list, d: Path) -> None:
+def _checkpoint(model: Embedder, opt: torch.optim.Optimizer, epoch: int, history: list, d: Path,
+                cfg: TrainConfig) -> None:
     d.mkdir(parents=True, exist_ok=True)
     # state.json goes last: a checkpoint is whole once it names its epoch.
     write_atomic(d / "model.safetensors", save_tensors({k: v.contiguous() for k, v in model.state_dict().items()}))
     buf = io.BytesIO()
     torch.save(opt.state_dict(), buf)  # read back with weights_only=True
     write_atomic(d / "optimizer.pt", buf.getvalue())
-    write_atomic(d / "state.json", json.dumps({"epoch": epoch, "history": history}).encode())
+    write_atomic(d / "state.json", json.dumps({"epoch": epoch, "history": history, "config": _run_settings(cfg)}).encode())
+
+
+# What a resumed run may change: how long, how fast, where it runs and keeps its cache (and its
+# folder, moved or copied).
+RESUMABLE = ("epochs", "lr", "backbone_lr", "device", "cache", "out")
+
+
+def _run_settings(cfg: TrainConfig) -> dict:
+    return {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE}
+
+
+def _check_resume(cfg: TrainConfig, ckpt: Path) -> None:
+    """Before any work: a resumed run goes on with the settings it started with, and has epochs left."""
+    try:
+        state = json.loads((ckpt / "state.json").read_text())
+        _check_state(state)
+    except Exception:  # damaged: _resume says so, naming the file
+        return
+    done, then = state["epoch"], state.get("config")
+    now = json.loads(json.dumps(_run_settings(cfg)))  # as stored: tuples are lists
+    if isinstance(then, dict) and (changed := sorted(k for k in now if k in then and then[k] != now[k])):
+        k = changed[0]
+        raise ByakuganError(f"resume: the checkpoint's run was started with {k.replace('_', ' ')} {then[k]!r}, not "
+                            f"{now[k]!r}; resume with its settings (only {', '.join(RESUMABLE)} may change), or "
+                            "--overwrite to start over")
+    if done >= cfg.epochs:
+        raise ByakuganError(f"resume: the checkpoint's run has done {done} epochs, and --epochs is {cfg.epochs}; "
+                            "ask for more epochs to train on")
+
+
+def _check_state(state) -> None:
+    """An epoch count its history matches, as _checkpoint writes it: anything else was edited or damaged."""
+    start, history = state["epoch"], state["history"]
+    if isinstance(start, bool) or not isinstance(start, int) or start < 1 or not isinstance(history, list) \
+            or len(history) != start or not all(isinstance(r, dict) for r in history):
+        raise ValueError("state.json")
 
 
 def _resume(model: Embedder, opt: torch.optim.Optimizer, ckpt: Path) -> tuple[int, list]:
@@ -113,11 +150,8 @@ def _resume(model: Embedder, opt: torch.optim.Optimizer, ckpt: Path) -> tuple[in
     name = "state.json"
     try:
         state = json.loads((ckpt / name).read_text())
+        _check_state(state)
         start, history = state["epoch"], state["history"]
-        # an epoch count its history matches, as _checkpoint writes it: anything else was edited or damaged
-        if isinstance(start, bool) or not isinstance(start, int) or start < 1 or not isinstance(history, list) \
-                or len(history) != start or not all(isinstance(r, dict) for r in history):
-            raise ValueError(name)
         name = "model.safetensors"
         model.load_state_dict(load_file(str(ckpt / name)))
         name = "optimizer.pt"
@@ -138,6 +172,8 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     ckpt = Path(cfg.out) / "checkpoint"
     if resume and not (ckpt / "state.json").is_file():
         raise ByakuganError(f"resume: no checkpoint in {ckpt}; leave out --resume to start a new run")
+    if resume:
+        _check_resume(cfg, ckpt)
     random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
     samples = scan(cfg.data, per_class=cfg.per_class, seed=cfg.seed)
     check_training_classes(*split_classes(samples, cfg.holdout))  # before detecting crops, which takes a while
@@ -218,7 +254,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
             record |= {f"heldout_{k}": v for k, v in accuracy(emb, held_labels).items()}
         history.append(record)
         log(json.dumps(record))
-        _checkpoint(model, opt, epoch + 1, history, ckpt)
+        _checkpoint(model, opt, epoch + 1, history, ckpt, cfg)
     model.eval().cpu()
     if cfg.cohort_top is not None:
         pool = cfg.data if cfg.cohort_data is None else cfg.cohort_data
@@ -240,5 +276,5 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
         model.config["threshold"] = trials.summary.get(key, model.config["threshold"])
         log(f"threshold {model.config['threshold']} (keeps 95% of held-out known queries, {cfg.scoring or 'nearest'} scoring)")
     model.save(cfg.out)
-    (Path(cfg.out) / "training.json").write_text(json.dumps({"config": asdict(cfg), "history": history}, indent=1) + "\n")
+    write_atomic(Path(cfg.out) / "training.json", (json.dumps({"config": asdict(cfg), "history": history}, indent=1) + "\n").encode())
     return model
