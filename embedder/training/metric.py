@@ -115,7 +115,8 @@ RESUMABLE = ("epochs", "lr", "backbone_lr", "device", "cache", "out")
 
 
 def _run_settings(cfg: TrainConfig) -> dict:
-    return {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE}
+    out = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE}
+    return out | {"data": [str(Path(d).resolve()) for d in cfg.data]}  # however the folders are spelt
 
 
 def _check_resume(cfg: TrainConfig, ckpt: Path) -> None:
