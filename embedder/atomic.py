@@ -26,11 +26,13 @@ def write_atomic(path: os.PathLike | str, data: bytes, sync_dir: bool = True) ->
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             tmp.unlink(missing_ok=True)
         except OSError:  # (a read-only folder, where it was never made): the first error is the one to tell
             pass
+        if isinstance(exc, OSError) and exc.filename is None:  # a full disk fails write or fsync, naming no file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
     if sync_dir:
         fsync_dir(path.parent)

@@ -1,9 +1,12 @@
-"""Whether a pipeline's models made a gallery's vectors: a vector of another model (even one of the
-same length) ranks nonsense against them, so every search and enrolment checks before it starts."""
+"""A pipeline's model: what counts as one, and whether it made a gallery's vectors (a vector of another
+model, even one of the same length, ranks nonsense against them, so every search and enrolment checks
+before it starts)."""
 
 from __future__ import annotations
 
-from .errors import ModelMismatchError
+import os
+
+from .errors import GalleryError, ModelMismatchError
 
 
 def check_fits(gallery, encoder, landmarks) -> None:
@@ -21,3 +24,15 @@ def check_fits(gallery, encoder, landmarks) -> None:
         built = "none" if spec is None else f"{spec['name']!r} (fingerprint {spec['fingerprint']})"
         raise ModelMismatchError(f"gallery {gallery.path or '(unsaved)'}: built with landmark model {built}, "
                                  f"not {have}; use the same model or a new gallery")
+
+
+def load_model(model):
+    """A model given as a name, a folder or an embedder (None: the default model), as an embedder."""
+    if model is None or isinstance(model, (str, os.PathLike)):
+        import byakugan.embedder as embedder
+
+        return embedder.load(model or embedder.DEFAULT_MODEL)[0]
+    if not all(callable(getattr(model, a, None)) for a in ("embed", "fingerprint")):
+        raise GalleryError(f"model {model!r:.60}: must be a model name, a model folder, or an embedder "
+                           "(byakugan.embedder.load's first result)")
+    return model

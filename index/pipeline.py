@@ -30,7 +30,7 @@ from .errors import GalleryError, LandmarksNeedHandError
 from .batch import Embedded, embed_images
 from .enrol_inputs import one_each
 from .gallery import Gallery
-from .model_check import check_fits
+from .model_check import check_fits, load_model
 from .ranking import Match, Recognition, SearchResult, check_fallback, check_k
 from .settings import GallerySettings, colourless_spec
 
@@ -74,7 +74,7 @@ class Pipeline:
 
         name = (detector.get("name") if isinstance(detector, dict) else detector) or "none"
         choice = choose_model(name, sample) if model is None else None
-        encoder = _load_model(choice.name if choice else model)
+        encoder = load_model(choice.name if choice else model)
         try:
             lm = resolve_landmarks(landmarks, name)
         except ValueError:
@@ -107,7 +107,7 @@ class Pipeline:
     def _for_gallery(cls, gallery: Gallery, model=None) -> "Pipeline":
         from byakugan.embedder.embedding.landmarks import load_landmarks
 
-        encoder = _load_model(model if model is not None else gallery.model_name)
+        encoder = load_model(model if model is not None else gallery.model_name)
         spec = gallery.landmark_settings
         lm = load_landmarks(spec.get("source", spec["name"])) if spec is not None else None
         check_fits(gallery, encoder, lm)
@@ -226,6 +226,7 @@ class Pipeline:
         k = check_k(k)
         if not len(gallery):
             raise GalleryError(f"gallery {gallery.path or '(unsaved)'}: is empty; enrol images first")
+        check_fits(gallery, self.encoder, self.landmarks)  # before the work of embedding
         is_vectors = isinstance(queries, np.ndarray) and queries.dtype.kind == "f" and queries.ndim == 2
         q, off = self.query(gallery, queries if is_vectors else self.embed_regions(image_list(queries, "queries")))
         return gallery.search(q, k, off)
@@ -257,11 +258,13 @@ class Pipeline:
         """Detect, then search each detection: one answer per detection, in the detector's order. With nothing
         detected, the whole image is searched (found False) unless fallback is None: then []."""
         k = check_k(k)
+        check_fits(gallery, self.encoder, self.landmarks)  # before the work of detecting
         return self.recognize_regions(gallery, self.regions(image, every=True, fallback=fallback, name=name), k, threshold)
 
     def recognize_regions(self, gallery: Gallery, found: Sequence[Region], k: int = 5,
                           threshold: Optional[float] = None) -> list[Recognition]:
         """Search regions already detected (Pipeline.regions): one answer each."""
+        check_fits(gallery, self.encoder, self.landmarks)
         if not found:
             return []
         results = self.search(gallery, self.embed_regions([r.crop for r in found], [r.landmarks for r in found]), k)
@@ -276,6 +279,7 @@ class Pipeline:
         """Add the first detection of each image as a reference of `label`; an image with none
         raises ImageError unless fallback == "whole". Returns the new reference ids."""
         images = image_list(images)
+        check_fits(gallery, self.encoder, self.landmarks)  # before the work of detecting
         sources = [str(s) for s in one_each("sources", sources, len(images), "images")] if sources is not None \
             else [describe(i) for i in images]
         regions = [self.crops(i, fallback=fallback, name=n)[0] for i, n in zip(images, sources)]
@@ -287,13 +291,3 @@ class Pipeline:
         vectors = self.embed_regions(crops, [r.landmarks for r in regions], progress=len(crops) > 8)
         return gallery.enroll(label, vectors, sources, images=crops)
 
-
-def _load_model(model):
-    if model is None or isinstance(model, (str, os.PathLike)):
-        import byakugan.embedder as embedder
-
-        return embedder.load(model or embedder.DEFAULT_MODEL)[0]
-    if not all(callable(getattr(model, a, None)) for a in ("embed", "fingerprint")):
-        raise GalleryError(f"model {model!r:.60}: must be a model name, a model folder, or an embedder "
-                           "(byakugan.embedder.load's first result)")
-    return model

@@ -150,7 +150,8 @@ class GalleryService:
 
     def calibration(self) -> Calibration:
         """How the gallery's scores read as a 0-1 confidence (see index.confidence)."""
-        return self.pipeline.calibration(self.gallery())
+        g = self.gallery()  # first: on a new gallery it may take another process's model (and pipeline)
+        return self.pipeline.calibration(g)
 
     def check(self, label: str, crops: list[Crop]) -> list[str]:
         """Warnings about crops before they are enrolled as `label` (index.warnings)."""
@@ -227,7 +228,8 @@ class GalleryService:
 
     def threshold(self) -> float:
         """The threshold searches use now (the automatic one when the gallery has it)."""
-        return self.pipeline.threshold(self.gallery())
+        g = self.gallery()  # first: on a new gallery it may take another process's model (and pipeline)
+        return self.pipeline.threshold(g)
 
     def set_threshold_auto(self) -> None:
         self._edit(lambda g: setattr(g, "threshold_auto", True))

@@ -6,6 +6,8 @@ recognize_regions); `watch`, the page's Live tab and the WebSocket route all use
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -121,6 +123,8 @@ class Tracker:
         """Detect, embed (every embed_every-th frame), follow and smooth one frame taken at t seconds
         (default: the frame's number at 30 frames/s)."""
         start = time.perf_counter()
+        if t is not None and (isinstance(t, bool) or not isinstance(t, numbers.Real) or not math.isfinite(t)):
+            raise GalleryError(f"t {t!r}: must be a finite number of seconds (or None: the frame's number at 30/s)")
         n, self._frame = self._frame, self._frame + 1
         t = n / 30.0 if t is None else float(t)
         img = load_image(frame)

@@ -82,9 +82,16 @@ def test_train_takes_small_classes_and_refuses_a_damaged_or_mismatched_checkpoin
         line = refused(capsys, "train", data, "--out", tmp_path / name, *TINY, "--views", "0", "--epochs", "2", "--resume")
         assert f"checkpoint {tmp_path / name / 'checkpoint' / name}: damaged" in line and "--resume" in line
     line = refused(capsys, "train", data, "--out", out, *TINY, "--views", "0", "--epochs", "2", "--resume", "--dim", "16")
-    assert "resume: the checkpoint's run was started with head dim 8, not 16; resume with its settings" in line
+    assert "resume: the checkpoint's run was started with --head-dim 8, not 16; resume with its settings" in line
     line = refused(capsys, "train", data, "--out", out, *TINY, "--views", "0", "--resume")  # its 1 epoch is done
     assert "the checkpoint's run has done 1 epochs, and --epochs is 1; ask for more epochs" in line
+    # ... but a run stopped after its last epoch, before its model was saved, is finished by --resume
+    shutil.copytree(out, stopped := tmp_path / "stopped")
+    for name in ("config.json", "model.safetensors", "training.json"):
+        (stopped / name).unlink()
+    assert main(["train", str(data), "--out", str(stopped), *TINY, "--views", "0", "--resume"]) == 0
+    assert (stopped / "config.json").is_file()
+    capsys.readouterr()
     # a checkpoint written before runs kept their settings: the weights that do not fit still say so
     state = json.loads((out / "checkpoint" / "state.json").read_text())
     (out / "checkpoint" / "state.json").write_text(json.dumps({k: state[k] for k in ("epoch", "history")}))

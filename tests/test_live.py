@@ -168,8 +168,9 @@ def test_a_video_that_could_not_be_written_is_an_error_not_a_success(hand_galler
             self.inner.release()
 
     monkeypatch.setattr(cv2, "VideoWriter", Full)
-    assert main(["watch", str(hand_gallery), str(source), "--out", str(out)]) == 2
-    assert "the video could not be written (a full disk?); nothing was kept" in capsys.readouterr().err
+    assert main(["watch", str(hand_gallery), str(source), "--out", str(out)]) == 1
+    assert f"error: {out}: the video could not be written, 0 of its 60 frames read back (a full disk?); nothing was kept" \
+        in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".*part*"))
     monkeypatch.undo()
     # The reader of the lines leaving (`| head -1`) keeps the video so far, as Ctrl-C does.

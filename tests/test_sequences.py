@@ -266,3 +266,15 @@ def test_times_and_settings_that_are_not_seconds_are_named():
         with pytest.raises(GalleryError, match="t .*: must be a finite number of seconds"):
             m.update("a", bad)
     assert m.update("a", 0) == [] and m.update("b", np.float64(1.0)) == ["s"]
+
+
+def test_a_tracker_takes_only_finite_seconds_before_any_work():
+    from byakugan.index.tracker import Tracker, TrackerSettings
+
+    script = Script([[((0, 0, 10, 10), "a")]] * 2)
+    tracker = Tracker(script, tiny_gallery_for_tracks(), TrackerSettings(embed_every=1), sequences={})
+    for bad in (float("nan"), "1", True):
+        with pytest.raises(GalleryError, match="t .*: must be a finite number of seconds"):
+            tracker.update(np.zeros((2, 2, 3), np.uint8), bad)
+    assert script.n == -1  # nothing detected for a refused frame
+    assert len(tracker.update(np.zeros((2, 2, 3), np.uint8), 0.0).tracks) == 1 and script.n == 0

@@ -3,6 +3,7 @@ labels and sequence banners on frames, and writing an annotated video (OpenCV)."
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import time
@@ -70,7 +71,8 @@ def read(source: str, max_frames: Optional[int] = None,
                 frame = frame if ok else None
         finally:
             cap.release()
-        if frame is None and warn is not None and listed > n + 1:  # (a header's count may be one off)
+        # A header's count is an estimate in some containers (duration x rate): far off only when cut short.
+        if frame is None and warn is not None and listed > max(n + 1, n * 1.1):
             warn(f"video {source}: read {n} of the {listed} frames its header lists (cut short or damaged?)")
 
     return frames(), fps
@@ -127,17 +129,25 @@ class Writer:
         import cv2
 
         self._out.release()
-        if keep and self.frames:
-            back = cv2.VideoCapture(str(self._tmp))
-            ok, _ = back.read()
-            back.release()
-            if not ok:
-                self._tmp.unlink(missing_ok=True)
-                raise VideoError(f"--out {self.path}: the video could not be written (a full disk?); nothing was kept")
+        if keep and self.frames and (read := self._frames_in(self._tmp)) < self.frames:
+            self._tmp.unlink(missing_ok=True)
+            raise OSError(errno.EIO, f"the video could not be written, {read} of its {self.frames} frames read back "
+                                     "(a full disk?); nothing was kept", str(self.path))
         if keep:
             self._tmp.replace(self.path)
         else:
             self._tmp.unlink(missing_ok=True)
+
+
+    @staticmethod
+    def _frames_in(path: Path) -> int:
+        import cv2
+
+        back, n = cv2.VideoCapture(str(path)), 0
+        while back.grab():  # (no decoding: a cut-off file stops short)
+            n += 1
+        back.release()
+        return n
 
 
 class Annotator:

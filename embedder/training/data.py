@@ -138,14 +138,14 @@ def check_device(device: object) -> str:
     import torch
 
     try:
-        kind = torch.device(device).type if isinstance(device, str) else None
+        kind = torch.device(device).type if isinstance(device, (str, torch.device)) else None
     except RuntimeError:
         kind = None
     have = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not have.get(kind, False):
         valid = ", ".join(k + (":N" if k == "cuda" else "") for k, ok in have.items() if ok)
         raise ByakuganError(f"device {device!r}: not one this machine has; valid: {valid}")
-    return device
+    return str(device)  # (json keeps it in training.json)
 
 
 def check_model_out(path: os.PathLike | str, fmt: str, resume: Optional[bool] = None, overwrite: bool = False,

@@ -27,6 +27,7 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from ..atomic import write_atomic
+from ..embedding.files import CONFIG_FILE
 from ..embedding.model import CONFIG_FORMAT, Embedder, create_embedder
 from ..errors import ByakuganError, ModelError
 from ..evaluation.protocol import enrolment_trials
@@ -116,7 +117,8 @@ RESUMABLE = ("epochs", "lr", "backbone_lr", "device", "cache", "out")
 
 def _run_settings(cfg: TrainConfig) -> dict:
     out = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE}
-    return out | {"data": [str(Path(d).resolve()) for d in cfg.data]}  # however the folders are spelt
+    resolved = {k: [str(Path(d).resolve()) for d in out[k]] for k in ("data", "cohort_data") if out.get(k)}
+    return out | resolved  # however the folders are spelt
 
 
 def _check_resume(cfg: TrainConfig, ckpt: Path) -> None:
@@ -130,10 +132,11 @@ def _check_resume(cfg: TrainConfig, ckpt: Path) -> None:
     now = json.loads(json.dumps(_run_settings(cfg)))  # as stored: tuples are lists
     if isinstance(then, dict) and (changed := sorted(k for k in now if k in then and then[k] != now[k])):
         k = changed[0]
-        raise ByakuganError(f"resume: the checkpoint's run was started with {k.replace('_', ' ')} {then[k]!r}, not "
-                            f"{now[k]!r}; resume with its settings (only {', '.join(RESUMABLE)} may change), or "
-                            "--overwrite to start over")
-    if done >= cfg.epochs:
+        raise ByakuganError(f"resume: the checkpoint's run was started with --{k.replace('_', '-')} {then[k]!r}, not "
+                            f"{now[k]!r}; resume with its settings (only --epochs, --lr, --backbone-lr, --device, "
+                            "--cache and the folder may change), or --overwrite to start over")
+    # done == epochs with no model saved: a run stopped after its last epoch (a full disk at the save) is finished
+    if done > cfg.epochs or done == cfg.epochs and (Path(cfg.out) / CONFIG_FILE).is_file():
         raise ByakuganError(f"resume: the checkpoint's run has done {done} epochs, and --epochs is {cfg.epochs}; "
                             "ask for more epochs to train on")
 

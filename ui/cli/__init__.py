@@ -80,7 +80,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stdout = open(os.devnull, "w")
         return 0
     except OSError as exc:  # the system refused a write (a full disk, a read-only folder): one line, no traceback
-        report(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
+        report(f"{os.fsdecode(exc.filename) + ': ' if exc.filename else ''}{exc.strerror or exc}")
         return 1
     finally:
         if main_thread:
