@@ -45,7 +45,9 @@ class GalleryService:
         self._gallery: Optional[Gallery] = None
         self._stamp: Optional[tuple[int, int]] = None
         self._live: Optional[Pipeline] = None  # the pipeline on onnxruntime, made for the first tracker
-        if Gallery.exists(self.path):  # refuses a model other than the gallery's
+        # A gallery once there and then gone is an error, never an empty one to start again in.
+        self._existed = Gallery.exists(self.path)
+        if self._existed:  # refuses a model other than the gallery's
             stamp, g = self._disk_stamp(), Gallery.open(self.path)  # opened once: kept for the first request
             self.pipeline = Pipeline.for_gallery(g, model, runtime="onnx")
             self._gallery, self._stamp = g, stamp
@@ -80,6 +82,7 @@ class GalleryService:
         """The current gallery (read-only use); an empty unsaved one until the first enrolment."""
         with self._lock:
             stamp = self._disk_stamp()
+            self._existed |= stamp is not None
             if self._gallery is None or stamp != self._stamp:
                 self._gallery, self._stamp = self._load(stamp), stamp
             return self._gallery
@@ -100,7 +103,7 @@ class GalleryService:
         return g
 
     def _check_there(self) -> None:
-        if getattr(self.pipeline.encoder, "runtime", None) == "onnx" and self._disk_stamp() is None:  # it had one at start
+        if self._existed and self._disk_stamp() is None:  # it had one (at start, or saved or seen since)
             raise GalleryGoneError(f"gallery {self.path}: was moved or removed while this server ran; restart it")
 
     def _edit(self, fn: Callable[[Gallery], T], chosen: Optional[Pipeline] = None) -> T:
@@ -122,6 +125,7 @@ class GalleryService:
                 raise GalleryError(f"gallery {self.path}: was made meanwhile with model {g.model_name!r}; enrol again")
             out = fn(g)
             g.save()
+            self._existed = True
             if first:
                 self.pipeline, self._live, self.undecided, self._candidates = chosen, None, False, None
             self._gallery, self._stamp = g, ("generation", g.generation)  # what it saved, whoever saved since

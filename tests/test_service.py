@@ -2,6 +2,8 @@
 
 import threading
 
+import pytest
+
 from byakugan.index import Gallery
 from byakugan.index.service import Crop, GalleryService
 
@@ -141,3 +143,20 @@ def test_undo_of_one_of_two_identical_references_puts_it_back(model, digits, tmp
     removed = svc.remove_reference(0)
     svc.restore(removed)
     assert Gallery.open(tmp_path / "g").labels() == {"1": 2, "2": 1}
+
+
+def test_a_gallery_the_service_made_and_then_lost_is_gone_not_empty(model, digits, tmp_path):
+    import shutil
+
+    from byakugan.embedder import load_image
+    from byakugan.index.errors import GalleryGoneError
+
+    svc = GalleryService(tmp_path / "g", model)  # no gallery yet: its first enrolment makes it
+    assert svc.labels() == {}
+    svc.enroll("1", [Crop(n, load_image(p)) for n, p in zip("ab", digits["1"][:2])])
+    shutil.rmtree(tmp_path / "g")
+    with pytest.raises(GalleryGoneError, match="was moved or removed while this server ran"):
+        svc.labels()  # not an empty gallery
+    with pytest.raises(GalleryGoneError, match="was moved or removed while this server ran"):
+        svc.enroll("2", [Crop("c", load_image(digits["2"][0]))])  # not a new gallery in its place
+    assert not (tmp_path / "g").exists()

@@ -130,13 +130,49 @@ def test_gallery_page_manages_classes(app, digits, tmp_path):
     assert not app.get("button") or "undo_remove" not in [b.key for b in app.button]
     app.button(key=f"rm_ref_{g.references('one')[-1].id}").click().run()
     assert app.button(key="rm_2").disabled  # removing a class needs the box ticked first
-    app.checkbox(key="rm_sure_2").check().run()
+    app.checkbox(key="rm_sure_2_2").check().run()
     app.button(key="rm_2").click().run()
     assert not app.exception
     g = Gallery.open(tmp_path / "gallery")
     assert g.labels() == {"one": 2} and sorted(r.id for r in g.references()) == [0, 2]
     app.button(key="undo_remove").click().run()  # a whole class comes back too
     assert Gallery.open(tmp_path / "gallery").labels() == {"one": 2, "2": 2}
+
+
+def test_another_tabs_edits_are_not_undone_or_removed_unseen(app, digits, tmp_path):
+    from byakugan.index import Gallery
+    from byakugan.ui.cli import main
+
+    go(app, "Enrol")
+    enrol(app, "1", digits["1"][:2])
+    enrol(app, "2", digits["2"][:2])
+    go(app, "Gallery")
+    app.checkbox(key="rm_sure_2_2").check().run()  # "Remove all 2 reference(s) of '2'" ticked here...
+    assert main(["enroll", str(tmp_path / "gallery"), "2", str(digits["2"][2])]) == 0  # ... one more added elsewhere
+    app.button(key="rm_2").click().run()
+    assert Gallery.open(tmp_path / "gallery").labels() == {"1": 2, "2": 3}  # not removed with what it never showed
+    assert "rm_sure_2_3" in [c.key for c in app.checkbox] and not app.checkbox(key="rm_sure_2_3").value
+    app.button(key="rm_ref_0").click().run()  # removed here: Undo is offered ...
+    assert "undo_remove" in [b.key for b in app.button]
+    assert main(["rename", str(tmp_path / "gallery"), "1", "one"]) == 0  # ... until another edit
+    app.run()
+    assert "undo_remove" not in [b.key for b in app.button]
+    assert any("no longer offered: the gallery was edited since" in plain(i.value) for i in app.info)
+    assert Gallery.open(tmp_path / "gallery").labels() == {"one": 1, "2": 3}
+
+
+def test_a_blank_query_is_answered_and_said_to_be_blank(app, digits, tmp_path):
+    from PIL import Image
+
+    go(app, "Enrol")
+    enrol(app, "1", digits["1"][:2])
+    go(app, "Search")
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(dot := tmp_path / "dot.png")
+    search(app, dot)
+    assert [plain(w.value) for w in app.warning] == [
+        "This picture is blank (only 1x1 pixels, too few to tell a class by): its matches mean little."]
+    search(app, digits["1"][3])
+    assert not app.warning
 
 
 def test_threshold_is_automatic_or_set_on_the_confidence_scale(app, digits, tmp_path):

@@ -16,9 +16,11 @@ from byakugan.embedder.errors import ByakuganError
 from byakugan.embedder.scoring import SCORINGS
 from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
 from byakugan.index.ranking import Recognition
-from byakugan.index.service import GalleryService, Removed
+from byakugan.index.service import GalleryService
+from byakugan.ui.acting import act, synced, undoable
 from byakugan.ui.live import live_ui
 from byakugan.index.labels import check_label_in
+from byakugan.index.warnings import blank
 from byakugan.ui.widgets import IMAGE_TYPES, default_gallery_dir, draw_boxes, md, page_ui, read_upload, short, what
 
 PAGES = ("Search", "Enrol", "Gallery", "Live", "Export")
@@ -52,8 +54,8 @@ def results_ui(svc: GalleryService, detections: list[Recognition]) -> None:
         nearest = {}
         for hit in d.hits:
             nearest.setdefault(hit.label, hit)
-        cols = st.columns(max(4, len(d.labels)))
-        for col, (label, score) in zip(cols, d.labels):
+        rows = [st.columns(5) for _ in range(0, len(d.labels), 5)]  # 5 a row: 20 columns would be slivers
+        for col, (label, score) in zip((c for row in rows for c in row), d.labels):
             confidence = d.calibration.confidence(score)
             hit = nearest.get(label)  # its best reference among the hits, else any of its references
             ref_id = hit.id if hit is not None else next((r.id for r in g.references(label)), None)
@@ -77,6 +79,8 @@ def search_ui(svc: GalleryService) -> Optional[list[Recognition]]:
     img = query_image_ui()
     if img is None:
         return None
+    if (why := blank(img)) is not None:  # answered all the same, with its nearest: but say what it is
+        st.warning(f"This picture is blank ({why}): its matches mean little.")
     try:
         detections = svc.search(img, k=k)
     except ByakuganError as exc:
@@ -163,7 +167,7 @@ def threshold_ui(svc: GalleryService) -> None:
                               "a confidence you choose"])
     if mode == "automatic":
         if not g.threshold_auto:
-            _act(svc.set_threshold_auto, "The gallery's own references choose the threshold now.")
+            act(svc, svc.set_threshold_auto, "The gallery's own references choose the threshold now.")
         how = ("now" if cal.auto_threshold is not None else
                f"the model's until the gallery has {MIN_AUTO} true-match scores (two classes of five references)")
         st.caption(f"Unknown below {now}% confidence ({how}; raw threshold {now_raw:.4f}).")
@@ -173,7 +177,7 @@ def threshold_ui(svc: GalleryService) -> None:
         synced("threshold_pct", now)  # a save here (raw), in another tab or by the CLI is shown
         value = st.slider("Unknown below this confidence (%)", 1, 99, key="threshold_pct")
         if st.button("Save threshold", key="save_threshold", disabled=value == now and not g.threshold_auto):
-            _act(lambda: svc.set_threshold_confidence(value / 100), f"Unknown below {value}% confidence now.")
+            act(svc, lambda: svc.set_threshold_confidence(value / 100), f"Unknown below {value}% confidence now.")
         with st.expander("Raw threshold"):
             raw_threshold_ui(svc, now_raw)
     st.caption("Confidence is calibrated on this gallery's own references." if cal.fitted else
@@ -185,7 +189,7 @@ def raw_threshold_ui(svc: GalleryService, now_raw: float) -> None:
     synced("threshold", float(now_raw))
     raw = st.number_input(f"Threshold ({unit})", -1.0, 1.0, step=0.001, format="%.4f", key="threshold")
     if st.button("Save raw threshold", key="save_raw_threshold", disabled=raw == float(now_raw)):
-        _act(lambda: svc.set_threshold(raw), f"Threshold set to {raw:.4f}.")
+        act(svc, lambda: svc.set_threshold(raw), f"Threshold set to {raw:.4f}.")
 
 
 def gallery_ui(svc: GalleryService) -> None:
@@ -195,7 +199,7 @@ def gallery_ui(svc: GalleryService) -> None:
     chosen = svc.pipeline.choice
     model = ("model picked by the first images enrolled (anime faces get the anime model)" if svc.undecided
              else f"model {g.model_name}" + (f" ({chosen.why})" if chosen is not None and chosen.name == g.model_name else ""))
-    st.caption(f"{svc.path} · {model} · {len(g)} references in {len(labels)} classes")
+    st.caption(f"{md(str(svc.path))} · {model} · {len(g)} references in {len(labels)} classes")
     if notice := st.session_state.pop("gallery_notice", None):
         st.success(md(notice))
     undo_ui(svc)
@@ -207,7 +211,7 @@ def gallery_ui(svc: GalleryService) -> None:
     scoring = st.radio("Rank labels by", list(SCORINGS), horizontal=True, key="scoring",
                        captions=["best reference", "class mean (steadier with 5+ references)"])
     if scoring != g.scoring:
-        _act(lambda: svc.set_scoring(scoring), f"Labels now ranked by {scoring}.")
+        act(svc, lambda: svc.set_scoring(scoring), f"Labels now ranked by {scoring}.")
     editing = st.session_state.get("editing")
     for label, count in labels.items():
         with st.expander(f"{md(label)} · {count} reference(s)", expanded=label == editing):
@@ -218,42 +222,22 @@ def gallery_ui(svc: GalleryService) -> None:
                     col.image(data, width=72)
                 col.caption(f"#{ref.id} {md(short(ref.source, 12))}")
                 if col.button("Remove", key=f"rm_ref_{ref.id}"):
-                    _act(lambda r=ref.id: svc.remove_reference(r), f"Removed reference {ref.id} from {label!r}.", label)
+                    act(svc, lambda r=ref.id: svc.remove_reference(r), f"Removed reference {ref.id} from {label!r}.", label)
             a, b = st.columns(2)
             new = a.text_input("Rename to", key=f"rename_{label}")
             if a.button("Rename", key=f"rename_btn_{label}", disabled=not new.strip()):
-                _act(lambda: svc.rename(label, new), f"Renamed {label!r} to {new.strip()!r}.", new.strip())
-            sure = b.checkbox(f"Remove all {count} reference(s) of {md(repr(label))}", key=f"rm_sure_{label}")
-            if b.button("Remove class", key=f"rm_{label}", disabled=not sure):
-                _act(lambda: svc.remove(label), f"Removed {label!r}.")
-
-
-def synced(key: str, on_disk) -> None:
-    """The widget `key` shows the gallery's value, as this session last saw it, unless the user
-    changed it here: a save from another tab is shown, never undone by this tab's next rerun."""
-    if key not in st.session_state or st.session_state.get(f"{key}_seen") != on_disk:
-        st.session_state[key] = on_disk
-    st.session_state[f"{key}_seen"] = on_disk
-
-
-def _act(fn, notice: str, editing: Optional[str] = None) -> None:
-    try:
-        out = fn()
-    except ByakuganError as exc:
-        st.error(md(str(exc)))
-        return
-    st.session_state["gallery_notice"] = notice
-    st.session_state["editing"] = editing  # keep that class open
-    st.session_state["removed"] = out if isinstance(out, Removed) else None  # what Undo puts back
-    st.rerun()
+                act(svc, lambda: svc.rename(label, new), f"Renamed {label!r} to {new.strip()!r}.", new.strip())
+            # The count is in the key: references added since it was ticked (another tab) untick it.
+            sure = b.checkbox(f"Remove all {count} reference(s) of {md(repr(label))}", key=f"rm_sure_{label}_{count}")
+            if b.button("Remove class", key=f"rm_{label}", disabled=not sure) and sure:
+                act(svc, lambda: svc.remove(label), f"Removed {label!r} ({count} reference(s)).")
 
 
 def undo_ui(svc: GalleryService) -> None:
-    removed: Optional[Removed] = st.session_state.get("removed")
-    if removed is not None and st.button(f"Undo: put back {len(removed.sources)} reference(s) of {md(repr(removed.label))}",
-                                         key="undo_remove"):
-        _act(lambda: svc.restore(removed), f"Put back {len(removed.sources)} reference(s) of {removed.label!r}.",
-             removed.label)
+    if (removed := undoable(svc)) is not None and st.button(
+            f"Undo: put back {len(removed.sources)} reference(s) of {md(repr(removed.label))}", key="undo_remove"):
+        act(svc, lambda: svc.restore(removed), f"Put back {len(removed.sources)} reference(s) of {removed.label!r}.",
+            removed.label)
 
 
 def export_ui(svc: GalleryService) -> None:
@@ -286,7 +270,7 @@ def main() -> None:
         st.error(md(str(exc)))
         st.stop()
     page = st.sidebar.radio("Page", PAGES, key="page")
-    st.sidebar.caption(f"Gallery: {gallery}")
+    st.sidebar.caption(f"Gallery: {md(gallery)}")
     page_ui(page, {"Search": search_ui, "Enrol": enrol_ui, "Gallery": gallery_ui, "Live": live_ui, "Export": export_ui}[page], svc)
 
 

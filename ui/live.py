@@ -197,7 +197,7 @@ def sequences_ui(svc: GalleryService) -> None:
         st.caption("No sequences yet: add one, and a banner shows on the stream when it is performed.")
     name = st.text_input("New sequence's name", key="live_seq_name")
     steps = st.text_input("Its steps: labels in order, separated by spaces (by commas if a label has one)",
-                          key="live_seq_steps", help="A label may repeat. Labels: " + ", ".join(labels))
+                          key="live_seq_steps", help="A label may repeat. Labels: " + ", ".join(md(lab) for lab in labels))
     replace = st.checkbox("Replace the sequence of that name", key="live_seq_replace",
                           disabled=name.strip() not in {s.name for s in seqs})
     if st.button("Add sequence", key="live_add_seq", disabled=not (name.strip() and steps.strip())):

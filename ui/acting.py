@@ -1,0 +1,49 @@
+"""How the page edits a gallery: one action at a time, its notice shown after the rerun it asks for,
+and an undo offered for a removal only while nobody else has edited the gallery since."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import streamlit as st
+
+from byakugan.embedder.errors import ByakuganError
+from byakugan.index.service import GalleryService, Removed
+from byakugan.ui.widgets import md
+
+
+def synced(key: str, on_disk) -> None:
+    """The widget `key` shows the gallery's value, as this session last saw it, unless the user
+    changed it here: a save from another tab is shown, never undone by this tab's next rerun."""
+    if key not in st.session_state or st.session_state.get(f"{key}_seen") != on_disk:
+        st.session_state[key] = on_disk
+    st.session_state[f"{key}_seen"] = on_disk
+
+
+def act(svc: GalleryService, fn, notice: str, editing: Optional[str] = None) -> None:
+    """Run an edit; its error in one line, or its notice after a rerun. editing: the class to keep open."""
+    try:
+        out = fn()
+    except ByakuganError as exc:
+        st.error(md(str(exc)))
+        return
+    st.session_state["gallery_notice"] = notice
+    st.session_state["editing"] = editing
+    # What Undo puts back, and the gallery's state just after: an edit since (another tab renamed the
+    # class, say) ends the offer, where putting it back would undo part of that edit.
+    st.session_state["removed"] = (out, svc.version()) if isinstance(out, Removed) else None
+    st.rerun()
+
+
+def undoable(svc: GalleryService) -> Optional[Removed]:
+    """The removal this session may undo, if the gallery is as that removal left it."""
+    held = st.session_state.get("removed")
+    if held is None:
+        return None
+    removed, after = held
+    if svc.version() != after:
+        st.session_state["removed"] = None
+        st.info(f"Undo of the removal of {md(repr(removed.label))} is no longer offered: the gallery was edited since "
+                "(in another tab, or by another program).")
+        return None
+    return removed
