@@ -88,6 +88,30 @@ def test_upload_in_chromium_shows_the_top_match(browser, ui_server, digits, tmp_
     assert shot.stat().st_size > 10_000
 
 
+def test_a_class_being_edited_stays_open_when_the_last_notice_goes(browser, ui_server):
+    """The notice of the last edit goes at the next rerun; the classes below must keep their place, or
+    Streamlit draws them anew and the one the user opened snaps shut with what they typed in it."""
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    page.goto(ui_server)
+    page.get_by_text("Search by image").wait_for(timeout=180_000)
+    page.get_by_text("Gallery", exact=True).click()
+    page.get_by_text("0 · 5 reference(s)").click()
+    rename = page.get_by_label("Rename to")
+    rename.first.fill("zero")
+    rename.first.press("Enter")
+    page.get_by_role("button", name="Rename", exact=True).first.click()
+    page.get_by_text("Renamed '0' to 'zero'.").wait_for(timeout=60_000)
+    page.get_by_text("3 · 5 reference(s)").click()  # another class opened while the notice shows
+    open_ = [i for i in range(rename.count()) if rename.nth(i).is_visible()]
+    assert len(open_) == 2  # 'zero' (kept open after its rename) and 3
+    rename.nth(open_[-1]).fill("three")
+    rename.nth(open_[-1]).press("Enter")  # a rerun: the notice goes
+    page.get_by_text("Renamed '0' to 'zero'.").wait_for(state="detached", timeout=60_000)
+    page.wait_for_timeout(1500)
+    assert sum(rename.nth(i).is_visible() for i in range(rename.count())) == 2  # 3 is still open
+    assert rename.nth(open_[-1]).input_value() == "three"
+
+
 class Served(str):
     """The server's URL, and the gallery folder it serves."""
 

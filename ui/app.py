@@ -200,9 +200,13 @@ def gallery_ui(svc: GalleryService) -> None:
     model = ("model picked by the first images enrolled (anime faces get the anime model)" if svc.undecided
              else f"model {g.model_name}" + (f" ({chosen.why})" if chosen is not None and chosen.name == g.model_name else ""))
     st.caption(f"{md(str(svc.path))} · {model} · {len(g)} references in {len(labels)} classes")
+    # A notice and the Undo button come and go: each keeps its place (an empty one when absent), or the
+    # classes below would move and Streamlit would draw them anew, closing the one being edited.
+    slot = st.empty()
     if notice := st.session_state.pop("gallery_notice", None):
-        st.success(md(notice))
-    undo_ui(svc)
+        slot.success(md(notice))
+    with st.container():
+        undo_ui(svc)
     if labels:
         threshold_ui(svc)
     if svc.undecided:  # its scoring comes with the model the first images pick
