@@ -175,6 +175,19 @@ def test_a_blank_query_is_answered_and_said_to_be_blank(app, digits, tmp_path):
     assert not app.warning
 
 
+def test_what_was_typed_on_a_page_is_there_on_coming_back(app, digits):
+    go(app, "Enrol")
+    enrol(app, "1", digits["1"][:2])
+    app.text_input(key="enrol_label").input("half typed").run()
+    go(app, "Gallery")
+    app.text_input(key="rename_1").input("uno").run()
+    go(app, "Search")
+    go(app, "Enrol")
+    assert app.text_input(key="enrol_label").value == "half typed"
+    go(app, "Gallery")
+    assert app.text_input(key="rename_1").value == "uno"
+
+
 def test_threshold_is_automatic_or_set_on_the_confidence_scale(app, digits, tmp_path):
     from byakugan.index import Gallery
 

@@ -24,6 +24,7 @@ from byakugan.index.warnings import blank
 from byakugan.ui.widgets import IMAGE_TYPES, default_gallery_dir, draw_boxes, md, page_ui, read_upload, short, what
 
 PAGES = ("Search", "Enrol", "Gallery", "Live", "Export")
+TYPED = ("enrol_label", "live_seq_name", "live_seq_steps", "live_seq_replace")  # and each class's "rename_<label>"
 
 
 @st.cache_resource(show_spinner="Loading the model…")
@@ -273,6 +274,10 @@ def main() -> None:
     except ByakuganError as exc:
         st.error(md(str(exc)))
         st.stop()
+    # Streamlit forgets a widget's value on a run that does not draw it: what was typed on another page
+    # is set again here, so it is still there on coming back (uploads cannot be kept this way).
+    for key in [k for k in st.session_state if k in TYPED or k.startswith("rename_") and not k.startswith("rename_btn_")]:
+        st.session_state[key] = st.session_state[key]
     page = st.sidebar.radio("Page", PAGES, key="page")
     st.sidebar.caption(f"Gallery: {md(gallery)}")
     page_ui(page, {"Search": search_ui, "Enrol": enrol_ui, "Gallery": gallery_ui, "Live": live_ui, "Export": export_ui}[page], svc)
