@@ -60,3 +60,20 @@ def test_a_video_draws_labels_and_banners_as_written():
     assert not np.array_equal(_frame("Ёж"), _frame("??"))
     assert not np.array_equal(_frame("a", "Победа"), _frame("a", "??????"))
     assert _frame("Ёж")[40:60, 20:60].any()  # the label sits above its box
+
+
+def test_the_label_of_a_box_as_large_as_the_picture_is_drawn_inside_it():
+    """Detector none: the box is the whole picture, with no room above or below for its label."""
+    from PIL import Image
+
+    from byakugan.embedder.scoring.calibration import Calibration
+    from byakugan.index.ranking import Match, Recognition, SearchResult
+    from byakugan.ui.widgets import draw_boxes
+
+    img = Image.new("RGB", (200, 150), (0, 0, 0))
+    match = Match("gura", 0.9, "gura", 0.5, 0.9, 0.8, 0.5)
+    d = Recognition((0, 0, 200, 150), match, SearchResult([], [("gura", 0.9)]), None, True, Calibration.__new__(Calibration))
+    out = np.asarray(draw_boxes(img, [d]))
+    inside = out[6:30, 6:100]  # under the top edge of the box, where the tag goes
+    assert (inside == 255).all(axis=2).any()  # its white letters
+    assert (np.abs(inside.astype(int) - (46, 160, 67)).sum(axis=2) == 0).any()  # on the box's green

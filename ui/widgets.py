@@ -69,7 +69,9 @@ def draw_boxes(img: Image.Image, detections: list[Recognition]) -> Image.Image:
         pen.rectangle([x, y, x + w - 1, y + h - 1], outline=colour, width=width)
         text = f"{d.match.label} {d.match.confidence:.0%}" if d.match.confidence is not None else d.match.label
         patch = Image.fromarray(lettering.tag(text, size, (255, 255, 255), colour, width))
-        out.paste(patch, (x, y - patch.height if y - patch.height >= 0 else y + h))
+        # Above the box, else below it, else inside its top (a box as large as the picture: detector none)
+        top = y - patch.height if y >= patch.height else y + h if y + h + patch.height <= out.height else y
+        out.paste(patch, (x, top))
     return out
 
 
