@@ -188,6 +188,14 @@ def test_what_was_typed_on_a_page_is_there_on_coming_back(app, digits):
     assert app.text_input(key="rename_1").value == "uno"
 
 
+def test_a_label_written_right_to_left_keeps_its_place_in_the_line(app, digits):
+    go(app, "Enrol")
+    enrol(app, "שלום", digits["1"][:2])
+    enrol(app, "a", digits["2"][:1])
+    go(app, "Gallery")
+    assert [e.label for e in app.expander if "·" in e.label] == ["a · 1 reference(s)", "\u2068שלום\u2069 · 2 reference(s)"]
+
+
 def test_threshold_is_automatic_or_set_on_the_confidence_scale(app, digits, tmp_path):
     from byakugan.index import Gallery
 

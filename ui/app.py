@@ -21,7 +21,7 @@ from byakugan.ui.acting import act, synced, undoable
 from byakugan.ui.live import live_ui
 from byakugan.index.labels import check_label_in
 from byakugan.index.warnings import blank
-from byakugan.ui.widgets import IMAGE_TYPES, default_gallery_dir, draw_boxes, md, page_ui, read_upload, short, what
+from byakugan.ui.widgets import IMAGE_TYPES, default_gallery_dir, draw_boxes, iso, md, page_ui, read_upload, short, what
 
 PAGES = ("Search", "Enrol", "Gallery", "Live", "Export")
 TYPED = ("enrol_label", "live_seq_name", "live_seq_steps", "live_seq_replace")  # and each class's "rename_<label>"
@@ -48,8 +48,8 @@ def results_ui(svc: GalleryService, detections: list[Recognition]) -> None:
         if not d.found:
             st.info(f"No {what(svc)} found in the picture: searched the whole picture instead.")
         prefix = f"Detection {n}: " if len(detections) > 1 else ""
-        st.subheader(f"{prefix}{md(m.label) if m.known else 'unknown'} · {m.confidence:.0%}")
-        st.caption((f"confident it is {md(m.label)}" if m.known else f"looks most like {md(m.nearest)}, but below the threshold")
+        st.subheader(f"{prefix}{iso(m.label) if m.known else 'unknown'} · {m.confidence:.0%}")
+        st.caption((f"confident it is {iso(m.label)}" if m.known else f"looks most like {iso(m.nearest)}, but below the threshold")
                    + f" · unknown below {m.threshold_confidence:.0%}"
                    + (" · no hand landmarks found: scored by the image alone" if d.landmarks is False else ""))
         nearest = {}
@@ -62,7 +62,7 @@ def results_ui(svc: GalleryService, detections: list[Recognition]) -> None:
             ref_id = hit.id if hit is not None else next((r.id for r in g.references(label)), None)
             if ref_id is not None and (data := g.thumbnail(ref_id)):
                 col.image(data, width=96)
-            col.markdown(f"**{md(label)}** {confidence:.0%}")
+            col.markdown(f"**{iso(label)}** {confidence:.0%}")
             col.progress(confidence)
         with st.expander("Raw scores"):
             st.caption(f"best {m.score:.4f} (cosine {m.cosine:.4f}), threshold {m.threshold:.4f}; "
@@ -219,7 +219,7 @@ def gallery_ui(svc: GalleryService) -> None:
         act(svc, lambda: svc.set_scoring(scoring), f"Labels now ranked by {scoring}.")
     editing = st.session_state.get("editing")
     for label, count in labels.items():
-        with st.expander(f"{md(label)} · {count} reference(s)", expanded=label == editing):
+        with st.expander(f"{iso(label)} · {count} reference(s)", expanded=label == editing):
             cols = st.columns(8)
             for i, ref in enumerate(g.references(label)):
                 col = cols[i % 8]

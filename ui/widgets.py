@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import unicodedata
 from pathlib import Path
 from typing import Optional
 
@@ -25,6 +26,13 @@ def md(text: str) -> str:
     # and a direction override in a file name (U+202E...) shown as such, not turning the line around.
     text = "".join(f"\\u{ord(c):04x}" if c in BIDI_CONTROLS else c for c in text)
     return re.sub(r"([\\`*_\[\]<>#~|$:])", r"\\\1", text)
+
+
+def iso(text: str) -> str:
+    """A label as md() shows it; one written right to left (Hebrew, Arabic) isolated (U+2068...U+2069),
+    so it keeps its place in the line ("שלום · 3 reference(s)", not "3 · שלום reference(s)")."""
+    rtl = any(unicodedata.bidirectional(c) in ("R", "AL") for c in text)
+    return f"\u2068{md(text)}\u2069" if rtl else md(text)
 
 
 def max_upload_mb() -> float:
