@@ -188,7 +188,8 @@ def threshold_ui(svc: GalleryService) -> None:
 def raw_threshold_ui(svc: GalleryService, now_raw: float) -> None:
     unit = "cohort-normalised score" if svc.gallery().cohort_settings else "cosine"
     synced("threshold", float(now_raw))
-    raw = st.number_input(f"Threshold ({unit})", -1.0, 1.0, step=0.001, format="%.4f", key="threshold")
+    raw = st.number_input(f"Threshold ({unit}, from -1 to 1)", -1.0, 1.0, step=0.001, format="%.4f", key="threshold",
+                          help="A value outside -1 to 1 is not taken: the box turns red and keeps the last one.")
     if st.button("Save raw threshold", key="save_raw_threshold", disabled=raw == float(now_raw)):
         act(svc, lambda: svc.set_threshold(raw), f"Threshold set to {raw:.4f}.")
 
