@@ -194,6 +194,19 @@ def test_watch_warns_of_a_sequence_whose_label_was_removed(hand_gallery, videos,
     assert "byakugan: warning: sequence 'abc' cannot fire: 'b' no longer enrolled" in err
 
 
+def test_watch_shows_progress_on_a_terminal(hand_gallery, tmp_path, capsys, monkeypatch):
+    import sys
+
+    from byakugan.ui.cli import live
+
+    source = write_video(tmp_path / "v.avi", [(None, 3)], fps=15.0, size=(160, 120))  # no hand: no other line
+    monkeypatch.setattr(live, "PROGRESS_EVERY", 0.0)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["watch", str(hand_gallery), str(source)]) == 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("byakugan: ") and "frames (" in x]
+    assert [x.split(" frames (")[0] for x in lines] == ["byakugan: 1", "byakugan: 2", "byakugan: 3"]
+
+
 def test_a_video_cut_short_is_read_to_its_end_and_said_to_be_short(tmp_path):
     from byakugan.ui import video
 

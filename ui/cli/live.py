@@ -78,6 +78,9 @@ def _tracker(a: argparse.Namespace) -> Tracker:
     raise GalleryError(f"gallery {path}: not a gallery folder or bundle")
 
 
+PROGRESS_EVERY = 10.0  # seconds between progress lines on a terminal
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM (`kill`): stops `watch` as Ctrl-C does, with its own exit code (128 + 15)."""
 
@@ -107,6 +110,7 @@ def cmd_watch(a: argparse.Namespace) -> int:
     writer, annotator = None, video.Annotator()
     shown: dict[int, object] = {}
     count, busy, start, code, failed = 0, 0.0, time.perf_counter(), 0, False
+    said = start
     main_thread = threading.current_thread() is threading.main_thread()  # where Python lets a handler be set
     before = signal.signal(signal.SIGTERM, _interrupted) if main_thread else None  # `kill` stops it as Ctrl-C does
     try:
@@ -127,6 +131,10 @@ def cmd_watch(a: argparse.Namespace) -> int:
             for e in result.events:
                 print(json.dumps(e.to_dict(), ensure_ascii=False) if a.json
                       else f"{e.t:8.2f}s  track {e.track}: sequence {e.name!r}")
+            if sys.stderr.isatty() and time.perf_counter() - said > PROGRESS_EVERY:  # a long video with nothing in it
+                said = time.perf_counter()
+                print(f"byakugan: {count} frames ({frame.t:.1f} s of video), {count / (said - start):.1f} frames/s",
+                      file=sys.stderr)
             if a.out:
                 if writer is None:
                     writer = video.Writer(a.out, fps, (frame.bgr.shape[1], frame.bgr.shape[0]), a.overwrite)
