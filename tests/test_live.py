@@ -233,12 +233,31 @@ def test_a_frame_too_large_is_named_by_its_video_and_number(hand_gallery, tmp_pa
     assert err[-1].startswith(f"byakugan: error: video {source}: frame 0: image too large") and len(err) == 1
 
 
-def test_a_slow_video_keeps_its_own_clock(tmp_path):
+def test_a_slow_video_keeps_its_own_clock(tmp_path, monkeypatch):
     """A frame every 2 seconds: steps 6 s apart must not look 0.2 s apart (sequences would fire)."""
     from byakugan.ui import video
 
     frames, fps = video.read(str(write_video(tmp_path / "slow.avi", [(None, 4)], fps=0.5, size=(64, 48))))
     assert fps == 0.5 and [f.t for f in frames] == [0.0, 2.0, 4.0, 6.0]
+
+    import cv2
+
+    real = cv2.VideoCapture
+
+    class Fast:  # a header that gives 5000 frames/s (OpenCV writes at most 600)
+        def __init__(self, *a):
+            self.inner = real(*a)
+
+        def get(self, prop):
+            return 5000.0 if prop == cv2.CAP_PROP_FPS else self.inner.get(prop)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(cv2, "VideoCapture", Fast)
+    said = []  # a rate no video has is a header that does not say: timed at 30 frames/s, and said so
+    frames, fps = video.read(str(slow := tmp_path / "slow.avi"), warn=said.append)
+    assert fps == 30.0 and said == [f"video {slow}: its header gives 5000 frames/s, which no video has; timed at 30 frames/s"]
 
 
 def test_sequence_commands(hand_gallery, capsys, tmp_path):

@@ -58,7 +58,10 @@ def read(source: str, max_frames: Optional[int] = None,
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
     # A slow video (a frame every few seconds) keeps its own clock, or its gaps shrink and sequences
     # fire that were never performed; a rate no video has (0, NaN, billions) is a header that does not say.
-    fps = fps if 0.01 <= fps <= 1000.0 else 30.0
+    if not 0.01 <= fps <= 1000.0:
+        if warn is not None and not is_camera:  # sequences are timed by it: a wrong clock fires them wrongly
+            warn(f"video {source}: its header gives {fps:g} frames/s, which no video has; timed at 30 frames/s")
+        fps = 30.0
     listed = 0 if is_camera else int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
 
     def frames() -> Iterator[Frame]:
