@@ -4,6 +4,7 @@ its database (damaged, or another program's), read without taking any lock (inde
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 from pathlib import Path
@@ -60,6 +61,9 @@ def version(directory: Path):
             return f"unreadable: damaged (its commit is {commit!r}, not text)"
         return gen, commit
     except (sqlite3.Error, ValueError, TypeError, OSError) as exc:
+        if isinstance(exc, sqlite3.OperationalError) and not os.access(directory, os.W_OK):  # "unable to open"
+            return ("unreadable: in a folder that cannot be written (its permissions, or a read-only disk), which its "
+                    "database needs even to be read (WAL)")
         return f"unreadable: not a readable database ({exc})"
 
 

@@ -215,3 +215,22 @@ def test_a_save_that_fails_after_writing_thumbnails_takes_them_back(folder, monk
     (new,) = g.enroll("no picture", unit(1, 4))
     g.save()
     assert Gallery.open(folder).thumbnail(new) is None  # not the failed save's picture
+
+
+def test_a_folder_that_cannot_be_written_is_named_as_such_not_as_damage(folder):
+    import os
+    import subprocess
+
+    if os.geteuid() == 0:  # root writes anywhere a chmod forbids: make the folder immutable instead
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("cannot make a folder unwritable here (root, and no chattr on this filesystem)")
+        undo = ["chattr", "-i", str(folder)]
+    else:
+        os.chmod(folder, 0o555)
+        undo = ["chmod", "755", str(folder)]
+    try:
+        with pytest.raises(GalleryError, match="is in a folder that cannot be written .*; nothing was changed"):
+            Gallery.open(folder)
+    finally:
+        subprocess.run(undo, check=True)
+    assert len(Gallery.open(folder)) > 0
