@@ -362,6 +362,12 @@ def test_options_may_stand_between_gallery_and_label(tmp_path, capsys, tiny_imag
     code, err = run(capsys, "enroll", tmp_path / "g", "--detector", "none", "--fallback", "whole", "red", *tiny_images[:2])
     assert code == 0, err
     assert Gallery.open(tmp_path / "g").labels() == {"red": 2}
+    try:  # an option a command lacks points to that command's help
+        code = main(["search", str(tmp_path / "g"), str(tiny_images[0]), "--all"])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2 and capsys.readouterr().err.strip().splitlines() == [
+        "byakugan search: error: unrecognized arguments: --all (see byakugan search -h)"]
 
 
 def test_foreign_folders_are_refused_before_the_lock_touches_them(tmp_path, capsys, tiny_images):

@@ -36,9 +36,12 @@ class _Intermixed(_OneLine):
             return super().parse_known_args(args, namespace)
         self._inside = True
         try:
-            return self.parse_known_intermixed_args(args, namespace)
+            ns, extras = self.parse_known_intermixed_args(args, namespace)
         finally:
             self._inside = False
+        if extras:  # said here, where the help to see is this command's, not the top level's
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return ns, extras
 
 
 class Terminated(KeyboardInterrupt):
