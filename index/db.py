@@ -70,9 +70,9 @@ def _connect(directory: Path, write: bool) -> sqlite3.Connection:
             con.execute("PRAGMA synchronous=FULL")
         return con
     except sqlite3.Error as exc:
-        if not os.access(directory, os.W_OK):  # SQLite says only "unable to open database file"
+        if isinstance(exc, sqlite3.OperationalError) and not os.access(directory, os.W_OK):  # SQLite: "unable to open"
             raise GalleryError(f"gallery {directory}: {DB_FILE} is in a folder that cannot be written (its permissions, "
-                               "or a read-only disk), which its database needs even to be read (WAL)") from None
+                               "or a read-only disk), which its database needs to save and even to be read (WAL)") from None
         raise GalleryError(f"gallery {directory}: {DB_FILE} is not a readable database ({exc})") from None
 
 

@@ -115,8 +115,8 @@ def test_gallery_page_manages_classes(app, digits, tmp_path):
     enrol(app, "2", digits["2"][:2])
     go(app, "Gallery")
     assert [e.label for e in app.expander if "·" in e.label] == ["1 · 3 reference(s)", "2 · 2 reference(s)"]
-    app.text_input(key="rename_1").input("one").run()
-    app.button(key="rename_btn_1").click().run()
+    app.text_input(key='rename_to_"1"').input("one").run()
+    app.button(key='rename_btn_"1"').click().run()
     assert "Renamed '1' to 'one'." in [plain(s.value) for s in app.success]
     assert app.session_state["editing"] == "one"  # the class being edited stays open
     app.button(key="rm_ref_1").click().run()  # the button under that picture
@@ -129,9 +129,9 @@ def test_gallery_page_manages_classes(app, digits, tmp_path):
     assert g.thumbnail(g.references("one")[-1].id) is not None
     assert not app.get("button") or "undo_remove" not in [b.key for b in app.button]
     app.button(key=f"rm_ref_{g.references('one')[-1].id}").click().run()
-    assert app.button(key="rm_2").disabled  # removing a class needs the box ticked first
-    app.checkbox(key="rm_sure_2_2").check().run()
-    app.button(key="rm_2").click().run()
+    assert app.button(key='rm_"2"').disabled  # removing a class needs the box ticked first
+    app.checkbox(key='rm_sure_"2"_2').check().run()
+    app.button(key='rm_"2"').click().run()
     assert not app.exception
     g = Gallery.open(tmp_path / "gallery")
     assert g.labels() == {"one": 2} and sorted(r.id for r in g.references()) == [0, 2]
@@ -147,17 +147,17 @@ def test_another_tabs_edits_are_not_undone_or_removed_unseen(app, digits, tmp_pa
     enrol(app, "1", digits["1"][:2])
     enrol(app, "2", digits["2"][:2])
     go(app, "Gallery")
-    app.checkbox(key="rm_sure_2_2").check().run()  # "Remove all 2 reference(s) of '2'" ticked here...
+    app.checkbox(key='rm_sure_"2"_2').check().run()  # "Remove all 2 reference(s) of '2'" ticked here...
     assert main(["enroll", str(tmp_path / "gallery"), "2", str(digits["2"][2])]) == 0  # ... one more added elsewhere
-    app.button(key="rm_2").click().run()
+    app.button(key='rm_"2"').click().run()
     assert Gallery.open(tmp_path / "gallery").labels() == {"1": 2, "2": 3}  # not removed with what it never showed
-    assert "rm_sure_2_3" in [c.key for c in app.checkbox] and not app.checkbox(key="rm_sure_2_3").value
+    assert 'rm_sure_"2"_3' in [c.key for c in app.checkbox] and not app.checkbox(key='rm_sure_"2"_3').value
     app.button(key="rm_ref_0").click().run()  # removed here: Undo is offered ...
     assert "undo_remove" in [b.key for b in app.button]
     assert main(["rename", str(tmp_path / "gallery"), "1", "one"]) == 0  # ... until another edit
     app.run()
     assert "undo_remove" not in [b.key for b in app.button]
-    assert any("no longer offered: the gallery was edited since" in plain(i.value) for i in app.info)
+    assert any("no longer offered: the gallery was edited since (here, in another tab" in plain(i.value) for i in app.info)
     assert Gallery.open(tmp_path / "gallery").labels() == {"one": 1, "2": 3}
 
 
@@ -180,12 +180,12 @@ def test_what_was_typed_on_a_page_is_there_on_coming_back(app, digits):
     enrol(app, "1", digits["1"][:2])
     app.text_input(key="enrol_label").input("half typed").run()
     go(app, "Gallery")
-    app.text_input(key="rename_1").input("uno").run()
+    app.text_input(key='rename_to_"1"').input("uno").run()
     go(app, "Search")
     go(app, "Enrol")
     assert app.text_input(key="enrol_label").value == "half typed"
     go(app, "Gallery")
-    assert app.text_input(key="rename_1").value == "uno"
+    assert app.text_input(key='rename_to_"1"').value == "uno"
 
 
 def test_a_label_written_right_to_left_keeps_its_place_in_the_line(app, digits):
@@ -194,6 +194,25 @@ def test_a_label_written_right_to_left_keeps_its_place_in_the_line(app, digits):
     enrol(app, "a", digits["2"][:1])
     go(app, "Gallery")
     assert [e.label for e in app.expander if "·" in e.label] == ["a · 1 reference(s)", "\u2068שלום\u2069 · 2 reference(s)"]
+
+
+def test_labels_that_spell_another_widgets_key_do_not_break_the_page(app, digits):
+    go(app, "Enrol")
+    for label, n in (("a", 2), ("sure_a_2", 1), ("ref_0", 1), ("btn_x", 1), ("x", 1)):
+        enrol(app, label, digits[str(n + 1)][:n])
+    go(app, "Gallery")  # "rm_sure_a_2", "rm_ref_0" and "rename_btn_x" were each two widgets' keys
+    assert not app.error and len([e for e in app.expander if "·" in e.label]) == 5
+
+
+def test_a_name_typed_for_a_class_is_not_kept_for_a_later_one(app, digits):
+    go(app, "Enrol")
+    enrol(app, "1", digits["1"][:2])
+    go(app, "Gallery")
+    app.text_input(key='rename_to_"1"').input("one").run()
+    app.button(key='rename_btn_"1"').click().run()
+    app.text_input(key='rename_to_"one"').input("1").run()
+    app.button(key='rename_btn_"one"').click().run()
+    assert app.text_input(key='rename_to_"1"').value == ""  # not the "one" typed before for the first class 1
 
 
 def test_threshold_is_automatic_or_set_on_the_confidence_scale(app, digits, tmp_path):
@@ -320,8 +339,8 @@ def test_export_page_downloads_a_loadable_bundle_never_a_stale_one(app, digits, 
     (tmp_path / "b.zip").write_bytes(app.session_state["bundle"][1])
     assert bundle.load(tmp_path / "b.zip").labels() == {"5": 2, "6": 2}
     go(app, "Gallery")
-    app.checkbox(key="rm_sure_6").check().run()
-    app.button(key="rm_6").click().run()
+    app.checkbox(key='rm_sure_"6"_2').check().run()
+    app.button(key='rm_"6"').click().run()
     go(app, "Export")  # the old bundle is gone; building again gives the edited gallery
     assert not app.get("download_button")
     assert "The gallery changed since the bundle was built: build it again." in [i.value for i in app.info]
@@ -350,7 +369,7 @@ def test_a_setting_saved_in_another_tab_is_not_undone_by_this_one(tmp_path, monk
     b.button(key="save_threshold").click().run()
     g = Gallery.open(tmp_path / "gallery")
     assert g.scoring == other and not g.threshold_auto
-    a.text_input(key="rename_1").input("x").run()  # any rerun of the other tab
+    a.text_input(key='rename_to_"1"').input("x").run()  # any rerun of the other tab
     g = Gallery.open(tmp_path / "gallery")
     assert g.scoring == other and not g.threshold_auto, "the other tab undid them"
     assert a.radio(key="scoring").value == other and a.radio(key="threshold_mode").value == "set by hand"

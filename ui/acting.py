@@ -1,5 +1,5 @@
 """How the page edits a gallery: one action at a time, its notice shown after the rerun it asks for,
-and an undo offered for a removal only while nobody else has edited the gallery since."""
+and an undo offered for a removal only while the gallery is as that removal left it."""
 
 from __future__ import annotations
 
@@ -44,6 +44,6 @@ def undoable(svc: GalleryService) -> Optional[Removed]:
     if svc.version() != after:
         st.session_state["removed"] = None
         st.info(f"Undo of the removal of {md(repr(removed.label))} is no longer offered: the gallery was edited since "
-                "(in another tab, or by another program).")
+                "(here, in another tab, or by another program).")
         return None
     return removed

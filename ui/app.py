@@ -7,6 +7,7 @@ gallery code live in `byakugan.embedder` and `byakugan.index`; this file only la
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Optional
 
@@ -24,7 +25,10 @@ from byakugan.index.warnings import blank
 from byakugan.ui.widgets import IMAGE_TYPES, default_gallery_dir, draw_boxes, iso, md, page_ui, read_upload, short, what
 
 PAGES = ("Search", "Enrol", "Gallery", "Live", "Export")
-TYPED = ("enrol_label", "live_seq_name", "live_seq_steps", "live_seq_replace")  # and each class's "rename_<label>"
+TYPED = ("enrol_label", "live_seq_name", "live_seq_steps", "live_seq_replace")  # and each class's RENAME box
+# A class's widgets are keyed by its label as JSON, which no other key's form can spell ("rm_sure_a_2" was
+# both the tick of class "a" with 2 references and the button of a class named "sure_a_2").
+RENAME = "rename_to_"
 
 
 @st.cache_resource(show_spinner="Loading the model…")
@@ -219,6 +223,8 @@ def gallery_ui(svc: GalleryService) -> None:
     if scoring != g.scoring:
         act(svc, lambda: svc.set_scoring(scoring), f"Labels now ranked by {scoring}.")
     editing = st.session_state.get("editing")
+    for key in [k for k in st.session_state if k.startswith(RENAME) and json.loads(k[len(RENAME):]) not in labels]:
+        del st.session_state[key]  # a name typed for a class gone since (renamed, removed) is not kept for a later one
     for label, count in labels.items():
         with st.expander(f"{iso(label)} · {count} reference(s)", expanded=label == editing):
             cols = st.columns(8)
@@ -230,12 +236,12 @@ def gallery_ui(svc: GalleryService) -> None:
                 if col.button("Remove", key=f"rm_ref_{ref.id}"):
                     act(svc, lambda r=ref.id: svc.remove_reference(r), f"Removed reference {ref.id} from {label!r}.", label)
             a, b = st.columns(2)
-            new = a.text_input("Rename to", key=f"rename_{label}")
-            if a.button("Rename", key=f"rename_btn_{label}", disabled=not new.strip()):
+            new = a.text_input("Rename to", key=RENAME + json.dumps(label))
+            if a.button("Rename", key=f"rename_btn_{json.dumps(label)}", disabled=not new.strip()):
                 act(svc, lambda: svc.rename(label, new), f"Renamed {label!r} to {new.strip()!r}.", new.strip())
             # The count is in the key: references added since it was ticked (another tab) untick it.
-            sure = b.checkbox(f"Remove all {count} reference(s) of {md(repr(label))}", key=f"rm_sure_{label}_{count}")
-            if b.button("Remove class", key=f"rm_{label}", disabled=not sure) and sure:
+            sure = b.checkbox(f"Remove all {count} reference(s) of {md(repr(label))}", key=f"rm_sure_{json.dumps(label)}_{count}")
+            if b.button("Remove class", key=f"rm_{json.dumps(label)}", disabled=not sure) and sure:
                 act(svc, lambda: svc.remove(label), f"Removed {label!r} ({count} reference(s)).")
 
 
@@ -277,7 +283,7 @@ def main() -> None:
         st.stop()
     # Streamlit forgets a widget's value on a run that does not draw it: what was typed on another page
     # is set again here, so it is still there on coming back (uploads cannot be kept this way).
-    for key in [k for k in st.session_state if k in TYPED or k.startswith("rename_") and not k.startswith("rename_btn_")]:
+    for key in [k for k in st.session_state if k in TYPED or k.startswith(RENAME)]:
         st.session_state[key] = st.session_state[key]
     page = st.sidebar.radio("Page", PAGES, key="page")
     st.sidebar.caption(f"Gallery: {md(gallery)}")
