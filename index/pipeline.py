@@ -212,7 +212,6 @@ class Pipeline:
     def query(self, gallery: Gallery, vectors: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """Stored-form vectors ready to search the gallery with (rows without hand landmarks, or with no colour
         in a gallery in colour: index.colour_queries, rescaled to score by the CNN part alone) and their cohort offsets."""
-        check_fits(gallery, self.encoder, self.landmarks)
         q = np.asarray(vectors, np.float32)
         if self.landmarks is not None and q.ndim == 2 and q.shape[1] == gallery.dim:
             q = query_form(q, self.encoder.dim, self.landmarks.weight)
