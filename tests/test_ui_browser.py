@@ -112,6 +112,25 @@ def test_a_class_being_edited_stays_open_when_the_last_notice_goes(browser, ui_s
     assert rename.nth(open_[-1]).input_value() == "three"
 
 
+def test_a_class_open_stays_open_when_another_tab_changes_its_count(browser, ui_server, digits, tmp_path):
+    from byakugan.ui.cli import main
+
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    page.goto(ui_server)
+    page.get_by_text("Search by image").wait_for(timeout=180_000)
+    page.get_by_text("Gallery", exact=True).click()
+    page.get_by_text("7 · 5 reference(s)").click()
+    page.wait_for_timeout(1500)  # the panel opening
+    rename = page.get_by_label("Rename to")
+    [shown] = [i for i in range(rename.count()) if rename.nth(i).is_visible()]
+    assert main(["enroll", str(tmp_path / "g"), "7", str(digits["7"][9])]) == 0  # as another tab or program would
+    rename.nth(shown).fill("seven")
+    rename.nth(shown).press("Enter")  # a rerun: the class is drawn again with its new count
+    page.get_by_text("7 · 6 reference(s)").wait_for(timeout=60_000)
+    page.wait_for_timeout(1500)
+    assert rename.nth(shown).is_visible() and rename.nth(shown).input_value() == "seven"
+
+
 class Served(str):
     """The server's URL, and the gallery folder it serves."""
 

@@ -226,7 +226,8 @@ def gallery_ui(svc: GalleryService) -> None:
     for key in [k for k in st.session_state if k.startswith(RENAME) and json.loads(k[len(RENAME):]) not in labels]:
         del st.session_state[key]  # a name typed for a class gone since (renamed, removed) is not kept for a later one
     for label, count in labels.items():
-        with st.expander(f"{iso(label)} · {count} reference(s)", expanded=label == editing):
+        # Keyed by its label: a panel drawn again with another count (an edit in another tab) stays as it was.
+        with st.expander(f"{iso(label)} · {count} reference(s)", expanded=label == editing, key=f"class_{json.dumps(label)}"):
             cols = st.columns(8)
             for i, ref in enumerate(g.references(label)):
                 col = cols[i % 8]
