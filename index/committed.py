@@ -15,6 +15,10 @@ DB_FILE = "gallery.db"
 VECTORS, CHECKPOINT = re.compile(r"vectors\.\d{6,}\.f32\Z"), re.compile(r"index\.\d{6,}\.faiss\Z")
 
 
+# SQLite says only "unable to open database file" where its WAL files cannot be made beside the database.
+UNWRITABLE = ("in a folder that cannot be written (its permissions, or a read-only disk), which its database needs "
+              "to save and even to be read (WAL)")
+
 def exists(directory: Path) -> bool:
     """Whether a save has committed a gallery here, or a database is there that is damaged or
     another program's (never to be taken for an empty folder and written over). A first save that
@@ -62,8 +66,7 @@ def version(directory: Path):
         return gen, commit
     except (sqlite3.Error, ValueError, TypeError, OSError) as exc:
         if isinstance(exc, sqlite3.OperationalError) and not os.access(directory, os.W_OK):  # "unable to open"
-            return ("unreadable: in a folder that cannot be written (its permissions, or a read-only disk), which its "
-                    "database needs even to be read (WAL)")
+            return f"unreadable: {UNWRITABLE}"
         return f"unreadable: not a readable database ({exc})"
 
 

@@ -42,7 +42,7 @@ from .ranking import Reference
 from .store import retire as retire_first_format
 from .vectorfile import live_blocks, write_vectors
 from . import checkpoint as checkpoints
-from .committed import CHECKPOINT, DB_FILE, VECTORS, exists, readable, version  # noqa: F401 (exists: the folder's API)
+from .committed import CHECKPOINT, DB_FILE, UNWRITABLE, VECTORS, exists, readable, version  # noqa: F401 (exists: the folder's API)
 from .quantised import PQStore
 from .vectors import FlatStore
 
@@ -71,8 +71,7 @@ def _connect(directory: Path, write: bool) -> sqlite3.Connection:
         return con
     except sqlite3.Error as exc:
         if isinstance(exc, sqlite3.OperationalError) and not os.access(directory, os.W_OK):  # SQLite: "unable to open"
-            raise GalleryError(f"gallery {directory}: {DB_FILE} is in a folder that cannot be written (its permissions, "
-                               "or a read-only disk), which its database needs to save and even to be read (WAL)") from None
+            raise GalleryError(f"gallery {directory}: {DB_FILE} is {UNWRITABLE}") from None
         raise GalleryError(f"gallery {directory}: {DB_FILE} is not a readable database ({exc})") from None
 
 

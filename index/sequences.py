@@ -104,7 +104,8 @@ class _Partial:
     done: int  # steps matched so far
 
 
-def _seconds(x) -> bool:
+def is_seconds(x) -> bool:
+    """A finite number (not a bool): NaN compares false everywhere and would stall every sequence silently."""
     return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -121,9 +122,9 @@ class SequenceMatcher:
 
     def __init__(self, sequences: Mapping[str, tuple[str, ...]] | list[Sequence], max_gap: float = 2.0,
                  min_hold: float = 0.0) -> None:
-        if not _seconds(max_gap) or not max_gap > 0:
+        if not is_seconds(max_gap) or not max_gap > 0:
             raise GalleryError(f"max_gap {max_gap!r}: must be a positive number of seconds")
-        if not _seconds(min_hold) or not min_hold >= 0:
+        if not is_seconds(min_hold) or not min_hold >= 0:
             raise GalleryError(f"min_hold {min_hold!r}: must be 0 or more seconds")
         items = sequences.items() if isinstance(sequences, Mapping) else [(s.name, s.steps) for s in sequences]
         self.sequences = {n: tuple(s) for n, s in items}
@@ -131,7 +132,7 @@ class SequenceMatcher:
         self.reset()
 
     def update(self, label: Optional[str], t: float) -> list[str]:
-        if not _seconds(t):  # NaN would compare false everywhere and stall every sequence silently
+        if not is_seconds(t):
             raise GalleryError(f"t {t!r}: must be a finite number of seconds")
         if label != self._current:
             self._current, self._since, self._counted = label, t, False

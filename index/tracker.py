@@ -6,8 +6,6 @@ recognize_regions); `watch`, the page's Live tab and the WebSocket route all use
 
 from __future__ import annotations
 
-import math
-import numbers
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -19,7 +17,7 @@ from byakugan.embedder.images import ImageSource, load_image
 from .errors import GalleryError
 from .gallery import Gallery
 from .pipeline import Pipeline
-from .sequences import SequenceMatcher
+from .sequences import SequenceMatcher, is_seconds
 from .smoothing import Smoother, SmoothingSettings
 
 Box = tuple[int, int, int, int]
@@ -123,7 +121,7 @@ class Tracker:
         """Detect, embed (every embed_every-th frame), follow and smooth one frame taken at t seconds
         (default: the frame's number at 30 frames/s)."""
         start = time.perf_counter()
-        if t is not None and (isinstance(t, bool) or not isinstance(t, numbers.Real) or not math.isfinite(t)):
+        if t is not None and not is_seconds(t):
             raise GalleryError(f"t {t!r}: must be a finite number of seconds (or None: the frame's number at 30/s)")
         n, self._frame = self._frame, self._frame + 1
         t = n / 30.0 if t is None else float(t)

@@ -17,6 +17,10 @@ def report(msg: str) -> None:
     print(f"byakugan: error: {msg}", file=sys.stderr)
 
 
+def warn(msg: str) -> None:
+    print(f"byakugan: warning: {msg}", file=sys.stderr)
+
+
 def print_json(obj: object) -> None:
     json.dump(obj, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")

@@ -4,7 +4,6 @@ first use, its model picked as Pipeline.create picks it)."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from byakugan.embedder.errors import ByakuganError, ImageError
@@ -17,7 +16,7 @@ from byakugan.index.milvus import check_store
 from byakugan.index.opening import open_gallery
 from byakugan.index.warnings import blank
 
-from .common import EXIT_BAD_INPUT, print_json, report
+from .common import EXIT_BAD_INPUT, print_json, report, warn
 from .evaluation import detector_config
 
 FILES = ("model", "verifier", "cascade")  # detector settings that name a file (embedder.detection.assets)
@@ -82,7 +81,7 @@ def cmd_enroll(a: argparse.Namespace) -> int:
                     continue
                 for n, r in enumerate(found, 1):  # enrolled all the same: the user may mean it
                     if (why := blank(r.crop)) is not None:
-                        print(f"byakugan: warning: {f if len(found) == 1 else f'{f}#{n}'}: {why}", file=sys.stderr)
+                        warn(f"{f if len(found) == 1 else f'{f}#{n}'}: {why}")
                 regions += found
                 sources += [f if len(found) == 1 else f"{f}#{n}" for n in range(1, len(found) + 1)]
             if regions:

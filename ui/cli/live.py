@@ -16,7 +16,7 @@ from byakugan.index.gallery import Gallery
 from byakugan.index.smoothing import SmoothingSettings
 from byakugan.index.tracker import Tracker, TrackerSettings
 
-from .common import given, print_json, table
+from .common import given, print_json, table, warn
 from .gallery import edit_gallery
 
 
@@ -66,8 +66,7 @@ def _tracker(a: argparse.Namespace) -> Tracker:
             raise GalleryError(f"gallery {path}: is empty; enrol images first")
         for seq in g.sequences:
             if gone := seq.missing(g.labels()):
-                print(f"byakugan: warning: sequence {seq.name!r} cannot fire: {', '.join(map(repr, gone))} no longer "
-                      "enrolled", file=sys.stderr)
+                warn(f"sequence {seq.name!r} cannot fire: {', '.join(map(repr, gone))} no longer enrolled")
         return Tracker(Pipeline.for_gallery(g, runtime="onnx"), g, settings)
     from byakugan.index import bundle
     from byakugan.index.archive import archive_kind
@@ -104,8 +103,7 @@ def cmd_watch(a: argparse.Namespace) -> int:
         raise GalleryError(f"--max-frames {a.max_frames}: must be at least 1")
     if a.out:
         video.check_out(a.out, a.source, a.overwrite)
-    frames, fps = video.read(a.source, a.max_frames,  # a bad video fails before the models load
-                             warn=lambda m: print(f"byakugan: warning: {m}", file=sys.stderr))
+    frames, fps = video.read(a.source, a.max_frames, warn=warn)  # a bad video fails before the models load
     tracker = _tracker(a)
     writer, annotator = None, video.Annotator()
     shown: dict[int, object] = {}
