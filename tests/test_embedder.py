@@ -75,6 +75,8 @@ def test_unknown_names_list_the_valid_choices():
 
 
 def test_offline_hub_error_says_how_to_pass_local_weights(monkeypatch, tmp_path):
+    import socket
+
     import timm
 
     real = timm.create_model
@@ -85,7 +87,10 @@ def test_offline_hub_error_says_how_to_pass_local_weights(monkeypatch, tmp_path)
         return real(name, pretrained=False, **kw)
 
     monkeypatch.setattr(timm, "create_model", offline)
-    with pytest.raises(ModelError, match=r"offline\?\)\. Pass a local file instead: create_embedder\('resnet18', pretrained='PATH'\)"):
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **kw: _Closable())  # the hub answers, its files fail
+    with pytest.raises(ModelError, match=r"\(OSError; offline\?\)\. Use a backbone whose weights ship offline "
+                                         r"\(efficientnet_lite0, efficientnet_lite1, efficientnet_lite2\), pass a local "
+                                         r"file \(create_embedder\('resnet18', pretrained='PATH'\)\), or set HF_HUB_OFFLINE=1"):
         create_embedder("resnet18")
     # A local weights file is the offline way in.
     from safetensors.torch import save_file
@@ -95,6 +100,43 @@ def test_offline_hub_error_says_how_to_pass_local_weights(monkeypatch, tmp_path)
     save_file(net.state_dict(), str(tmp_path / "r18.safetensors"))
     m = create_embedder("resnet18", pretrained=tmp_path / "r18.safetensors")
     assert m.dim == 512
+
+
+class _Closable:
+    def close(self):
+        pass
+
+
+def test_an_unreachable_hub_is_said_at_once_not_after_a_minute_of_retries(monkeypatch):
+    import socket
+
+    import timm
+    from huggingface_hub import constants
+
+    real, tried = timm.create_model, []
+
+    def no_download(name, pretrained=False, **kw):
+        assert not pretrained, "the hub's client was asked for the weights"  # it retries for 40-55 s offline
+        return real(name, pretrained=False, **kw)
+
+    def refuse(address, timeout=None):
+        tried.append((address, timeout))
+        raise OSError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(timm, "create_model", no_download)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(ModelError, match=r"backbone 'resnet18': could not fetch ImageNet weights from the hub "
+                                         r"\(ConnectionError: huggingface\.co:443 cannot be reached \(\[Errno -2\]"):
+        create_embedder("resnet18")
+    assert tried == [(("huggingface.co", 443), 3.0)]
+    # Told to work offline, the hub's client reads its cache and nothing is tried.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(timm, "create_model", lambda name, pretrained=False, **kw: (_ for _ in ()).throw(
+        OSError("not in the cache")) if pretrained else real(name, pretrained=False, **kw))
+    with pytest.raises(ModelError, match=r"\(OSError; offline\?\)"):
+        create_embedder("resnet18")
+    assert len(tried) == 1
 
 
 def test_saved_model_errors(tmp_path):

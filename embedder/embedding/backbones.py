@@ -102,6 +102,26 @@ def get_spec(name: str) -> BackboneSpec:
     )
 
 
+def _hub_unreachable(timeout: float = 3.0) -> Optional[str]:
+    """Why the weights' hub cannot be reached, or None. Offline, the hub's client retries each file
+    for most of a minute before it gives up; one connection attempt says as much in a few seconds.
+    With HF_HUB_OFFLINE set, its cache is used and nothing is tried."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return None
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        return f"{host}:{port} cannot be reached ({exc})"
+    return None
+
+
 def _load_weights_file(path: Path) -> dict:
     if not path.is_file():
         raise ModelError(f"weights file {path}: no such file")
@@ -142,13 +162,18 @@ def create_backbone(name: str, pretrained: WeightsArg = True,
     if pretrained is True and spec.offline_weights is not None:
         _assign(model, spec.offline_weights(), f"the offline package for {name}")
     elif pretrained is True:
+        unreachable = _hub_unreachable()
         try:
+            if unreachable:
+                raise ConnectionError(unreachable)
             model = timm.create_model(spec.timm_name, pretrained=True)
         except Exception as exc:
             raise ModelError(
                 f"backbone {name!r}: could not fetch ImageNet weights from the hub "
-                f"({type(exc).__name__}; offline?). Pass a local file instead: "
-                f"create_embedder({name!r}, pretrained='PATH')"
+                f"({type(exc).__name__}{': ' + unreachable if unreachable else ''}; offline?). Use a backbone whose "
+                f"weights ship offline ({', '.join(n for n, sp in _REGISTRY.items() if sp.offline_weights)}), pass a "
+                f"local file (create_embedder({name!r}, pretrained='PATH')), or set HF_HUB_OFFLINE=1 to use a copy "
+                "already in the hub's cache"
             ) from None
     elif pretrained:
         _assign(model, _load_weights_file(Path(pretrained)), str(pretrained))
