@@ -39,6 +39,7 @@ def exit_code(args) -> int:
     (["--seed", str(2**32)], "argument --seed: '4294967296' is not a whole number"),
     (["--size", "100000"], "size 100000 must be >= 32 and <= 1024, a whole number"),  # it filled 24 GB, then was killed
     (["--device", "foo"], "device 'foo': not one this machine has; valid: cpu"),
+    (["--cohort-top", "3"], "cohort_top 3: the cohort holds the means of 2 classes"),  # it trained, then used all
 ])
 def test_train_refuses_settings_that_are_not_numbers_it_can_use(tmp_path, capsys, extra, message):
     data = folder(tmp_path / "d", {"a": 3, "b": 3})

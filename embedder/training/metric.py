@@ -166,6 +166,17 @@ def _resume(model: Embedder, opt: torch.optim.Optimizer, ckpt: Path) -> tuple[in
     return start, history
 
 
+def _check_cohort_top(cfg: TrainConfig) -> None:
+    """A cohort of top N class means needs N classes (build_cohort's pool), said before training."""
+    if not cfg.cohort_top:
+        return
+    pool = cfg.data if cfg.cohort_data is None else cfg.cohort_data
+    n = len({s.label for s in scan(pool, per_class=1, seed=cfg.seed)} - set(cfg.holdout))
+    if cfg.cohort_top > n:
+        raise ByakuganError(f"cohort_top {cfg.cohort_top}: the cohort holds the means of {n} classes (those of "
+                            f"{', '.join(map(str, pool))} not held out); use 1 to {n}, or 0 for all of them")
+
+
 def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = print, overwrite: bool = False) -> Embedder:
     """Train and save a model into cfg.out. resume: go on from cfg.out's checkpoint; overwrite:
     replace the model already there (without either, a model there is refused, not replaced)."""
@@ -181,6 +192,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
     samples = scan(cfg.data, per_class=cfg.per_class, seed=cfg.seed)
     check_training_classes(*split_classes(samples, cfg.holdout))  # before detecting crops, which takes a while
+    _check_cohort_top(cfg)
     samples = crop_samples(samples, cfg.detectors, cfg.cache, log)
     train_set, held = split_classes(samples, cfg.holdout)
     train_keys = set(train_set)
