@@ -79,6 +79,8 @@ class Gallery:
     @classmethod
     def open(cls, path: os.PathLike | str) -> "Gallery":
         """The gallery saved at path; any damage is one GalleryError line, never a traceback."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise GalleryError(f"gallery path {path!r}: must be a folder's path (a str or os.PathLike)")
         p, v2 = Path(path), db.exists(Path(path))  # else the first format (gallery.json), moved on the next save
         meta, vectors = db.load(p) if v2 else store.load(p, FlatStore.read)
         try:

@@ -206,7 +206,7 @@ def test_enrolment_inputs_are_checked_before_anything_changes(model, tmp_path, d
 
 
 def test_a_model_is_not_saved_among_a_gallerys_files_and_small_mistakes_are_named(model, gallery, tmp_path):
-    from byakugan.embedder import ModelError
+    from byakugan.embedder import ModelError, create_embedder
     from byakugan.index import Pipeline
 
     before = sorted(p.name for p in gallery.iterdir())
@@ -220,6 +220,10 @@ def test_a_model_is_not_saved_among_a_gallerys_files_and_small_mistakes_are_name
         model.embed("a.jpg")  # not the files 'a', '.', 'j', ...
     with pytest.raises(GalleryError, match="model 5: must be a model name, a model folder, or an embedder"):
         Pipeline.create(5)
+    with pytest.raises(ModelError, match="embedding dim True must be a positive integer or None"):
+        create_embedder("efficientnet_lite0", dim=True)  # True is an int to Python, 1 to the head
+    with pytest.raises(GalleryError, match="gallery path None: must be a folder's path"):
+        Gallery.open(None)
     g = Gallery.open(gallery)
     for not_an_id in (True, 0.0):  # True == 1 and 0.0 == 0 as dictionary keys
         with pytest.raises(GalleryError, match="not in gallery"):

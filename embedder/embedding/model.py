@@ -165,7 +165,7 @@ def create_embedder(
     colour={"weight": W} joins a colour histogram of the crop (see embedder.embedding.colour).
     taps=[i, ...] joins pooled features of earlier backbone levels (see embedder.embedding.taps).
     """
-    if dim is not None and (not isinstance(dim, int) or dim < 1):
+    if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim < 1):
         raise ModelError(f"embedding dim {dim!r} must be a positive integer or None")
     net, spec = create_backbone(backbone, pretrained, taps)
     config = {
