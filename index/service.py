@@ -184,10 +184,14 @@ class GalleryService:
 
         return self._edit(add, chosen=pipe)
 
-    def remove(self, label: str) -> Removed:
-        """Remove a label; what was removed comes back, for restore()."""
+    def remove(self, label: str, count: Optional[int] = None) -> Removed:
+        """Remove a label; what was removed comes back, for restore(). count: the number of references
+        the user was shown; when the label holds another number now, nothing is removed."""
         def drop(g: Gallery) -> Removed:
             refs = g.references(label)
+            if count is not None and len(refs) != count:
+                raise GalleryError(f"label {label!r} holds {len(refs)} reference(s) now, not the {count} shown "
+                                   "(edited in another tab or program since); nothing removed")
             kept = Removed(label, g.embeddings([r.id for r in refs]), [r.source for r in refs],
                            [g.thumbnail(r.id) for r in refs], uuid.uuid4().hex)
             g.remove(label)

@@ -151,6 +151,8 @@ def test_another_tabs_edits_are_not_undone_or_removed_unseen(app, digits, tmp_pa
     assert main(["enroll", str(tmp_path / "gallery"), "2", str(digits["2"][2])]) == 0  # ... one more added elsewhere
     app.button(key='rm_"2"').click().run()
     assert Gallery.open(tmp_path / "gallery").labels() == {"1": 2, "2": 3}  # not removed with what it never showed
+    assert [plain(e.value) for e in app.error] == [
+        "label '2' holds 3 reference(s) now, not the 2 shown (edited in another tab or program since); nothing removed"]
     assert 'rm_sure_"2"_3' in [c.key for c in app.checkbox] and not app.checkbox(key='rm_sure_"2"_3').value
     app.button(key="rm_ref_0").click().run()  # removed here: Undo is offered ...
     assert "undo_remove" in [b.key for b in app.button]
@@ -347,6 +349,28 @@ def test_export_page_downloads_a_loadable_bundle_never_a_stale_one(app, digits, 
     app.button(key="build_bundle").click().run()
     (tmp_path / "c.zip").write_bytes(app.session_state["bundle"][1])
     assert bundle.load(tmp_path / "c.zip").labels() == {"5": 2}
+
+
+def test_a_click_on_what_another_tab_removed_or_renamed_since_is_answered(app, digits, tmp_path):
+    """The click's rerun no longer draws that button: a plain button's click was dropped unseen."""
+    from byakugan.index import Gallery
+    from byakugan.ui.cli import main
+
+    go(app, "Enrol")
+    enrol(app, "1", digits["1"][:2])
+    enrol(app, "2", digits["2"][:2])
+    go(app, "Gallery")
+    gallery = str(tmp_path / "gallery")
+    assert main(["remove", gallery, "--id", "0"]) == 0
+    app.button(key="rm_ref_0").click().run()
+    assert not app.exception and [plain(e.value) for e in app.error] == [f"reference id 0: not in gallery {gallery}"]
+    app.text_input(key='rename_to_"2"').input("two").run()
+    assert main(["rename", gallery, "2", "deux"]) == 0
+    app.button(key='rename_btn_"2"').click().run()
+    assert [plain(e.value) for e in app.error] == [f"label '2': not in gallery {gallery} (labels: 1, deux)"]
+    assert Gallery.open(gallery).labels() == {"1": 1, "deux": 2}
+    app.run()  # the error was for that click
+    assert not app.error and [e.label for e in app.expander if "·" in e.label] == ["1 · 1 reference(s)", "deux · 2 reference(s)"]
 
 
 def test_a_setting_saved_in_another_tab_is_not_undone_by_this_one(tmp_path, monkeypatch, digits):

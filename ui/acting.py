@@ -3,7 +3,7 @@ and an undo offered for a removal only while the gallery is as that removal left
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import streamlit as st
 
@@ -27,12 +27,37 @@ def act(svc: GalleryService, fn, notice: str, editing: Optional[str] = None) -> 
     except ByakuganError as exc:
         st.error(md(str(exc)))
         return
+    _done(svc, out, notice, editing)
+    st.rerun()
+
+
+def on_click(svc: GalleryService, fn, notice: Callable[[], str], editing: Callable[[], Optional[str]] = lambda: None) -> None:
+    """act() as a button's callback, for buttons of one class or reference. A callback runs before the
+    rerun its click asks for; a plain button's click is seen only if that rerun draws it again, and a
+    class or reference another tab removed since is not drawn: the click was lost without a word.
+    notice and editing are read after the edit (a name typed for the class is read at the click)."""
+    try:
+        out = fn()
+    except ByakuganError as exc:
+        st.session_state["gallery_error"] = str(exc)
+        return
+    _done(svc, out, notice(), editing())
+
+
+def notices(slot) -> None:
+    """The last edit's notice, or its error, in the slot that keeps their place."""
+    if error := st.session_state.pop("gallery_error", None):
+        slot.error(md(error))
+    elif notice := st.session_state.pop("gallery_notice", None):
+        slot.success(md(notice))
+
+
+def _done(svc: GalleryService, out, notice: str, editing: Optional[str]) -> None:
     st.session_state["gallery_notice"] = notice
     st.session_state["editing"] = editing
     # What Undo puts back, and the gallery's state just after: an edit since (another tab renamed the
     # class, say) ends the offer, where putting it back would undo part of that edit.
     st.session_state["removed"] = (out, svc.version()) if isinstance(out, Removed) else None
-    st.rerun()
 
 
 def undoable(svc: GalleryService) -> Optional[Removed]:

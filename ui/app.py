@@ -18,7 +18,7 @@ from byakugan.embedder.scoring import SCORINGS
 from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
 from byakugan.index.ranking import Recognition
 from byakugan.index.service import GalleryService
-from byakugan.ui.acting import act, synced, undoable
+from byakugan.ui.acting import act, notices, on_click, synced, undoable
 from byakugan.ui.live import live_ui
 from byakugan.index.labels import check_label_in
 from byakugan.index.warnings import blank
@@ -208,9 +208,7 @@ def gallery_ui(svc: GalleryService) -> None:
     st.caption(f"{md(str(svc.path))} · {model} · {len(g)} references in {len(labels)} classes")
     # A notice and the Undo button come and go: each keeps its place (an empty one when absent), or the
     # classes below would move and Streamlit would draw them anew, closing the one being edited.
-    slot = st.empty()
-    if notice := st.session_state.pop("gallery_notice", None):
-        slot.success(md(notice))
+    notices(slot := st.empty())
     with st.container():
         undo_ui(svc)
     if labels:
@@ -234,16 +232,22 @@ def gallery_ui(svc: GalleryService) -> None:
                 if data := g.thumbnail(ref.id):
                     col.image(data, width=72)
                 col.caption(f"#{ref.id} {md(short(ref.source, 12))}")
-                if col.button("Remove", key=f"rm_ref_{ref.id}"):
-                    act(svc, lambda r=ref.id: svc.remove_reference(r), f"Removed reference {ref.id} from {label!r}.", label)
+                col.button("Remove", key=f"rm_ref_{ref.id}", on_click=on_click, args=(
+                    svc, lambda r=ref.id: svc.remove_reference(r),
+                    lambda r=ref.id, label=label: f"Removed reference {r} from {label!r}.", lambda label=label: label))
             a, b = st.columns(2)
-            new = a.text_input("Rename to", key=RENAME + json.dumps(label))
-            if a.button("Rename", key=f"rename_btn_{json.dumps(label)}", disabled=not new.strip()):
-                act(svc, lambda: svc.rename(label, new), f"Renamed {label!r} to {new.strip()!r}.", new.strip())
-            # The count is in the key: references added since it was ticked (another tab) untick it.
+            typed = RENAME + json.dumps(label)
+            new = a.text_input("Rename to", key=typed)
+            a.button("Rename", key=f"rename_btn_{json.dumps(label)}", disabled=not new.strip(), on_click=on_click, args=(
+                svc, lambda label=label, typed=typed: svc.rename(label, st.session_state[typed]),
+                lambda label=label, typed=typed: f"Renamed {label!r} to {st.session_state[typed].strip()!r}.",
+                lambda typed=typed: st.session_state[typed].strip()))
+            # The count is in the key: references added since it was ticked (another tab) untick it, and
+            # the removal itself refuses a class that holds another number than the one shown.
             sure = b.checkbox(f"Remove all {count} reference(s) of {md(repr(label))}", key=f"rm_sure_{json.dumps(label)}_{count}")
-            if b.button("Remove class", key=f"rm_{json.dumps(label)}", disabled=not sure) and sure:
-                act(svc, lambda: svc.remove(label), f"Removed {label!r} ({count} reference(s)).")
+            b.button("Remove class", key=f"rm_{json.dumps(label)}", disabled=not sure, on_click=on_click, args=(
+                svc, lambda label=label, count=count: svc.remove(label, count),
+                lambda label=label, count=count: f"Removed {label!r} ({count} reference(s))."))
 
 
 def undo_ui(svc: GalleryService) -> None:
