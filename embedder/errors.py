@@ -5,6 +5,10 @@ class ByakuganError(Exception):
     """Base class: the CLI turns any of these into one line on stderr and exit code 2."""
 
 
+class ByakuganWarning(UserWarning):
+    """Something to know that did not stop the work; the CLI prints it as one warning line."""
+
+
 class ImageError(ByakuganError):
     """An input image could not be used (missing, not an image, corrupt, too large)."""
 

@@ -7,7 +7,11 @@ import json
 import os
 import re
 import sqlite3
+import warnings
 from pathlib import Path
+from typing import Callable
+
+from byakugan.embedder.errors import ByakuganWarning
 
 from .errors import GalleryError
 
@@ -85,3 +89,15 @@ def check_current(directory: Path, state) -> None:
     if now is not None and now != state:
         raise GalleryError(f"gallery {directory}: another save changed it since this copy was opened; nothing "
                            "changed: open it again and redo the edit")
+
+
+def tidy(directory: Path, remove: Callable[[], None]) -> None:
+    """Removing, after a commit, the files the new state no longer needs. It may fail (a file made
+    immutable, a folder that lost its write permission) with the edit committed all the same: a
+    warning then, not an error that would have the user redo an edit that is done."""
+    try:
+        remove()
+    except OSError as exc:
+        warnings.warn(f"gallery {directory}: saved, but a file it no longer needs could not be removed "
+                      f"({os.fsdecode(exc.filename) + ': ' if exc.filename else ''}{exc.strerror or exc}); "
+                      "it only takes space", ByakuganWarning, stacklevel=3)

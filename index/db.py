@@ -42,7 +42,7 @@ from .ranking import Reference
 from .store import retire as retire_first_format
 from .vectorfile import live_blocks, write_vectors
 from . import checkpoint as checkpoints
-from .committed import CHECKPOINT, DB_FILE, UNWRITABLE, VECTORS, exists, readable, version  # noqa: F401 (exists: the folder's API)
+from .committed import CHECKPOINT, DB_FILE, UNWRITABLE, VECTORS, exists, readable, tidy, version  # noqa: F401 (exists: the folder's API)
 from .quantised import PQStore
 from .vectors import FlatStore
 
@@ -277,7 +277,11 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
                                "open the gallery again") from None
     meta.update(settings)
     meta.pop("storage", None)
-    retire_first_format(directory, BACKUP, keep=st.get("checkpoint"))
-    for p in [*directory.glob("vectors.*.f32"), *directory.glob("index.*.faiss")]:
-        if p.name not in (st.get("vectors"), st.get("checkpoint")):  # no reader of the new state needs it
-            p.unlink(missing_ok=True)
+
+    def old_files() -> None:
+        retire_first_format(directory, BACKUP, keep=st.get("checkpoint"))
+        for p in [*directory.glob("vectors.*.f32"), *directory.glob("index.*.faiss")]:
+            if p.name not in (st.get("vectors"), st.get("checkpoint")):  # no reader of the new state needs it
+                p.unlink(missing_ok=True)
+
+    tidy(directory, old_files)

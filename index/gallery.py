@@ -108,7 +108,7 @@ class Gallery:
         cohort = self.cohort if self.cohort_settings and not (target / COHORT_FILE).is_file() else None
         old, self.path = self._saved_to and Path(self._saved_to) / THUMBS_DIR, target
         thumbs = store.Thumbnails(self.path / THUMBS_DIR, self._new_thumbs, set(self._added) if same else set(self._new_thumbs),
-                                  None if same else old, self._refs)
+                                  None if same else old, self._refs, self._added if same else self._refs)
         if cohort is not None:
             self.path.mkdir(parents=True, exist_ok=True)
             save_cohort(self.path, cohort)  # written once, before the save that names it
@@ -117,8 +117,7 @@ class Gallery:
         # taken back if the save then fails.
         db.save(self.path, self._meta, self._refs, self._store, self._added, sorted(self._dropped), self._renamed,
                 self._rebuild or self.path != self._saved_to, same, thumbs.write, thumbs.take_back)
-        for i in self._dropped:
-            (thumbs.folder / f"{i}.jpg").unlink(missing_ok=True)
+        committed.tidy(self.path, lambda: thumbs.drop(self._dropped))
         self._new_thumbs, self._dropped, self._added, self._renamed, self._rebuild, self._saved_to = \
             {}, set(), [], [], False, self.path
 

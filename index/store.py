@@ -175,9 +175,14 @@ def check_new(path) -> None:
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise GalleryError(f"gallery {path}: is a file, not a gallery folder")
-    if p.is_dir() and not (p / META_FILE).is_file() and not (p / "gallery.db").is_file() \
-            and not all(owned(x) for x in p.iterdir()):
-        raise GalleryError(f"gallery {path}: folder exists, is not empty and is not a gallery; refusing to use it")
+    if p.is_dir() and not (p / META_FILE).is_file() and not (p / "gallery.db").is_file():
+        if not all(owned(x) for x in p.iterdir()):
+            raise GalleryError(f"gallery {path}: folder exists, is not empty and is not a gallery; refusing to use it")
+        # A first save makes gallery.db before it writes any vector: vectors without it are a gallery
+        # whose database was lost, which a new gallery would write over.
+        if lost := next((x.name for x in p.iterdir() if x.name[:1] != "." and x.name.endswith((".f32", ".faiss"))), None):
+            raise GalleryError(f"gallery {path}: holds a gallery's {lost} but no gallery.db (deleted or lost?); nothing "
+                               "was changed: put gallery.db back, or start the new gallery in another folder")
 
 
 def check_save_target(target: Path, same: bool, holds_gallery: bool) -> None:
@@ -234,12 +239,14 @@ class Thumbnails:
     may go ahead, taken back when it then fails, so a later save's reference of the same id never
     shows this one's picture. `new`: the ids that had no thumbnail before (only theirs are taken back).
     A save into another folder also copies, from `copy_from`, the thumbnails of the saved references
-    `ids` that have no new one (read one at a time: a large gallery's would not fit in memory)."""
+    `ids` that have no new one (read one at a time: a large gallery's would not fit in memory).
+    `fresh`: the ids the save puts in the folder for the first time; a picture there under one of
+    them that is not theirs (a save killed before it could take its own back) is removed."""
 
     def __init__(self, folder: Path, thumbs: dict[int, bytes], new: set[int],
-                 copy_from: Optional[Path] = None, ids: Iterable[int] = ()) -> None:
+                 copy_from: Optional[Path] = None, ids: Iterable[int] = (), fresh: Iterable[int] = ()) -> None:
         self.folder, self.thumbs, self.new, self.written = folder, thumbs, new, False
-        self.copy_from, self.ids, self.copied = copy_from, ids, []
+        self.copy_from, self.ids, self.copied, self.fresh = copy_from, ids, [], fresh
 
     def write(self) -> None:
         copies = [] if self.copy_from is None or self.copy_from.resolve() == self.folder.resolve() else \
@@ -252,6 +259,13 @@ class Thumbnails:
             for i in copies:
                 self.copied.append(i)
                 write_atomic(self.folder / f"{i}.jpg", (self.copy_from / f"{i}.jpg").read_bytes(), sync_dir=False)
+        if self.folder.is_dir():
+            copied = set(self.copied)
+            self.drop(i for i in self.fresh if i not in self.thumbs and i not in copied)
+
+    def drop(self, ids: Iterable[int]) -> None:
+        for i in ids:
+            (self.folder / f"{i}.jpg").unlink(missing_ok=True)
 
     def take_back(self) -> None:
         for i in [*self.thumbs, *self.copied] if self.written else ():

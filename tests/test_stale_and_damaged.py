@@ -235,3 +235,64 @@ def test_a_folder_that_cannot_be_written_is_named_as_such_not_as_damage(folder):
     finally:
         subprocess.run(undo, check=True)
     assert len(Gallery.open(folder)) > 0
+
+
+def test_a_killed_saves_picture_is_not_shown_for_a_later_reference_of_its_id(folder):
+    """A save killed after writing its thumbnails never takes them back; the next reference to take
+    that id, enrolled without a picture, showed the killed save's."""
+    g = Gallery.open(folder)
+    (folder / "thumbs").mkdir(exist_ok=True)
+    left = folder / "thumbs" / f"{g._meta['next_id']}.jpg"  # noqa: SLF001 (the id the killed save took)
+    Image.new("RGB", (16, 16), "red").save(left)
+    (new,) = g.enroll("no picture", unit(1, 5))
+    g.save()
+    assert not left.exists() and Gallery.open(folder).thumbnail(new) is None
+    # Saved into a new folder that a killed first save had begun: the same.
+    other = folder.parent / "other"
+    (other / "thumbs").mkdir(parents=True)
+    Image.new("RGB", (16, 16), "red").save(other / "thumbs" / f"{new}.jpg")
+    g.save(other)
+    assert Gallery.open(other).thumbnail(new) is None
+
+
+def test_vectors_without_their_database_are_not_taken_for_a_new_gallery(folder, tmp_path, capsys):
+    """A gallery whose gallery.db was deleted read as the leftovers of a first save that died: the
+    next enrol made a new gallery over its vector file."""
+    (folder / "gallery.db").unlink()
+    before = disk_state(folder)
+    assert main(["enroll", str(folder), "x", str(tmp_path / "any.jpg")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"byakugan: error: gallery {folder}: holds a gallery's vectors.000001.f32 but no gallery.db (deleted or lost?); "
+        "nothing was changed: put gallery.db back, or start the new gallery in another folder")
+    assert disk_state(folder) == before
+    with pytest.raises(GalleryError, match="no gallery.db"):
+        Gallery.create(GallerySettings({"name": "synthetic", "fingerprint": "-", "dim": DIM}, {"name": "none"}, 0.5),
+                       folder).save()
+
+
+def test_an_edit_that_committed_is_not_reported_as_failed_when_tidying_after_it_fails(folder, monkeypatch, capsys):
+    from pathlib import Path
+
+    g = Gallery.open(folder)
+    ids = [r.id for r in g.references("rock")]
+    g2 = Gallery.open(folder)
+    g2.enroll("blue", unit(1, 6), images=[Image.new("RGB", (16, 16), "blue")])
+    g2.save()
+    real = Path.unlink
+
+    def immutable(self, missing_ok=False):
+        if self.parent.name == "thumbs" or self.suffix == ".f32":
+            raise PermissionError(1, "Operation not permitted", str(self))
+        return real(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", immutable)
+    assert main(["remove", str(folder), "blue"]) == 0
+    out = capsys.readouterr()
+    assert "removed 'blue'" in out.out
+    assert out.err.startswith(f"byakugan: warning: gallery {folder}: saved, but a file it no longer needs could not be "
+                              f"removed ({folder / 'thumbs'}/") and out.err.count("\n") == 1
+    assert main(["reindex", str(folder), "HNSW32"]) == 0  # writes every vector again: the old file cannot go
+    assert "could not be removed" in capsys.readouterr().err
+    monkeypatch.setattr(Path, "unlink", real)
+    g = Gallery.open(folder)
+    assert g.labels() == {"rock": 3, "paper": 3} and [r.id for r in g.references("rock")] == ids

@@ -8,12 +8,13 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from typing import Optional, Sequence
 
-from byakugan.embedder.errors import ByakuganError
+from byakugan.embedder.errors import ByakuganError, ByakuganWarning
 
 from . import evaluation, gallery, live, models, serving
-from .common import EXIT_BAD_INPUT, report
+from .common import EXIT_BAD_INPUT, report, warn
 
 
 class _OneLine(argparse.ArgumentParser):
@@ -54,6 +55,13 @@ def _terminate(signum, frame) -> None:
     raise Terminated
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, ByakuganWarning):  # ours: one line, as the CLI's own warnings
+        warn(str(message))
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _OneLine(prog="byakugan", description="Recognise characters and gestures from a few enrolled images.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Intermixed)
@@ -73,7 +81,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     before = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except ByakuganError as exc:
         report(str(exc))
         return EXIT_BAD_INPUT
