@@ -36,6 +36,11 @@ def check_label(label: object, new: bool = True) -> str:
     if any(unicodedata.category(c) == "Cc" or (unicodedata.category(c) == "Cf" and c not in JOINERS)
            or c in BIDI_CONTROLS for c in label):
         raise GalleryError(f"label {label!r}: must not contain control or invisible formatting characters")
+    # Other spaces (U+00A0, U+2003, U+3000...) and line or paragraph separators look like a plain space
+    # or like nothing: "a\u00a0b" would be a second label that shows as "a b".
+    if new and (odd := next((c for c in label if unicodedata.category(c) in ("Zs", "Zl", "Zp") and c != " "), None)):
+        raise GalleryError(f"label {label!r}: holds U+{ord(odd):04X} ({unicodedata.name(odd, 'a separator')}), "
+                           "which shows as a space or as nothing; use a plain space")
     if new and all(c in JOINERS or c in BLANKS or unicodedata.category(c) in ("Zs", "Zl", "Zp", "Mn", "Me") for c in label):
         raise GalleryError(f"label {label!r}: shows nothing (only joiners, blanks or accents); must have a visible character")
     if unicodedata.normalize("NFKC", label).casefold() == UNKNOWN:  # full-width ＵＮＫＮＯＷＮ looks the same

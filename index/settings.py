@@ -48,10 +48,17 @@ def check_meta(meta: dict) -> None:
     for key in ("name", "fingerprint"):
         if not isinstance(meta["model"][key], str):
             raise ValueError(f"model {key} must be text")
-    if not math.isfinite(float(meta["threshold"])):  # every search would fail on it
-        raise ValueError(f"threshold {meta['threshold']!r} must be a finite number")
+    for key in ("threshold", "model_threshold"):
+        # A cosine, or a cohort-normalised score (a cosine less a mean of cosines): a threshold past
+        # them (5, say) would answer every search "unknown" without a word.
+        if key in meta and (isinstance(meta[key], bool) or not -2.0 <= float(meta[key]) <= 2.0):
+            raise ValueError(f"{key} {meta[key]!r} must be a number from -2 to 2")
+    if "scoring" in meta:
+        check_scoring(meta["scoring"])
     if not isinstance(meta["next_id"], int) or not isinstance(meta["references"], list):
         raise ValueError("next_id must be a number and references a list")
+    if meta["references"] and not meta.get("read_only") and meta["next_id"] <= max(r.id if isinstance(r, Reference) else int(r["id"]) for r in meta["references"]):
+        raise ValueError(f"next_id {meta['next_id']} must be above every reference's id (each new reference would take one in use)")
     for r in meta["references"]:
         if isinstance(r, Reference):
             continue  # typed by its reader (index.db has SQLite check the columns' types)

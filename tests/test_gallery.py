@@ -85,6 +85,10 @@ def test_bad_labels_and_ids(gallery, D):
         gallery.enroll("  ", unit_rows(1, D))
     with pytest.raises(GalleryError, match="already exists"):
         gallery.rename("ame", "gura")
+    for space, name in (("\u00a0", "NO-BREAK SPACE"), ("\u3000", "IDEOGRAPHIC SPACE"), ("\u2028", "LINE SEPARATOR")):
+        with pytest.raises(GalleryError, match=f"holds U\\+{ord(space):04X} \\({name}\\), which shows as a space or as nothing"):
+            gallery.rename("ame", f"gu{space}ra")  # another label that would show as "gu ra"
+    gallery.rename("ame", "gu ra")
     with pytest.raises(GalleryError, match="reference id 999"):
         gallery.remove_reference(999)
     with pytest.raises(GalleryError, match="dim 3"):

@@ -88,6 +88,18 @@ def test_a_damaged_or_foreign_database_is_refused_and_nothing_is_written(folder,
     assert disk_state(folder) == before
 
 
+@pytest.mark.parametrize("key, value, said", [
+    ("threshold", "5", "threshold 5 must be a number from -2 to 2"),  # every search answered "unknown"
+    ("scoring", '"bogus"', "scoring 'bogus': must be one of nearest, mean"),
+    ("next_id", "0", "next_id 0 must be above every reference's id"),  # every enrol failed as "another save changed it"
+])
+def test_settings_no_save_writes_are_damage(folder, key, value, said):
+    with sqlite3.connect(folder / "gallery.db") as con:
+        con.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, value))
+    with pytest.raises(GalleryError, match=f"gallery.db is malformed \\(ValueError: {said}"):
+        Gallery.open(folder)
+
+
 def test_vectors_that_would_poison_searches_are_refused(folder):
     g = Gallery.open(folder)
     for bad, why in ((np.full((1, DIM), 1e300), "too large for float32"), (unit(1) * 1000, "length 1000"),
