@@ -22,3 +22,9 @@ class NotInGalleryError(GalleryError):
 class GalleryGoneError(GalleryError):
     """The gallery a server was started with was moved or deleted while it ran (the server's fault to
     report, not the request's)."""
+
+
+def shown(value: object, n: int = 40) -> str:
+    """repr of a value for an error message, cut to about n characters (a step may be 5,000)."""
+    text = repr(value)
+    return text if len(text) <= n else text[:n] + "..."

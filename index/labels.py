@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from .errors import GalleryError
+from .errors import GalleryError, shown  # noqa: F401 (shown: labels' users import it here)
 from .ranking import UNKNOWN
 
 MAX_LABEL_LEN = 100
@@ -62,17 +62,13 @@ def stored_form(label: object) -> object:
 def find(label: object, labels) -> object:
     """The label of `labels` (a collection) that `label` names: itself, its stored form, or a label
     stored in another spelling (galleries made before labels were stored as NFC); None if none."""
+    if not isinstance(label, str):  # labels are text: a list or a dict names none (and is no key)
+        return None
     if label in labels:
         return label
     if (nfc := stored_form(label)) in labels:
         return nfc
     return next((x for x in labels if isinstance(x, str) and stored_form(x) == nfc), None) if isinstance(nfc, str) else None
-
-
-def shown(value: object, n: int = 40) -> str:
-    """repr of a value for an error message, cut to about n characters (a step may be 5,000)."""
-    text = repr(value)
-    return text if len(text) <= n else text[:n] + "..."
 
 
 def check_labels(labels, n: int = 5, new: bool = True) -> list[str]:

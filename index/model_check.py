@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import os
 
-from .errors import GalleryError, ModelMismatchError
+from .errors import GalleryError, ModelMismatchError, shown
 
 
 def check_fits(gallery, encoder, landmarks) -> None:
     """Raises ModelMismatchError unless `encoder` (and `landmarks`, for a fused gallery) are the
     models the gallery was built with, by fingerprint and dimension."""
+    if not hasattr(gallery, "model_settings"):  # a path, say: Pipeline methods take the gallery itself
+        raise GalleryError(f"gallery {shown(gallery)}: must be a Gallery (byakugan.index.Gallery.open(PATH)), "
+                           f"not a {type(gallery).__name__}")
     want = gallery.model_settings
     if encoder.fingerprint() != want["fingerprint"] or encoder.dim != want["dim"]:
         raise ModelMismatchError(

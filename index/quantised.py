@@ -24,7 +24,7 @@ from typing import Sequence
 import faiss
 import numpy as np
 
-from .errors import GalleryError
+from .errors import GalleryError, shown
 from .vectors import IVF_NPROBE, IVF_TRAIN_ITERATIONS, FlatStore, check_lists, ivf_ids
 
 PQ_FACTORY = re.compile(r"^IVF(\d+),PQ(\d+)$", re.IGNORECASE)
@@ -41,7 +41,7 @@ def check_pq(factory: str, dim: int | None = None) -> str:
     """The IVFn,PQm factory, or GalleryError naming the rule it breaks (m must divide the dimension)."""
     m = PQ_FACTORY.match(str(factory).strip())
     if not m or not 1 <= int(m.group(1)) <= 65536 or not 1 <= int(m.group(2)) <= 256:
-        raise GalleryError(f"index {factory!r}: a quantised index is IVFn,PQm with n lists in 1..65536 and m "
+        raise GalleryError(f"index {shown(factory)}: a quantised index is IVFn,PQm with n lists in 1..65536 and m "
                            "bytes a vector in 1..256, such as IVF4096,PQ64")
     if dim is not None and dim % int(m.group(2)):
         raise GalleryError(f"index {factory}: {m.group(2)} bytes a vector must divide the dimension {dim}; "

@@ -108,10 +108,11 @@ def _read_meta(directory: Path) -> dict:
 
 
 @contextlib.contextmanager
-def locked(directory: Path) -> Iterator[None]:
+def locked(directory: Path, waiting: Optional[Callable[[], None]] = None) -> Iterator[None]:
     """Exclusive lock for a read-modify-save cycle, so two writers never lose each other's changes.
     Holding it, the leftovers of writers killed mid-save are removed. A folder the lock made is
-    removed again when nothing was saved in it (a first enrolment that failed leaves no stray folder)."""
+    removed again when nothing was saved in it (a first enrolment that failed leaves no stray folder).
+    waiting: called once if another writer holds it (a reindex may take minutes), before waiting."""
     import fcntl
 
     if directory.exists() and not directory.is_dir():
@@ -130,7 +131,13 @@ def locked(directory: Path) -> Iterator[None]:
         except OSError as exc:
             raise GalleryError(f"gallery {directory}: cannot be created or locked ({exc.strerror})") from None
         try:
-            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if waiting is not None:
+                    waiting()
+                    waiting = None
+                fcntl.flock(f, fcntl.LOCK_EX)
             # the folder may have been removed, as below, while this waited: lock it afresh
             current = os.stat(directory / LOCK_FILE).st_ino == os.fstat(f.fileno()).st_ino
         except FileNotFoundError:

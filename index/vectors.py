@@ -17,7 +17,7 @@ import re
 import faiss
 import numpy as np
 
-from .errors import GalleryError
+from .errors import GalleryError, shown
 
 
 class VectorStore(Protocol):
@@ -74,7 +74,7 @@ def check_factory(factory: str) -> str:
     """The factory string, or GalleryError naming the ones a gallery can use."""
     m = FACTORIES.match(str(factory).strip())
     if not m or (m.group(2) and not 4 <= int(m.group(2)) <= 128) or (m.group(4) and not 1 <= int(m.group(4)) <= 65536):
-        raise GalleryError(f"index {factory!r}: not one a gallery can use; valid: Flat (exact), HNSWn with n in "
+        raise GalleryError(f"index {shown(factory)}: not one a gallery can use; valid: Flat (exact), HNSWn with n in "
                            "4..128 such as HNSW32 (approximate, fast on large galleries), IVFn,Flat with n lists in "
                            "1..65536 such as IVF1024,Flat (approximate, quick to build), IVFn,PQm such as "
                            "IVF4096,PQ64 (codes in memory, exact vectors read from disk), or auto")

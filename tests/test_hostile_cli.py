@@ -91,3 +91,50 @@ def test_a_gallery_moved_from_under_its_server_is_503_and_no_stray_folder(digit_
     for r in (read_only.post("/enroll", data={"label": "x"}), read_only.delete("/labels/7"),
               read_only.put("/sequences/s", json={"steps": ["7"]})):
         assert r.status_code == 405 and "an exported bundle is read-only" in r.json()["error"]
+
+
+def test_an_edit_waiting_for_anothers_lock_says_so_and_then_goes_on(tmp_path, capsys):
+    import fcntl
+    import threading
+    import time
+
+    from byakugan.index.store import LOCK_FILE
+
+    small(tmp_path).save()
+    folder = tmp_path / "small"
+    holder = open(folder / LOCK_FILE, "a")
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another program's reindex, say (minutes at a million)
+    result = []
+    t = threading.Thread(target=lambda: result.append(main(["rename", str(folder), "b", "c"])))
+    t.start()
+    for _ in range(200):
+        if "waiting" in capsys.readouterr().err:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("no word while waiting for the lock")
+    assert t.is_alive() and not result  # still waiting, as it should
+    holder.close()
+    t.join(60)
+    assert result == [0] and set(Gallery.open(folder).labels()) == {unicodedata.normalize("NFC", DECOMPOSED), "c"}
+
+
+def test_labels_and_galleries_given_in_the_wrong_places_are_named(tmp_path, capsys, digits):
+    from byakugan.index import Pipeline
+
+    a, b = digits["4"][:2]
+    assert main(["enroll", str(tmp_path / "g"), str(a), str(b)]) == 2  # the label left out
+    assert capsys.readouterr().err.strip() == (
+        f"byakugan: error: enroll: the label {str(a)!r} is a file; the label comes first, then the images "
+        "(byakugan enroll GALLERY LABEL IMAGE...)")
+    assert not (tmp_path / "g").exists()
+    g = small(tmp_path)
+    for not_a_label in (["b"], {"b": 1}):
+        with pytest.raises(GalleryError, match="not in gallery"):
+            g.remove(not_a_label)
+        with pytest.raises(GalleryError, match="not in gallery"):
+            g.rename(not_a_label, "x")
+    with pytest.raises(GalleryError, match=r"gallery '/some/gallery': must be a Gallery \(byakugan.index.Gallery.open\(PATH\)\), not a str"):
+        Pipeline.create("imagenet").search("/some/gallery", [np.zeros((32, 32, 3), np.uint8)])
+    with pytest.raises(GalleryError, match=r"index 'AAAAAAAAAA.*\.\.\.: not one a gallery can use"):
+        g.reindex("A" * 100_000)

@@ -21,6 +21,11 @@ def warn(msg: str) -> None:
     print(f"byakugan: warning: {msg}", file=sys.stderr)
 
 
+def waiting(gallery) -> None:
+    """Said when an edit waits for another one to end, which may take minutes (a reindex)."""
+    print(f"byakugan: waiting for another program editing {gallery} to finish...", file=sys.stderr, flush=True)
+
+
 def print_json(obj: object) -> None:
     json.dump(obj, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")

@@ -11,12 +11,12 @@ from byakugan.embedder.images import list_images
 from byakugan.index import store
 from byakugan.index.errors import GalleryError
 from byakugan.index.gallery import Gallery
-from byakugan.index.labels import check_label, check_labels
+from byakugan.index.labels import check_label, check_labels, shown
 from byakugan.index.milvus import check_store
 from byakugan.index.opening import open_gallery
 from byakugan.index.warnings import blank
 
-from .common import EXIT_BAD_INPUT, print_json, report, warn
+from .common import EXIT_BAD_INPUT, print_json, report, waiting, warn
 from .evaluation import detector_config
 
 FILES = ("model", "verifier", "cascade")  # detector settings that name a file (embedder.detection.assets)
@@ -45,6 +45,9 @@ def _plan(a: argparse.Namespace) -> list[tuple[str, list[str]]]:
         return plan
     if a.label is None or not a.images:
         raise GalleryError("enroll: needs LABEL and at least one IMAGE, or --from-folder DIR")
+    if Path(a.label).is_file():  # `enroll G a.jpg b.jpg`: the label left out, the first image taken for it
+        raise GalleryError(f"enroll: the label {shown(a.label, 120)} is a file; the label comes first, then the images "
+                           "(byakugan enroll GALLERY LABEL IMAGE...)")
     return [(check_label(a.label, new=False), a.images)]  # as it is stored (stripped), in what enroll prints
 
 
@@ -66,7 +69,7 @@ def cmd_enroll(a: argparse.Namespace) -> int:
             detector |= {k: str(Path(v).resolve()) for k, v in detector.items() if k in FILES and isinstance(v, str)}
             create_detector(detector)  # a bad setting is one line before anything is made
         store.check_new(gallery_dir)  # before the lock creates anything there
-    with store.locked(gallery_dir):
+    with store.locked(gallery_dir, lambda: waiting(gallery_dir)):
         pipe, g = open_gallery(gallery_dir, a.model, detector, a.landmarks, runtime="onnx", vectors=a.store,
                                sample=[f for _, files in plan for f in files])
         added: dict[str, int] = {}

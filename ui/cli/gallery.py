@@ -19,7 +19,7 @@ from byakugan.index.labels import check_label
 from byakugan.index.milvus import CHOICES
 from byakugan.index.pipeline import Pipeline
 
-from .common import EXIT_BAD_INPUT, detectors, landmarks_arg, print_json, printable, report, table
+from .common import EXIT_BAD_INPUT, detectors, landmarks_arg, print_json, printable, report, table, waiting
 from .enrolling import cmd_enroll
 
 MODEL_HELP = "model name or directory (default: the gallery's own; for a new gallery, see `byakugan models`)"
@@ -82,7 +82,7 @@ def edit_gallery(gallery: str) -> Iterator[Gallery]:
     path = Path(gallery)
     if not Gallery.exists(path):
         Gallery.open(path)  # raises the precise "missing" or "not a gallery" error without creating a lock file
-    with store.locked(path):
+    with store.locked(path, lambda: waiting(path)):
         g = Gallery.open(path)
         yield g
         g.save()
@@ -150,7 +150,8 @@ def cmd_reindex(a: argparse.Namespace) -> int:
         from byakugan.index.reindex import label_recall
 
         recall = label_recall(g.vectors, {r.id: r.label for r in g.references()})
-    print(f"{a.gallery}: {len(g)} references in a {g.vectors.factory} index ({a.factory}); recall@1 by label "
+    chosen = " (auto)" if a.factory.strip().lower() == "auto" else ""  # else as asked, in its one spelling
+    print(f"{a.gallery}: {len(g)} references in a {g.vectors.factory} index{chosen}; recall@1 by label "
           f"against exact search {recall:.3f} (references searched with themselves left out)")
     return 0
 
