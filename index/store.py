@@ -8,6 +8,7 @@ gallery.json with os.replace. A crash at any point leaves gallery.json naming a 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -117,6 +118,8 @@ def locked(directory: Path, waiting: Optional[Callable[[], None]] = None) -> Ite
 
     if directory.exists() and not directory.is_dir():
         raise GalleryError(f"gallery {directory}: is a file, not a gallery folder")
+    if file := next((p for p in directory.parents if p.exists() and not p.is_dir()), None):
+        raise GalleryError(f"gallery {directory}: {file} is a file, not a folder")
     for _ in range(100):  # a folder another writer keeps removing (below) is made again, up to a point
         try:
             directory.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +128,8 @@ def locked(directory: Path, waiting: Optional[Callable[[], None]] = None) -> Ite
                 made = True
             except FileExistsError:
                 made = False
+            except FileNotFoundError:  # beside a folder that is there: a place no folder can be made (/proc)
+                raise OSError(errno.EACCES, "no folder can be made there") from None
             f = open(directory / LOCK_FILE, "a")
         except FileNotFoundError:  # removed by a writer that made it, between the mkdir and the open
             continue

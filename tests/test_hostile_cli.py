@@ -3,6 +3,7 @@ labels typed in another Unicode spelling, a gallery moved from under its server,
 
 import shutil
 import unicodedata
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,6 +129,13 @@ def test_labels_and_galleries_given_in_the_wrong_places_are_named(tmp_path, caps
         f"byakugan: error: enroll: the label {str(a)!r} is a file; the label comes first, then the images "
         "(byakugan enroll GALLERY LABEL IMAGE...)")
     assert not (tmp_path / "g").exists()
+    (tmp_path / "afile").write_text("mine")
+    assert main(["enroll", str(tmp_path / "afile" / "g"), "a", str(a)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"byakugan: error: gallery {tmp_path / 'afile' / 'g'}: {tmp_path / 'afile'} is a file, not a folder")  # not "File exists"
+    if Path("/proc/self").is_dir():  # a place no folder can be made: "its folder went away 100 times"
+        assert main(["enroll", "/proc/byakugan-gallery", "a", str(a)]) == 2
+        assert "cannot be created or locked (no folder can be made there)" in capsys.readouterr().err
     g = small(tmp_path)
     for not_a_label in (["b"], {"b": 1}):
         with pytest.raises(GalleryError, match="not in gallery"):
