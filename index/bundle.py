@@ -25,7 +25,7 @@ from byakugan.embedder.preprocess import Preprocess
 from byakugan.embedder.scoring import check_scoring
 from byakugan.embedder.scoring.cohort import load_cohort
 
-from byakugan.embedder.detection import list_detectors
+from byakugan.embedder.detection import check_config as check_detector_config, list_detectors
 from byakugan.embedder.errors import ByakuganError
 
 from . import bundle_check as check
@@ -54,20 +54,22 @@ def _verify(d: Path, origin: Path) -> dict:
         manifest = json.loads((d / MANIFEST).read_text())
     except (FileNotFoundError, IsADirectoryError):
         raise BundleError(f"bundle {origin}: {MANIFEST} missing; not a byakugan bundle") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
+    except (ValueError, RecursionError) as exc:  # nested too deep; a number of 5,000 digits (ValueError)
         raise BundleError(f"bundle {origin}: {MANIFEST} is not valid JSON ({exc})") from None
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
         raise BundleError(f"bundle {origin}: {MANIFEST} must be an object whose 'files' maps names to SHA-256 digests")
     if manifest.get("format") != FORMAT:
         raise BundleError(f"bundle {origin}: format {manifest.get('format')!r} is not {FORMAT!r}")
-    if manifest.get("version") != FORMAT_VERSION:
+    if type(manifest.get("version")) is not int or manifest["version"] != FORMAT_VERSION:  # not true, not 1.0
         raise BundleError(f"bundle {origin}: format version {manifest.get('version')!r} is unknown (this loader reads {FORMAT_VERSION})")
     for required in REQUIRED:  # before hashing: a bundle without them is refused without reading gigabytes
         if required not in files:
             raise BundleError(f"bundle {origin}: manifest does not list {required}")
     for name, digest in files.items():
         p = d / safe_name(name, origin)
+        if p.is_symlink():  # a folder bundle's file that is another file elsewhere (archives refuse links)
+            raise BundleError(f"bundle {origin}: file {name} is a link; a bundle's files are its own")
         if not p.is_file():
             raise BundleError(f"bundle {origin}: file {name} listed in the manifest is missing")
         with p.open("rb") as f:  # in pieces: memory stays flat whatever the file's size
@@ -85,6 +87,9 @@ class Bundle:
         # is one BundleError line naming the file, never a traceback or a wrong answer later.
         self.config = check.read_json(directory, "config.json", origin)
         self.preprocess = check.check_config(self.config, origin, list_detectors())
+        if self.manifest.get("model_fingerprint", self.config["model"]["fingerprint"]) != self.config["model"]["fingerprint"]:
+            raise BundleError(f"bundle {origin}: {MANIFEST}: model_fingerprint {self.manifest['model_fingerprint']!r:.40} is "
+                              f"not config.json's {self.config['model']['fingerprint']!r:.40}")
         self.thresholds = check.read_json(directory, "thresholds.json", origin)
         refs = check.read_json(directory, "references.json", origin)
         meta = self._meta(refs)
@@ -100,20 +105,21 @@ class Bundle:
             raise BundleError(f"bundle {origin}: model.onnx: not a model onnxruntime can load ({_last_line(exc)})") from None
         check.check_embedder(encoder, origin)
         self.pipeline = Pipeline(encoder, meta["detector"], marks)
-        self._detector_files(meta["detector"])
+        self._check_detector(meta["detector"])
         self.scoring = self.gallery.scoring
 
-    def _detector_files(self, detector: dict) -> None:
-        """A detector that reads files of the bundle is made now, so a bad one is refused here and not
-        at the first search (the others stay made on first use: MediaPipe is slow to start)."""
+    def _check_detector(self, detector: dict) -> None:
+        """The detector is made now (the hand detector's settings only are checked: MediaPipe is slow
+        to start), so a bad setting or file is refused here, not by every search as the client's fault."""
         files = [Path(detector[k]).name for k in ("cascade", "verifier", "model") if k in detector]
-        if not files:
-            return
         try:
-            self.pipeline.detector
+            if files:
+                self.pipeline.detector
+            else:
+                check_detector_config(detector)
         except Exception as exc:  # OpenCV's and onnxruntime's own error types, or ModelError
-            raise BundleError(f"bundle {self._origin}: {', '.join(files)}: not a working {detector['name']} "
-                              f"detector ({_last_line(exc)})") from None
+            raise BundleError(f"bundle {self._origin}: {', '.join(files) or 'config.json'}: not a working "
+                              f"{detector['name']} detector ({_last_line(exc)})") from None
 
     def _member(self, name: str) -> Path:
         if name not in self.manifest["files"]:
@@ -181,7 +187,7 @@ class Bundle:
         except ValueError as exc:
             raise BundleError(f"bundle {origin}: index.faiss: not a FAISS index ({exc})") from None
         dim = int(meta["model"]["dim"]) + (int(meta["landmarks"]["dim"]) if "landmarks" in meta else 0)
-        check.check_index(vectors, dim, ids, origin)
+        check.check_index(vectors, dim, ids, origin, fused="landmarks" in meta)
         return vectors
 
     @property

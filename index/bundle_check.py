@@ -19,7 +19,7 @@ from byakugan.embedder.errors import ByakuganError
 from byakugan.embedder.preprocess import Preprocess
 
 from .archive import BundleError
-from .errors import GalleryError
+from .errors import GalleryError, shown
 from .labels import check_label
 from .sequences import MAX_STEPS
 from .settings import check_colourless, set_threshold
@@ -36,7 +36,7 @@ def read_json(directory: Path, name: str, origin: Path) -> dict:
     """The JSON object a bundle file holds."""
     try:
         obj = json.loads((directory / name).read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, bad UTF-8, a number of 5,000 digits
         raise BundleError(f"bundle {origin}: {name}: not valid JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise BundleError(f"bundle {origin}: {name}: must be a JSON object, not {type(obj).__name__}")
@@ -128,9 +128,9 @@ def check_thresholds(t: dict, origin: Path) -> float:
         set_threshold({}, t.get("default") if _finite(t.get("default")) else str(t.get("default")))
     except GalleryError as exc:
         raise BundleError(f"{where}: default {exc}") from None
-    per_label = t.get("per_label", {})
-    if not isinstance(per_label, dict) or not all(_finite(v) and -1.0 <= v <= 1.0 for v in per_label.values()):
-        raise BundleError(f"{where}: per_label must map labels to cosine similarities between -1 and 1")
+    if t.get("per_label", {}) != {}:  # galleries have one threshold; a bundle claiming more would be ignored
+        raise BundleError(f"{where}: per_label {shown(t['per_label'])}: must be empty (one threshold, 'default', applies "
+                          "to every label)")
     if not isinstance(t.get("auto", False), bool):
         raise BundleError(f"{where}: auto {t['auto']!r} must be true or false")
     return float(t["default"])
@@ -147,21 +147,19 @@ def check_references(refs: dict, origin: Path) -> None:
     for r in refs["references"]:
         label = r.get("label") if isinstance(r, dict) else None
         try:
-            if isinstance(label, str):  # other types: check_meta names the reference's shape
-                _stored_label(label)
+            # other types: check_meta names the reference's shape. Not required in its stored form (stripped,
+            # NFC): galleries made before labels were normalised export them as they are.
+            if isinstance(label, str):
+                check_label(label, new=False)
         except GalleryError as exc:
             raise BundleError(f"{where}: reference {r.get('id')!r}: {exc}") from None
-
-
-def _stored_label(label: object) -> None:
-    """GalleryError unless label passes the gallery's rules. Not required in its stored form
-    (stripped, NFC): galleries made before labels were normalised export them as they are."""
-    check_label(label, new=False)
 
 
 def check_reference_set(refs: dict, origin: Path) -> np.ndarray:
     """Once the shape is known good: the sorted reference ids, each once; labels and sequences agree."""
     where = f"bundle {origin}: references.json"
+    if bad := next((r["id"] for r in refs["references"] if not 0 <= r["id"] < 2 ** 63), None):
+        raise BundleError(f"{where}: reference id {shown(bad)}: must be from 0 to 2**63 - 1 (a FAISS id)")
     ids = np.sort(np.array([r["id"] for r in refs["references"]], np.int64))
     if len(ids) and (ids[1:] == ids[:-1]).any():
         raise BundleError(f"{where}: reference id {int(ids[1:][ids[1:] == ids[:-1]][0])} appears more than once")
@@ -175,14 +173,15 @@ def check_reference_set(refs: dict, origin: Path) -> np.ndarray:
             raise BundleError(f"{where}: sequence {name!r}: {len(steps)} steps; at most {MAX_STEPS}")
         for text in [name, *steps]:
             try:
-                _stored_label(text)
+                check_label(text, new=False)
             except GalleryError as exc:
                 raise BundleError(f"{where}: sequence {name!r}: {exc}") from None
     return ids
 
 
-def check_index(store, dim: int, ids: np.ndarray, origin: Path) -> None:
-    """index.faiss: an index export writes (inner product, of the gallery's dim) holding exactly the references' ids."""
+def check_index(store, dim: int, ids: np.ndarray, origin: Path, fused: bool = False) -> None:
+    """index.faiss: an index export writes (inner product, of the gallery's dim) holding exactly the
+    references' ids, each of length 1 (fused: a hand gallery's, shorter where no landmarks were found)."""
     where = f"bundle {origin}: index.faiss"
     index = store.faiss_index
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
@@ -202,11 +201,12 @@ def check_index(store, dim: int, ids: np.ndarray, origin: Path) -> None:
     if len(held) != len(store) or not np.array_equal(held, ids):
         raise BundleError(f"{where}: its {len(store)} vector ids are not the {len(ids)} reference ids of references.json")
     if isinstance(inner, faiss.IndexIVFFlat):
-        finite = _finite_rows(faiss.downcast_index(inner.quantizer), unit=False) and _finite_lists(inner)
+        finite = _finite_rows(faiss.downcast_index(inner.quantizer), unit=False) and _finite_lists(inner, not fused)
     else:
-        finite = _finite_rows(inner if isinstance(inner, faiss.IndexFlat) else faiss.downcast_index(inner.storage))
+        finite = _finite_rows(inner if isinstance(inner, faiss.IndexFlat) else faiss.downcast_index(inner.storage),
+                              exact=not fused)
     if not finite:  # a longer vector would outscore every true match; a zero one matches nothing
-        raise BundleError(f"{where}: holds NaN, infinite or zero vectors, or vectors longer than 1 "
+        raise BundleError(f"{where}: holds NaN, infinite or zero vectors, or vectors of another length than 1 "
                           "(references are embeddings of length 1, less only for a fused hand vector without landmarks)")
 
 
@@ -221,27 +221,28 @@ def _check_hnsw(hnsw_index, where: str) -> None:
         raise BundleError(f"{where}: HNSW graph is inconsistent (links or levels out of range)")
 
 
-def _good(rows: np.ndarray, unit: bool = True) -> bool:
+def _good(rows: np.ndarray, unit: bool = True, exact: bool = True) -> bool:
     """Finite, and with unit: of the lengths Gallery.enroll takes (index.vectors.as_vectors)."""
-    return bool(np.isfinite(rows).all()) and not (unit and wrong_lengths(rows).size)
+    return bool(np.isfinite(rows).all()) and not (unit and wrong_lengths(rows, exact).size)
 
 
-def _finite_rows(flat, rows: int = 65536, unit: bool = True) -> bool:
+def _finite_rows(flat, rows: int = 65536, unit: bool = True, exact: bool = True) -> bool:
     """Whether every stored vector is finite (and of a reference's length), read in place from FAISS's
     memory, block by block."""
     n, d = flat.ntotal, flat.d
     if not n:
         return True
     view = faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)
-    return all(_good(view[i:i + rows], unit) for i in range(0, n, rows))
+    return all(_good(view[i:i + rows], unit, exact) for i in range(0, n, rows))
 
 
-def _finite_lists(ivf) -> bool:
+def _finite_lists(ivf, exact: bool = True) -> bool:
     """Whether every vector in an IVF,Flat index's lists is finite, read in place list by list."""
     lists = ivf.invlists
     for i in range(ivf.nlist):
         n = lists.list_size(i)
-        if n and not _good(faiss.rev_swig_ptr(lists.get_codes(i), n * lists.code_size).view(np.float32).reshape(n, -1)):
+        if n and not _good(faiss.rev_swig_ptr(lists.get_codes(i), n * lists.code_size).view(np.float32).reshape(n, -1),
+                           exact=exact):
             return False
     return True
 

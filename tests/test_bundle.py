@@ -270,7 +270,19 @@ MUTATIONS = {
     "index NaN": (_index_edit(lambda v, ids: _faiss(v.shape[1], 0, np.where(np.arange(v.size).reshape(v.shape) == 7, np.nan, v), ids)),
                   "index.faiss: holds NaN, infinite or zero vectors"),
     "index rows too long": (_index_edit(lambda v, ids: _faiss(v.shape[1], 0, v * np.where(np.arange(len(v)) == 2, 100, 1)[:, None]
-                                                              .astype(np.float32), ids)), "index.faiss: .*vectors longer than 1"),
+                                                              .astype(np.float32), ids)), "index.faiss: .*vectors of another length than 1"),
+    # Shorter rows outscore nothing but lose every match: 'zero' answered 'unknown' with a re-signed bundle.
+    "index rows short": (_index_edit(lambda v, ids: _faiss(v.shape[1], 0, v * np.where(np.arange(len(v)) < 5, 0.3, 1)[:, None]
+                                                           .astype(np.float32), ids)), "index.faiss: .*vectors of another length than 1"),
+    "config number of 5,000 digits": (lambda d: (d / "config.json").write_text('{"model": {"dim": ' + "9" * 5000 + "}}"),
+                                      "config.json: not valid JSON \\(Exceeds the limit"),
+    "reference id past int64": (_ref(0, id=2 ** 70), "references.json: reference id 1180591620717411303424: must be from 0 to 2\\*\\*63 - 1"),
+    "per_label thresholds": (_json_edit("thresholds.json", lambda o: o.update(per_label={"0": 0.99})),
+                             "thresholds.json: per_label \\{'0': 0.99\\}: must be empty"),  # they were checked, then ignored
+    "detector setting unknown": (_json_edit("config.json", lambda o: o.update(detector={"name": "none", "min_score": "x"})),
+                                 "config.json: not a working none detector \\(ModelError: detector none: no setting 'min_score'"),
+    "hand detector setting bad": (_json_edit("config.json", lambda o: o.update(detector={"name": "hand", "max_hands": "many"})),
+                                  "config.json: not a working hand detector .*max_hands 'many' must be an integer from 1 to 10"),
     "index rows zero": (_index_edit(lambda v, ids: _faiss(v.shape[1], 0, v * 0, ids)), "index.faiss: .*zero vectors"),
     "IVF index NaN": (_index_edit(lambda v, ids: _ivf(v, ids, nan_at="list")), "index.faiss: holds NaN, infinite or zero vectors"),
     "IVF centroid NaN": (_index_edit(lambda v, ids: _ivf(v, ids, nan_at="centroid")),
@@ -289,6 +301,30 @@ def test_hand_edited_resigned_bundle_is_refused_naming_the_file(exported, tmp_pa
     with pytest.raises(BundleError, match=message) as err:
         load(_edited(exported, tmp_path, edit))
     assert "\n" not in str(err.value)
+
+
+def test_a_manifest_that_says_another_model_or_version_or_links_elsewhere_is_refused(exported, tmp_path):
+    import os
+
+    from byakugan.embedder.errors import ByakuganError
+    from byakugan.embedder.scoring.cohort import cohort_settings
+
+    d = _edited(exported, tmp_path, lambda d: None)
+    manifest = json.loads((d / "manifest.json").read_text())
+    for change, said in (({"version": True}, "format version True is unknown"),
+                         ({"version": 1.0}, "format version 1.0 is unknown"),
+                         ({"model_fingerprint": "deadbeef"}, "manifest.json: model_fingerprint 'deadbeef' is not config.json's")):
+        (d / "manifest.json").write_text(json.dumps({**manifest, **change}))
+        with pytest.raises(BundleError, match=said):
+            load(d)
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "elsewhere.json").write_bytes((d / "thresholds.json").read_bytes())
+    (d / "thresholds.json").unlink()
+    os.symlink(tmp_path / "elsewhere.json", d / "thresholds.json")  # the same bytes: only the link is wrong
+    with pytest.raises(BundleError, match="file thresholds.json is a link; a bundle's files are its own"):
+        load(d)
+    with pytest.raises(ByakuganError, match="cohort settings"):
+        cohort_settings({"top": True})
 
 
 def test_archive_refused_over_the_total_size_before_anything_is_written(exported, tmp_path, monkeypatch):

@@ -50,12 +50,29 @@ def _hand(config: dict, video: bool = False):
     return create_hand_detector(config, video)
 
 
-_REGISTRY = {"none": lambda config: NoDetector(), "anime-face": _anime_face, "anime-face-verified": _anime_face_verified,
+def _none(config: dict) -> NoDetector:
+    if unknown := sorted(set(config) - {"name"}):
+        raise ModelError(f"detector none: no setting {unknown[0]!r}; it has none")
+    return NoDetector()
+
+
+_REGISTRY = {"none": _none, "anime-face": _anime_face, "anime-face-verified": _anime_face_verified,
              "anime-face-net": _anime_face_net, "face": _face, "hand": _hand}
 
 
 def list_detectors() -> list[str]:
     return list(_REGISTRY)
+
+
+def check_config(config: dict) -> None:
+    """A stored detector config checked as create_detector would, without making a hand detector
+    (MediaPipe takes seconds to start): a bad setting is refused where it is read, not at first use."""
+    if config.get("name") == "hand":
+        from .hands import hand_settings
+
+        hand_settings(config)
+    else:
+        create_detector(config)
 
 
 def create_detector(name_or_config: str | dict | None = "none", video: bool = False):

@@ -148,8 +148,13 @@ def encode_landmarks(hands: list[tuple[str, np.ndarray]]) -> np.ndarray:
     return out
 
 
-def create_hand_detector(config: dict, video: bool = False) -> HandDetector:
+def hand_settings(config: dict) -> HandSettings:
+    """The settings a stored config asks for, checked without starting MediaPipe (seconds)."""
     settings = {k: v for k, v in config.items() if k != "name"}
     if {"pad", "min_confidence", "max_hands"} <= settings.keys() and "retry_border" not in settings:
         settings["retry_border"] = 0.0  # a gallery saved before the retry: crop queries as its references were
-    return HandDetector(make_settings(HandSettings, settings, "hand"), video)
+    return make_settings(HandSettings, settings, "hand")
+
+
+def create_hand_detector(config: dict, video: bool = False) -> HandDetector:
+    return HandDetector(hand_settings(config), video)

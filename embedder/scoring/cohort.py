@@ -32,7 +32,7 @@ def cohort_settings(value: object) -> Optional[dict]:
     """Validates a config's "cohort" entry: {"top": int >= 0} or None."""
     if value is None:
         return None
-    if not isinstance(value, dict) or not isinstance(value.get("top"), int) or value["top"] < 0:
+    if not isinstance(value, dict) or type(value.get("top")) is not int or value["top"] < 0:  # not true, not 1.0
         raise ByakuganError(f"cohort settings {value!r}: must be {{\"top\": N}} with N >= 0 (0: all cohort vectors)")
     return {"top": value["top"]}
 
