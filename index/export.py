@@ -7,6 +7,8 @@ scores are cohort-normalised, and manifest.json with a format version and the SH
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -37,7 +39,8 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False,
            pipeline: Optional[Pipeline] = None) -> Path:
     """pipeline: the gallery's own (Pipeline.for_gallery), made here when not given."""
     if not str(out).strip():
-        raise GalleryError("export: '' is not a file or folder name")
+        raise GalleryError(f"export: {str(out)!r} is not a file or folder name")
+    folder = str(out).endswith(("/", os.sep))  # "x.zip/": a folder of that name, as the slash says
     out = Path(out)
     if not len(gallery):
         raise GalleryError(f"export: gallery {gallery.path}: is empty; enrol images first")
@@ -48,18 +51,25 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False,
             raise GalleryError(f"export: {exc}; rename it first (byakugan rename)") from None
     if gallery.path is not None and Path(gallery.path).resolve() in out.resolve().parents:
         raise GalleryError(f"export: {out} is inside the gallery folder {gallery.path}; export somewhere else")
-    if out.exists() or out.is_symlink():
-        if not overwrite:
-            raise GalleryError(f"export: {out} already exists; choose a new name or remove it")
-        check_replaceable(out, gallery)
-    kind = archive_kind(out)
-    if kind is None and out.suffix.lower() in OTHER_ARCHIVES:  # would silently be a folder of that name
-        raise GalleryError(f"export: {out}: {out.suffix} is not a bundle format; name it .zip or .tar.gz, or give a "
-                           "folder name")
+    made: list[Path] = []
     try:
+        if file := next((p for p in out.parents if p.is_file()), None):
+            raise GalleryError(f"export: {out}: {file} is a file, not a folder")
+        made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]  # removed again if the export fails
+        if out.exists() or out.is_symlink():
+            if not overwrite:
+                raise GalleryError(f"export: {out} already exists; choose a new name or remove it")
+            check_replaceable(out, gallery)
+        kind = None if folder else archive_kind(out)
+        if kind is None and out.suffix.lower() in OTHER_ARCHIVES and not folder:  # would silently be a folder of that name
+            raise GalleryError(f"export: {out}: {out.suffix} is not a bundle format; name it .zip or .tar.gz, or give a "
+                               "folder name")
         out.parent.mkdir(parents=True, exist_ok=True)
-        return _write(gallery, out, kind, pipeline)
-    except OSError as exc:  # a parent that is a file, a read-only or special file system: one line, nothing left
+        return _write(gallery, out, kind, pipeline, overwrite)
+    except OSError as exc:  # a name too long, a read-only or special file system, a full disk: one line, nothing left
+        for p in made:  # innermost first; a folder something else put files in meanwhile stays
+            with contextlib.suppress(OSError):
+                p.rmdir()
         raise GalleryError(f"export: {out}: cannot write it ({exc.strerror or exc})") from None
 
 
@@ -97,7 +107,7 @@ def check_replaceable(out: Path, gallery: Gallery) -> None:
                            "(remove it yourself, or choose a new name)")
 
 
-def _write(gallery: Gallery, out: Path, kind: Optional[str], pipeline: Optional[Pipeline]) -> Path:
+def _write(gallery: Gallery, out: Path, kind: Optional[str], pipeline: Optional[Pipeline], overwrite: bool) -> Path:
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
         d = Path(tmp) / "bundle"
         d.mkdir()
@@ -129,7 +139,7 @@ def _write(gallery: Gallery, out: Path, kind: Optional[str], pipeline: Optional[
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "model_fingerprint": model.fingerprint(), "files": files,
         })
-        staged = Path(tmp) / ("out" + "".join(out.suffixes))
+        staged = Path(tmp) / "staged"  # short: the name asked for may be as long as names go
         if kind == "zip":
             with zipfile.ZipFile(staged, "w", zipfile.ZIP_DEFLATED) as z:
                 for p in sorted(d.iterdir()):
@@ -140,10 +150,36 @@ def _write(gallery: Gallery, out: Path, kind: Optional[str], pipeline: Optional[
                     t.add(p, p.name)
         else:
             staged = d
-        if out.is_dir():  # an earlier bundle folder: moved aside first, deleted with the staging folder
-            os.replace(out, Path(tmp) / "replaced")
-        os.replace(staged, out)  # over an earlier archive file: atomically
+        _place(staged, out, overwrite, gallery, Path(tmp))
     return out
+
+
+def _place(staged: Path, out: Path, overwrite: bool, gallery: Gallery, tmp: Path) -> None:
+    """The bundle put at `out`. What is there now is checked again: the bundle took a while to make,
+    and something may have appeared under that name since. Without overwrite nothing is replaced."""
+    if overwrite and (out.exists() or out.is_symlink()):
+        check_replaceable(out, gallery)
+        if out.is_dir():  # an earlier bundle folder: moved aside first, deleted with the staging folder
+            os.replace(out, tmp / "replaced")
+        os.replace(staged, out)  # over an earlier archive file: atomically
+        return
+    try:
+        if out.exists() or out.is_symlink():
+            raise FileExistsError
+        if staged.is_dir():  # rename() refuses a file, or a folder with anything in it, put there since
+            os.rename(staged, out)
+        else:
+            try:
+                os.link(staged, out)  # refuses any name in use
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+                os.replace(staged, out)  # a file system without hard links: as checked just above
+    except OSError as exc:
+        if isinstance(exc, (FileExistsError, NotADirectoryError)) or exc.errno == errno.ENOTEMPTY:
+            raise GalleryError(f"export: {out} appeared while the bundle was made; nothing was replaced (choose a "
+                               "new name, or --overwrite to replace an earlier bundle)") from None
+        raise
 
 
 def _file_name(source: Optional[str]) -> Optional[str]:

@@ -52,6 +52,56 @@ def test_export_overwrite_replaces_only_an_earlier_bundle(gallery, tmp_path, cap
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export-")]
 
 
+@pytest.mark.parametrize("name", ["bundle", "bundle.zip"])
+def test_an_export_never_replaces_what_appeared_under_its_name_while_it_ran(gallery, tmp_path, capsys, monkeypatch, name):
+    """The name was checked once, at the start; what was there at the end (a folder of the user's,
+    made meanwhile) was moved aside and deleted with the staging folder, with no --overwrite."""
+    from byakugan.index import export as exporting
+
+    out, real = tmp_path / name, exporting._write_onnx
+
+    def meanwhile(model, path):
+        real(model, path)
+        if name == "bundle":
+            (out / "2024").mkdir(parents=True)
+            (out / "2024" / "beach.jpg").write_bytes(b"holiday")
+        else:
+            out.write_bytes(b"my notes")
+
+    monkeypatch.setattr(exporting, "_write_onnx", meanwhile)
+    assert main(["export", str(gallery), str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (f"byakugan: error: export: {out} appeared while the bundle was made; "
+                                               "nothing was replaced (choose a new name, or --overwrite to replace an "
+                                               "earlier bundle)")
+    assert (out / "2024" / "beach.jpg").read_bytes() == b"holiday" if name == "bundle" else out.read_bytes() == b"my notes"
+    assert main(["export", str(gallery), str(out), "--overwrite"]) == 2  # checked again at the end: not a bundle
+    assert "is not a byakugan bundle" in capsys.readouterr().err
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export-")]
+
+
+def test_a_failed_export_leaves_no_folders_it_made_and_takes_any_name_the_system_does(gallery, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from byakugan.index import export as exporting
+
+    real = exporting._write_onnx
+
+    def full_disk(model, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(exporting, "_write_onnx", full_disk)
+    assert main(["export", str(gallery), str(tmp_path / "a" / "b" / "c" / "x.zip")]) == 2
+    assert "cannot write it (No space left on device)" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g"]
+    monkeypatch.setattr(exporting, "_write_onnx", real)
+    longest = tmp_path / ("a." + "x" * 249 + ".zip")  # 255 characters; the staging name was longer than 2-letter stems
+    assert main(["export", str(gallery), str(longest)]) == 0
+    assert main(["export", str(gallery), str(tmp_path / ("y" * 300 + ".zip"))]) == 2
+    assert "cannot write it (File name too long)" in capsys.readouterr().err
+    assert main(["export", str(gallery), str(tmp_path / "folder.zip") + "/"]) == 0  # the slash asks for a folder
+    assert (tmp_path / "folder.zip" / "manifest.json").is_file()
+
+
 def test_export_to_an_impossible_place_is_one_line(gallery, tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert main(["export", str(gallery), str(tmp_path / "file" / "x.zip")]) == 2
