@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import tarfile
 import zipfile
 import zlib
@@ -76,7 +77,12 @@ def extract(archive: Path, kind: str, target: Path) -> None:
                 _no_manifest(archive, members)
                 wanted = _wanted(archive, {n: m.size for n, m in members.items() if m.isfile()}, manifest)
                 t.extractall(target, members=[members[n] for n in wanted], filter="data")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, RuntimeError, NotImplementedError,
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):  # the place, not the bundle
+            raise BundleError(f"bundle {archive}: cannot be unpacked into {target.parent} ({exc.strerror}; "
+                              "TMPDIR chooses that folder)") from None
+        raise BundleError(f"bundle {archive}: not a readable {kind} archive ({exc})") from None
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, RuntimeError, NotImplementedError,
             ValueError, zlib.error) as exc:  # damaged, encrypted or oddly compressed members
         raise BundleError(f"bundle {archive}: not a readable {kind} archive ({exc})") from None
 

@@ -378,3 +378,23 @@ def test_a_bundle_repacked_with_tar_dot_loads_and_a_packed_folder_is_named(expor
             z.write(p, f"bundle/{p.name}")
     with pytest.raises(BundleError, match="no manifest.json at the top of the archive, only bundle/manifest.json"):
         load(tmp_path / "whole.zip")
+
+
+@pytest.mark.parametrize("kind", [".zip", ".tar.gz"])
+def test_a_full_temporary_folder_is_not_blamed_on_the_bundle(exported, tmp_path, monkeypatch, kind):
+    import errno
+    import shutil
+
+    from byakugan.index import archive
+
+    def full(src, dst, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    import tarfile
+
+    monkeypatch.setattr(shutil, "copyfileobj", full)  # how zipfile writes each member
+    monkeypatch.setattr(tarfile, "copyfileobj", full)  # and tarfile
+    (tmp_path / "t").mkdir()
+    with pytest.raises(BundleError, match=f"bundle {exported[kind]}: cannot be unpacked into {tmp_path} "
+                                          r"\(No space left on device; TMPDIR chooses that folder\)"):
+        archive.extract(exported[kind], kind.lstrip("."), tmp_path / "t")
