@@ -177,7 +177,7 @@ def test_cli_store_milvus_lite_end_to_end(tiny_images, tmp_path, capsys):
     assert main(["enroll", str(g), "x", str(tiny_images[0]), "--store", "faiss"]) == 2
     assert "keeps its vectors in milvus-lite, not faiss" in capsys.readouterr().err
     assert main(["reindex", str(g), "HNSW16"]) == 0
-    assert "3 references in a HNSW16 index (HNSW16); recall@1 by label against exact search 1.000" in \
+    assert "3 references in a HNSW16 index; recall@1 by label against exact search 1.000" in \
         capsys.readouterr().out
     assert main(["export", str(g), str(tmp_path / "b.zip")]) == 0
     from byakugan.index import bundle

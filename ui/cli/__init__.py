@@ -4,6 +4,7 @@ any ByakuganError becomes one line on stderr and exit code 2."""
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import sys
@@ -55,11 +56,11 @@ def _terminate(signum, frame) -> None:
     raise Terminated
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _show_warning(others, message, category, filename, lineno, file=None, line=None) -> None:
     if issubclass(category, ByakuganWarning):  # ours: one line, as the CLI's own warnings
         warn(str(message))
-    else:
-        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+    else:  # as they were shown before (a test runner records them)
+        others(message, category, filename, lineno, file, line)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +83,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     before = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         with warnings.catch_warnings():
-            warnings.showwarning = _show_warning
+            warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
             return args.func(args)
     except ByakuganError as exc:
         report(str(exc))
