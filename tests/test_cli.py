@@ -1,6 +1,7 @@
 """The byakugan command on real sign-digits images, in process and as a real subprocess."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -204,3 +205,13 @@ def test_a_write_the_system_refuses_is_one_line_not_a_traceback(digits, tmp_path
     code, out, err = run(capsys, "embed", digits["1"][0], "--out", tmp_path / "e.npy")
     assert code == 1 and err.strip().splitlines()[-1] == f"byakugan: error: {tmp_path / 'e.npy'}: No space left on device"
     assert "Traceback" not in err and not (tmp_path / "e.npy").exists()
+
+
+def test_an_unknown_answer_says_whose_confidence_it_shows(enrolled, digits, capsys):
+    """"unknown (79% confident ...)" read as 79% sure it is unknown; the 79% is the nearest label's."""
+    code, out, err = run(capsys, "search", enrolled, digits["3"][0], digits["3"][6], "--threshold", "0.99")
+    assert code == 0, err
+    first, second = [line for line in out.splitlines() if not line.startswith("  ")]
+    assert first.startswith(f"{digits['3'][0]}: 3 (") and " confident; score 1.000, threshold 0.990 = " in first
+    assert re.fullmatch(rf"{re.escape(str(digits['3'][6]))}: unknown \(nearest 3, \d+% confident, below the \d+% needed; "
+                        r"score 0\.\d{3}, threshold 0\.990 = \d+%\)", second), second

@@ -52,8 +52,11 @@ def cmd_search(a: argparse.Namespace) -> int:
         for n, d in enumerate(item.get("detections", []), 1):
             m = d["match"]
             where = f" [detection {n} at {tuple(d['box'])}]" if g.detector_config["name"] != "none" else ""
-            print(f"{item['image']}{where}: {m['label']} ({m['confidence']:.0%} confident; "
-                  f"score {m['score']:.3f}, threshold {m['threshold']:.3f} = {m['threshold_confidence']:.0%})")
+            # Unknown: the confidence is the nearest label's, not confidence in "unknown"
+            said = f"{printable(m['label'])} ({m['confidence']:.0%} confident" if m["known"] else \
+                f"unknown (nearest {printable(m['nearest'])}, {m['confidence']:.0%} confident, below the {m['threshold_confidence']:.0%} needed"
+            print(f"{item['image']}{where}: {said}; score {m['score']:.3f}, threshold {m['threshold']:.3f} = "
+                  f"{m['threshold_confidence']:.0%})")
             nearest = {}  # labels as they were ranked, each with its nearest reference among the hits
             for h in d["hits"]:
                 nearest.setdefault(h["label"], h["source"])
