@@ -58,7 +58,7 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False,
         made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]  # removed again if the export fails
         if out.exists() or out.is_symlink():
             if not overwrite:
-                raise GalleryError(f"export: {out} already exists; choose a new name or remove it")
+                raise GalleryError(f"export: {out} already exists; choose a new name, or --overwrite to replace an earlier bundle")
             check_replaceable(out, gallery)
         kind = None if folder else archive_kind(out)
         if kind is None and out.suffix.lower() in OTHER_ARCHIVES and not folder:  # would silently be a folder of that name

@@ -215,3 +215,11 @@ def test_an_unknown_answer_says_whose_confidence_it_shows(enrolled, digits, caps
     assert first.startswith(f"{digits['3'][0]}: 3 (") and " confident; score 1.000, threshold 0.990 = " in first
     assert re.fullmatch(rf"{re.escape(str(digits['3'][6]))}: unknown \(nearest 3, \d+% confident, below the \d+% needed; "
                         r"score 0\.\d{3}, threshold 0\.990 = \d+%\)", second), second
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out == f"byakugan {version('byakugan')}\n"

@@ -417,3 +417,10 @@ def test_search_and_watch_run_without_torch_once_the_model_is_cached(hand_galler
     first = subprocess.run([sys.executable, "-c", probe, "search", str(hand_gallery), str(stills["c"][9])],
                            capture_output=True, text=True, timeout=300)
     assert "IMPORTED []" in first.stdout and "c " in first.stdout
+
+
+def test_a_camera_that_cannot_be_opened_is_one_line(hand_gallery, capfd):
+    """OpenCV wrote its own "[ WARN:0@0.008] global cap_v4l.cpp ... can't open camera" lines first."""
+    assert main(["watch", str(hand_gallery), "9"]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err == ["byakugan: error: video 9: cannot be opened as a camera"], err

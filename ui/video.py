@@ -48,7 +48,12 @@ def read(source: str, max_frames: Optional[int] = None,
         raise VideoError(f"video {source}: is a folder; give a video file (a folder of frames is not read)")
     if not is_camera and not Path(source).is_file():
         raise VideoError(f"video {source}: no such file (give a video file, or a camera number such as 0)")
-    cap = cv2.VideoCapture(int(source) if is_camera else source)
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # its own "[ WARN:0] ... can't open camera"
+    try:
+        cap = cv2.VideoCapture(int(source) if is_camera else source)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     if not cap.isOpened():
         raise VideoError(f"video {source}: cannot be opened as a {'camera' if is_camera else 'video'}")
     ok, first = cap.read()

@@ -63,8 +63,18 @@ def _show_warning(others, message, category, filename, lineno, file=None, line=N
         others(message, category, filename, lineno, file, line)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("byakugan")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _OneLine(prog="byakugan", description="Recognise characters and gestures from a few enrolled images.")
+    p.add_argument("--version", action="version", version=f"byakugan {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Intermixed)
     for module in (gallery, live, models, evaluation, serving):
         module.register(sub)

@@ -131,7 +131,8 @@ def cmd_threshold(a: argparse.Namespace) -> int:
         if cal.auto_threshold is None:
             print(g.threshold)
             note(f"auto: the model's threshold until the references give {MIN_AUTO} true-match scores "
-                   f"(each reference against the rest of its class); they give {cal.genuine}")
+                   f"(each reference against the rest of its class); they give {cal.genuine}"
+                   + (f" ({cal.reason})" if cal.reason else ""))
         else:
             print(round(cal.auto_threshold, 6))
             note(f"auto: keeps {AUTO_KEEPS:.0%} of the {cal.genuine} true-match scores of the gallery's own references")
