@@ -284,9 +284,12 @@ class Pipeline:
         regions = [self.crops(i, fallback=fallback, name=n)[0] for i, n in zip(images, sources)]
         return self.enroll_regions(gallery, label, regions, sources)
 
-    def enroll_regions(self, gallery: Gallery, label: str, regions: Sequence[Region], sources: Sequence[str]) -> list[int]:
+    def enroll_regions(self, gallery: Gallery, label: str, regions: Sequence[Region], sources: Sequence[str],
+                       vectors: Optional[np.ndarray] = None) -> list[int]:
+        """vectors: the regions' own, when already made (embed_regions), else made here."""
         check_fits(gallery, self.encoder, self.landmarks)  # before the work of embedding
         crops = [r.crop for r in regions]
-        vectors = self.embed_regions(crops, [r.landmarks for r in regions], progress=len(crops) > 8)
+        if vectors is None:
+            vectors = self.embed_regions(crops, [r.landmarks for r in regions], progress=len(crops) > 8)
         return gallery.enroll(label, vectors, sources, images=crops)
 

@@ -34,10 +34,13 @@ def blank_warnings(crops: list[Crop]) -> list[str]:
     return [f"{c.name}: {why}" for c in crops if (why := blank(c.image)) is not None]
 
 
-def enrol_warnings(pipe: Pipeline, g: Gallery, label: str, crops: list[Crop]) -> list[str]:
+def enrol_warnings(pipe: Pipeline, g: Gallery, label: str, crops: list[Crop],
+                   emb: Optional[np.ndarray] = None) -> list[str]:
     """Near-duplicates (by the raw cosine, whatever the gallery's scale), or closer to another class;
-    `g` is the gallery they go into, or an empty one of the model `pipe` embeds with."""
-    emb = pipe.embed_regions([c.image for c in crops], [c.landmarks for c in crops])
+    `g` is the gallery they go into, or an empty one of the model `pipe` embeds with. emb: the crops'
+    vectors when they are already made (what enrolment stores), else made here."""
+    if emb is None:
+        emb = pipe.embed_regions([c.image for c in crops], [c.landmarks for c in crops])
     # Within this batch (the gallery cannot see these yet), scored as a search would score one
     # against the other: a hand crop without landmarks by its CNN part alone. A new reference
     # this close to another (raw cosine) adds nothing but weight to its class.

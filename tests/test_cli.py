@@ -91,6 +91,11 @@ def test_enroll_warns_about_a_blank_image_and_enrols_it(digits, tmp_path, capsys
     code, out, err = run(capsys, "enroll", tmp_path / "g", "1", black, digits["1"][0], "--json")
     assert code == 0 and json.loads(out)["labels"] == {"1": 2}  # the user may mean it: a warning, not a refusal
     assert err.splitlines() == [f"byakugan: warning: {black}: one flat colour, nothing to tell a class by"]
+    # As the page does: an image already enrolled is said to be one (it only adds weight to its class)
+    code, out, err = run(capsys, "enroll", tmp_path / "g", "1", digits["1"][0], digits["1"][1], "--json")
+    assert code == 0 and json.loads(out)["labels"] == {"1": 4}
+    assert err.splitlines() == [f"byakugan: warning: {digits['1'][0]}: near-duplicate of reference 1 "
+                                f"(1, {digits['1'][0]}), cosine 1.000"]
 
 
 def test_enroll_from_folder_checks_every_label_before_any_work(digits, tmp_path, capsys):

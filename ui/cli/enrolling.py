@@ -14,7 +14,9 @@ from byakugan.index.gallery import Gallery
 from byakugan.index.labels import check_label, check_labels, shown
 from byakugan.index.milvus import check_store
 from byakugan.index.opening import open_gallery
-from byakugan.index.warnings import blank
+from byakugan.index.model_check import check_fits
+from byakugan.index.records import Crop
+from byakugan.index.warnings import enrol_warnings
 
 from .common import EXIT_BAD_INPUT, print_json, report, waiting, warn
 from .evaluation import detector_config
@@ -82,13 +84,18 @@ def cmd_enroll(a: argparse.Namespace) -> int:
                     report(str(exc))
                     ok_all = False
                     continue
-                for n, r in enumerate(found, 1):  # enrolled all the same: the user may mean it
-                    if (why := blank(r.crop)) is not None:
-                        warn(f"{f if len(found) == 1 else f'{f}#{n}'}: {why}")
                 regions += found
                 sources += [f if len(found) == 1 else f"{f}#{n}" for n in range(1, len(found) + 1)]
             if regions:
-                pipe.enroll_regions(g, label, regions, sources)
+                check_fits(g, pipe.encoder, pipe.landmarks)  # before the work of embedding
+                vectors = pipe.embed_regions([r.crop for r in regions], [r.landmarks for r in regions],
+                                             progress=len(regions) > 8)
+                # What the page warns of (blank crops, near-duplicates, closer to another class), from the
+                # vectors enrolment stores; enrolled all the same: the user may mean it
+                for said in enrol_warnings(pipe, g, label, [Crop(s, r.crop, r.landmarks, r.found)
+                                                            for s, r in zip(sources, regions)], vectors):
+                    warn(said)
+                pipe.enroll_regions(g, label, regions, sources, vectors)
                 added[label] = len(regions)
         if not added:
             raise ImageError("enroll: none of the images gave a crop (each is listed above); gallery unchanged")
