@@ -25,3 +25,4 @@ class Removed(NamedTuple):
     sources: list[str]
     thumbnails: list[Optional[bytes]]
     token: str = ""  # which removal this is: an undo of it is done once (GalleryService.restore)
+    after: Optional[tuple] = None  # the gallery's version its save left (GalleryService.version), read under its lock

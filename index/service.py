@@ -129,7 +129,8 @@ class GalleryService:
             if first:
                 self.pipeline, self._live, self.undecided, self._candidates = chosen, None, False, None
             self._gallery, self._stamp = g, ("generation", g.generation)  # what it saved, whoever saved since
-        return out
+        # Read here, not after: a save by another process in between would pass for part of this edit
+        return out._replace(after=self._stamp) if isinstance(out, Removed) else out
 
     # ---- reading -------------------------------------------------------------------------
     def labels(self) -> dict[str, int]:

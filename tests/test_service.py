@@ -133,6 +133,29 @@ def test_an_undo_pressed_twice_puts_the_references_back_once(model, digits, tmp_
     assert Gallery.open(tmp_path / "g").labels() == {"1": 2, "2": 1}
 
 
+def test_a_removal_carries_the_version_its_own_save_left(model, digits, tmp_path, monkeypatch):
+    """The page read the version after the edit returned, outside the lock: a save by another
+    program in between passed for part of the removal, and Undo stayed offered over it."""
+    from byakugan.embedder import load_image
+    from byakugan.index import db
+    from byakugan.ui.cli import main
+
+    svc = GalleryService(tmp_path / "g", model)
+    svc.enroll("1", [Crop(n, load_image(p)) for n, p in zip("ab", digits["1"][:2])])
+    svc.enroll("2", [Crop("c", load_image(digits["2"][0]))])
+    real = GalleryService._edit
+
+    def another_save_right_after(self, fn, chosen=None):
+        out = real(self, fn, chosen)
+        assert main(["rename", str(tmp_path / "g"), "2", "two"]) == 0  # before the caller reads anything
+        return out
+
+    monkeypatch.setattr(GalleryService, "_edit", another_save_right_after)
+    removed = svc.remove_reference(0)
+    assert removed.after is not None and removed.after != svc.version()  # so the page ends the offer of Undo
+    assert svc.version() == ("generation", db.version(tmp_path / "g"))
+
+
 def test_undo_of_one_of_two_identical_references_puts_it_back(model, digits, tmp_path):
     from byakugan.embedder import load_image
 

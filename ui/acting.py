@@ -57,7 +57,7 @@ def _done(svc: GalleryService, out, notice: str, editing: Optional[str]) -> None
     st.session_state["editing"] = editing
     # What Undo puts back, and the gallery's state just after: an edit since (another tab renamed the
     # class, say) ends the offer, where putting it back would undo part of that edit.
-    st.session_state["removed"] = (out, svc.version()) if isinstance(out, Removed) else None
+    st.session_state["removed"] = (out, out.after) if isinstance(out, Removed) else None
 
 
 def undoable(svc: GalleryService) -> Optional[Removed]:
