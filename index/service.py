@@ -129,8 +129,10 @@ class GalleryService:
             if first:
                 self.pipeline, self._live, self.undecided, self._candidates = chosen, None, False, None
             self._gallery, self._stamp = g, ("generation", g.generation)  # what it saved, whoever saved since
-        # Read here, not after: a save by another process in between would pass for part of this edit
-        return out._replace(after=self._stamp) if isinstance(out, Removed) else out
+            # Read here, under both locks: once they are let go, another save (and a reload of it by
+            # another tab) would pass for part of this edit
+            after = self._stamp
+        return out._replace(after=after) if isinstance(out, Removed) else out
 
     # ---- reading -------------------------------------------------------------------------
     def labels(self) -> dict[str, int]:

@@ -192,7 +192,8 @@ def check_new(path) -> None:
             raise GalleryError(f"gallery {path}: folder exists, is not empty and is not a gallery; refusing to use it")
         # A first save makes gallery.db before it writes any vector: vectors without it are a gallery
         # whose database was lost, which a new gallery would write over.
-        if lost := next((x.name for x in p.iterdir() if x.name[:1] != "." and x.name.endswith((".f32", ".faiss"))), None):
+        if lost := next((x.name for x in p.iterdir() if x.name[:1] != "." and (x.name.endswith((".f32", ".faiss"))
+                                                                              or x.name == "milvus.db")), None):
             raise GalleryError(f"gallery {path}: holds a gallery's {lost} but no gallery.db (deleted or lost?); nothing "
                                "was changed: put gallery.db back, or start the new gallery in another folder")
 

@@ -17,6 +17,7 @@ from .records import Crop
 # spread under 2 of 255, as a blank scan, a black frame or a solid fill give; JPEG noise stays under it).
 MIN_SIDE = 8
 MIN_SPREAD = 2.0
+BLOCK, TOP_LABELS = 1024, 10
 
 
 def blank(image: Image.Image) -> Optional[str]:
@@ -45,14 +46,20 @@ def enrol_warnings(pipe: Pipeline, g: Gallery, label: str, crops: list[Crop],
     # against the other: a hand crop without landmarks by its CNN part alone. A new reference
     # this close to another (raw cosine) adds nothing but weight to its class.
     q, _ = pipe.query(g, emb)
-    S = np.maximum(S := q @ emb.T, S.T)
-    same = np.triu(S >= DUPLICATE_COSINE, 1)
     warnings = blank_warnings(crops)
-    warnings += [f"{crops[j].name}: near-duplicate of {crops[i].name} in the same upload, cosine {S[i, j]:.3f}"
-                 for j in np.flatnonzero(same.any(0)) for i in [int(np.argmax(same[:, j]))]]
+    for j0 in range(0, len(crops), BLOCK):  # crop j against every crop before it, a block of rows at a time:
+        S = q[j0:j0 + BLOCK] @ emb[:j0 + BLOCK].T  # a whole folder of one class would make an N x N matrix
+        S = np.maximum(S, (q[:j0 + BLOCK] @ emb[j0:j0 + BLOCK].T).T)
+        for jj, row in enumerate(S):
+            j = j0 + jj
+            if (before := np.flatnonzero(row[:j] >= DUPLICATE_COSINE)).size:
+                warnings.append(f"{crops[j].name}: near-duplicate of {crops[before[0]].name} in the same upload, "
+                                f"cosine {row[before[0]]:.3f}")
     if not len(g):
         return warnings
-    for crop, r in zip(crops, pipe.search(g, emb, k=len(g.labels()))):
+    # The best labels only (their own label's score is "lower" when it is not among them): asking for
+    # every label would rank the whole gallery for each crop.
+    for crop, r in zip(crops, pipe.search(g, emb, k=min(len(g.labels()), TOP_LABELS))):
         if not r.hits:  # an approximate index found nothing near: neither a duplicate nor a closer class
             continue
         top = r.hits[0]

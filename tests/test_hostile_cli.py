@@ -126,9 +126,13 @@ def test_labels_and_galleries_given_in_the_wrong_places_are_named(tmp_path, caps
     a, b = digits["4"][:2]
     assert main(["enroll", str(tmp_path / "g"), str(a), str(b)]) == 2  # the label left out
     assert capsys.readouterr().err.strip() == (
-        f"byakugan: error: enroll: the label {str(a)!r} is a file; the label comes first, then the images "
+        f"byakugan: error: enroll: the label {str(a)!r} is an image file; the label comes first, then the images "
         "(byakugan enroll GALLERY LABEL IMAGE...)")
     assert not (tmp_path / "g").exists()
+    (tmp_path / "1").write_text("a file of that name, by chance")
+    assert main(["enroll", str(tmp_path / "g1"), str(tmp_path / "1"), str(a)]) == 0  # a label all the same
+    assert main(["enroll", str(tmp_path / "g1"), "あ" * 90, str(a)]) == 0  # 270 bytes: no file name is that long
+    capsys.readouterr()
     (tmp_path / "afile").write_text("mine")
     assert main(["enroll", str(tmp_path / "afile" / "g"), "a", str(a)]) == 2
     assert capsys.readouterr().err.strip() == (

@@ -143,14 +143,22 @@ def test_a_removal_carries_the_version_its_own_save_left(model, digits, tmp_path
     svc = GalleryService(tmp_path / "g", model)
     svc.enroll("1", [Crop(n, load_image(p)) for n, p in zip("ab", digits["1"][:2])])
     svc.enroll("2", [Crop("c", load_image(digits["2"][0]))])
-    real = GalleryService._edit
+    import contextlib
 
-    def another_save_right_after(self, fn, chosen=None):
-        out = real(self, fn, chosen)
-        assert main(["rename", str(tmp_path / "g"), "2", "two"]) == 0  # before the caller reads anything
-        return out
+    from byakugan.index import service
 
-    monkeypatch.setattr(GalleryService, "_edit", another_save_right_after)
+    real = service.store.locked
+
+    @contextlib.contextmanager
+    def another_save_once_let_go(path, *args):
+        with real(path, *args):
+            yield
+        if not getattr(another_save_once_let_go, "done", False):  # the edit's lock let go: another program saves,
+            another_save_once_let_go.done = True
+            assert main(["rename", str(tmp_path / "g"), "2", "two"]) == 0
+            svc.gallery()  # and another tab's rerun reads it, before this edit's caller reads anything
+
+    monkeypatch.setattr(service.store, "locked", another_save_once_let_go)
     removed = svc.remove_reference(0)
     assert removed.after is not None and removed.after != svc.version()  # so the page ends the offer of Undo
     assert svc.version() == ("generation", db.version(tmp_path / "g"))

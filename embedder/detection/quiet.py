@@ -29,23 +29,34 @@ _FD2 = threading.RLock()
 @contextlib.contextmanager
 def native_stderr_filtered(noise: Sequence[str] = NATIVE_NOISE) -> Iterator[None]:
     """Holds what is written to file descriptor 2 in a temporary file (a pipe could fill and block
-    the writer) and writes it out afterwards without the lines that contain any of `noise`."""
-    with _FD2, tempfile.TemporaryFile() as held:
-        _flush()
-        saved = os.dup(2)
-        os.dup2(held.fileno(), 2)
+    the writer) and writes it out afterwards, to the same descriptor, without the lines that contain
+    any of `noise`. Where no temporary file can be made, nothing is held back."""
+    with _FD2:
         try:
+            held = tempfile.TemporaryFile()
+        except OSError:
             yield
-        finally:
+            return
+        with held:
             _flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            rest = [line for line in held.read().decode("utf-8", "replace").splitlines(True)
-                    if not any(n in line for n in noise)]
-            if rest:
-                sys.stderr.write("".join(rest))
+            saved = os.dup(2)
+            try:
+                os.dup2(held.fileno(), 2)
+                yield
+            finally:
                 _flush()
+                os.dup2(saved, 2)
+                try:
+                    held.seek(0)
+                    rest = [line for line in held.read().decode("utf-8", "replace").splitlines(True)
+                            if not any(n in line for n in noise)]
+                    data = "".join(rest).encode("utf-8", "replace")
+                    while data:  # to the descriptor itself: sys.stderr may be None, closed or elsewhere
+                        data = data[os.write(saved, data):]
+                except OSError:
+                    pass  # what was held is lost, not the caller's own error
+                finally:
+                    os.close(saved)
 
 
 def _flush() -> None:

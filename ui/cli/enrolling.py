@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from byakugan.embedder.errors import ByakuganError, ImageError
-from byakugan.embedder.images import list_images
+from byakugan.embedder.images import IMAGE_SUFFIXES, list_images
 from byakugan.index import store
 from byakugan.index.errors import GalleryError
 from byakugan.index.gallery import Gallery
@@ -47,10 +47,13 @@ def _plan(a: argparse.Namespace) -> list[tuple[str, list[str]]]:
         return plan
     if a.label is None or not a.images:
         raise GalleryError("enroll: needs LABEL and at least one IMAGE, or --from-folder DIR")
-    if Path(a.label).is_file():  # `enroll G a.jpg b.jpg`: the label left out, the first image taken for it
-        raise GalleryError(f"enroll: the label {shown(a.label, 120)} is a file; the label comes first, then the images "
-                           "(byakugan enroll GALLERY LABEL IMAGE...)")
-    return [(check_label(a.label, new=False), a.images)]  # as it is stored (stripped), in what enroll prints
+    label = check_label(a.label, new=False)  # as it is stored (stripped), in what enroll prints
+    # `enroll G a.jpg b.jpg`: the label left out, the first image taken for it. Only a label named like
+    # an image: one that is a file by chance ("1" beside a file "1") is a label all the same.
+    if Path(label).suffix.lower() in IMAGE_SUFFIXES and Path(label).is_file():
+        raise GalleryError(f"enroll: the label {shown(a.label, 120)} is an image file; the label comes first, then the "
+                           "images (byakugan enroll GALLERY LABEL IMAGE...)")
+    return [(label, a.images)]
 
 
 def cmd_enroll(a: argparse.Namespace) -> int:
