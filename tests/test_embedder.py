@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -126,13 +128,32 @@ def test_an_unreachable_hub_is_said_at_once_not_after_a_minute_of_retries(monkey
         tried.append((address, timeout))
         raise OSError("[Errno -2] Name or service not known")
 
+    from urllib.parse import urlparse
+
+    import huggingface_hub
+
     monkeypatch.setattr(timm, "create_model", no_download)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    with pytest.raises(ModelError, match=r"backbone 'resnet18': could not fetch ImageNet weights from the hub "
-                                         r"\(ConnectionError: huggingface\.co:443 cannot be reached \(\[Errno -2\]"):
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, name, **kw: None)
+    for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    host = urlparse(constants.ENDPOINT).hostname
+    with pytest.raises(ModelError, match=rf"backbone 'resnet18': could not fetch ImageNet weights from the hub "
+                                         rf"\(ConnectionError: {re.escape(host)}:443 cannot be reached \(\[Errno -2\]"):
         create_embedder("resnet18")
-    assert tried == [(("huggingface.co", 443), 3.0)]
+    assert tried == [((host, 443), 3.0)]
+    # Weights in the hub's cache (its client falls back to them offline), or a proxy: nothing is tried.
+    for cached, proxy in ((True, None), (False, "http://proxy:3128")):
+        monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
+                            lambda repo, name, cached=cached, **kw: "/cache/x" if cached else None)
+        if proxy:
+            monkeypatch.setenv("HTTPS_PROXY", proxy)
+        with pytest.raises(ModelError, match=r"\(AssertionError; offline"):  # no_download: timm was asked
+            create_embedder("resnet18")
+    assert len(tried) == 1
+    monkeypatch.delenv("HTTPS_PROXY")
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, name, **kw: None)
     # Told to work offline, the hub's client reads its cache and nothing is tried.
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(timm, "create_model", lambda name, pretrained=False, **kw: (_ for _ in ()).throw(

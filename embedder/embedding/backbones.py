@@ -118,16 +118,22 @@ def get_spec(name: str) -> BackboneSpec:
     )
 
 
-def _hub_unreachable(timeout: float = 3.0) -> Optional[str]:
+def _hub_unreachable(timm_name: str, timeout: float = 3.0) -> Optional[str]:
     """Why the weights' hub cannot be reached, or None. Offline, the hub's client retries each file
     for most of a minute before it gives up; one connection attempt says as much in a few seconds.
-    With HF_HUB_OFFLINE set, its cache is used and nothing is tried."""
+    Nothing is tried when the hub's client would not need the network (HF_HUB_OFFLINE, or the weights
+    in its cache: it falls back to them) or would go through a proxy (which this attempt would not)."""
     import socket
     from urllib.parse import urlparse
 
+    import huggingface_hub
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE:
+    repo = getattr(timm.models.get_pretrained_cfg(timm_name), "hf_hub_id", None)
+    cached = repo and any(isinstance(huggingface_hub.try_to_load_from_cache(repo, f), str)
+                          for f in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"))
+    proxied = any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"))
+    if constants.HF_HUB_OFFLINE or cached or proxied:
         return None
     url = urlparse(constants.ENDPOINT)
     host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
@@ -178,7 +184,7 @@ def create_backbone(name: str, pretrained: WeightsArg = True,
     if pretrained is True and spec.offline_weights is not None:
         _assign(model, spec.offline_weights(), f"the offline package for {name}")
     elif pretrained is True:
-        unreachable = _hub_unreachable()
+        unreachable = _hub_unreachable(spec.timm_name)
         try:
             if unreachable:
                 raise ConnectionError(unreachable)
