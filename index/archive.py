@@ -78,7 +78,8 @@ def extract(archive: Path, kind: str, target: Path) -> None:
                 wanted = _wanted(archive, {n: m.size for n, m in members.items() if m.isfile()}, manifest)
                 t.extractall(target, members=[members[n] for n in wanted], filter="data")
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):  # the place, not the bundle
+        written = exc.filename is not None and Path(exc.filename).is_relative_to(target)  # not the bundle read
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) or written and exc.errno in (errno.EACCES, errno.EPERM):
             raise BundleError(f"bundle {archive}: cannot be unpacked into {target.parent} ({exc.strerror}; "
                               "TMPDIR chooses that folder)") from None
         raise BundleError(f"bundle {archive}: not a readable {kind} archive ({exc})") from None

@@ -68,8 +68,6 @@ def _verify(d: Path, origin: Path) -> dict:
             raise BundleError(f"bundle {origin}: manifest does not list {required}")
     for name, digest in files.items():
         p = d / safe_name(name, origin)
-        if p.is_symlink():  # a folder bundle's file that is another file elsewhere (archives refuse links)
-            raise BundleError(f"bundle {origin}: file {name} is a link; a bundle's files are its own")
         if not p.is_file():
             raise BundleError(f"bundle {origin}: file {name} listed in the manifest is missing")
         with p.open("rb") as f:  # in pieces: memory stays flat whatever the file's size
@@ -187,7 +185,7 @@ class Bundle:
         except ValueError as exc:
             raise BundleError(f"bundle {origin}: index.faiss: not a FAISS index ({exc})") from None
         dim = int(meta["model"]["dim"]) + (int(meta["landmarks"]["dim"]) if "landmarks" in meta else 0)
-        check.check_index(vectors, dim, ids, origin, fused="landmarks" in meta)
+        check.check_index(vectors, dim, ids, origin)
         return vectors
 
     @property

@@ -179,9 +179,11 @@ def check_reference_set(refs: dict, origin: Path) -> np.ndarray:
     return ids
 
 
-def check_index(store, dim: int, ids: np.ndarray, origin: Path, fused: bool = False) -> None:
+def check_index(store, dim: int, ids: np.ndarray, origin: Path) -> None:
     """index.faiss: an index export writes (inner product, of the gallery's dim) holding exactly the
-    references' ids, each of length 1 (fused: a hand gallery's, shorter where no landmarks were found)."""
+    references' ids, none longer than 1 nor zero. Not exactly 1: galleries enrolled shorter vectors
+    through the API before that was refused, and their bundles must load (a shorter row only lowers
+    its own scores; a longer one would outscore every true match)."""
     where = f"bundle {origin}: index.faiss"
     index = store.faiss_index
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
@@ -201,12 +203,12 @@ def check_index(store, dim: int, ids: np.ndarray, origin: Path, fused: bool = Fa
     if len(held) != len(store) or not np.array_equal(held, ids):
         raise BundleError(f"{where}: its {len(store)} vector ids are not the {len(ids)} reference ids of references.json")
     if isinstance(inner, faiss.IndexIVFFlat):
-        finite = _finite_rows(faiss.downcast_index(inner.quantizer), unit=False) and _finite_lists(inner, not fused)
+        finite = _finite_rows(faiss.downcast_index(inner.quantizer), unit=False) and _finite_lists(inner, False)
     else:
         finite = _finite_rows(inner if isinstance(inner, faiss.IndexFlat) else faiss.downcast_index(inner.storage),
-                              exact=not fused)
+                              exact=False)
     if not finite:  # a longer vector would outscore every true match; a zero one matches nothing
-        raise BundleError(f"{where}: holds NaN, infinite or zero vectors, or vectors of another length than 1 "
+        raise BundleError(f"{where}: holds NaN, infinite or zero vectors, or vectors longer than 1 "
                           "(references are embeddings of length 1, less only for a fused hand vector without landmarks)")
 
 

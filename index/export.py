@@ -66,11 +66,13 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False,
                                "folder name")
         out.parent.mkdir(parents=True, exist_ok=True)
         return _write(gallery, out, kind, pipeline, overwrite)
-    except OSError as exc:  # a name too long, a read-only or special file system, a full disk: one line, nothing left
+    except Exception as exc:  # a full disk, a name too long, a model that cannot be exported: nothing left
         for p in made:  # innermost first; a folder something else put files in meanwhile stays
             with contextlib.suppress(OSError):
                 p.rmdir()
-        raise GalleryError(f"export: {out}: cannot write it ({exc.strerror or exc})") from None
+        if isinstance(exc, OSError):
+            raise GalleryError(f"export: {out}: cannot write it ({exc.strerror or exc})") from None
+        raise
 
 
 def _is_bundle(manifest: bytes) -> bool:
@@ -172,7 +174,7 @@ def _place(staged: Path, out: Path, overwrite: bool, gallery: Gallery, tmp: Path
             try:
                 os.link(staged, out)  # refuses any name in use
             except OSError as exc:
-                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
                     raise
                 os.replace(staged, out)  # a file system without hard links: as checked just above
     except OSError as exc:

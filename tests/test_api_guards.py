@@ -74,6 +74,16 @@ def test_an_export_never_replaces_what_appeared_under_its_name_while_it_ran(gall
                                                "nothing was replaced (choose a new name, or --overwrite to replace an "
                                                "earlier bundle)")
     assert (out / "2024" / "beach.jpg").read_bytes() == b"holiday" if name == "bundle" else out.read_bytes() == b"my notes"
+    # Past the last look (Path.exists said nothing was there): link() and rename() still refuse it
+    from pathlib import Path
+
+    real_exists = Path.exists
+    monkeypatch.setattr(exporting, "_write_onnx", real)
+    monkeypatch.setattr(Path, "exists", lambda self, **kw: False if self == out else real_exists(self, **kw))
+    assert main(["export", str(gallery), str(out)]) == 2
+    assert "appeared while the bundle was made; nothing was replaced" in capsys.readouterr().err
+    monkeypatch.setattr(Path, "exists", real_exists)
+    assert (out / "2024" / "beach.jpg").read_bytes() == b"holiday" if name == "bundle" else out.read_bytes() == b"my notes"
     assert main(["export", str(gallery), str(out), "--overwrite"]) == 2  # checked again at the end: not a bundle
     assert "is not a byakugan bundle" in capsys.readouterr().err
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export-")]

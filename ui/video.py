@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from byakugan.embedder.errors import ByakuganError
 from byakugan.index.tracker import FrameResult
 from byakugan.ui.lettering import paste, tag
 
+_CV2_LOG = threading.Lock()
 BANNER_SECONDS = 2.0  # how long an event's banner stays on the picture
 _COLOURS = [(80, 220, 80), (60, 160, 255), (255, 140, 60), (220, 80, 220), (60, 220, 220)]  # BGR, by track id
 
@@ -48,12 +50,13 @@ def read(source: str, max_frames: Optional[int] = None,
         raise VideoError(f"video {source}: is a folder; give a video file (a folder of frames is not read)")
     if not is_camera and not Path(source).is_file():
         raise VideoError(f"video {source}: no such file (give a video file, or a camera number such as 0)")
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # its own "[ WARN:0] ... can't open camera"
-    try:
-        cap = cv2.VideoCapture(int(source) if is_camera else source)
-    finally:
-        cv2.utils.logging.setLogLevel(level)
+    with _CV2_LOG:  # its level is the process's: two streams opening at once would leave it at ERROR
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # its own "[ WARN:0] ... can't open camera"
+        try:
+            cap = cv2.VideoCapture(int(source) if is_camera else source)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
     if not cap.isOpened():
         raise VideoError(f"video {source}: cannot be opened as a {'camera' if is_camera else 'video'}")
     ok, first = cap.read()
