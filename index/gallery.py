@@ -24,7 +24,7 @@ from .means import ClassMeans
 from .milvus import new_store
 from .ranking import Match, Reference, SearchResult
 from .sequences import SequenceBook
-from .settings import GallerySettings, check_meta, digest, set_auto, set_scoring, set_threshold
+from .settings import GallerySettings, check_meta, digest, repair, set_auto, set_scoring, set_threshold
 from .vectors import FlatStore, VectorStore, as_vectors
 
 THUMBS_DIR = store.THUMBS
@@ -84,6 +84,7 @@ class Gallery:
         p, v2 = Path(path), db.exists(Path(path))  # else the first format (gallery.json), moved on the next save
         meta, vectors = db.load(p) if v2 else store.load(p, FlatStore.read)
         try:
+            repair(meta, path)
             check_meta(meta)
             return cls(meta, vectors, path)
         except (KeyError, TypeError, ValueError) as exc:

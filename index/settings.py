@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
+from byakugan.embedder.errors import ByakuganWarning
 from byakugan.embedder.scoring import check_scoring
 
 from .errors import GalleryError
@@ -39,6 +41,35 @@ class GallerySettings:
 
 def digest(cohort: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(cohort, np.float32).tobytes()).hexdigest()
+
+
+def repair(meta: dict, path=None) -> list[str]:
+    """Settings no save writes that a gallery can do without, put right in memory (its next save
+    writes them), so that it opens and the command that sets them can run; what was put right,
+    each also a warning."""
+    said = _repaired(meta)
+    for what in said:
+        warnings.warn(f"gallery {path}: {what}", ByakuganWarning, stacklevel=3)
+    return said
+
+
+def _repaired(meta: dict) -> list[str]:
+    said, t, fallback = [], meta.get("threshold"), meta.get("model_threshold")
+    if _number(t) and not -2.0 <= t <= 2.0 and _number(fallback) and -2.0 <= fallback <= 2.0:
+        meta["threshold"] = fallback
+        said.append(f"its threshold {t!r} is past any score; the model's, {fallback}, is used until one is set")
+    try:
+        top = max((r.id if isinstance(r, Reference) else int(r["id"]) for r in meta["references"]), default=-1)
+    except (KeyError, TypeError, ValueError):
+        return said  # check_meta names what is wrong with them
+    if type(meta.get("next_id")) is int and meta["next_id"] <= top and not meta.get("read_only"):
+        said.append(f"its next id {meta['next_id']} was in use; new references take ids from {top + 1}")
+        meta["next_id"] = top + 1
+    return said
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def check_meta(meta: dict) -> None:

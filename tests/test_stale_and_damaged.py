@@ -88,16 +88,24 @@ def test_a_damaged_or_foreign_database_is_refused_and_nothing_is_written(folder,
     assert disk_state(folder) == before
 
 
-@pytest.mark.parametrize("key, value, said", [
-    ("threshold", "5", "threshold 5 must be a number from -2 to 2"),  # every search answered "unknown"
-    ("scoring", '"bogus"', "scoring 'bogus': must be one of nearest, mean"),
-    ("next_id", "0", "next_id 0 must be above every reference's id"),  # every enrol failed as "another save changed it"
-])
-def test_settings_no_save_writes_are_damage(folder, key, value, said):
+def test_settings_no_save_writes_are_damage_or_put_right(folder, capsys):
     with sqlite3.connect(folder / "gallery.db") as con:
-        con.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, value))
-    with pytest.raises(GalleryError, match=f"gallery.db is malformed \\(ValueError: {said}"):
+        con.execute("INSERT OR REPLACE INTO settings VALUES ('scoring', '\"bogus\"')")
+    with pytest.raises(GalleryError, match="gallery.db is malformed \\(ValueError: scoring 'bogus': must be one of nearest, mean"):
         Gallery.open(folder)
+    with sqlite3.connect(folder / "gallery.db") as con:  # these two a reader can do without: put right, and said
+        con.execute("INSERT OR REPLACE INTO settings VALUES ('scoring', '\"nearest\"')")
+        con.execute("INSERT OR REPLACE INTO settings VALUES ('threshold', '5')")  # every search answered "unknown"
+        con.execute("INSERT OR REPLACE INTO settings VALUES ('next_id', '0')")  # every enrol failed, "another save changed it"
+    assert main(["enroll", str(folder), "more", str(folder / "thumbs" / "nothing.png")]) == 2  # opened; the image is missing
+    err = capsys.readouterr().err.splitlines()
+    assert err[:2] == [f"byakugan: warning: gallery {folder}: its threshold 5 is past any score; the model's, 0.5, is used "
+                       "until one is set",
+                       f"byakugan: warning: gallery {folder}: its next id 0 was in use; new references take ids from 6"]
+    g = Gallery.open(folder)
+    assert g.threshold == 0.5 and g.enroll("more", unit(1, 9)) == [6]
+    g.save()
+    assert Gallery.open(folder).labels()["more"] == 1
 
 
 def test_vectors_that_would_poison_searches_are_refused(folder):
