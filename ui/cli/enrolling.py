@@ -11,7 +11,7 @@ from byakugan.embedder.images import IMAGE_SUFFIXES, list_images
 from byakugan.index import store
 from byakugan.index.errors import GalleryError
 from byakugan.index.gallery import Gallery
-from byakugan.index.labels import check_label, check_labels, shown
+from byakugan.index.labels import check_label, check_label_in, check_labels, shown
 from byakugan.index.milvus import check_store
 from byakugan.index.opening import open_gallery
 from byakugan.index.model_check import check_fits
@@ -77,6 +77,8 @@ def cmd_enroll(a: argparse.Namespace) -> int:
     with store.locked(gallery_dir, lambda: waiting(gallery_dir)):
         pipe, g = open_gallery(gallery_dir, a.model, detector, a.landmarks, runtime="onnx", vectors=a.store,
                                sample=[f for _, files in plan for f in files])
+        for label, _ in plan:  # the rules for a label new to this gallery, before any work (not part-way)
+            check_label_in(label, g.labels())
         added: dict[str, int] = {}
         for label, files in plan:
             regions, sources = [], []
