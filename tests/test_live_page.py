@@ -158,6 +158,14 @@ def test_live_page_edits_the_gallerys_sequences(colour_gallery, monkeypatch):
     at.button(key="live_rm_seq_flag").click().run()
     assert [plain(s.value) for s in at.success] == ["Removed sequence 'flag'."]
     assert list(Gallery.open(colour_gallery).sequences) == []
+    from byakugan.ui.cli import main
+
+    assert main(["sequence", str(colour_gallery), "add", "flag", "red"]) == 0  # shown here, then removed elsewhere
+    at.run()
+    assert main(["sequence", str(colour_gallery), "remove", "flag"]) == 0
+    at.button(key="live_rm_seq_flag").click().run()  # its rerun no longer draws the button: answered all the same
+    [error] = [plain(e.value) for e in at.error]
+    assert error.startswith("sequence 'flag': not in this gallery"), error
 
     monkeypatch.setenv("BYAKUGAN_ICE_SERVERS", "stun.example.org:3478")  # the scheme left out
     at.run()

@@ -182,7 +182,9 @@ def sequences_ui(svc: GalleryService) -> None:
     if st.session_state.pop("live_seq_clear", False):  # before the inputs exist: empty them after an add
         st.session_state["live_seq_name"] = st.session_state["live_seq_steps"] = ""
         st.session_state["live_seq_replace"] = False
-    if notice := st.session_state.pop("live_notice", None):
+    if error := st.session_state.pop("live_error", None):
+        st.error(md(error))
+    elif notice := st.session_state.pop("live_notice", None):
         st.success(md(notice))
     labels = svc.labels()
     seqs = svc.sequences()
@@ -191,8 +193,10 @@ def sequences_ui(svc: GalleryService) -> None:
         missing = s.missing(labels)
         a.markdown(f"**{md(s.name)}**: {' → '.join(map(md, s.steps))}"
                    + (f"  \n:red[no longer enrolled: {md(', '.join(missing))}]" if missing else ""))
-        if b.button("Remove", key=f"live_rm_seq_{s.name}"):
-            _act(lambda name=s.name: svc.remove_sequence(name), f"Removed sequence {s.name!r}.")
+        # A callback: a click on a sequence another tab removed since is answered, not dropped by a rerun
+        # that no longer draws its button (ui.acting.on_click)
+        b.button("Remove", key=f"live_rm_seq_{s.name}", on_click=_on_click,
+                 args=(lambda name=s.name: svc.remove_sequence(name), f"Removed sequence {s.name!r}."))
     if not seqs:
         st.caption("No sequences yet: add one, and a banner shows on the stream when it is performed.")
     name = st.text_input("New sequence's name", key="live_seq_name")
@@ -204,6 +208,15 @@ def sequences_ui(svc: GalleryService) -> None:
         done = "Replaced" if replace and name.strip() in {s.name for s in seqs} else "Added"
         _act(lambda: svc.add_sequence(name, split_steps(steps), replace=replace), f"{done} sequence {name.strip()!r}.",
              clear=True)
+
+
+def _on_click(fn, notice: str) -> None:
+    try:
+        fn()
+    except ByakuganError as exc:
+        st.session_state["live_error"] = str(exc)
+        return
+    st.session_state["live_notice"] = notice
 
 
 def _act(fn, notice: str, clear: bool = False) -> None:
