@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tarfile
 import tempfile
 import zipfile
@@ -29,6 +30,7 @@ from .archive import MAX_MANIFEST_BYTES
 from .bundle import FORMAT, FORMAT_VERSION, MANIFEST, archive_kind
 from .errors import GalleryError
 from .gallery import Gallery
+from .store import alive
 from .labels import check_label
 from .pipeline import Pipeline
 
@@ -110,7 +112,8 @@ def check_replaceable(out: Path, gallery: Gallery) -> None:
 
 
 def _write(gallery: Gallery, out: Path, kind: Optional[str], pipeline: Optional[Pipeline], overwrite: bool) -> Path:
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
+    _clean_killed(out.parent)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f"{_staging_prefix()}{os.getpid()}-") as tmp:
         d = Path(tmp) / "bundle"
         d.mkdir()
         pipeline = pipeline or Pipeline.for_gallery(gallery)
@@ -154,6 +157,20 @@ def _write(gallery: Gallery, out: Path, kind: Optional[str], pipeline: Optional[
             staged = d
         _place(staged, out, overwrite, gallery, Path(tmp))
     return out
+
+
+def _staging_prefix() -> str:
+    # Named by machine and process: a folder of a killed export is known as such by the next export
+    # here, and one of another machine sharing the folder is never taken for it.
+    return f".export-{socket.gethostname().replace('-', '_')}-"
+
+
+def _clean_killed(parent: Path) -> None:
+    """Staging folders of exports from this machine killed before they could remove them (kill -9)."""
+    for p in parent.glob(f"{_staging_prefix()}*-*"):
+        pid = p.name[len(_staging_prefix()):].split("-", 1)[0]
+        if pid.isdigit() and p.is_dir() and not alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _place(staged: Path, out: Path, overwrite: bool, gallery: Gallery, tmp: Path) -> None:

@@ -175,7 +175,7 @@ def clean_leftovers(directory: Path) -> list[Path]:
         if not owned(p):
             continue
         pid = p.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
@@ -224,7 +224,8 @@ def owned(p: Path) -> bool:
             or (p.parent.name == THUMBS and name.endswith(".jpg")))
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process of this machine with that id runs (a writer or an export that was killed does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

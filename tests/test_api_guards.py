@@ -289,3 +289,19 @@ def test_a_model_is_not_saved_among_a_gallerys_files_and_small_mistakes_are_name
         with pytest.raises(GalleryError, match="not in gallery"):
             g.remove_reference(not_an_id)
     assert len(g) == 15
+
+
+def test_a_killed_exports_staging_folder_is_removed_by_the_next_export_here(gallery, tmp_path):
+    import subprocess
+    import sys
+
+    from byakugan.index import export as exporting
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"{exporting._staging_prefix()}{done.stdout.strip()}-abc123"  # its process has ended: killed
+    mine = tmp_path / f"{exporting._staging_prefix()}{os.getpid()}-def456"  # a running export's
+    other = tmp_path / f".export-another_machine-{done.stdout.strip()}-ghi789"  # a machine sharing the folder
+    for d in (dead, mine, other):
+        (d / "bundle").mkdir(parents=True)
+    assert main(["export", str(gallery), str(tmp_path / "b.zip")]) == 0
+    assert not dead.exists() and mine.is_dir() and other.is_dir()
