@@ -25,7 +25,8 @@ from byakugan.embedder.preprocess import Preprocess
 from byakugan.embedder.scoring import check_scoring
 from byakugan.embedder.scoring.cohort import load_cohort
 
-from byakugan.embedder.detection import check_config as check_detector_config, list_detectors
+from byakugan.embedder.detection import list_detectors
+from byakugan.embedder.detection.hands import hand_settings
 from byakugan.embedder.errors import ByakuganError
 
 from . import bundle_check as check
@@ -111,10 +112,10 @@ class Bundle:
         to start), so a bad setting or file is refused here, not by every search as the client's fault."""
         files = [Path(detector[k]).name for k in ("cascade", "verifier", "model") if k in detector]
         try:
-            if files:
+            if detector["name"] == "hand":
+                hand_settings(detector)
+            else:  # the pipeline's own: made once, kept for the searches
                 self.pipeline.detector
-            else:
-                check_detector_config(detector)
         except Exception as exc:  # OpenCV's and onnxruntime's own error types, or ModelError
             raise BundleError(f"bundle {self._origin}: {', '.join(files) or 'config.json'}: not a working "
                               f"{detector['name']} detector ({_last_line(exc)})") from None

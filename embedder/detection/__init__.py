@@ -64,17 +64,6 @@ def list_detectors() -> list[str]:
     return list(_REGISTRY)
 
 
-def check_config(config: dict) -> None:
-    """A stored detector config checked as create_detector would, without making a hand detector
-    (MediaPipe takes seconds to start): a bad setting is refused where it is read, not at first use."""
-    if config.get("name") == "hand":
-        from .hands import hand_settings
-
-        hand_settings(config)
-    else:
-        create_detector(config)
-
-
 def create_detector(name_or_config: str | dict | None = "none", video: bool = False):
     """A detector from its name, or from the config dict a gallery or bundle stored. video: for
     one stream of frames, following what it found in the last one where the detector can
