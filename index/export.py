@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gzip
 import hashlib
 import json
 import os
@@ -150,7 +151,9 @@ def _write(gallery: Gallery, out: Path, kind: Optional[str], pipeline: Optional[
                 for p in sorted(d.iterdir()):
                     z.write(p, p.name)
         elif kind == "tar.gz":
-            with tarfile.open(staged, "w:gz") as t:
+            # gzip records a file name in its header: the bundle's own, not the staging file's
+            with open(staged, "wb") as raw, gzip.GzipFile(out.name, "wb", fileobj=raw) as gz, \
+                    tarfile.open(fileobj=gz, mode="w") as t:
                 for p in sorted(d.iterdir()):
                     t.add(p, p.name)
         else:

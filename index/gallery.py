@@ -202,6 +202,8 @@ class Gallery:
 
     def thumbnail(self, ref_id: int) -> Optional[bytes]:
         """A small JPEG of the reference image, when it was enrolled from an image."""
+        if isinstance(ref_id, bool) or not isinstance(ref_id, (int, np.integer)):  # "0" or "../x" would name a file
+            raise NotInGalleryError(f"reference id {ref_id!r}: not in gallery {self.path or '(unsaved)'}; ids are whole numbers")
         if ref_id in self._new_thumbs:
             return self._new_thumbs[ref_id]
         p = self.path / THUMBS_DIR / f"{ref_id}.jpg" if self.path else None

@@ -22,6 +22,12 @@ def exported(digit_gallery, tmp_path_factory):
     return {kind: export(g, d / f"b{kind}") for kind in ("", ".zip", ".tar.gz")}
 
 
+def test_a_tar_gz_bundle_is_named_in_its_gzip_header_as_itself(exported):
+    raw = exported[".tar.gz"].read_bytes()
+    assert raw[3] & 0x08  # FNAME: the name gunzip -N restores, not the staging file's
+    assert raw[10:raw.index(b"\0", 10)] == b"b.tar"
+
+
 @pytest.mark.parametrize("kind", ["", ".zip", ".tar.gz"])
 def test_bundle_gives_the_live_gallerys_answers(exported, digit_gallery, digits, kind):
     g = Gallery.open(digit_gallery)

@@ -165,6 +165,11 @@ def test_thumbnails_follow_their_references(model, tiny_images, tmp_path):
     g.save()
     assert g.thumbnail(ids[0]) is None and g.thumbnail(ids[1]) is not None
     assert [r.source for r in g.references()] == [str(tiny_images[1])]
+    (tmp_path / "t" / "x.jpg").write_bytes(b"\xff\xd8 not a thumbnail")
+    for bad in (str(ids[1]), "../x", True, 1.0):  # a string would name a file: "../x" one outside thumbs/
+        with pytest.raises(GalleryError, match=r"reference id .*: not in gallery .*whole numbers"):
+            g.thumbnail(bad)
+    assert g.thumbnail(np.int64(ids[1])) == g.thumbnail(ids[1])
 
 
 def test_saving_into_another_folder_takes_the_thumbnails_along(model, tiny_images, tmp_path):
