@@ -161,6 +161,25 @@ def test_an_unreachable_hub_is_said_at_once_not_after_a_minute_of_retries(monkey
     with pytest.raises(ModelError, match=r"\(OSError; offline\?\)"):
         create_embedder("resnet18")
     assert len(tried) == 1
+    # A resolver that never answers: the connection's timeout does not cover the name lookup.
+    import threading
+    import time
+
+    release = threading.Event()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(timm, "create_model", no_download)
+    def hang(address, timeout=None):
+        release.wait(60)
+        raise OSError("the lookup ended after the test")
+
+    monkeypatch.setattr(socket, "create_connection", hang)
+    start = time.monotonic()
+    try:
+        with pytest.raises(ModelError, match=rf"{re.escape(host)}:443 did not answer within 3 s \(name lookup"):
+            create_embedder("resnet18")
+        assert time.monotonic() - start < 10
+    finally:
+        release.set()
 
 
 def test_saved_model_errors(tmp_path):

@@ -126,6 +126,7 @@ def _hub_unreachable(timm_name: str, timeout: float = 3.0) -> Optional[str]:
     Nothing is tried when the hub's client would not need the network (HF_HUB_OFFLINE, or the weights
     in its cache: it falls back to them) or would go through a proxy (which this attempt would not)."""
     import socket
+    import threading
     from urllib.parse import urlparse
 
     import huggingface_hub
@@ -139,11 +140,21 @@ def _hub_unreachable(timm_name: str, timeout: float = 3.0) -> Optional[str]:
         return None
     url = urlparse(constants.ENDPOINT)
     host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as exc:
-        return f"{host}:{port} cannot be reached ({exc})"
-    return None
+    # The connection's timeout does not bound the name lookup, which a broken resolver can hold for
+    # most of a minute: the attempt runs in a thread that is waited for `timeout` seconds at most.
+    outcome: list[Optional[str]] = []
+
+    def attempt() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(f"{host}:{port} cannot be reached ({exc})")
+
+    worker = threading.Thread(target=attempt, name="hub-check", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return outcome[0] if outcome else f"{host}:{port} did not answer within {timeout:g} s (name lookup or connection)"
 
 
 def _load_weights_file(path: Path) -> dict:
