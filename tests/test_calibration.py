@@ -40,6 +40,21 @@ def test_an_unfitted_calibration_says_what_the_references_lack():
     assert fit(np.asarray([0.9, 0.8]), np.asarray([0.1]), threshold=0.5).reason == ""
 
 
+def test_the_automatic_threshold_stops_where_strangers_stop():
+    rng = np.random.default_rng(1)
+    varied, strangers = rng.normal(0.8, 0.05, 40), rng.normal(0.55, 0.08, 40)
+    strangers[0] = 0.78  # the best stranger reaches into the true matches: their own 95% point
+    cal = fit(varied, strangers, threshold=0.6)
+    assert cal.auto_threshold == pytest.approx(np.quantile(varied, 0.05)) and not cal.held
+    bursts = rng.normal(0.96, 0.005, 40)  # shots of one pose a moment apart agree more than later queries will
+    cal = fit(bursts, strangers, threshold=0.6)
+    assert cal.held and cal.auto_threshold == pytest.approx(0.78) and 0.78 < np.quantile(bursts, 0.05)
+    cal = fit(bursts, strangers, threshold=0.9)  # never below the stored threshold on that account
+    assert cal.held and cal.auto_threshold == 0.9
+    low = fit(varied - 0.3, strangers - 0.3, threshold=0.6)  # a new source scoring low: it comes down freely
+    assert not low.held and low.auto_threshold == pytest.approx(np.quantile(varied - 0.3, 0.05)) and low.auto_threshold < 0.6
+
+
 def test_a_gallery_of_near_copies_is_not_calibrated_and_says_why(model, digits, tmp_path):
     from byakugan.embedder import load_image
 
@@ -157,6 +172,15 @@ def test_threshold_auto_or_fixed_from_the_cli(digit_gallery, tmp_path, capsys):
     assert main(["threshold", str(path)]) == 0
     out, err = capsys.readouterr()
     assert float(out) == pytest.approx(auto, abs=1e-6) and "keeps 95% of the 15 true-match scores" in err
+    # These digits' classes are far apart: their own 95% point lies above every other class's best score.
+    assert "held down to the best score a reference reaches against another class" in err
+    import dataclasses
+
+    real = Pipeline.calibration
+    with pytest.MonkeyPatch.context() as mp:  # as a gallery whose classes overlap calibrates
+        mp.setattr(Pipeline, "calibration", lambda self, g: dataclasses.replace(real(self, g), held=False))
+        assert main(["threshold", str(path)]) == 0
+    assert "held" not in capsys.readouterr().err
     assert main(["threshold", str(path), "0.7"]) == 0
     assert not Gallery.open(path).threshold_auto and Gallery.open(path).threshold == 0.7
     capsys.readouterr()

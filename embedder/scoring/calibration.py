@@ -12,7 +12,10 @@ centred on the threshold with a fixed width, and `fitted` says so.
 
 The same evidence gives an automatic threshold: the score that keeps 95% of the true-match
 scores. Left-out sources showed why (benchmarks/score_norm.py): a threshold fixed on other sources
-accepted 58-100% of true matches depending on the source, the gallery's own one 85-100%.
+accepted 58-100% of true matches depending on the source, the gallery's own one 85-100%. It goes
+above the stored threshold (the model's, for a new gallery) only as far as the best stranger's
+score: classes enrolled from bursts of near-identical shots otherwise put it where later pictures
+of them were refused (benchmarks/burst_threshold.py: 11% of them accepted, 82% with the bound).
 No torch: bundles use it too.
 """
 
@@ -43,6 +46,9 @@ class Calibration:
     # own references (None with fewer than MIN_AUTO of them).
     auto_threshold: Optional[float] = None
     reason: str = ""  # why it is not fitted, for people: what the references lack
+    # True: the references' own 95% point lay above every stranger's score and the stored threshold,
+    # so auto_threshold was held at the higher of those two
+    held: bool = False
 
     def confidence(self, score: float) -> float:
         if math.isnan(score):  # no score is no evidence either way, not certainty
@@ -91,5 +97,12 @@ def fit(genuine: np.ndarray, impostor: np.ndarray, threshold: float, ridge: floa
         a, b = np.array([a, b]) - np.linalg.solve(H, g)
     if not (np.isfinite(a) and np.isfinite(b)) or a <= 0:  # higher scores must never read as less likely
         return centred(threshold, "strangers score as high as true matches: the references do not tell the classes apart")
-    auto = float(np.quantile(genuine, 1.0 - AUTO_KEEPS)) if len(genuine) >= MIN_AUTO else None
-    return Calibration(float(a / sd), float(b - a * mu / sd), True, len(genuine), len(impostor), auto)
+    auto, held = None, False
+    if len(genuine) >= MIN_AUTO:
+        auto = float(np.quantile(genuine, 1.0 - AUTO_KEEPS))
+        # Above the stored threshold only as far as the best stranger reaches: beyond it a higher one
+        # refuses no stranger the references show, only true matches. References that agree more than
+        # queries will (a burst of shots of one pose) put their 95% point there.
+        bound = max(float(impostor.max()), float(threshold))
+        auto, held = min(auto, bound), auto > bound
+    return Calibration(float(a / sd), float(b - a * mu / sd), True, len(genuine), len(impostor), auto, held=held)
