@@ -271,8 +271,8 @@ class Gallery:
 
     def rename(self, old: str, new: str) -> int:
         old, new = self._require_label(old), check_label(new)
-        if new in self._counts and new != old:
-            raise GalleryError(f"rename {old!r} -> {new!r}: {new!r} already exists; remove it first")
+        if (other := find(new, self._counts)) is not None and other != old:  # stored as typed, or shown alike
+            raise GalleryError(f"rename {old!r} -> {new!r}: {other!r}{'' if other == new else f', which shows as {new!r},'} already exists; remove it first")
         self._refs.update({i: Reference(r.id, new, r.source, r.added) for i, r in self._refs.items() if r.label == old})
         self.sequences.rename_label(old, new)
         if self._means is not None and new != old:

@@ -50,8 +50,11 @@ def check_label(label: object, new: bool = True) -> str:
 
 def check_label_in(label: object, labels) -> str:
     """check_label for a label going into `labels` (a collection): one already there, perhaps stored
-    before a rule came, is held only to the rules it had then, so more can be added to it."""
-    return check_label(label, new=find(label, labels) is None)
+    before a rule came, is held only to the rules it had then, so more can be added to it; it is
+    returned as it is stored (typed in another spelling, or with plain spaces for its odd ones)."""
+    found = find(label, labels)
+    checked = check_label(label, new=found is None)
+    return checked if found is None else found
 
 
 def stored_form(label: object) -> object:
@@ -59,16 +62,33 @@ def stored_form(label: object) -> object:
     return unicodedata.normalize("NFC", label.strip()) if isinstance(label, str) else label
 
 
+# Every space separator (Zs), line and paragraph separator (Zl, Zp): what a label may have held before
+# only U+0020 was allowed; each shows as a plain space (or as nothing). Checked against unicodedata by the tests.
+SPACES = dict.fromkeys(map(ord, "\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+                                "\u2009\u200a\u202f\u205f\u3000\u2028\u2029"), " ")
+
+
 def find(label: object, labels) -> object:
-    """The label of `labels` (a collection) that `label` names: itself, its stored form, or a label
-    stored in another spelling (galleries made before labels were stored as NFC); None if none."""
+    """The label of `labels` (a collection) that `label` names: itself, its stored form, a label
+    stored in another spelling (galleries made before labels were stored as NFC), or else one stored
+    before other spaces were refused that shows as `label` does ("a\u00a0b" for "a b"); None if none.
+    GalleryError when two stored labels show as `label` does: it names neither for sure."""
     if not isinstance(label, str):  # labels are text: a list or a dict names none (and is no key)
         return None
     if label in labels:
         return label
     if (nfc := stored_form(label)) in labels:
         return nfc
-    return next((x for x in labels if isinstance(x, str) and stored_form(x) == nfc), None) if isinstance(nfc, str) else None
+    looks, alike = nfc.translate(SPACES), []
+    for x in labels:
+        if isinstance(x, str) and (form := stored_form(x)) == nfc:
+            return x
+        if isinstance(x, str) and form.translate(SPACES) == looks:
+            alike.append(x)
+    if len(alike) > 1:
+        raise GalleryError(f"label {shown(label)}: {len(alike)} labels show as it does ({', '.join(map(repr, alike[:5]))}); "
+                           "name one exactly as stored (as written here)")
+    return alike[0] if alike else None
 
 
 def check_labels(labels, n: int = 5, new: bool = True) -> list[str]:

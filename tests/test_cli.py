@@ -139,7 +139,9 @@ def test_embed_writes_rows_in_argument_order(digits, model, tmp_path, capsys):
     e = np.load(out)
     assert e.shape == (2, model.dim) and e.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
-    assert run(capsys, "embed", b, a, "--out", out)[0] == 0
+    code, _, err = run(capsys, "embed", b, a, "--out", out)  # an existing file is replaced only when asked
+    assert code == 2 and err == f"byakugan: error: --out {out}: exists; add --overwrite to replace it, or name another file\n"
+    assert run(capsys, "embed", b, a, "--out", out, "--overwrite")[0] == 0
     np.testing.assert_allclose(np.load(out), e[::-1], atol=1e-6)
 
 

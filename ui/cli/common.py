@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
+import os
 import sys
 import unicodedata
+from pathlib import Path
 from typing import Sequence
 
+from byakugan.embedder.atomic import fsync_dir, write_atomic
+from byakugan.embedder.errors import ByakuganError
 from byakugan.index.labels import JOINERS
 
 EXIT_BAD_INPUT = 2
@@ -24,6 +30,42 @@ def warn(msg: str) -> None:
 def waiting(gallery) -> None:
     """Said when an edit waits for another one to end, which may take minutes (a reindex)."""
     print(f"byakugan: waiting for another program editing {gallery} to finish...", file=sys.stderr, flush=True)
+
+
+def check_new_file(path: os.PathLike | str, what: str, overwrite: bool) -> Path:
+    """An output file that is there already is replaced only with --overwrite: told before any work."""
+    p = Path(path)
+    if not overwrite and (p.exists() or p.is_symlink()):
+        raise ByakuganError(f"{what} {p}: exists; add --overwrite to replace it, or name another file")
+    return p
+
+
+def write_new(path: os.PathLike | str, data: bytes, what: str, overwrite: bool) -> Path:
+    """write_atomic, but without --overwrite it replaces nothing, not even a file that appeared
+    under the name while the work was done (as export places a bundle: a hard link refuses a name in use)."""
+    p = Path(path)
+    if overwrite:
+        return write_atomic(p, data)
+    staged = p.with_name(f".{p.name}.new-{os.getpid()}")
+    try:
+        write_atomic(staged, data, sync_dir=False)
+        try:
+            os.link(staged, p)
+        except FileExistsError:
+            raise ByakuganError(f"{what} {p}: appeared while it was being made; nothing was replaced (name another "
+                                "file, or add --overwrite to replace it)") from None
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            check_new_file(p, what, overwrite)  # a file system without hard links: checked again just before
+            os.replace(staged, p)
+        fsync_dir(p.parent)
+    except OSError as exc:  # (a full disk) told of the file asked for, not of the one it was staged in
+        raise OSError(exc.errno, exc.strerror or str(exc), str(p)) from exc
+    finally:
+        with contextlib.suppress(OSError):
+            staged.unlink(missing_ok=True)
+    return p
 
 
 def print_json(obj: object) -> None:

@@ -77,9 +77,12 @@ def cmd_enroll(a: argparse.Namespace) -> int:
     with store.locked(gallery_dir, lambda: waiting(gallery_dir)):
         pipe, g = open_gallery(gallery_dir, a.model, detector, a.landmarks, runtime="onnx", vectors=a.store,
                                sample=[f for _, files in plan for f in files])
-        for label, _ in plan:  # the rules for a label new to this gallery, before any work (not part-way)
-            check_label_in(label, g.labels())
+        # the rules for a label new to this gallery, before any work (not part-way); one already there is
+        # taken as it is stored ("a b" typed for an old "a\u00a0b", which shows alike: see labels.find)
+        known = g.labels()
+        plan = [(check_label_in(label, known), files) for label, files in plan]
         added: dict[str, int] = {}
+        nothing: list[str] = []
         for label, files in plan:
             regions, sources = [], []
             for f in files:
@@ -101,9 +104,15 @@ def cmd_enroll(a: argparse.Namespace) -> int:
                                                             for s, r in zip(sources, regions)], vectors):
                     warn(said)
                 pipe.enroll_regions(g, label, regions, sources, vectors)
-                added[label] = len(regions)
+                added[label] = added.get(label, 0) + len(regions)
+            else:
+                nothing.append(label)
         if not added:
             raise ImageError("enroll: none of the images gave a crop (each is listed above); gallery unchanged")
+        if skipped := [label for label in nothing if label not in added]:  # --from-folder: a label left out whole
+            report(f"enroll: nothing enrolled for label{'s' if len(skipped) > 1 else ''} "
+                   f"{', '.join(map(repr, skipped[:5]))}{' ...' if len(skipped) > 5 else ''}: none of "
+                   f"{'their' if len(skipped) > 1 else 'its'} images gave a crop (each is listed above)")
         g.save()
     chosen = {"model_chosen_by": pipe.choice.why} if pipe.choice is not None else {}  # a new gallery, no --model
     if a.json:

@@ -10,7 +10,7 @@ import numpy as np
 
 from byakugan.embedder.errors import ByakuganError
 
-from .common import detectors, landmarks_arg, print_json, report, seed
+from .common import check_new_file, detectors, landmarks_arg, print_json, report, seed, write_new
 from .models import pipeline_for
 
 
@@ -24,8 +24,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         raise ByakuganError(f"--per-class {a.per_class}: must be >= 1 (images sampled from each class)")
     if a.report:
         check_writable(a.report, "--report", folder=True)
+        check_report(Path(a.report), a.data, a.overwrite)
     if a.save_embeddings:
         check_writable(a.save_embeddings, "--save-embeddings", folder=False)
+        check_new_file(a.save_embeddings, "--save-embeddings", a.overwrite)
     samples = scan([a.data], per_class=a.per_class, seed=a.seed, classes=a.classes)
     labels = [printable(s.label.split("/", 1)[1]) for s in samples]
     data = printable(a.data)
@@ -73,11 +75,12 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         summary["parts"] = parts
     if a.save_embeddings:
         saved = _save_embeddings(Path(a.save_embeddings), embedded, labels, offset, model, encoder,
-                                 queries if rescaled else None)
+                                 queries if rescaled else None, a.overwrite)
         summary["embeddings"] = printable(str(saved))
     if a.report:
         from byakugan.embedder.evaluation.report import write_report
 
+        check_report(Path(a.report), a.data, a.overwrite)  # again: the embedding took a while
         score_name = "cohort-normalised score" if offset is not None else "cosine"
         # summary.json holds what --json prints (what ran, on what, and its figures), but the report's own files
         written = write_report(Path(a.report), trials, emb, labels, Path(data).name, score_name, summary)
@@ -113,15 +116,29 @@ def detector_config(name: str, settings: list[str]) -> str | dict:
     return config if settings else name
 
 
-def _save_embeddings(path: Path, embedded, labels: list[str], offset, model, encoder, queries=None) -> Path:
+REPORT_FILES = ("confusion.png", "scores.png", "embeddings.png", "summary.json")  # what write_report writes
+
+
+def check_report(folder: Path, data: str, overwrite: bool) -> None:
+    """--report DIR: its files are replaced only with --overwrite; never written among the pictures evaluated
+    (a class folder would take confusion.png as one of its images on the next run)."""
+    if folder.resolve() == Path(data).resolve() or Path(data).resolve() in folder.resolve().parents:
+        raise ByakuganError(f"--report {folder}: is inside DATA_DIR {data}, where its pictures would be read as "
+                            "images of a class; name a folder outside it")
+    there = [name for name in REPORT_FILES if (folder / name).exists() or (folder / name).is_symlink()]
+    if there and not overwrite:
+        raise ByakuganError(f"--report {folder}: already holds {', '.join(there)}; add --overwrite to replace "
+                            f"{'them' if len(there) > 1 else 'it'}, or name another folder")
+
+
+def _save_embeddings(path: Path, embedded, labels: list[str], offset, model, encoder, queries=None,
+                     overwrite: bool = False) -> Path:
     """What the trials ran on, so other scorings can be studied without embedding again: safetensors
     arrays (cnn, and landmarks, cohort offsets and the model's cohort where there are any; `queries`,
     the rows searched with, where colourless ones were rescaled: the offsets are those rows') with
     the labels and the landmark weight in its metadata."""
 
     from safetensors.numpy import save as save_arrays
-
-    from byakugan.embedder.atomic import write_atomic
 
     arrays = {"cnn": np.ascontiguousarray(embedded.cnn, np.float32)}
     if embedded.landmarks is not None:
@@ -134,7 +151,7 @@ def _save_embeddings(path: Path, embedded, labels: list[str], offset, model, enc
         arrays["cohort"] = np.ascontiguousarray(model.cohort, np.float32)
     meta = {"labels": json.dumps(labels), "model": model.name,
             "landmark_weight": str(encoder.weight if encoder is not None else 0.0)}
-    return write_atomic(path, save_arrays(arrays, metadata=meta))
+    return write_new(path, save_arrays(arrays, metadata=meta), "--save-embeddings", overwrite)
 
 
 def _print_evaluation(s: dict, encoder) -> None:
@@ -188,4 +205,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--save-embeddings", metavar="FILE",
                    help="write the embeddings and labels the trials ran on (safetensors) for further study")
     s.add_argument("--report", metavar="DIR", help="write confusion.png, scores.png, embeddings.png, summary.json")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace the --save-embeddings file or the --report files if they exist (else they are refused)")
     s.set_defaults(func=cmd_evaluate)

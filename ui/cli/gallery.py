@@ -135,7 +135,9 @@ def cmd_threshold(a: argparse.Namespace) -> int:
                    + (f" ({cal.reason})" if cal.reason else ""))
         else:
             print(round(cal.auto_threshold, 6))
-            note(f"auto: keeps {AUTO_KEEPS:.0%} of the {cal.genuine} true-match scores of the gallery's own references")
+            note(f"auto: keeps {AUTO_KEEPS:.0%} of the {cal.genuine} true-match scores of the gallery's own references"
+                 + ("; held down to the best score a reference reaches against another class (or the stored "
+                    "threshold): above that, a higher one would refuse only true matches" if cal.held else ""))
         return 0
     with edit_gallery(a.gallery) as g:
         if a.value == "auto":

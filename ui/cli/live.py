@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import sys
 import threading
@@ -94,6 +95,33 @@ def hold_on(main_thread: bool) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def check_not_still(source: str, gallery: str) -> None:
+    """OpenCV opens a JPEG or PNG as a video of one frame: a still image is refused, told by its content
+    (what `search` reads: one frame of JPEG, PNG, BMP, GIF, WebP or TIFF), whatever its name. An animated
+    GIF, WebP or PNG is left to OpenCV, and a camera number or a video file is opened as before."""
+    import warnings
+
+    from PIL import Image
+
+    from byakugan.embedder.images import FORMATS
+    from byakugan.ui.video import VideoError
+
+    try:
+        if not Path(source).is_file():
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source, formats=FORMATS) as img:
+                still, kind = getattr(img, "n_frames", 1) == 1, img.format
+    except Image.DecompressionBombError:  # a still image all the same (search refuses it as too large)
+        still, kind = True, "image"
+    except Exception:  # not an image Pillow reads (a video), or unreadable: video.read says what it is
+        return
+    if still:
+        raise VideoError(f"video {source}: is a still image ({kind}), not a video; to recognise it use "
+                         f"`byakugan search {shlex.quote(gallery)} {shlex.quote(source)}`")
+
+
 def cmd_watch(a: argparse.Namespace) -> int:
     from byakugan.embedder.errors import ImageError
     from byakugan.ui import video
@@ -103,6 +131,7 @@ def cmd_watch(a: argparse.Namespace) -> int:
         raise GalleryError(f"--max-frames {a.max_frames}: must be at least 1")
     if a.out:
         video.check_out(a.out, a.source, a.overwrite)
+    check_not_still(a.source, a.gallery)
     frames, fps = video.read(a.source, a.max_frames, warn=warn)  # a bad video fails before the models load
     tracker = _tracker(a)
     writer, annotator = None, video.Annotator()

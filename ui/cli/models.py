@@ -12,9 +12,8 @@ import numpy as np
 from byakugan.embedder.errors import ByakuganError
 from byakugan.index.errors import LandmarksNeedHandError
 from byakugan.index.pipeline import Pipeline
-from byakugan.index.store import write_atomic
 
-from .common import EXIT_BAD_INPUT, detectors, given, landmarks_arg, report, seed
+from .common import EXIT_BAD_INPUT, check_new_file, detectors, given, landmarks_arg, report, seed, write_new
 
 S = argparse.SUPPRESS  # defaults live in TrainConfig / LandmarkTrainConfig, not here
 
@@ -39,15 +38,19 @@ def cmd_embed(a: argparse.Namespace) -> int:
     from byakugan.embedder.atomic import check_writable
 
     check_writable(out, "--out", folder=False)  # before the work, not after it
+    check_new_file(out, "--out", a.overwrite)
     pipe = pipeline_for(a.model, a.detector, a.landmarks)  # one model whatever the images: vectors of two runs compare
     result = pipe.embed_images(a.images, fallback=a.fallback, progress=len(a.images) > 8)
     for err in result.errors:
         if err is not None:
             report(str(err))
+    bad = sum(e is not None for e in result.errors)
+    if bad == len(a.images):  # a file of NaN rows only is of no use, and would stand in the way of the next run
+        raise ByakuganError(f"embed: none of the {bad} image(s) could be embedded (each is listed above); "
+                            f"{out} not written")
     buf = io.BytesIO()
     np.save(buf, result.vectors)
-    write_atomic(out, buf.getvalue())
-    bad = sum(e is not None for e in result.errors)
+    write_new(out, buf.getvalue(), "--out", a.overwrite)
     note = f" ({bad} unreadable or with nothing detected: NaN rows)" if bad else ""
     emb = result.vectors
     print(f"wrote {out}: {emb.shape[0]} x {emb.shape[1]} float32, model {pipe.encoder.name}{note}", file=sys.stderr)
@@ -120,6 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("embed", help="write embeddings of images to a .npy file, one row per image in order")
     s.add_argument("images", metavar="IMAGE", nargs="+")
     s.add_argument("--out", required=True, metavar="FILE.npy")
+    s.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists (else it is refused)")
     s.add_argument("--model", help="model name or directory (default: the one for --detector, see `byakugan models`)")
     s.add_argument("--detector", choices=detectors(), default="none", help="embed the first detection (the largest; anime-face-net: the surest; default: none)")
     s.add_argument("--fallback", choices=["whole"], help="embed the whole image when nothing is detected")
