@@ -249,7 +249,8 @@ def test_threshold_is_automatic_or_set_on_the_confidence_scale(app, digits, tmp_
     go(app, "Gallery")
     app.radio(key="threshold_mode").set_value("automatic").run()
     assert "The gallery's own references choose the threshold now." in [plain(s.value) for s in app.success]
-    assert any(re.fullmatch(r"Unknown below \d+% confidence \(now; raw threshold -?[0-9.]+\)\.", c.value) for c in app.caption)
+    assert any(re.fullmatch(r"Unknown below \d+% confidence \(now(, held down to the best score a reference reaches against another "
+                                r"class)?; raw threshold -?[0-9.]+\)\.", c.value) for c in app.caption)
     assert Gallery.open(tmp_path / "gallery").threshold_auto
     app.radio(key="scoring").set_value("mean").run()
     assert not app.exception and Gallery.open(tmp_path / "gallery").scoring == "mean"

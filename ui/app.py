@@ -22,7 +22,9 @@ from byakugan.ui.acting import act, notices, on_click, synced, undoable
 from byakugan.ui.live import live_ui
 from byakugan.index.labels import check_label_in
 from byakugan.index.warnings import blank
-from byakugan.ui.widgets import IMAGE_TYPES, default_gallery_dir, draw_boxes, iso, md, page_ui, read_upload, short, what
+from byakugan.ui.uploads import enrol_pictures_ui, forget, keep
+from byakugan.ui.widgets import (IMAGE_TYPES, default_gallery_dir, draw_boxes, iso, md, page_style, page_ui, read_upload,
+                                 short, transparent, what)
 
 PAGES = ("Search", "Enrol", "Gallery", "Live", "Export")
 TYPED = ("enrol_label", "live_seq_name", "live_seq_steps", "live_seq_replace")  # and each class's RENAME box
@@ -39,10 +41,8 @@ def get_service(gallery: str, model: Optional[str], detector: Optional[str]) -> 
 
 def query_image_ui():
     if st.toggle("Use the camera", key="use_camera"):
-        upload = st.camera_input("Take a picture", key="search_camera")
-    else:
-        upload = st.file_uploader("Image to search", type=IMAGE_TYPES, key="search_upload")
-    return read_upload(upload) if upload is not None else None
+        return st.camera_input("Take a picture", key="search_camera")
+    return st.file_uploader("Image to search", type=IMAGE_TYPES, key="search_upload")
 
 
 def results_ui(svc: GalleryService, detections: list[Recognition]) -> None:
@@ -71,8 +71,10 @@ def results_ui(svc: GalleryService, detections: list[Recognition]) -> None:
         with st.expander("Raw scores"):
             st.caption(f"best {m.score:.4f} (cosine {m.cosine:.4f}), threshold {m.threshold:.4f}; "
                        f"{'calibrated on the gallery' if d.calibration.fitted else 'not calibrated yet (' + md(d.calibration.reason) + ')'}")
-            for hit in d.hits:
-                st.text(f"{hit.score:.4f}  {hit.label}  reference {hit.id}  {hit.source}")
+            for hit in d.hits:  # a long source cut in the middle, whole in its tooltip
+                source = short(hit.source, 40)
+                st.text(f"{hit.score:.4f}  {hit.label}  reference {hit.id}  {source}",
+                        help=None if source == hit.source else md(hit.source))
 
 
 def search_ui(svc: GalleryService) -> Optional[list[Recognition]]:
@@ -81,8 +83,8 @@ def search_ui(svc: GalleryService) -> Optional[list[Recognition]]:
         st.info("The gallery is empty: enrol some images on the Enrol page first.")
         return None
     k = st.slider("Matches to show", 1, 20, 5, key="search_k")
-    img = query_image_ui()
-    if img is None:
+    upload = query_image_ui()
+    if upload is None or (img := read_upload(upload)) is None:
         return None
     if (why := blank(img)) is not None:  # answered all the same, with its nearest: but say what it is
         st.warning(f"This picture is blank ({why}): its matches mean little.")
@@ -93,29 +95,15 @@ def search_ui(svc: GalleryService) -> Optional[list[Recognition]]:
         return None
     left, right = st.columns([2, 3])
     left.image(draw_boxes(img, detections), width=min(480, img.width))
+    see_through_ui(left, [upload])
     with right:
         results_ui(svc, detections)
     return detections
 
 
-def enrol_images_ui(round_: int) -> list:
-    """Uploaded files and camera shots, as (name, image)."""
-    uploads = st.file_uploader("Reference images", type=IMAGE_TYPES, accept_multiple_files=True,
-                               key=f"enrol_upload_{round_}") or []
-    shots = st.session_state.setdefault("enrol_shots", {})
-    if st.toggle("Take pictures with the camera", key="enrol_use_camera"):
-        shot = st.camera_input("Take a picture, then another: each one is added", key=f"enrol_camera_{round_}")
-        # A shot stays the widget's value on every rerun until cleared: added once. Two shots of a still
-        # scene can be the same file (the same id), so "new" means "since the last one was cleared".
-        last = st.session_state.get("enrol_last_shot")
-        if shot is not None and shot.file_id != last:
-            shots[len(shots)] = shot
-        st.session_state["enrol_last_shot"] = None if shot is None else shot.file_id
-        if shots and st.button(f"Forget the {len(shots)} picture(s) taken", key="enrol_forget_shots"):
-            shots.clear()
-            st.rerun()
-    named = [(u.name, u) for u in uploads] + [(f"camera-{n}.jpg", s) for n, s in enumerate(shots.values(), 1)]
-    return [(name, img) for name, u in named if (img := read_upload(u)) is not None]
+def see_through_ui(where, uploads) -> None:
+    if any(transparent(u) for u in uploads):  # shown as embedded: the white is no fault of the preview
+        where.caption("Transparent parts are shown on white, as the model sees them.")
 
 
 def enrol_ui(svc: GalleryService) -> None:
@@ -123,15 +111,20 @@ def enrol_ui(svc: GalleryService) -> None:
     st.caption("Type a label (new or existing) and add a few images of it; no retraining needed.")
     label = st.text_input("Label", key="enrol_label").strip()
     round_ = st.session_state.setdefault("enrol_round", 0)  # a new key empties the uploader after enrolling
-    crops = svc.crops(enrol_images_ui(round_))
+    named = enrol_pictures_ui(round_)
+    crops = svc.crops([(name, img) for name, u in named if (img := read_upload(u)) is not None])
     if crops:
         cropping = svc.pipeline.detector_config["name"] != "none"
-        st.write(f"What will be enrolled: the {what(svc)} found in each picture, or the whole picture where none is"
-                 if cropping else "What will be enrolled:")
+        cut = [md(c.name) for c in crops if short(c.name, 12) != c.name]  # names cut under their pictures: whole here
+        st.markdown(f"What will be enrolled: the {what(svc)} found in each picture, or the whole picture where none is"
+                    if cropping else "What will be enrolled:", help=", ".join(cut) or None)
         cols = st.columns(min(6, len(crops)))
         for i, crop in enumerate(crops):
             found = (f" · {what(svc)} found" if crop.found else f" · no {what(svc)}: whole picture") if cropping else ""
-            cols[i % len(cols)].image(crop.image, caption=md(short(crop.name)) + found, width=96)
+            # The name in the picture's own caption, which shows with the picture: as a caption of its own it
+            # showed before, and a photo taken right after "Clear photo" on seeing it was lost to the run still going.
+            cols[i % len(cols)].image(crop.image, caption=md(short(crop.name, 12)) + found, width=96)  # fits 96 pixels
+        see_through_ui(st, [u for _, u in named])
         if (choice := svc.choice_for(crops)) is not None:  # a new gallery's model, kept once these are enrolled
             st.caption(f"A new gallery: these will be embedded with model {choice.name} ({choice.why}); it keeps it.")
         if label:
@@ -153,7 +146,7 @@ def enrol_ui(svc: GalleryService) -> None:
             st.error(md(str(exc)))
             return
         st.session_state["enrol_round"] = round_ + 1
-        st.session_state["enrol_shots"] = {}
+        forget()
         st.session_state["enrol_done"] = f"Enrolled {len(ids)} image(s) as {label!r}."
         st.rerun()
     if done := st.session_state.pop("enrol_done", None):
@@ -173,7 +166,8 @@ def threshold_ui(svc: GalleryService) -> None:
     if mode == "automatic":
         if not g.threshold_auto:
             act(svc, svc.set_threshold_auto, "The gallery's own references choose the threshold now.")
-        how = ("now" if cal.auto_threshold is not None else
+        how = ("now, held down to the best score a reference reaches against another class" if cal.held else
+               "now" if cal.auto_threshold is not None else
                f"the model's until the gallery has {MIN_AUTO} true-match scores (two classes of five references)")
         st.caption(f"Unknown below {now}% confidence ({how}; raw threshold {now_raw:.4f}).")
     elif not cal.fitted:  # the uncalibrated curve is centred on the threshold itself: only a raw one makes sense
@@ -226,13 +220,14 @@ def gallery_ui(svc: GalleryService) -> None:
     for label, count in labels.items():
         # Keyed by its label: a panel drawn again with another count (an edit in another tab) stays as it was.
         with st.expander(f"{iso(label)} · {count} reference(s)", expanded=label == editing, key=f"class_{json.dumps(label)}"):
-            cols = st.columns(8)
+            cols = st.columns(6)  # 6 a row: "#id name" fits one line under each (at 8, even IMG_1121.jpg wrapped)
             for i, ref in enumerate(g.references(label)):
-                col = cols[i % 8]
+                col = cols[i % 6]
                 if data := g.thumbnail(ref.id):
                     col.image(data, width=72)
-                col.caption(f"#{ref.id} {md(short(ref.source, 12))}")
-                col.button("Remove", key=f"rm_ref_{ref.id}", on_click=on_click, args=(
+                # one line under its picture (a name over two pushed the row apart); whole on Remove's tooltip
+                col.caption(f"#{ref.id} {md(short(ref.source, 12))}", wrap=False)
+                col.button("Remove", key=f"rm_ref_{ref.id}", help=f"Reference {ref.id}: {md(ref.source)}", on_click=on_click, args=(
                     svc, lambda r=ref.id: svc.remove_reference(r),
                     lambda r=ref.id, label=label: f"Removed reference {r} from {label!r}.", lambda label=label: label))
             a, b = st.columns(2)
@@ -287,11 +282,13 @@ def main() -> None:
         st.error(md(str(exc)))
         st.stop()
     # Streamlit forgets a widget's value on a run that does not draw it: what was typed on another page
-    # is set again here, so it is still there on coming back (uploads cannot be kept this way).
+    # is set again here, so it is still there on coming back (uploads cannot be set: keep() copies them).
     for key in [k for k in st.session_state if k in TYPED or k.startswith(RENAME)]:
         st.session_state[key] = st.session_state[key]
     page = st.sidebar.radio("Page", PAGES, key="page")
+    keep(page)
     st.sidebar.caption(f"Gallery: {md(gallery)}")
+    page_style()
     page_ui(page, {"Search": search_ui, "Enrol": enrol_ui, "Gallery": gallery_ui, "Live": live_ui, "Export": export_ui}[page], svc)
 
 

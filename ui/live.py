@@ -273,7 +273,7 @@ def live_ui(svc: GalleryService) -> None:
         labels_box.markdown(labels)
         events_box.markdown(fired)
         if error:
-            error_box.error(error)
+            error_box.error(md(error))  # it may name a label or a sequence
         else:
             error_box.empty()
         time.sleep(POLL_SECONDS)

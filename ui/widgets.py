@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -13,7 +14,7 @@ import streamlit as st
 from PIL import Image, ImageDraw
 
 from byakugan.embedder.errors import ByakuganError, ImageError
-from byakugan.embedder.images import IMAGE_SUFFIXES, load_image
+from byakugan.embedder.images import DEFAULT_MAX_PIXELS, FORMATS, IMAGE_SUFFIXES, load_image
 from byakugan.index.labels import BIDI_CONTROLS
 from byakugan.index.ranking import Recognition
 from byakugan.ui import lettering
@@ -21,11 +22,24 @@ from byakugan.ui import lettering
 IMAGE_TYPES = [s.lstrip(".") for s in IMAGE_SUFFIXES]
 
 
+# Streamlit rewrites some text after the Markdown is parsed, where no escape reaches: a web or mail
+# address becomes a link, :material/x: and :streamlit: pictures, " -> ", " <= " or " -- " arrows and a
+# dash. A word joiner (U+2060: invisible, no line break) inside each such spelling keeps it as typed.
+JOINER = "\u2060"
+ADDRESS = re.compile(r"(?:https?://|www\.)[-.\w]+|[-.\w+]+@[-\w]+(?:\.[-\w]+)+", re.IGNORECASE)
+PICTURE = re.compile(r":(?=material[/_]|streamlit:)")
+ARROW = re.compile(r"(?:^|(?<=\s))([-<>~])(?=(?:>|-|=|->)(?:\s|$))")
+
+
 def md(text: str) -> str:
     # Labels and names are the users' own text: shown literally, not as Markdown or Streamlit's :colour[...],
     # and a direction override in a file name (U+202E...) shown as such, not turning the line around.
     text = "".join(f"\\u{ord(c):04x}" if c in BIDI_CONTROLS else c for c in text)
-    return re.sub(r"([\\`*_\[\]<>#~|$:])", r"\\\1", text)
+    text = ADDRESS.sub(lambda m: m.group().replace(".", JOINER + "."), text)
+    text = ARROW.sub(r"\1" + JOINER, PICTURE.sub(":" + JOINER, text))
+    text = re.sub(r"([\\`*_\[\]<>#~|$:&])", r"\\\1", text)
+    # at the start of a line "- x", "+ x" and "1. x" would be a list
+    return re.sub(r"^(\s*\d+)([.)])", r"\1\\\2", re.sub(r"^(\s*)([-+])", r"\1\\\2", text))
 
 
 def iso(text: str) -> str:
@@ -57,10 +71,74 @@ def read_upload(upload) -> Optional[Image.Image]:
         return None
 
 
+def _letters(text: str) -> list[str]:
+    """`text` as the letters a reader sees: an accent, a variation selector, a skin tone or what a
+    zero-width joiner joins stays with the letter before it, a flag's two halves together."""
+    out: list[str] = []
+    for c in text:
+        o = ord(c)
+        joined = out and (unicodedata.category(c) in ("Mn", "Mc", "Me") or c == "\u200d" or out[-1][-1] == "\u200d"
+                          or 0xFE00 <= o <= 0xFE0F or 0x1F3FB <= o <= 0x1F3FF or 0xE0020 <= o <= 0xE007F
+                          or (0x1F1E6 <= o <= 0x1F1FF and len(out[-1]) == 1 and 0x1F1E6 <= ord(out[-1]) <= 0x1F1FF))
+        if joined:
+            out[-1] += c
+        else:
+            out.append(c)
+    return out
+
+
+def _wide(letter: str) -> int:
+    return 2 if unicodedata.east_asian_width(letter[0]) in ("W", "F") else 1
+
+
 def short(name: str, width: int = 16) -> str:
-    """A file name that fits under a small preview: the start and the end, an ellipsis between."""
+    """A file name that fits in a list on one line (a long one wrapped over lines pushed the others apart):
+    its start and its end (the extension), an ellipsis between, in `width` columns (CJK letters take two);
+    a letter is never cut from its accent."""
     name = Path(name).name
-    return name if len(name) <= width else f"{name[: width - 7]}…{name[-6:]}"
+    letters = _letters(name)
+    if sum(map(_wide, letters)) <= width:
+        return name
+    # the end gets the larger part: numbered photos (IMG_0001.jpg, IMG_0002.jpg) differ there
+    head, tail, room = [], [], width - 1 - min(8, width // 2)
+    for letter in letters:
+        if (room := room - _wide(letter)) < 0:
+            break
+        head.append(letter)
+    room = min(8, width // 2)
+    for letter in reversed(letters):
+        if (room := room - _wide(letter)) < 0:
+            break
+        tail.insert(0, letter)
+    return f"{''.join(head)}…{''.join(tail)}"
+
+
+def transparent(upload) -> bool:
+    """Whether an upload has see-through pixels, which load_image puts on white as the model sees them."""
+    try:
+        with Image.open(io.BytesIO(upload.getvalue()), formats=FORMATS) as img:
+            if img.width * img.height > DEFAULT_MAX_PIXELS:  # refused by read_upload: not decoded here either
+                return False
+            if not (img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info)):
+                return False  # as images._to_rgb decides: other modes lose their alpha, not put on white
+            return img.convert("RGBA").getchannel("A").getextrema()[0] < 255
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # not read: said by read_upload
+        return False
+
+
+# Streamlit refuses a file over the upload limit in the browser, where the page never sees it, and says
+# so only in a tooltip on the file (the text is there for screen readers alone): shown under its name.
+STYLE = """<style>
+[data-testid="stFileChip"][aria-invalid="true"] { flex-wrap: wrap; }
+[data-testid="stFileChip"] [role="alert"] { position: static; width: auto; height: auto; margin: 0;
+  overflow: visible; clip: auto; white-space: normal; flex-basis: 100%; font-size: 0.8rem; }
+</style>"""
+
+
+def page_style() -> None:
+    # Drawn last in the sidebar, out of the pages' way: st.html, whose styles go to Streamlit's event
+    # container, made the camera widget drop the photo taken after "Clear photo".
+    st.sidebar.markdown(STYLE, unsafe_allow_html=True)
 
 
 def draw_boxes(img: Image.Image, detections: list[Recognition]) -> Image.Image:

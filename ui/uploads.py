@@ -1,0 +1,82 @@
+"""The Enrol page's pictures: files uploaded and photos taken, kept in the session until they are
+enrolled or forgotten. Streamlit keeps a widget's value only while the widget is drawn, so an upload
+was lost on going to another page and back; what the uploader holds is copied on the way out."""
+
+from __future__ import annotations
+
+import hashlib
+
+import streamlit as st
+
+from byakugan.ui.widgets import IMAGE_TYPES, md, short
+
+KEPT = "enrol_kept"  # (name, digest) -> Kept: uploads that outlived their uploader
+
+
+class Kept:
+    """An upload's name and bytes past its uploader: what read_upload takes (name, size, getvalue())."""
+
+    def __init__(self, name: str, data: bytes) -> None:
+        self.name, self.size, self._data = name, len(data), data
+
+    def getvalue(self) -> bytes:
+        return self._data
+
+
+def _key(upload) -> tuple[str, str]:
+    return upload.name, hashlib.sha256(upload.getvalue()).hexdigest()
+
+
+def uploader_key(round_: int) -> str:
+    return f"enrol_upload_{round_}"  # a new round, a new key: an empty uploader after enrolling
+
+
+def keep(page: str) -> None:
+    """On any run that does not draw the Enrol page, the files its uploader held on the last run are
+    kept: this run is the last that can read them (the widget's value goes when the run ends)."""
+    if page == "Enrol":
+        return
+    held = st.session_state.get(uploader_key(st.session_state.get("enrol_round", 0))) or []
+    kept = st.session_state.setdefault(KEPT, {})
+    for upload in held:
+        kept.setdefault(_key(upload), Kept(upload.name, upload.getvalue()))
+
+
+def forget() -> None:
+    """After enrolling: nothing kept, no photo taken."""
+    st.session_state[KEPT] = {}
+    st.session_state["enrol_shots"] = {}
+
+
+def kept_ui(kept: dict) -> None:
+    names = [k.name for k in kept.values()]
+    a, b = st.columns([3, 1])
+    a.caption(f"Kept from before, until enrolled or forgotten ({len(names)}): " + ", ".join(md(short(n, 24)) for n in names),
+              help=", ".join(md(n) for n in names))
+    if b.button("Forget them", key="enrol_forget_kept"):
+        kept.clear()
+        st.rerun()
+
+
+def enrol_pictures_ui(round_: int) -> list:
+    """Kept uploads, files in the uploader and camera shots, as (name, upload) to read."""
+    kept = st.session_state.setdefault(KEPT, {})
+    if kept:
+        kept_ui(kept)
+    uploads = st.file_uploader("Reference images", type=IMAGE_TYPES, accept_multiple_files=True,
+                               key=uploader_key(round_)) or []
+    shots = st.session_state.setdefault("enrol_shots", {})
+    if st.toggle("Take pictures with the camera", key="enrol_use_camera"):
+        shot = st.camera_input("Take a picture, then another: each one is added", key=f"enrol_camera_{round_}")
+        # A shot stays the widget's value on every rerun until cleared: added once. Two shots of a still
+        # scene can be the same file (the same id), so "new" means "since the last one was cleared".
+        last = st.session_state.get("enrol_last_shot")
+        if shot is not None and shot.file_id != last:
+            shots[len(shots)] = shot
+        st.session_state["enrol_last_shot"] = None if shot is None else shot.file_id
+        if shots and st.button(f"Forget the {len(shots)} picture(s) taken", key="enrol_forget_shots"):
+            shots.clear()
+            st.rerun()
+    fresh = [u for u in uploads if _key(u) not in kept]  # the same file uploaded again after coming back: once
+    return ([(k.name, k) for k in kept.values()] + [(u.name, u) for u in fresh]
+            + [(f"camera-{n}.jpg", s) for n, s in enumerate(shots.values(), 1)])
