@@ -77,6 +77,7 @@ def enrol_pictures_ui(round_: int) -> list:
         if shots and st.button(f"Forget the {len(shots)} picture(s) taken", key="enrol_forget_shots"):
             shots.clear()
             st.rerun()
-    fresh = [u for u in uploads if _key(u) not in kept]  # the same file uploaded again after coming back: once
+    # the same file uploaded again after coming back: once (hashed only when anything is kept)
+    fresh = [u for u in uploads if _key(u) not in kept] if kept else uploads
     return ([(k.name, k) for k in kept.values()] + [(u.name, u) for u in fresh]
             + [(f"camera-{n}.jpg", s) for n, s in enumerate(shots.values(), 1)])

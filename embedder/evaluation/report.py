@@ -11,6 +11,9 @@ import numpy as np
 from ..atomic import write_atomic
 from .protocol import Trials
 
+CONFUSION, SCORES, EMBEDDINGS, SUMMARY = "confusion.png", "scores.png", "embeddings.png", "summary.json"
+FILES = (CONFUSION, SCORES, EMBEDDINGS, SUMMARY)  # what write_report writes into its folder
+
 
 def _pyplot():
     import matplotlib
@@ -59,7 +62,7 @@ def write_report(directory: Path, trials: Trials, emb: np.ndarray, labels: Seque
                             color="white" if rates[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_title(f"{title}: {trials.summary['shots']}-shot top-1 {trials.summary['top1_nearest']:.3f}")
-    written.append(_save(fig, directory / "confusion.png"))
+    written.append(_save(fig, directory / CONFUSION))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     bins = score_bins(trials.known_scores, trials.unknown_scores)
@@ -72,7 +75,7 @@ def write_report(directory: Path, trials: Trials, emb: np.ndarray, labels: Seque
     ax.legend()
     ax.set_title(f"{title}: FAR@TAR95 {trials.summary.get('far_at_tar95', float('nan')):.3f}, "
                  f"AUC {trials.summary.get('roc_auc', float('nan')):.3f}")
-    written.append(_save(fig, directory / "scores.png"))
+    written.append(_save(fig, directory / SCORES))
 
     fig, ax = plt.subplots(figsize=(7, 6))
     xy = pca_2d(emb)
@@ -84,10 +87,10 @@ def write_report(directory: Path, trials: Trials, emb: np.ndarray, labels: Seque
     if n <= 20:
         ax.legend(markerscale=3, fontsize=7, loc="best")
     ax.set_title(f"{title}: embeddings, first two principal components")
-    written.append(_save(fig, directory / "embeddings.png"))
+    written.append(_save(fig, directory / EMBEDDINGS))
 
-    write_atomic(directory / "summary.json", (json.dumps(summary or trials.summary, indent=1) + "\n").encode())
-    return written + [directory / "summary.json"]
+    write_atomic(directory / SUMMARY, (json.dumps(summary or trials.summary, indent=1) + "\n").encode())
+    return written + [directory / SUMMARY]
 
 
 def _save(fig, path: Path) -> Path:

@@ -116,16 +116,15 @@ def detector_config(name: str, settings: list[str]) -> str | dict:
     return config if settings else name
 
 
-REPORT_FILES = ("confusion.png", "scores.png", "embeddings.png", "summary.json")  # what write_report writes
-
-
 def check_report(folder: Path, data: str, overwrite: bool) -> None:
     """--report DIR: its files are replaced only with --overwrite; never written among the pictures evaluated
     (a class folder would take confusion.png as one of its images on the next run)."""
     if folder.resolve() == Path(data).resolve() or Path(data).resolve() in folder.resolve().parents:
         raise ByakuganError(f"--report {folder}: is inside DATA_DIR {data}, where its pictures would be read as "
                             "images of a class; name a folder outside it")
-    there = [name for name in REPORT_FILES if (folder / name).exists() or (folder / name).is_symlink()]
+    from byakugan.embedder.evaluation.report import FILES
+
+    there = [name for name in FILES if (folder / name).exists() or (folder / name).is_symlink()]
     if there and not overwrite:
         raise ByakuganError(f"--report {folder}: already holds {', '.join(there)}; add --overwrite to replace "
                             f"{'them' if len(there) > 1 else 'it'}, or name another folder")
