@@ -22,8 +22,8 @@ from byakugan.ui.acting import act, notices, on_click, synced, undoable
 from byakugan.ui.live import live_ui
 from byakugan.index.labels import check_label_in
 from byakugan.index.warnings import blank
-from byakugan.ui.uploads import enrol_pictures_ui, forget, keep
-from byakugan.ui.widgets import (IMAGE_TYPES, default_gallery_dir, draw_boxes, iso, md, page_style, page_ui, read_upload,
+from byakugan.ui.uploads import enrol_pictures_ui, forget, keep, search_picture_ui
+from byakugan.ui.widgets import (default_gallery_dir, draw_boxes, iso, md, page_style, page_ui, read_upload,
                                  short, transparent, what)
 
 PAGES = ("Search", "Enrol", "Gallery", "Live", "Export")
@@ -37,12 +37,6 @@ RENAME = "rename_to_"
 def get_service(gallery: str, model: Optional[str], detector: Optional[str]) -> GalleryService:
     # One per gallery for the whole server: it holds the model once and locks its own edits.
     return GalleryService(gallery, model, detector)
-
-
-def query_image_ui():
-    if st.toggle("Use the camera", key="use_camera"):
-        return st.camera_input("Take a picture", key="search_camera")
-    return st.file_uploader("Image to search", type=IMAGE_TYPES, key="search_upload")
 
 
 def results_ui(svc: GalleryService, detections: list[Recognition]) -> None:
@@ -83,7 +77,7 @@ def search_ui(svc: GalleryService) -> Optional[list[Recognition]]:
         st.info("The gallery is empty: enrol some images on the Enrol page first.")
         return None
     k = st.slider("Matches to show", 1, 20, 5, key="search_k")
-    upload = query_image_ui()
+    upload = search_picture_ui()
     if upload is None or (img := read_upload(upload)) is None:
         return None
     if (why := blank(img)) is not None:  # answered all the same, with its nearest: but say what it is
