@@ -44,15 +44,39 @@ class Server:
         self.proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(self.data),
                                       "--host", "127.0.0.1", "--port", str(self.port)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
+        from pymilvus import MilvusClient
+
+        deadline, last = time.monotonic() + 60, None
         while time.monotonic() < deadline:
-            try:
+            try:  # an answer, not a listening port: on a loaded machine it listens a while before it answers
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                client = MilvusClient(uri=f"http://127.0.0.1:{self.port}", timeout=5, dedicated=True)
+                try:
+                    client.list_collections(timeout=5)
+                finally:
+                    client.close()
                 return self
-            except OSError:
+            except Exception as exc:
                 assert self.proc.poll() is None, "the Milvus Lite server exited"
+                last = exc
                 time.sleep(0.2)
-        raise AssertionError("the Milvus Lite server did not listen within 60 s")
+        raise AssertionError(f"the Milvus Lite server did not answer within 60 s: {last}")
+
+    def freeze(self) -> None:
+        """SIGSTOP, returning once every thread of it has stopped (a signal is delivered, not obeyed, at once)."""
+        import signal
+
+        self.proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            states = []
+            for stat in Path(f"/proc/{self.proc.pid}/task").glob("*/stat"):
+                with contextlib.suppress(OSError):
+                    states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+            if states and all(s in "tT" for s in states):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"the Milvus Lite server did not stop within 30 s: thread states {states}")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -232,7 +256,7 @@ def test_a_server_that_stopped_answering_fails_a_call_in_its_time_limit(server, 
     g.enroll("a", unit_rows(3, D, seed=1))
     g.save()
     monkeypatch.setattr(milvus, "CALL_TIMEOUT", 2.0)
-    server.proc.send_signal(signal.SIGSTOP)
+    server.freeze()
     try:
         start = time.monotonic()
         with pytest.raises(GalleryError, match=f"Milvus {server.spec}, collection .*: search failed"):
