@@ -221,3 +221,26 @@ DRAWN_JS = """v => {
   for (let i = 0; i < d.length; i += 4) if (d[i + 1] > 170 && d[i] < 140 && d[i + 2] < 140) green++;
   return {green, width: c.width, height: c.height};
 }"""
+
+
+def test_settings_chosen_on_a_page_are_there_on_coming_back(colour_gallery, monkeypatch):
+    """Streamlit forgets a widget's value on a run that does not draw it: the Live page's tracker
+    settings, the Search page's depth and camera switch and the Enrol page's camera switch came back
+    at their defaults after a visit to another page."""
+    at = live_page(colour_gallery, monkeypatch)
+    at.number_input(key="live_window").set_value(7).run()
+    at.number_input(key="live_embed_every").set_value(3).run()
+    at.number_input(key="live_max_gap").set_value(4.5).run()
+    go(at, "Search")
+    at.slider(key="search_k").set_value(9).run()
+    at.toggle(key="use_camera").set_value(True).run()
+    go(at, "Enrol")
+    at.toggle(key="enrol_use_camera").set_value(True).run()
+    for page in ("Gallery", "Live"):
+        go(at, page)
+    assert [at.number_input(key=k).value for k in ("live_window", "live_embed_every", "live_max_gap")] == [7, 3, 4.5]
+    go(at, "Search")
+    assert at.slider(key="search_k").value == 9 and at.toggle(key="use_camera").value is True
+    go(at, "Enrol")
+    assert at.toggle(key="enrol_use_camera").value is True
+    assert not at.exception and not at.error and not at.warning  # no "set both by default and by the session"

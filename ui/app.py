@@ -27,7 +27,8 @@ from byakugan.ui.widgets import (default_gallery_dir, draw_boxes, iso, md, page_
                                  short, transparent, what)
 
 PAGES = ("Search", "Enrol", "Gallery", "Live", "Export")
-TYPED = ("enrol_label", "live_seq_name", "live_seq_steps", "live_seq_replace")  # and each class's RENAME box
+TYPED = ("enrol_label", "live_seq_name", "live_seq_steps", "live_seq_replace",  # and each class's RENAME box
+         "search_k", "use_camera", "enrol_use_camera", "live_embed_every", "live_window", "live_max_gap")  # and chosen
 # A class's widgets are keyed by its label as JSON, which no other key's form can spell ("rm_sure_a_2" was
 # both the tick of class "a" with 2 references and the button of a class named "sure_a_2").
 RENAME = "rename_to_"
@@ -76,7 +77,8 @@ def search_ui(svc: GalleryService) -> Optional[list[Recognition]]:
     if not svc.labels():
         st.info("The gallery is empty: enrol some images on the Enrol page first.")
         return None
-    k = st.slider("Matches to show", 1, 20, 5, key="search_k")
+    st.session_state.setdefault("search_k", 5)  # kept across pages (TYPED): a default given too would warn
+    k = st.slider("Matches to show", 1, 20, key="search_k")
     upload = search_picture_ui()
     if upload is None or (img := read_upload(upload)) is None:
         return None

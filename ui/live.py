@@ -163,13 +163,16 @@ def _state(svc: GalleryService) -> LiveState:
 
 def settings_ui() -> Optional[TrackerSettings]:
     d = TrackerSettings()
+    # Kept across pages (ui.app.TYPED sets them again), so their defaults go in through the session:
+    # a widget given both a default and a value set by the session warns on the page.
+    for key, value in (("live_embed_every", d.embed_every), ("live_window", d.smoothing.window), ("live_max_gap", d.max_gap)):
+        st.session_state.setdefault(key, value)
     with st.expander("Tracker settings"):
-        every = st.number_input("Embed every n-th frame", 1, 30, d.embed_every, key="live_embed_every",
+        every = st.number_input("Embed every n-th frame", 1, 30, key="live_embed_every",
                                 help="Detection runs on every frame; embedding on fewer is faster on slow machines.")
-        window = st.number_input("Smoothing window (frames)", 1, 60, d.smoothing.window, key="live_window",
+        window = st.number_input("Smoothing window (frames)", 1, 60, key="live_window",
                                  help="A label shows once it wins more than half of this many frames.")
-        gap = st.number_input("Seconds allowed between a sequence's steps", 0.1, 30.0, d.max_gap, 0.1,
-                              key="live_max_gap")
+        gap = st.number_input("Seconds allowed between a sequence's steps", 0.1, 30.0, step=0.1, key="live_max_gap")
     try:
         return tracker_settings(int(every), int(window), float(gap))
     except ByakuganError as exc:
