@@ -194,6 +194,7 @@ def test_whole_story_in_chromium(browser, hand_server, digits, tmp_path):
     verdict = re.compile(r"^(0|3|7|unknown) · \d+%$")
     search(digits["7"][9])  # held back
     page.get_by_text(re.compile(r"^7 · \d+%$")).wait_for(timeout=120_000)
+    settle()  # the verdict shows before the pictures beside it
     page.screenshot(path=str(shots / "search.png"), full_page=True)
     search(digits["5"][9])  # no 5 is enrolled: an answer either way, with its confidence
     page.get_by_text(verdict).wait_for(timeout=120_000)
