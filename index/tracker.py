@@ -191,34 +191,43 @@ class Tracker:
 
 
 class Renewed:
-    """A tracker made again, the old one closed, whenever key() changes (a gallery's version, the
-    settings): a running stream picks up edits and goes on with its tracks (Tracker.take_over).
+    """A tracker made again whenever key() changes (a gallery's version, the settings): a running
+    stream picks up edits and goes on with its tracks (Tracker.take_over). The old tracker's
+    detector (for hands a MediaPipe graph, ~70 MB and its threads) is closed before the new one is
+    made, so a stream holds one detector even while it takes over and a limit on streams bounds the
+    detectors; should making the new one fail, its tracks wait for the next frame to try again.
     make(key) builds one; one stream, one thread."""
 
     def __init__(self, key: Callable[[], object], make: Callable[[object], Tracker]) -> None:
         self._key, self._make = key, make
         self._tracker: Optional[Tracker] = None
         self._made_for: object = None
+        self._open = False  # whether _tracker's detector is still open
 
     def ready(self) -> Tracker:
         key = self._key()
-        if self._tracker is None or key != self._made_for:
-            new = self._make(key)  # before the old one closes: should this fail, it is tried again next frame
-            if self._tracker is not None:
-                new.take_over(self._tracker)  # an edit does not reset the stream
-            try:
-                self.close()
-            finally:
-                self._tracker, self._made_for = new, key
-        return self._tracker
+        if self._open and key == self._made_for:
+            return self._tracker
+        old = self._tracker
+        self._shut()  # the old detector first; its tracks stay for the new one to take over
+        new = self._make(key)
+        if old is not None:
+            new.take_over(old)  # an edit does not reset the stream
+        self._tracker, self._made_for, self._open = new, key, True
+        return new
 
     def update(self, frame: ImageSource, t: Optional[float] = None) -> FrameResult:
         return self.ready().update(frame, t)
 
     def close(self) -> None:
-        if self._tracker is not None:
-            self._tracker.close()
+        """The stream ended: its detector closed and its tracks forgotten (the next frame starts afresh)."""
+        self._shut()
         self._tracker = None
+
+    def _shut(self) -> None:
+        if self._open:
+            self._open = False
+            self._tracker.close()
 
 
 def iou(a: Box, b: Box) -> float:

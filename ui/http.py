@@ -5,22 +5,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import math
 import secrets
-import time
 from pathlib import Path
 from typing import Optional, Union
 
-from fastapi import (Body, Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile, WebSocket,
-                     WebSocketDisconnect)
+from fastapi import Body, Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile, WebSocket
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from PIL import Image
 
@@ -31,8 +27,9 @@ from byakugan.index.gallery import Gallery
 from byakugan.index.labels import MAX_LABEL_LEN, check_label, check_label_in, find, shown
 from byakugan.index.ranking import Recognition
 from byakugan.index.service import GalleryService
-from byakugan.index.tracker import Renewed, TrackerSettings
+from byakugan.index.tracker import TrackerSettings
 from byakugan.ui.guards import BearerFirst, BodyLimit, FormOnly, pixel_budget
+from byakugan.ui.http_watch import follow
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_STREAMS = 8
@@ -95,7 +92,15 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
             routes = sorted({f"{m} {r.path}" for r in app.routes if getattr(r, "include_in_schema", False)
                              for m in getattr(r, "methods", ()) if m != "HEAD"} | {"WS /watch"})
             detail = f"{request.method} {shown(request.url.path)}: no such route; the routes are {', '.join(routes)}"
-        return JSONResponse({"error": detail}, status_code=exc.status_code, headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405 and detail == "Method Not Allowed":  # every route of the path, not the first one's
+            allowed = sorted({m for r in app.routes if getattr(r, "path_regex", None) and
+                              r.path_regex.match(request.scope["path"]) for m in getattr(r, "methods", None) or ()})
+            detail = f"{request.method} {shown(request.url.path)}: method not allowed; it takes {', '.join(allowed)}"
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+        elif exc.status_code == 400:
+            detail = _unparsed_body(detail, exc.__cause__ or exc.__context__)
+        return JSONResponse({"error": detail}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception):
@@ -173,63 +178,9 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
             return
         streams[0] += 1  # the event loop's own thread: no lock needed
         try:
-            await follow(ws, embed_every)
+            await follow(ws, service, embed_every, max_bytes, WATCH_IDLE_SECONDS)
         finally:
             streams[0] -= 1
-
-    async def follow(ws: WebSocket, embed_every: str) -> None:
-        """One /watch stream, once accepted: its tracker made, then each frame answered."""
-        try:
-            if not (embed_every.isascii() and embed_every.isdigit() and len(embed_every) <= 6):  # not FastAPI's bare 403
-                raise ByakuganError(f"embed_every {embed_every[:20]!r}: must be a whole number of at least 1")
-            settings = TrackerSettings(embed_every=int(embed_every))
-            stream = Renewed(service.version, lambda _: service.tracker(settings))  # follows gallery edits
-            await run_in_threadpool(stream.ready)
-        except ByakuganError as exc:
-            await ws.send_json({"error": str(exc)})
-            await ws.close(code=1008, reason=str(exc)[:120])
-            return
-        start, when, last = time.monotonic(), None, -math.inf
-        try:
-            while True:
-                try:
-                    message = await asyncio.wait_for(ws.receive(), WATCH_IDLE_SECONDS)
-                except asyncio.TimeoutError:
-                    await ws.send_json({"error": f"nothing received for {WATCH_IDLE_SECONDS:g} s; closed to free the stream"})
-                    await ws.close(code=1000, reason="idle")
-                    return
-                if message["type"] == "websocket.disconnect":
-                    return
-                if message.get("text") is not None:
-                    when = _frame_time(message["text"])
-                    if isinstance(when, float) and when < last:  # the tracker's gaps and holds run forwards
-                        when = f"t {when}: earlier than the last frame's ({last}); times must not go back"
-                    if isinstance(when, str):
-                        await ws.send_json({"error": when})
-                        when = None
-                    continue
-                data = message.get("bytes") or b""
-                if len(data) > max_bytes:
-                    await ws.send_json({"error": f"frame of {len(data)} bytes: over the limit of {max_bytes}"})
-                    continue
-                t = when if when is not None else max(last, time.monotonic() - start)
-                when = None
-                try:  # decoding and tracking off the event loop, so other clients are not held up
-                    result = await run_in_threadpool(lambda: stream.update(load_image(data, name="frame"), t))
-                except ByakuganError as exc:
-                    await ws.send_json({"error": str(exc)})
-                    continue
-                except Exception as exc:  # one frame that breaks something must not end the stream
-                    await ws.send_json({"error": f"internal error ({type(exc).__name__}) on this frame; the stream goes on"})
-                    continue
-                last = t  # a frame tracked: the next may not come before it
-                await ws.send_json(result.to_dict())
-                for event in result.events:
-                    await ws.send_json(event.to_dict())
-        except WebSocketDisconnect:
-            return
-        finally:
-            await run_in_threadpool(stream.close)
 
     if service.writable:
         @app.put("/sequences/{name:path}", dependencies=[Depends(authorised)])
@@ -247,7 +198,10 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
 
     if service.writable:
         @app.post("/enroll", dependencies=[Depends(authorised)])
-        async def enroll(label: str = Form(..., min_length=1, max_length=NAME_CHARS), images: list[UploadFile] = File(...)) -> dict:
+        async def enroll(request: Request, label: str = Form(..., min_length=1, max_length=NAME_CHARS),
+                         images: list[UploadFile] = File(...)) -> dict:
+            if (sent := len((await request.form()).getlist("label"))) > 1:  # else the last would win unsaid
+                raise HTTPException(422, f"label: {sent} sent; /enroll takes one label a request")
             label = check_label_in(label, service.labels())
             crops, held = [], 0
             for f in images:  # one decoded upload at a time, off the event loop: only the crops are kept
@@ -275,6 +229,17 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
     return app
 
 
+def _unparsed_body(detail: str, cause: Optional[BaseException]) -> str:
+    """The web framework's 400 for a body it could not parse, as a line naming the body and why."""
+    if isinstance(cause, MultiPartException):  # a broken or over-full form
+        return f"body: not readable as multipart/form-data ({detail.rstrip('.')})"
+    if detail != "There was an error parsing the body":  # one of ours: it names its thing already
+        return detail
+    why = "nested too deeply" if isinstance(cause, RecursionError) else "not UTF-8" \
+        if isinstance(cause, UnicodeDecodeError) else str(cause).split(";")[0][:120] or type(cause).__name__
+    return f"body: could not be parsed ({why})"
+
+
 def _validation_error(e: dict) -> str:
     """One of the web framework's validation errors as a line: where, and what the rule is."""
     where = ".".join(map(str, e["loc"]))
@@ -282,17 +247,6 @@ def _validation_error(e: dict) -> str:
         return f"body: not valid JSON ({e.get('ctx', {}).get('error', 'decode error')} at character {e['loc'][-1]})"
     if e["type"] == "missing":  # a form field sent empty is missing to the framework too
         return f"{where}: required, and not empty"
+    if "Expected UploadFile" in e["msg"]:  # a text field, or a file part without a filename, in its place
+        return f"{where}: expected a file (a form part with a filename), got a text field"
     return f"{where}: {e['msg']}"
-
-
-def _frame_time(text: str) -> Union[float, str]:
-    """The t of a text message {"t": seconds}, or the error to send back."""
-    try:
-        if len(text) > 200:
-            raise ValueError
-        t = json.loads(text)["t"]
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t < 1e12:  # NaN and inf fail too
-            raise TypeError
-        return float(t)
-    except Exception:  # anything a client can type, including numbers too large to be a float
-        return f"text message {text[:40]!r}: expected {{\"t\": seconds}} before a binary frame"
