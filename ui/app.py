@@ -18,20 +18,17 @@ from byakugan.embedder.scoring import SCORINGS
 from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
 from byakugan.index.ranking import Recognition
 from byakugan.index.service import GalleryService
-from byakugan.ui.acting import act, notices, on_click, synced, undoable
+from byakugan.ui.acting import LAZY_OVER, RENAME, act, class_ui, notices, synced, undoable
 from byakugan.ui.live import live_ui
 from byakugan.index.labels import check_label_in
 from byakugan.index.warnings import blank
 from byakugan.ui.uploads import enrol_pictures_ui, forget, keep, search_picture_ui
-from byakugan.ui.widgets import (default_gallery_dir, draw_boxes, iso, md, page_style, page_ui, read_upload,
-                                 short, transparent, what)
+from byakugan.ui.widgets import (default_gallery_dir, draw_boxes, iso, md, page_style, page_ui, preview,
+                                 read_upload, short, transparent, what)
 
 PAGES = ("Search", "Enrol", "Gallery", "Live", "Export")
 TYPED = ("enrol_label", "live_seq_name", "live_seq_steps", "live_seq_replace",  # and each class's RENAME box
          "search_k", "use_camera", "enrol_use_camera", "live_embed_every", "live_window", "live_max_gap")  # and chosen
-# A class's widgets are keyed by its label as JSON, which no other key's form can spell ("rm_sure_a_2" was
-# both the tick of class "a" with 2 references and the button of a class named "sure_a_2").
-RENAME = "rename_to_"
 
 
 @st.cache_resource(show_spinner="Loading the model…")
@@ -119,7 +116,7 @@ def enrol_ui(svc: GalleryService) -> None:
             found = (f" · {what(svc)} found" if crop.found else f" · no {what(svc)}: whole picture") if cropping else ""
             # The name in the picture's own caption, which shows with the picture: as a caption of its own it
             # showed before, and a photo taken right after "Clear photo" on seeing it was lost to the run still going.
-            cols[i % len(cols)].image(crop.image, caption=md(short(crop.name, 12)) + found, width=96)  # fits 96 pixels
+            cols[i % len(cols)].image(preview(crop.image), caption=md(short(crop.name, 12)) + found, width=96)  # fits 96 pixels
         see_through_ui(st, [u for _, u in named])
         if (choice := svc.choice_for(crops)) is not None:  # a new gallery's model, kept once these are enrolled
             st.caption(f"A new gallery: these will be embedded with model {choice.name} ({choice.why}); it keeps it.")
@@ -198,6 +195,8 @@ def gallery_ui(svc: GalleryService) -> None:
     st.caption(f"{md(str(svc.path))} · {model} · {len(g)} references in {len(labels)} classes")
     # A notice and the Undo button come and go: each keeps its place (an empty one when absent), or the
     # classes below would move and Streamlit would draw them anew, closing the one being edited.
+    if not labels:
+        st.info("The gallery is empty: enrol some images on the Enrol page first.")
     notices(slot := st.empty())
     with st.container():
         undo_ui(svc)
@@ -213,32 +212,9 @@ def gallery_ui(svc: GalleryService) -> None:
     editing = st.session_state.get("editing")
     for key in [k for k in st.session_state if k.startswith(RENAME) and json.loads(k[len(RENAME):]) not in labels]:
         del st.session_state[key]  # a name typed for a class gone since (renamed, removed) is not kept for a later one
+    lazy = len(g) > LAZY_OVER  # a big gallery's pictures are drawn only in the classes open
     for label, count in labels.items():
-        # Keyed by its label: a panel drawn again with another count (an edit in another tab) stays as it was.
-        with st.expander(f"{iso(label)} · {count} reference(s)", expanded=label == editing, key=f"class_{json.dumps(label)}"):
-            cols = st.columns(6)  # 6 a row: "#id name" fits one line under each (at 8, even IMG_1121.jpg wrapped)
-            for i, ref in enumerate(g.references(label)):
-                col = cols[i % 6]
-                if data := g.thumbnail(ref.id):
-                    col.image(data, width=72)
-                # one line under its picture (a name over two pushed the row apart); whole on Remove's tooltip
-                col.caption(f"#{ref.id} {md(short(ref.source, 12))}", wrap=False)
-                col.button("Remove", key=f"rm_ref_{ref.id}", help=f"Reference {ref.id}: {md(ref.source)}", on_click=on_click, args=(
-                    svc, lambda r=ref.id: svc.remove_reference(r),
-                    lambda r=ref.id, label=label: f"Removed reference {r} from {label!r}.", lambda label=label: label))
-            a, b = st.columns(2)
-            typed = RENAME + json.dumps(label)
-            new = a.text_input("Rename to", key=typed)
-            a.button("Rename", key=f"rename_btn_{json.dumps(label)}", disabled=not new.strip(), on_click=on_click, args=(
-                svc, lambda label=label, typed=typed: svc.rename(label, st.session_state[typed]),
-                lambda label=label, typed=typed: f"Renamed {label!r} to {st.session_state[typed].strip()!r}.",
-                lambda typed=typed: st.session_state[typed].strip()))
-            # The count is in the key: references added since it was ticked (another tab) untick it, and
-            # the removal itself refuses a class that holds another number than the one shown.
-            sure = b.checkbox(f"Remove all {count} reference(s) of {md(repr(label))}", key=f"rm_sure_{json.dumps(label)}_{count}")
-            b.button("Remove class", key=f"rm_{json.dumps(label)}", disabled=not sure, on_click=on_click, args=(
-                svc, lambda label=label, count=count: svc.remove(label, count),
-                lambda label=label, count=count: f"Removed {label!r} ({count} reference(s))."))
+        class_ui(svc, g, label, count, expanded=label == editing, lazy=lazy)
 
 
 def undo_ui(svc: GalleryService) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 import streamlit as st
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from byakugan.embedder.errors import ByakuganError, ImageError
 from byakugan.embedder.images import DEFAULT_MAX_PIXELS, FORMATS, IMAGE_SUFFIXES, load_image
@@ -111,6 +111,17 @@ def short(name: str, width: int = 16) -> str:
             break
         tail.insert(0, letter)
     return f"{''.join(head)}…{''.join(tail)}"
+
+
+def preview(img: Image.Image, side: int = 192) -> Image.Image:
+    """A picture to show in a row of them at one width, no taller than wide: a tall one (a phone
+    screenshot, a full-length figure) stood four times as tall as the rest and pushed the rows apart.
+    Its sides are see-through; a picture as wide as tall or wider is shown as it is."""
+    if img.height <= img.width:
+        return img
+    small = img.copy()
+    small.thumbnail((side, side))
+    return ImageOps.pad(small.convert("RGBA"), (side, side), color=(0, 0, 0, 0))
 
 
 def transparent(upload) -> bool:
