@@ -222,12 +222,16 @@ def test_threshold_is_automatic_or_set_on_the_confidence_scale(app, digits, tmp_
 
     go(app, "Enrol")
     enrol(app, "1", digits["1"][:3])
+    go(app, "Gallery")  # one class: no stranger for the references to be told from, and the page says so
+    assert any("the model's, as the references cannot choose one: needs 2 classes" in c.value for c in app.caption)
+    go(app, "Enrol")
     enrol(app, "2", digits["2"][:3])
     go(app, "Gallery")
     g = Gallery.open(tmp_path / "gallery")
     assert g.threshold_auto and app.radio(key="threshold_mode").value == "automatic"
     # 6 true-match scores (3 per class, each reference against the rest of its class) are too few yet
-    assert any("the model's until the gallery has 10 true-match scores" in c.value for c in app.caption)
+    assert any("the model's until the gallery has 10 true-match scores (two classes of five references); it has 6"
+               in c.value for c in app.caption)
     assert "Confidence is calibrated on this gallery's own references." in [c.value for c in app.caption]
     app.radio(key="threshold_mode").set_value("set by hand").run()
     app.slider(key="threshold_pct").set_value(80).run()

@@ -161,7 +161,8 @@ def threshold_ui(svc: GalleryService) -> None:
             act(svc, svc.set_threshold_auto, "The gallery's own references choose the threshold now.")
         how = ("now, held down to the best score a reference reaches against another class" if cal.held else
                "now" if cal.auto_threshold is not None else
-               f"the model's until the gallery has {MIN_AUTO} true-match scores (two classes of five references)")
+               f"the model's until the gallery has {MIN_AUTO} true-match scores (two classes of five references); "
+               f"it has {cal.genuine}" if cal.fitted else f"the model's, as the references cannot choose one: {cal.reason}")
         st.caption(f"Unknown below {now}% confidence ({how}; raw threshold {now_raw:.4f}).")
     elif not cal.fitted:  # the uncalibrated curve is centred on the threshold itself: only a raw one makes sense
         raw_threshold_ui(svc, now_raw)
