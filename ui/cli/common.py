@@ -68,6 +68,19 @@ def write_new(path: os.PathLike | str, data: bytes, what: str, overwrite: bool) 
     return p
 
 
+@contextlib.contextmanager
+def saving(gallery: os.PathLike | str):
+    """Around a gallery's save: a write the system refuses with no file named (a full disk, `ulimit -f`: "File too
+    large" alone) is told of the gallery, and that it was left as it was (the save is all or nothing)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, f"could not be saved ({exc.strerror or exc}); nothing was changed",
+                      f"gallery {os.fsdecode(gallery)}") from exc
+
+
 def print_json(obj: object) -> None:
     json.dump(obj, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
@@ -80,10 +93,17 @@ def printable(value: object) -> str:
                    else c for c in str(value))
 
 
+def width(text: str) -> int:
+    """Columns a terminal gives the text: two for a wide character (初音ミク, a full-width letter), none for a
+    combining mark or a joiner. len() would misalign every column after a Japanese label."""
+    return sum(0 if unicodedata.combining(c) or unicodedata.category(c) in ("Mn", "Me", "Cf")
+               else 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in text)
+
+
 def table(rows: list[Sequence[object]], header: Sequence[str]) -> str:
     cells = [list(map(str, header))] + [[printable(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+    widths = [max(width(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c + " " * (w - width(c)) for c, w in zip(r, widths)).rstrip() for r in cells)
 
 
 def seed(text: str) -> int:

@@ -4,7 +4,10 @@ first use, its model picked as Pipeline.create picks it)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+import numpy as np
 
 from byakugan.embedder.errors import ByakuganError, ImageError
 from byakugan.embedder.images import IMAGE_SUFFIXES, list_images
@@ -18,7 +21,7 @@ from byakugan.index.model_check import check_fits
 from byakugan.index.records import Crop
 from byakugan.index.warnings import enrol_warnings
 
-from .common import EXIT_BAD_INPUT, print_json, report, waiting, warn
+from .common import EXIT_BAD_INPUT, print_json, printable, report, saving, waiting, warn
 from .evaluation import detector_config
 
 FILES = ("model", "verifier", "cascade")  # detector settings that name a file (embedder.detection.assets)
@@ -56,6 +59,30 @@ def _plan(a: argparse.Namespace) -> list[tuple[str, list[str]]]:
     return [(label, a.images)]
 
 
+CHUNK = 32  # crops embedded at a time (the ONNX model's batch): the bar moves as each is done
+
+
+def _bar(items, doing: str, label: str, unit: str = "img"):
+    """A progress bar on a terminal (a thousand images take a minute), none when stderr is a file or for a few."""
+    from tqdm.auto import tqdm
+
+    name = printable(label)
+    return tqdm(items, desc=f"{doing} {name if len(name) <= 24 else name[:23] + '…'}", unit=unit, leave=False,
+                disable=len(items) <= 8 or not sys.stderr.isatty())
+
+
+def _embed(pipe, regions: list, label: str) -> np.ndarray:
+    """pipe.embed_regions of every crop, a chunk at a time, with a bar."""
+    chunks = [regions[i : i + CHUNK] for i in range(0, len(regions), CHUNK)]
+    bar = _bar(regions, "embedding", label)
+    parts = []
+    for chunk in chunks:
+        parts.append(pipe.embed_regions([r.crop for r in chunk], [r.landmarks for r in chunk]))
+        bar.update(len(chunk))
+    bar.close()
+    return np.concatenate(parts)
+
+
 def cmd_enroll(a: argparse.Namespace) -> int:
     plan = _plan(a)
     if a.store is not None:
@@ -85,7 +112,7 @@ def cmd_enroll(a: argparse.Namespace) -> int:
         nothing: list[str] = []
         for label, files in plan:
             regions, sources = [], []
-            for f in files:
+            for f in _bar(files, "reading", label):
                 try:
                     found = pipe.crops(f, every=a.all, fallback=a.fallback)
                 except ImageError as exc:
@@ -96,8 +123,7 @@ def cmd_enroll(a: argparse.Namespace) -> int:
                 sources += [f if len(found) == 1 else f"{f}#{n}" for n in range(1, len(found) + 1)]
             if regions:
                 check_fits(g, pipe.encoder, pipe.landmarks)  # before the work of embedding
-                vectors = pipe.embed_regions([r.crop for r in regions], [r.landmarks for r in regions],
-                                             progress=len(regions) > 8)
+                vectors = _embed(pipe, regions, label)
                 # What the page warns of (blank crops, near-duplicates, closer to another class), from the
                 # vectors enrolment stores; enrolled all the same: the user may mean it
                 for said in enrol_warnings(pipe, g, label, [Crop(s, r.crop, r.landmarks, r.found)
@@ -113,7 +139,8 @@ def cmd_enroll(a: argparse.Namespace) -> int:
             report(f"enroll: nothing enrolled for label{'s' if len(skipped) > 1 else ''} "
                    f"{', '.join(map(repr, skipped[:5]))}{' ...' if len(skipped) > 5 else ''}: none of "
                    f"{'their' if len(skipped) > 1 else 'its'} images gave a crop (each is listed above)")
-        g.save()
+        with saving(gallery_dir):
+            g.save()
     chosen = {"model_chosen_by": pipe.choice.why} if pipe.choice is not None else {}  # a new gallery, no --model
     if a.json:
         print_json({"gallery": str(gallery_dir), "added": added, "labels": g.labels(), "model": g.model_name, **chosen})

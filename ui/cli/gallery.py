@@ -19,7 +19,8 @@ from byakugan.index.labels import check_label
 from byakugan.index.milvus import CHOICES
 from byakugan.index.pipeline import Pipeline
 
-from .common import EXIT_BAD_INPUT, detectors, landmarks_arg, print_json, printable, report, table, waiting
+from .common import (EXIT_BAD_INPUT, detectors, landmarks_arg, print_json, printable, report, saving, table,
+                     waiting)
 from .enrolling import cmd_enroll
 
 MODEL_HELP = "model name or directory (default: the gallery's own; for a new gallery, see `byakugan models`)"
@@ -33,6 +34,9 @@ def cmd_search(a: argparse.Namespace) -> int:
         raise GalleryError(f"gallery {a.gallery}: is empty; enrol images first")
     pipe = Pipeline.for_gallery(g, a.model, runtime="onnx")
     out, ok_all = [], True
+    # Each image's answer is printed as soon as it is found (`search G *.jpg | head` stops early, and many images
+    # show their answers as they go); --json prints one list at the end, with a bar on a terminal meanwhile.
+    bar = _bar(len(a.images), a.json)
     for image in a.images:
         try:
             found = pipe.recognize(g, image, k=a.k, fallback=None if a.fallback == "none" else a.fallback)
@@ -41,29 +45,43 @@ def cmd_search(a: argparse.Namespace) -> int:
             out.append({"image": image, "error": str(exc)})
             ok_all = False
             continue
+        finally:
+            bar.update()
         if not found or not found[0].found:
             print(f"byakugan: {image}: no {g.detector_config['name']} found" + ("; searched the whole image" if found
                   else " (--fallback whole searches the whole image)"), file=sys.stderr)
         out.append({"image": image, "detections": [r.to_dict() for r in found]})
+        if not a.json:
+            _print_answer(out.pop(), g.detector_config["name"] != "none")
+    bar.close()
     if a.json:
         print_json(out)
-        return 0 if ok_all else EXIT_BAD_INPUT
-    for item in out:
-        for n, d in enumerate(item.get("detections", []), 1):
-            m = d["match"]
-            where = f" [detection {n} at {tuple(d['box'])}]" if g.detector_config["name"] != "none" else ""
-            # Unknown: the confidence is the nearest label's, not confidence in "unknown"
-            said = f"{printable(m['label'])} ({m['confidence']:.0%} confident" if m["known"] else \
-                f"unknown (nearest {printable(m['nearest'])}, {m['confidence']:.0%} confident, below the {m['threshold_confidence']:.0%} needed"
-            print(f"{item['image']}{where}: {said}; score {m['score']:.3f}, threshold {m['threshold']:.3f} = "
-                  f"{m['threshold_confidence']:.0%})")
-            nearest = {}  # labels as they were ranked, each with its nearest reference among the hits
-            for h in d["hits"]:
-                nearest.setdefault(h["label"], h["source"])
-            rows = [(r + 1, e["label"], f"{e['confidence']:.0%}", f"{e['score']:.3f}", nearest.get(e["label"], ""))
-                    for r, e in enumerate(d["labels"])]
-            print("  " + table(rows, ("#", "label", "confidence", "score", "nearest reference")).replace("\n", "\n  "))
     return 0 if ok_all else EXIT_BAD_INPUT
+
+
+def _bar(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="img", desc="searching", leave=False,
+                disable=not enabled or total < 2 or not sys.stderr.isatty())
+
+
+def _print_answer(item: dict, boxed: bool) -> None:
+    for n, d in enumerate(item["detections"], 1):
+        m = d["match"]
+        where = f" [detection {n} at {tuple(d['box'])}]" if boxed else ""
+        # Unknown: the confidence is the nearest label's, not confidence in "unknown"
+        said = f"{printable(m['label'])} ({m['confidence']:.0%} confident" if m["known"] else \
+            f"unknown (nearest {printable(m['nearest'])}, {m['confidence']:.0%} confident, below the {m['threshold_confidence']:.0%} needed"
+        print(f"{printable(item['image'])}{where}: {said}; score {m['score']:.3f}, threshold {m['threshold']:.3f} = "
+              f"{m['threshold_confidence']:.0%})")
+        nearest = {}  # labels as they were ranked, each with its nearest reference among the hits
+        for h in d["hits"]:
+            nearest.setdefault(h["label"], h["source"])
+        rows = [(r + 1, e["label"], f"{e['confidence']:.0%}", f"{e['score']:.3f}", nearest.get(e["label"], ""))
+                for r, e in enumerate(d["labels"])]
+        print("  " + table(rows, ("#", "label", "confidence", "score", "nearest reference")).replace("\n", "\n  "))
+    sys.stdout.flush()
 
 
 def cmd_labels(a: argparse.Namespace) -> int:
@@ -88,7 +106,8 @@ def edit_gallery(gallery: str) -> Iterator[Gallery]:
     with store.locked(path, lambda: waiting(path)):
         g = Gallery.open(path)
         yield g
-        g.save()
+        with saving(path):
+            g.save()
 
 
 def cmd_remove(a: argparse.Namespace) -> int:

@@ -52,6 +52,11 @@ def megabytes(text: str) -> float:
     return value
 
 
+def upload_mb(text: str) -> int:
+    """`ui --max-upload-mb`: Streamlit takes whole megabytes; 0 or less would refuse every upload."""
+    return whole_in(text, 1, 4096, "must be 1 to 4096 (megabytes)")
+
+
 def streams(text: str) -> int:
     """--max-streams: 1 to 1000 WebSocket streams at once."""
     return whole_in(text, 1, 1000, "must be 1 to 1000")
@@ -119,5 +124,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--detector", choices=detectors(), help="detector for a new gallery (default none)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=port, default=8501)
-    s.add_argument("--max-upload-mb", type=int, default=10, help="largest image upload accepted (default 10)")
+    s.add_argument("--max-upload-mb", type=upload_mb, default=10,
+                   help="largest image upload accepted, whole megabytes (default 10)")
     s.set_defaults(func=cmd_ui)
