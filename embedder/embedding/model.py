@@ -20,6 +20,7 @@ from .backbones import WeightsArg, create_backbone
 from .colour import ColourHistogram, colour_config
 from .files import check_model_folder, fingerprint, load_weights, read_config, save_folder
 from .heads import Head
+from .progress import bar as progress_bar
 
 CONFIG_FORMAT = "byakugan-embedder/1"
 # Config entries that advise how the model is used (a gallery's default threshold and scoring,
@@ -117,7 +118,7 @@ class Embedder(torch.nn.Module):
         """Embed images (paths, bytes, PIL or arrays) into an (N, D) float32 array; any bad image raises."""
         images = image_list(images)
         out = np.empty((len(images), self.dim), dtype=np.float32)
-        bar = _progress(len(images), progress)
+        bar = progress_bar(len(images), progress)
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             x = torch.stack([self.preprocess(load_image(im)) for im in chunk])
@@ -139,12 +140,6 @@ def head_config(config: dict) -> dict:
     if "head" in config:
         return config["head"]
     return {"type": "linear", "dim": config["dim"]} if config.get("dim") else {"type": "none"}
-
-
-def _progress(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="img", desc="embedding", disable=not enabled or total < 2, leave=False)
 
 
 def create_embedder(

@@ -19,6 +19,7 @@ from ..errors import ModelError
 from ..images import ImageSource, image_list, load_image
 from ..preprocess import Preprocess
 from .onnx_static import fold_pads, static_same_padding
+from .progress import bar as progress_bar
 
 
 def _session(path: os.PathLike | str):
@@ -50,10 +51,13 @@ class OnnxEmbedder:
     def embed(self, images: Sequence[ImageSource], batch_size: int = 32, progress: bool = False) -> np.ndarray:
         images = image_list(images)
         out = np.empty((len(images), self.dim), np.float32)
+        bar = progress_bar(len(images), progress)
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             x = np.stack([self.preprocess.to_array(load_image(im)) for im in chunk])
             out[start : start + len(chunk)] = self._session.run(None, {self._input: x})[0]
+            bar.update(len(chunk))
+        bar.close()
         return out
 
 

@@ -7,8 +7,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from byakugan.embedder.errors import ByakuganError, ImageError
 from byakugan.embedder.images import IMAGE_SUFFIXES, list_images
 from byakugan.index import store
@@ -59,9 +57,6 @@ def _plan(a: argparse.Namespace) -> list[tuple[str, list[str]]]:
     return [(label, a.images)]
 
 
-CHUNK = 32  # crops embedded at a time (the ONNX model's batch): the bar moves as each is done
-
-
 def _bar(items, doing: str, label: str, unit: str = "img"):
     """A progress bar on a terminal (a thousand images take a minute), none when stderr is a file or for a few."""
     from tqdm.auto import tqdm
@@ -69,18 +64,6 @@ def _bar(items, doing: str, label: str, unit: str = "img"):
     name = printable(label)
     return tqdm(items, desc=f"{doing} {name if len(name) <= 24 else name[:23] + '…'}", unit=unit, leave=False,
                 disable=len(items) <= 8 or not sys.stderr.isatty())
-
-
-def _embed(pipe, regions: list, label: str) -> np.ndarray:
-    """pipe.embed_regions of every crop, a chunk at a time, with a bar."""
-    chunks = [regions[i : i + CHUNK] for i in range(0, len(regions), CHUNK)]
-    bar = _bar(regions, "embedding", label)
-    parts = []
-    for chunk in chunks:
-        parts.append(pipe.embed_regions([r.crop for r in chunk], [r.landmarks for r in chunk]))
-        bar.update(len(chunk))
-    bar.close()
-    return np.concatenate(parts)
 
 
 def cmd_enroll(a: argparse.Namespace) -> int:
@@ -123,7 +106,8 @@ def cmd_enroll(a: argparse.Namespace) -> int:
                 sources += [f if len(found) == 1 else f"{f}#{n}" for n in range(1, len(found) + 1)]
             if regions:
                 check_fits(g, pipe.encoder, pipe.landmarks)  # before the work of embedding
-                vectors = _embed(pipe, regions, label)
+                vectors = pipe.embed_regions([r.crop for r in regions], [r.landmarks for r in regions],
+                                             progress=len(regions) > 8 and sys.stderr.isatty())  # a file gets no bar
                 # What the page warns of (blank crops, near-duplicates, closer to another class), from the
                 # vectors enrolment stores; enrolled all the same: the user may mean it
                 for said in enrol_warnings(pipe, g, label, [Crop(s, r.crop, r.landmarks, r.found)
