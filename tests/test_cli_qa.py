@@ -130,3 +130,19 @@ def test_enroll_shows_its_progress_on_a_terminal_and_not_in_a_file(tmp_path, mon
     capsys.readouterr()
     assert main(["enroll", str(tmp_path / "g"), "more", *images]) == 0
     assert "embedding" not in capsys.readouterr().err  # a log file gets no bar
+
+
+def test_an_interrupted_command_says_so_and_what_it_left(small, monkeypatch, capsys):
+    """Ctrl-C used to end a command without a word: no telling an interruption from a finished run."""
+    g, images = small
+    before = disk_state(g)
+
+    def interrupted(*_, **__):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Pipeline, "recognize", interrupted)
+    capsys.readouterr()
+    assert main(["search", str(g), images[0]]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interrupted; every gallery is as its last completed save left it" in err
+    assert disk_state(g) == before

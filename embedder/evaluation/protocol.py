@@ -53,7 +53,8 @@ def check_trials(labels: Sequence[str], shots: int, trials: int, unknown_fractio
     classes, counts = np.unique(np.asarray(labels), return_counts=True)
     n_unknown = int(round(len(classes) * unknown_fraction))
     if len(classes) - n_unknown < 2:
-        raise ValueError(f"need at least 2 known classes; have {len(classes)} classes with {n_unknown} held out as unknown")
+        raise ValueError(f"need at least 2 known classes; have {len(classes)} class{'' if len(classes) == 1 else 'es'} "
+                         f"with {n_unknown} held out as unknown")
     small = [str(c) for c, n in zip(classes, counts) if n <= shots]
     if small:
         raise ValueError(f"classes {', '.join(small[:5])}{' ...' if len(small) > 5 else ''} have no images left to "
