@@ -146,3 +146,15 @@ def test_an_interrupted_command_says_so_and_what_it_left(small, monkeypatch, cap
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "interrupted; every gallery is as its last completed save left it" in err
     assert disk_state(g) == before
+
+
+@pytest.mark.parametrize("flags, told", [(["--embed-every", "0"], "--embed-every 0: must be a whole number, at least 1"),
+                                         (["--window", "3", "--enter", "5"], "--enter 5: must be more than half the window"),
+                                         (["--max-gap", "-1"], "--max-gap -1.0: must be a positive number of seconds")])
+def test_watch_names_the_flag_of_a_bad_setting_before_opening_the_video(small, capsys, flags, told):
+    """It named the settings field (`embed_every 0`, `smoothing enter 5`), and only once the video had opened."""
+    g, _ = small
+    capsys.readouterr()
+    assert main(["watch", str(g), "0", *flags]) == 2  # camera 0: there is none here, and it is not opened
+    err = capsys.readouterr().err
+    assert err == f"byakugan: error: {told}" + err.split(told, 1)[1] and err.count("\n") == 1

@@ -55,9 +55,18 @@ def cut(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _tracker(a: argparse.Namespace) -> Tracker:
-    smoothing = SmoothingSettings(**given(a, ("window", "enter", "leave")))
-    settings = TrackerSettings(smoothing, **given(a, ("embed_every", "max_gap", "min_hold", "iou", "max_jump", "max_missed")))
+def _settings(a: argparse.Namespace) -> TrackerSettings:
+    """The tracker's settings from the flags; an error names the flag (`--enter 5: ...`), not the field."""
+    try:
+        smoothing = SmoothingSettings(**given(a, ("window", "enter", "leave")))
+        return TrackerSettings(smoothing, **given(a, ("embed_every", "max_gap", "min_hold", "iou", "max_jump",
+                                                      "max_missed")))
+    except GalleryError as exc:
+        field, _, rest = str(exc).removeprefix("smoothing ").partition(" ")
+        raise GalleryError(f"--{field.replace('_', '-')} {rest}" if hasattr(a, field) else str(exc)) from None
+
+
+def _tracker(a: argparse.Namespace, settings: TrackerSettings) -> Tracker:
     path = Path(a.gallery)
     if Gallery.exists(path):
         from byakugan.index.pipeline import Pipeline
@@ -132,8 +141,9 @@ def cmd_watch(a: argparse.Namespace) -> int:
     if a.out:
         video.check_out(a.out, a.source, a.overwrite)
     check_not_still(a.source, a.gallery)
-    frames, fps = video.read(a.source, a.max_frames, warn=warn)  # a bad video fails before the models load
-    tracker = _tracker(a)
+    settings = _settings(a)  # bad flags, then a bad video, fail before the models load
+    frames, fps = video.read(a.source, a.max_frames, warn=warn)
+    tracker = _tracker(a, settings)
     writer, annotator = None, video.Annotator()
     shown: dict[int, object] = {}
     count, busy, start, code, failed = 0, 0.0, time.perf_counter(), 0, False
