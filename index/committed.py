@@ -71,7 +71,15 @@ def version(directory: Path):
     except (sqlite3.Error, ValueError, TypeError, OSError) as exc:
         if isinstance(exc, sqlite3.OperationalError) and not os.access(directory, os.W_OK):  # "unable to open"
             return f"unreadable: {UNWRITABLE}"
-        return f"unreadable: not a readable database ({exc})"
+        return f"unreadable: {not_read(exc)}"
+
+
+def not_read(exc: BaseException) -> str:
+    """What a database error says of the file: damage, or a disk that refused (full, or failing):
+    "not a readable database" for a full disk sent people after a gallery that was fine."""
+    if isinstance(exc, sqlite3.OperationalError) and str(exc) in ("disk I/O error", "database or disk is full"):
+        return f"unreadable just now ({exc}: the disk is full or refused a write, not a sign the gallery is damaged)"
+    return f"not a readable database ({exc})"
 
 
 def readable(directory: Path):

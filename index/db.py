@@ -42,7 +42,7 @@ from .ranking import Reference
 from .store import retire as retire_first_format
 from .vectorfile import live_blocks, write_vectors
 from . import checkpoint as checkpoints
-from .committed import CHECKPOINT, DB_FILE, UNWRITABLE, VECTORS, exists, readable, tidy, version  # noqa: F401 (exists: the folder's API)
+from .committed import CHECKPOINT, DB_FILE, UNWRITABLE, VECTORS, exists, not_read, readable, tidy, version  # noqa: F401 (exists: the folder's API)
 from .quantised import PQStore
 from .vectors import FlatStore
 
@@ -72,7 +72,7 @@ def _connect(directory: Path, write: bool) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         if isinstance(exc, sqlite3.OperationalError) and not os.access(directory, os.W_OK):  # SQLite: "unable to open"
             raise GalleryError(f"gallery {directory}: {DB_FILE} is {UNWRITABLE}") from None
-        raise GalleryError(f"gallery {directory}: {DB_FILE} is not a readable database ({exc})") from None
+        raise GalleryError(f"gallery {directory}: {DB_FILE} is {not_read(exc)}") from None
 
 
 def load(directory: Path, attempts: int = 5):
@@ -88,7 +88,7 @@ def load(directory: Path, attempts: int = 5):
             pieces = list(con.execute("SELECT start, rows, sha256 FROM pieces ORDER BY start"))
             con.execute("COMMIT")
         except (sqlite3.Error, ValueError) as exc:
-            raise GalleryError(f"gallery {directory}: {DB_FILE} is not a readable database ({exc})") from None
+            raise GalleryError(f"gallery {directory}: {DB_FILE} is {not_read(exc)}") from None
         finally:
             con.close()
         if meta.get("version") not in READS:  # a later format may store what this code would misread
