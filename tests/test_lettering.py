@@ -77,3 +77,23 @@ def test_the_label_of_a_box_as_large_as_the_picture_is_drawn_inside_it():
     inside = out[6:30, 6:100]  # under the top edge of the box, where the tag goes
     assert (inside == 255).all(axis=2).any()  # its white letters
     assert (np.abs(inside.astype(int) - (46, 160, 67)).sum(axis=2) == 0).any()  # on the box's green
+
+
+def test_matplotlibs_own_fonts_are_used_whatever_its_font_list_names(monkeypatch):
+    """A font list cached by another matplotlib (a venv since removed) named none of its own fonts:
+    DejaVu Sans came from the system, if at all, and Japanese found no font, not even Last Resort."""
+    import matplotlib
+    from matplotlib import font_manager
+
+    ours = Path(matplotlib.get_data_path()).resolve()
+    monkeypatch.setattr(font_manager.fontManager, "ttflist",
+                        [f for f in font_manager.fontManager.ttflist if ours not in Path(f.fname).resolve().parents])
+    for cached in (lettering._fonts, lettering.font_file):
+        cached.cache_clear()
+    try:
+        assert Path(lettering._fonts()[0]).resolve() == ours / "fonts" / "ttf" / "DejaVuSans.ttf"
+        for font, text in lettering.runs("綾波 レイ 0.91"):
+            assert all(lettering._has(font, c) for c in text), (font, text)
+    finally:
+        for cached in (lettering._fonts, lettering.font_file):
+            cached.cache_clear()

@@ -39,9 +39,14 @@ def _fonts() -> tuple[str, ...]:
     import matplotlib
     from matplotlib import font_manager
 
-    first = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans"))
     ours = Path(matplotlib.get_data_path()).resolve()
-    rest = sorted({f.fname for f in font_manager.fontManager.ttflist} - {first})
+    # Its own fonts are read from its folder, not only from its font list: a list cached by another
+    # install of matplotlib (a venv since removed) may name none of them, and every label lost its letters.
+    bundled = {str(f) for f in (ours / "fonts" / "ttf").glob("*.ttf")}
+    first = str(ours / "fonts" / "ttf" / "DejaVuSans.ttf")
+    if first not in bundled:
+        first = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans"))
+    rest = sorted(({f.fname for f in font_manager.fontManager.ttflist} | bundled) - {first})
     return (first, *sorted(rest, key=lambda f: (ours in Path(f).resolve().parents, "lastresort" in f.lower())))
 
 
