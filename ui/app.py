@@ -18,7 +18,7 @@ from byakugan.embedder.scoring import SCORINGS
 from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
 from byakugan.index.ranking import Recognition
 from byakugan.index.service import GalleryService
-from byakugan.ui.acting import LAZY_OVER, RENAME, act, class_ui, notices, synced, undoable
+from byakugan.ui.acting import RENAME, act, notices, on_click, synced, undoable
 from byakugan.ui.live import live_ui
 from byakugan.index.labels import check_label_in
 from byakugan.index.warnings import blank
@@ -213,9 +213,32 @@ def gallery_ui(svc: GalleryService) -> None:
     editing = st.session_state.get("editing")
     for key in [k for k in st.session_state if k.startswith(RENAME) and json.loads(k[len(RENAME):]) not in labels]:
         del st.session_state[key]  # a name typed for a class gone since (renamed, removed) is not kept for a later one
-    lazy = len(g) > LAZY_OVER  # a big gallery's pictures are drawn only in the classes open
     for label, count in labels.items():
-        class_ui(svc, g, label, count, expanded=label == editing, lazy=lazy)
+        # Keyed by its label: a panel drawn again with another count (an edit in another tab) stays as it was.
+        with st.expander(f"{iso(label)} · {count} reference(s)", expanded=label == editing, key=f"class_{json.dumps(label)}"):
+            cols = st.columns(6)  # 6 a row: "#id name" fits one line under each (at 8, even IMG_1121.jpg wrapped)
+            for i, ref in enumerate(g.references(label)):
+                col = cols[i % 6]
+                if data := g.thumbnail(ref.id):
+                    col.image(data, width=72)
+                # one line under its picture (a name over two pushed the row apart); whole on Remove's tooltip
+                col.caption(f"#{ref.id} {md(short(ref.source, 12))}", wrap=False)
+                col.button("Remove", key=f"rm_ref_{ref.id}", help=f"Reference {ref.id}: {md(ref.source)}", on_click=on_click, args=(
+                    svc, lambda r=ref.id: svc.remove_reference(r),
+                    lambda r=ref.id, label=label: f"Removed reference {r} from {label!r}.", lambda label=label: label))
+            a, b = st.columns(2)
+            typed = RENAME + json.dumps(label)
+            new = a.text_input("Rename to", key=typed)
+            a.button("Rename", key=f"rename_btn_{json.dumps(label)}", disabled=not new.strip(), on_click=on_click, args=(
+                svc, lambda label=label, typed=typed: svc.rename(label, st.session_state[typed]),
+                lambda label=label, typed=typed: f"Renamed {label!r} to {st.session_state[typed].strip()!r}.",
+                lambda typed=typed: st.session_state[typed].strip()))
+            # The count is in the key: references added since it was ticked (another tab) untick it, and
+            # the removal itself refuses a class that holds another number than the one shown.
+            sure = b.checkbox(f"Remove all {count} reference(s) of {md(repr(label))}", key=f"rm_sure_{json.dumps(label)}_{count}")
+            b.button("Remove class", key=f"rm_{json.dumps(label)}", disabled=not sure, on_click=on_click, args=(
+                svc, lambda label=label, count=count: svc.remove(label, count),
+                lambda label=label, count=count: f"Removed {label!r} ({count} reference(s))."))
 
 
 def undo_ui(svc: GalleryService) -> None:
