@@ -9,6 +9,7 @@ import streamlit as st
 
 from byakugan.embedder.errors import ByakuganError
 from byakugan.index.service import GalleryService, Removed
+from byakugan.ui.classes import jump_to
 from byakugan.ui.widgets import md
 
 # A class's widgets are keyed by its label as JSON, which no other key's form can spell ("rm_sure_a_2" was
@@ -59,6 +60,7 @@ def notices(slot) -> None:
 def _done(svc: GalleryService, out, notice: str, editing: Optional[str]) -> None:
     st.session_state["gallery_notice"] = notice
     st.session_state["editing"] = editing
+    jump_to(editing)
     # What Undo puts back, and the gallery's state just after: an edit since (another tab renamed the
     # class, say) ends the offer, where putting it back would undo part of that edit.
     st.session_state["removed"] = (out, out.after) if isinstance(out, Removed) else None
@@ -76,4 +78,3 @@ def undoable(svc: GalleryService) -> Optional[Removed]:
                 "(here, in another tab, or by another program).")
         return None
     return removed
-

@@ -19,6 +19,7 @@ from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
 from byakugan.index.ranking import Recognition
 from byakugan.index.service import GalleryService
 from byakugan.ui.acting import RENAME, act, notices, on_click, synced, undoable
+from byakugan.ui.classes import FIND, PAGE, classes_ui, first, more_ui
 from byakugan.ui.live import live_ui
 from byakugan.index.labels import check_label_in
 from byakugan.index.warnings import blank
@@ -28,7 +29,8 @@ from byakugan.ui.widgets import (default_gallery_dir, draw_boxes, iso, md, page_
 
 PAGES = ("Search", "Enrol", "Gallery", "Live", "Export")
 TYPED = ("enrol_label", "live_seq_name", "live_seq_steps", "live_seq_replace",  # and each class's RENAME box
-         "search_k", "use_camera", "enrol_use_camera", "live_embed_every", "live_window", "live_max_gap")  # and chosen
+         "search_k", "use_camera", "enrol_use_camera", "live_embed_every", "live_window", "live_max_gap",
+         FIND, PAGE)  # and chosen
 
 
 @st.cache_resource(show_spinner="Loading the model…")
@@ -213,11 +215,13 @@ def gallery_ui(svc: GalleryService) -> None:
     editing = st.session_state.get("editing")
     for key in [k for k in st.session_state if k.startswith(RENAME) and json.loads(k[len(RENAME):]) not in labels]:
         del st.session_state[key]  # a name typed for a class gone since (renamed, removed) is not kept for a later one
-    for label, count in labels.items():
+    for label in classes_ui(labels):
+        count = labels[label]
         # Keyed by its label: a panel drawn again with another count (an edit in another tab) stays as it was.
         with st.expander(f"{iso(label)} · {count} reference(s)", expanded=label == editing, key=f"class_{json.dumps(label)}"):
             cols = st.columns(6)  # 6 a row: "#id name" fits one line under each (at 8, even IMG_1121.jpg wrapped)
-            for i, ref in enumerate(g.references(label)):
+            refs = g.references(label)
+            for i, ref in enumerate(first(label, refs)):
                 col = cols[i % 6]
                 if data := g.thumbnail(ref.id):
                     col.image(data, width=72)
@@ -226,6 +230,7 @@ def gallery_ui(svc: GalleryService) -> None:
                 col.button("Remove", key=f"rm_ref_{ref.id}", help=f"Reference {ref.id}: {md(ref.source)}", on_click=on_click, args=(
                     svc, lambda r=ref.id: svc.remove_reference(r),
                     lambda r=ref.id, label=label: f"Removed reference {r} from {label!r}.", lambda label=label: label))
+            more_ui(label, refs)
             a, b = st.columns(2)
             typed = RENAME + json.dumps(label)
             new = a.text_input("Rename to", key=typed)
