@@ -8,6 +8,7 @@ from PIL import Image
 from byakugan.ui.classes import CLASSES_SHOWN, REFERENCES_SHOWN, matching
 from tests.conftest import new_gallery
 from tests.test_ui import go, start
+from tests.test_ui_browser import browser, serve  # noqa: F401  (browser: a fixture)
 
 CLASSES = 30
 
@@ -96,3 +97,27 @@ def test_a_narrower_find_or_a_removal_never_leaves_an_empty_page(page):
 
 def test_matching_folds_case_and_width():
     assert matching(["Naruto", "ＮＡＲＵＴＯ", "Sasuke"], " nar ") == ["Naruto", "ＮＡＲＵＴＯ"]
+
+
+def test_finding_a_class_in_chromium(browser, big, tmp_path):
+    import shutil
+
+    gallery = shutil.copytree(big, tmp_path / "g")
+    server = serve(["--gallery", str(gallery)])
+    url = next(server)
+    try:
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.goto(url)
+        page.get_by_text("Search by image").wait_for(timeout=180_000)
+        page.get_by_text("Gallery", exact=True).click()
+        find = page.get_by_placeholder("part of its name")
+        find.wait_for(timeout=180_000)
+        page.get_by_text("class 11 · 2 reference(s)").wait_for(timeout=60_000)
+        assert page.get_by_text("class 12 · 2 reference(s)").count() == 0  # on the next page
+        find.fill("ss 2")
+        find.press("Enter")
+        page.get_by_text("class 29 · 2 reference(s)").wait_for(timeout=60_000)
+        page.get_by_text("class 11 · 2 reference(s)").wait_for(state="detached", timeout=60_000)
+        page.get_by_text("class 00 · 40 reference(s)").wait_for(state="detached", timeout=60_000)
+    finally:
+        next(server, None)

@@ -1,0 +1,42 @@
+"""embedder.scoring.adapt: the ridge term is the closed-form ridge regression to one-hot class targets."""
+
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from byakugan.embedder.scoring.adapt import Adaptation
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), classes=st.integers(2, 6), ridge=st.sampled_from([0.03, 0.1, 1.0]),
+       weight=st.sampled_from([0.1, 1.0]))
+def test_the_term_is_the_ridge_regressions_output(seed, classes, ridge, weight):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 6, classes)
+    X = rng.normal(size=(int(sizes.sum()), 16))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    y = np.repeat(np.arange(classes), sizes)
+    groups = [np.flatnonzero(y == c) for c in range(classes)]
+    Q = rng.normal(size=(7, 16))
+    # ridge as least squares on rows stacked with sqrt(ridge)·I: min |XW - Y|² + ridge·|W|²
+    Y = np.eye(classes)[y]
+    W, *_ = np.linalg.lstsq(np.vstack([X, np.sqrt(ridge) * np.eye(16)]), np.vstack([Y, np.zeros((16, classes))]), rcond=None)
+    got = Adaptation(weight, ridge).terms(Q, X, groups)
+    np.testing.assert_allclose(got, weight * Q @ W, rtol=1e-4, atol=1e-4)
+
+
+def test_from_a_grams_and_sums_kept_by_edits_it_is_the_same():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(12, 8)).astype(np.float32)
+    groups = [np.arange(0, 5), np.arange(5, 12)]
+    a = Adaptation(0.3, 0.1)
+    gram = sum(np.outer(x, x) for x in X.astype(np.float64))  # as enrolments add them, one at a time
+    sums = np.stack([X[g].sum(0) for g in groups])
+    np.testing.assert_allclose(a.directions(gram, sums), a.fit(X, groups), rtol=1e-5, atol=1e-6)
+
+
+def test_a_query_is_pulled_towards_the_class_its_direction_separates():
+    # two classes alike in one direction, apart in another: the term favours the right one
+    X = np.array([[1, 0.1, 0], [1, 0.12, 0], [1, -0.1, 0], [1, -0.12, 0]], np.float64)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    terms = Adaptation(1.0, 0.1).terms(np.array([[1, 0.05, 0]]), X, [np.array([0, 1]), np.array([2, 3])])
+    assert terms[0, 0] > terms[0, 1]
