@@ -10,6 +10,10 @@ from .ranking import UNKNOWN
 MAX_LABEL_LEN = 100
 JOINERS = set("\u200c\u200d")
 BIDI_CONTROLS = set("\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Characters that draw nothing between letters, so "a\u200db" shows as "ab": joiners (which a label may
+# hold), direction marks, and the invisible formatting characters check_label refuses in a new label
+# (which one stored before that rule may hold). find refuses a name only these tell from a stored one.
+INVISIBLE = JOINERS | BIDI_CONTROLS | set("\u200b\u2060\u2061\u2062\u2063\u2064\u00ad\ufeff\u180e")
 # Letters that draw nothing (Hangul fillers, the blank Braille pattern): a label of these and joiners alone looks empty.
 BLANKS = set("\u115f\u1160\u3164\uffa0\u2800")
 
@@ -66,28 +70,40 @@ def stored_form(label: object) -> object:
 # only U+0020 was allowed; each shows as a plain space (or as nothing). Checked against unicodedata by the tests.
 SPACES = dict.fromkeys(map(ord, "\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
                                 "\u2009\u200a\u202f\u205f\u3000\u2028\u2029"), " ")
+UNSEEN = dict.fromkeys(map(ord, INVISIBLE))  # str.translate: drops every INVISIBLE character
 
 
 def find(label: object, labels) -> object:
     """The label of `labels` (a collection) that `label` names: itself, its stored form, a label
     stored in another spelling (galleries made before labels were stored as NFC), or else one stored
     before other spaces were refused that shows as `label` does ("a\u00a0b" for "a b"); None if none.
-    GalleryError when two stored labels show as `label` does: it names neither for sure."""
+    GalleryError when two stored labels show as `label` does: it names neither for sure; and when
+    only invisible characters tell `label` from a stored one ("a\u200db" beside "ab"): as a new label
+    it would show as that one, and as a name it may mean either, so nothing is enrolled, renamed or
+    removed under it."""
     if not isinstance(label, str):  # labels are text: a list or a dict names none (and is no key)
         return None
     if label in labels:
         return label
     if (nfc := stored_form(label)) in labels:
         return nfc
-    looks, alike = nfc.translate(SPACES), []
+    looks, alike, hidden = nfc.translate(SPACES), [], []
+    bare = looks.translate(UNSEEN)
     for x in labels:
         if isinstance(x, str) and (form := stored_form(x)) == nfc:
             return x
-        if isinstance(x, str) and form.translate(SPACES) == looks:
+        if isinstance(x, str) and (shows := form.translate(SPACES)) == looks:
             alike.append(x)
+        elif isinstance(x, str) and shows.translate(UNSEEN) == bare:
+            hidden.append(x)
     if len(alike) > 1:
         raise GalleryError(f"label {shown(label)}: {len(alike)} labels show as it does ({', '.join(map(repr, alike[:5]))}); "
                            "name one exactly as stored (as written here)")
+    if not alike and hidden:
+        unseen = sorted({c for c in nfc + "".join(hidden[:5]) if c in INVISIBLE})
+        raise GalleryError(f"label {shown(label)}: looks like {', '.join(map(repr, hidden[:5]))}, already there, "
+                           f"differing only by invisible characters ({', '.join(f'U+{ord(c):04X}' for c in unseen)}); "
+                           "name it exactly as stored (as written here), or choose another name")
     return alike[0] if alike else None
 
 

@@ -143,7 +143,7 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
     def labels() -> dict:
         return {"labels": service.labels()}
 
-    @app.post("/search", dependencies=[Depends(authorised)])
+    @app.post("/search", dependencies=[Depends(authorised), Depends(_given_once)])
     async def search(request: Request, image: UploadFile = File(...), k: int = Query(5, ge=1, le=100),
                      threshold: Optional[float] = Query(None, ge=-1, le=1, allow_inf_nan=False)) -> dict:
         """One result per detection: box, match (label or "unknown"), top-k hits and labels."""
@@ -159,6 +159,16 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
     def sequences() -> dict:
         return {"sequences": {q.name: list(q.steps) for q in service.sequences()}}
 
+    async def let_in(ws: WebSocket, token_param: Optional[str]) -> bool:
+        """Whether an accepted WebSocket brought the token (closed with the reason if not). Browsers cannot
+        set headers on one: it may come as ?token=."""
+        header = ws.headers.get("authorization", "")
+        given = header[7:] if header.lower().startswith("bearer ") else token_param
+        if token and (given is None or not secrets.compare_digest(given.encode(), token.encode())):
+            await ws.close(code=1008, reason="missing or wrong bearer token")
+            return False
+        return True
+
     @app.websocket("/watch")
     async def watch(ws: WebSocket, embed_every: str = str(TrackerSettings().embed_every), token_param: Optional[str] = Query(None, alias="token")):
         """A stream of frames: send each as a binary message (JPEG or PNG), optionally after a text
@@ -166,11 +176,12 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
         Each frame is answered by its JSON ({"t", "frame", "tracks": [...]}, as `byakugan watch
         --json`), then one JSON per sequence event; a bad frame by {"error": ...}, and the stream
         goes on. Browsers cannot set headers on a WebSocket: the token may come as ?token=."""
-        header = ws.headers.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else token_param
         await ws.accept()  # first, so a refusal comes as a close code with its reason, not a bare HTTP 403
-        if token and (given is None or not secrets.compare_digest(given.encode(), token.encode())):
-            await ws.close(code=1008, reason="missing or wrong bearer token")
+        if not await let_in(ws, token_param):
+            return
+        if repeated := _repeated(ws.query_params, ("embed_every", "token")):
+            await ws.send_json({"error": repeated})
+            await ws.close(code=1008, reason=repeated[:120])
             return
         if streams[0] >= max_streams:
             await ws.send_json({"error": f"{max_streams} streams are open, this server's limit (--max-streams); try again later"})
@@ -182,8 +193,19 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
         finally:
             streams[0] -= 1
 
+    # Starlette answers a WebSocket to any other path with a bare HTTP 403 before accepting it, which
+    # reads as a wrong token; this one accepts it to close with a reason naming the route there is.
+    @app.websocket("/{path:path}")
+    async def no_such_stream(ws: WebSocket):
+        await ws.accept()
+        if not await let_in(ws, ws.query_params.get("token")):
+            return
+        error = f"WS {shown(ws.url.path)}: no such route; the WebSocket route is /watch"
+        await ws.send_json({"error": error})
+        await ws.close(code=1008, reason="no such route; the WebSocket route is /watch")
+
     if service.writable:
-        @app.put("/sequences/{name:path}", dependencies=[Depends(authorised)])
+        @app.put("/sequences/{name:path}", dependencies=[Depends(authorised), Depends(_json_body)])
         def put_sequence(name: str = PathParam(..., min_length=1, max_length=NAME_CHARS),
                          steps: list[str] = Body(..., embed=True, min_length=1, max_length=64)) -> dict:
             """Add or replace a named sequence of enrolled labels (events for /watch)."""
@@ -227,6 +249,29 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
                               ("/sequences/{name:path}", ["PUT", "DELETE"])):
             app.add_api_route(path, read_only, methods=methods, include_in_schema=False, dependencies=[Depends(authorised)])
     return app
+
+
+def _repeated(params, names) -> Optional[str]:
+    """The error for a query parameter given twice (?k=1&k=2): the framework would use one of them, unsaid."""
+    return next((f"query.{name}: given {n} times; give it once" for name in names
+                 if (n := len(params.getlist(name))) > 1), None)
+
+
+def _given_once(request: Request) -> None:
+    """A dependency: 422 when a query parameter of the route is repeated."""
+    if repeated := _repeated(request.query_params, [p.alias for p in request.scope["route"].dependant.query_params]):
+        raise HTTPException(422, repeated)
+
+
+def _json_body(request: Request) -> None:
+    """A dependency: 415 for a body the framework does not read as JSON (only application/json and
+    application/*+json), which it would answer with "body.steps: required"."""
+    given = request.headers.get("content-type", "")
+    kind = given.partition(";")[0].strip().lower()
+    if not (kind == "application/json" or kind.startswith("application/") and kind.endswith("+json")):
+        what = f"Content-Type {given!r}" if given else "Content-Type missing"
+        raise HTTPException(415, f"{what}: {request.method} {shown(request.url.path)} takes application/json, "
+                                 '{"steps": [label, ...]}')
 
 
 def _unparsed_body(detail: str, cause: Optional[BaseException]) -> str:

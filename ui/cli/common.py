@@ -10,10 +10,12 @@ import os
 import sys
 import unicodedata
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from byakugan.embedder.atomic import fsync_dir, write_atomic
 from byakugan.embedder.errors import ByakuganError
+from byakugan.index import store
+from byakugan.index.errors import GalleryError
 from byakugan.index.labels import JOINERS
 
 EXIT_BAD_INPUT = 2
@@ -30,6 +32,20 @@ def warn(msg: str) -> None:
 def waiting(gallery) -> None:
     """Said when an edit waits for another one to end, which may take minutes (a reindex)."""
     print(f"byakugan: waiting for another program editing {gallery} to finish...", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def locked(gallery: os.PathLike | str) -> Iterator[None]:
+    """The gallery's lock for an edit (store.locked), saying when it waits for another. A folder this user may
+    not write in is named as such first: the lock file it cannot make was told as "cannot be created or
+    locked (Operation not permitted)", and with one there already the edit failed later, on its database."""
+    path = Path(gallery)
+    if path.is_dir() and not os.access(path, os.W_OK):  # its permissions, chattr +i, or a disk mounted read-only
+        raise GalleryError(f"gallery {path}: its folder is read-only (not writable by this user, or on a read-only "
+                           "disk), and an edit must write there; nothing was changed (edit a writable copy, "
+                           "or get write access to the folder)")
+    with store.locked(path, lambda: waiting(path)):
+        yield
 
 
 def check_new_file(path: os.PathLike | str, what: str, overwrite: bool) -> Path:

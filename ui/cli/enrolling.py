@@ -19,7 +19,7 @@ from byakugan.index.model_check import check_fits
 from byakugan.index.records import Crop
 from byakugan.index.warnings import enrol_warnings
 
-from .common import EXIT_BAD_INPUT, print_json, printable, report, saving, waiting, warn
+from .common import EXIT_BAD_INPUT, locked, print_json, printable, report, saving, warn
 from .evaluation import detector_config
 
 FILES = ("model", "verifier", "cascade")  # detector settings that name a file (embedder.detection.assets)
@@ -84,7 +84,7 @@ def cmd_enroll(a: argparse.Namespace) -> int:
             detector |= {k: str(Path(v).resolve()) for k, v in detector.items() if k in FILES and isinstance(v, str)}
             create_detector(detector)  # a bad setting is one line before anything is made
         store.check_new(gallery_dir)  # before the lock creates anything there
-    with store.locked(gallery_dir, lambda: waiting(gallery_dir)):
+    with locked(gallery_dir):
         pipe, g = open_gallery(gallery_dir, a.model, detector, a.landmarks, runtime="onnx", vectors=a.store,
                                sample=[f for _, files in plan for f in files])
         # the rules for a label new to this gallery, before any work (not part-way); one already there is

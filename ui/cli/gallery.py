@@ -12,15 +12,14 @@ from typing import Iterator
 from byakugan.embedder.errors import ImageError
 from byakugan.embedder.scoring import SCORINGS
 from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
-from byakugan.index import store
 from byakugan.index.errors import GalleryError
 from byakugan.index.gallery import Gallery
 from byakugan.index.labels import check_label
 from byakugan.index.milvus import CHOICES
 from byakugan.index.pipeline import Pipeline
 
-from .common import (EXIT_BAD_INPUT, detectors, landmarks_arg, print_json, printable, report, saving, table,
-                     waiting)
+from .common import (EXIT_BAD_INPUT, detectors, landmarks_arg, locked, print_json, printable, report, saving,
+                     table)
 from .enrolling import cmd_enroll
 
 MODEL_HELP = "model name or directory (default: the gallery's own; for a new gallery, see `byakugan models`)"
@@ -103,7 +102,7 @@ def edit_gallery(gallery: str) -> Iterator[Gallery]:
     path = Path(gallery)
     if not Gallery.exists(path):
         Gallery.open(path)  # raises the precise "missing" or "not a gallery" error without creating a lock file
-    with store.locked(path, lambda: waiting(path)):
+    with locked(path):
         g = Gallery.open(path)
         yield g
         with saving(path):

@@ -45,6 +45,10 @@ def cmd_sequence(a: argparse.Namespace) -> int:
         print(f"removed sequence {a.name!r}")
         return 0
     with edit_gallery(a.gallery) as g:
+        if not a.replace and a.name in g.sequences:  # the library's refusal cannot name this command's flag
+            old = g.sequences.get(a.name)
+            raise GalleryError(f"sequence {old.name!r}: already exists ({cut(' -> '.join(old.steps))}); add --replace "
+                               "to replace it, or remove it first")
         seq = g.sequences.add(a.name, a.steps, replace=a.replace)
     print(f"sequence {seq.name!r}: {' -> '.join(seq.steps)}")
     return 0
