@@ -23,6 +23,7 @@ from byakugan.embedder.embedding.onnx import OnnxEmbedder, OnnxLandmarks
 from byakugan.embedder.images import ImageSource
 from byakugan.embedder.preprocess import Preprocess
 from byakugan.embedder.scoring import check_scoring
+from byakugan.embedder.scoring.adapt import Adaptation
 from byakugan.embedder.scoring.cohort import load_cohort
 
 from byakugan.embedder.detection import list_detectors
@@ -134,13 +135,15 @@ class Bundle:
                 detector[key] = str(self._member(detector[key]))
         try:
             scoring = check_scoring(self.config.get("scoring", "nearest"))
+            if "adapt" in self.config:
+                Adaptation.from_dict(self.config["adapt"])
         except ValueError as exc:
             raise BundleError(f"bundle {origin}: config.json: {exc}") from None
         meta = {"model": {k: model[k] for k in ("name", "fingerprint", "dim")}, "detector": detector,
                 "threshold": check.check_thresholds(self.thresholds, origin), "read_only": True,
                 "threshold_mode": "auto" if self.thresholds.get("auto") is True else "fixed", "scoring": scoring,
                 **{k: v for k, v in refs.items() if k in ("references", "sequences")},
-                **{k: v for k, v in self.config.items() if k == "colourless_queries"}}
+                **{k: v for k, v in self.config.items() if k in ("colourless_queries", "adapt")}}
         check.check_references(refs, origin)
         try:
             check_meta({**meta, "next_id": 0})

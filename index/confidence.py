@@ -8,6 +8,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from byakugan.embedder.scoring.adapt import Adaptation, left_out
 from byakugan.embedder.scoring.calibration import Calibration, fit
 
 from .gallery import Gallery
@@ -39,6 +40,9 @@ def evidence(gallery: Gallery, prepare: Prepare, limit: int = LIMIT, seed: int =
     best_other = (next((s for lab, s in res.labels if lab != label_of[int(i)]), None)
                   for i, res in zip(ids, gallery.search(q, k=2, offset=off)))
     impostor = np.asarray([s for s in best_other if s is not None], np.float64)
+    # A gallery whose scores are adapted to its classes: each reference's term for its own class with
+    # it left out of the fit, as a picture of that class never enrolled would get it.
+    terms = _left_out_terms(gallery, ids.tolist(), q, label_of)
     genuine = []
     for label in sorted({label_of[int(i)] for i in ids}):
         rows = np.flatnonzero([label_of[int(i)] == label for i in ids])
@@ -54,12 +58,23 @@ def evidence(gallery: Gallery, prepare: Prepare, limit: int = LIMIT, seed: int =
             keep = (np.asarray(own) != ids[row]) & (V @ stored[n] < DUPLICATE_COSINE)
             if not keep.any():
                 continue
+            term = 0.0 if terms is None else float(terms[row])
             if gallery.scoring == "mean":
                 m = V[keep].sum(0)
-                genuine.append(float(q[row] @ m / max(np.linalg.norm(m), 1e-12)) - off[row])
+                genuine.append(float(q[row] @ m / max(np.linalg.norm(m), 1e-12)) - off[row] + term)
             else:
-                genuine.append(float(S[n, keep].max()) - off[row])
+                genuine.append(float(S[n, keep].max()) - off[row] + term)
     return np.asarray(genuine), impostor
+
+
+def _left_out_terms(gallery: Gallery, ids: list[int], q: np.ndarray, label_of: dict[int, str]) -> Optional[np.ndarray]:
+    if gallery.adapt is None:
+        return None
+    means = gallery.means()
+    labels, sums = means.sums()
+    column = {label: j for j, label in enumerate(labels)}
+    own = np.asarray([column[label_of[i]] for i in ids])
+    return left_out(means.gram, sums, gallery.embeddings(ids), q, own, Adaptation.from_dict(gallery.adapt))
 
 
 def calibrate(gallery: Gallery, prepare: Prepare, limit: int = LIMIT) -> Calibration:

@@ -134,6 +134,7 @@ def _write(gallery: Gallery, out: Path, kind: Optional[str], pipeline: Optional[
             **_bundle_landmarks(gallery, pipeline, d),
             **_bundle_cohort(gallery, d),
             **({"colourless_queries": gallery.colourless_queries} if gallery.colourless_queries else {}),
+            **({"adapt": gallery.adapt} if gallery.adapt else {}),
         })
         # "default" is the threshold searches use now (the automatic one when the gallery has it), so a
         # reader that knows nothing of "auto" still applies the same one.

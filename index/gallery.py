@@ -14,17 +14,18 @@ import numpy as np
 
 from byakugan.embedder.images import ImageSource
 from byakugan.embedder.scoring import check_scoring
+from byakugan.embedder.scoring.adapt import Adaptation
 from byakugan.embedder.scoring.cohort import COHORT_FILE, load_cohort, save_cohort
 
 from . import committed, counts, db, ranking, reindex, store
 from .enrol_inputs import sources_of, thumbnails_of
 from .errors import GalleryError, NotInGalleryError
 from .labels import check_label, check_label_in, find, shown, some
-from .means import ClassMeans
+from .means import ClassMeans, kept
 from .milvus import new_store
 from .ranking import Match, Reference, SearchResult
 from .sequences import SequenceBook
-from .settings import GallerySettings, check_meta, digest, repair, set_auto, set_scoring, set_threshold
+from .settings import GallerySettings, check_meta, digest, repair, set_adapt, set_auto, set_scoring, set_threshold
 from .vectors import FlatStore, VectorStore, as_vectors
 
 THUMBS_DIR = store.THUMBS
@@ -57,9 +58,9 @@ class Gallery:
         meta = {"model": dict(settings.model), "threshold": float(settings.threshold),
                 "model_threshold": float(settings.threshold),  # what automatic falls back to (settings.set_auto)
                 "detector": dict(settings.detector), "next_id": 0, "references": []}
-        if settings.scoring:
-            meta["scoring"] = check_scoring(settings.scoring)
+        meta |= {"scoring": check_scoring(settings.scoring)} if settings.scoring else {}
         meta |= {"landmarks": dict(settings.landmarks)} if settings.landmarks is not None else {}
+        meta |= {"adapt": Adaptation.from_dict(settings.adapt).to_dict()} if settings.adapt else {}
         if settings.cohort is not None:
             # Scores are cohort-normalised; the cohort is copied into the gallery folder (self-contained).
             meta["cohort"] = {"top": int(settings.cohort_top), "size": len(settings.cohort), "sha256": digest(settings.cohort)}
@@ -91,9 +92,7 @@ class Gallery:
             raise GalleryError(f"gallery {path}: {db.DB_FILE if v2 else store.META_FILE} is malformed "
                                f"({type(exc).__name__}: {exc})") from None
 
-    @staticmethod
-    def exists(path: os.PathLike | str) -> bool:
-        return db.exists(Path(path)) or (Path(path) / store.META_FILE).is_file()
+    exists = staticmethod(lambda path: db.exists(Path(path)) or (Path(path) / store.META_FILE).is_file())
 
     def save(self, path: Optional[os.PathLike | str] = None) -> None:
         if self.read_only:
@@ -136,7 +135,6 @@ class Gallery:
         g._dropped, g._added, g._renamed = set(self._dropped), list(self._added), list(self._renamed)
         return g
 
-    # ---- what the gallery was built with ------------------------------------------------
     model_settings = property(lambda self: dict(self._meta["model"]), doc='{"name", "fingerprint", "dim"} of its model')
     model_name = property(lambda self: self._meta["model"]["name"])
     detector_config = property(lambda self: dict(self._meta.get("detector", {"name": "none"})))
@@ -177,6 +175,13 @@ class Gallery:
     scoring = property(lambda self: self._meta.get("scoring", "nearest"),
                        lambda self, value: set_scoring(self._meta, value),
                        doc='How labels are ranked: "nearest" (best reference) or "mean" (cosine to the class mean)')
+    adapt = property(lambda self: self._meta.get("adapt"), lambda self, value: set_adapt(self._meta, value),
+                     doc='{"weight", "ridge"}: label scores adapted to its classes (embedder.scoring.adapt), or None')
+
+    def means(self) -> Optional[ClassMeans]:
+        """Its class sums (XᵀX too when its scores are adapted), kept by its edits; None where its scoring needs none."""
+        self._means = kept(self._means, self._store, self._refs, self.scoring == "mean", self.adapt is not None)
+        return self._means
 
     @property
     def sequences(self) -> SequenceBook:
@@ -204,10 +209,8 @@ class Gallery:
         """A small JPEG of the reference image, when it was enrolled from an image."""
         if isinstance(ref_id, bool) or not isinstance(ref_id, (int, np.integer)):  # "0" or "../x" would name a file
             raise NotInGalleryError(f"reference id {ref_id!r}: not in gallery {self.path or '(unsaved)'}; ids are whole numbers")
-        if ref_id in self._new_thumbs:
-            return self._new_thumbs[ref_id]
-        p = self.path / THUMBS_DIR / f"{ref_id}.jpg" if self.path else None
-        return p.read_bytes() if p is not None and p.is_file() else None
+        p = self.path / THUMBS_DIR / f"{ref_id}.jpg" if self.path else None  # (one not saved yet: in memory)
+        return self._new_thumbs.get(ref_id) or (p.read_bytes() if p is not None and p.is_file() else None)
 
     def _require_label(self, label: str) -> str:
         if (found := find(label, self._counts)) is None:  # any spelling it was enrolled with
@@ -252,8 +255,7 @@ class Gallery:
     def remove_reference(self, ref_id: int) -> Reference:
         if isinstance(ref_id, bool) or not isinstance(ref_id, (int, np.integer)) or ref_id not in self._refs:  # True == 1.0 == 1
             raise NotInGalleryError(f"reference id {ref_id!r}: not in gallery {self.path or '(unsaved)'}")
-        ref = self._refs[ref_id]
-        self._drop([ref_id])
+        ref, _ = self._refs[ref_id], self._drop([ref_id])  # read before it is dropped
         return ref
 
     def _drop(self, ids: list[int]) -> int:
@@ -282,18 +284,16 @@ class Gallery:
         self.revision += 1
         return sum(1 for r in self._refs.values() if r.label == new)
 
-    # ---- searching by vector ------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int = 5, offset: Optional[np.ndarray] = None) -> list[SearchResult]:
         """Each query's k nearest references and k best labels (see ranking.search); offset: cohort normalisation."""
         k = ranking.check_k(k)
         if not self._refs:
             raise GalleryError(f"gallery {self.path or '(unsaved)'}: is empty; enrol images first")
         emb = as_vectors(queries, self.dim, self.path)
-        if self.scoring == "mean" and self._means is None:
-            self._means = ClassMeans.of(self._store, self._refs)
+        means, adapt = self.means(), self.adapt and Adaptation.from_dict(self.adapt)
         self._members = counts.Members.current(self._members, self._refs, self.revision)
-        return ranking.search(self._store, self._refs, emb, k, self._means.matrix() if self.scoring == "mean" else None,
-                              offset, self._counts, self._members)
+        return ranking.search(self._store, self._refs, emb, k, means.matrix() if self.scoring == "mean" else None,
+                              offset, self._counts, self._members, means.directions(adapt) if adapt else None)
 
     def match(self, result: SearchResult, threshold: Optional[float] = None, calibration=None) -> Match:
         """The best label, or UNKNOWN below the threshold; with a calibration (index.confidence), its confidence."""

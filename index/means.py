@@ -1,6 +1,7 @@
 """Class means kept up to date by edits: each label's sum of reference vectors and its count change
 by what an enrolment adds or a removal takes, so ranking by class mean never goes over every
-reference again after an edit (that took 2.2 s at 100k references)."""
+reference again after an edit (that took 2.2 s at 100k references). For a gallery whose scores are
+adapted to its classes (embedder.scoring.adapt) the sum of the references' outer products too."""
 
 from __future__ import annotations
 
@@ -8,20 +9,24 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from byakugan.embedder.scoring.adapt import Adaptation
+
 from .ranking import Reference
 from .vectors import VectorStore
 
 
 class ClassMeans:
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, gram: bool = False) -> None:
         self.dim = dim
         self._sum: dict[str, np.ndarray] = {}  # float64: sums that go up and down do not drift
         self._count: dict[str, int] = {}
         self._matrix: Optional[tuple[list[str], np.ndarray]] = None
+        self.gram: Optional[np.ndarray] = np.zeros((dim, dim)) if gram else None  # XᵀX of every reference
+        self._directions: Optional[tuple[Adaptation, list[str], np.ndarray]] = None
 
     @classmethod
-    def of(cls, store: VectorStore, refs: Mapping[int, Reference]) -> "ClassMeans":
-        means = cls(store.dim)
+    def of(cls, store: VectorStore, refs: Mapping[int, Reference], gram: bool = False) -> "ClassMeans":
+        means = cls(store.dim, gram)
         by_label: dict[str, list[int]] = {}
         for r in refs.values():
             by_label.setdefault(r.label, []).append(r.id)
@@ -30,23 +35,29 @@ class ClassMeans:
         return means
 
     def add(self, label: str, vectors: np.ndarray) -> None:
-        self._sum[label] = self._sum.get(label, np.zeros(self.dim)) + np.asarray(vectors, np.float64).sum(axis=0)
+        v = np.asarray(vectors, np.float64)
+        self._sum[label] = self._sum.get(label, np.zeros(self.dim)) + v.sum(axis=0)
         self._count[label] = self._count.get(label, 0) + len(vectors)
-        self._matrix = None
+        if self.gram is not None:
+            self.gram += v.T @ v
+        self._matrix = self._directions = None
 
     def remove(self, labels: Sequence[str], vectors: np.ndarray) -> None:
         """Take out rows of `vectors`, each of the label at the same place in `labels`."""
-        for label, v in zip(labels, np.asarray(vectors, np.float64)):
+        vectors = np.asarray(vectors, np.float64)
+        for label, v in zip(labels, vectors):
             self._count[label] -= 1
             if self._count[label] == 0:
                 del self._count[label], self._sum[label]
             else:
                 self._sum[label] = self._sum[label] - v
-        self._matrix = None
+        if self.gram is not None and len(vectors):
+            self.gram -= vectors.T @ vectors
+        self._matrix = self._directions = None
 
     def rename(self, old: str, new: str) -> None:
         self._sum[new], self._count[new] = self._sum.pop(old), self._count.pop(old)
-        self._matrix = None
+        self._matrix = self._directions = None
 
     def matrix(self) -> tuple[list[str], np.ndarray]:
         """Each label (sorted) and the unit mean of its references, as ranking.search takes them."""
@@ -57,3 +68,28 @@ class ClassMeans:
             P /= np.maximum(np.linalg.norm(P, axis=1, keepdims=True), 1e-12)
             self._matrix = (labels, np.ascontiguousarray(P))
         return self._matrix
+
+    def sums(self) -> tuple[list[str], np.ndarray]:
+        """Each label (sorted) and the sum of its references (float64)."""
+        labels = sorted(self._sum)
+        return labels, np.stack([self._sum[lab] for lab in labels]) if labels else np.zeros((0, self.dim))
+
+    def directions(self, adapt: Adaptation) -> tuple[list[str], np.ndarray]:
+        """Each label (sorted, as matrix()) and its adapted direction (embedder.scoring.adapt): one
+        d × d solve after each edit, none per search."""
+        if self.gram is None:
+            raise ValueError("class means kept without XᵀX cannot adapt scores")
+        if self._directions is None or self._directions[0] != adapt:
+            labels, S = self.sums()
+            D = adapt.directions(self.gram, S) if labels else np.zeros((0, self.dim), np.float32)
+            self._directions = (adapt, labels, np.ascontiguousarray(D))
+        return self._directions[1], self._directions[2]
+
+
+def kept(means: Optional[ClassMeans], store: VectorStore, refs: Mapping[int, Reference], mean: bool,
+         adapted: bool) -> Optional[ClassMeans]:
+    """The class sums a gallery's scoring needs (XᵀX too when adapted), made on first need, then kept by its
+    edits; None when it needs none (a gallery ranked by nearest reference, not adapted)."""
+    if not (mean or adapted):
+        return None
+    return ClassMeans.of(store, refs, gram=adapted) if means is None or adapted and means.gram is None else means

@@ -22,6 +22,7 @@ from byakugan.embedder.errors import ImageError
 from byakugan.embedder.images import ImageSource, describe, image_list, load_image
 from byakugan.embedder.scoring.cohort import offsets
 from byakugan.embedder.scoring.fusion import fuse, query_form, stack_landmarks
+from byakugan.embedder.scoring.adapt import advised
 from byakugan.embedder.scoring.calibration import Calibration
 
 from .colour_queries import ColourQueries
@@ -130,10 +131,11 @@ class Pipeline:
             raise GalleryError(f"model {m.name!r} normalises scores by a cohort, which fused hand landmarks do not "
                                "support; use a model without a cohort (default) or landmarks None")
         # The detector's full config, every setting with its value today: a later default never changes what it does.
+        adapt = advised(m, self.landmarks)
         return GallerySettings({"name": m.name, "fingerprint": m.fingerprint(), "dim": m.dim}, self.detector.config,
                                threshold, config.get("scoring"), landmarks,
                                m.cohort_settings["top"] if cohort is not None else None, cohort,
-                               colourless_spec(m) if landmarks is None else None)
+                               colourless_spec(m) if landmarks is None else None, adapt and adapt.to_dict())
 
     def new_gallery(self, path: Optional[os.PathLike | str] = None, threshold: Optional[float] = None,
                     store: str = "faiss") -> Gallery:
@@ -245,7 +247,7 @@ class Pipeline:
     def calibration(self, gallery: Gallery) -> Calibration:
         """What the gallery's scores mean as a 0-1 confidence, from its own references (see
         index.confidence); worked out again only after the references, scoring or threshold change."""
-        key = (gallery.revision, gallery.scoring, gallery.threshold, len(gallery))
+        key = (gallery.revision, gallery.scoring, gallery.adapt, gallery.threshold, len(gallery))
         cached = self._calibration
         if cached is None or cached[0]() is not gallery or cached[1] != key:
             cal = calibrate(gallery, lambda v: self.query(gallery, v))

@@ -96,7 +96,8 @@ class Recognition:
 
 def search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k: int,
            protos: Optional[tuple[list[str], np.ndarray]] = None, offset: Optional[np.ndarray] = None,
-           counts: Optional[LabelCounts] = None, members: Optional[Members] = None) -> list[SearchResult]:
+           counts: Optional[LabelCounts] = None, members: Optional[Members] = None,
+           adapted: Optional[tuple[list[str], np.ndarray]] = None) -> list[SearchResult]:
     """For each query row: its k nearest references and the k best labels.
 
     Labels are ranked by their best reference, or, given `protos` (index.means.ClassMeans.matrix), by the
@@ -105,12 +106,16 @@ def search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k
     byakugan.embedder.scoring.cohort); the order of hits and labels stays the same. counts: the
     references per label (index.counts), when the caller keeps them (else counted
     here, O(references)); members: their ids (index.counts.Members), kept while the references
-    stand (else found here when a search needs them).
+    stand (else found here when a search needs them). adapted: each label (sorted, as protos) and its
+    direction (index.means.ClassMeans.directions): a label's score is its own plus its direction's dot
+    product with the query (embedder.scoring.adapt); hits keep their references' scores.
     """
     if offset is not None:
         return [SearchResult([Hit(h.id, h.label, h.score - float(o), h.source) for h in r.hits],
                              [(lab, s - float(o)) for lab, s in r.labels], float(o))
-                for r, o in zip(search(index, refs, emb, k, protos, None, counts, members), offset)]
+                for r, o in zip(search(index, refs, emb, k, protos, None, counts, members, adapted), offset)]
+    if adapted is not None:
+        return adapted_search(index, refs, emb, k, protos, adapted, counts, members)
     if protos is not None:  # only the k nearest references are kept: k deep is enough
         hits = _ranked(index.search(emb, min(len(refs), k)), refs, k)
         names, P = protos
@@ -153,6 +158,44 @@ def search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k
             new = [ls for ls in more.labels if ls[0] not in found]  # (none, unless the index kept one)
             results[q] = _Ranked(r.hits, sorted(r.labels + new, key=lambda ls: -ls[1])[:k], r.depth)
     return [SearchResult(r.hits, r.labels) for r in results]
+
+
+# Up to this many references a search adapted to the classes ranks every label exactly (every
+# reference scored: Milvus returns at most 16,384 a query); past it, the labels an unadapted search
+# finds (its k x 4 best) are ranked adapted.
+EXACT_ADAPTED = 10_000
+
+
+def adapted_search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k: int,
+                   protos: Optional[tuple[list[str], np.ndarray]], adapted: tuple[list[str], np.ndarray],
+                   counts: Optional[LabelCounts], members: Optional[Members]) -> list[SearchResult]:
+    names, D = adapted
+    T = emb @ D.T  # each query's term for each label
+    if protos is not None:  # by class mean: the term is linear in the query, so it joins the means
+        plain = search(index, refs, emb, k, None if not len(names) else (names, protos[1] + D), None, counts, members)
+        return plain
+    if len(refs) <= EXACT_ADAPTED:
+        scores, ids = index.search(emb, len(refs))
+        column = {n: j for j, n in enumerate(names)}
+        by_id = {i: column[r.label] for i, r in refs.items()}
+        cols = np.array([[by_id.get(i, -1) for i in row] for row in ids.tolist()], np.int64).reshape(ids.shape)
+        best = np.full((len(emb), len(names)), -np.inf, np.float32)
+        rows = np.repeat(np.arange(len(emb)), ids.shape[1]).reshape(ids.shape)
+        seen = cols >= 0
+        np.maximum.at(best, (rows[seen], cols[seen]), scores[seen])
+        hits = _ranked((scores, ids), refs, k)
+        out = []
+        for q, h in enumerate(hits):
+            S = best[q] + T[q]
+            order = [j for j in np.argsort(-S, kind="stable")[:k] if np.isfinite(best[q, j])]
+            out.append(SearchResult(h.hits, [(names[j], float(S[j])) for j in order]))
+        return out
+    column = {n: j for j, n in enumerate(names)}
+    out = []
+    for q, r in enumerate(search(index, refs, emb, 4 * k, None, None, counts, members)):
+        labels = sorted(((lab, s + float(T[q, column[lab]])) for lab, s in r.labels), key=lambda ls: -ls[1])[:k]
+        out.append(SearchResult(r.hits[:k], labels))
+    return out
 
 
 def _depth(found: "_Ranked", k: int, counts: LabelCounts) -> tuple[int, int]:

@@ -12,6 +12,7 @@ import numpy as np
 
 from byakugan.embedder.errors import ByakuganWarning
 from byakugan.embedder.scoring import check_scoring
+from byakugan.embedder.scoring.adapt import Adaptation
 
 from .errors import GalleryError
 from .ranking import Reference, check_threshold
@@ -33,6 +34,7 @@ class GallerySettings:
     # {"split", "bins", "weight"} of the model's colour histogram: a query with no colour in it is
     # scored by the CNN part alone (byakugan.embedder.scoring.colourless)
     colourless_queries: Optional[dict] = None
+    adapt: Optional[dict] = None  # {"weight", "ridge"}: scores adapted to its classes (embedder.scoring.adapt)
 
     @property
     def dim(self) -> int:
@@ -86,6 +88,8 @@ def check_meta(meta: dict) -> None:
             raise ValueError(f"{key} {meta[key]!r} must be a number from -2 to 2")
     if "scoring" in meta:
         check_scoring(meta["scoring"])
+    if "adapt" in meta:
+        Adaptation.from_dict(meta["adapt"])
     if not isinstance(meta["next_id"], int) or not isinstance(meta["references"], list):
         raise ValueError("next_id must be a number and references a list")
     if meta["references"] and not meta.get("read_only") and meta["next_id"] <= max(r.id if isinstance(r, Reference) else int(r["id"]) for r in meta["references"]):
@@ -141,6 +145,17 @@ def set_auto(meta: dict, value: bool) -> None:
 def set_threshold(meta: dict, value) -> None:
     """A threshold fixed by hand: a cosine similarity, so between -1 and 1."""
     meta["threshold"], meta["threshold_mode"] = check_threshold(value), "fixed"
+
+
+def set_adapt(meta: dict, value: Optional[dict]) -> None:
+    """Scores adapted to the gallery's classes ({"weight", "ridge"}), or not (None)."""
+    if value is None:
+        meta.pop("adapt", None)
+        return
+    try:
+        meta["adapt"] = Adaptation.from_dict(value).to_dict()
+    except ValueError as exc:
+        raise GalleryError(str(exc)) from None
 
 
 def set_scoring(meta: dict, value: str) -> None:

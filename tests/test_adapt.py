@@ -1,6 +1,7 @@
 """embedder.scoring.adapt: the ridge term is the closed-form ridge regression to one-hot class targets."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from byakugan.embedder.scoring.adapt import Adaptation
@@ -40,3 +41,29 @@ def test_a_query_is_pulled_towards_the_class_its_direction_separates():
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     terms = Adaptation(1.0, 0.1).terms(np.array([[1, 0.05, 0]]), X, [np.array([0, 1]), np.array([2, 3])])
     assert terms[0, 0] > terms[0, 1]
+
+
+def test_a_reference_left_out_gets_the_term_a_fit_without_it_gives():
+    from byakugan.embedder.scoring.adapt import left_out
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(10, 6))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Q = X + 0.1 * rng.normal(size=X.shape)  # a query form a little unlike the stored one
+    groups = [np.arange(0, 4), np.arange(4, 10)]
+    own = np.array([0] * 4 + [1] * 6)
+    a = Adaptation(0.5, 0.2)
+    got = left_out(X.T @ X, np.stack([X[g].sum(0) for g in groups]), X, Q, own, a)
+    for i in range(10):
+        keep = np.arange(10) != i
+        kept = [[j for j in g if j != i] for g in groups]
+        D = a.directions(X[keep].T @ X[keep], np.stack([X[g].sum(0) for g in kept]))
+        assert abs(got[i] - Q[i] @ D[own[i]]) < 1e-4
+
+
+def test_settings_are_checked_and_named():
+    assert Adaptation.from_dict({"weight": 0.3, "ridge": 0.1}) == Adaptation(0.3, 0.1)
+    for bad in ({"weight": 0}, {"weight": True, "ridge": 0.1}, {"weight": 0.3, "ridge": float("nan")}, [0.3], None,
+                {"weight": 0.3, "ridge": 0.1, "x": 1}):
+        with pytest.raises(ValueError, match="adapt"):
+            Adaptation.from_dict(bad)

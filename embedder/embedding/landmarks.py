@@ -62,6 +62,8 @@ class LandmarkEncoder(torch.nn.Module):
     name = property(lambda self: self.config["name"])
     dim = property(lambda self: int(self.config["dim"]))
     weight = property(lambda self: float(self.config["weight"]))  # share of the fused score
+    # advice for the galleries it fuses into, as a model's "scoring" (embedder.scoring.adapt)
+    adapt = property(lambda self: self.config.get("adapt"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         present = (x.abs().sum(dim=1, keepdim=True) > 0).to(x.dtype)
@@ -78,7 +80,7 @@ class LandmarkEncoder(torch.nn.Module):
 
     def fingerprint(self) -> str:
         if self._fingerprint is None or self.training:
-            identity = {k: v for k, v in self.config.items() if k not in ("name", "threshold", "description", "detectors")}
+            identity = {k: v for k, v in self.config.items() if k not in ("name", "threshold", "description", "detectors", "adapt")}
             self._fingerprint = fingerprint(identity, self)
         return self._fingerprint
 

@@ -65,6 +65,7 @@ class OnnxLandmarks:
     """landmarks.onnx: (N, 128) landmark encodings -> (N, dim) unit-or-zero vectors."""
 
     runtime = "onnx"
+    adapt: Optional[dict] = None  # the torch model's advice, set by runtime.onnx_landmarks (not in its cache)
 
     def __init__(self, path: os.PathLike | str, name: str, dim: int, weight: float, fingerprint: str,
                  input_name: str = "landmarks") -> None:

@@ -53,8 +53,9 @@ def onnx_landmarks(encoder) -> OnnxLandmarks:
         export_onnx(encoder, p, x, input_name="landmarks")
 
     identity = {"name": encoder.name, "fingerprint": encoder.fingerprint(), "dim": encoder.dim, "weight": encoder.weight}
-    return _open(_key("landmarks", encoder.name, encoder.fingerprint()), identity, write,
-                 _landmarks)
+    twin = _open(_key("landmarks", encoder.name, encoder.fingerprint()), identity, write, _landmarks)
+    twin.adapt = encoder.adapt  # advice for new galleries: read from the model, so a cache made before it still gets it
+    return twin
 
 
 def cached_embedder(name: str, fingerprint: str) -> Optional[OnnxEmbedder]:

@@ -11,6 +11,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..scoring.adapt import Adaptation
+
+
 def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
     """Probability that a random positive outscores a random negative (ties count half)."""
     if len(pos) == 0 or len(neg) == 0:
@@ -82,11 +85,14 @@ def enrolment_trials(
     seed: int = 0,
     query_emb: Optional[np.ndarray] = None,
     offset: Optional[np.ndarray] = None,
+    adapt: Optional[Adaptation] = None,
 ) -> Trials:
     """query_emb: the rows to query with when they differ from the enrolled form (fused vectors
     without landmarks, see embedder.scoring.fusion.query_form); emb by default.
     offset: a per-row amount taken off every score of that row as a query (cohort normalisation,
-    see embedder.scoring.cohort), as a gallery with a cohort does."""
+    see embedder.scoring.cohort), as a gallery with a cohort does.
+    adapt: labels scored as a gallery adapted to its classes scores them (embedder.scoring.adapt):
+    each known class's nearest reference (or mean) plus its term; None: by the nearest reference."""
     labels = np.asarray(labels)
     q_emb = emb if query_emb is None else query_emb
     off = np.zeros(len(labels), np.float32) if offset is None else np.asarray(offset, np.float32)
@@ -102,23 +108,26 @@ def enrolment_trials(
     for _ in range(trials):
         known, unknown, refs, queries = draw_trial(rng, labels, classes, n_unknown, shots)
         S = q_emb[queries] @ emb[refs].T - off[queries, None]
-        predicted = labels[refs][S.argmax(1)]
+        scored = _Labels(emb[refs], labels[refs], known, adapt)
+        NS = scored.nearest(q_emb[queries], S)
+        predicted = scored.names[NS.argmax(1)]
         near.append(np.mean(predicted == labels[queries]))
         np.add.at(confusion, ([index[c] for c in labels[queries]], [index[c] for c in predicted]), 1)
         P = np.stack([emb[[r for r in refs if labels[r] == c]].mean(0) for c in known])
         P /= np.linalg.norm(P, axis=1, keepdims=True)
-        PS = q_emb[queries] @ P.T - off[queries, None]
+        PS = q_emb[queries] @ P.T - off[queries, None] + scored.terms(q_emb[queries])
         proto.append(np.mean(np.asarray(known)[PS.argmax(1)] == labels[queries]))
         unk_q = np.flatnonzero(np.isin(labels, list(unknown)))
         if len(unk_q):
-            known_best, unk_best = S.max(1), (q_emb[unk_q] @ emb[refs].T - off[unk_q, None]).max(1)
+            known_best = NS.max(1)
+            unk_best = scored.nearest(q_emb[unk_q], q_emb[unk_q] @ emb[refs].T - off[unk_q, None]).max(1)
             t = float(np.quantile(known_best, 0.05))  # keeps 95% of known queries
             thr.append(t)
             far.append(float(np.mean(unk_best >= t)))
             auc.append(roc_auc(known_best, unk_best))
             known_all.append(known_best)
             unknown_all.append(unk_best)
-            kp, up = PS.max(1), (q_emb[unk_q] @ P.T - off[unk_q, None]).max(1)
+            kp, up = PS.max(1), (q_emb[unk_q] @ P.T - off[unk_q, None] + scored.terms(q_emb[unk_q])).max(1)
             tp = float(np.quantile(kp, 0.05))
             open_mean.append((tp, float(np.mean(up >= tp)), roc_auc(kp, up)))
             for c in unknown:  # which left-out classes pass for enrolled ones
@@ -155,3 +164,23 @@ def enrolment_trials(
     return Trials(summary, classes.tolist(), confusion,
                   np.concatenate(known_all) if known_all else np.zeros(0),
                   np.concatenate(unknown_all) if unknown_all else np.zeros(0))
+
+
+class _Labels:
+    """A trial's enrolled classes, scored as a gallery scores labels: by the nearest reference, plus,
+    adapted to the classes, each class's term."""
+
+    def __init__(self, refs: np.ndarray, ref_labels: np.ndarray, known: Sequence[str], adapt: Optional[Adaptation]) -> None:
+        self.names = np.asarray(ref_labels) if adapt is None else np.asarray(known)
+        self._groups = [np.flatnonzero(ref_labels == c) for c in known]
+        self._D = None if adapt is None else adapt.fit(refs, self._groups)
+
+    def terms(self, q: np.ndarray) -> np.ndarray:
+        return 0.0 if self._D is None else q @ self._D.T
+
+    def nearest(self, q: np.ndarray, S: np.ndarray) -> np.ndarray:
+        """[queries, references] scores as label scores: as they are (argmax names the reference's
+        label) or, adapted, [queries, known classes]."""
+        if self._D is None:
+            return S
+        return np.stack([S[:, g].max(1) for g in self._groups], 1) + self.terms(q)

@@ -16,8 +16,9 @@ and one d-vector product per class and query. Measured by benchmarks/gallery_ada
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+import math
+from dataclasses import asdict, dataclass
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -26,6 +27,20 @@ import numpy as np
 class Adaptation:
     weight: float  # how much of the ridge output is added to the class score
     ridge: float = 0.1  # the regularisation of XᵀX (reference vectors are unit length)
+
+    @classmethod
+    def from_dict(cls, spec: object) -> "Adaptation":
+        """From a gallery's, bundle's or model's {"weight", "ridge"}; ValueError naming what is wrong."""
+        if not isinstance(spec, dict) or set(spec) != {"weight", "ridge"}:
+            raise ValueError(f"adapt {spec!r}: must be {{\"weight\": W, \"ridge\": R}}")
+        for key, top in (("weight", 10.0), ("ridge", 100.0)):
+            v = spec[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= top:
+                raise ValueError(f"adapt {key} {v!r}: must be a number above 0, at most {top:g}")
+        return cls(float(spec["weight"]), float(spec["ridge"]))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
     def directions(self, gram: np.ndarray, sums: np.ndarray) -> np.ndarray:
         """[classes, dim]: weight · A⁻¹ s_c for each class's sum s_c (rows of `sums`); a query's term
@@ -41,3 +56,27 @@ class Adaptation:
     def terms(self, queries: np.ndarray, refs: np.ndarray, groups: Sequence[np.ndarray]) -> np.ndarray:
         """[queries, classes]: what adaptation adds to each class score of each query."""
         return np.asarray(queries, np.float32) @ self.fit(refs, groups).T
+
+
+def left_out(gram: np.ndarray, sums: np.ndarray, stored: np.ndarray, queries: np.ndarray, own: np.ndarray,
+             a: Adaptation) -> np.ndarray:
+    """Each reference's term for its own class with that reference left out of the fit, as a query of
+    the class never enrolled would get it (a gallery's own threshold is set from such scores):
+    weight · qᵀ(A − xxᵀ)⁻¹(s_c − x) by the Sherman-Morrison formula, from A⁻¹ once. stored: the
+    references as enrolled (x), queries: the same in query form (q), own: each one's row of `sums`."""
+    B = np.linalg.inv(np.asarray(gram, np.float64) + a.ridge * np.eye(len(gram)))
+    x, q = np.asarray(stored, np.float64), np.asarray(queries, np.float64)
+    s = np.asarray(sums, np.float64)[own] - x
+    Bx, Bs = x @ B, s @ B  # B is symmetric
+    return (a.weight * ((q * Bs).sum(1) + (q * Bx).sum(1) * (x * Bs).sum(1) / (1 - (x * Bx).sum(1)))).astype(np.float32)
+
+
+def loaded(spec: Optional[dict]) -> Optional[Adaptation]:
+    return None if spec is None else Adaptation.from_dict(spec)
+
+
+def advised(model, landmarks=None) -> Optional[Adaptation]:
+    """Whether a new gallery of this model scores adapted to its classes, as the model's config advises
+    ("adapt"); for one fusing hand landmarks, as the landmark model's does."""
+    advice = getattr(landmarks, "adapt", None) if landmarks is not None else getattr(model, "config", {}).get("adapt")
+    return None if advice is None else Adaptation.from_dict(advice)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from byakugan.embedder.errors import ByakuganError
+from byakugan.embedder.scoring.adapt import advised
 
 from .common import check_new_file, detectors, landmarks_arg, print_json, report, seed, write_new
 from .models import pipeline_for
@@ -58,7 +59,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     trials, emb, parts = evaluate_embeddings(
         embedded.cnn, labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction, seed=a.seed,
         offset=offset, landmarks=embedded.landmarks, weight=encoder.weight if encoder else 0.0, name=data,
-        queries=queries if rescaled else None)
+        queries=queries if rescaled else None, adapt=None if a.no_adapt else advised(model, encoder))
     summary = {"data": data, "model": printable(model.name), "detector": a.detector, **trials.summary}
     if rescaled:
         summary["colourless_queries"] = rescaled
@@ -170,6 +171,11 @@ def _print_evaluation(s: dict, encoder) -> None:
     if "far_at_tar95" in s:
         print(f"  open set: FAR@TAR95 {s['far_at_tar95']:.3f}, ROC AUC {s['roc_auc']:.3f}, threshold {s['threshold_tar95']:.3f}"
               f" (class mean: {s['far_at_tar95_mean']:.3f}, {s['roc_auc_mean']:.3f}, {s['threshold_tar95_mean']:.3f})")
+    if "adapt" in s:
+        u = s["unadapted"]
+        print(f"  scores adapted to the enrolled classes (weight {s['adapt']['weight']:g}, ridge {s['adapt']['ridge']:g}; "
+              f"--no-adapt without): without, top-1 nearest {u['top1_nearest']:.3f}, class mean {u['top1_prototype']:.3f}"
+              + (f", FAR@TAR95 {u['far_at_tar95']:.3f}" if "far_at_tar95" in u else ""))
     for name, p in s.get("parts", {}).items():
         print(f"  {name} alone: top-1 nearest {p['top1_nearest']:.3f}, class mean {p['top1_prototype']:.3f}"
               + (f", FAR@TAR95 {p['far_at_tar95']:.3f}" if "far_at_tar95" in p else ""))
@@ -199,6 +205,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one of the detector's settings, its value in JSON (for example grow_up=0.6); repeatable")
     landmarks_arg(s, "for detector 'hand'")
     s.add_argument("--no-cohort", action="store_true", help="raw cosines even if the model normalises scores by a cohort")
+    s.add_argument("--no-adapt", action="store_true",
+                   help="scores not adapted to the enrolled classes even where a new gallery of this model adapts them")
     s.add_argument("--seed", type=seed, default=0)
     s.add_argument("--json", action="store_true")
     s.add_argument("--save-embeddings", metavar="FILE",

@@ -11,6 +11,7 @@ from typing import Iterator
 
 from byakugan.embedder.errors import ImageError
 from byakugan.embedder.scoring import SCORINGS
+from byakugan.embedder.scoring.adapt import Adaptation
 from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
 from byakugan.index.errors import GalleryError
 from byakugan.index.gallery import Gallery
@@ -196,7 +197,26 @@ def threshold_value(text: str) -> float | str:
     return value + 0.0  # -0 is 0
 
 
+def adapt_value(text: str) -> dict:
+    """--adapt WEIGHT[,RIDGE] as a gallery records it (embedder.scoring.adapt)."""
+    weight, _, ridge = text.partition(",")
+    try:
+        return Adaptation.from_dict({"weight": float(weight), "ridge": float(ridge or 0.03)}).to_dict()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc} (WEIGHT or WEIGHT,RIDGE)") from None
+
+
 def cmd_scoring(a: argparse.Namespace) -> int:
+    if a.adapt is not None or a.no_adapt:
+        with edit_gallery(a.gallery) as g:
+            g.scoring, g.adapt = a.value or g.scoring, None if a.no_adapt else a.adapt
+        how = f"adapted to its classes (weight {g.adapt['weight']:g}, ridge {g.adapt['ridge']:g})" if g.adapt \
+            else "not adapted to its classes"
+        then = "the automatic threshold follows it" if g.threshold_auto else "check its fixed threshold with `byakugan evaluate`"
+        print(f"scoring set to {g.scoring}, {how}; {then}")
+        return 0
+    if a.value is None and (adapt := Gallery.open(a.gallery).adapt):
+        note(f"labels' scores adapted to its classes: weight {adapt['weight']:g}, ridge {adapt['ridge']:g} (--no-adapt to stop)")
     if (g := _show_or_set(a, "scoring")) is not None:
         if g.threshold_auto:
             print(f"scoring set to {g.scoring}; the automatic threshold follows it")
@@ -268,7 +288,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(exact below 50000 references, HNSW32 to 100000, IVF beyond)")
     s.set_defaults(func=cmd_reindex)
 
-    s = sub.add_parser("scoring", help="show or set how labels are ranked: nearest reference or class mean")
+    s = sub.add_parser("scoring", help="show or set how labels are ranked: nearest reference or class mean, and "
+                       "whether scores are adapted to the gallery's classes")
     s.add_argument("gallery", metavar="GALLERY")
     s.add_argument("value", metavar="|".join(SCORINGS), nargs="?")
+    how = s.add_mutually_exclusive_group()
+    how.add_argument("--adapt", type=adapt_value, metavar="WEIGHT[,RIDGE]",
+                     help="add a ridge regression fitted on the references to each label's score (ridge 0.03 unless "
+                          "given; new hand galleries: 0.3,0.03)")
+    how.add_argument("--no-adapt", action="store_true", help="label scores not adapted to the gallery's classes")
     s.set_defaults(func=cmd_scoring)

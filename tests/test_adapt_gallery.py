@@ -1,0 +1,148 @@
+"""A gallery whose label scores are adapted to its classes (embedder.scoring.adapt): it scores as the
+benchmark's formula does, keeps XᵀX through every edit, saves and opens with it, calibrates with each
+reference left out of the fit, exports it to bundles; new hand galleries take it from their model."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from byakugan.embedder.evaluation.protocol import enrolment_trials
+from byakugan.embedder.scoring.adapt import Adaptation
+from byakugan.index import Gallery, Pipeline, ranking
+from byakugan.index.confidence import evidence
+from byakugan.index.means import ClassMeans
+from tests.conftest import new_gallery
+
+A = Adaptation(0.3, 0.03)
+SIZES = {"a": 3, "b": 5, "c": 1, "d": 4}
+
+
+def unit(x):
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def settings(model):
+    pipe, _ = new_gallery(model)
+    return pipe.settings()
+
+
+def made(settings, path=None, scoring=None, seed=0):
+    g = Gallery.create(dataclasses.replace(settings, adapt=A.to_dict(), scoring=scoring), path)
+    rng = np.random.default_rng(seed)
+    centres = unit(rng.normal(size=(len(SIZES), g.dim)))
+    for c, (label, n) in zip(centres, SIZES.items()):
+        g.enroll(label, unit(c + 0.9 * rng.normal(size=(n, g.dim)) / np.sqrt(g.dim) * 8))
+    return g, rng, centres
+
+
+def expected(g, Q, scoring):
+    """The benchmark's scores: each class's nearest reference (or unit mean) plus A's term."""
+    labels = sorted(g.labels())
+    R = np.stack([g.embeddings([r.id for r in g.references(lab)]).mean(0) for lab in labels])
+    X = g.embeddings([r.id for r in g.references()])
+    owner = np.array([r.label for r in g.references()])
+    groups = [np.flatnonzero(owner == lab) for lab in labels]
+    base = np.stack([(Q @ X[grp].T).max(1) for grp in groups], 1) if scoring == "nearest" else Q @ unit(R).T
+    return labels, base + A.terms(Q, X, groups)
+
+
+@pytest.mark.parametrize("scoring", ["nearest", "mean"])
+def test_labels_score_as_the_benchmark_formula_and_survive_save_and_open(settings, tmp_path, scoring):
+    g, rng, centres = made(settings, tmp_path / "g", scoring)
+    Q = unit(centres[[0, 1, 3]] + rng.normal(size=(3, g.dim)) / np.sqrt(g.dim) * 6)
+    labels, S = expected(g, Q, scoring)
+    for results in (g.search(Q, k=4), None):
+        if results is None:  # saved, opened again, searched again: the same
+            g.save()
+            results = Gallery.open(tmp_path / "g").search(Q, k=4)
+        for q, r in enumerate(results):
+            want = sorted(zip(labels, S[q]), key=lambda ls: -ls[1])
+            assert [lab for lab, _ in r.labels] == [lab for lab, _ in want]
+            np.testing.assert_allclose([s for _, s in r.labels], [s for _, s in want], atol=2e-5)
+    assert Gallery.open(tmp_path / "g").adapt == A.to_dict()
+
+
+def test_every_edit_keeps_xtx_as_a_fresh_count_gives(settings):
+    g, rng, _ = made(settings)
+    g.search(unit(rng.normal(size=(1, g.dim))))  # made now, then kept by the edits below
+    g.enroll("e", unit(rng.normal(size=(2, g.dim))))
+    g.remove_reference(g.references("b")[0].id)
+    g.remove("c")
+    g.rename("a", "z")
+    fresh = ClassMeans.of(g.vectors, {r.id: r for r in g.references()}, gram=True)
+    np.testing.assert_allclose(g.means().gram, fresh.gram, atol=1e-9)
+    assert g.means().directions(A)[0] == fresh.directions(A)[0] == ["b", "d", "e", "z"]
+    np.testing.assert_allclose(g.means().directions(A)[1], fresh.directions(A)[1], atol=1e-5)
+
+
+def test_turned_off_it_scores_as_before(settings):
+    g, rng, _ = made(settings)
+    Q = unit(rng.normal(size=(2, g.dim)))
+    adapted = g.search(Q, k=3)
+    g.adapt = None
+    plain = g.search(Q, k=3)
+    assert [r.labels for r in plain] != [r.labels for r in adapted]
+    assert plain[0].labels[0][1] == pytest.approx(max(h.score for h in plain[0].hits))
+
+
+def test_a_big_gallery_ranks_the_labels_an_unadapted_search_finds(settings, monkeypatch):
+    g, rng, centres = made(settings)
+    Q = unit(centres + rng.normal(size=centres.shape) / np.sqrt(g.dim) * 6)
+    exact = g.search(Q, k=2)
+    monkeypatch.setattr(ranking, "EXACT_ADAPTED", 3)  # as if it held more than can be scored whole
+    approx = g.search(Q, k=2)
+    assert [r.labels[0][0] for r in approx] == [r.labels[0][0] for r in exact]
+    np.testing.assert_allclose([r.labels[0][1] for r in approx], [r.labels[0][1] for r in exact], atol=2e-5)
+
+
+def test_calibration_leaves_each_reference_out_of_the_fit_too(settings):
+    g, _, _ = made(settings)
+    genuine, _ = evidence(g, lambda v: (v, None))
+    want = []
+    refs = g.references()
+    for label in sorted(g.labels()):
+        for r in [r for r in refs if r.label == label]:
+            own = [o.id for o in refs if o.label == label and o.id != r.id]
+            if not own:
+                continue
+            rest = [o for o in refs if o.id != r.id]
+            X = g.embeddings([o.id for o in rest])
+            owner = np.array([o.label for o in rest])
+            names = sorted(set(owner))
+            D = A.fit(X, [np.flatnonzero(owner == n) for n in names])
+            q = g.embeddings([r.id])[0]
+            want.append(float((q @ g.embeddings(own).T).max() + q @ D[names.index(label)]))
+    np.testing.assert_allclose(genuine, want, atol=2e-5)
+
+
+def test_trials_score_labels_adapted_as_a_gallery_does():
+    rng = np.random.default_rng(3)
+    centres = unit(rng.normal(size=(6, 24)))
+    labels = np.repeat([f"c{i}" for i in range(6)], 12)
+    emb = unit(centres[np.repeat(np.arange(6), 12)] + 0.35 * rng.normal(size=(72, 24)))
+    plain = enrolment_trials(emb, labels, trials=4, unknown_fraction=0.33, seed=1)
+    adapted = enrolment_trials(emb, labels, trials=4, unknown_fraction=0.33, seed=1, adapt=Adaptation(1.0, 0.03))
+    assert plain.summary["top1_nearest"] != adapted.summary["top1_nearest"]
+    assert enrolment_trials(emb, labels, trials=4, unknown_fraction=0.33, seed=1, adapt=None).summary == plain.summary
+
+
+def test_new_hand_galleries_take_it_from_their_landmark_model_and_others_do_not(model):
+    from byakugan.embedder import load_landmarks
+
+    assert Pipeline(model, {"name": "none"}).settings().adapt is None
+    fused = Pipeline(model, {"name": "none"}, load_landmarks("hand-landmarks-2")).settings()
+    assert fused.adapt == {"weight": 0.3, "ridge": 0.03}
+
+
+def test_a_bundle_scores_as_the_adapted_gallery(settings, tmp_path):
+    from byakugan.index.bundle import load
+    from byakugan.index.export import export
+
+    g, rng, _ = made(settings, tmp_path / "g")
+    g.save()
+    b = load(export(Gallery.open(tmp_path / "g"), tmp_path / "b.zip"))
+    assert b.gallery.adapt == A.to_dict()
+    Q = unit(rng.normal(size=(2, g.dim)))
+    assert [r.labels for r in b.gallery.search(Q, k=3)] == [r.labels for r in g.search(Q, k=3)]
