@@ -135,7 +135,7 @@ class Bundle:
                 detector[key] = str(self._member(detector[key]))
         try:
             scoring = check_scoring(self.config.get("scoring", "nearest"))
-            if "adapt" in self.config:
+            if self.config.get("adapt") is not None:
                 Adaptation.from_dict(self.config["adapt"])
         except ValueError as exc:
             raise BundleError(f"bundle {origin}: config.json: {exc}") from None

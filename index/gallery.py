@@ -175,7 +175,7 @@ class Gallery:
     scoring = property(lambda self: self._meta.get("scoring", "nearest"),
                        lambda self, value: set_scoring(self._meta, value),
                        doc='How labels are ranked: "nearest" (best reference) or "mean" (cosine to the class mean)')
-    adapt = property(lambda self: self._meta.get("adapt"), lambda self, value: set_adapt(self._meta, value),
+    adapt = property(lambda self: dict(self._meta.get("adapt") or {}) or None, lambda self, value: set_adapt(self._meta, value),
                      doc='{"weight", "ridge"}: label scores adapted to its classes (embedder.scoring.adapt), or None')
 
     def means(self) -> Optional[ClassMeans]:

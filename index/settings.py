@@ -88,7 +88,7 @@ def check_meta(meta: dict) -> None:
             raise ValueError(f"{key} {meta[key]!r} must be a number from -2 to 2")
     if "scoring" in meta:
         check_scoring(meta["scoring"])
-    if "adapt" in meta:
+    if meta.get("adapt") is not None:
         Adaptation.from_dict(meta["adapt"])
     if not isinstance(meta["next_id"], int) or not isinstance(meta["references"], list):
         raise ValueError("next_id must be a number and references a list")
@@ -148,9 +148,10 @@ def set_threshold(meta: dict, value) -> None:
 
 
 def set_adapt(meta: dict, value: Optional[dict]) -> None:
-    """Scores adapted to the gallery's classes ({"weight", "ridge"}), or not (None)."""
+    """Scores adapted to the gallery's classes ({"weight", "ridge"}), or not (None: kept as null, since a
+    save writes the settings it holds and leaves any other row as it was)."""
     if value is None:
-        meta.pop("adapt", None)
+        meta["adapt"] = None
         return
     try:
         meta["adapt"] = Adaptation.from_dict(value).to_dict()

@@ -146,3 +146,46 @@ def test_a_bundle_scores_as_the_adapted_gallery(settings, tmp_path):
     assert b.gallery.adapt == A.to_dict()
     Q = unit(rng.normal(size=(2, g.dim)))
     assert [r.labels for r in b.gallery.search(Q, k=3)] == [r.labels for r in g.search(Q, k=3)]
+
+
+def test_a_milvus_lite_gallery_answers_as_the_faiss_one(settings, tmp_path):
+    faiss_g, rng, centres = made(settings)
+    lite = Gallery.create(dataclasses.replace(settings, adapt=A.to_dict()), tmp_path / "lite", store="milvus-lite")
+    for label in faiss_g.labels():
+        ids = [r.id for r in faiss_g.references(label)]
+        lite.enroll(label, faiss_g.embeddings(ids))
+    lite.save()
+    Q = unit(centres + rng.normal(size=centres.shape) / np.sqrt(faiss_g.dim) * 6)
+    for a, b in zip(faiss_g.search(Q, k=3), Gallery.open(tmp_path / "lite").search(Q, k=3)):
+        assert [lab for lab, _ in a.labels] == [lab for lab, _ in b.labels]
+        np.testing.assert_allclose([s for _, s in a.labels], [s for _, s in b.labels], atol=1e-4)
+
+
+def test_the_gallery_page_says_its_scores_are_adapted(settings, tmp_path, monkeypatch):
+    from tests.test_ui import go, start
+
+    g, _, _ = made(settings, tmp_path / "gallery")
+    g.save()
+    at = start(tmp_path, monkeypatch)
+    go(at, "Gallery")
+    assert any("adapted to this gallery's classes" in c.value for c in at.caption)
+
+
+def test_the_cli_turns_it_on_and_off_and_names_a_bad_value(settings, tmp_path, capsys):
+    from byakugan.ui.cli import main
+
+    g, _, _ = made(settings, tmp_path / "g")
+    g.adapt = None
+    g.save()
+    assert main(["scoring", str(tmp_path / "g"), "--adapt", "0.5"]) == 0
+    assert Gallery.open(tmp_path / "g").adapt == {"weight": 0.5, "ridge": 0.03}
+    assert "adapted to its classes (weight 0.5, ridge 0.03)" in capsys.readouterr().out
+    assert main(["scoring", str(tmp_path / "g")]) == 0
+    out = capsys.readouterr()
+    assert out.out == "nearest\n" and "adapted to its classes: weight 0.5" in out.err
+    with pytest.raises(SystemExit) as exc:
+        main(["scoring", str(tmp_path / "g"), "--adapt", "0.5,-1"])
+    assert exc.value.code == 2 and "adapt ridge -1.0: must be a number above 0" in capsys.readouterr().err
+    assert main(["scoring", str(tmp_path / "g"), "mean", "--no-adapt"]) == 0
+    g = Gallery.open(tmp_path / "g")
+    assert g.adapt is None and g.scoring == "mean"

@@ -212,6 +212,9 @@ def gallery_ui(svc: GalleryService) -> None:
                        captions=["best reference", "class mean (steadier with 5+ references)"])
     if scoring != g.scoring:
         act(svc, lambda: svc.set_scoring(scoring), f"Labels now ranked by {scoring}.")
+    if g.adapt:
+        st.caption(f"Each label's score is adapted to this gallery's classes (a ridge regression on its references, "
+                   f"weight {g.adapt['weight']:g}); `byakugan scoring GALLERY --no-adapt` turns it off.")
     editing = st.session_state.get("editing")
     for key in [k for k in st.session_state if k.startswith(RENAME) and json.loads(k[len(RENAME):]) not in labels]:
         del st.session_state[key]  # a name typed for a class gone since (renamed, removed) is not kept for a later one
