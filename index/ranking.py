@@ -214,24 +214,26 @@ class _Ranked:
     depth: int  # how many results the store gave for this query
 
 
-def _ranked(found: tuple[np.ndarray, np.ndarray], refs: Mapping[int, Reference], k: int) -> list[_Ranked]:
+def _ranked(found: tuple[np.ndarray, np.ndarray], refs: Mapping[int, Reference], k: int, step: int = 64) -> list[_Ranked]:
+    """Each row's first k hits and first k labels (with their best scores), read from the top: every
+    row's first `step` results made plain floats and ints at once (no numpy scalar per hit), more
+    only for a row whose k labels lie deeper. Its hits are looked up once its labels are found."""
     scores, ids = found
     out = []
-    for row_s, row_i in zip(scores, ids):
-        hits: list[Hit] = []
+    for q, (head_s, head_i) in enumerate(zip(scores[:, :step].tolist(), ids[:, :step].tolist())):
         best: dict[str, float] = {}
         depth = 0
-        for s, i in _pairs(row_s, row_i):
+        for s, i in zip(head_s, head_i) if ids.shape[1] <= step else _pairs(scores[q], ids[q], step):
             if i < 0:
                 break
             depth += 1
-            ref = refs[i]
-            if len(hits) < k:
-                hits.append(Hit(i, ref.label, s, ref.source))
-            if ref.label not in best:
-                best[ref.label] = s
-                if len(best) == k and len(hits) == k:
+            label = refs[i].label
+            if label not in best:
+                best[label] = s
+                if len(best) == k:  # (and so k hits: as many results read)
                     break
+        some_s, some_i = (head_s, head_i) if k <= step else (scores[q, :k].tolist(), ids[q, :k].tolist())
+        hits = [Hit(i, (ref := refs[i]).label, s, ref.source) for s, i in zip(some_s[:min(k, depth)], some_i)]
         out.append(_Ranked(hits, list(best.items()), depth))
     return out
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
+import math
 import re
 
 import faiss
@@ -241,6 +242,12 @@ def as_vectors(vectors: np.ndarray, dim: int, where: object = "", enrolled: bool
         raise GalleryError(f"embeddings have dim {emb.shape[1]}, gallery {where or '(unsaved)'} needs {dim}")
     with np.errstate(over="ignore"):  # cast first: a float64 past float32's range becomes inf, refused below
         emb = np.ascontiguousarray(emb, dtype=np.float32)
+        # A query's squared length: a NaN or an infinity in the query makes it one too, and one well
+        # clear of the shortest a query may have (1e-3) settles the query. Only otherwise are the
+        # values looked at one by one, as before (a search's fewest steps: the same answer).
+        sums = None if enrolled else np.add.reduce(emb * emb, axis=1).tolist()
+    if sums and min(sums) >= 4e-6 and sum(sums) < math.inf:
+        return emb
     if not np.isfinite(emb).all():
         raise GalleryError("embeddings contain NaN or infinite values (or values too large for float32)")
     bad = wrong_lengths(emb, exact=not fused) if enrolled else np.flatnonzero(np.linalg.norm(emb, axis=1) < 1e-3)

@@ -8,7 +8,8 @@ from tests.conftest import disk_state
 
 from byakugan.index.errors import GalleryError
 from byakugan.index.gallery import Gallery
-from byakugan.index.quantised import PQ_MIN
+from byakugan.index.quantised import PQ_MIN, PQStore
+from byakugan.index.vectors import IVF_TRAIN_ITERATIONS
 from byakugan.ui.cli import main
 
 from .test_reindex import DIM, clustered, gallery, top_labels
@@ -155,3 +156,38 @@ def test_ivf_pq_is_asked_past_a_large_class_with_its_ids_left_out(tmp_path, data
     assert all(len({lab for lab, _ in r.labels}) == 5 for r in g.search(queries, k=5))
     g.rename("big", "video")  # the ids left out follow the references, not what they were called
     assert all(r.labels[0][0] == "video" and len({lab for lab, _ in r.labels}) == 5 for r in g.search(queries, k=5))
+
+
+def test_ivf_pq_codes_trained_without_polysemous_numbering_answer_as_with_it(data):
+    """FAISS's polysemous training (its default) only numbers each sub-quantiser's codes anew, for a
+    Hamming filter no search here uses: a store trained without it (most of the training time) has
+    the same centroids in another order and answers bit for bit alike, codes alone and re-ranked."""
+    import faiss
+
+    sample, threads = np.concatenate(list(data.values())), faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # k-means alike in both
+    try:
+        ours = PQStore.trained(DIM, "IVF16,PQ4", sample)
+        index = faiss.index_factory(DIM, "IVF16,PQ4", faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+        ivf.cp.niter, ivf.cp.spherical = IVF_TRAIN_ITERATIONS, True
+        assert ivf.do_polysemous_training
+        shorter = faiss.PolysemousTraining()  # (fewer rounds than FAISS's 2 x 500,000: still a renumbering)
+        shorter.n_iter, shorter.n_redo = 20_000, 1
+        ivf.polysemous_training = shorter
+        index.train(sample)
+        theirs = PQStore.ready(index)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    ours_pq = faiss.downcast_index(faiss.extract_index_ivf(ours.faiss_index)).pq
+    assert not faiss.downcast_index(faiss.extract_index_ivf(ours.faiss_index)).do_polysemous_training
+    a, b = (faiss.vector_to_array(pq.centroids).reshape(4, 256, -1) for pq in (ours_pq, ivf.pq))
+    assert not np.array_equal(a, b) and all(np.array_equal(np.unique(x, axis=0), np.unique(y, axis=0)) for x, y in zip(a, b))
+    ids = np.arange(len(sample))
+    ours.add(ids, sample)
+    theirs.add(ids, sample)
+    queries = sample[::37] + 0.05
+    for search in (lambda s, k: s.search(queries, k), lambda s, k: s.faiss_index.search(queries, 4 * k)):
+        for k in (1, 5, 50):
+            (s1, i1), (s2, i2) = search(ours, k), search(theirs, k)
+            assert np.array_equal(s1, s2) and np.array_equal(i1, i2)
