@@ -118,6 +118,13 @@ def locked(directory: Path, waiting: Optional[Callable[[], None]] = None) -> Ite
 
     if directory.exists() and not directory.is_dir():
         raise GalleryError(f"gallery {directory}: is a file, not a gallery folder")
+    # A folder this user may not write in is named as such: the lock file it cannot make was told as
+    # "cannot be created or locked (Operation not permitted)", and with one there already the edit
+    # failed later, on its database. (Its permissions, chattr +i, or a disk mounted read-only.)
+    if directory.is_dir() and not os.access(directory, os.W_OK):
+        raise GalleryError(f"gallery {directory}: its folder is read-only (not writable by this user, or on a read-only "
+                           "disk), and an edit must write there; nothing was changed (edit a writable copy, "
+                           "or get write access to the folder)")
     if file := next((p for p in directory.parents if p.exists() and not p.is_dir()), None):
         raise GalleryError(f"gallery {directory}: {file} is a file, not a folder")
     for _ in range(100):  # a folder another writer keeps removing (below) is made again, up to a point

@@ -191,3 +191,12 @@ def test_a_gallery_holding_labels_told_apart_only_by_invisible_characters_still_
     g.enroll("a\u200db", unit(1, 7))  # more references for an old one, named as stored
     g.save()
     assert Gallery.open(folder).labels()["a\u200db"] == 4
+
+
+def test_the_servers_edit_of_a_read_only_gallery_says_it_is_read_only(client):
+    c, path = client
+    before = disk_state(path)
+    with unwritable(path):
+        r = c.delete("/labels/3")
+    assert 400 <= r.status_code < 500 and "its folder is read-only" in r.json()["error"], r.text
+    assert disk_state(path) == before and c.get("/labels").json()["labels"]["3"] == 5

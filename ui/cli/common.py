@@ -15,7 +15,6 @@ from typing import Iterator, Sequence
 from byakugan.embedder.atomic import fsync_dir, write_atomic
 from byakugan.embedder.errors import ByakuganError
 from byakugan.index import store
-from byakugan.index.errors import GalleryError
 from byakugan.index.labels import JOINERS
 
 EXIT_BAD_INPUT = 2
@@ -36,14 +35,8 @@ def waiting(gallery) -> None:
 
 @contextlib.contextmanager
 def locked(gallery: os.PathLike | str) -> Iterator[None]:
-    """The gallery's lock for an edit (store.locked), saying when it waits for another. A folder this user may
-    not write in is named as such first: the lock file it cannot make was told as "cannot be created or
-    locked (Operation not permitted)", and with one there already the edit failed later, on its database."""
+    """The gallery's lock for an edit (store.locked), saying when it waits for another."""
     path = Path(gallery)
-    if path.is_dir() and not os.access(path, os.W_OK):  # its permissions, chattr +i, or a disk mounted read-only
-        raise GalleryError(f"gallery {path}: its folder is read-only (not writable by this user, or on a read-only "
-                           "disk), and an edit must write there; nothing was changed (edit a writable copy, "
-                           "or get write access to the folder)")
     with store.locked(path, lambda: waiting(path)):
         yield
 
