@@ -33,48 +33,57 @@ def evidence(gallery: Gallery, prepare: Prepare, limit: int = LIMIT, seed: int =
     if len(ids) > limit:
         ids = np.sort(np.random.default_rng(seed).choice(ids, limit, replace=False))
     label_of = {r.id: r.label for r in refs}
-    q, off = prepare(gallery.embeddings(ids.tolist()))
+    stored = gallery.embeddings(ids.tolist())
+    q, off = prepare(stored)
     off = np.zeros(len(ids), np.float32) if off is None else np.asarray(off, np.float32)
-    # An approximate index may find no other class near a reference (IVF probes a few lists): that
-    # reference gives no stranger score rather than failing the calibration.
-    best_other = (next((s for lab, s in res.labels if lab != label_of[int(i)]), None)
-                  for i, res in zip(ids, gallery.search(q, k=2, offset=off)))
-    impostor = np.asarray([s for s in best_other if s is not None], np.float64)
-    # A gallery whose scores are adapted to its classes: each reference's term for its own class with
-    # it left out of the fit, as a picture of that class never enrolled would get it.
-    terms = _left_out_terms(gallery, ids.tolist(), q, label_of)
-    genuine = []
+    # Each reference as a query of its class: the rest of its class without it and its near-copies (a
+    # burst of camera shots would otherwise score ~1 against each other and push the automatic
+    # threshold to 1). A gallery adapted to its classes leaves them out of the fit as well.
+    own_rest: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    copies: list[np.ndarray] = [stored[:0]] * len(ids)
     for label in sorted({label_of[int(i)] for i in ids}):
-        rows = np.flatnonzero([label_of[int(i)] == label for i in ids])
-        own = members[label]
-        if len(own) < 2:
+        own = np.asarray(members[label])
+        V = gallery.embeddings(own.tolist())
+        for row in np.flatnonzero([label_of[int(i)] == label for i in ids]):
+            near = (V @ stored[row] >= DUPLICATE_COSINE) & (own != ids[row])
+            own_rest[row], copies[row] = (V, (own != ids[row]) & ~near), V[near]
+    terms = _left_out_terms(gallery, [label_of[int(i)] for i in ids], stored, q, copies)
+    # An approximate index may find no other class near a reference (IVF probes a few lists): that
+    # reference gives no stranger score rather than failing the calibration. Adapted, a label's score
+    # changes with the fit left without the reference: its best few are scored again.
+    impostor = []
+    for row, (i, res) in enumerate(zip(ids, gallery.search(q, k=2 if terms is None else 4, offset=off))):
+        others = [(lab, s) for lab, s in res.labels if lab != label_of[int(i)]]
+        if terms is not None:
+            column, inside, out = terms
+            others = [(lab, s - inside[row, column[lab]] + out[row, column[lab]]) for lab, s in others]
+        if others:
+            impostor.append(max(s for _, s in others))
+    genuine = []
+    for row in sorted(own_rest, key=lambda row: (label_of[int(ids[row])], row)):
+        V, keep = own_rest[row]
+        if not keep.any():
             continue
-        V = gallery.embeddings(own)
-        S = q[rows] @ V.T
-        stored = gallery.embeddings(ids[rows].tolist())
-        for n, row in enumerate(rows):
-            # leave the reference itself out of its class, and its near-copies: a burst of camera
-            # shots would otherwise score ~1 against each other and push the automatic threshold to 1
-            keep = (np.asarray(own) != ids[row]) & (V @ stored[n] < DUPLICATE_COSINE)
-            if not keep.any():
-                continue
-            term = 0.0 if terms is None else float(terms[row])
-            if gallery.scoring == "mean":
-                m = V[keep].sum(0)
-                genuine.append(float(q[row] @ m / max(np.linalg.norm(m), 1e-12)) - off[row] + term)
-            else:
-                genuine.append(float(S[n, keep].max()) - off[row] + term)
-    return np.asarray(genuine), impostor
+        term = 0.0 if terms is None else float(terms[2][row, terms[0][label_of[int(ids[row])]]])
+        if gallery.scoring == "mean":
+            m = V[keep].sum(0)
+            genuine.append(float(q[row] @ m / max(np.linalg.norm(m), 1e-12)) - off[row] + term)
+        else:
+            genuine.append(float((q[row] @ V[keep].T).max()) - off[row] + term)
+    return np.asarray(genuine), np.asarray(impostor, np.float64)
 
 
-def _left_out_terms(gallery: Gallery, ids: list[int], q: np.ndarray, label_of: dict[int, str]) -> Optional[np.ndarray]:
+def _left_out_terms(gallery: Gallery, labels: list[str], stored: np.ndarray, q: np.ndarray, copies: list[np.ndarray]):
+    """None, or (each label's column, the terms the gallery's fit gives, those a fit without each
+    reference and its near-copies gives: [references, labels] each) (embedder.scoring.adapt.left_out)."""
     if gallery.adapt is None:
         return None
     means = gallery.means()
-    labels, sums = means.sums()
-    column = {label: j for j, label in enumerate(labels)}
-    own = np.asarray([column[label_of[i]] for i in ids])
-    return left_out(means.gram, sums, gallery.embeddings(ids), q, own, Adaptation.from_dict(gallery.adapt))
+    names, sums = means.sums()
+    column = {label: j for j, label in enumerate(names)}
+    inside, out = left_out(means.gram, sums, stored, q, np.asarray([column[lab] for lab in labels]),
+                           Adaptation.from_dict(gallery.adapt), copies)
+    return column, inside, out
 
 
 def calibrate(gallery: Gallery, prepare: Prepare, limit: int = LIMIT) -> Calibration:

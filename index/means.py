@@ -26,12 +26,17 @@ class ClassMeans:
 
     @classmethod
     def of(cls, store: VectorStore, refs: Mapping[int, Reference], gram: bool = False) -> "ClassMeans":
-        means = cls(store.dim, gram)
+        means = cls(store.dim)
         by_label: dict[str, list[int]] = {}
         for r in refs.values():
             by_label.setdefault(r.label, []).append(r.id)
         for label, ids in by_label.items():
             means.add(label, store.get(ids))
+        if gram:  # in large pieces, not a class at a time: 300 classes' d x d products took 20 times as long
+            means.gram, ids = np.zeros((store.dim, store.dim)), list(refs)
+            for at in range(0, len(ids), 4096):
+                v = np.asarray(store.get(ids[at:at + 4096]), np.float64)
+                means.gram += v.T @ v
         return means
 
     def add(self, label: str, vectors: np.ndarray) -> None:

@@ -164,37 +164,40 @@ def search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k
 # reference scored: Milvus returns at most 16,384 a query); past it, the labels an unadapted search
 # finds (its k x 4 best) are ranked adapted.
 EXACT_ADAPTED = 10_000
+# Every reference comes back for each query: queries are asked this many results at a time (a
+# calibration's 1,000 queries of 10,000 references at once would hold 10 million; Milvus answers at most 64 MB).
+RESULTS_PER_REQUEST = 200_000
 
 
 def adapted_search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k: int,
                    protos: Optional[tuple[list[str], np.ndarray]], adapted: tuple[list[str], np.ndarray],
                    counts: Optional[LabelCounts], members: Optional[Members]) -> list[SearchResult]:
     names, D = adapted
-    T = emb @ D.T  # each query's term for each label
     if protos is not None:  # by class mean: the term is linear in the query, so it joins the means
-        plain = search(index, refs, emb, k, None if not len(names) else (names, protos[1] + D), None, counts, members)
-        return plain
-    if len(refs) <= EXACT_ADAPTED:
-        scores, ids = index.search(emb, len(refs))
-        column = {n: j for j, n in enumerate(names)}
-        by_id = {i: column[r.label] for i, r in refs.items()}
-        cols = np.array([[by_id.get(i, -1) for i in row] for row in ids.tolist()], np.int64).reshape(ids.shape)
-        best = np.full((len(emb), len(names)), -np.inf, np.float32)
-        rows = np.repeat(np.arange(len(emb)), ids.shape[1]).reshape(ids.shape)
-        seen = cols >= 0
-        np.maximum.at(best, (rows[seen], cols[seen]), scores[seen])
-        hits = _ranked((scores, ids), refs, k)
+        return search(index, refs, emb, k, (names, protos[1] + D), None, counts, members)
+    T = emb @ D.T  # each query's term for each label
+    column = {n: j for j, n in enumerate(names)}
+    if len(refs) > EXACT_ADAPTED:
         out = []
-        for q, h in enumerate(hits):
-            S = best[q] + T[q]
+        for q, r in enumerate(search(index, refs, emb, 4 * k, None, None, counts, members)):
+            labels = sorted(((lab, s + float(T[q, column[lab]])) for lab, s in r.labels), key=lambda ls: -ls[1])[:k]
+            out.append(SearchResult(r.hits[:k], labels))
+        return out
+    known = np.fromiter(refs, np.int64, len(refs))
+    lut = np.full(int(known.max()) + 2, -1, np.int64)  # reference id -> its label's column (-1: none, past the end too)
+    lut[known] = [column[r.label] for r in refs.values()]
+    out = []
+    step = max(1, RESULTS_PER_REQUEST // len(refs))
+    for at in range(0, len(emb), step):
+        scores, ids = index.search(emb[at:at + step], len(refs))
+        cols = lut[np.where((ids >= 0) & (ids < len(lut)), ids, -1)]
+        best = np.full((len(ids), len(names)), -np.inf, np.float32)
+        rows, where = np.nonzero(cols >= 0)
+        np.maximum.at(best, (rows, cols[rows, where]), scores[rows, where])
+        for q, h in enumerate(_ranked((scores, ids), refs, k)):
+            S = best[q] + T[at + q]
             order = [j for j in np.argsort(-S, kind="stable")[:k] if np.isfinite(best[q, j])]
             out.append(SearchResult(h.hits, [(names[j], float(S[j])) for j in order]))
-        return out
-    column = {n: j for j, n in enumerate(names)}
-    out = []
-    for q, r in enumerate(search(index, refs, emb, 4 * k, None, None, counts, members)):
-        labels = sorted(((lab, s + float(T[q, column[lab]])) for lab, s in r.labels), key=lambda ls: -ls[1])[:k]
-        out.append(SearchResult(r.hits[:k], labels))
     return out
 
 

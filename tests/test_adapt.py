@@ -43,27 +43,33 @@ def test_a_query_is_pulled_towards_the_class_its_direction_separates():
     assert terms[0, 0] > terms[0, 1]
 
 
-def test_a_reference_left_out_gets_the_term_a_fit_without_it_gives():
+@pytest.mark.parametrize("copies", [False, True])
+def test_a_reference_left_out_gets_the_terms_a_fit_without_it_gives(copies):
     from byakugan.embedder.scoring.adapt import left_out
 
     rng = np.random.default_rng(1)
     X = rng.normal(size=(10, 6))
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     Q = X + 0.1 * rng.normal(size=X.shape)  # a query form a little unlike the stored one
-    groups = [np.arange(0, 4), np.arange(4, 10)]
     own = np.array([0] * 4 + [1] * 6)
+    groups = [np.arange(0, 4), np.arange(4, 10)]
     a = Adaptation(0.5, 0.2)
-    got = left_out(X.T @ X, np.stack([X[g].sum(0) for g in groups]), X, Q, own, a)
+    # with copies: reference 5 and 6 are each other's near-copy, left out together
+    near = {5: [6], 6: [5]} if copies else {}
+    gram, sums = X.T @ X, np.stack([X[g].sum(0) for g in groups])
+    inside, out = left_out(gram, sums, X, Q, own, a, [X[near.get(i, [])] for i in range(10)])
+    np.testing.assert_allclose(inside, Q @ a.directions(gram, sums).T, atol=1e-5)
     for i in range(10):
-        keep = np.arange(10) != i
-        kept = [[j for j in g if j != i] for g in groups]
-        D = a.directions(X[keep].T @ X[keep], np.stack([X[g].sum(0) for g in kept]))
-        assert abs(got[i] - Q[i] @ D[own[i]]) < 1e-4
+        keep = np.ones(10, bool)
+        keep[[i] + near.get(i, [])] = False
+        D = a.directions(X[keep].T @ X[keep], np.stack([X[g[keep[g]]].sum(0) for g in groups]))
+        np.testing.assert_allclose(out[i], Q[i] @ D.T, atol=1e-4)
 
 
 def test_settings_are_checked_and_named():
     assert Adaptation.from_dict({"weight": 0.3, "ridge": 0.1}) == Adaptation(0.3, 0.1)
     for bad in ({"weight": 0}, {"weight": True, "ridge": 0.1}, {"weight": 0.3, "ridge": float("nan")}, [0.3], None,
-                {"weight": 0.3, "ridge": 0.1, "x": 1}):
+                {"weight": 0.3, "ridge": 0.1, "x": 1}, {"weight": 3, "ridge": 0.1}, {"weight": 0.3, "ridge": 1e-300},
+                {"weight": 10**400, "ridge": 0.1}, {"weight": float("inf"), "ridge": 0.1}):
         with pytest.raises(ValueError, match="adapt"):
             Adaptation.from_dict(bad)

@@ -87,6 +87,14 @@ def test_turned_off_it_scores_as_before(settings):
     assert plain[0].labels[0][1] == pytest.approx(max(h.score for h in plain[0].hits))
 
 
+def test_queries_asked_a_few_at_a_time_answer_as_all_at_once(settings, monkeypatch):
+    g, rng, _ = made(settings)
+    Q = unit(rng.normal(size=(7, g.dim)))
+    whole = g.search(Q, k=3)
+    monkeypatch.setattr(ranking, "RESULTS_PER_REQUEST", 30)  # two queries a request
+    assert [(r.hits, r.labels) for r in g.search(Q, k=3)] == [(r.hits, r.labels) for r in whole]
+
+
 def test_a_big_gallery_ranks_the_labels_an_unadapted_search_finds(settings, monkeypatch):
     g, rng, centres = made(settings)
     Q = unit(centres + rng.normal(size=centres.shape) / np.sqrt(g.dim) * 6)
@@ -99,22 +107,22 @@ def test_a_big_gallery_ranks_the_labels_an_unadapted_search_finds(settings, monk
 
 def test_calibration_leaves_each_reference_out_of_the_fit_too(settings):
     g, _, _ = made(settings)
-    genuine, _ = evidence(g, lambda v: (v, None))
-    want = []
+    genuine, impostor = evidence(g, lambda v: (v, None))
+    want_genuine, want_impostor = [], []
     refs = g.references()
-    for label in sorted(g.labels()):
-        for r in [r for r in refs if r.label == label]:
-            own = [o.id for o in refs if o.label == label and o.id != r.id]
-            if not own:
-                continue
-            rest = [o for o in refs if o.id != r.id]
-            X = g.embeddings([o.id for o in rest])
-            owner = np.array([o.label for o in rest])
-            names = sorted(set(owner))
-            D = A.fit(X, [np.flatnonzero(owner == n) for n in names])
-            q = g.embeddings([r.id])[0]
-            want.append(float((q @ g.embeddings(own).T).max() + q @ D[names.index(label)]))
-    np.testing.assert_allclose(genuine, want, atol=2e-5)
+    for r in sorted(refs, key=lambda r: (r.label, r.id)):  # each scored as a gallery without it would score it
+        rest = [o for o in refs if o.id != r.id]
+        X = g.embeddings([o.id for o in rest])
+        owner = np.array([o.label for o in rest])
+        names = sorted(set(owner))
+        q = g.embeddings([r.id])[0]
+        scores = {n: float((q @ X[owner == n].T).max() + q @ A.fit(X, [np.flatnonzero(owner == m) for m in names])[j])
+                  for j, n in enumerate(names)}
+        if r.label in scores:
+            want_genuine.append(scores[r.label])
+        want_impostor.append(max(s for n, s in scores.items() if n != r.label))
+    np.testing.assert_allclose(genuine, want_genuine, atol=2e-5)
+    np.testing.assert_allclose(sorted(impostor), sorted(want_impostor), atol=2e-5)
 
 
 def test_trials_score_labels_adapted_as_a_gallery_does():
@@ -185,7 +193,11 @@ def test_the_cli_turns_it_on_and_off_and_names_a_bad_value(settings, tmp_path, c
     assert out.out == "nearest\n" and "adapted to its classes: weight 0.5" in out.err
     with pytest.raises(SystemExit) as exc:
         main(["scoring", str(tmp_path / "g"), "--adapt", "0.5,-1"])
-    assert exc.value.code == 2 and "adapt ridge -1.0: must be a number above 0" in capsys.readouterr().err
+    assert exc.value.code == 2 and "adapt ridge -1.0: must be a number at least 0.001, at most 100" in capsys.readouterr().err
+    for bad in ("0.3,", "nan", "5"):
+        with pytest.raises(SystemExit):
+            main(["scoring", str(tmp_path / "g"), "--adapt", bad])
+        assert f"--adapt: {bad!r}" in capsys.readouterr().err
     assert main(["scoring", str(tmp_path / "g"), "mean", "--no-adapt"]) == 0
     g = Gallery.open(tmp_path / "g")
     assert g.adapt is None and g.scoring == "mean"

@@ -63,7 +63,8 @@ def results_ui(svc: GalleryService, detections: list[Recognition]) -> None:
             col.markdown(f"**{iso(label)}** {confidence:.0%}")
             col.progress(confidence)
         with st.expander("Raw scores"):
-            st.caption(f"best {m.score:.4f} (cosine {m.cosine:.4f}), threshold {m.threshold:.4f}; "
+            st.caption(f"best {m.score:.4f} ({'before cohort normalisation' if g.cohort_settings else 'cosine'} {m.cosine:.4f}"
+                       f"{', adapted to the classes' if g.adapt else ''}), threshold {m.threshold:.4f}; "
                        f"{'calibrated on the gallery' if d.calibration.fitted else 'not calibrated yet (' + md(d.calibration.reason) + ')'}")
             for hit in d.hits:  # a long source cut in the middle, whole in its tooltip
                 source = short(hit.source, 40)
@@ -180,7 +181,7 @@ def threshold_ui(svc: GalleryService) -> None:
 
 
 def raw_threshold_ui(svc: GalleryService, now_raw: float) -> None:
-    unit = "cohort-normalised score" if svc.gallery().cohort_settings else "cosine"
+    unit = "adapted score" if svc.gallery().adapt else "cohort-normalised score" if svc.gallery().cohort_settings else "cosine"
     synced("threshold", float(now_raw))
     raw = st.number_input(f"Threshold ({unit}, from -1 to 1)", -1.0, 1.0, step=0.001, format="%.4f", key="threshold",
                           help="A value outside -1 to 1 is not taken: the box turns red and keeps the last one.")
@@ -213,8 +214,8 @@ def gallery_ui(svc: GalleryService) -> None:
     if scoring != g.scoring:
         act(svc, lambda: svc.set_scoring(scoring), f"Labels now ranked by {scoring}.")
     if g.adapt:
-        st.caption(f"Each label's score is adapted to this gallery's classes (a ridge regression on its references, "
-                   f"weight {g.adapt['weight']:g}); `byakugan scoring GALLERY --no-adapt` turns it off.")
+        st.caption(f"Each label's score is adapted to this gallery's classes (a ridge regression on its references, weight "
+                   f"{g.adapt['weight']:g}, ridge {g.adapt['ridge']:g}); `byakugan scoring GALLERY --no-adapt` turns it off.")
     editing = st.session_state.get("editing")
     for key in [k for k in st.session_state if k.startswith(RENAME) and json.loads(k[len(RENAME):]) not in labels]:
         del st.session_state[key]  # a name typed for a class gone since (renamed, removed) is not kept for a later one

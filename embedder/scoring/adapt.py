@@ -16,11 +16,12 @@ and one d-vector product per class and query. Measured by benchmarks/gallery_ada
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
 
 import numpy as np
+
+from ..errors import ModelError
 
 
 @dataclass(frozen=True)
@@ -30,13 +31,16 @@ class Adaptation:
 
     @classmethod
     def from_dict(cls, spec: object) -> "Adaptation":
-        """From a gallery's, bundle's or model's {"weight", "ridge"}; ValueError naming what is wrong."""
+        """From a gallery's, bundle's or model's {"weight", "ridge"}; ValueError naming what is wrong. A
+        weight past 2 would lift scores past any threshold a cosine allows; a ridge under 0.001 leaves
+        XᵀX nearly singular where references are fewer than dimensions (always, few-shot)."""
         if not isinstance(spec, dict) or set(spec) != {"weight", "ridge"}:
             raise ValueError(f"adapt {spec!r}: must be {{\"weight\": W, \"ridge\": R}}")
-        for key, top in (("weight", 10.0), ("ridge", 100.0)):
-            v = spec[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= top:
-                raise ValueError(f"adapt {key} {v!r}: must be a number above 0, at most {top:g}")
+        for key, low, top in (("weight", 0.0, 2.0), ("ridge", 0.001, 100.0)):
+            v = spec[key]  # compared before any float(): 10**400 is an int no float holds
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (low < v <= top if key == "weight" else low <= v <= top):
+                rule = f"above {low:g}" if key == "weight" else f"at least {low:g}"
+                raise ValueError(f"adapt {key} {v!r}: must be a number {rule}, at most {top:g}")
         return cls(float(spec["weight"]), float(spec["ridge"]))
 
     def to_dict(self) -> dict:
@@ -59,24 +63,36 @@ class Adaptation:
 
 
 def left_out(gram: np.ndarray, sums: np.ndarray, stored: np.ndarray, queries: np.ndarray, own: np.ndarray,
-             a: Adaptation) -> np.ndarray:
-    """Each reference's term for its own class with that reference left out of the fit, as a query of
-    the class never enrolled would get it (a gallery's own threshold is set from such scores):
-    weight · qᵀ(A − xxᵀ)⁻¹(s_c − x) by the Sherman-Morrison formula, from A⁻¹ once. stored: the
-    references as enrolled (x), queries: the same in query form (q), own: each one's row of `sums`."""
+             a: Adaptation, copies: Optional[Sequence[np.ndarray]] = None) -> tuple[np.ndarray, np.ndarray]:
+    """For each reference, [references, classes] twice: its term for every class as the gallery's fit
+    gives it, and as a fit without it gives it, what a picture of its class never enrolled would get
+    (a gallery's own threshold is set from such scores). stored: the references as enrolled (x),
+    queries: the same in query form (q), own: each one's row of `sums`, copies: for each, the vectors
+    of its near-copies, left out with it. By the Sherman-Morrison formula (Woodbury's where there are
+    copies), from A⁻¹ once: weight · qᵀ(A − UᵀU)⁻¹(s_c − what U took from c)."""
     B = np.linalg.inv(np.asarray(gram, np.float64) + a.ridge * np.eye(len(gram)))
-    x, q = np.asarray(stored, np.float64), np.asarray(queries, np.float64)
-    s = np.asarray(sums, np.float64)[own] - x
-    Bx, Bs = x @ B, s @ B  # B is symmetric
-    return (a.weight * ((q * Bs).sum(1) + (q * Bx).sum(1) * (x * Bs).sum(1) / (1 - (x * Bx).sum(1)))).astype(np.float32)
-
-
-def loaded(spec: Optional[dict]) -> Optional[Adaptation]:
-    return None if spec is None else Adaptation.from_dict(spec)
+    X, Q, S = (np.asarray(v, np.float64) for v in (stored, queries, sums))
+    QB, XB = Q @ B, X @ B  # B is symmetric
+    inside = a.weight * QB @ S.T
+    r = QB + XB * ((XB * Q).sum(1) / (1 - (XB * X).sum(1)))[:, None]  # (A − xxᵀ)⁻¹q
+    taken = X.copy()
+    for i, more in enumerate(copies or ()):
+        if len(more):
+            U = np.vstack([X[i], more])
+            G = U @ B
+            r[i] = QB[i] + G.T @ np.linalg.solve(np.eye(len(U)) - G @ U.T, G @ Q[i])
+            taken[i] = U.sum(0)
+    out = r @ S.T
+    out[np.arange(len(X)), own] -= (r * taken).sum(1)
+    return inside.astype(np.float32), (a.weight * out).astype(np.float32)
 
 
 def advised(model, landmarks=None) -> Optional[Adaptation]:
     """Whether a new gallery of this model scores adapted to its classes, as the model's config advises
     ("adapt"); for one fusing hand landmarks, as the landmark model's does."""
+    which = landmarks if landmarks is not None else model
     advice = getattr(landmarks, "adapt", None) if landmarks is not None else getattr(model, "config", {}).get("adapt")
-    return None if advice is None else Adaptation.from_dict(advice)
+    try:
+        return None if advice is None else Adaptation.from_dict(advice)
+    except ValueError as exc:
+        raise ModelError(f"model {getattr(which, 'name', '?')}: config.json: {exc}") from None

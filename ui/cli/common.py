@@ -14,6 +14,7 @@ from typing import Iterator, Sequence
 
 from byakugan.embedder.atomic import fsync_dir, write_atomic
 from byakugan.embedder.errors import ByakuganError
+from byakugan.embedder.scoring.adapt import Adaptation
 from byakugan.index import store
 from byakugan.index.labels import JOINERS
 
@@ -39,6 +40,15 @@ def locked(gallery: os.PathLike | str) -> Iterator[None]:
     path = Path(gallery)
     with store.locked(path, lambda: waiting(path)):
         yield
+
+
+def adapt_value(text: str) -> dict:
+    """--adapt WEIGHT[,RIDGE] as a gallery records it (embedder.scoring.adapt)."""
+    weight, comma, ridge = text.partition(",")
+    try:
+        return Adaptation.from_dict({"weight": float(weight), "ridge": float(ridge if comma else 0.03)}).to_dict()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc} (WEIGHT or WEIGHT,RIDGE)") from None
 
 
 def check_new_file(path: os.PathLike | str, what: str, overwrite: bool) -> Path:

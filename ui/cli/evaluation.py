@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from byakugan.embedder.errors import ByakuganError
-from byakugan.embedder.scoring.adapt import advised
+from byakugan.embedder.scoring.adapt import Adaptation, advised
 
-from .common import check_new_file, detectors, landmarks_arg, print_json, report, seed, write_new
+from .common import adapt_value, check_new_file, detectors, landmarks_arg, print_json, report, seed, write_new
 from .models import pipeline_for
 
 
@@ -59,7 +59,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     trials, emb, parts = evaluate_embeddings(
         embedded.cnn, labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction, seed=a.seed,
         offset=offset, landmarks=embedded.landmarks, weight=encoder.weight if encoder else 0.0, name=data,
-        queries=queries if rescaled else None, adapt=None if a.no_adapt else advised(model, encoder))
+        queries=queries if rescaled else None, adapt=None if a.no_adapt else Adaptation.from_dict(a.adapt) if a.adapt else advised(model, encoder))
     summary = {"data": data, "model": printable(model.name), "detector": a.detector, **trials.summary}
     if rescaled:
         summary["colourless_queries"] = rescaled
@@ -205,8 +205,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one of the detector's settings, its value in JSON (for example grow_up=0.6); repeatable")
     landmarks_arg(s, "for detector 'hand'")
     s.add_argument("--no-cohort", action="store_true", help="raw cosines even if the model normalises scores by a cohort")
-    s.add_argument("--no-adapt", action="store_true",
-                   help="scores not adapted to the enrolled classes even where a new gallery of this model adapts them")
+    how = s.add_mutually_exclusive_group()
+    how.add_argument("--no-adapt", action="store_true",
+                     help="scores not adapted to the enrolled classes even where a new gallery of this model adapts them")
+    how.add_argument("--adapt", type=adapt_value, metavar="WEIGHT[,RIDGE]",
+                     help="scores adapted to the enrolled classes with these settings (as `byakugan scoring --adapt`)")
     s.add_argument("--seed", type=seed, default=0)
     s.add_argument("--json", action="store_true")
     s.add_argument("--save-embeddings", metavar="FILE",

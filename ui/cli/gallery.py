@@ -11,7 +11,6 @@ from typing import Iterator
 
 from byakugan.embedder.errors import ImageError
 from byakugan.embedder.scoring import SCORINGS
-from byakugan.embedder.scoring.adapt import Adaptation
 from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
 from byakugan.index.errors import GalleryError
 from byakugan.index.gallery import Gallery
@@ -19,8 +18,8 @@ from byakugan.index.labels import check_label
 from byakugan.index.milvus import CHOICES
 from byakugan.index.pipeline import Pipeline
 
-from .common import (EXIT_BAD_INPUT, detectors, landmarks_arg, locked, print_json, printable, report, saving,
-                     table)
+from .common import (EXIT_BAD_INPUT, adapt_value, detectors, landmarks_arg, locked, print_json, printable, report,
+                     saving, table)
 from .enrolling import cmd_enroll
 
 MODEL_HELP = "model name or directory (default: the gallery's own; for a new gallery, see `byakugan models`)"
@@ -197,22 +196,14 @@ def threshold_value(text: str) -> float | str:
     return value + 0.0  # -0 is 0
 
 
-def adapt_value(text: str) -> dict:
-    """--adapt WEIGHT[,RIDGE] as a gallery records it (embedder.scoring.adapt)."""
-    weight, _, ridge = text.partition(",")
-    try:
-        return Adaptation.from_dict({"weight": float(weight), "ridge": float(ridge or 0.03)}).to_dict()
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r}: {exc} (WEIGHT or WEIGHT,RIDGE)") from None
-
-
 def cmd_scoring(a: argparse.Namespace) -> int:
     if a.adapt is not None or a.no_adapt:
         with edit_gallery(a.gallery) as g:
             g.scoring, g.adapt = a.value or g.scoring, None if a.no_adapt else a.adapt
         how = f"adapted to its classes (weight {g.adapt['weight']:g}, ridge {g.adapt['ridge']:g})" if g.adapt \
             else "not adapted to its classes"
-        then = "the automatic threshold follows it" if g.threshold_auto else "check its fixed threshold with `byakugan evaluate`"
+        then = "the automatic threshold follows it" if g.threshold_auto else \
+            "check its fixed threshold with `byakugan evaluate --adapt` (or --no-adapt) on pictures like its own"
         print(f"scoring set to {g.scoring}, {how}; {then}")
         return 0
     if a.value is None and (adapt := Gallery.open(a.gallery).adapt):
