@@ -10,12 +10,12 @@ import shutil
 import sqlite3
 import subprocess
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from tests.conftest import disk_state
+from tests.test_stale_and_damaged import DIM, unit
 
 from byakugan.index import Gallery, GalleryError
 from byakugan.index.labels import check_label_in, find
@@ -23,14 +23,8 @@ from byakugan.index.settings import GallerySettings
 from byakugan.ui.cli import main
 from byakugan.ui.http import create_app
 
-DIM = 8
 # The invisible characters a hostile label hides in "ab": each shows as nothing between the letters.
 UNSEEN = {"ZWJ": "\u200d", "ZWSP": "\u200b", "ZWNJ": "\u200c", "WJ": "\u2060", "SHY": "\u00ad", "BOM": "\ufeff"}
-
-
-def unit(n, seed=0):
-    v = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
 @pytest.fixture()
