@@ -201,3 +201,11 @@ def test_the_cli_turns_it_on_and_off_and_names_a_bad_value(settings, tmp_path, c
     assert main(["scoring", str(tmp_path / "g"), "mean", "--no-adapt"]) == 0
     g = Gallery.open(tmp_path / "g")
     assert g.adapt is None and g.scoring == "mean"
+
+
+def test_byakugan_models_says_which_galleries_adapt_their_scores(capsys):
+    from byakugan.ui.cli import main
+
+    assert main(["models"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("hand-landmarks-2 "))
+    assert line.endswith("fused into new hand galleries; their scores adapted to their classes, weight 0.3 and ridge 0.03)")

@@ -62,7 +62,8 @@ def cmd_models(a: argparse.Namespace) -> int:
     from byakugan.embedder.embedding.files import models_dir
     from byakugan.embedder.detection.looks import JUDGE
     from byakugan.embedder.embedding.hub import list_models, model_for
-    from byakugan.embedder.embedding.landmarks import is_landmark_model, landmarks_for
+    from byakugan.embedder.embedding.files import read_config
+    from byakugan.embedder.embedding.landmarks import LANDMARKS_FORMAT, is_landmark_model, landmarks_for
 
     chosen: dict[str, list[str]] = {}
     for det in list_detectors():
@@ -84,6 +85,8 @@ def cmd_models(a: argparse.Namespace) -> int:
     for p in sorted(d.glob("*")) if d.is_dir() else []:
         if is_landmark_model(p):
             auto = ", fused into new hand galleries" if p.name == landmarks_for("hand") else ""
+            if adapt := read_config(p, LANDMARKS_FORMAT, "landmark model").get("adapt"):
+                auto += f"; their scores adapted to their classes, weight {adapt['weight']:g} and ridge {adapt['ridge']:g}"
             print(f"{p.name}  (hand-landmark model, for detector hand{auto})")
     return 0
 
