@@ -26,16 +26,19 @@ class ClassMeans:
 
     @classmethod
     def of(cls, store: VectorStore, refs: Mapping[int, Reference], gram: bool = False) -> "ClassMeans":
-        means = cls(store.dim)
-        by_label: dict[str, list[int]] = {}
-        for r in refs.values():
-            by_label.setdefault(r.label, []).append(r.id)
-        for label, ids in by_label.items():
-            means.add(label, store.get(ids))
-        if gram:  # in large pieces, not a class at a time: 300 classes' d x d products took 20 times as long
-            means.gram, ids = np.zeros((store.dim, store.dim)), list(refs)
-            for at in range(0, len(ids), 4096):
-                v = np.asarray(store.get(ids[at:at + 4096]), np.float64)
+        """Counted from the store, read once, in large pieces: a read per class was one Milvus request per
+        class, and a d x d product per class took 20 times as long as one per piece (300 classes)."""
+        means, ids = cls(store.dim, gram), list(refs)
+        for at in range(0, len(ids), 4096):
+            piece = ids[at:at + 4096]
+            v = np.asarray(store.get(piece), np.float64)
+            names, which = np.unique(np.array([refs[i].label for i in piece], dtype=object), return_inverse=True)
+            totals = np.zeros((len(names), store.dim))
+            np.add.at(totals, which, v)
+            for label, total, n in zip(names.tolist(), totals, np.bincount(which, minlength=len(names)).tolist()):
+                means._sum[label] = means._sum.get(label, 0.0) + total
+                means._count[label] = means._count.get(label, 0) + n
+            if means.gram is not None:
                 means.gram += v.T @ v
         return means
 

@@ -129,16 +129,6 @@ def cmd_rename(a: argparse.Namespace) -> int:
     return 0
 
 
-def _show_or_set(a: argparse.Namespace, setting: str) -> Gallery | None:
-    """Print the gallery's setting when no value is given, else set it; the edited gallery or None."""
-    if a.value is None:
-        print(getattr(Gallery.open(a.gallery), setting))
-        return None
-    with edit_gallery(a.gallery) as g:
-        setattr(g, setting, a.value)
-    return g
-
-
 def cmd_threshold(a: argparse.Namespace) -> int:
     if a.value is None:
         g = Gallery.open(a.gallery)
@@ -206,14 +196,19 @@ def cmd_scoring(a: argparse.Namespace) -> int:
             "check its fixed threshold with `byakugan evaluate --adapt` (or --no-adapt) on pictures like its own"
         print(f"scoring set to {g.scoring}, {how}; {then}")
         return 0
-    if a.value is None and (adapt := Gallery.open(a.gallery).adapt):
-        note(f"labels' scores adapted to its classes: weight {adapt['weight']:g}, ridge {adapt['ridge']:g} (--no-adapt to stop)")
-    if (g := _show_or_set(a, "scoring")) is not None:
-        if g.threshold_auto:
-            print(f"scoring set to {g.scoring}; the automatic threshold follows it")
-        else:
-            print(f"scoring set to {g.scoring}; the threshold ({g.threshold}) was calibrated for one scoring: "
-                  "check it with `byakugan evaluate` (threshold_tar95 / threshold_tar95_mean)")
+    if a.value is None:  # opened once: its scoring on stdout, whether it is adapted beside it
+        g = Gallery.open(a.gallery)
+        print(g.scoring)
+        if adapt := g.adapt:
+            note(f"labels' scores adapted to its classes: weight {adapt['weight']:g}, ridge {adapt['ridge']:g} (--no-adapt to stop)")
+        return 0
+    with edit_gallery(a.gallery) as g:
+        g.scoring = a.value
+    if g.threshold_auto:
+        print(f"scoring set to {g.scoring}; the automatic threshold follows it")
+    else:
+        print(f"scoring set to {g.scoring}; the threshold ({g.threshold}) was calibrated for one scoring: "
+              "check it with `byakugan evaluate` (threshold_tar95 / threshold_tar95_mean)")
     return 0
 
 
