@@ -278,10 +278,17 @@ class GalleryService:
             g = self.gallery()
             if not len(g):
                 raise GalleryError("the gallery is empty; enrol some images first")
+            live = self.live_pipeline()
+        return Tracker(live, g, settings)
+
+    def live_pipeline(self) -> Pipeline:
+        """The pipeline trackers use, on onnxruntime: the first call may export the model (seconds).
+        A page calls it before its stream starts, since streamlit-webrtc gives up on a stream whose
+        frame takes over 10 s."""
+        with self._lock:
             if self._live is None:
                 self._live = self.pipeline.onnx()
-            live = self._live
-        return Tracker(live, g, settings)
+            return self._live
 
     def export_bundle(self) -> bytes:
         """The gallery as a .zip bundle (see index.export), for a download button."""

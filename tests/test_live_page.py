@@ -119,9 +119,12 @@ def test_live_state_labels_frames_fires_sequences_and_follows_edits(colour_galle
 
 
 def test_live_page_edits_the_gallerys_sequences(colour_gallery, monkeypatch):
-    streamer = Streamer()
+    streamer, prepared = Streamer(), []
+    live_pipeline = GalleryService.live_pipeline
+    # The model is made ready before the stream exists: streamlit-webrtc kills a stream whose frame takes 10 s.
+    monkeypatch.setattr(GalleryService, "live_pipeline", lambda svc: prepared.append(len(streamer.calls)) or live_pipeline(svc))
     at = live_page(colour_gallery, monkeypatch, streamer)
-    assert at.header[0].value == "Live" and not at.error
+    assert at.header[0].value == "Live" and not at.error and prepared[0] == 0
     asked = streamer.calls[-1]  # no ICE server: works on localhost with no STUN server reachable
     assert asked["rtc_configuration"] == {"iceServers": []} and asked["media_stream_constraints"]["audio"] is False
     assert callable(asked["video_frame_callback"])
@@ -189,6 +192,7 @@ def live_server(colour_gallery, monkeypatch):
 def test_live_stream_in_chromium_labels_the_fake_camera(live_server, tmp_path):
     """Chromium's fake camera plays red frames over WebRTC with no ICE server; the page shows the
     smoothed label, and the frames coming back have the label's box drawn on them."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     video = tmp_path / "red.y4m"
@@ -202,8 +206,18 @@ def test_live_stream_in_chromium_labels_the_fake_camera(live_server, tmp_path):
             page.goto(live_server)
             page.get_by_text("Live", exact=True).first.click(timeout=120_000)
             component = page.frame_locator("iframe[title*='webrtc']")
-            component.get_by_role("button", name="START").click(timeout=60_000)
-            page.get_by_text(re.compile(r"^Track \d+: red \(\d\.\d\d\)$")).wait_for(timeout=90_000)
+            labelled = page.get_by_text(re.compile(r"^Track \d+: red \(\d\.\d\d\)$"))
+            for attempt in range(2):
+                component.get_by_role("button", name="START").click(timeout=60_000)
+                try:
+                    labelled.wait_for(timeout=75_000)
+                    break
+                except PlaywrightTimeout:
+                    # Once more from STOP: on a loaded machine WebRTC's connection can fail to set up.
+                    # What the page said goes in the failure, which a CI log otherwise does not show.
+                    if attempt:
+                        pytest.fail(f"no label after START twice; the page said: {page.inner_text('body')[-1500:]!r}")
+                    component.get_by_role("button", name="STOP").click(timeout=30_000)
             page.get_by_text(re.compile(r"^\d+\.\d frames/s$")).wait_for(timeout=10_000)
             drawn = component.locator("video").evaluate(DRAWN_JS)
             shots = Path(os.environ.get("BYAKUGAN_SCREENSHOTS") or tmp_path)  # docs/screenshots.py

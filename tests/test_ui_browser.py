@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -47,9 +48,12 @@ def ui_server(digit_gallery, tmp_path):
 
 
 def serve(args: list[str]):
+    """The server's output goes to a file, not a pipe: a pipe nobody reads while the test runs
+    fills after 64 KiB and then blocks the server's next log line, stream threads included."""
     port = free_port()
+    log = tempfile.NamedTemporaryFile("w+", prefix="byakugan-ui-", suffix=".log")
     proc = subprocess.Popen([sys.executable, "-m", "byakugan.ui.cli", "ui", *args, "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while True:
@@ -61,7 +65,8 @@ def serve(args: list[str]):
             pass
         if proc.poll() is not None or time.time() > deadline:
             proc.kill()
-            pytest.fail(f"streamlit did not start: {proc.stdout.read()[-2000:]}")
+            log.seek(0)
+            pytest.fail(f"streamlit did not start: {log.read()[-2000:]}")
         time.sleep(0.5)
     yield url
     proc.terminate()

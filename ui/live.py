@@ -243,6 +243,12 @@ def live_ui(svc: GalleryService) -> None:
     except LiveError as exc:
         st.error(md(str(exc)))
         return
+    try:
+        with st.spinner("Loading the model for live video…"):  # once per server; not in the stream's first frame
+            svc.live_pipeline()
+    except ByakuganError as exc:
+        st.error(md(str(exc)))
+        return
     state = _state(svc)
     left, right = st.columns([3, 2])
     with right:
