@@ -45,11 +45,13 @@ def per_query_ms(fn, queries) -> float:
 
 
 def paired_ms(fns: dict, queries) -> dict:
-    """Median ms a query of each of fns, timed in turn on every query (the order alternating), so
-    that a change in the machine's load between them cannot skew their ratio."""
+    """Median ms a query of each of fns, timed in turn on every query, so that a change in the
+    machine's load between them cannot skew their ratio. The order rotates, so each goes first (on
+    a query whose data no other has just brought into the cache) equally often."""
     times = {name: [] for name in fns}
+    names = list(fns)
     for j, q in enumerate(queries):
-        for name in (list(fns) if j % 2 == 0 else list(fns)[::-1]):
+        for name in names[j % len(names):] + names[:j % len(names)]:
             t = time.perf_counter()
             fns[name](q[None])
             times[name].append(time.perf_counter() - t)
