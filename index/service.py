@@ -58,8 +58,7 @@ class GalleryService:
         self._candidates = Candidates(self.pipeline)
 
     def _pipeline_for(self, crops: list[Crop]) -> Pipeline:
-        """What crops are embedded with: for a new gallery with no model named and detector none
-        (undecided), the model they call for; the first enrolment's save keeps it (_edit)."""
+        """What crops are embedded with: for an undecided gallery, the model they call for (kept by _edit)."""
         with self._lock:
             if self.undecided and self._disk_stamp() is not None:
                 self.gallery()  # made meanwhile by another process: _load takes its model
@@ -116,8 +115,7 @@ class GalleryService:
             if first and chosen is None:
                 raise GalleryError(f"gallery {self.path}: is empty, and its model is picked by the first images "
                                    "enrolled; enrol some first")
-            # Nobody saved since it was read (the same committed generation): copy the one in memory
-            # rather than read it all again.
+            # Nobody saved since it was read (the same committed generation): copy the one in memory.
             g = self._gallery.clone() if self._gallery is not None and stamp is not None and stamp == self._stamp \
                 and stamp[0] == "generation" else None
             g = (chosen.new_gallery(self.path) if first else self._load(stamp)) if g is None else g
@@ -165,12 +163,20 @@ class GalleryService:
         g = self.gallery()
         if not crops or (not len(g) and len(crops) < 2):  # nothing to compare with: no embedding (the page asks on every rerun)
             return blank_warnings(crops)
-        pipe = self._pipeline_for(crops)
-        return enrol_warnings(pipe, g if pipe is self.pipeline else pipe.new_gallery(), label, crops)
+        return self._warnings(self._pipeline_for(crops), label, crops)
+
+    def _warnings(self, pipe: Pipeline, label: str, crops: list[Crop], emb: Optional[np.ndarray] = None) -> list[str]:
+        g = self.gallery()  # a gallery still to pick its model is compared with none of another model
+        return enrol_warnings(pipe, g if pipe is self.pipeline else pipe.new_gallery(), label, crops, emb)
 
     # ---- editing -------------------------------------------------------------------------
     def enroll(self, label: str, crops: list[Crop], progress: Optional[Callable[[int, int], None]] = None) -> list[int]:
-        """progress(done, total) is called as each crop is embedded."""
+        return self.enroll_checked(label, crops, progress, check=False)[0]
+
+    def enroll_checked(self, label: str, crops: list[Crop], progress: Optional[Callable[[int, int], None]] = None,
+                       check: bool = True) -> tuple[list[int], list[str]]:
+        """enroll(), and what check() warns of, from the same vectors: for a program that enrols without
+        asking first (enrolled all the same: the user may mean it). progress(done, total) as each is embedded."""
         pipe = self._pipeline_for(crops)
         # Embedding happens outside the lock so that other users wait only for the save.
         if progress is None:  # one batch; one image at a time only to report progress
@@ -181,11 +187,12 @@ class GalleryService:
                 rows.append(pipe.embed_regions([c.image], [c.landmarks]))
                 progress(n + 1, len(crops))
             emb = np.concatenate(rows) if rows else np.zeros((0, self.gallery().dim), np.float32)
+        said = self._warnings(pipe, label, crops, emb) if check else []
 
         def add(g: Gallery) -> list[int]:
             return g.enroll(label, emb, sources=[c.name for c in crops], images=[c.image for c in crops])
 
-        return self._edit(add, chosen=pipe)
+        return self._edit(add, chosen=pipe), said
 
     def remove(self, label: str, count: Optional[int] = None) -> Removed:
         """Remove a label; what was removed comes back, for restore(). count: the number of references
@@ -237,8 +244,7 @@ class GalleryService:
     def set_threshold(self, value: float) -> None:
         self._edit(lambda g: setattr(g, "threshold", value))
 
-    def threshold(self) -> float:
-        """The threshold searches use now (the automatic one when the gallery has it)."""
+    def threshold(self) -> float:  # what searches use now (the automatic one when the gallery has it)
         g = self.gallery()  # first: on a new gallery it may take another process's model (and pipeline)
         return self.pipeline.threshold(g)
 
@@ -246,8 +252,7 @@ class GalleryService:
         self._edit(lambda g: setattr(g, "threshold_auto", True))
 
     def set_threshold_confidence(self, confidence: float) -> float:
-        """Set the threshold to the score that reads as `confidence` (0-1) on the gallery's
-        calibrated scale now; returns that score."""
+        """Set the threshold to the score that reads as `confidence` (0-1) now; returns that score."""
         cal = self.calibration()
         if not cal.fitted:
             raise GalleryError(f"the gallery's confidence is not calibrated yet ({cal.reason}): set a raw threshold instead")
@@ -272,8 +277,7 @@ class GalleryService:
         return self._edit(lambda g: g.sequences.remove(name))
 
     def tracker(self, settings: Optional[TrackerSettings] = None) -> Tracker:
-        """A tracker for one stream (a camera, a connection) over the gallery as it is now, its
-        models on onnxruntime (exported once, see Pipeline.onnx)."""
+        """A tracker for one stream (a camera, a connection) over the gallery as it is now."""
         with self._lock:  # the gallery and its live pipeline as one: a first enrolment can change the model
             g = self.gallery()
             if not len(g):
@@ -282,16 +286,14 @@ class GalleryService:
         return Tracker(live, g, settings)
 
     def live_pipeline(self) -> Pipeline:
-        """The pipeline trackers use, on onnxruntime: the first call may export the model (seconds).
-        A page calls it before its stream starts, since streamlit-webrtc gives up on a stream whose
-        frame takes over 10 s."""
+        """The pipeline trackers use, on onnxruntime (the first call may export it: seconds). A page calls
+        it before its stream starts: streamlit-webrtc gives up on a stream whose frame takes over 10 s."""
         with self._lock:
             if self._live is None:
                 self._live = self.pipeline.onnx()
             return self._live
 
-    def export_bundle(self) -> bytes:
-        """The gallery as a .zip bundle (see index.export), for a download button."""
+    def export_bundle(self) -> bytes:  # a .zip bundle (index.export), for a download button
         from .export import export
 
         with tempfile.TemporaryDirectory() as tmp:

@@ -39,11 +39,20 @@ def test_gallery_routes(gallery_copy, digits):
     assert len(det[0]["hits"]) == 2
     files = [("images", (p.name, open(p, "rb"), "image/jpeg")) for p in digits["5"][:3]]
     r = c.post("/enroll", data={"label": "5"}, files=files)
-    assert r.status_code == 200 and r.json()["labels"]["5"] == 3
+    assert r.status_code == 200 and r.json()["labels"]["5"] == 3 and r.json()["warnings"] == []
+    # What the CLI and the page warn of comes back too: the same picture twice, and one already enrolled
+    again = digits["5"][4]
+    r = c.post("/enroll", data={"label": "5"}, files=[("images", ("a.jpg", open(again, "rb"), "image/jpeg")),
+                                                      ("images", ("b.jpg", open(again, "rb"), "image/jpeg")),
+                                                      ("images", ("c.jpg", open(digits["5"][0], "rb"), "image/jpeg"))])
+    said = r.json()["warnings"]
+    assert r.status_code == 200 and r.json()["labels"]["5"] == 6 and len(said) == 2, said
+    assert said[0].startswith("b.jpg: near-duplicate of a.jpg in the same upload") and \
+        said[1].startswith("c.jpg: near-duplicate of reference "), said
     assert c.delete("/labels/0").json() == {"label": "0", "removed": 5}
-    assert c.get("/labels").json() == {"labels": {"3": 5, "5": 3, "7": 5}}
+    assert c.get("/labels").json() == {"labels": {"3": 5, "5": 6, "7": 5}}
     # Edits reach the disk: a new server sees them.
-    assert TestClient(create_app(gallery_copy)).get("/labels").json()["labels"] == {"3": 5, "5": 3, "7": 5}
+    assert TestClient(create_app(gallery_copy)).get("/labels").json()["labels"] == {"3": 5, "5": 6, "7": 5}
 
 
 def test_errors_are_json_with_status_codes(gallery_copy, digits):

@@ -232,8 +232,9 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
                 held = pixel_budget(held, sum(c.image.width * c.image.height for c in found), name)
                 crops += found
             # Waiting for the gallery's lock (another process may be editing it) holds a worker thread, not the server.
-            ids = await run_in_threadpool(service.enroll, label, crops)
-            return {"label": label, "ids": ids, "labels": service.labels()}
+            ids, said = await run_in_threadpool(service.enroll_checked, label, crops)
+            # What the CLI and the page warn of (near-duplicates, closer to another class, blank crops)
+            return {"label": label, "ids": ids, "labels": service.labels(), "warnings": said}
 
         @app.delete("/labels/{label:path}", dependencies=[Depends(authorised)])  # a label may hold "/"
         def delete_label(label: str = PathParam(..., min_length=1, max_length=NAME_CHARS)) -> dict:
