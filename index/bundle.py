@@ -140,7 +140,7 @@ class Bundle:
         except ValueError as exc:
             raise BundleError(f"bundle {origin}: config.json: {exc}") from None
         meta = {"model": {k: model[k] for k in ("name", "fingerprint", "dim")}, "detector": detector,
-                "threshold": check.check_thresholds(self.thresholds, origin), "read_only": True,
+                "threshold": check.check_thresholds(self.thresholds, origin, self.config.get("adapt")), "read_only": True,
                 "threshold_mode": "auto" if self.thresholds.get("auto") is True else "fixed", "scoring": scoring,
                 **{k: v for k, v in refs.items() if k in ("references", "sequences")},
                 **{k: v for k, v in self.config.items() if k in ("colourless_queries", "adapt")}}

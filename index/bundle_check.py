@@ -120,12 +120,12 @@ def _check_cohort(spec: object, where: str) -> None:
         raise BundleError(f"{where}: cohort 'file' must name the cohort file of the bundle")
 
 
-def check_thresholds(t: dict, origin: Path) -> float:
-    """thresholds.json's default: a cosine similarity, as Gallery.threshold accepts."""
+def check_thresholds(t: dict, origin: Path, adapt: dict | None = None) -> float:
+    """thresholds.json's default, as Gallery.threshold accepts it (given config.json's adapt)."""
     where = f"bundle {origin}: thresholds.json"
     try:
         # the gallery's own rule; anything but a number goes in as text, which it refuses naming it
-        set_threshold({}, t.get("default") if _finite(t.get("default")) else str(t.get("default")))
+        set_threshold({"adapt": adapt}, t.get("default") if _finite(t.get("default")) else str(t.get("default")))
     except GalleryError as exc:
         raise BundleError(f"{where}: default {exc}") from None
     if t.get("per_label", {}) != {}:  # galleries have one threshold; a bundle claiming more would be ignored

@@ -54,7 +54,7 @@ class Match:
     score: float
     nearest: str  # best label even when below the threshold
     threshold: float
-    cosine: Optional[float] = None  # the score before cohort normalisation (= score without a cohort)
+    cosine: Optional[float] = None  # the score before cohort normalisation (= score without a cohort; adapted, if so)
     confidence: Optional[float] = None  # 0-1, the score on the gallery's calibrated scale
     threshold_confidence: Optional[float] = None  # the threshold on that scale
 
@@ -248,12 +248,13 @@ def _pairs(scores: np.ndarray, ids: np.ndarray, step: int = 64):
         yield from zip(scores[at:at + step].tolist(), ids[at:at + step].tolist())
 
 
-def check_threshold(value, lowest: float = -1.0, highest: float = 1.0) -> float:
+def check_threshold(value, lowest: float = -1.0, highest: float = 1.0, unit: str = "a cosine similarity") -> float:
     """A threshold as a float: a number (not a bool or a string, which convert by accident) between
-    lowest and highest (a fixed one is a cosine; one a search is given may be a normalised score)."""
+    lowest and highest (a fixed one is a cosine, or an adapted score; one a search is given may be a
+    normalised score)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
             or not math.isfinite(value) or not lowest <= float(value) <= highest:
-        rule = "a cosine similarity between -1 and 1" if (lowest, highest) == (-1.0, 1.0) else "a finite number"
+        rule = f"{unit} between {lowest:g} and {highest:g}" if math.isfinite(lowest + highest) else "a finite number"
         raise GalleryError(f"threshold {value!r}: must be {rule}")
     return float(value)
 

@@ -26,6 +26,7 @@ from .gallery import Gallery
 from .pipeline import Pipeline
 from .ranking import Recognition
 from .records import Crop, Removed
+from .settings import threshold_reach
 from .sequences import Sequence
 from .tracker import Tracker, TrackerSettings
 from .warnings import blank_warnings, enrol_warnings
@@ -153,8 +154,7 @@ class GalleryService:
     def choice_for(self, crops: list[Crop]) -> Optional[ModelChoice]:  # a gallery still to pick its model (undecided)
         return self._pipeline_for(crops).choice if self.undecided and crops else None  # what these crops would pick
 
-    def calibration(self) -> Calibration:
-        """How the gallery's scores read as a 0-1 confidence (see index.confidence)."""
+    def calibration(self) -> Calibration:  # how the gallery's scores read as a 0-1 confidence (index.confidence)
         g = self.gallery()  # first: on a new gallery it may take another process's model (and pipeline)
         return self.pipeline.calibration(g)
 
@@ -260,7 +260,8 @@ class GalleryService:
             value = cal.score_at(confidence)
         except ValueError as exc:
             raise GalleryError(str(exc)) from None
-        self.set_threshold(value := min(1.0, max(-1.0, value)))
+        reach = threshold_reach(self.gallery().adapt)  # a cosine's 1, or an adapted score's reach
+        self.set_threshold(value := min(reach, max(-reach, value)))
         return value
 
     def set_scoring(self, value: str) -> None:
@@ -295,6 +296,5 @@ class GalleryService:
 
     def export_bundle(self) -> bytes:  # a .zip bundle (index.export), for a download button
         from .export import export
-
         with tempfile.TemporaryDirectory() as tmp:
             return export(self.gallery(), Path(tmp) / "bundle.zip", pipeline=self.pipeline).read_bytes()

@@ -55,9 +55,18 @@ def repair(meta: dict, path=None) -> list[str]:
     return said
 
 
+def threshold_reach(adapt: object) -> float:
+    """How far either way a fixed threshold may go: a cosine's 1, and where scores are adapted to the
+    gallery's classes ({"weight", "ridge"}, embedder.scoring.adapt) 1 plus the weight, since a score
+    is then its cosine plus up to about the weight."""
+    weight = adapt.get("weight") if isinstance(adapt, dict) else None
+    return 1.0 + (float(weight) if _number(weight) and 0 < weight <= 2 else 0.0)
+
+
 def _repaired(meta: dict) -> list[str]:
     said, t, fallback = [], meta.get("threshold"), meta.get("model_threshold")
-    if _number(t) and not -2.0 <= t <= 2.0 and _number(fallback) and -2.0 <= fallback <= 2.0:
+    bound = threshold_reach(meta.get("adapt")) + 1.0  # past any score, with room for a cohort's offset
+    if _number(t) and not -bound <= t <= bound and _number(fallback) and -2.0 <= fallback <= 2.0:
         meta["threshold"] = fallback
         said.append(f"its threshold {t!r} is past any score; the model's, {fallback}, is used until one is set")
     try:
@@ -81,15 +90,15 @@ def check_meta(meta: dict) -> None:
     for key in ("name", "fingerprint"):
         if not isinstance(meta["model"][key], str):
             raise ValueError(f"model {key} must be text")
-    for key in ("threshold", "model_threshold"):
-        # A cosine, or a cohort-normalised score (a cosine less a mean of cosines): a threshold past
-        # them (5, say) would answer every search "unknown" without a word.
-        if key in meta and (isinstance(meta[key], bool) or not -2.0 <= float(meta[key]) <= 2.0):
-            raise ValueError(f"{key} {meta[key]!r} must be a number from -2 to 2")
-    if "scoring" in meta:
-        check_scoring(meta["scoring"])
     if meta.get("adapt") is not None:
         Adaptation.from_dict(meta["adapt"])
+    for key, bound in (("threshold", threshold_reach(meta.get("adapt")) + 1.0), ("model_threshold", 2.0)):
+        # A cosine, an adapted score or a cohort-normalised one (a cosine less a mean of cosines): a
+        # threshold past them (5, say) would answer every search "unknown" without a word.
+        if key in meta and (isinstance(meta[key], bool) or not -bound <= float(meta[key]) <= bound):
+            raise ValueError(f"{key} {meta[key]!r} must be a number from {-bound:g} to {bound:g}")
+    if "scoring" in meta:
+        check_scoring(meta["scoring"])
     if not isinstance(meta["next_id"], int) or not isinstance(meta["references"], list):
         raise ValueError("next_id must be a number and references a list")
     if meta["references"] and not meta.get("read_only") and meta["next_id"] <= max(r.id if isinstance(r, Reference) else int(r["id"]) for r in meta["references"]):
@@ -143,20 +152,25 @@ def set_auto(meta: dict, value: bool) -> None:
 
 
 def set_threshold(meta: dict, value) -> None:
-    """A threshold fixed by hand: a cosine similarity, so between -1 and 1."""
-    meta["threshold"], meta["threshold_mode"] = check_threshold(value), "fixed"
+    """A threshold fixed by hand: a cosine similarity, so between -1 and 1, or where scores are adapted
+    to the gallery's classes an adapted score, within threshold_reach."""
+    reach = threshold_reach(meta.get("adapt"))
+    unit = "an adapted score (a cosine plus up to the adaptation's weight)" if reach > 1 else "a cosine similarity"
+    meta["threshold"], meta["threshold_mode"] = check_threshold(value, -reach, reach, unit), "fixed"
 
 
 def set_adapt(meta: dict, value: Optional[dict]) -> None:
     """Scores adapted to the gallery's classes ({"weight", "ridge"}), or not (None: kept as null, since a
     save writes the settings it holds and leaves any other row as it was)."""
-    if value is None:
-        meta["adapt"] = None
-        return
     try:
-        meta["adapt"] = Adaptation.from_dict(value).to_dict()
+        adapt = None if value is None else Adaptation.from_dict(value).to_dict()
     except ValueError as exc:
         raise GalleryError(str(exc)) from None
+    t, reach = meta.get("threshold"), threshold_reach(adapt)
+    if meta.get("threshold_mode") == "fixed" and _number(t) and abs(t) > reach:  # else every search says unknown
+        raise GalleryError(f"threshold {t:g}: fixed, and past any score {'unadapted' if adapt is None else 'at that weight'} "
+                           f"(from {-reach:g} to {reach:g}); set another threshold, or auto, first")
+    meta["adapt"] = adapt
 
 
 def set_scoring(meta: dict, value: str) -> None:

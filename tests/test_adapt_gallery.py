@@ -173,10 +173,16 @@ def test_the_gallery_page_says_its_scores_are_adapted(settings, tmp_path, monkey
     from tests.test_ui import go, start
 
     g, _, _ = made(settings, tmp_path / "gallery")
+    g.threshold = 1.2  # an adapted score: the raw threshold's box takes it (its bounds were -1 and 1)
     g.save()
     at = start(tmp_path, monkeypatch)
     go(at, "Gallery")
     assert any("adapted to this gallery's classes" in c.value for c in at.caption)
+    box = at.number_input(key="threshold")
+    assert not at.exception and box.value == 1.2 and box.label == "Threshold (adapted score, from -1.3 to 1.3)"
+    box.set_value(1.25).run()
+    at.button(key="save_raw_threshold").click().run()
+    assert not at.exception and Gallery.open(tmp_path / "gallery").threshold == 1.25
 
 
 def test_the_cli_turns_it_on_and_off_and_names_a_bad_value(settings, tmp_path, capsys):
@@ -201,6 +207,44 @@ def test_the_cli_turns_it_on_and_off_and_names_a_bad_value(settings, tmp_path, c
     assert main(["scoring", str(tmp_path / "g"), "mean", "--no-adapt"]) == 0
     g = Gallery.open(tmp_path / "g")
     assert g.adapt is None and g.scoring == "mean"
+
+
+def test_a_threshold_on_the_adapted_scale_is_set_kept_exported_and_guarded(settings, tmp_path, capsys):
+    """Adapted scores reach past 1 (a cosine plus up to about the weight), and so may a threshold:
+    the automatic one was, and a user could not set it again by hand, nor load its bundle."""
+    from byakugan.index.bundle import load
+    from byakugan.index.errors import GalleryError
+    from byakugan.index.export import export
+    from byakugan.ui.cli import main
+
+    g, _, _ = made(settings, tmp_path / "g")
+    g.save()
+    assert main(["threshold", str(tmp_path / "g"), "1.2"]) == 0 and Gallery.open(tmp_path / "g").threshold == 1.2
+    capsys.readouterr()
+    assert main(["threshold", str(tmp_path / "g"), "1.31"]) == 2  # past 1 + weight 0.3
+    assert "threshold 1.31: must be an adapted score (a cosine plus up to the adaptation's weight) between -1.3 and 1.3" \
+        in capsys.readouterr().err
+    b = load(export(Gallery.open(tmp_path / "g"), tmp_path / "b.zip"))  # its bundle loads, with the same threshold
+    assert b.gallery.threshold == 1.2
+    g = Gallery.open(tmp_path / "g")
+    with pytest.raises(GalleryError, match=r"^threshold 1.2: fixed, and past any score unadapted \(from -1 to 1\); "
+                                           r"set another threshold, or auto, first$"):
+        g.adapt = None  # every search would answer "unknown"
+    assert g.adapt == A.to_dict()
+    g.threshold_auto = True
+    g.adapt = None  # the automatic threshold follows it
+    with pytest.raises(GalleryError, match="must be a cosine similarity between -1 and 1"):
+        g.threshold = 1.2
+    for bad in ("3.5", "1" * 5000):  # one short line, not the whole argument
+        with pytest.raises(SystemExit):
+            main(["threshold", str(tmp_path / "g"), bad])
+        assert len(capsys.readouterr().err) < 300
+    with pytest.raises(SystemExit):
+        main(["scoring", str(tmp_path / "g"), "--adapt", "0.3,0.1,2"])
+    assert "3 parts" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["scoring", str(tmp_path / "g"), "--adapt", "1e-320"])  # adapted in name only
+    assert "adapt weight 1e-320: must be a number at least 0.01, at most 2" in capsys.readouterr().err
 
 
 def test_byakugan_models_says_which_galleries_adapt_their_scores(capsys):

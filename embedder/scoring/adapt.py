@@ -32,15 +32,15 @@ class Adaptation:
     @classmethod
     def from_dict(cls, spec: object) -> "Adaptation":
         """From a gallery's, bundle's or model's {"weight", "ridge"}; ValueError naming what is wrong. A
-        weight past 2 would lift scores past any threshold a cosine allows; a ridge under 0.001 leaves
+        weight past 2 would let the adaptation outweigh the cosine; a ridge under 0.001 leaves
         XᵀX nearly singular where references are fewer than dimensions (always, few-shot)."""
         if not isinstance(spec, dict) or set(spec) != {"weight", "ridge"}:
             raise ValueError(f"adapt {spec!r}: must be {{\"weight\": W, \"ridge\": R}}")
-        for key, low, top in (("weight", 0.0, 2.0), ("ridge", 0.001, 100.0)):
+        # A weight under 0.01 barely moves a score (its term is about the weight at most): adapted in name only.
+        for key, low, top in (("weight", 0.01, 2.0), ("ridge", 0.001, 100.0)):
             v = spec[key]  # compared before any float(): 10**400 is an int no float holds
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (low < v <= top if key == "weight" else low <= v <= top):
-                rule = f"above {low:g}" if key == "weight" else f"at least {low:g}"
-                raise ValueError(f"adapt {key} {v!r}: must be a number {rule}, at most {top:g}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not low <= v <= top:
+                raise ValueError(f"adapt {key} {v!r}: must be a number at least {low:g}, at most {top:g}")
         return cls(float(spec["weight"]), float(spec["ridge"]))
 
     def to_dict(self) -> dict:

@@ -16,6 +16,7 @@ from byakugan.embedder.atomic import fsync_dir, write_atomic
 from byakugan.embedder.errors import ByakuganError
 from byakugan.embedder.scoring.adapt import Adaptation
 from byakugan.index import store
+from byakugan.index.errors import shown
 from byakugan.index.labels import JOINERS
 
 EXIT_BAD_INPUT = 2
@@ -44,11 +45,14 @@ def locked(gallery: os.PathLike | str) -> Iterator[None]:
 
 def adapt_value(text: str) -> dict:
     """--adapt WEIGHT[,RIDGE] as a gallery records it (embedder.scoring.adapt)."""
-    weight, comma, ridge = text.partition(",")
+    parts = text.split(",")
     try:
-        return Adaptation.from_dict({"weight": float(weight), "ridge": float(ridge if comma else 0.03)}).to_dict()
+        if len(parts) > 2:
+            raise ValueError(f"{len(parts)} parts")
+        return Adaptation.from_dict({"weight": float(parts[0]), "ridge": float(parts[1] if len(parts) > 1 else 0.03)}).to_dict()
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r}: {exc} (WEIGHT or WEIGHT,RIDGE)") from None
+        why = str(exc) if len(str(exc)) <= 100 else str(exc)[:100] + "..."  # float() quotes the whole text
+        raise argparse.ArgumentTypeError(f"{shown(text)}: {why} (WEIGHT or WEIGHT,RIDGE)") from None
 
 
 def check_new_file(path: os.PathLike | str, what: str, overwrite: bool) -> Path:

@@ -12,7 +12,7 @@ from typing import Iterator
 from byakugan.embedder.errors import ImageError
 from byakugan.embedder.scoring import SCORINGS
 from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
-from byakugan.index.errors import GalleryError
+from byakugan.index.errors import GalleryError, shown
 from byakugan.index.gallery import Gallery
 from byakugan.index.labels import check_label
 from byakugan.index.milvus import CHOICES
@@ -180,9 +180,12 @@ def threshold_value(text: str) -> float | str:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'auto'") from None
-    if not -1.0 <= value <= 1.0:  # told as typed: "1e400" is not "inf", nor "1_0" "10.0"
-        raise argparse.ArgumentTypeError(f"{text!r} is not a cosine similarity between -1 and 1, or 'auto'")
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a number or 'auto'") from None
+    # Told as typed ("1e400" is not "inf", nor "1_0" "10.0"); the gallery holds it to its own range:
+    # a cosine's, or an adapted score's, which reaches past 1 (index.settings.threshold_reach).
+    if not -3.0 <= value <= 3.0:
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a cosine similarity between -1 and 1 (an adapted "
+                                         "score: from -1 - weight to 1 + weight), or 'auto'")
     return value + 0.0  # -0 is 0
 
 
@@ -204,6 +207,8 @@ def cmd_scoring(a: argparse.Namespace) -> int:
         return 0
     with edit_gallery(a.gallery) as g:
         g.scoring = a.value
+    if adapt := g.adapt:  # unchanged, and said: it is part of what the scores now are
+        note(f"labels' scores still adapted to its classes: weight {adapt['weight']:g}, ridge {adapt['ridge']:g} (--no-adapt to stop)")
     if g.threshold_auto:
         print(f"scoring set to {g.scoring}; the automatic threshold follows it")
     else:

@@ -1,0 +1,52 @@
+"""The Gallery page's threshold: automatic, a confidence chosen by hand, or a raw score."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
+from byakugan.index.service import GalleryService
+from byakugan.index.settings import threshold_reach
+from byakugan.ui.acting import act, synced
+from byakugan.ui.widgets import md
+
+
+def threshold_ui(svc: GalleryService) -> None:
+    g, cal = svc.gallery(), svc.calibration()
+    now_raw = svc.threshold()
+    now = min(99, max(1, round(cal.confidence(now_raw) * 100)))
+    modes = ["automatic", "set by hand"]
+    synced("threshold_mode", modes[0] if g.threshold_auto else modes[1])
+    mode = st.radio("Answer “unknown” below", modes, horizontal=True, key="threshold_mode",
+                    captions=[f"keeps about {AUTO_KEEPS:.0%} of true matches, from this gallery's own references",
+                              "a confidence you choose"])
+    if mode == "automatic":
+        if not g.threshold_auto:
+            act(svc, svc.set_threshold_auto, "The gallery's own references choose the threshold now.")
+        how = ("now, held down to the best score a reference reaches against another class" if cal.held else
+               "now" if cal.auto_threshold is not None else
+               f"the model's until the gallery has {MIN_AUTO} true-match scores (two classes of five references); "
+               f"it has {cal.genuine}" if cal.fitted else f"the model's, as the references cannot choose one: {cal.reason}")
+        st.caption(f"Unknown below {now}% confidence ({how}; raw threshold {now_raw:.4f}).")
+    elif not cal.fitted:  # the uncalibrated curve is centred on the threshold itself: only a raw one makes sense
+        raw_threshold_ui(svc, now_raw)
+    else:
+        synced("threshold_pct", now)  # a save here (raw), in another tab or by the CLI is shown
+        value = st.slider("Unknown below this confidence (%)", 1, 99, key="threshold_pct")
+        if st.button("Save threshold", key="save_threshold", disabled=value == now and not g.threshold_auto):
+            act(svc, lambda: svc.set_threshold_confidence(value / 100), f"Unknown below {value}% confidence now.")
+        with st.expander("Raw threshold"):
+            raw_threshold_ui(svc, now_raw)
+    st.caption("Confidence is calibrated on this gallery's own references." if cal.fitted else
+               f"Confidence is not calibrated yet ({md(cal.reason)}): 50% is the threshold.")
+
+
+def raw_threshold_ui(svc: GalleryService, now_raw: float) -> None:
+    g = svc.gallery()
+    unit = "adapted score" if g.adapt else "cohort-normalised score" if g.cohort_settings else "cosine"
+    reach = threshold_reach(g.adapt)  # an adapted score reaches past 1
+    synced("threshold", float(now_raw))
+    raw = st.number_input(f"Threshold ({unit}, from {-reach:g} to {reach:g})", -reach, reach, step=0.001, format="%.4f",
+                          key="threshold", help="A value outside those is not taken: the box turns red and keeps the last one.")
+    if st.button("Save raw threshold", key="save_raw_threshold", disabled=raw == float(now_raw)):
+        act(svc, lambda: svc.set_threshold(raw), f"Threshold set to {raw:.4f}.")
