@@ -183,10 +183,8 @@ class Gallery:
         self._means = kept(self._means, self._store, self._refs, self.scoring == "mean", self.adapt is not None)
         return self._means
 
-    @property
-    def sequences(self) -> SequenceBook:
-        """Named sequences of its labels (index.sequences): iterate, add, remove; saved with it."""
-        return SequenceBook(self._meta["sequences"], self.labels, self.read_only)
+    sequences = property(lambda self: SequenceBook(self._meta["sequences"], self.labels, self.read_only),
+                         doc="Named sequences of its labels (index.sequences): iterate, add, remove; saved with it.")
 
     # ---- contents -----------------------------------------------------------------------
     def __len__(self) -> int:
@@ -273,7 +271,8 @@ class Gallery:
 
     def rename(self, old: str, new: str) -> int:
         old, new = self._require_label(old), check_label(new)
-        if (other := find(new, self._counts)) is not None and other != old:  # stored as typed, or shown alike
+        # Stored as typed, or shown alike; `old` aside: a rename may add or drop its invisible characters
+        if (other := find(new, [lab for lab in self._counts if lab != old])) is not None:
             raise GalleryError(f"rename {old!r} -> {new!r}: {other!r}{'' if other == new else f', which shows as {new!r},'} already exists; remove it first")
         self._refs.update({i: Reference(r.id, new, r.source, r.added) for i, r in self._refs.items() if r.label == old})
         self.sequences.rename_label(old, new)

@@ -253,3 +253,29 @@ def test_byakugan_models_says_which_galleries_adapt_their_scores(capsys):
     assert main(["models"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("hand-landmarks-2 "))
     assert line.endswith("fused into new hand galleries; their scores adapted to their classes, weight 0.3 and ridge 0.03)")
+
+
+def test_byakugan_models_lists_every_landmark_folder_whatever_its_state(tmp_path, monkeypatch, capsys):
+    """A landmark folder with a malformed 'adapt', or without its weights, is listed (its own use
+    names the fault): the listing stopped there with a traceback, or with exit 2, and so did the
+    choice of landmarks for every new hand gallery."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from byakugan.embedder.embedding.landmarks import landmarks_for
+    from byakugan.ui.cli import main
+
+    shipped = Path(__file__).resolve().parents[1] / "models"
+    for p in shipped.iterdir():
+        (tmp_path / p.name).symlink_to(p)
+    for name, change in (("bad-adapt", {"adapt": {"weight": "0.3", "ridge": 0.03}}), ("no-weights", {})):
+        shutil.copytree(shipped / "hand-landmarks-2", tmp_path / name)
+        cfg = json.loads((tmp_path / name / "config.json").read_text()) | change
+        (tmp_path / name / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "no-weights" / "model.safetensors").unlink()
+    monkeypatch.setenv("BYAKUGAN_MODELS_DIR", str(tmp_path))
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "bad-adapt  (hand-landmark model, for detector hand)\n" in out and "no-weights  (hand-landmark model" in out
+    assert landmarks_for("hand") == "hand-landmarks-2"

@@ -167,6 +167,7 @@ def test_a_label_told_from_another_only_by_invisible_characters_is_refused(folde
     g.enroll("x\u200dy", unit(1, 4))
     with pytest.raises(GalleryError, match=r"'xy': looks like 'x\\u200dy'"):
         g.enroll("xy", unit(1, 5))
+    assert g.rename("x\u200dy", "xy") == 1 and "xy" in g.labels()  # what the message invites: it is itself
 
 
 def test_a_gallery_holding_labels_told_apart_only_by_invisible_characters_still_opens(folder, capsys):

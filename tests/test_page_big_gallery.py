@@ -86,6 +86,10 @@ def test_a_renamed_class_is_shown_open_where_its_new_name_puts_it(page):
     assert classes(at)[0] == "class 00"
     at.run()
     assert classes(at)[0] == "class 00"
+    # Typed with a combining accent (as macOS types it), stored composed (NFC): still followed to its page.
+    at.text_input(key='rename_to_"class 04"').input("zze\u0301 last").run()
+    at.button(key='rename_btn_"class 04"').click().run()
+    assert not at.exception and "zz\u00e9 last" in classes(at) and at.selectbox(key="gallery_page").value == 2
 
 
 def test_a_narrower_find_or_a_removal_never_leaves_an_empty_page(page):

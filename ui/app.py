@@ -21,7 +21,7 @@ from byakugan.ui.acting import RENAME, act, notices, on_click, synced, undoable
 from byakugan.ui.classes import FIND, PAGE, classes_ui, first, more_ui
 from byakugan.ui.live import live_ui
 from byakugan.ui.threshold import threshold_ui
-from byakugan.index.labels import check_label_in
+from byakugan.index.labels import check_label, check_label_in
 from byakugan.index.warnings import blank
 from byakugan.ui.uploads import enrol_pictures_ui, forget, keep, search_picture_ui
 from byakugan.ui.widgets import (default_gallery_dir, draw_boxes, iso, md, page_style, page_ui, preview,
@@ -200,8 +200,8 @@ def gallery_ui(svc: GalleryService) -> None:
             new = a.text_input("Rename to", key=typed)
             a.button("Rename", key=f"rename_btn_{json.dumps(label)}", disabled=not new.strip(), on_click=on_click, args=(
                 svc, lambda label=label, typed=typed: svc.rename(label, st.session_state[typed]),
-                lambda label=label, typed=typed: f"Renamed {label!r} to {st.session_state[typed].strip()!r}.",
-                lambda typed=typed: st.session_state[typed].strip()))
+                lambda label=label, typed=typed: f"Renamed {label!r} to {check_label(st.session_state[typed])!r}.",
+                lambda typed=typed: check_label(st.session_state[typed])))  # as stored (NFC): the class to show
             # The count is in the key: references added since it was ticked (another tab) untick it, and
             # the removal itself refuses a class that holds another number than the one shown.
             sure = b.checkbox(f"Remove all {count} reference(s) of {md(repr(label))}", key=f"rm_sure_{json.dumps(label)}_{count}")

@@ -28,10 +28,17 @@ def models_dir() -> Path:
 
 def config_format(directory: Path) -> Optional[str]:
     """The format tag of the config.json in directory, or None when there is no readable one."""
+    return listed_config(directory).get("format")
+
+
+def listed_config(directory: Path) -> dict:
+    """The config.json in directory as a listing reads it, weights unchecked: {} when there is no
+    readable one (loading the model names what is wrong; a listing of every model should not stop)."""
     try:
-        return json.loads((directory / CONFIG_FILE).read_text()).get("format")
-    except (OSError, ValueError, AttributeError):
-        return None
+        config = json.loads((directory / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def fingerprint(identity: dict, module: torch.nn.Module) -> str:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..detection.hands import LANDMARK_DIM
 from ..errors import ModelError
-from .files import config_format, fingerprint, load_weights, models_dir, read_config, save_folder
+from .files import config_format, fingerprint, listed_config, load_weights, models_dir, read_config, save_folder
 
 LANDMARKS_FORMAT = "byakugan-landmarks/1"
 HANDS = ("joint", "each", "sum")
@@ -110,7 +110,7 @@ def landmarks_for(detector: str) -> Optional[str]:
     lists the detector under "detectors", else the default one for "hand", else none."""
     d = models_dir()
     for p in sorted(d.glob("*")) if d.is_dir() else []:
-        if is_landmark_model(p) and detector in read_config(p, LANDMARKS_FORMAT, "landmark model").get("detectors", ()):
+        if is_landmark_model(p) and detector in (listed_config(p).get("detectors") or ()):  # a half-made folder: not chosen
             return p.name
     return DEFAULT_LANDMARKS if detector == "hand" else None
 

@@ -62,8 +62,9 @@ def cmd_models(a: argparse.Namespace) -> int:
     from byakugan.embedder.embedding.files import models_dir
     from byakugan.embedder.detection.looks import JUDGE
     from byakugan.embedder.embedding.hub import list_models, model_for
-    from byakugan.embedder.embedding.files import read_config
-    from byakugan.embedder.embedding.landmarks import LANDMARKS_FORMAT, is_landmark_model, landmarks_for
+    from byakugan.embedder.embedding.files import listed_config
+    from byakugan.embedder.embedding.landmarks import is_landmark_model, landmarks_for
+    from byakugan.embedder.scoring.adapt import Adaptation
 
     chosen: dict[str, list[str]] = {}
     for det in list_detectors():
@@ -85,8 +86,11 @@ def cmd_models(a: argparse.Namespace) -> int:
     for p in sorted(d.glob("*")) if d.is_dir() else []:
         if is_landmark_model(p):
             auto = ", fused into new hand galleries" if p.name == landmarks_for("hand") else ""
-            if adapt := read_config(p, LANDMARKS_FORMAT, "landmark model").get("adapt"):
-                auto += f"; their scores adapted to their classes, weight {adapt['weight']:g} and ridge {adapt['ridge']:g}"
+            try:  # a listing: a folder without weights, or with a bad setting, is named by its own use, not here
+                adapt = Adaptation.from_dict(listed_config(p).get("adapt"))
+                auto += f"; their scores adapted to their classes, weight {adapt.weight:g} and ridge {adapt.ridge:g}"
+            except ValueError:
+                pass
             print(f"{p.name}  (hand-landmark model, for detector hand{auto})")
     return 0
 
