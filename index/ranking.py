@@ -183,14 +183,17 @@ def adapted_search(index: VectorStore, refs: Mapping[int, Reference], emb: np.nd
             labels = sorted(((lab, s + float(T[q, column[lab]])) for lab, s in r.labels), key=lambda ls: -ls[1])[:k]
             out.append(SearchResult(r.hits[:k], labels))
         return out
+    # Reference id -> its label's column, looked up in the sorted ids: as big as the gallery, whatever
+    # its ids have grown to over years of edits (a table indexed by id would be as big as the largest).
     known = np.fromiter(refs, np.int64, len(refs))
-    lut = np.full(int(known.max()) + 2, -1, np.int64)  # reference id -> its label's column (-1: none, past the end too)
-    lut[known] = [column[r.label] for r in refs.values()]
+    order = np.argsort(known)
+    known, owner = known[order], np.fromiter((column[r.label] for r in refs.values()), np.int64, len(refs))[order]
     out = []
     step = max(1, RESULTS_PER_REQUEST // len(refs))
     for at in range(0, len(emb), step):
         scores, ids = index.search(emb[at:at + step], len(refs))
-        cols = lut[np.where((ids >= 0) & (ids < len(lut)), ids, -1)]
+        pos = np.minimum(np.searchsorted(known, ids), len(known) - 1)
+        cols = np.where(known[pos] == ids, owner[pos], -1)  # -1: none (a padding -1 matches no id)
         best = np.full((len(ids), len(names)), -np.inf, np.float32)
         rows, where = np.nonzero(cols >= 0)
         np.maximum.at(best, (rows, cols[rows, where]), scores[rows, where])
