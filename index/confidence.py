@@ -81,8 +81,9 @@ def _left_out_terms(gallery: Gallery, labels: list[str], stored: np.ndarray, q: 
     means = gallery.means()
     names, sums = means.sums()
     column = {label: j for j, label in enumerate(names)}
-    inside, out = left_out(means.gram, sums, stored, q, np.asarray([column[lab] for lab in labels]),
-                           Adaptation.from_dict(gallery.adapt), copies)
+    adapt = Adaptation.from_dict(gallery.adapt)
+    inside, out = left_out(adapt.system(means.gram, gallery.cohort), sums, stored, q,
+                           np.asarray([column[lab] for lab in labels]), adapt, copies)
     return column, inside, out
 
 

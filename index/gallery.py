@@ -176,7 +176,7 @@ class Gallery:
                        lambda self, value: set_scoring(self._meta, value),
                        doc='How labels are ranked: "nearest" (best reference) or "mean" (cosine to the class mean)')
     adapt = property(lambda self: dict(self._meta.get("adapt") or {}) or None, lambda self, value: set_adapt(self._meta, value),
-                     doc='{"weight", "ridge"}: label scores adapted to its classes (embedder.scoring.adapt), or None')
+                     doc='{"weight", "ridge"[, "cohort"]}: label scores adapted to its classes (embedder.scoring.adapt), or None')
 
     def means(self) -> Optional[ClassMeans]:
         """Its class sums (XᵀX too when its scores are adapted), kept by its edits; None where its scoring needs none."""
@@ -292,7 +292,7 @@ class Gallery:
         means, adapt = self.means(), self.adapt and Adaptation.from_dict(self.adapt)
         self._members = counts.Members.current(self._members, self._refs, self.revision)
         return ranking.search(self._store, self._refs, emb, k, means.matrix() if self.scoring == "mean" else None,
-                              offset, self._counts, self._members, means.directions(adapt) if adapt else None)
+                              offset, self._counts, self._members, means.directions(adapt, self.cohort) if adapt else None)
 
     def match(self, result: SearchResult, threshold: Optional[float] = None, calibration=None) -> Match:
         """The best label, or UNKNOWN below the threshold; with a calibration (index.confidence), its confidence."""

@@ -82,14 +82,14 @@ class ClassMeans:
         labels = sorted(self._sum)
         return labels, np.stack([self._sum[lab] for lab in labels]) if labels else np.zeros((0, self.dim))
 
-    def directions(self, adapt: Adaptation) -> tuple[list[str], np.ndarray]:
-        """Each label (sorted, as matrix()) and its adapted direction (embedder.scoring.adapt): one
-        d × d solve after each edit, none per search."""
+    def directions(self, adapt: Adaptation, cohort: Optional[np.ndarray] = None) -> tuple[list[str], np.ndarray]:
+        """Each label (sorted, as matrix()) and its adapted direction (embedder.scoring.adapt), with the
+        gallery's cohort in the fit where the setting asks: one d × d solve after each edit, none per search."""
         if self.gram is None:
             raise ValueError("class means kept without XᵀX cannot adapt scores")
         if self._directions is None or self._directions[0] != adapt:
             labels, S = self.sums()
-            D = adapt.directions(self.gram, S) if labels else np.zeros((0, self.dim), np.float32)
+            D = adapt.directions(adapt.system(self.gram, cohort), S) if labels else np.zeros((0, self.dim), np.float32)
             self._directions = (adapt, labels, np.ascontiguousarray(D))
         return self._directions[1], self._directions[2]
 

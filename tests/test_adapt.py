@@ -73,3 +73,25 @@ def test_settings_are_checked_and_named():
                 {"weight": 10**400, "ridge": 0.1}, {"weight": float("inf"), "ridge": 0.1}):
         with pytest.raises(ValueError, match="adapt"):
             Adaptation.from_dict(bad)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**16), share=st.sampled_from([1.0, 30.0]))
+def test_a_cohort_in_the_fit_is_rows_of_target_zero(seed, share):
+    """cohort C: the ridge regression with C's rows, each weighted share/|C|, as examples of no class."""
+    rng = np.random.default_rng(seed)
+    X, C, Q = (rng.normal(size=(n, 12)) for n in (9, 20, 4))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    groups = [np.arange(0, 4), np.arange(4, 9)]
+    a = Adaptation(0.5, 0.1, share)
+    Y = np.zeros((9 + 20, 2))
+    Y[:4, 0] = Y[4:9, 1] = 1
+    rows = np.vstack([X, np.sqrt(share / len(C)) * C, np.sqrt(0.1) * np.eye(12)])
+    W, *_ = np.linalg.lstsq(rows, np.vstack([Y, np.zeros((12, 2))]), rcond=None)
+    np.testing.assert_allclose(a.terms(Q, X, groups, C), 0.5 * Q @ W, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(Adaptation(0.5, 0.1).terms(Q, X, groups, C), Adaptation(0.5, 0.1).terms(Q, X, groups))
+    assert a.to_dict() == {"weight": 0.5, "ridge": 0.1, "cohort": share}
+    assert Adaptation.from_dict(a.to_dict()) == a and Adaptation(0.5, 0.1).to_dict() == {"weight": 0.5, "ridge": 0.1}
+    for bad in (-1, float("nan"), 1e4, "30"):
+        with pytest.raises(ValueError, match="adapt cohort"):
+            Adaptation.from_dict({"weight": 0.5, "ridge": 0.1, "cohort": bad})

@@ -125,6 +125,45 @@ def test_calibration_leaves_each_reference_out_of_the_fit_too(settings):
     np.testing.assert_allclose(sorted(impostor), sorted(want_impostor), atol=2e-5)
 
 
+@pytest.mark.parametrize("scoring", ["nearest", "mean"])
+def test_a_cohort_in_the_fit_moves_searches_calibration_and_trials_alike(settings, tmp_path, scoring):
+    """adapt "cohort": the gallery's cohort joins the fit (embedder.scoring.adapt) wherever scores are
+    adapted: each label's score moves by the query's product with the change of its direction, the
+    calibration's left-out terms are those of a fit with the cohort, and a saved gallery keeps it."""
+    rng = np.random.default_rng(7)
+    C = unit(rng.normal(size=(40, settings.dim)))
+    with_cohort = dataclasses.replace(settings, cohort=C, cohort_top=5)
+    plain, _, centres = made(with_cohort, scoring=scoring)
+    g, _, _ = made(with_cohort, tmp_path / "g", scoring)
+    g.adapt = A.to_dict() | {"cohort": 30.0}
+    g.save()
+    g = Gallery.open(tmp_path / "g")
+    assert g.adapt == {"weight": 0.3, "ridge": 0.03, "cohort": 30.0}
+    Q = unit(centres + rng.normal(size=centres.shape) / np.sqrt(g.dim) * 6)
+    labels = sorted(g.labels())
+    X = g.embeddings([r.id for r in g.references()])
+    owner = np.array([r.label for r in g.references()])
+    groups = [np.flatnonzero(owner == lab) for lab in labels]
+    moved = Q @ (Adaptation(0.3, 0.03, 30.0).fit(X, groups, C) - A.fit(X, groups)).T
+    for q, (a, b) in enumerate(zip(g.search(Q, k=4), plain.search(Q, k=4))):
+        got, before = dict(a.labels), dict(b.labels)
+        np.testing.assert_allclose([got[lab] - before[lab] for lab in labels], moved[q], atol=2e-5)
+    genuine, _ = evidence(g, lambda v: (v, None))  # (no cohort offset taken off here)
+    want = []
+    for r in sorted(g.references(), key=lambda r: (r.label, r.id)):  # by the class mean or the nearest
+        rest = [o for o in g.references() if o.id != r.id]
+        Xr, own = g.embeddings([o.id for o in rest]), np.array([o.label for o in rest])
+        if r.label not in own:
+            continue
+        x = g.embeddings([r.id])[0]
+        mine = Xr[own == r.label]
+        base = (x @ mine.T).max() if scoring == "nearest" else x @ unit(mine.mean(0))
+        j = sorted(set(own)).index(r.label)
+        D = Adaptation(0.3, 0.03, 30.0).fit(Xr, [np.flatnonzero(own == m) for m in sorted(set(own))], C)
+        want.append(base + x @ D[j])
+    np.testing.assert_allclose(genuine, want, atol=3e-5)
+
+
 def test_trials_score_labels_adapted_as_a_gallery_does():
     rng = np.random.default_rng(3)
     centres = unit(rng.normal(size=(6, 24)))
@@ -134,14 +173,25 @@ def test_trials_score_labels_adapted_as_a_gallery_does():
     adapted = enrolment_trials(emb, labels, trials=4, unknown_fraction=0.33, seed=1, adapt=Adaptation(1.0, 0.03))
     assert plain.summary["top1_nearest"] != adapted.summary["top1_nearest"]
     assert enrolment_trials(emb, labels, trials=4, unknown_fraction=0.33, seed=1, adapt=None).summary == plain.summary
+    # with a cohort (the model's) in the fit, as a gallery of the model fits: the trials' scores move too
+    cohort = unit(rng.normal(size=(30, 24)))
+    kept = enrolment_trials(emb, labels, trials=4, unknown_fraction=0.33, seed=1, adapt=Adaptation(1.0, 0.03, 30.0),
+                            cohort=cohort)
+    assert kept.summary != adapted.summary
+    assert enrolment_trials(emb, labels, trials=4, unknown_fraction=0.33, seed=1, adapt=Adaptation(1.0, 0.03),
+                            cohort=cohort).summary == adapted.summary  # no share asked: the cohort is not in the fit
 
 
-def test_new_hand_galleries_take_it_from_their_landmark_model_and_others_do_not(model):
+def test_new_galleries_take_it_from_their_models_advice_and_others_do_not(model):
     from byakugan.embedder import load_landmarks
 
     assert Pipeline(model, {"name": "none"}).settings().adapt is None
     fused = Pipeline(model, {"name": "none"}, load_landmarks("hand-landmarks-2")).settings()
     assert fused.adapt == {"weight": 0.3, "ridge": 0.03}
+    from byakugan.embedder import load  # new anime galleries: their cohort in the fit (benchmarks/adapt_cohort.py)
+
+    for name in ("anime-tuned", "anime"):
+        assert Pipeline(load(name)[0], {"name": "none"}).settings().adapt == {"weight": 1.0, "ridge": 0.1, "cohort": 30.0}
 
 
 def test_a_bundle_scores_as_the_adapted_gallery(settings, tmp_path):
@@ -240,8 +290,8 @@ def test_a_threshold_on_the_adapted_scale_is_set_kept_exported_and_guarded(setti
             main(["threshold", str(tmp_path / "g"), bad])
         assert len(capsys.readouterr().err) < 300
     with pytest.raises(SystemExit):
-        main(["scoring", str(tmp_path / "g"), "--adapt", "0.3,0.1,2"])
-    assert "3 parts" in capsys.readouterr().err
+        main(["scoring", str(tmp_path / "g"), "--adapt", "0.3,0.1,2,1"])
+    assert "4 parts" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["scoring", str(tmp_path / "g"), "--adapt", "1e-320"])  # adapted in name only
     assert "adapt weight 1e-320: must be a number at least 0.01, at most 2" in capsys.readouterr().err
@@ -251,8 +301,11 @@ def test_byakugan_models_says_which_galleries_adapt_their_scores(capsys):
     from byakugan.ui.cli import main
 
     assert main(["models"]) == 0
-    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("hand-landmarks-2 "))
-    assert line.endswith("fused into new hand galleries; their scores adapted to their classes, weight 0.3 and ridge 0.03)")
+    out = capsys.readouterr().out.splitlines()
+    line = next(x for x in out if x.startswith("hand-landmarks-2 "))
+    assert line.endswith("fused into new hand galleries; their scores adapted to their classes, weight 0.3, ridge 0.03)")
+    line = next(x for x in out if x.startswith("anime-tuned "))
+    assert line.endswith("; their scores adapted to their classes, weight 1, ridge 0.1, cohort 30)")
 
 
 def test_byakugan_models_lists_every_landmark_folder_whatever_its_state(tmp_path, monkeypatch, capsys):

@@ -15,6 +15,7 @@ import streamlit as st
 
 from byakugan.embedder.errors import ByakuganError
 from byakugan.embedder.scoring import SCORINGS
+from byakugan.embedder.scoring.adapt import Adaptation
 from byakugan.index.ranking import Recognition
 from byakugan.index.service import GalleryService
 from byakugan.ui.acting import RENAME, act, notices, on_click, synced, undoable
@@ -174,8 +175,8 @@ def gallery_ui(svc: GalleryService) -> None:
     if scoring != g.scoring:
         act(svc, lambda: svc.set_scoring(scoring), f"Labels now ranked by {scoring}.")
     if g.adapt:
-        st.caption(f"Each label's score is adapted to this gallery's classes (a ridge regression on its references, weight "
-                   f"{g.adapt['weight']:g}, ridge {g.adapt['ridge']:g}); `byakugan scoring GALLERY --no-adapt` turns it off.")
+        st.caption(f"Each label's score is adapted to this gallery's classes (a ridge regression on its references, "
+                   f"{md(str(Adaptation.from_dict(g.adapt)))}); `byakugan scoring GALLERY --no-adapt` turns it off.")
     editing = st.session_state.get("editing")
     for key in [k for k in st.session_state if k.startswith(RENAME) and json.loads(k[len(RENAME):]) not in labels]:
         del st.session_state[key]  # a name typed for a class gone since (renamed, removed) is not kept for a later one

@@ -86,13 +86,15 @@ def enrolment_trials(
     query_emb: Optional[np.ndarray] = None,
     offset: Optional[np.ndarray] = None,
     adapt: Optional[Adaptation] = None,
+    cohort: Optional[np.ndarray] = None,
 ) -> Trials:
     """query_emb: the rows to query with when they differ from the enrolled form (fused vectors
     without landmarks, see embedder.scoring.fusion.query_form); emb by default.
     offset: a per-row amount taken off every score of that row as a query (cohort normalisation,
     see embedder.scoring.cohort), as a gallery with a cohort does.
     adapt: labels scored as a gallery adapted to its classes scores them (embedder.scoring.adapt):
-    each known class's nearest reference (or mean) plus its term; None: by the nearest reference."""
+    each known class's nearest reference (or mean) plus its term; None: by the nearest reference.
+    cohort: the model's cohort, which a gallery of it holds and fits with where `adapt` asks."""
     labels = np.asarray(labels)
     q_emb = emb if query_emb is None else query_emb
     off = np.zeros(len(labels), np.float32) if offset is None else np.asarray(offset, np.float32)
@@ -108,7 +110,7 @@ def enrolment_trials(
     for _ in range(trials):
         known, unknown, refs, queries = draw_trial(rng, labels, classes, n_unknown, shots)
         S = q_emb[queries] @ emb[refs].T - off[queries, None]
-        scored = _Labels(emb[refs], labels[refs], known, adapt)
+        scored = _Labels(emb[refs], labels[refs], known, adapt, cohort)
         NS = scored.nearest(q_emb[queries], S)
         predicted = scored.names[NS.argmax(1)]
         near.append(np.mean(predicted == labels[queries]))
@@ -170,10 +172,11 @@ class _Labels:
     """A trial's enrolled classes, scored as a gallery scores labels: by the nearest reference, plus,
     adapted to the classes, each class's term."""
 
-    def __init__(self, refs: np.ndarray, ref_labels: np.ndarray, known: Sequence[str], adapt: Optional[Adaptation]) -> None:
+    def __init__(self, refs: np.ndarray, ref_labels: np.ndarray, known: Sequence[str], adapt: Optional[Adaptation],
+                 cohort: Optional[np.ndarray] = None) -> None:
         self.names = np.asarray(ref_labels) if adapt is None else np.asarray(known)
         self._groups = [np.flatnonzero(ref_labels == c) for c in known]
-        self._D = None if adapt is None else adapt.fit(refs, self._groups)
+        self._D = None if adapt is None else adapt.fit(refs, self._groups, cohort)
 
     def terms(self, q: np.ndarray) -> np.ndarray:
         return 0.0 if self._D is None else q @ self._D.T

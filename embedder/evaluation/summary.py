@@ -19,18 +19,19 @@ def evaluate_embeddings(cnn: np.ndarray, labels: Sequence[str], *, shots: int = 
                         unknown_fraction: float = 0.33, seed: int = 0, offset: Optional[np.ndarray] = None,
                         landmarks: Optional[np.ndarray] = None, weight: float = 0.0,
                         name: str = "data", queries: Optional[np.ndarray] = None,
-                        adapt: Optional[Adaptation] = None) -> tuple[Trials, np.ndarray, dict]:
+                        adapt: Optional[Adaptation] = None, cohort: Optional[np.ndarray] = None) -> tuple[Trials, np.ndarray, dict]:
     """Run the protocol on the CNN embeddings, or on their fusion with `landmarks` (then also on
     each part alone). queries: the rows searched with, where they differ from the stored ones (a
     colourless query against references in colour: byakugan.index.colour_queries); not with landmarks.
     adapt: labels scored as a new gallery of this model scores them (embedder.scoring.adapt); the
-    figures without it are reported too, under "unadapted" (the parts of a fused model: without).
+    figures without it are reported too, under "unadapted" (the parts of a fused model: without);
+    cohort: the model's, fitted with where adapt asks (as a gallery of the model holds it).
     Returns (trials, the embeddings evaluated, {part: its summary figures})."""
 
     def run(e: np.ndarray, q: Optional[np.ndarray] = None, a: Optional[Adaptation] = None) -> Trials:
         try:
             return enrolment_trials(e, labels, shots=shots, trials=trials, unknown_fraction=unknown_fraction,
-                                    seed=seed, query_emb=q, offset=offset, adapt=a)
+                                    seed=seed, query_emb=q, offset=offset, adapt=a, cohort=cohort)
         except ValueError as exc:
             raise ByakuganError(f"evaluate {name}: {exc}") from None
 

@@ -12,6 +12,12 @@ vectors (rows), s_c the sum of class c's, A = XᵀX + ridge·I:
 the ridge solution for one-hot targets, scored on q. A and the sums are what a gallery can keep up to
 date by edits (a sum of outer products and per-class sums), so the term costs one d×d solve per edit
 and one d-vector product per class and query. Measured by benchmarks/gallery_adapt.py.
+
+Fitted on the enrolled classes alone, the term also lifts a stranger who looks like any of them. A
+model's cohort (embedder.scoring.cohort: the identities it trained on, which galleries of it hold)
+can join the fit as examples of no enrolled class, with target 0: A = XᵀX + cohort·CᵀC/|C| + ridge·I
+(the cohort's mean outer product, so the setting means the same for a cohort of any size). Measured
+by benchmarks/adapt_cohort.py.
 """
 
 from __future__ import annotations
@@ -28,23 +34,36 @@ from ..errors import ModelError
 class Adaptation:
     weight: float  # how much of the ridge output is added to the class score
     ridge: float = 0.1  # the regularisation of XᵀX (reference vectors are unit length)
+    cohort: float = 0.0  # the weight of the cohort's mean outer product in A (0: the cohort is not in the fit)
 
     @classmethod
     def from_dict(cls, spec: object) -> "Adaptation":
         """From a gallery's, bundle's or model's {"weight", "ridge"}; ValueError naming what is wrong. A
         weight past 2 would let the adaptation outweigh the cosine; a ridge under 0.001 leaves
         XᵀX nearly singular where references are fewer than dimensions (always, few-shot)."""
-        if not isinstance(spec, dict) or set(spec) != {"weight", "ridge"}:
-            raise ValueError(f"adapt {spec!r}: must be {{\"weight\": W, \"ridge\": R}}")
+        if not isinstance(spec, dict) or not {"weight", "ridge"} <= set(spec) <= {"weight", "ridge", "cohort"}:
+            raise ValueError(f"adapt {spec!r}: must be {{\"weight\": W, \"ridge\": R}}, and \"cohort\": C if any")
         # A weight under 0.01 barely moves a score (its term is about the weight at most): adapted in name only.
-        for key, low, top in (("weight", 0.01, 2.0), ("ridge", 0.001, 100.0)):
+        for key, low, top in (("weight", 0.01, 2.0), ("ridge", 0.001, 100.0), ("cohort", 0.0, 1000.0)):
+            if key not in spec:
+                continue
             v = spec[key]  # compared before any float(): 10**400 is an int no float holds
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not low <= v <= top:
                 raise ValueError(f"adapt {key} {v!r}: must be a number at least {low:g}, at most {top:g}")
-        return cls(float(spec["weight"]), float(spec["ridge"]))
+        return cls(float(spec["weight"]), float(spec["ridge"]), float(spec.get("cohort", 0.0)))
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def to_dict(self) -> dict:  # {"weight", "ridge"} as before the cohort could join, and "cohort" when it does
+        return {k: v for k, v in asdict(self).items() if k != "cohort" or v}
+
+    def __str__(self) -> str:  # for people: "weight 0.3, ridge 0.03", and the cohort's share when it has one
+        return f"weight {self.weight:g}, ridge {self.ridge:g}" + (f", cohort {self.cohort:g}" if self.cohort else "")
+
+    def system(self, gram: np.ndarray, cohort: Optional[np.ndarray] = None) -> np.ndarray:
+        """XᵀX (gram) with the cohort's share of A added, when this setting and the gallery have one."""
+        if not self.cohort or cohort is None or not len(cohort):
+            return gram
+        C = np.asarray(cohort, np.float64)
+        return np.asarray(gram, np.float64) + (self.cohort / len(C)) * (C.T @ C)
 
     def directions(self, gram: np.ndarray, sums: np.ndarray) -> np.ndarray:
         """[classes, dim]: weight · A⁻¹ s_c for each class's sum s_c (rows of `sums`); a query's term
@@ -52,14 +71,15 @@ class Adaptation:
         A = np.asarray(gram, np.float64) + self.ridge * np.eye(len(gram))
         return (self.weight * np.linalg.solve(A, np.asarray(sums, np.float64).T).T).astype(np.float32)
 
-    def fit(self, refs: np.ndarray, groups: Sequence[np.ndarray]) -> np.ndarray:
+    def fit(self, refs: np.ndarray, groups: Sequence[np.ndarray], cohort: Optional[np.ndarray] = None) -> np.ndarray:
         """directions() of references `refs` whose classes are `groups` (row indices of each class)."""
         X = np.asarray(refs, np.float64)
-        return self.directions(X.T @ X, np.stack([X[g].sum(0) for g in groups]))
+        return self.directions(self.system(X.T @ X, cohort), np.stack([X[g].sum(0) for g in groups]))
 
-    def terms(self, queries: np.ndarray, refs: np.ndarray, groups: Sequence[np.ndarray]) -> np.ndarray:
+    def terms(self, queries: np.ndarray, refs: np.ndarray, groups: Sequence[np.ndarray],
+              cohort: Optional[np.ndarray] = None) -> np.ndarray:
         """[queries, classes]: what adaptation adds to each class score of each query."""
-        return np.asarray(queries, np.float32) @ self.fit(refs, groups).T
+        return np.asarray(queries, np.float32) @ self.fit(refs, groups, cohort).T
 
 
 def left_out(gram: np.ndarray, sums: np.ndarray, stored: np.ndarray, queries: np.ndarray, own: np.ndarray,

@@ -44,15 +44,16 @@ def locked(gallery: os.PathLike | str) -> Iterator[None]:
 
 
 def adapt_value(text: str) -> dict:
-    """--adapt WEIGHT[,RIDGE] as a gallery records it (embedder.scoring.adapt)."""
+    """--adapt WEIGHT[,RIDGE[,COHORT]] as a gallery records it (embedder.scoring.adapt)."""
     parts = text.split(",")
     try:
-        if len(parts) > 2:
+        if len(parts) > 3:
             raise ValueError(f"{len(parts)} parts")
-        return Adaptation.from_dict({"weight": float(parts[0]), "ridge": float(parts[1] if len(parts) > 1 else 0.03)}).to_dict()
+        spec = {"weight": float(parts[0]), "ridge": float(parts[1] if len(parts) > 1 else 0.03)}
+        return Adaptation.from_dict(spec | ({"cohort": float(parts[2])} if len(parts) > 2 else {})).to_dict()
     except ValueError as exc:
         why = str(exc) if len(str(exc)) <= 100 else str(exc)[:100] + "..."  # float() quotes the whole text
-        raise argparse.ArgumentTypeError(f"{shown(text)}: {why} (WEIGHT or WEIGHT,RIDGE)") from None
+        raise argparse.ArgumentTypeError(f"{shown(text)}: {why} (WEIGHT, WEIGHT,RIDGE or WEIGHT,RIDGE,COHORT)") from None
 
 
 def check_new_file(path: os.PathLike | str, what: str, overwrite: bool) -> Path:

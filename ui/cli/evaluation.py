@@ -59,7 +59,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     trials, emb, parts = evaluate_embeddings(
         embedded.cnn, labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction, seed=a.seed,
         offset=offset, landmarks=embedded.landmarks, weight=encoder.weight if encoder else 0.0, name=data,
-        queries=queries if rescaled else None, adapt=None if a.no_adapt else Adaptation.from_dict(a.adapt) if a.adapt else advised(model, encoder))
+        queries=queries if rescaled else None, adapt=None if a.no_adapt else Adaptation.from_dict(a.adapt) if a.adapt else advised(model, encoder),
+        cohort=getattr(model, "cohort", None))  # in the fit where adapt asks, normalising or not (--no-cohort)
     summary = {"data": data, "model": printable(model.name), "detector": a.detector, **trials.summary}
     if rescaled:
         summary["colourless_queries"] = rescaled
@@ -173,7 +174,7 @@ def _print_evaluation(s: dict, encoder) -> None:
               f" (class mean: {s['far_at_tar95_mean']:.3f}, {s['roc_auc_mean']:.3f}, {s['threshold_tar95_mean']:.3f})")
     if "adapt" in s:
         u = s["unadapted"]
-        print(f"  scores adapted to the enrolled classes (weight {s['adapt']['weight']:g}, ridge {s['adapt']['ridge']:g}; "
+        print(f"  scores adapted to the enrolled classes ({Adaptation.from_dict(s['adapt'])}; "
               f"--no-adapt without): without, top-1 nearest {u['top1_nearest']:.3f}, class mean {u['top1_prototype']:.3f}"
               + (f", FAR@TAR95 {u['far_at_tar95']:.3f}" if "far_at_tar95" in u else ""))
     for name, p in s.get("parts", {}).items():
@@ -208,7 +209,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     how = s.add_mutually_exclusive_group()
     how.add_argument("--no-adapt", action="store_true",
                      help="scores not adapted to the enrolled classes even where a new gallery of this model adapts them")
-    how.add_argument("--adapt", type=adapt_value, metavar="WEIGHT[,RIDGE]",
+    how.add_argument("--adapt", type=adapt_value, metavar="WEIGHT[,RIDGE[,COHORT]]",
                      help="scores adapted to the enrolled classes with these settings (as `byakugan scoring --adapt`)")
     s.add_argument("--seed", type=seed, default=0)
     s.add_argument("--json", action="store_true")

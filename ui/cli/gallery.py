@@ -11,6 +11,7 @@ from typing import Iterator
 
 from byakugan.embedder.errors import ImageError
 from byakugan.embedder.scoring import SCORINGS
+from byakugan.embedder.scoring.adapt import Adaptation
 from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
 from byakugan.index.errors import GalleryError, shown
 from byakugan.index.gallery import Gallery
@@ -193,7 +194,7 @@ def cmd_scoring(a: argparse.Namespace) -> int:
     if a.adapt is not None or a.no_adapt:
         with edit_gallery(a.gallery) as g:
             g.scoring, g.adapt = a.value or g.scoring, None if a.no_adapt else a.adapt
-        how = f"adapted to its classes (weight {g.adapt['weight']:g}, ridge {g.adapt['ridge']:g})" if g.adapt \
+        how = f"adapted to its classes ({Adaptation.from_dict(g.adapt)})" if g.adapt \
             else "not adapted to its classes"
         then = "the automatic threshold follows it" if g.threshold_auto else \
             "check its fixed threshold with `byakugan evaluate --adapt` (or --no-adapt) on pictures like its own"
@@ -203,12 +204,12 @@ def cmd_scoring(a: argparse.Namespace) -> int:
         g = Gallery.open(a.gallery)
         print(g.scoring)
         if adapt := g.adapt:
-            note(f"labels' scores adapted to its classes: weight {adapt['weight']:g}, ridge {adapt['ridge']:g} (--no-adapt to stop)")
+            note(f"labels' scores adapted to its classes: {Adaptation.from_dict(adapt)} (--no-adapt to stop)")
         return 0
     with edit_gallery(a.gallery) as g:
         g.scoring = a.value
     if adapt := g.adapt:  # unchanged, and said: it is part of what the scores now are
-        note(f"labels' scores still adapted to its classes: weight {adapt['weight']:g}, ridge {adapt['ridge']:g} (--no-adapt to stop)")
+        note(f"labels' scores still adapted to its classes: {Adaptation.from_dict(adapt)} (--no-adapt to stop)")
     if g.threshold_auto:
         print(f"scoring set to {g.scoring}; the automatic threshold follows it")
     else:
@@ -284,7 +285,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("gallery", metavar="GALLERY")
     s.add_argument("value", metavar="|".join(SCORINGS), nargs="?")
     how = s.add_mutually_exclusive_group()
-    how.add_argument("--adapt", type=adapt_value, metavar="WEIGHT[,RIDGE]",
+    how.add_argument("--adapt", type=adapt_value, metavar="WEIGHT[,RIDGE[,COHORT]]",
                      help="add a ridge regression fitted on the references to each label's score (ridge 0.03 unless "
                           "given; new hand galleries: 0.3,0.03)")
     how.add_argument("--no-adapt", action="store_true", help="label scores not adapted to the gallery's classes")

@@ -62,37 +62,42 @@ def cmd_models(a: argparse.Namespace) -> int:
     from byakugan.embedder.embedding.files import models_dir
     from byakugan.embedder.detection.looks import JUDGE
     from byakugan.embedder.embedding.hub import list_models, model_for
-    from byakugan.embedder.embedding.files import listed_config
     from byakugan.embedder.embedding.landmarks import is_landmark_model, landmarks_for
-    from byakugan.embedder.scoring.adapt import Adaptation
 
     chosen: dict[str, list[str]] = {}
     for det in list_detectors():
         chosen.setdefault(model_for(det), []).append(det)
     from byakugan.embedder.embedding.backbones import list_backbones, weights_source
 
+    d = models_dir()
     for name in list_models():
-        used = chosen.get(name)
+        used, adapt = chosen.get(name), advice(d / name)
         if used:
-            print(f"{name}  (new galleries with detector {', '.join(used)})")
+            print(f"{name}  (new galleries with detector {', '.join(used)}{adapt})")
         elif name in list_backbones():  # not trained here: what --model gives, and whether it works offline
             print(f"{name}  (an ImageNet backbone's features alone, untrained here; {weights_source(name)})")
         else:
-            print(name)
+            print(f"{name}  (new galleries made with it: {adapt[2:]})" if adapt else name)
     if model_for(JUDGE) != model_for("none"):
         print(f"(a new gallery with detector none takes {model_for(JUDGE)} when most of its first images look like "
               f"anime faces to {JUDGE}'s verifier, else {model_for('none')})")
-    d = models_dir()
     for p in sorted(d.glob("*")) if d.is_dir() else []:
         if is_landmark_model(p):
             auto = ", fused into new hand galleries" if p.name == landmarks_for("hand") else ""
-            try:  # a listing: a folder without weights, or with a bad setting, is named by its own use, not here
-                adapt = Adaptation.from_dict(listed_config(p).get("adapt"))
-                auto += f"; their scores adapted to their classes, weight {adapt.weight:g} and ridge {adapt.ridge:g}"
-            except ValueError:
-                pass
-            print(f"{p.name}  (hand-landmark model, for detector hand{auto})")
+            print(f"{p.name}  (hand-landmark model, for detector hand{auto}{advice(p)})")
     return 0
+
+
+def advice(folder: Path) -> str:
+    """What a model folder advises its new galleries' scores (embedder.scoring.adapt), for a listing:
+    nothing where there is none or it is bad (the model's own use names the fault; a listing goes on)."""
+    from byakugan.embedder.embedding.files import listed_config
+    from byakugan.embedder.scoring.adapt import Adaptation
+
+    try:
+        return f"; their scores adapted to their classes, {Adaptation.from_dict(listed_config(folder).get('adapt'))}"
+    except ValueError:
+        return ""
 
 
 TRAIN_FIELDS = ("data", "out", "backbone", "taps", "size", "head_weight", "colour_weight", "scoring", "cohort_top",
