@@ -22,7 +22,7 @@ class ClassMeans:
         self._count: dict[str, int] = {}
         self._matrix: Optional[tuple[list[str], np.ndarray]] = None
         self.gram: Optional[np.ndarray] = np.zeros((dim, dim)) if gram else None  # XᵀX of every reference
-        self._directions: Optional[tuple[Adaptation, list[str], np.ndarray]] = None
+        self._directions: Optional[tuple[tuple, list[str], np.ndarray]] = None  # ((adapt, cohort), labels, D)
 
     @classmethod
     def of(cls, store: VectorStore, refs: Mapping[int, Reference], gram: bool = False) -> "ClassMeans":
@@ -87,10 +87,11 @@ class ClassMeans:
         gallery's cohort in the fit where the setting asks: one d × d solve after each edit, none per search."""
         if self.gram is None:
             raise ValueError("class means kept without XᵀX cannot adapt scores")
-        if self._directions is None or self._directions[0] != adapt:
+        key = (adapt, None if cohort is None else id(cohort))  # a gallery's cohort is one array for its life
+        if self._directions is None or self._directions[0] != key:
             labels, S = self.sums()
             D = adapt.directions(adapt.system(self.gram, cohort), S) if labels else np.zeros((0, self.dim), np.float32)
-            self._directions = (adapt, labels, np.ascontiguousarray(D))
+            self._directions = (key, labels, np.ascontiguousarray(D))
         return self._directions[1], self._directions[2]
 
 

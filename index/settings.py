@@ -166,6 +166,9 @@ def set_adapt(meta: dict, value: Optional[dict]) -> None:
         adapt = None if value is None else Adaptation.from_dict(value).to_dict()
     except ValueError as exc:
         raise GalleryError(str(exc)) from None
+    if adapt and adapt.get("cohort") and "cohort" not in meta:  # said rather than stored with no effect
+        raise GalleryError(f"adapt cohort {adapt['cohort']:g}: this gallery holds no cohort to fit with (its model "
+                           "has none); leave the third part out")
     t, reach = meta.get("threshold"), threshold_reach(adapt)
     if meta.get("threshold_mode") == "fixed" and _number(t) and abs(t) > reach:  # else every search says unknown
         raise GalleryError(f"threshold {t:g}: fixed, and past any score {'unadapted' if adapt is None else 'at that weight'} "

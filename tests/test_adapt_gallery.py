@@ -254,6 +254,9 @@ def test_the_cli_turns_it_on_and_off_and_names_a_bad_value(settings, tmp_path, c
         with pytest.raises(SystemExit):
             main(["scoring", str(tmp_path / "g"), "--adapt", bad])
         assert f"--adapt: {bad!r}" in capsys.readouterr().err
+    assert main(["scoring", str(tmp_path / "g"), "--adapt", "0.5,0.03,30"]) == 2  # no cohort here to fit with
+    assert "adapt cohort 30: this gallery holds no cohort to fit with" in capsys.readouterr().err
+    assert Gallery.open(tmp_path / "g").adapt == {"weight": 0.5, "ridge": 0.03}
     assert main(["scoring", str(tmp_path / "g"), "mean", "--no-adapt"]) == 0
     g = Gallery.open(tmp_path / "g")
     assert g.adapt is None and g.scoring == "mean"
@@ -332,3 +335,12 @@ def test_byakugan_models_lists_every_landmark_folder_whatever_its_state(tmp_path
     out = capsys.readouterr().out
     assert "bad-adapt  (hand-landmark model, for detector hand)\n" in out and "no-weights  (hand-landmark model" in out
     assert landmarks_for("hand") == "hand-landmarks-2"
+
+
+def test_directions_are_made_again_for_another_cohort(settings):
+    g, rng, _ = made(settings)
+    a, means = Adaptation(0.3, 0.03, 30.0), g.means()
+    C1, C2 = unit(rng.normal(size=(10, g.dim))), unit(rng.normal(size=(10, g.dim)))
+    first = means.directions(a, C1)[1].copy()
+    assert not np.allclose(means.directions(a, C2)[1], first) and np.allclose(means.directions(a, C1)[1], first)
+    assert np.allclose(means.directions(a, None)[1], means.directions(A)[1])  # none: as without the cohort

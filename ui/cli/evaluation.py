@@ -60,7 +60,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         embedded.cnn, labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction, seed=a.seed,
         offset=offset, landmarks=embedded.landmarks, weight=encoder.weight if encoder else 0.0, name=data,
         queries=queries if rescaled else None, adapt=None if a.no_adapt else Adaptation.from_dict(a.adapt) if a.adapt else advised(model, encoder),
-        cohort=getattr(model, "cohort", None))  # in the fit where adapt asks, normalising or not (--no-cohort)
+        # in the fit where adapt asks, normalising or not (--no-cohort); a fused gallery holds no cohort
+        cohort=getattr(model, "cohort", None) if encoder is None else None)
     summary = {"data": data, "model": printable(model.name), "detector": a.detector, **trials.summary}
     if rescaled:
         summary["colourless_queries"] = rescaled
