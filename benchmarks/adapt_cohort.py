@@ -17,7 +17,8 @@ gallery_adapt's adaptation.
 Input: each anime fold's embeddings of the source it left out and its cohort (benchmarks/loso.py),
 with the shipped scoring (class mean less the cohort T-norm offset) as the base, the trials of
 `byakugan evaluate` (5 shots, 10 trials, a third of the classes unknown) for each seed; figures are
-the mean over the seeds. Variants: weight 0.1 / 0.3 / 1 × ridge 0.03 / 0.1 × beta 0 / 10 / 30 / 100 / 300.
+the mean over the seeds. Variants: weight 0.1 / 0.3 / 1 / 2 × ridge 0.03 / 0.1 × beta 0 / 10 / 30 / 100 /
+300.
 Chosen nested as gallery_adapt does: each source under the variant (or none) with the best mean
 top-1 on the other anime sources among those whose mean FAR@TAR95 there is no higher than the
 shipped scoring's.
@@ -40,7 +41,7 @@ from centring import SOURCES, TOP, embed, figures, load, per_variant  # noqa: E4
 from gallery_adapt import SHIPPED, nested  # noqa: E402
 from score_norm import class_scores  # noqa: E402
 
-WEIGHTS, RIDGES, BETAS = (0.1, 0.3, 1.0), (0.03, 0.1), (0.0, 10.0, 30.0, 100.0, 300.0)
+WEIGHTS, RIDGES, BETAS = (0.1, 0.3, 1.0, 2.0), (0.03, 0.1), (0.0, 10.0, 30.0, 100.0, 300.0)
 
 
 def name(weight: float, ridge: float, beta: float) -> str:
