@@ -33,12 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from byakugan.embedder.evaluation.protocol import draw_trial
 from byakugan.embedder.scoring.cohort import offsets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from centring import SOURCES, TOP, embed, figures, load, per_variant  # noqa: E402
-from gallery_adapt import SHIPPED, nested  # noqa: E402
+from gallery_adapt import SHIPPED, draws, nested  # noqa: E402
 from score_norm import class_scores  # noqa: E402
 
 WEIGHTS, RIDGES, BETAS = (0.1, 0.3, 1.0, 2.0), (0.03, 0.1), (0.0, 10.0, 30.0, 100.0, 300.0)
@@ -55,18 +54,11 @@ def directions(X: np.ndarray, groups: list, C: np.ndarray, ridge: float, beta: f
     return np.linalg.solve(A, np.stack([X64[g].sum(0) for g in groups]).T).T
 
 
-def run(d: dict, seed: int, trials: int = 10, shots: int = 5, unknown_fraction: float = 0.33) -> dict:
+def run(d: dict, seed: int) -> dict:
     labels, cohort = d["labels"], d["cohort"]
-    classes = np.unique(labels)
-    rng = np.random.default_rng(seed)
     emb, qemb = embed(d, None, None)
     out: dict[str, list] = {}
-    for _ in range(trials):
-        known, unknown, refs, queries = draw_trial(rng, labels, classes, int(round(len(classes) * unknown_fraction)), shots)
-        refs = np.asarray(refs)
-        rows = np.concatenate([queries, np.flatnonzero(np.isin(labels, list(unknown)))])
-        is_known = np.arange(len(rows)) < len(queries)
-        groups = [np.flatnonzero(labels[refs] == c) for c in known]
+    for known, refs, rows, is_known, groups in draws(labels, seed):
         base = class_scores(qemb[rows], emb[refs], groups, "mean") - offsets(qemb[rows], cohort, TOP)[:, None]
         variants = [(SHIPPED, base)]
         for ridge in RIDGES:

@@ -47,18 +47,23 @@ def name(a: Adaptation) -> str:
     return f"ridge{a.ridge:g}_weight{a.weight:g}"
 
 
-def run(d: dict, mode: str, seed: int, trials: int = 10, shots: int = 5, unknown_fraction: float = 0.33) -> dict:
-    labels, cohort = d["labels"], d.get("cohort")
+def draws(labels: np.ndarray, seed: int, trials: int = 10, shots: int = 5, unknown_fraction: float = 0.33):
+    """`byakugan evaluate`'s trials: each as (known classes, reference rows, query rows with the
+    strangers' after the known ones', which of them are known, each known class's rows in refs)."""
     classes = np.unique(labels)
     rng = np.random.default_rng(seed)
-    emb, qemb = embed(d, None, None)  # stored (fused) form, query form
-    out: dict[str, list] = {}
     for _ in range(trials):
         known, unknown, refs, queries = draw_trial(rng, labels, classes, int(round(len(classes) * unknown_fraction)), shots)
         refs = np.asarray(refs)
         rows = np.concatenate([queries, np.flatnonzero(np.isin(labels, list(unknown)))])
-        is_known = np.arange(len(rows)) < len(queries)
-        groups = [np.flatnonzero(labels[refs] == c) for c in known]
+        yield known, refs, rows, np.arange(len(rows)) < len(queries), [np.flatnonzero(labels[refs] == c) for c in known]
+
+
+def run(d: dict, mode: str, seed: int) -> dict:
+    labels, cohort = d["labels"], d.get("cohort")
+    emb, qemb = embed(d, None, None)  # stored (fused) form, query form
+    out: dict[str, list] = {}
+    for known, refs, rows, is_known, groups in draws(labels, seed):
         base = class_scores(qemb[rows], emb[refs], groups, mode)
         if cohort is not None:
             base = base - offsets(qemb[rows], cohort, TOP)[:, None]
