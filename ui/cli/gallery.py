@@ -287,6 +287,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     how = s.add_mutually_exclusive_group()
     how.add_argument("--adapt", type=adapt_value, metavar="WEIGHT[,RIDGE[,COHORT]]",
                      help="add a ridge regression fitted on the references to each label's score (ridge 0.03 unless "
-                          "given; new hand galleries: 0.3,0.03)")
+                          "given; COHORT: the share of the gallery's cohort in the fit; new hand galleries: 0.3,0.03, "
+                          "new anime galleries: 1,0.1,30)")
     how.add_argument("--no-adapt", action="store_true", help="label scores not adapted to the gallery's classes")
     s.set_defaults(func=cmd_scoring)
