@@ -207,17 +207,19 @@ def test_live_stream_in_chromium_labels_the_fake_camera(live_server, tmp_path):
             page.get_by_text("Live", exact=True).first.click(timeout=120_000)
             component = page.frame_locator("iframe[title*='webrtc']")
             labelled = page.get_by_text(re.compile(r"^Track \d+: red \(\d\.\d\d\)$"))
-            for attempt in range(2):
+            for attempt in range(3):
+                # Now and then (2 of 7 full runs here, one on a quiet machine) the stream never starts: no
+                # label, and START still there, or STOP after it. Pressed again, it starts; the cause is
+                # not known. What the page said goes in the failure, which a CI log otherwise does not show.
+                if component.get_by_role("button", name="STOP").count():
+                    component.get_by_role("button", name="STOP").click(timeout=30_000)
                 component.get_by_role("button", name="START").click(timeout=60_000)
                 try:
-                    labelled.wait_for(timeout=75_000)
+                    labelled.wait_for(timeout=60_000)
                     break
                 except PlaywrightTimeout:
-                    # Once more from STOP: on a loaded machine WebRTC's connection can fail to set up.
-                    # What the page said goes in the failure, which a CI log otherwise does not show.
-                    if attempt:
-                        pytest.fail(f"no label after START twice; the page said: {page.inner_text('body')[-1500:]!r}")
-                    component.get_by_role("button", name="STOP").click(timeout=30_000)
+                    if attempt == 2:
+                        pytest.fail(f"no label after START three times; the page said: {page.inner_text('body')[-1500:]!r}")
             page.get_by_text(re.compile(r"^\d+\.\d frames/s$")).wait_for(timeout=10_000)
             drawn = component.locator("video").evaluate(DRAWN_JS)
             shots = Path(os.environ.get("BYAKUGAN_SCREENSHOTS") or tmp_path)  # docs/screenshots.py
