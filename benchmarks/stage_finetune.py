@@ -225,6 +225,14 @@ def cited(domains: set[str]) -> dict:
     return out
 
 
+def saved(a: argparse.Namespace, arm: str, source: str) -> str | None:
+    """Where a fold's embeddings go with --save-embeddings (made on first use)."""
+    if not a.save_embeddings:
+        return None
+    (Path(a.save_embeddings) / arm).mkdir(parents=True, exist_ok=True)
+    return str(Path(a.save_embeddings) / arm / f"{source}.safetensors")
+
+
 def write(rows: dict, settings: dict, out: str) -> str:
     result = {"issue": 14, "protocol": "leave one source out; 5 shots, 10 trials, a third of the classes unknown, seed 1; "
                                        "class-mean top-1 and FAR@TAR95 (benchmarks/loso.py evaluate)",
@@ -265,6 +273,9 @@ def main() -> None:
                         "cohort; with --final or --cohort-only, the model's cohort gets them")
     p.add_argument("--keep", metavar="DIR", help="keep each fold's model in DIR/SOURCE-ARM (bench-out/folds holds "
                    "those of the --cohort-patches 6098 run)")
+    p.add_argument("--save-embeddings", metavar="DIR",
+                   help="keep each fold's embeddings of the source it left out, as loso.py does, in DIR/ARM/SOURCE.safetensors "
+                        "(with --cohort-patches, those of the evaluation with the widened cohort: anime-tuned's recipe)")
     p.add_argument("--cohort-only", metavar="MODEL_DIR", help="only build the cohort of a model --final made "
                    "(its training classes' means, and --cohort-patches face patches)")
     p.add_argument("--final", metavar="MODEL_DIR",
@@ -303,7 +314,8 @@ def main() -> None:
                 log(f"== fold {source}, {arm}: training on {len(others)} sources")
                 (finetune if arm == "finetuned" else baseline)(others, out, a, log, anime)
                 trained = time.time() - start
-                row[arm] = evaluate(source, spec["detector"], out, landmarks, None)
+                widen = anime and a.cohort_patches
+                row[arm] = evaluate(source, spec["detector"], out, landmarks, None, None if widen else saved(a, arm, source))
                 row[f"{arm}_seconds"] = {"train": round(trained), "total": round(time.time() - start)}
                 settings[arm] = ({k: v for k, v in vars(a).items() if k not in ("sources", "arms", "out", "keep")} if arm == "finetuned"
                                  else {"recipe": "benchmarks/loso.py's fold: frozen backbone, 4 epochs, 3 views",
@@ -311,7 +323,8 @@ def main() -> None:
                 log(json.dumps({source: {arm: row[arm], "seconds": row[f"{arm}_seconds"]}}))
                 if anime and a.cohort_patches:
                     widen_cohort(out, a.cohort_patches, log)
-                    row[f"{arm}_cohort_patches"] = evaluate(source, spec["detector"], out, landmarks, None)
+                    row[f"{arm}_cohort_patches"] = evaluate(source, spec["detector"], out, landmarks, None,
+                                                            saved(a, arm, source))
                     log(json.dumps({source: {f"{arm}_cohort_patches": row[f"{arm}_cohort_patches"]}}))
                 if a.keep:  # fold models for later benchmarks (detect_framing.py): never trained on `source`
                     shutil.copytree(out, Path(a.keep) / f"{source}-{arm}", dirs_exist_ok=True)
