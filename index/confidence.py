@@ -82,7 +82,7 @@ def _left_out_terms(gallery: Gallery, labels: list[str], stored: np.ndarray, q: 
     names, sums = means.sums()
     column = {label: j for j, label in enumerate(names)}
     adapt = Adaptation.from_dict(gallery.adapt)
-    inside, out = left_out(adapt.system(means.gram, gallery.cohort), sums, stored, q,
+    inside, out = left_out(means.system(adapt, gallery.cohort), sums, stored, q,
                            np.asarray([column[lab] for lab in labels]), adapt, copies)
     return column, inside, out
 

@@ -9,7 +9,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from byakugan.embedder.scoring.adapt import Adaptation
+from byakugan.embedder.scoring.adapt import Adaptation, cohort_outer
 
 from .ranking import Reference
 from .vectors import VectorStore
@@ -22,7 +22,10 @@ class ClassMeans:
         self._count: dict[str, int] = {}
         self._matrix: Optional[tuple[list[str], np.ndarray]] = None
         self.gram: Optional[np.ndarray] = np.zeros((dim, dim)) if gram else None  # XᵀX of every reference
-        self._directions: Optional[tuple[tuple, list[str], np.ndarray]] = None  # ((adapt, cohort), labels, D)
+        # Each made for (the setting and) the cohort array it holds, compared by identity: a gallery's cohort
+        # is one array for its life, and holding it keeps its id from being reused by another.
+        self._directions: Optional[tuple[Adaptation, object, list[str], np.ndarray]] = None  # adapt, cohort, labels, D
+        self._outer: Optional[tuple[np.ndarray, np.ndarray]] = None  # cohort, its mean outer product: edits keep it
 
     @classmethod
     def of(cls, store: VectorStore, refs: Mapping[int, Reference], gram: bool = False) -> "ClassMeans":
@@ -87,12 +90,23 @@ class ClassMeans:
         gallery's cohort in the fit where the setting asks: one d × d solve after each edit, none per search."""
         if self.gram is None:
             raise ValueError("class means kept without XᵀX cannot adapt scores")
-        key = (adapt, None if cohort is None else id(cohort))  # a gallery's cohort is one array for its life
-        if self._directions is None or self._directions[0] != key:
+        made = self._directions
+        if made is None or made[0] != adapt or made[1] is not cohort:
             labels, S = self.sums()
-            D = adapt.directions(adapt.system(self.gram, cohort), S) if labels else np.zeros((0, self.dim), np.float32)
-            self._directions = (key, labels, np.ascontiguousarray(D))
-        return self._directions[1], self._directions[2]
+            D = adapt.directions(self.system(adapt, cohort), S) if labels else np.zeros((0, self.dim), np.float32)
+            self._directions = made = (adapt, cohort, labels, np.ascontiguousarray(D))
+        return made[2], made[3]
+
+    def system(self, adapt: Adaptation, cohort: Optional[np.ndarray] = None) -> np.ndarray:
+        """A of the adaptation (Adaptation.system) on these references, the cohort's part computed once
+        for the cohort array, not after each edit."""
+        if self.gram is None:
+            raise ValueError("class means kept without XᵀX cannot adapt scores")
+        if not adapt.cohort or cohort is None or not len(cohort):
+            return self.gram
+        if self._outer is None or self._outer[0] is not cohort:
+            self._outer = (cohort, cohort_outer(cohort))
+        return adapt.system(self.gram, cohort, self._outer[1])
 
 
 def kept(means: Optional[ClassMeans], store: VectorStore, refs: Mapping[int, Reference], mean: bool,

@@ -344,3 +344,24 @@ def test_directions_are_made_again_for_another_cohort(settings):
     first = means.directions(a, C1)[1].copy()
     assert not np.allclose(means.directions(a, C2)[1], first) and np.allclose(means.directions(a, C1)[1], first)
     assert np.allclose(means.directions(a, None)[1], means.directions(A)[1])  # none: as without the cohort
+
+
+def test_the_cohorts_share_is_computed_once_for_its_array_and_edits_keep_it(settings, monkeypatch):
+    import byakugan.index.means as means_module
+
+    g, rng, centres = made(settings)
+    a, C = Adaptation(0.3, 0.03, 30.0), unit(rng.normal(size=(10, g.dim)))
+    calls = []
+    real = means_module.cohort_outer
+    monkeypatch.setattr(means_module, "cohort_outer", lambda c: calls.append(1) or real(c))
+    g.means().directions(a, C)
+    g.enroll("a", unit(centres[:1] + 0.1 * rng.normal(size=(2, g.dim))))
+    g.remove_reference(g.references("d")[0].id)
+    labels, D = g.means().directions(a, C)
+    assert len(calls) == 1  # after two edits: the directions again, the cohort's share not
+    fresh = ClassMeans(g.dim, gram=True)
+    for label in g.labels():
+        fresh.add(label, g.embeddings([r.id for r in g.references(label)]))
+    assert labels == fresh.directions(a, C)[0] and np.allclose(D, fresh.directions(a, C)[1], atol=1e-5)
+    g.means().directions(a, C.copy())  # the same numbers in another array: computed for it
+    assert len(calls) == 3

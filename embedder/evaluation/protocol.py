@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..scoring.adapt import Adaptation
+from ..scoring.adapt import Adaptation, cohort_outer
 
 
 def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -102,6 +102,8 @@ def enrolment_trials(
     index = {c: i for i, c in enumerate(classes)}
     n_unknown = check_trials(labels, shots, trials, unknown_fraction, seed)
     rng = np.random.default_rng(seed)
+    # The cohort's share of every trial's fit is the same: computed once, not once a trial.
+    outer = cohort_outer(cohort) if adapt is not None and adapt.cohort and cohort is not None and len(cohort) else None
     near, proto, thr, far, auc = [], [], [], [], []
     open_mean: list[tuple[float, float, float]] = []  # threshold, FAR, AUC when labels score by class mean
     confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
@@ -110,7 +112,7 @@ def enrolment_trials(
     for _ in range(trials):
         known, unknown, refs, queries = draw_trial(rng, labels, classes, n_unknown, shots)
         S = q_emb[queries] @ emb[refs].T - off[queries, None]
-        scored = _Labels(emb[refs], labels[refs], known, adapt, cohort)
+        scored = _Labels(emb[refs], labels[refs], known, adapt, cohort, outer)
         NS = scored.nearest(q_emb[queries], S)
         predicted = scored.names[NS.argmax(1)]
         near.append(np.mean(predicted == labels[queries]))
@@ -173,10 +175,10 @@ class _Labels:
     adapted to the classes, each class's term."""
 
     def __init__(self, refs: np.ndarray, ref_labels: np.ndarray, known: Sequence[str], adapt: Optional[Adaptation],
-                 cohort: Optional[np.ndarray] = None) -> None:
+                 cohort: Optional[np.ndarray] = None, outer: Optional[np.ndarray] = None) -> None:
         self.names = np.asarray(ref_labels) if adapt is None else np.asarray(known)
         self._groups = [np.flatnonzero(ref_labels == c) for c in known]
-        self._D = None if adapt is None else adapt.fit(refs, self._groups, cohort)
+        self._D = None if adapt is None else adapt.fit(refs, self._groups, cohort, outer)
 
     def terms(self, q: np.ndarray) -> np.ndarray:
         return 0.0 if self._D is None else q @ self._D.T

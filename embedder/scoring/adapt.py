@@ -58,12 +58,13 @@ class Adaptation:
     def __str__(self) -> str:  # for people: "weight 0.3, ridge 0.03", and the cohort's share when it has one
         return f"weight {self.weight:g}, ridge {self.ridge:g}" + (f", cohort {self.cohort:g}" if self.cohort else "")
 
-    def system(self, gram: np.ndarray, cohort: Optional[np.ndarray] = None) -> np.ndarray:
-        """XᵀX (gram) with the cohort's share of A added, when this setting and the gallery have one."""
+    def system(self, gram: np.ndarray, cohort: Optional[np.ndarray] = None,
+               outer: Optional[np.ndarray] = None) -> np.ndarray:
+        """XᵀX (gram) with the cohort's share of A added, when this setting and the gallery have one;
+        outer: the cohort's cohort_outer(), where the caller keeps it (else computed here)."""
         if not self.cohort or cohort is None or not len(cohort):
             return gram
-        C = np.asarray(cohort, np.float64)
-        return np.asarray(gram, np.float64) + (self.cohort / len(C)) * (C.T @ C)
+        return np.asarray(gram, np.float64) + self.cohort * (cohort_outer(cohort) if outer is None else outer)
 
     def directions(self, gram: np.ndarray, sums: np.ndarray) -> np.ndarray:
         """[classes, dim]: weight · A⁻¹ s_c for each class's sum s_c (rows of `sums`); a query's term
@@ -71,15 +72,24 @@ class Adaptation:
         A = np.asarray(gram, np.float64) + self.ridge * np.eye(len(gram))
         return (self.weight * np.linalg.solve(A, np.asarray(sums, np.float64).T).T).astype(np.float32)
 
-    def fit(self, refs: np.ndarray, groups: Sequence[np.ndarray], cohort: Optional[np.ndarray] = None) -> np.ndarray:
-        """directions() of references `refs` whose classes are `groups` (row indices of each class)."""
+    def fit(self, refs: np.ndarray, groups: Sequence[np.ndarray], cohort: Optional[np.ndarray] = None,
+            outer: Optional[np.ndarray] = None) -> np.ndarray:
+        """directions() of references `refs` whose classes are `groups` (row indices of each class);
+        outer as system()'s."""
         X = np.asarray(refs, np.float64)
-        return self.directions(self.system(X.T @ X, cohort), np.stack([X[g].sum(0) for g in groups]))
+        return self.directions(self.system(X.T @ X, cohort, outer), np.stack([X[g].sum(0) for g in groups]))
 
     def terms(self, queries: np.ndarray, refs: np.ndarray, groups: Sequence[np.ndarray],
               cohort: Optional[np.ndarray] = None) -> np.ndarray:
         """[queries, classes]: what adaptation adds to each class score of each query."""
         return np.asarray(queries, np.float32) @ self.fit(refs, groups, cohort).T
+
+
+def cohort_outer(cohort: np.ndarray) -> np.ndarray:
+    """The cohort's mean outer product CᵀC/|C| (float64, d × d): as costly as a solve for a large cohort,
+    and the same for a gallery's life, so a gallery keeps it (index.means)."""
+    C = np.asarray(cohort, np.float64)
+    return (C.T @ C) / max(len(C), 1)
 
 
 def left_out(gram: np.ndarray, sums: np.ndarray, stored: np.ndarray, queries: np.ndarray, own: np.ndarray,
