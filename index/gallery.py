@@ -13,7 +13,6 @@ from typing import Optional, Sequence
 import numpy as np
 
 from byakugan.embedder.images import ImageSource
-from byakugan.embedder.scoring import check_scoring
 from byakugan.embedder.scoring.adapt import Adaptation
 from byakugan.embedder.scoring.cohort import COHORT_FILE, load_cohort, save_cohort
 
@@ -25,7 +24,7 @@ from .means import ClassMeans, kept
 from .milvus import new_store
 from .ranking import Match, Reference, SearchResult
 from .sequences import SequenceBook
-from .settings import GallerySettings, check_meta, digest, repair, set_adapt, set_auto, set_scoring, set_threshold
+from .settings import GallerySettings, check_meta, digest, new_meta, repair, set_adapt, set_auto, set_scoring, set_threshold
 from .vectors import FlatStore, VectorStore, as_vectors
 
 THUMBS_DIR = store.THUMBS
@@ -55,21 +54,10 @@ class Gallery:
     def create(cls, settings: GallerySettings, path: Optional[os.PathLike | str] = None,
                threshold: Optional[float] = None, store: str = "faiss") -> "Gallery":
         """A new, empty gallery (saved on the first save()); store: faiss, milvus-lite or milvus://HOST:PORT."""
-        meta = {"model": dict(settings.model), "threshold": float(settings.threshold),
-                "model_threshold": float(settings.threshold),  # what automatic falls back to (settings.set_auto)
-                "detector": dict(settings.detector), "next_id": 0, "references": []}
-        meta |= {"scoring": check_scoring(settings.scoring)} if settings.scoring else {}
-        meta |= {"landmarks": dict(settings.landmarks)} if settings.landmarks is not None else {}
-        meta |= {"adapt": Adaptation.from_dict(settings.adapt).to_dict()} if settings.adapt else {}
+        meta = new_meta(settings, threshold)
         if settings.cohort is not None:
             # Scores are cohort-normalised; the cohort is copied into the gallery folder (self-contained).
             meta["cohort"] = {"top": int(settings.cohort_top), "size": len(settings.cohort), "sha256": digest(settings.cohort)}
-        if settings.colourless_queries is not None:  # (galleries made before score every query alike)
-            meta["colourless_queries"] = dict(settings.colourless_queries)
-        # A threshold given here is fixed; otherwise the gallery's references choose it once there are enough.
-        meta["threshold_mode"] = "fixed" if threshold is not None else "auto"
-        if threshold is not None:
-            meta["threshold"] = ranking.check_threshold(threshold)  # as the setter checks it
         if path is not None and cls.exists(path):  # its first save would replace the references there
             committed.readable(Path(path))  # a damaged or foreign database says so, not "open it"
             raise GalleryError(f"gallery {path}: already holds a gallery; open it (Gallery.open) to add to it")

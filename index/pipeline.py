@@ -22,7 +22,7 @@ from byakugan.embedder.errors import ImageError
 from byakugan.embedder.images import ImageSource, describe, image_list, load_image
 from byakugan.embedder.scoring.cohort import offsets
 from byakugan.embedder.scoring.fusion import fuse, query_form, stack_landmarks
-from byakugan.embedder.scoring.adapt import advised
+from byakugan.embedder.scoring.adapt import advised, advised_threshold
 from byakugan.embedder.scoring.calibration import Calibration
 
 from .colour_queries import ColourQueries
@@ -135,7 +135,8 @@ class Pipeline:
         return GallerySettings({"name": m.name, "fingerprint": m.fingerprint(), "dim": m.dim}, self.detector.config,
                                threshold, config.get("scoring"), landmarks,
                                m.cohort_settings["top"] if cohort is not None else None, cohort,
-                               colourless_spec(m) if landmarks is None else None, adapt and adapt.to_dict())
+                               colourless_spec(m) if landmarks is None else None, adapt and adapt.to_dict(),
+                               advised_threshold(m, self.landmarks) if adapt else None)
 
     def new_gallery(self, path: Optional[os.PathLike | str] = None, threshold: Optional[float] = None,
                     store: str = "faiss") -> Gallery:

@@ -35,6 +35,7 @@ class GallerySettings:
     # scored by the CNN part alone (byakugan.embedder.scoring.colourless)
     colourless_queries: Optional[dict] = None
     adapt: Optional[dict] = None  # {"weight", "ridge"}: scores adapted to its classes (embedder.scoring.adapt)
+    adapted_threshold: Optional[float] = None  # the model's threshold for adapted scores, in force while they are
 
     @property
     def dim(self) -> int:
@@ -55,6 +56,31 @@ def repair(meta: dict, path=None) -> list[str]:
     return said
 
 
+def new_meta(settings: GallerySettings, threshold: Optional[float] = None) -> dict:
+    """A new gallery's settings (Gallery.create): a threshold given here is fixed; otherwise the gallery's
+    references choose it once there are enough, and until then the model's for its scoring applies."""
+    meta = {"model": dict(settings.model), "model_threshold": float(settings.threshold),  # (set_auto)
+            "detector": dict(settings.detector), "next_id": 0, "references": []}
+    meta |= {"scoring": check_scoring(settings.scoring)} if settings.scoring else {}
+    meta |= {"landmarks": dict(settings.landmarks)} if settings.landmarks is not None else {}
+    meta |= {"adapt": Adaptation.from_dict(settings.adapt).to_dict()} if settings.adapt else {}
+    if settings.adapt and settings.adapted_threshold is not None:
+        meta["model_threshold_adapted"] = float(settings.adapted_threshold)
+    if settings.colourless_queries is not None:  # (galleries made before score every query alike)
+        meta["colourless_queries"] = dict(settings.colourless_queries)
+    meta["threshold_mode"] = "fixed" if threshold is not None else "auto"
+    meta["threshold"] = fallback(meta) if threshold is None else check_threshold(threshold)  # as the setter checks it
+    return meta
+
+
+def fallback(meta: dict) -> Optional[float]:
+    """The model's threshold for the gallery's scoring as it is now, which automatic mode uses until the
+    references give one: where scores are adapted, the model's threshold for adapted scores if it gave one."""
+    t = meta.get("model_threshold_adapted") if meta.get("adapt") else None
+    t = meta.get("model_threshold") if t is None else t
+    return float(t) if _number(t) else None
+
+
 def threshold_reach(adapt: object) -> float:
     """How far either way a fixed threshold may go: a cosine's 1, and where scores are adapted to the
     gallery's classes ({"weight", "ridge"}, embedder.scoring.adapt) 1 plus the weight, since a score
@@ -64,11 +90,11 @@ def threshold_reach(adapt: object) -> float:
 
 
 def _repaired(meta: dict) -> list[str]:
-    said, t, fallback = [], meta.get("threshold"), meta.get("model_threshold")
+    said, t, model = [], meta.get("threshold"), fallback(meta)
     bound = threshold_reach(meta.get("adapt")) + 1.0  # past any score, with room for a cohort's offset
-    if _number(t) and not -bound <= t <= bound and _number(fallback) and -2.0 <= fallback <= 2.0:
-        meta["threshold"] = fallback
-        said.append(f"its threshold {t!r} is past any score; the model's, {fallback}, is used until one is set")
+    if _number(t) and not -bound <= t <= bound and model is not None and -bound <= model <= bound:
+        meta["threshold"] = model
+        said.append(f"its threshold {t!r} is past any score; the model's, {model}, is used until one is set")
     try:
         top = max((r.id if isinstance(r, Reference) else int(r["id"]) for r in meta["references"]), default=-1)
     except (KeyError, TypeError, ValueError):
@@ -92,7 +118,8 @@ def check_meta(meta: dict) -> None:
             raise ValueError(f"model {key} must be text")
     if meta.get("adapt") is not None:
         Adaptation.from_dict(meta["adapt"])
-    for key, bound in (("threshold", threshold_reach(meta.get("adapt")) + 1.0), ("model_threshold", 2.0)):
+    for key, bound in (("threshold", threshold_reach(meta.get("adapt")) + 1.0), ("model_threshold", 2.0),
+                       ("model_threshold_adapted", 3.0)):
         # A cosine, an adapted score or a cohort-normalised one (a cosine less a mean of cosines): a
         # threshold past them (5, say) would answer every search "unknown" without a word.
         if key in meta and (isinstance(meta[key], bool) or not -bound <= float(meta[key]) <= bound):
@@ -147,8 +174,8 @@ def set_auto(meta: dict, value: bool) -> None:
     if not isinstance(value, (bool, np.bool_)):  # "no" is true
         raise GalleryError(f"threshold_auto {value!r}: must be True or False")
     meta["threshold_mode"] = "auto" if value else "fixed"
-    if value and isinstance(meta.get("model_threshold"), (int, float)):
-        meta["threshold"] = float(meta["model_threshold"])
+    if value and fallback(meta) is not None:
+        meta["threshold"] = fallback(meta)
 
 
 def set_threshold(meta: dict, value) -> None:
@@ -174,6 +201,8 @@ def set_adapt(meta: dict, value: Optional[dict]) -> None:
         raise GalleryError(f"threshold {t:g}: fixed, and past any score {'unadapted' if adapt is None else 'at that weight'} "
                            f"(from {-reach:g} to {reach:g}); set another threshold, or auto, first")
     meta["adapt"] = adapt
+    if meta.get("threshold_mode") == "auto" and fallback(meta) is not None:  # the model's for scores as they now are
+        meta["threshold"] = fallback(meta)
 
 
 def set_scoring(meta: dict, value: str) -> None:

@@ -191,7 +191,13 @@ def test_new_galleries_take_it_from_their_models_advice_and_others_do_not(model)
     from byakugan.embedder import load  # new anime galleries: their cohort in the fit (benchmarks/adapt_cohort.py)
 
     for name in ("anime-tuned", "anime"):
-        assert Pipeline(load(name)[0], {"name": "none"}).settings().adapt == {"weight": 1.0, "ridge": 0.1, "cohort": 30.0}
+        model = load(name)[0]
+        made = Pipeline(model, {"name": "none"}).settings()
+        assert made.adapt == {"weight": 1.0, "ridge": 0.1, "cohort": 30.0}
+        # Until its references choose one: the threshold the model gives for adapted scores (adapt_cohort.py's
+        # threshold_tar95 of its recipe's folds), far above the one set on its unadapted scores.
+        assert made.adapted_threshold == model.config["adapted_threshold"] > model.config["threshold"] + 0.25
+        assert Gallery.create(made).threshold == made.adapted_threshold
 
 
 def test_a_bundle_scores_as_the_adapted_gallery(settings, tmp_path):
@@ -308,7 +314,8 @@ def test_byakugan_models_says_which_galleries_adapt_their_scores(capsys):
     line = next(x for x in out if x.startswith("hand-landmarks-2 "))
     assert line.endswith("fused into new hand galleries; their scores adapted to their classes, weight 0.3, ridge 0.03)")
     line = next(x for x in out if x.startswith("anime-tuned "))
-    assert line.endswith("; their scores adapted to their classes, weight 1, ridge 0.1, cohort 30)")
+    assert "; their scores adapted to their classes, weight 1, ridge 0.1, cohort 30, threshold 0." in line
+    assert line.endswith(" until their references choose one)")
 
 
 def test_byakugan_models_lists_every_landmark_folder_whatever_its_state(tmp_path, monkeypatch, capsys):
@@ -365,3 +372,43 @@ def test_the_cohorts_share_is_computed_once_for_its_array_and_edits_keep_it(sett
     assert labels == fresh.directions(a, C)[0] and np.allclose(D, fresh.directions(a, C)[1], atol=1e-5)
     g.means().directions(a, C.copy())  # the same numbers in another array: computed for it
     assert len(calls) == 3
+
+
+def test_a_new_gallery_falls_back_to_the_models_threshold_for_the_scores_it_gives(settings, tmp_path):
+    """Adapted scores sit far above the cosines a model's threshold was set on (anime: about 0.35
+    against 0.04), so until its references choose one a gallery uses the model's threshold for
+    adapted scores while it adapts them, and the plain one while it does not."""
+    plain = dataclasses.replace(settings, threshold=0.05)
+    assert Gallery.create(dataclasses.replace(plain, adapt=A.to_dict())).threshold == 0.05  # none given: as before
+    g = Gallery.create(dataclasses.replace(plain, adapt=A.to_dict(), adapted_threshold=0.35), tmp_path / "g")
+    assert g.threshold == 0.35 and g.threshold_auto
+    g.adapt = None
+    assert g.threshold == 0.05
+    g.adapt = {"weight": 1.0, "ridge": 0.1}
+    assert g.threshold == 0.35
+    g.threshold = 0.2  # fixed by hand: kept whatever the scoring
+    g.adapt = None
+    assert g.threshold == 0.2 and not g.threshold_auto
+    g.adapt, g.threshold_auto = A.to_dict(), True
+    assert g.threshold == 0.35
+    g.enroll("a", unit(np.random.default_rng(0).normal(size=(3, g.dim))))
+    g.save()
+    again = Gallery.open(tmp_path / "g")
+    again.adapt = None
+    assert again.threshold == 0.05
+    # Not adapted at the start: the adapted threshold is never recorded, so turning it on later keeps the plain one.
+    assert Gallery.create(dataclasses.replace(plain, adapted_threshold=0.35)).threshold == 0.05
+
+
+def test_a_models_adapted_threshold_is_read_and_checked():
+    from types import SimpleNamespace
+
+    from byakugan.embedder.errors import ModelError
+    from byakugan.embedder.scoring.adapt import advised_threshold
+
+    assert advised_threshold(SimpleNamespace(config={"adapted_threshold": 0.3})) == 0.3
+    assert advised_threshold(SimpleNamespace(config={})) is None
+    assert advised_threshold(SimpleNamespace(config={}), SimpleNamespace(config={"adapted_threshold": -0.1})) == -0.1
+    for bad in ("0.3", True, 7):
+        with pytest.raises(ModelError, match=f"model m: config.json: adapted_threshold {bad!r}: must be a number"):
+            advised_threshold(SimpleNamespace(config={"adapted_threshold": bad}, name="m"))

@@ -80,7 +80,7 @@ class LandmarkEncoder(torch.nn.Module):
 
     def fingerprint(self) -> str:
         if self._fingerprint is None or self.training:
-            identity = {k: v for k, v in self.config.items() if k not in ("name", "threshold", "description", "detectors", "adapt")}
+            identity = {k: v for k, v in self.config.items() if k not in ("name", "threshold", "description", "detectors", "adapt", "adapted_threshold")}
             self._fingerprint = fingerprint(identity, self)
         return self._fingerprint
 

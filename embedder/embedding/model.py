@@ -25,7 +25,7 @@ from .progress import bar as progress_bar
 CONFIG_FORMAT = "byakugan-embedder/1"
 # Config entries that advise how the model is used (a gallery's default threshold and scoring,
 # the detectors it is chosen for, its cohort) but do not change a vector: not in the fingerprint.
-ADVICE = ("name", "threshold", "description", "scoring", "cohort", "detectors", "adapt")
+ADVICE = ("name", "threshold", "description", "scoring", "cohort", "detectors", "adapt", "adapted_threshold")
 # Test-time augmentation: None, or "flip" (embed the mirror image too and average; twice the work).
 TTA = (None, "flip")
 

@@ -94,10 +94,14 @@ def advice(folder: Path) -> str:
     from byakugan.embedder.embedding.files import listed_config
     from byakugan.embedder.scoring.adapt import Adaptation
 
+    config = listed_config(folder)
     try:
-        return f"; their scores adapted to their classes, {Adaptation.from_dict(listed_config(folder).get('adapt'))}"
+        said = f"; their scores adapted to their classes, {Adaptation.from_dict(config.get('adapt'))}"
     except ValueError:
         return ""
+    t = config.get("adapted_threshold")  # the threshold they start with (advised_threshold checks it in use)
+    shown = isinstance(t, (int, float)) and not isinstance(t, bool)
+    return said + (f", threshold {t:g} until their references choose one" if shown else "")
 
 
 TRAIN_FIELDS = ("data", "out", "backbone", "taps", "size", "head_weight", "colour_weight", "scoring", "cohort_top",
