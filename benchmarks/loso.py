@@ -127,7 +127,8 @@ def main() -> None:
                         "cohort): what a gallery that names no anime model got on a source nobody trained on")
     p.add_argument("--grey-views", type=float, default=0.05,
                    help="the share of colour-jittered training views made grey (0.05 in the shipped recipes)")
-    p.add_argument("--keep", metavar="DIR", help="keep each fold's CNN model in DIR/SOURCE (for studies on it)")
+    p.add_argument("--keep", metavar="DIR", help="keep each fold's CNN model in DIR/SOURCE, and a hand fold's "
+                   "landmark encoder in DIR/SOURCE-lm (for studies on them)")
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--recipe", choices=["all", "today"], default="all",
                    help="train on every other source (all), or only on the other sources the shipped models "
@@ -165,6 +166,8 @@ def main() -> None:
                                                     cache=a.cache, **(JOINT_RECIPE if a.joint_landmarks else {})),
                                 log=log)
                 landmarks = f"{tmp}/{source}-lm"
+                if a.keep:
+                    shutil.copytree(landmarks, Path(a.keep) / f"{source}-lm", dirs_exist_ok=True)
             rows[source] = {"domain": spec["domain"], "detector": spec["detector"],
                             "trained_on_the_others": evaluate(source, spec["detector"], cfg.out, landmarks, a.eval_per_class,
                                                                      a.save_embeddings and f"{a.save_embeddings}/{source}.safetensors")}
