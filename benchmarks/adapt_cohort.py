@@ -57,16 +57,25 @@ def directions(X: np.ndarray, groups: list, C: np.ndarray, ridge: float, beta: f
 
 
 def run(d: dict, seed: int) -> dict:
-    labels, cohort = d["labels"], d["cohort"]
+    return trials(d, d["cohort"], seed, "mean", SHIPPED, WEIGHTS)
+
+
+def trials(d: dict, cohort: np.ndarray, seed: int, scoring: str, plain: str, weights) -> dict:
+    """Each variant's (known queries' best scores, whether right, strangers' best scores) per trial:
+    `plain` the base scoring (class mean less the cohort T-norm offset, or the nearest reference), the
+    others it plus weight × the term of the fit with ridge and the cohort's share beta."""
+    labels = d["labels"]
     emb, qemb = embed(d, None, None)
     out: dict[str, list] = {}
     for known, refs, rows, is_known, groups in draws(labels, seed):
-        base = class_scores(qemb[rows], emb[refs], groups, "mean") - offsets(qemb[rows], cohort, TOP)[:, None]
-        variants = [(SHIPPED, base)]
+        base = class_scores(qemb[rows], emb[refs], groups, scoring)
+        if scoring == "mean":
+            base = base - offsets(qemb[rows], cohort, TOP)[:, None]
+        variants = [(plain, base)]
         for ridge in RIDGES:
             for beta in BETAS:
                 T = qemb[rows] @ directions(emb[refs], groups, cohort, ridge, beta).T
-                variants += [(name(w, ridge, beta), base + w * T) for w in WEIGHTS]
+                variants += [(name(w, ridge, beta), base + w * T) for w in weights]
         for n, S in variants:
             pred = np.asarray(known)[S.argmax(1)]
             out.setdefault(n, []).append((S.max(1)[is_known], pred[is_known] == labels[rows][is_known], S.max(1)[~is_known]))

@@ -35,18 +35,13 @@ from byakugan.embedder.training.data import scan
 from byakugan.index import Pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from adapt_cohort import directions  # noqa: E402
-from centring import SOURCES, embed, figures, load, per_variant, unit  # noqa: E402
-from gallery_adapt import draws, nested  # noqa: E402
+from adapt_cohort import BETAS, RIDGES, name, trials  # noqa: E402
+from centring import SOURCES, figures, load, per_variant, unit  # noqa: E402
+from gallery_adapt import nested  # noqa: E402
 from loso import DATA  # noqa: E402
-from score_norm import class_scores  # noqa: E402
 
 SHIPPED = "hand-landmarks-2's advice (weight 0.3, ridge 0.03)"
-WEIGHTS, RIDGES, BETAS = (0.3, 1.0), (0.03, 0.1), (0.0, 10.0, 30.0, 100.0, 300.0)
-
-
-def name(weight: float, ridge: float, beta: float) -> str:
-    return f"ridge{ridge:g}_weight{weight:g}_beta{beta:g}"
+WEIGHTS = (0.3, 1.0)  # ridges and cohort shares as adapt_cohort.py's
 
 
 def fold_cohort(source: str, folds: Path, per_class: int) -> np.ndarray:
@@ -62,19 +57,7 @@ def fold_cohort(source: str, folds: Path, per_class: int) -> np.ndarray:
 
 
 def run(d: dict, cohort: np.ndarray, seed: int) -> dict:
-    labels = d["labels"]
-    emb, qemb = embed(d, None, None)
-    out: dict[str, list] = {}
-    for known, refs, rows, is_known, groups in draws(labels, seed):
-        base = class_scores(qemb[rows], emb[refs], groups, "nearest")
-        variants = [("unadapted", base)]
-        for ridge in RIDGES:
-            for beta in BETAS:
-                T = qemb[rows] @ directions(emb[refs], groups, cohort, ridge, beta).T
-                variants += [(name(w, ridge, beta), base + w * T) for w in WEIGHTS]
-        for n, S in variants:
-            pred = np.asarray(known)[S.argmax(1)]
-            out.setdefault(n, []).append((S.max(1)[is_known], pred[is_known] == labels[rows][is_known], S.max(1)[~is_known]))
+    out = trials(d, cohort, seed, "nearest", "unadapted", WEIGHTS)
     out[SHIPPED] = out[name(0.3, 0.03, 0.0)]
     return out
 
