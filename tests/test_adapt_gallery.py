@@ -188,6 +188,12 @@ def test_new_galleries_take_it_from_their_models_advice_and_others_do_not(model)
     assert Pipeline(model, {"name": "none"}).settings().adapt is None
     fused = Pipeline(model, {"name": "none"}, load_landmarks("hand-landmarks-2")).settings()
     assert fused.adapt == {"weight": 0.3, "ridge": 0.03}
+    # the fused gallery's threshold for adapted scores (benchmarks/hand_cohort_fit.py's folds), over the
+    # blend of the two models' thresholds that holds for unadapted ones; the onnxruntime twin says the same
+    assert fused.adapted_threshold == load_landmarks("hand-landmarks-2").config["adapted_threshold"] > fused.threshold
+    from byakugan.embedder.embedding.runtime import onnx_landmarks
+
+    assert onnx_landmarks(load_landmarks("hand-landmarks-2")).adapted_threshold == fused.adapted_threshold
     from byakugan.embedder import load  # new anime galleries: their cohort in the fit (benchmarks/adapt_cohort.py)
 
     for name in ("anime-tuned", "anime"):
@@ -312,7 +318,8 @@ def test_byakugan_models_says_which_galleries_adapt_their_scores(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out.splitlines()
     line = next(x for x in out if x.startswith("hand-landmarks-2 "))
-    assert line.endswith("fused into new hand galleries; their scores adapted to their classes, weight 0.3, ridge 0.03)")
+    assert line.endswith("fused into new hand galleries; their scores adapted to their classes, weight 0.3, ridge 0.03, "
+                         "threshold 0.8871 until their references choose one)")
     line = next(x for x in out if x.startswith("anime-tuned "))
     assert "; their scores adapted to their classes, weight 1, ridge 0.1, cohort 30, threshold 0." in line
     assert line.endswith(" until their references choose one)")
@@ -408,7 +415,7 @@ def test_a_models_adapted_threshold_is_read_and_checked():
 
     assert advised_threshold(SimpleNamespace(config={"adapted_threshold": 0.3})) == 0.3
     assert advised_threshold(SimpleNamespace(config={})) is None
-    assert advised_threshold(SimpleNamespace(config={}), SimpleNamespace(config={"adapted_threshold": -0.1})) == -0.1
+    assert advised_threshold(SimpleNamespace(config={}), SimpleNamespace(adapted_threshold=-0.1)) == -0.1
     for bad in ("0.3", True, 7):
         with pytest.raises(ModelError, match=f"model m: config.json: adapted_threshold {bad!r}: must be a number"):
             advised_threshold(SimpleNamespace(config={"adapted_threshold": bad}, name="m"))

@@ -64,6 +64,7 @@ class LandmarkEncoder(torch.nn.Module):
     weight = property(lambda self: float(self.config["weight"]))  # share of the fused score
     # advice for the galleries it fuses into, as a model's "scoring" (embedder.scoring.adapt)
     adapt = property(lambda self: self.config.get("adapt"))
+    adapted_threshold = property(lambda self: self.config.get("adapted_threshold"))  # theirs while they adapt
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         present = (x.abs().sum(dim=1, keepdim=True) > 0).to(x.dtype)

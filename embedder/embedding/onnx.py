@@ -66,6 +66,7 @@ class OnnxLandmarks:
 
     runtime = "onnx"
     adapt: Optional[dict] = None  # the torch model's advice, set by runtime.onnx_landmarks (not in its cache)
+    adapted_threshold: Optional[float] = None  # likewise
 
     def __init__(self, path: os.PathLike | str, name: str, dim: int, weight: float, fingerprint: str,
                  input_name: str = "landmarks") -> None:

@@ -54,7 +54,8 @@ def onnx_landmarks(encoder) -> OnnxLandmarks:
 
     identity = {"name": encoder.name, "fingerprint": encoder.fingerprint(), "dim": encoder.dim, "weight": encoder.weight}
     twin = _open(_key("landmarks", encoder.name, encoder.fingerprint()), identity, write, _landmarks)
-    twin.adapt = encoder.adapt  # advice for new galleries: read from the model, so a cache made before it still gets it
+    # advice for new galleries: read from the model, so a cache made before it still gets it
+    twin.adapt, twin.adapted_threshold = encoder.adapt, encoder.adapted_threshold
     return twin
 
 

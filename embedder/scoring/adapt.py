@@ -133,7 +133,8 @@ def advised_threshold(model, landmarks=None) -> Optional[float]:
     "adapted_threshold", set on adapted scores (which sit higher than the cosines its "threshold" was
     set on: for anime, about 0.35 against 0.04); None where it gives none."""
     which = landmarks if landmarks is not None else model
-    t = (getattr(which, "config", None) or {}).get("adapted_threshold")
+    t = getattr(landmarks, "adapted_threshold", None) if landmarks is not None \
+        else (getattr(model, "config", None) or {}).get("adapted_threshold")
     if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not -3.0 <= t <= 3.0):
         raise ModelError(f"model {getattr(which, 'name', '?')}: config.json: adapted_threshold {t!r}: must be a number "
                          "from -3 to 3")
