@@ -197,9 +197,9 @@ def test_a_new_gallery_takes_the_model_for_its_detector(cascade, tmp_path, tiny_
     capsys.readouterr()
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    adapted = "; their scores adapted to their classes, weight 1, ridge 0.1, cohort 30"
-    assert f"anime-tuned  (new galleries with detector anime-face, anime-face-verified, anime-face-net{adapted})" in lines
-    assert f"anime  (new galleries made with it: {adapted[2:]})" in lines  # still offered, for its galleries and --model anime
+    adapted = "; their scores adapted to their classes, weight 1, ridge 0.1, cohort 30, threshold {} until their references choose one"
+    assert f"anime-tuned  (new galleries with detector anime-face, anime-face-verified, anime-face-net{adapted.format(0.2489)})" in lines
+    assert f"anime  (new galleries made with it: {adapted.format(0.3491)[2:]})" in lines  # for its galleries and --model anime
     assert any(line.startswith("default  (new galleries with detector none") for line in lines)
     # Backbones say what they are and whether --model NAME can work offline (resnet18 cannot)
     assert "efficientnet_lite0  (an ImageNet backbone's features alone, untrained here; weights ship offline)" in lines
