@@ -64,21 +64,30 @@ def new_meta(settings: GallerySettings, threshold: Optional[float] = None) -> di
     meta |= {"scoring": check_scoring(settings.scoring)} if settings.scoring else {}
     meta |= {"landmarks": dict(settings.landmarks)} if settings.landmarks is not None else {}
     meta |= {"adapt": Adaptation.from_dict(settings.adapt).to_dict()} if settings.adapt else {}
-    if settings.adapt and settings.adapted_threshold is not None:
-        meta["model_threshold_adapted"] = float(settings.adapted_threshold)
+    if settings.adapt and settings.adapted_threshold is not None:  # and the weight it was measured at
+        meta["model_threshold_adapted"] = [float(settings.adapted_threshold), float(settings.adapt["weight"])]
     if settings.colourless_queries is not None:  # (galleries made before score every query alike)
         meta["colourless_queries"] = dict(settings.colourless_queries)
     meta["threshold_mode"] = "fixed" if threshold is not None else "auto"
-    meta["threshold"] = fallback(meta) if threshold is None else check_threshold(threshold)  # as the setter checks it
+    reach = threshold_reach(meta.get("adapt"))  # as the setter checks it
+    meta["threshold"] = fallback(meta) if threshold is None else check_threshold(threshold, -reach, reach)
     return meta
 
 
 def fallback(meta: dict) -> Optional[float]:
     """The model's threshold for the gallery's scoring as it is now, which automatic mode uses until the
-    references give one: where scores are adapted, the model's threshold for adapted scores if it gave one."""
-    t = meta.get("model_threshold_adapted") if meta.get("adapt") else None
-    t = meta.get("model_threshold") if t is None else t
-    return float(t) if _number(t) else None
+    references give one. Where scores are adapted and the model gave a threshold for adapted scores
+    (measured at its advised weight), that one, moved from the plain one in proportion to the weight:
+    a score's term is linear in the weight, and so, within 0.01 on anime-tuned's folds at weights 0.1
+    to 2, is the threshold (models/anime-tuned/adapt_cohort.json)."""
+    plain, adapt = meta.get("model_threshold"), meta.get("adapt")
+    if not _number(plain):
+        return None
+    spec = meta.get("model_threshold_adapted")
+    if not adapt or not isinstance(spec, list) or len(spec) != 2 or not all(_number(v) and v for v in spec):
+        return float(plain)
+    (t, at), weight = spec, adapt.get("weight") if isinstance(adapt, dict) else None
+    return round(float(plain) + (t - plain) * weight / at, 4) if _number(weight) else float(plain)
 
 
 def threshold_reach(adapt: object) -> float:
@@ -118,12 +127,16 @@ def check_meta(meta: dict) -> None:
             raise ValueError(f"model {key} must be text")
     if meta.get("adapt") is not None:
         Adaptation.from_dict(meta["adapt"])
-    for key, bound in (("threshold", threshold_reach(meta.get("adapt")) + 1.0), ("model_threshold", 2.0),
-                       ("model_threshold_adapted", 3.0)):
+    for key, bound in (("threshold", threshold_reach(meta.get("adapt")) + 1.0), ("model_threshold", 2.0)):
         # A cosine, an adapted score or a cohort-normalised one (a cosine less a mean of cosines): a
         # threshold past them (5, say) would answer every search "unknown" without a word.
-        if key in meta and (isinstance(meta[key], bool) or not -bound <= float(meta[key]) <= bound):
+        if key in meta and not (_number(meta[key]) and -bound <= meta[key] <= bound):
             raise ValueError(f"{key} {meta[key]!r} must be a number from {-bound:g} to {bound:g}")
+    spec = meta.get("model_threshold_adapted", [0.0, 1.0])  # [threshold, the adapt weight it was measured at]
+    if not (isinstance(spec, list) and len(spec) == 2 and all(_number(v) for v in spec) and 0.01 <= spec[1] <= 2
+            and abs(spec[0]) <= 1 + spec[1]):
+        raise ValueError(f"model_threshold_adapted {spec!r} must be [threshold, weight]: a weight from 0.01 to 2 and a "
+                         "threshold within ±(1 + weight)")
     if "scoring" in meta:
         check_scoring(meta["scoring"])
     if not isinstance(meta["next_id"], int) or not isinstance(meta["references"], list):

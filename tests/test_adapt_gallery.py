@@ -382,16 +382,19 @@ def test_the_cohorts_share_is_computed_once_for_its_array_and_edits_keep_it(sett
 
 
 def test_a_new_gallery_falls_back_to_the_models_threshold_for_the_scores_it_gives(settings, tmp_path):
-    """Adapted scores sit far above the cosines a model's threshold was set on (anime: about 0.35
-    against 0.04), so until its references choose one a gallery uses the model's threshold for
-    adapted scores while it adapts them, and the plain one while it does not."""
+    """Adapted scores sit far above the cosines a model's threshold was set on (anime: about 0.3
+    against 0.0), so until its references choose one a gallery uses the model's threshold for
+    adapted scores while it adapts them (moved in proportion to the weight where it is not the one
+    advised), and the plain one while it does not."""
     plain = dataclasses.replace(settings, threshold=0.05)
     assert Gallery.create(dataclasses.replace(plain, adapt=A.to_dict())).threshold == 0.05  # none given: as before
     g = Gallery.create(dataclasses.replace(plain, adapt=A.to_dict(), adapted_threshold=0.35), tmp_path / "g")
     assert g.threshold == 0.35 and g.threshold_auto
     g.adapt = None
     assert g.threshold == 0.05
-    g.adapt = {"weight": 1.0, "ridge": 0.1}
+    g.adapt = {"weight": 0.03, "ridge": 0.1}  # a tenth of the advised weight: a tenth of the way up
+    assert g.threshold == pytest.approx(0.08)
+    g.adapt = A.to_dict()
     assert g.threshold == 0.35
     g.threshold = 0.2  # fixed by hand: kept whatever the scoring
     g.adapt = None
@@ -405,6 +408,23 @@ def test_a_new_gallery_falls_back_to_the_models_threshold_for_the_scores_it_give
     assert again.threshold == 0.05
     # Not adapted at the start: the adapted threshold is never recorded, so turning it on later keeps the plain one.
     assert Gallery.create(dataclasses.replace(plain, adapted_threshold=0.35)).threshold == 0.05
+    # A threshold given at creation is checked as the setter checks it: an adapted score reaches past 1.
+    assert Gallery.create(dataclasses.replace(plain, adapt=A.to_dict()), threshold=1.2).threshold == 1.2
+
+
+@pytest.mark.parametrize("stored", ['"x"', '"0.3"', "null", "[0.3]", "[2.5, 1.0]", "[0.3, 0]", "true"])
+def test_a_damaged_adapted_threshold_is_named_when_the_gallery_opens(settings, tmp_path, stored):
+    import sqlite3
+
+    from byakugan.index.errors import GalleryError
+
+    g = Gallery.create(dataclasses.replace(settings, adapt=A.to_dict(), adapted_threshold=0.35), tmp_path / "g")
+    g.enroll("a", unit(np.random.default_rng(0).normal(size=(3, g.dim))))
+    g.save()
+    with sqlite3.connect(tmp_path / "g" / "gallery.db") as con:
+        assert con.execute("UPDATE settings SET value = ? WHERE key = 'model_threshold_adapted'", (stored,)).rowcount == 1
+    with pytest.raises(GalleryError, match=r"model_threshold_adapted .* must be \[threshold, weight\]"):
+        Gallery.open(tmp_path / "g")
 
 
 def test_a_models_adapted_threshold_is_read_and_checked():
@@ -413,9 +433,12 @@ def test_a_models_adapted_threshold_is_read_and_checked():
     from byakugan.embedder.errors import ModelError
     from byakugan.embedder.scoring.adapt import advised_threshold
 
-    assert advised_threshold(SimpleNamespace(config={"adapted_threshold": 0.3})) == 0.3
-    assert advised_threshold(SimpleNamespace(config={})) is None
-    assert advised_threshold(SimpleNamespace(config={}), SimpleNamespace(adapted_threshold=-0.1)) == -0.1
-    for bad in ("0.3", True, 7):
-        with pytest.raises(ModelError, match=f"model m: config.json: adapted_threshold {bad!r}: must be a number"):
-            advised_threshold(SimpleNamespace(config={"adapted_threshold": bad}, name="m"))
+    advice = {"weight": 1.0, "ridge": 0.1}
+    assert advised_threshold(SimpleNamespace(config={"adapt": advice, "adapted_threshold": 0.3})) == 0.3
+    assert advised_threshold(SimpleNamespace(config={"adapt": advice})) is None
+    assert advised_threshold(SimpleNamespace(config={"adapted_threshold": 0.3})) is None  # no advice to adapt: none
+    assert advised_threshold(SimpleNamespace(config={}), SimpleNamespace(adapt=advice, adapted_threshold=-0.1)) == -0.1
+    for bad in ("0.3", True, 7, 2.5, float("nan")):  # 2.5: past any score adapted at weight 1
+        with pytest.raises(ModelError, match=f"model m: config.json: adapted_threshold {bad!r}: must be a number from "
+                                             r"-2 to 2 \(its adapt weight 1\)"):
+            advised_threshold(SimpleNamespace(config={"adapt": advice, "adapted_threshold": bad}, name="m"))

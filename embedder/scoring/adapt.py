@@ -129,13 +129,24 @@ def advised(model, landmarks=None) -> Optional[Adaptation]:
 
 
 def advised_threshold(model, landmarks=None) -> Optional[float]:
-    """The default threshold for a new gallery that takes that advice: its config's
-    "adapted_threshold", set on adapted scores (which sit higher than the cosines its "threshold" was
-    set on: for anime, about 0.35 against 0.04); None where it gives none."""
+    """The default threshold for a new gallery that takes the advice: its config's
+    "adapted_threshold", set on scores adapted as advised (which sit higher than the cosines its
+    "threshold" was set on: for anime, about 0.3 against 0.0); None where it gives none."""
     which = landmarks if landmarks is not None else model
     t = getattr(landmarks, "adapted_threshold", None) if landmarks is not None \
         else (getattr(model, "config", None) or {}).get("adapted_threshold")
-    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not -3.0 <= t <= 3.0):
-        raise ModelError(f"model {getattr(which, 'name', '?')}: config.json: adapted_threshold {t!r}: must be a number "
-                         "from -3 to 3")
-    return None if t is None else float(t)
+    advice = advised(model, landmarks)
+    if t is None or advice is None:
+        return None
+    wrong = threshold_fault(t, advice.weight)
+    if wrong:
+        raise ModelError(f"model {getattr(which, 'name', '?')}: config.json: {wrong}")
+    return float(t)
+
+
+def threshold_fault(t: object, weight: float) -> Optional[str]:
+    """What is wrong with an adapted_threshold for scores adapted at this weight (None: nothing): a
+    number within ±(1 + weight), the reach of such scores; past it every search would say unknown."""
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not abs(t) <= 1.0 + weight:
+        return f"adapted_threshold {t!r}: must be a number from {-1 - weight:g} to {1 + weight:g} (its adapt weight {weight:g})"
+    return None

@@ -92,16 +92,17 @@ def advice(folder: Path) -> str:
     """What a model folder advises its new galleries' scores (embedder.scoring.adapt), for a listing:
     nothing where there is none or it is bad (the model's own use names the fault; a listing goes on)."""
     from byakugan.embedder.embedding.files import listed_config
-    from byakugan.embedder.scoring.adapt import Adaptation
+    from byakugan.embedder.scoring.adapt import Adaptation, threshold_fault
 
     config = listed_config(folder)
     try:
-        said = f"; their scores adapted to their classes, {Adaptation.from_dict(config.get('adapt'))}"
+        adapt = Adaptation.from_dict(config.get("adapt"))
     except ValueError:
         return ""
-    t = config.get("adapted_threshold")  # the threshold they start with (advised_threshold checks it in use)
-    shown = isinstance(t, (int, float)) and not isinstance(t, bool)
-    return said + (f", threshold {t:g} until their references choose one" if shown else "")
+    t = config.get("adapted_threshold")  # the threshold they start with, where it is one the model's use takes
+    shown = t is not None and threshold_fault(t, adapt.weight) is None
+    return f"; their scores adapted to their classes, {adapt}" + (f", threshold {t:g} until their references choose one"
+                                                                  if shown else "")
 
 
 TRAIN_FIELDS = ("data", "out", "backbone", "taps", "size", "head_weight", "colour_weight", "scoring", "cohort_top",
