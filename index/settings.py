@@ -84,7 +84,7 @@ def fallback(meta: dict) -> Optional[float]:
     if not _number(plain):
         return None
     spec = meta.get("model_threshold_adapted")
-    if not adapt or not isinstance(spec, list) or len(spec) != 2 or not all(_number(v) and v for v in spec):
+    if not adapt or not isinstance(spec, list) or len(spec) != 2 or not all(_number(v) for v in spec) or spec[1] <= 0:
         return float(plain)
     (t, at), weight = spec, adapt.get("weight") if isinstance(adapt, dict) else None
     return round(float(plain) + (t - plain) * weight / at, 4) if _number(weight) else float(plain)

@@ -408,6 +408,8 @@ def test_a_new_gallery_falls_back_to_the_models_threshold_for_the_scores_it_give
     assert again.threshold == 0.05
     # Not adapted at the start: the adapted threshold is never recorded, so turning it on later keeps the plain one.
     assert Gallery.create(dataclasses.replace(plain, adapted_threshold=0.35)).threshold == 0.05
+    zero = Gallery.create(dataclasses.replace(plain, adapt=A.to_dict(), adapted_threshold=0.0))  # a threshold like any
+    assert zero.threshold == 0.0
     # A threshold given at creation is checked as the setter checks it: an adapted score reaches past 1.
     assert Gallery.create(dataclasses.replace(plain, adapt=A.to_dict()), threshold=1.2).threshold == 1.2
 
