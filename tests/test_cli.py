@@ -125,11 +125,15 @@ def test_enroll_from_folder_checks_every_label_before_any_work(digits, tmp_path,
 def test_labels_remove_rename_threshold(enrolled, capsys):
     code, out, _ = run(capsys, "labels", enrolled, "--json")
     assert json.loads(out)["labels"] == {"0": 5, "3": 5, "7": 5}
+    # auto mode: the threshold searches use (the references' own), not the model's stored fallback
+    shown = run(capsys, "threshold", enrolled)[1].strip()
+    assert json.loads(out)["threshold_from"] == "references" and json.loads(out)["threshold"] == float(shown)
     assert run(capsys, "rename", enrolled, "7", "seven")[0] == 0
     assert run(capsys, "remove", enrolled, "0")[0] == 0
     assert run(capsys, "threshold", enrolled, "0.9")[0] == 0
     code, out, _ = run(capsys, "labels", enrolled, "--json")
     assert json.loads(out)["labels"] == {"3": 5, "seven": 5} and json.loads(out)["threshold"] == 0.9
+    assert json.loads(out)["threshold_from"] == "fixed"
 
 
 def test_embed_writes_rows_in_argument_order(digits, model, tmp_path, capsys):

@@ -88,8 +88,12 @@ def cmd_labels(a: argparse.Namespace) -> int:
     g = Gallery.open(a.gallery)
     labels = g.labels()
     if a.json:
-        print_json({"gallery": a.gallery, "model": g.model_name, "threshold": g.threshold,
-                    "threshold_mode": "auto" if g.threshold_auto else "fixed", "labels": labels})
+        # In auto mode the stored value is only the model's fallback: the one in force is what searches use.
+        auto = Pipeline.for_gallery(g, runtime="onnx").calibration(g).auto_threshold if g.threshold_auto and labels else None
+        print_json({"gallery": a.gallery, "model": g.model_name, "threshold": g.threshold if auto is None else round(auto, 6),
+                    "threshold_mode": "auto" if g.threshold_auto else "fixed",
+                    "threshold_from": "fixed" if not g.threshold_auto else "references" if auto is not None else "model",
+                    "labels": labels})
     elif labels:
         print(table(sorted(labels.items()), ("label", "references")))
     else:
