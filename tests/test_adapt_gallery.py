@@ -196,7 +196,7 @@ def test_new_galleries_take_it_from_their_models_advice_and_others_do_not(model)
     assert onnx_landmarks(load_landmarks("hand-landmarks-2")).adapted_threshold == fused.adapted_threshold
     from byakugan.embedder import load  # new anime galleries: their cohort in the fit (benchmarks/adapt_cohort.py)
 
-    for name in ("anime-tuned", "anime"):
+    for name in ("anime-tuned-tta", "anime-tuned", "anime"):
         model = load(name)[0]
         made = Pipeline(model, {"name": "none"}).settings()
         assert made.adapt == {"weight": 1.0, "ridge": 0.1, "cohort": 30.0}
@@ -320,7 +320,7 @@ def test_byakugan_models_says_which_galleries_adapt_their_scores(capsys):
     line = next(x for x in out if x.startswith("hand-landmarks-2 "))
     assert line.endswith("fused into new hand galleries; their scores adapted to their classes, weight 0.3, ridge 0.03, "
                          "threshold 0.8871 until their references choose one)")
-    line = next(x for x in out if x.startswith("anime-tuned "))
+    line = next(x for x in out if x.startswith("anime-tuned-tta "))
     assert "; their scores adapted to their classes, weight 1, ridge 0.1, cohort 30, threshold 0." in line
     assert line.endswith(" until their references choose one)")
 

@@ -234,3 +234,35 @@ def test_weights_and_config_saved_as_a_pair(tmp_path, monkeypatch):
     monkeypatch.setattr(files, "write_atomic", real)
     new.save(tmp_path / "m")
     assert load_saved(tmp_path / "m").fingerprint() != first.fingerprint()
+
+
+def test_flip_crop_tta_averages_views_a_mirror_cannot_change_and_exports(tmp_path, tiny_images):
+    """"flip_crop": every picture embedded as the mean of itself, its mirror image and both centre-cropped;
+    the set of views of a mirrored picture is the same set, so its embedding is the same."""
+    from PIL import Image, ImageOps
+
+    from byakugan.embedder.embedding.onnx import export_onnx
+
+    m = create_embedder(pretrained=False, preprocess=Preprocess(size=64), name="t", colour={"weight": 1.0})
+    plain = m.embed(tiny_images)
+    m.config["tta"] = "flip_crop"
+    m.save(tmp_path / "m", half=False)
+    tta, _ = load(str(tmp_path / "m"))
+    assert tta.config["tta"] == "flip_crop"
+    e = tta.embed(tiny_images)
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
+    assert np.abs(e - plain).max() > 1e-3  # the views count
+    mirrored = tta.embed([ImageOps.mirror(Image.open(t).convert("RGB")) for t in tiny_images])
+    np.testing.assert_allclose(mirrored, e, atol=1e-5)
+    unchanged = create_embedder(pretrained=False, preprocess=Preprocess(size=64), name="t", colour={"weight": 1.0})
+    unchanged.load_state_dict(tta.state_dict())
+    assert unchanged.fingerprint() != tta.fingerprint()  # it changes every vector: galleries must tell
+    export_onnx(tta, tmp_path / "t.onnx")  # checks the ONNX model against torch to 1e-5, or raises
+    from byakugan.embedder.embedding.model import views
+
+    x = torch.randn(2, 3, 160, 160)  # the crop is torch's bilinear enlargement, made of two matrix products
+    crop = torch.nn.functional.interpolate(x[..., 12:148, 12:148], size=(160, 160), mode="bilinear", align_corners=False)
+    v = views(x)
+    assert torch.allclose(v[4:], torch.cat([crop, crop.flip(3)]), atol=1e-4) and torch.equal(v[2:4], x.flip(3))
+    with pytest.raises(ModelError, match="model tta 'crop' is not one of None, flip, flip_crop"):
+        create_embedder(pretrained=False, preprocess=Preprocess(size=64)).__class__(m.backbone, m.config | {"tta": "crop"})

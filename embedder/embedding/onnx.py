@@ -108,6 +108,8 @@ def export_onnx(model, path: Path, x=None, input_name: str = "pixels") -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 warnings.simplefilter("ignore", UserWarning)  # its notes on constant folding: the file is checked below
+                # a view's size read as a constant (embedding.model.views): the input size is fixed
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 torch.onnx.export(model, (x,), str(path), dynamic_axes={input_name: {0: "batch"}, "embedding": {0: "batch"}},
                                   opset_version=17, dynamo=False, **names)
         except (TypeError, RuntimeError, ImportError):

@@ -1,0 +1,60 @@
+"""Issue #14: the anime fold models again, each embedding with a test-time augmentation. Prints JSON.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/stage_finetune.py --cohort-patches 500 \
+        --keep bench-out/folds-tuned --save-embeddings bench-out/emb-tuned
+    .venv/bin/python benchmarks/tta_folds.py bench-out/folds-tuned --tta flip_crop \
+        --save-embeddings bench-out/emb-tta [--out F]
+    .venv/bin/python benchmarks/adapt_cohort.py bench-out/emb-tta --out G
+
+Each fold model (FOLDS/SOURCE-finetuned, trained without the source it is named by) is copied with
+the model setting "tta" (embedder.embedding.model.TTA: every picture, reference or query, embedded as
+the mean of several views of it) and evaluated on the source it left out as loso.py evaluates it
+(`byakugan evaluate --trials 10 --unknown-fraction 0.33 --seed 1`), its embeddings saved for
+adapt_cohort.py, which scores them as galleries of the shipped model would (and did, without it,
+on bench-out/emb-tuned). No training: the weights are the folds'; only how a picture is embedded changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loso import SOURCES, evaluate  # noqa: E402
+
+from byakugan.embedder.embedding.model import TTA  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("folds", help="the fold models, FOLDS/SOURCE-finetuned (stage_finetune.py --keep)")
+    p.add_argument("--tta", required=True, choices=[t for t in TTA if t])
+    p.add_argument("--sources", nargs="+", default=[s for s, v in SOURCES.items() if v["domain"] == "anime"])
+    p.add_argument("--save-embeddings", metavar="DIR", required=True, help="DIR/SOURCE.safetensors for adapt_cohort.py")
+    p.add_argument("--out", help="also write the JSON here")
+    a = p.parse_args()
+    Path(a.save_embeddings).mkdir(parents=True, exist_ok=True)
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for source in a.sources:
+            fold, start = Path(tmp) / source, time.time()
+            shutil.copytree(Path(a.folds) / f"{source}-finetuned", fold)
+            config = fold / "config.json"
+            config.write_text(json.dumps(json.loads(config.read_text()) | {"tta": a.tta}, indent=1))
+            rows[source] = evaluate(source, SOURCES[source]["detector"], str(fold), "none", None,
+                                    f"{a.save_embeddings}/{source}.safetensors") | {"seconds": round(time.time() - start)}
+            print(f"{source}: {rows[source]}", file=sys.stderr, flush=True)
+    text = json.dumps({"protocol": "each fold model with tta " + a.tta + "; byakugan evaluate --trials 10 --unknown-fraction 0.33 "
+                       "--seed 1 on the source it left out", "sources": rows}, indent=1)
+    if a.out:
+        Path(a.out).write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
