@@ -71,13 +71,17 @@ def test_finetuned_folder_carries_its_backbone_and_keeps_the_early_stages(tmp_pa
     np.testing.assert_allclose(loaded.embed(images), trained.embed(images), atol=2e-2)  # fp16 weights
 
 
-def test_shipped_anime_tuned_runs_on_onnxruntime_as_on_torch(tmp_path, monkeypatch, tiny_images):
-    """The model new anime-face galleries use: its fine-tuned backbone exports like the others."""
+@pytest.mark.parametrize("name", ["anime-tuned", "anime-tuned-tta"])
+def test_shipped_anime_tuned_runs_on_onnxruntime_as_on_torch(name, tmp_path, monkeypatch, tiny_images):
+    """The models anime-face galleries use: the fine-tuned backbone exports like the others, and so do
+    the views anime-tuned-tta (new galleries' model) embeds each picture as."""
     from byakugan.embedder.embedding import runtime
 
-    model, _ = embedder.load("anime-tuned")
+    model, _ = embedder.load(name)
     assert model.config["scoring"] == "mean" and model.config["cohort"] == {"top": 5} and model.colour is not None
-    assert set(model.config["detectors"]) == {"anime-face", "anime-face-verified", "anime-face-net"}
+    assert set(model.config.get("detectors", ())) == ({"anime-face", "anime-face-verified", "anime-face-net"}
+                                                      if name == "anime-tuned-tta" else set())
+    assert model.config.get("tta") == ("flip_crop" if name == "anime-tuned-tta" else None)
     anime = embedder.load("anime")[0].backbone.state_dict()
     state = model.backbone.state_dict()
     assert torch.equal(state["blocks.4.0.conv_pw.weight"], anime["blocks.4.0.conv_pw.weight"])  # frozen part
