@@ -6,7 +6,14 @@
         --save-embeddings bench-out/emb-tta [--out F]
     .venv/bin/python benchmarks/adapt_cohort.py bench-out/emb-tta --out G
 
-Each fold model (FOLDS/SOURCE-finetuned, trained without the source it is named by) is copied with
+    .venv/bin/python benchmarks/loso.py --no-baseline --sources sign-digits rock-paper-scissors hand-fingers \
+        asl-signs drone-gestures --save-embeddings bench-out/emb-hands --keep bench-out/folds-hands
+    .venv/bin/python benchmarks/tta_folds.py bench-out/folds-hands --tta crop --sources sign-digits \
+        rock-paper-scissors hand-fingers asl-signs drone-gestures --save-embeddings bench-out/emb-hands-crop
+    .venv/bin/python benchmarks/gallery_adapt.py bench-out/emb-hands-crop --out H
+
+Each fold model (FOLDS/SOURCE-finetuned or FOLDS/SOURCE, trained without the source it is named by; for
+a hand source fused with the fold's landmark encoder FOLDS/SOURCE-lm as loso.py evaluates it) is copied with
 the model setting "tta" (embedder.embedding.model.TTA: every picture, reference or query, embedded as
 the mean of several views of it) and evaluated on the source it left out as loso.py evaluates it
 (`byakugan evaluate --trials 10 --unknown-fraction 0.33 --seed 1`), its embeddings saved for
@@ -32,7 +39,8 @@ from byakugan.embedder.embedding.model import TTA  # noqa: E402
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("folds", help="the fold models, FOLDS/SOURCE-finetuned (stage_finetune.py --keep)")
+    p.add_argument("folds", help="the fold models: FOLDS/SOURCE-finetuned (stage_finetune.py --keep) or FOLDS/SOURCE "
+                   "with FOLDS/SOURCE-lm (loso.py --keep)")
     p.add_argument("--tta", required=True, choices=[t for t in TTA if t])
     p.add_argument("--sources", nargs="+", default=[s for s, v in SOURCES.items() if v["domain"] == "anime"])
     p.add_argument("--save-embeddings", metavar="DIR", required=True, help="DIR/SOURCE.safetensors for adapt_cohort.py")
@@ -43,10 +51,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for source in a.sources:
             fold, start = Path(tmp) / source, time.time()
-            shutil.copytree(Path(a.folds) / f"{source}-finetuned", fold)
+            kept = Path(a.folds) / f"{source}-finetuned"
+            shutil.copytree(kept if kept.is_dir() else Path(a.folds) / source, fold)
+            landmarks = Path(a.folds) / f"{source}-lm"
             config = fold / "config.json"
             config.write_text(json.dumps(json.loads(config.read_text()) | {"tta": a.tta}, indent=1))
-            rows[source] = evaluate(source, SOURCES[source]["detector"], str(fold), "none", None,
+            rows[source] = evaluate(source, SOURCES[source]["detector"], str(fold),
+                                    str(landmarks) if landmarks.is_dir() else "none", None,
                                     f"{a.save_embeddings}/{source}.safetensors") | {"seconds": round(time.time() - start)}
             print(f"{source}: {rows[source]}", file=sys.stderr, flush=True)
     text = json.dumps({"protocol": "each fold model with tta " + a.tta + "; byakugan evaluate --trials 10 --unknown-fraction 0.33 "

@@ -264,5 +264,11 @@ def test_flip_crop_tta_averages_views_a_mirror_cannot_change_and_exports(tmp_pat
     crop = torch.nn.functional.interpolate(x[..., 12:148, 12:148], size=(160, 160), mode="bilinear", align_corners=False)
     v = views(x)
     assert torch.allclose(v[4:], torch.cat([crop, crop.flip(3)]), atol=1e-4) and torch.equal(v[2:4], x.flip(3))
-    with pytest.raises(ModelError, match="model tta 'crop' is not one of None, flip, flip_crop"):
-        create_embedder(pretrained=False, preprocess=Preprocess(size=64)).__class__(m.backbone, m.config | {"tta": "crop"})
+    with pytest.raises(ModelError, match="model tta 'mirror' is not one of None, flip, crop, flip_crop"):
+        create_embedder(pretrained=False, preprocess=Preprocess(size=64)).__class__(m.backbone, m.config | {"tta": "mirror"})
+    # "crop" (for hands: no mirror, which would make a left hand a right one): the picture and its crop
+    m.config["tta"] = "crop"
+    crop = m.embed(tiny_images)
+    assert np.abs(crop - e).max() > 1e-3 and np.abs(crop - plain).max() > 1e-3
+    assert np.abs(m.embed([ImageOps.mirror(Image.open(t).convert("RGB")) for t in tiny_images]) - crop).max() > 1e-3
+    export_onnx(m, tmp_path / "c.onnx")

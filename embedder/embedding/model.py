@@ -26,9 +26,10 @@ CONFIG_FORMAT = "byakugan-embedder/1"
 # Config entries that advise how the model is used (a gallery's default threshold and scoring,
 # the detectors it is chosen for, its cohort) but do not change a vector: not in the fingerprint.
 ADVICE = ("name", "threshold", "description", "scoring", "cohort", "detectors", "adapt", "adapted_threshold")
-# Test-time augmentation: None; "flip" (embed the mirror image too and average; twice the work); or
-# "flip_crop" (also a centre crop of TTA_CROP of each side, enlarged back, and its mirror; four times).
-TTA = (None, "flip", "flip_crop")
+# Test-time augmentation: None; "flip" (embed the mirror image too and average; twice the work);
+# "crop" (a centre crop of TTA_CROP of each side, enlarged back, with the picture: twice; no mirror,
+# which swaps a left hand for a right one); or "flip_crop" (both, and the crop mirrored: four times).
+TTA = (None, "flip", "crop", "flip_crop")
 TTA_CROP = 0.85  # the share measured: benchmarks/adapt_views.py, then tta_folds.py (models/anime-tuned-tta)
 
 
@@ -75,8 +76,9 @@ class Embedder(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.config.get("tta") == "flip":  # the mean of the picture and its mirror image
             return F.normalize(self._embed(x) + self._embed(torch.flip(x, dims=[3])), dim=-1)
-        if self.config.get("tta") == "flip_crop":
-            return F.normalize(self._embed(views(x)).reshape(4, -1, self.dim).sum(0), dim=-1)
+        if self.config.get("tta") in ("crop", "flip_crop"):
+            mirror = self.config["tta"] == "flip_crop"
+            return F.normalize(self._embed(views(x, mirror)).reshape(4 if mirror else 2, -1, self.dim).sum(0), dim=-1)
         return self._embed(x)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,14 +141,16 @@ class Embedder(torch.nn.Module):
         return save_folder(d, self.config, CONFIG_FORMAT, self, half)
 
 
-def views(x: torch.Tensor) -> torch.Tensor:
+def views(x: torch.Tensor, mirror: bool = True) -> torch.Tensor:
     """"flip_crop"'s four views of a batch, one batch after another: the pictures, their mirror images,
     their centre crops keeping TTA_CROP of each side (enlarged back to the input size, bilinear), and
-    those mirrored. The crop is two products with fixed matrices, not a resize: onnxruntime's Resize
+    those mirrored; without the mirror ("crop"), the pictures and their crops. The crop is two products with fixed matrices, not a resize: onnxruntime's Resize
     differs from torch's by 1e-4, past what an exported model is checked to (1e-5)."""
     h, w = int(x.shape[-2]), int(x.shape[-1])  # constants in an ONNX export: a model's input size is fixed
     rows, cols = (torch.from_numpy(enlarge(n, round(n * (1 - TTA_CROP) / 2))).to(x) for n in (h, w))
     crop = rows @ x @ cols.T
+    if not mirror:
+        return torch.cat([x, crop])
     return torch.cat([x, torch.flip(x, dims=[3]), crop, torch.flip(crop, dims=[3])])
 
 
