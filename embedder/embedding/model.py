@@ -144,8 +144,9 @@ class Embedder(torch.nn.Module):
 def views(x: torch.Tensor, mirror: bool = True) -> torch.Tensor:
     """"flip_crop"'s four views of a batch, one batch after another: the pictures, their mirror images,
     their centre crops keeping TTA_CROP of each side (enlarged back to the input size, bilinear), and
-    those mirrored; without the mirror ("crop"), the pictures and their crops. The crop is two products with fixed matrices, not a resize: onnxruntime's Resize
-    differs from torch's by 1e-4, past what an exported model is checked to (1e-5)."""
+    those mirrored; without the mirror ("crop"), the pictures and their crops. The crop is two
+    products with fixed matrices, not a resize: onnxruntime's Resize differs from torch's by 1e-4,
+    past what an exported model is checked to (1e-5)."""
     h, w = int(x.shape[-2]), int(x.shape[-1])  # constants in an ONNX export: a model's input size is fixed
     rows, cols = (torch.from_numpy(enlarge(n, round(n * (1 - TTA_CROP) / 2))).to(x) for n in (h, w))
     crop = rows @ x @ cols.T
