@@ -129,7 +129,7 @@ class Pipeline:
         cohort = getattr(m, "cohort", None) if getattr(m, "cohort_settings", None) is not None else None
         if cohort is not None and landmarks is not None:
             raise GalleryError(f"model {m.name!r} normalises scores by a cohort, which fused hand landmarks do not "
-                               "support; use a model without a cohort (default) or landmarks None")
+                               "support; use a model without a cohort (default), or no landmarks (--landmarks none)")
         # The detector's full config, every setting with its value today: a later default never changes what it does.
         adapt = advised(m, self.landmarks)
         return GallerySettings({"name": m.name, "fingerprint": m.fingerprint(), "dim": m.dim}, self.detector.config,

@@ -139,6 +139,8 @@ def check_meta(meta: dict) -> None:
                          "threshold within ±(1 + weight)")
     if "scoring" in meta:
         check_scoring(meta["scoring"])
+    if meta.get("threshold_mode", "fixed") not in ("auto", "fixed"):  # else read as fixed, at a stale value
+        raise ValueError(f"threshold_mode {meta['threshold_mode']!r} must be 'auto' or 'fixed'")
     if not isinstance(meta["next_id"], int) or not isinstance(meta["references"], list):
         raise ValueError("next_id must be a number and references a list")
     if meta["references"] and not meta.get("read_only") and meta["next_id"] <= max(r.id if isinstance(r, Reference) else int(r["id"]) for r in meta["references"]):

@@ -429,6 +429,22 @@ def test_a_damaged_adapted_threshold_is_named_when_the_gallery_opens(settings, t
         Gallery.open(tmp_path / "g")
 
 
+@pytest.mark.parametrize("stored", ['"banana"', "null", "1"])
+def test_a_damaged_threshold_mode_is_named_when_the_gallery_opens(settings, tmp_path, stored):
+    """It was read as "fixed", at whatever threshold the gallery last stored, without a word."""
+    import sqlite3
+
+    from byakugan.index.errors import GalleryError
+
+    g = Gallery.create(settings, tmp_path / "g")
+    g.enroll("a", unit(np.random.default_rng(0).normal(size=(3, g.dim))))
+    g.save()
+    with sqlite3.connect(tmp_path / "g" / "gallery.db") as con:
+        assert con.execute("UPDATE settings SET value = ? WHERE key = 'threshold_mode'", (stored,)).rowcount == 1
+    with pytest.raises(GalleryError, match=r"threshold_mode .* must be 'auto' or 'fixed'"):
+        Gallery.open(tmp_path / "g")
+
+
 def test_a_models_adapted_threshold_is_read_and_checked():
     from types import SimpleNamespace
 
