@@ -19,6 +19,8 @@ the mean of several views of it) and evaluated on the source it left out as loso
 (`byakugan evaluate --trials 10 --unknown-fraction 0.33 --seed 1`), its embeddings saved for
 adapt_cohort.py, which scores them as galleries of the shipped model would (and did, without it,
 on bench-out/emb-tuned). No training: the weights are the folds'; only how a picture is embedded changes.
+With --cohort-views, an anime fold's cohort is embedded again with the views too, as stage_finetune.py
+built it (its training classes' means, 20 seeded images each, then --cohort-patches face patches).
 """
 
 from __future__ import annotations
@@ -32,9 +34,25 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loso import SOURCES, evaluate  # noqa: E402
+from loso import DATA, SOURCES, evaluate  # noqa: E402
 
 from byakugan.embedder.embedding.model import TTA  # noqa: E402
+
+
+def cohort_with_views(source: str, fold: Path, patches: int) -> None:
+    """The fold's cohort as stage_finetune.py builds it (seed 0, 20 images a class of every other
+    source, whole pictures), embedded by the fold model with its views, then widened by the patches."""
+    from stage_finetune import widen_cohort
+
+    from byakugan.embedder.embedding.model import load_saved
+    from byakugan.embedder.scoring.cohort import save_cohort
+    from byakugan.embedder.training.cohort import build_cohort
+
+    model = load_saved(fold)
+    others = [str(DATA / s) for s in SOURCES if s != source]
+    save_cohort(fold, build_cohort(model, others, (), 20, 0))
+    if patches:
+        widen_cohort(str(fold), patches, lambda m: print(m, file=sys.stderr, flush=True))
 
 
 def main() -> None:
@@ -44,6 +62,8 @@ def main() -> None:
     p.add_argument("--tta", required=True, choices=[t for t in TTA if t])
     p.add_argument("--sources", nargs="+", default=[s for s, v in SOURCES.items() if v["domain"] == "anime"])
     p.add_argument("--save-embeddings", metavar="DIR", required=True, help="DIR/SOURCE.safetensors for adapt_cohort.py")
+    p.add_argument("--cohort-views", type=int, metavar="PATCHES",
+                   help="embed each anime fold's cohort again with the views: its class means and this many face patches")
     p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args()
     Path(a.save_embeddings).mkdir(parents=True, exist_ok=True)
@@ -56,6 +76,8 @@ def main() -> None:
             landmarks = Path(a.folds) / f"{source}-lm"
             config = fold / "config.json"
             config.write_text(json.dumps(json.loads(config.read_text()) | {"tta": a.tta}, indent=1))
+            if a.cohort_views is not None and (fold / "cohort.safetensors").is_file():
+                cohort_with_views(source, fold, a.cohort_views)
             rows[source] = evaluate(source, SOURCES[source]["detector"], str(fold),
                                     str(landmarks) if landmarks.is_dir() else "none", None,
                                     f"{a.save_embeddings}/{source}.safetensors") | {"seconds": round(time.time() - start)}
