@@ -40,7 +40,7 @@ from byakugan.embedder.scoring.cohort import offsets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adapt_cohort import directions  # noqa: E402
-from centring import SOURCES, TOP, figures, load, per_variant  # noqa: E402
+from centring import SOURCES, TOP, figures, load, per_variant, unit  # noqa: E402
 from gallery_adapt import SHIPPED, draws, nested  # noqa: E402
 from loso import DATA  # noqa: E402
 
@@ -96,10 +96,6 @@ def load_views(path: Path) -> np.ndarray:
 
     with safe_open(str(path), "np") as f:
         return f.get_tensor("views")
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def run(d: dict, V: np.ndarray, seed: int) -> dict:

@@ -30,8 +30,8 @@ from byakugan.embedder.scoring.cohort import offsets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adapt_cohort import directions  # noqa: E402
-from adapt_views import load_views, unit  # noqa: E402
-from centring import TOP, figures, load  # noqa: E402
+from adapt_views import load_views  # noqa: E402
+from centring import TOP, figures, load, unit  # noqa: E402
 from gallery_adapt import draws  # noqa: E402
 
 SOURCES = ("anime-faces", "anime-onepiece", "anime-scenes")
