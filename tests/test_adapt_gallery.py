@@ -274,6 +274,26 @@ def test_the_cli_turns_it_on_and_off_and_names_a_bad_value(settings, tmp_path, c
     assert g.adapt is None and g.scoring == "mean"
 
 
+def test_parts_left_out_of_adapt_come_from_the_gallerys_model(tmp_path, capsys):
+    """`--adapt 0.5` on an anime gallery keeps the ridge and cohort its model advises (1,0.1,30),
+    not the 0.03 and no cohort of a model that advises nothing; a part given wins."""
+    from byakugan.embedder import load
+    from byakugan.embedder.scoring.adapt import completed
+    from byakugan.ui.cli import main
+
+    Pipeline(load("anime-tuned-tta")[0], {"name": "none"}).new_gallery(tmp_path / "g").save()
+    for given, want in (("0.5", {"weight": 0.5, "ridge": 0.1, "cohort": 30.0}),
+                        ("0.5,0.2", {"weight": 0.5, "ridge": 0.2, "cohort": 30.0}),
+                        ("0.5,0.2,0", {"weight": 0.5, "ridge": 0.2})):
+        assert main(["scoring", str(tmp_path / "g"), "--adapt", given]) == 0
+        assert Gallery.open(tmp_path / "g").adapt == want, given
+    assert "(weight 0.5, ridge 0.2)" in capsys.readouterr().out
+    assert completed({"weight": 2}, None) == Adaptation(2.0, 0.03)
+    assert completed({"weight": 2}, Adaptation(1.0, 0.1, 30.0)) == Adaptation(2.0, 0.1, 30.0)
+    with pytest.raises(ValueError, match="adapt weight 3"):
+        completed({"weight": 3}, Adaptation(1.0, 0.1))
+
+
 def test_a_threshold_on_the_adapted_scale_is_set_kept_exported_and_guarded(settings, tmp_path, capsys):
     """Adapted scores reach past 1 (a cosine plus up to about the weight), and so may a threshold:
     the automatic one was, and a user could not set it again by hand, nor load its bundle."""

@@ -128,6 +128,13 @@ def advised(model, landmarks=None) -> Optional[Adaptation]:
         raise ModelError(f"model {getattr(which, 'name', '?')}: config.json: {exc}") from None
 
 
+def completed(given: dict, advice: Optional[Adaptation]) -> Adaptation:
+    """An adaptation from the parts a user gave (`--adapt 0.5` gives the weight alone), the rest as
+    the model advises; for a model that advises none, ridge 0.03 and no cohort (the hand advice)."""
+    rest = advice.to_dict() | {"cohort": advice.cohort} if advice is not None else {"ridge": 0.03}
+    return Adaptation.from_dict({k: v for k, v in rest.items() if v or k != "cohort"} | given)
+
+
 def advised_threshold(model, landmarks=None) -> Optional[float]:
     """The default threshold for a new gallery that takes the advice: its config's
     "adapted_threshold", set on scores adapted as advised (which sit higher than the cosines its

@@ -44,13 +44,15 @@ def locked(gallery: os.PathLike | str) -> Iterator[None]:
 
 
 def adapt_value(text: str) -> dict:
-    """--adapt WEIGHT[,RIDGE[,COHORT]] as a gallery records it (embedder.scoring.adapt)."""
+    """--adapt WEIGHT[,RIDGE[,COHORT]]: the parts given, checked; the command fills the rest from the
+    model's advice (embedder.scoring.adapt.completed)."""
     parts = text.split(",")
     try:
         if len(parts) > 3:
             raise ValueError(f"{len(parts)} parts")
-        spec = {"weight": float(parts[0]), "ridge": float(parts[1] if len(parts) > 1 else 0.03)}
-        return Adaptation.from_dict(spec | ({"cohort": float(parts[2])} if len(parts) > 2 else {})).to_dict()
+        spec = dict(zip(("weight", "ridge", "cohort"), map(float, parts)))
+        Adaptation.from_dict({"ridge": 0.03} | spec)  # each part in its range, told now
+        return spec
     except ValueError as exc:
         why = str(exc) if len(str(exc)) <= 100 else str(exc)[:100] + "..."  # float() quotes the whole text
         raise argparse.ArgumentTypeError(f"{shown(text)}: {why} (WEIGHT, WEIGHT,RIDGE or WEIGHT,RIDGE,COHORT)") from None

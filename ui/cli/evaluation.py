@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from byakugan.embedder.errors import ByakuganError
-from byakugan.embedder.scoring.adapt import Adaptation, advised
+from byakugan.embedder.scoring.adapt import Adaptation, advised, completed
 
 from .common import adapt_value, check_new_file, detectors, landmarks_arg, print_json, report, seed, write_new
 from .models import pipeline_for
@@ -56,10 +56,11 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     # A gallery with this model normalises scores by its cohort (embedder.scoring.cohort), on the
     # query as it searches; so do the trials.
     offset = None if a.no_cohort else model.cohort_offsets(queries)
+    advice = advised(model, encoder)  # what a new gallery of it takes; fills the parts --adapt leaves out
     trials, emb, parts = evaluate_embeddings(
         embedded.cnn, labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction, seed=a.seed,
         offset=offset, landmarks=embedded.landmarks, weight=encoder.weight if encoder else 0.0, name=data,
-        queries=queries if rescaled else None, adapt=None if a.no_adapt else Adaptation.from_dict(a.adapt) if a.adapt else advised(model, encoder),
+        queries=queries if rescaled else None, adapt=None if a.no_adapt else completed(a.adapt, advice) if a.adapt else advice,
         # in the fit where adapt asks, normalising or not (--no-cohort); a fused gallery holds no cohort
         cohort=getattr(model, "cohort", None) if encoder is None else None)
     summary = {"data": data, "model": printable(model.name), "detector": a.detector, **trials.summary}
@@ -211,7 +212,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     how.add_argument("--no-adapt", action="store_true",
                      help="scores not adapted to the enrolled classes even where a new gallery of this model adapts them")
     how.add_argument("--adapt", type=adapt_value, metavar="WEIGHT[,RIDGE[,COHORT]]",
-                     help="scores adapted to the enrolled classes with these settings (as `byakugan scoring --adapt`)")
+                     help="scores adapted to the enrolled classes with these settings, parts left out as the model advises "
+                          "(as `byakugan scoring --adapt`)")
     s.add_argument("--seed", type=seed, default=0)
     s.add_argument("--json", action="store_true")
     s.add_argument("--save-embeddings", metavar="FILE",

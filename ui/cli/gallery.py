@@ -11,7 +11,7 @@ from typing import Iterator
 
 from byakugan.embedder.errors import ImageError
 from byakugan.embedder.scoring import SCORINGS
-from byakugan.embedder.scoring.adapt import Adaptation
+from byakugan.embedder.scoring.adapt import Adaptation, advised, completed
 from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
 from byakugan.index.errors import GalleryError, shown
 from byakugan.index.gallery import Gallery
@@ -197,7 +197,10 @@ def threshold_value(text: str) -> float | str:
 def cmd_scoring(a: argparse.Namespace) -> int:
     if a.adapt is not None or a.no_adapt:
         with edit_gallery(a.gallery) as g:
-            g.scoring, g.adapt = a.value or g.scoring, None if a.no_adapt else a.adapt
+            # parts left out as the gallery's model advises: its weights are read only when some are
+            pipe = None if a.no_adapt or len(a.adapt) == 3 else Pipeline.for_gallery(g)
+            advice = advised(pipe.encoder, pipe.landmarks) if pipe else None
+            g.scoring, g.adapt = a.value or g.scoring, None if a.no_adapt else completed(a.adapt, advice).to_dict()
         how = f"adapted to its classes ({Adaptation.from_dict(g.adapt)})" if g.adapt \
             else "not adapted to its classes"
         then = "the automatic threshold follows it" if g.threshold_auto else \
@@ -290,8 +293,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("value", metavar="|".join(SCORINGS), nargs="?")
     how = s.add_mutually_exclusive_group()
     how.add_argument("--adapt", type=adapt_value, metavar="WEIGHT[,RIDGE[,COHORT]]",
-                     help="add a ridge regression fitted on the references to each label's score (ridge 0.03 unless "
-                          "given; COHORT: the share of the gallery's cohort in the fit; new hand galleries: 0.3,0.03, "
-                          "new anime galleries: 1,0.1,30)")
+                     help="add a ridge regression fitted on the references to each label's score; COHORT: the share of "
+                          "the gallery's cohort in the fit; parts left out as its model advises (hand galleries: "
+                          "0.3,0.03, anime: 1,0.1,30; ridge 0.03 and no cohort where a model advises none)")
     how.add_argument("--no-adapt", action="store_true", help="label scores not adapted to the gallery's classes")
     s.set_defaults(func=cmd_scoring)
