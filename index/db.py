@@ -75,6 +75,18 @@ def _connect(directory: Path, write: bool) -> sqlite3.Connection:
         raise GalleryError(f"gallery {directory}: {DB_FILE} is {not_read(exc)}") from None
 
 
+def _settings(directory: Path, rows) -> dict:
+    """The settings rows as values; a row that is not JSON is named (another program wrote it, or damage)."""
+    meta = {}
+    for key, value in rows:
+        try:
+            meta[key] = json.loads(value)
+        except (TypeError, ValueError) as exc:
+            raise GalleryError(f"gallery {directory}: {DB_FILE}: setting {str(key)[:40]!r} is not valid JSON ({exc}); "
+                               "another program wrote it, or the file is damaged: restore it from a copy") from None
+    return meta
+
+
 def load(directory: Path, attempts: int = 5):
     """(meta with its "references" list, the vector store) as the last committed save left them."""
     readable(directory)  # damaged, or another program's: said before anything is read
@@ -82,7 +94,7 @@ def load(directory: Path, attempts: int = 5):
         con = _connect(directory, write=False)
         try:
             con.execute("BEGIN")  # one snapshot for every read
-            meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM settings")}
+            meta = _settings(directory, con.execute("SELECT key, value FROM settings"))
             refs = list(con.execute("SELECT id, label, source, added, row FROM refs ORDER BY row"))
             mistyped = con.execute(MISTYPED).fetchone()[0]
             pieces = list(con.execute("SELECT start, rows, sha256 FROM pieces ORDER BY start"))

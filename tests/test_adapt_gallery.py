@@ -465,6 +465,22 @@ def test_a_damaged_threshold_mode_is_named_when_the_gallery_opens(settings, tmp_
         Gallery.open(tmp_path / "g")
 
 
+@pytest.mark.parametrize("stored", ["{", "", b"\xff"])
+def test_a_setting_that_is_not_json_is_named(settings, tmp_path, stored):
+    """It was told as "gallery.db is not a readable database", sending people after the whole file."""
+    import sqlite3
+
+    from byakugan.index.errors import GalleryError
+
+    g = Gallery.create(settings, tmp_path / "g")
+    g.enroll("a", unit(np.random.default_rng(0).normal(size=(3, g.dim))))
+    g.save()
+    with sqlite3.connect(tmp_path / "g" / "gallery.db") as con:
+        assert con.execute("UPDATE settings SET value = ? WHERE key = 'threshold'", (stored,)).rowcount == 1
+    with pytest.raises(GalleryError, match=r"gallery.db: setting 'threshold' is not valid JSON \(.*\); another program"):
+        Gallery.open(tmp_path / "g")
+
+
 def test_a_models_adapted_threshold_is_read_and_checked():
     from types import SimpleNamespace
 
