@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Mapping, Optional
 
 import numpy as np
@@ -38,7 +38,8 @@ class Hit:
 class SearchResult:
     hits: list[Hit]  # top-k references, best first
     labels: list[tuple[str, float]]  # top-k labels by their best reference score, best first
-    offset: float = 0.0  # taken off every score by cohort normalisation: score + offset is the cosine
+    offset: float = 0.0  # taken off every score by cohort normalisation
+    lift: float = 0.0  # added to the best label's score by adaptation: its score + offset - lift is its cosine
 
     def to_dict(self, calibration: Optional[Calibration] = None) -> dict:
         labels = [{"label": lab, "score": s} for lab, s in self.labels]
@@ -54,7 +55,7 @@ class Match:
     score: float
     nearest: str  # best label even when below the threshold
     threshold: float
-    cosine: Optional[float] = None  # the score before cohort normalisation (= score without a cohort; adapted, if so)
+    cosine: Optional[float] = None  # the nearest label's cosine: its score before cohort normalisation and adaptation
     confidence: Optional[float] = None  # 0-1, the score on the gallery's calibrated scale
     threshold_confidence: Optional[float] = None  # the threshold on that scale
 
@@ -112,7 +113,7 @@ def search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k
     """
     if offset is not None:
         return [SearchResult([Hit(h.id, h.label, h.score - float(o), h.source) for h in r.hits],
-                             [(lab, s - float(o)) for lab, s in r.labels], float(o))
+                             [(lab, s - float(o)) for lab, s in r.labels], float(o), r.lift)
                 for r, o in zip(search(index, refs, emb, k, protos, None, counts, members, adapted), offset)]
     if adapted is not None:
         return adapted_search(index, refs, emb, k, protos, adapted, counts, members)
@@ -173,10 +174,16 @@ def adapted_search(index: VectorStore, refs: Mapping[int, Reference], emb: np.nd
                    protos: Optional[tuple[list[str], np.ndarray]], adapted: tuple[list[str], np.ndarray],
                    counts: Optional[LabelCounts], members: Optional[Members]) -> list[SearchResult]:
     names, D = adapted
-    if protos is not None:  # by class mean: the term is linear in the query, so it joins the means
-        return search(index, refs, emb, k, (names, protos[1] + D), None, counts, members)
     T = emb @ D.T  # each query's term for each label
     column = {n: j for j, n in enumerate(names)}
+    return [replace(r, lift=float(T[q, column[r.labels[0][0]]])) if r.labels else r
+            for q, r in enumerate(_adapted(index, refs, emb, k, protos, adapted, counts, members, T, column))]
+
+
+def _adapted(index, refs, emb, k, protos, adapted, counts, members, T, column) -> list[SearchResult]:
+    names, D = adapted
+    if protos is not None:  # by class mean: the term is linear in the query, so it joins the means
+        return search(index, refs, emb, k, (names, protos[1] + D), None, counts, members)
     if len(refs) > EXACT_ADAPTED:
         out = []
         for q, r in enumerate(search(index, refs, emb, 4 * k, None, None, counts, members)):
@@ -281,4 +288,5 @@ def match(result: SearchResult, threshold: float, calibration: Optional[Calibrat
     label, score = result.labels[0] if result.labels else (UNKNOWN, -1.0)
     confidence = (round(calibration.confidence(score), 4), round(calibration.confidence(threshold), 4)) \
         if calibration is not None else (None, None)
-    return Match(label if score >= threshold else UNKNOWN, score, label, threshold, score + result.offset, *confidence)
+    return Match(label if score >= threshold else UNKNOWN, score, label, threshold, score + result.offset - result.lift,
+                 *confidence)

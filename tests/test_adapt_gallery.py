@@ -105,6 +105,23 @@ def test_a_big_gallery_ranks_the_labels_an_unadapted_search_finds(settings, monk
     np.testing.assert_allclose([r.labels[0][1] for r in approx], [r.labels[0][1] for r in exact], atol=2e-5)
 
 
+@pytest.mark.parametrize("scoring", ["nearest", "mean"])
+@pytest.mark.parametrize("exact", [True, False])
+def test_a_match_tells_the_best_labels_plain_cosine(settings, monkeypatch, scoring, exact):
+    """Match.cosine (`search --json`'s "cosine") was the adapted score, past 1 at times: it is the
+    best label's score with adaptation and cohort normalisation both taken off."""
+    g, rng, centres = made(settings, scoring=scoring)
+    Q = unit(centres + rng.normal(size=centres.shape) / np.sqrt(g.dim) * 6)
+    if not exact:
+        monkeypatch.setattr(ranking, "EXACT_ADAPTED", 3)  # as if it held more than can be scored whole
+    offset = rng.normal(size=len(Q)) * 0.1
+    adapted = [g.match(r) for r in g.search(Q, k=4, offset=offset)]
+    g.adapt = None
+    plain = [dict(r.labels) for r in g.search(Q, k=4)]
+    assert any(m.score + o > p[m.nearest] + 0.01 for m, o, p in zip(adapted, offset, plain))  # adaptation moved them
+    np.testing.assert_allclose([m.cosine for m in adapted], [p[m.nearest] for m, p in zip(adapted, plain)], atol=2e-5)
+
+
 def test_calibration_leaves_each_reference_out_of_the_fit_too(settings):
     g, _, _ = made(settings)
     genuine, impostor = evidence(g, lambda v: (v, None))

@@ -64,7 +64,7 @@ def results_ui(svc: GalleryService, detections: list[Recognition]) -> None:
             col.markdown(f"**{iso(label)}** {confidence:.0%}")
             col.progress(confidence)
         with st.expander("Raw scores"):
-            st.caption(f"best {m.score:.4f} ({'adapted score' if g.adapt else 'cosine'} {m.cosine:.4f}), threshold {m.threshold:.4f}; "
+            st.caption(f"best {m.score:.4f} (cosine {m.cosine:.4f}), threshold {m.threshold:.4f}; "
                        f"{'calibrated on the gallery' if d.calibration.fitted else 'not calibrated yet (' + md(d.calibration.reason) + ')'}")
             for hit in d.hits:  # a long source cut in the middle, whole in its tooltip
                 source = short(hit.source, 40)
