@@ -3,6 +3,7 @@ benchmark's formula does, keeps XᵀX through every edit, saves and opens with i
 reference left out of the fit, exports it to bundles; new hand galleries take it from their model."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -311,6 +312,29 @@ def test_parts_left_out_of_adapt_come_from_the_gallerys_model(tmp_path, capsys):
         completed({"weight": 3}, Adaptation(1.0, 0.1))
 
 
+def test_adapt_says_what_to_give_when_the_model_cannot_be_read(tmp_path, capsys, monkeypatch):
+    """A gallery made from a model folder finds it by name (from the folder it was made in); elsewhere
+    the advice cannot be read, and the error says that all three parts need none."""
+    import json
+    import shutil
+
+    from byakugan.embedder import load
+    from byakugan.ui.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    shutil.copytree(root / "models" / "default", tmp_path / "mine")
+    config = json.loads((tmp_path / "mine" / "config.json").read_text())
+    (tmp_path / "mine" / "config.json").write_text(json.dumps(config | {"name": "mine"}))
+    Pipeline(load(str(tmp_path / "mine"))[0], {"name": "none"}).new_gallery(tmp_path / "g").save()
+    monkeypatch.chdir(tmp_path.parent)
+    assert main(["scoring", str(tmp_path / "g"), "--adapt", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "the parts of --adapt left out come from the model's advice: give all three (WEIGHT,RIDGE,COHORT)" in err
+    assert Gallery.open(tmp_path / "g").adapt is None
+    assert main(["scoring", str(tmp_path / "g"), "--adapt", "0.5,0.03,0"]) == 0
+    assert Gallery.open(tmp_path / "g").adapt == {"weight": 0.5, "ridge": 0.03}
+
+
 def test_a_threshold_on_the_adapted_scale_is_set_kept_exported_and_guarded(settings, tmp_path, capsys):
     """Adapted scores reach past 1 (a cosine plus up to about the weight), and so may a threshold:
     the automatic one was, and a user could not set it again by hand, nor load its bundle."""
@@ -495,6 +519,10 @@ def test_a_setting_that_is_not_json_is_named(settings, tmp_path, stored):
     with sqlite3.connect(tmp_path / "g" / "gallery.db") as con:
         assert con.execute("UPDATE settings SET value = ? WHERE key = 'threshold'", (stored,)).rowcount == 1
     with pytest.raises(GalleryError, match=r"gallery.db: setting 'threshold' is not valid JSON \(.*\); another program"):
+        Gallery.open(tmp_path / "g")
+    with sqlite3.connect(tmp_path / "g" / "gallery.db") as con:  # read before the rest, to check the last commit
+        con.execute("UPDATE settings SET value = ? WHERE key = 'commit'", (stored,))
+    with pytest.raises(GalleryError, match=r"gallery.db is damaged \(setting 'commit' is not valid JSON: .*\); nothing"):
         Gallery.open(tmp_path / "g")
 
 

@@ -108,6 +108,7 @@ def test_train_takes_small_classes_and_refuses_a_damaged_or_mismatched_checkpoin
     (["--per-class", "-3"], "--per-class -3: must be >= 1"),
     (["--shots", "4"], "classes c0, c1, c2, c3 have no images left to query after 4 references"),
     (["--save-embeddings", "NOPE/e.safetensors"], "NOPE does not exist"),
+    (["--adapt", "0.5,0.1,10"], "adapt cohort 10: model default has no cohort to fit with; leave the third part out"),
 ])
 def test_evaluate_refuses_bad_arguments_before_embedding(tmp_path, capsys, args, message):
     data = folder(tmp_path / "d", {f"c{i}": 4 for i in range(4)})
@@ -181,3 +182,6 @@ def test_evaluate_refuses_a_cohort_model_with_landmarks_before_embedding(dataset
     line = refused(capsys, "evaluate", datasets / "rock-paper-scissors", "--detector", "hand", "--model", "anime",
                    "--per-class", "6", "--trials", "1")
     assert "model anime normalises scores by a cohort, which fused landmarks do not support" in line
+    line = refused(capsys, "evaluate", datasets / "rock-paper-scissors", "--detector", "hand", "--adapt", "0.3,0.03,5",
+                   "--per-class", "6", "--trials", "1")  # it reported "cohort 5" and fitted with none
+    assert "adapt cohort 5: model default has no cohort to fit with beside fused landmarks" in line

@@ -58,6 +58,21 @@ def adapt_value(text: str) -> dict:
         raise argparse.ArgumentTypeError(f"{shown(text)}: {why} (WEIGHT, WEIGHT,RIDGE or WEIGHT,RIDGE,COHORT)") from None
 
 
+def completed_for(gallery, given: dict) -> dict:
+    """--adapt's parts for this gallery, the rest from its model's advice (read only when needed)."""
+    from byakugan.embedder.scoring.adapt import advised, completed
+    from byakugan.index.pipeline import Pipeline
+
+    if len(given) == 3:
+        return completed(given, None).to_dict()
+    try:
+        pipe = Pipeline.for_gallery(gallery)
+    except ByakuganError as exc:
+        raise ByakuganError(f"{exc}; the parts of --adapt left out come from the model's advice: give all three "
+                            "(WEIGHT,RIDGE,COHORT)") from None
+    return completed(given, advised(pipe.encoder, pipe.landmarks)).to_dict()
+
+
 def check_new_file(path: os.PathLike | str, what: str, overwrite: bool) -> Path:
     """An output file that is there already is replaced only with --overwrite: told before any work."""
     p = Path(path)

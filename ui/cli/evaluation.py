@@ -42,6 +42,11 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
             and getattr(model, "cohort_settings", None) is not None:
         raise ByakuganError(f"evaluate: model {model.name} normalises scores by a cohort, which fused landmarks do not "
                             "support; add --no-cohort or --landmarks none")
+    advice = advised(model, encoder)  # what a new gallery of it takes; fills the parts --adapt leaves out
+    adapt = None if a.no_adapt else completed(a.adapt, advice) if a.adapt else advice
+    if adapt and adapt.cohort and (encoder is not None or getattr(model, "cohort", None) is None):
+        raise ByakuganError(f"adapt cohort {adapt.cohort:g}: model {model.name} has no cohort to fit with"
+                            f"{' beside fused landmarks' if encoder is not None else ''}; leave the third part out")
     # Each image by its first detection (the largest; anime-face-net's surest); the whole image where none is found (counted).
     embedded = pipe.embed_images([s.path for s in samples], fallback="whole", progress=True)
     bad = [e for e in embedded.errors if e is not None]
@@ -56,11 +61,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     # A gallery with this model normalises scores by its cohort (embedder.scoring.cohort), on the
     # query as it searches; so do the trials.
     offset = None if a.no_cohort else model.cohort_offsets(queries)
-    advice = advised(model, encoder)  # what a new gallery of it takes; fills the parts --adapt leaves out
     trials, emb, parts = evaluate_embeddings(
         embedded.cnn, labels, shots=a.shots, trials=a.trials, unknown_fraction=a.unknown_fraction, seed=a.seed,
         offset=offset, landmarks=embedded.landmarks, weight=encoder.weight if encoder else 0.0, name=data,
-        queries=queries if rescaled else None, adapt=None if a.no_adapt else completed(a.adapt, advice) if a.adapt else advice,
+        queries=queries if rescaled else None, adapt=adapt,
         # in the fit where adapt asks, normalising or not (--no-cohort); a fused gallery holds no cohort
         cohort=getattr(model, "cohort", None) if encoder is None else None)
     summary = {"data": data, "model": printable(model.name), "detector": a.detector, **trials.summary}

@@ -11,7 +11,7 @@ from typing import Iterator
 
 from byakugan.embedder.errors import ImageError
 from byakugan.embedder.scoring import SCORINGS
-from byakugan.embedder.scoring.adapt import Adaptation, advised, completed
+from byakugan.embedder.scoring.adapt import Adaptation
 from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
 from byakugan.index.errors import GalleryError, shown
 from byakugan.index.gallery import Gallery
@@ -19,8 +19,8 @@ from byakugan.index.labels import check_label
 from byakugan.index.milvus import CHOICES
 from byakugan.index.pipeline import Pipeline
 
-from .common import (EXIT_BAD_INPUT, adapt_value, detectors, landmarks_arg, locked, print_json, printable, report,
-                     saving, table)
+from .common import (EXIT_BAD_INPUT, adapt_value, completed_for, detectors, landmarks_arg, locked, print_json, printable,
+                     report, saving, table)
 from .enrolling import cmd_enroll
 
 MODEL_HELP = "model name or directory (default: the gallery's own; for a new gallery, see `byakugan models`)"
@@ -197,10 +197,7 @@ def threshold_value(text: str) -> float | str:
 def cmd_scoring(a: argparse.Namespace) -> int:
     if a.adapt is not None or a.no_adapt:
         with edit_gallery(a.gallery) as g:
-            # parts left out as the gallery's model advises: its weights are read only when some are
-            pipe = None if a.no_adapt or len(a.adapt) == 3 else Pipeline.for_gallery(g)
-            advice = advised(pipe.encoder, pipe.landmarks) if pipe else None
-            g.scoring, g.adapt = a.value or g.scoring, None if a.no_adapt else completed(a.adapt, advice).to_dict()
+            g.scoring, g.adapt = a.value or g.scoring, None if a.no_adapt else completed_for(g, a.adapt)
         how = f"adapted to its classes ({Adaptation.from_dict(g.adapt)})" if g.adapt \
             else "not adapted to its classes"
         then = "the automatic threshold follows it" if g.threshold_auto else \
