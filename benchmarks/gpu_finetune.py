@@ -24,6 +24,9 @@ so that a random head's gradients do not reach the ImageNet features; then head 
 kept (as the cached recipe: batches of 16 classes would skew them); bf16 autocast.
 `unpack`: each fold's folder with the cohort stage_finetune.py gives its folds (class means of
 its training classes, 20 seeded images each, then 500 face patches), built here from ../shared.
+
+`train ... --sources final` leaves no source out (OUT/final.tar; `unpack` gives it the cohort of
+every source): the model a release would ship, as stage_finetune.py --final makes `anime-tuned`'s.
 """
 
 from __future__ import annotations
@@ -163,7 +166,8 @@ def main() -> None:
     t = sub.add_parser("train", help="on the GPU machine: train each fold, write OUT/SOURCE.tar and OUT/train.json")
     t.add_argument("data", help="gpu_pack.py's folder")
     t.add_argument("--out", required=True)
-    t.add_argument("--sources", nargs="+", default=list(ANIME), help="the anime sources left out, a fold each")
+    t.add_argument("--sources", nargs="+", default=list(ANIME),
+                   help="the anime sources left out, a fold each; 'final': none left out, the model a release would ship")
     t.add_argument("--pool", nargs="+", default=None, help="the sources a fold may train on (default: every packed one)")
     t.add_argument("--epochs", type=int, default=12)
     t.add_argument("--head-epochs", type=int, default=1)

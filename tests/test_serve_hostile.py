@@ -146,6 +146,8 @@ def test_a_request_the_routes_cannot_read_is_told_what_they_take(digit_gallery, 
     cases = [  # (request, status, the error's words)
         (dict(url="/search?threshold=nan", files=[("image", ("q.jpg", jpeg, "image/jpeg"))]), 422,
          "query.threshold: Input should be a finite number"),
+        (dict(url="/search?threshold=3.5", files=[("image", ("q.jpg", jpeg, "image/jpeg"))]), 422,
+         "query.threshold: Input should be less than or equal to 3"),
         (dict(url="/search", content=b"x", headers={"content-type": "multipart/form-data"}), 400,
          "without a boundary: /search takes multipart/form-data, its pictures in file field 'image'"),
         (dict(url="/search", json={"image": "q.jpg"}), 415, "Content-Type 'application/json': /search takes"),
@@ -157,6 +159,9 @@ def test_a_request_the_routes_cannot_read_is_told_what_they_take(digit_gallery, 
     for request, status, words in cases:
         r = c.post(**request)
         assert r.status_code == status and words in r.json()["error"], (request["url"], r.text)
+    # an adapted hand gallery's scores (and its own threshold) reach past 1: such a threshold is asked for as the CLI's
+    r = c.post("/search?threshold=1.2", files=[("image", ("q.jpg", jpeg, "image/jpeg"))])
+    assert r.status_code == 200 and r.json()["detections"][0]["match"]["threshold"] == 1.2, r.text
     r = c.put("/sequences/s", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json()["error"].startswith("body: not valid JSON (")
     r = c.get("/nope")

@@ -145,7 +145,8 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
 
     @app.post("/search", dependencies=[Depends(authorised), Depends(_given_once)])
     async def search(request: Request, image: UploadFile = File(...), k: int = Query(5, ge=1, le=100),
-                     threshold: Optional[float] = Query(None, ge=-1, le=1, allow_inf_nan=False)) -> dict:
+                     # as the CLI's --threshold: a score adapted to a gallery's classes reaches past 1
+                     threshold: Optional[float] = Query(None, ge=-3, le=3, allow_inf_nan=False)) -> dict:
         """One result per detection: box, match (label or "unknown"), top-k hits and labels."""
         sent = len((await request.form()).getlist("image"))  # the form FastAPI already parsed
         if sent > 1:
