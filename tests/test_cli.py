@@ -128,6 +128,11 @@ def test_labels_remove_rename_threshold(enrolled, capsys):
     # auto mode: the threshold searches use (the references' own), not the model's stored fallback
     shown = run(capsys, "threshold", enrolled)[1].strip()
     assert json.loads(out)["threshold_from"] == "references" and json.loads(out)["threshold"] == float(shown)
+    assert (json.loads(out)["scoring"], json.loads(out)["adapt"]) == ("nearest", None)  # as `default` advises
+    assert run(capsys, "scoring", enrolled, "mean", "--adapt", "0.5")[0] == 0
+    settings = json.loads(run(capsys, "labels", enrolled, "--json")[1])
+    assert (settings["scoring"], settings["adapt"]) == ("mean", {"weight": 0.5, "ridge": 0.03})
+    assert run(capsys, "scoring", enrolled, "nearest", "--no-adapt")[0] == 0
     assert run(capsys, "rename", enrolled, "7", "seven")[0] == 0
     assert run(capsys, "remove", enrolled, "0")[0] == 0
     assert run(capsys, "threshold", enrolled, "0.9")[0] == 0

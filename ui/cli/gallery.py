@@ -93,7 +93,7 @@ def cmd_labels(a: argparse.Namespace) -> int:
         print_json({"gallery": a.gallery, "model": g.model_name, "threshold": g.threshold if auto is None else round(auto, 6),
                     "threshold_mode": "auto" if g.threshold_auto else "fixed",
                     "threshold_from": "fixed" if not g.threshold_auto else "references" if auto is not None else "model",
-                    "labels": labels})
+                    "scoring": g.scoring, "adapt": g.adapt, "labels": labels})
     elif labels:
         print(table(sorted(labels.items()), ("label", "references")))
     else:
