@@ -77,8 +77,8 @@ class Gallery:
             check_meta(meta)
             return cls(meta, vectors, path)
         except (KeyError, TypeError, ValueError) as exc:
-            raise GalleryError(f"gallery {path}: {db.DB_FILE if v2 else store.META_FILE} is malformed "
-                               f"({type(exc).__name__}: {exc})") from None
+            why = str(exc) if type(exc) is ValueError else f"{type(exc).__name__}: {exc}"  # a ValueError names its setting
+            raise GalleryError(f"gallery {path}: {db.DB_FILE if v2 else store.META_FILE} is malformed ({why})") from None
 
     exists = staticmethod(lambda path: db.exists(Path(path)) or (Path(path) / store.META_FILE).is_file())
 

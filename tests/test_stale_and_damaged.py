@@ -91,7 +91,7 @@ def test_a_damaged_or_foreign_database_is_refused_and_nothing_is_written(folder,
 def test_settings_no_save_writes_are_damage_or_put_right(folder, capsys):
     with sqlite3.connect(folder / "gallery.db") as con:
         con.execute("INSERT OR REPLACE INTO settings VALUES ('scoring', '\"bogus\"')")
-    with pytest.raises(GalleryError, match="gallery.db is malformed \\(ValueError: scoring 'bogus': must be one of nearest, mean"):
+    with pytest.raises(GalleryError, match="gallery.db is malformed \\(scoring 'bogus': must be one of nearest, mean"):
         Gallery.open(folder)
     with sqlite3.connect(folder / "gallery.db") as con:  # these two a reader can do without: put right, and said
         con.execute("INSERT OR REPLACE INTO settings VALUES ('scoring', '\"nearest\"')")
