@@ -26,7 +26,8 @@ kept (as the cached recipe: batches of 16 classes would skew them); bf16 autocas
 its training classes, 20 seeded images each, then 500 face patches), built here from ../shared.
 
 `train ... --sources final` leaves no source out (OUT/final.tar; `unpack` gives it the cohort of
-every source): the model a release would ship, as stage_finetune.py --final makes `anime-tuned`'s.
+every source): the model a release would ship, as stage_finetune.py --final makes `anime-tuned`'s;
+`unpack OUT --folds DIR --name NAME --thresholds A.json ...` also writes the config it ships with.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def train_fold(source: str, data: Path, out: Path, a: argparse.Namespace, log) -
             "fingerprint": model.fingerprint()}
 
 
-def unpack(results: Path, folds: Path, log) -> None:
+def unpack(results: Path, folds: Path, log, name: str = "", thresholds: tuple = ()) -> None:
     """Each fold's folder from its tar, with the cohort stage_finetune.py's folds have (built here:
     the GPU machine has no ../shared), so tta_folds.py evaluates it as it evaluated anime-tuned's."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -158,6 +159,24 @@ def unpack(results: Path, folds: Path, log) -> None:
         config = fold / "config.json"
         config.write_text(json.dumps(json.loads(config.read_text()) | {"cohort": {"top": 5}}, indent=2) + "\n")
         widen_cohort(str(fold), 500, log)
+        if source == "final" and name:
+            release(fold, name, thresholds, log)
+
+
+def release(fold: Path, name: str, thresholds: list[Path], log) -> None:
+    """The final model's config as a release ships it, as anime-tuned-tta's was made: the four views
+    (`"tta": "flip_crop"`), the adaptation new anime galleries take, the detectors that pick it, and
+    the two default thresholds: the mean over the folds (adapt_cohort.py's output of each run given)
+    of the score that keeps 95% of true matches, unadapted and adapted as advised."""
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "models" / "anime-tuned-tta" / "config.json").read_text())
+    runs = [json.loads(p.read_text())["sources"] for p in thresholds]
+    mean = lambda key: round(float(np.mean([r[s][key]["threshold_tar95"] for r in runs for s in r])), 4)  # noqa: E731
+    advised = "ridge{ridge:g}_weight{weight:g}_beta{cohort:g}".format(**shipped["adapt"])
+    config = fold / "config.json"
+    settings = {"name": name, "tta": "flip_crop", "threshold": mean("shipped"), "adapt": shipped["adapt"],
+                "adapted_threshold": mean(advised), "detectors": shipped["detectors"]}
+    config.write_text(json.dumps(json.loads(config.read_text()) | settings, indent=2) + "\n")
+    log(f"{fold}: {json.dumps(settings)}; copy it to models/{name} and take 'detectors' out of anime-tuned-tta's config")
 
 
 def main() -> None:
@@ -182,10 +201,15 @@ def main() -> None:
     u = sub.add_parser("unpack", help="here: the folds' folders with their cohorts, for tta_folds.py")
     u.add_argument("results", help="train's OUT")
     u.add_argument("--folds", required=True)
+    u.add_argument("--name", default="", help="final.tar: the model's name, and its config as a release ships it")
+    u.add_argument("--thresholds", nargs="*", type=Path, default=[],
+                   help="with --name: the folds' adapt_cohort.py outputs its default thresholds are the means of")
     a = p.parse_args()
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if a.step == "unpack":
-        unpack(Path(a.results), Path(a.folds), log)
+        if a.name and not a.thresholds:
+            p.error("--name needs --thresholds: the folds' adapt_cohort.py outputs")
+        unpack(Path(a.results), Path(a.folds), log, a.name, a.thresholds)
         return
     data, out = Path(a.data), Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
