@@ -62,12 +62,13 @@ def version(directory: Path):
             return None
         if not n:  # references without the settings their commit wrote
             return "unreadable: missing its settings (damaged)"
+        read = {}
         for key, v in (("generation", gen), ("commit", commit)):
             try:
-                json.loads(v) if v is not None else None
+                read[key] = json.loads(v) if v is not None else None
             except (TypeError, ValueError) as exc:
                 return f"unreadable: damaged (setting {key!r} is not valid JSON: {exc})"
-        gen, commit = (json.loads(v) if v is not None else None for v in (gen, commit))
+        gen, commit = read["generation"], read["commit"]
         if not isinstance(gen, int) or isinstance(gen, bool):
             return f"unreadable: damaged (its generation is {gen!r}, not a whole number)"
         if not isinstance(commit, (str, type(None))):

@@ -475,55 +475,47 @@ def test_a_new_gallery_falls_back_to_the_models_threshold_for_the_scores_it_give
     assert Gallery.create(dataclasses.replace(plain, adapt=A.to_dict()), threshold=1.2).threshold == 1.2
 
 
-@pytest.mark.parametrize("stored", ['"x"', '"0.3"', "null", "[0.3]", "[2.5, 1.0]", "[0.3, 0]", "true"])
-def test_a_damaged_adapted_threshold_is_named_when_the_gallery_opens(settings, tmp_path, stored):
+def damaged(settings, folder, key, stored):
+    """A saved gallery of one label whose setting `key` holds `stored` (raw text) in its database."""
     import sqlite3
 
-    from byakugan.index.errors import GalleryError
-
-    g = Gallery.create(dataclasses.replace(settings, adapt=A.to_dict(), adapted_threshold=0.35), tmp_path / "g")
+    g = Gallery.create(settings, folder)
     g.enroll("a", unit(np.random.default_rng(0).normal(size=(3, g.dim))))
     g.save()
-    with sqlite3.connect(tmp_path / "g" / "gallery.db") as con:
-        assert con.execute("UPDATE settings SET value = ? WHERE key = 'model_threshold_adapted'", (stored,)).rowcount == 1
+    with sqlite3.connect(folder / "gallery.db") as con:
+        assert con.execute("UPDATE settings SET value = ? WHERE key = ?", (stored, key)).rowcount == 1
+    return folder
+
+
+@pytest.mark.parametrize("stored", ['"x"', '"0.3"', "null", "[0.3]", "[2.5, 1.0]", "[0.3, 0]", "true"])
+def test_a_damaged_adapted_threshold_is_named_when_the_gallery_opens(settings, tmp_path, stored):
+    from byakugan.index.errors import GalleryError
+
+    adapted = dataclasses.replace(settings, adapt=A.to_dict(), adapted_threshold=0.35)
     with pytest.raises(GalleryError, match=r"model_threshold_adapted .* must be \[threshold, weight\]"):
-        Gallery.open(tmp_path / "g")
+        Gallery.open(damaged(adapted, tmp_path / "g", "model_threshold_adapted", stored))
 
 
 @pytest.mark.parametrize("stored", ['"banana"', "null", "1"])
 def test_a_damaged_threshold_mode_is_named_when_the_gallery_opens(settings, tmp_path, stored):
     """It was read as "fixed", at whatever threshold the gallery last stored, without a word."""
-    import sqlite3
-
     from byakugan.index.errors import GalleryError
 
-    g = Gallery.create(settings, tmp_path / "g")
-    g.enroll("a", unit(np.random.default_rng(0).normal(size=(3, g.dim))))
-    g.save()
-    with sqlite3.connect(tmp_path / "g" / "gallery.db") as con:
-        assert con.execute("UPDATE settings SET value = ? WHERE key = 'threshold_mode'", (stored,)).rowcount == 1
     with pytest.raises(GalleryError, match=r"threshold_mode .* must be 'auto' or 'fixed'"):
-        Gallery.open(tmp_path / "g")
+        Gallery.open(damaged(settings, tmp_path / "g", "threshold_mode", stored))
 
 
 @pytest.mark.parametrize("stored", ["{", "", b"\xff"])
-def test_a_setting_that_is_not_json_is_named(settings, tmp_path, stored):
+@pytest.mark.parametrize("key, said", [
+    ("threshold", r"gallery.db: setting 'threshold' is not valid JSON \(.*\); another program"),
+    ("commit", r"gallery.db is damaged \(setting 'commit' is not valid JSON: .*\); nothing"),  # read first, alone
+])
+def test_a_setting_that_is_not_json_is_named(settings, tmp_path, stored, key, said):
     """It was told as "gallery.db is not a readable database", sending people after the whole file."""
-    import sqlite3
-
     from byakugan.index.errors import GalleryError
 
-    g = Gallery.create(settings, tmp_path / "g")
-    g.enroll("a", unit(np.random.default_rng(0).normal(size=(3, g.dim))))
-    g.save()
-    with sqlite3.connect(tmp_path / "g" / "gallery.db") as con:
-        assert con.execute("UPDATE settings SET value = ? WHERE key = 'threshold'", (stored,)).rowcount == 1
-    with pytest.raises(GalleryError, match=r"gallery.db: setting 'threshold' is not valid JSON \(.*\); another program"):
-        Gallery.open(tmp_path / "g")
-    with sqlite3.connect(tmp_path / "g" / "gallery.db") as con:  # read before the rest, to check the last commit
-        con.execute("UPDATE settings SET value = ? WHERE key = 'commit'", (stored,))
-    with pytest.raises(GalleryError, match=r"gallery.db is damaged \(setting 'commit' is not valid JSON: .*\); nothing"):
-        Gallery.open(tmp_path / "g")
+    with pytest.raises(GalleryError, match=said):
+        Gallery.open(damaged(settings, tmp_path / "g", key, stored))
 
 
 def test_a_models_adapted_threshold_is_read_and_checked():

@@ -131,8 +131,7 @@ def advised(model, landmarks=None) -> Optional[Adaptation]:
 def completed(given: dict, advice: Optional[Adaptation]) -> Adaptation:
     """An adaptation from the parts a user gave (`--adapt 0.5` gives the weight alone), the rest as
     the model advises; for a model that advises none, ridge 0.03 and no cohort (the hand advice)."""
-    rest = advice.to_dict() | {"cohort": advice.cohort} if advice is not None else {"ridge": 0.03}
-    return Adaptation.from_dict({k: v for k, v in rest.items() if v or k != "cohort"} | given)
+    return Adaptation.from_dict((advice.to_dict() if advice is not None else {"ridge": 0.03}) | given)
 
 
 def advised_threshold(model, landmarks=None) -> Optional[float]:

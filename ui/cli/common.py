@@ -14,7 +14,7 @@ from typing import Iterator, Sequence
 
 from byakugan.embedder.atomic import fsync_dir, write_atomic
 from byakugan.embedder.errors import ByakuganError
-from byakugan.embedder.scoring.adapt import Adaptation
+from byakugan.embedder.scoring.adapt import Adaptation, advised, completed
 from byakugan.index import store
 from byakugan.index.errors import shown
 from byakugan.index.labels import JOINERS
@@ -60,8 +60,7 @@ def adapt_value(text: str) -> dict:
 
 def completed_for(gallery, given: dict) -> dict:
     """--adapt's parts for this gallery, the rest from its model's advice (read only when needed)."""
-    from byakugan.embedder.scoring.adapt import advised, completed
-    from byakugan.index.pipeline import Pipeline
+    from byakugan.index.pipeline import Pipeline  # only here: every command imports this module
 
     if len(given) == 3:
         return completed(given, None).to_dict()
