@@ -12,6 +12,16 @@ so the training pool travels packed):
     .venv/bin/python benchmarks/tta_folds.py bench-out/folds-gpu --tta flip_crop --save-embeddings bench-out/emb-gpu
     .venv/bin/python benchmarks/adapt_cohort.py bench-out/emb-gpu --out F
 
+How the measured run reached the GPU machine (this workplace's `device` tool, which carries the
+working tree and named ignored folders, 64 MiB in all): gpu-data/ (46 MB) and a wheel of
+pytorch-metric-learning (the machine's image lacks it; `pip download --no-deps
+--only-binary=:all: --python-version 3.12 ... -d .whl`) were carried; the tracked weights under
+models/ (about 80 MB, not needed there) were moved out of the working tree for the call and back
+after it; the command installed the wheel into /tmp/site, linked embedder/ as
+/tmp/shim/byakugan/embedder (no install needed), set PYTHONPATH=/tmp/site:/tmp/shim and ran
+`train` with `--workers 14 --deadline $(( $(date +%s) + 470 ))`, so that a fold that would not end
+in time is dropped and what was trained comes back.
+
 `train`: for each anime source left out, the same model as `anime-tuned`'s folds (EfficientNet-Lite0
 from ImageNet, the concat head of 128 dimensions, colour histogram weight 1, class-mean scoring)
 trained on every other source of sources.json (as stage_finetune.py's pool: hands too), but every
