@@ -73,9 +73,14 @@ class Preprocess:
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(x.transpose(2, 0, 1))
 
-    def __call__(self, img: Image.Image):
+    def __call__(self, img):
+        """A picture as the model's input tensor: a PIL image of any mode, or whatever load_image reads."""
         import torch
 
+        if not (isinstance(img, Image.Image) and img.mode == "RGB"):
+            from .images import load_image  # the one path every picture takes to RGB (its modes, EXIF, errors)
+
+            img = load_image(img)
         return torch.from_numpy(self.to_array(img))
 
     def to_dict(self) -> dict:

@@ -283,5 +283,6 @@ class Gallery:
                               offset, self._counts, self._members, means.directions(adapt, self.cohort) if adapt else None)
 
     def match(self, result: SearchResult, threshold: Optional[float] = None, calibration=None) -> Match:
-        """The best label, or UNKNOWN below the threshold; with a calibration (index.confidence), its confidence."""
+        """The best label, or UNKNOWN below the threshold (the stored one unless given: Pipeline.match uses the
+        automatic one); with a calibration (index.confidence), its confidence."""
         return ranking.match(result, self.threshold if threshold is None else threshold, calibration)

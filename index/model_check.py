@@ -9,12 +9,18 @@ import os
 from .errors import GalleryError, ModelMismatchError, shown
 
 
+def check_gallery(gallery):
+    """The gallery itself, once it is one: a path, say, is named (Pipeline methods take the gallery)."""
+    if not hasattr(gallery, "model_settings"):
+        raise GalleryError(f"gallery {shown(gallery)}: must be a Gallery (byakugan.index.Gallery.open(PATH)), "
+                           f"not a {type(gallery).__name__}")
+    return gallery
+
+
 def check_fits(gallery, encoder, landmarks) -> None:
     """Raises ModelMismatchError unless `encoder` (and `landmarks`, for a fused gallery) are the
     models the gallery was built with, by fingerprint and dimension."""
-    if not hasattr(gallery, "model_settings"):  # a path, say: Pipeline methods take the gallery itself
-        raise GalleryError(f"gallery {shown(gallery)}: must be a Gallery (byakugan.index.Gallery.open(PATH)), "
-                           f"not a {type(gallery).__name__}")
+    check_gallery(gallery)
     want = gallery.model_settings
     if encoder.fingerprint() != want["fingerprint"] or encoder.dim != want["dim"]:
         raise ModelMismatchError(

@@ -31,9 +31,10 @@ from .errors import GalleryError, LandmarksNeedHandError
 from .batch import Embedded, embed_images
 from .enrol_inputs import one_each
 from .gallery import Gallery
-from .model_check import check_fits, load_model
+from .model_check import check_fits, check_gallery, load_model
 from .ranking import Match, Recognition, SearchResult, check_fallback, check_k
 from .settings import GallerySettings, colourless_spec
+from .vectors import stored_form
 
 Queries = Union[np.ndarray, Sequence[ImageSource]]
 
@@ -95,7 +96,7 @@ class Pipeline:
 
         if runtime not in ("torch", "onnx"):
             raise GalleryError(f"runtime {runtime!r}: not one this runs on; valid: torch, onnx")
-        want, spec = gallery.model_settings, gallery.landmark_settings
+        want, spec = check_gallery(gallery).model_settings, gallery.landmark_settings
         if runtime == "onnx" and model is None:
             encoder = rt.cached_embedder(want["name"], want["fingerprint"])
             lm = rt.cached_landmarks(spec["name"], spec["fingerprint"]) if spec else None
@@ -230,7 +231,8 @@ class Pipeline:
             raise GalleryError(f"gallery {gallery.path or '(unsaved)'}: is empty; enrol images first")
         check_fits(gallery, self.encoder, self.landmarks)  # before the work of embedding
         is_vectors = isinstance(queries, np.ndarray) and queries.dtype.kind == "f" and queries.ndim == 2
-        q, off = self.query(gallery, queries if is_vectors else self.embed_regions(image_list(queries, "queries")))
+        q, off = self.query(gallery, stored_form(queries, gallery.dim, gallery.path, self.fused) if is_vectors
+                            else self.embed_regions(image_list(queries, "queries")))
         return gallery.search(q, k, off)
 
     def match(self, gallery: Gallery, queries: Queries, threshold: Optional[float] = None) -> list[Match]:
@@ -242,13 +244,13 @@ class Pipeline:
     def threshold(self, gallery: Gallery) -> float:
         """The threshold searches use: the gallery's own automatic one when it has one and enough
         references to give it (Calibration.auto_threshold), else its stored one."""
-        auto = self.calibration(gallery).auto_threshold if gallery.threshold_auto else None
+        auto = self.calibration(gallery).auto_threshold if check_gallery(gallery).threshold_auto else None
         return gallery.threshold if auto is None else auto
 
     def calibration(self, gallery: Gallery) -> Calibration:
         """What the gallery's scores mean as a 0-1 confidence, from its own references (see
         index.confidence); worked out again only after the references, scoring or threshold change."""
-        key = (gallery.revision, gallery.scoring, gallery.adapt, gallery.threshold, len(gallery))
+        key = (check_gallery(gallery).revision, gallery.scoring, gallery.adapt, gallery.threshold, len(gallery))
         cached = self._calibration
         if cached is None or cached[0]() is not gallery or cached[1] != key:
             cal = calibrate(gallery, lambda v: self.query(gallery, v))

@@ -263,3 +263,14 @@ def wrong_lengths(rows: np.ndarray, exact: bool = False) -> np.ndarray:
     to); exact: any length but 1."""
     n = np.linalg.norm(rows, axis=1) if len(rows) else np.zeros(0)
     return np.flatnonzero((n > 1.001) | (n < (0.999 if exact else 1e-3)))
+
+
+def stored_form(vectors: np.ndarray, dim: int, where: object, fused: bool) -> np.ndarray:
+    """Query vectors a caller made in the form a gallery stores (Pipeline.search), held to its
+    references' rule: a longer one would lift every score past what a true match reaches."""
+    emb = as_vectors(vectors, dim, where)
+    bad = wrong_lengths(emb, exact=not fused)
+    if bad.size:
+        raise GalleryError(f"query vector {bad[0]}: length {np.linalg.norm(emb[bad[0]]):.4g}; queries are embeddings of "
+                           f"length 1{' (less only for a fused hand vector without landmarks)' if fused else ''}: normalise it")
+    return emb

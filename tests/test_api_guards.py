@@ -188,6 +188,13 @@ def test_small_api_mistakes_are_named(gallery, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(GalleryError, match="cannot make the folder|is a file"):
         g.save(tmp_path / "file" / "g")
+    pipe, v = Pipeline.for_gallery(g, runtime="onnx"), g.embeddings([0, 1])  # the gallery's own vectors
+    assert pipe.match(g, v)[0].cosine <= 1.0 + 1e-6
+    for bad, said in ((v * 10, "query vector 0: length 10; queries are embeddings of length 1: normalise"),  # past
+                      (v * 0.5, "query vector 0: length 0.5; queries are embeddings of length 1: normalise"),  # any match
+                      (v * 1e-4, "vector 0: length 0.0001; a query has a direction")):
+        with pytest.raises(GalleryError, match=said):
+            pipe.match(g, bad)
 
 
 def test_a_folder_where_a_first_save_died_still_becomes_a_gallery(model, tmp_path):

@@ -191,6 +191,28 @@ def test_saved_model_errors(tmp_path):
         load_saved(tmp_path)
 
 
+def test_preprocess_takes_a_picture_of_any_mode_as_load_image_does(tmp_path):
+    """The preprocess `load` returns took RGB alone: a grey, palette or 16-bit picture failed deep in numpy."""
+    from PIL import Image
+
+    from byakugan.embedder.errors import ImageError
+    from byakugan.embedder.images import load_image
+
+    pre = Preprocess(size=32)
+    rgb = Image.radial_gradient("L").convert("RGB")
+    rgb.save(tmp_path / "p.png")
+    want = pre(rgb)
+    for img in (rgb.convert("L"), rgb.convert("RGBA"), rgb.convert("P"), str(tmp_path / "p.png"), np.asarray(rgb)):
+        x = pre(img)
+        assert x.shape == (3, 32, 32) and (pre(load_image(img)) == x).all()
+    assert (pre(str(tmp_path / "p.png")) == want).all()
+    deep = Image.fromarray(np.asarray(rgb.convert("L"), np.uint16) * 257)  # 16 bits, as scanners write
+    assert deep.mode.startswith("I;16")
+    assert abs(float(pre(deep).mean()) - float(pre(rgb.convert("L")).mean())) < 0.02
+    with pytest.raises(ImageError, match="expected a file path, encoded bytes, a PIL image"):
+        pre(3.5)
+
+
 def test_preprocess_rejects_unknown_settings():
     with pytest.raises(ModelError, match="resize 'zoom' is not one of crop, stretch, pad"):
         Preprocess(resize="zoom")

@@ -146,8 +146,13 @@ def test_labels_and_galleries_given_in_the_wrong_places_are_named(tmp_path, caps
             g.remove(not_a_label)
         with pytest.raises(GalleryError, match="not in gallery"):
             g.rename(not_a_label, "x")
-    with pytest.raises(GalleryError, match=r"gallery '/some/gallery': must be a Gallery \(byakugan.index.Gallery.open\(PATH\)\), not a str"):
-        Pipeline.create("imagenet").search("/some/gallery", [np.zeros((32, 32, 3), np.uint8)])
+    pipe = Pipeline.create("imagenet")
+    for call in (lambda: pipe.search("/some/gallery", [np.zeros((32, 32, 3), np.uint8)]),
+                 lambda: pipe.match("/some/gallery", [np.zeros((32, 32, 3), np.uint8)]),  # an AttributeError before
+                 lambda: pipe.threshold("/some/gallery"), lambda: Pipeline.for_gallery("/some/gallery")):
+        with pytest.raises(GalleryError, match=r"gallery '/some/gallery': must be a Gallery \(byakugan.index.Gallery.open"
+                                               r"\(PATH\)\), not a str"):
+            call()
     with pytest.raises(GalleryError, match=r"index 'AAAAAAAAAA.*\.\.\.: not one a gallery can use"):
         g.reindex("A" * 100_000)
 
