@@ -125,7 +125,10 @@ def image_list(images, what: str = "images") -> list:
     character by character."""
     if isinstance(images, (str, bytes, os.PathLike, Image.Image)):
         raise ImageError(f"{what}: expected a list of images, got one {type(images).__name__} (put it in a list)")
-    return list(images)
+    try:
+        return list(images)
+    except TypeError:  # None, a number: not "'NoneType' object is not iterable" from deep inside
+        raise ImageError(f"{what}: expected a list of images, got {type(images).__name__}") from None
 
 
 def list_images(folder: Union[str, os.PathLike]) -> list[Path]:

@@ -189,6 +189,8 @@ def test_small_api_mistakes_are_named(gallery, tmp_path):
     with pytest.raises(GalleryError, match="cannot make the folder|is a file"):
         g.save(tmp_path / "file" / "g")
     pipe, v = Pipeline.for_gallery(g, runtime="onnx"), g.embeddings([0, 1])  # the gallery's own vectors
+    with pytest.raises(ImageError, match="queries: expected a list of images, got NoneType"):
+        pipe.match(g, None)
     assert pipe.match(g, v)[0].cosine <= 1.0 + 1e-6
     for bad, said in ((v * 10, "query vector 0: length 10; queries are embeddings of length 1: normalise"),  # past
                       (v * 0.5, "query vector 0: length 0.5; queries are embeddings of length 1: normalise"),  # any match
