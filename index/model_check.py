@@ -5,8 +5,16 @@ before it starts)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from .errors import GalleryError, ModelMismatchError, shown
+
+
+def gallery_model(settings: dict) -> str:
+    """Where a gallery's model is found: the folder it was made from, wherever the gallery is opened,
+    while that folder is there; else by its name (a shipped model, or one beside the working folder)."""
+    source = settings.get("source")
+    return source if isinstance(source, str) and Path(source).is_dir() else settings["name"]
 
 
 def check_gallery(gallery):
@@ -40,7 +48,11 @@ def load_model(model):
     if model is None or isinstance(model, (str, os.PathLike)):
         import byakugan.embedder as embedder
 
-        return embedder.load(model or embedder.DEFAULT_MODEL)[0]
+        loaded = embedder.load(model or embedder.DEFAULT_MODEL)[0]
+        folder = Path(model).expanduser() if model is not None else None
+        if folder is not None and (folder / "config.json").is_file():  # as embedder.load finds a folder first
+            loaded.source = str(folder.resolve())  # recorded, so its galleries find it from anywhere
+        return loaded
     if not all(callable(getattr(model, a, None)) for a in ("embed", "fingerprint")):
         raise GalleryError(f"model {model!r:.60}: must be a model name, a model folder, or an embedder "
                            "(byakugan.embedder.load's first result)")

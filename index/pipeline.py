@@ -31,7 +31,7 @@ from .errors import GalleryError, LandmarksNeedHandError
 from .batch import Embedded, embed_images
 from .enrol_inputs import one_each
 from .gallery import Gallery
-from .model_check import check_fits, check_gallery, load_model
+from .model_check import check_fits, check_gallery, gallery_model, load_model
 from .ranking import Match, Recognition, SearchResult, check_fallback, check_k
 from .settings import GallerySettings, colourless_spec
 from .vectors import stored_form
@@ -55,8 +55,7 @@ class Pipeline:
 
     def __init__(self, encoder, detector: Union[str, dict, None] = "none", landmarks=None,
                  landmark_source: Optional[str] = None, choice=None) -> None:
-        self.encoder = encoder
-        self.landmarks = landmarks
+        self.encoder, self.landmarks = encoder, landmarks
         # A detector named here is made now, for its full config; a stored config is made on first use.
         self._detector = None if isinstance(detector, dict) else create_detector(detector)
         self.detector_config = dict(detector) if isinstance(detector, dict) else self._detector.config
@@ -109,7 +108,7 @@ class Pipeline:
     def _for_gallery(cls, gallery: Gallery, model=None) -> "Pipeline":
         from byakugan.embedder.embedding.landmarks import load_landmarks
 
-        encoder = load_model(model if model is not None else gallery.model_name)
+        encoder = load_model(model if model is not None else gallery_model(gallery.model_settings))
         spec = gallery.landmark_settings
         lm = load_landmarks(spec.get("source", spec["name"])) if spec is not None else None
         check_fits(gallery, encoder, lm)
@@ -133,7 +132,8 @@ class Pipeline:
                                "support; use a model without a cohort (default), or no landmarks (--landmarks none)")
         # The detector's full config, every setting with its value today: a later default never changes what it does.
         adapt = advised(m, self.landmarks)
-        return GallerySettings({"name": m.name, "fingerprint": m.fingerprint(), "dim": m.dim}, self.detector.config,
+        source = {"source": m.source} if isinstance(getattr(m, "source", None), str) else {}  # index.model_check
+        return GallerySettings({"name": m.name, "fingerprint": m.fingerprint(), "dim": m.dim, **source}, self.detector.config,
                                threshold, config.get("scoring"), landmarks,
                                m.cohort_settings["top"] if cohort is not None else None, cohort,
                                colourless_spec(m) if landmarks is None else None, adapt and adapt.to_dict(),

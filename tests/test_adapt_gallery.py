@@ -312,27 +312,34 @@ def test_parts_left_out_of_adapt_come_from_the_gallerys_model(tmp_path, capsys):
         completed({"weight": 3}, Adaptation(1.0, 0.1))
 
 
-def test_adapt_says_what_to_give_when_the_model_cannot_be_read(tmp_path, capsys, monkeypatch):
-    """A gallery made from a model folder finds it by name (from the folder it was made in); elsewhere
-    the advice cannot be read, and the error says that all three parts need none."""
+def test_a_gallery_finds_its_model_folder_from_anywhere_and_says_what_to_give_without_it(tmp_path, capsys, monkeypatch):
+    """A gallery made from a model folder found it only by name, so only from the folder it was made
+    in (`export`, `scoring --adapt W` failed elsewhere): it records the folder. With the folder gone,
+    `--adapt` says that all three parts need no model."""
     import json
     import shutil
 
-    from byakugan.embedder import load
     from byakugan.ui.cli import main
 
     root = Path(__file__).resolve().parents[1]
     shutil.copytree(root / "models" / "default", tmp_path / "mine")
     config = json.loads((tmp_path / "mine" / "config.json").read_text())
     (tmp_path / "mine" / "config.json").write_text(json.dumps(config | {"name": "mine"}))
-    Pipeline(load(str(tmp_path / "mine"))[0], {"name": "none"}).new_gallery(tmp_path / "g").save()
+    monkeypatch.chdir(tmp_path)
+    Pipeline.create("mine").new_gallery(tmp_path / "g").save()  # named as a folder beside the working one
+    assert Gallery.open(tmp_path / "g").model_settings["source"] == str(tmp_path / "mine")
     monkeypatch.chdir(tmp_path.parent)
-    assert main(["scoring", str(tmp_path / "g"), "--adapt", "0.5"]) == 2
-    err = capsys.readouterr().err
-    assert "the parts of --adapt left out come from the model's advice: give all three (WEIGHT,RIDGE,COHORT)" in err
-    assert Gallery.open(tmp_path / "g").adapt is None
-    assert main(["scoring", str(tmp_path / "g"), "--adapt", "0.5,0.03,0"]) == 0
+    assert main(["scoring", str(tmp_path / "g"), "--adapt", "0.5"]) == 0
     assert Gallery.open(tmp_path / "g").adapt == {"weight": 0.5, "ridge": 0.03}
+    shutil.move(tmp_path / "mine", tmp_path / "moved")
+    assert main(["scoring", str(tmp_path / "g"), "--adapt", "0.6"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'mine'" in err and "the parts of --adapt left out come from the model's advice: give all three " \
+        "(WEIGHT,RIDGE,COHORT)" in err
+    assert Gallery.open(tmp_path / "g").adapt == {"weight": 0.5, "ridge": 0.03}
+    assert main(["scoring", str(tmp_path / "g"), "--adapt", "0.6,0.03,0"]) == 0
+    assert Gallery.open(tmp_path / "g").adapt == {"weight": 0.6, "ridge": 0.03}
+    assert Pipeline.for_gallery(Gallery.open(tmp_path / "g"), str(tmp_path / "moved")).encoder.name == "mine"
 
 
 def test_a_threshold_on_the_adapted_scale_is_set_kept_exported_and_guarded(settings, tmp_path, capsys):
