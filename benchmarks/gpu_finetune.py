@@ -95,9 +95,11 @@ def train_fold(source: str, data: Path, out: Path, a: argparse.Namespace, log) -
     random.seed(a.seed), np.random.seed(a.seed), torch.manual_seed(a.seed)
     files = [data / f"{s}.safetensors" for s in a.pool if s != source]
     head = {"type": "concat", "dim": 128, "hidden": 512, "weight": 1.0}
+    colour = None if a.hands else {"weight": 1.0}  # hands: default's recipe, the CNN part of hand galleries
     model = create_embedder("efficientnet_lite0", pretrained=str(data / "efficientnet_lite0.safetensors"), head=head,
-                            preprocess=Preprocess(size=160), name=f"{source}-finetuned", colour={"weight": 1.0})
-    model.config["scoring"] = "mean"
+                            preprocess=Preprocess(size=160), name=f"{source}-finetuned", colour=colour)
+    if not a.hands:
+        model.config["scoring"] = "mean"
     ds = Packed(files, augmentation(160, False), model.preprocess)
     device = torch.device(a.device)
     model.to(device)
@@ -178,7 +180,9 @@ def release(fold: Path, name: str, thresholds: list[Path], log) -> None:
     (`"tta": "flip_crop"`), the adaptation new anime galleries take, the detectors that pick it, and
     the two default thresholds: the mean over the folds (adapt_cohort.py's output of each run given)
     of the score that keeps 95% of true matches, unadapted and adapted as advised."""
-    shipped = json.loads((Path(__file__).resolve().parents[1] / "models" / "anime-tuned-tta" / "config.json").read_text())
+    from byakugan.embedder.embedding.hub import model_for, shipped_config
+
+    shipped = shipped_config(model_for("anime-face"))  # what new anime galleries use now: views, advice, detectors
     runs = [json.loads(p.read_text())["sources"] for p in thresholds]
     mean = lambda key: round(float(np.mean([r[s][key]["threshold_tar95"] for r in runs for s in r])), 4)  # noqa: E731
     advised = "ridge{ridge:g}_weight{weight:g}_beta{cohort:g}".format(**shipped["adapt"])
@@ -186,7 +190,8 @@ def release(fold: Path, name: str, thresholds: list[Path], log) -> None:
     settings = {"name": name, "tta": "flip_crop", "threshold": mean("shipped"), "adapt": shipped["adapt"],
                 "adapted_threshold": mean(advised), "detectors": shipped["detectors"]}
     config.write_text(json.dumps(json.loads(config.read_text()) | settings, indent=2) + "\n")
-    log(f"{fold}: {json.dumps(settings)}; copy it to models/{name} and take 'detectors' out of anime-tuned-tta's config")
+    moved = f" and take 'detectors' out of {shipped['name']}'s config" if shipped["name"] != name else ""
+    log(f"{fold}: {json.dumps(settings)}; copy it to models/{name}{moved}")
 
 
 def main() -> None:
@@ -196,7 +201,10 @@ def main() -> None:
     t.add_argument("data", help="gpu_pack.py's folder")
     t.add_argument("--out", required=True)
     t.add_argument("--sources", nargs="+", default=list(ANIME),
-                   help="the anime sources left out, a fold each; 'final': none left out, the model a release would ship")
+                   help="the sources left out, a fold each; 'final': none left out, the model a release would ship")
+    t.add_argument("--hands", action="store_true",
+                   help="default's recipe (no colour histogram, nearest-reference scoring): the CNN of hand galleries, "
+                        "for hand sources left out (hand_gpu_folds.py evaluates them)")
     t.add_argument("--pool", nargs="+", default=None, help="the sources a fold may train on (default: every packed one)")
     t.add_argument("--epochs", type=int, default=12)
     t.add_argument("--head-epochs", type=int, default=1)

@@ -59,7 +59,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folds", help="the fold models: FOLDS/SOURCE-finetuned (stage_finetune.py --keep) or FOLDS/SOURCE "
                    "with FOLDS/SOURCE-lm (loso.py --keep)")
-    p.add_argument("--tta", required=True, choices=[t for t in TTA if t])
+    p.add_argument("--tta", required=True, choices=[t or "none" for t in TTA],
+                   help="none: the fold models as they are (gpu_finetune.py's hand folds, whose baseline has no views)")
     p.add_argument("--sources", nargs="+", default=[s for s, v in SOURCES.items() if v["domain"] == "anime"])
     p.add_argument("--save-embeddings", metavar="DIR", required=True, help="DIR/SOURCE.safetensors for adapt_cohort.py")
     p.add_argument("--cohort-views", type=int, metavar="PATCHES",
@@ -75,7 +76,8 @@ def main() -> None:
             shutil.copytree(kept if kept.is_dir() else Path(a.folds) / source, fold)
             landmarks = Path(a.folds) / f"{source}-lm"
             config = fold / "config.json"
-            config.write_text(json.dumps(json.loads(config.read_text()) | {"tta": a.tta}, indent=1))
+            if a.tta != "none":
+                config.write_text(json.dumps(json.loads(config.read_text()) | {"tta": a.tta}, indent=1))
             if a.cohort_views is not None and (fold / "cohort.safetensors").is_file():
                 cohort_with_views(source, fold, a.cohort_views)
             rows[source] = evaluate(source, SOURCES[source]["detector"], str(fold),

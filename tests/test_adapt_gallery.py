@@ -214,7 +214,7 @@ def test_new_galleries_take_it_from_their_models_advice_and_others_do_not(model)
     assert onnx_landmarks(load_landmarks("hand-landmarks-2")).adapted_threshold == fused.adapted_threshold
     from byakugan.embedder import load  # new anime galleries: their cohort in the fit (benchmarks/adapt_cohort.py)
 
-    for name in ("anime-tuned-tta", "anime-tuned", "anime"):
+    for name in ("anime-finetuned", "anime-tuned-tta", "anime-tuned", "anime"):
         model = load(name)[0]
         made = Pipeline(model, {"name": "none"}).settings()
         assert made.adapt == {"weight": 1.0, "ridge": 0.1, "cohort": 30.0}
@@ -299,7 +299,7 @@ def test_parts_left_out_of_adapt_come_from_the_gallerys_model(tmp_path, capsys):
     from byakugan.embedder.scoring.adapt import completed
     from byakugan.ui.cli import main
 
-    Pipeline(load("anime-tuned-tta")[0], {"name": "none"}).new_gallery(tmp_path / "g").save()
+    Pipeline(load("anime-finetuned")[0], {"name": "none"}).new_gallery(tmp_path / "g").save()
     for given, want in (("0.5", {"weight": 0.5, "ridge": 0.1, "cohort": 30.0}),
                         ("0.5,0.2", {"weight": 0.5, "ridge": 0.2, "cohort": 30.0}),
                         ("0.5,0.2,0", {"weight": 0.5, "ridge": 0.2})):
@@ -388,7 +388,7 @@ def test_byakugan_models_says_which_galleries_adapt_their_scores(capsys):
     line = next(x for x in out if x.startswith("hand-landmarks-2 "))
     assert line.endswith("fused into new hand galleries; their scores adapted to their classes, weight 0.3, ridge 0.03, "
                          "threshold 0.8871 until their references choose one)")
-    line = next(x for x in out if x.startswith("anime-tuned-tta "))
+    line = next(x for x in out if x.startswith("anime-finetuned "))
     assert "; their scores adapted to their classes, weight 1, ridge 0.1, cohort 30, threshold 0." in line
     assert line.endswith(" until their references choose one)")
 

@@ -184,21 +184,22 @@ def test_close_up_hands_are_found_by_looking_again_with_a_border(datasets):
 def test_a_new_gallery_takes_the_model_for_its_detector(cascade, tmp_path, tiny_images, capsys):
     from byakugan.index import Pipeline
 
-    assert Pipeline.create(None, "anime-face").encoder.name == "anime-tuned-tta"
-    assert Pipeline.create(None, "anime-face-verified").encoder.name == "anime-tuned-tta"
-    assert Pipeline.create(None, "anime-face-net").encoder.name == "anime-tuned-tta"
+    assert Pipeline.create(None, "anime-face").encoder.name == "anime-finetuned"
+    assert Pipeline.create(None, "anime-face-verified").encoder.name == "anime-finetuned"
+    assert Pipeline.create(None, "anime-face-net").encoder.name == "anime-finetuned"
     assert Pipeline.create(None, "none").encoder.name == "default"
     assert Pipeline.create("default", "anime-face").encoder.name == "default"  # --model still overrides
     hands = Pipeline.create(None, "hand")
     assert hands.encoder.name == "default" and hands.landmarks is not None
     assert main(["enroll", str(tmp_path / "g"), "red", str(tiny_images[0]), "--detector", "anime-face",
                  "--fallback", "whole"]) == 0
-    assert Gallery.open(tmp_path / "g").model_name == "anime-tuned-tta"
+    assert Gallery.open(tmp_path / "g").model_name == "anime-finetuned"
     capsys.readouterr()
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
     adapted = "; their scores adapted to their classes, weight 1, ridge 0.1, cohort 30, threshold {} until their references choose one"
-    assert f"anime-tuned-tta  (new galleries with detector anime-face, anime-face-verified, anime-face-net{adapted.format(0.2624)})" in lines
+    assert f"anime-finetuned  (new galleries with detector anime-face, anime-face-verified, anime-face-net{adapted.format(0.2701)})" in lines
+    assert f"anime-tuned-tta  (new galleries made with it: {adapted.format(0.2624)[2:]})" in lines  # the model they used before
     assert f"anime-tuned  (new galleries made with it: {adapted.format(0.2489)[2:]})" in lines  # the same without its views
     assert f"anime  (new galleries made with it: {adapted.format(0.3491)[2:]})" in lines  # for its galleries and --model anime
     assert any(line.startswith("default  (new galleries with detector none") for line in lines)

@@ -49,7 +49,7 @@ def test_at_most_a_sample_is_judged_spread_over_the_list(tiny_images):
 
 def test_the_choice_follows_the_detector_and_then_the_images(datasets):
     anime = model_for("anime-face-net")
-    assert anime == "anime-tuned-tta"
+    assert anime == "anime-finetuned"
     faces, hands = pictures(datasets, "anime-onepiece", 5), pictures(datasets, "rock-paper-scissors", 5)
     assert choose_model("anime-face", hands).name == anime  # a detector's model does not look at the images
     assert choose_model("anime-face", hands).why == "detector anime-face"
@@ -68,13 +68,13 @@ def test_cli_enroll_says_which_model_a_new_gallery_took(datasets, tmp_path, caps
     faces = [str(p) for p in pictures(datasets, "anime-faces", 5)]
     assert main(["enroll", str(tmp_path / "g"), "someone", *faces]) == 0
     out = capsys.readouterr().out
-    assert Gallery.open(tmp_path / "g").model_name == "anime-tuned-tta"
-    assert f"{tmp_path / 'g'}: new gallery, model anime-tuned-tta (" in out and "look like anime faces)" in out
+    assert Gallery.open(tmp_path / "g").model_name == "anime-finetuned"
+    assert f"{tmp_path / 'g'}: new gallery, model anime-finetuned (" in out and "look like anime faces)" in out
     # An existing gallery keeps its model, whatever is enrolled next, and says nothing about it.
     hands = [str(p) for p in pictures(datasets, "hand-fingers", 3)]
     assert main(["enroll", str(tmp_path / "g"), "hand", *hands, "--json"]) == 0
     said = json.loads(capsys.readouterr().out)
-    assert said["model"] == "anime-tuned-tta" and "model_chosen_by" not in said
+    assert said["model"] == "anime-finetuned" and "model_chosen_by" not in said
     assert main(["enroll", str(tmp_path / "h"), "someone", *faces, "--model", "default"]) == 0
     assert Gallery.open(tmp_path / "h").model_name == "default" and "new gallery" not in capsys.readouterr().out
     assert main(["enroll", str(tmp_path / "k"), "five", *hands, "--detector", "none", "--json"]) == 0  # named: same rule
@@ -109,16 +109,16 @@ def test_the_page_and_server_service_decides_on_the_first_enrolment(datasets, tm
     loaded, create = [], Pipeline.create
     monkeypatch.setattr(Pipeline, "create", lambda *a, **k: loaded.append(a[0]) or create(*a, **k))
     svc.check("luffy", crops)  # the page checks an upload before enrolling it: with the model it would take,
-    assert svc.undecided and loaded == ["anime-tuned-tta"]  # but the choice waits for the enrolment
+    assert svc.undecided and loaded == ["anime-finetuned"]  # but the choice waits for the enrolment
     svc.check("five", hands)
-    assert loaded == ["anime-tuned-tta"]  # `default`, the pipeline it started with, is not loaded twice
+    assert loaded == ["anime-finetuned"]  # `default`, the pipeline it started with, is not loaded twice
     with pytest.raises(GalleryError, match="label"):
         svc.enroll("   ", crops)  # a first enrolment that fails keeps no model
     assert svc.undecided and not Gallery.exists(tmp_path / "g")
     svc.enroll("luffy", crops)
-    assert loaded == ["anime-tuned-tta"]
+    assert loaded == ["anime-finetuned"]
     assert not svc.undecided and svc.pipeline.choice.why.endswith("of 5 images look like anime faces")
-    assert Gallery.open(tmp_path / "g").model_name == "anime-tuned-tta"
+    assert Gallery.open(tmp_path / "g").model_name == "anime-finetuned"
     with svc.tracker() as live:  # on the chosen model (a default one would not match the gallery's vectors)
         assert live.update(crops[0].image, t=0.0).tracks[0].raw == "luffy"
     again = GalleryService(tmp_path / "g")
@@ -133,7 +133,7 @@ def test_evaluate_takes_the_model_a_gallery_of_the_same_images_would(datasets, c
     args = ["evaluate", str(datasets / "anime-onepiece"), "--per-class", "7", "--trials", "2", "--json"]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["model"] == "anime-tuned-tta" and out["model_chosen_by"].endswith("look like anime faces")
+    assert out["model"] == "anime-finetuned" and out["model_chosen_by"].endswith("look like anime faces")
     assert main(args + ["--model", "default"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["model"] == "default" and "model_chosen_by" not in out
@@ -146,4 +146,4 @@ def test_a_gallery_another_process_made_first_is_taken_as_it_is(datasets, tmp_pa
     hands = [Crop(p.name, load_image(p)) for p in pictures(datasets, "hand-fingers", 3)]
     svc.enroll("five", hands)  # the gallery's model, not one these would pick
     assert not svc.undecided and svc.labels() == {"someone": 5, "five": 3}
-    assert Gallery.open(tmp_path / "g").model_name == "anime-tuned-tta"
+    assert Gallery.open(tmp_path / "g").model_name == "anime-finetuned"

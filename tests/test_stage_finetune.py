@@ -73,19 +73,48 @@ def test_finetuned_folder_carries_its_backbone_and_keeps_the_early_stages(tmp_pa
 
 @pytest.mark.parametrize("name", ["anime-tuned", "anime-tuned-tta"])
 def test_shipped_anime_tuned_runs_on_onnxruntime_as_on_torch(name, tmp_path, monkeypatch, tiny_images):
-    """The models anime-face galleries use: the fine-tuned backbone exports like the others, and so do
-    the views anime-tuned-tta (new galleries' model) embeds each picture as."""
+    """The models anime-face galleries used before anime-finetuned: the fine-tuned backbone exports like
+    the others, and so do the views anime-tuned-tta embeds each picture as."""
     from byakugan.embedder.embedding import runtime
 
     model, _ = embedder.load(name)
     assert model.config["scoring"] == "mean" and model.config["cohort"] == {"top": 5} and model.colour is not None
-    assert set(model.config.get("detectors", ())) == ({"anime-face", "anime-face-verified", "anime-face-net"}
-                                                      if name == "anime-tuned-tta" else set())
+    assert "detectors" not in model.config  # new anime galleries take anime-finetuned now; galleries made keep theirs
     assert model.config.get("tta") == ("flip_crop" if name == "anime-tuned-tta" else None)
     anime = embedder.load("anime")[0].backbone.state_dict()
     state = model.backbone.state_dict()
     assert torch.equal(state["blocks.4.0.conv_pw.weight"], anime["blocks.4.0.conv_pw.weight"])  # frozen part
     assert not torch.equal(state["blocks.6.0.conv_pw.weight"], anime["blocks.6.0.conv_pw.weight"])  # tuned part
+    monkeypatch.setenv(runtime.CACHE_ENV, str(tmp_path / "cache"))
+    twin = runtime.onnx_embedder(model)
+    assert twin.fingerprint() == model.fingerprint()
+    np.testing.assert_allclose(twin.embed(tiny_images), model.embed(tiny_images), atol=1e-5)
+
+
+def test_shipped_anime_finetuned_is_the_whole_backbone_recipe_and_runs_on_onnxruntime(tmp_path, monkeypatch, tiny_images):
+    """What new anime-face galleries use: benchmarks/gpu_finetune.py's model trained on every source.
+    Every stage moved from ImageNet, BatchNorm statistics did not; its default thresholds are the
+    means over the fold runs committed beside anime-tuned-tta (the release step's rule)."""
+    import json
+
+    from byakugan.embedder.embedding import runtime
+    from byakugan.embedder.embedding.hub import model_for, models_dir
+
+    model, _ = embedder.load("anime-finetuned")
+    assert model_for("anime-face") == "anime-finetuned"
+    assert model.config["scoring"] == "mean" and model.config["cohort"] == {"top": 5} and model.colour is not None
+    assert model.config["tta"] == "flip_crop" and model.config["adapt"] == {"weight": 1.0, "ridge": 0.1, "cohort": 30.0}
+    imagenet = create_embedder("efficientnet_lite0").backbone.state_dict()
+    state = model.backbone.state_dict()
+    moved = {k.split(".")[0] + ("." + k.split(".")[1] if k.startswith("blocks.") else "")
+             for k in state if not torch.equal(state[k], imagenet[k].half().to(state[k].dtype))}
+    assert moved >= {"conv_stem", "bn1", "conv_head", "bn2"} | {f"blocks.{i}" for i in range(7)}
+    assert not [k for k in state if k.endswith(("running_mean", "running_var"))
+                and not torch.equal(state[k], imagenet[k].half().to(state[k].dtype))]
+    runs = [json.loads(p.read_text())["sources"] for p in sorted((models_dir() / "anime-tuned-tta").glob("gpu_finetune_seed*_adapt.json"))]
+    assert len(runs) >= 2
+    for key, advised in (("threshold", "shipped"), ("adapted_threshold", "ridge0.1_weight1_beta30")):
+        assert model.config[key] == round(float(np.mean([r[s][advised]["threshold_tar95"] for r in runs for s in r])), 4)
     monkeypatch.setenv(runtime.CACHE_ENV, str(tmp_path / "cache"))
     twin = runtime.onnx_embedder(model)
     assert twin.fingerprint() == model.fingerprint()

@@ -451,15 +451,15 @@ def test_a_new_gallery_of_anime_faces_takes_the_anime_model_and_says_why(app, da
     faces = sorted((datasets / "anime-onepiece" / "lufei").glob("*.jpg"))[:5]
     go(app, "Enrol")
     enrol(app, "luffy", faces)
-    assert Gallery.open(tmp_path / "gallery").model_name == "anime-tuned-tta"
+    assert Gallery.open(tmp_path / "gallery").model_name == "anime-finetuned"
     go(app, "Gallery")
-    assert any(re.search(r"model anime-tuned-tta \(\d of 5 images look like anime faces\)", c.value) for c in app.caption)
+    assert any(re.search(r"model anime-finetuned \(\d of 5 images look like anime faces\)", c.value) for c in app.caption)
 
 
 def test_the_enrol_page_says_which_model_a_new_gallery_will_take_before_enrolling(app, datasets):
     go(app, "Enrol")
     choose(app, "luffy", sorted((datasets / "anime-onepiece" / "lufei").glob("*.jpg"))[:3])
-    assert any(re.search(r"A new gallery: these will be embedded with model anime-tuned-tta \(\d of 3 images look like "
+    assert any(re.search(r"A new gallery: these will be embedded with model anime-finetuned \(\d of 3 images look like "
                          r"anime faces\); it keeps it\.", c.value) for c in app.caption)
     enrol(app, "luffy", sorted((datasets / "anime-onepiece" / "lufei").glob("*.jpg"))[3:6])
     choose(app, "luffy", sorted((datasets / "anime-onepiece" / "lufei").glob("*.jpg"))[6:8])

@@ -41,7 +41,7 @@ class ModelChoice:
 
 def model_for(detector: str) -> str:
     """The model a new gallery uses when none is named: the shipped one whose config lists the
-    detector under "detectors" (models/anime-tuned-tta: "anime-face"), else "default"."""
+    detector under "detectors" (models/anime-finetuned: "anime-face"), else "default"."""
     for name in list_models():
         if detector in shipped_config(name).get("detectors", ()):
             return name
