@@ -35,6 +35,12 @@ kept (as the cached recipe: batches of 16 classes would skew them); bf16 autocas
 `unpack`: each fold's folder with the cohort stage_finetune.py gives its folds (class means of
 its training classes, 20 seeded images each, then 500 face patches), built here from ../shared.
 
+`train --hands` gives the folds `default`'s settings (no colour histogram, nearest-reference scoring),
+the CNN part of hand galleries, for hand sources left out (`--sources drone-gestures ...`); untar
+them as DIR/SOURCE-finetuned beside links to loso.py's DIR/SOURCE-lm landmark encoders, then
+`tta_folds.py DIR --tta none --sources ...` and gallery_adapt.py / fusion_refit.py on the embeddings
+(models/hand-landmarks-2's card).
+
 `train ... --sources final` leaves no source out (OUT/final.tar; `unpack` gives it the cohort of
 every source): the model a release would ship, as stage_finetune.py --final makes `anime-tuned`'s;
 `unpack OUT --folds DIR --name NAME --thresholds A.json ...` also writes the config it ships with.
@@ -135,7 +141,9 @@ def train_fold(source: str, data: Path, out: Path, a: argparse.Namespace, log) -
         epochs.append({"epoch": epoch + 1, "loss": round(total / max(1, n), 4), "steps": n,
                        "seconds": round(time.time() - t0, 1)})
         log(json.dumps({source: epochs[-1]}))
-        if a.deadline and time.time() + (time.time() - t0) * (a.epochs - epoch - 1) > a.deadline:
+        # from the fastest epoch so far: the first ones also start the workers and switch the backbone on
+        steady = min(e["seconds"] for e in epochs) * 1.2
+        if a.deadline and time.time() + steady * (a.epochs - epoch - 1) > a.deadline:
             raise TimeoutError(f"{source}: {a.epochs - epoch - 1} epochs would end past the deadline")
     model.eval().requires_grad_(False).cpu()
     with tempfile.TemporaryDirectory() as tmp:  # one file a fold comes back: the machine returns 8 at most
