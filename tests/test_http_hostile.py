@@ -146,3 +146,20 @@ def test_a_stream_cancelled_while_it_waits_still_closes_its_detector(folder, mon
 
     anyio.run(main)
     assert seen == {"open": 0, "most": 1}
+
+
+def test_enrol_takes_the_whole_picture_only_when_asked(tmp_path, tiny_images):
+    """The refusal names `fallback 'whole'`; /enroll takes it as a form field, and nothing else."""
+    from byakugan.index import Pipeline
+
+    Pipeline.create(None, "anime-face").new_gallery(tmp_path / "g").save()
+    c = TestClient(create_app(tmp_path / "g"))
+    before = disk_state(tmp_path / "g")
+    flat = ("flat.png", tiny_images[0].read_bytes())  # a field of one colour: no face in it
+    r = c.post("/enroll", data={"label": "p"}, files=[("images", flat)])
+    assert r.status_code == 400 and "fallback 'whole'" in r.json()["error"]
+    r = c.post("/enroll", data={"label": "p", "fallback": "all"}, files=[("images", flat)])
+    assert r.status_code == 422 and r.json()["error"].startswith("body.fallback:") and "'none' or 'whole'" in r.json()["error"]
+    assert disk_state(tmp_path / "g") == before
+    r = c.post("/enroll", data={"label": "p", "fallback": "whole"}, files=[("images", flat)])
+    assert r.status_code == 200 and len(r.json()["ids"]) == 1 and r.json()["labels"] == {"p": 1}

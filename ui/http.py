@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Optional, Union
+from typing import Literal, Optional, Union
 
 from fastapi import Body, Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile, WebSocket
 from fastapi import Path as PathParam
@@ -222,14 +222,15 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
     if service.writable:
         @app.post("/enroll", dependencies=[Depends(authorised)])
         async def enroll(request: Request, label: str = Form(..., min_length=1, max_length=NAME_CHARS),
-                         images: list[UploadFile] = File(...)) -> dict:
+                         images: list[UploadFile] = File(...), fallback: Literal["none", "whole"] = Form("none")) -> dict:
             if (sent := len((await request.form()).getlist("label"))) > 1:  # else the last would win unsaid
                 raise HTTPException(422, f"label: {sent} sent; /enroll takes one label a request")
             label = check_label_in(label, service.labels())
             crops, held = [], 0
             for f in images:  # one decoded upload at a time, off the event loop: only the crops are kept
                 data, name = await read(f), f.filename or "upload"
-                found = await run_in_threadpool(lambda: service.crops([(name, load_image(data, name=name))], fallback=None))
+                found = await run_in_threadpool(lambda: service.crops([(name, load_image(data, name=name))],
+                                                                          fallback=None if fallback == "none" else fallback))
                 held = pixel_budget(held, sum(c.image.width * c.image.height for c in found), name)
                 crops += found
             # Waiting for the gallery's lock (another process may be editing it) holds a worker thread, not the server.

@@ -75,7 +75,8 @@ def cmd_enroll(a: argparse.Namespace) -> int:
     detector = detector_config(a.detector, a.detector_setting) if a.detector else None
     ok_all = True
     gallery_dir = Path(a.gallery)
-    if not Gallery.exists(gallery_dir):
+    new = not Gallery.exists(gallery_dir)
+    if new:
         check_labels([label for label, _ in plan])  # every label is new: all of their rules, before any work
         if isinstance(detector, dict):
             from byakugan.embedder.detection import create_detector
@@ -129,8 +130,8 @@ def cmd_enroll(a: argparse.Namespace) -> int:
     if a.json:
         print_json({"gallery": str(gallery_dir), "added": added, "labels": g.labels(), "model": g.model_name, **chosen})
     else:
-        if chosen:
-            print(f"{gallery_dir}: new gallery, model {g.model_name} ({pipe.choice.why})")
+        if new or chosen:  # the model a new gallery keeps, and why
+            print(f"{gallery_dir}: new gallery, model {g.model_name} ({pipe.choice.why if chosen else '--model'})")
         for label, n in added.items():
             print(f"enrolled {n} image(s) as {label!r}")
         print(f"{gallery_dir}: {len(g)} references, {len(g.labels())} labels")
