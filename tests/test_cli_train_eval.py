@@ -75,7 +75,7 @@ def test_train_takes_small_classes_and_refuses_a_damaged_or_mismatched_checkpoin
     out = tmp_path / "m"
     assert main(["train", str(data), "--out", str(out), *TINY, "--views", "0"]) == 0
     capsys.readouterr()
-    damaged = {"state.json": b'{"epoch": ', "optimizer.pt": b"garbage", "model.safetensors": b"\x00" * 10}
+    damaged = {"state.json": b'{"epoch": ', "optimizer.safetensors": b"garbage", "model.safetensors": b"\x00" * 10}
     for name, content in damaged.items():
         shutil.copytree(out, tmp_path / name)
         (tmp_path / name / "checkpoint" / name).write_bytes(content)

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
 from byakugan.embedder.embedding.landmarks import LandmarkEncoder, load_landmarks
 from byakugan.embedder.errors import ByakuganError, ModelError
@@ -197,8 +198,15 @@ def test_resume_trains_at_the_rate_asked_for_now(tmp_path, capsys):
     out = tmp_path / "m"
     assert main(["train", str(data), "--out", str(out), *TINY]) == 0
     assert main(["train", str(data), "--out", str(out), *TINY, "--epochs", "2", "--lr", "0.0005", "--resume"]) == 0
-    groups = torch.load(out / "checkpoint" / "optimizer.pt", weights_only=True)["param_groups"]
+    assert not (out / "checkpoint" / "optimizer.pt").exists()  # no pickle: safetensors, settings as JSON
+    with safe_open(str(out / "checkpoint" / "optimizer.safetensors"), "pt") as f:
+        groups = json.loads(f.metadata()["param_groups"])
     assert [g["lr"] for g in groups] == [0.0005, 0.0005]
+    # a checkpoint an older byakugan wrote (a pickle) is refused, not loaded
+    (out / "checkpoint" / "optimizer.safetensors").rename(out / "checkpoint" / "optimizer.pt")
+    capsys.readouterr()
+    line = refused(capsys, "train", data, "--out", out, *TINY, "--epochs", "3", "--resume")
+    assert "written by an older byakugan (optimizer.pt, a pickle, which is not loaded)" in line
 
 
 def test_an_unfinished_run_with_its_cache_beside_it_can_be_resumed_or_replaced(tmp_path, capsys):

@@ -132,7 +132,15 @@ def test_fine_tuning_moves_the_backbone_and_validates_on_its_new_features(datase
     model = train(cfg, log=logs.append)
     before = embedder.create_embedder("efficientnet_lite0").backbone.state_dict()
     after = model.backbone.state_dict()
-    assert any(not torch.allclose(before[k], after[k]) for k in before if before[k].is_floating_point())
+    moved = {k for k in before if before[k].is_floating_point() and not torch.allclose(before[k], after[k])}
+    # every stage learns (the earlier at 0.3 of the rate), BatchNorm statistics stay ImageNet's
+    assert {"conv_stem.weight", "blocks.0.0.conv_dw.weight", "blocks.6.0.conv_pw.weight", "conv_head.weight"} <= moved
+    assert not [k for k in moved if k.endswith(("running_mean", "running_var"))]
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "ft" / "checkpoint" / "optimizer.safetensors"), "pt") as f:
+        rates = [g["lr"] for g in json.loads(f.metadata()["param_groups"])]
+    assert rates == pytest.approx([1e-3, 1e-3, 1e-3, 3e-4])  # head, loss, last two stages, the stages before
     history = json.loads((tmp_path / "ft" / "training.json").read_text())["history"]
     # Held-out figures come from each epoch's backbone, so they are allowed to change between epochs.
     assert all("heldout_precision_at_1" in h for h in history) and len(history) == 2
@@ -171,3 +179,30 @@ def test_the_cohort_can_come_from_some_of_the_training_folders(datasets, tmp_pat
     model = train(cfg, log=lambda m: None)
     classes = [p for p in (datasets / "rock-paper-scissors").iterdir() if p.is_dir()]
     assert model.cohort is not None and len(model.cohort) == len(classes)
+
+
+def test_a_fine_tune_trains_the_head_alone_first_and_splits_the_backbone_at_its_last_two_stages(datasets, tmp_path):
+    import timm
+    import torch
+
+    from byakugan.embedder.training.metric import TrainConfig, train
+    from byakugan.embedder.training.stages import backbone_parts
+
+    net = embedder.create_embedder("efficientnet_lite0", pretrained=False).backbone
+    late, early = backbone_parts(net)
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert names[id(late[0])].startswith("blocks.5.") and names[id(early[-1])].startswith("blocks.4.")
+    assert {names[id(p)].split(".")[0] for p in late} == {"blocks", "conv_head", "bn2"} and len(late) + len(early) == len(names)
+    resnet = timm.create_model("resnet18", pretrained=False, num_classes=0)
+    late, _ = backbone_parts(resnet)
+    assert next(n for n, p in resnet.named_parameters() if p is late[0]).startswith("layer3.")
+    cfg = TrainConfig(data=[str(datasets / "rock-paper-scissors")], out=str(tmp_path / "m"), per_class=4, epochs=1,
+                      head_dim=8, batch_size=8, backbone_lr=1e-3, size=96)
+    model = train(cfg, log=lambda m: None)  # one epoch, the head's own: the backbone is ImageNet's still
+    before = embedder.create_embedder("efficientnet_lite0").backbone.state_dict()
+    after = model.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    with pytest.raises(embedder.ByakuganError, match="early lr -1.0 must be >= 0"):
+        TrainConfig(data=[], out=str(tmp_path / "x"), early_lr=-1.0).check()
+    with pytest.raises(embedder.ByakuganError, match="head epochs 0.5 must be >= 0, a whole number"):
+        TrainConfig(data=[], out=str(tmp_path / "x"), head_epochs=0.5).check()

@@ -16,6 +16,7 @@ from ..scoring import SCORINGS
 from .augment import GREY
 from .crops import check_detectors
 from .data import MAX_SIZE, check_device, check_places, check_setting
+from .stages import EARLY_SHARE
 
 LOSSES: dict[str, Callable[[int, int], torch.nn.Module]] = {
     "triplet": lambda n, d: losses.TripletMarginLoss(margin=0.1),
@@ -55,7 +56,9 @@ class TrainConfig:
     batch_size: int = 64
     epochs: int = 30
     lr: float = 1e-3
-    backbone_lr: float = 0.0
+    backbone_lr: float = 0.0  # > 0: the backbone's last two stages fine-tune at this rate (embedder.training.stages)
+    early_lr: Optional[float] = None  # the stages before them; None: EARLY_SHARE of backbone_lr
+    head_epochs: int = 1  # when fine-tuning, the first epochs train the head alone
     views: int = 4  # augmented views per image when the backbone is frozen (plus the plain one)
     hflip: bool = False  # off by default: flipping swaps left and right hands
     colour_jitter: bool = True  # off keeps colours as drawn (anime characters are told apart by them)
@@ -79,14 +82,16 @@ class TrainConfig:
             self.cohort_top = check_setting("cohort_top", self.cohort_top, 0, whole=True)
         for name, low, high in (("m_per_class", 1, math.inf), ("batch_size", 1, math.inf), ("epochs", 1, math.inf),
                                 ("head_dim", 1, math.inf), ("head_hidden", 1, math.inf), ("views", 0, math.inf),
-                                ("per_class", 1, math.inf), ("size", 32, MAX_SIZE), ("cohort_per_class", 1, math.inf)):
+                                ("per_class", 1, math.inf), ("size", 32, MAX_SIZE), ("cohort_per_class", 1, math.inf),
+                                ("head_epochs", 0, math.inf)):
             if getattr(self, name) is not None:
                 setattr(self, name, check_setting(name, getattr(self, name), low, high, whole=True))
         # NaN passes every comparison: each rate and weight is checked finite, or a NaN model is saved.
         for name, low, high, above in (("lr", 0, math.inf, True), ("backbone_lr", 0, math.inf, False),
                                        ("head_weight", 0, math.inf, True), ("colour_weight", 0, math.inf, False),
-                                       ("grey_views", 0, 1, False)):
-            setattr(self, name, check_setting(name, getattr(self, name), low, high, above))
+                                       ("grey_views", 0, 1, False), ("early_lr", 0, math.inf, False)):
+            if getattr(self, name) is not None:  # early_lr None: a share of backbone_lr
+                setattr(self, name, check_setting(name, getattr(self, name), low, high, above))
         try:
             self.seed = check_seed(self.seed)
         except ValueError as exc:
@@ -97,6 +102,10 @@ class TrainConfig:
         check_detectors(self.detectors, self.data)
         self.device = check_device(self.device)
         check_places(self.out, self.data, self.cache)
+
+    def early_rate(self) -> float:
+        """The rate of the backbone's stages before its last two (embedder.training.stages)."""
+        return self.backbone_lr * EARLY_SHARE if self.early_lr is None else self.early_lr
 
 
 def check_loss(loss: torch.Tensor, epoch: int) -> None:

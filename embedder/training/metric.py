@@ -8,7 +8,6 @@ backbone is fine-tuned on augmented images each step (slow on a CPU).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import random
@@ -27,12 +26,13 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from ..atomic import write_atomic
-from ..embedding.files import CONFIG_FILE
 from ..embedding.model import CONFIG_FORMAT, Embedder, create_embedder
-from ..errors import ByakuganError, ModelError
+from ..errors import ByakuganError
 from ..evaluation.protocol import enrolment_trials
 from ..preprocess import Preprocess
 from .augment import GREY, augmentation
+from .checkpoint import check_resume, resume as resume_from, save_checkpoint
+from .stages import backbone_parts, train_backbone
 from .cohort import build_cohort
 from .config import LOSSES, MINERS, TrainConfig, check_loss
 from .crops import crop_samples
@@ -99,73 +99,6 @@ def accuracy(emb: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in r.items()}
 
 
-def _checkpoint(model: Embedder, opt: torch.optim.Optimizer, epoch: int, history: list, d: Path,
-                cfg: TrainConfig) -> None:
-    d.mkdir(parents=True, exist_ok=True)
-    # state.json goes last: a checkpoint is whole once it names its epoch.
-    write_atomic(d / "model.safetensors", save_tensors({k: v.contiguous() for k, v in model.state_dict().items()}))
-    buf = io.BytesIO()
-    torch.save(opt.state_dict(), buf)  # read back with weights_only=True
-    write_atomic(d / "optimizer.pt", buf.getvalue())
-    write_atomic(d / "state.json", json.dumps({"epoch": epoch, "history": history, "config": _run_settings(cfg)}).encode())
-
-
-# What a resumed run may change: how long, how fast, where it runs and keeps its cache (and its
-# folder, moved or copied).
-RESUMABLE = ("epochs", "lr", "backbone_lr", "device", "cache", "out")
-
-
-def _run_settings(cfg: TrainConfig) -> dict:
-    out = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE}
-    resolved = {k: [str(Path(d).resolve()) for d in out[k]] for k in ("data", "cohort_data") if out.get(k)}
-    return out | resolved  # however the folders are spelt
-
-
-def _check_resume(cfg: TrainConfig, ckpt: Path) -> None:
-    """Before any work: a resumed run goes on with the settings it started with, and has epochs left."""
-    try:
-        state = json.loads((ckpt / "state.json").read_text())
-        _check_state(state)
-    except Exception:  # damaged: _resume says so, naming the file
-        return
-    done, then = state["epoch"], state.get("config")
-    now = json.loads(json.dumps(_run_settings(cfg)))  # as stored: tuples are lists
-    if isinstance(then, dict) and (changed := sorted(k for k in now if k in then and then[k] != now[k])):
-        k = changed[0]
-        raise ByakuganError(f"resume: the checkpoint's run was started with --{k.replace('_', '-')} {then[k]!r}, not "
-                            f"{now[k]!r}; resume with its settings (only --epochs, --lr, --backbone-lr, --device, "
-                            "--cache and the folder may change), or --overwrite to start over")
-    # done == epochs with no model saved: a run stopped after its last epoch (a full disk at the save) is finished
-    if done > cfg.epochs or done == cfg.epochs and (Path(cfg.out) / CONFIG_FILE).is_file():
-        raise ByakuganError(f"resume: the checkpoint's run has done {done} epochs, and --epochs is {cfg.epochs}; "
-                            "ask for more epochs to train on")
-
-
-def _check_state(state) -> None:
-    """An epoch count its history matches, as _checkpoint writes it: anything else was edited or damaged."""
-    start, history = state["epoch"], state["history"]
-    if isinstance(start, bool) or not isinstance(start, int) or start < 1 or not isinstance(history, list) \
-            or len(history) != start or not all(isinstance(r, dict) for r in history):
-        raise ValueError("state.json")
-
-
-def _resume(model: Embedder, opt: torch.optim.Optimizer, ckpt: Path) -> tuple[int, list]:
-    """(epoch, history) of the checkpoint in `ckpt`, its weights loaded into model and opt."""
-    name = "state.json"
-    try:
-        state = json.loads((ckpt / name).read_text())
-        _check_state(state)
-        start, history = state["epoch"], state["history"]
-        name = "model.safetensors"
-        model.load_state_dict(load_file(str(ckpt / name)))
-        name = "optimizer.pt"
-        opt.load_state_dict(torch.load(ckpt / name, weights_only=True))
-    except Exception:  # safetensors, pickle, zip and torch each raise their own types for a bad file
-        why = "" if name == "state.json" else ", or made with other settings (--dim, --backbone, --taps, --colour-weight, --loss)"
-        raise ModelError(f"checkpoint {ckpt / name}: damaged{why}; train into a new --out, or leave out --resume to start over") from None
-    return start, history
-
-
 def _check_cohort_top(cfg: TrainConfig) -> None:
     """A cohort of top N class means needs N classes (build_cohort's pool), said before training."""
     if not cfg.cohort_top:
@@ -188,7 +121,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     if resume and not (ckpt / "state.json").is_file():
         raise ByakuganError(f"resume: no checkpoint in {ckpt}; leave out --resume to start a new run")
     if resume:
-        _check_resume(cfg, ckpt)
+        check_resume(cfg, ckpt)
     random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
     samples = scan(cfg.data, per_class=cfg.per_class, seed=cfg.seed)
     check_training_classes(*split_classes(samples, cfg.holdout))  # before detecting crops, which takes a while
@@ -208,16 +141,17 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     loss_fn = LOSSES[cfg.loss](len(classes), cfg.head_dim).to(cfg.device)
     miner = MINERS[cfg.miner]()
     frozen = cfg.backbone_lr == 0
-    groups = [{"params": model.head.parameters(), "lr": cfg.lr}, {"params": loss_fn.parameters(), "lr": cfg.lr}]
-    if not frozen:
-        groups.append({"params": model.backbone.parameters(), "lr": cfg.backbone_lr})
-    else:
-        model.backbone.requires_grad_(False)
-    opt = torch.optim.AdamW(groups, weight_decay=1e-4)
+    rates = [cfg.lr, cfg.lr] + ([] if frozen else [cfg.backbone_lr, cfg.early_rate()])
+    groups = [{"params": model.head.parameters()}, {"params": loss_fn.parameters()}]
+    if not frozen:  # the later stages at --backbone-lr, the earlier (more general features) slower
+        late, early = backbone_parts(model.backbone)
+        groups += [{"params": late}, {"params": early}]
+    model.backbone.requires_grad_(False)  # until an epoch trains it (after the head's own: train_backbone)
+    opt = torch.optim.AdamW([g | {"lr": lr} for g, lr in zip(groups, rates)], weight_decay=1e-4)
     start, history = 0, []
     if resume:
-        start, history = _resume(model, opt, ckpt)
-        for group, lr in zip(opt.param_groups, (cfg.lr, cfg.lr, cfg.backbone_lr)):
+        start, history = resume_from(model, opt, ckpt)
+        for group, lr in zip(opt.param_groups, rates):
             group["lr"] = lr  # the rates asked for now (load_state_dict restores the checkpoint's)
         log(f"resumed from {ckpt} at epoch {start}")
 
@@ -242,7 +176,9 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
                                         length_before_new_iter=max(batch, len(y_all if frozen else y)))
     for epoch in range(start, cfg.epochs):
         model.head.train()
-        model.backbone.train(not frozen)
+        # BatchNorm statistics stay the pretrained ones (batches of a few classes would skew them), as
+        # the recipe anime-finetuned was trained with (benchmarks/gpu_finetune.py)
+        model.backbone.eval().requires_grad_(train_backbone(cfg, epoch))
         order = list(iter(sampler))
         total = 0.0
         steps = range(0, len(order) - batch + 1, batch)
@@ -270,7 +206,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
             record |= {f"heldout_{k}": v for k, v in accuracy(emb, held_labels).items()}
         history.append(record)
         log(json.dumps(record))
-        _checkpoint(model, opt, epoch + 1, history, ckpt, cfg)
+        save_checkpoint(model, opt, epoch + 1, history, ckpt, cfg)
     model.eval().cpu()
     if cfg.cohort_top is not None:
         pool = cfg.data if cfg.cohort_data is None else cfg.cohort_data

@@ -107,7 +107,7 @@ def advice(folder: Path) -> str:
 
 TRAIN_FIELDS = ("data", "out", "backbone", "taps", "size", "head_weight", "colour_weight", "scoring", "cohort_top",
                 "cohort_per_class", "loss", "miner", "m_per_class", "batch_size", "epochs", "lr", "backbone_lr",
-                "views", "hflip", "colour_jitter", "holdout", "cache", "per_class", "seed", "device")
+                "early_lr", "head_epochs", "views", "hflip", "colour_jitter", "holdout", "cache", "per_class", "seed", "device")
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -174,7 +174,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--batch-size", type=int, default=S)
     s.add_argument("--epochs", type=int, default=S)
     s.add_argument("--lr", type=float, default=S, help="learning rate of the head")
-    s.add_argument("--backbone-lr", type=float, default=S, help="0 keeps the backbone frozen (default)")
+    s.add_argument("--backbone-lr", type=float, default=S,
+                   help="0 keeps the backbone frozen (default); else the rate of its last two stages (1e-4 made anime-finetuned)")
+    s.add_argument("--early-lr", type=float, default=S, help="with --backbone-lr: the stages before them (default 0.3 of it)")
+    s.add_argument("--head-epochs", type=int, default=S, help="with --backbone-lr: the first epochs train the head alone (default 1)")
     s.add_argument("--views", type=int, default=S, help="augmented views per image for a frozen backbone")
     s.add_argument("--hflip", action="store_true", default=S, help="augment with horizontal flips (off: it swaps hands)")
     s.add_argument("--no-colour-jitter", dest="colour_jitter", action="store_false", default=S,
