@@ -4,6 +4,8 @@ in colour). Prints JSON and writes --out.
     .venv/bin/python benchmarks/loso.py --sources anime-faces anime-onepiece anime-scenes --no-baseline --keep bench-out/folds
     .venv/bin/python benchmarks/grey_queries.py --folds bench-out/folds --out models/loso-grey-queries.json
     .venv/bin/python benchmarks/grey_queries.py --model anime-tuned --out ...   (one model for every source)
+    .venv/bin/python benchmarks/grey_queries.py --folds bench-out/folds-gpu-a --tta flip_crop \
+        --out models/anime-finetuned/grey_queries_folds.json   (gpu_finetune.py's folds, with their views)
 
 With --folds, each source is embedded by the fold model that never saw it (loso.py --keep): the
 `anime` recipe trained on every other source.
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -58,10 +61,25 @@ def grey_copies(paths: list[str], folder: Path) -> list[str]:
     return out
 
 
+def fold_model(folds: Path, source: str, tta: str | None, tmp: Path) -> str:
+    """FOLDS/SOURCE-finetuned (stage_finetune.py and gpu_finetune.py folds) or FOLDS/SOURCE (loso.py's),
+    copied with the model setting "tta" when asked."""
+    kept = folds / f"{source}-finetuned"
+    fold = kept if kept.is_dir() else folds / source
+    if not tta:
+        return str(fold)
+    copy = shutil.copytree(fold, tmp / f"{source}-model")
+    config = copy / "config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"tta": tta}, indent=1))
+    return str(copy)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="anime-tuned")
     p.add_argument("--folds", metavar="DIR", help="embed each source by DIR/SOURCE (loso.py --keep) instead of --model")
+    p.add_argument("--tta", choices=["flip", "crop", "flip_crop"],
+                   help="with --folds: each fold model embeds every picture as these views (a copy of it with the setting)")
     p.add_argument("--sources", nargs="+", default=[s for s, v in SOURCES.items() if v["domain"] == "anime"])
     p.add_argument("--out", default="models/anime-tuned/grey_queries.json")
     a = p.parse_args()
@@ -70,7 +88,7 @@ def main() -> None:
         for source in a.sources:
             samples = scan([str(DATA / source)], per_class=None, seed=1)
             labels = [s.label.split("/", 1)[1] for s in samples]
-            model = str(Path(a.folds) / source) if a.folds else a.model
+            model = fold_model(Path(a.folds), source, a.tta, Path(tmp)) if a.folds else a.model
             pipe = Pipeline.create(model, SOURCES[source]["detector"], "none")
             enc = pipe.encoder
             colour = enc.config.get("colour")
@@ -106,7 +124,7 @@ def main() -> None:
                    "mean_far_at_tar95": round(float(np.mean([rows[s][v]["far_at_tar95"] for s in rows])), 4)}
                for v in variants}
     text = json.dumps({"protocol": "5 shots, 10 trials, a third unknown, seed 1; class mean; the model's cohort",
-                       "model": a.folds and f"{a.folds}/SOURCE" or a.model, "sources": rows, "mean": summary}, indent=1)
+                       "model": a.folds and f"{a.folds}/SOURCE" + (f" with tta {a.tta}" if a.tta else "") or a.model, "sources": rows, "mean": summary}, indent=1)
     Path(a.out).write_text(text + "\n")
     print(text)
 

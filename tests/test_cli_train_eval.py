@@ -80,7 +80,7 @@ def test_train_takes_small_classes_and_refuses_a_damaged_or_mismatched_checkpoin
         shutil.copytree(out, tmp_path / name)
         (tmp_path / name / "checkpoint" / name).write_bytes(content)
         line = refused(capsys, "train", data, "--out", tmp_path / name, *TINY, "--views", "0", "--epochs", "2", "--resume")
-        assert f"checkpoint {tmp_path / name / 'checkpoint' / name}: damaged" in line and "--resume" in line
+        assert f"checkpoint {tmp_path / name / 'checkpoint' / name}: damaged" in line and "--overwrite" in line
     line = refused(capsys, "train", data, "--out", out, *TINY, "--views", "0", "--epochs", "2", "--resume", "--dim", "16")
     assert "resume: the checkpoint's run was started with --head-dim 8, not 16; resume with its settings" in line
     line = refused(capsys, "train", data, "--out", out, *TINY, "--views", "0", "--resume")  # its 1 epoch is done

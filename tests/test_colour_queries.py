@@ -148,3 +148,15 @@ def test_evaluate_scores_a_set_as_its_gallery_would(model, tmp_path, capsys):
     saved = load_file(tmp_path / "e.safetensors")  # the rows searched with are saved beside the stored ones
     assert (saved["queries"] != saved["cnn"]).any(axis=1).sum() == 1
     assert main(args[:-1]) == 0 and "1 pictures without colour" in capsys.readouterr().out
+
+
+def test_a_model_with_views_records_the_rule_and_tells_grey_pictures_by_their_views(tmp_path):
+    """anime-finetuned embeds four views of each picture: its rows are still [CNN part, histogram
+    part], and a grey picture's views are all grey (measured: models/anime-finetuned/grey_queries_folds.json)."""
+    model = embedder.load("anime-finetuned")[0]
+    assert model.config["tta"] == "flip_crop"
+    g = Pipeline.create(model).new_gallery(tmp_path / "g")
+    split = model.dim - model.colour.dim
+    assert g.colourless_queries == {"split": split, "bins": [12, 4, 4], "weight": 1.0}
+    grey, col = model.embed(_pictures(tmp_path, True)), model.embed(_pictures(tmp_path, False))
+    assert colourless(grey, split, [12, 4, 4]).all() and not colourless(col, split, [12, 4, 4]).any()

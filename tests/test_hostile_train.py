@@ -271,3 +271,26 @@ def test_train_refuses_an_out_inside_its_data_and_a_cache_it_cannot_write(tmp_pa
         code = exit_code([command, data, "--out", tmp_path / "m", "--cache", tmp_path / "file"])
         err = capsys.readouterr().err
         assert code == 2 and "cache " in err and "is a file" in err and not (tmp_path / "m").exists(), err
+
+
+def test_resume_says_when_the_backbone_was_frozen_and_refuses_an_edited_optimizer_state(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    data = folder(tmp_path / "d", {"a": 3, "b": 3})
+    out = tmp_path / "m"
+    assert main(["train", str(data), "--out", str(out), *TINY]) == 0
+    capsys.readouterr()
+    line = refused(capsys, "train", data, "--out", out, *TINY, "--epochs", "3", "--resume", "--backbone-lr", "1e-3")
+    assert "resume: the checkpoint's run kept the backbone frozen; resume without --backbone-lr" in line
+    path = out / "checkpoint" / "optimizer.safetensors"
+    with safe_open(str(path), "pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    groups = json.loads(meta["param_groups"])
+    key = next(k for k in tensors if k.endswith("exp_avg"))
+    edits = {"weight decay": (tensors, meta | {"param_groups": json.dumps([g | {"weight_decay": "abc"} for g in groups])}),
+             "shape": (tensors | {key: tensors[key].flatten()[:3].contiguous()}, meta),
+             "nan": (tensors | {key: tensors[key] * float("nan")}, meta)}
+    for what, (t, m) in edits.items():
+        save_file(t, str(path), m)
+        line = refused(capsys, "train", data, "--out", out, *TINY, "--epochs", "3", "--resume")
+        assert f"checkpoint {path}: damaged" in line and "--overwrite to start over" in line, what

@@ -181,7 +181,8 @@ def test_the_cohort_can_come_from_some_of_the_training_folders(datasets, tmp_pat
     assert model.cohort is not None and len(model.cohort) == len(classes)
 
 
-def test_a_fine_tune_trains_the_head_alone_first_and_splits_the_backbone_at_its_last_two_stages(datasets, tmp_path):
+def test_a_fine_tune_trains_the_head_alone_first_and_splits_the_backbone_at_its_last_two_stages(datasets, tmp_path,
+                                                                                                 monkeypatch):
     import timm
     import torch
 
@@ -193,16 +194,33 @@ def test_a_fine_tune_trains_the_head_alone_first_and_splits_the_backbone_at_its_
     names = {id(p): n for n, p in net.named_parameters()}
     assert names[id(late[0])].startswith("blocks.5.") and names[id(early[-1])].startswith("blocks.4.")
     assert {names[id(p)].split(".")[0] for p in late} == {"blocks", "conv_head", "bn2"} and len(late) + len(early) == len(names)
-    resnet = timm.create_model("resnet18", pretrained=False, num_classes=0)
-    late, _ = backbone_parts(resnet)
-    assert next(n for n, p in resnet.named_parameters() if p is late[0]).startswith("layer3.")
-    cfg = TrainConfig(data=[str(datasets / "rock-paper-scissors")], out=str(tmp_path / "m"), per_class=4, epochs=1,
+    for name, start in (("resnet18", "layer3."), ("convnext_atto", "stages.2.")):
+        other = timm.create_model(name, pretrained=False, num_classes=0)
+        late, early = backbone_parts(other)
+        assert next(n for n, p in other.named_parameters() if p is late[0]).startswith(start) and early
+    tapped = embedder.create_embedder("efficientnet_lite0", pretrained=False, taps=[3]).backbone  # --taps wraps it
+    late, _ = backbone_parts(tapped)
+    assert next(n for n, p in tapped.named_parameters() if p is late[0]).startswith("net.blocks.5.")
+    from byakugan.embedder.training import metric
+
+    seen, save = {}, metric.save_checkpoint
+
+    def spy(model, opt, epoch, *args):
+        seen[epoch] = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+        return save(model, opt, epoch, *args)
+
+    monkeypatch.setattr(metric, "save_checkpoint", spy)
+    cfg = TrainConfig(data=[str(datasets / "rock-paper-scissors")], out=str(tmp_path / "m"), per_class=4, epochs=2,
                       head_dim=8, batch_size=8, backbone_lr=1e-3, size=96)
-    model = train(cfg, log=lambda m: None)  # one epoch, the head's own: the backbone is ImageNet's still
+    train(cfg, log=lambda m: None)
     before = embedder.create_embedder("efficientnet_lite0").backbone.state_dict()
-    after = model.backbone.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(torch.equal(before[k], seen[1][k]) for k in before)  # the first epoch, the head's own
+    assert not all(torch.equal(before[k], seen[2][k]) for k in before)
+    with pytest.raises(embedder.ByakuganError, match="head epochs 2 with epochs 2: no epoch would fine-tune"):
+        TrainConfig(data=[], out=str(tmp_path / "x"), backbone_lr=1e-3, epochs=2, head_epochs=2).check()
+    with pytest.raises(embedder.ByakuganError, match="early lr: only for a fine-tune"):
+        TrainConfig(data=[], out=str(tmp_path / "x"), early_lr=1e-4).check()
     with pytest.raises(embedder.ByakuganError, match="early lr -1.0 must be >= 0"):
-        TrainConfig(data=[], out=str(tmp_path / "x"), early_lr=-1.0).check()
+        TrainConfig(data=[], out=str(tmp_path / "x"), backbone_lr=1e-3, early_lr=-1.0).check()
     with pytest.raises(embedder.ByakuganError, match="head epochs 0.5 must be >= 0, a whole number"):
-        TrainConfig(data=[], out=str(tmp_path / "x"), head_epochs=0.5).check()
+        TrainConfig(data=[], out=str(tmp_path / "x"), backbone_lr=1e-3, head_epochs=0.5).check()

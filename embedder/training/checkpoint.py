@@ -30,6 +30,8 @@ OPTIMIZER = "optimizer.safetensors"
 
 def run_settings(cfg: TrainConfig) -> dict:
     out = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE}
+    # --backbone-lr may change, but not to or from 0 (the optimizer's groups differ): said apart
+    out |= {"fine_tunes": cfg.backbone_lr > 0, "head_epochs": cfg.head_rounds() if cfg.backbone_lr > 0 else None}
     resolved = {k: [str(Path(d).resolve()) for d in out[k]] for k in ("data", "cohort_data") if out.get(k)}
     return out | resolved  # however the folders are spelt
 
@@ -40,6 +42,7 @@ def save_checkpoint(model: Embedder, opt: torch.optim.Optimizer, epoch: int, his
     # state.json goes last: a checkpoint is whole once it names its epoch.
     write_atomic(d / "model.safetensors", save_tensors({k: v.contiguous() for k, v in model.state_dict().items()}))
     write_atomic(d / OPTIMIZER, optimizer_bytes(opt))
+    (d / "optimizer.pt").unlink(missing_ok=True)  # an older byakugan's pickle, never read: not left beside it
     write_atomic(d / "state.json", json.dumps({"epoch": epoch, "history": history, "config": run_settings(cfg)}).encode())
 
 
@@ -58,14 +61,25 @@ def optimizer_bytes(opt: torch.optim.Optimizer) -> bytes:
 
 
 def load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    """Raises ValueError for a state this run's optimizer would not have made (an edited file would
+    otherwise fail part-way through an epoch)."""
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
         values = {k: f.get_tensor(k) for k in f.keys()} | json.loads(meta["plain"])
+    groups = json.loads(meta["param_groups"])
+    mine = json.loads(json.dumps(opt.state_dict()["param_groups"]))  # as stored: tuples are lists
+    if len(groups) != len(mine) or any({k: v for k, v in g.items() if k != "lr"} != {k: v for k, v in m.items() if k != "lr"}
+                                       for g, m in zip(groups, mine)):
+        raise ValueError("param_groups")
+    params = [p for g in opt.param_groups for p in g["params"]]
     state: dict[int, dict] = {}
     for key, value in values.items():
         index, name = key.split(".", 1)
+        if not 0 <= int(index) < len(params) or not torch.is_tensor(value) or not torch.isfinite(value).all() \
+                or value.shape != (params[int(index)].shape if name in ("exp_avg", "exp_avg_sq") else ()):
+            raise ValueError(key)
         state.setdefault(int(index), {})[name] = value
-    opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    opt.load_state_dict({"state": state, "param_groups": groups})
 
 
 def check_state(state) -> None:
@@ -85,6 +99,10 @@ def check_resume(cfg: TrainConfig, ckpt: Path) -> None:
         return
     done, then = state["epoch"], state.get("config")
     now = json.loads(json.dumps(run_settings(cfg)))  # as stored: tuples are lists
+    if isinstance(then, dict) and then.get("fine_tunes", now["fine_tunes"]) != now["fine_tunes"]:
+        raise ByakuganError("resume: the checkpoint's run " + ("fine-tuned the backbone; resume with a --backbone-lr above 0"
+                            if then["fine_tunes"] else "kept the backbone frozen; resume without --backbone-lr (or 0)")
+                            + ", or --overwrite to start over")
     if isinstance(then, dict) and (changed := sorted(k for k in now if k in then and then[k] != now[k])):
         k = changed[0]
         raise ByakuganError(f"resume: the checkpoint's run was started with --{k.replace('_', '-')} {then[k]!r}, not "
@@ -100,7 +118,7 @@ def resume(model: Embedder, opt: torch.optim.Optimizer, ckpt: Path) -> tuple[int
     """(epoch, history) of the checkpoint in `ckpt`, its weights loaded into model and opt."""
     if not (ckpt / OPTIMIZER).is_file() and (ckpt / "optimizer.pt").is_file():
         raise ModelError(f"checkpoint {ckpt}: written by an older byakugan (optimizer.pt, a pickle, which is not "
-                         "loaded); leave out --resume to start over, or train into a new --out")
+                         "loaded); --overwrite to start over, or train into a new --out")
     name = "state.json"
     try:
         state = json.loads((ckpt / name).read_text())
@@ -112,7 +130,7 @@ def resume(model: Embedder, opt: torch.optim.Optimizer, ckpt: Path) -> tuple[int
         load_optimizer(opt, ckpt / name)
     except Exception:  # safetensors, JSON and torch each raise their own types for a bad file
         why = "" if name == "state.json" else (", or made with other settings (--dim, --backbone, --taps, "
-                                               "--colour-weight, --loss, --backbone-lr from 0 or to 0)")
-        raise ModelError(f"checkpoint {ckpt / name}: damaged{why}; train into a new --out, or leave out --resume "
+                                               "--colour-weight, --loss)")
+        raise ModelError(f"checkpoint {ckpt / name}: damaged{why}; train into a new --out, or --overwrite "
                          "to start over") from None
     return start, history

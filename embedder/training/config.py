@@ -58,7 +58,7 @@ class TrainConfig:
     lr: float = 1e-3
     backbone_lr: float = 0.0  # > 0: the backbone's last two stages fine-tune at this rate (embedder.training.stages)
     early_lr: Optional[float] = None  # the stages before them; None: EARLY_SHARE of backbone_lr
-    head_epochs: int = 1  # when fine-tuning, the first epochs train the head alone
+    head_epochs: Optional[int] = None  # when fine-tuning, the first epochs train the head alone; None: 1
     views: int = 4  # augmented views per image when the backbone is frozen (plus the plain one)
     hflip: bool = False  # off by default: flipping swaps left and right hands
     colour_jitter: bool = True  # off keeps colours as drawn (anime characters are told apart by them)
@@ -99,9 +99,19 @@ class TrainConfig:
         if self.batch_size % self.m_per_class or self.batch_size < 2 * self.m_per_class:  # one class: no negatives
             raise ByakuganError(f"batch size {self.batch_size} must be a multiple of m per class {self.m_per_class} and at "
                                 f"least {2 * self.m_per_class}: a batch holds m images of each of 2 or more classes")
+        if self.backbone_lr == 0 and (self.early_lr is not None or self.head_epochs is not None):
+            raise ByakuganError(f"{'early lr' if self.early_lr is not None else 'head epochs'}: only for a fine-tune "
+                                "(--backbone-lr above 0); a frozen backbone trains the head alone in every epoch")
+        if self.backbone_lr > 0 and self.head_rounds() >= self.epochs:
+            raise ByakuganError(f"head epochs {self.head_rounds()} with epochs {self.epochs}: no epoch would fine-tune "
+                                "the backbone (--backbone-lr); use fewer --head-epochs or more --epochs")
         check_detectors(self.detectors, self.data)
         self.device = check_device(self.device)
         check_places(self.out, self.data, self.cache)
+
+    def head_rounds(self) -> int:
+        """How many first epochs train the head alone (a frozen backbone: all of them)."""
+        return self.epochs if self.backbone_lr == 0 else 1 if self.head_epochs is None else self.head_epochs
 
     def early_rate(self) -> float:
         """The rate of the backbone's stages before its last two (embedder.training.stages)."""

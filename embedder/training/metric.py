@@ -145,6 +145,9 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     groups = [{"params": model.head.parameters()}, {"params": loss_fn.parameters()}]
     if not frozen:  # the later stages at --backbone-lr, the earlier (more general features) slower
         late, early = backbone_parts(model.backbone)
+        if not early and cfg.early_lr is not None:
+            raise ByakuganError(f"early lr: backbone {cfg.backbone} has no stages byakugan can tell apart "
+                                "(embedder.training.stages); leave --early-lr out, and all of it trains at --backbone-lr")
         groups += [{"params": late}, {"params": early}]
     model.backbone.requires_grad_(False)  # until an epoch trains it (after the head's own: train_backbone)
     opt = torch.optim.AdamW([g | {"lr": lr} for g, lr in zip(groups, rates)], weight_decay=1e-4)

@@ -11,15 +11,23 @@ from typing import Optional
 
 import torch
 
+from ..embedding.taps import Tapped
+
 EARLY_SHARE = 0.3  # the recipe's 3e-5 for the earlier stages against 1e-4 for the last two
 
 
 def late_start(backbone: torch.nn.Module) -> Optional[str]:
     """Where the backbone's last two stages begin, as a parameter name prefix: the second-to-last of
-    timm's EfficientNet and MobileNet `blocks`, a ResNet's layer3; None for other backbones (all one rate)."""
-    blocks = getattr(backbone, "blocks", None)
-    if isinstance(blocks, torch.nn.Sequential) and len(blocks) >= 3:
-        return f"blocks.{len(blocks) - 2}."
+    timm's `blocks` (EfficientNet, MobileNet, ViT) or `stages` (ConvNeXt and others), a ResNet's
+    layer3, inside a --taps wrapper too; None for other backbones (all at one rate)."""
+    inner = getattr(backbone, "net", None)
+    if isinstance(backbone, Tapped) and isinstance(inner, torch.nn.Module):
+        start = late_start(inner)
+        return None if start is None else "net." + start
+    for name in ("blocks", "stages"):
+        parts = getattr(backbone, name, None)
+        if isinstance(parts, torch.nn.Sequential) and len(parts) >= 3:
+            return f"{name}.{len(parts) - 2}."
     return "layer3." if isinstance(getattr(backbone, "layer3", None), torch.nn.Module) else None
 
 
@@ -34,4 +42,4 @@ def backbone_parts(backbone: torch.nn.Module) -> tuple[list, list]:
 
 def train_backbone(cfg, epoch: int) -> bool:
     """Whether this epoch (from 0) trains the backbone: fine-tuning, after the head's own epochs."""
-    return cfg.backbone_lr > 0 and epoch >= cfg.head_epochs
+    return cfg.backbone_lr > 0 and epoch >= cfg.head_rounds()

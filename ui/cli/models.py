@@ -176,7 +176,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--lr", type=float, default=S, help="learning rate of the head")
     s.add_argument("--backbone-lr", type=float, default=S,
                    help="0 keeps the backbone frozen (default); else the rate of its last two stages (1e-4 made anime-finetuned)")
-    s.add_argument("--early-lr", type=float, default=S, help="with --backbone-lr: the stages before them (default 0.3 of it)")
+    s.add_argument("--early-lr", type=float, default=S, help="with --backbone-lr: the rate of the stages before its last two (default 0.3 of it)")
     s.add_argument("--head-epochs", type=int, default=S, help="with --backbone-lr: the first epochs train the head alone (default 1)")
     s.add_argument("--views", type=int, default=S, help="augmented views per image for a frozen backbone")
     s.add_argument("--hflip", action="store_true", default=S, help="augment with horizontal flips (off: it swaps hands)")
