@@ -212,7 +212,7 @@ def main() -> None:
                    help="the sources left out, a fold each; 'final': none left out, the model a release would ship")
     t.add_argument("--hands", action="store_true",
                    help="default's recipe (no colour histogram, nearest-reference scoring): the CNN of hand galleries, "
-                        "for hand sources left out (hand_gpu_folds.py evaluates them)")
+                        "for hand sources left out (tta_folds.py --tta none evaluates them, fused with loso.py's landmark folds)")
     t.add_argument("--pool", nargs="+", default=None, help="the sources a fold may train on (default: every packed one)")
     t.add_argument("--epochs", type=int, default=12)
     t.add_argument("--head-epochs", type=int, default=1)
