@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -44,6 +43,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loso import DATA, SOURCES  # noqa: E402
+from tta_folds import fold_model  # noqa: E402
 
 from byakugan.embedder.evaluation.protocol import enrolment_trials  # noqa: E402
 from byakugan.embedder.scoring.cohort import offsets  # noqa: E402
@@ -61,19 +61,6 @@ def grey_copies(paths: list[str], folder: Path) -> list[str]:
     return out
 
 
-def fold_model(folds: Path, source: str, tta: str | None, tmp: Path) -> str:
-    """FOLDS/SOURCE-finetuned (stage_finetune.py and gpu_finetune.py folds) or FOLDS/SOURCE (loso.py's),
-    copied with the model setting "tta" when asked."""
-    kept = folds / f"{source}-finetuned"
-    fold = kept if kept.is_dir() else folds / source
-    if not tta:
-        return str(fold)
-    copy = shutil.copytree(fold, tmp / f"{source}-model")
-    config = copy / "config.json"
-    config.write_text(json.dumps(json.loads(config.read_text()) | {"tta": tta}, indent=1))
-    return str(copy)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="anime-tuned")
@@ -88,7 +75,7 @@ def main() -> None:
         for source in a.sources:
             samples = scan([str(DATA / source)], per_class=None, seed=1)
             labels = [s.label.split("/", 1)[1] for s in samples]
-            model = fold_model(Path(a.folds), source, a.tta, Path(tmp)) if a.folds else a.model
+            model = str(fold_model(Path(a.folds), source, a.tta, Path(tmp) / f"{source}-model")) if a.folds else a.model
             pipe = Pipeline.create(model, SOURCES[source]["detector"], "none")
             enc = pipe.encoder
             colour = enc.config.get("colour")

@@ -55,6 +55,17 @@ def cohort_with_views(source: str, fold: Path, patches: int) -> None:
         widen_cohort(str(fold), patches, lambda m: print(m, file=sys.stderr, flush=True))
 
 
+def fold_model(folds: Path, source: str, tta: str | None, dest: Path) -> Path:
+    """A copy at dest of FOLDS/SOURCE-finetuned (stage_finetune.py and gpu_finetune.py folds) or
+    FOLDS/SOURCE (loso.py's), with the model setting "tta" when one is given (None or "none": as it is)."""
+    kept = folds / f"{source}-finetuned"
+    shutil.copytree(kept if kept.is_dir() else folds / source, dest)
+    if tta and tta != "none":
+        config = dest / "config.json"
+        config.write_text(json.dumps(json.loads(config.read_text()) | {"tta": tta}, indent=1))
+    return dest
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folds", help="the fold models: FOLDS/SOURCE-finetuned (stage_finetune.py --keep) or FOLDS/SOURCE "
@@ -71,13 +82,9 @@ def main() -> None:
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for source in a.sources:
-            fold, start = Path(tmp) / source, time.time()
-            kept = Path(a.folds) / f"{source}-finetuned"
-            shutil.copytree(kept if kept.is_dir() else Path(a.folds) / source, fold)
+            start = time.time()
+            fold = fold_model(Path(a.folds), source, a.tta, Path(tmp) / source)
             landmarks = Path(a.folds) / f"{source}-lm"
-            config = fold / "config.json"
-            if a.tta != "none":
-                config.write_text(json.dumps(json.loads(config.read_text()) | {"tta": a.tta}, indent=1))
             if a.cohort_views is not None and (fold / "cohort.safetensors").is_file():
                 cohort_with_views(source, fold, a.cohort_views)
             rows[source] = evaluate(source, SOURCES[source]["detector"], str(fold),

@@ -2,7 +2,7 @@
 settings after each epoch, so that `byakugan train --resume` goes on where a run stopped.
 
 Everything is safetensors or JSON: no pickle is written or read (the optimizer's tensors in
-optimizer.safetensors, its settings and plain numbers in that file's metadata).
+optimizer.safetensors, its settings in that file's metadata).
 """
 
 from __future__ import annotations
@@ -47,17 +47,12 @@ def save_checkpoint(model: Embedder, opt: torch.optim.Optimizer, epoch: int, his
 
 
 def optimizer_bytes(opt: torch.optim.Optimizer) -> bytes:
-    """The optimizer's state_dict as safetensors: tensor "INDEX.NAME" per parameter's state; the
-    param_groups and any state that is not a tensor, JSON in the metadata."""
+    """The optimizer's state_dict as safetensors: tensor "INDEX.NAME" per parameter's state (AdamW's
+    step, exp_avg and exp_avg_sq are all tensors); the param_groups, JSON in the metadata."""
     sd = opt.state_dict()
-    tensors, plain = {}, {}
-    for index, state in sd["state"].items():
-        for name, value in state.items():
-            if torch.is_tensor(value):
-                tensors[f"{index}.{name}"] = value.detach().cpu().contiguous()
-            else:
-                plain[f"{index}.{name}"] = value
-    return save_tensors(tensors, {"param_groups": json.dumps(sd["param_groups"]), "plain": json.dumps(plain)})
+    tensors = {f"{index}.{name}": value.detach().cpu().contiguous()
+               for index, state in sd["state"].items() for name, value in state.items()}
+    return save_tensors(tensors, {"param_groups": json.dumps(sd["param_groups"])})
 
 
 def load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
@@ -65,7 +60,7 @@ def load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
     otherwise fail part-way through an epoch)."""
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
-        values = {k: f.get_tensor(k) for k in f.keys()} | json.loads(meta["plain"])
+        values = {k: f.get_tensor(k) for k in f.keys()}
     groups = json.loads(meta["param_groups"])
     mine = json.loads(json.dumps(opt.state_dict()["param_groups"]))  # as stored: tuples are lists
     if len(groups) != len(mine) or any({k: v for k, v in g.items() if k != "lr"} != {k: v for k, v in m.items() if k != "lr"}

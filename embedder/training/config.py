@@ -110,8 +110,8 @@ class TrainConfig:
         check_places(self.out, self.data, self.cache)
 
     def head_rounds(self) -> int:
-        """How many first epochs train the head alone (a frozen backbone: all of them)."""
-        return self.epochs if self.backbone_lr == 0 else 1 if self.head_epochs is None else self.head_epochs
+        """How many first epochs of a fine-tune train the head alone."""
+        return 1 if self.head_epochs is None else self.head_epochs
 
     def early_rate(self) -> float:
         """The rate of the backbone's stages before its last two (embedder.training.stages)."""
