@@ -24,7 +24,8 @@ from .means import ClassMeans, kept
 from .milvus import new_store
 from .ranking import Match, Reference, SearchResult
 from .sequences import SequenceBook
-from .settings import GallerySettings, check_meta, digest, new_meta, repair, set_adapt, set_auto, set_scoring, set_threshold
+from .settings import (GallerySettings, check_meta, digest, new_meta, repair, set_adapt, set_auto, set_colourless,
+                       set_scoring, set_threshold)
 from .vectors import FlatStore, VectorStore, as_vectors
 
 THUMBS_DIR = store.THUMBS
@@ -154,7 +155,8 @@ class Gallery:
         return self._cohort
 
     colourless_queries = property(lambda self: dict(self._meta.get("colourless_queries") or {}) or None,
-                                  doc='{"split", "bins", "weight"}: colourless queries score by the CNN part alone')
+                                  lambda self, value: set_colourless(self._meta, value),
+                                  doc='{"split", "bins", "weight"}: colourless queries score by the CNN part alone, or None')
     threshold = property(lambda self: float(self._meta["threshold"]),
                          lambda self, value: set_threshold(self._meta, value))
     threshold_auto = property(lambda self: self._meta.get("threshold_mode") == "auto",

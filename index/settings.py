@@ -155,7 +155,7 @@ def check_meta(meta: dict) -> None:
             or not isinstance(meta.get("cohort", {}), dict):
         raise ValueError("detector, landmarks and cohort must be objects")
     check_sequences(meta.get("sequences"))
-    if "colourless_queries" in meta:
+    if meta.get("colourless_queries") is not None:  # null: turned off (set_colourless)
         check_colourless(meta["colourless_queries"], int(meta["model"]["dim"]), "landmarks" in meta)
 
 
@@ -183,6 +183,16 @@ def check_colourless(spec, dim: int, fused: bool = False) -> dict:
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight <= 100:
         raise ValueError(f"colourless_queries weight {weight!r}: must be a number above 0, at most 100")
     return {"split": split, "bins": list(bins), "weight": float(weight)}
+
+
+def set_colourless(meta: dict, value: Optional[dict]) -> None:
+    """Grey queries scored by the CNN part alone ({"split", "bins", "weight"}, as colourless_spec gives it
+    for the gallery's model), or like any query (None: kept as null, as set_adapt keeps it)."""
+    try:
+        meta["colourless_queries"] = None if value is None else \
+            check_colourless(value, int(meta["model"]["dim"]), "landmarks" in meta)
+    except ValueError as exc:
+        raise GalleryError(str(exc)) from None
 
 
 def set_auto(meta: dict, value: bool) -> None:

@@ -11,6 +11,7 @@ import byakugan.embedder as embedder
 from byakugan.embedder.preprocess import Preprocess
 from byakugan.embedder.scoring.colourless import colourless, colourless_form
 from byakugan.index import Gallery, Pipeline
+from byakugan.index.errors import GalleryError
 from byakugan.index.bundle import load as load_bundle
 from byakugan.index.export import export
 from byakugan.index.settings import check_colourless
@@ -160,3 +161,43 @@ def test_a_model_with_views_records_the_rule_and_tells_grey_pictures_by_their_vi
     assert g.colourless_queries == {"split": split, "bins": [12, 4, 4], "weight": 1.0}
     grey, col = model.embed(_pictures(tmp_path, True)), model.embed(_pictures(tmp_path, False))
     assert colourless(grey, split, [12, 4, 4]).all() and not colourless(col, split, [12, 4, 4]).any()
+
+
+def test_the_rule_is_turned_off_and_on_again_in_a_gallery(model, tmp_path, capsys):
+    """`byakugan scoring G --grey-queries all|cnn`: a gallery made before the rule can take it, and any
+    gallery can leave it; what it records is what a new gallery of its model records."""
+    from byakugan.index.settings import colourless_spec
+    from byakugan.ui.cli import main
+
+    folder, db = model.save(tmp_path / "model"), tmp_path / "g"
+    col = _pictures(tmp_path, False)
+    for i, p in enumerate(col):
+        assert main(["enroll", str(db), f"c{i}", str(p), "--model", str(folder)]) == 0
+    spec = Gallery.open(db).colourless_queries
+    assert spec == colourless_spec(model)
+    grey = model.embed(_pictures(tmp_path, True))
+    pipe = Pipeline.for_gallery(Gallery.open(db))
+    assert main(["scoring", str(db), "--grey-queries", "all"]) == 0
+    assert "every query scored alike" in capsys.readouterr().out
+    off = Gallery.open(db)  # kept off across a reopen (stored as null), and so exported
+    assert off.colourless_queries is None and off.scoring == "nearest"
+    np.testing.assert_array_equal(pipe.query(off, grey)[0], grey)
+    assert "colourless_queries" not in load_bundle(export(off, tmp_path / "b.zip", pipeline=pipe)).config
+    assert main(["scoring", str(db), "--grey-queries", "cnn"]) == 0
+    on = Gallery.open(db)
+    assert on.colourless_queries == spec
+    np.testing.assert_allclose(pipe.query(on, grey)[0], colourless_form(grey, spec["split"], spec["bins"], spec["weight"]))
+    assert main(["scoring", str(db)]) == 0 and "--grey-queries all to stop" in capsys.readouterr().err
+
+    with pytest.raises(GalleryError, match="colourless_queries bins must be 3 whole numbers"):
+        on.colourless_queries = {**spec, "bins": [12, 4]}
+    assert on.colourless_queries == spec  # a refused setting changes nothing
+
+    plain = embedder.create_embedder(pretrained=False, preprocess=Preprocess(size=64), name="p")
+    other = tmp_path / "plain"
+    assert main(["enroll", str(other), "a", str(col[0]), "--model", str(plain.save(tmp_path / "pm"))]) == 0
+    capsys.readouterr()
+    assert main(["scoring", str(other), "--grey-queries", "cnn"]) == 2
+    err = capsys.readouterr().err
+    assert "model 'p' has no colour histogram" in err and err.count("\n") == 1
+    assert Gallery.open(other).colourless_queries is None

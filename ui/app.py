@@ -177,6 +177,10 @@ def gallery_ui(svc: GalleryService) -> None:
     if g.adapt:
         st.caption(f"Each label's score is adapted to this gallery's classes (a ridge regression on its references, "
                    f"{md(str(Adaptation.from_dict(g.adapt)))}); `byakugan scoring GALLERY --no-adapt` turns it off.")
+    if g.colourless_queries:
+        st.caption("A picture without colour (a manga panel) searched here scores by its CNN part alone, leaving out "
+                   "the colour histogram, while most references have colour; `byakugan scoring GALLERY --grey-queries "
+                   "all` scores it as any other.")
     editing = st.session_state.get("editing")
     for key in [k for k in st.session_state if k.startswith(RENAME) and json.loads(k[len(RENAME):]) not in labels]:
         del st.session_state[key]  # a name typed for a class gone since (renamed, removed) is not kept for a later one

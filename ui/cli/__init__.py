@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 from byakugan.embedder.errors import ByakuganError, ByakuganWarning
 
-from . import evaluation, gallery, live, models, serving
+from . import evaluation, gallery, live, models, scores, serving
 from .common import EXIT_BAD_INPUT, report, warn
 
 
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _OneLine(prog="byakugan", description="Recognise characters and gestures from a few enrolled images.")
     p.add_argument("--version", action="version", version=f"byakugan {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Intermixed)
-    for module in (gallery, live, models, evaluation, serving):
+    for module in (gallery, scores, live, models, evaluation, serving):
         module.register(sub)
     return p
 

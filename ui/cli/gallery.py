@@ -1,4 +1,4 @@
-"""Commands on one gallery: enroll, search, labels, remove, rename, threshold, scoring, reindex."""
+"""Commands on one gallery: enroll, search, labels, remove, rename, reindex (threshold and scoring: scores.py)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,13 @@ from pathlib import Path
 from typing import Iterator
 
 from byakugan.embedder.errors import ImageError
-from byakugan.embedder.scoring import SCORINGS
-from byakugan.embedder.scoring.adapt import Adaptation
-from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
-from byakugan.index.errors import GalleryError, shown
+from byakugan.index.errors import GalleryError
 from byakugan.index.gallery import Gallery
 from byakugan.index.labels import check_label
 from byakugan.index.milvus import CHOICES
 from byakugan.index.pipeline import Pipeline
 
-from .common import (EXIT_BAD_INPUT, adapt_value, completed_for, detectors, landmarks_arg, locked, print_json, printable,
-                     report, saving, table)
+from .common import EXIT_BAD_INPUT, detectors, landmarks_arg, locked, print_json, printable, report, saving, table
 from .enrolling import cmd_enroll
 
 MODEL_HELP = "model name or directory (default: the gallery's own; for a new gallery, see `byakugan models`)"
@@ -134,34 +130,6 @@ def cmd_rename(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_threshold(a: argparse.Namespace) -> int:
-    if a.value is None:
-        g = Gallery.open(a.gallery)
-        if not g.threshold_auto:
-            print(g.threshold)
-            return 0
-        cal = Pipeline.for_gallery(g, runtime="onnx").calibration(g)
-        if cal.auto_threshold is None:
-            print(g.threshold)
-            note(f"auto: the model's threshold until the references give {MIN_AUTO} true-match scores "
-                   f"(each reference against the rest of its class); they give {cal.genuine}"
-                   + (f" ({cal.reason})" if cal.reason else ""))
-        else:
-            print(round(cal.auto_threshold, 6))
-            note(f"auto: keeps {AUTO_KEEPS:.0%} of the {cal.genuine} true-match scores of the gallery's own references"
-                 + ("; held down to the best score a reference reaches against another class (or the stored "
-                    "threshold): above that, a higher one would refuse only true matches" if cal.held else ""))
-        return 0
-    with edit_gallery(a.gallery) as g:
-        if a.value == "auto":
-            g.threshold_auto = True
-        else:
-            g.threshold = a.value
-    print("threshold set to auto (chosen by the gallery's own references)" if a.value == "auto"
-          else f"threshold set to {g.threshold}")
-    return 0
-
-
 def cmd_reindex(a: argparse.Namespace) -> int:
     with edit_gallery(a.gallery) as g:
         recall = g.reindex(a.factory)
@@ -172,53 +140,6 @@ def cmd_reindex(a: argparse.Namespace) -> int:
     chosen = " (auto)" if a.factory.strip().lower() == "auto" else ""  # else as asked, in its one spelling
     print(f"{a.gallery}: {len(g)} references in a {g.vectors.factory} index{chosen}; recall@1 by label "
           f"against exact search {recall:.3f} (references searched with themselves left out)")
-    return 0
-
-
-def note(msg: str) -> None:
-    print(f"byakugan: {msg}", file=sys.stderr)
-
-
-def threshold_value(text: str) -> float | str:
-    if text == "auto":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{shown(text)} is not a number or 'auto'") from None
-    # Told as typed ("1e400" is not "inf", nor "1_0" "10.0"); the gallery holds it to its own range:
-    # a cosine's, or an adapted score's, which reaches past 1 (index.settings.threshold_reach).
-    if not -3.0 <= value <= 3.0:
-        raise argparse.ArgumentTypeError(f"{shown(text)} is not a cosine similarity between -1 and 1 (an adapted "
-                                         "score: from -1 - weight to 1 + weight), or 'auto'")
-    return value + 0.0  # -0 is 0
-
-
-def cmd_scoring(a: argparse.Namespace) -> int:
-    if a.adapt is not None or a.no_adapt:
-        with edit_gallery(a.gallery) as g:
-            g.scoring, g.adapt = a.value or g.scoring, None if a.no_adapt else completed_for(g, a.adapt)
-        how = f"adapted to its classes ({Adaptation.from_dict(g.adapt)})" if g.adapt \
-            else "not adapted to its classes"
-        then = "the automatic threshold follows it" if g.threshold_auto else \
-            "check its fixed threshold with `byakugan evaluate --adapt` (or --no-adapt) on pictures like its own"
-        print(f"scoring set to {g.scoring}, {how}; {then}")
-        return 0
-    if a.value is None:  # opened once: its scoring on stdout, whether it is adapted beside it
-        g = Gallery.open(a.gallery)
-        print(g.scoring)
-        if adapt := g.adapt:
-            note(f"labels' scores adapted to its classes: {Adaptation.from_dict(adapt)} (--no-adapt to stop)")
-        return 0
-    with edit_gallery(a.gallery) as g:
-        g.scoring = a.value
-    if adapt := g.adapt:  # unchanged, and said: it is part of what the scores now are
-        note(f"labels' scores still adapted to its classes: {Adaptation.from_dict(adapt)} (--no-adapt to stop)")
-    if g.threshold_auto:
-        print(f"scoring set to {g.scoring}; the automatic threshold follows it")
-    else:
-        print(f"scoring set to {g.scoring}; the threshold ({g.threshold}) was calibrated for one scoring: "
-              "check it with `byakugan evaluate` (threshold_tar95 / threshold_tar95_mean)")
     return 0
 
 
@@ -270,12 +191,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         s.add_argument(name, metavar=name.upper())
     s.set_defaults(func=cmd_rename)
 
-    s = sub.add_parser("threshold", help="show or set the gallery's unknown threshold (a score, or auto)")
-    s.add_argument("gallery", metavar="GALLERY")
-    s.add_argument("value", metavar="VALUE|auto", type=threshold_value, nargs="?",
-                   help="a score, or auto: keep 95%% of the gallery's own true matches (new galleries' default)")
-    s.set_defaults(func=cmd_threshold)
-
     s = sub.add_parser("reindex", help="rebuild the vector index: Flat (exact), HNSW32 or IVF1024,Flat (fast, "
                        "approximate) or auto")
     s.add_argument("gallery", metavar="GALLERY")
@@ -283,15 +198,3 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(IVFn,Flat: n lists, trained on the gallery; needs at least 39 × n references), or auto "
                    "(exact below 50000 references, HNSW32 to 100000, IVF beyond)")
     s.set_defaults(func=cmd_reindex)
-
-    s = sub.add_parser("scoring", help="show or set how labels are ranked: nearest reference or class mean, and "
-                       "whether scores are adapted to the gallery's classes")
-    s.add_argument("gallery", metavar="GALLERY")
-    s.add_argument("value", metavar="|".join(SCORINGS), nargs="?")
-    how = s.add_mutually_exclusive_group()
-    how.add_argument("--adapt", type=adapt_value, metavar="WEIGHT[,RIDGE[,COHORT]]",
-                     help="add a ridge regression fitted on the references to each label's score; COHORT: the share of "
-                          "the gallery's cohort in the fit; parts left out as its model advises (hand galleries: "
-                          "0.3,0.03, anime: 1,0.1,30; ridge 0.03 and no cohort where a model advises none)")
-    how.add_argument("--no-adapt", action="store_true", help="label scores not adapted to the gallery's classes")
-    s.set_defaults(func=cmd_scoring)
