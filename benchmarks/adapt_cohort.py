@@ -38,6 +38,7 @@ import numpy as np
 from byakugan.embedder.scoring.cohort import offsets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from output import emit  # noqa: E402
 from centring import SOURCES, TOP, embed, figures, load, per_variant  # noqa: E402
 from gallery_adapt import SHIPPED, draws, nested  # noqa: E402
 from score_norm import class_scores  # noqa: E402
@@ -102,9 +103,7 @@ def main() -> None:
     summary = {"nested": nested(table, srcs)} | per_variant(table, srcs, variants)
     text = json.dumps({"protocol": f"leave one source out; 5 shots, 10 trials, a third of the classes unknown, seeds {a.seeds}",
                        "sources": table, "summary": summary}, indent=1)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    print(text)
+    emit(text, a.out)
 
 
 if __name__ == "__main__":

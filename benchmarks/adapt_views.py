@@ -39,6 +39,7 @@ import numpy as np
 from byakugan.embedder.scoring.cohort import offsets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from output import emit  # noqa: E402
 from adapt_cohort import directions  # noqa: E402
 from centring import SOURCES, TOP, figures, load, per_variant, unit  # noqa: E402
 from gallery_adapt import SHIPPED, draws, nested  # noqa: E402
@@ -142,9 +143,7 @@ def main() -> None:
     text = json.dumps({"protocol": f"leave one source out; 5 shots, 10 trials, a third of the classes unknown, seeds {a.seeds}; "
                        f"views {list(VIEWS)}, crop {CROP}, turn {TURN}; adaptation weight {WEIGHT}",
                        "sources": table, "summary": summary}, indent=1)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    print(text)
+    emit(text, a.out)
 
 
 if __name__ == "__main__":

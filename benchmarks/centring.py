@@ -47,6 +47,7 @@ from byakugan.embedder.scoring.cohort import offsets
 from byakugan.embedder.scoring.fusion import fuse, has_landmarks, query_form
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from output import emit  # noqa: E402
 from score_norm import class_scores  # noqa: E402  (the same class scores the score study uses)
 
 SOURCES = {k: v for k, v in json.loads(Path(__file__).with_name("sources.json").read_text()).items()
@@ -192,9 +193,7 @@ def main() -> None:
         summary[domain] |= per_variant(table, srcs, table[srcs[0]])
     text = json.dumps({"protocol": "leave one source out; 5 shots, 10 trials, a third of the classes unknown, seed 1",
                        "sources": table, "summary": summary}, indent=1)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    print(text)
+    emit(text, a.out)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from byakugan.embedder.evaluation.protocol import draw_trial
 from byakugan.embedder.scoring.cohort import offsets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from output import emit  # noqa: E402
 from centring import figures, nested, per_variant  # noqa: E402
 from score_norm import SOURCES, TOP, load  # noqa: E402
 
@@ -94,9 +95,7 @@ def main() -> None:
                            **per_variant(table, srcs, VARIANTS)}
     text = json.dumps({"protocol": "leave one source out; 5 shots, 10 trials, a third of the classes unknown, seed 1",
                        "sources": table, "summary": summary}, indent=1)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    print(text)
+    emit(text, a.out)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from output import emit  # noqa: E402
 from centring import embed, figures, load  # noqa: E402
 from fusion_weight import WEIGHTS  # noqa: E402
 from gallery_adapt import SHIPS, draws  # noqa: E402
@@ -89,9 +90,7 @@ def main() -> None:
                           + " ".join(map(str, a.seeds)) + "; adapted as hand-landmarks-2 advises",
               "folders": {str(f): study(f, a.seeds, log) for f in a.folders}}
     text = json.dumps(result, indent=1)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    print(text)
+    emit(text, a.out)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from byakugan.embedder.scoring.adapt import Adaptation, left_out
 from byakugan.embedder.scoring.cohort import offsets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from output import emit  # noqa: E402
 from centring import SOURCES, TOP, embed, figures, load, per_variant  # noqa: E402
 from score_norm import class_scores  # noqa: E402
 
@@ -141,9 +142,7 @@ def main() -> None:
                                 for n in table[srcs[0]] if n.startswith("own_")}
     text = json.dumps({"protocol": f"leave one source out; 5 shots, 10 trials, a third of the classes unknown, seeds {a.seeds}",
                        "sources": table, "summary": summary, "by_seed": by_seed}, indent=1)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    print(text)
+    emit(text, a.out)
 
 
 if __name__ == "__main__":

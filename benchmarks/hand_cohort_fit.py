@@ -35,7 +35,8 @@ from byakugan.embedder.training.data import scan
 from byakugan.index import Pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from adapt_cohort import BETAS, RIDGES, name, trials  # noqa: E402
+from output import emit  # noqa: E402
+from adapt_cohort import name, trials  # noqa: E402
 from centring import SOURCES, figures, load, per_variant, unit  # noqa: E402
 from gallery_adapt import nested  # noqa: E402
 from loso import DATA  # noqa: E402
@@ -87,9 +88,7 @@ def main() -> None:
     text = json.dumps({"protocol": f"leave one source out; 5 shots, 10 trials, a third of the classes unknown, "
                                    f"seeds {a.seeds}; cohort: {a.per_class} images a class of the other hand sources",
                        "cohort_rows": sizes, "sources": table, "summary": summary}, indent=1)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    print(text)
+    emit(text, a.out)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ from byakugan.embedder.training.crops import crop_samples
 from byakugan.embedder.training.data import Sample, scan
 from byakugan.embedder.training.landmarks import JOINT_RECIPE, LandmarkTrainConfig, train_landmarks
 from byakugan.embedder.training.augment import GREY
-from byakugan.embedder.training.metric import LOSSES, TrainConfig, _batches, augmentation, backbone_key, train
+from byakugan.embedder.training.metric import LOSSES, TrainConfig, batches, augmentation, backbone_key, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loso import DATA, SOURCES, crop_detectors, evaluate, summarise  # noqa: E402
@@ -108,7 +108,7 @@ def stage_maps(model: Embedder, samples: list[Sample], cut: int, views: int, see
         aug = augmentation(model.preprocess.size, False, grey=grey)
         draws = [None] + [aug] * views
         maps = torch.stack([torch.cat([early(net, x.contiguous(memory_format=torch.channels_last), cut).half()
-                                       for x in _batches(model, group, a, 64, "maps")]) for a in draws])
+                                       for x in batches(model, group, a, 64, "maps")]) for a in draws])
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, save_tensors({"maps": maps.contiguous()}))

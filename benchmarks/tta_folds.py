@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from output import emit  # noqa: E402
 from loso import DATA, SOURCES, evaluate  # noqa: E402
 
 from byakugan.embedder.embedding.model import TTA  # noqa: E402
@@ -93,9 +94,7 @@ def main() -> None:
             print(f"{source}: {rows[source]}", file=sys.stderr, flush=True)
     text = json.dumps({"protocol": "each fold model with tta " + a.tta + "; byakugan evaluate --trials 10 --unknown-fraction 0.33 "
                        "--seed 1 on the source it left out", "sources": rows}, indent=1)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    print(text)
+    emit(text, a.out)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import numpy as np
 from byakugan.embedder.scoring.cohort import offsets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from output import emit  # noqa: E402
 from adapt_cohort import directions  # noqa: E402
 from adapt_views import load_views  # noqa: E402
 from centring import TOP, figures, load, unit  # noqa: E402
@@ -82,9 +83,7 @@ def main() -> None:
     nested = {"picks": picks, "mean_top1": round(float(np.mean([table[s][picks[s]]["top1"] for s in SOURCES])), 4)}
     text = json.dumps({"protocol": f"leave one source out; 5 shots, 10 trials, a third unknown, seeds {a.seeds}; "
                        "adaptation weight 1, ridge 0.1, cohort 30", "sources": table, "mean": mean, "nested": nested}, indent=1)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    print(text)
+    emit(text, a.out)
 
 
 if __name__ == "__main__":

@@ -38,10 +38,11 @@ from .config import LOSSES, MINERS, TrainConfig, check_loss
 from .crops import crop_samples
 from .data import Sample, check_model_out, check_training_classes, scan, split_classes
 
-__all__ = ["LOSSES", "MINERS", "TrainConfig", "train", "features", "view_features", "accuracy"]
+__all__ = ["LOSSES", "MINERS", "TrainConfig", "train", "batches", "features", "view_features", "accuracy"]
 
 
-def _batches(model: Embedder, samples: Sequence[Sample], aug: Optional[v2.Compose], batch: int, desc: str):
+def batches(model: Embedder, samples: Sequence[Sample], aug: Optional[v2.Compose], batch: int, desc: str):
+    """The samples as preprocessed tensors, batch by batch (one augmented draw each where aug is given)."""
     for start in tqdm(range(0, len(samples), batch), desc=desc, unit="batch", leave=False):
         imgs = [s.image() for s in samples[start : start + batch]]
         yield torch.stack([model.preprocess(aug(im) if aug else im) for im in imgs])
@@ -52,7 +53,7 @@ def features(model: Embedder, samples: Sequence[Sample], aug: Optional[v2.Compos
     """Pooled backbone features (before the head) of each sample, one augmented draw if aug is given."""
     model.eval()
     out = [model.backbone(x.to(model.device).contiguous(memory_format=torch.channels_last)).cpu()
-           for x in _batches(model, samples, aug, batch, "features")]
+           for x in batches(model, samples, aug, batch, "features")]
     return torch.cat(out)
 
 
@@ -190,7 +191,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
             if frozen:
                 f, labels = feats[idx].to(cfg.device), y_all[idx].to(cfg.device)
             else:
-                x = next(_batches(model, [train_set[j] for j in idx], aug, len(idx), "batch"))
+                x = next(batches(model, [train_set[j] for j in idx], aug, len(idx), "batch"))
                 f, labels = model.backbone(x.to(cfg.device)), y[idx].to(cfg.device)
             z = torch.nn.functional.normalize(model.head.learned(f), dim=-1)
             loss = loss_fn(z, labels, miner(z, labels)) if miner else loss_fn(z, labels)
