@@ -135,8 +135,9 @@ class Bundle:
                 detector[key] = str(self._member(detector[key]))
         try:
             scoring = check_scoring(self.config.get("scoring", "nearest"))
-            if self.config.get("adapt") is not None:
-                Adaptation.from_dict(self.config["adapt"])
+            if self.config.get("adapt") is not None and Adaptation.from_dict(self.config["adapt"]).cohort \
+                    and "cohort" not in self.config:  # as a gallery refuses it (index.settings.set_adapt)
+                raise ValueError(f"adapt cohort {self.config['adapt']['cohort']:g}: the bundle holds no cohort to fit with")
         except ValueError as exc:
             raise BundleError(f"bundle {origin}: config.json: {exc}") from None
         meta = {"model": {k: model[k] for k in ("name", "fingerprint", "dim")}, "detector": detector,

@@ -8,7 +8,7 @@ file and the rule, before the bundle serves anything, instead of a traceback or 
 from __future__ import annotations
 
 import json
-import math
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -44,7 +44,7 @@ def read_json(directory: Path, name: str, origin: Path) -> dict:
 
 
 def _finite(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= sys.float_info.max  # not NaN, inf, 10**400
 
 
 def _count(v: object, low: int, high: int) -> bool:

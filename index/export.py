@@ -93,8 +93,12 @@ def check_replaceable(out: Path, gallery: Gallery) -> None:
     try:
         if out.is_dir():
             names = {p.name for p in out.iterdir()}
-            ok = not names or (MANIFEST in names and all((out / n).is_file() for n in names)
-                               and json.loads((out / MANIFEST).read_text()).get("format") == FORMAT)
+            manifest = json.loads((out / MANIFEST).read_text()) if MANIFEST in names else {}
+            ok = not names or (all((out / n).is_file() for n in names) and manifest.get("format") == FORMAT)
+            if ok and (other := sorted(names - {MANIFEST} - set(manifest.get("files") or {}))):  # a user's own files
+                raise GalleryError(f"export: {out} holds files its bundle's manifest does not list ({', '.join(other[:3])}"
+                                   f"{', ...' if len(other) > 3 else ''}); --overwrite would delete them: move them out, "
+                                   "or choose a new name")
         elif archive_kind(out) == "zip":
             with zipfile.ZipFile(out) as z:  # its manifest must say it is a bundle: another app's has a manifest.json too
                 i = next(i for i in z.infolist() if str(PurePosixPath(i.filename)) == MANIFEST)  # "./manifest.json" too

@@ -157,6 +157,9 @@ class Gallery:
     colourless_queries = property(lambda self: dict(self._meta.get("colourless_queries") or {}) or None,
                                   lambda self, value: set_colourless(self._meta, value),
                                   doc='{"split", "bins", "weight"}: colourless queries score by the CNN part alone, or None')
+    threshold_model_adapted = property(lambda self: "model_threshold_adapted" in self._meta,
+                                       doc="Whether the model's threshold, which automatic mode uses until the references "
+                                           "give one, was set on adapted scores (else on plain ones)")
     threshold = property(lambda self: float(self._meta["threshold"]),
                          lambda self, value: set_threshold(self._meta, value))
     threshold_auto = property(lambda self: self._meta.get("threshold_mode") == "auto",

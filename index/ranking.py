@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict, dataclass, replace
 from typing import Mapping, Optional
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from byakugan.embedder.scoring.calibration import Calibration
 
-from .errors import GalleryError
+from .errors import GalleryError, shown
 from .counts import LabelCounts, Members
 from .vectors import VectorStore, deep_costs, leaves_out
 
@@ -263,9 +264,9 @@ def check_threshold(value, lowest: float = -1.0, highest: float = 1.0, unit: str
     lowest and highest (a fixed one is a cosine, or an adapted score; one a search is given may be a
     normalised score)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value) or not lowest <= float(value) <= highest:
+            or not abs(value) <= sys.float_info.max or not lowest <= value <= highest:  # 10**400 too: no float()
         rule = f"{unit} between {lowest:g} and {highest:g}" if math.isfinite(lowest + highest) else "a finite number"
-        raise GalleryError(f"threshold {value!r}: must be {rule}")
+        raise GalleryError(f"threshold {shown(value)}: must be {rule}")
     return float(value)
 
 

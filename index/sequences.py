@@ -7,8 +7,8 @@ fires a sequence when its steps come in order, each within `max_gap` seconds of 
 
 from __future__ import annotations
 
-import math
 import numbers
+import sys
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Optional
 
@@ -106,7 +106,7 @@ class _Partial:
 
 def is_seconds(x) -> bool:
     """A finite number (not a bool): NaN compares false everywhere and would stall every sequence silently."""
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and abs(x) <= sys.float_info.max  # not 10**400
 
 
 class SequenceMatcher:

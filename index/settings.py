@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import math
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Optional
@@ -115,7 +115,7 @@ def _repaired(meta: dict) -> list[str]:
 
 
 def _number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= sys.float_info.max  # not 10**400
 
 
 def check_meta(meta: dict) -> None:

@@ -102,6 +102,8 @@ class FlatStore:
         # An IVF index keeps the gallery's ids itself (and removes by them in place); the others
         # sit in an IDMap2, since Flat and HNSW number their vectors 0..n-1.
         self._ivf = faiss.try_extract_index_ivf(index) if not isinstance(index, faiss.IndexIDMap2) else None
+        if self._ivf is not None and self._ivf.direct_map.type == faiss.DirectMap.NoMap:  # one written elsewhere (a bundle)
+            self._ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # as empty() makes it: vectors read back by id
         inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
         self.factory = (f"IVF{self._ivf.nlist},Flat" if self._ivf is not None
                         else f"HNSW{inner.hnsw.nb_neighbors(1)}" if hasattr(inner, "hnsw") else "Flat")

@@ -144,6 +144,11 @@ def test_overwrite_replaces_only_a_bundle_archive_and_deep_json_is_one_line(expo
     with pytest.raises(BundleError, match="manifest.json is not valid JSON"):
         load(tmp_path / "deep.zip")
     assert main(["export", str(digit_gallery), str(exported[".zip"]), "--overwrite"]) == 0  # an earlier bundle: replaced
+    mine = shutil.copytree(exported[""], tmp_path / "mine")  # a bundle folder a user keeps notes in
+    (mine / "notes.txt").write_text("mine")
+    assert main(["export", str(digit_gallery), str(mine), "--overwrite"]) == 2
+    assert "manifest does not list (notes.txt); --overwrite would delete them" in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "mine"
 
 
 def test_bundle_keeps_class_mean_scoring(digit_gallery, digits, tmp_path):
@@ -295,6 +300,13 @@ MUTATIONS = {
     "model input renamed": (_json_edit("config.json", lambda o: o["model"].update(input="image")),
                             "model.onnx: has no input named 'image'"),
     "cohort NaN": (_nan_cohort, "cohort.safetensors: cohort rows must be finite unit vectors"),
+    # whole numbers past float's range: refused by the rule, not an OverflowError
+    "threshold of 400 digits": (lambda d: (d / "thresholds.json").write_text('{"default": 1' + "0" * 400 + ', "auto": false}'),
+                                "thresholds.json: default threshold '1000+\\.\\.\\.: must be a cosine similarity"),
+    "preprocess mean of 400 digits": (lambda d: _json_edit("config.json", lambda o: o["preprocess"].update(mean=[1, 1, 10 ** 400]))(d),
+                                      "config.json: preprocess mean .* must be 3 finite numbers"),
+    "adapt cohort without a cohort": (_json_edit("config.json", lambda o: o.update(adapt={"weight": 1, "ridge": 0.1, "cohort": 30})),
+                                      "config.json: adapt cohort 30: the bundle holds no cohort to fit with"),
 }
 
 
@@ -348,6 +360,10 @@ def test_an_ivf_bundle_with_finite_vectors_loads_and_answers(exported, tmp_path)
 
     bundle = load(_edited(exported, tmp_path, _index_edit(lambda v, ids: _ivf(v, ids))))
     assert isinstance(faiss.downcast_index(bundle.gallery.vectors.faiss_index), faiss.IndexIVFFlat)
+    # made without a direct map (as a plain faiss IVF index is): its vectors are read back by id all the same
+    assert faiss.extract_index_ivf(bundle.gallery.vectors.faiss_index).direct_map.type == faiss.DirectMap.Hashtable
+    q = bundle.gallery.embeddings([0])
+    assert bundle.gallery.search(q, 1)[0].hits[0].id == 0
 
 
 def test_bundle_search_arguments_are_checked_in_one_line(exported, digits):
@@ -358,6 +374,8 @@ def test_bundle_search_arguments_are_checked_in_one_line(exported, digits):
     with pytest.raises(GalleryError, match="fallback 'bogus': must be 'whole'"):
         b.search(digits["3"][0], fallback="bogus")
     assert b.search(digits["3"][0], k=np.int64(2))[0]["match"]["label"] == "3"
+    with pytest.raises(GalleryError, match="threshold 1000+\\.\\.\\.: must be"):  # not an OverflowError
+        b.search(digits["3"][0], threshold=10 ** 400)
 
 
 def test_a_bundle_repacked_with_tar_dot_loads_and_a_packed_folder_is_named(exported, digit_gallery, tmp_path):

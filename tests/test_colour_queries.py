@@ -188,6 +188,11 @@ def test_the_rule_is_turned_off_and_on_again_in_a_gallery(model, tmp_path, capsy
     assert on.colourless_queries == spec
     np.testing.assert_allclose(pipe.query(on, grey)[0], colourless_form(grey, spec["split"], spec["bins"], spec["weight"]))
     assert main(["scoring", str(db)]) == 0 and "--grey-queries all to stop" in capsys.readouterr().err
+    # adapted by hand, with no threshold from the model for adapted scores: said that strangers pass more often
+    assert main(["scoring", str(db), "--adapt", "1,0.1,0"]) == 0
+    err = capsys.readouterr().err
+    assert "the automatic threshold is the model's" in err and "(they give 0)" in err and err.count("\n") == 1
+    assert main(["scoring", str(db), "--no-adapt"]) == 0 and not capsys.readouterr().err
 
     with pytest.raises(GalleryError, match="colourless_queries bins must be 3 whole numbers"):
         on.colourless_queries = {**spec, "bins": [12, 4]}

@@ -13,7 +13,7 @@ from byakugan.index.errors import GalleryError, shown
 from byakugan.index.gallery import Gallery
 from byakugan.index.pipeline import Pipeline
 
-from .common import adapt_value, completed_for
+from .common import adapt_value, completed_for, warn
 from .gallery import edit_gallery
 
 
@@ -76,7 +76,14 @@ def cmd_scoring(a: argparse.Namespace) -> int:
             else "not adapted to its classes"
         then = "the automatic threshold follows it" if g.threshold_auto else \
             "check its fixed threshold with `byakugan evaluate` on pictures like its own"
-        print(f"scoring set to {g.scoring}, {how}, {grey_said(g)}; {then}")
+        grey = f", {grey_said(g)}" if a.grey_queries is not None or g.colourless_queries else ""  # else no colour part
+        print(f"scoring set to {g.scoring}, {how}{grey}; {then}")
+        if g.adapt and g.threshold_auto and not g.threshold_model_adapted:
+            cal = Pipeline.for_gallery(g, runtime="onnx").calibration(g)
+            if cal.auto_threshold is None:  # the model's plain threshold, held against scores that run higher
+                warn(f"until the references give {MIN_AUTO} true-match scores (they give {cal.genuine}), the automatic "
+                     f"threshold is the model's {g.threshold:g}, set on scores not adapted; adapted ones run higher, so "
+                     "strangers pass more often: enrol more images a label, or set one with `byakugan threshold`")
         return 0
     if a.value is None:  # opened once: its scoring on stdout, what else shapes the scores beside it
         g = Gallery.open(a.gallery)
