@@ -86,9 +86,9 @@ def check_lists(factory: str, n: int) -> None:
     """GalleryError when n references are too few to train an IVF index's lists (k-means needs 39 a list)."""
     nlist = int(FACTORIES.match(factory).group(4) or 0)
     if n < IVF_MIN_PER_LIST * nlist:
-        raise GalleryError(f"index {factory}: {n} references cannot train {nlist} lists; an IVF index needs at "
-                           f"least {IVF_MIN_PER_LIST} references a list ({IVF_MIN_PER_LIST * nlist} here); use fewer "
-                           "lists, Flat or HNSW32")
+        raise GalleryError(f"index {factory}: {n} references cannot train {nlist} list{'s' if nlist > 1 else ''}; an "
+                           f"IVF index needs at least {IVF_MIN_PER_LIST} references a list ({IVF_MIN_PER_LIST * nlist} "
+                           f"here); use {'fewer lists, ' if nlist > 1 else ''}Flat or HNSW32")
 
 
 class FlatStore:

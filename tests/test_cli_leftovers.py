@@ -46,6 +46,9 @@ def test_watch_refuses_a_still_image_and_says_to_search_it(tmp_path, capsys, dig
         assert line == (f"byakugan: error: video {still}: is a still image ({kind}), not a video; to recognise it use "
                         f"`byakugan search {g} {still}`")
     assert not g.exists()
+    bundle = tmp_path / "b.zip"  # `search` takes gallery folders: a bundle is searched through serve or Python
+    bundle.write_bytes(b"PK")
+    assert f"POST /search of `byakugan serve {bundle}`" in one_line(capsys, "watch", bundle, jpeg)
 
 
 def test_watch_still_opens_videos_animated_pictures_and_cameras(tmp_path, capsys):

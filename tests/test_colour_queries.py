@@ -198,6 +198,14 @@ def test_the_rule_is_turned_off_and_on_again_in_a_gallery(model, tmp_path, capsy
         on.colourless_queries = {**spec, "bins": [12, 4]}
     assert on.colourless_queries == spec  # a refused setting changes nothing
 
+    assert main(["labels", str(db), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["colourless_queries"] == spec
+    greys = tmp_path / "greys"  # references without colour: the rule is recorded, and said not to apply now
+    for i, p in enumerate(_pictures(tmp_path, True)):
+        assert main(["enroll", str(greys), f"g{i}", str(p), "--model", str(folder)]) == 0
+    capsys.readouterr()
+    assert main(["scoring", str(greys)]) == 0 and "(not now: most have none)" in capsys.readouterr().err
+
     plain = embedder.create_embedder(pretrained=False, preprocess=Preprocess(size=64), name="p")
     other = tmp_path / "plain"
     assert main(["enroll", str(other), "a", str(col[0]), "--model", str(plain.save(tmp_path / "pm"))]) == 0

@@ -85,6 +85,12 @@ def test_ivf_refuses_a_gallery_too_small_for_its_lists_in_one_line(tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "12 references cannot train 64 lists; an IVF index needs at least 39" in err[0]
     assert disk_state(tmp_path / "g") == before
+    assert main(["reindex", str(tmp_path / "g"), "IVF1,Flat"]) == 2  # one list: no fewer to use
+    assert "cannot train 1 list; an IVF index needs at least 39 references a list (39 here); use Flat or HNSW32" \
+        in capsys.readouterr().err
+    gallery(tmp_path / "empty", clustered(n_labels=1, per=1)).save()
+    assert main(["reindex", str(tmp_path / "empty"), "HNSW32"]) == 0  # one reference: nothing to measure recall on
+    assert "1 references in a HNSW32 index; no recall measured" in capsys.readouterr().out
     g = Gallery.open(tmp_path / "g")
     g.reindex("auto")
     with pytest.raises(GalleryError):

@@ -89,7 +89,7 @@ def cmd_labels(a: argparse.Namespace) -> int:
         print_json({"gallery": a.gallery, "model": g.model_name, "threshold": g.threshold if auto is None else round(auto, 6),
                     "threshold_mode": "auto" if g.threshold_auto else "fixed",
                     "threshold_from": "fixed" if not g.threshold_auto else "references" if auto is not None else "model",
-                    "scoring": g.scoring, "adapt": g.adapt, "labels": labels})
+                    "scoring": g.scoring, "adapt": g.adapt, "colourless_queries": g.colourless_queries, "labels": labels})
     elif labels:
         print(table(sorted(labels.items()), ("label", "references")))
     else:
@@ -138,8 +138,9 @@ def cmd_reindex(a: argparse.Namespace) -> int:
 
         recall = label_recall(g.vectors, {r.id: r.label for r in g.references()})
     chosen = " (auto)" if a.factory.strip().lower() == "auto" else ""  # else as asked, in its one spelling
-    print(f"{a.gallery}: {len(g)} references in a {g.vectors.factory} index{chosen}; recall@1 by label "
-          f"against exact search {recall:.3f} (references searched with themselves left out)")
+    measured = f"recall@1 by label against exact search {recall:.3f} (references searched with themselves left out)" \
+        if len(g) > 1 else "no recall measured (it takes two references or more)"
+    print(f"{a.gallery}: {len(g)} references in a {g.vectors.factory} index{chosen}; {measured}")
     return 0
 
 

@@ -130,9 +130,15 @@ def check_not_still(source: str, gallery: str) -> None:
         still, kind = True, "image"
     except Exception:  # not an image Pillow reads (a video), or unreadable: video.read says what it is
         return
-    if still:
-        raise VideoError(f"video {source}: is a still image ({kind}), not a video; to recognise it use "
-                         f"`byakugan search {shlex.quote(gallery)} {shlex.quote(source)}`")
+    if still:  # `search` takes gallery folders; a bundle answers it through `serve` or the Python API
+        how = f"`byakugan search {shlex.quote(gallery)} {shlex.quote(source)}`" if not looks_like_bundle(gallery) else \
+            f"POST /search of `byakugan serve {shlex.quote(gallery)}`, or byakugan.index.bundle.load(...).search"
+        raise VideoError(f"video {source}: is a still image ({kind}), not a video; to recognise it use {how}")
+
+
+def looks_like_bundle(path: str) -> bool:
+    """An exported bundle: an archive, or a folder with a bundle's manifest (a gallery folder has none)."""
+    return Path(path).is_file() or (Path(path) / "manifest.json").is_file()
 
 
 def cmd_watch(a: argparse.Namespace) -> int:

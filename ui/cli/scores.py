@@ -66,12 +66,14 @@ def threshold_value(text: str) -> float | str:
 
 def cmd_scoring(a: argparse.Namespace) -> int:
     if a.adapt is not None or a.no_adapt or a.grey_queries is not None:
+        # read from the model before the gallery is locked: loading it takes seconds that would hold up its edits
+        spec = grey_rule(Gallery.open(a.gallery)) if a.grey_queries == "cnn" else None
         with edit_gallery(a.gallery) as g:
             g.scoring = a.value or g.scoring
             if a.adapt is not None or a.no_adapt:
                 g.adapt = None if a.no_adapt else completed_for(g, a.adapt)
             if a.grey_queries is not None:
-                g.colourless_queries = grey_rule(g) if a.grey_queries == "cnn" else None
+                g.colourless_queries = spec
         how = f"adapted to its classes ({Adaptation.from_dict(g.adapt)})" if g.adapt \
             else "not adapted to its classes"
         then = "the automatic threshold follows it" if g.threshold_auto else \
@@ -97,6 +99,8 @@ def cmd_scoring(a: argparse.Namespace) -> int:
         g.scoring = a.value
     if adapt := g.adapt:  # unchanged, and said: it is part of what the scores now are
         note(f"labels' scores still adapted to its classes: {Adaptation.from_dict(adapt)} (--no-adapt to stop)")
+    if g.colourless_queries:
+        note(f"still {grey_said(g)} (--grey-queries all to stop)")
     if g.threshold_auto:
         print(f"scoring set to {g.scoring}; the automatic threshold follows it")
     else:
@@ -120,8 +124,13 @@ def grey_rule(g: Gallery) -> dict:
 
 
 def grey_said(g: Gallery) -> str:
-    return "queries without colour scored by the CNN part alone (where most references have colour)" \
-        if g.colourless_queries else "every query scored alike"
+    from byakugan.index.colour_queries import ColourQueries
+
+    if not g.colourless_queries:
+        return "every query scored alike"
+    said = "queries without colour scored by the CNN part alone while most references have colour"
+    # a gallery of grey references keeps the histogram for every query (index.colour_queries)
+    return said + ("" if not len(g) or ColourQueries().in_colour(g) else " (not now: most have none)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
