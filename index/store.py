@@ -118,6 +118,8 @@ def locked(directory: Path, waiting: Optional[Callable[[], None]] = None) -> Ite
 
     if directory.exists() and not directory.is_dir():
         raise GalleryError(f"gallery {directory}: is a file, not a gallery folder")
+    if directory.is_symlink() and not directory.exists():  # mkdir would fail on it as if another writer removed it
+        raise GalleryError(f"gallery {directory}: is a link to {os.readlink(directory)}, which does not exist")
     # A folder this user may not write in is named as such: the lock file it cannot make was told as
     # "cannot be created or locked (Operation not permitted)", and with one there already the edit
     # failed later, on its database. (Its permissions, chattr +i, or a disk mounted read-only.)

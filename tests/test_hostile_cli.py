@@ -170,3 +170,11 @@ def test_a_folder_named_against_the_new_label_rules_is_refused_before_any_work(t
     assert main(["enroll", str(g), "--from-folder", str(root)]) == 2
     assert "holds U+3000 (IDEOGRAPHIC SPACE)" in capsys.readouterr().err
     assert Gallery.open(g).labels() == {"1": 1}
+
+
+def test_a_gallery_that_is_a_dangling_link_is_named_as_one(tmp_path, capsys, digits):
+    """Locking it used to fail 100 times over ("its folder went away") before saying so."""
+    (tmp_path / "g").symlink_to(tmp_path / "nowhere")
+    assert main(["enroll", str(tmp_path / "g"), "x", str(digits["3"][0])]) == 2
+    assert f"gallery {tmp_path / 'g'}: is a link to {tmp_path / 'nowhere'}, which does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()
