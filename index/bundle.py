@@ -239,6 +239,8 @@ def load(path: os.PathLike | str) -> Bundle:
         return Bundle(p, p)
     if kind is None:
         raise BundleError(f"bundle {p}: expected a directory, .zip or .tar.gz")
+    if not p.is_file():  # a FIFO would block the read until something writes into it
+        raise BundleError(f"bundle {p}: is not a regular file (a pipe, socket or device); expected a .zip or .tar.gz file")
     tmp = tempfile.TemporaryDirectory(prefix="byakugan-bundle-")
     extract(p, kind, Path(tmp.name))
     return Bundle(Path(tmp.name), p, tmp)

@@ -366,6 +366,14 @@ def test_an_ivf_bundle_with_finite_vectors_loads_and_answers(exported, tmp_path)
     assert bundle.gallery.search(q, 1)[0].hits[0].id == 0
 
 
+def test_a_pipe_named_as_a_bundle_is_refused_not_waited_on(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "b.zip")
+    with pytest.raises(BundleError, match="b.zip: is not a regular file"):
+        load(tmp_path / "b.zip")
+
+
 def test_bundle_search_arguments_are_checked_in_one_line(exported, digits):
     b = load(exported[".zip"])
     for k in ("5", 0, True, 2.0):

@@ -94,6 +94,11 @@ def test_bundle_is_read_only(digit_gallery, digits, tmp_path):
     assert c.post("/enroll", data={"label": "x"}).status_code in (404, 405)
     assert c.delete("/labels/7").status_code in (404, 405)
     assert "/enroll" not in c.get("/openapi.json").json()["paths"]
+    r = c.delete("/labels/7")  # a 405 names what a path takes: here nothing
+    assert r.status_code == 405 and r.headers["allow"] == "" and "read-only" in r.json()["error"]
+    r = c.get("/enroll")  # not "it takes POST": POST is refused too
+    assert r.status_code == 405 and r.headers["allow"] == ""
+    assert r.json()["error"] == "GET '/enroll': method not allowed; an exported bundle is read-only, and this path edits"
 
 
 def test_schema_fuzz_finds_no_server_error(gallery_copy):

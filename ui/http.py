@@ -9,8 +9,7 @@ import secrets
 from pathlib import Path
 from typing import Literal, Optional, Union
 
-from fastapi import Body, Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile, WebSocket
-from fastapi import Path as PathParam
+from fastapi import Body, Depends, FastAPI, File, Form, HTTPException, Path as PathParam, Query, Request, UploadFile, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse
@@ -94,9 +93,10 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
             detail = f"{request.method} {shown(request.url.path)}: no such route; the routes are {', '.join(routes)}"
         headers = exc.headers
         if exc.status_code == 405 and detail == "Method Not Allowed":  # every route of the path, not the first one's
-            allowed = sorted({m for r in app.routes if getattr(r, "path_regex", None) and
-                              r.path_regex.match(request.scope["path"]) for m in getattr(r, "methods", None) or ()})
-            detail = f"{request.method} {shown(request.url.path)}: method not allowed; it takes {', '.join(allowed)}"
+            allowed = sorted({m for r in app.routes if getattr(r, "path_regex", None) and getattr(r, "name", "") != "read_only"
+                              and r.path_regex.match(request.scope["path"]) for m in getattr(r, "methods", None) or ()})
+            detail = f"{request.method} {shown(request.url.path)}: method not allowed; " + \
+                (f"it takes {', '.join(allowed)}" if allowed else "an exported bundle is read-only, and this path edits")
             headers = {**(headers or {}), "Allow": ", ".join(allowed)}
         elif exc.status_code == 400:
             detail = _unparsed_body(detail, exc.__cause__ or exc.__context__)
@@ -246,7 +246,7 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
 
     else:
         def read_only() -> None:
-            raise HTTPException(405, f"{source}: an exported bundle is read-only; serve its gallery folder to edit")
+            raise HTTPException(405, f"{source}: an exported bundle is read-only; serve its gallery folder to edit", {"Allow": ""})
 
         for path, methods in (("/enroll", ["POST"]), ("/labels/{label:path}", ["DELETE"]),
                               ("/sequences/{name:path}", ["PUT", "DELETE"])):
