@@ -264,7 +264,8 @@ def check_threshold(value, lowest: float = -1.0, highest: float = 1.0, unit: str
     lowest and highest (a fixed one is a cosine, or an adapted score; one a search is given may be a
     normalised score)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not abs(value) <= sys.float_info.max or not lowest <= value <= highest:  # 10**400 too: no float()
+            or not (abs(value) <= sys.float_info.max if isinstance(value, (int, np.integer)) else math.isfinite(value)) \
+            or not lowest <= value <= highest:
         rule = f"{unit} between {lowest:g} and {highest:g}" if math.isfinite(lowest + highest) else "a finite number"
         raise GalleryError(f"threshold {shown(value)}: must be {rule}")
     return float(value)

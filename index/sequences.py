@@ -7,6 +7,7 @@ fires a sequence when its steps come in order, each within `max_gap` seconds of 
 
 from __future__ import annotations
 
+import math
 import numbers
 import sys
 from dataclasses import dataclass
@@ -106,7 +107,9 @@ class _Partial:
 
 def is_seconds(x) -> bool:
     """A finite number (not a bool): NaN compares false everywhere and would stall every sequence silently."""
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and abs(x) <= sys.float_info.max  # not 10**400
+    # math.isfinite cannot take a whole number past float's range (10**400): compared instead
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and \
+        (abs(x) <= sys.float_info.max if isinstance(x, numbers.Integral) else math.isfinite(x))
 
 
 class SequenceMatcher:
