@@ -17,6 +17,21 @@ def gallery_model(settings: dict) -> str:
     return source if isinstance(source, str) and Path(source).is_dir() else settings["name"]
 
 
+def load_gallery_model(settings: dict):
+    """The gallery's model (gallery_model); where the folder it was made from has gone and no model has
+    its name, the error says so (searches may still run: they read the model's cached ONNX export)."""
+    from byakugan.embedder.errors import ModelError
+
+    try:
+        return load_model(gallery_model(settings))
+    except ModelError as exc:
+        source = settings.get("source")
+        if isinstance(source, str) and not Path(source).is_dir():
+            raise ModelError(f"the gallery's model folder {source} is not there (moved or removed), so it was "
+                             f"looked for by name: {exc}") from None
+        raise
+
+
 def check_gallery(gallery):
     """The gallery itself, once it is one: a path, say, is named (Pipeline methods take the gallery)."""
     if not hasattr(gallery, "model_settings"):

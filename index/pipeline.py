@@ -31,7 +31,7 @@ from .errors import GalleryError, LandmarksNeedHandError
 from .batch import Embedded, embed_images
 from .enrol_inputs import one_each
 from .gallery import Gallery
-from .model_check import check_fits, check_gallery, gallery_model, load_model
+from .model_check import check_fits, check_gallery, load_gallery_model, load_model
 from .ranking import Match, Recognition, SearchResult, check_fallback, check_k
 from .settings import GallerySettings, colourless_spec
 from .vectors import stored_form
@@ -108,7 +108,7 @@ class Pipeline:
     def _for_gallery(cls, gallery: Gallery, model=None) -> "Pipeline":
         from byakugan.embedder.embedding.landmarks import load_landmarks
 
-        encoder = load_model(model if model is not None else gallery_model(gallery.model_settings))
+        encoder = load_model(model) if model is not None else load_gallery_model(gallery.model_settings)
         spec = gallery.landmark_settings
         lm = load_landmarks(spec.get("source", spec["name"])) if spec is not None else None
         check_fits(gallery, encoder, lm)

@@ -214,3 +214,19 @@ def test_the_rule_is_turned_off_and_on_again_in_a_gallery(model, tmp_path, capsy
     err = capsys.readouterr().err
     assert "model 'p' has no colour histogram" in err and err.count("\n") == 1
     assert Gallery.open(other).colourless_queries is None
+
+
+def test_a_gallery_whose_model_folder_has_gone_says_so(model, tmp_path, capsys):
+    """--grey-queries cnn reads the model; its folder moved away, the error names the folder (QA: it
+    said only 'unknown model c', a name the user never typed)."""
+    from byakugan.ui.cli import main
+
+    folder, db = model.save(tmp_path / "model"), tmp_path / "g"
+    assert main(["enroll", str(db), "c0", str(_pictures(tmp_path, False)[0]), "--model", str(folder)]) == 0
+    folder.rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert main(["scoring", str(db), "--grey-queries", "cnn"]) == 2
+    err = capsys.readouterr().err
+    assert f"the gallery's model folder {folder.resolve()} is not there (moved or removed)" in err, err
+    assert err.count("\n") == 1
+
