@@ -16,8 +16,6 @@ Input: fold embeddings of the anime sources with their cohorts (tta_folds.py or 
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -26,13 +24,11 @@ import numpy as np
 from byakugan.embedder.scoring.cohort import offsets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from output import emit  # noqa: E402
 from adapt_cohort import directions  # noqa: E402
-from centring import TOP, embed, figures, load, nested  # noqa: E402
-from fusion_refit import summary  # noqa: E402
+from centring import TOP, embed, figures  # noqa: E402
 from gallery_adapt import draws  # noqa: E402
 from score_norm import class_scores  # noqa: E402
-from self_weight import loo  # noqa: E402
+from self_weight import loo, self_chosen  # noqa: E402
 
 TS = (0.0, 0.5, 1.0, 1.5, 2.0)
 HIST = 12 * 4 * 4  # the colour histogram's bins (hue, saturation, value) at the end of each row
@@ -71,27 +67,7 @@ def study(d: dict, seeds: list[int]) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("folder", type=Path, help="fold embeddings of the anime sources, with cohorts")
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--out", help="also write the JSON here")
-    a = p.parse_args()
-    files = sorted(a.folder.glob("anime-*.safetensors"))
-    if not files:
-        raise SystemExit(f"{a.folder}: no anime-*.safetensors with cohorts")
-    table = {}
-    for f in files:
-        table[f.stem] = study(load(f), a.seeds)
-        print(f"{f.stem}: " + ", ".join(f"{k} {v['top1']}" for k, v in table[f.stem].items() if "top1" in v)
-              + f"; picked {table[f.stem]['t_picked']}", file=sys.stderr, flush=True)
-    names = [k for k in table[files[0].stem] if k != "t_picked"]
-    result = {"protocol": "leave one source out; 5 shots, 10 trials, a third of the classes unknown, seeds "
-                          + " ".join(map(str, a.seeds)) + "; class mean less cohort T-norm, adapted 1 / 0.1 / 30",
-              "sources": table, "summary": {n: summary({s: table[s][n] for s in table}) for n in names},
-              "nested": nested({s: {n: table[s][n] for n in names} for s in table}, sorted(table)),
-              "nested_shipped_or_self": nested({s: {n: table[s][n] for n in ("t1", "loo_top1")} for s in table},
-                                               sorted(table))}
-    emit(json.dumps(result, indent=1), a.out)
+    self_chosen(__doc__.splitlines()[0], study, "t1", "class mean less cohort T-norm, adapted 1 / 0.1 / 30")
 
 
 if __name__ == "__main__":

@@ -87,9 +87,11 @@ def study(d: dict, seeds: list[int]) -> dict:
     return out
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("folder", type=Path, help="fold embeddings of the hand sources (loso.py / tta_folds.py --save-embeddings)")
+def self_chosen(what: str, study, shipped: str, scored_as: str) -> None:
+    """The command line both self-chosen studies share: `study(embeddings, seeds)` of each fold's
+    embeddings in the folder, summed up with each variant nested against the `shipped` one."""
+    p = argparse.ArgumentParser(description=what)
+    p.add_argument("folder", type=Path, help="fold embeddings, SOURCE.safetensors (loso.py / tta_folds.py --save-embeddings)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args()
@@ -101,14 +103,18 @@ def main() -> None:
         table[f.stem] = study(load(f), a.seeds)
         print(f"{f.stem}: " + ", ".join(f"{k} {v['top1']}" for k, v in table[f.stem].items() if "top1" in v),
               file=sys.stderr, flush=True)
-    names = [k for k in table[files[0].stem] if k != "weights_picked"]
+    names = [k for k, v in table[files[0].stem].items() if "top1" in v]
     result = {"protocol": "leave one source out; 5 shots, 10 trials, a third of the classes unknown, seeds "
-                          + " ".join(map(str, a.seeds)) + "; adapted as hand-landmarks-2 advises",
+                          + " ".join(map(str, a.seeds)) + "; " + scored_as,
               "sources": table, "summary": {n: summary({s: table[s][n] for s in table}) for n in names},
               "nested": nested({s: {n: table[s][n] for n in names} for s in table}, sorted(table)),
-              "nested_shipped_or_self": {k: nested({s: {n: table[s][n] for n in (f"weight{SHIPPED}", k)} for s in table},
-                                                   sorted(table)) for k in names if not k.startswith("weight")}}
+              "nested_shipped_or_self": {k: nested({s: {n: table[s][n] for n in (shipped, k)} for s in table},
+                                                   sorted(table)) for k in names if k.startswith("loo_")}}
     emit(json.dumps(result, indent=1), a.out)
+
+
+def main() -> None:
+    self_chosen(__doc__.splitlines()[0], study, f"weight{SHIPPED}", "adapted as hand-landmarks-2 advises")
 
 
 if __name__ == "__main__":
