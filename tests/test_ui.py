@@ -464,3 +464,16 @@ def test_the_enrol_page_says_which_model_a_new_gallery_will_take_before_enrollin
     enrol(app, "luffy", sorted((datasets / "anime-onepiece" / "lufei").glob("*.jpg"))[3:6])
     choose(app, "luffy", sorted((datasets / "anime-onepiece" / "lufei").glob("*.jpg"))[6:8])
     assert not any("A new gallery" in c.value for c in app.caption)  # decided: nothing more to say
+
+
+def test_a_confidence_past_the_gallerys_reach_is_told_as_saved():
+    """QA: a 99% asked of a gallery whose scores reach 68% at most saved the end of the range while
+    the notice said 99%."""
+    from types import SimpleNamespace
+
+    from byakugan.ui.threshold import confidence_said
+
+    cal = SimpleNamespace(confidence=lambda raw: 0.68 if raw >= 2.0 else 0.5 + raw / 10)
+    assert confidence_said(99, cal, 2.0) == ("99% is past what this gallery's scores reach (raw threshold 2.0000, the "
+                                             "end of their range): unknown below 68% confidence now.")
+    assert confidence_said(60, cal, 1.0) == "Unknown below 60% confidence now."

@@ -25,14 +25,15 @@ def synced(key: str, on_disk) -> None:
     st.session_state[f"{key}_seen"] = on_disk
 
 
-def act(svc: GalleryService, fn, notice: str, editing: Optional[str] = None) -> None:
-    """Run an edit; its error in one line, or its notice after a rerun. editing: the class to keep open."""
+def act(svc: GalleryService, fn, notice: str | Callable[[object], str], editing: Optional[str] = None) -> None:
+    """Run an edit; its error in one line, or its notice after a rerun (a callable: made from what the
+    edit returned, where that may differ from what was asked). editing: the class to keep open."""
     try:
         out = fn()
     except ByakuganError as exc:
         st.error(md(str(exc)))
         return
-    _done(svc, out, notice, editing)
+    _done(svc, out, notice(out) if callable(notice) else notice, editing)
     st.rerun()
 
 

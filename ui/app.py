@@ -173,7 +173,9 @@ def gallery_ui(svc: GalleryService) -> None:
     scoring = st.radio("Rank labels by", list(SCORINGS), horizontal=True, key="scoring",
                        captions=["best reference", "class mean (steadier with 5+ references)"])
     if scoring != g.scoring:
-        act(svc, lambda: svc.set_scoring(scoring), f"Labels now ranked by {scoring}.")
+        act(svc, lambda: svc.set_scoring(scoring), f"Labels now ranked by {scoring}." + ("" if g.threshold_auto else
+            " The threshold was set by hand for the other ranking: check it with `byakugan evaluate` on pictures "
+            "like this gallery's (as the command line says)."))
     if g.adapt:
         st.caption(f"Each label's score is adapted to this gallery's classes (a ridge regression on its references, "
                    f"{md(str(Adaptation.from_dict(g.adapt)))}); `byakugan scoring GALLERY --no-adapt` turns it off.")

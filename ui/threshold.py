@@ -34,11 +34,21 @@ def threshold_ui(svc: GalleryService) -> None:
         synced("threshold_pct", now)  # a save here (raw), in another tab or by the CLI is shown
         value = st.slider("Unknown below this confidence (%)", 1, 99, key="threshold_pct")
         if st.button("Save threshold", key="save_threshold", disabled=value == now and not g.threshold_auto):
-            act(svc, lambda: svc.set_threshold_confidence(value / 100), f"Unknown below {value}% confidence now.")
+            act(svc, lambda: svc.set_threshold_confidence(value / 100), lambda raw: confidence_said(value, cal, raw))
         with st.expander("Raw threshold"):
             raw_threshold_ui(svc, now_raw)
     st.caption("Confidence is calibrated on this gallery's own references." if cal.fitted else
                f"Confidence is not calibrated yet ({md(cal.reason)}): 50% is the threshold.")
+
+
+def confidence_said(asked: int, cal, raw: float) -> str:
+    """The notice of a confidence saved: the one the saved threshold reads as, where the gallery's
+    scores cannot reach the one asked (set_threshold_confidence holds it within their range)."""
+    got = min(99, max(1, round(cal.confidence(raw) * 100)))
+    if got == asked:
+        return f"Unknown below {asked}% confidence now."
+    return (f"{asked}% is past what this gallery's scores reach (raw threshold {raw:.4f}, the end of their range): "
+            f"unknown below {got}% confidence now.")
 
 
 def raw_threshold_ui(svc: GalleryService, now_raw: float) -> None:
