@@ -114,9 +114,9 @@ def grey_rule(g: Gallery) -> dict:
     gallery of that model records it (index.settings.colourless_spec)."""
     from byakugan.index.settings import colourless_spec
 
-    pipe = Pipeline.for_gallery(g)
-    if pipe.landmarks is not None:
+    if g.landmark_settings is not None:  # told before its model is loaded (seconds) only to be refused
         raise GalleryError(f"--grey-queries cnn: gallery {g.path} fuses hand landmarks; its model has no colour part")
+    pipe = Pipeline.for_gallery(g)
     if (spec := colourless_spec(pipe.encoder)) is None:
         raise GalleryError(f"--grey-queries cnn: gallery {g.path}'s model {pipe.encoder.name!r} has no colour "
                            "histogram, so every query already scores by its CNN alone")
