@@ -121,6 +121,24 @@ def check_labels(labels, n: int = 5, new: bool = True) -> list[str]:
     return out
 
 
+def folded(label: str) -> str:
+    """A label as a reader tells it: by letters only, whatever their case or width ("Naruto",
+    "naruto", full-width "ＮＡＲＵＴＯ"), and what draws nothing left out."""
+    return unicodedata.normalize("NFKC", label).casefold().translate(UNSEEN)
+
+
+def variants(label: str, labels) -> list[str]:
+    """The stored labels that `label`, a new one, differs from only by case or width: a second
+    class a reader can hardly tell from the first (enrolled all the same: the user may mean it)."""
+    try:
+        if find(label, labels) is not None:
+            return []
+    except GalleryError:  # it names several, or one by invisible characters: enrolment refuses it anyway
+        return []
+    key = folded(stored_form(label))
+    return [x for x in labels if isinstance(x, str) and folded(x) == key]
+
+
 def some(labels, n: int = 20) -> str:
     """The first n labels for an error message, and how many more (a gallery may hold a million)."""
     names = list(labels)

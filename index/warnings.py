@@ -10,6 +10,7 @@ from PIL import Image
 
 from .confidence import DUPLICATE_COSINE
 from .gallery import Gallery
+from .labels import variants
 from .pipeline import Pipeline
 from .records import Crop
 
@@ -57,6 +58,9 @@ def enrol_warnings(pipe: Pipeline, g: Gallery, label: str, crops: list[Crop],
                                 f"cosine {row[before[0]]:.3f}")
     if not len(g):
         return warnings
+    if alike := variants(label, g.labels()):
+        warnings.append(f"label {label!r} is new, but {alike[0]!r} is enrolled, differing only by case or width: "
+                        f"these go into a second class (enrol as {alike[0]!r} to add to that one)")
     # The best labels only (their own label's score is "lower" when it is not among them): asking for
     # every label would rank the whole gallery for each crop.
     for crop, r in zip(crops, pipe.search(g, emb, k=min(len(g.labels()), TOP_LABELS))):

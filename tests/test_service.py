@@ -191,3 +191,23 @@ def test_a_gallery_the_service_made_and_then_lost_is_gone_not_empty(model, digit
     with pytest.raises(GalleryGoneError, match="was moved or removed while this server ran"):
         svc.enroll("2", [Crop("c", load_image(digits["2"][0]))])  # not a new gallery in its place
     assert not (tmp_path / "g").exists()
+
+
+def test_a_new_label_differing_only_by_case_or_width_is_warned_of(model, digits, tmp_path, capsys):
+    from byakugan.embedder import load_image
+    from byakugan.index.labels import variants
+    from byakugan.ui.cli import main
+
+    assert variants("NARUTO", {"naruto": 3}) == ["naruto"]
+    assert variants("\uff2e\uff41\uff52\uff55\uff54\uff4f", {"naruto": 3}) == ["naruto"]  # full width
+    assert variants("naruto", {"naruto": 3}) == [] and variants("sasuke", {"naruto": 3}) == []  # itself; another
+    assert variants("nar\u200buto", {"Naruto": 1}) == ["Naruto"]  # what draws nothing does not tell them apart
+    svc = GalleryService(tmp_path / "g", model)
+    svc.enroll("Naruto", [Crop(n, load_image(p)) for n, p in zip("abc", digits["1"][:3])])
+    said = [w for w in svc.check("naruto", [Crop("x", load_image(digits["1"][3]))]) if "case or width" in w]
+    assert said == ["label 'naruto' is new, but 'Naruto' is enrolled, differing only by case or width: these go "
+                    "into a second class (enrol as 'Naruto' to add to that one)"]
+    assert not [w for w in svc.check("Naruto", [Crop("x", load_image(digits["1"][3]))]) if "case or width" in w]
+    assert main(["enroll", str(tmp_path / "g"), "NARUTO", str(digits["1"][4])]) == 0  # enrolled all the same
+    assert "'NARUTO' is new, but 'Naruto' is enrolled" in capsys.readouterr().err
+    assert GalleryService(tmp_path / "g", model).labels() == {"NARUTO": 1, "Naruto": 3}
