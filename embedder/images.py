@@ -125,6 +125,11 @@ def image_list(images, what: str = "images") -> list:
     character by character."""
     if isinstance(images, (str, bytes, os.PathLike, Image.Image)):
         raise ImageError(f"{what}: expected a list of images, got one {type(images).__name__} (put it in a list)")
+    if isinstance(images, np.ndarray) and images.ndim == 3:  # one picture, not three lists of rows
+        raise ImageError(f"{what}: expected a list of images, got one image array of shape {images.shape} (put it in a list)")
+    if isinstance(images, np.ndarray) and images.ndim == 1 and images.dtype.kind == "f":
+        raise ImageError(f"{what}: got one vector of shape {images.shape}; vectors go as one (N, D) array "
+                         "(v[None] for one)")
     try:
         return list(images)
     except TypeError:  # None, a number: not "'NoneType' object is not iterable" from deep inside

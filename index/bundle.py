@@ -21,7 +21,6 @@ from typing import Optional
 
 from byakugan.embedder.embedding.onnx import OnnxEmbedder, OnnxLandmarks
 from byakugan.embedder.images import ImageSource
-from byakugan.embedder.preprocess import Preprocess
 from byakugan.embedder.scoring import check_scoring
 from byakugan.embedder.scoring.adapt import Adaptation
 from byakugan.embedder.scoring.cohort import load_cohort
@@ -231,6 +230,8 @@ class Bundle:
 
 def load(path: os.PathLike | str) -> Bundle:
     """Open a bundle directory, .zip or .tar.gz, checking every file against the manifest."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise BundleError(f"bundle {path!r}: must be a path (a str or os.PathLike)")
     p = Path(path)
     if not p.exists():
         raise BundleError(f"bundle {p}: does not exist")

@@ -27,6 +27,7 @@ import numpy as np
 
 from byakugan.embedder.embedding.onnx import export_onnx
 
+from . import committed
 from .archive import MAX_MANIFEST_BYTES
 from .bundle import FORMAT, FORMAT_VERSION, MANIFEST, archive_kind
 from .errors import GalleryError
@@ -41,6 +42,14 @@ OTHER_ARCHIVES = (".rar", ".7z", ".tar", ".gz", ".bz2", ".xz", ".zst", ".tbz2", 
 def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False,
            pipeline: Optional[Pipeline] = None) -> Path:
     """pipeline: the gallery's own (Pipeline.for_gallery), made here when not given."""
+    if not isinstance(gallery, Gallery):
+        raise GalleryError(f"export: expected a Gallery, got {type(gallery).__name__}")
+    if not isinstance(out, (str, os.PathLike)):
+        raise GalleryError(f"export: out {out!r}: must be a file or folder name (a str or os.PathLike)")
+    if pipeline is not None and not isinstance(pipeline, Pipeline):
+        raise GalleryError(f"export: pipeline {type(pipeline).__name__}: must be a Pipeline (or None: the gallery's own)")
+    if gallery.path is not None and gallery.generation is not None and gallery.path.is_dir():
+        committed.check_current(gallery.path, gallery.generation)  # a stale copy would bring back what a save removed
     if not str(out).strip():
         raise GalleryError(f"export: {str(out)!r} is not a file or folder name")
     folder = str(out).endswith(("/", os.sep))  # "x.zip/": a folder of that name, as the slash says

@@ -84,8 +84,7 @@ class Gallery:
     exists = staticmethod(lambda path: db.exists(Path(path)) or (Path(path) / store.META_FILE).is_file())
 
     def save(self, path: Optional[os.PathLike | str] = None) -> None:
-        if self.read_only:
-            raise GalleryError("this gallery comes from an exported bundle and cannot be saved; enrol into a gallery folder")
+        self._editable()
         target = Path(path) if path else self.path
         if target is None:
             raise GalleryError("gallery has no path to save to; pass one")
@@ -111,6 +110,10 @@ class Gallery:
             {}, set(), [], [], False, self.path
 
     read_only = property(lambda self: bool(self._meta.get("read_only")))
+    def _editable(self) -> None:  # a bundle's gallery answers as exported: an edit in memory would change its answers
+        if self.read_only:
+            raise GalleryError("this gallery comes from an exported bundle and is read-only; edit its gallery folder "
+                               "(enroll, remove, rename, settings), then export it again")
     generation = property(lambda self: (self._meta["generation"], self._meta.get("commit")) if "generation" in self._meta
                           else None, doc="The committed save it holds (index.db: generation, commit), if any")
 
@@ -137,6 +140,7 @@ class Gallery:
     def reindex(self, factory: str) -> float:
         """Rebuild the vector index as a FAISS factory string names ("Flat", "HNSW32", or "auto": exact
         while small, see index.reindex); its recall@1 by label against exact search (Milvus: NaN till saved)."""
+        self._editable()
         chosen, self._store = reindex.check(factory), reindex.rebuild(self._store, factory, len(self))
         self._meta["index"], self._rebuild = chosen, True  # only once rebuilt: a refused one changes nothing
         return reindex.label_recall(self._store, {i: r.label for i, r in self._refs.items()})
@@ -155,20 +159,20 @@ class Gallery:
         return self._cohort
 
     colourless_queries = property(lambda self: dict(self._meta.get("colourless_queries") or {}) or None,
-                                  lambda self, value: set_colourless(self._meta, value),
+                                  lambda self, value: self._editable() or set_colourless(self._meta, value),
                                   doc='{"split", "bins", "weight"}: colourless queries score by the CNN part alone, or None')
     threshold_model_adapted = property(lambda self: "model_threshold_adapted" in self._meta,
                                        doc="Whether the model's threshold, which automatic mode uses until the references "
                                            "give one, was set on adapted scores (else on plain ones)")
     threshold = property(lambda self: float(self._meta["threshold"]),
-                         lambda self, value: set_threshold(self._meta, value))
+                         lambda self, value: self._editable() or set_threshold(self._meta, value))
     threshold_auto = property(lambda self: self._meta.get("threshold_mode") == "auto",
-                              lambda self, value: set_auto(self._meta, value),
+                              lambda self, value: self._editable() or set_auto(self._meta, value),
                               doc="True: searches use the threshold its references give (Pipeline.threshold)")
     scoring = property(lambda self: self._meta.get("scoring", "nearest"),
-                       lambda self, value: set_scoring(self._meta, value),
+                       lambda self, value: self._editable() or set_scoring(self._meta, value),
                        doc='How labels are ranked: "nearest" (best reference) or "mean" (cosine to the class mean)')
-    adapt = property(lambda self: dict(self._meta.get("adapt") or {}) or None, lambda self, value: set_adapt(self._meta, value),
+    adapt = property(lambda self: dict(self._meta.get("adapt") or {}) or None, lambda self, value: self._editable() or set_adapt(self._meta, value),
                      doc='{"weight", "ridge"[, "cohort"]}: label scores adapted to its classes (embedder.scoring.adapt), or None')
 
     def means(self) -> Optional[ClassMeans]:
@@ -213,6 +217,7 @@ class Gallery:
                images: Optional[Sequence[ImageSource]] = None) -> list[int]:
         """Add references for `label` from an (N, D) array of vectors as the pipeline stores them;
         `images` (the crops they came from) become thumbnails. Returns their ids."""
+        self._editable()
         label = check_label_in(label, self._counts)
         emb = as_vectors(vectors, self.dim, self.path, enrolled=True, fused=self.fused)
         if not len(emb):  # a label with no references would be listed, yet vanish on the next open
@@ -250,6 +255,7 @@ class Gallery:
         return ref
 
     def _drop(self, ids: list[int]) -> int:
+        self._editable()
         if self._means is not None:
             self._means.remove([self._refs[i].label for i in ids], self._store.get(ids))
         self.revision += 1
@@ -263,6 +269,7 @@ class Gallery:
         return len(ids)
 
     def rename(self, old: str, new: str) -> int:
+        self._editable()
         old, new = self._require_label(old), check_label(new)
         # Stored as typed, or shown alike; `old` aside: a rename may add or drop its invisible characters
         if (other := find(new, [lab for lab in self._counts if lab != old])) is not None:

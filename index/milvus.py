@@ -23,8 +23,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .errors import GalleryError
-from .milvus_spec import (FIELD, LITE, LITE_FILE, READS, SERVER, check_lite, check_store, collections, errors, index_params,
-                          fresh_collection, quiet, search_params)
+from .milvus_spec import (FIELD, LITE, LITE_FILE, READS, SERVER, check_lite, check_store, collections, connect, errors,
+                          index_params, fresh_collection, search_params)
 from .milvus_spec import CHOICES, store_name  # noqa: F401  (re-exported: index.opening and the CLI import them here)
 from .vectors import FlatStore, check_factory
 
@@ -33,9 +33,6 @@ BATCH = 2048  # rows per upsert or get: a few MB per gRPC message at dimension 1
 TIMEOUT = 10.0  # seconds to reach a server (and to keep retrying one that refuses, as a restarting one does)
 CALL_TIMEOUT = 30.0  # seconds one call may take: a few MB of vectors per upsert, or a search of a large collection
 UNREACHABLE, NOT_LOADED = 2, 101  # pymilvus MilvusException codes: no connection; collection not loaded
-_clients: dict = {}  # uri -> MilvusClient, one per database per process (Milvus Lite allows one process)
-
-
 def new_store(spec: str, dim: int, path: Optional[Path]):
     """An empty store of the kind spec names (check_store). A server is reached now, so a bad
     address is one line before any image is embedded; nothing is written before the first save."""
@@ -96,18 +93,9 @@ class MilvusStore:
             if self.uri == LITE_FILE and self.directory is None:
                 raise GalleryError("--store milvus-lite: the gallery needs a folder to keep its database in")
             key = str((self.directory / LITE_FILE).resolve()) if self.uri == LITE_FILE else self.uri
-            if key not in _clients:
-                quiet()
-                try:
-                    from pymilvus import MilvusClient
-
-                    quiet()  # pymilvus gives its logger a handler of its own when imported
-                    _clients[key] = MilvusClient(uri=key, timeout=TIMEOUT)
-                except Exception as exc:
-                    where = f"gallery {self.directory}: Milvus Lite database {LITE_FILE} (it serves one process " \
-                            "at a time; another may hold it)" if self.uri == LITE_FILE else f"Milvus server {self.spec}"
-                    raise errors(f"{where}: could not connect", exc) from None
-            self._client = _clients[key]
+            where = f"gallery {self.directory}: Milvus Lite database {LITE_FILE} (it serves one process at a time; " \
+                    "another may hold it)" if self.uri == LITE_FILE else f"Milvus server {self.spec}"
+            self._client = connect(key, self.uri == LITE_FILE, TIMEOUT, where)
         return self._client
 
     def _call(self, method: str, **kwargs):

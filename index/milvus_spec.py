@@ -3,8 +3,10 @@ index.milvus that need neither pymilvus nor a connection."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
 import uuid
 from pathlib import Path
@@ -20,6 +22,9 @@ HNSW_EF_CONSTRUCTION = 40  # FAISS's default, which the FAISS galleries' HNSW in
 # a save could miss what it wrote or deleted (seen on Milvus 2.3 standalone: a count after removals
 # still found the removed rows, and the gallery was called damaged). Milvus Lite is always strong.
 READS = ("search", "query", "get")
+# uri -> (MilvusClient, an open handle on a Milvus Lite database's folder, to tell when it is deleted):
+# one per database per process (Milvus Lite serves one process)
+_clients: dict = {}
 
 
 def check_store(spec: object) -> str:
@@ -96,3 +101,27 @@ def check_lite(directory: Path, collection: str) -> None:
     except (OSError, ValueError, RecursionError):
         raise GalleryError(f"{where}: collection {collection}'s manifest.json is missing or unreadable (damaged); "
                            "nothing was changed") from None
+
+
+def connect(key: str, lite: bool, timeout: float, where: str):
+    """The process's pymilvus client of a database (imported and connected on first use): a Milvus
+    Lite file's path, or a server's address. One whose Milvus Lite folder was deleted since is let go."""
+    if key in _clients and _clients[key][1] is not None and os.fstat(_clients[key][1]).st_nlink == 0:
+        from milvus_lite.server_manager import server_manager_instance
+
+        client, handle = _clients.pop(key)  # its server holds the deleted files: a new one makes them again
+        os.close(handle)
+        with contextlib.suppress(Exception):
+            client.close()
+        server_manager_instance.release_server(key)
+    if key not in _clients:
+        quiet()
+        try:
+            from pymilvus import MilvusClient
+
+            quiet()  # pymilvus gives its logger a handler of its own when imported
+            client = MilvusClient(uri=key, timeout=timeout)
+            _clients[key] = (client, os.open(key, os.O_RDONLY) if lite else None)
+        except Exception as exc:
+            raise errors(f"{where}: could not connect", exc) from None
+    return _clients[key][0]

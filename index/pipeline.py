@@ -29,7 +29,7 @@ from .colour_queries import ColourQueries
 from .confidence import calibrate
 from .errors import GalleryError, LandmarksNeedHandError
 from .batch import Embedded, embed_images
-from .enrol_inputs import one_each
+from .enrol_inputs import one_each, sources_of
 from .gallery import Gallery
 from .model_check import check_fits, check_gallery, load_gallery_model, load_model
 from .ranking import Match, Recognition, SearchResult, check_fallback, check_k
@@ -284,8 +284,8 @@ class Pipeline:
         raises ImageError unless fallback == "whole". Returns the new reference ids."""
         images = image_list(images)
         check_fits(gallery, self.encoder, self.landmarks)  # before the work of detecting
-        sources = [str(s) for s in one_each("sources", sources, len(images), "images")] if sources is not None \
-            else [describe(i) for i in images]
+        sources = sources_of(one_each("sources", sources, len(images), "images"), len(images)) if sources is not None \
+            else [describe(i) for i in images]  # as the gallery takes them: text or paths, not str(None)
         regions = [self.crops(i, fallback=fallback, name=n)[0] for i, n in zip(images, sources)]
         return self.enroll_regions(gallery, label, regions, sources)
 

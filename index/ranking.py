@@ -285,6 +285,8 @@ def check_k(k) -> int:
 
 
 def match(result: SearchResult, threshold: float, calibration: Optional[Calibration] = None) -> Match:
+    if not isinstance(result, SearchResult):  # a label or a list of results: not an AttributeError from below
+        raise GalleryError(f"match: expected one SearchResult (what search gives for each query), got {type(result).__name__}")
     threshold = check_threshold(threshold, -math.inf, math.inf)  # cohort-normalised scores reach past -1
     # An approximate index (IVF) can find nothing in the lists it probes: an unknown, scored lowest.
     label, score = result.labels[0] if result.labels else (UNKNOWN, -1.0)

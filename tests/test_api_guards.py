@@ -314,3 +314,34 @@ def test_a_killed_exports_staging_folder_is_removed_by_the_next_export_here(gall
         (d / "bundle").mkdir(parents=True)
     assert main(["export", str(gallery), str(tmp_path / "b.zip")]) == 0
     assert not dead.exists() and mine.is_dir() and other.is_dir()
+
+
+def test_one_image_array_or_one_vector_where_a_list_goes_is_named(digit_gallery):
+    from byakugan.index import Pipeline
+
+    g = Gallery.open(digit_gallery)
+    pipe = Pipeline.for_gallery(g)
+    picture = np.zeros((40, 30, 3), np.uint8)
+    with pytest.raises(ImageError, match=r"queries: expected a list of images, got one image array of shape \(40, 30, 3\) \(put it in a list\)"):
+        pipe.search(g, picture)
+    with pytest.raises(ImageError, match=r"got one vector of shape \(\d+,\); vectors go as one \(N, D\) array \(v\[None\] for one\)"):
+        pipe.search(g, g.embeddings([0])[0])
+    result = pipe.search(g, g.embeddings([0]))[0]
+    for bad in ("x", [result]):
+        with pytest.raises(GalleryError, match="match: expected one SearchResult"):
+            g.match(bad)
+    cal = pipe.calibration(g)
+    for bad in ("0.8", None, [0.1, 0.9]):
+        with pytest.raises(ValueError, match="a score must be one number"):
+            cal.confidence(bad)
+    assert 0 < cal.confidence(np.float32(0.5)) < 1
+
+
+def test_pipeline_enroll_refuses_sources_that_are_not_names(digit_gallery, digits, tmp_path):
+    from byakugan.index import Pipeline
+
+    shutil.copytree(digit_gallery, tmp_path / "g")
+    g = Gallery.open(tmp_path / "g")
+    with pytest.raises(GalleryError, match="sources: None is not a name"):
+        Pipeline.for_gallery(g).enroll(g, "z", [digits["1"][0]], sources=[None])  # was stored as the text "None"
+    assert "z" not in g.labels()

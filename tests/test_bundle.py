@@ -419,3 +419,40 @@ def test_a_full_temporary_folder_is_not_blamed_on_the_bundle(exported, tmp_path,
     with pytest.raises(BundleError, match=f"bundle {exported[kind]}: cannot be unpacked into {tmp_path} "
                                           r"\(No space left on device; TMPDIR chooses that folder\)"):
         archive.extract(exported[kind], kind.lstrip("."), tmp_path / "t")
+
+
+def test_a_bundles_gallery_refuses_every_edit_in_memory(exported, digits):
+    """Only save and sequences were refused: an edit in memory changed the bundle's answers (and
+    enrol failed on a KeyError)."""
+    b = load(exported[".zip"])
+    before = b.search(digits["3"][0])[0]["match"]
+    g = b.gallery
+    v = g.embeddings([0])
+    edits = [lambda: g.enroll("x", v), lambda: g.remove("3"), lambda: g.remove_reference(0), lambda: g.rename("3", "z"),
+             lambda: g.reindex("HNSW32"), lambda: setattr(g, "scoring", "mean"), lambda: setattr(g, "threshold", 0.1),
+             lambda: setattr(g, "threshold_auto", False), lambda: setattr(g, "adapt", None),
+             lambda: setattr(g, "colourless_queries", None), lambda: g.save()]
+    for edit in edits:
+        with pytest.raises(GalleryError, match="comes from an exported bundle and is read-only; edit its gallery folder"):
+            edit()
+    assert b.search(digits["3"][0])[0]["match"] == before and b.labels()["3"] == g.labels()["3"]
+
+
+def test_export_refuses_a_stale_copy_and_arguments_of_the_wrong_kind(digit_gallery, tmp_path):
+    import shutil
+
+    shutil.copytree(digit_gallery, tmp_path / "g")
+    a, b = Gallery.open(tmp_path / "g"), Gallery.open(tmp_path / "g")
+    a.remove("0")
+    a.save()
+    with pytest.raises(GalleryError, match="another save changed it since this copy was opened"):
+        export(b, tmp_path / "x.zip")  # it would bring label 0 back in the bundle
+    assert not (tmp_path / "x.zip").exists()
+    for args, said in [((a, None), "export: out None: must be a file or folder name"),
+                       (("g", tmp_path / "y.zip"), "export: expected a Gallery, got str"),
+                       ((a, tmp_path / "y.zip", False, "x"), "export: pipeline str: must be a Pipeline")]:
+        with pytest.raises(GalleryError, match=said):
+            export(*args)
+    for bad in (None, 3):
+        with pytest.raises(BundleError, match=f"bundle {bad}: must be a path"):
+            load(bad)

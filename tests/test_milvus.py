@@ -343,3 +343,15 @@ def test_a_manifest_that_is_json_but_not_milvus_lites_is_damage_too(tiny_images,
     manifest.write_text(text)
     with pytest.raises(GalleryError, match="manifest.json is missing or unreadable"):
         check_lite(tmp_path, "c")
+
+
+def test_a_gallery_made_again_where_one_was_deleted_in_the_same_process_saves(tmp_path):
+    """The process keeps one Milvus Lite client per database; the one of a deleted folder held its
+    deleted files, and the first save of a new gallery there failed."""
+    x, labels = clustered(3, seed=5)
+    for round_ in range(2):
+        g = Gallery.create(settings(), tmp_path / "g", store="milvus-lite")
+        fill(g, x, labels)
+        g.save()
+        assert Gallery.open(tmp_path / "g").labels() == {lab: 3 for lab in LABELS}
+        shutil.rmtree(tmp_path / "g")

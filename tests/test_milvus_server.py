@@ -148,7 +148,7 @@ def any_server(request):
 @pytest.fixture()
 def forget_clients():
     """pymilvus clients are kept per address for the process; a restarted server needs new ones."""
-    from byakugan.index import milvus
+    from byakugan.index import milvus_spec as milvus
 
     yield milvus._clients
     milvus._clients.clear()

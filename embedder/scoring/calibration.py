@@ -51,6 +51,8 @@ class Calibration:
     held: bool = False
 
     def confidence(self, score: float) -> float:
+        if isinstance(score, bool) or not isinstance(score, (int, float, np.floating, np.integer)):
+            raise ValueError(f"confidence of {score!r}: a score must be one number")
         if math.isnan(score):  # no score is no evidence either way, not certainty
             return math.nan
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, self.slope * float(score) + self.intercept))))
