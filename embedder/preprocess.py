@@ -5,6 +5,7 @@ Written with PIL and numpy only, so an exported bundle reproduces it exactly wit
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -41,8 +42,15 @@ class Preprocess:
             raise ModelError(f"preprocess size {self.size!r} must be an integer >= 16")
         if self.interpolation not in _INTERPOLATIONS:
             raise ModelError(f"preprocess interpolation {self.interpolation!r} is not one of {', '.join(_INTERPOLATIONS)}")
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        try:
+            object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+            object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        except (TypeError, ValueError):
+            raise ModelError(f"preprocess mean {self.mean!r} and std {self.std!r} must be three numbers each") from None
+        if len(self.mean) != 3 or len(self.std) != 3 or not all(math.isfinite(v) for v in self.mean + self.std) \
+                or min(self.std) <= 0:  # a std of 0 divides every pixel by zero: every vector NaN
+            raise ModelError(f"preprocess mean {list(self.mean)} and std {list(self.std)}: three finite numbers each, "
+                             "std above 0")
 
     def geometry(self, img: Image.Image) -> Image.Image:
         """Resize and crop or pad to size x size."""

@@ -294,3 +294,87 @@ def test_resume_says_when_the_backbone_was_frozen_and_refuses_an_edited_optimize
         save_file(t, str(path), m)
         line = refused(capsys, "train", data, "--out", out, *TINY, "--epochs", "3", "--resume")
         assert f"checkpoint {path}: damaged" in line and "--overwrite to start over" in line, what
+
+
+def test_a_run_cut_off_in_its_first_checkpoint_can_be_overwritten(tmp_path, capsys):
+    """A full disk or a kill between the checkpoint folder and its state.json left a folder that no
+    option would take back: only deleting it by hand."""
+    data = folder(tmp_path / "d", {"a": 3, "b": 3})
+    out = tmp_path / "m"
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "checkpoint" / "model.safetensors").write_bytes(b"cut off")
+    (out / "checkpoint" / ".state.json.tmp-123").write_bytes(b"")
+    assert "holds an unfinished run's checkpoint; --resume" in refused(capsys, "train", data, "--out", out, *TINY)
+    assert main(["train", str(data), "--out", str(out), *TINY, "--overwrite"]) == 0
+    assert (out / "model.safetensors").is_file() and (out / "checkpoint" / "state.json").is_file()
+    capsys.readouterr()
+    (out / "checkpoint" / "notes.txt").write_text("mine")  # a user's own file there: not the run's to replace
+    for name in ("config.json", "model.safetensors", "training.json", "checkpoint/state.json"):
+        (out / name).unlink()
+    assert "not a model folder" in refused(capsys, "train", data, "--out", out, *TINY, "--overwrite")
+
+
+def test_a_feature_cache_is_not_used_for_images_replaced_under_the_same_names(tmp_path, capsys):
+    """The cache was keyed by the images' paths alone: a run after they were replaced trained on the old ones."""
+    import os
+
+    from PIL import Image
+
+    data = folder(tmp_path / "d", {"a": 3, "b": 3})
+    cache = tmp_path / "cache"
+
+    def weights(out):
+        return (out / "model.safetensors").read_bytes()
+
+    assert main(["train", str(data), "--out", str(tmp_path / "m1"), *TINY, "--cache", str(cache)]) == 0
+    for i, f in enumerate(sorted((data / "a").iterdir())):
+        Image.new("RGB", (40, 40), (0, 0, 200 + i)).save(f)
+        os.utime(f, ns=(1, 1))  # an mtime of its own, whatever the clock's resolution
+    assert main(["train", str(data), "--out", str(tmp_path / "m2"), *TINY, "--cache", str(cache)]) == 0
+    assert main(["train", str(data), "--out", str(tmp_path / "m3"), *TINY]) == 0
+    assert weights(tmp_path / "m2") == weights(tmp_path / "m3") != weights(tmp_path / "m1")
+    assert main(["train", str(data), "--out", str(tmp_path / "m4"), *TINY, "--cache", str(cache)]) == 0  # from the cache
+    assert weights(tmp_path / "m4") == weights(tmp_path / "m3")
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("edit, said", [
+    ({"threshold": 5}, "threshold '5' must be a number from -2 to 2"),
+    ({"threshold": "abc"}, "threshold 'abc' must be a number from -2 to 2"),
+    ({"threshold": "OVERFLOW"}, "threshold 'inf' must be a number from -2 to 2"),  # 1e400, which JSON reads as inf
+    ({"adapted_threshold": [1]}, "adapted_threshold '[1]' must be a number"),
+    ({"preprocess": {"std": [0, 0, 0]}}, "std above 0"),
+    ({"preprocess": {"mean": [1, 2]}}, "three finite numbers each"),
+    ({"preprocess": {"std": ["x", 1, 1]}}, "must be three numbers each"),
+])
+def test_a_model_whose_config_a_gallery_would_refuse_is_refused_when_loaded(tmp_path, edit, said):
+    """A threshold of 5 made galleries no command could open again; a std of 0 made every vector NaN."""
+    import shutil
+
+    from byakugan.embedder import load
+    from byakugan.embedder.embedding.hub import models_dir
+
+    shutil.copytree(models_dir() / "default", tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    for key, value in edit.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) else value
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config).replace('"OVERFLOW"', "1e400"))
+    with pytest.raises(ModelError, match=said.replace("[", r"\[").replace("]", r"\]")):
+        load(tmp_path / "m")
+
+
+def test_a_damaged_shipped_model_is_named_not_passed_over(tmp_path, monkeypatch, capsys):
+    """A shipped model whose config.json could not be read was skipped: anime galleries quietly took `default`."""
+    import shutil
+
+    from byakugan.embedder.embedding.hub import models_dir, model_for
+
+    shipped = models_dir()
+    shutil.copytree(shipped, tmp_path / "models", ignore=shutil.ignore_patterns("*.safetensors", "*.onnx", "*.npy"))
+    name = model_for("anime-face")
+    assert name != "default"
+    (tmp_path / "models" / name / "config.json").write_text("{")
+    monkeypatch.setenv("BYAKUGAN_MODELS_DIR", str(tmp_path / "models"))
+    with pytest.raises(ModelError, match=f"model {name}: .*config.json cannot be read"):
+        model_for("anime-face")
+    assert exit_code(["models"]) == 2 and f"model {name}:" in capsys.readouterr().err

@@ -61,12 +61,18 @@ def choose_model(detector: str, images: Sequence = ()) -> ModelChoice:
 
 
 def shipped_config(name: str) -> dict:
-    """The config.json of a shipped model folder, or {} (no weights are read)."""
-    try:
-        config = json.loads((models_dir() / name / CONFIG_FILE).read_text())
-    except (OSError, ValueError):
+    """The config.json of a shipped model folder, or {} where there is none (no weights are read).
+    ModelError for one that cannot be read: a new gallery would quietly take another model."""
+    path = models_dir() / name / CONFIG_FILE
+    if not path.is_file():
         return {}
-    return config if isinstance(config, dict) else {}
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"model {name}: {path} cannot be read ({exc}); restore the folder or reinstall") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"model {name}: {path} is not a model config (a JSON object)")
+    return config
 
 
 def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | None = None) -> tuple[Embedder, Preprocess]:

@@ -99,3 +99,21 @@ def _boxes(group: list[Sample], name: str, cache: Optional[str]) -> list[Optiona
 def _stamp(path: Path) -> list[int]:
     st = path.stat()
     return [st.st_size, st.st_mtime_ns]
+
+
+def stamps(group: list[Sample]) -> str:
+    """Each file's size and modification time, as a cache of what was computed from them records them."""
+    return json.dumps([_stamp(s.path) for s in group])
+
+
+def still_current(path: Optional[Path], files: str) -> bool:
+    """Whether a cache file (safetensors) exists and was made from these files as they are now: one
+    keyed by their paths alone would answer for images replaced under the same names. One made before
+    caches recorded them is taken as it is."""
+    if path is None or not path.is_file():
+        return False
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        made = (f.metadata() or {}).get("files")
+    return made is None or made == files

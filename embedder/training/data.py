@@ -118,6 +118,8 @@ def check_setting(name: str, value: object, low: float, high: float = math.inf, 
     return int(value) if whole else float(value)
 
 
+# What training.checkpoint.save_checkpoint writes, state.json last
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "optimizer.pt", "state.json")
 MAX_SIZE = 1024  # input pixels a side: a run's views and features grow with its square (100,000 filled 24 GB)
 
 
@@ -162,8 +164,11 @@ def check_model_out(path: os.PathLike | str, fmt: str, resume: Optional[bool] = 
     if not entries:
         return
     found = config_format(p)
-    # a run stopped before it saved a model (other things, its --cache say, may sit beside its checkpoint)
-    unfinished = resume is not None and found is None and (p / "checkpoint" / "state.json").is_file()
+    # a run stopped before it saved a model (other things, its --cache say, may sit beside its checkpoint),
+    # perhaps in its first checkpoint, before state.json: files of its own that --overwrite may replace
+    ckpt = p / "checkpoint"
+    unfinished = resume is not None and found is None and ckpt.is_dir() and ((ckpt / "state.json").is_file() or all(
+        f.name in CHECKPOINT_FILES or f.name.startswith(".") for f in ckpt.iterdir()))
     if found != fmt and not unfinished:
         what = f"a model of another kind ({found})" if found else f"not a model folder (it has {', '.join(entries[:3])})"
         raise ByakuganError(f"out {p}: {what}; training would write into it, give a new or empty folder")

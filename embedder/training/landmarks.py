@@ -29,6 +29,7 @@ from ..errors import ByakuganError
 from ..evaluation.protocol import check_seed, enrolment_trials
 from ..images import load_image
 from .config import LOSSES, MINERS, check_loss
+from .crops import stamps, still_current
 from .data import Sample, check_model_out, check_places, check_setting, check_training_classes, scan, split_classes
 from .metric import accuracy
 
@@ -100,7 +101,8 @@ def extract(samples: Sequence[Sample], cache: Optional[str] = None) -> tuple[np.
         group = list(group)
         key = json.dumps([detector_key(), [str(s.path.resolve()) for s in group]])
         path = Path(cache) / f"landmarks-{dataset}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors" if cache else None
-        if path is not None and path.is_file():
+        files = stamps(group)
+        if still_current(path, files):
             saved = load_file(str(path))
             marks.append(saved["marks"])
             found.append(saved["found"].astype(bool))
@@ -114,7 +116,7 @@ def extract(samples: Sequence[Sample], cache: Optional[str] = None) -> tuple[np.
         f = np.abs(m).sum(1) > 0
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, save_arrays({"marks": m, "found": f.astype(np.uint8)}))
+            write_atomic(path, save_arrays({"marks": m, "found": f.astype(np.uint8)}, {"files": files}))
         marks.append(m)
         found.append(f)
     return np.concatenate(marks), np.concatenate(found)

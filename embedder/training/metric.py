@@ -35,7 +35,7 @@ from .checkpoint import check_resume, resume as resume_from, save_checkpoint
 from .stages import backbone_parts, train_backbone
 from .cohort import build_cohort
 from .config import LOSSES, MINERS, TrainConfig, check_loss
-from .crops import crop_samples
+from .crops import crop_samples, stamps, still_current
 from .data import Sample, check_model_out, check_training_classes, scan, split_classes
 
 __all__ = ["LOSSES", "MINERS", "TrainConfig", "train", "batches", "features", "view_features", "accuracy"]
@@ -68,7 +68,8 @@ def view_features(model: Embedder, samples: list[Sample], cfg: "TrainConfig") ->
                          + ([] if cfg.grey_views == GREY else [f"grey views {cfg.grey_views}"])
                          + ([[s.box for s in group]] if any(s.box for s in group) else []))
         path = Path(cfg.cache) / f"{dataset}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors" if cfg.cache else None
-        if path is not None and path.is_file():
+        files = stamps(group)
+        if still_current(path, files):
             out.append(load_file(str(path))["features"])
             continue
         torch.manual_seed(cfg.seed)
@@ -76,7 +77,7 @@ def view_features(model: Embedder, samples: list[Sample], cfg: "TrainConfig") ->
         f = torch.stack([features(model, group)] + [features(model, group, aug) for _ in range(cfg.views)])
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, save_tensors({"features": f.contiguous()}))
+            write_atomic(path, save_tensors({"features": f.contiguous()}, {"files": files}))
         out.append(f)
     return torch.cat(out, dim=1)
 
