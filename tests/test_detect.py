@@ -460,6 +460,36 @@ def test_face_net_takes_the_whole_picture_when_its_first_face_fills_it(monkeypat
     assert create_detector({"name": "anime-face-net", "side": 640}).config["whole_above"] == 0.2  # a few: today's
 
 
+def test_face_net_takes_the_whole_picture_the_verifier_calls_a_face_where_it_finds_none(monkeypatch):
+    from byakugan.embedder.detection import Detection, face_net
+
+    det = create_detector({"name": "anime-face-net"})
+    assert det.settings.whole_if_verified == face_net.WHOLE_IF_VERIFIED
+    asked = []
+    monkeypatch.setattr(det, "_search", lambda img, side, grey: [])
+    monkeypatch.setattr(det, "verifier", lambda images, grey: asked.append((images[0].size, grey)) or [0.95])
+    got = det(Image.new("RGB", (80, 60)))
+    assert [d.box for d in got] == [(0, 0, 80, 60)] and got[0].score == 0.95 and asked == [((80, 60), True)]
+    monkeypatch.setattr(det, "verifier", lambda images, grey: [face_net.WHOLE_IF_VERIFIED - 0.01])
+    assert det(Image.new("RGB", (80, 60))) == []  # not sure enough: nothing found, as before
+    # a face found is never swapped for the whole picture, nor the verifier asked again
+    monkeypatch.setattr(det, "_search", lambda img, side, grey: [Detection((0, 0, 20, 20), score=0.3)])
+    monkeypatch.setattr(det, "verifier", lambda images, grey: pytest.fail("asked"))
+    assert [d.box for d in det(Image.new("RGB", (80, 60)))] == [(0, 0, 20, 20)]
+    never = create_detector({"name": "anime-face-net", "whole_if_verified": 0})
+    monkeypatch.setattr(never, "_search", lambda img, side, grey: [])
+    monkeypatch.setattr(never, "verifier", lambda images, grey: pytest.fail("asked"))
+    assert never(Image.new("RGB", (80, 60))) == []
+    unverified = create_detector({"name": "anime-face-net", "verify": False})  # no verifier: nothing to ask
+    monkeypatch.setattr(unverified, "_search", lambda img, side, grey: [])
+    assert unverified(Image.new("RGB", (80, 60))) == []
+    # a gallery or bundle that stored the settings of its day, before this one, never takes it whole
+    stored = {k: v for k, v in det.config.items() if k != "whole_if_verified"}
+    assert create_detector(stored).config["whole_if_verified"] == 0
+    with pytest.raises(ModelError, match="whole_if_verified 2 must be a number from 0 to 1"):
+        create_detector({"name": "anime-face-net", "whole_if_verified": 2})
+
+
 def test_face_net_keeps_a_face_beyond_the_first_only_at_others_min_score(monkeypatch):
     from byakugan.embedder.detection import Detection
 

@@ -70,7 +70,7 @@ def test_a_grey_face_the_colour_heads_miss_is_found(datasets):
 
     img = Image.open(datasets / "anime-onepiece" / GREY_EXAMPLE).convert("RGB")
     grey = img.convert("L").convert("RGB")
-    assert create_detector({"name": "anime-face-net", "grey": False})(grey) == []
+    assert create_detector({"name": "anime-face-net", "grey": False, "whole_if_verified": 0})(grey) == []
     found = create_detector("anime-face-net")(grey)
     in_colour = create_detector("anime-face-net")(img)
     assert found and in_colour and iou(found[0].box, in_colour[0].box) > 0.5
@@ -102,9 +102,11 @@ def test_files_made_before_the_grey_heads_are_refused_in_one_line_or_used_withou
 
 def test_the_grey_head_has_its_own_threshold(datasets):
     img = Image.open(datasets / "anime-scenes" / "nishikino_maki" / "10.jpg").convert("RGB")
-    strict = create_detector({"name": "anime-face-net", "grey_min_score": 1.0, "second_side": 0})
+    strict = create_detector({"name": "anime-face-net", "grey_min_score": 1.0, "second_side": 0,
+                              "whole_if_verified": 0})
     assert strict(img) and strict(img.convert("L").convert("RGB")) == []  # colour keeps min_score; grey needs 1.0
-    colour_strict = create_detector({"name": "anime-face-net", "min_score": 1.0, "second_side": 0})
+    colour_strict = create_detector({"name": "anime-face-net", "min_score": 1.0, "second_side": 0,
+                                     "whole_if_verified": 0})
     assert colour_strict(img) == [] and colour_strict(img.convert("L").convert("RGB"))
 
 
@@ -130,3 +132,11 @@ def test_galleries_and_bundles_made_before_keep_the_colour_heads():
         create_detector({"name": "anime-face-net", "grey": "yes"})
     with pytest.raises(ModelError, match="grey_min_score 2 must be a number from 0 to 1"):
         create_detector({"name": "anime-face-net", "grey_min_score": 2})
+
+
+def test_a_grey_head_shot_the_network_finds_nothing_in_is_taken_whole(datasets):
+    """Its face fills the picture, beyond the network's sizes; the verifier's grey unit calls the picture a face."""
+    img = Image.open(datasets / "anime-onepiece" / "lufei" / "103.jpg").convert("L").convert("RGB")
+    assert create_detector({"name": "anime-face-net", "whole_if_verified": 0})(img) == []
+    found = create_detector("anime-face-net")(img)
+    assert [d.box for d in found] == [(0, 0, img.width, img.height)] and found[0].score >= 0.7

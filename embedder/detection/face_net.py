@@ -2,7 +2,8 @@
 with each centre's offset and box size) on the frozen ImageNet EfficientNet-Lite0 trunk, trained
 here on composed pictures (embedder/training/face_net.py). One pass over the picture at a 512 px
 long side (and one at 640 px where it finds nothing), on onnxruntime: no cascade, so faces the
-cascade cannot see (tilted, small, drawn in another style) can still be found. Boxes are widened for the hair as `anime-face` widens them."""
+cascade cannot see (tilted, small, drawn in another style) can still be found. Boxes are widened for the hair as `anime-face` widens them.
+Where nothing is found, the whole picture is the face when the verifier is sure of it (a face filling the picture)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ GREY_MIN_SCORE = 0.1454
 # The framing the verifier learnt (the cascade's, grown as `anime-face` grows it), whatever framing
 # the crops are given: the verifier judges, and overlaps are merged, on boxes framed as it learnt them.
 VERIFIER_FRAMING = (0.15, 0.35)
+WHOLE_IF_VERIFIED = 0.7
 ORDERS = ("largest", "surest")
 
 
@@ -80,13 +82,21 @@ class FaceNetSettings:
     # on faces nearly all in colour, found a face in far fewer grey pictures (MODEL_CARD.md).
     grey: bool = True
     grey_min_score: float = GREY_MIN_SCORE
+    # Where both looks find nothing, the verifier judges the whole picture, and at this probability or
+    # more it is the one face (0: never). The network learnt faces of 20-320 px in a 512 px picture: a
+    # head shot whose face fills the picture is beyond it, in grey most of all, where the verifier
+    # still knows a face. The bar: the lowest from 0.5 up at which at most 1 in 100 pictures of the
+    # detector's own training photographs (hands, colour and grey) is taken whole
+    # (benchmarks/whole_verified.py, models/anime-face-net/MODEL_CARD.md).
+    whole_if_verified: float = WHOLE_IF_VERIFIED
 
     def __post_init__(self) -> None:
         # A gallery or a bundle stores these: a wrong one is one line, not a traceback or a 20 GB tensor.
         rules = {"min_score": (float, 0, 1), "side": (int, 32, 2048), "scale": (float, 0.1, 4), "grow": (float, 0, 2),
                  "grow_up": (float, 0, 2), "overlap": (float, 0, 1), "max_faces": (int, 1, 100),
                  "min_probability": (float, 0, 1), "whole_above": (float, 0, 1),
-                 "others_min_score": (float, 0, 1), "grey_min_score": (float, 0, 1)}
+                 "others_min_score": (float, 0, 1), "grey_min_score": (float, 0, 1),
+                 "whole_if_verified": (float, 0, 1)}
         for name, (kind, low, high) in rules.items():
             v = getattr(self, name)
             ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (kind is float or isinstance(v, int))
@@ -145,6 +155,10 @@ class FaceNetDetector:
             found = found[:1] + [d for d in found[1:] if d.score >= s.others_min_score]
         if found and s.whole_above and found[0].area >= s.whole_above * img.width * img.height:
             return [Detection((0, 0, img.width, img.height), score=found[0].score)]  # one face: the others are its parts
+        if not found and s.whole_if_verified and self.verifier is not None:
+            p = float(self.verifier([img], grey)[0])
+            if p >= s.whole_if_verified:
+                return [Detection((0, 0, img.width, img.height), score=p)]
         return found
 
     def _search(self, img: Image.Image, side: int, grey: bool) -> list[Detection]:
@@ -201,7 +215,8 @@ def _framed(cx: float, cy: float, bw: float, bh: float, grow: float, grow_up: fl
 # so a gallery made since, which stores the settings of its day, keeps them too; a config naming a
 # few settings gets today's defaults.
 _STORED_BEFORE = {"min_score", "side", "scale", "grow", "grow_up", "overlap", "max_faces", "verify", "min_probability"}
-_AS_BEFORE = {"first": "largest", "second_side": 0, "whole_above": 0.0, "others_min_score": 0.0, "grey": False}
+_AS_BEFORE = {"first": "largest", "second_side": 0, "whole_above": 0.0, "others_min_score": 0.0, "grey": False,
+              "whole_if_verified": 0.0}
 # What training and its threshold pictures ran with: one look, largest first (their figures stay reproducible).
 ONE_LOOK_LARGEST_FIRST = dict(_AS_BEFORE)
 
