@@ -116,6 +116,8 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: 
         raise ImageError(f"{name}: not an image (format not recognised)") from None
     except Image.DecompressionBombError:
         raise ImageError(f"{name}: image too large (decompression bomb check)") from None
+    except PermissionError as exc:  # the file is sound; this user may not read it
+        raise ImageError(f"{name}: cannot be read ({exc.strerror or exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{name}: corrupt or truncated image ({exc})") from None
 

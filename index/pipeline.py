@@ -2,8 +2,7 @@
 query form and cohort normalisation -> ranked by a gallery.
 
 Every interface calls it: the CLI, the HTTP server, the Streamlit page and an exported bundle
-(`recognize`, `enroll`), `byakugan embed` and `byakugan evaluate` (`embed_images`).
-"""
+(`recognize`, `enroll`), `byakugan embed` and `byakugan evaluate` (`embed_images`)."""
 
 from __future__ import annotations
 
@@ -47,6 +46,7 @@ class Region:
     crop: Image.Image
     landmarks: Optional[np.ndarray] = None
     found: bool = True  # False: the whole image, taken because nothing was detected
+    whole: bool = False  # found, and the whole image: the detector took it as the face (none inside it)
 
 
 class Pipeline:
@@ -181,7 +181,7 @@ class Pipeline:
         found: list[Detection] = self.detector(img)
         if not found:
             return [Region(whole(img).box, img, None, False)] if fallback == "whole" else []
-        return [Region(d.box, d.crop(img), d.landmarks) for d in (found if every else found[:1])]
+        return [Region(d.box, d.crop(img), d.landmarks, whole=d.whole) for d in (found if every else found[:1])]
 
     def crops(self, image: ImageSource, every: bool = False, fallback: Optional[str] = None,
               name: Optional[str] = None) -> list[Region]:
@@ -275,7 +275,7 @@ class Pipeline:
         cal = self.calibration(gallery)
         threshold = self.threshold(gallery) if threshold is None else threshold
         return [Recognition(r.box, gallery.match(res, threshold, cal), res,
-                            (r.landmarks is not None) if self.fused else None, r.found, cal)
+                            (r.landmarks is not None) if self.fused else None, r.found, cal, r.whole)
                 for r, res in zip(found, results)]
 
     def enroll(self, gallery: Gallery, label: str, images: Sequence[ImageSource], sources: Optional[Sequence[str]] = None,

@@ -78,6 +78,7 @@ class Recognition:
     landmarks: Optional[bool] = None  # fused hand gallery: whether this detection had landmarks
     found: bool = True  # False: nothing was detected, so the whole image was searched
     calibration: Optional[Calibration] = None  # the gallery's, for the labels' confidences
+    whole: bool = False  # found, and the whole image: the detector took it as the face (none inside it)
 
     @property
     def hits(self) -> list[Hit]:
@@ -89,8 +90,8 @@ class Recognition:
 
     def to_dict(self) -> dict:
         """The JSON form the CLI, the server and a bundle give: box, found, match, hits, labels[, landmarks]."""
-        out = {"box": list(self.box), "found": self.found, "match": self.match.to_dict(),
-               **self.result.to_dict(self.calibration)}
+        out = {"box": list(self.box), "found": self.found, **({"whole": True} if self.whole else {}),
+               "match": self.match.to_dict(), **self.result.to_dict(self.calibration)}
         if self.landmarks is not None:
             out["landmarks"] = self.landmarks
         return out

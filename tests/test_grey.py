@@ -140,3 +140,21 @@ def test_a_grey_head_shot_the_network_finds_nothing_in_is_taken_whole(datasets):
     assert create_detector({"name": "anime-face-net", "whole_if_verified": 0})(img) == []
     found = create_detector("anime-face-net")(img)
     assert [d.box for d in found] == [(0, 0, img.width, img.height)] and found[0].score >= 0.7
+
+
+def test_a_picture_taken_whole_is_said_to_be_so(datasets, tmp_path, capsys):
+    import json
+
+    from byakugan.ui.cli import main
+
+    pictures = datasets / "anime-onepiece" / "lufei"
+    grey = Image.open(pictures / "103.jpg").convert("L").convert("RGB")
+    grey.save(tmp_path / "q.png")  # (saved as JPEG again, its grain gives the network a face to find)
+    assert main(["enroll", str(tmp_path / "g"), "lufei", *(str(pictures / f"{i}.jpg") for i in (0, 1, 10)),
+                 "--detector", "anime-face-net", "--fallback", "whole"]) == 0
+    capsys.readouterr()
+    assert main(["search", str(tmp_path / "g"), str(tmp_path / "q.png"), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)[0]["detections"][0]
+    assert d["found"] and d["whole"] and d["box"] == [0, 0, grey.width, grey.height]
+    assert main(["search", str(tmp_path / "g"), str(tmp_path / "q.png")]) == 0
+    assert "[the whole image, taken as the face: none found inside it]" in capsys.readouterr().out

@@ -424,3 +424,36 @@ def test_a_camera_that_cannot_be_opened_is_one_line(hand_gallery, capfd):
     assert main(["watch", str(hand_gallery), "9"]) == 2
     err = capfd.readouterr().err.strip().splitlines()
     assert err == ["byakugan: error: video 9: cannot be opened as a camera"], err
+
+
+def test_a_variable_rate_video_is_timed_by_its_frames_own_times(tmp_path):
+    """Frames were timed at index / average rate: a second's pause in a screen recording read as a frame's."""
+    import fractions
+
+    import av
+
+    from byakugan.ui.video import read
+
+    with av.open(str(tmp_path / "vfr.mkv"), "w") as out:
+        s = out.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt, s.time_base = 64, 64, "yuv420p", fractions.Fraction(1, 1000)
+        for i, ms in enumerate([0, 100, 200, 1200, 1300, 3300]):
+            f = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 40, np.uint8), format="rgb24")
+            f.pts, f.time_base = ms, s.time_base
+            out.mux(s.encode(f))
+        out.mux(s.encode())
+    frames, fps = read(str(tmp_path / "vfr.mkv"))
+    assert [round(f.t, 2) for f in frames] == [0.0, 0.1, 0.2, 1.2, 1.3, 3.3]
+
+
+def test_a_video_that_cannot_be_opened_is_one_line_without_ffmpegs_own(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "zero.mp4").write_bytes(b"")
+    (tmp_path / "cut.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    script = ("import sys\nfrom byakugan.ui.video import VideoError, read\nfor f in sys.argv[1:]:\n"
+              "    try:\n        read(f)\n    except VideoError as exc:\n        print(exc)\n")
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "zero.mp4"), str(tmp_path / "cut.mp4")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.stderr == "" and len(run.stdout.splitlines()) == 2 and "cannot be opened" in run.stdout

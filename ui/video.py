@@ -50,6 +50,7 @@ def read(source: str, max_frames: Optional[int] = None,
         raise VideoError(f"video {source}: is a folder; give a video file (a folder of frames is not read)")
     if not is_camera and not Path(source).is_file():
         raise VideoError(f"video {source}: no such file (give a video file, or a camera number such as 0)")
+    quiet_ffmpeg()
     with _CV2_LOG:  # its level is the process's: two streams opening at once would leave it at ERROR
         level = cv2.utils.logging.getLogLevel()
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # its own "[ WARN:0] ... can't open camera"
@@ -73,13 +74,17 @@ def read(source: str, max_frames: Optional[int] = None,
     listed = 0 if is_camera else int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
 
     def frames() -> Iterator[Frame]:
-        start, frame, n = time.monotonic(), first, 0
+        start, frame, n, t = time.monotonic(), first, 0, 0.0
         try:
             while frame is not None and (max_frames is None or n < max_frames):
-                yield Frame(time.monotonic() - start if is_camera else n / fps, n, frame)
+                yield Frame(time.monotonic() - start if is_camera else t, n, frame)
                 n += 1
                 ok, frame = cap.read()
                 frame = frame if ok else None
+                # A file's frames by their own times: a variable-rate video (a phone's, a screen recording)
+                # is not evenly spaced. Where a container gives no time that moves on, its rate does.
+                own = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 if frame is not None and not is_camera else float("nan")
+                t = own if t < own < t + 3600 else t + 1 / fps
         finally:
             cap.release()
         # A header's count is an estimate in some containers (duration x rate): far off only when cut short.
@@ -87,6 +92,12 @@ def read(source: str, max_frames: Optional[int] = None,
             warn(f"video {source}: read {n} of the {listed} frames its header lists (cut short or damaged?)")
 
     return frames(), fps
+
+
+def quiet_ffmpeg() -> None:
+    """No lines of FFmpeg's own ("moov atom not found", "ac-tex damaged") around the one that says what
+    is wrong. OpenCV reads this when it first uses FFmpeg in the process; a user's own setting is kept."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 
 def check_out(path: str, source: str = "", overwrite: bool = False) -> Path:
@@ -118,6 +129,7 @@ class Writer:
         import cv2
 
         self.path = check_out(path, overwrite=overwrite)
+        quiet_ffmpeg()
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=f".part{self.path.suffix}")
         os.close(fd)
         umask = os.umask(0)

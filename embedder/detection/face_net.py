@@ -154,11 +154,11 @@ class FaceNetDetector:
         if len(found) > 1 and s.others_min_score:
             found = found[:1] + [d for d in found[1:] if d.score >= s.others_min_score]
         if found and s.whole_above and found[0].area >= s.whole_above * img.width * img.height:
-            return [Detection((0, 0, img.width, img.height), score=found[0].score)]  # one face: the others are its parts
+            return [Detection((0, 0, img.width, img.height), score=found[0].score, whole=True)]  # the others are its parts
         if not found and s.whole_if_verified and self.verifier is not None:
             p = float(self.verifier([img], grey)[0])
             if p >= s.whole_if_verified:
-                return [Detection((0, 0, img.width, img.height), score=p)]
+                return [Detection((0, 0, img.width, img.height), score=p, whole=True)]
         return found
 
     def _search(self, img: Image.Image, side: int, grey: bool) -> list[Detection]:
