@@ -145,7 +145,7 @@ def test_an_interrupted_command_says_so_and_what_it_left(small, monkeypatch, cap
     capsys.readouterr()
     assert main(["search", str(g), images[0]]) == 130
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "interrupted; every gallery is as its last completed save left it" in err
+    assert err.count("\n") == 1 and "interrupted; every gallery and model folder is as its last completed save left it" in err
     assert disk_state(g) == before
 
 

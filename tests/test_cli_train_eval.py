@@ -185,3 +185,11 @@ def test_evaluate_refuses_a_cohort_model_with_landmarks_before_embedding(dataset
     line = refused(capsys, "evaluate", datasets / "rock-paper-scissors", "--detector", "hand", "--adapt", "0.3,0.03,5",
                    "--per-class", "6", "--trials", "1")  # it reported "cohort 5" and fitted with none
     assert "adapt cohort 5: model default has no cohort to fit with beside fused landmarks" in line
+
+
+def test_evaluate_writes_class_names_with_control_characters_escaped(tmp_path, capsys):
+    """A folder named with a terminal's escape sequence turned the terminal red."""
+    data = folder(tmp_path / "d", {"a": 4, "b": 4, "esc\x1b[31mred": 4})
+    assert main(["evaluate", str(data), "--shots", "2", "--trials", "1", "--model", "default"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "esc\\u001b[31mred" in out

@@ -100,8 +100,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:  # said, so a silent exit is not taken for success or for damage
         terminated = isinstance(exc, Terminated)
-        print(f"byakugan: interrupted{' (SIGTERM)' if terminated else ''}; every gallery is as its last completed "
-              "save left it", file=sys.stderr)
+        print(f"byakugan: interrupted{' (SIGTERM)' if terminated else ''}; every gallery and model folder is as its "
+              "last completed save left it", file=sys.stderr)
         return 143 if terminated else 130
     except BrokenPipeError:  # `byakugan watch ... --json | head`: the reader left; nothing to say
         sys.stdout = open(os.devnull, "w")
