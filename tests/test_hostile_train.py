@@ -378,3 +378,9 @@ def test_a_damaged_shipped_model_is_named_not_passed_over(tmp_path, monkeypatch,
     with pytest.raises(ModelError, match=f"model {name}: .*config.json cannot be read"):
         model_for("anime-face")
     assert exit_code(["models"]) == 2 and f"model {name}:" in capsys.readouterr().err
+
+
+def test_a_data_folder_given_twice_is_refused(tmp_path, capsys):
+    data = folder(tmp_path / "d", {"a": 3, "b": 3})
+    line = refused(capsys, "train", data, tmp_path / "d" / ".", "--out", tmp_path / "m", *TINY)
+    assert "given twice" in line and not (tmp_path / "m").exists()

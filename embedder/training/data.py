@@ -43,9 +43,12 @@ def scan(data_dirs: Sequence[os.PathLike | str], per_class: Optional[int] = None
     class, and `classes` (folder names) keeps only those classes."""
     rng = random.Random(seed)
     out: list[Sample] = []
+    seen: dict[Path, Path] = {}
     for d in map(Path, data_dirs):
         if not d.is_dir():
             raise ByakuganError(f"data folder {d}: not a folder")
+        if (same := seen.setdefault(d.resolve(), d)) is not d:  # its images would count twice
+            raise ByakuganError(f"data folder {d}: given twice ({same} is the same folder); name each once")
         # A hidden folder (.ipynb_checkpoints, .git) is no class.
         folders = sorted(c for c in d.iterdir() if c.is_dir() and not c.name.startswith("."))
         if not folders:

@@ -175,6 +175,9 @@ def train_landmarks(cfg: LandmarkTrainConfig, log: Callable[[str], None] = print
         trials = enrolment_trials(model.encode(marks[held]), labels[held], shots=5, trials=10, unknown_fraction=0.25, seed=cfg.seed)
         model.config["threshold"] = trials.summary.get("threshold_tar95", model.config["threshold"])
         log(f"threshold {model.config['threshold']} (keeps 95% of held-out known queries)")
+    else:  # said, not left for the user to find in config.json
+        log(f"threshold {model.config['threshold']}: not calibrated (that needs 3 or more held-out classes with hands "
+            f"found, --holdout; {len(set(labels[held]))} here); --threshold sets one")
     model.save(cfg.out)
     (Path(cfg.out) / "training.json").write_text(json.dumps({"config": asdict(cfg), "history": history}, indent=1) + "\n")
     return model
