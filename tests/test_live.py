@@ -457,3 +457,26 @@ def test_a_video_that_cannot_be_opened_is_one_line_without_ffmpegs_own(tmp_path)
     run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "zero.mp4"), str(tmp_path / "cut.mp4")],
                          capture_output=True, text=True, timeout=120)
     assert run.stderr == "" and len(run.stdout.splitlines()) == 2 and "cannot be opened" in run.stdout
+
+
+def test_an_annotated_video_left_half_written_by_a_killed_run_is_removed_by_the_next(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from byakugan.ui.video import VideoError, Writer, read
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = tmp_path / f".out.{dead.stdout.strip()}-abc.part.mp4"  # a run killed (kill -9) before it could tidy
+    left.write_bytes(b"half")
+    mine = tmp_path / f".out.{os.getpid()}-xyz.part.mp4"  # one of a run still going: not touched
+    mine.write_bytes(b"going")
+    w = Writer(str(tmp_path / "out.mp4"), 10.0, (64, 48))
+    w.write(np.zeros((48, 64, 3), np.uint8))
+    w.close()
+    assert not left.exists() and mine.exists() and (tmp_path / "out.mp4").is_file()
+    with pytest.raises(VideoError, match="is not a regular file"):
+        read("/dev/null")
+    if os.path.isdir("/proc"):
+        with pytest.raises(VideoError, match=r"--out /proc/x.mp4: (cannot write there|folder /proc is not writable)"):
+            Writer("/proc/x.mp4", 10.0, (64, 48))

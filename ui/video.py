@@ -4,6 +4,7 @@ labels and sequence banners on frames, and writing an annotated video (OpenCV)."
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import tempfile
 import threading
@@ -15,6 +16,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from byakugan.embedder.errors import ByakuganError
+from byakugan.index.store import alive
 from byakugan.index.tracker import FrameResult
 from byakugan.ui.lettering import paste, tag
 
@@ -48,6 +50,8 @@ def read(source: str, max_frames: Optional[int] = None,
     is_camera = source.isascii() and source.isdecimal() and not Path(source).exists()
     if Path(source).is_dir():
         raise VideoError(f"video {source}: is a folder; give a video file (a folder of frames is not read)")
+    if not is_camera and Path(source).exists() and not Path(source).is_file():  # /dev/null, a pipe
+        raise VideoError(f"video {source}: is not a regular file (give a video file, or a camera number such as 0)")
     if not is_camera and not Path(source).is_file():
         raise VideoError(f"video {source}: no such file (give a video file, or a camera number such as 0)")
     quiet_ffmpeg()
@@ -130,7 +134,15 @@ class Writer:
 
         self.path = check_out(path, overwrite=overwrite)
         quiet_ffmpeg()
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=f".part{self.path.suffix}")
+        part = f".part{self.path.suffix}"
+        for old in self.path.parent.glob(f".{glob.escape(self.path.stem)}.*-*{part}"):  # of a run killed (kill -9)
+            pid = old.name[len(self.path.stem) + 2:].split("-", 1)[0]
+            if pid.isdigit() and not alive(int(pid)):
+                old.unlink(missing_ok=True)
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.{os.getpid()}-", suffix=part)
+        except OSError as exc:  # a folder that takes no new file (/proc), whatever its permissions say
+            raise VideoError(f"--out {path}: cannot write there ({exc.strerror or exc})") from None
         os.close(fd)
         umask = os.umask(0)
         os.umask(umask)
@@ -149,8 +161,6 @@ class Writer:
     def close(self, keep: bool = True) -> None:
         """Moves the video into place when `keep` and it reads back (a full disk leaves a file without
         its index, or none): else removes it, and says so when it was to be kept."""
-        import cv2
-
         self._out.release()
         if keep and self.frames and (read := self._frames_in(self._tmp)) < self.frames:
             self._tmp.unlink(missing_ok=True)
