@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from byakugan.embedder.detection import create_detector
+from byakugan.embedder.detection.grey import is_grey
 from byakugan.embedder.images import list_images, load_image
 from output import emit
 
@@ -49,6 +50,8 @@ def whole_probabilities(det, files: list[Path], grey: bool, label: str) -> dict:
     """Pictures, those with a box, and the verifier's probability on each of the others, whole."""
     probs, boxed, seconds = [], 0, 0.0
     for i, f in enumerate(files):
+        if i % 100 == 0:
+            print(f"{label}: {i}/{len(files)}", file=sys.stderr, flush=True)
         img = load_image(f)
         if grey:
             img = img.convert("L").convert("RGB")
@@ -56,15 +59,13 @@ def whole_probabilities(det, files: list[Path], grey: bool, label: str) -> dict:
             boxed += 1
             continue
         start = time.perf_counter()
-        probs.append(float(det.verifier([img], det.settings.grey and grey)[0]))
+        probs.append(float(det.verifier([img], det.settings.grey and is_grey(img))[0]))  # the unit the detector asks
         seconds += time.perf_counter() - start
-        if i % 100 == 0:
-            print(f"{label}: {i}/{len(files)}", file=sys.stderr, flush=True)
     p = np.array(probs)
     return {"pictures": len(files), "with_a_box": boxed,
             "taken_whole": {str(b): int((p >= b).sum()) for b in BARS},
             "with_a_box_or_whole": {str(b): round((boxed + int((p >= b).sum())) / max(1, len(files)), 4) for b in BARS},
-            "verifier_ms_per_picture_without_a_box": round(1000 * seconds / max(1, len(probs)), 2)}
+            "verifier_ms_per_picture_without_a_box": round(1000 * seconds / len(probs), 2) if probs else None}
 
 
 def main() -> None:

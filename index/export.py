@@ -49,7 +49,11 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False,
     if pipeline is not None and not isinstance(pipeline, Pipeline):
         raise GalleryError(f"export: pipeline {type(pipeline).__name__}: must be a Pipeline (or None: the gallery's own)")
     if gallery.path is not None and gallery.generation is not None and gallery.path.is_dir():
-        committed.check_current(gallery.path, gallery.generation)  # a stale copy would bring back what a save removed
+        try:  # a stale copy would bring back what a save removed
+            committed.check_current(gallery.path, gallery.generation)
+        except GalleryError:
+            raise GalleryError(f"export: gallery {gallery.path}: another save changed it since this copy was opened; "
+                               "open it again and export what it holds now") from None
     if not str(out).strip():
         raise GalleryError(f"export: {str(out)!r} is not a file or folder name")
     folder = str(out).endswith(("/", os.sep))  # "x.zip/": a folder of that name, as the slash says

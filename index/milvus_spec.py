@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import threading
 import uuid
 from pathlib import Path
 
@@ -25,6 +26,7 @@ READS = ("search", "query", "get")
 # uri -> (MilvusClient, an open handle on a Milvus Lite database's folder, to tell when it is deleted):
 # one per database per process (Milvus Lite serves one process)
 _clients: dict = {}
+_CONNECTING = threading.Lock()
 
 
 def check_store(spec: object) -> str:
@@ -105,23 +107,42 @@ def check_lite(directory: Path, collection: str) -> None:
 
 def connect(key: str, lite: bool, timeout: float, where: str):
     """The process's pymilvus client of a database (imported and connected on first use): a Milvus
-    Lite file's path, or a server's address. One whose Milvus Lite folder was deleted since is let go."""
-    if key in _clients and _clients[key][1] is not None and os.fstat(_clients[key][1]).st_nlink == 0:
-        from milvus_lite.server_manager import server_manager_instance
+    Lite file's path, or a server's address. One whose Milvus Lite folder was deleted or moved away
+    since is let go: its server holds files that are no longer there."""
+    with _CONNECTING:  # the page's sessions and the server's searches run in threads
+        if key in _clients and _clients[key][1] is not None and not _same_folder(_clients[key][1], key):
+            from milvus_lite.server_manager import server_manager_instance
 
-        client, handle = _clients.pop(key)  # its server holds the deleted files: a new one makes them again
+            _let_go(*_clients.pop(key))
+            server_manager_instance.release_server(key)
+        if key not in _clients:
+            quiet()
+            try:
+                from pymilvus import MilvusClient
+
+                quiet()  # pymilvus gives its logger a handler of its own when imported
+                client = MilvusClient(uri=key, timeout=timeout)
+            except Exception as exc:
+                raise errors(f"{where}: could not connect", exc) from None
+            try:
+                _clients[key] = (client, os.open(key, os.O_RDONLY) if lite else None)
+            except OSError as exc:
+                _let_go(client, None)
+                raise errors(f"{where}: could not connect", exc) from None
+        return _clients[key][0]
+
+
+def _same_folder(handle: int, path: str) -> bool:
+    """Whether the folder open as `handle` is still the one at `path` (not deleted, moved or replaced)."""
+    try:
+        held, now = os.fstat(handle), os.stat(path)
+    except OSError:
+        return False
+    return held.st_nlink > 0 and (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
+
+
+def _let_go(client, handle) -> None:
+    if handle is not None:
         os.close(handle)
-        with contextlib.suppress(Exception):
-            client.close()
-        server_manager_instance.release_server(key)
-    if key not in _clients:
-        quiet()
-        try:
-            from pymilvus import MilvusClient
-
-            quiet()  # pymilvus gives its logger a handler of its own when imported
-            client = MilvusClient(uri=key, timeout=timeout)
-            _clients[key] = (client, os.open(key, os.O_RDONLY) if lite else None)
-        except Exception as exc:
-            raise errors(f"{where}: could not connect", exc) from None
-    return _clients[key][0]
+    with contextlib.suppress(Exception):
+        client.close()

@@ -46,7 +46,7 @@ class Region:
     crop: Image.Image
     landmarks: Optional[np.ndarray] = None
     found: bool = True  # False: the whole image, taken because nothing was detected
-    whole: bool = False  # found, and the whole image: the detector took it as the face (none inside it)
+    whole: bool = False  # found, and the whole image: the detector took it as the face (it fills the picture)
 
 
 class Pipeline:

@@ -78,7 +78,7 @@ class Recognition:
     landmarks: Optional[bool] = None  # fused hand gallery: whether this detection had landmarks
     found: bool = True  # False: nothing was detected, so the whole image was searched
     calibration: Optional[Calibration] = None  # the gallery's, for the labels' confidences
-    whole: bool = False  # found, and the whole image: the detector took it as the face (none inside it)
+    whole: bool = False  # found, and the whole image: the detector took it as the face (it fills the picture)
 
     @property
     def hits(self) -> list[Hit]:

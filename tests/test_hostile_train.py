@@ -384,3 +384,12 @@ def test_a_data_folder_given_twice_is_refused(tmp_path, capsys):
     data = folder(tmp_path / "d", {"a": 3, "b": 3})
     line = refused(capsys, "train", data, tmp_path / "d" / ".", "--out", tmp_path / "m", *TINY)
     assert "given twice" in line and not (tmp_path / "m").exists()
+
+
+def test_an_empty_checkpoint_folder_beside_other_files_is_not_taken_for_a_run(tmp_path, capsys):
+    data = folder(tmp_path / "d", {"a": 3, "b": 3})
+    out = tmp_path / "m"
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    assert "not a model folder" in refused(capsys, "train", data, "--out", out, *TINY, "--overwrite")
+    assert (out / "notes.txt").read_text() == "mine"

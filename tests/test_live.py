@@ -461,20 +461,24 @@ def test_a_video_that_cannot_be_opened_is_one_line_without_ffmpegs_own(tmp_path)
 
 def test_an_annotated_video_left_half_written_by_a_killed_run_is_removed_by_the_next(tmp_path):
     import os
+    import socket
     import subprocess
     import sys
 
     from byakugan.ui.video import VideoError, Writer, read
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    left = tmp_path / f".out.{dead.stdout.strip()}-abc.part.mp4"  # a run killed (kill -9) before it could tidy
+    host = socket.gethostname().replace(".", "_")
+    left = tmp_path / f".out.{host}.{dead.stdout.strip()}-abc.part.mp4"  # a run killed (kill -9) before it could tidy
     left.write_bytes(b"half")
-    mine = tmp_path / f".out.{os.getpid()}-xyz.part.mp4"  # one of a run still going: not touched
+    mine = tmp_path / f".out.{host}.{os.getpid()}-xyz.part.mp4"  # one of a run still going: not touched
     mine.write_bytes(b"going")
+    other = tmp_path / f".out.elsewhere.{dead.stdout.strip()}-abc.part.mp4"  # another machine's: not ours to judge
+    other.write_bytes(b"going there")
     w = Writer(str(tmp_path / "out.mp4"), 10.0, (64, 48))
     w.write(np.zeros((48, 64, 3), np.uint8))
     w.close()
-    assert not left.exists() and mine.exists() and (tmp_path / "out.mp4").is_file()
+    assert not left.exists() and mine.exists() and other.exists() and (tmp_path / "out.mp4").is_file()
     with pytest.raises(VideoError, match="is not a regular file"):
         read("/dev/null")
     if os.path.isdir("/proc"):

@@ -355,3 +355,15 @@ def test_a_gallery_made_again_where_one_was_deleted_in_the_same_process_saves(tm
         g.save()
         assert Gallery.open(tmp_path / "g").labels() == {lab: 3 for lab in LABELS}
         shutil.rmtree(tmp_path / "g")
+
+
+def test_a_gallery_made_again_where_one_was_moved_away_in_the_same_process_saves(tmp_path):
+    x, labels = clustered(3, seed=6)
+    g = Gallery.create(settings(), tmp_path / "g", store="milvus-lite")
+    fill(g, x, labels)
+    g.save()
+    (tmp_path / "g").rename(tmp_path / "moved")
+    g = Gallery.create(settings(), tmp_path / "g", store="milvus-lite")
+    fill(g, x[::-1].copy(), labels[::-1])
+    g.save()
+    assert Gallery.open(tmp_path / "g").labels() == {lab: 3 for lab in LABELS}

@@ -150,7 +150,12 @@ def forget_clients():
     """pymilvus clients are kept per address for the process; a restarted server needs new ones."""
     from byakugan.index import milvus_spec as milvus
 
+    import os
+
     yield milvus._clients
+    for _, handle in milvus._clients.values():
+        if handle is not None:
+            os.close(handle)
     milvus._clients.clear()
 
 

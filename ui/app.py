@@ -47,7 +47,7 @@ def results_ui(svc: GalleryService, detections: list[Recognition]) -> None:
         if not d.found:
             st.info(f"No {what(svc)} found in the picture: searched the whole picture instead.")
         elif d.whole:
-            st.info(f"No {what(svc)} box found inside the picture; the whole picture looks like one, and was taken as it.")
+            st.info(f"The whole picture was taken as the {what(svc)}: it fills the picture.")
         prefix = f"Detection {n}: " if len(detections) > 1 else ""
         st.subheader(f"{prefix}{iso(m.label) if m.known else 'unknown'} · {m.confidence:.0%}")
         st.caption((f"confident it is {iso(m.label)}" if m.known else f"looks most like {iso(m.nearest)}, but below the threshold")

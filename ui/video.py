@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import glob
 import os
+import socket
 import tempfile
 import threading
 import time
@@ -134,13 +135,15 @@ class Writer:
 
         self.path = check_out(path, overwrite=overwrite)
         quiet_ffmpeg()
-        part = f".part{self.path.suffix}"
-        for old in self.path.parent.glob(f".{glob.escape(self.path.stem)}.*-*{part}"):  # of a run killed (kill -9)
-            pid = old.name[len(self.path.stem) + 2:].split("-", 1)[0]
+        # Named by machine and process: the next run here removes one a killed run (kill -9) left, and
+        # never one of another machine writing into a shared folder.
+        part, mine = f".part{self.path.suffix}", f".{self.path.stem}.{socket.gethostname().replace('.', '_')}."
+        for old in self.path.parent.glob(f"{glob.escape(mine)}*-*{part}"):
+            pid = old.name[len(mine):].split("-", 1)[0]
             if pid.isdigit() and not alive(int(pid)):
                 old.unlink(missing_ok=True)
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.{os.getpid()}-", suffix=part)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f"{mine}{os.getpid()}-", suffix=part)
         except OSError as exc:  # a folder that takes no new file (/proc), whatever its permissions say
             raise VideoError(f"--out {path}: cannot write there ({exc.strerror or exc})") from None
         os.close(fd)

@@ -16,7 +16,7 @@ class Detection:
     box: tuple[int, int, int, int]  # x, y, width, height in image pixels
     score: float = 1.0
     landmarks: Optional[np.ndarray] = field(default=None, compare=False, repr=False)  # hand detector only
-    whole: bool = field(default=False, compare=False)  # the whole picture, taken as the face (none found inside it)
+    whole: bool = field(default=False, compare=False)  # the whole picture, taken as the face (it fills the picture)
 
     @property
     def area(self) -> int:

@@ -96,10 +96,12 @@ def read_config(d: Path, fmt: str, what: str = "model") -> dict:
         found = config.get("format") if isinstance(config, dict) else None
         raise ModelError(f"{what} config {cfg_path}: format is not {fmt!r} (found {found!r})")
     config.pop("format")
-    for key in ("threshold", "adapted_threshold"):  # a gallery stores them, and refuses to open past these
+    # A gallery stores them, and refuses to open past these: a cosine's, and an adapted score's (a cosine
+    # plus up to the adaptation's weight, at most 2)
+    for key, reach in (("threshold", 2), ("adapted_threshold", 3)):
         v = config.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not -2 <= v <= 2):
-            raise ModelError(f"{what} config {cfg_path}: {key} {str(v)[:20]!r} must be a number from -2 to 2")
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not -reach <= v <= reach):
+            raise ModelError(f"{what} config {cfg_path}: {key} {str(v)[:20]!r} must be a number from {-reach} to {reach}")
     expected = config.pop(WEIGHTS_SHA256, None)  # configs saved before it have none
     if expected is not None and hashlib.sha256(w_path.read_bytes()).hexdigest() != expected:
         raise ModelError(f"{what} directory {d}: {WEIGHTS_FILE} is not the file {CONFIG_FILE} was saved with "

@@ -68,7 +68,7 @@ def shipped_config(name: str) -> dict:
         return {}
     try:
         config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ModelError(f"model {name}: {path} cannot be read ({exc}); restore the folder or reinstall") from None
     if not isinstance(config, dict):
         raise ModelError(f"model {name}: {path} is not a model config (a JSON object)")

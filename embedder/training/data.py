@@ -170,8 +170,9 @@ def check_model_out(path: os.PathLike | str, fmt: str, resume: Optional[bool] = 
     # a run stopped before it saved a model (other things, its --cache say, may sit beside its checkpoint),
     # perhaps in its first checkpoint, before state.json: files of its own that --overwrite may replace
     ckpt = p / "checkpoint"
-    unfinished = resume is not None and found is None and ckpt.is_dir() and ((ckpt / "state.json").is_file() or all(
-        f.name in CHECKPOINT_FILES or f.name.startswith(".") for f in ckpt.iterdir()))
+    files = sorted(f.name for f in ckpt.iterdir()) if ckpt.is_dir() else []
+    unfinished = resume is not None and found is None and ("state.json" in files or (
+        any(f in CHECKPOINT_FILES for f in files) and all(f in CHECKPOINT_FILES or f.startswith(".") for f in files)))
     if found != fmt and not unfinished:
         what = f"a model of another kind ({found})" if found else f"not a model folder (it has {', '.join(entries[:3])})"
         raise ByakuganError(f"out {p}: {what}; training would write into it, give a new or empty folder")

@@ -12,7 +12,7 @@ from byakugan.embedder.errors import ByakuganError
 from byakugan.embedder.scoring.adapt import Adaptation, advised, completed
 
 from .common import adapt_value, check_new_file, detectors, landmarks_arg, print_json, report, seed, write_new
-from .common import printable as shown
+from .common import printable as escaped
 from .models import pipeline_for
 
 
@@ -105,7 +105,7 @@ def printable(name: str) -> str:
     """A file name as text that any output takes: bytes that are not UTF-8 (which Python keeps as lone
     surrogates) become \\xNN escapes, so a strict UTF-8 stdout or a JSON reader does not fail on them;
     control characters (a terminal's escape sequences) become \\uNNNN, as common.printable writes them."""
-    return shown(name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+    return escaped(name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
 
 
 def detector_config(name: str, settings: list[str]) -> str | dict:

@@ -66,7 +66,7 @@ def _print_answer(item: dict, boxed: bool) -> None:
     for n, d in enumerate(item["detections"], 1):
         m = d["match"]
         where = "" if not boxed else " [the whole image: nothing found]" if not d["found"] else \
-            " [the whole image, taken as the face: none found inside it]" if d.get("whole") else f" [detection {n} at {tuple(d['box'])}]"
+            " [the whole image, taken as the face]" if d.get("whole") else f" [detection {n} at {tuple(d['box'])}]"
         # Unknown: the confidence is the nearest label's, not confidence in "unknown"
         said = f"{printable(m['label'])} ({m['confidence']:.0%} confident" if m["known"] else \
             f"unknown (nearest {printable(m['nearest'])}, {m['confidence']:.0%} confident, below the {m['threshold_confidence']:.0%} needed"
