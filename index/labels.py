@@ -139,6 +139,13 @@ def variants(label: str, labels) -> list[str]:
     return [x for x in labels if isinstance(x, str) and folded(x) == key]
 
 
+def alike(label: str, labels) -> list[str]:
+    """The labels of `labels` other than `label` that differ from it only by case or width (a class
+    renamed to "NARUTO" beside "naruto"): said after the edit, which the user may mean."""
+    own = stored_form(label)
+    return [x for x in labels if isinstance(x, str) and x != own and folded(x) == folded(own)]
+
+
 def some(labels, n: int = 20) -> str:
     """The first n labels for an error message, and how many more (a gallery may hold a million)."""
     names = list(labels)

@@ -211,3 +211,17 @@ def test_a_new_label_differing_only_by_case_or_width_is_warned_of(model, digits,
     assert main(["enroll", str(tmp_path / "g"), "NARUTO", str(digits["1"][4])]) == 0  # enrolled all the same
     assert "'NARUTO' is new, but 'Naruto' is enrolled" in capsys.readouterr().err
     assert GalleryService(tmp_path / "g", model).labels() == {"NARUTO": 1, "Naruto": 3}
+
+
+def test_a_rename_into_a_label_differing_only_by_case_or_width_is_said(digit_gallery, tmp_path, capsys):
+    import shutil
+
+    from byakugan.index.labels import alike
+    from byakugan.ui.cli import main
+
+    assert alike("NARUTO", ["naruto", "NARUTO", "sasuke"]) == ["naruto"] and alike("x", ["y"]) == []
+    shutil.copytree(digit_gallery, tmp_path / "g")
+    assert main(["rename", str(tmp_path / "g"), "0", "\uff21b"]) == 0  # a full-width A, beside nothing alike: quiet
+    assert "warning" not in capsys.readouterr().err
+    assert main(["rename", str(tmp_path / "g"), "3", "aB"]) == 0
+    assert "'Ａb' is enrolled too, differing from 'aB' only by case or width" in capsys.readouterr().err

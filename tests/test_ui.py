@@ -477,3 +477,35 @@ def test_a_confidence_past_the_gallerys_reach_is_told_as_saved():
     assert confidence_said(99, cal, 2.0) == ("99% is past what this gallery's scores reach (raw threshold 2.0000, the "
                                              "end of their range): unknown below 68% confidence now.")
     assert confidence_said(60, cal, 1.0) == "Unknown below 60% confidence now."
+
+
+def test_a_picture_far_wider_than_tall_is_shown_not_an_internal_error(app, digits, tmp_path):
+    """Shown 96 or 480 pixels wide, a strip was less than a pixel tall: Streamlit's resize raised."""
+    import numpy as np
+    from PIL import Image
+
+    from byakugan.ui.widgets import at_width
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (12, 3000, 3), dtype=np.uint8)).save(strip := tmp_path / "strip.png")
+    Image.fromarray(rng.integers(0, 255, (20, 20000, 3), dtype=np.uint8)).save(wide := tmp_path / "wide.png")
+    assert at_width(Image.open(strip), 96).size == (3000, 63)
+    square = Image.open(digits["1"][0])
+    assert at_width(square, 96) is square
+    go(app, "Enrol")
+    enrol(app, "banner", [strip, digits["1"][0]])
+    go(app, "Search")
+    search(app, wide)
+    go(app, "Gallery")  # (every class's thumbnails are drawn, its expander open or not)
+    assert not app.exception and any(e.label.startswith("banner") for e in app.expander)
+
+
+def test_a_rename_into_a_label_differing_only_by_case_is_said_on_the_page(app, digits):
+    go(app, "Enrol")
+    enrol(app, "one", digits["1"][:2])
+    enrol(app, "2", digits["2"][:2])
+    go(app, "Gallery")
+    app.text_input(key='rename_to_"2"').input("ONE").run()
+    app.button(key='rename_btn_"2"').click().run()
+    assert ("Renamed '2' to 'ONE'. 'one' is enrolled too, differing only by case or width: another class."
+            in [plain(s.value) for s in app.success])

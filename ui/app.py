@@ -22,10 +22,10 @@ from byakugan.ui.acting import RENAME, act, notices, on_click, synced, undoable
 from byakugan.ui.classes import FIND, PAGE, classes_ui, first, more_ui
 from byakugan.ui.live import live_ui
 from byakugan.ui.threshold import threshold_ui
-from byakugan.index.labels import check_label, check_label_in
+from byakugan.index.labels import alike, check_label, check_label_in
 from byakugan.index.warnings import blank
 from byakugan.ui.uploads import enrol_pictures_ui, forget, keep, search_picture_ui
-from byakugan.ui.widgets import (default_gallery_dir, draw_boxes, iso, md, page_style, page_ui, preview,
+from byakugan.ui.widgets import (at_width, default_gallery_dir, draw_boxes, iso, md, page_style, page_ui, preview,
                                  read_upload, short, transparent, what)
 
 PAGES = ("Search", "Enrol", "Gallery", "Live", "Export")
@@ -62,7 +62,7 @@ def results_ui(svc: GalleryService, detections: list[Recognition]) -> None:
             hit = nearest.get(label)  # its best reference among the hits, else any of its references
             ref_id = hit.id if hit is not None else next((r.id for r in g.references(label)), None)
             if ref_id is not None and (data := g.thumbnail(ref_id)):
-                col.image(data, width=96)
+                col.image(at_width(data, 96), width=96)
             col.markdown(f"**{iso(label)}** {confidence:.0%}")
             col.progress(confidence)
         with st.expander("Raw scores"):
@@ -92,7 +92,7 @@ def search_ui(svc: GalleryService) -> Optional[list[Recognition]]:
         st.error(md(str(exc)))
         return None
     left, right = st.columns([2, 3])
-    left.image(draw_boxes(img, detections), width=min(480, img.width))
+    left.image(at_width(draw_boxes(img, detections), 480), width=min(480, img.width))
     see_through_ui(left, [upload])
     with right:
         results_ui(svc, detections)
@@ -121,7 +121,7 @@ def enrol_ui(svc: GalleryService) -> None:
             found = (f" · {what(svc)} found" if crop.found else f" · no {what(svc)}: whole picture") if cropping else ""
             # The name in the picture's own caption, which shows with the picture: as a caption of its own it
             # showed before, and a photo taken right after "Clear photo" on seeing it was lost to the run still going.
-            cols[i % len(cols)].image(preview(crop.image), caption=md(short(crop.name, 12)) + found, width=96)  # fits 96 pixels
+            cols[i % len(cols)].image(at_width(preview(crop.image), 96), caption=md(short(crop.name, 12)) + found, width=96)
         see_through_ui(st, [u for _, u in named])
         if (choice := svc.choice_for(crops)) is not None:  # a new gallery's model, kept once these are enrolled
             st.caption(f"A new gallery: these will be embedded with model {choice.name} ({choice.why}); it keeps it.")
@@ -150,6 +150,15 @@ def enrol_ui(svc: GalleryService) -> None:
     if done := st.session_state.pop("enrol_done", None):
         st.success(md(done))
         st.button("Search now →", key="to_search", on_click=lambda: st.session_state.update(page="Search"))
+
+
+def renamed(svc: GalleryService, old: str, new: str) -> str:
+    """What a rename's notice says: done, and any class it now reads almost as (case or width only)."""
+    new = check_label(new)
+    said = f"Renamed {old!r} to {new!r}."
+    if others := alike(new, svc.labels()):
+        said += f" {', '.join(map(repr, others[:3]))} is enrolled too, differing only by case or width: another class."
+    return said
 
 
 def gallery_ui(svc: GalleryService) -> None:
@@ -197,7 +206,7 @@ def gallery_ui(svc: GalleryService) -> None:
             for i, ref in enumerate(first(label, refs)):
                 col = cols[i % 6]
                 if data := g.thumbnail(ref.id):
-                    col.image(data, width=72)
+                    col.image(at_width(data, 72), width=72)
                 # one line under its picture (a name over two pushed the row apart); whole on Remove's tooltip
                 col.caption(f"#{ref.id} {md(short(ref.source, 12))}", wrap=False)
                 col.button("Remove", key=f"rm_ref_{ref.id}", help=f"Reference {ref.id}: {md(ref.source)}", on_click=on_click, args=(
@@ -209,7 +218,7 @@ def gallery_ui(svc: GalleryService) -> None:
             new = a.text_input("Rename to", key=typed)
             a.button("Rename", key=f"rename_btn_{json.dumps(label)}", disabled=not new.strip(), on_click=on_click, args=(
                 svc, lambda label=label, typed=typed: svc.rename(label, st.session_state[typed]),
-                lambda label=label, typed=typed: f"Renamed {label!r} to {check_label(st.session_state[typed])!r}.",
+                lambda label=label, typed=typed: renamed(svc, label, st.session_state[typed]),
                 lambda typed=typed: check_label(st.session_state[typed])))  # as stored (NFC): the class to show
             # The count is in the key: references added since it was ticked (another tab) untick it, and
             # the removal itself refuses a class that holds another number than the one shown.

@@ -113,6 +113,15 @@ def short(name: str, width: int = 16) -> str:
     return f"{''.join(head)}…{''.join(tail)}"
 
 
+def at_width(image: Image.Image | bytes, width: int) -> Image.Image | bytes:
+    """A picture st.image can show `width` pixels wide: a strip (3000 x 12) shown that narrow is less
+    than a pixel tall, which Streamlit's resize refuses (an internal error where the page should be).
+    Such a one gets see-through bands above and below; any other comes back as it was given."""
+    img = image if isinstance(image, Image.Image) else Image.open(io.BytesIO(image))
+    need = -(-2 * img.width // max(1, min(width, img.width)))  # 2 pixels tall at the width shown
+    return image if img.height >= need else ImageOps.pad(img.convert("RGBA"), (img.width, need), color=(0, 0, 0, 0))
+
+
 def preview(img: Image.Image, side: int = 192) -> Image.Image:
     """A picture to show in a row of them at one width, no taller than wide: a tall one (a phone
     screenshot, a full-length figure) stood four times as tall as the rest and pushed the rows apart.

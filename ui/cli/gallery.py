@@ -12,11 +12,11 @@ from typing import Iterator
 from byakugan.embedder.errors import ImageError
 from byakugan.index.errors import GalleryError
 from byakugan.index.gallery import Gallery
-from byakugan.index.labels import check_label
+from byakugan.index.labels import alike, check_label
 from byakugan.index.milvus import CHOICES
 from byakugan.index.pipeline import Pipeline
 
-from .common import EXIT_BAD_INPUT, detectors, landmarks_arg, locked, print_json, printable, report, saving, table
+from .common import EXIT_BAD_INPUT, detectors, landmarks_arg, locked, print_json, printable, report, saving, table, warn
 from .enrolling import cmd_enroll
 
 MODEL_HELP = "model name or directory (default: the gallery's own; for a new gallery, see `byakugan models`)"
@@ -128,6 +128,9 @@ def cmd_rename(a: argparse.Namespace) -> int:
     with edit_gallery(a.gallery) as g:
         n = g.rename(a.old, a.new)
     print(f"renamed {a.old!r} to {check_label(a.new)!r} ({n} references)")
+    if others := alike(a.new, g.labels()):
+        warn(f"{', '.join(map(repr, others[:3]))} {'is' if len(others) == 1 else 'are'} enrolled too, differing from "
+             f"{check_label(a.new)!r} only by case or width: {'a second class' if len(others) == 1 else 'other classes'}")
     return 0
 
 
