@@ -509,3 +509,10 @@ def test_a_rename_into_a_label_differing_only_by_case_is_said_on_the_page(app, d
     app.button(key='rename_btn_"2"').click().run()
     assert ("Renamed '2' to 'ONE'. 'one' is enrolled too, differing only by case or width: another class."
             in [plain(s.value) for s in app.success])
+
+
+def test_two_confidences_that_would_read_alike_get_a_decimal():
+    from byakugan.ui.widgets import percents
+
+    assert percents(0.1604, 0.1631) == ("16.0%", "16.3%")
+    assert percents(0.44, 0.16) == ("44%", "16%") and percents(0.5, 0.5) == ("50%", "50%")

@@ -25,7 +25,7 @@ from byakugan.ui.threshold import threshold_ui
 from byakugan.index.labels import alike, check_label, check_label_in
 from byakugan.index.warnings import blank
 from byakugan.ui.uploads import enrol_pictures_ui, forget, keep, search_picture_ui
-from byakugan.ui.widgets import (at_width, default_gallery_dir, draw_boxes, iso, md, page_style, page_ui, preview,
+from byakugan.ui.widgets import (at_width, default_gallery_dir, draw_boxes, iso, md, page_style, page_ui, percents, preview,
                                  read_upload, short, transparent, what)
 
 PAGES = ("Search", "Enrol", "Gallery", "Live", "Export")
@@ -49,9 +49,10 @@ def results_ui(svc: GalleryService, detections: list[Recognition]) -> None:
         elif d.whole:
             st.info(f"The whole picture was taken as the {what(svc)}: it fills the picture.")
         prefix = f"Detection {n}: " if len(detections) > 1 else ""
-        st.subheader(f"{prefix}{iso(m.label) if m.known else 'unknown'} · {m.confidence:.0%}")
+        sure, needed = percents(m.confidence, m.threshold_confidence)
+        st.subheader(f"{prefix}{iso(m.label) if m.known else 'unknown'} · {sure}")
         st.caption((f"confident it is {iso(m.label)}" if m.known else f"looks most like {iso(m.nearest)}, but below the threshold")
-                   + f" · unknown below {m.threshold_confidence:.0%}"
+                   + f" · unknown below {needed}"
                    + (" · no hand landmarks found: scored by the image alone" if d.landmarks is False else ""))
         nearest = {}
         for hit in d.hits:

@@ -122,6 +122,13 @@ def at_width(image: Image.Image | bytes, width: int) -> Image.Image | bytes:
     return image if img.height >= need else ImageOps.pad(img.convert("RGBA"), (img.width, need), color=(0, 0, 0, 0))
 
 
+def percents(a: float, b: float) -> tuple[str, str]:
+    """Two confidences as percentages, with a decimal where whole ones would read alike ("unknown ·
+    16%" beside "unknown below 16%" said a query as sure as the threshold was refused)."""
+    places = 1 if f"{a:.0%}" == f"{b:.0%}" and a != b else 0
+    return f"{a:.{places}%}", f"{b:.{places}%}"
+
+
 def preview(img: Image.Image, side: int = 192) -> Image.Image:
     """A picture to show in a row of them at one width, no taller than wide: a tall one (a phone
     screenshot, a full-length figure) stood four times as tall as the rest and pushed the rows apart.
