@@ -393,3 +393,18 @@ def test_an_empty_checkpoint_folder_beside_other_files_is_not_taken_for_a_run(tm
     (out / "notes.txt").write_text("mine")
     assert "not a model folder" in refused(capsys, "train", data, "--out", out, *TINY, "--overwrite")
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_missing_default_model_is_named_not_replaced_by_imagenet_features(tmp_path, monkeypatch):
+    """It gave frozen ImageNet features (1280 numbers) under the name `default` (1408)."""
+    from byakugan.embedder import load
+
+    monkeypatch.setenv("BYAKUGAN_MODELS_DIR", str(tmp_path))
+    with pytest.raises(ModelError, match="model default: .*default is missing .*'imagenet' names frozen ImageNet"):
+        load("default")
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(tmp_path / "x.png")
+    assert exit_code(["embed", str(tmp_path / "x.png"), "--out", str(tmp_path / "e.npy")]) == 2
+    assert not (tmp_path / "e.npy").exists()
+    assert load("imagenet")[0].name == "imagenet"
