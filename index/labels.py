@@ -135,15 +135,15 @@ def variants(label: str, labels) -> list[str]:
             return []
     except GalleryError:  # it names several, or one by invisible characters: enrolment refuses it anyway
         return []
-    key = folded(stored_form(label))
-    return [x for x in labels if isinstance(x, str) and folded(x) == key]
+    return alike(label, labels)
 
 
 def alike(label: str, labels) -> list[str]:
     """The labels of `labels` other than `label` that differ from it only by case or width (a class
     renamed to "NARUTO" beside "naruto"): said after the edit, which the user may mean."""
     own = stored_form(label)
-    return [x for x in labels if isinstance(x, str) and x != own and folded(x) == folded(own)]
+    key = folded(own)
+    return [x for x in labels if isinstance(x, str) and x != own and folded(x) == key]
 
 
 def some(labels, n: int = 20) -> str:
