@@ -23,6 +23,18 @@ VECTORS, CHECKPOINT = re.compile(r"vectors\.\d{6,}\.f32\Z"), re.compile(r"index\
 UNWRITABLE = ("in a folder that cannot be written (its permissions, or a read-only disk), which its database needs "
               "to save and even to be read (WAL)")
 
+def reader(f: Path, **kw) -> sqlite3.Connection:
+    """A connection to the database f that cannot write it. Where its folder cannot be written
+    (permissions, a read-only disk) SQLite cannot make the WAL index a reader needs; with no write
+    under way there (no WAL file with frames in it) the file is read as immutable, so a gallery on
+    read-only media still answers. The path goes as a file: URI with its characters escaped (a
+    folder named `a?b` must not open `a`)."""
+    f = Path(f).absolute()
+    wal = f.with_name(f.name + "-wal")
+    still = not os.access(f.parent, os.W_OK) and not (wal.is_file() and wal.stat().st_size)
+    return sqlite3.connect(f"{f.as_uri()}?{'immutable=1' if still else 'mode=ro'}", uri=True, **kw)
+
+
 def exists(directory: Path) -> bool:
     """Whether a save has committed a gallery here, or a database is there that is damaged or
     another program's (never to be taken for an empty folder and written over). A first save that
@@ -41,7 +53,7 @@ def version(directory: Path):
     if not f.is_file():
         return None
     try:
-        con = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
+        con = reader(f)
         try:
             tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if not tables:

@@ -42,7 +42,7 @@ from .ranking import Reference
 from .store import retire as retire_first_format
 from .vectorfile import live_blocks, write_vectors
 from . import checkpoint as checkpoints
-from .committed import CHECKPOINT, DB_FILE, UNWRITABLE, VECTORS, exists, not_read, readable, tidy, version  # noqa: F401 (exists: the folder's API)
+from .committed import CHECKPOINT, DB_FILE, UNWRITABLE, VECTORS, exists, not_read, readable, reader, tidy, version  # noqa: F401 (exists: the folder's API)
 from .quantised import PQStore
 from .vectors import FlatStore
 
@@ -64,7 +64,8 @@ NOT_SETTINGS = ("references", "storage", "index_file", "index_sha256")
 
 def _connect(directory: Path, write: bool) -> sqlite3.Connection:
     try:
-        con = sqlite3.connect(directory / DB_FILE, timeout=60, isolation_level=None)
+        con = (sqlite3.connect(directory / DB_FILE, timeout=60, isolation_level=None) if write
+               else reader(directory / DB_FILE, timeout=60, isolation_level=None))
         if write:  # readers change nothing: no schema, no journal switch, so they never wait for a lock
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=FULL")

@@ -76,7 +76,7 @@ def unwritable(folder):
 
 
 def test_an_edit_of_a_read_only_gallery_says_it_is_read_only(folder, capsys, tiny_images):
-    before = disk_state(folder)  # (read before: its database cannot even be read while the folder is unwritable)
+    before = disk_state(folder)
     why = (f"byakugan: error: gallery {folder}: its folder is read-only (not writable by this user, or on a "
            "read-only disk), and an edit must write there; nothing was changed (edit a writable copy, or get "
            "write access to the folder)")
@@ -87,6 +87,24 @@ def test_an_edit_of_a_read_only_gallery_says_it_is_read_only(folder, capsys, tin
             assert one_line(capsys, *edit) == why, edit
     assert disk_state(folder) == before
 
+
+
+def test_a_read_only_gallery_is_still_read(folder, capsys):
+    """On read-only media SQLite cannot make the WAL index a reader needs: read as immutable."""
+    want = Gallery.open(folder).search(unit(1, 1), k=2)
+    with unwritable(folder):
+        assert main(["labels", str(folder)]) == 0
+        assert capsys.readouterr().out.split() == ["label", "references", "ab", "3", "paper", "3"]
+        g = Gallery.open(folder)
+        assert g.search(unit(1, 1), k=2) == want and g.sequences.get("combo").steps == ("ab", "paper")
+
+
+def test_a_folder_named_with_uri_characters_opens_itself(folder, tmp_path, monkeypatch):
+    """Its database is read through a file: URI; `?`, `#` and `%` must not cut the path short."""
+    odd = folder.rename(tmp_path / "a?b#c%20d")
+    monkeypatch.chdir(tmp_path)
+    assert Gallery.open("a?b#c%20d").labels() == {"ab": 3, "paper": 3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [odd.name]  # no stray database named "a"
 
 # ---- 3-5. the HTTP server -----------------------------------------------------------------------
 
