@@ -129,6 +129,18 @@ def test_a_query_parameter_given_twice_is_refused_not_one_read(client, digits):
     assert closed.value.code == 1008
 
 
+def test_a_read_only_gallery_is_served_and_says_it_cannot_be_written(client, digits):
+    c, path = client
+    image = {"image": ("q.jpg", digits["3"][5].read_bytes())}
+    want = c.post("/search", files=image).json()
+    assert c.get("/healthz").json()["writable"] is True
+    with unwritable(path):
+        assert c.get("/healthz").json()["writable"] is False
+        assert TestClient(create_app(path)).post("/search", files=image).json() == want
+        r = c.post("/enroll", data={"label": "x"}, files={"images": ("q.jpg", digits["3"][5].read_bytes())})
+        assert r.status_code == 400 and "its folder is read-only" in r.json()["error"]
+
+
 def test_a_websocket_to_no_route_is_told_the_route_there_is(client, digit_gallery):
     c, _ = client
     for path in ("/nope", "/watch/", "/search"):

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Literal, Optional, Union
@@ -38,11 +39,21 @@ WATCH_IDLE_SECONDS = 300.0  # a /watch stream that sends nothing this long is cl
 
 
 class _GalleryService(GalleryService):
-    writable = True
+    writable = True  # it takes edits (routes for them are made); whether its folder does now: can_write()
+
+    def can_write(self) -> bool:
+        """Whether an edit could write now: the folder, or before the first save the nearest folder above it."""
+        p = self.path.absolute()
+        while not p.exists() and p != p.parent:
+            p = p.parent
+        return os.access(p, os.W_OK)
 
 
 class _BundleService:
     writable = False
+
+    def can_write(self) -> bool:
+        return False
 
     def __init__(self, path: Path) -> None:
         from byakugan.index import bundle
@@ -134,7 +145,7 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
     @app.get("/healthz")
     def healthz() -> dict:
         labels = service.labels()
-        return {"status": "ok", "labels": len(labels), "references": sum(labels.values()), "writable": service.writable}
+        return {"status": "ok", "labels": len(labels), "references": sum(labels.values()), "writable": service.can_write()}
 
     # HEAD too (what some load balancers ask), out of the schema: one route for both gave two operations one id
     app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
