@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Optional
 
 from .errors import GalleryError, NotInGalleryError
-from .labels import check_label, check_label_in, find, shown, some
+from .labels import check_label_in, find, shown, some
 
 MAX_STEPS = 64
 

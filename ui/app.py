@@ -174,7 +174,7 @@ def gallery_ui(svc: GalleryService) -> None:
     # classes below would move and Streamlit would draw them anew, closing the one being edited.
     if not labels:
         st.info("The gallery is empty: enrol some images on the Enrol page first.")
-    notices(slot := st.empty())
+    notices(st.empty())
     with st.container():
         undo_ui(svc)
     if labels:

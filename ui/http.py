@@ -24,7 +24,7 @@ from byakugan.embedder.errors import ByakuganError
 from byakugan.embedder.images import load_image
 from byakugan.index.errors import GalleryGoneError, NotInGalleryError
 from byakugan.index.gallery import Gallery
-from byakugan.index.labels import MAX_LABEL_LEN, check_label, check_label_in, find, shown
+from byakugan.index.labels import MAX_LABEL_LEN, check_label_in, find, shown
 from byakugan.index.ranking import Recognition
 from byakugan.index.service import GalleryService
 from byakugan.index.tracker import TrackerSettings
