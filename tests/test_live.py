@@ -359,8 +359,10 @@ def test_websocket_takes_jpeg_frames_and_answers_like_watch(hand_gallery, stills
     with limited.websocket_connect("/watch") as after:
         after.send_bytes(data)
         assert "frame" in after.receive_json()
-    assert client.get("/sequences", headers={"Authorization": "Bearer s3cret"}).json() == {"sequences": {"abc": SEALS,
-                                                                                                         "other": ["c", "b"]}}
+    auth = {"Authorization": "Bearer s3cret"}
+    assert client.get("/sequences", headers=auth).json() == {"sequences": {"abc": SEALS, "other": ["c", "b"]}, "missing": {}}
+    assert client.delete("/labels/c", headers=auth).status_code == 200
+    assert client.get("/sequences", headers=auth).json()["missing"] == {"abc": ["c"], "other": ["c"]}
 
 
 def test_onnx_twin_matches_torch_and_is_exported_once(model, tmp_path, monkeypatch, tiny_images):

@@ -169,7 +169,10 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
 
     @app.get("/sequences", dependencies=[Depends(authorised)])
     def sequences() -> dict:
-        return {"sequences": {q.name: list(q.steps) for q in service.sequences()}}
+        seqs, labels = service.sequences(), service.labels()
+        # Steps whose label is not enrolled (removed or renamed since) can never fire: said, as `sequence list` does.
+        return {"sequences": {q.name: list(q.steps) for q in seqs},
+                "missing": {q.name: gone for q in seqs if (gone := q.missing(labels))}}
 
     async def let_in(ws: WebSocket, token_param: Optional[str]) -> bool:
         """Whether an accepted WebSocket brought the token (closed with the reason if not). Browsers cannot
