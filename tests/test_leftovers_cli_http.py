@@ -129,6 +129,23 @@ def test_a_query_parameter_given_twice_is_refused_not_one_read(client, digits):
     assert closed.value.code == 1008
 
 
+def test_a_query_parameter_no_route_takes_is_refused_not_ignored(client, digits):
+    c, path = client
+    image = {"image": ("q.jpg", digits["3"][5].read_bytes())}
+    r = c.post("/search?kk=2", files=image)  # a typo of k: it would search for 5, unsaid
+    assert r.status_code == 422 and r.json() == {"error": "query parameter 'kk': not one POST /search takes; it takes k, threshold"}
+    for method, url, where in (("GET", "/labels?x=1", "GET /labels"), ("GET", "/sequences?all", "GET /sequences"),
+                               ("DELETE", "/labels/3?force=1", "DELETE /labels/{label:path}")):
+        r = c.request(method, url)
+        assert r.status_code == 422 and r.json()["error"].endswith(f"not one {where} takes; it takes none"), url
+    r = c.post("/enroll?label=3", data={"label": "3"}, files={"images": ("q.jpg", digits["3"][5].read_bytes())})
+    assert r.status_code == 422 and "not one POST /enroll takes" in r.json()["error"]
+    assert c.get("/labels").json()["labels"]["3"] == 5  # nothing enrolled
+    assert c.get("/healthz?probe=1").status_code == 200  # a load balancer's own parameters are let be
+    with c.websocket_connect("/watch?embed_evry=2") as ws:
+        assert ws.receive_json() == {"error": "query parameter 'embed_evry': not one WS /watch takes; it takes embed_every, token"}
+
+
 def test_a_read_only_gallery_is_served_and_says_it_cannot_be_written(client, digits):
     c, path = client
     image = {"image": ("q.jpg", digits["3"][5].read_bytes())}
