@@ -191,6 +191,11 @@ def test_a_json_route_sent_another_content_type_names_the_one_it_takes(client):
         r = c.put("/sequences/s", content=body, headers={"content-type": kind})
         assert r.status_code == 200 and r.json() == {"name": "s", "steps": ["0", "3"]}, kind
 
+    before = disk_state(path)
+    for body, key in ((b'{"steps": ["0"], "steps": ["0", "3"]}', "steps"), (b'{"steps": ["0"], "x": {"a": 1, "a": 2}}', "a")):
+        r = c.put("/sequences/t", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json() == {"error": f"body: key {key!r} given twice in one object; give it once"}
+    assert disk_state(path) == before
 
 # ---- 6. labels told apart only by invisible characters ------------------------------------------
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -286,15 +287,32 @@ def _query_checked(request: Request) -> None:
         raise HTTPException(422, error)
 
 
-def _json_body(request: Request) -> None:
+async def _json_body(request: Request) -> None:
     """A dependency: 415 for a body the framework does not read as JSON (only application/json and
-    application/*+json), which it would answer with "body.steps: required"."""
+    application/*+json), which it would answer with "body.steps: required"; 422 for a key given
+    twice in one object, of which the framework would keep the last, unsaid."""
     given = request.headers.get("content-type", "")
     kind = given.partition(";")[0].strip().lower()
     if not (kind == "application/json" or kind.startswith("application/") and kind.endswith("+json")):
         what = f"Content-Type {given!r}" if given else "Content-Type missing"
         raise HTTPException(415, f"{what}: {request.method} {shown(request.url.path)} takes application/json, "
                                  '{"steps": [label, ...]}')
+    try:  # the framework parsed it already (a body it cannot parse never gets here); read again, keys counted
+        json.loads(await request.body(), object_pairs_hook=_once_each)
+    except _Repeated as exc:
+        raise HTTPException(422, f"body: key {shown(exc.args[0])} given twice in one object; give it once") from None
+
+
+class _Repeated(ValueError):
+    pass
+
+
+def _once_each(pairs: list) -> dict:
+    out = dict(pairs)
+    if len(out) < len(pairs):
+        seen = set()
+        raise _Repeated(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out
 
 
 def _unparsed_body(detail: str, cause: Optional[BaseException]) -> str:
