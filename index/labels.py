@@ -121,14 +121,30 @@ def check_labels(labels, n: int = 5, new: bool = True) -> list[str]:
     return out
 
 
+# Greek and Cyrillic letters drawn as Latin ones are in most fonts: "Nаruto" with a Cyrillic а reads
+# as "Naruto" and is another class. Folded to the Latin letter, so such a label is said to be alike.
+LOOKALIKES = str.maketrans("АВЕКМНОРСТХІЈЅаеорсухіјѕһԁԛԝӏΑΒΕΖΗΙΚΜΝΟΡΤΥΧοινκυχρ",
+                           "ABEKMHOPCTXIJSaeopcyxijshdqwlABEZHIKMNOPTYXoivkuxp")
+ALIKE = "case, width or look-alike letters"
+
+
 def folded(label: str) -> str:
     """A label as a reader tells it: by letters only, whatever their case or width ("Naruto",
-    "naruto", full-width "ＮＡＲＵＴＯ"), and what draws nothing left out."""
-    return unicodedata.normalize("NFKC", label).casefold().translate(UNSEEN)
+    "naruto", full-width "ＮＡＲＵＴＯ"), Greek or Cyrillic letters drawn as Latin ones read as
+    those, and what draws nothing left out."""
+    return unicodedata.normalize("NFKC", label).translate(LOOKALIKES).casefold().translate(UNSEEN)
+
+
+def differing(label: str, other: str) -> str:
+    """What an alike warning says of how `label` differs from `other`: look-alike letters are named,
+    since they show as the letters they stand for."""
+    names = [f"U+{ord(c):04X} {unicodedata.name(c, '?')}" for c in dict.fromkeys(label + other)
+             if ord(c) in LOOKALIKES]
+    return f"differing only by {ALIKE}" + (f" ({', '.join(names[:3])})" if names else "")
 
 
 def variants(label: str, labels) -> list[str]:
-    """The stored labels that `label`, a new one, differs from only by case or width: a second
+    """The stored labels that `label`, a new one, differs from only by ALIKE: a second
     class a reader can hardly tell from the first (enrolled all the same: the user may mean it)."""
     try:
         if find(label, labels) is not None:
@@ -139,7 +155,7 @@ def variants(label: str, labels) -> list[str]:
 
 
 def alike(label: str, labels) -> list[str]:
-    """The labels of `labels` other than `label` that differ from it only by case or width (a class
+    """The labels of `labels` other than `label` that differ from it only by ALIKE (a class
     renamed to "NARUTO" beside "naruto"): said after the edit, which the user may mean."""
     own = stored_form(label)
     key = folded(own)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from .confidence import DUPLICATE_COSINE
 from .gallery import Gallery
-from .labels import variants
+from .labels import differing, variants
 from .pipeline import Pipeline
 from .records import Crop
 
@@ -59,7 +59,7 @@ def enrol_warnings(pipe: Pipeline, g: Gallery, label: str, crops: list[Crop],
     if not len(g):
         return warnings
     if alike := variants(label, g.labels()):
-        warnings.append(f"label {label!r} is new, but {alike[0]!r} is enrolled, differing only by case or width: "
+        warnings.append(f"label {label!r} is new, but {alike[0]!r} is enrolled, {differing(label, alike[0])}: "
                         f"these go into a second class (enrol as {alike[0]!r} to add to that one)")
     # The best labels only (their own label's score is "lower" when it is not among them): asking for
     # every label would rank the whole gallery for each crop.

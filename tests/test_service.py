@@ -195,19 +195,24 @@ def test_a_gallery_the_service_made_and_then_lost_is_gone_not_empty(model, digit
 
 def test_a_new_label_differing_only_by_case_or_width_is_warned_of(model, digits, tmp_path, capsys):
     from byakugan.embedder import load_image
-    from byakugan.index.labels import variants
+    from byakugan.index.labels import differing, variants
     from byakugan.ui.cli import main
 
     assert variants("NARUTO", {"naruto": 3}) == ["naruto"]
     assert variants("\uff2e\uff41\uff52\uff55\uff54\uff4f", {"naruto": 3}) == ["naruto"]  # full width
     assert variants("naruto", {"naruto": 3}) == [] and variants("sasuke", {"naruto": 3}) == []  # itself; another
     assert variants("nar\u200buto", {"Naruto": 1}) == ["Naruto"]  # what draws nothing does not tell them apart
+    # Cyrillic а and Greek Ν, Α drawn as Latin letters: alike, and the letter named (it shows as the Latin one)
+    assert variants("N\u0430ruto", {"Naruto": 1}) == ["Naruto"] and variants("\u039d\u0391RUTO", {"naruto": 1}) == ["naruto"]
+    assert variants("\u041d\u0430\u0440\u0443\u0442\u043e", {"Naruto": 1}) == []  # Наруто: Cyrillic, read as itself
+    assert differing("N\u0430ruto", "Naruto") == ("differing only by case, width or look-alike letters "
+                                                 "(U+0430 CYRILLIC SMALL LETTER A)")
     svc = GalleryService(tmp_path / "g", model)
     svc.enroll("Naruto", [Crop(n, load_image(p)) for n, p in zip("abc", digits["1"][:3])])
-    said = [w for w in svc.check("naruto", [Crop("x", load_image(digits["1"][3]))]) if "case or width" in w]
-    assert said == ["label 'naruto' is new, but 'Naruto' is enrolled, differing only by case or width: these go "
+    said = [w for w in svc.check("naruto", [Crop("x", load_image(digits["1"][3]))]) if "case, width or look-alike" in w]
+    assert said == ["label 'naruto' is new, but 'Naruto' is enrolled, differing only by case, width or look-alike letters: these go "
                     "into a second class (enrol as 'Naruto' to add to that one)"]
-    assert not [w for w in svc.check("Naruto", [Crop("x", load_image(digits["1"][3]))]) if "case or width" in w]
+    assert not [w for w in svc.check("Naruto", [Crop("x", load_image(digits["1"][3]))]) if "case, width or look-alike" in w]
     assert main(["enroll", str(tmp_path / "g"), "NARUTO", str(digits["1"][4])]) == 0  # enrolled all the same
     assert "'NARUTO' is new, but 'Naruto' is enrolled" in capsys.readouterr().err
     assert GalleryService(tmp_path / "g", model).labels() == {"NARUTO": 1, "Naruto": 3}
@@ -224,4 +229,4 @@ def test_a_rename_into_a_label_differing_only_by_case_or_width_is_said(digit_gal
     assert main(["rename", str(tmp_path / "g"), "0", "\uff21b"]) == 0  # a full-width A, beside nothing alike: quiet
     assert "warning" not in capsys.readouterr().err
     assert main(["rename", str(tmp_path / "g"), "3", "aB"]) == 0
-    assert "'Ａb' is enrolled too, differing from 'aB' only by case or width" in capsys.readouterr().err
+    assert "'Ａb' is enrolled too, differing from 'aB' only by case, width or look-alike letters" in capsys.readouterr().err

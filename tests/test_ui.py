@@ -507,7 +507,7 @@ def test_a_rename_into_a_label_differing_only_by_case_is_said_on_the_page(app, d
     go(app, "Gallery")
     app.text_input(key='rename_to_"2"').input("ONE").run()
     app.button(key='rename_btn_"2"').click().run()
-    assert ("Renamed '2' to 'ONE'. 'one' is enrolled too, differing only by case or width: another class."
+    assert ("Renamed '2' to 'ONE'. 'one' is enrolled too, differing only by case, width or look-alike letters: another class."
             in [plain(s.value) for s in app.success])
 
 

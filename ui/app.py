@@ -22,7 +22,7 @@ from byakugan.ui.acting import RENAME, act, notices, on_click, synced, undoable
 from byakugan.ui.classes import FIND, PAGE, classes_ui, first, more_ui
 from byakugan.ui.live import live_ui
 from byakugan.ui.threshold import threshold_ui
-from byakugan.index.labels import alike, check_label, check_label_in
+from byakugan.index.labels import alike, check_label, check_label_in, differing
 from byakugan.index.warnings import blank
 from byakugan.ui.uploads import enrol_pictures_ui, forget, keep, search_picture_ui
 from byakugan.ui.widgets import (at_width, default_gallery_dir, draw_boxes, iso, md, page_style, page_ui, percents, preview,
@@ -154,11 +154,11 @@ def enrol_ui(svc: GalleryService) -> None:
 
 
 def renamed(svc: GalleryService, old: str, new: str) -> str:
-    """What a rename's notice says: done, and any class it now reads almost as (case or width only)."""
+    """What a rename's notice says: done, and any class it now reads almost as (labels.ALIKE)."""
     new = check_label(new)
     said = f"Renamed {old!r} to {new!r}."
     if others := alike(new, svc.labels()):
-        said += f" {', '.join(map(repr, others[:3]))} is enrolled too, differing only by case or width: another class."
+        said += f" {', '.join(map(repr, others[:3]))} is enrolled too, {differing(new, others[0])}: another class."
     return said
 
 

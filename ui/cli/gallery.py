@@ -12,7 +12,7 @@ from typing import Iterator
 from byakugan.embedder.errors import ImageError
 from byakugan.index.errors import GalleryError
 from byakugan.index.gallery import Gallery
-from byakugan.index.labels import alike, check_label
+from byakugan.index.labels import alike, check_label, differing
 from byakugan.index.milvus import CHOICES
 from byakugan.index.pipeline import Pipeline
 
@@ -130,7 +130,8 @@ def cmd_rename(a: argparse.Namespace) -> int:
     print(f"renamed {a.old!r} to {check_label(a.new)!r} ({n} references)")
     if others := alike(a.new, g.labels()):
         warn(f"{', '.join(map(repr, others[:3]))} {'is' if len(others) == 1 else 'are'} enrolled too, differing from "
-             f"{check_label(a.new)!r} only by case or width: {'a second class' if len(others) == 1 else 'other classes'}")
+             f"{check_label(a.new)!r} {differing(check_label(a.new), others[0]).removeprefix('differing ')}: "
+             f"{'a second class' if len(others) == 1 else 'other classes'}")
     return 0
 
 
