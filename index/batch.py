@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from byakugan.embedder.embedding.progress import bar as progress_bar
 from byakugan.embedder.errors import ImageError
 from byakugan.embedder.images import ImageSource, describe, image_list
 from byakugan.embedder.scoring.fusion import fuse, stack_landmarks
@@ -32,8 +33,6 @@ class Embedded:
 def embed_images(pipe, images: Sequence[ImageSource], fallback: Optional[str] = None,
                  progress: bool = False) -> Embedded:
     """pipe: an index.pipeline.Pipeline."""
-    from tqdm.auto import tqdm
-
     images = image_list(images)
 
     cnn = np.full((len(images), pipe.encoder.dim), np.nan, dtype=np.float32)
@@ -41,8 +40,7 @@ def embed_images(pipe, images: Sequence[ImageSource], fallback: Optional[str] = 
     found: list[bool] = []
     errors: list[Optional[ImageError]] = []
     spent = 0.0
-    bar = tqdm(total=len(images), desc=f"embedding ({pipe.detector_config['name']})", unit="img", leave=False,
-               disable=not progress or len(images) < 2)
+    bar = progress_bar(len(images), progress, f"embedding ({pipe.detector_config['name']})")
     for start in range(0, len(images), CHUNK):  # only a chunk of decoded images is held at a time
         crops: list = []
         for image in images[start : start + CHUNK]:

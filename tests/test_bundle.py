@@ -48,10 +48,13 @@ def test_fresh_process_without_torch_or_streamlit(exported, digit_gallery, digit
     q = str(digits["0"][10])
     script = (
         "import sys, json\n"
-        "sys.modules['streamlit'] = None; sys.modules['torch'] = None; sys.modules['timm'] = None\n"
+        # what a program holding only the bundle's dependencies lacks (README: Export and serve)
+        "for m in ('streamlit', 'torch', 'timm', 'torchvision', 'tqdm', 'fastapi', 'uvicorn', 'matplotlib'):\n"
+        "    sys.modules[m] = None\n"
         "from byakugan.index import bundle\n"
         f"b = bundle.load({str(exported['.zip'])!r})\n"
         f"print(json.dumps(b.search({q!r}, k=3)))\n"
+        f"b.embed({q!r})\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -4,7 +4,17 @@ imports no torch, so it cannot take it from embedding.model)."""
 from __future__ import annotations
 
 
-def bar(total: int, enabled: bool):
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def bar(total: int, enabled: bool, desc: str = "embedding"):
+    if not enabled or total < 2:  # tqdm only where a bar is shown: a bundle's user may not have it
+        return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="img", desc="embedding", disable=not enabled or total < 2, leave=False)
+    return tqdm(total=total, unit="img", desc=desc, leave=False)
