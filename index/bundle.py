@@ -26,7 +26,8 @@ from byakugan.embedder.scoring.adapt import Adaptation
 from byakugan.embedder.scoring.cohort import load_cohort
 
 from byakugan.embedder.detection import list_detectors
-from byakugan.embedder.detection.hands import hand_settings
+from byakugan.embedder.detection.hands import hand_settings, import_mediapipe
+from byakugan.embedder.detection.requires import MissingPackage, mediapipe_ready
 from byakugan.embedder.errors import ByakuganError
 
 from . import bundle_check as check
@@ -114,8 +115,11 @@ class Bundle:
         try:
             if detector["name"] == "hand":
                 hand_settings(detector)
+                mediapipe_ready(import_mediapipe)  # imported (0.4 s), not started
             else:  # the pipeline's own: made once, kept for the searches
                 self.pipeline.detector
+        except MissingPackage as exc:  # this program's packages, not the bundle's files
+            raise BundleError(f"bundle {self._origin}: {exc}") from None
         except Exception as exc:  # OpenCV's and onnxruntime's own error types, or ModelError
             raise BundleError(f"bundle {self._origin}: {', '.join(files) or 'config.json'}: not a working "
                               f"{detector['name']} detector ({_last_line(exc)})") from None

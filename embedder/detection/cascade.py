@@ -11,6 +11,7 @@ from PIL import Image
 from ..errors import ModelError
 from .assets import ANIMEFACE_CASCADE, fetch
 from .base import Detection, make_settings
+from .requires import opencv
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def check_settings(detector: str, settings, rules: dict[str, tuple[type, float, 
 
 def load_classifier(detector: str, path: str):
     """An OpenCV cascade from its file; one that OpenCV cannot read is one ModelError naming the file."""
-    import cv2
+    cv2 = opencv(detector)
 
     try:
         cascade = cv2.CascadeClassifier(path)
@@ -95,8 +96,7 @@ def anime_face(config: dict) -> CascadeDetector:
 
 
 def face(config: dict) -> CascadeDetector:
-    import cv2
-
+    cv2 = opencv("face")
     settings = {k: v for k, v in config.items() if k != "name"}
     settings.setdefault("grow_up", 0.1)
     path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"

