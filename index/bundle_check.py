@@ -100,9 +100,9 @@ def _check_landmarks(lm: object, dim: int, where: str) -> None:
         return
     if not isinstance(lm, dict) or _text(lm, ("name", "fingerprint", "file", "input")):
         raise BundleError(f"{where}: 'landmarks' must be an object with text name, fingerprint, file and input")
-    if not _count(lm.get("dim"), 1, MAX_DIM) or not _finite(lm.get("weight")) or not lm["weight"] >= 0:
+    if not _count(lm.get("dim"), 1, MAX_DIM) or not _finite(lm.get("weight")) or not 0 <= lm["weight"] < 1:
         raise BundleError(f"{where}: landmarks dim {lm.get('dim')!r} and weight {lm.get('weight')!r} must be a "
-                          f"positive integer and a finite number >= 0")
+                          f"positive integer and a number from 0 to below 1 (the landmarks' share of the score)")
     if lm.get("split", dim) != dim:  # where the fused vector changes from the image's part to the hand's
         raise BundleError(f"{where}: landmarks split {lm['split']!r} is not the model dim {dim}")
 

@@ -294,6 +294,9 @@ MUTATIONS = {
                                  "config.json: not a working none detector \\(ModelError: detector none: no setting 'min_score'"),
     "hand detector setting bad": (_json_edit("config.json", lambda o: o.update(detector={"name": "hand", "max_hands": "many"})),
                                   "config.json: not a working hand detector .*max_hands 'many' must be an integer from 1 to 10"),
+    "landmark weight 1": (_json_edit("config.json", lambda o: o.update(landmarks={
+        "name": "l", "fingerprint": "f", "file": "model.onnx", "input": "x", "dim": 4, "weight": 1.0})),
+        "config.json: landmarks dim 4 and weight 1.0 must be a positive integer and a number from 0 to below 1"),
     "index rows zero": (_index_edit(lambda v, ids: _faiss(v.shape[1], 0, v * 0, ids)), "index.faiss: .*zero vectors"),
     "IVF index NaN": (_index_edit(lambda v, ids: _ivf(v, ids, nan_at="list")), "index.faiss: holds NaN, infinite or zero vectors"),
     "IVF centroid NaN": (_index_edit(lambda v, ids: _ivf(v, ids, nan_at="centroid")),
