@@ -147,3 +147,31 @@ def test_a_bad_watch_setting_is_a_json_error(gallery_copy):
         with TestClient(create_app(gallery_copy)).websocket_connect(f"/watch?embed_every={value}") as ws:
             error = ws.receive_json()["error"]
         assert f"embed_every {value[:20]!r}" in error or f"embed_every {value}" in error
+
+
+def test_serve_stopped_by_kill_exits_143_after_its_clean_up(digit_gallery, tmp_path):
+    """As every command (README: Stopping): a service manager's SIGTERM is told from a clean exit."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "byakugan.ui.cli", "serve", str(digit_gallery), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "interrupted (SIGTERM)" in err
