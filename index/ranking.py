@@ -90,8 +90,11 @@ class Recognition:
 
     def to_dict(self) -> dict:
         """The JSON form the CLI, the server and a bundle give: box, found, match, hits, labels[, landmarks]."""
+        match = self.match.to_dict()
+        if self.calibration is not None:  # False: the confidences are the uncalibrated curve, 50% at the threshold
+            match["calibrated"] = self.calibration.fitted
         out = {"box": list(self.box), "found": self.found, **({"whole": True} if self.whole else {}),
-               "match": self.match.to_dict(), **self.result.to_dict(self.calibration)}
+               "match": match, **self.result.to_dict(self.calibration)}
         if self.landmarks is not None:
             out["landmarks"] = self.landmarks
         return out

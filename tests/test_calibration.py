@@ -126,6 +126,20 @@ def test_gallery_confidence_is_the_same_live_in_json_and_in_the_bundle(digit_gal
     cli = json.loads(capsys.readouterr().out)[0]["detections"][0]
     assert cli["match"]["confidence"] == pytest.approx(live.match.confidence, abs=1e-4)
     assert cli["found"] is True and cli["match"]["cosine"] == pytest.approx(cli["match"]["score"], abs=1e-6)
+    assert cli["match"]["calibrated"] is True and got["match"]["calibrated"] is True
+
+
+def test_search_says_when_its_confidence_is_not_calibrated_yet(model, digits, tmp_path, capsys):
+    """One class gives no stranger's evidence: the curve is centred on the threshold, and the answer says so."""
+    from .conftest import new_gallery
+
+    pipe, g = new_gallery(model, tmp_path / "g")
+    pipe.enroll(g, "1", digits["1"][:3])
+    g.save()
+    assert main(["search", str(tmp_path / "g"), str(digits["1"][5]), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["detections"][0]["match"]["calibrated"] is False
+    assert main(["search", str(tmp_path / "g"), str(digits["1"][5])]) == 0
+    assert "; confidence not calibrated yet: 50% is the threshold)" in capsys.readouterr().out.splitlines()[0]
 
 
 def test_calibration_follows_edits(digit_gallery, digits, tmp_path):

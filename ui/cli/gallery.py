@@ -71,7 +71,8 @@ def _print_answer(item: dict, boxed: bool) -> None:
         said = f"{printable(m['label'])} ({m['confidence']:.0%} confident" if m["known"] else \
             f"unknown (nearest {printable(m['nearest'])}, {m['confidence']:.0%} confident, below the {m['threshold_confidence']:.0%} needed"
         print(f"{printable(item['image'])}{where}: {said}; score {m['score']:.3f}, threshold {m['threshold']:.3f} = "
-              f"{m['threshold_confidence']:.0%})")
+              f"{m['threshold_confidence']:.0%}" + ("; confidence not calibrated yet: 50% is the threshold)"
+                                                   if m.get("calibrated") is False else ")"))
         nearest = {}  # labels as they were ranked, each with its nearest reference among the hits
         for h in d["hits"]:
             nearest.setdefault(h["label"], h["source"])
