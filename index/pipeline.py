@@ -176,7 +176,7 @@ class Pipeline:
                 name: Optional[str] = None) -> list[Region]:
         """The detections of an image in the detector's order (only the first unless every), cropped; the
         whole image when none is found and fallback == "whole", else []."""
-        check_fallback(fallback)
+        fallback = check_fallback(fallback)
         img = load_image(image, name=name)
         found: list[Detection] = self.detector(img)
         if not found:

@@ -275,10 +275,12 @@ def check_threshold(value, lowest: float = -1.0, highest: float = 1.0, unit: str
     return float(value)
 
 
-def check_fallback(fallback) -> None:
-    """What a search does where nothing is detected: "whole" searches the whole image; None answers nothing."""
-    if fallback not in (None, "whole"):
-        raise GalleryError(f"fallback {fallback!r}: must be 'whole' (search the whole image) or None")
+def check_fallback(fallback) -> Optional[str]:
+    """What a search does where nothing is detected: "whole" searches the whole image; None (or
+    "none", as the CLI and the server spell it) answers nothing."""
+    if fallback not in (None, "whole", "none"):
+        raise GalleryError(f"fallback {shown(fallback)}: must be 'whole' (search the whole image), or 'none' or None")
+    return None if fallback == "none" else fallback
 
 
 def check_k(k) -> int:

@@ -387,6 +387,7 @@ def test_bundle_search_arguments_are_checked_in_one_line(exported, digits):
             b.search(digits["3"][0], k=k)
     with pytest.raises(GalleryError, match="fallback 'bogus': must be 'whole'"):
         b.search(digits["3"][0], fallback="bogus")
+    assert b.search(digits["3"][0], fallback="none") == b.search(digits["3"][0], fallback=None)  # as the CLI spells it
     assert b.search(digits["3"][0], k=np.int64(2))[0]["match"]["label"] == "3"
     with pytest.raises(GalleryError, match="threshold 1000+\\.\\.\\.: must be"):  # not an OverflowError
         b.search(digits["3"][0], threshold=10 ** 400)
