@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 from typing import Union
 
@@ -114,8 +115,10 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: 
         raise
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image (format not recognised)") from None
-    except Image.DecompressionBombError:
-        raise ImageError(f"{name}: image too large (decompression bomb check)") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own check, in open(), before ours could read the size
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        raise ImageError(f"{name}: image too large: {pixels.group(1) + ' pixels' if pixels else 'past Pillow’s bomb check'}, "
+                         f"limit is {max_pixels}") from None
     except PermissionError as exc:  # the file is sound; this user may not read it
         raise ImageError(f"{name}: cannot be read ({exc.strerror or exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:

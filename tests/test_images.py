@@ -62,3 +62,12 @@ def test_missing_directory_and_too_large(tmp_path):
     Image.new("RGB", (300, 200)).save(p)
     with pytest.raises(ImageError, match=r"too large: 300x200 = 60000 pixels, limit is 50000"):
         load_image(p, max_pixels=50_000)
+    # A header saying 20000 x 20000: Pillow's own bomb check refuses it in open(), before ours; sizes said all the same
+    import struct
+    import zlib
+
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    (tmp_path / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr
+                                        + struct.pack(">I", zlib.crc32(ihdr)) + b"\0\0\0\0IEND\xaeB`\x82")
+    with pytest.raises(ImageError, match=r"bomb.png: image too large: 400000000 pixels, limit is 40000000$"):
+        load_image(tmp_path / "bomb.png")
