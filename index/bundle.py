@@ -55,6 +55,9 @@ def _verify(d: Path, origin: Path) -> dict:
     try:
         manifest = json.loads((d / MANIFEST).read_text())
     except (FileNotFoundError, IsADirectoryError):
+        if any((d / name).is_file() for name in ("gallery.db", "gallery.json")):  # what a user may take for one
+            raise BundleError(f"bundle {origin}: is a gallery folder, not a bundle; `byakugan export {origin} OUT.zip` "
+                              "makes one (the CLI, the server and Gallery.open read the folder itself)") from None
         raise BundleError(f"bundle {origin}: {MANIFEST} missing; not a byakugan bundle") from None
     except (ValueError, RecursionError) as exc:  # nested too deep; a number of 5,000 digits (ValueError)
         raise BundleError(f"bundle {origin}: {MANIFEST} is not valid JSON ({exc})") from None
@@ -236,6 +239,8 @@ def load(path: os.PathLike | str) -> Bundle:
     """Open a bundle directory, .zip or .tar.gz, checking every file against the manifest."""
     if not isinstance(path, (str, os.PathLike)):
         raise BundleError(f"bundle {path!r}: must be a path (a str or os.PathLike)")
+    if not str(path).strip():  # Path("") is the working folder
+        raise BundleError(f"bundle {str(path)!r}: is empty; give a bundle's directory, .zip or .tar.gz")
     p = Path(path)
     if not p.exists():
         raise BundleError(f"bundle {p}: does not exist")

@@ -380,6 +380,13 @@ def test_a_pipe_named_as_a_bundle_is_refused_not_waited_on(tmp_path):
         load(tmp_path / "b.zip")
 
 
+def test_an_empty_path_or_a_gallery_folder_is_told_apart_from_a_bundle(digit_gallery):
+    with pytest.raises(BundleError, match=r"bundle '': is empty"):
+        load("")
+    with pytest.raises(BundleError, match=r"is a gallery folder, not a bundle; `byakugan export .* OUT.zip` makes one"):
+        load(digit_gallery)
+
+
 def test_bundle_search_arguments_are_checked_in_one_line(exported, digits):
     b = load(exported[".zip"])
     for k in ("5", 0, True, 2.0):
