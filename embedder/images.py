@@ -6,7 +6,7 @@ import io
 import os
 import re
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -118,7 +118,7 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: 
     except Image.DecompressionBombError as exc:  # Pillow's own check, in open(), before ours could read the size
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
         raise ImageError(f"{name}: image too large: {pixels.group(1) + ' pixels' if pixels else 'past Pillow’s bomb check'}, "
-                         f"limit is {max_pixels}") from None
+                         f"limit is {min(max_pixels, 2 * Image.MAX_IMAGE_PIXELS)}") from None
     except PermissionError as exc:  # the file is sound; this user may not read it
         raise ImageError(f"{name}: cannot be read ({exc.strerror or exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -153,3 +153,21 @@ def thumbnail_jpeg(image: ImageSource, size: int) -> bytes:
     buf = io.BytesIO()
     small.save(buf, "JPEG", quality=85)
     return buf.getvalue()
+
+
+# Below these a picture holds nothing to tell a class by: a few pixels, or one colour (the grey levels'
+# spread under 2 of 255, as a blank scan, a black frame or a solid fill give; JPEG noise stays under it).
+MIN_SIDE = 8
+MIN_SPREAD = 2.0
+
+
+def blank(image: Image.Image) -> Optional[str]:
+    """Why a crop is blank (enrolled, it only adds weight to its class; searched, any label it gets
+    means nothing), or None. Cheap: no embedding."""
+    w, h = image.size
+    if min(w, h) < MIN_SIDE:
+        return f"only {w}x{h} pixels, too few to tell a class by"
+    grey = np.asarray(image.convert("L").resize((min(w, 64), min(h, 64))), np.float32)
+    if grey.std() < MIN_SPREAD:
+        return "one flat colour, nothing to tell a class by"
+    return None

@@ -55,7 +55,7 @@ def _verify(d: Path, origin: Path) -> dict:
     try:
         manifest = json.loads((d / MANIFEST).read_text())
     except (FileNotFoundError, IsADirectoryError):
-        if any((d / name).is_file() for name in ("gallery.db", "gallery.json")):  # what a user may take for one
+        if d == origin and any((d / name).is_file() for name in ("gallery.db", "gallery.json")):  # taken for one
             raise BundleError(f"bundle {origin}: is a gallery folder, not a bundle; `byakugan export {origin} OUT.zip` "
                               "makes one (the CLI, the server and Gallery.open read the folder itself)") from None
         raise BundleError(f"bundle {origin}: {MANIFEST} missing; not a byakugan bundle") from None

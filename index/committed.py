@@ -9,7 +9,7 @@ import re
 import sqlite3
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from byakugan.embedder.errors import ByakuganWarning
 
@@ -30,9 +30,26 @@ def reader(f: Path, **kw) -> sqlite3.Connection:
     read-only media still answers. The path goes as a file: URI with its characters escaped (a
     folder named `a?b` must not open `a`)."""
     f = Path(f).absolute()
-    wal = f.with_name(f.name + "-wal")
-    still = not os.access(f.parent, os.W_OK) and not (wal.is_file() and wal.stat().st_size)
-    return sqlite3.connect(f"{f.as_uri()}?{'immutable=1' if still else 'mode=ro'}", uri=True, **kw)
+    return sqlite3.connect(f"{f.as_uri()}?{'immutable=1' if still(f) else 'mode=ro'}", uri=True, **kw)
+
+
+def still(f: Path) -> bool:
+    """Whether the database f is read as immutable (reader): its folder unwritable here, no write under way."""
+    wal = Path(f).with_name(Path(f).name + "-wal")
+    return not os.access(Path(f).parent, os.W_OK) and not (wal.is_file() and wal.stat().st_size)
+
+
+def stamp(f: Path) -> tuple:
+    """What changes when anyone writes the database f: read before and after an immutable read,
+    which takes no lock (another user may write a folder this one cannot), to read again if it moved."""
+    out = []
+    for p in (Path(f), Path(f).with_name(Path(f).name + "-wal"), Path(f).with_name(Path(f).name + "-journal")):
+        try:
+            st = p.stat()
+            out.append((st.st_size, st.st_mtime_ns, st.st_ino))
+        except FileNotFoundError:
+            out.append(None)
+    return tuple(out)
 
 
 def exists(directory: Path) -> bool:
@@ -127,3 +144,30 @@ def tidy(directory: Path, remove: Callable[[], None]) -> None:
         warnings.warn(f"gallery {directory}: saved, but a file it no longer needs could not be removed "
                       f"({os.fsdecode(exc.filename) + ': ' if exc.filename else ''}{exc.strerror or exc}); "
                       "it only takes space", ByakuganWarning, stacklevel=3)
+
+
+def snapshot(directory: Path, queries, last: bool = True) -> Optional[list]:
+    """Each query's rows, read in one snapshot of the directory's database; None where it was read
+    as immutable (a folder this user cannot write: SQLite then takes no lock and BEGIN makes no
+    snapshot) and another user wrote it meanwhile, which the file's stamp tells: read again then
+    (on the `last` try, GalleryError)."""
+    f = directory / DB_FILE
+    frozen = still(f)
+    before = stamp(f) if frozen else None
+    con = reader(f, timeout=60, isolation_level=None)
+    try:
+        con.execute("BEGIN")
+        rows = [list(con.execute(q)) for q in queries]
+        con.execute("COMMIT")
+    except (sqlite3.Error, ValueError) as exc:
+        if frozen and not last and stamp(f) != before:
+            return None
+        raise GalleryError(f"gallery {directory}: {DB_FILE} is {not_read(exc)}") from None
+    finally:
+        con.close()
+    if frozen and stamp(f) != before:
+        if not last:
+            return None
+        raise GalleryError(f"gallery {directory}: {DB_FILE} kept changing while it was read (another user "
+                           "writing it); try again")
+    return rows

@@ -42,7 +42,7 @@ from .ranking import Reference
 from .store import retire as retire_first_format
 from .vectorfile import live_blocks, write_vectors
 from . import checkpoint as checkpoints
-from .committed import CHECKPOINT, DB_FILE, UNWRITABLE, VECTORS, exists, not_read, readable, reader, tidy, version  # noqa: F401 (exists: the folder's API)
+from .committed import CHECKPOINT, DB_FILE, UNWRITABLE, VECTORS, exists, not_read, readable, reader, snapshot, tidy, version  # noqa: F401 (exists: the folder's API)
 from .quantised import PQStore
 from .vectors import FlatStore
 
@@ -60,6 +60,8 @@ SCHEMA = (  # created inside the first save's transaction: a save that died leav
 MISTYPED = ("SELECT COUNT(*) FROM refs WHERE typeof(label) != 'text' OR typeof(source) != 'text' "
             "OR typeof(added) != 'text' OR typeof(row) != 'integer'")
 NOT_SETTINGS = ("references", "storage", "index_file", "index_sha256")
+SNAPSHOT = ("SELECT key, value FROM settings", "SELECT id, label, source, added, row FROM refs ORDER BY row", MISTYPED,
+            "SELECT start, rows, sha256 FROM pieces ORDER BY start")
 
 
 def _connect(directory: Path, write: bool) -> sqlite3.Connection:
@@ -92,18 +94,9 @@ def load(directory: Path, attempts: int = 5):
     """(meta with its "references" list, the vector store) as the last committed save left them."""
     readable(directory)  # damaged, or another program's: said before anything is read
     for attempt in range(attempts):
-        con = _connect(directory, write=False)
-        try:
-            con.execute("BEGIN")  # one snapshot for every read
-            meta = _settings(directory, con.execute("SELECT key, value FROM settings"))
-            refs = list(con.execute("SELECT id, label, source, added, row FROM refs ORDER BY row"))
-            mistyped = con.execute(MISTYPED).fetchone()[0]
-            pieces = list(con.execute("SELECT start, rows, sha256 FROM pieces ORDER BY start"))
-            con.execute("COMMIT")
-        except (sqlite3.Error, ValueError) as exc:
-            raise GalleryError(f"gallery {directory}: {DB_FILE} is {not_read(exc)}") from None
-        finally:
-            con.close()
+        if (rows := snapshot(directory, SNAPSHOT, last=attempt + 1 == attempts)) is None:
+            continue  # written meanwhile by another user, under an immutable read: read again
+        meta, refs, mistyped, pieces = _settings(directory, rows[0]), rows[1], rows[2][0][0], rows[3]
         if meta.get("version") not in READS:  # a later format may store what this code would misread
             raise GalleryError(f"gallery {directory}: format version {meta.get('version')!r} is not one this byakugan "
                                f"reads ({' or '.join(map(str, READS))}); it was saved by another version")

@@ -130,16 +130,22 @@ ALIKE = "case, width or look-alike letters"
 
 def folded(label: str) -> str:
     """A label as a reader tells it: by letters only, whatever their case or width ("Naruto",
-    "naruto", full-width "ＮＡＲＵＴＯ"), Greek or Cyrillic letters drawn as Latin ones read as
-    those, and what draws nothing left out."""
-    return unicodedata.normalize("NFKC", label).translate(LOOKALIKES).casefold().translate(UNSEEN)
+    "naruto", full-width "ＮＡＲＵＴＯ"), and what draws nothing left out."""
+    return unicodedata.normalize("NFKC", label).casefold().translate(UNSEEN)
+
+
+def looks(label: str) -> str:
+    """A label as it looks: folded, with Greek and Cyrillic letters drawn as Latin ones read as
+    those (before the case is folded, and after: "ТОР" looks as "TOP" does)."""
+    return unicodedata.normalize("NFKC", label).translate(LOOKALIKES).casefold().translate(LOOKALIKES).translate(UNSEEN)
 
 
 def differing(label: str, other: str) -> str:
     """What an alike warning says of how `label` differs from `other`: look-alike letters are named,
     since they show as the letters they stand for."""
-    names = [f"U+{ord(c):04X} {unicodedata.name(c, '?')}" for c in dict.fromkeys(label + other)
-             if ord(c) in LOOKALIKES]
+    names = [] if folded(label) == folded(other) else \
+        [f"U+{ord(c):04X} {unicodedata.name(c, '?')}" for c in dict.fromkeys(label + other)
+         if ord(c) in LOOKALIKES and (c in label) != (c in other)]  # in one only: what tells them apart
     return f"differing only by {ALIKE}" + (f" ({', '.join(names[:3])})" if names else "")
 
 
@@ -158,11 +164,26 @@ def alike(label: str, labels) -> list[str]:
     """The labels of `labels` other than `label` that differ from it only by ALIKE (a class
     renamed to "NARUTO" beside "naruto"): said after the edit, which the user may mean."""
     own = stored_form(label)
-    key = folded(own)
-    return [x for x in labels if isinstance(x, str) and x != own and folded(x) == key]
+    key, look = folded(own), looks(own)
+    return [x for x in labels if isinstance(x, str) and x != own and (folded(x) == key or looks(x) == look)]
 
 
 def some(labels, n: int = 20) -> str:
     """The first n labels for an error message, and how many more (a gallery may hold a million)."""
     names = list(labels)
     return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "") or "none"
+
+
+def renames(before, after) -> dict[str, str]:
+    """The labels an edit between two states of a gallery (index.Gallery) renamed, old -> new: a
+    label gone whose references all carry one other label now (a rename keeps the references; into
+    a label that existed, they join it). A live stream goes on with them (index.tracker)."""
+    now = after.labels()
+    gone = [label for label in before.labels() if label not in now]
+    out = {}
+    for label in gone if before is not after else []:  # a scan of the references, only where a label went
+        ids = {r.id for r in before.references(label)}
+        into = [r.label for r in after.references() if r.id in ids]
+        if len(into) == len(ids) and len(set(into)) == 1:
+            out[label] = into[0]
+    return out

@@ -18,7 +18,7 @@ from PIL import Image
 from byakugan.embedder.detection import Detection, create_detector
 from byakugan.embedder.detection.base import whole
 from byakugan.embedder.errors import ImageError
-from byakugan.embedder.images import ImageSource, describe, image_list, load_image
+from byakugan.embedder.images import ImageSource, blank, describe, image_list, load_image
 from byakugan.embedder.scoring.cohort import offsets
 from byakugan.embedder.scoring.fusion import fuse, query_form, stack_landmarks
 from byakugan.embedder.scoring.adapt import advised, advised_threshold
@@ -31,7 +31,7 @@ from .batch import Embedded, embed_images
 from .enrol_inputs import one_each, sources_of
 from .gallery import Gallery
 from .model_check import check_fits, check_gallery, load_gallery_model, load_model
-from .ranking import Match, Recognition, SearchResult, check_fallback, check_k
+from .ranking import Match, Recognition, SearchResult, blank_answer, check_fallback, check_k
 from .settings import GallerySettings, colourless_spec
 from .vectors import stored_form
 
@@ -274,9 +274,9 @@ class Pipeline:
         results = self.search(gallery, self.embed_regions([r.crop for r in found], [r.landmarks for r in found]), k)
         cal = self.calibration(gallery)
         threshold = self.threshold(gallery) if threshold is None else threshold
-        return [Recognition(r.box, gallery.match(res, threshold, cal), res,
-                            (r.landmarks is not None) if self.fused else None, r.found, cal, r.whole)
-                for r, res in zip(found, results)]
+        return [Recognition(r.box, blank_answer(gallery.match(res, threshold, cal), why), res,
+                            (r.landmarks is not None) if self.fused else None, r.found, cal, r.whole, why)
+                for r, res in zip(found, results) for why in [blank(r.crop)]]
 
     def enroll(self, gallery: Gallery, label: str, images: Sequence[ImageSource], sources: Optional[Sequence[str]] = None,
                fallback: Optional[str] = None) -> list[int]:

@@ -1,11 +1,11 @@
-"""Ranking references and labels for query vectors, and the typed results every interface gets
-(numpy only, no torch: an exported bundle ranks with it too)."""
+"""Ranking references and labels for query vectors into the typed results every interface gets
+(index.results; numpy only, no torch: an exported bundle ranks with it too)."""
 
 from __future__ import annotations
 
 import math
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Mapping, Optional
 
 import numpy as np
@@ -13,92 +13,9 @@ import numpy as np
 from byakugan.embedder.scoring.calibration import Calibration
 
 from .errors import GalleryError, shown
+from .results import UNKNOWN, Hit, Match, Recognition, Reference, SearchResult, blank_answer  # noqa: F401 (imported from here too)
 from .counts import LabelCounts, Members
 from .vectors import VectorStore, deep_costs, leaves_out
-
-UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True)
-class Reference:
-    id: int
-    label: str
-    source: str
-    added: str  # ISO 8601, UTC
-
-
-@dataclass(frozen=True)
-class Hit:
-    id: int
-    label: str
-    score: float
-    source: str
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    hits: list[Hit]  # top-k references, best first
-    labels: list[tuple[str, float]]  # top-k labels by their best reference score, best first
-    offset: float = 0.0  # taken off every score by cohort normalisation
-    lift: float = 0.0  # added to the best label's score by adaptation: its score + offset - lift is its cosine
-
-    def to_dict(self, calibration: Optional[Calibration] = None) -> dict:
-        labels = [{"label": lab, "score": s} for lab, s in self.labels]
-        if calibration is not None:
-            for entry in labels:
-                entry["confidence"] = round(calibration.confidence(entry["score"]), 4)
-        return {"hits": [asdict(h) for h in self.hits], "labels": labels}
-
-
-@dataclass(frozen=True)
-class Match:
-    label: str  # UNKNOWN when the best score is below the threshold
-    score: float
-    nearest: str  # best label even when below the threshold
-    threshold: float
-    cosine: Optional[float] = None  # the nearest label's cosine: its score before cohort normalisation and adaptation
-    confidence: Optional[float] = None  # 0-1, the score on the gallery's calibrated scale
-    threshold_confidence: Optional[float] = None  # the threshold on that scale
-
-    @property
-    def known(self) -> bool:
-        return self.label != UNKNOWN
-
-    def to_dict(self) -> dict:
-        return dict(asdict(self), known=self.known)
-
-
-@dataclass(frozen=True)
-class Recognition:
-    """The answer for one detection in an image: where it is, and what it matched."""
-
-    box: tuple[int, int, int, int]  # x, y, width, height in image pixels
-    match: Match
-    result: SearchResult
-    landmarks: Optional[bool] = None  # fused hand gallery: whether this detection had landmarks
-    found: bool = True  # False: nothing was detected, so the whole image was searched
-    calibration: Optional[Calibration] = None  # the gallery's, for the labels' confidences
-    whole: bool = False  # found, and the whole image: the detector took it as the face (it fills the picture)
-
-    @property
-    def hits(self) -> list[Hit]:
-        return self.result.hits
-
-    @property
-    def labels(self) -> list[tuple[str, float]]:
-        return self.result.labels
-
-    def to_dict(self) -> dict:
-        """The JSON form the CLI, the server and a bundle give: box, found, match, hits, labels[, landmarks]."""
-        match = self.match.to_dict()
-        if self.calibration is not None:  # False: the confidences are the uncalibrated curve, 50% at the threshold
-            match["calibrated"] = self.calibration.fitted
-        out = {"box": list(self.box), "found": self.found, **({"whole": True} if self.whole else {}),
-               "match": match, **self.result.to_dict(self.calibration)}
-        if self.landmarks is not None:
-            out["landmarks"] = self.landmarks
-        return out
-
 
 def search(index: VectorStore, refs: Mapping[int, Reference], emb: np.ndarray, k: int,
            protos: Optional[tuple[list[str], np.ndarray]] = None, offset: Optional[np.ndarray] = None,

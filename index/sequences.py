@@ -160,12 +160,20 @@ class SequenceMatcher:
         self._partials = [p for p in kept if p.name not in fired]
         return fired
 
-    def follow(self, sequences: Mapping[str, tuple[str, ...]]) -> None:
-        """Follow these sequences from now on (the gallery's were edited): a performance under way
-        goes on where its sequence is unchanged, and is dropped where it was removed or changed."""
+    def follow(self, sequences: Mapping[str, tuple[str, ...]], renamed: Optional[Mapping[str, str]] = None,
+               max_gap: Optional[float] = None, min_hold: Optional[float] = None) -> None:
+        """Follow these sequences from now on (the gallery's were edited, or the stream's settings):
+        a performance under way goes on where its sequence is unchanged (but for labels `renamed`,
+        old -> new, which the label held is renamed by too), and is dropped where it was removed or
+        changed; max_gap and min_hold, where given, apply from now on."""
+        renamed = dict(renamed or {})
         new = {n: tuple(s) for n, s in sequences.items()}
-        self._partials = [p for p in self._partials if new.get(p.name) == self.sequences[p.name]]
+        self._partials = [p for p in self._partials
+                          if new.get(p.name) == tuple(renamed.get(x, x) for x in self.sequences[p.name])]
         self.sequences = new
+        self._current = renamed.get(self._current, self._current)
+        self.max_gap = self.max_gap if max_gap is None else float(max_gap)
+        self.min_hold = self.min_hold if min_hold is None else float(min_hold)
 
     def reset(self) -> None:
         self._partials: list[_Partial] = []

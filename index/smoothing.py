@@ -50,6 +50,16 @@ class Smoother:
             self.label = None
         return self.label
 
+    def carried(self, settings: SmoothingSettings, renamed: Optional[dict] = None) -> "Smoother":
+        """A smoother under other settings (a longer or shorter window) or labels (`renamed`: old ->
+        new) that goes on from this one: its last votes and its steady label kept, so a label held
+        through the change is not dropped and taken up again as a new one."""
+        out = Smoother(settings)
+        renamed = renamed or {}
+        out._votes.extend((renamed.get(v, v), score) for v, score in self._votes)
+        out.label = renamed.get(self.label, self.label)
+        return out
+
     @property
     def score(self) -> float:
         """The mean score of the steady label's votes in the window (0 without one)."""

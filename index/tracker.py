@@ -18,6 +18,7 @@ from .errors import GalleryError
 from .gallery import Gallery
 from .pipeline import Pipeline
 from .sequences import SequenceMatcher, is_seconds
+from .labels import renames
 from .smoothing import Smoother, SmoothingSettings
 
 Box = tuple[int, int, int, int]
@@ -62,9 +63,17 @@ class TrackState:
     label: Optional[str]  # the smoothed label; None while none is steady
     score: float  # the smoothed label's mean score over the window
     raw: Optional[str]  # this frame's own answer ("unknown" below the threshold; None: not embedded)
+    confidence: Optional[float] = None  # the score on the gallery's 0-1 scale (as a search's); None without a label
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "box": list(self.box), "label": self.label, "score": round(self.score, 4), "raw": self.raw}
+        return {"id": self.id, "box": list(self.box), "label": self.label, "score": round(self.score, 4), "raw": self.raw,
+                "confidence": None if self.confidence is None else round(self.confidence, 4)}
+
+    def said(self) -> str:
+        """The label as a person reads it: with its confidence, as searches show it."""
+        if not self.label:
+            return "not steady yet"
+        return f"{self.label} {self.confidence:.0%}" if self.confidence is not None else f"{self.label} {self.score:.2f}"
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,7 @@ class Tracker:
         self._lost: list[tuple[float, Box, SequenceMatcher]] = []  # (when, last box, matcher) of tracks lost lately
         self._next_id = 0
         self._frame = 0
+        self._calibration = None  # the gallery's (index.confidence), from the last answers
 
     def update(self, frame: ImageSource, t: Optional[float] = None) -> FrameResult:
         """Detect, embed (every embed_every-th frame), follow and smooth one frame taken at t seconds
@@ -154,19 +164,27 @@ class Tracker:
         self._lost = [(t, tr.box, tr.matcher) for tr in self._tracks if tr.missed > self.settings.max_missed][::-1] + \
             [lost for lost in self._lost if t - lost[0] <= self.settings.max_gap]
         self._tracks = [tr for tr in self._tracks if tr.missed <= self.settings.max_missed]
-        states = tuple(TrackState(tr.id, tuple(int(v) for v in tr.box), tr.smoother.label, tr.smoother.score, tr.raw)
+        # Raw scores read differently per model and scoring (cohort-normalised ones near 0, fused hand
+        # ones past 1): each steady label also on the gallery's calibrated scale, as its answers give it.
+        cal = self._calibration = answers[0].calibration if answers else self._calibration
+        states = tuple(TrackState(tr.id, tuple(int(v) for v in tr.box), tr.smoother.label, tr.smoother.score, tr.raw,
+                                  float(cal.confidence(tr.smoother.score)) if tr.smoother.label and cal else None)
                        for tr in self._tracks if tr.missed == 0)
         return FrameResult(t, n, states, tuple(events), time.perf_counter() - start)
 
     def take_over(self, old: "Tracker") -> None:
         """Go on with the stream `old` followed (its tracks, their votes, the sequences under way
-        and its frame count), as this tracker's gallery has it: after an edit, a stream is not
-        reset. Sequences that were removed or changed are dropped from the performances under way."""
-        if old.settings != self.settings:  # other votes, gaps or holds: the stream starts again under them
-            return
+        and its frame count), as this tracker's gallery and settings have it: after an edit or a
+        change of settings, a stream is not reset, and a label held through it is not taken as a
+        new step (nor is one renamed meanwhile). Sequences that were removed or changed are dropped
+        from the performances under way."""
+        s, renamed = self.settings, renames(old.gallery, self.gallery)
         self._tracks, self._lost, self._next_id, self._frame = old._tracks, old._lost, old._next_id, old._frame
+        self._calibration = old._calibration  # until this gallery's first answers
+        for tr in self._tracks:
+            tr.smoother = tr.smoother.carried(s.smoothing, renamed)
         for matcher in [tr.matcher for tr in self._tracks] + [m for _, _, m in self._lost]:
-            matcher.follow(self.sequences)
+            matcher.follow(self.sequences, renamed, s.max_gap, s.min_hold)
         old._tracks, old._lost = [], []
 
     def close(self) -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-from PIL import Image
+
+from byakugan.embedder.images import blank  # noqa: F401 (the page's, from here)
 
 from .confidence import DUPLICATE_COSINE
 from .gallery import Gallery
@@ -14,22 +15,7 @@ from .labels import differing, variants
 from .pipeline import Pipeline
 from .records import Crop
 
-# Below these a crop holds nothing to tell a class by: a few pixels, or one colour (the grey levels'
-# spread under 2 of 255, as a blank scan, a black frame or a solid fill give; JPEG noise stays under it).
-MIN_SIDE = 8
-MIN_SPREAD = 2.0
 BLOCK, TOP_LABELS = 1024, 10
-
-
-def blank(image: Image.Image) -> Optional[str]:
-    """Why a crop is blank (enrolling it only adds weight to its class), or None. Cheap: no embedding."""
-    w, h = image.size
-    if min(w, h) < MIN_SIDE:
-        return f"only {w}x{h} pixels, too few to tell a class by"
-    grey = np.asarray(image.convert("L").resize((min(w, 64), min(h, 64))), np.float32)
-    if grey.std() < MIN_SPREAD:
-        return "one flat colour, nothing to tell a class by"
-    return None
 
 
 def blank_warnings(crops: list[Crop]) -> list[str]:

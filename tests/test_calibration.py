@@ -228,3 +228,16 @@ def test_confidence_threshold_needs_a_calibrated_gallery(digit_gallery, tmp_path
     with pytest.raises(GalleryError, match="not calibrated yet"):
         svc.set_threshold_confidence(0.8)
     assert svc.gallery().threshold == before
+
+
+def test_a_blank_picture_is_answered_unknown_and_says_why(digit_gallery, capsys):
+    """One flat colour holds nothing to tell a class by: whatever it scores, it is no one (enrolment warns of it too)."""
+    from PIL import Image
+
+    g = Gallery.open(digit_gallery)
+    flat = Image.new("RGB", (160, 160), (0, 0, 0))
+    got = Pipeline.for_gallery(g).recognize(g, flat, threshold=-1.0)[0]  # any score would pass this threshold
+    assert got.match.label == "unknown" and got.match.nearest in g.labels() and got.blank == "one flat colour, nothing to tell a class by"
+    assert got.to_dict()["blank"] == got.blank and got.to_dict()["match"]["known"] is False
+    real = Pipeline.for_gallery(g).recognize(g, Image.effect_noise((160, 160), 60).convert("RGB"), threshold=-1.0)[0]
+    assert real.match.known and real.blank is None and "blank" not in real.to_dict()

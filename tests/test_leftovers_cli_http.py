@@ -99,6 +99,25 @@ def test_a_read_only_gallery_is_still_read(folder, capsys):
         assert g.search(unit(1, 1), k=2) == want and g.sequences.get("combo").steps == ("ab", "paper")
 
 
+def test_an_immutable_read_written_meanwhile_by_another_user_is_read_again(folder, monkeypatch):
+    """Immutable, SQLite takes no lock: a write by someone who may write the folder is told by the
+    file's stamp, and the read made again; one that never stops is said in one line."""
+    from itertools import chain, count, repeat
+
+    from byakugan.index import committed
+
+    want = Gallery.open(folder).labels()
+    stamps = chain([0, 1], repeat(2))  # the first read: written under it; the second: not
+    calls = count()
+    monkeypatch.setattr(committed, "still", lambda f: True)
+    monkeypatch.setattr(committed, "stamp", lambda f: (next(calls), next(stamps))[1])
+    assert Gallery.open(folder).labels() == want and next(calls) == 4  # read twice
+    ticks = count()
+    monkeypatch.setattr(committed, "stamp", lambda f: next(ticks))  # moves during every read
+    with pytest.raises(GalleryError, match=r"gallery.db kept changing while it was read \(another user writing it\); try again$"):
+        Gallery.open(folder)
+
+
 def test_a_folder_named_with_uri_characters_opens_itself(folder, tmp_path, monkeypatch):
     """Its database is read through a file: URI; `?`, `#` and `%` must not cut the path short."""
     odd = folder.rename(tmp_path / "a?b#c%20d")
@@ -135,7 +154,7 @@ def test_a_query_parameter_no_route_takes_is_refused_not_ignored(client, digits)
     r = c.post("/search?kk=2", files=image)  # a typo of k: it would search for 5, unsaid
     assert r.status_code == 422 and r.json() == {"error": "query parameter 'kk': not one POST /search takes; it takes k, threshold"}
     for method, url, where in (("GET", "/labels?x=1", "GET /labels"), ("GET", "/sequences?all", "GET /sequences"),
-                               ("DELETE", "/labels/3?force=1", "DELETE /labels/{label:path}")):
+                               ("DELETE", "/labels/3?force=1", "DELETE /labels/{label}")):
         r = c.request(method, url)
         assert r.status_code == 422 and r.json()["error"].endswith(f"not one {where} takes; it takes none"), url
     r = c.post("/enroll?label=3", data={"label": "3"}, files={"images": ("q.jpg", digits["3"][5].read_bytes())})
@@ -195,6 +214,8 @@ def test_a_json_route_sent_another_content_type_names_the_one_it_takes(client):
     for body, key in ((b'{"steps": ["0"], "steps": ["0", "3"]}', "steps"), (b'{"steps": ["0"], "x": {"a": 1, "a": 2}}', "a")):
         r = c.put("/sequences/t", content=body, headers={"content-type": "application/json"})
         assert r.status_code == 422 and r.json() == {"error": f"body: key {key!r} given twice in one object; give it once"}
+    r = c.put("/sequences/t", headers={"content-type": "application/json"})  # curl -X PUT without -d: no body
+    assert r.status_code == 422 and r.json() == {"error": "body.steps: required, and not empty"}
     assert disk_state(path) == before
 
 # ---- 6. labels told apart only by invisible characters ------------------------------------------

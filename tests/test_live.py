@@ -69,7 +69,9 @@ def test_watch_fires_a_performed_sequence_exactly_once(hand_gallery, videos, cap
     # The 3 frames of another class between seals never become the steady label.
     assert "l" not in labels
     assert events[0]["t"] >= 2.0 and set(frames[0]) == {"t", "frame", "tracks"}
-    assert set(frames[-1]["tracks"][0]) == {"id", "box", "label", "score", "raw"}
+    assert set(frames[-1]["tracks"][0]) == {"id", "box", "label", "score", "raw", "confidence"}
+    steady = [tr for f in frames for tr in f["tracks"] if tr["label"]]
+    assert steady and all(0 <= tr["confidence"] <= 1 for tr in steady)  # the score on the gallery's 0-1 scale
 
 
 def test_the_same_frames_in_another_order_or_no_hands_fire_nothing(hand_gallery, videos, capsys):

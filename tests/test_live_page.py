@@ -88,7 +88,7 @@ def test_live_state_labels_frames_fires_sequences_and_follows_edits(colour_galle
     svc.add_sequence("flag", ["red", "blue"])
     state = LiveState(svc)
     state.configure(tracker_settings(embed_every=1, window=3))  # a vote on every frame: 2 make a label
-    red, blue = (np.full((120, 160, 3), COLOURS[c][::-1], np.uint8) for c in ("red", "blue"))  # BGR
+    red, blue = (np.asarray(solid(COLOURS[c], 7, (160, 120)))[..., ::-1].copy() for c in ("red", "blue"))  # BGR
     for _ in range(6):
         out = state.process(red)
     tracks, events, fps, error = state.snapshot()
@@ -206,7 +206,7 @@ def test_live_stream_in_chromium_labels_the_fake_camera(live_server, tmp_path):
             page.goto(live_server)
             page.get_by_text("Live", exact=True).first.click(timeout=120_000)
             component = page.frame_locator("iframe[title*='webrtc']")
-            labelled = page.get_by_text(re.compile(r"^Track \d+: red \(\d\.\d\d\)$"))
+            labelled = page.get_by_text(re.compile(r"^Track \d+: red \d+%$"))
             for attempt in range(3):
                 # Now and then (2 of 7 full runs here, one on a quiet machine) the stream never starts: no
                 # label, and START still there, or STOP after it. Pressed again, it starts; the cause is

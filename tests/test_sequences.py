@@ -179,7 +179,9 @@ class Script:
 
         from byakugan.index.ranking import UNKNOWN, Match
 
-        return [SimpleNamespace(match=Match(label or UNKNOWN, 0.9, label or "x", 0.5))
+        from byakugan.embedder.scoring.calibration import centred
+
+        return [SimpleNamespace(match=Match(label or UNKNOWN, 0.9, label or "x", 0.5), calibration=centred(0.5))
                 for _, label in self.frames[self.n]]
 
 
@@ -278,3 +280,53 @@ def test_a_tracker_takes_only_finite_seconds_before_any_work():
             tracker.update(np.zeros((2, 2, 3), np.uint8), bad)
     assert script.n == -1  # nothing detected for a refused frame
     assert len(tracker.update(np.zeros((2, 2, 3), np.uint8), 0.0).tracks) == 1 and script.n == 0
+
+
+def _handed_over(frames_before, frames_after, before, after, settings_before, settings_after, seqs_before, seqs_after):
+    """Events of a stream whose tracker is made again between two runs of frames (Renewed does
+    so on an edit of the gallery or a change of settings)."""
+    from byakugan.index.tracker import Tracker
+
+    first = Tracker(Script(frames_before), before, settings_before, sequences=seqs_before)
+    events = [e.name for i in range(len(frames_before)) for e in first.update(np.zeros((2, 2, 3), np.uint8), i / 10).events]
+    second = Tracker(Script(frames_after), after, settings_after, sequences=seqs_after)
+    second.take_over(first)
+    return events + [e.name for i in range(len(frames_after))
+                     for e in second.update(np.zeros((2, 2, 3), np.uint8), (len(frames_before) + i) / 10).events]
+
+
+def test_a_gesture_held_through_a_change_of_settings_is_not_counted_again():
+    """The page's tracker settings changed mid-stream: the stream goes on, its held rock one step."""
+    from byakugan.index.tracker import TrackerSettings
+
+    box = (0, 0, 100, 100)
+    held = [[(box, "a")]] * 8
+    g = tiny_gallery_for_tracks()
+    one = TrackerSettings(embed_every=1, smoothing=SmoothingSettings(window=3, enter=2, leave=1))
+    other = TrackerSettings(embed_every=1, max_gap=5.0, smoothing=SmoothingSettings(window=9, enter=5, leave=2))
+    assert _handed_over(held, held, g, g, one, other, {"r": ("a",)}, {"r": ("a",)}) == ["r"]
+    # and the stream is not frozen: a new step after the change still fires
+    then = held + [[(box, "b")]] * 8
+    assert _handed_over(held, then, g, g, one, other, {"rb": ("a", "b")}, {"rb": ("a", "b")}) == ["rb"]
+
+
+def test_a_gesture_renamed_while_held_is_not_counted_again():
+    """`byakugan rename G "flat hand" paper` mid-step: the held label is the renamed one, not a new step,
+    and a sequence under way goes on under the new name."""
+    from byakugan.index.labels import renames
+    from byakugan.index.tracker import TrackerSettings
+
+    box = (0, 0, 100, 100)
+    before = Gallery.create(GallerySettings({"name": "t", "fingerprint": "f", "dim": 4}, {"name": "none"}, 0.5))
+    before.enroll("flat hand", np.eye(4, dtype=np.float32)[:2])
+    before.enroll("fist", np.eye(4, dtype=np.float32)[2:])
+    after = before.clone()
+    after.rename("flat hand", "paper")
+    assert renames(before, after) == {"flat hand": "paper"} and renames(before, before) == {}
+    settings = TrackerSettings(embed_every=1, smoothing=SmoothingSettings(window=3, enter=2, leave=1))
+    held = _handed_over([[(box, "flat hand")]] * 8, [[(box, "paper")]] * 8, before, after, settings, settings,
+                        {"p": ("flat hand",)}, {"p": ("paper",)})
+    assert held == ["p"]
+    under_way = _handed_over([[(box, "fist")]] * 8, [[(box, "paper")]] * 8, before, after, settings, settings,
+                             {"fp": ("fist", "flat hand")}, {"fp": ("fist", "paper")})
+    assert under_way == ["fp"]

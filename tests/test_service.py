@@ -205,6 +205,11 @@ def test_a_new_label_differing_only_by_case_or_width_is_warned_of(model, digits,
     # Cyrillic а and Greek Ν, Α drawn as Latin letters: alike, and the letter named (it shows as the Latin one)
     assert variants("N\u0430ruto", {"Naruto": 1}) == ["Naruto"] and variants("\u039d\u0391RUTO", {"naruto": 1}) == ["naruto"]
     assert variants("\u041d\u0430\u0440\u0443\u0442\u043e", {"Naruto": 1}) == []  # Наруто: Cyrillic, read as itself
+    # Greek or Cyrillic labels told apart only by case are alike, as Latin ones are; no letter named
+    assert variants("\u041d\u0410\u0422\u0410\u0428\u0410", {"\u041d\u0430\u0442\u0430\u0448\u0430": 1}) == ["\u041d\u0430\u0442\u0430\u0448\u0430"]
+    assert differing("\u041d\u0410\u0422\u0410\u0428\u0410", "\u041d\u0430\u0442\u0430\u0448\u0430") == \
+        "differing only by case, width or look-alike letters"
+    assert variants("\u0422\u041e\u0420", {"TOP": 1}) == ["TOP"]  # Cyrillic ТОР looks as TOP does
     assert differing("N\u0430ruto", "Naruto") == ("differing only by case, width or look-alike letters "
                                                  "(U+0430 CYRILLIC SMALL LETTER A)")
     svc = GalleryService(tmp_path / "g", model)

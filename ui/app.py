@@ -48,10 +48,13 @@ def results_ui(svc: GalleryService, detections: list[Recognition]) -> None:
             st.info(f"No {what(svc)} found in the picture: searched the whole picture instead.")
         elif d.whole:
             st.info(f"The whole picture was taken as the {what(svc)}: it fills the picture.")
+        if d.blank:
+            st.warning(f"This crop is blank ({md(d.blank)}): answered unknown, whatever it looks most like.")
         prefix = f"Detection {n}: " if len(detections) > 1 else ""
         sure, needed = percents(m.confidence, m.threshold_confidence)
         st.subheader(f"{prefix}{iso(m.label) if m.known else 'unknown'} · {sure}")
-        st.caption((f"confident it is {iso(m.label)}" if m.known else f"looks most like {iso(m.nearest)}, but below the threshold")
+        st.caption((f"confident it is {iso(m.label)}" if m.known else f"looks most like {iso(m.nearest)}, but "
+                    + ("the crop is blank" if d.blank else "below the threshold"))
                    + f" · unknown below {needed}"
                    + (" · no hand landmarks found: scored by the image alone" if d.landmarks is False else ""))
         nearest = {}
@@ -168,7 +171,8 @@ def gallery_ui(svc: GalleryService) -> None:
     labels = g.labels()
     chosen = svc.pipeline.choice
     model = ("model picked by the first images enrolled (anime faces get the anime model)" if svc.undecided
-             else f"model {g.model_name}" + (f" ({chosen.why})" if chosen is not None and chosen.name == g.model_name else ""))
+             else f"model {g.model_name}" + (f" (picked by the first images enrolled: {chosen.why})"
+                                              if chosen is not None and chosen.name == g.model_name else ""))
     st.caption(f"{md(str(svc.path))} · {model} · {len(g)} references in {len(labels)} classes")
     # A notice and the Undo button come and go: each keeps its place (an empty one when absent), or the
     # classes below would move and Streamlit would draw them anew, closing the one being edited.

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from pathlib import Path
@@ -30,6 +29,7 @@ from byakugan.index.ranking import Recognition
 from byakugan.index.service import GalleryService
 from byakugan.index.tracker import TrackerSettings
 from byakugan.ui.guards import BearerFirst, BodyLimit, FormOnly, pixel_budget
+from byakugan.ui.http_checks import json_body, query_checked, query_error
 from byakugan.ui.http_watch import follow
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
@@ -151,11 +151,11 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
     # HEAD too (what some load balancers ask), out of the schema: one route for both gave two operations one id
     app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
 
-    @app.get("/labels", dependencies=[Depends(authorised), Depends(_query_checked)])
+    @app.get("/labels", dependencies=[Depends(authorised), Depends(query_checked)])
     def labels() -> dict:
         return {"labels": service.labels()}
 
-    @app.post("/search", dependencies=[Depends(authorised), Depends(_query_checked)])
+    @app.post("/search", dependencies=[Depends(authorised), Depends(query_checked)])
     async def search(request: Request, image: UploadFile = File(...), k: int = Query(5, ge=1, le=100),
                      # as the CLI's --threshold: a score adapted to a gallery's classes reaches past 1
                      threshold: Optional[float] = Query(None, ge=-3, le=3, allow_inf_nan=False)) -> dict:
@@ -168,7 +168,7 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
         found = await run_in_threadpool(lambda: service.search(load_image(data, name=name), k, threshold))
         return {"image": image.filename, "detections": [r.to_dict() for r in found]}
 
-    @app.get("/sequences", dependencies=[Depends(authorised), Depends(_query_checked)])
+    @app.get("/sequences", dependencies=[Depends(authorised), Depends(query_checked)])
     def sequences() -> dict:
         seqs, labels = service.sequences(), service.labels()
         # Steps whose label is not enrolled (removed or renamed since) can never fire: said, as `sequence list` does.
@@ -195,7 +195,7 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
         await ws.accept()  # first, so a refusal comes as a close code with its reason, not a bare HTTP 403
         if not await let_in(ws, token_param):
             return
-        if repeated := _query_error(ws.query_params, ("embed_every", "token"), "WS /watch"):
+        if repeated := query_error(ws.query_params, ("embed_every", "token"), "WS /watch"):
             await ws.send_json({"error": repeated})
             await ws.close(code=1008, reason=repeated[:120])
             return
@@ -221,21 +221,21 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
         await ws.close(code=1008, reason="no such route; the WebSocket route is /watch")
 
     if service.writable:
-        @app.put("/sequences/{name:path}", dependencies=[Depends(authorised), Depends(_json_body), Depends(_query_checked)])
+        @app.put("/sequences/{name:path}", dependencies=[Depends(authorised), Depends(json_body), Depends(query_checked)])
         def put_sequence(name: str = PathParam(..., min_length=1, max_length=NAME_CHARS),
                          steps: list[str] = Body(..., embed=True, min_length=1, max_length=64)) -> dict:
             """Add or replace a named sequence of enrolled labels (events for /watch)."""
             seq = service.add_sequence(name, steps, replace=True)
             return {"name": seq.name, "steps": list(seq.steps)}
 
-        @app.delete("/sequences/{name:path}", dependencies=[Depends(authorised), Depends(_query_checked)])
+        @app.delete("/sequences/{name:path}", dependencies=[Depends(authorised), Depends(query_checked)])
         def delete_sequence(name: str = PathParam(..., min_length=1, max_length=NAME_CHARS)) -> dict:
             if find(name, {q.name for q in service.sequences()}) is None:
                 raise HTTPException(404, f"sequence {shown(name)}: not in the gallery")
             return {"name": name, "steps": list(service.remove_sequence(name).steps)}
 
     if service.writable:
-        @app.post("/enroll", dependencies=[Depends(authorised), Depends(_query_checked)])
+        @app.post("/enroll", dependencies=[Depends(authorised), Depends(query_checked)])
         async def enroll(request: Request, label: str = Form(..., min_length=1, max_length=NAME_CHARS),
                          images: list[UploadFile] = File(...), fallback: Literal["none", "whole"] = Form("none")) -> dict:
             if (sent := len((await request.form()).getlist("label"))) > 1:  # else the last would win unsaid
@@ -253,7 +253,7 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
             # What the CLI and the page warn of (near-duplicates, closer to another class, blank crops)
             return {"label": label, "ids": ids, "labels": service.labels(), "warnings": said}
 
-        @app.delete("/labels/{label:path}", dependencies=[Depends(authorised), Depends(_query_checked)])  # a label may hold "/"
+        @app.delete("/labels/{label:path}", dependencies=[Depends(authorised), Depends(query_checked)])  # a label may hold "/"
         def delete_label(label: str = PathParam(..., min_length=1, max_length=NAME_CHARS)) -> dict:
             if find(label, service.labels()) is None:  # any spelling it was enrolled with
                 raise HTTPException(404, f"label {shown(label)}: not in the gallery")
@@ -267,52 +267,6 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
                               ("/sequences/{name:path}", ["PUT", "DELETE"])):
             app.add_api_route(path, read_only, methods=methods, include_in_schema=False, dependencies=[Depends(authorised)])
     return app
-
-
-def _query_error(params, names, where: str) -> Optional[str]:
-    """The error for a query parameter given twice (?k=1&k=2: the framework would use one of them,
-    unsaid) or one the route does not take (?kk=3, a typo the framework would ignore), or None."""
-    if unknown := next((name for name in params.keys() if name not in names), None):
-        return (f"query parameter {shown(unknown)}: not one {where} takes; "
-                + (f"it takes {', '.join(names)}" if names else "it takes none"))
-    return next((f"query.{name}: given {n} times; give it once" for name in names
-                 if (n := len(params.getlist(name))) > 1), None)
-
-
-def _query_checked(request: Request) -> None:
-    """A dependency: 422 for a query parameter the route does not take, or one given twice."""
-    route = request.scope["route"]
-    if error := _query_error(request.query_params, [p.alias for p in route.dependant.query_params],
-                             f"{request.method} {route.path}"):
-        raise HTTPException(422, error)
-
-
-async def _json_body(request: Request) -> None:
-    """A dependency: 415 for a body the framework does not read as JSON (only application/json and
-    application/*+json), which it would answer with "body.steps: required"; 422 for a key given
-    twice in one object, of which the framework would keep the last, unsaid."""
-    given = request.headers.get("content-type", "")
-    kind = given.partition(";")[0].strip().lower()
-    if not (kind == "application/json" or kind.startswith("application/") and kind.endswith("+json")):
-        what = f"Content-Type {given!r}" if given else "Content-Type missing"
-        raise HTTPException(415, f"{what}: {request.method} {shown(request.url.path)} takes application/json, "
-                                 '{"steps": [label, ...]}')
-    try:  # the framework parsed it already (a body it cannot parse never gets here); read again, keys counted
-        json.loads(await request.body(), object_pairs_hook=_once_each)
-    except _Repeated as exc:
-        raise HTTPException(422, f"body: key {shown(exc.args[0])} given twice in one object; give it once") from None
-
-
-class _Repeated(ValueError):
-    pass
-
-
-def _once_each(pairs: list) -> dict:
-    out = dict(pairs)
-    if len(out) < len(pairs):
-        seen = set()
-        raise _Repeated(next(k for k, _ in pairs if k in seen or seen.add(k)))
-    return out
 
 
 def _unparsed_body(detail: str, cause: Optional[BaseException]) -> str:

@@ -33,6 +33,7 @@ from byakugan.ui.widgets import md
 ICE_SCHEMES = ("stun", "stuns", "turn", "turns")
 FPS_FRAMES = 30  # the frame rate is measured over this many processed frames
 POLL_SECONDS = 0.3
+EVENTS_KEPT = 20  # the newest events listed under the stream (and after it stops, until the next starts)
 
 
 class LiveError(ByakuganError):
@@ -96,7 +97,7 @@ class LiveState:
         self._fresh = True
         self._times: deque[float] = deque(maxlen=FPS_FRAMES)
         self.tracks: tuple[TrackState, ...] = ()
-        self.events: deque[Event] = deque(maxlen=5)
+        self.events: deque[Event] = deque(maxlen=EVENTS_KEPT)
         self.fps: Optional[float] = None
         self.error: Optional[str] = None
 
@@ -148,8 +149,7 @@ class LiveState:
 def status_lines(tracks, events, fps: Optional[float]) -> tuple[str, str]:
     """(labels, events) as the page writes them under the stream."""
     rate = f"{fps:.1f} frames/s" if fps is not None else "waiting for frames…"
-    labels = [f"- Track {tr.id}: {md(tr.label)} ({tr.score:.2f})" if tr.label else f"- Track {tr.id}: not steady yet"
-              for tr in tracks] or ["- nothing tracked"]
+    labels = [f"- Track {tr.id}: {md(tr.said())}" for tr in tracks] or ["- nothing tracked"]
     fired = [f"- Sequence {md(repr(e.name))} fired at {e.t:.1f} s (track {e.track})" for e in reversed(events)]
     return f"**{rate}**\n\n" + "\n".join(labels), "\n".join(fired)
 
@@ -275,8 +275,15 @@ def live_ui(svc: GalleryService) -> None:
                               # dropped: a slow model lowers the frame rate instead of adding lag
                               async_processing=True)
         labels_box, events_box, error_box = st.empty(), st.empty(), st.empty()
-    # The stream's thread cannot write to the page: the script polls its state while it plays.
+    if not ctx.state.playing and (last := state.snapshot()[1]):  # what fired is still there to read after STOP
+        events_box.markdown(f"Events of the last stream (the newest {EVENTS_KEPT}):\n\n" + status_lines((), last, None)[1])
+    # The stream's thread cannot write to the page: the script polls its state while it plays, and
+    # draws the page again when the gallery changes on disk (another tab, the CLI), so the sequences
+    # beside the stream are those it follows (the stream itself goes on: index.tracker.Renewed).
+    seen = svc.version()
     while ctx.state.playing:
+        if svc.version() != seen:
+            st.rerun()
         tracks, events, fps, error = state.snapshot()
         labels, fired = status_lines(tracks, events, fps)
         labels_box.markdown(labels)

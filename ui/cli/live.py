@@ -173,7 +173,8 @@ def cmd_watch(a: argparse.Namespace) -> int:
                 for tr in result.tracks:
                     if shown.get(tr.id) != tr.label:
                         shown[tr.id] = tr.label
-                        what = f"{tr.label} ({tr.score:.2f})" if tr.label else "no steady label"
+                        what = f"{tr.label} ({tr.confidence:.0%} confident; score {tr.score:.2f})" if tr.label \
+                            else "no steady label"
                         print(f"{frame.t:8.2f}s  track {tr.id}: {what}")
             for e in result.events:
                 print(json.dumps(e.to_dict(), ensure_ascii=False) if a.json
