@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from byakugan.embedder.images import blank  # noqa: F401 (the page's, from here)
+from byakugan.embedder.images import blank
 
 from .confidence import DUPLICATE_COSINE
 from .gallery import Gallery

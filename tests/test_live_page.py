@@ -99,9 +99,9 @@ def test_live_state_labels_frames_fires_sequences_and_follows_edits(colour_galle
     tracks, events, _, _ = state.snapshot()
     assert [t.label for t in tracks] == ["blue"] and [(e.name, e.track) for e in events] == [("flag", 0)]
 
-    state.configure(tracker_settings(embed_every=1, window=4))  # new settings, a new tracker: no votes yet
+    state.configure(tracker_settings(embed_every=1, window=4))  # new settings, a new tracker that goes on
     state.process(red)
-    assert [t.label for t in state.snapshot()[0]] == [None]
+    assert [t.label for t in state.snapshot()[0]] == ["blue"]  # its votes carried: a held label is not dropped
     svc.remove_sequence("flag")  # a gallery edit reaches the running stream too
     for _ in range(4):
         state.process(red)

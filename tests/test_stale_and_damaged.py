@@ -237,7 +237,8 @@ def test_a_save_that_fails_after_writing_thumbnails_takes_them_back(folder, monk
     assert Gallery.open(folder).thumbnail(new) is None  # not the failed save's picture
 
 
-def test_a_folder_that_cannot_be_written_is_named_as_such_not_as_damage(folder):
+def test_a_folder_that_cannot_be_written_is_still_read(folder):
+    """Its database in WAL mode, SQLite cannot make the index a reader needs there: read as immutable."""
     import os
     import shutil
     import subprocess
@@ -250,8 +251,7 @@ def test_a_folder_that_cannot_be_written_is_named_as_such_not_as_damage(folder):
         os.chmod(folder, 0o555)
         undo = ["chmod", "755", str(folder)]
     try:
-        with pytest.raises(GalleryError, match="is in a folder that cannot be written .*; nothing was changed"):
-            Gallery.open(folder)
+        assert len(Gallery.open(folder)) > 0
     finally:
         subprocess.run(undo, check=True)
     assert len(Gallery.open(folder)) > 0

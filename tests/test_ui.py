@@ -172,7 +172,7 @@ def test_a_blank_query_is_answered_and_said_to_be_blank(app, digits, tmp_path):
     Image.new("RGB", (1, 1), (200, 10, 10)).save(dot := tmp_path / "dot.png")
     search(app, dot)
     assert [plain(w.value) for w in app.warning] == [
-        "This picture is blank (only 1x1 pixels, too few to tell a class by): its matches mean little."]
+        "This picture is blank (only 1x1 pixels, too few to tell a class by): answered unknown, whatever it looks most like."]
     search(app, digits["1"][3])
     assert not app.warning
 
@@ -453,7 +453,7 @@ def test_a_new_gallery_of_anime_faces_takes_the_anime_model_and_says_why(app, da
     enrol(app, "luffy", faces)
     assert Gallery.open(tmp_path / "gallery").model_name == "anime-finetuned"
     go(app, "Gallery")
-    assert any(re.search(r"model anime-finetuned \(\d of 5 images look like anime faces\)", c.value) for c in app.caption)
+    assert any(re.search(r"model anime-finetuned \(picked by the first images enrolled: \d of 5 images look like anime faces\)", c.value) for c in app.caption)
 
 
 def test_the_enrol_page_says_which_model_a_new_gallery_will_take_before_enrolling(app, datasets):

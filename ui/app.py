@@ -23,7 +23,6 @@ from byakugan.ui.classes import FIND, PAGE, classes_ui, first, more_ui
 from byakugan.ui.live import live_ui
 from byakugan.ui.threshold import threshold_ui
 from byakugan.index.labels import alike, check_label, check_label_in, differing
-from byakugan.index.warnings import blank
 from byakugan.ui.uploads import enrol_pictures_ui, forget, keep, search_picture_ui
 from byakugan.ui.widgets import (at_width, default_gallery_dir, draw_boxes, iso, md, page_style, page_ui, percents, preview,
                                  read_upload, short, transparent, what)
@@ -48,8 +47,10 @@ def results_ui(svc: GalleryService, detections: list[Recognition]) -> None:
             st.info(f"No {what(svc)} found in the picture: searched the whole picture instead.")
         elif d.whole:
             st.info(f"The whole picture was taken as the {what(svc)}: it fills the picture.")
-        if d.blank:
-            st.warning(f"This crop is blank ({md(d.blank)}): answered unknown, whatever it looks most like.")
+        if d.blank:  # answered unknown whatever it scored (index.results.blank_answer): said why
+            whole = not d.found or d.whole or g.detector_config["name"] == "none"
+            st.warning(f"This {'picture' if whole else 'crop'} is blank ({md(d.blank)}): "
+                       "answered unknown, whatever it looks most like.")
         prefix = f"Detection {n}: " if len(detections) > 1 else ""
         sure, needed = percents(m.confidence, m.threshold_confidence)
         st.subheader(f"{prefix}{iso(m.label) if m.known else 'unknown'} · {sure}")
@@ -88,8 +89,6 @@ def search_ui(svc: GalleryService) -> Optional[list[Recognition]]:
     upload = search_picture_ui()
     if upload is None or (img := read_upload(upload)) is None:
         return None
-    if (why := blank(img)) is not None:  # answered all the same, with its nearest: but say what it is
-        st.warning(f"This picture is blank ({why}): its matches mean little.")
     try:
         detections = svc.search(img, k=k)
     except ByakuganError as exc:
