@@ -9,7 +9,7 @@ from importlib import import_module
 _EXPORTS = {
     "GalleryError": "errors", "ModelMismatchError": "errors",
     "Gallery": "gallery", "GallerySettings": "settings",
-    "Pipeline": "pipeline", "Region": "pipeline", "open_gallery": "opening",
+    "Pipeline": "pipeline", "Region": "pipeline", "open_gallery": "opening", "editing": "opening",
     "UNKNOWN": "ranking", "Hit": "ranking", "Match": "ranking", "Recognition": "ranking", "Reference": "ranking",
     "SearchResult": "ranking",
     "FlatStore": "vectors", "VectorStore": "vectors", "PQStore": "quantised",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Optional, Sequence, Union
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 from . import store
 from .errors import GalleryError
@@ -38,3 +40,18 @@ def open_gallery(path: os.PathLike | str, model=None, detector: Union[str, dict,
     pipe = Pipeline.create(model, detector or "none", landmarks, sample)
     g = pipe.new_gallery(path, store=vectors or "faiss")  # from the torch model: its config holds the threshold and scoring advice
     return (pipe.onnx() if runtime == "onnx" else pipe), g
+
+
+@contextlib.contextmanager
+def editing(path: os.PathLike | str, waiting: Optional[Callable[[], None]] = None) -> Iterator[Gallery]:
+    """An edit as the CLI, the page and the server make it: the gallery opened under its folder's
+    lock, yielded, and saved when the block ends (nothing saved if it raises), so edits from other
+    programs wait instead of making this one's save, or theirs, refused as stale. waiting: called
+    once if another edit holds the lock."""
+    path = Path(path)
+    if not Gallery.exists(path):
+        Gallery.open(path)  # the precise "missing" or "not a gallery" error, and no lock file made
+    with store.locked(path, waiting):
+        g = Gallery.open(path)
+        yield g
+        g.save()

@@ -481,3 +481,35 @@ def test_export_stopped_by_kill_leaves_no_temporary_folder(digit_gallery, tmp_pa
     # finishes: 0, with the bundle); killed outright (-15) it would leave its temporary folder
     assert proc.returncode in (143, 0), err
     assert [p.name for p in out.iterdir()] == ([] if proc.returncode else ["b.zip"])
+
+
+def test_editing_opens_under_the_lock_and_saves_at_the_end(tmp_path):
+    """index.editing: a Python program's edit as the CLI makes one (a CLI edit meanwhile waits, not refused)."""
+    import threading
+
+    from byakugan.index import GallerySettings, editing
+
+    g = Gallery.create(GallerySettings({"name": "t", "fingerprint": "f", "dim": 4}, {"name": "none"}, 0.5), tmp_path / "g")
+    g.enroll("a", np.eye(4, dtype=np.float32)[:1])
+    g.save()
+    inside, done = threading.Event(), []
+
+    def other():  # a second editor while the first holds the lock: it waits, then edits the saved state
+        inside.wait()
+        with editing(tmp_path / "g") as h:
+            h.enroll("c", np.eye(4, dtype=np.float32)[3:])
+        done.append(True)
+
+    t = threading.Thread(target=other)
+    t.start()
+    with editing(tmp_path / "g") as e:
+        inside.set()
+        time.sleep(0.3)
+        assert not done  # still waiting for this edit's lock
+        e.enroll("b", np.eye(4, dtype=np.float32)[1:3])
+    t.join(30)
+    assert done and Gallery.open(tmp_path / "g").labels() == {"a": 1, "b": 2, "c": 1}
+    with pytest.raises(ValueError), editing(tmp_path / "g") as e:
+        e.remove("a")
+        raise ValueError("the edit failed")
+    assert Gallery.open(tmp_path / "g").labels() == {"a": 1, "b": 2, "c": 1}  # nothing saved
