@@ -178,3 +178,15 @@ def test_a_gallery_that_is_a_dangling_link_is_named_as_one(tmp_path, capsys, dig
     assert main(["enroll", str(tmp_path / "g"), "x", str(digits["3"][0])]) == 2
     assert f"gallery {tmp_path / 'g'}: is a link to {tmp_path / 'nowhere'}, which does not exist" in capsys.readouterr().err
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_error_and_warning_lines_escape_what_a_file_name_may_hide(capsys):
+    """A file name is the user's to choose: a terminal's escape sequence or a line break in it is
+    written as an escape, so an error or warning stays one line that cannot recolour the terminal."""
+    from byakugan.ui.cli.common import report, warn
+
+    report("z\x1b[31mRED.jpg: no such file")
+    warn("dup\x1b]0;pwned\x07.jpg: near-duplicate of a.jpg\nsecond line")
+    err = capsys.readouterr().err
+    assert err == ("byakugan: error: z\\u001b[31mRED.jpg: no such file\n"
+                   "byakugan: warning: dup\\u001b]0;pwned\\u0007.jpg: near-duplicate of a.jpg\\u000asecond line\n")

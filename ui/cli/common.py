@@ -23,11 +23,12 @@ EXIT_BAD_INPUT = 2
 
 
 def report(msg: str) -> None:
-    print(f"byakugan: error: {msg}", file=sys.stderr)
+    # printable: a file name in the message may hold a terminal's escape sequences or a line break
+    print(f"byakugan: error: {printable(msg)}", file=sys.stderr)
 
 
 def warn(msg: str) -> None:
-    print(f"byakugan: warning: {msg}", file=sys.stderr)
+    print(f"byakugan: warning: {printable(msg)}", file=sys.stderr)
 
 
 def waiting(gallery) -> None:
