@@ -59,6 +59,10 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def shown_path(text: str, n: int = 60) -> str:
+    return repr(text) if len(repr(text)) <= n else repr(text)[:n] + "..."
+
+
 def _check_size(size: tuple[int, int], name: str, max_pixels: int) -> None:
     w, h = size
     if w * h > max_pixels:
@@ -96,13 +100,18 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: 
             raise ImageError("image path '': is empty")
         try:
             if not path.exists():
+                if path.is_symlink():  # exists() follows it: told apart from a name with nothing there
+                    raise ImageError(f"{name}: is a symbolic link to {shown_path(os.readlink(path))}, which does "
+                                     "not exist (or links back to itself)")
                 raise ImageError(f"{name}: no such file")
-        except OSError as exc:  # a name too long, or a loop of links
+        except OSError as exc:  # a name too long
             raise ImageError(f"{name}: cannot be read ({exc.strerror or exc})") from None
         if path.is_dir():
             raise ImageError(f"{name}: is a directory, not an image file")
         if not path.is_file():  # a FIFO or device would block the read forever, or never end
             raise ImageError(f"{name}: is not a regular file")
+        if path.stat().st_size == 0:  # (not "format not recognised": there is nothing to recognise)
+            raise ImageError(f"{name}: is empty (0 bytes)")
         fp = path
     try:
         # Pillow's own bomb check warns or raises at its own limit; ours is checked first, on the

@@ -34,7 +34,7 @@ def test_bytes_and_arrays(tmp_path):
 
 @pytest.mark.parametrize(
     "content, reason",
-    [(b"", "not an image"), (b"hello, not an image", "not an image")],
+    [(b"", r"is empty \(0 bytes\)"), (b"hello, not an image", "not an image")],
 )
 def test_non_images_are_named(tmp_path, content, reason):
     p = tmp_path / "x.jpg"
@@ -71,3 +71,19 @@ def test_missing_directory_and_too_large(tmp_path):
                                         + struct.pack(">I", zlib.crc32(ihdr)) + b"\0\0\0\0IEND\xaeB`\x82")
     with pytest.raises(ImageError, match=r"bomb.png: image too large: 400000000 pixels, limit is 40000000$"):
         load_image(tmp_path / "bomb.png")
+
+
+def test_an_empty_file_and_a_dangling_or_looping_link_are_told_apart(tmp_path):
+    import os
+
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    os.symlink(tmp_path / "nowhere.jpg", tmp_path / "dangling.jpg")
+    os.symlink(tmp_path / "b.jpg", tmp_path / "a.jpg")
+    os.symlink(tmp_path / "a.jpg", tmp_path / "b.jpg")
+    with pytest.raises(ImageError, match=r"empty.jpg: is empty \(0 bytes\)$"):
+        load_image(tmp_path / "empty.jpg")
+    for name in ("dangling.jpg", "a.jpg"):
+        with pytest.raises(ImageError, match=r"is a symbolic link to .*, which does not exist \(or links back to itself\)$"):
+            load_image(tmp_path / name)
+    with pytest.raises(ImageError, match=r"nope.jpg: no such file$"):
+        load_image(tmp_path / "nope.jpg")
