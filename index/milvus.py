@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -93,6 +94,10 @@ class MilvusStore:
             if self.uri == LITE_FILE and self.directory is None:
                 raise GalleryError("--store milvus-lite: the gallery needs a folder to keep its database in")
             key = str((self.directory / LITE_FILE).resolve()) if self.uri == LITE_FILE else self.uri
+            if self.uri == LITE_FILE and os.path.isdir(key) and not os.access(key, os.W_OK):  # not "another may hold it"
+                raise GalleryError(f"gallery {self.directory}: Milvus Lite database {LITE_FILE} is in a folder that cannot be "
+                                   "written (permissions, or a read-only disk), and Milvus Lite writes there even to "
+                                   "read; use a writable copy, or `byakugan export` it (a bundle is read anywhere)")
             where = f"gallery {self.directory}: Milvus Lite database {LITE_FILE} (it serves one process at a time; " \
                     "another may hold it)" if self.uri == LITE_FILE else f"Milvus server {self.spec}"
             self._client = connect(key, self.uri == LITE_FILE, TIMEOUT, where)

@@ -367,3 +367,13 @@ def test_a_gallery_made_again_where_one_was_moved_away_in_the_same_process_saves
     fill(g, x[::-1].copy(), labels[::-1])
     g.save()
     assert Gallery.open(tmp_path / "g").labels() == {lab: 3 for lab in LABELS}
+
+
+def test_a_milvus_lite_gallery_that_cannot_be_written_says_so_not_that_another_process_holds_it(pair, tmp_path):
+    """Milvus Lite writes its database even to read it: the folder named, not 'another may hold it'."""
+    from tests.test_leftovers_cli_http import unwritable
+
+    with unwritable(tmp_path / "lite" / "milvus.db"):
+        with pytest.raises(GalleryError, match=r"milvus.db is in a folder that cannot be written .*; use a writable "
+                                               r"copy, or `byakugan export` it \(a bundle is read anywhere\)$"):
+            answers(Gallery.open(tmp_path / "lite"), clustered(1, 9)[0][:1])
