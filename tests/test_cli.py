@@ -78,9 +78,12 @@ def test_enroll_from_folder_skips_and_reports_a_bad_file(datasets, digits, tmp_p
         for p in digits[label][:3]:
             shutil.copy(p, root / label)
     (root / "2" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (root / "1" / "album.jpg").mkdir()  # named as an image, not one: said and skipped
     code, out, err = run(capsys, "enroll", tmp_path / "g", "--from-folder", root, "--json")
     assert code == 2
     assert "broken.jpg" in err and "Traceback" not in err
+    assert f"byakugan: warning: --from-folder {root}: 1 name with an image's suffix is not a file and skipped: " \
+           f"{root / '1' / 'album.jpg'}" in err.splitlines()
     assert json.loads(out)["labels"] == {"1": 3, "2": 3}
 
 

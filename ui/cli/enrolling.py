@@ -32,8 +32,13 @@ def _plan(a: argparse.Namespace) -> list[tuple[str, list[str]]]:
         if not root.is_dir():
             raise GalleryError(f"--from-folder {root}: not a folder")
         # as training reads a data folder (embedder.training.data.scan): hidden folders are no labels
-        listed = [(d.name, [str(p) for p in list_images(d)]) for d in sorted(root.iterdir())
-                  if d.is_dir() and not d.name.startswith(".")]
+        folders = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+        listed = [(d.name, [str(p) for p in list_images(d)]) for d in folders]
+        # named as images, but not files to read (a folder "x.jpg", a dangling link): said, not passed over
+        if odd := [p for d in folders for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_file()]:
+            warn(f"--from-folder {root}: {len(odd)} name{'s' if len(odd) > 1 else ''} with an image's suffix "
+                 f"{'are' if len(odd) > 1 else 'is'} not a file and skipped: {', '.join(map(str, odd[:3]))}"
+                 + (" ..." if len(odd) > 3 else ""))
         empty = [name for name, files in listed if not files]
         if empty:  # a label the user meant to enrol would be missing without a word
             many = len(empty) > 1
