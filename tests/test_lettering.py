@@ -97,3 +97,16 @@ def test_matplotlibs_own_fonts_are_used_whatever_its_font_list_names(monkeypatch
     finally:
         for cached in (lettering._fonts, lettering.font_file):
             cached.cache_clear()
+
+
+def test_a_banner_wider_than_the_frame_is_drawn_smaller_not_cut_off():
+    import numpy as np
+
+    from byakugan.index.tracker import Event, FrameResult
+    from byakugan.ui.video import Annotator
+
+    frame = np.zeros((240, 320, 3), np.uint8)
+    events = (Event(1.0, "Rasengan", 0), Event(1.0, "chidori Blade", 0))
+    out = Annotator().draw(frame, FrameResult(1.0, 30, (), events, 0.0))
+    drawn = np.flatnonzero(out.any(axis=(0, 2)))
+    assert drawn.size and drawn[0] > 0 and drawn[-1] < 319  # both ends inside the frame

@@ -109,7 +109,10 @@ def test_live_state_labels_frames_fires_sequences_and_follows_edits(colour_galle
         state.process(blue)
     assert [e.name for e in state.snapshot()[1]] == ["flag"]  # only the one fired before
     state.ended()  # the next frame starts a new stream
+    tracks, events, fps, _ = state.snapshot()  # its labels gone (not shown as current at the next START), its events kept
+    assert tracks == () and fps is None and [e.name for e in events] == ["flag"] and not state.started()
     state.process(red)
+    assert state.started()
     assert state.snapshot()[1] == [] and [t.label for t in state.snapshot()[0]] == [None]
     for label in ("red", "blue"):
         svc.remove(label)  # emptied mid-stream: the error, and no labels or frame rate left from before it

@@ -14,26 +14,22 @@ To reach the server across NATs, set before `byakugan ui`:
 from __future__ import annotations
 
 import os
-import threading
 import time
-from collections import deque
 from dataclasses import replace
 from typing import Optional
 
-import numpy as np
 import streamlit as st
 
 from byakugan.embedder.errors import ByakuganError
 from byakugan.index.service import GalleryService
+from byakugan.index.labels import folded
 from byakugan.index.smoothing import SmoothingSettings
-from byakugan.index.tracker import Event, Renewed, TrackerSettings, TrackState
-from byakugan.ui.video import Annotator
+from byakugan.index.tracker import TrackerSettings
+from byakugan.ui.live_state import EVENTS_KEPT, LiveState
 from byakugan.ui.widgets import md
 
 ICE_SCHEMES = ("stun", "stuns", "turn", "turns")
-FPS_FRAMES = 30  # the frame rate is measured over this many processed frames
 POLL_SECONDS = 0.3
-EVENTS_KEPT = 20  # the newest events listed under the stream (and after it stops, until the next starts)
 
 
 class LiveError(ByakuganError):
@@ -81,71 +77,6 @@ def tracker_settings(embed_every: Optional[int] = None, window: Optional[int] = 
                    max_gap=d.max_gap if max_gap is None else max_gap)
 
 
-class LiveState:
-    """One session's stream, shared by the stream's thread (process) and the page's script
-    (settings in, snapshot out), under one lock. The tracker is made in the stream's thread,
-    again whenever the gallery on disk or the settings change, so edits reach a running stream."""
-
-    def __init__(self, svc: GalleryService) -> None:
-        self.svc = svc
-        self.lock = threading.Lock()
-        self.settings = TrackerSettings()
-        # A new tracker whenever the gallery on disk or the settings change (made in the stream's thread).
-        self._stream = Renewed(lambda: (svc.version(), self.settings), lambda key: svc.tracker(key[1]))
-        self._annotator = Annotator()
-        self._clock = time.monotonic()
-        self._fresh = True
-        self._times: deque[float] = deque(maxlen=FPS_FRAMES)
-        self.tracks: tuple[TrackState, ...] = ()
-        self.events: deque[Event] = deque(maxlen=EVENTS_KEPT)
-        self.fps: Optional[float] = None
-        self.error: Optional[str] = None
-
-    def configure(self, settings: TrackerSettings) -> None:
-        with self.lock:
-            self.settings = settings
-
-    def process(self, bgr: np.ndarray) -> np.ndarray:
-        """The frame with its tracks, labels, frame rate and banner drawn. Runs in the stream's
-        one worker thread; the lock is held only to read settings and publish results, so the
-        page's script never waits for a model to load or a frame to be processed."""
-        with self.lock:
-            now = time.monotonic()
-            if self._fresh:  # a new stream: no tracks, votes or events carried over, its times from 0
-                self._fresh, self._annotator, self._clock = False, Annotator(), now
-                self._stream.close()
-                self._times.clear()
-                self.events.clear()
-                self.tracks, self.fps = (), None
-            clock = self._clock
-        try:
-            result = self._stream.update(np.ascontiguousarray(bgr[:, :, ::-1]), now - clock)
-        except Exception as exc:  # shown by the page as one line; a new tracker is tried next frame
-            self._stream.close()
-            with self.lock:
-                self.error = str(exc) if isinstance(exc, ByakuganError) else f"internal error ({type(exc).__name__})"
-                self.tracks, self.fps = (), None  # not the last frame's labels beside the error, as if still current
-                self._times.clear()
-            return bgr
-        with self.lock:
-            self.error = None
-            self._times.append(now)
-            if len(self._times) > 1:
-                self.fps = (len(self._times) - 1) / max(1e-6, self._times[-1] - self._times[0])
-            self.tracks = result.tracks
-            self.events.extend(result.events)
-            return self._annotator.draw(bgr, result, self.fps)
-
-    def ended(self) -> None:
-        """The camera stopped (STOP, the page closed, the connection dropped)."""
-        with self.lock:
-            self._fresh = True
-
-    def snapshot(self) -> tuple[tuple[TrackState, ...], list[Event], Optional[float], Optional[str]]:
-        with self.lock:
-            return self.tracks, list(self.events), self.fps, self.error
-
-
 def status_lines(tracks, events, fps: Optional[float]) -> tuple[str, str]:
     """(labels, events) as the page writes them under the stream."""
     rate = f"{fps:.1f} frames/s" if fps is not None else "waiting for frames…"
@@ -190,7 +121,7 @@ def sequences_ui(svc: GalleryService) -> None:
     elif notice := st.session_state.pop("live_notice", None):
         st.success(md(notice))
     labels = svc.labels()
-    seqs = svc.sequences()
+    seqs = sorted(svc.sequences(), key=lambda q: (folded(q.name), q.name))  # as a reader sorts: case aside
     for s in seqs:
         a, b = st.columns([2, 1])
         missing = s.missing(labels)
@@ -250,6 +181,7 @@ def live_ui(svc: GalleryService) -> None:
         st.error(md(str(exc)))
         return
     state = _state(svc)
+    seen = svc.version()  # before the sequences are drawn: an edit landing after is a change to draw again
     left, right = st.columns([3, 2])
     with right:
         settings = settings_ui()
@@ -280,14 +212,15 @@ def live_ui(svc: GalleryService) -> None:
     # The stream's thread cannot write to the page: the script polls its state while it plays, and
     # draws the page again when the gallery changes on disk (another tab, the CLI), so the sequences
     # beside the stream are those it follows (the stream itself goes on: index.tracker.Renewed).
-    seen = svc.version()
     while ctx.state.playing:
         if svc.version() != seen:
             st.rerun()
         tracks, events, fps, error = state.snapshot()
         labels, fired = status_lines(tracks, events, fps)
         labels_box.markdown(labels)
-        events_box.markdown(fired)
+        # before the new stream's first frame, its events are still the last stream's: said so
+        events_box.markdown(fired if state.started() or not events else
+                            f"Events of the last stream (the newest {EVENTS_KEPT}):\n\n" + fired)
         if error:
             error_box.error(md(error))  # it may name a label or a sequence
         else:

@@ -207,6 +207,9 @@ class Annotator:
             self._banner = ("  ".join(f"{name}!" for name in dict.fromkeys(e.name for e in result.events)), result.t)
         if self._banner and result.t - self._banner[1] <= BANNER_SECONDS:
             patch = _bgr(tag(self._banner[0], 40, (255, 200, 40), (0, 0, 0), 12))
+            if patch.shape[1] > out.shape[1] - 8:  # wider than the frame: smaller letters, not names cut off
+                size = max(8, int(40 * (out.shape[1] - 8) / patch.shape[1]))
+                patch = _bgr(tag(self._banner[0], size, (255, 200, 40), (0, 0, 0), max(2, size * 12 // 40)))
             paste(out, patch, (out.shape[1] - patch.shape[1]) // 2, out.shape[0] - 12 - patch.shape[0])
         if fps is not None:  # top right: a track's label sits at the top left of a whole-frame box
             patch = tag(f"{fps:.1f} frames/s", 17, (255, 255, 255), (0, 0, 0), 3)
