@@ -93,6 +93,8 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: 
         _check_size((source.shape[1], source.shape[0]), name, max_pixels)
         return Image.fromarray(source, "RGB")
     if isinstance(source, bytes):
+        if not source:  # an empty upload, as an empty file: nothing to recognise
+            raise ImageError(f"{name}: is empty (0 bytes)")
         fp: object = io.BytesIO(source)
     else:
         path = Path(source)

@@ -176,14 +176,16 @@ def some(labels, n: int = 20) -> str:
 
 def renames(before, after) -> dict[str, str]:
     """The labels an edit between two states of a gallery (index.Gallery) renamed, old -> new: a
-    label gone whose references all carry one other label now (a rename keeps the references; into
-    a label that existed, they join it). A live stream goes on with them (index.tracker)."""
+    label gone whose references still there (one at least) all carry one other label now (a rename
+    keeps the references; into a label that existed, they join it). A live stream goes on with
+    them (index.tracker). Two passes over the references, only where a label went."""
     now = after.labels()
-    gone = [label for label in before.labels() if label not in now]
-    out = {}
-    for label in gone if before is not after else []:  # a scan of the references, only where a label went
-        ids = {r.id for r in before.references(label)}
-        into = [r.label for r in after.references() if r.id in ids]
-        if len(into) == len(ids) and len(set(into)) == 1:
-            out[label] = into[0]
-    return out
+    gone = {label for label in before.labels() if label not in now} if before is not after else set()
+    if not gone:
+        return {}
+    was = {r.id: r.label for r in before.references() if r.label in gone}
+    into: dict[str, set] = {}
+    for r in after.references():
+        if r.id in was:
+            into.setdefault(was[r.id], set()).add(r.label)
+    return {old: next(iter(new)) for old, new in into.items() if len(new) == 1}

@@ -44,7 +44,7 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class Match:
-    label: str  # UNKNOWN when the best score is below the threshold
+    label: str  # UNKNOWN when the best score is below the threshold, or the crop is blank (blank_answer)
     score: float
     nearest: str  # best label even when below the threshold
     threshold: float

@@ -52,12 +52,18 @@ class Smoother:
 
     def carried(self, settings: SmoothingSettings, renamed: Optional[dict] = None) -> "Smoother":
         """A smoother under other settings (a longer or shorter window) or labels (`renamed`: old ->
-        new) that goes on from this one: its last votes and its steady label kept, so a label held
-        through the change is not dropped and taken up again as a new one."""
-        out = Smoother(settings)
+        new) that goes on from this one: its last votes and its steady label kept, the label with at
+        least the new settings' `enter` votes (at its mean score), so a label held through the change
+        is neither dropped by the new `leave` nor taken up again later as a new one."""
         renamed = renamed or {}
-        out._votes.extend((renamed.get(v, v), score) for v, score in self._votes)
+        out = Smoother(settings)
+        votes = [(renamed.get(v, v), score) for v, score in self._votes][-settings.window:]
         out.label = renamed.get(self.label, self.label)
+        if out.label is not None and (need := settings.enter - sum(v == out.label for v, _ in votes)) > 0:
+            others = [i for i, (v, _) in enumerate(votes) if v != out.label]
+            dropped = set(others[:max(0, len(votes) + need - settings.window)])  # the oldest others make room
+            votes = [(out.label, self.score)] * need + [x for i, x in enumerate(votes) if i not in dropped]
+        out._votes.extend(votes)
         return out
 
     @property

@@ -87,3 +87,5 @@ def test_an_empty_file_and_a_dangling_or_looping_link_are_told_apart(tmp_path):
             load_image(tmp_path / name)
     with pytest.raises(ImageError, match=r"nope.jpg: no such file$"):
         load_image(tmp_path / "nope.jpg")
+    with pytest.raises(ImageError, match=r"^upload.jpg: is empty \(0 bytes\)$"):  # an empty upload, as an empty file
+        load_image(b"", name="upload.jpg")

@@ -305,6 +305,10 @@ def test_a_gesture_held_through_a_change_of_settings_is_not_counted_again():
     one = TrackerSettings(embed_every=1, smoothing=SmoothingSettings(window=3, enter=2, leave=1))
     other = TrackerSettings(embed_every=1, max_gap=5.0, smoothing=SmoothingSettings(window=9, enter=5, leave=2))
     assert _handed_over(held, held, g, g, one, other, {"r": ("a",)}, {"r": ("a",)}) == ["r"]
+    # a much longer window (its leave past the votes carried) and an unknown frame: still one step
+    longer = TrackerSettings(embed_every=1, smoothing=SmoothingSettings(window=30, enter=16, leave=6))
+    noisy = [[(box, "a")]] * 2 + [[(box, None)]] + [[(box, "a")]] * 20
+    assert _handed_over(held, noisy, g, g, one, longer, {"r": ("a",)}, {"r": ("a",)}) == ["r"]
     # and the stream is not frozen: a new step after the change still fires
     then = held + [[(box, "b")]] * 8
     assert _handed_over(held, then, g, g, one, other, {"rb": ("a", "b")}, {"rb": ("a", "b")}) == ["rb"]
@@ -323,6 +327,9 @@ def test_a_gesture_renamed_while_held_is_not_counted_again():
     after = before.clone()
     after.rename("flat hand", "paper")
     assert renames(before, after) == {"flat hand": "paper"} and renames(before, before) == {}
+    partly = after.clone()
+    partly.remove_reference(partly.references("paper")[0].id)  # renamed, and one of its references removed
+    assert renames(before, partly) == {"flat hand": "paper"}
     settings = TrackerSettings(embed_every=1, smoothing=SmoothingSettings(window=3, enter=2, leave=1))
     held = _handed_over([[(box, "flat hand")]] * 8, [[(box, "paper")]] * 8, before, after, settings, settings,
                         {"p": ("flat hand",)}, {"p": ("paper",)})

@@ -61,11 +61,15 @@ class LiveState:
         except Exception as exc:  # shown by the page as one line; a new tracker is tried next frame
             self._stream.close()
             with self.lock:
+                if self._fresh:  # ended meanwhile
+                    return bgr
                 self.error = str(exc) if isinstance(exc, ByakuganError) else f"internal error ({type(exc).__name__})"
                 self.tracks, self.fps = (), None  # not the last frame's labels beside the error, as if still current
                 self._times.clear()
             return bgr
         with self.lock:
+            if self._fresh:  # the stream ended while this frame was processed: nothing of it shown as current
+                return bgr
             self.error = None
             self._times.append(now)
             if len(self._times) > 1:
@@ -80,7 +84,7 @@ class LiveState:
         to read until the next stream's first frame."""
         with self.lock:
             self._fresh = True
-            self.tracks, self.fps = (), None
+            self.tracks, self.fps, self.error = (), None, None
 
     def started(self) -> bool:
         """Whether the stream now playing has had its first frame (its tracks and events are its own)."""

@@ -33,7 +33,7 @@ def warn(msg: str) -> None:
 
 def waiting(gallery) -> None:
     """Said when an edit waits for another one to end, which may take minutes (a reindex)."""
-    print(f"byakugan: waiting for another program editing {gallery} to finish...", file=sys.stderr, flush=True)
+    print(f"byakugan: waiting for another program editing {printable(gallery)} to finish...", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager

@@ -44,7 +44,7 @@ def cmd_search(a: argparse.Namespace) -> int:
         finally:
             bar.update()
         if not found or not found[0].found:
-            print(f"byakugan: {image}: no {g.detector_config['name']} found" + ("; searched the whole image" if found
+            print(f"byakugan: {printable(image)}: no {g.detector_config['name']} found" + ("; searched the whole image" if found
                   else " (--fallback whole searches the whole image)"), file=sys.stderr)
         out.append({"image": image, "detections": [r.to_dict() for r in found]})
         if not a.json:

@@ -17,7 +17,7 @@ from byakugan.index.gallery import Gallery
 from byakugan.index.smoothing import SmoothingSettings
 from byakugan.index.tracker import Tracker, TrackerSettings
 
-from .common import given, print_json, table, warn
+from .common import given, print_json, printable, table, warn
 from .gallery import edit_gallery
 
 
@@ -208,7 +208,7 @@ def cmd_watch(a: argparse.Namespace) -> int:
                 signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
     wall = time.perf_counter() - start
     print(f"byakugan: {count} frames in {wall:.1f} s ({count / max(wall, 1e-9):.1f} frames/s)"
-          + (f", annotated video {a.out}" if writer else ""), file=sys.stderr)
+          + (f", annotated video {printable(a.out)}" if writer else ""), file=sys.stderr)
     return code
 
 

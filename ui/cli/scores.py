@@ -13,7 +13,7 @@ from byakugan.index.errors import GalleryError, shown
 from byakugan.index.gallery import Gallery
 from byakugan.index.pipeline import Pipeline
 
-from .common import adapt_value, completed_for, warn
+from .common import adapt_value, completed_for, printable, warn
 from .gallery import edit_gallery
 
 
@@ -46,7 +46,7 @@ def cmd_threshold(a: argparse.Namespace) -> int:
 
 
 def note(msg: str) -> None:
-    print(f"byakugan: {msg}", file=sys.stderr)
+    print(f"byakugan: {printable(msg)}", file=sys.stderr)
 
 
 def threshold_value(text: str) -> float | str:
