@@ -16,9 +16,9 @@ from byakugan.embedder.images import ImageSource, load_image
 
 from .errors import GalleryError
 from .gallery import Gallery
+from .labels import renames
 from .pipeline import Pipeline
 from .sequences import SequenceMatcher, is_seconds
-from .labels import renames
 from .smoothing import Smoother, SmoothingSettings
 
 Box = tuple[int, int, int, int]
