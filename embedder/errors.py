@@ -1,6 +1,12 @@
 """Exceptions shared by every layer. Each message is one line naming the thing and the reason."""
 
 
+def shown(value: object, n: int = 40) -> str:
+    """repr of a value for an error message, cut to about n characters (a step may be 5,000)."""
+    text = repr(value)
+    return text if len(text) <= n else text[:n] + "..."
+
+
 class ByakuganError(Exception):
     """Base class: the CLI turns any of these into one line on stderr and exit code 2."""
 

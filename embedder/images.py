@@ -11,7 +11,7 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ImageError, shown
 
 # 40 megapixels covers phone and DSLR photos; beyond that decoding alone can take GBs of memory.
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -59,10 +59,6 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def shown_path(text: str, n: int = 60) -> str:
-    return repr(text) if len(repr(text)) <= n else repr(text)[:n] + "..."
-
-
 def _check_size(size: tuple[int, int], name: str, max_pixels: int) -> None:
     w, h = size
     if w * h > max_pixels:
@@ -103,7 +99,7 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: 
         try:
             if not path.exists():
                 if path.is_symlink():  # exists() follows it: told apart from a name with nothing there
-                    raise ImageError(f"{name}: is a symbolic link to {shown_path(os.readlink(path))}, which does "
+                    raise ImageError(f"{name}: is a symbolic link to {shown(os.readlink(path), 60)}, which does "
                                      "not exist (or links back to itself)")
                 raise ImageError(f"{name}: no such file")
         except OSError as exc:  # a name too long

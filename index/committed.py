@@ -23,14 +23,15 @@ VECTORS, CHECKPOINT = re.compile(r"vectors\.\d{6,}\.f32\Z"), re.compile(r"index\
 UNWRITABLE = ("in a folder that cannot be written (its permissions, or a read-only disk), which its database needs "
               "to save and even to be read (WAL)")
 
-def reader(f: Path, **kw) -> sqlite3.Connection:
+def reader(f: Path, immutable: Optional[bool] = None, **kw) -> sqlite3.Connection:
     """A connection to the database f that cannot write it. Where its folder cannot be written
     (permissions, a read-only disk) SQLite cannot make the WAL index a reader needs; with no write
     under way there (no WAL file with frames in it) the file is read as immutable, so a gallery on
     read-only media still answers. The path goes as a file: URI with its characters escaped (a
     folder named `a?b` must not open `a`)."""
     f = Path(f).absolute()
-    return sqlite3.connect(f"{f.as_uri()}?{'immutable=1' if still(f) else 'mode=ro'}", uri=True, **kw)
+    immutable = still(f) if immutable is None else immutable
+    return sqlite3.connect(f"{f.as_uri()}?{'immutable=1' if immutable else 'mode=ro'}", uri=True, **kw)
 
 
 def still(f: Path) -> bool:
@@ -154,7 +155,7 @@ def snapshot(directory: Path, queries, last: bool = True) -> Optional[list]:
     f = directory / DB_FILE
     frozen = still(f)
     before = stamp(f) if frozen else None
-    con = reader(f, timeout=60, isolation_level=None)
+    con = reader(f, frozen, timeout=60, isolation_level=None)  # as stamped: decided once
     try:
         con.execute("BEGIN")
         rows = [list(con.execute(q)) for q in queries]

@@ -64,13 +64,13 @@ SNAPSHOT = ("SELECT key, value FROM settings", "SELECT id, label, source, added,
             "SELECT start, rows, sha256 FROM pieces ORDER BY start")
 
 
-def _connect(directory: Path, write: bool) -> sqlite3.Connection:
+def _connect(directory: Path) -> sqlite3.Connection:
+    """A writer's connection (readers read through committed.snapshot: no schema, no journal switch,
+    so they never wait for a lock)."""
     try:
-        con = (sqlite3.connect(directory / DB_FILE, timeout=60, isolation_level=None) if write
-               else reader(directory / DB_FILE, timeout=60, isolation_level=None))
-        if write:  # readers change nothing: no schema, no journal switch, so they never wait for a lock
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=FULL")
+        con = sqlite3.connect(directory / DB_FILE, timeout=60, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=FULL")
         return con
     except sqlite3.Error as exc:
         if isinstance(exc, sqlite3.OperationalError) and not os.access(directory, os.W_OK):  # SQLite: "unable to open"
@@ -212,7 +212,7 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
     first: files the save needs beside the database (thumbnails), written holding its write lock
     once the generation is checked, before anything else; undo: called when the save then fails."""
     directory.mkdir(parents=True, exist_ok=True)
-    con = _connect(directory, write=True)
+    con = _connect(directory)
     try:
         con.execute("BEGIN IMMEDIATE")  # one writer at a time, from here to the commit
         for statement in SCHEMA:

@@ -1,6 +1,6 @@
 """Gallery errors; all are ByakuganError so the CLI reports them as one line with exit code 2."""
 
-from byakugan.embedder.errors import ByakuganError
+from byakugan.embedder.errors import ByakuganError, shown  # noqa: F401 (shown: index's modules import it here)
 
 
 class GalleryError(ByakuganError):
@@ -23,8 +23,3 @@ class GalleryGoneError(GalleryError):
     """The gallery a server was started with was moved or deleted while it ran (the server's fault to
     report, not the request's)."""
 
-
-def shown(value: object, n: int = 40) -> str:
-    """repr of a value for an error message, cut to about n characters (a step may be 5,000)."""
-    text = repr(value)
-    return text if len(text) <= n else text[:n] + "..."

@@ -30,6 +30,7 @@ from byakugan.ui.widgets import md
 
 ICE_SCHEMES = ("stun", "stuns", "turn", "turns")
 POLL_SECONDS = 0.3
+LAST_STREAM = f"Events of the last stream (the newest {EVENTS_KEPT}):\n\n"
 
 
 class LiveError(ByakuganError):
@@ -208,7 +209,7 @@ def live_ui(svc: GalleryService) -> None:
                               async_processing=True)
         labels_box, events_box, error_box = st.empty(), st.empty(), st.empty()
     if not ctx.state.playing and (last := state.snapshot()[1]):  # what fired is still there to read after STOP
-        events_box.markdown(f"Events of the last stream (the newest {EVENTS_KEPT}):\n\n" + status_lines((), last, None)[1])
+        events_box.markdown(LAST_STREAM + status_lines((), last, None)[1])
     # The stream's thread cannot write to the page: the script polls its state while it plays, and
     # draws the page again when the gallery changes on disk (another tab, the CLI), so the sequences
     # beside the stream are those it follows (the stream itself goes on: index.tracker.Renewed).
@@ -220,7 +221,7 @@ def live_ui(svc: GalleryService) -> None:
         labels_box.markdown(labels)
         # before the new stream's first frame, its events are still the last stream's: said so
         events_box.markdown(fired if state.started() or not events else
-                            f"Events of the last stream (the newest {EVENTS_KEPT}):\n\n" + fired)
+                            LAST_STREAM + fired)
         if error:
             error_box.error(md(error))  # it may name a label or a sequence
         else:
