@@ -7,7 +7,7 @@ Names are imported on first use, so `byakugan.index.bundle` loads an exported bu
 from importlib import import_module
 
 _EXPORTS = {
-    "GalleryError": "errors", "ModelMismatchError": "errors",
+    "GalleryError": "errors", "ModelMismatchError": "errors", "NotInGalleryError": "errors", "ReadOnlyGalleryError": "errors",
     "Gallery": "gallery", "GallerySettings": "settings",
     "Pipeline": "pipeline", "Region": "pipeline", "open_gallery": "opening", "editing": "opening",
     "UNKNOWN": "ranking", "Hit": "ranking", "Match": "ranking", "Recognition": "ranking", "Reference": "ranking",

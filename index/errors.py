@@ -19,6 +19,11 @@ class NotInGalleryError(GalleryError):
     """A label, reference or sequence the gallery does not hold (HTTP 404)."""
 
 
+class ReadOnlyGalleryError(GalleryError):
+    """An edit of a gallery whose folder or disk this user cannot write (HTTP 409: the request is
+    sound, the gallery's state refuses it); nothing was changed."""
+
+
 class GalleryGoneError(GalleryError):
     """The gallery a server was started with was moved or deleted while it ran (the server's fault to
     report, not the request's)."""

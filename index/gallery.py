@@ -18,7 +18,7 @@ from byakugan.embedder.scoring.cohort import COHORT_FILE, load_cohort, save_coho
 
 from . import committed, counts, db, ranking, reindex, store
 from .enrol_inputs import sources_of, thumbnails_of
-from .errors import GalleryError, NotInGalleryError
+from .errors import GalleryError, NotInGalleryError, ReadOnlyGalleryError
 from .labels import check_label, check_label_in, find, shown, some
 from .means import ClassMeans, kept
 from .milvus import new_store
@@ -112,7 +112,7 @@ class Gallery:
     read_only = property(lambda self: bool(self._meta.get("read_only")))
     def _editable(self) -> None:  # a bundle's gallery answers as exported: an edit in memory would change its answers
         if self.read_only:
-            raise GalleryError("this gallery comes from an exported bundle and is read-only; edit its gallery folder "
+            raise ReadOnlyGalleryError("this gallery comes from an exported bundle and is read-only; edit its gallery folder "
                                "(enroll, remove, rename, settings), then export it again")
     generation = property(lambda self: (self._meta["generation"], self._meta.get("commit")) if "generation" in self._meta
                           else None, doc="The committed save it holds (index.db: generation, commit), if any")

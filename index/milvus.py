@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .errors import GalleryError
+from .errors import GalleryError, ReadOnlyGalleryError
 from .milvus_spec import (FIELD, LITE, LITE_FILE, READS, SERVER, check_lite, check_store, collections, connect, errors,
                           index_params, fresh_collection, search_params)
 from .milvus_spec import CHOICES, store_name  # noqa: F401  (re-exported: index.opening and the CLI import them here)
@@ -95,7 +95,7 @@ class MilvusStore:
                 raise GalleryError("--store milvus-lite: the gallery needs a folder to keep its database in")
             key = str((self.directory / LITE_FILE).resolve()) if self.uri == LITE_FILE else self.uri
             if self.uri == LITE_FILE and os.path.isdir(key) and not os.access(key, os.W_OK):  # not "another may hold it"
-                raise GalleryError(f"gallery {self.directory}: Milvus Lite database {LITE_FILE} is in a folder that cannot be "
+                raise ReadOnlyGalleryError(f"gallery {self.directory}: Milvus Lite database {LITE_FILE} is in a folder that cannot be "
                                    "written (permissions, or a read-only disk), and Milvus Lite writes there even to "
                                    "read; use a writable copy, or `byakugan export` it (a bundle is read anywhere)")
             where = f"gallery {self.directory}: Milvus Lite database {LITE_FILE} (it serves one process at a time; " \

@@ -18,7 +18,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator, Optional, TypeVar
 from byakugan.embedder.atomic import fsync_dir, write_atomic
 
 from .archive import MANIFEST, archive_kind
-from .errors import GalleryError
+from .errors import GalleryError, ReadOnlyGalleryError
 
 __all__ = ["META_FILE", "LOCK_FILE", "load", "locked", "save", "write_atomic"]
 
@@ -124,7 +124,7 @@ def locked(directory: Path, waiting: Optional[Callable[[], None]] = None) -> Ite
     # "cannot be created or locked (Operation not permitted)", and with one there already the edit
     # failed later, on its database. (Its permissions, chattr +i, or a disk mounted read-only.)
     if directory.is_dir() and not os.access(directory, os.W_OK):
-        raise GalleryError(f"gallery {directory}: its folder is read-only (not writable by this user, or on a read-only "
+        raise ReadOnlyGalleryError(f"gallery {directory}: its folder is read-only (not writable by this user, or on a read-only "
                            "disk), and an edit must write there; nothing was changed (edit a writable copy, "
                            "or get write access to the folder)")
     if file := next((p for p in directory.parents if p.exists() and not p.is_dir()), None):

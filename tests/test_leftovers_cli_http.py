@@ -174,7 +174,7 @@ def test_a_read_only_gallery_is_served_and_says_it_cannot_be_written(client, dig
         assert c.get("/healthz").json()["writable"] is False
         assert TestClient(create_app(path)).post("/search", files=image).json() == want
         r = c.post("/enroll", data={"label": "x"}, files={"images": ("q.jpg", digits["3"][5].read_bytes())})
-        assert r.status_code == 400 and "its folder is read-only" in r.json()["error"]
+        assert r.status_code == 409 and "its folder is read-only" in r.json()["error"]
 
 
 def test_a_websocket_to_no_route_is_told_the_route_there_is(client, digit_gallery):
@@ -266,5 +266,5 @@ def test_the_servers_edit_of_a_read_only_gallery_says_it_is_read_only(client):
     before = disk_state(path)
     with unwritable(path):
         r = c.delete("/labels/3")
-    assert 400 <= r.status_code < 500 and "its folder is read-only" in r.json()["error"], r.text
+    assert r.status_code == 409 and "its folder is read-only" in r.json()["error"], r.text
     assert disk_state(path) == before and c.get("/labels").json()["labels"]["3"] == 5
