@@ -89,3 +89,15 @@ def _left_out_terms(gallery: Gallery, labels: list[str], stored: np.ndarray, q: 
 
 def calibrate(gallery: Gallery, prepare: Prepare, limit: int = LIMIT) -> Calibration:
     return fit(*evidence(gallery, prepare, limit), threshold=gallery.threshold)
+
+
+def strangers_note(cal: Calibration, threshold: float) -> Optional[str]:
+    """For people, beside a threshold: the share of the references' best scores against another class
+    that reach it (None without them), and a warning where that is most of them."""
+    share = cal.strangers_passing(threshold)
+    if share is None:
+        return None
+    said = (f"{share:.0%} of the references' best scores against a class not theirs reach it (about the share of "
+            "look-alike strangers it would answer with a label)")
+    return said + ("; that is most of them: enrol more varied references, or set a higher threshold by hand"
+                   if share > 0.5 else "")

@@ -24,6 +24,14 @@ def test_fit_reads_true_matches_high_and_strangers_low():
     assert 0.6 < cal.score_at(0.5) < 0.7  # where the two sets cross
 
 
+def test_strangers_passing_counts_the_best_other_class_scores_at_or_above_a_threshold():
+    cal = fit(np.asarray([0.9, 0.8, 0.85, 0.7]), np.asarray([0.1, 0.2, 0.3, 0.4]), threshold=0.5)
+    assert cal.strangers == (0.1, 0.2, 0.3, 0.4)
+    assert [cal.strangers_passing(t) for t in (0.05, 0.2, 0.25, 0.4, 0.41)] == [1.0, 0.75, 0.5, 0.25, 0.0]
+    assert fit(np.asarray([0.9]), np.asarray([0.3]), threshold=0.5).strangers_passing(0.3) == 1.0  # unfitted: still told
+    assert fit(np.asarray([0.9, 0.8]), np.zeros(0), threshold=0.5).strangers_passing(0.3) is None
+
+
 def test_too_little_evidence_centres_on_the_threshold():
     for genuine, impostor in [([], [0.1, 0.2]), ([0.9], [0.1]), ([0.9, 0.8], [])]:
         cal = fit(np.asarray(genuine), np.asarray(impostor), threshold=0.42)
@@ -198,7 +206,16 @@ def test_threshold_auto_or_fixed_from_the_cli(digit_gallery, tmp_path, capsys):
     assert main(["threshold", str(path), "0.7"]) == 0
     assert not Gallery.open(path).threshold_auto and Gallery.open(path).threshold == 0.7
     capsys.readouterr()
-    assert main(["threshold", str(path)]) == 0 and capsys.readouterr().out.strip() == "0.7"
+    assert main(["threshold", str(path)]) == 0
+    out, err = capsys.readouterr()
+    cal = Pipeline.for_gallery(g).calibration(g)
+    assert out.strip() == "0.7" and f"{cal.strangers_passing(0.7):.0%} of the references' best scores against" in err
+    # A threshold every reference's best other class reaches says that it names most strangers.
+    assert main(["threshold", str(path), str(round(min(cal.strangers) - 0.01, 4))]) == 0
+    capsys.readouterr()
+    assert main(["threshold", str(path)]) == 0 and "100% of the references' best" in (err := capsys.readouterr().err)
+    assert "that is most of them" in err
+    assert main(["labels", str(path), "--json"]) == 0 and json.loads(capsys.readouterr().out)["strangers_passing"] == 1.0
     assert main(["threshold", str(path), "auto"]) == 0 and Gallery.open(path).threshold_auto
     with pytest.raises(SystemExit) as exc:
         main(["threshold", str(path), "high"])

@@ -242,9 +242,15 @@ def test_threshold_is_automatic_or_set_on_the_confidence_scale(app, digits, tmp_
     assert app.button(key="save_threshold").disabled  # saving without a change cannot move it
     raw = app.number_input(key="threshold")
     assert raw.value == round(g.threshold, 4) or abs(raw.value - g.threshold) < 1e-6  # the raw box shows it too
+    raw.set_value(-0.5).run()  # below every reference's best score against the other class: said, as a warning
+    app.button(key="save_raw_threshold").click().run()
+    assert any("100% of the references' best scores against a class not theirs reach it" in w.value
+               and "that is most of them" in w.value for w in app.warning)
     raw.set_value(0.95).run()
     app.button(key="save_raw_threshold").click().run()
     assert Gallery.open(tmp_path / "gallery").threshold == 0.95
+    assert any("0% of the references' best scores" in c.value for c in app.caption) and not any(
+        "most of them" in w.value for w in app.warning)
     # the slider shows the saved threshold, not the 80% it showed before: one click on Save would have undone it
     assert app.slider(key="threshold_pct").value != 80 and app.button(key="save_threshold").disabled
     go(app, "Enrol")

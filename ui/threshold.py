@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
+from byakugan.index.confidence import strangers_note
 from byakugan.index.service import GalleryService
 from byakugan.index.settings import threshold_reach
 from byakugan.ui.acting import act, synced
@@ -39,6 +40,8 @@ def threshold_ui(svc: GalleryService) -> None:
             raw_threshold_ui(svc, now_raw)
     st.caption("Confidence is calibrated on this gallery's own references." if cal.fitted else
                f"Confidence is not calibrated yet ({md(cal.reason)}): 50% is the threshold.")
+    if said := strangers_note(cal, now_raw):
+        (st.warning if cal.strangers_passing(now_raw) > 0.5 else st.caption)(md(said[0].upper() + said[1:]) + ".")
 
 
 def confidence_said(asked: int, cal, raw: float) -> str:

@@ -22,7 +22,7 @@ No torch: bundles use it too.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -49,6 +49,17 @@ class Calibration:
     # True: the references' own 95% point lay above every stranger's score and the stored threshold,
     # so auto_threshold was held at the higher of those two
     held: bool = False
+    # Each reference's best score against a class not its own, sorted: how often a look-alike
+    # stranger would pass a threshold (strangers_passing), told beside it so that a threshold which
+    # lets most of them through is not silent.
+    strangers: tuple[float, ...] = ()
+
+    def strangers_passing(self, threshold: float) -> Optional[float]:
+        """The share of the references' best scores against another class at or above `threshold`
+        (None without any): an estimate, from the gallery alone, of the strangers a search would name."""
+        if not self.strangers:
+            return None
+        return 1.0 - float(np.searchsorted(np.asarray(self.strangers), float(threshold), side="left")) / len(self.strangers)
 
     def confidence(self, score: float) -> float:
         if isinstance(score, bool) or not isinstance(score, (int, float, np.floating, np.integer)):
@@ -82,9 +93,10 @@ def fit(genuine: np.ndarray, impostor: np.ndarray, threshold: float, ridge: floa
     genuine, impostor = genuine[np.isfinite(genuine)], impostor[np.isfinite(impostor)]
     if len(impostor) < 1:
         return centred(threshold)
+    strangers = tuple(float(v) for v in np.sort(impostor))
     if len(genuine) < MIN_GENUINE:  # near-copies are not evidence (index.confidence leaves them out)
-        return centred(threshold, f"needs {MIN_GENUINE} true-match scores, has {len(genuine)}: a class with 2+ "
-                                  "references that are not near-copies of each other")
+        return replace(centred(threshold, f"needs {MIN_GENUINE} true-match scores, has {len(genuine)}: a class with 2+ "
+                                  "references that are not near-copies of each other"), strangers=strangers)
     x = np.concatenate([genuine, impostor])
     y = np.concatenate([np.ones(len(genuine)), np.zeros(len(impostor))])
     mu, sd = float(x.mean()), max(float(x.std()), 1e-6)
@@ -98,7 +110,8 @@ def fit(genuine: np.ndarray, impostor: np.ndarray, threshold: float, ridge: floa
         H = np.array([[np.sum(h * z * z) + ridge, np.sum(h * z)], [np.sum(h * z), np.sum(h) + 1e-9]])
         a, b = np.array([a, b]) - np.linalg.solve(H, g)
     if not (np.isfinite(a) and np.isfinite(b)) or a <= 0:  # higher scores must never read as less likely
-        return centred(threshold, "strangers score as high as true matches: the references do not tell the classes apart")
+        return replace(centred(threshold, "strangers score as high as true matches: the references do not tell the classes "
+                                          "apart"), strangers=strangers)
     auto, held = None, False
     if len(genuine) >= MIN_AUTO:
         auto = float(np.quantile(genuine, 1.0 - AUTO_KEEPS))
@@ -107,4 +120,5 @@ def fit(genuine: np.ndarray, impostor: np.ndarray, threshold: float, ridge: floa
         # queries will (a burst of shots of one pose) put their 95% point there.
         bound = max(float(impostor.max()), float(threshold))
         auto, held = min(auto, bound), auto > bound
-    return Calibration(float(a / sd), float(b - a * mu / sd), True, len(genuine), len(impostor), auto, held=held)
+    return Calibration(float(a / sd), float(b - a * mu / sd), True, len(genuine), len(impostor), auto, held=held,
+                       strangers=strangers)

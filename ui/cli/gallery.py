@@ -90,11 +90,14 @@ def cmd_labels(a: argparse.Namespace) -> int:
     labels = g.labels()
     if a.json:
         # In auto mode the stored value is only the model's fallback: the one in force is what searches use.
-        auto = Pipeline.for_gallery(g, runtime="onnx").calibration(g).auto_threshold if g.threshold_auto and labels else None
+        cal = Pipeline.for_gallery(g, runtime="onnx").calibration(g) if labels else None
+        auto = cal.auto_threshold if cal is not None and g.threshold_auto else None
+        passing = cal.strangers_passing(g.threshold if auto is None else auto) if cal is not None else None
         print_json({"gallery": a.gallery, "model": g.model_name, "threshold": g.threshold if auto is None else round(auto, 6),
                     "threshold_mode": "auto" if g.threshold_auto else "fixed",
                     "threshold_from": "fixed" if not g.threshold_auto else "references" if auto is not None else "model",
-                    "scoring": g.scoring, "adapt": g.adapt, "colourless_queries": g.colourless_queries, "labels": labels})
+                    "scoring": g.scoring, "adapt": g.adapt, "colourless_queries": g.colourless_queries,
+                    "strangers_passing": None if passing is None else round(passing, 4), "labels": labels})
     elif labels:
         print(table(sorted(labels.items()), ("label", "references")))
     else:

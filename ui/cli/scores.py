@@ -9,6 +9,7 @@ import sys
 from byakugan.embedder.scoring import SCORINGS
 from byakugan.embedder.scoring.adapt import Adaptation
 from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
+from byakugan.index.confidence import strangers_note
 from byakugan.index.errors import GalleryError, shown
 from byakugan.index.gallery import Gallery
 from byakugan.index.pipeline import Pipeline
@@ -20,20 +21,19 @@ from .gallery import edit_gallery
 def cmd_threshold(a: argparse.Namespace) -> int:
     if a.value is None:
         g = Gallery.open(a.gallery)
-        if not g.threshold_auto:
-            print(g.threshold)
-            return 0
-        cal = Pipeline.for_gallery(g, runtime="onnx").calibration(g)
-        if cal.auto_threshold is None:
-            print(g.threshold)
+        cal = Pipeline.for_gallery(g, runtime="onnx").calibration(g) if g.threshold_auto or g.labels() else None
+        used = g.threshold if cal is None or not g.threshold_auto or cal.auto_threshold is None else cal.auto_threshold
+        print(round(used, 6) if used != g.threshold else g.threshold)
+        if cal is not None and g.threshold_auto and cal.auto_threshold is None:
             note(f"auto: the model's threshold until the references give {MIN_AUTO} true-match scores "
-                   f"(each reference against the rest of its class); they give {cal.genuine}"
-                   + (f" ({cal.reason})" if cal.reason else ""))
-        else:
-            print(round(cal.auto_threshold, 6))
+                 f"(each reference against the rest of its class); they give {cal.genuine}"
+                 + (f" ({cal.reason})" if cal.reason else ""))
+        elif cal is not None and g.threshold_auto:
             note(f"auto: keeps {AUTO_KEEPS:.0%} of the {cal.genuine} true-match scores of the gallery's own references"
                  + ("; held down to the best score a reference reaches against another class (or the stored "
                     "threshold): above that, a higher one would refuse only true matches" if cal.held else ""))
+        if cal is not None and (said := strangers_note(cal, used)):
+            note(said)
         return 0
     with edit_gallery(a.gallery) as g:
         if a.value == "auto":
