@@ -70,12 +70,13 @@ def _check_size(size: tuple[int, int], name: str, max_pixels: int) -> None:
 def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None) -> Image.Image:
     """Return an RGB PIL image, upright per its EXIF orientation.
 
-    Accepts a path, encoded bytes, a PIL image or an HxWx3 uint8 array. Raises ImageError with
-    one line naming the source (or `name`, e.g. an upload's file name) and the reason.
+    Accepts a path, encoded bytes, a PIL image or an HxWx3 uint8 array in RGB order (OpenCV's are
+    BGR: pass arr[:, :, ::-1]). Raises ImageError with one line naming the source (or `name`, e.g. an
+    upload's file name) and the reason.
     """
     if not isinstance(source, (str, os.PathLike, bytes, Image.Image, np.ndarray)):
         raise ImageError(f"image {type(source).__name__}: expected a file path, encoded bytes, a PIL image or "
-                         "an HxWx3 uint8 array")
+                         "an HxWx3 uint8 RGB array")
     name = name or describe(source)
     if isinstance(source, Image.Image):
         _check_size(source.size, name, max_pixels)
@@ -85,7 +86,7 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: 
             raise ImageError(f"{name}: cannot be read as a picture ({exc})") from None
     if isinstance(source, np.ndarray):
         if source.ndim != 3 or source.shape[2] != 3 or source.dtype != np.uint8:
-            raise ImageError(f"{name}: expected an HxWx3 uint8 array, got shape {source.shape} dtype {source.dtype}")
+            raise ImageError(f"{name}: expected an HxWx3 uint8 RGB array, got shape {source.shape} dtype {source.dtype}")
         _check_size((source.shape[1], source.shape[0]), name, max_pixels)
         return Image.fromarray(source, "RGB")
     if isinstance(source, bytes):

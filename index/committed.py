@@ -128,8 +128,12 @@ def readable(directory: Path):
 
 def check_current(directory: Path, state) -> None:
     """GalleryError unless the folder still holds `state` (version(): the one a copy was read at or
-    last saved), or nothing committed: a copy of another state must not write over it."""
+    last saved), or nothing committed where nothing was: a copy of another state must not write over
+    it, nor a copy of a gallery since removed make it again in part."""
     now = readable(directory)
+    if now is None and state is not None:  # written afresh, it would lose what only the folder kept (thumbnails)
+        raise GalleryError(f"gallery {directory}: was removed (or moved) since this copy was opened; nothing saved: "
+                           "save it to another folder to keep this copy, without the thumbnails the folder held")
     if now is not None and now != state:
         raise GalleryError(f"gallery {directory}: another save changed it since this copy was opened; nothing "
                            "changed: open it again and redo the edit")

@@ -74,7 +74,7 @@ def export(gallery: Gallery, out: os.PathLike | str, overwrite: bool = False,
         made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]  # removed again if the export fails
         if out.exists() or out.is_symlink():
             if not overwrite:
-                raise GalleryError(f"export: {out} already exists; choose a new name, or --overwrite to replace an earlier bundle")
+                raise GalleryError(f"export: {out} already exists; choose a new name, or --overwrite (overwrite=True) to replace an earlier bundle")
             check_replaceable(out, gallery)
         kind = None if folder else archive_kind(out)
         if kind is None and out.suffix.lower() in OTHER_ARCHIVES and not folder:  # would silently be a folder of that name
@@ -218,7 +218,7 @@ def _place(staged: Path, out: Path, overwrite: bool, gallery: Gallery, tmp: Path
     except OSError as exc:
         if isinstance(exc, (FileExistsError, NotADirectoryError)) or exc.errno == errno.ENOTEMPTY:
             raise GalleryError(f"export: {out} appeared while the bundle was made; nothing was replaced (choose a "
-                               "new name, or --overwrite to replace an earlier bundle)") from None
+                               "new name, or --overwrite (overwrite=True) to replace an earlier bundle)") from None
         raise
 
 

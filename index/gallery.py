@@ -89,9 +89,9 @@ class Gallery:
         if target is None:
             raise GalleryError("gallery has no path to save to; pass one")
         same = self._saved_to is not None and target.resolve() == Path(self._saved_to).resolve()  # however spelt
-        store.check_save_target(target, same, not same and self.exists(target))
         if same:  # checked again, under the write lock, by the save itself; here before any thumbnail is written
             committed.check_current(target, self.generation)
+        store.check_save_target(target, same, not same and self.exists(target))
         # The cohort file is written once per folder; it may still have to be read from the old one.
         cohort = self.cohort if self.cohort_settings and not (target / COHORT_FILE).is_file() else None
         old, self.path = self._saved_to and Path(self._saved_to) / THUMBS_DIR, target

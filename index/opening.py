@@ -48,9 +48,9 @@ def editing(path: os.PathLike | str, waiting: Optional[Callable[[], None]] = Non
     lock, yielded, and saved when the block ends (nothing saved if it raises), so edits from other
     programs wait instead of making this one's save, or theirs, refused as stale. waiting: called
     once if another edit holds the lock."""
+    if not isinstance(path, (str, os.PathLike)) or not Gallery.exists(path):
+        Gallery.open(path)  # the precise "missing", "not a gallery" or "not a path" error, and no lock file made
     path = Path(path)
-    if not Gallery.exists(path):
-        Gallery.open(path)  # the precise "missing" or "not a gallery" error, and no lock file made
     with store.locked(path, waiting):
         g = Gallery.open(path)
         yield g

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import os
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
-from PIL import Image
 
 from byakugan.embedder.detection import Detection, create_detector
 from byakugan.embedder.detection.base import whole
@@ -32,21 +30,11 @@ from .enrol_inputs import one_each, sources_of
 from .gallery import Gallery
 from .model_check import check_fits, check_gallery, load_gallery_model, load_model
 from .ranking import Match, Recognition, SearchResult, blank_answer, check_fallback, check_k
+from .results import Region
 from .settings import GallerySettings, colourless_spec
 from .vectors import stored_form
 
 Queries = Union[np.ndarray, Sequence[ImageSource]]
-
-
-@dataclass(frozen=True)
-class Region:
-    """One detection of an image, cropped, with its hand landmarks when the detector gives them."""
-
-    box: tuple[int, int, int, int]
-    crop: Image.Image
-    landmarks: Optional[np.ndarray] = None
-    found: bool = True  # False: the whole image, taken because nothing was detected
-    whole: bool = False  # found, and the whole image: the detector took it as the face (it fills the picture)
 
 
 class Pipeline:
@@ -230,16 +218,20 @@ class Pipeline:
         if not len(gallery):
             raise GalleryError(f"gallery {gallery.path or '(unsaved)'}: is empty; enrol images first")
         check_fits(gallery, self.encoder, self.landmarks)  # before the work of embedding
-        is_vectors = isinstance(queries, np.ndarray) and queries.dtype.kind == "f" and queries.ndim == 2
-        q, off = self.query(gallery, stored_form(queries, gallery.dim, gallery.path, self.fused) if is_vectors
+        q, off = self.query(gallery, stored_form(queries, gallery.dim, gallery.path, self.fused) if _vectors(queries)
                             else self.embed_regions(image_list(queries, "queries")))
         return gallery.search(q, k, off)
 
     def match(self, gallery: Gallery, queries: Queries, threshold: Optional[float] = None) -> list[Match]:
-        """search(k=1) plus the threshold: the best label, or "unknown" below it."""
+        """search(k=1) plus the threshold: the best label, or "unknown" below it, and for a blank picture
+        (embedder.images.blank: one flat colour, under 8 px a side) whatever it scores, as recognize answers."""
         cal = self.calibration(gallery)
         threshold = self.threshold(gallery) if threshold is None else threshold
-        return [gallery.match(r, threshold, cal) for r in self.search(gallery, queries, k=1)]
+        queries = queries if _vectors(queries) else image_list(queries, "queries")  # a generator, once
+        results = self.search(gallery, queries, k=1)
+        # Each picture read again, one at a time, rather than all of them kept from the search at once.
+        whys = [None] * len(results) if _vectors(queries) else [blank(load_image(i)) for i in queries]
+        return [blank_answer(gallery.match(r, threshold, cal), why) for r, why in zip(results, whys)]
 
     def threshold(self, gallery: Gallery) -> float:
         """The threshold searches use: the gallery's own automatic one when it has one and enough
@@ -298,3 +290,6 @@ class Pipeline:
             vectors = self.embed_regions(crops, [r.landmarks for r in regions], progress=len(crops) > 8)
         return gallery.enroll(label, vectors, sources, images=crops)
 
+
+def _vectors(queries: Queries) -> bool:  # (N, D) float vectors, not (N, H, W, 3) pictures
+    return isinstance(queries, np.ndarray) and queries.dtype.kind == "f" and queries.ndim == 2

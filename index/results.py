@@ -1,4 +1,4 @@
-"""The typed results every interface gets (a reference, a hit, a search's result, a match, the
+"""The typed results every interface gets (a detection's region, a reference, a hit, a search's result, a match, the
 answer for one detection) and their JSON forms: what the CLI, the server and a bundle print."""
 
 from __future__ import annotations
@@ -6,9 +6,23 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
+import numpy as np
+from PIL import Image
+
 from byakugan.embedder.scoring.calibration import Calibration
 
 UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Region:
+    """One detection of an image, cropped, with its hand landmarks when the detector gives them."""
+
+    box: tuple[int, int, int, int]
+    crop: Image.Image
+    landmarks: Optional[np.ndarray] = None
+    found: bool = True  # False: the whole image, taken because nothing was detected
+    whole: bool = False  # found, and the whole image: the detector took it as the face (it fills the picture)
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,15 @@ import errno
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator, Optional, TypeVar
+from typing import BinaryIO, Callable, Iterator, Optional, TypeVar
 
 from byakugan.embedder.atomic import fsync_dir, write_atomic
 
 from .archive import MANIFEST, archive_kind
 from .errors import GalleryError, ReadOnlyGalleryError
+from .thumbnails import Thumbnails  # noqa: F401 (index.gallery saves through store.Thumbnails)
 
 __all__ = ["META_FILE", "LOCK_FILE", "load", "locked", "save", "write_atomic"]
 
@@ -83,7 +85,7 @@ def load(directory: Path, read: Callable[[BinaryIO], T], attempts: int = 5) -> t
 def _read_meta(directory: Path) -> dict:
     meta_path = directory / META_FILE
     if not directory.exists():
-        raise GalleryError(f"gallery {directory}: does not exist (create one with `byakugan enroll`)")
+        raise GalleryError(f"gallery {directory}: does not exist (create one with `byakugan enroll`, or Pipeline.new_gallery in Python)")
     bundle = "an exported bundle, not a gallery folder: `byakugan serve`, `byakugan watch` or bundle.load() opens it"
     if not directory.is_dir():
         raise GalleryError(f"gallery {directory}: is " + (bundle if archive_kind(directory) else "a file, not a gallery folder"))
@@ -108,6 +110,17 @@ def _read_meta(directory: Path) -> dict:
     return meta
 
 
+# The folders whose lock each thread holds: a nested edit of one is refused instead of waiting on
+# its own thread. Per thread, as threads of one program each wait for the lock like other programs.
+_HOLDING = threading.local()
+
+
+def _held() -> set[str]:
+    if not hasattr(_HOLDING, "folders"):
+        _HOLDING.folders = set()
+    return _HOLDING.folders
+
+
 @contextlib.contextmanager
 def locked(directory: Path, waiting: Optional[Callable[[], None]] = None) -> Iterator[None]:
     """Exclusive lock for a read-modify-save cycle, so two writers never lose each other's changes.
@@ -118,6 +131,10 @@ def locked(directory: Path, waiting: Optional[Callable[[], None]] = None) -> Ite
 
     if directory.exists() and not directory.is_dir():
         raise GalleryError(f"gallery {directory}: is a file, not a gallery folder")
+    key = os.path.realpath(directory)
+    if key in _held():  # flock by another open of the file: this thread would wait for itself forever
+        raise GalleryError(f"gallery {directory}: this thread already holds its lock (an edit inside another edit of "
+                           "the same gallery); make the change through the outer edit's gallery")
     if directory.is_symlink() and not directory.exists():  # mkdir would fail on it as if another writer removed it
         raise GalleryError(f"gallery {directory}: is a link to {os.readlink(directory)}, which does not exist")
     # A folder this user may not write in is named as such: the lock file it cannot make was told as
@@ -165,10 +182,12 @@ def locked(directory: Path, waiting: Optional[Callable[[], None]] = None) -> Ite
     else:
         raise GalleryError(f"gallery {directory}: cannot be locked (its folder went away 100 times while being locked)")
     with f:
+        _held().add(key)
         try:
             clean_leftovers(directory)
             yield
         finally:
+            _held().discard(key)
             with contextlib.suppress(OSError):  # still holding the lock: no other writer is in it
                 if made and os.listdir(directory) == [LOCK_FILE]:
                     (directory / LOCK_FILE).unlink()
@@ -255,42 +274,3 @@ def retire(directory: Path, backup: str, keep) -> None:
         if p.name != keep:
             p.replace(directory / backup / p.name)
     fsync_dir(directory)
-
-
-class Thumbnails:
-    """The thumbnails a save writes (JPEG bytes by reference id) into `folder`: written once the save
-    may go ahead, taken back when it then fails, so a later save's reference of the same id never
-    shows this one's picture. `new`: the ids that had no thumbnail before (only theirs are taken back).
-    A save into another folder also copies, from `copy_from`, the thumbnails of the saved references
-    `ids` that have no new one (read one at a time: a large gallery's would not fit in memory).
-    `fresh`: the ids the save puts in the folder for the first time; a picture there under one of
-    them that is not theirs (a save killed before it could take its own back) is removed."""
-
-    def __init__(self, folder: Path, thumbs: dict[int, bytes], new: set[int],
-                 copy_from: Optional[Path] = None, ids: Iterable[int] = (), fresh: Iterable[int] = ()) -> None:
-        self.folder, self.thumbs, self.new, self.written = folder, thumbs, new, False
-        self.copy_from, self.ids, self.copied, self.fresh = copy_from, ids, [], fresh
-
-    def write(self) -> None:
-        copies = [] if self.copy_from is None or self.copy_from.resolve() == self.folder.resolve() else \
-            [i for i in self.ids if i not in self.thumbs and (self.copy_from / f"{i}.jpg").is_file()]
-        if self.thumbs or copies:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self.written = True
-            for i, data in self.thumbs.items():
-                write_atomic(self.folder / f"{i}.jpg", data, sync_dir=False)
-            for i in copies:
-                self.copied.append(i)
-                write_atomic(self.folder / f"{i}.jpg", (self.copy_from / f"{i}.jpg").read_bytes(), sync_dir=False)
-        if self.folder.is_dir():
-            copied = set(self.copied)
-            self.drop(i for i in self.fresh if i not in self.thumbs and i not in copied)
-
-    def drop(self, ids: Iterable[int]) -> None:
-        for i in ids:
-            (self.folder / f"{i}.jpg").unlink(missing_ok=True)
-
-    def take_back(self) -> None:
-        for i in [*self.thumbs, *self.copied] if self.written else ():
-            if i in self.new or i in self.copied:
-                (self.folder / f"{i}.jpg").unlink(missing_ok=True)

@@ -6,6 +6,7 @@ recognize_regions); `watch`, the page's Live tab and the WebSocket route all use
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -126,6 +127,7 @@ class Tracker:
         self._next_id = 0
         self._frame = 0
         self._calibration = None  # the gallery's (index.confidence), from the last answers
+        self._t, self._closed = -math.inf, False  # the last frame's time
 
     def update(self, frame: ImageSource, t: Optional[float] = None) -> FrameResult:
         """Detect, embed (every embed_every-th frame), follow and smooth one frame taken at t seconds
@@ -133,8 +135,13 @@ class Tracker:
         start = time.perf_counter()
         if t is not None and not is_seconds(t):
             raise GalleryError(f"t {t!r}: must be a finite number of seconds (or None: the frame's number at 30/s)")
+        if t is not None and not t >= max(0.0, self._t):  # its gaps and holds run forwards
+            raise GalleryError(f"t {t!r}: earlier than " + (f"the last frame's ({self._t}); times must not go back"
+                                                           if t >= 0 else "0; times are seconds from the stream's start"))
+        if self._closed:
+            raise GalleryError("this tracker is closed (its detector freed): make a new one for another stream")
         n, self._frame = self._frame, self._frame + 1
-        t = n / 30.0 if t is None else float(t)
+        t = self._t = n / 30.0 if t is None else float(t)
         img = load_image(frame)
         regions = self.pipeline.regions(img, every=True, fallback=None)
         answers = None
@@ -180,6 +187,7 @@ class Tracker:
         from the performances under way."""
         s, renamed = self.settings, renames(old.gallery, self.gallery)
         self._tracks, self._lost, self._next_id, self._frame = old._tracks, old._lost, old._next_id, old._frame
+        self._t = old._t
         self._calibration = old._calibration  # until this gallery's first answers
         for tr in self._tracks:
             tr.smoother = tr.smoother.carried(s.smoothing, renamed)
@@ -190,6 +198,7 @@ class Tracker:
     def close(self) -> None:
         """Frees the stream's detector (a MediaPipe graph for hands: ~70 MB until closed)."""
         self.pipeline.close()
+        self._closed = True
 
     def __enter__(self) -> "Tracker":
         return self

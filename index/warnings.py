@@ -3,17 +3,18 @@ and crops with nothing in them to tell a class by (a few pixels, one flat colour
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from byakugan.embedder.images import blank
+from byakugan.embedder.images import ImageSource, blank, describe, image_list
 
 from .confidence import DUPLICATE_COSINE
 from .gallery import Gallery
 from .labels import differing, variants
 from .pipeline import Pipeline
 from .records import Crop
+from .results import Region
 
 BLOCK, TOP_LABELS = 1024, 10
 
@@ -22,11 +23,14 @@ def blank_warnings(crops: list[Crop]) -> list[str]:
     return [f"{c.name}: {why}" for c in crops if (why := blank(c.image)) is not None]
 
 
-def enrol_warnings(pipe: Pipeline, g: Gallery, label: str, crops: list[Crop],
+def enrol_warnings(pipe: Pipeline, g: Gallery, label: str, crops: Sequence[Union[Crop, Region, ImageSource]],
                    emb: Optional[np.ndarray] = None) -> list[str]:
     """Near-duplicates (by the raw cosine, whatever the gallery's scale), or closer to another class;
-    `g` is the gallery they go into, or an empty one of the model `pipe` embeds with. emb: the crops'
-    vectors when they are already made (what enrolment stores), else made here."""
+    `g` is the gallery they go into, or an empty one of the model `pipe` embeds with. crops: as
+    enrolment takes them (records.Crop), regions (Pipeline.crops), or pictures, cropped here as
+    Pipeline.enroll would (the whole picture where nothing is found). emb: the crops' vectors when
+    they are already made (what enrolment stores), else made here."""
+    crops = [as_crop(pipe, c, i) for i, c in enumerate(image_list(crops, "crops"))]
     if emb is None:
         emb = pipe.embed_regions([c.image for c in crops], [c.landmarks for c in crops])
     # Within this batch (the gallery cannot see these yet), scored as a search would score one
@@ -63,3 +67,10 @@ def enrol_warnings(pipe: Pipeline, g: Gallery, label: str, crops: list[Crop],
             warnings.append(f"{crop.name}: closer to {best_label!r} ({best:.3f}) than to its own class {label!r} ({own_text})")
     return warnings
 
+
+def as_crop(pipe: Pipeline, item: Union[Crop, Region, ImageSource], i: int) -> Crop:
+    if isinstance(item, Crop):
+        return item
+    name = f"region {i + 1}" if isinstance(item, Region) else describe(item)
+    region = item if isinstance(item, Region) else pipe.crops(item, fallback="whole", name=name)[0]
+    return Crop(name, region.crop, region.landmarks, region.found)

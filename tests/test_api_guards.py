@@ -71,7 +71,7 @@ def test_an_export_never_replaces_what_appeared_under_its_name_while_it_ran(gall
     monkeypatch.setattr(exporting, "_write_onnx", meanwhile)
     assert main(["export", str(gallery), str(out)]) == 2
     assert capsys.readouterr().err.strip() == (f"byakugan: error: export: {out} appeared while the bundle was made; "
-                                               "nothing was replaced (choose a new name, or --overwrite to replace an "
+                                               "nothing was replaced (choose a new name, or --overwrite (overwrite=True) to replace an "
                                                "earlier bundle)")
     assert (out / "2024" / "beach.jpg").read_bytes() == b"holiday" if name == "bundle" else out.read_bytes() == b"my notes"
     # Past the last look (Path.exists said nothing was there): link() and rename() still refuse it
@@ -345,3 +345,55 @@ def test_pipeline_enroll_refuses_sources_that_are_not_names(digit_gallery, digit
     with pytest.raises(GalleryError, match="sources: None is not a name"):
         Pipeline.for_gallery(g).enroll(g, "z", [digits["1"][0]], sources=[None])  # was stored as the text "None"
     assert "z" not in g.labels()
+
+
+def test_an_edit_inside_an_edit_of_the_same_gallery_is_refused_not_a_hang(gallery):
+    from byakugan.index import editing
+
+    with editing(gallery) as g:
+        with pytest.raises(GalleryError, match="this thread already holds its lock"):
+            with editing(gallery):
+                pass
+        g.threshold = 0.5
+    assert Gallery.open(gallery).threshold == 0.5  # the outer edit saved; the lock was let go
+    with editing(gallery):
+        pass
+    for bad in (None, 3):
+        with pytest.raises(GalleryError, match=f"gallery path {bad}: must be a folder's path"):
+            with editing(bad):
+                pass
+
+
+def test_pipeline_match_answers_a_blank_picture_unknown_as_recognize_does(model, gallery, digits):
+    from byakugan.index import Pipeline
+
+    g = Gallery.open(gallery)
+    pipe = Pipeline.for_gallery(g, model)
+    flat = Image.new("RGB", (90, 90), (200, 52, 50))
+    pictures = (p for p in [flat, digits["3"][6]])  # a generator: read once, answered for both
+    blank, real = pipe.match(g, pictures)
+    assert blank.label == "unknown" and real.label == "3"
+    assert pipe.recognize(g, flat)[0].match.label == "unknown"
+    assert pipe.match(g, g.embeddings([0]))[0].label == "0"  # vectors: no picture to judge
+
+
+def test_a_copy_of_a_gallery_removed_since_is_not_saved_over_it_in_part(gallery, tmp_path):
+    g = Gallery.open(gallery)
+    shutil.rmtree(gallery)
+    g.enroll("z", g.embeddings([0]), ["z"])
+    with pytest.raises(GalleryError, match="was removed \\(or moved\\) since this copy was opened; nothing saved"):
+        g.save()
+    assert not gallery.exists()
+    g.save(tmp_path / "kept")
+    assert Gallery.open(tmp_path / "kept").labels()["z"] == 1
+
+
+def test_enrol_warnings_take_pictures_or_regions_as_well_as_crops(model, gallery, digits):
+    from byakugan.index import Pipeline
+    from byakugan.index.warnings import enrol_warnings
+
+    g = Gallery.open(gallery)
+    pipe = Pipeline.for_gallery(g, model)
+    said = enrol_warnings(pipe, g, "3", [digits["3"][0], Image.new("RGB", (50, 50))])
+    assert f"{digits['3'][0]}: near-duplicate of reference" in said[1] and "one flat colour" in said[0]
+    assert "region 1: near-duplicate of reference" in enrol_warnings(pipe, g, "3", pipe.crops(digits["3"][0]))[0]

@@ -198,7 +198,7 @@ def test_one_bad_image_among_several_is_reported_and_the_rest_answered(enrolled,
 def test_cli_process_has_no_traceback_for_bad_input(tmp_path):
     proc = subprocess.run([*BYAKUGAN, "labels", str(tmp_path / "missing")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == f"byakugan: error: gallery {tmp_path / 'missing'}: does not exist (create one with `byakugan enroll`)"
+    assert proc.stderr.strip() == f"byakugan: error: gallery {tmp_path / 'missing'}: does not exist (create one with `byakugan enroll`, or Pipeline.new_gallery in Python)"
 
 
 @pytest.mark.parametrize("args, told", [(["search", "G", "q.jpg", "--k", "abc"], "argument --k: invalid int value: 'abc'"),

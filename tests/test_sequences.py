@@ -168,6 +168,9 @@ class Script:
     def for_video(self):
         return self
 
+    def close(self):
+        pass
+
     def regions(self, img, every=True, fallback=None):
         from byakugan.index.pipeline import Region
 
@@ -280,6 +283,23 @@ def test_a_tracker_takes_only_finite_seconds_before_any_work():
             tracker.update(np.zeros((2, 2, 3), np.uint8), bad)
     assert script.n == -1  # nothing detected for a refused frame
     assert len(tracker.update(np.zeros((2, 2, 3), np.uint8), 0.0).tracks) == 1 and script.n == 0
+
+
+def test_a_tracker_refuses_times_that_go_back_or_below_zero_and_frames_after_close():
+    from byakugan.index.tracker import Tracker, TrackerSettings
+
+    script = Script([[((0, 0, 10, 10), "a")]] * 3)
+    tracker = Tracker(script, tiny_gallery_for_tracks(), TrackerSettings(embed_every=1), sequences={})
+    with pytest.raises(GalleryError, match=r"t -1: earlier than 0; times are seconds from the stream's start"):
+        tracker.update(np.zeros((2, 2, 3), np.uint8), -1)
+    tracker.update(np.zeros((2, 2, 3), np.uint8), 1.5)
+    with pytest.raises(GalleryError, match=r"t 1.2: earlier than the last frame's \(1.5\); times must not go back"):
+        tracker.update(np.zeros((2, 2, 3), np.uint8), 1.2)
+    assert script.n == 0  # nothing detected for a refused frame
+    tracker.update(np.zeros((2, 2, 3), np.uint8), 1.5)  # the same time again is not going back
+    tracker.close()
+    with pytest.raises(GalleryError, match="this tracker is closed"):
+        tracker.update(np.zeros((2, 2, 3), np.uint8), 2.0)
 
 
 def _handed_over(frames_before, frames_after, before, after, settings_before, settings_after, seqs_before, seqs_after):

@@ -22,7 +22,7 @@ No torch: bundles use it too.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
 import numpy as np
@@ -52,7 +52,7 @@ class Calibration:
     # Each reference's best score against a class not its own, sorted: how often a look-alike
     # stranger would pass a threshold (strangers_passing), told beside it so that a threshold which
     # lets most of them through is not silent.
-    strangers: tuple[float, ...] = ()
+    strangers: tuple[float, ...] = field(default=(), repr=False)  # up to index.confidence.LIMIT of them
 
     def strangers_passing(self, threshold: float) -> Optional[float]:
         """The share of the references' best scores against another class at or above `threshold`
