@@ -131,7 +131,8 @@ def check_current(directory: Path, state) -> None:
     last saved), or nothing committed where nothing was: a copy of another state must not write over
     it, nor a copy of a gallery since removed make it again in part."""
     now = readable(directory)
-    if now is None and state is not None:  # written afresh, it would lose what only the folder kept (thumbnails)
+    # (A first-format folder, gallery.json, has no database yet: its next save writes one.)
+    if now is None and state is not None and not (directory / "gallery.json").is_file():  # (thumbnails, say)
         raise GalleryError(f"gallery {directory}: was removed (or moved) since this copy was opened; nothing saved: "
                            "save it to another folder to keep this copy, without the thumbnails the folder held")
     if now is not None and now != state:

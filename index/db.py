@@ -36,12 +36,11 @@ import numpy as np
 
 from byakugan.embedder.atomic import write_atomic
 
-from . import vectorfile
 from .errors import GalleryError
 from .ranking import Reference
 from .store import retire as retire_first_format
 from .vectorfile import live_blocks, write_vectors
-from . import checkpoint as checkpoints
+from . import checkpoint as checkpoints, vectorfile
 from .committed import CHECKPOINT, DB_FILE, UNWRITABLE, VECTORS, exists, not_read, readable, reader, snapshot, tidy, version  # noqa: F401 (exists: the folder's API)
 from .quantised import PQStore
 from .vectors import FlatStore
@@ -113,10 +112,11 @@ def load(directory: Path, attempts: int = 5):
                 raise ValueError("file names outside the folder")
             else:
                 store = _read(directory, st, refs, pieces)
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
             if attempt + 1 < attempts:
                 continue  # a save compacted or checkpointed under us: read the new state
-            raise GalleryError(f"gallery {directory}: a vector file {DB_FILE} names is missing") from None
+            raise GalleryError(f"gallery {directory}: {Path(exc.filename or '?').name}, which {DB_FILE} names, is "
+                               "missing") from None
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise GalleryError(f"gallery {directory}: {DB_FILE} is malformed ({exc})") from None
         except (OSError, MemoryError, RuntimeError, AssertionError) as exc:
@@ -220,6 +220,8 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
         now = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM settings WHERE key IN "
                                                           "('storage', 'generation', 'commit')")}
         old = now.get("storage")
+        if not same and "generation" in now:  # made there since this save checked the folder was free
+            raise GalleryError(f"gallery {directory}: another gallery was saved there meanwhile; nothing changed: save to a new folder")
         if same and "generation" in now and (now["generation"], now.get("commit")) != (meta.get("generation"), meta.get("commit")):
             # Its settings row (next id, threshold, sequences) and its edits are of another state (a newer
             # one, or a copy put in its place): written, they would undo its settings and take ids it gave.
@@ -267,7 +269,7 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
     except sqlite3.IntegrityError as exc:  # ids this copy means to add were taken by a save since it was opened
         raise GalleryError(f"gallery {directory}: another save changed it since this copy was opened ({exc}); "
                            "nothing changed: open it again and redo the edit") from None
-    except (sqlite3.Error, KeyError, TypeError, ValueError) as exc:
+    except (sqlite3.Error, OSError, KeyError, TypeError, ValueError) as exc:  # OSError: a full disk, a file gone
         raise GalleryError(f"gallery {directory}: could not be saved ({exc}); nothing changed") from None
     finally:
         if con.in_transaction:
@@ -287,7 +289,12 @@ def save(directory: Path, meta: dict, refs: Mapping[int, Reference], store, adde
     def old_files() -> None:
         retire_first_format(directory, BACKUP, keep=st.get("checkpoint"))
         for p in [*directory.glob("vectors.*.f32"), *directory.glob("index.*.faiss")]:
-            if p.name not in (st.get("vectors"), st.get("checkpoint")):  # no reader of the new state needs it
+            # One no reader of the new state needs, older than it: not one a save begun since is writing.
+            if p.name not in (st.get("vectors"), st.get("checkpoint")) and _generation(p.name) < gen:
                 p.unlink(missing_ok=True)
 
     tidy(directory, old_files)
+
+
+def _generation(name: str) -> int:  # vectors.000012.f32 and index.000012.faiss: 12 (another name: kept)
+    return int(part) if (part := name.split(".")[1] if name.count(".") == 2 else "").isdigit() else 1 << 62

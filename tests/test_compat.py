@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from byakugan.index import Gallery, Pipeline, bundle
+from byakugan.index import Gallery, GalleryError, Pipeline, bundle
 
 COMPAT = Path(__file__).resolve().parent / "fixtures" / "compat"
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +101,7 @@ def test_a_migration_that_dies_leaves_the_first_format_gallery(tmp_path, monkeyp
         raise OSError("simulated power cut")
 
     monkeypatch.setattr(db, "write_vectors", dies)
-    with pytest.raises(OSError, match="power cut"):
+    with pytest.raises(GalleryError, match="power cut"):
         g.save()
     monkeypatch.undo()
     assert (path / "gallery.db").is_file() and (path / "gallery.json").is_file()  # the database holds nothing

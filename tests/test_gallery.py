@@ -120,7 +120,7 @@ def test_crash_during_save_keeps_previous_state(gallery, tmp_path, monkeypatch):
         raise OSError("simulated power cut")
 
     monkeypatch.setattr(db, "write_vectors", crash)
-    with pytest.raises(OSError, match="power cut"):
+    with pytest.raises(GalleryError, match="could not be saved \\(simulated power cut\\); nothing changed"):
         gallery.save()
     monkeypatch.undo()
     # The new vector was appended, but gallery.db still holds the old, complete state.
