@@ -10,6 +10,9 @@ from typing import Optional
 from .errors import GalleryError
 
 
+MAX_WINDOW = 10_000  # embedded frames: about 17 minutes of a 30 frames/s video embedding every 3rd
+
+
 @dataclass(frozen=True)
 class SmoothingSettings:
     """window: frames voted over; enter: votes a label needs to become the track's label (more than
@@ -22,8 +25,8 @@ class SmoothingSettings:
     leave: int = 1
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.window, int) and self.window >= 1):
-            raise GalleryError(f"smoothing window {self.window!r}: must be a whole number of frames, at least 1")
+        if not (isinstance(self.window, int) and not isinstance(self.window, bool) and 1 <= self.window <= MAX_WINDOW):
+            raise GalleryError(f"smoothing window {self.window!r}: must be a whole number of frames, 1 to {MAX_WINDOW}")
         if not (isinstance(self.enter, int) and self.window // 2 < self.enter <= self.window):
             raise GalleryError(f"smoothing enter {self.enter!r}: must be more than half the window "
                                f"({self.window // 2 + 1}..{self.window})")

@@ -49,11 +49,11 @@ class TrackerSettings:
             raise GalleryError(f"max_jump {self.max_jump!r}: must be 0 or more box diagonals")
         if not (isinstance(self.max_missed, int) and self.max_missed >= 0):
             raise GalleryError(f"max_missed {self.max_missed!r}: must be a whole number of frames, 0 or more")
-        if not (isinstance(self.embed_every, int) and self.embed_every >= 1):
+        if not (isinstance(self.embed_every, int) and not isinstance(self.embed_every, bool) and self.embed_every >= 1):
             raise GalleryError(f"embed_every {self.embed_every!r}: must be a whole number, at least 1")
-        if not self.max_gap > 0:
+        if not (is_seconds(self.max_gap) and self.max_gap > 0):
             raise GalleryError(f"max_gap {self.max_gap!r}: must be a positive number of seconds")
-        if not self.min_hold >= 0:
+        if not (is_seconds(self.min_hold) and self.min_hold >= 0):
             raise GalleryError(f"min_hold {self.min_hold!r}: must be 0 or more seconds")
 
 

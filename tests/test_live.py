@@ -430,13 +430,11 @@ def test_a_camera_that_cannot_be_opened_is_one_line(hand_gallery, capfd):
     assert err == ["byakugan: error: video 9: cannot be opened as a camera"], err
 
 
-def test_a_variable_rate_video_is_timed_by_its_frames_own_times(tmp_path):
-    """Frames were timed at index / average rate: a second's pause in a screen recording read as a frame's."""
+def _vfr(tmp_path):
+    """A variable-rate video: frames at 0, 0.1, 0.2, 1.2, 1.3 and 3.3 s, its header's rate 10."""
     import fractions
 
     import av
-
-    from byakugan.ui.video import read
 
     with av.open(str(tmp_path / "vfr.mkv"), "w") as out:
         s = out.add_stream("libx264", rate=10)
@@ -446,8 +444,25 @@ def test_a_variable_rate_video_is_timed_by_its_frames_own_times(tmp_path):
             f.pts, f.time_base = ms, s.time_base
             out.mux(s.encode(f))
         out.mux(s.encode())
-    frames, fps = read(str(tmp_path / "vfr.mkv"))
+    return tmp_path / "vfr.mkv"
+
+
+def test_a_variable_rate_video_is_timed_by_its_frames_own_times(tmp_path):
+    """Frames were timed at index / average rate: a second's pause in a screen recording read as a frame's."""
+    from byakugan.ui.video import read
+
+    frames, fps = read(str(_vfr(tmp_path)))
     assert [round(f.t, 2) for f in frames] == [0.0, 0.1, 0.2, 1.2, 1.3, 3.3]
+
+
+def test_a_variable_rate_videos_annotated_video_lasts_as_long_and_is_not_called_short(hand_gallery, tmp_path, capsys):
+    import cv2
+
+    vfr = _vfr(tmp_path)
+    assert main(["watch", str(hand_gallery), str(vfr), "--out", str(tmp_path / "out.avi")]) == 0
+    assert "frames its header lists" not in capsys.readouterr().err
+    cap = cv2.VideoCapture(str(tmp_path / "out.avi"))
+    assert cap.get(cv2.CAP_PROP_FPS) == 10 and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 34  # 3.3 s at 10/s, and one
 
 
 def test_a_video_that_cannot_be_opened_is_one_line_without_ffmpegs_own(tmp_path):
@@ -488,3 +503,73 @@ def test_an_annotated_video_left_half_written_by_a_killed_run_is_removed_by_the_
     if os.path.isdir("/proc"):
         with pytest.raises(VideoError, match=r"--out /proc/x.mp4: (cannot write there|folder /proc is not writable)"):
             Writer("/proc/x.mp4", 10.0, (64, 48))
+
+
+def test_an_out_file_that_appeared_during_the_run_is_not_replaced(hand_gallery, videos, tmp_path, capsys, monkeypatch):
+    from byakugan.ui import video
+
+    out = tmp_path / "race.avi"
+    real = video.Writer.write
+
+    def someone_writes(self, bgr):  # a file of the user's appears under the name while the video is made
+        real(self, bgr)
+        if self.frames == 2:
+            out.write_bytes(b"precious")
+
+    monkeypatch.setattr(video.Writer, "write", someone_writes)
+    assert main(["watch", str(hand_gallery), str(videos["abc"]), "--out", str(out), "--max-frames", "4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"byakugan: error: --out {out}: a file appeared there while the video was made; nothing was "
+                   f"replaced: the annotated video is {tmp_path / 'race-2.avi'}")
+    assert out.read_bytes() == b"precious" and (tmp_path / "race-2.avi").read_bytes()[:4] == b"RIFF"
+    assert not list(tmp_path.glob(".*part*"))
+
+
+def test_an_out_file_that_cannot_be_replaced_is_one_line_and_leaves_no_temporary_file(hand_gallery, videos, tmp_path,
+                                                                                       capsys, monkeypatch):
+    from pathlib import Path
+
+    out = tmp_path / "x.avi"
+    out.write_bytes(b"kept")
+
+    def refused(self, target):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(Path, "replace", refused)
+    assert main(["watch", str(hand_gallery), str(videos["abc"]), "--out", str(out), "--overwrite",
+                 "--max-frames", "3"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"byakugan: error: --out {out}: the video cannot be put there (Operation not permitted); nothing was kept")
+    assert out.read_bytes() == b"kept" and not list(tmp_path.glob(".*part*"))
+
+
+def test_watch_flags_and_videos_refused_before_any_work(hand_gallery, videos, tmp_path, capsys, monkeypatch):
+    import os
+
+    from byakugan.ui.cli import live
+
+    monkeypatch.setattr(live, "_tracker", lambda *a: pytest.fail("the models were loaded"))
+    for flags, said in [(["--out", ""], "--out '': names no file; name a video file (.mp4 or .avi)"),
+                        (["--window", str(10**23), "--enter", str(6 * 10**22)], "--window 100000000000000000000000: "
+                                                                                 "must be a whole number of frames, 1 to 10000"),
+                        (["--max-gap", "inf"], "--max-gap inf: must be a positive number of seconds"),
+                        (["--min-hold", "inf"], "--min-hold inf: must be 0 or more seconds")]:
+        assert main(["watch", str(hand_gallery), str(videos["abc"]), *flags]) == 2
+        assert capsys.readouterr().err.strip() == f"byakugan: error: {said}"
+    os.symlink(tmp_path / "nowhere.avi", tmp_path / "link.avi")
+    assert main(["watch", str(hand_gallery), str(videos["abc"]), "--out", str(tmp_path / "link.avi")]) == 2
+    assert "exists; add --overwrite" in capsys.readouterr().err and os.path.islink(tmp_path / "link.avi")
+    huge = write_video(tmp_path / "huge.avi", [(None, 1)], fps=15.0, size=(8000, 6000))
+    assert main(["watch", str(hand_gallery), str(huge)]) == 2
+    assert capsys.readouterr().err.strip() == (f"byakugan: error: video {huge}: frames of 8000x6000 = 48000000 pixels, "
+                                               "over the limit of 40000000 a picture may have")
+
+
+def test_a_slow_video_is_told_how_long_a_gesture_must_be_held(hand_gallery, tmp_path, capsys):
+    slow = write_video(tmp_path / "slow.avi", [(None, 2)], fps=2.0, size=(160, 120))
+    assert main(["watch", str(hand_gallery), str(slow)]) == 0
+    assert (f"byakugan: warning: video {slow}: at 2 frames/s a label shows only after 4.5 s held (--embed-every 3 x --enter 3 "
+            "frames); for this video try --embed-every 1 and a smaller --window and --enter") in capsys.readouterr().err
+    assert main(["watch", str(hand_gallery), str(slow), "--embed-every", "1", "--window", "1", "--enter", "1",
+                 "--leave", "1"]) == 0
+    assert "a label shows only after" not in capsys.readouterr().err

@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from byakugan.embedder.errors import ByakuganError
+from byakugan.embedder.images import DEFAULT_MAX_PIXELS
 from byakugan.index.store import alive
 from byakugan.index.tracker import FrameResult
 from byakugan.ui.lettering import paste, tag
@@ -65,6 +66,11 @@ def read(source: str, max_frames: Optional[int] = None,
             cv2.utils.logging.setLogLevel(level)
     if not cap.isOpened():
         raise VideoError(f"video {source}: cannot be opened as a {'camera' if is_camera else 'video'}")
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+    if w * h > DEFAULT_MAX_PIXELS:  # before a frame is decoded: one of 16000x16000 takes gigabytes
+        cap.release()
+        raise VideoError(f"video {source}: frames of {w}x{h} = {w * h} pixels, over the limit of {DEFAULT_MAX_PIXELS} "
+                         "a picture may have")
     ok, first = cap.read()
     if not ok or first is None:
         cap.release()
@@ -93,7 +99,8 @@ def read(source: str, max_frames: Optional[int] = None,
         finally:
             cap.release()
         # A header's count is an estimate in some containers (duration x rate): far off only when cut short.
-        if frame is None and warn is not None and listed > max(n + 1, n * 1.1):
+        # (A variable-rate file lists its duration x rate: far more than its frames, but its times reach it.)
+        if frame is None and warn is not None and listed > max(n + 1, n * 1.1, (t + 1 / fps) * fps * 1.1):
             warn(f"video {source}: read {n} of the {listed} frames its header lists (cut short or damaged?)")
 
     return frames(), fps
@@ -109,6 +116,8 @@ def check_out(path: str, source: str = "", overwrite: bool = False) -> Path:
     """Where an annotated video may go; VideoError before any work is done otherwise. An existing
     file is replaced only when `overwrite` (never the video being read)."""
     p = Path(path)
+    if not path.strip():
+        raise VideoError(f"--out {path!r}: names no file; name a video file (.mp4 or .avi)")
     if source and Path(source).exists() and p.exists() and p.resolve() == Path(source).resolve():
         raise VideoError(f"--out {path}: is the video being read; choose another file")
     if path.endswith(("/", os.sep)):
@@ -121,7 +130,7 @@ def check_out(path: str, source: str = "", overwrite: bool = False) -> Path:
         raise VideoError(f"--out {path}: is a folder; name a video file")
     if not os.access(p.parent, os.W_OK):
         raise VideoError(f"--out {path}: folder {p.parent} is not writable")
-    if p.exists() and not overwrite:
+    if os.path.lexists(p) and not overwrite:  # a link to nothing too: it would be replaced
         raise VideoError(f"--out {path}: exists; add --overwrite to replace it, or name another file")
     return p
 
@@ -133,7 +142,7 @@ class Writer:
     def __init__(self, path: str, fps: float, size: tuple[int, int], overwrite: bool = False) -> None:
         import cv2
 
-        self.path = check_out(path, overwrite=overwrite)
+        self.path, self.overwrite = check_out(path, overwrite=overwrite), overwrite
         quiet_ffmpeg()
         # Named by machine and process: the next run here removes one a killed run (kill -9) left, and
         # never one of another machine writing into a shared folder.
@@ -169,11 +178,21 @@ class Writer:
             self._tmp.unlink(missing_ok=True)
             raise OSError(errno.EIO, f"the video could not be written, {read} of its {self.frames} frames read back "
                                      "(a full disk?); nothing was kept", str(self.path))
-        if keep:
-            self._tmp.replace(self.path)
-        else:
+        if not keep:
             self._tmp.unlink(missing_ok=True)
-
+            return
+        try:
+            if self.overwrite:
+                self._tmp.replace(self.path)
+            elif not _placed(self._tmp, self.path):
+                aside = next((p for n in range(2, 1000) if _placed(self._tmp, p := self.path.with_name(
+                    f"{self.path.stem}-{n}{self.path.suffix}"))), self._tmp)
+                raise VideoError(f"--out {self.path}: a file appeared there while the video was made; nothing was "
+                                 f"replaced: the annotated video is {aside}")
+        except OSError as exc:
+            self._tmp.unlink(missing_ok=True)
+            raise VideoError(f"--out {self.path}: the video cannot be put there ({exc.strerror or exc}); "
+                             "nothing was kept") from None
 
     @staticmethod
     def _frames_in(path: Path) -> int:
@@ -186,6 +205,22 @@ class Writer:
         return n
 
 
+def _placed(tmp: Path, path: Path) -> bool:
+    """tmp moved to path unless something is there (False): a link is refused where a file appeared
+    meanwhile, so none is replaced; where the disk makes no links (FAT), looked at, then moved."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK) or os.path.lexists(path):
+            raise
+        tmp.replace(path)
+        return True
+    tmp.unlink()
+    return True
+
+
 class Annotator:
     """Draws each frame's tracks (box, smoothed label, score) and a banner for each event."""
 
@@ -196,6 +231,9 @@ class Annotator:
         import cv2
 
         out = bgr.copy()
+        if fps is not None:  # top right, under the labels: on a small frame a track's label is what matters
+            patch = tag(f"{fps:.1f} frames/s", 17, (255, 255, 255), (0, 0, 0), 3)
+            paste(out, patch, out.shape[1] - patch.shape[1] - 12, 4)
         for tr in result.tracks:
             x, y, w, h = tr.box
             colour = _COLOURS[tr.id % len(_COLOURS)]
@@ -211,9 +249,6 @@ class Annotator:
                 size = max(8, int(40 * (out.shape[1] - 8) / patch.shape[1]))
                 patch = _bgr(tag(self._banner[0], size, (255, 200, 40), (0, 0, 0), max(2, size * 12 // 40)))
             paste(out, patch, (out.shape[1] - patch.shape[1]) // 2, out.shape[0] - 12 - patch.shape[0])
-        if fps is not None:  # top right: a track's label sits at the top left of a whole-frame box
-            patch = tag(f"{fps:.1f} frames/s", 17, (255, 255, 255), (0, 0, 0), 3)
-            paste(out, patch, out.shape[1] - patch.shape[1] - 12, 4)
         return out
 
 

@@ -92,6 +92,8 @@ def _tracker(a: argparse.Namespace, settings: TrackerSettings) -> Tracker:
 
 
 PROGRESS_EVERY = 10.0  # seconds between progress lines on a terminal
+MAX_HELD = 10.0  # seconds one frame of the annotated video may be repeated to (a jump in a file's clock)
+SLOW_HOLD = 1.0  # seconds a gesture must be held before its label shows, past which a video is told so
 
 
 class _Terminated(KeyboardInterrupt):
@@ -148,11 +150,16 @@ def cmd_watch(a: argparse.Namespace) -> int:
 
     if a.max_frames is not None and a.max_frames < 1:
         raise GalleryError(f"--max-frames {a.max_frames}: must be at least 1")
-    if a.out:
+    if a.out is not None:
         video.check_out(a.out, a.source, a.overwrite)
     check_not_still(a.source, a.gallery)
     settings = _settings(a)  # bad flags, then a bad video, fail before the models load
     frames, fps = video.read(a.source, a.max_frames, warn=warn)
+    hold = settings.embed_every * settings.smoothing.enter / fps  # votes are counted in frames, not seconds
+    if hold > SLOW_HOLD and not a.source.isdigit():
+        warn(f"video {a.source}: at {fps:g} frames/s a label shows only after {hold:g} s held (--embed-every "
+             f"{settings.embed_every} x --enter {settings.smoothing.enter} frames); for this video try --embed-every 1"
+             + (" and a smaller --window and --enter" if settings.smoothing.enter > 1 else ""))
     tracker = _tracker(a, settings)
     writer, annotator = None, video.Annotator()
     shown: dict[int, object] = {}
@@ -183,10 +190,14 @@ def cmd_watch(a: argparse.Namespace) -> int:
                 said = time.perf_counter()
                 print(f"byakugan: {count} frames ({frame.t:.1f} s of video), {count / (said - start):.1f} frames/s",
                       file=sys.stderr)
-            if a.out:
+            if a.out is not None:
                 if writer is None:
                     writer = video.Writer(a.out, fps, (frame.bgr.shape[1], frame.bgr.shape[0]), a.overwrite)
-                writer.write(annotator.draw(frame.bgr, result, count / max(busy, 1e-9)))
+                # Each frame held until the next one's own time, so that a variable-rate video (or a
+                # camera slower than its rate) plays as long as it lasted and in step with the times shown.
+                drawn = annotator.draw(frame.bgr, result, count / max(busy, 1e-9))
+                for _ in range(max(1, min(int(MAX_HELD * fps), round(frame.t * fps) + 1 - writer.frames))):
+                    writer.write(drawn)
             sys.stdout.flush()
     except KeyboardInterrupt as exc:  # how a camera is stopped: what was recorded is kept
         code = 143 if isinstance(exc, _Terminated) else 130
