@@ -167,6 +167,10 @@ def test_a_request_the_routes_cannot_read_is_told_what_they_take(digit_gallery, 
     r = c.get("/nope")
     assert r.status_code == 404 and r.json()["error"].startswith("GET '/nope': no such route; the routes are ")
     assert "POST /search" in r.json()["error"] and "WS /watch" in r.json()["error"]
+    for method in ("get", "post"):  # the WebSocket route asked over plain HTTP: said so, not "no such route"
+        r = getattr(c, method)("/watch")
+        assert r.status_code == 426 and r.headers["upgrade"] == "websocket", r.text
+        assert r.json()["error"] == f"{method.upper()} /watch: takes a WebSocket (ws://…/watch), not an HTTP request"
     assert Gallery.open(folder).labels() == {"0": 5, "3": 5, "7": 5}  # nothing enrolled by any of them
     assert load_image(jpeg).size  # (the picture itself was fine)
     r = c.post("/search", files=[("image", ("q.jpg", jpeg, "image/jpeg"))])

@@ -99,6 +99,9 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
     @app.exception_handler(StarletteHTTPException)  # also Starlette's own 404 and 405
     async def http_error(request: Request, exc: StarletteHTTPException):
         detail = exc.detail
+        if exc.status_code == 404 and detail == "Not Found" and request.url.path == "/watch":  # there, as a WebSocket
+            return JSONResponse({"error": f"{request.method} /watch: takes a WebSocket (ws://…/watch), not an HTTP request"},
+                                status_code=426, headers={"Upgrade": "websocket", "Connection": "Upgrade"})
         if exc.status_code == 404 and detail == "Not Found":  # no route matched (ours name what is missing)
             routes = sorted({f"{m} {r.path}" for r in app.routes if getattr(r, "include_in_schema", False)
                              for m in getattr(r, "methods", ()) if m != "HEAD"} | {"WS /watch"})

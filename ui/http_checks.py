@@ -40,7 +40,7 @@ async def json_body(request: Request) -> None:
         raise HTTPException(415, f"{what}: {request.method} {shown(request.url.path)} takes application/json, "
                                  '{"steps": [label, ...]}')
     try:  # the framework parsed it already; read again, keys counted
-        json.loads(await request.body(), object_pairs_hook=_once_each)
+        json.loads(await request.body(), object_pairs_hook=once_each)
     except _Repeated as exc:
         raise HTTPException(422, f"body: key {shown(exc.args[0])} given twice in one object; give it once") from None
     except (ValueError, RecursionError):  # an empty body, or one nested past what a deeper stack parses:
@@ -51,7 +51,7 @@ class _Repeated(ValueError):
     pass
 
 
-def _once_each(pairs: list) -> dict:
+def once_each(pairs: list) -> dict:
     out = dict(pairs)
     if len(out) < len(pairs):
         seen = set()

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from byakugan.embedder.errors import ByakuganError
 from byakugan.embedder.images import load_image
 from byakugan.index.tracker import Renewed, TrackerSettings
+from byakugan.ui.http_checks import once_each
 
 MAX_EMBED_EVERY = 999_999  # six digits
 
@@ -90,7 +91,7 @@ def frame_time(text: str) -> Union[float, str]:
     try:
         if len(text) > 200:
             raise ValueError
-        t = json.loads(text)["t"]
+        t = json.loads(text, object_pairs_hook=once_each)["t"]  # {"t": 1, "t": 2}: which was meant is not said
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t < 1e12:  # NaN and inf fail too
             raise TypeError
         return float(t)
