@@ -573,3 +573,27 @@ def test_a_slow_video_is_told_how_long_a_gesture_must_be_held(hand_gallery, tmp_
     assert main(["watch", str(hand_gallery), str(slow), "--embed-every", "1", "--window", "1", "--enter", "1",
                  "--leave", "1"]) == 0
     assert "a label shows only after" not in capsys.readouterr().err
+
+
+def test_watch_follows_an_edit_of_the_gallery_while_it_runs(hand_gallery, videos, tmp_path, capsys, monkeypatch):
+    """A label renamed while a video is watched is answered by its new name from then on."""
+    import shutil
+
+    from byakugan.index import editing
+    from byakugan.index import tracker as tracking
+
+    folder = shutil.copytree(hand_gallery, tmp_path / "g")
+    real, frames = tracking.Tracker.update, []
+
+    def renamed_midway(self, frame, t=None):
+        frames.append(t)
+        if len(frames) == 10:  # while "a" is held (frames 2 to 16)
+            with editing(folder) as g:
+                g.rename("a", "alpha")
+        return real(self, frame, t)
+
+    monkeypatch.setattr(tracking.Tracker, "update", renamed_midway)
+    lines, _ = watch_json(capsys, str(folder), str(videos["abc"]), "--embed-every", "1")
+    labels = [{tr["label"] for tr in line["tracks"]} for line in lines]
+    assert "a" in labels[9] and not any("a" in seen for seen in labels[10:])
+    assert all(seen == {"alpha"} for seen in labels[10:16])  # its held label renamed with it, not voted again

@@ -11,11 +11,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Union
 
 from byakugan.index.errors import GalleryError
 from byakugan.index.gallery import Gallery
 from byakugan.index.smoothing import SmoothingSettings
-from byakugan.index.tracker import Tracker, TrackerSettings
+from byakugan.index.tracker import Renewed, Tracker, TrackerSettings
 
 from .common import given, print_json, printable, table, warn
 from .gallery import edit_gallery
@@ -70,10 +71,12 @@ def _settings(a: argparse.Namespace) -> TrackerSettings:
         raise GalleryError(f"--{field.replace('_', '-')} {rest}" if hasattr(a, field) else str(exc)) from None
 
 
-def _tracker(a: argparse.Namespace, settings: TrackerSettings) -> Tracker:
+def _tracker(a: argparse.Namespace, settings: TrackerSettings) -> Union[Tracker, Renewed]:
     path = Path(a.gallery)
     if Gallery.exists(path):
         from byakugan.index.pipeline import Pipeline
+
+        from byakugan.index.committed import version
 
         g = Gallery.open(path)
         if not len(g):
@@ -81,7 +84,10 @@ def _tracker(a: argparse.Namespace, settings: TrackerSettings) -> Tracker:
         for seq in g.sequences:
             if gone := seq.missing(g.labels()):
                 warn(f"sequence {seq.name!r} cannot fire: {', '.join(map(repr, gone))} no longer enrolled")
-        return Tracker(Pipeline.for_gallery(g, runtime="onnx"), g, settings)
+        pipe, first = Pipeline.for_gallery(g, runtime="onnx"), version(path)
+        # An edit while it runs (a label renamed or removed, a sequence added) is followed, as the
+        # server's /watch and the page follow it; the tracks and the sequences under way go on.
+        return Renewed(lambda: version(path), lambda now: Tracker(pipe, g if now == first else Gallery.open(path), settings))
     from byakugan.index import bundle
     from byakugan.index.archive import archive_kind
 
