@@ -49,6 +49,9 @@ def check_label(label: object, new: bool = True) -> str:
         raise GalleryError(f"label {label!r}: shows nothing (only joiners, blanks or accents); must have a visible character")
     if unicodedata.normalize("NFKC", label).casefold() == UNKNOWN:  # full-width ＵＮＫＮＯＷＮ looks the same
         raise GalleryError(f"label {label!r}: reserved for queries below the threshold; choose another name")
+    if new and looks(label) == UNKNOWN:  # a Cyrillic о in it: an answer that reads as unknown, but is not
+        raise GalleryError(f"label {label!r}: looks like {UNKNOWN!r}, {differing(label, UNKNOWN)}, which is reserved "
+                           "for queries below the threshold; choose another name")
     return label
 
 

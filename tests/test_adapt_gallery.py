@@ -258,9 +258,9 @@ def test_the_gallery_page_says_its_scores_are_adapted(settings, tmp_path, monkey
     at = start(tmp_path, monkeypatch)
     go(at, "Gallery")
     assert any("adapted to this gallery's classes" in c.value for c in at.caption)
-    box = at.number_input(key="threshold")
-    assert not at.exception and box.value == 1.2 and box.label == "Threshold (adapted score, from -1.3 to 1.3)"
-    box.set_value(1.25).run()
+    box = at.text_input(key="threshold")
+    assert not at.exception and box.value == "1.2000" and box.label == "Threshold (adapted score, from -1.3 to 1.3)"
+    box.set_value("1.25").run()
     at.button(key="save_raw_threshold").click().run()
     assert not at.exception and Gallery.open(tmp_path / "gallery").threshold == 1.25
 

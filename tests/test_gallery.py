@@ -81,6 +81,8 @@ def test_bad_labels_and_ids(gallery, D):
         gallery.remove("zz")
     with pytest.raises(GalleryError, match="reserved"):
         gallery.enroll("Unknown", unit_rows(1, D))
+    with pytest.raises(GalleryError, match=r"looks like 'unknown', .*U\+043E CYRILLIC SMALL LETTER O.*, which is reserved"):
+        gallery.enroll("unkn\u043ewn", unit_rows(1, D))  # an answer that would read as unknown, and not be
     with pytest.raises(GalleryError, match="non-empty"):
         gallery.enroll("  ", unit_rows(1, D))
     with pytest.raises(GalleryError, match="already exists"):

@@ -240,13 +240,17 @@ def test_threshold_is_automatic_or_set_on_the_confidence_scale(app, digits, tmp_
     g = Gallery.open(tmp_path / "gallery")
     assert not g.threshold_auto and g.threshold > 0.0 and app.slider(key="threshold_pct").value == 80
     assert app.button(key="save_threshold").disabled  # saving without a change cannot move it
-    raw = app.number_input(key="threshold")
-    assert raw.value == round(g.threshold, 4) or abs(raw.value - g.threshold) < 1e-6  # the raw box shows it too
-    raw.set_value(-0.5).run()  # below every reference's best score against the other class: said, as a warning
+    raw = app.text_input(key="threshold")
+    assert raw.value == f"{g.threshold:.4f}"  # the raw box shows it too
+    raw.set_value("-0.5").run()  # below every reference's best score against the other class: said, as a warning
     app.button(key="save_raw_threshold").click().run()
     assert any("100% of the references' best scores against a class not theirs reach it" in w.value
                and "that is most of them" in w.value for w in app.warning)
-    raw.set_value(0.95).run()
+    for typed in ("1e309", "5", "nan", "high"):  # refused where typed, and Save cannot store another value
+        app.text_input(key="threshold").set_value(typed).run()
+        assert f"{typed!r} is not a number from -1 to 1" in [e.value for e in app.error]
+        assert app.button(key="save_raw_threshold").disabled
+    app.text_input(key="threshold").set_value("0.95").run()
     app.button(key="save_raw_threshold").click().run()
     assert Gallery.open(tmp_path / "gallery").threshold == 0.95
     assert any("0% of the references' best scores" in c.value for c in app.caption) and not any(

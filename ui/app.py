@@ -18,11 +18,12 @@ from byakugan.embedder.scoring import SCORINGS
 from byakugan.embedder.scoring.adapt import Adaptation
 from byakugan.index.ranking import Recognition
 from byakugan.index.service import GalleryService
-from byakugan.ui.acting import RENAME, act, notices, on_click, synced, undoable
+from byakugan.ui.acting import (RENAME, act, class_error, notices, on_click, removed_class, rename_class, renamed, synced,
+                                undoable)
 from byakugan.ui.classes import FIND, PAGE, classes_ui, first, more_ui
 from byakugan.ui.live import live_ui
 from byakugan.ui.threshold import threshold_ui
-from byakugan.index.labels import alike, check_label, check_label_in, differing
+from byakugan.index.labels import check_label, check_label_in
 from byakugan.ui.uploads import enrol_pictures_ui, forget, keep, search_picture_ui
 from byakugan.ui.widgets import (at_width, default_gallery_dir, draw_boxes, iso, md, page_style, page_ui, percents, preview,
                                  read_upload, short, transparent, what)
@@ -155,15 +156,6 @@ def enrol_ui(svc: GalleryService) -> None:
         st.button("Search now →", key="to_search", on_click=lambda: st.session_state.update(page="Search"))
 
 
-def renamed(svc: GalleryService, old: str, new: str) -> str:
-    """What a rename's notice says: done, and any class it now reads almost as (labels.ALIKE)."""
-    new = check_label(new)
-    said = f"Renamed {old!r} to {new!r}."
-    if others := alike(new, svc.labels()):
-        said += f" {', '.join(map(repr, others[:3]))} is enrolled too, {differing(new, others[0])}: another class."
-    return said
-
-
 def gallery_ui(svc: GalleryService) -> None:
     st.header("Gallery")
     g = svc.gallery()
@@ -177,7 +169,7 @@ def gallery_ui(svc: GalleryService) -> None:
     # classes below would move and Streamlit would draw them anew, closing the one being edited.
     if not labels:
         st.info("The gallery is empty: enrol some images on the Enrol page first.")
-    notices(st.empty())
+    notices(st.empty(), labels)
     with st.container():
         undo_ui(svc)
     if labels:
@@ -190,7 +182,7 @@ def gallery_ui(svc: GalleryService) -> None:
     if scoring != g.scoring:
         act(svc, lambda: svc.set_scoring(scoring), f"Labels now ranked by {scoring}." + ("" if g.threshold_auto else
             " The threshold was set by hand for the other ranking: check it with `byakugan evaluate` on pictures "
-            "like this gallery's (as the command line says)."))
+            "like this gallery's (as the command line says)."), widget="scoring")
     if g.adapt:
         st.caption(f"Each label's score is adapted to this gallery's classes (a ridge regression on its references, "
                    f"{md(str(Adaptation.from_dict(g.adapt)))}); `byakugan scoring GALLERY --no-adapt` turns it off.")
@@ -204,7 +196,9 @@ def gallery_ui(svc: GalleryService) -> None:
     for label in classes_ui(labels):
         count = labels[label]
         # Keyed by its label: a panel drawn again with another count (an edit in another tab) stays as it was.
-        with st.expander(f"{iso(label)} · {count} reference(s)", expanded=label == editing, key=f"class_{json.dumps(label)}"):
+        failed = (st.session_state.get("gallery_error") or ("", None))[1] == label  # its panel open, to say why
+        with st.expander(f"{iso(label)} · {count} reference(s)", expanded=label == editing or failed,
+                         key=f"class_{json.dumps(label)}"):
             cols = st.columns(6)  # 6 a row: "#id name" fits one line under each (at 8, even IMG_1121.jpg wrapped)
             refs = g.references(label)
             for i, ref in enumerate(first(label, refs)):
@@ -221,20 +215,24 @@ def gallery_ui(svc: GalleryService) -> None:
             typed = RENAME + json.dumps(label)
             new = a.text_input("Rename to", key=typed)
             a.button("Rename", key=f"rename_btn_{json.dumps(label)}", disabled=not new.strip(), on_click=on_click, args=(
-                svc, lambda label=label, typed=typed: svc.rename(label, st.session_state[typed]),
+                svc, lambda label=label, typed=typed: rename_class(svc, label, st.session_state[typed]),
                 lambda label=label, typed=typed: renamed(svc, label, st.session_state[typed]),
-                lambda typed=typed: check_label(st.session_state[typed])))  # as stored (NFC): the class to show
+                lambda typed=typed: check_label(st.session_state[typed]), label))  # as stored (NFC): the class to show
             # The count is in the key: references added since it was ticked (another tab) untick it, and
             # the removal itself refuses a class that holds another number than the one shown.
             sure = b.checkbox(f"Remove all {count} reference(s) of {md(repr(label))}", key=f"rm_sure_{json.dumps(label)}_{count}")
             b.button("Remove class", key=f"rm_{json.dumps(label)}", disabled=not sure, on_click=on_click, args=(
                 svc, lambda label=label, count=count: svc.remove(label, count),
-                lambda label=label, count=count: f"Removed {label!r} ({count} reference(s))."))
+                lambda label=label, count=count: removed_class(svc, label, count), lambda: None, label))
+            if error := class_error(label):
+                st.error(md(error))
 
 
 def undo_ui(svc: GalleryService) -> None:
     if (removed := undoable(svc)) is not None and st.button(
-            f"Undo: put back {len(removed.sources)} reference(s) of {md(repr(removed.label))}", key="undo_remove"):
+            f"Undo: put back {len(removed.sources)} reference(s) of {md(repr(removed.label))}", key="undo_remove",
+            help="Offered until the gallery is edited again (here or elsewhere) or this page is reloaded: the "
+                 "removed references are held by this page, not saved."):
         act(svc, lambda: svc.restore(removed), f"Put back {len(removed.sources)} reference(s) of {removed.label!r}.",
             removed.label)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import streamlit as st
 
 from byakugan.embedder.scoring.calibration import AUTO_KEEPS, MIN_AUTO
@@ -23,7 +25,7 @@ def threshold_ui(svc: GalleryService) -> None:
                               "a confidence you choose"])
     if mode == "automatic":
         if not g.threshold_auto:
-            act(svc, svc.set_threshold_auto, "The gallery's own references choose the threshold now.")
+            act(svc, svc.set_threshold_auto, "The gallery's own references choose the threshold now.", widget="threshold_mode")
         how = ("now, held down to the best score a reference reaches against another class" if cal.held else
                "now" if cal.auto_threshold is not None else
                f"the model's until the gallery has {MIN_AUTO} true-match scores (two classes of five references); "
@@ -58,8 +60,17 @@ def raw_threshold_ui(svc: GalleryService, now_raw: float) -> None:
     g = svc.gallery()
     unit = "adapted score" if g.adapt else "cohort-normalised score" if g.cohort_settings else "cosine"
     reach = threshold_reach(g.adapt)  # an adapted score reaches past 1
-    synced("threshold", float(now_raw))
-    raw = st.number_input(f"Threshold ({unit}, from {-reach:g} to {reach:g})", -reach, reach, step=0.001, format="%.4f",
-                          key="threshold", help="A value outside those is not taken: the box turns red and keeps the last one.")
-    if st.button("Save raw threshold", key="save_raw_threshold", disabled=raw == float(now_raw)):
+    shown = f"{float(now_raw):.4f}"
+    synced("threshold", shown)
+    # A text box, read here: a number box put a value past its bounds at the other end (1e309 became
+    # -1) or kept the last good one, red, for Save to store instead of what was typed.
+    typed = st.text_input(f"Threshold ({unit}, from {-reach:g} to {reach:g})", key="threshold").strip()
+    try:
+        raw = float(typed)
+    except ValueError:
+        raw = math.nan
+    bad = None if -reach <= raw <= reach else f"{typed!r} is not a number from {-reach:g} to {reach:g}"
+    if bad and typed:
+        st.error(md(bad))
+    if st.button("Save raw threshold", key="save_raw_threshold", disabled=bool(bad) or typed == shown):
         act(svc, lambda: svc.set_threshold(raw), f"Threshold set to {raw:.4f}.")
