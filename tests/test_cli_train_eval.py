@@ -193,3 +193,15 @@ def test_evaluate_writes_class_names_with_control_characters_escaped(tmp_path, c
     assert main(["evaluate", str(data), "--shots", "2", "--trials", "1", "--model", "default"]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "esc\\u001b[31mred" in out
+
+
+def test_evaluate_with_no_class_left_out_says_the_open_set_was_not_measured(tmp_path, capsys):
+    from PIL import Image
+
+    data = folder(tmp_path / "d", {f"c{i}": 4 for i in range(4)})
+    assert main(["evaluate", str(data), "--shots", "2", "--trials", "2", "--unknown-fraction", "0",
+                 "--report", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "open set: not measured (no class was left out of the galleries: raise --unknown-fraction)" in out
+    scores = Image.open(tmp_path / "r" / "scores.png").convert("L")
+    assert scores.getextrema()[0] < 100  # the note is drawn: not an empty plot

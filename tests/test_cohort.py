@@ -154,6 +154,8 @@ def test_score_histogram_holds_normalised_scores_too():
     from byakugan.embedder.evaluation.report import score_bins
 
     cosines = score_bins(np.array([0.4, 0.95]), np.array([0.3]))
-    assert cosines[0] <= -0.2 and cosines[-1] >= 0.95
+    assert 0.25 < cosines[0] <= 0.3 and 0.95 <= cosines[-1] < 1.0  # the scores' own range, not stretched to 0
     normalised = score_bins(np.array([-0.45, 0.1]), np.array([-0.6, 0.05]))
-    assert normalised[0] <= -0.6 and normalised[-1] >= 0.2 and len(normalised) == 61
+    assert normalised[0] <= -0.6 and normalised[-1] >= 0.1 and len(normalised) == 61
+    one = score_bins(np.array([0.9, 0.9]), np.zeros(0))
+    assert one[0] < 0.86 and one[-1] > 0.94  # one value: a readable width around it

@@ -408,3 +408,49 @@ def test_a_missing_default_model_is_named_not_replaced_by_imagenet_features(tmp_
     assert exit_code(["embed", str(tmp_path / "x.png"), "--out", str(tmp_path / "e.npy")]) == 2
     assert not (tmp_path / "e.npy").exists()
     assert load("imagenet")[0].name == "imagenet"
+
+
+def test_a_second_training_into_the_same_folder_is_refused_while_the_first_runs(tmp_path, capsys):
+    from byakugan.embedder.training.outlock import LOCK, training_into
+
+    data = folder(tmp_path / "d", {"a": 3, "b": 3})
+    out = tmp_path / "m"
+    with training_into(out):  # the first run, still training
+        for command, extra in (("train", TINY), ("train-landmarks", [])):
+            line = refused(capsys, command, data, "--out", out, *extra)
+            assert line == f"byakugan: error: out {out}: another training is writing its model there now; wait for it " \
+                           "to end, or give another folder"
+    assert not out.exists()  # made for the run, and nothing saved: gone again, its lock with it
+    assert main(["train", str(data), "--out", str(out), *TINY]) == 0
+    assert not (out / LOCK).exists() and (out / "model.safetensors").is_file()
+
+
+def test_a_save_that_fails_over_a_model_keeps_the_model_it_had(tmp_path, capsys, monkeypatch):
+    from byakugan.embedder import load
+    from byakugan.embedder.embedding import files
+
+    data = folder(tmp_path / "d", {"a": 3, "b": 3})
+    out = tmp_path / "m"
+    assert main(["train", str(data), "--out", str(out), *TINY]) == 0
+    before = load(str(out))[0].fingerprint()
+    real = files.write_atomic
+
+    def config_refused(path, data, **kw):  # the weights written, then the config cannot be (a full disk, say)
+        if path.name == files.CONFIG_FILE:
+            raise OSError(28, "No space left on device", str(path))
+        return real(path, data, **kw)
+
+    monkeypatch.setattr(files, "write_atomic", config_refused)
+    assert main(["train", str(data), "--out", str(out), *TINY, "--seed", "3", "--overwrite"]) != 0
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert load(str(out))[0].fingerprint() == before and not list(out.glob(".*before*"))
+
+
+def test_pairs_need_two_pictures_of_a_class_and_a_cache_may_not_lie_in_the_data(tmp_path, capsys):
+    data = folder(tmp_path / "d", {"a": 3, "b": 3})
+    tiny = [x for x in TINY if x not in ("--m-per-class", "2")]
+    line = refused(capsys, "train", data, "--out", tmp_path / "m", *tiny, "--m-per-class", "1")
+    assert "m per class 1: loss 'multisimilarity' with miner 'multisimilarity' learns from two or more pictures" in line
+    line = refused(capsys, "train", data, "--out", tmp_path / "m", *TINY, "--cache", data / "cache")
+    assert f"cache {data / 'cache'}: lies inside the data folder {data}" in line and not (data / "cache").exists()

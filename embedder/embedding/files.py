@@ -3,6 +3,7 @@ model.safetensors, a fingerprint of both, and where shipped models live. No pick
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -52,15 +53,29 @@ def fingerprint(identity: dict, module: torch.nn.Module) -> str:
 
 def save_folder(directory: os.PathLike | str, config: dict, fmt: str, module: torch.nn.Module, half: bool) -> Path:
     """Write the weights (fp16 when half), then the config that names their format and their SHA-256,
-    each atomically: a save stopped between the two leaves weights its config does not vouch for,
+    each atomically: a save killed between the two leaves weights its config does not vouch for,
     which read_config refuses (over an older save, they would have been loaded under its config)."""
     d = check_model_folder(directory)
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().contiguous().cpu()
              for k, v in module.state_dict().items()}
     weights = save_tensors(state, metadata={"format": fmt})
-    write_atomic(d / WEIGHTS_FILE, weights)
     config = dict(config, format=fmt, **{WEIGHTS_SHA256: hashlib.sha256(weights).hexdigest()})
-    write_atomic(d / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
+    # A save over another that fails between the two files (a full disk, Ctrl-C, a file made
+    # immutable) puts the old weights back: the folder keeps the model it had, not one neither is.
+    before = d / f".{WEIGHTS_FILE}.before"
+    before.unlink(missing_ok=True)  # (one a killed save left)
+    if (d / WEIGHTS_FILE).is_file() and (d / CONFIG_FILE).is_file():
+        with contextlib.suppress(OSError):  # (a disk without links: as before, the old model is not kept)
+            os.link(d / WEIGHTS_FILE, before)
+    try:
+        write_atomic(d / WEIGHTS_FILE, weights)
+        write_atomic(d / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
+    except BaseException:
+        if before.is_file():
+            os.replace(before, d / WEIGHTS_FILE)
+        raise
+    finally:
+        before.unlink(missing_ok=True)
     return d
 
 

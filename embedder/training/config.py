@@ -25,6 +25,7 @@ LOSSES: dict[str, Callable[[int, int], torch.nn.Module]] = {
     "proxyanchor": lambda n, d: losses.ProxyAnchorLoss(n, d),
     "arcface": lambda n, d: losses.ArcFaceLoss(n, d),
 }
+PAIR_LOSSES = ("triplet", "multisimilarity", "supcon")  # (proxy losses learn from one picture of a class)
 MINERS: dict[str, Callable[[], Optional[torch.nn.Module]]] = {
     "none": lambda: None,
     "semihard": lambda: miners.TripletMarginMiner(margin=0.1, type_of_triplets="semihard"),
@@ -96,6 +97,10 @@ class TrainConfig:
             self.seed = check_seed(self.seed)
         except ValueError as exc:
             raise ByakuganError(str(exc)) from None
+        if self.m_per_class < 2 and (self.loss in PAIR_LOSSES or self.miner != "none"):  # its loss would be 0
+            raise ByakuganError(f"m per class {self.m_per_class}: loss {self.loss!r}" + (
+                f" with miner {self.miner!r}" if self.miner != "none" else "") + " learns from two or more pictures of "
+                "one class in a batch; give 2 or more")
         if self.batch_size % self.m_per_class or self.batch_size < 2 * self.m_per_class:  # one class: no negatives
             raise ByakuganError(f"batch size {self.batch_size} must be a multiple of m per class {self.m_per_class} and at "
                                 f"least {2 * self.m_per_class}: a batch holds m images of each of 2 or more classes")

@@ -127,13 +127,14 @@ MAX_SIZE = 1024  # input pixels a side: a run's views and features grow with its
 
 
 def check_places(out: os.PathLike | str, data: Sequence[os.PathLike | str], cache: Optional[str]) -> None:
-    """Before any work: the model folder is not inside a data folder (the next run would read it as a
-    class), and the cache folder can be written."""
-    o = Path(out).resolve()
-    for d in data:
-        if o == Path(d).resolve() or Path(d).resolve() in o.parents:
-            raise ByakuganError(f"out {out}: lies inside the data folder {d}, where the next run would take it for a "
-                                "class; give a folder outside it")
+    """Before any work: the model and cache folders are not inside a data folder (the next run would
+    read them as classes), and the cache folder can be written."""
+    for what, place in (("out", out), ("cache", cache)):
+        o = Path(place).resolve() if place is not None else None
+        for d in data if o is not None else ():
+            if o == Path(d).resolve() or Path(d).resolve() in o.parents:
+                raise ByakuganError(f"{what} {place}: lies inside the data folder {d}, where the next run would take it "
+                                    "for a class; give a folder outside it")
     if cache is not None:
         check_writable(cache, "cache", folder=True)
 

@@ -31,6 +31,7 @@ from ..images import load_image
 from .config import LOSSES, MINERS, check_loss
 from .crops import stamps, still_current
 from .data import Sample, check_model_out, check_places, check_setting, check_training_classes, scan, split_classes
+from .outlock import training_into
 from .metric import accuracy
 
 
@@ -75,7 +76,8 @@ class LandmarkTrainConfig:
         if not (isinstance(self.mirror, numbers.Real) and 0.0 <= self.mirror <= 1.0):
             raise ByakuganError(f"mirror {self.mirror!r}: must be a chance between 0 and 1")
         self.weight, self.dim, self.mirror = float(self.weight), int(self.dim), float(self.mirror)  # json takes no numpy number
-        for name, low in (("hidden", 1), ("m_per_class", 1), ("batch_size", 2), ("epochs", 1), ("per_class", 1)):
+        # m per class 2 or more: its MultiSimilarity loss learns from pairs of one class in a batch
+        for name, low in (("hidden", 1), ("m_per_class", 2), ("batch_size", 2), ("epochs", 1), ("per_class", 1)):
             if getattr(self, name) is not None:
                 setattr(self, name, check_setting(name, getattr(self, name), low, whole=True))
         if self.batch_size % self.m_per_class or self.batch_size < 2 * self.m_per_class:  # one class: no negatives
@@ -151,8 +153,14 @@ def augment(x: torch.Tensor, rotate: float, noise: float, gen: torch.Generator, 
 
 def train_landmarks(cfg: LandmarkTrainConfig, log: Callable[[str], None] = print, overwrite: bool = False) -> LandmarkEncoder:
     """Extract (or read cached) landmarks of cfg.data, fit the encoder, set its threshold, save it.
-    overwrite: replace a landmark model already in cfg.out (without it, one there is refused)."""
+    overwrite: replace a landmark model already in cfg.out (without it, one there is refused).
+    One run at a time into one folder (outlock)."""
     cfg.check()
+    with training_into(cfg.out):
+        return _train_landmarks(cfg, log, overwrite)
+
+
+def _train_landmarks(cfg: LandmarkTrainConfig, log: Callable[[str], None], overwrite: bool) -> LandmarkEncoder:
     check_model_out(cfg.out, LANDMARKS_FORMAT, None, overwrite, cfg.cache)
     samples = scan(cfg.data, per_class=cfg.per_class, seed=cfg.seed)
     train_set, held_set = split_classes(samples, cfg.holdout)

@@ -37,6 +37,7 @@ from .cohort import build_cohort
 from .config import LOSSES, MINERS, TrainConfig, check_loss
 from .crops import crop_samples, stamps, still_current
 from .data import Sample, check_model_out, check_training_classes, scan, split_classes
+from .outlock import training_into
 
 __all__ = ["LOSSES", "MINERS", "TrainConfig", "train", "batches", "features", "view_features", "accuracy"]
 
@@ -114,8 +115,14 @@ def _check_cohort_top(cfg: TrainConfig) -> None:
 
 def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = print, overwrite: bool = False) -> Embedder:
     """Train and save a model into cfg.out. resume: go on from cfg.out's checkpoint; overwrite:
-    replace the model already there (without either, a model there is refused, not replaced)."""
+    replace the model already there (without either, a model there is refused, not replaced).
+    One run at a time into one folder (outlock)."""
     cfg.check()
+    with training_into(cfg.out):
+        return _train(cfg, resume, log, overwrite)
+
+
+def _train(cfg: TrainConfig, resume: bool, log: Callable[[str], None], overwrite: bool) -> Embedder:
     if resume and overwrite:
         raise ByakuganError("resume and overwrite: choose one (go on from the checkpoint, or start over)")
     check_model_out(cfg.out, CONFIG_FORMAT, resume, overwrite, cfg.cache)

@@ -180,6 +180,8 @@ def _print_evaluation(s: dict, encoder) -> None:
     if "far_at_tar95" in s:
         print(f"  open set: FAR@TAR95 {s['far_at_tar95']:.3f}, ROC AUC {s['roc_auc']:.3f}, threshold {s['threshold_tar95']:.3f}"
               f" (class mean: {s['far_at_tar95_mean']:.3f}, {s['roc_auc_mean']:.3f}, {s['threshold_tar95_mean']:.3f})")
+    else:
+        print("  open set: not measured (no class was left out of the galleries: raise --unknown-fraction)")
     if "adapt" in s:
         u = s["unadapted"]
         print(f"  scores adapted to the enrolled classes ({Adaptation.from_dict(s['adapt'])}; "
