@@ -93,3 +93,13 @@ def test_removing_a_class_names_the_sequences_it_breaks_and_a_rename_to_its_own_
     at.button(key='rm_"3"').click().run()
     assert ("Removed '3' (5 reference(s)). Sequence(s) 'count' cannot fire until '3' is enrolled again."
             in [plain(s.value) for s in at.success])
+
+
+def test_the_enrol_page_says_at_once_that_its_gallery_was_removed(tmp_path, monkeypatch, digit_gallery):
+    shutil.copytree(digit_gallery, tmp_path / "gallery")
+    at = start(tmp_path, monkeypatch)
+    go(at, "Enrol")
+    shutil.rmtree(tmp_path / "gallery")
+    at.run()  # nothing typed yet
+    assert [plain(e.value) for e in at.error] == [f"gallery {tmp_path / 'gallery'}: was moved or removed while this server ran; "
+                                           "restart it"]

@@ -110,6 +110,7 @@ def see_through_ui(where, uploads) -> None:
 
 def enrol_ui(svc: GalleryService) -> None:
     st.header("Enrol a character or gesture")
+    svc.labels()  # a gallery moved or removed while the page runs is said now, not once a label is typed
     st.caption("Type a label (new or existing) and add a few images of it; no retraining needed.")
     label = st.text_input("Label", key="enrol_label").strip()
     round_ = st.session_state.setdefault("enrol_round", 0)  # a new key empties the uploader after enrolling
