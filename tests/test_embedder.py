@@ -251,9 +251,13 @@ def test_weights_and_config_saved_as_a_pair(tmp_path, monkeypatch):
     monkeypatch.setattr(files, "write_atomic", stop_before_the_config)
     with pytest.raises(KeyboardInterrupt):
         new.save(tmp_path / "m")
+    assert load_saved(tmp_path / "m").fingerprint() == first.fingerprint()  # stopped: the old weights put back
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    monkeypatch.setattr(files, "write_atomic", real)
+    new.save(tmp_path / "other")  # a save killed between the two files (kill -9: nothing is put back)
+    (tmp_path / "m" / "model.safetensors").write_bytes((tmp_path / "other" / "model.safetensors").read_bytes())
     with pytest.raises(ModelError, match=r"model.safetensors is not the file config.json was saved with \(a save stopped"):
         load_saved(tmp_path / "m")
-    monkeypatch.setattr(files, "write_atomic", real)
     new.save(tmp_path / "m")
     assert load_saved(tmp_path / "m").fingerprint() != first.fingerprint()
 

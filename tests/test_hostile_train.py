@@ -431,8 +431,9 @@ def test_a_save_that_fails_over_a_model_keeps_the_model_it_had(tmp_path, capsys,
 
     data = folder(tmp_path / "d", {"a": 3, "b": 3})
     out = tmp_path / "m"
-    assert main(["train", str(data), "--out", str(out), *TINY]) == 0
-    before = load(str(out))[0].fingerprint()
+    cohort = ["--cohort-top", "2", "--cohort-per-class", "2"]  # a file beside the weights, kept with them
+    assert main(["train", str(data), "--out", str(out), *TINY, *cohort]) == 0
+    before, kept = load(str(out))[0].fingerprint(), (out / "cohort.safetensors").read_bytes()
     real = files.write_atomic
 
     def config_refused(path, data, **kw):  # the weights written, then the config cannot be (a full disk, say)
@@ -441,10 +442,11 @@ def test_a_save_that_fails_over_a_model_keeps_the_model_it_had(tmp_path, capsys,
         return real(path, data, **kw)
 
     monkeypatch.setattr(files, "write_atomic", config_refused)
-    assert main(["train", str(data), "--out", str(out), *TINY, "--seed", "3", "--overwrite"]) != 0
+    assert main(["train", str(data), "--out", str(out), *TINY, *cohort, "--seed", "3", "--overwrite"]) != 0
     monkeypatch.undo()
     capsys.readouterr()
     assert load(str(out))[0].fingerprint() == before and not list(out.glob(".*before*"))
+    assert (out / "cohort.safetensors").read_bytes() == kept
 
 
 def test_pairs_need_two_pictures_of_a_class_and_a_cache_may_not_lie_in_the_data(tmp_path, capsys):

@@ -268,3 +268,17 @@ def test_the_servers_edit_of_a_read_only_gallery_says_it_is_read_only(client):
         r = c.delete("/labels/3")
     assert r.status_code == 409 and "its folder is read-only" in r.json()["error"], r.text
     assert disk_state(path) == before and c.get("/labels").json()["labels"]["3"] == 5
+
+
+def test_a_fixed_threshold_and_the_labels_are_read_without_the_model(folder, capsys):
+    """Its share of strangers needs the model (a calibration); a fixed threshold does not."""
+    import json
+
+    assert main(["threshold", str(folder), "0.5"]) == 0  # fixed (setting one needs no model either)
+    capsys.readouterr()
+    assert main(["threshold", str(folder)]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == "0.5" and err == ""  # the model 'synthetic' cannot be loaded: nothing more said
+    assert main(["labels", str(folder), "--json"]) == 0
+    said = json.loads(capsys.readouterr().out)
+    assert said["threshold"] == 0.5 and said["strangers_passing"] is None and said["labels"] == {"ab": 3, "paper": 3}

@@ -463,6 +463,28 @@ def test_a_variable_rate_videos_annotated_video_lasts_as_long_and_is_not_called_
     assert "frames its header lists" not in capsys.readouterr().err
     cap = cv2.VideoCapture(str(tmp_path / "out.avi"))
     assert cap.get(cv2.CAP_PROP_FPS) == 10 and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 34  # 3.3 s at 10/s, and one
+    shown = []  # each picture's grey level (the i-th picture is i * 40): held from its own time to the next one's
+    while (got := cap.read())[0]:
+        shown.append(round(float(got[1][32:, :32].mean()) / 40))
+    assert shown == [0, 1] + [2] * 10 + [3] + [4] * 20 + [5], shown
+
+
+def test_a_jump_in_a_videos_clock_is_cut_short_in_the_annotated_video(hand_gallery, tmp_path, capsys, monkeypatch):
+    import cv2
+
+    from byakugan.ui import video
+
+    real = video.read
+
+    def an_hour_between(source, *a, **kw):  # a camera stopped for an hour, or a file whose clock jumps
+        frames, fps = real(source, *a, **kw)
+        return (video.Frame(f.t + (3600 if f.index >= 2 else 0), f.index, f.bgr) for f in frames), fps
+
+    monkeypatch.setattr(video, "read", an_hour_between)
+    source = write_video(tmp_path / "v.avi", [(None, 4)], fps=10.0, size=(64, 64))
+    assert main(["watch", str(hand_gallery), str(source), "--out", str(tmp_path / "out.avi")]) == 0
+    cap = cv2.VideoCapture(str(tmp_path / "out.avi"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 4 + 100  # the hour held for MAX_HELD (10 s at 10/s), no more
 
 
 def test_a_video_that_cannot_be_opened_is_one_line_without_ffmpegs_own(tmp_path):
@@ -597,3 +619,27 @@ def test_watch_follows_an_edit_of_the_gallery_while_it_runs(hand_gallery, videos
     labels = [{tr["label"] for tr in line["tracks"]} for line in lines]
     assert "a" in labels[9] and not any("a" in seen for seen in labels[10:])
     assert all(seen == {"alpha"} for seen in labels[10:16])  # its held label renamed with it, not voted again
+
+
+def test_watch_goes_on_with_its_gallery_as_it_was_when_the_folder_is_removed(hand_gallery, videos, tmp_path, capsys,
+                                                                              monkeypatch):
+    import shutil
+
+    from byakugan.index import tracker as tracking
+
+    folder = shutil.copytree(hand_gallery, tmp_path / "g")
+    real, frames = tracking.Tracker.update, []
+
+    def removed_midway(self, frame, t=None):
+        frames.append(t)
+        if len(frames) == 10:
+            shutil.rmtree(folder)
+        return real(self, frame, t)
+
+    monkeypatch.setattr(tracking.Tracker, "update", removed_midway)
+    out = tmp_path / "out.avi"
+    assert main(["watch", str(folder), str(videos["abc"]), "--out", str(out)]) == 0
+    text, err = capsys.readouterr()
+    assert "sequence 'abc'" in text and out.is_file()
+    assert err.count(f"byakugan: warning: gallery {folder}: does not exist") == 1
+    assert "watching on with the gallery as it last was" in err

@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from safetensors.torch import load as load_tensors
@@ -51,31 +51,42 @@ def fingerprint(identity: dict, module: torch.nn.Module) -> str:
     return h.hexdigest()[:32]
 
 
-def save_folder(directory: os.PathLike | str, config: dict, fmt: str, module: torch.nn.Module, half: bool) -> Path:
-    """Write the weights (fp16 when half), then the config that names their format and their SHA-256,
-    each atomically: a save killed between the two leaves weights its config does not vouch for,
-    which read_config refuses (over an older save, they would have been loaded under its config)."""
+def save_folder(directory: os.PathLike | str, config: dict, fmt: str, module: torch.nn.Module, half: bool,
+                beside: Optional[dict[str, Callable[[Path], object]]] = None) -> Path:
+    """Write the files `beside` asks for (name: a writer of that file into the folder, such as the
+    cohort), then the weights (fp16 when half), then the config that names their format and their
+    SHA-256, each atomically: a save killed between them leaves weights its config does not vouch
+    for, which read_config refuses (over an older save, they would have been loaded under its config)."""
     d = check_model_folder(directory)
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().contiguous().cpu()
              for k, v in module.state_dict().items()}
     weights = save_tensors(state, metadata={"format": fmt})
     config = dict(config, format=fmt, **{WEIGHTS_SHA256: hashlib.sha256(weights).hexdigest()})
-    # A save over another that fails between the two files (a full disk, Ctrl-C, a file made
-    # immutable) puts the old weights back: the folder keeps the model it had, not one neither is.
-    before = d / f".{WEIGHTS_FILE}.before"
-    before.unlink(missing_ok=True)  # (one a killed save left)
-    if (d / WEIGHTS_FILE).is_file() and (d / CONFIG_FILE).is_file():
-        with contextlib.suppress(OSError):  # (a disk without links: as before, the old model is not kept)
-            os.link(d / WEIGHTS_FILE, before)
+    beside = beside or {}
+    # A save over another that fails part-way (a full disk, Ctrl-C, a file made immutable) puts the
+    # old files back: the folder keeps the model it had, not one neither is.
+    names = [*beside, WEIGHTS_FILE]
+    had = {n: (d / n).is_file() for n in names} if (d / CONFIG_FILE).is_file() else {}
+    for n in names:
+        (d / f".{n}.before").unlink(missing_ok=True)  # (one a killed save left)
+        if had.get(n):
+            with contextlib.suppress(OSError):  # (a disk without links: as before, the old model is not kept)
+                os.link(d / n, d / f".{n}.before")
     try:
+        for write in beside.values():
+            write(d)
         write_atomic(d / WEIGHTS_FILE, weights)
         write_atomic(d / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
     except BaseException:
-        if before.is_file():
-            os.replace(before, d / WEIGHTS_FILE)
+        for n in had:
+            if (d / f".{n}.before").is_file():
+                os.replace(d / f".{n}.before", d / n)
+            elif not had[n]:  # new with this save, beside an old model that did not ask for it
+                (d / n).unlink(missing_ok=True)
         raise
     finally:
-        before.unlink(missing_ok=True)
+        for n in names:
+            (d / f".{n}.before").unlink(missing_ok=True)
     return d
 
 

@@ -15,10 +15,10 @@ from ..errors import ByakuganError, ModelError
 from ..images import ImageSource, image_list, load_image
 from ..preprocess import Preprocess
 from ..scoring import SCORINGS
-from ..scoring.cohort import cohort_settings, load_cohort, offsets, save_cohort
+from ..scoring.cohort import COHORT_FILE, cohort_settings, load_cohort, offsets, save_cohort
 from .backbones import WeightsArg, create_backbone
 from .colour import ColourHistogram, colour_config
-from .files import check_model_folder, fingerprint, load_weights, read_config, save_folder
+from .files import fingerprint, load_weights, read_config, save_folder
 from .heads import Head
 from .progress import bar as progress_bar
 
@@ -135,10 +135,8 @@ class Embedder(torch.nn.Module):
 
     def save(self, directory: os.PathLike | str, half: bool = True) -> Path:
         """Write config.json and model.safetensors (fp16 by default) into `directory`."""
-        d = check_model_folder(directory)
-        if self.cohort is not None:
-            save_cohort(d, self.cohort)  # before the config that asks for it
-        return save_folder(d, self.config, CONFIG_FORMAT, self, half)
+        cohort = {} if self.cohort is None else {COHORT_FILE: lambda d: save_cohort(d, self.cohort)}  # before the config
+        return save_folder(directory, self.config, CONFIG_FORMAT, self, half, beside=cohort)
 
 
 def views(x: torch.Tensor, mirror: bool = True) -> torch.Tensor:

@@ -24,12 +24,16 @@ def training_into(out: os.PathLike | str) -> Iterator[None]:
     import fcntl
 
     d = Path(out)
-    made = False
+    made: list[Path] = []  # the folders this made (the model's, and any missing above it), removed if left empty
     for _ in range(3):  # a lock file the run before removed as this opened it: a new one
         try:
-            if not d.is_dir():
-                d.mkdir(parents=True)
-                made = True
+            for p in [*reversed(Path(os.path.abspath(d)).parents), Path(os.path.abspath(d))]:
+                if not p.is_dir():
+                    try:
+                        p.mkdir()
+                        made.append(p)
+                    except FileExistsError:  # another run made it first: this one locks it the same
+                        pass
             f = open(d / LOCK, "a")
         except OSError:
             yield
@@ -54,7 +58,9 @@ def training_into(out: os.PathLike | str) -> Iterator[None]:
         try:
             yield
         finally:
-            with contextlib.suppress(OSError):  # still held: a run that opens it now waits, then finds it gone
+            with contextlib.suppress(OSError):  # still held: a run that opens it now is refused, or finds it gone
                 (d / LOCK).unlink()
-                if made and not any(d.iterdir()):
-                    d.rmdir()
+                for p in reversed(made):
+                    if any(p.iterdir()):
+                        break
+                    p.rmdir()

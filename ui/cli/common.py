@@ -173,3 +173,16 @@ def given(a: argparse.Namespace, names: Sequence[str], rename: dict[str, str] | 
     config dataclass keeps the only copy of each default."""
     rename = rename or {}
     return {rename.get(k, k): v for k, v in vars(a).items() if k in names or k in rename}
+
+
+def calibration(g):
+    """The gallery's calibration, which needs its model; a fixed threshold is read without it, its
+    strangers' share left unsaid, where the model cannot be loaded (moved, removed)."""
+    from byakugan.index.pipeline import Pipeline
+
+    try:
+        return Pipeline.for_gallery(g, runtime="onnx").calibration(g)
+    except ByakuganError:
+        if g.threshold_auto:  # the threshold in force is the model's own work
+            raise
+        return None

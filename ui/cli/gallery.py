@@ -16,7 +16,7 @@ from byakugan.index.labels import alike, check_label, differing
 from byakugan.index.milvus import CHOICES
 from byakugan.index.pipeline import Pipeline
 
-from .common import EXIT_BAD_INPUT, detectors, landmarks_arg, locked, print_json, printable, report, saving, table, warn
+from .common import EXIT_BAD_INPUT, calibration, detectors, landmarks_arg, locked, print_json, printable, report, saving, table, warn
 from .enrolling import cmd_enroll
 
 MODEL_HELP = "model name or directory (default: the gallery's own; for a new gallery, see `byakugan models`)"
@@ -90,7 +90,7 @@ def cmd_labels(a: argparse.Namespace) -> int:
     labels = g.labels()
     if a.json:
         # In auto mode the stored value is only the model's fallback: the one in force is what searches use.
-        cal = Pipeline.for_gallery(g, runtime="onnx").calibration(g) if labels else None
+        cal = calibration(g) if labels else None
         auto = cal.auto_threshold if cal is not None and g.threshold_auto else None
         passing = cal.strangers_passing(g.threshold if auto is None else auto) if cal is not None else None
         print_json({"gallery": a.gallery, "model": g.model_name, "threshold": g.threshold if auto is None else round(auto, 6),

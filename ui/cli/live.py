@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Union
 
+from byakugan.embedder.errors import ByakuganError
 from byakugan.index.errors import GalleryError
 from byakugan.index.gallery import Gallery
 from byakugan.index.smoothing import SmoothingSettings
@@ -77,6 +78,7 @@ def _tracker(a: argparse.Namespace, settings: TrackerSettings) -> Union[Tracker,
         from byakugan.index.pipeline import Pipeline
 
         from byakugan.index.committed import version
+        from byakugan.index.model_check import check_fits
 
         g = Gallery.open(path)
         if not len(g):
@@ -84,10 +86,22 @@ def _tracker(a: argparse.Namespace, settings: TrackerSettings) -> Union[Tracker,
         for seq in g.sequences:
             if gone := seq.missing(g.labels()):
                 warn(f"sequence {seq.name!r} cannot fire: {', '.join(map(repr, gone))} no longer enrolled")
-        pipe, first = Pipeline.for_gallery(g, runtime="onnx"), version(path)
-        # An edit while it runs (a label renamed or removed, a sequence added) is followed, as the
-        # server's /watch and the page follow it; the tracks and the sequences under way go on.
-        return Renewed(lambda: version(path), lambda now: Tracker(pipe, g if now == first else Gallery.open(path), settings))
+        pipe, last = Pipeline.for_gallery(g, runtime="onnx"), [g]
+
+        def gallery_now() -> Gallery:
+            # An edit while it runs (a label renamed or removed, a sequence added) is followed, as the
+            # server's /watch and the page follow it; the tracks and the sequences under way go on. A
+            # gallery removed, or rebuilt with another model, is said, and watched on as it last was.
+            try:
+                fresh = Gallery.open(path)
+                check_fits(fresh, pipe.encoder, pipe.landmarks)
+                last[0] = fresh
+            except ByakuganError as exc:
+                warn(f"{exc}; watching on with the gallery as it last was")
+            return last[0]
+
+        return Renewed(lambda: version(path), lambda now: Tracker(pipe, gallery_now() if last[0].generation != now
+                                                                    else last[0], settings))
     from byakugan.index import bundle
     from byakugan.index.archive import archive_kind
 
@@ -167,7 +181,7 @@ def cmd_watch(a: argparse.Namespace) -> int:
              f"{settings.embed_every} x --enter {settings.smoothing.enter} frames); for this video try --embed-every 1"
              + (" and a smaller --window and --enter" if settings.smoothing.enter > 1 else ""))
     tracker = _tracker(a, settings)
-    writer, annotator = None, video.Annotator()
+    writer, annotator, held, cut = None, video.Annotator(), None, 0.0  # (held: the last frame drawn; cut: seconds left out)
     shown: dict[int, object] = {}
     count, busy, start, code, failed = 0, 0.0, time.perf_counter(), 0, False
     said = start
@@ -200,10 +214,17 @@ def cmd_watch(a: argparse.Namespace) -> int:
                 if writer is None:
                     writer = video.Writer(a.out, fps, (frame.bgr.shape[1], frame.bgr.shape[0]), a.overwrite)
                 # Each frame held until the next one's own time, so that a variable-rate video (or a
-                # camera slower than its rate) plays as long as it lasted and in step with the times shown.
-                drawn = annotator.draw(frame.bgr, result, count / max(busy, 1e-9))
-                for _ in range(max(1, min(int(MAX_HELD * fps), round(frame.t * fps) + 1 - writer.frames))):
-                    writer.write(drawn)
+                # camera slower than its rate) plays as long as it lasted and in step with the times
+                # shown; a gap past MAX_HELD (a jump in a file's clock, a camera stopped) is cut short.
+                target = round((frame.t - cut) * fps)  # this frame's place in the annotated video
+                if held is None:
+                    cut, target = frame.t, 0
+                elif target - writer.frames > max(1, int(MAX_HELD * fps)):
+                    cut += (target - writer.frames - max(1, int(MAX_HELD * fps))) / fps
+                    target = writer.frames + max(1, int(MAX_HELD * fps))
+                while held is not None and writer.frames < target:
+                    writer.write(held)
+                writer.write(held := annotator.draw(frame.bgr, result, count / max(busy, 1e-9)))
             sys.stdout.flush()
     except KeyboardInterrupt as exc:  # how a camera is stopped: what was recorded is kept
         code = 143 if isinstance(exc, _Terminated) else 130

@@ -14,14 +14,14 @@ from byakugan.index.errors import GalleryError, shown
 from byakugan.index.gallery import Gallery
 from byakugan.index.pipeline import Pipeline
 
-from .common import adapt_value, completed_for, printable, warn
+from .common import adapt_value, calibration, completed_for, printable, warn
 from .gallery import edit_gallery
 
 
 def cmd_threshold(a: argparse.Namespace) -> int:
     if a.value is None:
         g = Gallery.open(a.gallery)
-        cal = Pipeline.for_gallery(g, runtime="onnx").calibration(g) if g.threshold_auto or g.labels() else None
+        cal = calibration(g) if g.threshold_auto or g.labels() else None
         used = g.threshold if cal is None or not g.threshold_auto or cal.auto_threshold is None else cal.auto_threshold
         print(round(used, 6) if used != g.threshold else g.threshold)
         if cal is not None and g.threshold_auto and cal.auto_threshold is None:
