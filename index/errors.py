@@ -24,6 +24,11 @@ class ReadOnlyGalleryError(GalleryError):
     sound, the gallery's state refuses it); nothing was changed."""
 
 
+class StoreError(GalleryError):
+    """The vector store failed or refused (a Milvus database or server fault: a write it could not
+    make, a file of its own damaged), not the request (HTTP 503)."""
+
+
 class GalleryGoneError(GalleryError):
     """The gallery a server was started with was moved or deleted while it ran (the server's fault to
     report, not the request's)."""

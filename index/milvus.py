@@ -97,7 +97,7 @@ class MilvusStore:
             if self.uri == LITE_FILE and os.path.isdir(key) and not os.access(key, os.W_OK):  # not "another may hold it"
                 raise ReadOnlyGalleryError(f"gallery {self.directory}: Milvus Lite database {LITE_FILE} is in a folder that cannot be "
                                    "written (permissions, or a read-only disk), and Milvus Lite writes there even to "
-                                   "read; use a writable copy, or `byakugan export` it (a bundle is read anywhere)")
+                                   "read; use a writable copy of the folder (`cp -r`): no command can read it where it is")
             where = f"gallery {self.directory}: Milvus Lite database {LITE_FILE} (it serves one process at a time; " \
                     "another may hold it)" if self.uri == LITE_FILE else f"Milvus server {self.spec}"
             self._client = connect(key, self.uri == LITE_FILE, TIMEOUT, where)

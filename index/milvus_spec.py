@@ -12,7 +12,7 @@ import threading
 import uuid
 from pathlib import Path
 
-from .errors import GalleryError
+from .errors import GalleryError, StoreError
 from .vectors import FACTORIES, HNSW_EF_SEARCH, IVF_NPROBE, check_factory
 
 LITE, LITE_FILE, FIELD = "milvus-lite", "milvus.db", "vector"
@@ -44,9 +44,9 @@ def store_name(store) -> str:
 
 
 def errors(where: str, exc: BaseException) -> GalleryError:
-    """One line: where, and the first line of what pymilvus said."""
+    """One line: where, and the first line of what pymilvus said (a store's fault, not the request's)."""
     first = (str(getattr(exc, "message", "") or exc).strip().splitlines() or [type(exc).__name__])[0]
-    return GalleryError(f"{where}: {first}")
+    return StoreError(f"{where}: {first}")
 
 
 def index_params(factory: str) -> tuple[str, dict]:

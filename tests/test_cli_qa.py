@@ -159,3 +159,34 @@ def test_watch_names_the_flag_of_a_bad_setting_before_opening_the_video(small, c
     assert main(["watch", str(g), "0", *flags]) == 2  # camera 0: there is none here, and it is not opened
     err = capsys.readouterr().err
     assert err == f"byakugan: error: {told}" + err.split(told, 1)[1] and err.count("\n") == 1
+
+
+def test_cli_qa_round_two_closed_stdout_double_dash_ids_and_escapes(digit_gallery, tmp_path, capsys, monkeypatch):
+    """A closed stdout is not a traceback after the work is done; "--" ends the options; --id takes
+    ASCII digits, and repeated removes them all; success lines escape control characters."""
+    import shutil
+    import sys
+
+    from byakugan.index import Gallery
+    from byakugan.ui.cli import main
+
+    g = shutil.copytree(digit_gallery, tmp_path / "-g")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "stdout", None)
+    assert main(["labels", "--json", "--", "-g"]) == 0  # (stdout closed, and a gallery named like an option)
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["remove", str(g), "--id", "\u0661"])
+    assert exc.value.code == 2 and "'\u0661' is not a reference id" in capsys.readouterr().err
+    ids = [r.id for r in Gallery.open(g).references("3")[:2]]
+    assert main(["remove", str(g), "--id", str(ids[0]), "--id", str(ids[1])]) == 0
+    assert Gallery.open(g).labels()["3"] == 3 and capsys.readouterr().out.count("removed reference") == 2
+    assert main(["remove", str(g), "--id", str(ids[0]), "--id", "99999"]) == 2  # one not there: none removed
+    assert Gallery.open(g).labels()["3"] == 3
+    capsys.readouterr()
+    assert main(["rename", str(g), "7", "seven\u001b[31m"]) == 2  # refused label; the refusal escaped as before
+    assert "\u001b" not in capsys.readouterr().err
+    assert main(["threshold", str(g), "-1"]) == 0
+    assert "that is most of them" in capsys.readouterr().err  # set where every stranger passes: said at once

@@ -282,3 +282,17 @@ def test_a_fixed_threshold_and_the_labels_are_read_without_the_model(folder, cap
     assert main(["labels", str(folder), "--json"]) == 0
     said = json.loads(capsys.readouterr().out)
     assert said["threshold"] == 0.5 and said["strangers_passing"] is None and said["labels"] == {"ab": 3, "paper": 3}
+
+
+def test_a_fault_of_the_vector_store_is_503_not_the_requests_400(client, monkeypatch):
+    from byakugan.index import service
+    from byakugan.index.errors import StoreError
+
+    c, path = client
+
+    def refused(self, *a, **kw):
+        raise StoreError("Milvus milvus-lite, collection gallery_x: flush failed: Operation not permitted")
+
+    monkeypatch.setattr(service.GalleryService, "remove", refused)
+    r = c.delete("/labels/3")
+    assert r.status_code == 503 and "flush failed" in r.json()["error"], r.text

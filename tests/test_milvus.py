@@ -375,5 +375,5 @@ def test_a_milvus_lite_gallery_that_cannot_be_written_says_so_not_that_another_p
 
     with unwritable(tmp_path / "lite" / "milvus.db"):
         with pytest.raises(GalleryError, match=r"milvus.db is in a folder that cannot be written .*; use a writable "
-                                               r"copy, or `byakugan export` it \(a bundle is read anywhere\)$"):
+                                               r"copy of the folder \(`cp -r`\): no command can read it where it is$"):
             answers(Gallery.open(tmp_path / "lite"), clustered(1, 9)[0][:1])

@@ -22,7 +22,7 @@ from PIL import Image
 
 from byakugan.embedder.errors import ByakuganError
 from byakugan.embedder.images import load_image
-from byakugan.index.errors import GalleryGoneError, NotInGalleryError, ReadOnlyGalleryError
+from byakugan.index.errors import GalleryGoneError, NotInGalleryError, ReadOnlyGalleryError, StoreError
 from byakugan.index.gallery import Gallery
 from byakugan.index.labels import MAX_LABEL_LEN, check_label_in, find, shown
 from byakugan.index.ranking import Recognition
@@ -138,8 +138,8 @@ def create_app(source: Union[str, Path], token: Optional[str] = None, max_bytes:
     async def bad_input(request: Request, exc: ByakuganError):
         # The server's own gallery gone from under it is not the request's fault: 503, /healthz too.
         # One whose folder cannot be written refuses an edit that is itself sound: 409, not 400.
-        code = 503 if isinstance(exc, GalleryGoneError) else 404 if isinstance(exc, NotInGalleryError) else \
-            409 if isinstance(exc, ReadOnlyGalleryError) else 400
+        code = 503 if isinstance(exc, (GalleryGoneError, StoreError)) else 404 if isinstance(exc, NotInGalleryError) \
+            else 409 if isinstance(exc, ReadOnlyGalleryError) else 400
         return JSONResponse({"error": str(exc)}, status_code=code)
 
     async def read(upload: UploadFile) -> bytes:

@@ -38,7 +38,10 @@ class _Intermixed(_OneLine):
             return super().parse_known_args(args, namespace)
         self._inside = True
         try:
-            ns, extras = self.parse_known_intermixed_args(args, namespace)
+            # "--" ends the options (a gallery or picture named "-g"); the intermixed parse drops it
+            # (Python 3.11) and then reads what follows as options: plain parsing keeps it.
+            ns, extras = (super().parse_known_args(args, namespace) if args is not None and "--" in args
+                          else self.parse_known_intermixed_args(args, namespace))
         finally:
             self._inside = False
         if extras:  # said here, where the help to see is this command's, not the top level's
@@ -82,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    for name in ("stdout", "stderr"):  # started with it closed (`>&-`): what it would say goes nowhere, as to a
+        if getattr(sys, name) is None:  # reader that left, not a traceback after the work was done
+            setattr(sys, name, open(os.devnull, "w"))
     args = build_parser().parse_args(argv)
     import faiss
 

@@ -136,8 +136,8 @@ def cmd_enroll(a: argparse.Namespace) -> int:
         print_json({"gallery": str(gallery_dir), "added": added, "labels": g.labels(), "model": g.model_name, **chosen})
     else:
         if new or chosen:  # the model a new gallery keeps, and why
-            print(f"{gallery_dir}: new gallery, model {g.model_name} ({pipe.choice.why if chosen else '--model'})")
+            print(printable(f"{gallery_dir}: new gallery, model {g.model_name} ({pipe.choice.why if chosen else '--model'})"))
         for label, n in added.items():
-            print(f"enrolled {n} image(s) as {label!r}")
-        print(f"{gallery_dir}: {len(g)} references, {len(g.labels())} labels")
+            print(printable(f"enrolled {n} image(s) as {label!r}"))
+        print(printable(f"{gallery_dir}: {len(g)} references, {len(g.labels())} labels"))
     return 0 if ok_all else EXIT_BAD_INPUT

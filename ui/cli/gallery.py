@@ -121,20 +121,28 @@ def edit_gallery(gallery: str) -> Iterator[Gallery]:
 def cmd_remove(a: argparse.Namespace) -> int:
     if (a.label is None) == (a.id is None):
         raise GalleryError("remove: give either LABEL or --id N")
-    with edit_gallery(a.gallery) as g:
-        if a.id is not None:
-            ref = g.remove_reference(a.id)
-            print(f"removed reference {ref.id} ({ref.label!r}, {printable(ref.source)})")
-        else:
-            n = g.remove(a.label)
-            print(f"removed {a.label!r} ({n} references)")
+    with edit_gallery(a.gallery) as g:  # every --id given, all or none (one missing: nothing removed)
+        refs = [g.remove_reference(i) for i in dict.fromkeys(a.id or ())]
+        n = 0 if a.id else g.remove(a.label)
+    for ref in refs:
+        print(f"removed reference {ref.id} ({printable(repr(ref.label))}, {printable(ref.source)})")
+    if not a.id:
+        print(f"removed {printable(repr(a.label))} ({n} references)")
     return 0
+
+
+def reference_id(text: str) -> int:
+    """--id: a reference's number in ASCII digits (int() takes ١ and full-width １ too: on a removal,
+    a look-alike number is refused rather than read)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a reference id (a whole number, 0 or more, in digits 0-9)")
+    return int(text)
 
 
 def cmd_rename(a: argparse.Namespace) -> int:
     with edit_gallery(a.gallery) as g:
         n = g.rename(a.old, a.new)
-    print(f"renamed {a.old!r} to {check_label(a.new)!r} ({n} references)")
+    print(printable(f"renamed {a.old!r} to {check_label(a.new)!r} ({n} references)"))
     if others := alike(a.new, g.labels()):
         warn(f"{', '.join(map(repr, others[:3]))} {'is' if len(others) == 1 else 'are'} enrolled too, differing from "
              f"{check_label(a.new)!r} {differing(check_label(a.new), others[0]).removeprefix('differing ')}: "
@@ -152,7 +160,7 @@ def cmd_reindex(a: argparse.Namespace) -> int:
     chosen = " (auto)" if a.factory.strip().lower() == "auto" else ""  # else as asked, in its one spelling
     measured = f"recall@1 by label against exact search {recall:.3f} (references searched with themselves left out)" \
         if len(g) > 1 else "no recall measured (it takes two references or more)"
-    print(f"{a.gallery}: {len(g)} references in a {g.vectors.factory} index{chosen}; {measured}")
+    print(f"{printable(a.gallery)}: {len(g)} references in a {g.vectors.factory} index{chosen}; {measured}")
     return 0
 
 
@@ -196,7 +204,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("remove", help="remove a label, or one reference with --id")
     s.add_argument("gallery", metavar="GALLERY")
     s.add_argument("label", metavar="LABEL", nargs="?")
-    s.add_argument("--id", type=int, help="remove only the reference with this id")
+    s.add_argument("--id", type=reference_id, action="append", metavar="N",
+                   help="remove only the reference with this id (repeat for more: all of them, or none)")
     s.set_defaults(func=cmd_remove)
 
     s = sub.add_parser("rename", help="rename a label")

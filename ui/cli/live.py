@@ -35,7 +35,7 @@ def cmd_sequence(a: argparse.Namespace) -> int:
             print(table([(s.name, cut(" ".join(s.steps)), ", ".join(s.missing(labels))) for s in seqs],
                         ("sequence", "steps", "labels no longer enrolled")))
         else:
-            print(f"{a.gallery}: no sequences (add one: byakugan sequence {a.gallery} add NAME LABEL LABEL...)")
+            print(printable(f"{a.gallery}: no sequences (add one: byakugan sequence {a.gallery} add NAME LABEL LABEL...)"))
         return 0
     if not a.name:
         raise GalleryError(f"sequence {a.action}: needs NAME")
@@ -44,7 +44,7 @@ def cmd_sequence(a: argparse.Namespace) -> int:
             raise GalleryError("sequence remove: takes only NAME")
         with edit_gallery(a.gallery) as g:
             g.sequences.remove(a.name)
-        print(f"removed sequence {a.name!r}")
+        print(printable(f"removed sequence {a.name!r}"))
         return 0
     with edit_gallery(a.gallery) as g:
         if not a.replace and a.name in g.sequences:  # the library's refusal cannot name this command's flag
@@ -52,7 +52,7 @@ def cmd_sequence(a: argparse.Namespace) -> int:
             raise GalleryError(f"sequence {old.name!r}: already exists ({cut(' -> '.join(old.steps))}); add --replace "
                                "to replace it, or remove it first")
         seq = g.sequences.add(a.name, a.steps, replace=a.replace)
-    print(f"sequence {seq.name!r}: {' -> '.join(seq.steps)}")
+    print(printable(f"sequence {seq.name!r}: {' -> '.join(map(repr, seq.steps))}"))
     return 0
 
 

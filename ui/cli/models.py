@@ -13,7 +13,7 @@ from byakugan.embedder.errors import ByakuganError
 from byakugan.index.errors import LandmarksNeedHandError
 from byakugan.index.pipeline import Pipeline
 
-from .common import EXIT_BAD_INPUT, check_new_file, detectors, given, landmarks_arg, report, seed, write_new
+from .common import EXIT_BAD_INPUT, check_new_file, detectors, given, landmarks_arg, printable, report, seed, write_new
 
 S = argparse.SUPPRESS  # defaults live in TrainConfig / LandmarkTrainConfig, not here
 
@@ -53,7 +53,7 @@ def cmd_embed(a: argparse.Namespace) -> int:
     write_new(out, buf.getvalue(), "--out", a.overwrite)
     note = f" ({bad} unreadable or with nothing detected: NaN rows)" if bad else ""
     emb = result.vectors
-    print(f"wrote {out}: {emb.shape[0]} x {emb.shape[1]} float32, model {pipe.encoder.name}{note}", file=sys.stderr)
+    print(printable(f"wrote {out}: {emb.shape[0]} x {emb.shape[1]} float32, model {pipe.encoder.name}{note}"), file=sys.stderr)
     return EXIT_BAD_INPUT if bad else 0
 
 
@@ -119,7 +119,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         fields["detectors"] = parse_detectors(fields.pop("detector"))
     cfg = TrainConfig(**fields)
     model = train(cfg, resume=a.resume, log=lambda m: print(m, file=sys.stderr), overwrite=a.overwrite)
-    print(f"saved {model.name} ({model.dim}-d) to {a.out}")
+    print(printable(f"saved {model.name} ({model.dim}-d) to {a.out}"))
     return 0
 
 
@@ -132,7 +132,7 @@ def cmd_train_landmarks(a: argparse.Namespace) -> int:
 
     model = train_landmarks(LandmarkTrainConfig(**given(a, LANDMARK_FIELDS)), log=lambda m: print(m, file=sys.stderr),
                             overwrite=a.overwrite)
-    print(f"saved landmark model {model.name} ({model.dim}-d, weight {model.weight}) to {a.out}")
+    print(printable(f"saved landmark model {model.name} ({model.dim}-d, weight {model.weight}) to {a.out}"))
     return 0
 
 

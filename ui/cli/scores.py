@@ -42,6 +42,8 @@ def cmd_threshold(a: argparse.Namespace) -> int:
             g.threshold = a.value
     print("threshold set to auto (chosen by the gallery's own references)" if a.value == "auto"
           else f"threshold set to {g.threshold}")
+    if a.value != "auto" and g.labels() and (cal := calibration(g)) is not None and (said := strangers_note(cal, g.threshold)):
+        note(said)  # as showing it says: a threshold set where most strangers pass is not set silently
     return 0
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from byakugan.embedder.errors import ByakuganError
 
-from .common import detectors
+from .common import detectors, printable
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 
@@ -21,7 +21,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
     g = Gallery.open(a.gallery)
     out = export(g, a.out, overwrite=a.overwrite, pipeline=Pipeline.for_gallery(g, a.model))
-    print(f"exported {a.gallery} to {out}")
+    print(printable(f"exported {a.gallery} to {out}"))
     return 0
 
 
