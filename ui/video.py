@@ -135,6 +135,9 @@ def check_out(path: str, source: str = "", overwrite: bool = False) -> Path:
     return p
 
 
+MAX_HELD = 10.0  # seconds one frame of an annotated video may be held (a jump in a file's clock)
+
+
 class Writer:
     """An annotated video, written to a temporary name and moved into place when closed, so a
     half-written file never carries the final name."""
@@ -159,7 +162,9 @@ class Writer:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # as a file the user wrote, not mkstemp's private 0600
-        self._tmp, self.frames = Path(tmp), 0
+        self._tmp, self.frames, self.fps = Path(tmp), 0, fps
+        self._held: Optional[np.ndarray] = None  # the last frame written at its time (write_at)
+        self._cut = 0.0  # seconds of the source left out: its first frame's time, and gaps past MAX_HELD
         codec = "mp4v" if self.path.suffix.lower() == ".mp4" else "MJPG"
         self._out = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*codec), fps, size)
         if not self._out.isOpened():
@@ -169,6 +174,22 @@ class Writer:
     def write(self, bgr: np.ndarray) -> None:
         self._out.write(bgr)  # (OpenCV says nothing of a failed write here: close() checks the file)
         self.frames += 1
+
+    def write_at(self, bgr: np.ndarray, t: float) -> None:
+        """The frame at its own time t (seconds), the one before held until then: a variable-rate
+        video (or a camera slower than its rate) plays as long as it lasted and in step with the
+        times shown; a gap past MAX_HELD (a jump in a file's clock, a camera stopped) is held that long."""
+        most = max(1, int(MAX_HELD * self.fps))
+        if self._held is None:
+            self._cut = t
+        target = round((t - self._cut) * self.fps)  # its place in the video
+        if target - self.frames > most:
+            self._cut += (target - self.frames - most) / self.fps
+            target = self.frames + most
+        while self._held is not None and self.frames < target:
+            self.write(self._held)
+        self.write(bgr)
+        self._held = bgr
 
     def close(self, keep: bool = True) -> None:
         """Moves the video into place when `keep` and it reads back (a full disk leaves a file without

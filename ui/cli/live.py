@@ -112,7 +112,6 @@ def _tracker(a: argparse.Namespace, settings: TrackerSettings) -> Union[Tracker,
 
 
 PROGRESS_EVERY = 10.0  # seconds between progress lines on a terminal
-MAX_HELD = 10.0  # seconds one frame of the annotated video may be repeated to (a jump in a file's clock)
 SLOW_HOLD = 1.0  # seconds a gesture must be held before its label shows, past which a video is told so
 
 
@@ -181,7 +180,7 @@ def cmd_watch(a: argparse.Namespace) -> int:
              f"{settings.embed_every} x --enter {settings.smoothing.enter} frames); for this video try --embed-every 1"
              + (" and a smaller --window and --enter" if settings.smoothing.enter > 1 else ""))
     tracker = _tracker(a, settings)
-    writer, annotator, held, cut = None, video.Annotator(), None, 0.0  # (held: the last frame drawn; cut: seconds left out)
+    writer, annotator = None, video.Annotator()
     shown: dict[int, object] = {}
     count, busy, start, code, failed = 0, 0.0, time.perf_counter(), 0, False
     said = start
@@ -213,18 +212,7 @@ def cmd_watch(a: argparse.Namespace) -> int:
             if a.out is not None:
                 if writer is None:
                     writer = video.Writer(a.out, fps, (frame.bgr.shape[1], frame.bgr.shape[0]), a.overwrite)
-                # Each frame held until the next one's own time, so that a variable-rate video (or a
-                # camera slower than its rate) plays as long as it lasted and in step with the times
-                # shown; a gap past MAX_HELD (a jump in a file's clock, a camera stopped) is cut short.
-                target = round((frame.t - cut) * fps)  # this frame's place in the annotated video
-                if held is None:
-                    cut, target = frame.t, 0
-                elif target - writer.frames > max(1, int(MAX_HELD * fps)):
-                    cut += (target - writer.frames - max(1, int(MAX_HELD * fps))) / fps
-                    target = writer.frames + max(1, int(MAX_HELD * fps))
-                while held is not None and writer.frames < target:
-                    writer.write(held)
-                writer.write(held := annotator.draw(frame.bgr, result, count / max(busy, 1e-9)))
+                writer.write_at(annotator.draw(frame.bgr, result, count / max(busy, 1e-9)), frame.t)
             sys.stdout.flush()
     except KeyboardInterrupt as exc:  # how a camera is stopped: what was recorded is kept
         code = 143 if isinstance(exc, _Terminated) else 130
