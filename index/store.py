@@ -112,13 +112,12 @@ def _read_meta(directory: Path) -> dict:
 
 # The folders whose lock each thread holds: a nested edit of one is refused instead of waiting on
 # its own thread. Per thread, as threads of one program each wait for the lock like other programs.
-_HOLDING = threading.local()
+class _Holding(threading.local):
+    def __init__(self) -> None:  # run once in each thread that uses it
+        self.folders: set[str] = set()
 
 
-def _held() -> set[str]:
-    if not hasattr(_HOLDING, "folders"):
-        _HOLDING.folders = set()
-    return _HOLDING.folders
+_HOLDING = _Holding()
 
 
 @contextlib.contextmanager
@@ -132,7 +131,7 @@ def locked(directory: Path, waiting: Optional[Callable[[], None]] = None) -> Ite
     if directory.exists() and not directory.is_dir():
         raise GalleryError(f"gallery {directory}: is a file, not a gallery folder")
     key = os.path.realpath(directory)
-    if key in _held():  # flock by another open of the file: this thread would wait for itself forever
+    if key in _HOLDING.folders:  # flock by another open of the file: this thread would wait for itself forever
         raise GalleryError(f"gallery {directory}: this thread already holds its lock (an edit inside another edit of "
                            "the same gallery); make the change through the outer edit's gallery")
     if directory.is_symlink() and not directory.exists():  # mkdir would fail on it as if another writer removed it
@@ -182,12 +181,12 @@ def locked(directory: Path, waiting: Optional[Callable[[], None]] = None) -> Ite
     else:
         raise GalleryError(f"gallery {directory}: cannot be locked (its folder went away 100 times while being locked)")
     with f:
-        _held().add(key)
+        _HOLDING.folders.add(key)
         try:
             clean_leftovers(directory)
             yield
         finally:
-            _held().discard(key)
+            _HOLDING.folders.discard(key)
             with contextlib.suppress(OSError):  # still holding the lock: no other writer is in it
                 if made and os.listdir(directory) == [LOCK_FILE]:
                     (directory / LOCK_FILE).unlink()
